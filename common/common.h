@@ -1,0 +1,81 @@
+/*
+ * common.h - the few things every tome module shares.
+ *
+ * Errors.  Library code never prints, aborts or exits.  A function that can
+ * fail returns an int: 0 on success, a negative TOME_E* code on failure, and
+ * fills the caller's `tome_error` with a message that names the thing at
+ * fault (the file, tensor, archive entry, field or limit).  The caller owns
+ * the struct (usually on its stack); nothing in it needs freeing.  The daemon
+ * maps the codes to HTTP statuses, the client to exit codes.
+ *
+ * Files.  Reading a whole small file, and the atomic-replace pattern (write a
+ * temporary file in the same directory, fsync it, rename it over the target,
+ * fsync the directory) that every file which matters is written with, so a
+ * crash leaves either the old or the new content, never a torn mix.
+ *
+ * Hashing and time.  SHA-256 (OpenSSL) for content identity and a monotonic
+ * clock for the timings tome reports.
+ */
+#ifndef TOME_COMMON_H
+#define TOME_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    TOME_OK = 0,
+    TOME_EINVAL = -1,    /* bad argument or bad request */
+    TOME_ENOMEM = -2,    /* allocation failed */
+    TOME_EIO = -3,       /* read/write/open failed (errno text in the message) */
+    TOME_EFORMAT = -4,   /* malformed file or data: header, JSON, checkpoint */
+    TOME_ENOTFOUND = -5, /* named thing does not exist */
+    TOME_ELIMIT = -6,    /* a configured limit was exceeded */
+    TOME_EMISMATCH = -7, /* valid, but made for something else (model, version) */
+    TOME_ECANCELED = -8, /* stopped on request */
+    TOME_EBUSY = -9,     /* resource in use or queue full */
+    TOME_EPERM = -10,    /* not allowed */
+    TOME_EEXIST = -11,   /* already exists */
+    TOME_EINTERNAL = -12 /* a bug: an invariant did not hold */
+};
+
+#define TOME_ERROR_MAX 512
+
+/* Caller-owned error report; `code` is one of TOME_E* (0 when clear). */
+typedef struct tome_error {
+    int code;
+    char msg[TOME_ERROR_MAX];
+} tome_error;
+
+/* Fill `err` (if not NULL) and return `code`, so callers can write
+ * `return tome_errorf(err, TOME_EFORMAT, "%s: bad header", path);`. */
+int tome_errorf(tome_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int tome_verrorf(tome_error *err, int code, const char *fmt, va_list ap);
+/* Prefix an existing message with context ("loading X: " + old message). */
+int tome_error_wrap(tome_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tome_error_clear(tome_error *err);
+/* Short stable name of a code ("format", "not_found", ...), for protocols. */
+const char *tome_error_name(int code);
+
+/* Read a whole file into a NUL-terminated malloc'd buffer (the caller frees
+ * it); `*len` gets the byte count without the NUL.  Refuses files larger
+ * than `max_bytes`. */
+int tome_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tome_error *err);
+
+/* Atomically replace `path` with `len` bytes of `data` (mode 0644 & ~umask). */
+int tome_write_file_atomic(const char *path, const void *data, size_t len, tome_error *err);
+/* fsync the directory that holds `path`, so a rename into it is durable. */
+int tome_fsync_parent_dir(const char *path, tome_error *err);
+/* mkdir -p with `mode` for the directories it creates. */
+int tome_mkdir_p(const char *path, unsigned mode, tome_error *err);
+
+/* SHA-256 of a buffer as 32 raw bytes, and raw bytes as lowercase hex
+ * (`hex` must hold 2*n+1 bytes). */
+void tome_sha256(const void *data, size_t len, uint8_t out[32]);
+void tome_hex(const uint8_t *bytes, size_t n, char *hex);
+
+/* Seconds from a monotonic clock (for durations only). */
+double tome_now(void);
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * v4.h - the public interface of tome's DeepSeek V4 engine.
+ *
+ * The engine is a library with this one header.  It owns everything that
+ * knows what DeepSeek V4 is: reading a Hugging Face checkpoint directory
+ * (config.json, model.safetensors.index.json, the shards, memory-mapped),
+ * the tokenizer and the chat / document-QA prompt encoding, the forward pass
+ * and its kernels, and the decode state with its save/restore sections.
+ *
+ * Ownership.  Every object here is created by a v4_*_new/open function and
+ * released by the matching *_free; the caller owns what it created.  A
+ * v4_state refers to its v4_model, which must outlive it.  Functions that
+ * can fail return 0 or a negative TOME_E* code and fill a caller-owned
+ * tome_error (see common/common.h); nothing here prints, aborts or exits.
+ *
+ * Threads.  A v4_model is immutable after open and may be shared by any
+ * number of threads.  A v4_state is used by one thread at a time; forks of
+ * one state are independent and may run concurrently.
+ */
+#ifndef TOME_ENGINE_V4_H
+#define TOME_ENGINE_V4_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+/* ------------------------------------------------------------------------
+ * Configuration (from config.json; nothing is hard-coded)
+ * ------------------------------------------------------------------------ */
+
+#define V4_MAX_LAYERS 256
+
+typedef struct v4_config {
+    int vocab_size;
+    int dim;             /* hidden_size */
+    int n_layers;        /* num_hidden_layers (main blocks, MTP excluded) */
+    int n_heads;         /* num_attention_heads */
+    int head_dim;        /* also the KV width */
+    int rope_dim;        /* qk_rope_head_dim: RoPE on the last rope_dim dims */
+    int q_lora_rank;
+    int o_groups;
+    int o_lora_rank;
+    int window;          /* sliding_window */
+    int n_mtp_layers;    /* num_nextn_predict_layers */
+    int compress_ratio[V4_MAX_LAYERS + 8]; /* n_layers + n_mtp_layers entries */
+    int index_n_heads;
+    int index_head_dim;
+    int index_topk;
+    int n_routed_experts;
+    int n_shared_experts;
+    int n_active_experts; /* num_experts_per_tok */
+    int moe_inter_dim;
+    int n_hash_layers;
+    int expert_fp4;       /* expert_dtype == "fp4" (else fp8) */
+    int hc_mult;
+    int hc_sinkhorn_iters;
+    int bos_id, eos_id;
+    int64_t max_position;
+    double hc_eps;
+    double norm_eps;
+    double route_scale;
+    double swiglu_limit;
+    double rope_theta;
+    double compress_rope_theta;
+    double rope_factor;
+    int64_t rope_original_len;
+    double beta_fast, beta_slow;
+} v4_config;
+
+/* Parse and validate a config.json text; `origin` names it in errors. */
+int v4_config_parse(const char *json, size_t len, const char *origin, v4_config *cfg,
+                    tome_error *err);
+
+/* ------------------------------------------------------------------------
+ * Tensor manifest: what a checkpoint for a config must hold
+ * ------------------------------------------------------------------------ */
+
+typedef enum v4_dtype {
+    V4_F32,
+    V4_BF16,
+    V4_F8_E4M3,
+    V4_F8_E8M0,
+    V4_I8, /* packed FP4 e2m1 pairs, low nibble first */
+    V4_I64,
+    V4_I32,
+    V4_DTYPE_COUNT
+} v4_dtype;
+
+/* Size in bytes of one element; name as safetensors spells it. */
+size_t v4_dtype_size(v4_dtype t);
+const char *v4_dtype_name(v4_dtype t);
+int v4_dtype_from_name(const char *name, v4_dtype *out);
+
+typedef struct v4_tensor_spec {
+    char name[96];
+    v4_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+} v4_tensor_spec;
+
+/* Every tensor the config implies, in a stable order (weights before their
+ * .scale).  The caller frees *specs with free(). */
+int v4_manifest(const v4_config *cfg, v4_tensor_spec **specs, size_t *n, tome_error *err);
+
+/* ------------------------------------------------------------------------
+ * Model
+ * ------------------------------------------------------------------------ */
+
+typedef struct v4_model v4_model;
+
+typedef enum v4_numerics {
+    V4_NUMERICS_QAT = 0, /* default: FP32 compute plus the trained KV-FP8 / indexer-FP4 round trips */
+    V4_NUMERICS_FP32 = 1 /* debugging: the two round trips disabled */
+} v4_numerics;
+
+typedef struct v4_open_options {
+    v4_numerics numerics;
+    int n_threads; /* kernel threads; 0 = number of online CPUs */
+} v4_open_options;
+
+/* Open a checkpoint directory (config.json, model.safetensors.index.json or a
+ * single model.safetensors, and the shards).  Shards are memory-mapped; every
+ * tensor is checked against the manifest. `opts` may be NULL. */
+int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err);
+void v4_model_free(v4_model *m);
+const v4_config *v4_model_config(const v4_model *m);
+/* SHA-256 over config.json and every tensor's name, dtype and shape, plus the
+ * numerics mode: two models with equal fingerprints produce the same states. */
+void v4_model_fingerprint(const v4_model *m, uint8_t out[32]);
+/* Bytes of compressed KV state added per token (compact storage), summed
+ * over the main layers, as a fractional average (ratio-4 layers add an entry
+ * every 4 tokens). */
+double v4_model_state_bytes_per_token(const v4_model *m);
+
+/* ------------------------------------------------------------------------
+ * State: everything the decode path carries between tokens
+ * ------------------------------------------------------------------------ */
+
+typedef struct v4_state v4_state;
+
+int v4_state_new(const v4_model *m, v4_state **out, tome_error *err);
+void v4_state_free(v4_state *s);
+/* Number of tokens consumed so far (= the next position). */
+int64_t v4_state_pos(const v4_state *s);
+/* A copy that continues independently.  Compressed arrays written before the
+ * fork are shared read-only with the parent; the fork costs O(window +
+ * partial compressor state), not O(context). */
+int v4_state_fork(const v4_state *parent, v4_state **out, tome_error *err);
+/* Bytes held by the state's compressed arrays (all layers). */
+size_t v4_state_kv_bytes(const v4_state *s);
+
+/* Progress callback for long prefills: return non-zero to cancel (the
+ * prefill then stops at a chunk boundary with TOME_ECANCELED, and the state
+ * holds every token consumed so far). */
+typedef int (*v4_progress_fn)(void *ctx, int64_t done, int64_t total);
+
+/* Optional outputs and hooks of an evaluation. */
+typedef struct v4_eval {
+    int chunk;               /* tokens per forward chunk; 0 = engine default */
+    float *logits;           /* if set: [n][vocab] logits of every position */
+    float *last_logits;      /* if set: [vocab] logits of the last position */
+    float *hc_out;           /* if set: [n][hc_mult][dim] final HC state (MTP input) */
+    v4_progress_fn progress;
+    void *progress_ctx;
+    /* Debug taps (used by the golden tests).  hidden: the HC state after
+     * layer `layer` (-1 = embedding) at absolute position `pos`, hc_mult*dim
+     * floats.  topk: the indexer selection of layer `layer` (-1 = MTP block)
+     * at position `pos`, k compressed-entry indices, descending score. */
+    void (*on_hidden)(void *ctx, int layer, int64_t pos, const float *x);
+    void (*on_topk)(void *ctx, int layer, int64_t pos, const int32_t *idx, int k);
+    void *tap_ctx;
+} v4_eval;
+
+/* Feed `n` tokens at positions pos..pos+n-1.  Prefill and decode are the same
+ * call: n == 1 is a decode step.  `ev` may be NULL. */
+int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev, tome_error *err);
+
+/* The MTP block (multi-token prediction).  For each i, combines the main
+ * model's final HC state `hc[i]` ([hc_mult][dim], from v4_eval.hc_out) with
+ * the embedding of `next_ids[i]` (the token after that position) and writes
+ * the MTP head's logits for the token after that.  The MTP block keeps its
+ * own caches inside `s`, at its own positions (first call starts at 0). */
+int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n, float *logits,
+                const v4_eval *ev, tome_error *err);
+
+/* ------------------------------------------------------------------------
+ * Tokenizer and chat encoding
+ * ------------------------------------------------------------------------ */
+/* (section owned by engine/tokenizer.c and engine/chat.c) */
+
+#endif

@@ -1,0 +1,37 @@
+#!/bin/sh
+# The README's test command: install what is missing, build from a clean
+# tree, run `make check`, and end with the line "N passed, N failed".
+# Extra arguments go to configure (for example --enable-sanitizers).
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top" || exit 1
+sh scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+jobs=$(nproc 2>/dev/null || echo 2)
+build="$top/_build"
+rm -rf "$build"
+status=0
+{ autoreconf -fi >/dev/null && mkdir -p "$build" && cd "$build" &&
+  "$top/configure" --enable-werror "$@" >configure.out &&
+  make -j"$jobs" >make.out 2>&1; } || status=$?
+if [ "$status" -ne 0 ]; then
+    [ -f "$build/make.out" ] && tail -50 "$build/make.out"
+    [ -f "$build/config.log" ] && grep -A3 'error:' "$build/config.log" | tail -20
+    echo "build failed"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+make -j"$jobs" check
+check_status=$?
+passed=0; failed=0; skipped=0
+for trs in $(find "$build/tests" -name '*.trs' 2>/dev/null); do
+    r=$(sed -n 's/^:test-result: //p' "$trs")
+    case "$r" in
+        PASS|XFAIL) passed=$((passed + 1)) ;;
+        SKIP) skipped=$((skipped + 1)) ;;
+        *) failed=$((failed + 1)); echo "--- $(basename "$trs" .trs) ---"; tail -30 "${trs%.trs}.log" ;;
+    esac
+done
+if [ "$check_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] && [ "$check_status" -eq 0 ]

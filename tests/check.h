@@ -1,0 +1,90 @@
+/*
+ * check.h - the assertion vocabulary of tome's C tests.
+ *
+ * Each test program is a main() that calls CHECK*() and ends with
+ * `return check_finish();`.  A failed check prints file:line and the values,
+ * counts, and the run continues so one run shows every failure; the exit
+ * status is 1 if anything failed (automake's harness reads it).  There is no
+ * skip: missing test data is a failure (check_shared_path()).
+ */
+#ifndef TOME_TESTS_CHECK_H
+#define TOME_TESTS_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int check_failures;
+static int check_count;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(cond)) {                                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+        }                                                                                          \
+    } while (0)
+
+#define CHECKF(cond, ...)                                                                          \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(cond)) {                                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* rc must be 0; on failure the tome_error message is printed. */
+#define CHECK_OK(rc, err)                                                                          \
+    do {                                                                                           \
+        int check_rc_ = (rc);                                                                      \
+        CHECKF(check_rc_ == 0, "rc=%d: %s", check_rc_, (err)->msg);                                \
+    } while (0)
+
+/* A failure after which the test cannot go on. */
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s: ", __FILE__, __LINE__, #cond);            \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static inline int check_finish(void)
+{
+    fprintf(stderr, "%d checks, %d failed\n", check_count, check_failures);
+    return check_failures ? 1 : 0;
+}
+
+/* Path under the shared test-data directory ($TOME_SHARED); exits with a
+ * failure if the directory or the file is missing. */
+static inline const char *check_shared_path(const char *rel)
+{
+    static char buf[8][4096];
+    static int next;
+    const char *root = getenv("TOME_SHARED");
+    REQUIRE(root && *root, "TOME_SHARED is not set (run through `make check`)");
+    char *out = buf[next++ % 8];
+    snprintf(out, sizeof buf[0], "%s/%s", root, rel);
+    struct stat st;
+    REQUIRE(stat(out, &st) == 0, "test data %s is missing", out);
+    return out;
+}
+
+/* A fresh private directory for a test's files (under $TMPDIR or /tmp). */
+static inline const char *check_tmpdir(void)
+{
+    static char dir[4096];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/tome-test-XXXXXX", t && *t ? t : "/tmp");
+    REQUIRE(mkdtemp(dir) != NULL, "cannot create a temporary directory");
+    return dir;
+}
+
+#endif
