@@ -187,6 +187,31 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
 /* ------------------------------------------------------------------------
  * Tokenizer and chat encoding
  * ------------------------------------------------------------------------ */
-/* (section owned by engine/tokenizer.c and engine/chat.c) */
+/* (section owned by engine/tokenizer.c and engine/chat.c; the signatures
+ * below are the contract other modules code against) */
+
+typedef struct v4_tokenizer v4_tokenizer;
+
+/* A growable array of token ids.  Zero-initialise it; functions append to
+ * it; the owner frees `ids` with free(). */
+typedef struct v4_ids {
+    int32_t *ids;
+    size_t n, cap;
+} v4_ids;
+
+/* Load a Hugging Face tokenizer.json (byte-level BPE). */
+int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err);
+void v4_tokenizer_free(v4_tokenizer *t);
+/* Number of ids (base vocabulary plus added tokens; max id + 1). */
+int v4_tokenizer_n_ids(const v4_tokenizer *t);
+/* Encode `len` bytes of text (may contain NUL; invalid UTF-8 is encoded as
+ * its raw bytes) and append the ids to `out`.  With `parse_special`, added
+ * tokens written as text (e.g. "<｜User｜>") become their ids. */
+int v4_tokenize(const v4_tokenizer *t, const char *text, size_t len, int parse_special,
+                v4_ids *out, tome_error *err);
+/* Id of an added/special token given its exact text, or -1. */
+int32_t v4_token_lookup(const v4_tokenizer *t, const char *text);
+/* The bytes a token id stands for (after the byte-level decoding). */
+int v4_token_bytes(const v4_tokenizer *t, int32_t id, const char **bytes, size_t *len);
 
 #endif
