@@ -1,0 +1,43 @@
+/*
+ * cmd_status.c - `tome status`: is the daemon there, and is it ready?
+ *
+ * Health says the process answers; readiness says the store is open and
+ * the model loaded.  A daemon that answers but is not ready (still loading
+ * a large model, or draining for shutdown) exits with the "busy" status,
+ * so `until tome status -q; do sleep 5; done` waits for a daemon to come
+ * up, and a monitoring check can tell "down" (3) from "not yet" (7).
+ */
+#include "client/client.h"
+
+static void print_status(const tome_client *c, json_t *health, json_t *ready, const tome_error *why)
+{
+    const char *where = c->endpoint.host ? c->endpoint.host : c->endpoint.socket_path;
+    printf("tomed %s at %s, up %.0f s\n", json_string_value(json_object_get(health, "version")),
+           where, json_number_value(json_object_get(health, "uptime_s")));
+    if (ready)
+        printf("ready: model %s, store %s%s\n", json_string_value(json_object_get(ready, "model")),
+               json_string_value(json_object_get(ready, "store")),
+               json_is_true(json_object_get(ready, "draining")) ? ", draining" : "");
+    else
+        printf("not ready: %s\n", why->msg);
+}
+
+int tome_cmd_status(tome_client *c, const tome_options *opt, tome_error *err)
+{
+    json_t *health = NULL, *ready = NULL;
+    if (tome_api_json(c, "GET", "/v1/health", NULL, &health, NULL, err)) return err->code;
+    int rc = tome_api_json(c, "GET", "/v1/ready", NULL, &ready, NULL, err);
+    if (rc == 0 || rc == TOME_EBUSY) {
+        if (opt->json) {
+            json_t *both = json_pack("{s:O, s:O?}", "health", health, "ready", ready);
+            int print_rc = tome_print_json(both, err);
+            json_decref(both);
+            if (rc == 0) rc = print_rc;
+        } else if (!tome_output_quiet()) {
+            print_status(c, health, ready, err);
+        }
+    }
+    json_decref(health);
+    json_decref(ready);
+    return rc;
+}
