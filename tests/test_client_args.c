@@ -1,0 +1,143 @@
+/* Unit tests of the client's command line (client/args.c) and of the
+ * mapping from error codes to the exit statuses documented in tome(1). */
+#include "client/client.h"
+#include "tests/check.h"
+
+/* Parse a NULL-terminated word list as if it were argv after "tome". */
+static int parse(tome_options *opt, tome_error *err, const char *first, ...)
+{
+    char *argv[32] = {"tome"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *w = first; w && argc < 31; w = va_arg(ap, const char *)) argv[argc++] = (char *)w;
+    va_end(ap);
+    return tome_parse_args(argc, argv, opt, err);
+}
+
+static void test_commands(void)
+{
+    tome_options opt;
+    tome_error err = {0};
+    CHECK_OK(parse(&opt, &err, "corpus", "add", "src", NULL), &err);
+    CHECK(opt.command && strcmp(opt.command->group, "corpus") == 0);
+    CHECK(strcmp(opt.command->name, "add") == 0 && opt.nargs == 1 && !strcmp(opt.args[0], "src"));
+
+    CHECK_OK(parse(&opt, &err, "--socket", "/tmp/s", "ask", "src", "why?", "--think", NULL), &err);
+    CHECK(!strcmp(opt.socket_path, "/tmp/s") && !strcmp(opt.command->name, "ask"));
+    CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "why?") && !strcmp(opt.thinking, "high"));
+    CHECK(opt.max_tokens == -1 && !opt.has_seed && !opt.has_temperature);
+
+    CHECK_OK(parse(&opt, &err, "ask", "--think=max", "--max-tokens=64", "--seed", "7",
+                   "--temperature", "0.5", "src", "--", "--why?", NULL),
+             &err);
+    CHECK(!strcmp(opt.thinking, "max") && opt.max_tokens == 64 && opt.has_seed && opt.seed == 7);
+    CHECK(opt.has_temperature && opt.temperature == 0.5);
+    CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "--why?"));
+
+    CHECK_OK(parse(&opt, &err, "-q", "report", "src", "q.txt", "-o", "out.md", "--format", "json",
+                   "--no-think", NULL),
+             &err);
+    CHECK(opt.quiet && !strcmp(opt.output, "out.md") && !strcmp(opt.format, "json"));
+    CHECK(!strcmp(opt.thinking, "none"));
+    CHECK_OK(parse(&opt, &err, "report", "src", "q.txt", "-oout.md", NULL), &err);
+    CHECK(!strcmp(opt.output, "out.md"));
+
+    CHECK_OK(parse(&opt, &err, "prefill", "src", "--wait", "--json", NULL), &err);
+    CHECK(opt.wait && opt.json && !opt.detach);
+    CHECK_OK(parse(&opt, &err, "jobs", NULL), &err);
+    CHECK(opt.nargs == 0);
+    CHECK_OK(parse(&opt, &err, "jobs", "7", "--cancel", NULL), &err);
+    CHECK(opt.cancel && opt.nargs == 1);
+    CHECK_OK(parse(&opt, &err, "token", "create", "ci", "--corpus", "src", "--rights", "write",
+                   NULL),
+             &err);
+    CHECK(!strcmp(opt.scope_corpus, "src") && !strcmp(opt.rights, "write"));
+    CHECK_OK(parse(&opt, &err, "--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status",
+                   NULL),
+             &err);
+    CHECK(!strcmp(opt.host, "h:1") && !strcmp(opt.cert, "c.pem") && !strcmp(opt.key, "k.pem"));
+    CHECK_OK(parse(&opt, &err, "--help", NULL), &err);
+    CHECK(opt.help && !opt.command);
+    CHECK_OK(parse(&opt, &err, "help", "ask", NULL), &err);
+    CHECK(opt.help && opt.command && !strcmp(opt.command->name, "ask"));
+}
+
+/* Each bad line must be a usage error whose message names the problem. */
+static void expect_usage_error(const char *needle, int rc, const tome_error *err)
+{
+    CHECKF(rc == TOME_EINVAL, "rc=%d for '%s'", rc, needle);
+    CHECKF(strstr(err->msg, needle) != NULL, "'%s' not in '%s'", needle, err->msg);
+}
+
+static void test_usage_errors(void)
+{
+    tome_options opt;
+    tome_error err = {0};
+    expect_usage_error("no command", parse(&opt, &err, NULL), &err);
+    expect_usage_error("unknown command 'frobnicate'", parse(&opt, &err, "frobnicate", NULL), &err);
+    expect_usage_error("needs a subcommand", parse(&opt, &err, "corpus", NULL), &err);
+    expect_usage_error("unknown command 'corpus eat'", parse(&opt, &err, "corpus", "eat", NULL),
+                       &err);
+    expect_usage_error("usage: tome ask CORPUS QUESTION", parse(&opt, &err, "ask", "src", NULL),
+                       &err);
+    expect_usage_error("too many arguments",
+                       parse(&opt, &err, "ask", "a", "b", "c", "d", "e", NULL), &err);
+    expect_usage_error("usage: tome corpus ls", parse(&opt, &err, "corpus", "ls", "x", NULL),
+                       &err);
+    expect_usage_error("unknown option '--token'",
+                       parse(&opt, &err, "--token", "secret", "status", NULL), &err);
+    expect_usage_error("does not apply to 'ask'",
+                       parse(&opt, &err, "ask", "a", "b", "--wait", NULL), &err);
+    expect_usage_error("does not apply to 'corpus ls'",
+                       parse(&opt, &err, "corpus", "ls", "--regex", NULL), &err);
+    expect_usage_error("needs a value", parse(&opt, &err, "ask", "a", "b", "--max-tokens", NULL),
+                       &err);
+    expect_usage_error("not a whole number",
+                       parse(&opt, &err, "ask", "a", "b", "--max-tokens", "ten", NULL), &err);
+    expect_usage_error("not a whole number",
+                       parse(&opt, &err, "ask", "a", "b", "--max-tokens", "0", NULL), &err);
+    expect_usage_error("high or max", parse(&opt, &err, "ask", "a", "b", "--think=low", NULL),
+                       &err);
+    expect_usage_error("takes no value", parse(&opt, &err, "--quiet=1", "status", NULL), &err);
+    expect_usage_error("exclude each other",
+                       parse(&opt, &err, "prefill", "a", "--wait", "--detach", NULL), &err);
+    expect_usage_error("go together", parse(&opt, &err, "--cert", "c", "status", NULL), &err);
+    expect_usage_error("read or write",
+                       parse(&opt, &err, "token", "create", "t", "--rights", "all", NULL), &err);
+    expect_usage_error("not a whole number from 1 to 1000",
+                       parse(&opt, &err, "search", "a", "b", "--limit", "5000", NULL), &err);
+}
+
+static void test_exit_statuses(void)
+{
+    CHECK(tome_exit_status(0) == 0);
+    CHECK(tome_exit_status(TOME_EINVAL) == 2);
+    CHECK(tome_exit_status(TOME_EUNREACHABLE) == 3);
+    CHECK(tome_exit_status(TOME_ENOTFOUND) == 4);
+    CHECK(tome_exit_status(TOME_EQUESTIONS) == 5);
+    CHECK(tome_exit_status(TOME_EPERM) == 6);
+    CHECK(tome_exit_status(TOME_EBUSY) == 7);
+    CHECK(tome_exit_status(TOME_EMISMATCH) == 8);
+    CHECK(tome_exit_status(TOME_EIO) == 1);
+    CHECK(tome_exit_status(TOME_EINTERNAL) == 1);
+}
+
+static void test_every_command_has_a_handler(void)
+{
+    int n = 0;
+    for (const tome_command *c = tome_commands; c->name; c++, n++) {
+        CHECKF(c->run != NULL, "%s has no handler", c->name);
+        CHECK(c->min_args <= c->max_args && c->max_args <= TOME_MAX_ARGS);
+    }
+    CHECK(n == 17);
+}
+
+int main(void)
+{
+    test_commands();
+    test_usage_errors();
+    test_exit_statuses();
+    test_every_command_has_a_handler();
+    return check_finish();
+}
