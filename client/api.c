@@ -83,40 +83,57 @@ void tome_client_free(tome_client *c)
 int tome_exit_status(int code)
 {
     switch (code) {
-    case TOME_OK: return TOME_EXIT_OK;
-    case TOME_EINVAL: return TOME_EXIT_USAGE;
-    case TOME_EUNREACHABLE: return TOME_EXIT_UNREACHABLE;
-    case TOME_EQUESTIONS: return TOME_EXIT_QUESTIONS;
-    case TOME_ENOTFOUND: return TOME_EXIT_NOT_FOUND;
-    case TOME_EPERM: return TOME_EXIT_DENIED;
-    case TOME_EBUSY: return TOME_EXIT_BUSY;
-    case TOME_EMISMATCH: return TOME_EXIT_NOT_PREPARED;
-    default: return TOME_EXIT_FAILURE;
+    case TOME_OK:
+        return TOME_EXIT_OK;
+    case TOME_EINVAL:
+        return TOME_EXIT_USAGE;
+    case TOME_EUNREACHABLE:
+        return TOME_EXIT_UNREACHABLE;
+    case TOME_EQUESTIONS:
+        return TOME_EXIT_QUESTIONS;
+    case TOME_ENOTFOUND:
+        return TOME_EXIT_NOT_FOUND;
+    case TOME_EPERM:
+        return TOME_EXIT_DENIED;
+    case TOME_EBUSY:
+        return TOME_EXIT_BUSY;
+    case TOME_EMISMATCH:
+        return TOME_EXIT_NOT_PREPARED;
+    default:
+        return TOME_EXIT_FAILURE;
     }
 }
 
 static int code_from_status(int status)
 {
     switch (status) {
-    case 400: return TOME_EINVAL;
+    case 400:
+        return TOME_EINVAL;
     case 401:
-    case 403: return TOME_EPERM;
-    case 404: return TOME_ENOTFOUND;
+    case 403:
+        return TOME_EPERM;
+    case 404:
+        return TOME_ENOTFOUND;
     case 408:
-    case 413: return TOME_ELIMIT;
-    case 409: return TOME_EMISMATCH;
-    case 422: return TOME_EFORMAT;
+    case 413:
+        return TOME_ELIMIT;
+    case 409:
+        return TOME_EMISMATCH;
+    case 422:
+        return TOME_EFORMAT;
     case 429:
-    case 503: return TOME_EBUSY;
-    default: return TOME_EINTERNAL;
+    case 503:
+        return TOME_EBUSY;
+    default:
+        return TOME_EINTERNAL;
     }
 }
 
 static int code_from_name(const char *name, int fallback)
 {
-    static const int codes[] = {TOME_EINVAL,    TOME_ENOMEM,    TOME_EIO,    TOME_EFORMAT,
-                                TOME_ENOTFOUND, TOME_ELIMIT,    TOME_EMISMATCH, TOME_ECANCELED,
-                                TOME_EBUSY,     TOME_EPERM,     TOME_EEXIST, TOME_EINTERNAL};
+    static const int codes[] = {TOME_EINVAL,    TOME_ENOMEM, TOME_EIO,       TOME_EFORMAT,
+                                TOME_ENOTFOUND, TOME_ELIMIT, TOME_EMISMATCH, TOME_ECANCELED,
+                                TOME_EBUSY,     TOME_EPERM,  TOME_EEXIST,    TOME_EINTERNAL};
     for (size_t i = 0; name && i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(tome_error_name(codes[i]), name) == 0) return codes[i];
     return fallback;
@@ -210,8 +227,7 @@ int tome_api_json(tome_client *c, const char *method, const char *target, json_t
     tome_conn *conn;
     tome_response resp;
     if (reply) *reply = NULL;
-    if (send_json(c, method, target, body, "application/json", &conn, &resp, err))
-        return err->code;
+    if (send_json(c, method, target, body, "application/json", &conn, &resp, err)) return err->code;
     if (status) *status = resp.status;
     int rc = finish_json(conn, &resp, reply, err);
     tome_conn_free(conn);
@@ -273,9 +289,12 @@ int tome_api_upload(tome_client *c, const char *target, int fd, long long len, j
     tome_error write_err = *err;
     tome_response resp;
     int head_rc = tome_http_read_head(conn, &resp, err);
-    if (head_rc == 0) rc = finish_json(conn, &resp, reply, err);
-    else if (rc) *err = write_err;
-    else rc = head_rc;
+    if (head_rc == 0)
+        rc = finish_json(conn, &resp, reply, err);
+    else if (rc)
+        *err = write_err;
+    else
+        rc = head_rc;
     tome_conn_free(conn);
     return rc;
 }

@@ -146,19 +146,44 @@ static int apply_option(enum option_id id, const char *value, tome_options *opt,
     long n;
     char *end;
     switch (id) {
-    case OPT_SOCKET: opt->socket_path = value; break;
-    case OPT_HOST: opt->host = value; break;
-    case OPT_CACERT: opt->cacert = value; break;
-    case OPT_CERT: opt->cert = value; break;
-    case OPT_KEY: opt->key = value; break;
-    case OPT_TOKEN_FILE: opt->token_file = value; break;
-    case OPT_QUIET: opt->quiet = 1; break;
-    case OPT_NO_COLOR: opt->no_color = 1; break;
-    case OPT_JSON: opt->json = 1; break;
-    case OPT_HELP: opt->help = 1; break;
-    case OPT_VERSION: opt->version = 1; break;
-    case OPT_THINK: return parse_thinking(value, opt, err);
-    case OPT_NO_THINK: opt->thinking = "none"; break;
+    case OPT_SOCKET:
+        opt->socket_path = value;
+        break;
+    case OPT_HOST:
+        opt->host = value;
+        break;
+    case OPT_CACERT:
+        opt->cacert = value;
+        break;
+    case OPT_CERT:
+        opt->cert = value;
+        break;
+    case OPT_KEY:
+        opt->key = value;
+        break;
+    case OPT_TOKEN_FILE:
+        opt->token_file = value;
+        break;
+    case OPT_QUIET:
+        opt->quiet = 1;
+        break;
+    case OPT_NO_COLOR:
+        opt->no_color = 1;
+        break;
+    case OPT_JSON:
+        opt->json = 1;
+        break;
+    case OPT_HELP:
+        opt->help = 1;
+        break;
+    case OPT_VERSION:
+        opt->version = 1;
+        break;
+    case OPT_THINK:
+        return parse_thinking(value, opt, err);
+    case OPT_NO_THINK:
+        opt->thinking = "none";
+        break;
     case OPT_MAX_TOKENS:
         if (parse_long("max-tokens", value, 1, 1L << 30, &n, err)) return err->code;
         opt->max_tokens = n;
@@ -174,24 +199,41 @@ static int apply_option(enum option_id id, const char *value, tome_options *opt,
         opt->seed = n;
         opt->has_seed = 1;
         break;
-    case OPT_WAIT: opt->wait = 1; break;
-    case OPT_DETACH: opt->detach = 1; break;
-    case OPT_REGEX: opt->regex = 1; break;
+    case OPT_WAIT:
+        opt->wait = 1;
+        break;
+    case OPT_DETACH:
+        opt->detach = 1;
+        break;
+    case OPT_REGEX:
+        opt->regex = 1;
+        break;
     case OPT_LIMIT:
         if (parse_long("limit", value, 1, 1000, &n, err)) return err->code;
         opt->limit = n;
         break;
-    case OPT_SERVER_PATH: opt->server_path = 1; break;
-    case OPT_OUTPUT: opt->output = value; break;
-    case OPT_FORMAT: opt->format = value; break;
-    case OPT_CANCEL: opt->cancel = 1; break;
-    case OPT_CORPUS: opt->scope_corpus = value; break;
+    case OPT_SERVER_PATH:
+        opt->server_path = 1;
+        break;
+    case OPT_OUTPUT:
+        opt->output = value;
+        break;
+    case OPT_FORMAT:
+        opt->format = value;
+        break;
+    case OPT_CANCEL:
+        opt->cancel = 1;
+        break;
+    case OPT_CORPUS:
+        opt->scope_corpus = value;
+        break;
     case OPT_RIGHTS:
         if (strcmp(value, "read") != 0 && strcmp(value, "write") != 0)
             return tome_errorf(err, TOME_EINVAL, "--rights=%s: rights are read or write", value);
         opt->rights = value;
         break;
-    case OPT_COUNT: break;
+    case OPT_COUNT:
+        break;
     }
     return 0;
 }
@@ -312,8 +354,8 @@ static int check_command(const tome_options *opt, const char *group, const int *
     for (int i = 0; i < OPT_COUNT; i++)
         if (seen[i] && !options[i].global && !command_takes(cmd, options[i].name))
             return tome_errorf(err, TOME_EINVAL, "option --%s does not apply to '%s%s%s'",
-                               options[i].name, cmd->group ? cmd->group : "",
-                               cmd->group ? " " : "", cmd->name);
+                               options[i].name, cmd->group ? cmd->group : "", cmd->group ? " " : "",
+                               cmd->name);
     if (opt->help) return 0;
     if (opt->nargs < cmd->min_args || opt->nargs > cmd->max_args)
         return tome_errorf(err, TOME_EINVAL, "usage: tome %s%s%s %s", cmd->group ? cmd->group : "",

@@ -131,7 +131,6 @@ int tome_token_revoke(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_cmd_status(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err);
 
-
 /* Parse argv into `opt`.  Options may come before or after the command;
  * "--" ends them.  A TOME_EINVAL return is a usage error whose message says
  * what is wrong. */
@@ -178,7 +177,7 @@ typedef struct tome_response {
     int chunked;
     long long retry_after; /* seconds, -1 when not given */
     /* body framing state */
-    long long left; /* bytes left in the body or in the current chunk */
+    long long left;  /* bytes left in the body or in the current chunk */
     int chunks_seen; /* later chunk heads follow the previous chunk's CRLF */
     int done;
 } tome_response;

@@ -31,7 +31,8 @@ static int on_ask_event(void *ctx, const char *event, const char *data, tome_err
     ask_ctx *a = ctx;
     json_error_t jerr;
     json_t *obj = json_loads(data, 0, &jerr);
-    if (!obj) return tome_errorf(err, TOME_EFORMAT, "bad %s event from tomed: %s", event, jerr.text);
+    if (!obj)
+        return tome_errorf(err, TOME_EFORMAT, "bad %s event from tomed: %s", event, jerr.text);
     int rc = 0;
     if (strcmp(event, "token") == 0) {
         const char *text = json_string_value(json_object_get(obj, "text"));
@@ -63,7 +64,8 @@ static void add_client_timings(json_t *result, const ask_ctx *a)
     double end = tome_now();
     json_t *client = json_object();
     json_object_set_new(client, "ttft_ms",
-                        a->first_token ? json_real((a->first_token - a->started) * 1e3) : json_null());
+                        a->first_token ? json_real((a->first_token - a->started) * 1e3)
+                                       : json_null());
     json_object_set_new(client, "total_ms", json_real((end - a->started) * 1e3));
     json_object_set_new(result, "client", client);
 }
@@ -119,8 +121,7 @@ static void print_statistics(json_t *result)
               json_string_value(json_object_get(state, "id")), tome_style_off(stderr));
 }
 
-void tome_ask_params_from_options(const tome_options *opt, const char *question,
-                                  tome_ask_params *q)
+void tome_ask_params_from_options(const tome_options *opt, const char *question, tome_ask_params *q)
 {
     q->question = question;
     q->max_tokens = opt->max_tokens;

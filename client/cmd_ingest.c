@@ -33,14 +33,15 @@ static void print_ingest_report(json_t *report)
         printf("the cached state stays valid up to token %lld\n", json_integer_value(first));
     size_t i;
     json_t *skipped;
-    json_array_foreach(json_object_get(report, "skipped"), i, skipped) {
+    json_array_foreach(json_object_get(report, "skipped"), i, skipped)
+    {
         printf("skipped %s (%s)\n", json_string_value(json_object_get(skipped, "path")),
                json_string_value(json_object_get(skipped, "reason")));
     }
 }
 
-static int ingest_server_path(tome_client *c, const char *target, const char *path,
-                              json_t **reply, tome_error *err)
+static int ingest_server_path(tome_client *c, const char *target, const char *path, json_t **reply,
+                              tome_error *err)
 {
     if (path[0] != '/')
         return tome_errorf(err, TOME_EINVAL, "--server-path needs an absolute path, not %s", path);

@@ -27,7 +27,8 @@ static int on_job_event(void *ctx, const char *event, const char *data, tome_err
     follow_ctx *f = ctx;
     json_error_t jerr;
     json_t *job = json_loads(data, 0, &jerr);
-    if (!job) return tome_errorf(err, TOME_EFORMAT, "bad %s event from tomed: %s", event, jerr.text);
+    if (!job)
+        return tome_errorf(err, TOME_EFORMAT, "bad %s event from tomed: %s", event, jerr.text);
     if (strcmp(event, "progress") == 0) {
         tome_progress_update(&f->progress, job);
         json_decref(job);

@@ -120,8 +120,8 @@ int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err)
     char *text = rc ? NULL : tome_report_render(report, format);
     if (rc == 0 && !text) rc = tome_errorf(err, TOME_ENOMEM, "out of memory rendering the report");
     if (rc == 0) rc = write_report(text, opt->output, err);
-    json_int_t failed = json_integer_value(json_object_get(json_object_get(report, "summary"),
-                                                           "failed"));
+    json_int_t failed =
+        json_integer_value(json_object_get(json_object_get(report, "summary"), "failed"));
     if (rc == 0 && failed > 0)
         rc = tome_errorf(err, TOME_EQUESTIONS, "%lld of %zu questions failed", (long long)failed,
                          list.count);

@@ -24,7 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define LINE_MAX_BYTES 8192
+#define LINE_MAX_BYTES   8192
 #define HEADER_MAX_COUNT 100
 
 int tome_http_write_head(tome_conn *c, const tome_request *req, tome_error *err)
@@ -35,16 +35,16 @@ int tome_http_write_head(tome_conn *c, const tome_request *req, tome_error *err)
     if (req->accept)
         n += snprintf(head + n, sizeof head - (size_t)n, "Accept: %s\r\n", req->accept);
     if (req->token)
-        n += snprintf(head + n, sizeof head - (size_t)n, "Authorization: Bearer %s\r\n",
-                      req->token);
+        n +=
+            snprintf(head + n, sizeof head - (size_t)n, "Authorization: Bearer %s\r\n", req->token);
     if (req->content_type)
         n += snprintf(head + n, sizeof head - (size_t)n,
                       "Content-Type: %s\r\nContent-Length: %lld\r\n", req->content_type,
                       req->content_length);
     else if (strcmp(req->method, "POST") == 0)
         n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: 0\r\n");
-    n += snprintf(head + n, sizeof head - (size_t)n, "User-Agent: tome/%s\r\n\r\n",
-                  PACKAGE_VERSION);
+    n +=
+        snprintf(head + n, sizeof head - (size_t)n, "User-Agent: tome/%s\r\n\r\n", PACKAGE_VERSION);
     if (n >= (int)sizeof head)
         return tome_errorf(err, TOME_ELIMIT, "request head for %s is too long", req->target);
     return tome_conn_write(c, head, (size_t)n, err);
@@ -106,8 +106,7 @@ static int read_one_head(tome_conn *c, tome_response *resp, tome_error *err)
     if (parse_status_line(line, &resp->status, err)) return err->code;
     for (int count = 0;; count++) {
         if (count == HEADER_MAX_COUNT)
-            return tome_errorf(err, TOME_ELIMIT, "more than %d response headers",
-                               HEADER_MAX_COUNT);
+            return tome_errorf(err, TOME_ELIMIT, "more than %d response headers", HEADER_MAX_COUNT);
         if (tome_conn_read_line(c, line, sizeof line, err)) return err->code;
         if (line[0] == '\0') break;
         if (parse_header(line, resp, err)) return err->code;

@@ -132,7 +132,8 @@ static int open_question(parser *p, char *header, tome_error *err)
     if (!id || !valid_id(id, strlen(id)))
         return fail(p, err, "a question id is 1 to 64 of A-Z a-z 0-9 . _ -, not ", id ? id : "''");
     for (size_t i = 0; i < p->list->count; i++)
-        if (strcmp(p->list->items[i].id, id) == 0) return fail(p, err, "duplicate question id ", id);
+        if (strcmp(p->list->items[i].id, id) == 0)
+            return fail(p, err, "duplicate question id ", id);
     tome_question *grown = realloc(p->list->items, (p->list->count + 1) * sizeof *grown);
     if (!grown) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     p->list->items = grown;

@@ -62,13 +62,13 @@ int tome_report_add(json_t *report, const tome_question *q, json_t *answer,
     count(summary, "questions", 1);
     if (failure) {
         json_object_set_new(result, "answer", json_null());
-        json_object_set_new(result, "error", json_pack("{s:s, s:s}", "code",
-                                                       error_code_name(failure->code), "message",
-                                                       failure->msg));
+        json_object_set_new(result, "error",
+                            json_pack("{s:s, s:s}", "code", error_code_name(failure->code),
+                                      "message", failure->msg));
         count(summary, "failed", 1);
     } else {
-        static const char *const kept[] = {"answer", "finish_reason", "usage", "timings", "state",
-                                           "client"};
+        static const char *const kept[] = {"answer",  "finish_reason", "usage",
+                                           "timings", "state",         "client"};
         for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
             json_t *v = json_object_get(answer, kept[i]);
             json_object_set(result, kept[i], v ? v : json_null());
@@ -76,8 +76,8 @@ int tome_report_add(json_t *report, const tome_question *q, json_t *answer,
         json_object_set_new(result, "error", json_null());
         count(summary, "answered", 1);
         count(summary, "completion_tokens",
-              json_integer_value(json_object_get(json_object_get(answer, "usage"),
-                                                 "completion_tokens")));
+              json_integer_value(
+                  json_object_get(json_object_get(answer, "usage"), "completion_tokens")));
     }
     return json_array_append_new(json_object_get(report, "results"), result) ? TOME_ENOMEM : 0;
 }
@@ -110,8 +110,9 @@ static void write_statistics(FILE *f, json_t *result, const char *before, const 
 static void write_summary_line(FILE *f, json_t *report)
 {
     json_t *summary = json_object_get(report, "summary");
-    fprintf(f, "Corpus %s, questions from %s, generated %s: %lld questions, %lld answered, "
-               "%lld failed.\n",
+    fprintf(f,
+            "Corpus %s, questions from %s, generated %s: %lld questions, %lld answered, "
+            "%lld failed.\n",
             str(report, "corpus"), str(report, "questions_file"), str(report, "generated_at"),
             (long long)integer(summary, "questions"), (long long)integer(summary, "answered"),
             (long long)integer(summary, "failed"));
@@ -134,7 +135,8 @@ static void write_markdown(FILE *f, json_t *report)
     write_summary_line(f, report);
     size_t i;
     json_t *result;
-    json_array_foreach(json_object_get(report, "results"), i, result) {
+    json_array_foreach(json_object_get(report, "results"), i, result)
+    {
         int failed = strcmp(str(result, "status"), "failed") == 0;
         fprintf(f, "\n## %s%s\n\n", str(result, "id"), failed ? " (failed)" : "");
         write_quoted(f, str(result, "question"));
@@ -155,7 +157,8 @@ static void write_text(FILE *f, json_t *report)
     write_summary_line(f, report);
     size_t i;
     json_t *result;
-    json_array_foreach(json_object_get(report, "results"), i, result) {
+    json_array_foreach(json_object_get(report, "results"), i, result)
+    {
         fprintf(f, "\n[%s] %s\n", str(result, "id"), str(result, "question"));
         json_t *error = json_object_get(result, "error");
         if (json_is_object(error)) {

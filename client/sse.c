@@ -40,8 +40,7 @@ static int append(char **buf, size_t *len, size_t *cap, const char *bytes, size_
                   tome_error *err)
 {
     if (*len + n + 1 > SSE_MAX_BYTES)
-        return tome_errorf(err, TOME_ELIMIT, "an event from tomed is over %u bytes",
-                           SSE_MAX_BYTES);
+        return tome_errorf(err, TOME_ELIMIT, "an event from tomed is over %u bytes", SSE_MAX_BYTES);
     if (*len + n + 1 > *cap) {
         size_t want = *cap ? *cap : 256;
         while (want < *len + n + 1) want *= 2;

@@ -26,8 +26,7 @@ static long long number_of(json_t *obj, const char *key)
 
 static void print_header(const char *format_line)
 {
-    printf("%s%s%s\n", tome_style_on(stdout, TOME_STYLE_BOLD), format_line,
-           tome_style_off(stdout));
+    printf("%s%s%s\n", tome_style_on(stdout, TOME_STYLE_BOLD), format_line, tome_style_off(stdout));
 }
 
 static void corpus_state_text(json_t *corpus, char *buf, size_t cap)
@@ -47,7 +46,8 @@ void tome_view_corpora(json_t *reply)
     print_header(header);
     size_t i;
     json_t *corpus;
-    json_array_foreach(json_object_get(reply, "corpora"), i, corpus) {
+    json_array_foreach(json_object_get(reply, "corpora"), i, corpus)
+    {
         corpus_state_text(corpus, state, sizeof state);
         printf("%-24s %8lld %10lld %14lld  %s\n", text_of(corpus, "name"),
                number_of(corpus, "version"), number_of(corpus, "documents"),
@@ -95,11 +95,11 @@ void tome_view_states(json_t *reply)
     print_header(header);
     size_t i;
     json_t *state;
-    json_array_foreach(json_object_get(reply, "states"), i, state) {
+    json_array_foreach(json_object_get(reply, "states"), i, state)
+    {
         printf("%-20s %-20s %7lld %10lld %14lld %6lld  %s\n", text_of(state, "id"),
                text_of(state, "corpus"), number_of(state, "version"), number_of(state, "tokens"),
-               number_of(state, "bytes"), number_of(state, "hits"),
-               text_of(state, "last_used_at"));
+               number_of(state, "bytes"), number_of(state, "hits"), text_of(state, "last_used_at"));
     }
     printf("used %lld of %lld bytes\n", number_of(reply, "used_bytes"),
            number_of(reply, "budget_bytes"));
@@ -110,7 +110,8 @@ static void scopes_text(json_t *token, char *buf, size_t cap)
     size_t i, used = 0;
     json_t *scope;
     buf[0] = '\0';
-    json_array_foreach(json_object_get(token, "scopes"), i, scope) {
+    json_array_foreach(json_object_get(token, "scopes"), i, scope)
+    {
         int n = snprintf(buf + used, cap - used, "%s%s:%s", i ? "," : "", text_of(scope, "corpus"),
                          text_of(scope, "rights"));
         if (n < 0 || (size_t)n >= cap - used) break;
@@ -125,7 +126,8 @@ void tome_view_tokens(json_t *reply)
     print_header(header);
     size_t i;
     json_t *token;
-    json_array_foreach(json_object_get(reply, "tokens"), i, token) {
+    json_array_foreach(json_object_get(reply, "tokens"), i, token)
+    {
         scopes_text(token, scopes, sizeof scopes);
         printf("%-8s %-20s %-22s %s\n", text_of(token, "id"), text_of(token, "name"),
                text_of(token, "created_at"), scopes);

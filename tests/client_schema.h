@@ -41,7 +41,8 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
 {
     const char *key;
     json_t *rule;
-    json_object_foreach(schema, key, rule) {
+    json_object_foreach(schema, key, rule)
+    {
         if (!strcmp(key, "$schema") || !strcmp(key, "$id") || !strcmp(key, "title")) continue;
         if (!strcmp(key, "type")) {
             if (!schema_check_type(rule, v)) {
@@ -51,7 +52,8 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "required")) {
             size_t i;
             json_t *name;
-            json_array_foreach(rule, i, name) {
+            json_array_foreach(rule, i, name)
+            {
                 if (json_is_object(v) && !json_object_get(v, json_string_value(name))) {
                     snprintf(why, cap, "%s: missing %s", path, json_string_value(name));
                     return 1;
@@ -60,7 +62,8 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "properties")) {
             const char *field;
             json_t *sub;
-            json_object_foreach(rule, field, sub) {
+            json_object_foreach(rule, field, sub)
+            {
                 json_t *child = json_is_object(v) ? json_object_get(v, field) : NULL;
                 char child_path[512];
                 snprintf(child_path, sizeof child_path, "%s.%s", path, field);
@@ -69,7 +72,8 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "items")) {
             size_t i;
             json_t *item;
-            json_array_foreach(v, i, item) {
+            json_array_foreach(v, i, item)
+            {
                 char child_path[512];
                 snprintf(child_path, sizeof child_path, "%s[%zu]", path, i);
                 if (schema_validate(rule, item, child_path, why, cap)) return 1;

@@ -30,7 +30,8 @@ static size_t read_request(int fd, SSL *tls, char *buf, size_t cap)
     size_t n = 0;
     long long want = -1;
     while (n < cap - 1) {
-        int r = tls ? SSL_read(tls, buf + n, (int)(cap - 1 - n)) : (int)read(fd, buf + n, cap - 1 - n);
+        int r =
+            tls ? SSL_read(tls, buf + n, (int)(cap - 1 - n)) : (int)read(fd, buf + n, cap - 1 - n);
         if (r <= 0) break;
         n += (size_t)r;
         buf[n] = '\0';
@@ -182,8 +183,8 @@ static void test_streamed_answer(int listener, const char *socket_path)
                "27\r\nevent: token\ndata: {\"text\": \" world\"}\n\n\r\n"
                "50\r\nevent: done\ndata: {\"answer\": \"Hello world\", \"usage\": "
                "{\"completion_tokens\": 2}}\n\n\r\n0\r\n\r\n");
-    tome_ask_params q = {.question = "Hi?", .max_tokens = 9, .thinking = "max", .has_seed = 1,
-                         .seed = 4};
+    tome_ask_params q = {
+        .question = "Hi?", .max_tokens = 9, .thinking = "max", .has_seed = 1, .seed = 4};
     char text[256] = "";
     json_t *result;
     CHECK_OK(tome_ask(&c, "src", &q, collect, text, &result, &err), &err);
@@ -206,9 +207,10 @@ static void test_streamed_answer(int listener, const char *socket_path)
     json_decref(body);
     free(req);
 
-    fake_start(&f, listener, NULL,
-               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
-               "event: error\ndata: {\"error\": {\"code\": \"limit\", \"message\": \"too long\"}}\n\n");
+    fake_start(
+        &f, listener, NULL,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+        "event: error\ndata: {\"error\": {\"code\": \"limit\", \"message\": \"too long\"}}\n\n");
     CHECK(tome_ask(&c, "src", &q, NULL, NULL, &result, &err) == TOME_ELIMIT);
     CHECK(strcmp(err.msg, "too long") == 0 && result == NULL);
     free(fake_finish(&f));
@@ -363,8 +365,8 @@ static int tcp_listener(int *port)
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof addr;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
-                listen(fd, 4) == 0 && getsockname(fd, (struct sockaddr *)&addr, &len) == 0,
+    REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(fd, 4) == 0 &&
+                getsockname(fd, (struct sockaddr *)&addr, &len) == 0,
             "cannot listen on loopback");
     *port = ntohs(addr.sin_port);
     return fd;

@@ -10,7 +10,8 @@ static int parse(tome_options *opt, tome_error *err, const char *first, ...)
     int argc = 1;
     va_list ap;
     va_start(ap, first);
-    for (const char *w = first; w && argc < 31; w = va_arg(ap, const char *)) argv[argc++] = (char *)w;
+    for (const char *w = first; w && argc < 31; w = va_arg(ap, const char *))
+        argv[argc++] = (char *)w;
     va_end(ap);
     return tome_parse_args(argc, argv, opt, err);
 }
@@ -49,13 +50,13 @@ static void test_commands(void)
     CHECK(opt.nargs == 0);
     CHECK_OK(parse(&opt, &err, "jobs", "7", "--cancel", NULL), &err);
     CHECK(opt.cancel && opt.nargs == 1);
-    CHECK_OK(parse(&opt, &err, "token", "create", "ci", "--corpus", "src", "--rights", "write",
-                   NULL),
-             &err);
+    CHECK_OK(
+        parse(&opt, &err, "token", "create", "ci", "--corpus", "src", "--rights", "write", NULL),
+        &err);
     CHECK(!strcmp(opt.scope_corpus, "src") && !strcmp(opt.rights, "write"));
-    CHECK_OK(parse(&opt, &err, "--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status",
-                   NULL),
-             &err);
+    CHECK_OK(
+        parse(&opt, &err, "--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status", NULL),
+        &err);
     CHECK(!strcmp(opt.host, "h:1") && !strcmp(opt.cert, "c.pem") && !strcmp(opt.key, "k.pem"));
     CHECK_OK(parse(&opt, &err, "--help", NULL), &err);
     CHECK(opt.help && !opt.command);
@@ -83,8 +84,7 @@ static void test_usage_errors(void)
                        &err);
     expect_usage_error("too many arguments",
                        parse(&opt, &err, "ask", "a", "b", "c", "d", "e", NULL), &err);
-    expect_usage_error("usage: tome corpus ls", parse(&opt, &err, "corpus", "ls", "x", NULL),
-                       &err);
+    expect_usage_error("usage: tome corpus ls", parse(&opt, &err, "corpus", "ls", "x", NULL), &err);
     expect_usage_error("unknown option '--token'",
                        parse(&opt, &err, "--token", "secret", "status", NULL), &err);
     expect_usage_error("does not apply to 'ask'",

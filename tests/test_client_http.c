@@ -60,8 +60,8 @@ static void test_chunked(void)
     CHECK(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n", &resp,
                 &body) == TOME_EFORMAT);
     /* A stream cut inside a chunk is a broken connection, not a short body. */
-    CHECK(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort", &resp,
-                &body) == TOME_EUNREACHABLE);
+    CHECK(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort", &resp, &body) ==
+          TOME_EUNREACHABLE);
 }
 
 static void test_close_delimited_and_bodiless(void)

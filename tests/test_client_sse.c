@@ -36,14 +36,13 @@ static const char *run(const char *text, size_t step, seen *s)
 
 static void test_framing(void)
 {
-    static const char stream[] =
-        ": keepalive\n\n"
-        "event: token\ndata: {\"text\":\"Hel\"}\n\n"
-        "event:token\r\ndata:{\"text\":\"lo\"}\r\n\r\n"
-        "data: one\ndata: two\n\n"
-        "event: ignored-no-data\n\n"
-        "id: 4\nretry: 10\nevent: done\rdata: {}\r\r"
-        "event: progress\ndata: unfinished";
+    static const char stream[] = ": keepalive\n\n"
+                                 "event: token\ndata: {\"text\":\"Hel\"}\n\n"
+                                 "event:token\r\ndata:{\"text\":\"lo\"}\r\n\r\n"
+                                 "data: one\ndata: two\n\n"
+                                 "event: ignored-no-data\n\n"
+                                 "id: 4\nretry: 10\nevent: done\rdata: {}\r\r"
+                                 "event: progress\ndata: unfinished";
     static const char expected[] = "[token|{\"text\":\"Hel\"}][token|{\"text\":\"lo\"}]"
                                    "[message|one\ntwo][done|{}]";
     seen s;
