@@ -29,7 +29,7 @@ const tome_command tome_commands[] = {
     {"corpus", "show", "NAME", 1, 1, "", tome_corpus_show, "show one corpus"},
     {"corpus", "rm", "NAME", 1, 1, "", tome_corpus_rm, "delete a corpus and its states"},
     {NULL, "ingest", "CORPUS PATH", 2, 2, "server-path", tome_cmd_ingest,
-     "upload a directory, an archive or - (stdin) as the corpus's new version"},
+     "upload a directory, an archive or - as a new version"},
     {NULL, "prefill", "CORPUS", 1, 1, "wait detach", tome_cmd_prefill,
      "prefill the corpus and cache the model state"},
     {NULL, "ask", "CORPUS QUESTION", 2, 2, ASK_OPTIONS, tome_cmd_ask,
