@@ -5,13 +5,14 @@
  * once at ingest.  The order of the tests matters: a byte-order mark is
  * decisive (UTF-16 text is full of NUL bytes, so the NUL test must come
  * after it); then a NUL anywhere means binary (no text encoding tome reads
- * produces one); then valid UTF-8 is taken as UTF-8 (ASCII included);
- * anything else is read as Latin-1 (every byte is a character), unless
- * control characters (C0 other than whitespace and ESC, DEL, and C1, which
- * Latin-1 text does not use) make up more than a tenth of it, as they do
- * in random or compressed bytes (about a quarter).  Line endings are kept exactly (CRLF
- * stays CRLF): line numbers count '\n' only, which is what every editor
- * and `grep -n` show for such files too.
+ * produces one); then valid UTF-8 is taken as UTF-8 (ASCII included), and
+ * anything else as Latin-1 (every byte is a character).  Either way, if
+ * odd control characters (C0 other than whitespace and ESC, DEL, and C1,
+ * which Latin-1 text does not use) make up more than a tenth of the bytes,
+ * it is binary: random or compressed data has about a quarter.
+ *
+ * Line endings are kept exactly (CRLF stays CRLF): line numbers count '\n'
+ * only, which is what editors and `grep -n` show for such files too.
  */
 #include "ingest/ingest-internal.h"
 
@@ -40,11 +41,22 @@ size_t ingest_utf8_sequence(const unsigned char *p, size_t left)
     return n;
 }
 
-static int valid_utf8(const unsigned char *p, size_t len)
+/* A control character that text does not contain: C0 other than
+ * whitespace and ESC, DEL, and (for single-byte text) C1. */
+static int is_odd_control(unsigned c)
 {
+    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != 0x1b) ||
+           (c >= 0x7f && c < 0xa0);
+}
+
+/* Valid UTF-8?  `*controls` counts the odd ASCII control characters. */
+static int valid_utf8(const unsigned char *p, size_t len, size_t *controls)
+{
+    *controls = 0;
     for (size_t i = 0; i < len;) {
-        /* ASCII runs are most of any source tree; skip them quickly. */
+        /* ASCII is most of any source tree; keep its path short. */
         if (p[i] < 0x80) {
+            *controls += is_odd_control(p[i]);
             i++;
             continue;
         }
@@ -122,16 +134,11 @@ static int copy_text(const unsigned char *p, size_t len, const char *encoding, i
     return 0;
 }
 
-static int looks_like_single_byte_text(const unsigned char *p, size_t len)
+static size_t count_controls(const unsigned char *p, size_t len)
 {
-    size_t controls = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned c = p[i];
-        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != 0x1b) ||
-            (c >= 0x7f && c < 0xa0))
-            controls++;
-    }
-    return controls * 10 <= len;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) n += is_odd_control(p[i]);
+    return n;
 }
 
 static int decode_latin1(const unsigned char *p, size_t len, ingest_text *out)
@@ -159,22 +166,22 @@ int ingest_text_decode(const unsigned char *data, size_t len, ingest_text *out, 
     memset(out, 0, sizeof *out);
     *why = NULL;
     int rc;
+    size_t controls;
     if (len >= 2 && (data[0] == 0xff || data[0] == 0xfe) && (data[0] ^ data[1]) == 0x01) {
         rc = decode_utf16(data + 2, len - 2, data[0] == 0xfe, out);
         if (rc == 1) *why = "invalid UTF-16 after a byte-order mark";
     } else if (memchr(data, 0, len)) {
         *why = "binary: contains NUL bytes";
         rc = 1;
-    } else if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0 && valid_utf8(data, len)) {
-        rc = copy_text(data + 3, len - 3, "utf-8-bom", out);
-    } else if (valid_utf8(data, len)) {
-        rc = copy_text(data, len, "utf-8", out);
-    } else if (looks_like_single_byte_text(data, len)) {
-        rc = decode_latin1(data, len, out);
+    } else if (valid_utf8(data, len, &controls)) {
+        int bom = len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0;
+        rc = controls * 10 > len ? 1
+             : bom              ? copy_text(data + 3, len - 3, "utf-8-bom", out)
+                                : copy_text(data, len, "utf-8", out);
     } else {
-        *why = "binary: mostly control characters";
-        rc = 1;
+        rc = count_controls(data, len) * 10 > len ? 1 : decode_latin1(data, len, out);
     }
+    if (rc == 1 && !*why) *why = "binary: mostly control characters";
     if (rc == 0) out->lines = count_lines(out->text, out->len);
     return rc;
 }
