@@ -1,0 +1,794 @@
+/*
+ * http.c - HTTP/1.1 connections: requests in, responses and streams out.
+ *
+ * Why not libevent's evhttp: in libevent 2.1 it buffers a whole request
+ * body in memory before the handler runs, which an archive upload must not
+ * do, and it hides the accepted socket, so neither the peer's credentials
+ * nor a connection limit can be applied where they belong.  This file is
+ * the small subset of HTTP/1.1 that tome-protocol(7) needs, on plain or TLS
+ * bufferevents alike:
+ *
+ *   - one request at a time per connection (keep-alive, no interleaving);
+ *   - bodies by Content-Length or chunked transfer coding, either buffered
+ *     (JSON, capped by max_request_bytes) or written to a file as they
+ *     arrive (uploads, capped by max_upload_bytes), `Expect: 100-continue`;
+ *   - responses with Content-Length, or chunked streams for Server-Sent
+ *     Events that stay open as long as the handler wants;
+ *   - time limits, so a slow or stalled client cannot hold a connection:
+ *     idle_timeout between requests, header_timeout from the first byte of a
+ *     request to the end of its headers (an absolute deadline, so trickling
+ *     bytes does not extend it), io_timeout for each read of a body and for
+ *     each write that makes no progress, and a cap on unsent output.
+ *
+ * A request belongs to its connection.  A handler that answers later (after
+ * a worker or the engine is done) keeps the pointer and sets on_abort, which
+ * is called if the connection dies first, so the pointer is never used after
+ * it is freed.  Everything here runs on the loop thread.
+ */
+#include "config.h"
+
+#include "daemon/tomed.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <openssl/err.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define MAX_HEADER_BYTES (32 * 1024)
+#define MAX_HEADERS 64
+#define MAX_PENDING_OUTPUT (8 * 1024 * 1024)
+
+enum phase {
+    PHASE_HEADERS,     /* waiting for (the rest of) a request head */
+    PHASE_BODY,        /* Content-Length body */
+    PHASE_CHUNK_SIZE,  /* chunked body: the size line */
+    PHASE_CHUNK_DATA,  /* chunked body: data */
+    PHASE_CHUNK_END,   /* chunked body: CRLF after data */
+    PHASE_TRAILER,     /* chunked body: trailer lines up to the empty one */
+    PHASE_HANDLING,    /* the handler owns the request */
+};
+
+struct tomed_conn {
+    tomed_server *server;
+    struct bufferevent *bev;
+    tomed_peer peer;
+    struct event *deadline;
+    tomed_request *req;
+    enum phase phase;
+    int64_t chunk_left;
+    int deadline_is_header; /* the deadline is header_timeout, not idle */
+    int close_after;        /* close once the response is out */
+    int closing;            /* the response is out; waiting for it to drain */
+    int in_read;
+    int doomed; /* being closed from the deadline event; write nothing more */
+    tomed_conn *prev, *next;
+};
+
+static void conn_free(tomed_conn *c);
+static void conn_process(tomed_conn *c);
+
+/* ------------------------------------------------------------------------
+ * Requests
+ * ------------------------------------------------------------------------ */
+
+static void request_free(tomed_request *r)
+{
+    if (!r) return;
+    if (r->body_fd >= 0) {
+        close(r->body_fd);
+        unlink(r->body_path);
+    }
+    if (r->body) evbuffer_free(r->body);
+    for (int i = 0; i < r->n_headers; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->path);
+    free(r->query);
+    free(r->params[0]);
+    free(r->params[1]);
+    free(r);
+}
+
+const char *tomed_header_get(const tomed_request *r, const char *name)
+{
+    for (int i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, name) == 0) return r->headers[i].value;
+    return NULL;
+}
+
+static int hex_value(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    ch = tolower(ch);
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decoding (and '+' as space in queries).  NUL bytes are refused so
+ * that a decoded name can never hide a shorter one. */
+static char *percent_decode(const char *s, size_t n, int plus_is_space)
+{
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hex_value((unsigned char)s[i + 1]) >= 0 && hex_value((unsigned char)s[i + 2]) >= 0) {
+            int v = hex_value((unsigned char)s[i + 1]) * 16 + hex_value((unsigned char)s[i + 2]);
+            if (v == 0) {
+                free(out);
+                return NULL;
+            }
+            out[j++] = (char)v;
+            i += 2;
+        } else if (s[i] == '+' && plus_is_space) {
+            out[j++] = ' ';
+        } else {
+            out[j++] = s[i];
+        }
+    }
+    out[j] = '\0';
+    return out;
+}
+
+char *tomed_query_get(const tomed_request *r, const char *key)
+{
+    if (!r->query) return NULL;
+    size_t klen = strlen(key);
+    const char *p = r->query;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=')
+            return percent_decode(p + klen + 1, n - klen - 1, 1);
+        if (n == klen && strncmp(p, key, klen) == 0) return strdup("");
+        p += n;
+        if (*p == '&') p++;
+    }
+    return NULL;
+}
+
+static int add_header(tomed_request *r, const char *name, size_t nlen, const char *value)
+{
+    if (r->n_headers == MAX_HEADERS) return TOME_ELIMIT;
+    if (!r->headers) r->headers = calloc(MAX_HEADERS, sizeof *r->headers);
+    if (!r->headers) return TOME_ENOMEM;
+    tomed_header *h = &r->headers[r->n_headers];
+    h->name = strndup(name, nlen);
+    h->value = strdup(value);
+    if (!h->name || !h->value) {
+        free(h->name);
+        free(h->value);
+        return TOME_ENOMEM;
+    }
+    for (char *q = h->name; *q; q++) *q = (char)tolower((unsigned char)*q);
+    r->n_headers++;
+    return 0;
+}
+
+/* Parses the request head in `head` (NUL-terminated, CRLF lines, without
+ * the final empty line) into `r`.  Returns an HTTP status on failure. */
+static int parse_head(tomed_request *r, char *head)
+{
+    char *save = NULL;
+    char *line = strtok_r(head, "\r\n", &save);
+    if (!line) return 400;
+    char target[8192], version[16];
+    if (sscanf(line, "%15s %8191s %15s", r->method, target, version) != 3) return 400;
+    if (strncmp(version, "HTTP/1.", 7) != 0) return 505;
+    if (target[0] != '/') return 400;
+    char *q = strchr(target, '?');
+    if (q) {
+        *q = '\0';
+        r->query = strdup(q + 1);
+        if (!r->query) return 503;
+    }
+    r->path = percent_decode(target, strlen(target), 0);
+    if (!r->path) return 400;
+    while ((line = strtok_r(NULL, "\r\n", &save))) {
+        char *colon = strchr(line, ':');
+        if (!colon || colon == line) return 400;
+        char *value = colon + 1;
+        while (*value == ' ' || *value == '\t') value++;
+        size_t vlen = strlen(value);
+        while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) value[--vlen] = '\0';
+        if (add_header(r, line, (size_t)(colon - line), value) != 0) return 431;
+    }
+    const char *te = tomed_header_get(r, "transfer-encoding");
+    const char *cl = tomed_header_get(r, "content-length");
+    r->content_length = -1;
+    if (te) {
+        if (strcasecmp(te, "chunked") != 0) return 501;
+        r->chunked = 1;
+    } else if (cl) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(cl, &end, 10);
+        if (errno || end == cl || *end || n < 0) return 400;
+        r->content_length = n;
+    }
+    if (strncmp(version, "HTTP/1.0", 8) == 0) r->conn->close_after = 1;
+    const char *connection = tomed_header_get(r, "connection");
+    if (connection && strcasecmp(connection, "close") == 0) r->conn->close_after = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Responses
+ * ------------------------------------------------------------------------ */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+int tomed_status_for(int code)
+{
+    switch (code) {
+    case TOME_EINVAL: return 400;
+    case TOME_EFORMAT: return 400;
+    case TOME_ENOTFOUND: return 404;
+    case TOME_ELIMIT: return 413;
+    case TOME_EMISMATCH: return 409;
+    case TOME_EEXIST: return 409;
+    case TOME_ECANCELED: return 409;
+    case TOME_EPERM: return 403;
+    case TOME_EBUSY: return 429;
+    case TOME_ENOMEM: return 503;
+    case TOME_EIO: return 500;
+    default: return 500;
+    }
+}
+
+/* The status line and headers.  A body is either `len` bytes (len >= 0) or
+ * a chunked stream (len < 0). */
+static void write_head(tomed_request *r, int status, const char *content_type, int64_t len)
+{
+    tomed_conn *c = r->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->server->draining) c->close_after = 1;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nServer: tomed/" PACKAGE_VERSION "\r\n", status,
+                        reason_phrase(status));
+    if (content_type) evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    if (len >= 0)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)len);
+    else
+        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n"
+                                 "X-Accel-Buffering: no\r\n");
+    if (status == 429 || status == 503) evbuffer_add_printf(out, "Retry-After: 1\r\n");
+    if (status == 401) evbuffer_add_printf(out, "WWW-Authenticate: Bearer realm=\"tome\"\r\n");
+    evbuffer_add_printf(out, "Connection: %s\r\n\r\n", c->close_after ? "close" : "keep-alive");
+    r->responded = 1;
+    r->status = status;
+}
+
+static void count_response(tomed_request *r)
+{
+    int klass = r->status / 100;
+    if (klass < 0 || klass > 5) klass = 0;
+    atomic_fetch_add(&tomed_stats.requests[r->peer->transport][klass], 1);
+    tomed_log(TOMED_LOG_DEBUG, "%s %s %s -> %d (%.1f ms)",
+              r->principal.name[0] ? r->principal.name : "-", r->method, r->path ? r->path : "?",
+              r->status, (tome_now() - r->started) * 1000);
+}
+
+/* The response is fully queued: on to the next request or to closing. */
+static void finish_request(tomed_conn *c)
+{
+    tomed_request *r = c->req;
+    count_response(r);
+    /* A body the handler did not wait for would be misread as the next
+     * request; closing is the only safe answer. */
+    if (c->phase != PHASE_HANDLING) c->close_after = 1;
+    c->req = NULL;
+    request_free(r);
+    if (c->close_after) {
+        c->closing = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+        return;
+    }
+    c->phase = PHASE_HEADERS;
+    if (!c->in_read) conn_process(c);
+}
+
+void tomed_reply_text(tomed_request *r, int status, const char *content_type,
+                      struct evbuffer *body)
+{
+    size_t len = body ? evbuffer_get_length(body) : 0;
+    write_head(r, status, content_type, (int64_t)len);
+    if (body && strcmp(r->method, "HEAD") != 0)
+        evbuffer_add_buffer(bufferevent_get_output(r->conn->bev), body);
+    finish_request(r->conn);
+}
+
+void tomed_reply_json(tomed_request *r, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct evbuffer *buf = evbuffer_new();
+    if (text && buf) {
+        evbuffer_add(buf, text, strlen(text));
+        evbuffer_add(buf, "\n", 1);
+        tomed_reply_text(r, status, "application/json", buf);
+    } else {
+        r->conn->close_after = 1;
+        tomed_reply_text(r, 503, NULL, NULL);
+    }
+    free(text);
+    if (buf) evbuffer_free(buf);
+}
+
+void tomed_reply_empty(tomed_request *r, int status)
+{
+    tomed_reply_text(r, status, NULL, NULL);
+}
+
+static void reply_error_v(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
+                          va_list ap)
+{
+    char msg[TOME_ERROR_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *error = json_pack("{s:s, s:s}", "code", tome_error_name(code), "message", msg);
+    if (extra) {
+        json_object_update(error, extra);
+        json_decref(extra);
+    }
+    int index = -code;
+    if (index < 0 || index > 12) index = 12;
+    atomic_fetch_add(&tomed_stats.errors[index], 1);
+    tomed_log(status >= 500 ? TOMED_LOG_WARN : TOMED_LOG_DEBUG, "%s %s: %d %s: %s", r->method,
+              r->path ? r->path : "?", status, tome_error_name(code), msg);
+    tomed_reply_json(r, status, json_pack("{s:o}", "error", error));
+}
+
+void tomed_reply_error_ex(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
+                          ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(r, status, code, extra, fmt, ap);
+    va_end(ap);
+}
+
+void tomed_reply_error(tomed_request *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(r, tomed_status_for(code), code, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void tomed_reply_tome_error(tomed_request *r, const tome_error *err)
+{
+    tomed_reply_error(r, err->code ? err->code : TOME_EINTERNAL, "%s", err->msg);
+}
+
+json_t *tomed_request_json(tomed_request *r)
+{
+    size_t len = r->body ? evbuffer_get_length(r->body) : 0;
+    if (len == 0) {
+        tomed_reply_error(r, TOME_EINVAL, "this request needs a JSON object as its body");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *obj = json_loadb((const char *)evbuffer_pullup(r->body, -1), len, 0, &jerr);
+    if (!obj || !json_is_object(obj)) {
+        json_decref(obj);
+        tomed_reply_error(r, TOME_EFORMAT, "request body is not a JSON object: %s",
+                          obj ? "another JSON value" : jerr.text);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ------------------------------------------------------------------------
+ * Streams (chunked; used for Server-Sent Events)
+ * ------------------------------------------------------------------------ */
+
+void tomed_stream_begin(tomed_request *r, int status, const char *content_type)
+{
+    write_head(r, status, content_type, -1);
+    r->streaming = 1;
+}
+
+void tomed_stream_write(tomed_request *r, const void *data, size_t len)
+{
+    tomed_conn *c = r->conn;
+    if (len == 0 || c->doomed) return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* A client that reads nothing would make us hold its answer in memory
+     * without bound.  The connection is closed from its deadline event, not
+     * here, because the caller still holds `r`. */
+    if (evbuffer_get_length(out) > MAX_PENDING_OUTPUT) {
+        tomed_log(TOMED_LOG_WARN, "%s: client is not reading; closing", r->peer->address);
+        c->doomed = 1;
+        c->close_after = 1;
+        event_active(c->deadline, EV_TIMEOUT, 1);
+        return;
+    }
+    evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add(out, data, len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+void tomed_stream_event(tomed_request *r, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!text) return;
+    size_t cap = strlen(event) + strlen(text) + 32;
+    char *frame = malloc(cap);
+    if (frame) {
+        int n = snprintf(frame, cap, "event: %s\ndata: %s\n\n", event, text);
+        tomed_stream_write(r, frame, (size_t)n);
+    }
+    free(frame);
+    free(text);
+}
+
+void tomed_stream_comment(tomed_request *r, const char *text)
+{
+    char frame[256];
+    int n = snprintf(frame, sizeof frame, ": %s\n\n", text);
+    tomed_stream_write(r, frame, (size_t)n);
+}
+
+void tomed_stream_end(tomed_request *r)
+{
+    if (!r->conn->doomed) evbuffer_add(bufferevent_get_output(r->conn->bev), "0\r\n\r\n", 5);
+    finish_request(r->conn);
+}
+
+/* ------------------------------------------------------------------------
+ * Reading
+ * ------------------------------------------------------------------------ */
+
+static void arm_deadline(tomed_conn *c, int seconds, int is_header)
+{
+    struct timeval tv = {seconds, 0};
+    evtimer_add(c->deadline, &tv);
+    c->deadline_is_header = is_header;
+}
+
+/* Fails the request before its body was read: the connection must close. */
+static void refuse(tomed_conn *c, int status, int code, const char *msg)
+{
+    c->close_after = 1;
+    tomed_reply_error_ex(c->req, status, code, NULL, "%s", msg);
+}
+
+/* Moves up to the rest of the current body (or chunk) from the input. */
+static int take_body_bytes(tomed_conn *c, struct evbuffer *in, int64_t want)
+{
+    tomed_request *r = c->req;
+    size_t avail = evbuffer_get_length(in);
+    size_t n = (size_t)(want < (int64_t)avail ? want : (int64_t)avail);
+    if (n == 0) return 0;
+    int is_upload = r->body_fd >= 0;
+    int64_t cap = is_upload ? c->server->cfg.max_upload_bytes : c->server->cfg.max_request_bytes;
+    if (r->body_bytes + (int64_t)n > cap) {
+        refuse(c, 413, TOME_ELIMIT, is_upload ? "upload is larger than max_upload_bytes"
+                                              : "request body is larger than max_request_bytes");
+        return -1;
+    }
+    if (is_upload) {
+        while (n > 0) {
+            int w = evbuffer_write_atmost(in, r->body_fd, (ev_ssize_t)n);
+            if (w <= 0) {
+                refuse(c, 500, TOME_EIO, "cannot write the upload to the state directory");
+                return -1;
+            }
+            n -= (size_t)w;
+            r->body_bytes += w;
+            if (c->phase == PHASE_CHUNK_DATA) c->chunk_left -= w;
+        }
+        return 0;
+    }
+    evbuffer_remove_buffer(in, r->body, n);
+    r->body_bytes += (int64_t)n;
+    if (c->phase == PHASE_CHUNK_DATA) c->chunk_left -= (int64_t)n;
+    return 0;
+}
+
+static void body_complete(tomed_conn *c)
+{
+    c->phase = PHASE_HANDLING;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    struct timeval wt = {c->server->cfg.io_timeout_s, 0};
+    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    tomed_request *r = c->req;
+    if (r->body_fd >= 0 && lseek(r->body_fd, 0, SEEK_SET) != 0) {
+        tomed_reply_error(r, TOME_EIO, "cannot rewind the upload");
+        return;
+    }
+    tomed_dispatch(r);
+}
+
+/* Request head complete: route, authenticate, then start on the body. */
+static int start_request(tomed_conn *c, char *head)
+{
+    tomed_request *r = calloc(1, sizeof *r);
+    if (!r) return -1;
+    r->conn = c;
+    r->server = c->server;
+    r->peer = &c->peer;
+    r->body_fd = -1;
+    r->started = tome_now();
+    r->body = evbuffer_new();
+    c->req = r;
+    if (!r->body) return -1;
+    evtimer_del(c->deadline);
+    if (c->peer.transport == TOMED_TRANSPORT_TLS && !c->peer.has_cert) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        c->peer.has_cert =
+            ssl && tomed_tls_peer_cn(ssl, c->peer.cert_cn, sizeof c->peer.cert_cn) == 0;
+    }
+    int status = parse_head(r, head);
+    if (status != 0) {
+        if (!r->path) r->path = strdup("?");
+        refuse(c, status, status == 431 ? TOME_ELIMIT : TOME_EINVAL, "malformed request head");
+        return 0;
+    }
+    if (c->server->draining) {
+        refuse(c, 503, TOME_EBUSY, "tomed is shutting down");
+        return 0;
+    }
+    if (tomed_route_request(r) != 0) {
+        /* Answered already; an unread body forces the connection closed. */
+        return 0;
+    }
+    const char *expect = tomed_header_get(r, "expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0)
+        evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+    struct timeval rt = {c->server->cfg.io_timeout_s, 0};
+    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    if (r->chunked)
+        c->phase = PHASE_CHUNK_SIZE;
+    else if (r->content_length > 0)
+        c->phase = PHASE_BODY;
+    else
+        body_complete(c);
+    return 0;
+}
+
+/* A CRLF-terminated line from the input, for chunk sizes and trailers. */
+static char *read_line(struct evbuffer *in)
+{
+    return evbuffer_readln(in, NULL, EVBUFFER_EOL_CRLF);
+}
+
+/* Drives the request state machine with whatever input has arrived. */
+static void conn_process(tomed_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->in_read = 1;
+    while (!c->closing) {
+        if (c->phase == PHASE_HANDLING) break;
+        if (c->phase == PHASE_HEADERS) {
+            if (evbuffer_get_length(in) == 0) {
+                arm_deadline(c, c->server->cfg.idle_timeout_s, 0);
+                break;
+            }
+            struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            if (end.pos < 0) {
+                if (evbuffer_get_length(in) > MAX_HEADER_BYTES) {
+                    conn_free(c);
+                    return;
+                }
+                if (!c->deadline_is_header) arm_deadline(c, c->server->cfg.header_timeout_s, 1);
+                break;
+            }
+            if (end.pos > MAX_HEADER_BYTES) {
+                conn_free(c);
+                return;
+            }
+            size_t n = (size_t)end.pos + 4;
+            char *head = malloc(n + 1);
+            if (!head) {
+                conn_free(c);
+                return;
+            }
+            evbuffer_remove(in, head, n);
+            head[n] = '\0';
+            c->deadline_is_header = 0;
+            int rc = start_request(c, head);
+            free(head);
+            if (rc != 0) {
+                conn_free(c);
+                return;
+            }
+            continue;
+        }
+        if (c->phase == PHASE_BODY) {
+            tomed_request *r = c->req;
+            if (take_body_bytes(c, in, r->content_length - r->body_bytes) != 0) continue;
+            if (r->body_bytes == r->content_length)
+                body_complete(c);
+            else
+                break;
+            continue;
+        }
+        if (c->phase == PHASE_CHUNK_SIZE || c->phase == PHASE_CHUNK_END ||
+            c->phase == PHASE_TRAILER) {
+            char *line = read_line(in);
+            if (!line) {
+                if (evbuffer_get_length(in) > 1024) refuse(c, 400, TOME_EINVAL, "bad chunk");
+                break;
+            }
+            enum phase was = c->phase;
+            if (was == PHASE_CHUNK_SIZE) {
+                char *endp;
+                errno = 0;
+                long long size = strtoll(line, &endp, 16);
+                if (errno || endp == line || size < 0) {
+                    free(line);
+                    refuse(c, 400, TOME_EINVAL, "bad chunk size");
+                    continue;
+                }
+                c->chunk_left = size;
+                c->phase = size == 0 ? PHASE_TRAILER : PHASE_CHUNK_DATA;
+            } else if (was == PHASE_CHUNK_END) {
+                c->phase = PHASE_CHUNK_SIZE;
+            } else if (line[0] == '\0') {
+                free(line);
+                body_complete(c);
+                continue;
+            }
+            free(line);
+            continue;
+        }
+        if (c->phase == PHASE_CHUNK_DATA) {
+            if (take_body_bytes(c, in, c->chunk_left) != 0) continue;
+            if (c->chunk_left == 0)
+                c->phase = PHASE_CHUNK_END;
+            else
+                break;
+        }
+    }
+    c->in_read = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Connection events
+ * ------------------------------------------------------------------------ */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    tomed_conn *c = arg;
+    if (c->in_read) return;
+    conn_process(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    tomed_conn *c = arg;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) conn_free(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    tomed_conn *c = arg;
+    if (what & BEV_EVENT_TIMEOUT)
+        tomed_log(TOMED_LOG_DEBUG, "%s: %s timed out", c->peer.address,
+                  (what & BEV_EVENT_READING) ? "read" : "write");
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long ssl_err = bufferevent_get_openssl_error(bev);
+        if (ssl_err) {
+            char text[256];
+            ERR_error_string_n(ssl_err, text, sizeof text);
+            tomed_log(TOMED_LOG_INFO, "%s: TLS: %s", c->peer.address, text);
+        }
+    }
+    conn_free(c);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    tomed_conn *c = arg;
+    if (!c->doomed)
+        tomed_log(TOMED_LOG_DEBUG, "%s: %s", c->peer.address,
+                  c->deadline_is_header ? "request head too slow" : "idle connection closed");
+    conn_free(c);
+}
+
+static void conn_free(tomed_conn *c)
+{
+    tomed_request *r = c->req;
+    if (r) {
+        c->req = NULL;
+        if (r->on_abort) r->on_abort(r, r->abort_arg);
+        request_free(r);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->server->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->server->n_conns--;
+    atomic_fetch_sub(&tomed_stats.connections, 1);
+    event_free(c->deadline);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+void tomed_conn_start(tomed_server *s, struct bufferevent *bev, const tomed_peer *peer)
+{
+    tomed_conn *c = calloc(1, sizeof *c);
+    if (c) c->deadline = evtimer_new(s->base, on_deadline, c);
+    if (!c || !c->deadline) {
+        free(c);
+        bufferevent_free(bev);
+        return;
+    }
+    c->server = s;
+    c->bev = bev;
+    c->peer = *peer;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    atomic_fetch_add(&tomed_stats.connections, 1);
+    /* Past this much unread input we stop reading: a pipelining client
+     * cannot make us buffer without bound. */
+    bufferevent_setwatermark(bev, EV_READ, 0, MAX_HEADER_BYTES * 4);
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    struct timeval wt = {s->cfg.io_timeout_s, 0};
+    bufferevent_set_timeouts(bev, NULL, &wt);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    arm_deadline(c, s->cfg.idle_timeout_s, 0);
+}
+
+void tomed_conns_close_idle(tomed_server *s)
+{
+    tomed_conn *c = s->conns;
+    while (c) {
+        tomed_conn *next = c->next;
+        if (!c->req && !c->closing) conn_free(c);
+        c = next;
+    }
+}
+
+int tomed_conns_busy(const tomed_server *s)
+{
+    int n = 0;
+    for (const tomed_conn *c = s->conns; c; c = c->next) n += c->req != NULL || c->closing;
+    return n;
+}
+
+void tomed_conns_close_all(tomed_server *s)
+{
+    while (s->conns) conn_free(s->conns);
+}

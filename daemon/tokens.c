@@ -1,0 +1,196 @@
+/*
+ * tokens.c - bearer tokens for TCP clients.
+ *
+ * An administrator creates a token over the Unix socket with a name and
+ * scopes (corpus + read/write).  The secret is 32 random bytes, returned
+ * once as "tome_" + hex; only its SHA-256 is kept, in STATE_DIR/tokens.json,
+ * rewritten atomically on every change, so a stolen state directory does not
+ * yield usable credentials.  Revoking deletes the record: the next request
+ * that presents the secret finds nothing and is answered 401.
+ *
+ * The registry lives in memory as the JSON document it is saved as; it is
+ * small (one entry per token) and only the loop thread touches it.
+ */
+#include "daemon/tomed.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SECRET_PREFIX "tome_"
+
+struct tomed_tokens {
+    char path[TOMED_PATH_MAX];
+    json_t *doc; /* {"next_id": N, "tokens": [{id, name, sha256, scopes, created_at}]} */
+};
+
+static void now_rfc3339(char *out, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err)
+{
+    tomed_tokens *t = calloc(1, sizeof *t);
+    if (!t) return tome_errorf(err, TOME_ENOMEM, "tokens");
+    snprintf(t->path, sizeof t->path, "%s/tokens.json", state_dir);
+    struct stat st;
+    if (stat(t->path, &st) != 0) {
+        t->doc = json_pack("{s:i, s:[]}", "next_id", 1, "tokens");
+    } else {
+        json_error_t jerr;
+        t->doc = json_load_file(t->path, 0, &jerr);
+        if (!t->doc || !json_is_array(json_object_get(t->doc, "tokens"))) {
+            tome_errorf(err, TOME_EFORMAT, "%s: %s", t->path,
+                        t->doc ? "no tokens array" : jerr.text);
+            tomed_tokens_free(t);
+            return TOME_EFORMAT;
+        }
+    }
+    if (!t->doc) {
+        free(t);
+        return tome_errorf(err, TOME_ENOMEM, "tokens");
+    }
+    *out = t;
+    return 0;
+}
+
+void tomed_tokens_free(tomed_tokens *t)
+{
+    if (!t) return;
+    json_decref(t->doc);
+    free(t);
+}
+
+static int save(tomed_tokens *t, tome_error *err)
+{
+    char *text = json_dumps(t->doc, JSON_INDENT(1) | JSON_SORT_KEYS);
+    if (!text) return tome_errorf(err, TOME_ENOMEM, "%s", t->path);
+    int rc = tome_write_file_atomic(t->path, text, strlen(text), err);
+    free(text);
+    if (rc == 0 && chmod(t->path, 0600) != 0)
+        rc = tome_errorf(err, TOME_EIO, "%s: %s", t->path, strerror(errno));
+    return rc;
+}
+
+/* The public view of a record: everything but the hash. */
+static json_t *public_view(json_t *rec)
+{
+    return json_pack("{s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "name",
+                     json_object_get(rec, "name"), "created_at",
+                     json_object_get(rec, "created_at"), "scopes", json_object_get(rec, "scopes"));
+}
+
+int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *scopes,
+                        int n_scopes, json_t **token_json, char **secret, tome_error *err)
+{
+    json_t *list = json_object_get(t->doc, "tokens");
+    size_t i;
+    json_t *rec;
+    json_array_foreach(list, i, rec)
+    {
+        if (strcmp(json_string_value(json_object_get(rec, "name")), name) == 0)
+            return tome_errorf(err, TOME_EEXIST, "a token named '%s' exists", name);
+    }
+    uint8_t raw[32], hash[32];
+    if (RAND_bytes(raw, sizeof raw) != 1) return tome_errorf(err, TOME_EINTERNAL, "RAND_bytes");
+    char *s = malloc(sizeof SECRET_PREFIX + 64);
+    if (!s) return tome_errorf(err, TOME_ENOMEM, "token");
+    memcpy(s, SECRET_PREFIX, sizeof SECRET_PREFIX - 1);
+    tome_hex(raw, sizeof raw, s + sizeof SECRET_PREFIX - 1);
+    char hash_hex[65], id[32], created[32];
+    tome_sha256(s, strlen(s), hash);
+    tome_hex(hash, sizeof hash, hash_hex);
+    json_int_t next = json_integer_value(json_object_get(t->doc, "next_id"));
+    snprintf(id, sizeof id, "%lld", (long long)next);
+    now_rfc3339(created, sizeof created);
+    json_t *scope_list = json_array();
+    for (int k = 0; k < n_scopes; k++)
+        json_array_append_new(scope_list, json_pack("{s:s, s:s}", "corpus", scopes[k].corpus,
+                                                    "rights", tomed_rights_name(scopes[k].rights)));
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "name", name, "sha256", hash_hex,
+                    "created_at", created, "scopes", scope_list);
+    json_array_append_new(list, rec);
+    json_object_set_new(t->doc, "next_id", json_integer(next + 1));
+    int rc = save(t, err);
+    if (rc != 0) {
+        json_array_remove(list, json_array_size(list) - 1);
+        free(s);
+        return rc;
+    }
+    *token_json = public_view(rec);
+    *secret = s;
+    return 0;
+}
+
+int tomed_tokens_revoke(tomed_tokens *t, const char *id, tome_error *err)
+{
+    json_t *list = json_object_get(t->doc, "tokens");
+    size_t i;
+    json_t *rec;
+    json_array_foreach(list, i, rec)
+    {
+        if (strcmp(json_string_value(json_object_get(rec, "id")), id) == 0) {
+            json_incref(rec);
+            json_array_remove(list, i);
+            int rc = save(t, err);
+            if (rc != 0) json_array_insert(list, i, rec);
+            json_decref(rec);
+            return rc;
+        }
+    }
+    return tome_errorf(err, TOME_ENOTFOUND, "token '%s' does not exist", id);
+}
+
+json_t *tomed_tokens_list(const tomed_tokens *t)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec)
+    {
+        json_array_append_new(out, public_view(rec));
+    }
+    return out;
+}
+
+int tomed_tokens_authenticate(const tomed_tokens *t, const char *secret, tomed_principal *p)
+{
+    uint8_t hash[32];
+    char hash_hex[65];
+    tome_sha256(secret, strlen(secret), hash);
+    tome_hex(hash, sizeof hash, hash_hex);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec)
+    {
+        const char *stored = json_string_value(json_object_get(rec, "sha256"));
+        if (!stored || strlen(stored) != 64 || CRYPTO_memcmp(stored, hash_hex, 64) != 0) continue;
+        memset(p, 0, sizeof *p);
+        p->kind = TOMED_PRINCIPAL_TOKEN;
+        snprintf(p->name, sizeof p->name, "token:%s",
+                 json_string_value(json_object_get(rec, "name")));
+        size_t k;
+        json_t *scope;
+        json_array_foreach(json_object_get(rec, "scopes"), k, scope)
+        {
+            if (p->n_scopes == TOMED_MAX_SCOPES) break;
+            tomed_scope *s = &p->scopes[p->n_scopes];
+            snprintf(s->corpus, sizeof s->corpus, "%s",
+                     json_string_value(json_object_get(scope, "corpus")));
+            if (tomed_rights_parse(json_string_value(json_object_get(scope, "rights")),
+                                   &s->rights) == 0)
+                p->n_scopes++;
+        }
+        return 0;
+    }
+    return TOME_EPERM;
+}
