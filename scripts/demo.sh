@@ -21,3 +21,67 @@ for prog in engine/tome-mkmodel daemon/tomed client/tome; do
         exit 0
     fi
 done
+
+# The rest is what a user does with the client: a daemon on a private state
+# directory and socket, a corpus made from this repository, one prefill, one
+# question.  On a terminal the prefill shows a progress bar and the answer
+# streams in as it is generated.
+tome="$build/client/tome"
+work=$(mktemp -d "${TMPDIR:-/tmp}/tome-demo-XXXXXX")
+daemon_pid=""
+stop_daemon() {
+    if [ -n "$daemon_pid" ]; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        status=0
+        wait "$daemon_pid" || status=$?
+        echo "demo: tomed stopped (exit status $status)"
+        daemon_pid=""
+    fi
+}
+trap 'stop_daemon; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
+# The built-in tiny model: the build's own if it makes one, else made here
+# once (random weights, the real DeepSeek tokenizer) and kept in the build.
+model=""
+for candidate in "$build/models/tiny" "$build/engine/models/tiny" "$build/demo-model"; do
+    [ -f "$candidate/config.json" ] && { model=$candidate; break; }
+done
+if [ -z "$model" ]; then
+    echo "demo: making the built-in tiny model"
+    sh scripts/fetch-tokenizer.sh "$build/demo-tokenizer" >/dev/null
+    "$build/engine/tome-mkmodel" --preset tiny \
+        --tokenizer "$build/demo-tokenizer/v4/tokenizer.json" -o "$build/demo-model" >/dev/null
+    model=$build/demo-model
+fi
+
+export TOME_SOCKET="$work/tomed.sock"
+"$build/daemon/tomed" --foreground --state-dir "$work/state" --socket "$TOME_SOCKET" \
+    --model "$model" --log-level warning 2>"$work/tomed.log" &
+daemon_pid=$!
+tries=0
+until "$tome" -q status >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 300 ] || ! kill -0 "$daemon_pid" 2>/dev/null; then
+        echo "demo: tomed did not become ready; its log:"
+        cat "$work/tomed.log"
+        exit 1
+    fi
+    sleep 0.2
+done
+echo "demo: \$ tome status"
+"$tome" status
+
+echo "demo: \$ tome corpus add tome"
+"$tome" corpus add tome
+git archive --format=tar.gz HEAD >"$work/tome.tar.gz"
+echo "demo: \$ tome ingest tome tome.tar.gz   (git archive --format=tar.gz HEAD)"
+"$tome" ingest tome "$work/tome.tar.gz"
+echo "demo: \$ tome prefill tome --wait"
+"$tome" prefill tome --wait
+question="Which module owns the KV state file format, and which header declares it?"
+echo "demo: \$ tome ask tome \"$question\""
+"$tome" ask tome "$question" --max-tokens 48
+echo "demo: the same question with --json (answer, token counts and timings):"
+"$tome" ask tome "$question" --max-tokens 48 --json
+stop_daemon
