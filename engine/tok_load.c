@@ -309,10 +309,33 @@ static int read_vocab(loader *l)
     return 0;
 }
 
+/* The id Hugging Face gives an added token.  It ignores the "id" field:
+ * a token that is in the vocabulary keeps its id, any other one takes the
+ * next id after the vocabulary and the added tokens before it.  A file whose
+ * ids disagree would tokenize differently in the reference, so it is
+ * refused rather than guessed at. */
+static int32_t reference_id(loader *l, const char *text, size_t len, int32_t *max_added)
+{
+    int32_t id;
+    int32_t vocab_size = (int32_t)json_object_size(l->vocab);
+    const json_t *in_vocab = json_object_getn(l->vocab, text, len);
+    int32_t known = v4_token_lookup(l->t, text);
+    if (known >= 0 && strlen(text) == len)
+        id = known;
+    else if (json_is_integer(in_vocab))
+        id = (int32_t)json_integer_value(in_vocab);
+    else
+        id = *max_added >= vocab_size ? *max_added + 1 : vocab_size;
+    if (id > *max_added)
+        *max_added = id;
+    return id;
+}
+
 static int read_added(loader *l, const json_t *added)
 {
     size_t i;
     const json_t *tok;
+    int32_t max_added = -1;
     json_array_foreach (added, i, tok) {
         const json_t *content = json_object_get(tok, "content");
         int32_t id = (int32_t)json_integer_value(json_object_get(tok, "id"));
@@ -320,17 +343,24 @@ static int read_added(loader *l, const json_t *added)
             return tome_errorf(l->err, TOME_EFORMAT, "%s: added token %d has no content",
                                l->t->path, (int)id);
         const char *text = json_string_value(content);
+        size_t len = json_string_length(content);
         if (is_true(tok, "lstrip") || is_true(tok, "rstrip") || is_true(tok, "single_word"))
             return unsupported(l, "added-token option (lstrip/rstrip/single_word) on", text);
+        int32_t expected = reference_id(l, text, len, &max_added);
+        if (id != expected)
+            return tome_errorf(l->err, TOME_EFORMAT, "%s: added token \"%s\" has id %d, but "
+                               "Hugging Face numbers it %d (added tokens must follow the "
+                               "vocabulary in id order, without gaps)", l->t->path, text,
+                               (int)id, (int)expected);
         /* Without the field, Hugging Face normalizes non-special tokens. */
         const json_t *normalized = json_object_get(tok, "normalized");
         int norm = normalized ? json_is_true(normalized) : !is_true(tok, "special");
-        int rc = tok_trie_add(l->t, text, json_string_length(content), id,
-                              norm ? TOK_PASS_NORMALIZED : TOK_PASS_RAW, l->err);
+        int rc = tok_trie_add(l->t, text, len, id, norm ? TOK_PASS_NORMALIZED : TOK_PASS_RAW,
+                              l->err);
         if (rc)
             return rc;
         l->text_of[id] = text;
-        l->len_of[id] = json_string_length(content);
+        l->len_of[id] = len;
     }
     return 0;
 }

@@ -71,26 +71,28 @@ install_file() {
     cp "$1" "$2/.$3.tmp" && mv "$2/.$3.tmp" "$2/$3" || die "cannot write $2/$3"
 }
 
-# V4's chat format needs these added tokens, which V3's file lacks.  The ids
-# are the ones V4's own tokenizer.json gives them (README of the golden
-# tokenizer data); node is present wherever npm is.
+# V4's chat format needs these added tokens, which V3's file lacks, at the
+# ids V4's own tokenizer.json gives them (README of the golden tokenizer
+# data).  Hugging Face numbers added tokens by their order in the file, not
+# by their "id" fields, so the ids in between are filled with placeholders
+# in V3's naming scheme and the list is kept sorted: then the reference and
+# tome agree on every id.  node is present wherever npm is.
 make_v4_variant() {
     node - "$1" "$2" <<'EOF' || die "cannot write the V4 variant $2"
 const fs = require("fs");
 const [src, dst] = process.argv.slice(2);
 const tok = JSON.parse(fs.readFileSync(src, "utf8"));
-const extra = [
-    ["<think>", 128821], ["</think>", 128822], ["｜DSML｜", 128825],
-    ["<｜latest_reminder｜>", 128828], ["<｜action｜>", 128829], ["<｜query｜>", 128830],
-    ["<｜authority｜>", 128831], ["<｜domain｜>", 128832], ["<｜title｜>", 128836],
-    ["<｜read_url｜>", 128845], ["<｜extracted_url｜>", 128844],
-];
-const taken = new Set(tok.added_tokens.map((t) => t.id));
-for (const [content, id] of extra) {
-    if (taken.has(id)) throw new Error(`id ${id} is already an added token`);
+const extra = new Map([
+    [128821, "<think>"], [128822, "</think>"], [128825, "｜DSML｜"],
+    [128828, "<｜latest_reminder｜>"], [128829, "<｜action｜>"], [128830, "<｜query｜>"],
+    [128831, "<｜authority｜>"], [128832, "<｜domain｜>"], [128836, "<｜title｜>"],
+    [128845, "<｜read_url｜>"], [128844, "<｜extracted_url｜>"],
+]);
+const last = Math.max(...tok.added_tokens.map((t) => t.id));
+for (let id = last + 1; id <= Math.max(...extra.keys()); id++) {
     tok.added_tokens.push({
-        id, content, single_word: false, lstrip: false, rstrip: false,
-        normalized: false, special: true,
+        id, content: extra.get(id) || `<｜place▁holder▁no▁${id - 128000}｜>`,
+        single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
     });
 }
 fs.writeFileSync(dst + ".tmp", JSON.stringify(tok));
