@@ -16,19 +16,25 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* A count the report may give as a number or as the list of what it
+ * counts (tome-protocol(7) shows numbers; lists carry the paths too). */
+static long long count_of(json_t *report, const char *key)
+{
+    json_t *v = json_object_get(report, key);
+    return json_is_array(v) ? (long long)json_array_size(v) : json_integer_value(v);
+}
+
 static void print_ingest_report(json_t *report)
 {
-    json_t *first = json_object_get(report, "first_changed_token");
+    json_t *bytes = json_object_get(report, "bytes");
+    if (!bytes) bytes = json_object_get(report, "document_bytes");
     printf("%s version %lld: %lld documents, %lld bytes\n",
            json_string_value(json_object_get(report, "corpus")),
            json_integer_value(json_object_get(report, "version")),
-           json_integer_value(json_object_get(report, "documents")),
-           json_integer_value(json_object_get(report, "bytes")));
-    printf("added %lld, changed %lld, removed %lld, unchanged %lld\n",
-           json_integer_value(json_object_get(report, "added")),
-           json_integer_value(json_object_get(report, "changed")),
-           json_integer_value(json_object_get(report, "removed")),
-           json_integer_value(json_object_get(report, "unchanged")));
+           json_integer_value(json_object_get(report, "documents")), json_integer_value(bytes));
+    printf("added %lld, changed %lld, removed %lld, unchanged %lld\n", count_of(report, "added"),
+           count_of(report, "changed"), count_of(report, "removed"), count_of(report, "unchanged"));
+    json_t *first = json_object_get(report, "first_changed_token");
     if (json_is_integer(first))
         printf("the cached state stays valid up to token %lld\n", json_integer_value(first));
     size_t i;
