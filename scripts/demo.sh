@@ -57,7 +57,7 @@ fi
 
 export TOME_SOCKET="$work/tomed.sock"
 "$build/daemon/tomed" --foreground --state-dir "$work/state" --socket "$TOME_SOCKET" \
-    --model "$model" --log-level warning 2>"$work/tomed.log" &
+    --model "$model" --log-level warn 2>"$work/tomed.log" &
 daemon_pid=$!
 tries=0
 until "$tome" -q status >/dev/null 2>&1; do
