@@ -346,7 +346,7 @@ static int put_block_text(renderer *r, const json_t *v, size_t index)
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return tome_errorf(r->err, TOME_EINVAL, "message %zu: a content part is not text",
+        return tome_errorf(r->err, TOME_EINVAL, "message %zu: content must be a string",
                            index);
     return chat_put_content(r->out, json_string_value(v), json_string_length(v), r->err);
 }
