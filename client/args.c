@@ -404,7 +404,13 @@ void tome_print_usage(FILE *f, const tome_command *cmd)
     if (cmd) {
         fprintf(f, "usage:\n");
         print_command_line(f, cmd);
-        if (*cmd->options) fprintf(f, "options: --%s (and the global options)\n", cmd->options);
+        if (*cmd->options) {
+            fprintf(f, "options:");
+            for (int i = 0; i < OPT_COUNT; i++)
+                if (!options[i].global && command_takes(cmd, options[i].name))
+                    fprintf(f, " --%s", options[i].name);
+            fprintf(f, " (and the global options)\n");
+        }
         fprintf(f, "See tome(1) for details.\n");
         return;
     }

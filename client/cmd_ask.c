@@ -96,9 +96,27 @@ int tome_ask(tome_client *c, const char *corpus, const tome_ask_params *q, tome_
     return 0;
 }
 
+/* What has reached the terminal, so the answer always ends with a newline
+ * before anything else (statistics or an error) is printed. */
+typedef struct printed_answer {
+    int any;
+    char last;
+} printed_answer;
+
 static void print_token(void *ctx, const char *text)
 {
+    printed_answer *p = ctx;
+    size_t len = strlen(text);
+    if (len == 0) return;
     fputs(text, stdout);
+    fflush(stdout);
+    p->any = 1;
+    p->last = text[len - 1];
+}
+
+static void end_answer_line(const printed_answer *p)
+{
+    if (p->any && p->last != '\n') putchar('\n');
     fflush(stdout);
 }
 
@@ -136,20 +154,18 @@ int tome_cmd_ask(tome_client *c, const tome_options *opt, tome_error *err)
 {
     tome_ask_params q;
     tome_ask_params_from_options(opt, opt->args[1], &q);
+    printed_answer printed = {0};
     json_t *result;
-    int rc = tome_ask(c, opt->args[0], &q, opt->json ? NULL : print_token, NULL, &result, err);
-    if (rc) {
-        if (!opt->json) fflush(stdout);
-        return rc;
-    }
+    int rc = tome_ask(c, opt->args[0], &q, opt->json ? NULL : print_token, &printed, &result, err);
+    end_answer_line(&printed);
+    if (rc) return rc;
     if (opt->json) {
         json_t *out = json_pack("{s:s, s:s}", "corpus", opt->args[0], "question", q.question);
         json_object_update(out, result);
         rc = tome_print_json(out, err);
         json_decref(out);
     } else {
-        const char *answer = json_string_value(json_object_get(result, "answer"));
-        if (!answer || !*answer || answer[strlen(answer) - 1] != '\n') putchar('\n');
+        if (!printed.any) putchar('\n');
         print_statistics(result);
     }
     json_decref(result);

@@ -9,14 +9,19 @@
  */
 #include "client/client.h"
 
+static const char *text_of(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "?";
+}
+
 static void print_status(const tome_client *c, json_t *health, json_t *ready, const tome_error *why)
 {
     const char *where = c->endpoint.host ? c->endpoint.host : c->endpoint.socket_path;
-    printf("tomed %s at %s, up %.0f s\n", json_string_value(json_object_get(health, "version")),
-           where, json_number_value(json_object_get(health, "uptime_s")));
+    printf("tomed %s at %s, up %.0f s\n", text_of(health, "version"), where,
+           json_number_value(json_object_get(health, "uptime_s")));
     if (ready)
-        printf("ready: model %s, store %s%s\n", json_string_value(json_object_get(ready, "model")),
-               json_string_value(json_object_get(ready, "store")),
+        printf("ready: model %s, store %s%s\n", text_of(ready, "model"), text_of(ready, "store"),
                json_is_true(json_object_get(ready, "draining")) ? ", draining" : "");
     else
         printf("not ready: %s\n", why->msg);
