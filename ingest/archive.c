@@ -63,7 +63,10 @@ static struct archive *new_reader(int raw)
     }
     archive_read_support_format_tar(a);
     archive_read_support_format_gnutar(a);
-    archive_read_support_format_zip(a);
+    /* Seekable only: it trusts the central directory, so a zip cut short
+     * is refused rather than read as its surviving entries (every source
+     * here, a file or a buffer, can seek). */
+    archive_read_support_format_zip_seekable(a);
     archive_read_support_format_7zip(a);
     archive_read_support_format_cpio(a);
     archive_read_support_format_ar(a);
@@ -71,25 +74,44 @@ static struct archive *new_reader(int raw)
     return a;
 }
 
-/* Does the data start like something libarchive should open? */
-static int has_archive_signature(const unsigned char *p, size_t n)
+/* Does the data start like something libarchive should open?  0: no;
+ * 1: a two-byte magic that other binary data can start with too; 2: a
+ * longer one, after which failing to open it means it is damaged. */
+static int archive_signature(const unsigned char *p, size_t n)
 {
     static const struct {
         size_t offset, len;
         const char *magic;
     } sigs[] = {
-        {0, 2, "\x1f\x8b"},         {0, 3, "BZh"},           {0, 6, "\xfd" "7zXZ\0"},
-        {0, 4, "\x28\xb5\x2f\xfd"}, {0, 4, "\x04\x22\x4d\x18"}, {0, 2, "\x1f\x9d"},
-        {0, 4, "LZIP"},             {0, 4, "PK\x03\x04"},    {0, 4, "PK\x05\x06"},
-        {0, 6, "7z\xbc\xaf\x27\x1c"}, {0, 8, "!<arch>\n"},   {0, 6, "070701"},
-        {0, 6, "070702"},           {0, 6, "070707"},        {0, 2, "\xc7\x71"},
-        {0, 2, "\x71\xc7"},         {257, 5, "ustar"},       {32769, 5, "CD001"},
+        {0, 3, "\x1f\x8b\x08"},      {0, 3, "BZh"},              {0, 6, "\xfd" "7zXZ\0"},
+        {0, 4, "\x28\xb5\x2f\xfd"}, {0, 4, "\x04\x22\x4d\x18"}, {0, 4, "LZIP"},
+        {0, 4, "PK\x03\x04"},        {0, 4, "PK\x05\x06"},       {0, 6, "7z\xbc\xaf\x27\x1c"},
+        {0, 8, "!<arch>\n"},          {0, 6, "070701"},           {0, 6, "070702"},
+        {0, 6, "070707"},             {257, 5, "ustar"},          {32769, 5, "CD001"},
+        {0, 2, "\x1f\x9d"},           {0, 2, "\xc7\x71"},         {0, 2, "\x71\xc7"},
     };
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         if (n >= sigs[i].offset + sigs[i].len &&
             memcmp(p + sigs[i].offset, sigs[i].magic, sigs[i].len) == 0)
-            return 1;
+            return sigs[i].len > 2 ? 2 : 1;
     return 0;
+}
+
+/* The first bytes of a file, enough for every signature above. */
+static int file_signature(const char *path)
+{
+    unsigned char head[32774];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return archive_signature(head, n);
+}
+
+static const char *error_text(struct archive *a)
+{
+    const char *text = archive_error_string(a);
+    return text ? text : "unexpected end of data";
 }
 
 static int limit_error(tome_error *err, const char *path, const char *what, const char *limit)
@@ -158,7 +180,7 @@ static int read_entry_data(level *lv, const char *path, unsigned char **out, siz
         lv->r->t_read += tome_now() - t0;
         if (got == 0) break;
         int rc = got < 0 ? tome_errorf(err, TOME_EFORMAT, "entry %s in %s: %s", path, lv->name,
-                                       archive_error_string(lv->a))
+                                       error_text(lv->a))
                          : check_growth(lv, path, n + (size_t)got, (size_t)got, err);
         if (rc) {
             free(buf);
@@ -188,6 +210,7 @@ static const char *unsafe_kind(struct archive_entry *e, char *buf, size_t size)
     }
     switch (archive_entry_filetype(e)) {
     case AE_IFREG: return NULL;
+    case 0: return NULL; /* no type recorded (ar members): plain data */
     case AE_IFLNK:
         target = archive_entry_symlink(e);
         snprintf(buf, size, "symbolic link to %.200s, not followed", target ? target : "?");
@@ -271,16 +294,9 @@ static int take_entry(level *lv, struct archive_entry *e, tome_error *err)
     return rc;
 }
 
-/* 1 if the first header failed only because no format matched. */
-static int unrecognised(struct archive *a, int entries_read)
-{
-    return entries_read == 0 && archive_format(a) == 0;
-}
-
-/* Read every entry of an opened archive.  TOME_ENOTFOUND when it turns out
- * to hold no recognised format (`*compressed` says whether a compression
- * filter did recognise it, so it can be read again as one raw stream). */
-static int read_entries(level *lv, int *compressed, tome_error *err)
+/* Read every entry of an opened archive; any damage fails the whole read,
+ * as does a header libarchive could only skip (ARCHIVE_RETRY). */
+static int read_entries(level *lv, tome_error *err)
 {
     int n = 0;
     for (;;) {
@@ -289,18 +305,12 @@ static int read_entries(level *lv, int *compressed, tome_error *err)
         int rc = archive_read_next_header(lv->a, &e);
         lv->r->t_read += tome_now() - t0;
         if (rc == ARCHIVE_EOF) return 0;
-        if (rc < ARCHIVE_WARN) {
-            if (unrecognised(lv->a, n)) {
-                *compressed = archive_filter_count(lv->a) > 1;
-                return TOME_ENOTFOUND;
-            }
-            return tome_errorf(err, TOME_EFORMAT, "%s: %s: %s", lv->name,
-                               n ? "damaged after entry" : "unreadable",
-                               archive_error_string(lv->a));
-        }
+        if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
+            return tome_errorf(err, TOME_EFORMAT, "%s: damaged archive%s: %s", lv->name,
+                               n ? " (after its first entries)" : "", error_text(lv->a));
         if (rc == ARCHIVE_WARN) {
             char msg[512];
-            snprintf(msg, sizeof msg, "%s: %s", lv->name, archive_error_string(lv->a));
+            snprintf(msg, sizeof msg, "%s: %s", lv->name, error_text(lv->a));
             int wrc = lv->r->warn(lv->r, msg, err);
             if (wrc) return wrc;
         }
@@ -325,22 +335,29 @@ static char *raw_name(const char *path)
     return strdup(path);
 }
 
-/* Open `lv->a` on the source (file `path` or memory `data`). */
+/* Open `lv->a` on the source (file `path` or memory `data`).  libarchive
+ * picks the format while opening; TOME_ENOTFOUND (nothing reported) when
+ * it recognises none, with `*compressed` saying whether a compression
+ * filter did recognise the stream. */
 static int open_level(level *lv, int raw, const char *file, const void *data, size_t len,
-                      tome_error *err)
+                      int *compressed, tome_error *err)
 {
     lv->a = new_reader(raw);
     if (!lv->a) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", lv->name);
     int rc = file ? archive_read_open_filename(lv->a, file, READ_BLOCK)
                   : archive_read_open_memory(lv->a, data, len);
-    if (rc != ARCHIVE_OK) {
-        tome_errorf(err, file ? TOME_EIO : TOME_EFORMAT, "%s: %s", lv->name,
-                    archive_error_string(lv->a));
-        archive_read_free(lv->a);
-        lv->a = NULL;
-        return err ? err->code : TOME_EIO;
+    if (rc == ARCHIVE_OK) return 0;
+    /* No format chosen: not an archive (a file that cannot be read at
+     * all fails again, with its errno, when read as a plain file). */
+    if (!raw && archive_format(lv->a) == 0) {
+        *compressed = archive_filter_count(lv->a) > 1;
+        rc = TOME_ENOTFOUND;
+    } else {
+        rc = tome_errorf(err, TOME_EFORMAT, "%s: %s", lv->name, error_text(lv->a));
     }
-    return 0;
+    archive_read_free(lv->a);
+    lv->a = NULL;
+    return rc;
 }
 
 /* Read an archive at `depth`, retrying as a raw compressed stream when it
@@ -350,23 +367,28 @@ static int read_archive(ingest_reader *r, const char *name, const char *prefix, 
 {
     level lv = {.r = r, .name = name, .prefix = prefix, .depth = depth, .source_bytes = len};
     int compressed = 0;
-    int rc = open_level(&lv, 0, file, data, len, err);
-    if (rc) return rc;
-    rc = read_entries(&lv, &compressed, err);
-    archive_read_free(lv.a);
+    int rc = open_level(&lv, 0, file, data, len, &compressed, err);
+    if (!rc) {
+        rc = read_entries(&lv, err);
+        archive_read_free(lv.a);
+    }
+    if (rc == TOME_ENOTFOUND && !compressed &&
+        (file ? file_signature(file) : archive_signature(data, len)) == 2)
+        return tome_errorf(err, TOME_EFORMAT, "%s: starts like an archive or compressed file "
+                           "but cannot be read: truncated or damaged", name);
     if (rc != TOME_ENOTFOUND || !compressed) return rc;
 
     /* One compressed stream: its content is a file named after it, one
      * level down, and may itself be an archive (a .tar inside a .gz that
      * libarchive did not see as .tar.gz, or a .zip.gz). */
     lv.produced = 0;
-    rc = open_level(&lv, 1, file, data, len, err);
+    rc = open_level(&lv, 1, file, data, len, &compressed, err);
     if (rc) return rc;
     struct archive_entry *e;
     rc = archive_read_next_header(lv.a, &e);
     char *path = raw_name(name);
     if (rc < ARCHIVE_WARN || !path) {
-        rc = path ? tome_errorf(err, TOME_EFORMAT, "%s: %s", name, archive_error_string(lv.a))
+        rc = path ? tome_errorf(err, TOME_EFORMAT, "%s: %s", name, error_text(lv.a))
                   : tome_errorf(err, TOME_ENOMEM, "%s: out of memory", name);
     } else if ((rc = ingest_count_entry(r, path, err)) == 0) {
         unsigned char *buf;
@@ -392,7 +414,7 @@ int ingest_read_archive_file(ingest_reader *r, const char *path, tome_error *err
 int ingest_take_file(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
                      int64_t mtime, int depth, tome_error *err)
 {
-    if (!has_archive_signature(data, len)) return r->file(r, path, data, len, mtime, err);
+    if (!archive_signature(data, len)) return r->file(r, path, data, len, mtime, err);
     if (depth >= r->limits->max_depth) {
         char what[96];
         snprintf(what, sizeof what, "an archive nested more than %d levels deep",
