@@ -72,8 +72,8 @@ static int follow_job(tome_client *c, const char *id, json_t **final_job, tome_e
 static void print_finished(json_t *job, const char *corpus)
 {
     json_t *state = json_object_get(job, "state");
-    printf("%s: state %s cached, %lld tokens\n", corpus,
-           json_string_value(json_object_get(state, "id")),
+    const char *id = json_string_value(json_object_get(state, "id"));
+    printf("%s: state %s%scached, %lld tokens\n", corpus, id ? id : "", id ? " " : "",
            json_integer_value(json_object_get(state, "tokens")));
 }
 
