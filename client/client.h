@@ -14,6 +14,7 @@
  *               out, HTTP errors turned into tome_error codes
  *   output.c    stdout/stderr conventions: colour, --quiet, diagnostics
  *   progress.c  the prefill progress bar (TTY) and progress lines (not)
+ *   view.c      the daemon's objects as tables and "key: value" text
  *   upload.c    what `tome ingest` sends: an archive file, or a directory
  *               or standard input packed into a temporary tar file
  *   questions.c the questions-file format of `tome report`
