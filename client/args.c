@@ -315,6 +315,7 @@ static int command_takes(const tome_command *cmd, const char *name)
 /* A positional word: the command (one or two words), then its arguments. */
 static int take_word(const char *word, const char **group, tome_options *opt, tome_error *err)
 {
+    if (!*word) return tome_errorf(err, TOME_EINVAL, "an argument is empty");
     if (opt->command) {
         if (opt->nargs == TOME_MAX_ARGS)
             return tome_errorf(err, TOME_EINVAL, "too many arguments at '%s'", word);

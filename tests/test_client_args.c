@@ -76,6 +76,7 @@ static void test_usage_errors(void)
     tome_options opt;
     tome_error err = {0};
     expect_usage_error("no command", parse(&opt, &err, NULL), &err);
+    expect_usage_error("an argument is empty", parse(&opt, &err, "jobs", "", NULL), &err);
     expect_usage_error("unknown command 'frobnicate'", parse(&opt, &err, "frobnicate", NULL), &err);
     expect_usage_error("needs a subcommand", parse(&opt, &err, "corpus", NULL), &err);
     expect_usage_error("unknown command 'corpus eat'", parse(&opt, &err, "corpus", "eat", NULL),
