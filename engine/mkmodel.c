@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "engine/mkmodel_fill.h"
@@ -40,7 +41,7 @@ typedef struct options {
     const char *config_path;
     const char *tokenizer_path;
     const char *out_dir;
-    int layers, experts;
+    int layers, experts, threads;
     uint64_t seed;
     uint64_t shard_bytes;
     int print_config;
@@ -49,7 +50,8 @@ typedef struct options {
 static void usage(FILE *fp)
 {
     fputs("usage: tome-mkmodel --preset tiny|flash-shape [--layers N] [--experts N]\n"
-          "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] -o DIR\n"
+          "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
+          "                    -o DIR\n"
           "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES]"
           " -o DIR\n"
           "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
@@ -61,6 +63,7 @@ static void usage(FILE *fp)
           "  --seed S           random seed (default 1); equal seeds give identical files\n"
           "  --tokenizer FILE   copy this tokenizer.json into the model\n"
           "  --shard-size BYTES tensor bytes per shard, suffix K, M or G (default 4G)\n"
+          "  --threads N        worker threads (default: the online CPUs); no effect on bytes\n"
           "  --print-config     print the config.json and exit\n"
           "  -o, --output DIR   the model directory (must not exist, or be empty)\n",
           fp);
@@ -99,7 +102,7 @@ static int parse_count(const char *opt, const char *s, int *out, tome_error *err
 static int parse_options(int argc, char **argv, options *o, tome_error *err)
 {
     enum { OPT_PRESET = 256, OPT_LAYERS, OPT_EXPERTS, OPT_SEED, OPT_TOKENIZER, OPT_SHARD,
-           OPT_CONFIG, OPT_PRINT };
+           OPT_CONFIG, OPT_PRINT, OPT_THREADS };
     static const struct option longopts[] = {
         {"preset", required_argument, NULL, OPT_PRESET},
         {"layers", required_argument, NULL, OPT_LAYERS},
@@ -109,6 +112,7 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"print-config", no_argument, NULL, OPT_PRINT},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -121,6 +125,7 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
         case OPT_PRESET: o->preset = optarg; break;
         case OPT_LAYERS: rc = parse_count("--layers", optarg, &o->layers, err); break;
         case OPT_EXPERTS: rc = parse_count("--experts", optarg, &o->experts, err); break;
+        case OPT_THREADS: rc = parse_count("--threads", optarg, &o->threads, err); break;
         case OPT_SEED:
             if (parse_size(optarg, 0, &o->seed) != 0)
                 rc = tome_errorf(err, TOME_EINVAL, "--seed %s: expected an unsigned integer",
@@ -147,6 +152,13 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
         return tome_errorf(err, TOME_EINVAL, "give exactly one of --preset and --config");
     if (o->config_path && (o->layers || o->experts))
         return tome_errorf(err, TOME_EINVAL, "--layers and --experts go with --preset");
+    if (o->threads > MK_MAX_THREADS)
+        return tome_errorf(err, TOME_EINVAL, "--threads %d: at most %d", o->threads,
+                           MK_MAX_THREADS);
+    if (!o->threads) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads = cpus < 1 ? 1 : cpus > MK_MAX_THREADS ? MK_MAX_THREADS : (int)cpus;
+    }
     if (!o->out_dir && !o->print_config)
         return tome_errorf(err, TOME_EINVAL, "no output directory (-o DIR)");
     return 0;
@@ -233,7 +245,7 @@ static int write_model(const options *o, const char *cfg_text, size_t cfg_len,
     rc = mk_outdir_file(&out, "config.json", path, sizeof path, err);
     if (rc == 0) rc = tome_write_file_atomic(path, cfg_text, cfg_len, err);
     if (rc == 0 && o->tokenizer_path) rc = add_tokenizer(&out, o->tokenizer_path, cfg, err);
-    if (rc == 0) rc = mk_fill_new(o->seed, cfg, specs, n, &fill, err);
+    if (rc == 0) rc = mk_fill_new(o->seed, o->threads, cfg, specs, n, &fill, err);
     if (rc == 0)
         rc = mk_st_write(out.tmp, specs, n, o->shard_bytes, produce_tensor, fill, &sum, err);
     if (rc == 0) rc = mk_outdir_commit(&out, err);

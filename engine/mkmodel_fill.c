@@ -26,13 +26,16 @@
  * Quantisation.  FP8 matrices are produced in bands of 128 rows (one row of
  * 128x128 scale blocks), FP4 experts in bands of rows with one scale per 32
  * inputs; the band is drawn as floats, quantised with engine/mkmodel_quant.c
- * and handed to the sink.  The scales are remembered for the ".scale"
+ * and handed to the sink.  Within a band the work is split over threads by
+ * rows or by scale blocks, each thread writing its own slice, which is why
+ * the thread count cannot change a byte.  The scales are remembered for the ".scale"
  * tensor that follows its weight in the manifest; if it does not follow
  * (a different order, another shard), the weight is simply drawn again.
  */
 #include "engine/mkmodel_fill.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +45,13 @@
 #define GOLDEN_GAMMA 0x9e3779b97f4a7c15ull
 #define FP8_BLOCK    128
 #define FP4_GROUP    32
-#define PLAIN_CHUNK  8192
+#define PLAIN_CHUNK  (1 << 20)
 #define FP4_BAND     64
 #define TID_ROWS     1024
 
 struct mk_fill {
     uint64_t seed;
+    int threads;
     const v4_config *cfg;
     const v4_tensor_spec *specs;
     size_t n_specs;
@@ -168,33 +172,94 @@ static int plan_for(const mk_fill *f, const v4_tensor_spec *t, plan *p, tome_err
 
 static void draw_values(const plan *p, uint64_t first, size_t n, float *out)
 {
-    for (size_t j = 0; j < n; j++) {
-        uint64_t r = draw(p->key, first + j);
-        out[j] = p->center + p->spread * (p->uniform ? uniform_from(r) : normal_from(r));
+    uint64_t key = p->key;
+    float center = p->center, spread = p->spread;
+    if (p->uniform)
+        for (size_t j = 0; j < n; j++) out[j] = center + spread * uniform_from(draw(key, first + j));
+    else
+        for (size_t j = 0; j < n; j++) out[j] = center + spread * normal_from(draw(key, first + j));
+}
+
+/* ---- splitting a band of work over threads ------------------------------ */
+
+typedef void (*part_fn)(void *ctx, size_t begin, size_t end);
+
+typedef struct part {
+    part_fn fn;
+    void *ctx;
+    size_t begin, end;
+} part;
+
+static void *run_part(void *arg)
+{
+    const part *p = arg;
+    p->fn(p->ctx, p->begin, p->end);
+    return NULL;
+}
+
+/* Run fn over [0, n) cut into one contiguous range per thread, the calling
+ * thread taking the first.  Each range writes only its own slice of the
+ * output, so the result does not depend on the thread count; a thread that
+ * cannot be started just leaves its range to the caller. */
+static void split_over_threads(int threads, size_t n, part_fn fn, void *ctx)
+{
+    part parts[MK_MAX_THREADS];
+    pthread_t tid[MK_MAX_THREADS];
+    int started[MK_MAX_THREADS] = {0};
+    size_t k = (size_t)threads < n ? (size_t)threads : n;
+    if (k == 0) return;
+    for (size_t i = 0; i < k; i++) parts[i] = (part){fn, ctx, n * i / k, n * (i + 1) / k};
+    for (size_t i = 1; i < k; i++)
+        started[i] = pthread_create(&tid[i], NULL, run_part, &parts[i]) == 0;
+    run_part(&parts[0]);
+    for (size_t i = 1; i < k; i++) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else run_part(&parts[i]);
     }
 }
 
 /* ---- producers, one per storage kind ---------------------------------- */
 
-static int fill_plain(const plan *p, const v4_tensor_spec *t, mk_sink sink, void *ctx,
-                      tome_error *err)
+/* A band of a tensor: consecutive elements (plain) or whole rows
+ * (quantised), produced into x (floats), out (stored bytes) and scales. */
+typedef struct band {
+    const plan *p;
+    uint64_t first; /* index of the band's first element */
+    size_t cols;    /* logical columns of a quantised matrix */
+    float *x;
+    void *out;
+    uint8_t *scales;
+} band;
+
+static void bf16_part(void *ctx, size_t begin, size_t end)
 {
-    float x[PLAIN_CHUNK];
-    uint16_t bf16[PLAIN_CHUNK];
+    const band *b = ctx;
+    draw_values(b->p, b->first + begin, end - begin, b->x + begin);
+    mk_bf16_encode_n(b->x + begin, end - begin, (uint16_t *)b->out + begin);
+}
+
+static void f32_part(void *ctx, size_t begin, size_t end)
+{
+    const band *b = ctx;
+    draw_values(b->p, b->first + begin, end - begin, (float *)b->out + begin);
+}
+
+static int fill_plain(const mk_fill *f, const plan *p, const v4_tensor_spec *t, mk_sink sink,
+                      void *ctx, tome_error *err)
+{
     int64_t n = element_count(t);
-    for (int64_t i0 = 0; i0 < n; i0 += PLAIN_CHUNK) {
-        size_t m = (size_t)(n - i0 < PLAIN_CHUNK ? n - i0 : PLAIN_CHUNK);
-        draw_values(p, (uint64_t)i0, m, x);
-        int rc;
-        if (t->dtype == V4_BF16) {
-            for (size_t j = 0; j < m; j++) bf16[j] = mk_bf16_encode(x[j]);
-            rc = sink(ctx, bf16, m * sizeof bf16[0], err);
-        } else {
-            rc = sink(ctx, x, m * sizeof x[0], err);
-        }
-        if (rc) return rc;
+    size_t width = v4_dtype_size(t->dtype), chunk = n < PLAIN_CHUNK ? (size_t)n : PLAIN_CHUNK;
+    band b = {.p = p, .x = malloc(chunk * sizeof(float)), .out = malloc(chunk * width)};
+    int rc = b.x && b.out ? 0 : tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", t->name);
+    for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += (int64_t)chunk) {
+        size_t m = n - i0 < (int64_t)chunk ? (size_t)(n - i0) : chunk;
+        b.first = (uint64_t)i0;
+        split_over_threads(f->threads, m, t->dtype == V4_BF16 ? bf16_part : f32_part, &b);
+        rc = sink(ctx, b.out, m * width, err);
     }
-    return 0;
+    free(b.x);
+    free(b.out);
+    return rc;
 }
 
 static size_t scale_count(const v4_tensor_spec *w)
@@ -204,27 +269,52 @@ static size_t scale_count(const v4_tensor_spec *w)
     return (size_t)(((rows + FP8_BLOCK - 1) / FP8_BLOCK) * ((cols + FP8_BLOCK - 1) / FP8_BLOCK));
 }
 
-/* One band of FP8 rows: 128-row by 128-column tiles. */
-static void quantise_fp8_band(const float *x, size_t rows, size_t cols, uint8_t *q,
-                              uint8_t *scales)
+static void draw_rows_part(void *ctx, size_t begin, size_t end)
 {
-    for (size_t c0 = 0, b = 0; c0 < cols; c0 += FP8_BLOCK, b++) {
-        size_t nc = cols - c0 < FP8_BLOCK ? cols - c0 : FP8_BLOCK;
-        scales[b] = (uint8_t)(mk_fp8_tile(x + c0, cols, rows, nc, q + c0, cols) + 127);
+    const band *b = ctx;
+    draw_values(b->p, b->first + begin * b->cols, (end - begin) * b->cols, b->x + begin * b->cols);
+}
+
+/* FP8: column blocks [begin, end) of a band of up to 128 rows, one tile
+ * (and one scale) each. */
+typedef struct fp8_band {
+    band b;
+    size_t rows;
+} fp8_band;
+
+static void fp8_tiles_part(void *ctx, size_t begin, size_t end)
+{
+    const fp8_band *fb = ctx;
+    const band *b = &fb->b;
+    for (size_t t = begin; t < end; t++) {
+        size_t c0 = t * FP8_BLOCK, nc = b->cols - c0 < FP8_BLOCK ? b->cols - c0 : FP8_BLOCK;
+        uint8_t *q = (uint8_t *)b->out + c0;
+        b->scales[t] = (uint8_t)(mk_fp8_tile(b->x + c0, b->cols, fb->rows, nc, q, b->cols) + 127);
     }
 }
 
-/* One band of FP4 rows: a scale per 32 inputs of each row. */
-static void quantise_fp4_band(const float *x, size_t rows, size_t cols, uint8_t *q,
-                              uint8_t *scales)
+/* FP4: rows [begin, end) of a band, a scale per 32 inputs of each row. */
+static void fp4_rows_part(void *ctx, size_t begin, size_t end)
 {
-    size_t groups = cols / FP4_GROUP;
-    for (size_t r = 0; r < rows; r++)
-        for (size_t g = 0; g < groups; g++)
-            scales[r * groups + g] = (uint8_t)(mk_fp4_group(x + r * cols + g * FP4_GROUP,
-                                                            FP4_GROUP,
-                                                            q + (r * cols + g * FP4_GROUP) / 2) +
-                                               127);
+    const band *b = ctx;
+    size_t groups = b->cols / FP4_GROUP;
+    draw_rows_part(ctx, begin, end);
+    for (size_t r = begin; r < end; r++)
+        for (size_t g = 0; g < groups; g++) {
+            size_t i = r * b->cols + g * FP4_GROUP;
+            int e = mk_fp4_group(b->x + i, FP4_GROUP, (uint8_t *)b->out + i / 2);
+            b->scales[r * groups + g] = (uint8_t)(e + 127);
+        }
+}
+
+static int reserve_scales(mk_fill *f, size_t n, const char *name, tome_error *err)
+{
+    if (n <= f->scales_cap) return 0;
+    uint8_t *s = realloc(f->scales, n);
+    if (!s) return tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", name);
+    f->scales = s;
+    f->scales_cap = n;
+    return 0;
 }
 
 /* A quantised weight (FP8 or packed FP4): the bytes go to `sink` (which may
@@ -237,32 +327,33 @@ static int fill_quantised(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, voi
         return tome_errorf(err, TOME_EINVAL, "tensor %s: not a quantisable matrix shape", t->name);
     plan p;
     int rc = plan_for(f, t, &p, err);
+    if (rc == 0) rc = reserve_scales(f, scale_count(t), t->name, err);
     if (rc) return rc;
-    size_t n_scales = scale_count(t);
-    if (n_scales > f->scales_cap) {
-        uint8_t *s = realloc(f->scales, n_scales);
-        if (!s) return tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", t->name);
-        f->scales = s;
-        f->scales_cap = n_scales;
-    }
     f->scale_owner[0] = '\0';
     size_t rows = (size_t)t->shape[0], cols = (size_t)logical_cols(t);
-    size_t band = fp4 ? FP4_BAND : FP8_BLOCK;
-    size_t row_bytes = fp4 ? cols / 2 : cols;
-    float *x = malloc(band * cols * sizeof *x);
-    uint8_t *q = malloc(band * row_bytes);
-    if (!x || !q) rc = tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", t->name);
-    for (size_t r0 = 0; rc == 0 && r0 < rows; r0 += band) {
-        size_t nr = rows - r0 < band ? rows - r0 : band;
-        draw_values(&p, (uint64_t)(r0 * cols), nr * cols, x);
-        if (fp4) quantise_fp4_band(x, nr, cols, q, f->scales + r0 * (cols / FP4_GROUP));
-        else quantise_fp8_band(x, nr, cols, q, f->scales + (r0 / FP8_BLOCK) * ((cols + FP8_BLOCK - 1) / FP8_BLOCK));
-        if (sink) rc = sink(ctx, q, nr * row_bytes, err);
+    size_t band_rows = fp4 ? FP4_BAND : FP8_BLOCK, row_bytes = fp4 ? cols / 2 : cols;
+    size_t tiles = (cols + FP8_BLOCK - 1) / FP8_BLOCK;
+    fp8_band fb = {{.p = &p, .cols = cols, .x = malloc(band_rows * cols * sizeof(float)),
+                    .out = malloc(band_rows * row_bytes)}, 0};
+    band *b = &fb.b;
+    if (!b->x || !b->out) rc = tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", t->name);
+    for (size_t r0 = 0; rc == 0 && r0 < rows; r0 += band_rows) {
+        fb.rows = rows - r0 < band_rows ? rows - r0 : band_rows;
+        b->first = (uint64_t)(r0 * cols);
+        if (fp4) {
+            b->scales = f->scales + r0 * (cols / FP4_GROUP);
+            split_over_threads(f->threads, fb.rows, fp4_rows_part, b);
+        } else {
+            b->scales = f->scales + (r0 / FP8_BLOCK) * tiles;
+            split_over_threads(f->threads, fb.rows, draw_rows_part, b);
+            split_over_threads(f->threads, tiles, fp8_tiles_part, &fb);
+        }
+        if (sink) rc = sink(ctx, b->out, fb.rows * row_bytes, err);
     }
-    free(x);
-    free(q);
+    free(b->x);
+    free(b->out);
     if (rc) return rc;
-    f->n_scales = n_scales;
+    f->n_scales = scale_count(t);
     snprintf(f->scale_owner, sizeof f->scale_owner, "%s", t->name);
     return 0;
 }
@@ -331,12 +422,15 @@ static int fill_tid2eid(const mk_fill *f, const v4_tensor_spec *t, mk_sink sink,
 
 /* ---- public ---------------------------------------------------------------- */
 
-int mk_fill_new(uint64_t seed, const v4_config *cfg, const v4_tensor_spec *specs, size_t n_specs,
-                mk_fill **out, tome_error *err)
+int mk_fill_new(uint64_t seed, int threads, const v4_config *cfg, const v4_tensor_spec *specs,
+                size_t n_specs, mk_fill **out, tome_error *err)
 {
+    if (threads < 1 || threads > MK_MAX_THREADS)
+        return tome_errorf(err, TOME_EINVAL, "%d threads: must be 1..%d", threads, MK_MAX_THREADS);
     mk_fill *f = calloc(1, sizeof *f);
     if (!f) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     f->seed = seed;
+    f->threads = threads;
     f->cfg = cfg;
     f->specs = specs;
     f->n_specs = n_specs;
@@ -359,7 +453,7 @@ int mk_fill_tensor(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, void *ctx,
     case V4_F32:
     case V4_BF16:
         rc = plan_for(f, t, &p, err);
-        return rc ? rc : fill_plain(&p, t, sink, ctx, err);
+        return rc ? rc : fill_plain(f, &p, t, sink, ctx, err);
     case V4_F8_E4M3:
     case V4_I8: return fill_quantised(f, t, sink, ctx, err);
     case V4_F8_E8M0: return fill_scale(f, t, sink, ctx, err);

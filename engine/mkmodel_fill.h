@@ -24,8 +24,13 @@ typedef int (*mk_sink)(void *ctx, const void *bytes, size_t n, tome_error *err);
  * manifest `specs`, which must outlive it. */
 typedef struct mk_fill mk_fill;
 
-int mk_fill_new(uint64_t seed, const v4_config *cfg, const v4_tensor_spec *specs, size_t n_specs,
-                mk_fill **out, tome_error *err);
+/* Most threads a fill may use. */
+#define MK_MAX_THREADS 64
+
+/* `threads` (1..MK_MAX_THREADS) share the work of each tensor; the bytes
+ * are the same for any count. */
+int mk_fill_new(uint64_t seed, int threads, const v4_config *cfg, const v4_tensor_spec *specs,
+                size_t n_specs, mk_fill **out, tome_error *err);
 void mk_fill_free(mk_fill *f);
 
 /* Produce every byte of tensor `t` (one of the manifest's entries), in

@@ -26,6 +26,8 @@
 
 /* BF16 bits of a float (NaN stays a quiet NaN, overflow becomes inf). */
 uint16_t mk_bf16_encode(float x);
+/* The same for n floats. */
+void mk_bf16_encode_n(const float *x, size_t n, uint16_t *out);
 
 /* FP8 e4m3 ("fn": no inf, 0x7F/0xFF are NaN) byte of x, saturating at
  * +-448.  x must not be NaN. */

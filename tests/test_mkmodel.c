@@ -1,0 +1,696 @@
+/*
+ * test_mkmodel.c - tome-mkmodel's checkpoints, read back independently.
+ *
+ * The reader here shares no code with the writer: it parses the index and
+ * the safetensors headers with jansson, decodes FP8/FP4/BF16 from their
+ * definitions, and checks the files against the tensor manifest the engine
+ * will load them with (v4_manifest) and against the official golden
+ * checkpoints in $TOME_SHARED (same tensor order, dtypes and shapes).  It
+ * also checks what the official scale rules imply about the stored bytes,
+ * that the weights have the intended size, that a seed fixes every byte
+ * (whatever the thread count or shard size) and that failures leave nothing
+ * behind.
+ */
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "engine/v4.h"
+#include "tests/check.h"
+
+#define MAX_SHARDS 64
+
+/* ---- running the tool ------------------------------------------------ */
+
+/* Run tome-mkmodel with the NULL-terminated arguments; stdout goes to
+ * `out_path` when given.  Returns the exit status. */
+static int run_tool(const char *out_path, ...)
+{
+    const char *args[32];
+    char tool[4096];
+    const char *builddir = getenv("TOME_BUILDDIR");
+    REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
+    snprintf(tool, sizeof tool, "%s/engine/tome-mkmodel", builddir);
+    int n = 0;
+    args[n++] = tool;
+    va_list ap;
+    va_start(ap, out_path);
+    while (n < 31 && (args[n] = va_arg(ap, const char *)) != NULL) n++;
+    va_end(ap);
+    args[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (out_path && !freopen(out_path, "w", stdout)) _exit(126);
+        execv(tool, (char *const *)args);
+        _exit(127);
+    }
+    int status;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    static char buf[8][4096];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    char *text;
+    size_t n;
+    tome_error err;
+    REQUIRE(tome_read_file(path, (size_t)1 << 31, &text, &n, &err) == 0, "%s", err.msg);
+    if (len) *len = n;
+    return text;
+}
+
+static void spit(const char *path, const char *text)
+{
+    tome_error err;
+    REQUIRE(tome_write_file_atomic(path, text, strlen(text), &err) == 0, "%s", err.msg);
+}
+
+/* ---- an independent checkpoint reader -------------------------------- */
+
+typedef struct tensor {
+    const char *name; /* points into the shard's parsed header */
+    v4_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+    const uint8_t *data;
+    size_t size;
+    int shard;
+    size_t begin;
+} tensor;
+
+typedef struct model {
+    char dir[4096];
+    int n_shards;
+    char *shard[MAX_SHARDS];
+    size_t shard_len[MAX_SHARDS];
+    json_t *headers[MAX_SHARDS];
+    tensor *t;
+    size_t n;
+    v4_config cfg;
+} model;
+
+static int by_file_order(const void *a, const void *b)
+{
+    const tensor *x = a, *y = b;
+    if (x->shard != y->shard) return x->shard - y->shard;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/* Parse one shard's header; checks layout rules that need the header only. */
+static void read_shard(model *m, int s, const char *file)
+{
+    size_t len;
+    char *bytes = slurp(path_in(m->dir, file), &len);
+    m->shard[s] = bytes;
+    m->shard_len[s] = len;
+    REQUIRE(len >= 8, "%s: shorter than its length field", file);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (uint8_t)bytes[i];
+    REQUIRE(8 + hlen <= len, "%s: header length %llu beyond the file", file,
+            (unsigned long long)hlen);
+    CHECKF((8 + hlen) % 8 == 0, "%s: data starts at %llu, not 8-byte aligned", file,
+           (unsigned long long)(8 + hlen));
+    json_error_t jerr;
+    json_t *h = json_loadb(bytes + 8, hlen, 0, &jerr);
+    REQUIRE(h && json_is_object(h), "%s: header is not a JSON object: %s", file, jerr.text);
+    m->headers[s] = h;
+    json_t *meta = json_object_get(h, "__metadata__");
+    CHECKF(meta && json_is_string(json_object_get(meta, "format")) &&
+               strcmp(json_string_value(json_object_get(meta, "format")), "pt") == 0,
+           "%s: __metadata__.format is not \"pt\"", file);
+    const uint8_t *data = (const uint8_t *)bytes + 8 + hlen;
+    size_t data_len = len - 8 - hlen;
+    const char *name;
+    json_t *e;
+    json_object_foreach(h, name, e)
+    {
+        if (strcmp(name, "__metadata__") == 0) continue;
+        tensor *t = &m->t[m->n++];
+        memset(t, 0, sizeof *t);
+        t->name = name;
+        t->shard = s;
+        json_t *shape = json_object_get(e, "shape"), *off = json_object_get(e, "data_offsets");
+        const char *dtype = json_string_value(json_object_get(e, "dtype"));
+        REQUIRE(dtype && v4_dtype_from_name(dtype, &t->dtype) == 0, "%s: %s: bad dtype", file, name);
+        REQUIRE(json_is_array(shape) && json_array_size(shape) <= 4, "%s: %s: bad shape", file,
+                name);
+        t->ndim = (int)json_array_size(shape);
+        uint64_t count = v4_dtype_size(t->dtype);
+        for (int d = 0; d < t->ndim; d++) {
+            t->shape[d] = json_integer_value(json_array_get(shape, (size_t)d));
+            count *= (uint64_t)t->shape[d];
+        }
+        REQUIRE(json_is_array(off) && json_array_size(off) == 2, "%s: %s: bad data_offsets", file,
+                name);
+        uint64_t b = (uint64_t)json_integer_value(json_array_get(off, 0));
+        uint64_t en = (uint64_t)json_integer_value(json_array_get(off, 1));
+        REQUIRE(b <= en && en <= data_len, "%s: %s: offsets [%llu, %llu] outside %zu data bytes",
+                file, name, (unsigned long long)b, (unsigned long long)en, data_len);
+        CHECKF(en - b == count, "%s: %s: %llu bytes for a shape of %llu", file, name,
+               (unsigned long long)(en - b), (unsigned long long)count);
+        t->begin = b;
+        t->data = data + b;
+        t->size = en - b;
+    }
+}
+
+/* Offsets in a shard must tile its data exactly: no gap, no overlap. */
+static void check_contiguous(const model *m)
+{
+    size_t i = 0;
+    for (int s = 0; s < m->n_shards; s++) {
+        size_t expect = 0;
+        for (; i < m->n && m->t[i].shard == s; i++) {
+            CHECKF(m->t[i].begin == expect, "shard %d: %s starts at %zu, previous ended at %zu", s,
+                   m->t[i].name, m->t[i].begin, expect);
+            expect = m->t[i].begin + m->t[i].size;
+        }
+        size_t data_len = (size_t)((const char *)m->t[i - 1].data + m->t[i - 1].size -
+                                   m->shard[s]);
+        CHECKF(data_len == m->shard_len[s], "shard %d: %zu trailing bytes", s,
+               m->shard_len[s] - data_len);
+    }
+}
+
+static void load_model(model *m, const char *dir)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    size_t len;
+    char *cfg = slurp(path_in(dir, "config.json"), &len);
+    tome_error err;
+    REQUIRE(v4_config_parse(cfg, len, dir, &m->cfg, &err) == 0, "%s", err.msg);
+    free(cfg);
+    char *index = slurp(path_in(dir, "model.safetensors.index.json"), &len);
+    json_error_t jerr;
+    json_t *root = json_loadb(index, len, 0, &jerr);
+    free(index);
+    REQUIRE(root, "%s: index: %s", dir, jerr.text);
+    json_t *map = json_object_get(root, "weight_map");
+    REQUIRE(json_is_object(map), "%s: index has no weight_map", dir);
+    /* Shard names in sorted order are the shard order. */
+    char names[MAX_SHARDS][64];
+    const char *key;
+    json_t *v;
+    json_object_foreach(map, key, v)
+    {
+        const char *file = json_string_value(v);
+        REQUIRE(file && strlen(file) < 64, "%s: bad weight_map entry for %s", dir, key);
+        int found = 0;
+        for (int s = 0; s < m->n_shards && !found; s++) found = strcmp(names[s], file) == 0;
+        if (!found) {
+            REQUIRE(m->n_shards < MAX_SHARDS, "%s: too many shards", dir);
+            snprintf(names[m->n_shards++], 64, "%s", file);
+        }
+    }
+    qsort(names, (size_t)m->n_shards, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+    m->t = calloc(json_object_size(map) + 1, sizeof *m->t);
+    REQUIRE(m->t, "out of memory");
+    uint64_t total = 0;
+    for (int s = 0; s < m->n_shards; s++) {
+        char want[64];
+        snprintf(want, sizeof want, "model-%05d-of-%05d.safetensors", s + 1, m->n_shards);
+        CHECKF(strcmp(names[s], want) == 0, "%s: shard %s, expected %s", dir, names[s], want);
+        size_t before = m->n;
+        read_shard(m, s, names[s]);
+        for (size_t i = before; i < m->n; i++) {
+            total += m->t[i].size;
+            const char *listed = json_string_value(json_object_get(map, m->t[i].name));
+            CHECKF(listed && strcmp(listed, names[s]) == 0, "%s: %s is in %s, index says %s", dir,
+                   m->t[i].name, names[s], listed ? listed : "nothing");
+        }
+    }
+    CHECKF(m->n == json_object_size(map), "%s: %zu tensors in shards, %zu in the index", dir, m->n,
+           json_object_size(map));
+    json_int_t stated = json_integer_value(json_object_get(json_object_get(root, "metadata"),
+                                                           "total_size"));
+    CHECKF((uint64_t)stated == total, "%s: total_size %lld, tensors hold %llu", dir,
+           (long long)stated, (unsigned long long)total);
+    json_decref(root);
+    qsort(m->t, m->n, sizeof *m->t, by_file_order);
+    check_contiguous(m);
+}
+
+static void free_model(model *m)
+{
+    for (int s = 0; s < m->n_shards; s++) {
+        free(m->shard[s]);
+        json_decref(m->headers[s]);
+    }
+    free(m->t);
+}
+
+static const tensor *find(const model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->t[i].name, name) == 0) return &m->t[i];
+    return NULL;
+}
+
+/* ---- decoding, from the format definitions --------------------------- */
+
+static double e4m3(uint8_t b)
+{
+    int e = b >> 3 & 0xf, mant = b & 7;
+    double v = e == 0 ? ldexp(mant, -9) : ldexp(8 + mant, e - 10);
+    return b & 0x80 ? -v : v;
+}
+
+static double e2m1(uint8_t c)
+{
+    static const double grid[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+    return c & 8 ? -grid[c & 7] : grid[c & 7];
+}
+
+static double bf16(const uint8_t *p)
+{
+    uint32_t b = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 24;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static double f32(const uint8_t *p)
+{
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+/* ---- value checks ------------------------------------------------------ */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static const tensor *scale_of(const model *m, const tensor *w)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%.*s.scale", (int)(strlen(w->name) - strlen(".weight")), w->name);
+    const tensor *s = find(m, name);
+    REQUIRE(s && s->dtype == V4_F8_E8M0, "%s: no F8_E8M0 scale %s", m->dir, name);
+    return s;
+}
+
+/* The ratio of a matrix's RMS to 1/sqrt(fan-in), the intended size. */
+static void check_rms(const char *name, double sum_sq, double count, double fan_in)
+{
+    double ratio = sqrt(sum_sq / count) * sqrt(fan_in);
+    CHECKF(ratio > 0.85 && ratio < 1.15, "%s: RMS is %.3f x 1/sqrt(fan-in)", name, ratio);
+}
+
+/* FP8: 128x128 blocks whose largest |e4m3| lies in [224, 448] (the scale
+ * rule puts amax/scale in (224, 448]), no NaN bytes. */
+static void check_fp8(const model *m, const tensor *w)
+{
+    const tensor *s = scale_of(m, w);
+    int64_t rows = w->shape[0], cols = w->shape[1], bc = (cols + 127) / 128;
+    CHECKF(s->shape[0] == (rows + 127) / 128 && s->shape[1] == bc, "%s: scale shape", s->name);
+    int bad_block = 0, nan = 0;
+    double sum_sq = 0;
+    for (int64_t br = 0; br * 128 < rows; br++)
+        for (int64_t b = 0; b < bc; b++) {
+            uint8_t sb = s->data[br * bc + b];
+            double max = 0;
+            for (int64_t r = br * 128; r < rows && r < br * 128 + 128; r++)
+                for (int64_t c = b * 128; c < cols && c < b * 128 + 128; c++) {
+                    uint8_t q = w->data[r * cols + c];
+                    nan += (q & 0x7f) == 0x7f;
+                    double v = e4m3(q);
+                    max = fmax(max, fabs(v));
+                    sum_sq += ldexp(v, sb - 127) * ldexp(v, sb - 127);
+                }
+            bad_block += max < 224 || max > 448 || sb == 0xff;
+        }
+    CHECKF(nan == 0, "%s: %d NaN bytes", w->name, nan);
+    CHECKF(bad_block == 0, "%s: %d blocks whose largest value is outside [224, 448]", w->name,
+           bad_block);
+    check_rms(w->name, sum_sq, (double)(rows * cols), (double)cols);
+}
+
+/* FP4: in each 32-input group the largest |e2m1| lies in [3, 6]; element
+ * 2j is the low nibble. */
+static void check_fp4(const model *m, const tensor *w)
+{
+    const tensor *s = scale_of(m, w);
+    int64_t rows = w->shape[0], cols = 2 * w->shape[1], groups = cols / 32;
+    CHECKF(s->shape[0] == rows && s->shape[1] == groups, "%s: scale shape", s->name);
+    int bad = 0;
+    double sum_sq = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t g = 0; g < groups; g++) {
+            uint8_t sb = s->data[r * groups + g];
+            double max = 0;
+            for (int64_t i = g * 32; i < g * 32 + 32; i++) {
+                uint8_t byte = w->data[(r * cols + i) / 2];
+                double v = e2m1(i % 2 ? byte >> 4 : byte & 0xf);
+                max = fmax(max, fabs(v));
+                sum_sq += ldexp(v, sb - 127) * ldexp(v, sb - 127);
+            }
+            bad += max < 3 || max > 6 || sb == 0xff;
+        }
+    CHECKF(bad == 0, "%s: %d groups whose largest value is outside [3, 6]", w->name, bad);
+    check_rms(w->name, sum_sq, (double)(rows * cols), (double)cols);
+}
+
+static void check_tid2eid(const model *m, const tensor *t)
+{
+    int64_t rows = t->shape[0], k = t->shape[1];
+    int bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k; i++) {
+            int64_t id;
+            memcpy(&id, t->data + (r * k + i) * 8, 8);
+            bad += id < 0 || id >= m->cfg.n_routed_experts;
+            for (int64_t j = 0; j < i; j++) {
+                int64_t other;
+                memcpy(&other, t->data + (r * k + j) * 8, 8);
+                bad += other == id;
+            }
+        }
+    CHECKF(bad == 0, "%s: %d ids repeated or out of range", t->name, bad);
+}
+
+static void check_floats(const tensor *t)
+{
+    size_t width = v4_dtype_size(t->dtype), n = t->size / width;
+    double sum = 0, sum_sq = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = t->dtype == V4_BF16 ? bf16(t->data + i * 2) : f32(t->data + i * 4);
+        bad += !isfinite(v);
+        sum += v;
+        sum_sq += v * v;
+    }
+    CHECKF(bad == 0, "%s: %d values not finite", t->name, bad);
+    if (ends_with(t->name, "norm.weight"))
+        CHECKF(fabs(sum / (double)n - 1) < 0.05, "%s: mean gain %.3f, want about 1", t->name,
+               sum / (double)n);
+    else if (t->ndim == 2 && strcmp(t->name, "embed.weight") != 0 && !ends_with(t->name, ".ape"))
+        check_rms(t->name, sum_sq, (double)n, (double)t->shape[1]);
+}
+
+/* Everything v4_manifest lists is present with its dtype and shape, nothing
+ * else is, and every value passes the checks above. */
+static void check_model(const model *m)
+{
+    v4_tensor_spec *specs;
+    size_t n;
+    tome_error err;
+    REQUIRE(v4_manifest(&m->cfg, &specs, &n, &err) == 0, "%s", err.msg);
+    CHECKF(n == m->n, "%s: %zu tensors, the manifest has %zu", m->dir, m->n, n);
+    for (size_t i = 0; i < n; i++) {
+        const tensor *t = find(m, specs[i].name);
+        if (!t) {
+            CHECKF(t, "%s: %s is missing", m->dir, specs[i].name);
+            continue;
+        }
+        int same = t->dtype == specs[i].dtype && t->ndim == specs[i].ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == specs[i].shape[d];
+        CHECKF(same, "%s: %s has the wrong dtype or shape", m->dir, t->name);
+        if (!same) continue;
+        switch (t->dtype) {
+        case V4_F8_E4M3: check_fp8(m, t); break;
+        case V4_I8: check_fp4(m, t); break;
+        case V4_I64: check_tid2eid(m, t); break;
+        case V4_F32:
+        case V4_BF16: check_floats(t); break;
+        default: break; /* scales: checked with their weights */
+        }
+    }
+    free(specs);
+}
+
+/* ---- the tests ------------------------------------------------------------ */
+
+static void check_same_tensors(const model *a, const model *b, int expect_equal)
+{
+    CHECK(a->n == b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        const tensor *x = &a->t[i], *y = find(b, x->name);
+        if (!y || x->size != y->size) {
+            CHECKF(0, "%s: missing or resized in %s", x->name, b->dir);
+            continue;
+        }
+        int equal = memcmp(x->data, y->data, x->size) == 0;
+        if (expect_equal) CHECKF(equal, "%s differs between %s and %s", x->name, a->dir, b->dir);
+        else if (x->dtype != V4_F8_E8M0) /* block scales may well coincide */
+            CHECKF(!equal, "%s is the same in %s and %s", x->name, a->dir, b->dir);
+    }
+}
+
+static void check_same_files(const char *a, const char *b)
+{
+    DIR *d = opendir(a);
+    REQUIRE(d, "cannot list %s", a);
+    const struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        size_t la, lb;
+        char *x = slurp(path_in(a, e->d_name), &la), *y = slurp(path_in(b, e->d_name), &lb);
+        CHECKF(la == lb && memcmp(x, y, la) == 0, "%s differs between %s and %s", e->d_name, a, b);
+        free(x);
+        free(y);
+        files++;
+    }
+    closedir(d);
+    CHECKF(files >= 4, "%s: only %d files", a, files);
+}
+
+/* The golden checkpoints were written by other tools from the official
+ * code: ours must list the same tensors in the same order. */
+static void check_matches_golden(const model *ours, const char *golden_dir)
+{
+    model g;
+    load_model(&g, golden_dir);
+    CHECKF(g.n == ours->n, "%s: %zu tensors, golden has %zu", ours->dir, ours->n, g.n);
+    for (size_t i = 0; i < g.n && i < ours->n; i++) {
+        const tensor *x = &ours->t[i], *y = &g.t[i];
+        int same = strcmp(x->name, y->name) == 0 && x->dtype == y->dtype && x->ndim == y->ndim &&
+                   memcmp(x->shape, y->shape, sizeof x->shape) == 0;
+        if (!same) {
+            CHECKF(same, "tensor %zu: ours %s, golden %s", i, x->name, y->name);
+            break;
+        }
+    }
+    free_model(&g);
+}
+
+static void test_golden_config(const char *tmp, const char *which)
+{
+    char rel[64], a[4096], b[4096], c[4096], d[4096];
+    snprintf(rel, sizeof rel, "golden/%s/config.json", which);
+    const char *cfg = check_shared_path(rel);
+    snprintf(a, sizeof a, "%s/%s-seed7", tmp, which);
+    snprintf(b, sizeof b, "%s/%s-seed7-again", tmp, which);
+    snprintf(c, sizeof c, "%s/%s-seed7-sharded", tmp, which);
+    snprintf(d, sizeof d, "%s/%s-seed8", tmp, which);
+    const char *tok = path_in(tmp, "tokenizer.json");
+    spit(tok, "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}}, "
+              "\"added_tokens\": [{\"id\": 1023, \"content\": \"<x>\"}]}");
+    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--threads", "2", "--tokenizer", tok, "-o",
+                   a, NULL) == 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--threads", "1", "--tokenizer", tok, "-o",
+                   b, NULL) == 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--shard-size", "1M", "-o", c, NULL) == 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--seed", "8", "-o", d, NULL) == 0);
+    size_t la, lb;
+    char *x = slurp(cfg, &la), *y = slurp(path_in(a, "config.json"), &lb);
+    CHECKF(la == lb && memcmp(x, y, la) == 0, "%s: config.json is not the given file", a);
+    free(x);
+    free(y);
+    x = slurp(tok, &la);
+    y = slurp(path_in(a, "tokenizer.json"), &lb);
+    CHECKF(la == lb && memcmp(x, y, la) == 0, "%s: tokenizer.json is not the given file", a);
+    free(x);
+    free(y);
+    check_same_files(a, b);
+    model ma, mc, md;
+    load_model(&ma, a);
+    load_model(&mc, c);
+    load_model(&md, d);
+    check_model(&ma);
+    check_model(&mc);
+    check_matches_golden(&ma, path_in(check_shared_path("golden"), which));
+    CHECKF(ma.n_shards == 1, "%s: %d shards for a few MB", a, ma.n_shards);
+    CHECKF(mc.n_shards > 2, "%s: only %d shards at 1 MiB each", c, mc.n_shards);
+    for (int s = 0; s < mc.n_shards; s++) {
+        size_t data = 0, count = 0;
+        for (size_t i = 0; i < mc.n; i++)
+            if (mc.t[i].shard == s) data += mc.t[i].size, count++;
+        CHECKF(data <= (1u << 20) || count == 1, "%s: shard %d holds %zu bytes", c, s, data);
+    }
+    check_same_tensors(&ma, &mc, 1);
+    check_same_tensors(&ma, &md, 0);
+    free_model(&ma);
+    free_model(&mc);
+    free_model(&md);
+}
+
+/* The largest id a tokenizer.json defines (model.vocab and added_tokens). */
+static json_int_t tokenizer_max_id(const char *path)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    REQUIRE(root, "%s: %s", path, jerr.text);
+    json_int_t max = -1;
+    const char *key;
+    json_t *v;
+    size_t i;
+    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), key, v)
+    {
+        if (json_integer_value(v) > max) max = json_integer_value(v);
+    }
+    json_array_foreach(json_object_get(root, "added_tokens"), i, v)
+    {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        if (id > max) max = id;
+    }
+    json_decref(root);
+    return max;
+}
+
+/* The built-in model the build makes (engine/mkmodel.am). */
+static void test_builtin_tiny(void)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/models/tiny", getenv("TOME_BUILDDIR"));
+    model m;
+    load_model(&m, dir);
+    check_model(&m);
+    const v4_config *c = &m.cfg;
+    CHECK(c->vocab_size == 129280);
+    CHECK(c->expert_fp4 && c->n_hash_layers >= 1 && c->n_hash_layers < c->n_layers);
+    CHECK(c->n_mtp_layers == 1 && c->compress_ratio[c->n_layers] == 4);
+    int kinds[3] = {0};
+    for (int l = 0; l < c->n_layers; l++)
+        kinds[c->compress_ratio[l] == 0 ? 0 : c->compress_ratio[l] == 4 ? 1 : 2]++;
+    CHECKF(kinds[0] && kinds[1] && kinds[2], "tiny lacks a layer kind: %d SWA, %d CSA, %d HCA",
+           kinds[0], kinds[1], kinds[2]);
+    CHECK(c->index_topk < 64); /* selection must happen on short texts */
+    size_t bytes = 0;
+    for (int s = 0; s < m.n_shards; s++) bytes += m.shard_len[s];
+    CHECKF(bytes > 10e6 && bytes < 100e6, "tiny is %zu bytes, want tens of MB", bytes);
+    /* The real DeepSeek vocabulary, all of it inside the embedding. */
+    json_int_t max_id = tokenizer_max_id(path_in(dir, "tokenizer.json"));
+    CHECKF(max_id > 128000 && max_id < c->vocab_size, "tokenizer ids up to %lld, vocab_size %d",
+           (long long)max_id, c->vocab_size);
+    free_model(&m);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    REQUIRE(d, "cannot list %s", dir);
+    int n = 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void test_errors(const char *tmp)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/errors", tmp);
+    REQUIRE(tome_mkdir_p(dir, 0755, &(tome_error){0}) == 0, "mkdir %s", dir);
+    const char *out = path_in(dir, "model"), *cfg = check_shared_path("golden/v4-tiny-a/config.json");
+    const char *big_tok = path_in(dir, "big-tokenizer.json");
+    spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
+    CHECK(run_tool(NULL, "--preset", "huge", "-o", out, NULL) != 0);
+    CHECK(run_tool(NULL, "--preset", "tiny", NULL) != 0); /* no -o */
+    CHECK(run_tool(NULL, "--preset", "tiny", "--config", cfg, "-o", out, NULL) != 0);
+    CHECK(run_tool(NULL, "--preset", "tiny", "--layers", "3", "-o", out, NULL) != 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--shard-size", "4X", "-o", out, NULL) != 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--tokenizer", path_in(dir, "absent.json"), "-o", out,
+                   NULL) != 0);
+    CHECK(run_tool(NULL, "--config", cfg, "--tokenizer", big_tok, "-o", out, NULL) != 0);
+    CHECK(run_tool(NULL, "--config", big_tok, "-o", out, NULL) != 0); /* not a V4 config */
+    CHECKF(count_entries(dir) == 1, "a failed run left files in %s", dir);
+    /* An existing non-empty directory is never replaced. */
+    REQUIRE(tome_mkdir_p(out, 0755, &(tome_error){0}) == 0, "mkdir %s", out);
+    spit(path_in(out, "keep"), "x");
+    CHECK(run_tool(NULL, "--config", cfg, "-o", out, NULL) != 0);
+    CHECK(count_entries(out) == 1 && count_entries(dir) == 2);
+    /* An empty one is. */
+    CHECK(unlink(path_in(out, "keep")) == 0);
+    CHECK(run_tool(NULL, "--config", cfg, "-o", out, NULL) == 0);
+    CHECK(count_entries(out) == 3 && count_entries(dir) == 2);
+}
+
+/* flash-shape against V4-Flash's config.json (V4-ARCHITECTURE.md, 1.1). */
+static void test_flash_shape(const char *tmp)
+{
+    static const struct {
+        const char *args[4];
+        int layers, experts, active, hash;
+        int ratios[8];
+    } cases[] = {
+        {{NULL}, 2, 16, 6, 2, {4, 128, 0}},
+        {{"--layers", "5", NULL}, 5, 16, 6, 3, {0, 0, 4, 128, 4, 0}},
+        {{"--layers", "1", "--experts", "4"}, 1, 4, 4, 1, {4, 0}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *out = path_in(tmp, "flash.json");
+        CHECK(run_tool(out, "--preset", "flash-shape", "--print-config", cases[i].args[0],
+                       cases[i].args[1], cases[i].args[2], cases[i].args[3], NULL) == 0);
+        size_t len;
+        char *text = slurp(out, &len);
+        v4_config c;
+        tome_error err;
+        REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
+        free(text);
+        CHECK(c.vocab_size == 129280 && c.dim == 4096 && c.n_heads == 64 && c.head_dim == 512);
+        CHECK(c.rope_dim == 64 && c.q_lora_rank == 1024 && c.o_groups == 8 &&
+              c.o_lora_rank == 1024);
+        CHECK(c.index_n_heads == 64 && c.index_head_dim == 128 && c.index_topk == 512);
+        CHECK(c.moe_inter_dim == 2048 && c.expert_fp4 && c.n_shared_experts == 1);
+        CHECK(c.route_scale == 1.5 && c.compress_rope_theta == 160000 && c.rope_theta == 10000);
+        CHECK(c.window == 128 && c.hc_mult == 4 && c.hc_sinkhorn_iters == 20);
+        CHECK(c.rope_factor == 16 && c.rope_original_len == 65536 && c.max_position == 1048576);
+        CHECK(c.n_layers == cases[i].layers && c.n_routed_experts == cases[i].experts);
+        CHECK(c.n_active_experts == cases[i].active && c.n_hash_layers == cases[i].hash);
+        CHECK(c.n_mtp_layers == 1);
+        for (int l = 0; l <= c.n_layers; l++)
+            CHECKF(c.compress_ratio[l] == cases[i].ratios[l], "case %zu: ratio[%d] = %d, want %d",
+                   i, l, c.compress_ratio[l], cases[i].ratios[l]);
+    }
+}
+
+int main(void)
+{
+    const char *tmp = check_tmpdir();
+    test_golden_config(tmp, "v4-tiny-a");
+    test_golden_config(tmp, "v4-tiny-b");
+    test_builtin_tiny();
+    test_errors(tmp);
+    test_flash_shape(tmp);
+    int rc = check_finish();
+    if (rc == 0) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        rc = system(cmd) == 0 ? 0 : 1;
+    }
+    return rc;
+}
