@@ -253,43 +253,43 @@ static int entry_path(level *lv, const char *name, char **path, tome_error *err)
     return rc;
 }
 
+/* Read a regular file entry that passed every check and hand it over. */
+static int read_file_entry(level *lv, struct archive_entry *e, const char *path, tome_error *err)
+{
+    ingest_reader *r = lv->r;
+    if (archive_entry_size_is_set(e) &&
+        (uint64_t)archive_entry_size(e) > r->limits->max_file_bytes) {
+        char what[96];
+        snprintf(what, sizeof what, "declares %lld bytes, more than %llu",
+                 (long long)archive_entry_size(e), (unsigned long long)r->limits->max_file_bytes);
+        return limit_error(err, path, what, "max_file_bytes");
+    }
+    unsigned char *data;
+    size_t len;
+    int rc = read_entry_data(lv, path, &data, &len, err);
+    if (rc) return rc;
+    rc = ingest_take_file(r, path, data, len, archive_entry_mtime(e), lv->depth, err);
+    free(data);
+    return rc;
+}
+
 static int take_entry(level *lv, struct archive_entry *e, tome_error *err)
 {
     ingest_reader *r = lv->r;
     const char *name = entry_name(e);
+    /* Every entry counts against the limit, whatever becomes of it. */
+    int rc = ingest_count_entry(r, name ? name : lv->name, err);
+    if (rc) return rc;
     if (!name) return r->skip(r, lv->prefix, "an entry has no name", 1, err);
     char *path = NULL;
-    int rc = entry_path(lv, name, &path, err);
+    rc = entry_path(lv, name, &path, err);
     if (rc) return rc == 1 ? 0 : rc;
     char kind[256];
     const char *unsafe = unsafe_kind(e, kind, sizeof kind);
-    if (!*path || archive_entry_filetype(e) == AE_IFDIR) {
-        rc = ingest_count_entry(r, *path ? path : lv->name, err);
-    } else if ((rc = ingest_count_entry(r, path, err)) == 0) {
-        if (unsafe) {
-            rc = r->skip(r, path, unsafe, 1, err);
-        } else if ((rc = ingest_filtered(r, path, err)) != 0) {
-            rc = rc < 0 ? rc : 0;
-        } else {
-            if (archive_entry_size_is_set(e) &&
-                (uint64_t)archive_entry_size(e) > r->limits->max_file_bytes) {
-                char what[96];
-                snprintf(what, sizeof what, "declares %lld bytes, more than %llu",
-                         (long long)archive_entry_size(e),
-                         (unsigned long long)r->limits->max_file_bytes);
-                rc = limit_error(err, path, what, "max_file_bytes");
-            } else {
-                unsigned char *data;
-                size_t len;
-                rc = read_entry_data(lv, path, &data, &len, err);
-                if (!rc) {
-                    rc = ingest_take_file(r, path, data, len, archive_entry_mtime(e), lv->depth,
-                                          err);
-                    free(data);
-                }
-            }
-        }
-    }
+    if (!*path || archive_entry_filetype(e) == AE_IFDIR) rc = 0;
+    else if (unsafe) rc = r->skip(r, path, unsafe, 1, err);
+    else if ((rc = ingest_filtered(r, path, err)) != 0) rc = rc < 0 ? rc : 0;
+    else rc = read_file_entry(lv, e, path, err);
     free(path);
     return rc;
 }
