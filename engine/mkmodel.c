@@ -101,8 +101,17 @@ static int parse_count(const char *opt, const char *s, int *out, tome_error *err
 
 static int parse_options(int argc, char **argv, options *o, tome_error *err)
 {
-    enum { OPT_PRESET = 256, OPT_LAYERS, OPT_EXPERTS, OPT_SEED, OPT_TOKENIZER, OPT_SHARD,
-           OPT_CONFIG, OPT_PRINT, OPT_THREADS };
+    enum {
+        OPT_PRESET = 256,
+        OPT_LAYERS,
+        OPT_EXPERTS,
+        OPT_SEED,
+        OPT_TOKENIZER,
+        OPT_SHARD,
+        OPT_CONFIG,
+        OPT_PRINT,
+        OPT_THREADS
+    };
     static const struct option longopts[] = {
         {"preset", required_argument, NULL, OPT_PRESET},
         {"layers", required_argument, NULL, OPT_LAYERS},
@@ -122,10 +131,18 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
     opterr = 0;
     while (rc == 0 && (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_PRESET: o->preset = optarg; break;
-        case OPT_LAYERS: rc = parse_count("--layers", optarg, &o->layers, err); break;
-        case OPT_EXPERTS: rc = parse_count("--experts", optarg, &o->experts, err); break;
-        case OPT_THREADS: rc = parse_count("--threads", optarg, &o->threads, err); break;
+        case OPT_PRESET:
+            o->preset = optarg;
+            break;
+        case OPT_LAYERS:
+            rc = parse_count("--layers", optarg, &o->layers, err);
+            break;
+        case OPT_EXPERTS:
+            rc = parse_count("--experts", optarg, &o->experts, err);
+            break;
+        case OPT_THREADS:
+            rc = parse_count("--threads", optarg, &o->threads, err);
+            break;
         case OPT_SEED:
             if (parse_size(optarg, 0, &o->seed) != 0)
                 rc = tome_errorf(err, TOME_EINVAL, "--seed %s: expected an unsigned integer",
@@ -136,18 +153,29 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
                 rc = tome_errorf(err, TOME_EINVAL, "--shard-size %s: expected a size like 4G",
                                  optarg);
             break;
-        case OPT_TOKENIZER: o->tokenizer_path = optarg; break;
-        case OPT_CONFIG: o->config_path = optarg; break;
-        case OPT_PRINT: o->print_config = 1; break;
-        case 'o': o->out_dir = optarg; break;
-        case 'h': usage(stdout); exit(0);
+        case OPT_TOKENIZER:
+            o->tokenizer_path = optarg;
+            break;
+        case OPT_CONFIG:
+            o->config_path = optarg;
+            break;
+        case OPT_PRINT:
+            o->print_config = 1;
+            break;
+        case 'o':
+            o->out_dir = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
         default:
             rc = tome_errorf(err, TOME_EINVAL, "unknown option or missing value: %s",
                              argv[optind - 1]);
         }
     }
     if (rc) return rc;
-    if (optind < argc) return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[optind]);
+    if (optind < argc)
+        return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[optind]);
     if (!o->preset == !o->config_path)
         return tome_errorf(err, TOME_EINVAL, "give exactly one of --preset and --config");
     if (o->config_path && (o->layers || o->experts))
@@ -187,7 +215,10 @@ static int tokenizer_ids(const char *path, const char *text, size_t len, int64_t
     json_t *v;
     size_t i;
     *n = 0;
-    json_object_foreach(vocab, key, v) if (json_integer_value(v) + 1 > *n) *n = json_integer_value(v) + 1;
+    json_object_foreach(vocab, key, v)
+    {
+        if (json_integer_value(v) + 1 > *n) *n = json_integer_value(v) + 1;
+    }
     json_array_foreach(added, i, v)
     {
         json_int_t id = json_integer_value(json_object_get(v, "id"));
@@ -225,8 +256,8 @@ static int produce_tensor(void *ctx, const v4_tensor_spec *t, mk_sink sink, void
     return mk_fill_tensor(ctx, t, sink, sink_ctx, err);
 }
 
-static int write_model(const options *o, const char *cfg_text, size_t cfg_len,
-                       const v4_config *cfg, tome_error *err)
+static int write_model(const options *o, const char *cfg_text, size_t cfg_len, const v4_config *cfg,
+                       tome_error *err)
 {
     v4_tensor_spec *specs = NULL;
     size_t n = 0;
@@ -249,11 +280,11 @@ static int write_model(const options *o, const char *cfg_text, size_t cfg_len,
     if (rc == 0)
         rc = mk_st_write(out.tmp, specs, n, o->shard_bytes, produce_tensor, fill, &sum, err);
     if (rc == 0) rc = mk_outdir_commit(&out, err);
-    if (rc) mk_outdir_abort(&out);
+    if (rc)
+        mk_outdir_abort(&out);
     else
         fprintf(stderr, "tome-mkmodel: %s: %zu tensors, %zu shards, %llu bytes, %.2f s\n",
-                out.final, n, sum.n_shards, (unsigned long long)sum.file_bytes,
-                tome_now() - t0);
+                out.final, n, sum.n_shards, (unsigned long long)sum.file_bytes, tome_now() - t0);
     mk_fill_free(fill);
     free(specs);
     return rc;
@@ -273,9 +304,12 @@ int main(int argc, char **argv)
         return 2;
     }
     rc = config_text(&o, &text, &len, &err);
-    if (rc == 0) rc = v4_config_parse(text, len, o.config_path ? o.config_path : o.preset, &cfg, &err);
-    if (rc == 0 && o.print_config) fwrite(text, 1, len, stdout);
-    else if (rc == 0) rc = write_model(&o, text, len, &cfg, &err);
+    if (rc == 0)
+        rc = v4_config_parse(text, len, o.config_path ? o.config_path : o.preset, &cfg, &err);
+    if (rc == 0 && o.print_config)
+        fwrite(text, 1, len, stdout);
+    else if (rc == 0)
+        rc = write_model(&o, text, len, &cfg, &err);
     free(text);
     if (rc) {
         fprintf(stderr, "tome-mkmodel: %s\n", err.msg);

@@ -56,7 +56,7 @@ struct mk_fill {
     const v4_tensor_spec *specs;
     size_t n_specs;
     /* The block scales of the last quantised weight produced. */
-    char scale_owner[sizeof ((v4_tensor_spec *)0)->name];
+    char scale_owner[sizeof((v4_tensor_spec *)0)->name];
     uint8_t *scales;
     size_t n_scales, scales_cap;
 };
@@ -109,17 +109,17 @@ static uint32_t below(uint64_t r, uint32_t m)
 
 typedef struct init_rule {
     const char *suffix;
-    int uniform;     /* else near-normal */
+    int uniform; /* else near-normal */
     float center;
-    float spread;    /* standard deviation, or half-width when uniform */
-    int per_fan_in;  /* spread / sqrt(fan-in): matrices only */
+    float spread;   /* standard deviation, or half-width when uniform */
+    int per_fan_in; /* spread / sqrt(fan-in): matrices only */
 } init_rule;
 
 /* First match wins, so specific suffixes come before ".weight". */
 static const init_rule rules[] = {
     {"norm.weight", 0, 1.0f, 0.1f, 0},  /* RMSNorm gains */
     {"embed.weight", 0, 0.0f, 1.0f, 0}, /* token vectors of unit size */
-    {"attn_sink", 0, 0.0f, 0.5f, 0},
+    {"attn_sink", 0, 0.0f, 0.5f, 0},    /* per-head softmax sink logits */
     {"ape", 0, 0.0f, 0.5f, 0},          /* compressor position biases */
     {"_base", 0, 0.0f, 0.5f, 0},        /* hyper-connection biases */
     {"_scale", 1, 1.0f, 0.5f, 0},       /* hyper-connection scales, [0.5, 1.5) */
@@ -175,7 +175,8 @@ static void draw_values(const plan *p, uint64_t first, size_t n, float *out)
     uint64_t key = p->key;
     float center = p->center, spread = p->spread;
     if (p->uniform)
-        for (size_t j = 0; j < n; j++) out[j] = center + spread * uniform_from(draw(key, first + j));
+        for (size_t j = 0; j < n; j++)
+            out[j] = center + spread * uniform_from(draw(key, first + j));
     else
         for (size_t j = 0; j < n; j++) out[j] = center + spread * normal_from(draw(key, first + j));
 }
@@ -213,8 +214,10 @@ static void split_over_threads(int threads, size_t n, part_fn fn, void *ctx)
         started[i] = pthread_create(&tid[i], NULL, run_part, &parts[i]) == 0;
     run_part(&parts[0]);
     for (size_t i = 1; i < k; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else run_part(&parts[i]);
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            run_part(&parts[i]);
     }
 }
 
@@ -333,8 +336,11 @@ static int fill_quantised(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, voi
     size_t rows = (size_t)t->shape[0], cols = (size_t)logical_cols(t);
     size_t band_rows = fp4 ? FP4_BAND : FP8_BLOCK, row_bytes = fp4 ? cols / 2 : cols;
     size_t tiles = (cols + FP8_BLOCK - 1) / FP8_BLOCK;
-    fp8_band fb = {{.p = &p, .cols = cols, .x = malloc(band_rows * cols * sizeof(float)),
-                    .out = malloc(band_rows * row_bytes)}, 0};
+    fp8_band fb = {{.p = &p,
+                    .cols = cols,
+                    .x = malloc(band_rows * cols * sizeof(float)),
+                    .out = malloc(band_rows * row_bytes)},
+                   0};
     band *b = &fb.b;
     if (!b->x || !b->out) rc = tome_errorf(err, TOME_ENOMEM, "tensor %s: out of memory", t->name);
     for (size_t r0 = 0; rc == 0 && r0 < rows; r0 += band_rows) {
@@ -366,14 +372,12 @@ static const v4_tensor_spec *find_spec(const mk_fill *f, const char *name)
 }
 
 /* "<x>.scale": the block scales of "<x>.weight". */
-static int fill_scale(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, void *ctx,
-                      tome_error *err)
+static int fill_scale(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, void *ctx, tome_error *err)
 {
     char weight[sizeof t->name + 8];
     size_t stem = strlen(t->name) - strlen(".scale");
     if (!ends_with(t->name, ".scale"))
-        return tome_errorf(err, TOME_EINVAL, "tensor %s: F8_E8M0 but not named <x>.scale",
-                           t->name);
+        return tome_errorf(err, TOME_EINVAL, "tensor %s: F8_E8M0 but not named <x>.scale", t->name);
     snprintf(weight, sizeof weight, "%.*s.weight", (int)stem, t->name);
     if (strcmp(f->scale_owner, weight) != 0) {
         const v4_tensor_spec *w = find_spec(f, weight);
@@ -384,8 +388,9 @@ static int fill_scale(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, void *c
         if (rc) return rc;
     }
     if ((int64_t)f->n_scales != element_count(t))
-        return tome_errorf(err, TOME_EINVAL, "tensor %s: %zu scales expected for %s, shape says %lld",
-                           t->name, f->n_scales, weight, (long long)element_count(t));
+        return tome_errorf(err, TOME_EINVAL,
+                           "tensor %s: %zu scales expected for %s, shape says %lld", t->name,
+                           f->n_scales, weight, (long long)element_count(t));
     return sink(ctx, f->scales, f->n_scales, err);
 }
 
@@ -455,9 +460,12 @@ int mk_fill_tensor(mk_fill *f, const v4_tensor_spec *t, mk_sink sink, void *ctx,
         rc = plan_for(f, t, &p, err);
         return rc ? rc : fill_plain(f, &p, t, sink, ctx, err);
     case V4_F8_E4M3:
-    case V4_I8: return fill_quantised(f, t, sink, ctx, err);
-    case V4_F8_E8M0: return fill_scale(f, t, sink, ctx, err);
-    case V4_I64: return fill_tid2eid(f, t, sink, ctx, err);
+    case V4_I8:
+        return fill_quantised(f, t, sink, ctx, err);
+    case V4_F8_E8M0:
+        return fill_scale(f, t, sink, ctx, err);
+    case V4_I64:
+        return fill_tid2eid(f, t, sink, ctx, err);
     default:
         return tome_errorf(err, TOME_EINVAL, "tensor %s: mkmodel cannot produce dtype %s", t->name,
                            v4_dtype_name(t->dtype));

@@ -149,7 +149,8 @@ static void read_shard(model *m, int s, const char *file)
         t->shard = s;
         json_t *shape = json_object_get(e, "shape"), *off = json_object_get(e, "data_offsets");
         const char *dtype = json_string_value(json_object_get(e, "dtype"));
-        REQUIRE(dtype && v4_dtype_from_name(dtype, &t->dtype) == 0, "%s: %s: bad dtype", file, name);
+        REQUIRE(dtype && v4_dtype_from_name(dtype, &t->dtype) == 0, "%s: %s: bad dtype", file,
+                name);
         REQUIRE(json_is_array(shape) && json_array_size(shape) <= 4, "%s: %s: bad shape", file,
                 name);
         t->ndim = (int)json_array_size(shape);
@@ -183,8 +184,7 @@ static void check_contiguous(const model *m)
                    m->t[i].name, m->t[i].begin, expect);
             expect = m->t[i].begin + m->t[i].size;
         }
-        size_t data_len = (size_t)((const char *)m->t[i - 1].data + m->t[i - 1].size -
-                                   m->shard[s]);
+        size_t data_len = (size_t)((const char *)m->t[i - 1].data + m->t[i - 1].size - m->shard[s]);
         CHECKF(data_len == m->shard_len[s], "shard %d: %zu trailing bytes", s,
                m->shard_len[s] - data_len);
     }
@@ -240,8 +240,8 @@ static void load_model(model *m, const char *dir)
     }
     CHECKF(m->n == json_object_size(map), "%s: %zu tensors in shards, %zu in the index", dir, m->n,
            json_object_size(map));
-    json_int_t stated = json_integer_value(json_object_get(json_object_get(root, "metadata"),
-                                                           "total_size"));
+    json_int_t stated =
+        json_integer_value(json_object_get(json_object_get(root, "metadata"), "total_size"));
     CHECKF((uint64_t)stated == total, "%s: total_size %lld, tensors hold %llu", dir,
            (long long)stated, (unsigned long long)total);
     json_decref(root);
@@ -430,12 +430,21 @@ static void check_model(const model *m)
         CHECKF(same, "%s: %s has the wrong dtype or shape", m->dir, t->name);
         if (!same) continue;
         switch (t->dtype) {
-        case V4_F8_E4M3: check_fp8(m, t); break;
-        case V4_I8: check_fp4(m, t); break;
-        case V4_I64: check_tid2eid(m, t); break;
+        case V4_F8_E4M3:
+            check_fp8(m, t);
+            break;
+        case V4_I8:
+            check_fp4(m, t);
+            break;
+        case V4_I64:
+            check_tid2eid(m, t);
+            break;
         case V4_F32:
-        case V4_BF16: check_floats(t); break;
-        default: break; /* scales: checked with their weights */
+        case V4_BF16:
+            check_floats(t);
+            break;
+        default:
+            break; /* scales: checked with their weights */
         }
     }
     free(specs);
@@ -453,7 +462,8 @@ static void check_same_tensors(const model *a, const model *b, int expect_equal)
             continue;
         }
         int equal = memcmp(x->data, y->data, x->size) == 0;
-        if (expect_equal) CHECKF(equal, "%s differs between %s and %s", x->name, a->dir, b->dir);
+        if (expect_equal)
+            CHECKF(equal, "%s differs between %s and %s", x->name, a->dir, b->dir);
         else if (x->dtype != V4_F8_E8M0) /* block scales may well coincide */
             CHECKF(!equal, "%s is the same in %s and %s", x->name, a->dir, b->dir);
     }
@@ -615,7 +625,8 @@ static void test_errors(const char *tmp)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/errors", tmp);
     REQUIRE(tome_mkdir_p(dir, 0755, &(tome_error){0}) == 0, "mkdir %s", dir);
-    const char *out = path_in(dir, "model"), *cfg = check_shared_path("golden/v4-tiny-a/config.json");
+    const char *out = path_in(dir, "model"),
+               *cfg = check_shared_path("golden/v4-tiny-a/config.json");
     const char *big_tok = path_in(dir, "big-tokenizer.json");
     spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
     CHECK(run_tool(NULL, "--preset", "huge", "-o", out, NULL) != 0);

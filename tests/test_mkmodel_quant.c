@@ -108,7 +108,7 @@ static void test_e2m1(void)
     static const struct {
         float x;
         int code;
-    } ties[] = {{0.25f, 0}, {0.75f, 2}, {1.25f, 2}, {1.75f, 4}, {2.5f, 4},
+    } ties[] = {{0.25f, 0}, {0.75f, 2}, {1.25f, 2},  {1.75f, 4}, {2.5f, 4},
                 {3.5f, 6},  {5.0f, 6},  {-5.0f, 14}, {7.0f, 7},  {-100.0f, 15}};
     for (size_t i = 0; i < sizeof ties / sizeof ties[0]; i++)
         CHECKF(mk_e2m1_encode(ties[i].x) == ties[i].code, "e2m1 of %g: got %d, want %d", ties[i].x,
@@ -226,8 +226,8 @@ static void test_fp4_group(void)
     float x[32];
     uint8_t packed[16];
     for (int i = 0; i < 32; i++) x[i] = 0.25f;
-    x[0] = 6.0f;   /* amax 6: scale 2^0 */
-    x[1] = -0.5f;  /* high nibble of byte 0 */
+    x[0] = 6.0f;  /* amax 6: scale 2^0 */
+    x[1] = -0.5f; /* high nibble of byte 0 */
     x[30] = 3.0f;
     x[31] = -4.0f;
     CHECK(mk_fp4_group(x, 32, packed) == 0);
