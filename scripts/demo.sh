@@ -41,19 +41,10 @@ stop_daemon() {
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-# The built-in tiny model: the build's own if it makes one, else made here
-# once (random weights, the real DeepSeek tokenizer) and kept in the build.
-model=""
-for candidate in "$build/models/tiny" "$build/engine/models/tiny" "$build/demo-model"; do
-    [ -f "$candidate/config.json" ] && { model=$candidate; break; }
-done
-if [ -z "$model" ]; then
-    echo "demo: making the built-in tiny model"
-    sh scripts/fetch-tokenizer.sh "$build/demo-tokenizer" >/dev/null
-    "$build/engine/tome-mkmodel" --preset tiny \
-        --tokenizer "$build/demo-tokenizer/v4/tokenizer.json" -o "$build/demo-model" >/dev/null
-    model=$build/demo-model
-fi
+# The built-in tiny model (random weights, the real DeepSeek tokenizer),
+# made by the build's own rule.
+make -C "$build" models/tiny/config.json >/dev/null
+model=$build/models/tiny
 
 export TOME_SOCKET="$work/tomed.sock"
 "$build/daemon/tomed" --foreground --state-dir "$work/state" --socket "$TOME_SOCKET" \

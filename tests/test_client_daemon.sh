@@ -44,19 +44,10 @@ check_stream() {
     fi
 }
 
-# ---- the model: the build's built-in tiny model, else one made here ----
-model=""
-for candidate in "${TOME_MODEL:-}" "$build/models/tiny" "$build/engine/models/tiny"; do
-    [ -n "$candidate" ] && [ -f "$candidate/config.json" ] && { model=$candidate; break; }
-done
-if [ -z "$model" ]; then
-    [ -x "$build/engine/tome-mkmodel" ] || { echo "FAIL: engine/tome-mkmodel is not built"; exit 1; }
-    sh "$src/scripts/fetch-tokenizer.sh" "$tmp/tokenizer" >/dev/null ||
-        { echo "FAIL: no tokenizer for the tiny model"; exit 1; }
-    "$build/engine/tome-mkmodel" --preset tiny --tokenizer "$tmp/tokenizer/v4/tokenizer.json" \
-        -o "$tmp/model" >/dev/null || { echo "FAIL: tome-mkmodel failed"; exit 1; }
-    model=$tmp/model
-fi
+# ---- the built-in tiny model, which `make check` builds first ----
+model=$build/models/tiny
+[ -f "$model/config.json" ] ||
+    { echo "FAIL: no built-in model at $model (make models/tiny/config.json)"; exit 1; }
 
 # ---- TLS material: a CA and a certificate for localhost ----
 (cd "$tmp" && printf 'subjectAltName=DNS:localhost\n' >san.ext &&
