@@ -99,5 +99,29 @@ zsh -n "$TOME_SRCDIR/client/completion/_tome" || fail "zsh: the completion does 
 head -1 "$TOME_SRCDIR/client/completion/_tome" | grep -qx '#compdef tome' ||
     fail "zsh: the completion lacks its #compdef line"
 
+# tome(1) passes groff's checks and documents every command and option
+# that `tome help` lists.
+command -v mandoc >/dev/null 2>&1 || { echo "FAIL: mandoc is missing"; exit 1; }
+page="$TOME_SRCDIR/man/tome.1"
+LC_ALL=C.UTF-8 MANWIDTH=100 man --warnings -l "$page" >/dev/null 2>"$tmp/manwarn" ||
+    fail "man -l tome.1 failed"
+[ ! -s "$tmp/manwarn" ] || fail "groff warnings in tome.1: $(head -5 "$tmp/manwarn")"
+mandoc -Tascii "$page" | col -b >"$tmp/man.txt"
+"$tome" --help | sed -n 's/^  tome \([a-z]*\)\( \([a-z]*\)\)\{0,1\}.*/\1 \3/p' >"$tmp/commands"
+[ "$(wc -l <"$tmp/commands")" -ge 17 ] || fail "tome --help lists too few commands"
+while read -r first second; do
+    grep -q "$first${second:+ $second}" "$tmp/man.txt" ||
+        fail "tome.1 does not document '$first $second'"
+    "$tome" help $first $second | sed -n 's/^options://p' | tr ' ' '\n' | grep -- '^--' |
+        while read -r option; do
+            grep -q -- "$option" "$tmp/man.txt" || echo "$option of $first $second"
+        done >>"$tmp/undocumented"
+done <"$tmp/commands"
+for option in --socket --host --cacert --cert --key --token-file --quiet --no-color --json \
+    --help --version TOME_SOCKET TOME_HOST TOME_TOKEN NO_COLOR "EXIT STATUS"; do
+    grep -q -- "$option" "$tmp/man.txt" || echo "$option" >>"$tmp/undocumented"
+done
+[ ! -s "$tmp/undocumented" ] || fail "tome.1 lacks: $(tr '\n' ' ' <"$tmp/undocumented")"
+
 [ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
 echo "all client command-line checks passed"
