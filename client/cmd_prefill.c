@@ -53,10 +53,13 @@ static int job_outcome(json_t *job, const char *status, tome_error *err)
     return tome_error_wrap(err, "prefill job %s failed", id ? id : "?");
 }
 
-static int follow_job(tome_client *c, const char *id, json_t **final_job, tome_error *err)
+/* Follow job `id` from its first known state `job` to its end. */
+static int follow_job(tome_client *c, const char *id, json_t *job, json_t **final_job,
+                      tome_error *err)
 {
     follow_ctx f = {0};
     tome_progress_init(&f.progress);
+    tome_progress_update(&f.progress, job); /* a bar at once, before the first event */
     char *target = tome_api_target("/v1/jobs/", id, "/events");
     if (!target) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     int rc = tome_api_events(c, "GET", target, NULL, on_job_event, &f, err);
@@ -105,7 +108,7 @@ int tome_cmd_prefill(tome_client *c, const tome_options *opt, tome_error *err)
     } else if (follow) {
         tome_note("prefill job %s for %s", id, corpus);
         json_t *final_job = NULL;
-        rc = follow_job(c, id, &final_job, err);
+        rc = follow_job(c, id, job, &final_job, err);
         json_decref(job);
         job = final_job;
     } else if (!opt->json) {
