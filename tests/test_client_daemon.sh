@@ -145,6 +145,13 @@ grep -q "$(printf '\r')" "$tmp/err" && fail "prefill --wait drew a TTY bar into 
 expect 0 '^src: state ([0-9a-f]+ )?cached' '' -- prefill src --wait
 expect 0 '"status": "done"' '' -- prefill src --wait --json
 expect 8 '' 'error:' -- prefill empty --wait
+# On a terminal the default is to follow the job with a progress bar.
+printf 'More text for a new version.\n' >>"$tmp/tree/README"
+"$tome" -q ingest src "$tmp/tree" >/dev/null || fail "ingest of a changed tree"
+script -qec "$tome prefill src" /dev/null >"$tmp/tty" 2>&1 </dev/null
+grep -q 'tok/s  ETA' "$tmp/tty" || fail "no progress bar on a TTY: $(head -c 300 "$tmp/tty")"
+grep -q "$(printf '\r')" "$tmp/tty" || fail "the TTY progress bar is not redrawn in place"
+grep -Eq 'src: state ([0-9a-f]+ )?cached' "$tmp/tty" || fail "prefill on a TTY did not finish"
 expect 0 '^ID +KIND +CORPUS' '' -- jobs
 job=$("$tome" jobs --json | sed -n 's/^ *"id": "\([^"]*\)",*$/\1/p' | head -1)
 [ -n "$job" ] || fail "no job id in tome jobs --json"
