@@ -47,7 +47,7 @@ typedef struct options {
     int print_config;
 } options;
 
-static void usage(FILE *fp)
+static void usage(void)
 {
     fputs("usage: tome-mkmodel --preset tiny|flash-shape [--layers N] [--experts N]\n"
           "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
@@ -66,7 +66,7 @@ static void usage(FILE *fp)
           "  --threads N        worker threads (default: the online CPUs); no effect on bytes\n"
           "  --print-config     print the config.json and exit\n"
           "  -o, --output DIR   the model directory (must not exist, or be empty)\n",
-          fp);
+          stdout);
 }
 
 /* A non-negative decimal integer with an optional K/M/G (binary) suffix. */
@@ -166,7 +166,7 @@ static int parse_options(int argc, char **argv, options *o, tome_error *err)
             o->out_dir = optarg;
             break;
         case 'h':
-            usage(stdout);
+            usage();
             exit(0);
         default:
             rc = tome_errorf(err, TOME_EINVAL, "unknown option or missing value: %s",
@@ -299,8 +299,7 @@ int main(int argc, char **argv)
     v4_config cfg;
     int rc = parse_options(argc, argv, &o, &err);
     if (rc) {
-        fprintf(stderr, "tome-mkmodel: %s\n", err.msg);
-        usage(stderr);
+        fprintf(stderr, "tome-mkmodel: %s (see --help)\n", err.msg);
         return 2;
     }
     rc = config_text(&o, &text, &len, &err);
