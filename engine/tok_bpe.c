@@ -185,8 +185,8 @@ static candidate heap_pop(tok_bpe_scratch *s)
 /* Push the merge of the symbol at `pos` with its right neighbour, if any. */
 static int push_pair(const v4_tokenizer *t, tok_bpe_scratch *s, int32_t pos, tome_error *err)
 {
-    int32_t right = s->next[pos];
-    if (pos < 0 || right < 0)
+    int32_t right = pos >= 0 ? s->next[pos] : -1;
+    if (right < 0)
         return 0;
     const tok_merge_slot *m = tok_merges_get(&t->merges, s->id[pos], s->id[right]);
     if (!m)
