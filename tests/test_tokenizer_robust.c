@@ -8,6 +8,7 @@
  * bytes.  An alarm turns a quadratic blow-up into a failure instead of a
  * hang.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -140,6 +141,77 @@ static void test_100mb(const v4_tokenizer *t)
     free(text);
 }
 
+/* A character split across ids is held back, and flushed if it never
+ * completes. */
+static void test_stream_holdback(const v4_tokenizer *t)
+{
+    static const char text[] = "\xE4\xB8"; /* the first two bytes of 中 */
+    v4_ids ids = encode(t, text, 2);
+    tome_error err = {0};
+    v4_detok *d = NULL;
+    CHECK_OK(v4_detok_new(t, &d, &err), &err);
+    size_t out = 0;
+    for (size_t i = 0; i < ids.n; i++) {
+        const char *piece;
+        size_t n;
+        CHECK_OK(v4_detok_feed(d, ids.ids[i], &piece, &n, &err), &err);
+        out += n;
+    }
+    const char *rest;
+    size_t n_rest;
+    v4_detok_flush(d, &rest, &n_rest);
+    CHECK(out == 0 && n_rest == 2 && memcmp(rest, text, 2) == 0);
+    const char *piece;
+    size_t n;
+    CHECK(v4_detok_feed(d, -5, &piece, &n, &err) == TOME_EINVAL && strstr(err.msg, "-5"));
+    v4_detok_free(d);
+    free(ids.ids);
+}
+
+/* One tokenizer, several threads at once: each gets the single-thread ids. */
+typedef struct job {
+    const v4_tokenizer *t;
+    const char *text;
+    size_t len;
+    const v4_ids *expected;
+    int same;
+} job;
+
+static void *encode_job(void *arg)
+{
+    job *j = arg;
+    j->same = 1;
+    for (int round = 0; round < 3; round++) {
+        v4_ids ids = encode(j->t, j->text, j->len);
+        j->same &= ids.n == j->expected->n &&
+                   memcmp(ids.ids, j->expected->ids, ids.n * sizeof(int32_t)) == 0;
+        free(ids.ids);
+    }
+    return NULL;
+}
+
+static void test_threads(const v4_tokenizer *t)
+{
+    tome_error err = {0};
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(tome_read_file(check_shared_path("golden/tokenizer/long.txt"), 1 << 24, &text, &len,
+                            &err), &err);
+    v4_ids expected = encode(t, text, len);
+    job jobs[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){.t = t, .text = text, .len = len, .expected = &expected};
+        REQUIRE(pthread_create(&threads[i], NULL, encode_job, &jobs[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        CHECKF(jobs[i].same, "thread %d got different ids", i);
+    }
+    free(expected.ids);
+    free(text);
+}
+
 /* ---- tokenizer.json files that must be refused ------------------------- */
 
 static const char *tmpdir;
@@ -228,6 +300,8 @@ int main(void)
     v4_tokenizer *t = tok_test_load("v3");
     test_invalid_utf8(t);
     test_nul(t);
+    test_stream_holdback(t);
+    test_threads(t);
     test_huge_words(t);
     test_100mb(t);
     test_refused_files();
