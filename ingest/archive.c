@@ -38,10 +38,10 @@
 typedef struct level {
     ingest_reader *r;
     struct archive *a;
-    const char *name;   /* the archive's path, for messages */
-    const char *prefix; /* prepended to entry names ("" at the top) */
-    int depth;          /* levels of archives above its entries' files */
-    uint64_t produced;  /* uncompressed bytes this archive produced */
+    const char *name;      /* the archive's path, for messages */
+    const char *prefix;    /* prepended to entry names ("" at the top) */
+    int depth;             /* levels of archives above its entries' files */
+    uint64_t produced;     /* uncompressed bytes this archive produced */
     uint64_t source_bytes; /* compressed size when known up front (memory) */
 } level;
 
@@ -83,12 +83,26 @@ static int archive_signature(const unsigned char *p, size_t n)
         size_t offset, len;
         const char *magic;
     } sigs[] = {
-        {0, 3, "\x1f\x8b\x08"},      {0, 3, "BZh"},              {0, 6, "\xfd" "7zXZ\0"},
-        {0, 4, "\x28\xb5\x2f\xfd"}, {0, 4, "\x04\x22\x4d\x18"}, {0, 4, "LZIP"},
-        {0, 4, "PK\x03\x04"},        {0, 4, "PK\x05\x06"},       {0, 6, "7z\xbc\xaf\x27\x1c"},
-        {0, 8, "!<arch>\n"},          {0, 6, "070701"},           {0, 6, "070702"},
-        {0, 6, "070707"},             {257, 5, "ustar"},          {32769, 5, "CD001"},
-        {0, 2, "\x1f\x9d"},           {0, 2, "\xc7\x71"},         {0, 2, "\x71\xc7"},
+        {0, 3, "\x1f\x8b\x08"},
+        {0, 3, "BZh"},
+        {0, 6,
+         "\xfd"
+         "7zXZ\0"},
+        {0, 4, "\x28\xb5\x2f\xfd"},
+        {0, 4, "\x04\x22\x4d\x18"},
+        {0, 4, "LZIP"},
+        {0, 4, "PK\x03\x04"},
+        {0, 4, "PK\x05\x06"},
+        {0, 6, "7z\xbc\xaf\x27\x1c"},
+        {0, 8, "!<arch>\n"},
+        {0, 6, "070701"},
+        {0, 6, "070702"},
+        {0, 6, "070707"},
+        {257, 5, "ustar"},
+        {32769, 5, "CD001"},
+        {0, 2, "\x1f\x9d"},
+        {0, 2, "\xc7\x71"},
+        {0, 2, "\x71\xc7"},
     };
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         if (n >= sigs[i].offset + sigs[i].len &&
@@ -138,7 +152,8 @@ static int check_growth(level *lv, const char *path, size_t len, size_t n, tome_
     lv->r->total_bytes += n;
     lv->produced += n;
     if (len > l->max_file_bytes) {
-        snprintf(what, sizeof what, "larger than %llu bytes", (unsigned long long)l->max_file_bytes);
+        snprintf(what, sizeof what, "larger than %llu bytes",
+                 (unsigned long long)l->max_file_bytes);
         return limit_error(err, path, what, "max_file_bytes");
     }
     if (lv->r->total_bytes > l->max_total_bytes) {
@@ -146,8 +161,8 @@ static int check_growth(level *lv, const char *path, size_t len, size_t n, tome_
                  (unsigned long long)l->max_total_bytes);
         return limit_error(err, path, what, "max_total_bytes");
     }
-    uint64_t consumed = lv->source_bytes ? lv->source_bytes
-                                         : (uint64_t)archive_filter_bytes(lv->a, -1);
+    uint64_t consumed =
+        lv->source_bytes ? lv->source_bytes : (uint64_t)archive_filter_bytes(lv->a, -1);
     if (lv->produced > l->ratio_floor && (double)lv->produced > l->max_ratio * (double)consumed) {
         snprintf(what, sizeof what,
                  "%s expands more than %.0f:1 (%llu bytes out of %llu); a compression bomb?",
@@ -209,13 +224,16 @@ static const char *unsafe_kind(struct archive_entry *e, char *buf, size_t size)
         return buf;
     }
     switch (archive_entry_filetype(e)) {
-    case AE_IFREG: return NULL;
-    case 0: return NULL; /* no type recorded (ar members): plain data */
+    case AE_IFREG:
+        return NULL;
+    case 0:
+        return NULL; /* no type recorded (ar members): plain data */
     case AE_IFLNK:
         target = archive_entry_symlink(e);
         snprintf(buf, size, "symbolic link to %.200s, not followed", target ? target : "?");
         return buf;
-    default: return "device, FIFO or socket, not a regular file";
+    default:
+        return "device, FIFO or socket, not a regular file";
     }
 }
 
@@ -286,10 +304,14 @@ static int take_entry(level *lv, struct archive_entry *e, tome_error *err)
     if (rc) return rc == 1 ? 0 : rc;
     char kind[256];
     const char *unsafe = unsafe_kind(e, kind, sizeof kind);
-    if (!*path || archive_entry_filetype(e) == AE_IFDIR) rc = 0;
-    else if (unsafe) rc = r->skip(r, path, unsafe, 1, err);
-    else if ((rc = ingest_filtered(r, path, err)) != 0) rc = rc < 0 ? rc : 0;
-    else rc = read_file_entry(lv, e, path, err);
+    if (!*path || archive_entry_filetype(e) == AE_IFDIR)
+        rc = 0;
+    else if (unsafe)
+        rc = r->skip(r, path, unsafe, 1, err);
+    else if ((rc = ingest_filtered(r, path, err)) != 0)
+        rc = rc < 0 ? rc : 0;
+    else
+        rc = read_file_entry(lv, e, path, err);
     free(path);
     return rc;
 }
@@ -324,8 +346,8 @@ static int read_entries(level *lv, tome_error *err)
  * compression suffix. */
 static char *raw_name(const char *path)
 {
-    static const char *const suffixes[] = {".gz", ".bz2", ".xz", ".lzma", ".lz", ".zst",
-                                           ".lz4", ".Z", ".tgz", ".tbz2", ".txz"};
+    static const char *const suffixes[] = {".gz",  ".bz2", ".xz",  ".lzma", ".lz", ".zst",
+                                           ".lz4", ".Z",   ".tgz", ".tbz2", ".txz"};
     size_t len = strlen(path);
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         size_t sl = strlen(suffixes[i]);
@@ -374,8 +396,10 @@ static int read_archive(ingest_reader *r, const char *name, const char *prefix, 
     }
     if (rc == TOME_ENOTFOUND && !compressed &&
         (file ? file_signature(file) : archive_signature(data, len)) == 2)
-        return tome_errorf(err, TOME_EFORMAT, "%s: starts like an archive or compressed file "
-                           "but cannot be read: truncated or damaged", name);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: starts like an archive or compressed file "
+                           "but cannot be read: truncated or damaged",
+                           name);
     if (rc != TOME_ENOTFOUND || !compressed) return rc;
 
     /* One compressed stream: its content is a file named after it, one

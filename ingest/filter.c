@@ -43,10 +43,10 @@ static const char *const default_excludes[] = {
 typedef struct rule {
     ingest_rule_kind kind;
     int negate, dir_only, anchored;
-    char *glob;       /* the pattern proper (glob rules) */
-    pcre2_code *re;   /* regex rules */
+    char *glob;     /* the pattern proper (glob rules) */
+    pcre2_code *re; /* regex rules */
     pcre2_match_data *md;
-    char *reason;     /* "excluded by ..." as shown in reports */
+    char *reason; /* "excluded by ..." as shown in reports */
 } rule;
 
 struct ingest_filter {
@@ -173,8 +173,8 @@ static int parse_regex(rule *r, const char *pattern, tome_error *err)
 {
     int code;
     PCRE2_SIZE offset;
-    r->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &offset,
-                          NULL);
+    r->re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &offset, NULL);
     if (!r->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
@@ -194,8 +194,7 @@ static void rule_clear(rule *r)
     pcre2_code_free(r->re);
 }
 
-int ingest_filter_add(ingest_filter *f, ingest_rule_kind kind, const char *pattern,
-                      tome_error *err)
+int ingest_filter_add(ingest_filter *f, ingest_rule_kind kind, const char *pattern, tome_error *err)
 {
     int include = kind == INGEST_INCLUDE_GLOB || kind == INGEST_INCLUDE_REGEX;
     rule **list = include ? &f->includes : &f->rules;

@@ -48,8 +48,7 @@ static int grep_text(const pcre2_code *re, pcre2_match_data *md, const store_doc
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t start = ov[0];
-        for (const char *p = text + counted; (p = memchr(p, '\n', start - (size_t)(p - text)));
-             p++)
+        for (const char *p = text + counted; (p = memchr(p, '\n', start - (size_t)(p - text))); p++)
             line++;
         counted = start;
         if (line != last_reported) {

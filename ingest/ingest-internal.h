@@ -17,17 +17,16 @@ typedef struct ingest_reader ingest_reader;
 struct ingest_reader {
     const ingest_limits *limits;
     const ingest_filter *filter;
-    uint64_t entries;     /* every entry seen, all levels */
-    uint64_t total_bytes; /* uncompressed bytes read, all levels */
-    double t_read;        /* seconds spent reading and decompressing */
+    uint64_t entries;       /* every entry seen, all levels */
+    uint64_t total_bytes;   /* uncompressed bytes read, all levels */
+    double t_read;          /* seconds spent reading and decompressing */
     char *last_skipped_dir; /* so an excluded directory is reported once */
     /* A regular file's bytes (valid during the call only). */
     int (*file)(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
                 int64_t mtime, tome_error *err);
     /* An entry left out: `warn` for unsafe ones (also a report warning),
      * 0 for ordinary ones (filtered, binary). */
-    int (*skip)(ingest_reader *r, const char *path, const char *reason, int warn,
-                tome_error *err);
+    int (*skip)(ingest_reader *r, const char *path, const char *reason, int warn, tome_error *err);
     /* A warning that concerns no single entry (a libarchive warning). */
     int (*warn)(ingest_reader *r, const char *message, tome_error *err);
     void *ctx;

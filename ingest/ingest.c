@@ -26,7 +26,7 @@ typedef struct entry {
     char *path;
     int64_t doc_id;
     int64_t bytes;
-    size_t arrival; /* order in the source */
+    size_t arrival;       /* order in the source */
     ingest_change change; /* ADDED or CHANGED, unless `unchanged` */
     int unchanged;
 } entry;
@@ -150,11 +150,18 @@ static int store_new_document(run *ru, const char *path, const unsigned char *da
     int rc = ingest_text_decode(data, len, &text, &why);
     rep->t_decode += tome_now() - t0;
     if (rc < 0) return tome_errorf(err, rc, "%s: out of memory decoding", path);
-    if (rc == 1) return on_skip(&ru->reader, path, why, 0, err) ? err->code : 1;
-    store_document d = {.path = (char *)path, .size = (int64_t)len, .mtime = mtime,
+    if (rc == 1) {
+        rc = on_skip(&ru->reader, path, why, 0, err);
+        return rc ? rc : 1;
+    }
+    store_document d = {.path = (char *)path,
+                        .size = (int64_t)len,
+                        .mtime = mtime,
                         .media_type = (char *)ingest_media_type(path),
-                        .encoding = (char *)text.encoding, .line_count = text.lines,
-                        .text = text.text, .text_len = text.len};
+                        .encoding = (char *)text.encoding,
+                        .line_count = text.lines,
+                        .text = text.text,
+                        .text_len = text.len};
     memcpy(d.sha256, sha, 65);
     t0 = tome_now();
     rc = store_document_add(ru->s, ru->corpus_id, &d, id, err);
@@ -229,8 +236,10 @@ static int find_entry(const run *ru, const char *path)
         size_t mid = (lo + hi) / 2;
         int c = strcmp(ru->entries[mid].path, path);
         if (c == 0) return (int)mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return -1;
 }
@@ -279,7 +288,7 @@ static int plan_version(run *ru, const store_document_list *prev, int64_t **ids,
             placed[i] = 1;
         }
     }
-    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE && prev->n == 0)
+    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE)
         qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_arrival);
     for (size_t i = 0; i < ru->n_entries && !rc; i++) {
         entry *e = &ru->entries[i];
@@ -322,16 +331,16 @@ static void compare_tokens(run *ru, int64_t prev_version, const ingest_rendering
     int64_t id;
     tome_error ignored;
     if (!now->ctx.token_ids || !prev_version ||
-        store_context_find(ru->s, prev_version, o->tokenizer_fingerprint ? o->tokenizer_fingerprint : "",
-                           o->line_numbers, &id, &ignored) != 0)
+        store_context_find(ru->s, prev_version, now->ctx.tokenizer, o->line_numbers, &id,
+                           &ignored) != 0)
         return;
     store_context old;
     if (store_context_load(ru->s, id, &old, &ignored) != 0 || !old.token_ids) {
         store_context_clear(&old);
         return;
     }
-    int64_t i = 0, n = now->ctx.token_count < old.token_count ? now->ctx.token_count
-                                                                : old.token_count;
+    int64_t i = 0,
+            n = now->ctx.token_count < old.token_count ? now->ctx.token_count : old.token_count;
     while (i < n && now->ctx.token_ids[i] == old.token_ids[i]) i++;
     if (i < now->ctx.token_count || i < old.token_count) rep->first_changed_token = i;
     store_context_clear(&old);
@@ -381,22 +390,17 @@ static void report_unchanged(run *ru, int64_t prev_version)
 {
     ingest_report *rep = ru->report;
     const ingest_render_options *o = &ru->opts->render;
+    const char *fingerprint =
+        o->tokenizer && o->tokenizer_fingerprint ? o->tokenizer_fingerprint : "";
     rep->version_id = prev_version;
     int64_t id;
     tome_error ignored;
-    store_context ctx;
-    if (store_context_find(ru->s, prev_version, o->tokenizer_fingerprint ? o->tokenizer_fingerprint : "",
-                           o->line_numbers, &id, &ignored) == 0 &&
-        store_context_load(ru->s, id, &ctx, &ignored) == 0) {
+    if (store_context_find(ru->s, prev_version, fingerprint, o->line_numbers, &id, &ignored) == 0 &&
+        store_context_size(ru->s, id, &rep->tokens, &rep->rendered_bytes, &ignored) == 0)
         rep->context_id = id;
-        rep->tokens = ctx.token_count;
-        rep->rendered_bytes = ctx.text_bytes;
-        store_context_clear(&ctx);
-    }
 }
 
-static int ingest_in_transaction(run *ru, const char *corpus, const char *source,
-                                 tome_error *err)
+static int ingest_in_transaction(run *ru, const char *corpus, const char *source, tome_error *err)
 {
     ingest_report *rep = ru->report;
     int64_t prev_version = 0;
@@ -423,8 +427,10 @@ static int ingest_in_transaction(run *ru, const char *corpus, const char *source
     if (!rc && prev_version && rep->first_changed_position < 0) {
         report_unchanged(ru, prev_version);
     } else if (!rc) {
-        store_version_info info = {.source = source, .added = rep->added,
-                                   .changed = rep->changed, .removed = rep->removed,
+        store_version_info info = {.source = source,
+                                   .added = rep->added,
+                                   .changed = rep->changed,
+                                   .removed = rep->removed,
                                    .first_changed_position = rep->first_changed_position};
         double t0 = tome_now();
         rc = store_version_create(ru->s, ru->corpus_id, ids, n, &info, &rep->version_id,
@@ -455,7 +461,9 @@ int ingest_run(store *s, const char *corpus, const char *source, const ingest_op
     run ru = {.s = s, .opts = opts};
     ru.reader = (ingest_reader){.limits = &opts->limits,
                                 .filter = opts->filter ? opts->filter : own_filter,
-                                .file = on_file, .skip = on_skip, .warn = on_warn};
+                                .file = on_file,
+                                .skip = on_skip,
+                                .warn = on_warn};
     ru.report = calloc(1, sizeof *ru.report);
     if (!ru.report || !(ru.report->corpus = strdup(corpus)) ||
         !(ru.report->source = strdup(source))) {

@@ -21,6 +21,10 @@
  *    long) and unreadable archives (truncated, corrupted) fail the whole
  *    ingest with TOME_ELIMIT / TOME_EFORMAT and a message naming the entry.
  *
+ * Entry names: libarchive converts them through the locale, so a program
+ * that ingests should run with a UTF-8 LC_CTYPE (tome-ingest sets
+ * "C.UTF-8"); names that are still not UTF-8 are skipped as unsafe.
+ *
  * Ownership: objects from *_new are released with the matching *_free; the
  * report and rendering a function fills are the caller's to free.  Errors
  * follow common/common.h.  An ingest uses the one store handle it is given
@@ -52,13 +56,13 @@ typedef struct ingest_limits {
 } ingest_limits;
 
 /* The defaults, as documented in tome-ingest(1). */
-#define INGEST_DEFAULT_MAX_ENTRIES 100000
-#define INGEST_DEFAULT_MAX_FILE_BYTES (64ULL << 20)
+#define INGEST_DEFAULT_MAX_ENTRIES     100000
+#define INGEST_DEFAULT_MAX_FILE_BYTES  (64ULL << 20)
 #define INGEST_DEFAULT_MAX_TOTAL_BYTES (4ULL << 30)
-#define INGEST_DEFAULT_MAX_RATIO 200.0
-#define INGEST_DEFAULT_RATIO_FLOOR (1ULL << 20)
-#define INGEST_DEFAULT_MAX_DEPTH 3
-#define INGEST_DEFAULT_MAX_PATH_BYTES 1024
+#define INGEST_DEFAULT_MAX_RATIO       200.0
+#define INGEST_DEFAULT_RATIO_FLOOR     (1ULL << 20)
+#define INGEST_DEFAULT_MAX_DEPTH       3
+#define INGEST_DEFAULT_MAX_PATH_BYTES  1024
 /* DeepSeek V4's context, the default token budget of a rendered corpus. */
 #define INGEST_DEFAULT_TOKEN_BUDGET 1048576
 
@@ -130,8 +134,8 @@ typedef enum ingest_truncate {
 } ingest_truncate;
 
 typedef struct ingest_render_options {
-    int line_numbers; /* "N: " before every line (default 1) */
-    const v4_tokenizer *tokenizer; /* NULL: no tokens, no budget check */
+    int line_numbers;                  /* "N: " before every line (default 1) */
+    const v4_tokenizer *tokenizer;     /* NULL: no tokens, no budget check */
     const char *tokenizer_fingerprint; /* identifies the tokenizer in stored contexts */
     int64_t token_budget;
     ingest_truncate truncate;
@@ -146,12 +150,12 @@ void ingest_render_options_default(ingest_render_options *o);
  * are the prefix's ids: what a prefill consumes.  Document text is content,
  * so special-token syntax inside a document stays plain text. */
 typedef struct ingest_rendering {
-    v4_prompt prompt;   /* owns the text */
-    const char *text;   /* prompt.text */
-    size_t len;         /* prompt.len */
+    v4_prompt prompt;                /* owns the text */
+    const char *text;                /* prompt.text */
+    size_t len;                      /* prompt.len */
     size_t corpus_start, corpus_len; /* the document block within text */
     store_context ctx;
-    size_t n_dropped; /* documents left off by INGEST_TRUNCATE_TAIL */
+    size_t n_dropped;            /* documents left off by INGEST_TRUNCATE_TAIL */
     double t_render, t_tokenize; /* seconds */
 } ingest_rendering;
 
@@ -168,9 +172,11 @@ void ingest_rendering_free(ingest_rendering *r);
  * Ingesting
  * ------------------------------------------------------------------------ */
 
+/* The order of the first version, and of the documents each later version
+ * adds at its end. */
 typedef enum ingest_order {
-    INGEST_ORDER_PATH,  /* first version sorted by path (bytewise) */
-    INGEST_ORDER_SOURCE /* first version in the order the source lists them */
+    INGEST_ORDER_PATH,  /* sorted by path (bytewise) */
+    INGEST_ORDER_SOURCE /* in the order the source lists them */
 } ingest_order;
 
 typedef struct ingest_options {
@@ -214,8 +220,8 @@ typedef struct ingest_report {
     size_t n_items;
     char **warnings;
     size_t n_warnings;
-    uint64_t entries;    /* entries seen, all levels */
-    uint64_t bytes_read; /* uncompressed bytes of the entries read */
+    uint64_t entries;        /* entries seen, all levels */
+    uint64_t bytes_read;     /* uncompressed bytes of the entries read */
     uint64_t document_bytes; /* the new version's documents, as read */
     int64_t rendered_bytes;
     int64_t tokens;

@@ -67,10 +67,17 @@ static int put_header(text_buf *b, const char *path, int64_t lines)
     int rc = put_str(b, "<document path=\"");
     for (const char *p = path; *p && !rc; p++) {
         switch (*p) {
-        case '&': rc = put_str(b, "&amp;"); break;
-        case '<': rc = put_str(b, "&lt;"); break;
-        case '"': rc = put_str(b, "&quot;"); break;
-        default: rc = put(b, p, 1);
+        case '&':
+            rc = put_str(b, "&amp;");
+            break;
+        case '<':
+            rc = put_str(b, "&lt;");
+            break;
+        case '"':
+            rc = put_str(b, "&quot;");
+            break;
+        default:
+            rc = put(b, p, 1);
         }
     }
     char tail[48];
@@ -79,8 +86,7 @@ static int put_header(text_buf *b, const char *path, int64_t lines)
 }
 
 /* Append one document and fill its map entry (bytes only). */
-static int render_doc(text_buf *b, const store_document *d, int line_numbers,
-                      store_context_doc *m)
+static int render_doc(text_buf *b, const store_document *d, int line_numbers, store_context_doc *m)
 {
     m->document_id = d->id;
     m->token_start = m->token_end = -1;
@@ -144,7 +150,8 @@ static int wrap_in_prompt(ingest_rendering *r, const text_buf *corpus, tome_erro
     r->corpus_len = corpus->len;
     r->corpus_start = r->len - corpus->len;
     if (r->len < corpus->len || memcmp(r->text + r->corpus_start, corpus->p, corpus->len) != 0)
-        return tome_errorf(err, TOME_EINTERNAL, "the document-QA prompt does not end with the "
+        return tome_errorf(err, TOME_EINTERNAL,
+                           "the document-QA prompt does not end with the "
                            "corpus it was given");
     shift_map(&r->ctx, (int64_t)r->corpus_start);
     r->ctx.text_bytes = (int64_t)r->len;
@@ -264,8 +271,8 @@ static int over_budget(ingest_rendering *r, int64_t budget, tome_error *err)
     qsort(r->ctx.docs, r->ctx.n_docs, sizeof *r->ctx.docs, by_tokens_desc);
     for (size_t i = 0; i < r->ctx.n_docs && i < 5; i++) {
         const store_context_doc *d = &r->ctx.docs[i];
-        k += (size_t)snprintf(largest + k, sizeof largest - k, "%s%s (%lld tokens)",
-                              i ? ", " : "", d->path, (long long)(d->token_end - d->token_start));
+        k += (size_t)snprintf(largest + k, sizeof largest - k, "%s%s (%lld tokens)", i ? ", " : "",
+                              d->path, (long long)(d->token_end - d->token_start));
         if (k >= sizeof largest) break;
     }
     return tome_errorf(err, TOME_ELIMIT,
@@ -304,8 +311,10 @@ int ingest_render(store *s, int64_t version_id, const ingest_render_options *o,
         o = &defaults;
     }
     if (o->tokenizer && !o->tokenizer_fingerprint)
-        return tome_errorf(err, TOME_EINVAL, "rendering version #%lld: a tokenizer needs a "
-                           "fingerprint to tell its contexts apart", (long long)version_id);
+        return tome_errorf(err, TOME_EINVAL,
+                           "rendering version #%lld: a tokenizer needs a "
+                           "fingerprint to tell its contexts apart",
+                           (long long)version_id);
     store_document_list list;
     int rc = store_version_documents(s, version_id, &list, err);
     if (rc) return rc;

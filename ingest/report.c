@@ -48,8 +48,10 @@ static json_t *items_of(const ingest_report *r, ingest_change c)
         if (it->change != c) continue;
         json_t *o = json_object();
         json_object_set_new(o, "path", json_string(it->path));
-        if (it->reason) json_object_set_new(o, "reason", json_string(it->reason));
-        else json_object_set_new(o, "bytes", json_integer(it->bytes));
+        if (it->reason)
+            json_object_set_new(o, "reason", json_string(it->reason));
+        else
+            json_object_set_new(o, "bytes", json_integer(it->bytes));
         json_array_append_new(a, o);
     }
     return a;
@@ -58,8 +60,8 @@ static json_t *items_of(const ingest_report *r, ingest_change c)
 static json_t *seconds(const ingest_report *r)
 {
     return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "read", r->t_read, "hash", r->t_hash,
-                     "decode", r->t_decode, "store", r->t_store, "render", r->t_render,
-                     "tokenize", r->t_tokenize, "total", r->t_total);
+                     "decode", r->t_decode, "store", r->t_store, "render", r->t_render, "tokenize",
+                     r->t_tokenize, "total", r->t_total);
 }
 
 int ingest_report_json(const ingest_report *r, char **json, tome_error *err)

@@ -53,12 +53,12 @@ static int read_fd(int fd, const char *shown, uint64_t max, unsigned char **out,
                    tome_error *err)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0)
-        return tome_errorf(err, TOME_EIO, "%s: %s", shown, strerror(errno));
+    if (fstat(fd, &st) != 0) return tome_errorf(err, TOME_EIO, "%s: %s", shown, strerror(errno));
     if ((uint64_t)st.st_size > max)
-        return tome_errorf(err, TOME_ELIMIT, "entry %s: %lld bytes, more than %llu (limit "
-                           "max_file_bytes)", shown, (long long)st.st_size,
-                           (unsigned long long)max);
+        return tome_errorf(err, TOME_ELIMIT,
+                           "entry %s: %lld bytes, more than %llu (limit "
+                           "max_file_bytes)",
+                           shown, (long long)st.st_size, (unsigned long long)max);
     size_t cap = (size_t)st.st_size + 1, n = 0;
     unsigned char *buf = malloc(cap);
     if (!buf) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", shown);
@@ -74,8 +74,10 @@ static int read_fd(int fd, const char *shown, uint64_t max, unsigned char **out,
         /* The file grew while being read: re-check, then keep reading. */
         if (n > max) {
             free(buf);
-            return tome_errorf(err, TOME_ELIMIT, "entry %s: more than %llu bytes (limit "
-                               "max_file_bytes)", shown, (unsigned long long)max);
+            return tome_errorf(err, TOME_ELIMIT,
+                               "entry %s: more than %llu bytes (limit "
+                               "max_file_bytes)",
+                               shown, (unsigned long long)max);
         }
         if (n == cap) {
             unsigned char *grown = realloc(buf, cap * 2);
@@ -109,8 +111,10 @@ static int read_tree_file(ingest_reader *r, int dirfd, const char *name, const c
     r->t_read += tome_now() - t0;
     close(fd);
     if (!rc && (r->total_bytes += len) > r->limits->max_total_bytes)
-        rc = tome_errorf(err, TOME_ELIMIT, "entry %s: the corpus passes %llu bytes (limit "
-                         "max_total_bytes)", rel, (unsigned long long)r->limits->max_total_bytes);
+        rc = tome_errorf(err, TOME_ELIMIT,
+                         "entry %s: the corpus passes %llu bytes (limit "
+                         "max_total_bytes)",
+                         rel, (unsigned long long)r->limits->max_total_bytes);
     if (!rc) rc = ingest_take_file(r, rel, data, len, (int64_t)st.st_mtime, 0, err);
     free(data);
     return rc;
@@ -134,8 +138,10 @@ static int visit(ingest_reader *r, int dirfd, const char *name, const char *rel,
     rc = ingest_path_normalise(rel, strlen(rel), r->limits->max_path_bytes, &norm, &bad);
     free(norm);
     if (rc == TOME_ELIMIT)
-        return tome_errorf(err, TOME_ELIMIT, "entry %s: path longer than %zu bytes (limit "
-                           "max_path_bytes)", rel, r->limits->max_path_bytes);
+        return tome_errorf(err, TOME_ELIMIT,
+                           "entry %s: path longer than %zu bytes (limit "
+                           "max_path_bytes)",
+                           rel, r->limits->max_path_bytes);
     if (rc) {
         char shown[4 * 4096 + 1];
         ingest_escape_name(rel, strnlen(rel, 4096), shown);
@@ -243,7 +249,8 @@ static int read_plain_file(ingest_reader *r, const char *path, tome_error *err)
 int ingest_read_source(ingest_reader *r, const char *source, tome_error *err)
 {
     struct stat st;
-    if (stat(source, &st) != 0) return tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
+    if (stat(source, &st) != 0)
+        return tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
     if (S_ISDIR(st.st_mode)) return ingest_read_directory(r, source, err);
     if (!S_ISREG(st.st_mode))
         return tome_errorf(err, TOME_EINVAL, "%s: neither a directory nor a regular file", source);

@@ -26,10 +26,14 @@ size_t ingest_utf8_sequence(const unsigned char *p, size_t left)
     if (c < 0x80) return 1;
     size_t n;
     unsigned min, cp;
-    if ((c & 0xe0) == 0xc0) n = 2, min = 0x80, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0) n = 3, min = 0x800, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0) n = 4, min = 0x10000, cp = c & 0x07;
-    else return 0;
+    if ((c & 0xe0) == 0xc0)
+        n = 2, min = 0x80, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        n = 3, min = 0x800, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        n = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
     if (n > left) return 0;
     for (size_t i = 1; i < n; i++) {
         if ((p[i] & 0xc0) != 0x80) return 0;
@@ -100,7 +104,8 @@ static int decode_utf16(const unsigned char *p, size_t len, int big_endian, inge
     if (!text) return TOME_ENOMEM;
     size_t k = 0;
     for (size_t i = 0; i < len; i += 2) {
-        unsigned u = big_endian ? (unsigned)(p[i] << 8 | p[i + 1]) : (unsigned)(p[i + 1] << 8 | p[i]);
+        unsigned u =
+            big_endian ? (unsigned)(p[i] << 8 | p[i + 1]) : (unsigned)(p[i + 1] << 8 | p[i]);
         if (u >= 0xdc00 && u <= 0xdfff) goto invalid;
         if (u >= 0xd800 && u <= 0xdbff) {
             if (i + 3 >= len) goto invalid;
@@ -176,8 +181,8 @@ int ingest_text_decode(const unsigned char *data, size_t len, ingest_text *out, 
     } else if (valid_utf8(data, len, &controls)) {
         int bom = len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0;
         rc = controls * 10 > len ? 1
-             : bom              ? copy_text(data + 3, len - 3, "utf-8-bom", out)
-                                : copy_text(data, len, "utf-8", out);
+             : bom               ? copy_text(data + 3, len - 3, "utf-8-bom", out)
+                                 : copy_text(data, len, "utf-8", out);
     } else {
         rc = count_controls(data, len) * 10 > len ? 1 : decode_latin1(data, len, out);
     }
@@ -189,15 +194,33 @@ int ingest_text_decode(const unsigned char *data, size_t len, ingest_text *out, 
 static const struct {
     const char *ext, *type;
 } media_types[] = {
-    {"c", "text/x-c"},          {"h", "text/x-c"},           {"cc", "text/x-c++"},
-    {"cpp", "text/x-c++"},      {"cxx", "text/x-c++"},       {"hpp", "text/x-c++"},
-    {"py", "text/x-python"},    {"go", "text/x-go"},         {"rs", "text/x-rust"},
-    {"java", "text/x-java"},    {"rb", "text/x-ruby"},       {"sh", "text/x-shellscript"},
-    {"js", "text/javascript"},  {"mjs", "text/javascript"},  {"ts", "text/x-typescript"},
-    {"md", "text/markdown"},    {"html", "text/html"},       {"htm", "text/html"},
-    {"css", "text/css"},        {"csv", "text/csv"},         {"tex", "text/x-tex"},
-    {"json", "application/json"}, {"xml", "application/xml"}, {"yaml", "application/yaml"},
-    {"yml", "application/yaml"}, {"sql", "application/sql"}, {"toml", "application/toml"},
+    {"c", "text/x-c"},
+    {"h", "text/x-c"},
+    {"cc", "text/x-c++"},
+    {"cpp", "text/x-c++"},
+    {"cxx", "text/x-c++"},
+    {"hpp", "text/x-c++"},
+    {"py", "text/x-python"},
+    {"go", "text/x-go"},
+    {"rs", "text/x-rust"},
+    {"java", "text/x-java"},
+    {"rb", "text/x-ruby"},
+    {"sh", "text/x-shellscript"},
+    {"js", "text/javascript"},
+    {"mjs", "text/javascript"},
+    {"ts", "text/x-typescript"},
+    {"md", "text/markdown"},
+    {"html", "text/html"},
+    {"htm", "text/html"},
+    {"css", "text/css"},
+    {"csv", "text/csv"},
+    {"tex", "text/x-tex"},
+    {"json", "application/json"},
+    {"xml", "application/xml"},
+    {"yaml", "application/yaml"},
+    {"yml", "application/yaml"},
+    {"sql", "application/sql"},
+    {"toml", "application/toml"},
 };
 
 const char *ingest_media_type(const char *path)

@@ -66,10 +66,29 @@ static double number(const char *s)
 }
 
 enum {
-    OPT_DB = 256, OPT_TOKENIZER, OPT_RENDER, OPT_SEARCH, OPT_GREP, OPT_EXCLUDE, OPT_EXCLUDE_RE,
-    OPT_INCLUDE, OPT_INCLUDE_RE, OPT_NO_DEFAULTS, OPT_ORDER, OPT_CHANGED_TO_END,
-    OPT_NO_LINE_NUMBERS, OPT_BUDGET, OPT_TRUNCATE, OPT_MAX_ENTRIES, OPT_MAX_FILE,
-    OPT_MAX_TOTAL, OPT_MAX_RATIO, OPT_RATIO_FLOOR, OPT_MAX_DEPTH, OPT_MAX_PATH, OPT_MAX_HITS,
+    OPT_DB = 256,
+    OPT_TOKENIZER,
+    OPT_RENDER,
+    OPT_SEARCH,
+    OPT_GREP,
+    OPT_EXCLUDE,
+    OPT_EXCLUDE_RE,
+    OPT_INCLUDE,
+    OPT_INCLUDE_RE,
+    OPT_NO_DEFAULTS,
+    OPT_ORDER,
+    OPT_CHANGED_TO_END,
+    OPT_NO_LINE_NUMBERS,
+    OPT_BUDGET,
+    OPT_TRUNCATE,
+    OPT_MAX_ENTRIES,
+    OPT_MAX_FILE,
+    OPT_MAX_TOTAL,
+    OPT_MAX_RATIO,
+    OPT_RATIO_FLOOR,
+    OPT_MAX_DEPTH,
+    OPT_MAX_PATH,
+    OPT_MAX_HITS,
     OPT_HELP
 };
 
@@ -116,15 +135,33 @@ static int set_number(cli *c, int opt, const char *arg)
     if (v < 0) return bad_usage("not a non-negative number: %s", arg);
     ingest_limits *l = &c->opts.limits;
     switch (opt) {
-    case OPT_MAX_ENTRIES: l->max_entries = (uint64_t)v; break;
-    case OPT_MAX_FILE: l->max_file_bytes = (uint64_t)v; break;
-    case OPT_MAX_TOTAL: l->max_total_bytes = (uint64_t)v; break;
-    case OPT_MAX_RATIO: l->max_ratio = v; break;
-    case OPT_RATIO_FLOOR: l->ratio_floor = (uint64_t)v; break;
-    case OPT_MAX_DEPTH: l->max_depth = (int)v; break;
-    case OPT_MAX_PATH: l->max_path_bytes = (size_t)v; break;
-    case OPT_MAX_HITS: c->max_hits = (size_t)v; break;
-    case OPT_BUDGET: c->opts.render.token_budget = (int64_t)v; break;
+    case OPT_MAX_ENTRIES:
+        l->max_entries = (uint64_t)v;
+        break;
+    case OPT_MAX_FILE:
+        l->max_file_bytes = (uint64_t)v;
+        break;
+    case OPT_MAX_TOTAL:
+        l->max_total_bytes = (uint64_t)v;
+        break;
+    case OPT_MAX_RATIO:
+        l->max_ratio = v;
+        break;
+    case OPT_RATIO_FLOOR:
+        l->ratio_floor = (uint64_t)v;
+        break;
+    case OPT_MAX_DEPTH:
+        l->max_depth = (int)v;
+        break;
+    case OPT_MAX_PATH:
+        l->max_path_bytes = (size_t)v;
+        break;
+    case OPT_MAX_HITS:
+        c->max_hits = (size_t)v;
+        break;
+    case OPT_BUDGET:
+        c->opts.render.token_budget = (int64_t)v;
+        break;
     }
     return 0;
 }
@@ -132,29 +169,57 @@ static int set_number(cli *c, int opt, const char *arg)
 static int parse_option(cli *c, int opt, const char *arg)
 {
     switch (opt) {
-    case OPT_DB: c->db = arg; return 0;
-    case OPT_TOKENIZER: c->tokenizer = arg; return 0;
-    case OPT_RENDER: c->mode = MODE_RENDER; return 0;
-    case OPT_SEARCH: c->mode = MODE_SEARCH, c->query = arg; return 0;
-    case OPT_GREP: c->mode = MODE_GREP, c->query = arg; return 0;
-    case OPT_EXCLUDE: return add_rule(c, INGEST_EXCLUDE_GLOB, arg);
-    case OPT_EXCLUDE_RE: return add_rule(c, INGEST_EXCLUDE_REGEX, arg);
-    case OPT_INCLUDE: return add_rule(c, INGEST_INCLUDE_GLOB, arg);
-    case OPT_INCLUDE_RE: return add_rule(c, INGEST_INCLUDE_REGEX, arg);
-    case OPT_NO_DEFAULTS: c->defaults = 0; return 0;
-    case OPT_CHANGED_TO_END: c->opts.changed_to_end = 1; return 0;
-    case OPT_NO_LINE_NUMBERS: c->opts.render.line_numbers = 0; return 0;
+    case OPT_DB:
+        c->db = arg;
+        return 0;
+    case OPT_TOKENIZER:
+        c->tokenizer = arg;
+        return 0;
+    case OPT_RENDER:
+        c->mode = MODE_RENDER;
+        return 0;
+    case OPT_SEARCH:
+        c->mode = MODE_SEARCH, c->query = arg;
+        return 0;
+    case OPT_GREP:
+        c->mode = MODE_GREP, c->query = arg;
+        return 0;
+    case OPT_EXCLUDE:
+        return add_rule(c, INGEST_EXCLUDE_GLOB, arg);
+    case OPT_EXCLUDE_RE:
+        return add_rule(c, INGEST_EXCLUDE_REGEX, arg);
+    case OPT_INCLUDE:
+        return add_rule(c, INGEST_INCLUDE_GLOB, arg);
+    case OPT_INCLUDE_RE:
+        return add_rule(c, INGEST_INCLUDE_REGEX, arg);
+    case OPT_NO_DEFAULTS:
+        c->defaults = 0;
+        return 0;
+    case OPT_CHANGED_TO_END:
+        c->opts.changed_to_end = 1;
+        return 0;
+    case OPT_NO_LINE_NUMBERS:
+        c->opts.render.line_numbers = 0;
+        return 0;
     case OPT_ORDER:
-        if (strcmp(arg, "path") == 0) c->opts.order = INGEST_ORDER_PATH;
-        else if (strcmp(arg, "source") == 0) c->opts.order = INGEST_ORDER_SOURCE;
-        else return bad_usage("--order takes path or source, not %s", arg);
+        if (strcmp(arg, "path") == 0)
+            c->opts.order = INGEST_ORDER_PATH;
+        else if (strcmp(arg, "source") == 0)
+            c->opts.order = INGEST_ORDER_SOURCE;
+        else
+            return bad_usage("--order takes path or source, not %s", arg);
         return 0;
     case OPT_TRUNCATE:
-        if (strcmp(arg, "none") == 0) c->opts.render.truncate = INGEST_TRUNCATE_NONE;
-        else if (strcmp(arg, "tail") == 0) c->opts.render.truncate = INGEST_TRUNCATE_TAIL;
-        else return bad_usage("--truncate takes none or tail, not %s", arg);
+        if (strcmp(arg, "none") == 0)
+            c->opts.render.truncate = INGEST_TRUNCATE_NONE;
+        else if (strcmp(arg, "tail") == 0)
+            c->opts.render.truncate = INGEST_TRUNCATE_TAIL;
+        else
+            return bad_usage("--truncate takes none or tail, not %s", arg);
         return 0;
-    case OPT_HELP: usage(stdout); exit(0);
+    case OPT_HELP:
+        usage(stdout);
+        exit(0);
     default:
         if (opt >= OPT_BUDGET && opt <= OPT_MAX_HITS) return set_number(c, opt, arg);
         usage(stderr);
@@ -196,8 +261,7 @@ static int show_hits(store *s, cli *c, const char *corpus, tome_error *err)
         rc = c->mode == MODE_SEARCH ? store_search(s, v, c->query, c->max_hits, &hits, err)
                                     : ingest_grep(s, v, c->query, c->max_hits, &hits, err);
     for (size_t i = 0; !rc && i < hits.n; i++)
-        printf("%s:%lld: %s\n", hits.hits[i].path, (long long)hits.hits[i].line,
-               hits.hits[i].text);
+        printf("%s:%lld: %s\n", hits.hits[i].path, (long long)hits.hits[i].line, hits.hits[i].text);
     store_hits_free(&hits);
     return rc ? fail(err) : 0;
 }
@@ -259,10 +323,14 @@ int main(int argc, char **argv)
     char fingerprint[65];
     if (store_open(c.db, &s, &err)) return fail(&err);
     int rc = c.tokenizer ? load_tokenizer(&c, &tok, fingerprint, &err) : 0;
-    if (rc) rc = fail(&err);
-    else if (c.mode == MODE_INGEST) rc = run_ingest(s, &c, argv[optind], argv[optind + 1], &err);
-    else if (c.mode == MODE_RENDER) rc = show_render(s, &c, argv[optind], &err);
-    else rc = show_hits(s, &c, argv[optind], &err);
+    if (rc)
+        rc = fail(&err);
+    else if (c.mode == MODE_INGEST)
+        rc = run_ingest(s, &c, argv[optind], argv[optind + 1], &err);
+    else if (c.mode == MODE_RENDER)
+        rc = show_render(s, &c, argv[optind], &err);
+    else
+        rc = show_hits(s, &c, argv[optind], &err);
     ingest_filter_free(c.filter);
     v4_tokenizer_free(tok);
     store_close(s);

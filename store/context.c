@@ -135,7 +135,8 @@ int store_context_save(store *s, const store_context *ctx, int64_t *id, tome_err
                            " byte_start, byte_end, token_start, token_end, n_lines, line_bytes,"
                            " line_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                            &st, err);
-    for (size_t i = 0; i < ctx->n_docs && !rc; i++) rc = insert_doc(s, st, *id, i, &ctx->docs[i], err);
+    for (size_t i = 0; i < ctx->n_docs && !rc; i++)
+        rc = insert_doc(s, st, *id, i, &ctx->docs[i], err);
     sqlite3_finalize(st);
     if (rc) {
         store_undo(s);
@@ -166,6 +167,26 @@ int store_context_find(store *s, int64_t version_id, const char *tokenizer, int 
     return store_fail(s, rc, err, "finding a context of version #%lld", (long long)version_id);
 }
 
+int store_context_size(store *s, int64_t id, int64_t *token_count, int64_t *text_bytes,
+                       tome_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = store_prepare(
+        s, "SELECT coalesce(token_count, -1), text_bytes FROM contexts WHERE id = ?1", &st, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *token_count = sqlite3_column_int64(st, 0);
+        *text_bytes = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) return 0;
+    if (rc == SQLITE_DONE)
+        return tome_errorf(err, TOME_ENOTFOUND, "%s: no context #%lld", s->path, (long long)id);
+    return store_fail(s, rc, err, "reading the size of context #%lld", (long long)id);
+}
+
 static int load_header(store *s, int64_t id, store_context *ctx, tome_error *err)
 {
     sqlite3_stmt *st;
@@ -179,8 +200,7 @@ static int load_header(store *s, int64_t id, store_context *ctx, tome_error *err
     if (rc != SQLITE_ROW) {
         sqlite3_finalize(st);
         if (rc == SQLITE_DONE)
-            return tome_errorf(err, TOME_ENOTFOUND, "%s: no context #%lld", s->path,
-                               (long long)id);
+            return tome_errorf(err, TOME_ENOTFOUND, "%s: no context #%lld", s->path, (long long)id);
         return store_fail(s, rc, err, "loading context #%lld", (long long)id);
     }
     ctx->id = id;
@@ -194,11 +214,13 @@ static int load_header(store *s, int64_t id, store_context *ctx, tome_error *err
         ctx->token_count = sqlite3_column_int64(st, 4);
         const unsigned char *blob = sqlite3_column_blob(st, 5);
         if ((int64_t)sqlite3_column_bytes(st, 5) != 4 * ctx->token_count)
-            rc = tome_errorf(err, TOME_EFORMAT, "%s: context #%lld: token ids do not match its "
-                             "token count", s->path, (long long)id);
-        else if (!(ctx->token_ids = unpack_i32(blob, (size_t)ctx->token_count)))
-            rc = tome_errorf(err, TOME_ENOMEM, "%s: out of memory loading context #%lld",
+            rc = tome_errorf(err, TOME_EFORMAT,
+                             "%s: context #%lld: token ids do not match its "
+                             "token count",
                              s->path, (long long)id);
+        else if (!(ctx->token_ids = unpack_i32(blob, (size_t)ctx->token_count)))
+            rc = tome_errorf(err, TOME_ENOMEM, "%s: out of memory loading context #%lld", s->path,
+                             (long long)id);
     }
     sqlite3_finalize(st);
     return rc;

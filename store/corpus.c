@@ -115,14 +115,15 @@ int store_document_find(store *s, int64_t corpus_id, const char *path, const cha
     sqlite3_finalize(st);
     if (rc == SQLITE_ROW) return 0;
     if (rc == SQLITE_DONE)
-        return tome_errorf(err, TOME_ENOTFOUND, "%s: no document %s with content %.12s",
-                           s->path, path, sha256);
+        return tome_errorf(err, TOME_ENOTFOUND, "%s: no document %s with content %.12s", s->path,
+                           path, sha256);
     return store_fail(s, rc, err, "looking up document %s", path);
 }
 
 /* Columns 0..7 of a documents row, in the order read_document expects. */
-#define DOCUMENT_COLUMNS "d.id, d.path, d.size, d.sha256, d.media_type, d.encoding, d.mtime," \
-                         " d.line_count"
+#define DOCUMENT_COLUMNS                                                                           \
+    "d.id, d.path, d.size, d.sha256, d.media_type, d.encoding, d.mtime,"                           \
+    " d.line_count"
 
 static int read_document(sqlite3_stmt *st, store_document *d)
 {
@@ -167,8 +168,8 @@ int store_document_get(store *s, int64_t id, store_document *d, tome_error *err)
     sqlite3_finalize(st);
     if (rc || !d->text) {
         store_document_clear(d);
-        return tome_errorf(err, TOME_ENOMEM, "%s: out of memory reading document #%lld",
-                           s->path, (long long)id);
+        return tome_errorf(err, TOME_ENOMEM, "%s: out of memory reading document #%lld", s->path,
+                           (long long)id);
     }
     return 0;
 }
@@ -192,8 +193,7 @@ static int insert_version(store *s, int64_t corpus_id, size_t n, const store_ver
     sqlite3_bind_int64(st, 5, info->added);
     sqlite3_bind_int64(st, 6, info->changed);
     sqlite3_bind_int64(st, 7, info->removed);
-    if (info->first_changed_position >= 0)
-        sqlite3_bind_int64(st, 8, info->first_changed_position);
+    if (info->first_changed_position >= 0) sqlite3_bind_int64(st, 8, info->first_changed_position);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *version_id = sqlite3_column_int64(st, 0);
@@ -262,8 +262,23 @@ int store_version_latest(store *s, int64_t corpus_id, int64_t *version_id, tome_
     return store_fail(s, rc, err, "finding the newest version");
 }
 
-int store_version_documents(store *s, int64_t version_id, store_document_list *out,
-                            tome_error *err)
+int store_version_number(store *s, int64_t version_id, int64_t *number, tome_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = store_prepare(s, "SELECT number FROM corpus_versions WHERE id = ?1", &st, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, version_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *number = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) return 0;
+    if (rc == SQLITE_DONE)
+        return tome_errorf(err, TOME_ENOTFOUND, "%s: no version #%lld", s->path,
+                           (long long)version_id);
+    return store_fail(s, rc, err, "reading version #%lld", (long long)version_id);
+}
+
+int store_version_documents(store *s, int64_t version_id, store_document_list *out, tome_error *err)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st;
@@ -300,4 +315,54 @@ void store_document_list_free(store_document_list *l)
     for (size_t i = 0; i < l->n; i++) store_document_clear(&l->docs[i]);
     free(l->docs);
     memset(l, 0, sizeof *l);
+}
+
+int store_corpus_list(store *s, char ***names, size_t *n, tome_error *err)
+{
+    *names = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    int rc = store_prepare(s, "SELECT name FROM corpora ORDER BY name", &st, err);
+    if (rc) return rc;
+    size_t cap = 0;
+    int oom = 0;
+    while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **grown = realloc(*names, cap * sizeof *grown);
+            if (!grown) {
+                oom = 1;
+                break;
+            }
+            *names = grown;
+        }
+        (*names)[*n] = store_column_strdup(st, 0, &oom);
+        if (!oom) (*n)++;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE && !oom) return 0;
+    for (size_t i = 0; i < *n; i++) free((*names)[i]);
+    free(*names);
+    *names = NULL;
+    *n = 0;
+    if (oom) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory listing corpora", s->path);
+    return store_fail(s, rc, err, "listing corpora");
+}
+
+int store_corpus_name(store *s, int64_t id, char **name, tome_error *err)
+{
+    *name = NULL;
+    sqlite3_stmt *st;
+    int rc = store_prepare(s, "SELECT name FROM corpora WHERE id = ?1", &st, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    int oom = 0;
+    if (rc == SQLITE_ROW) *name = store_column_strdup(st, 0, &oom);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return tome_errorf(err, TOME_ENOTFOUND, "%s: no corpus #%lld", s->path, (long long)id);
+    if (rc != SQLITE_ROW) return store_fail(s, rc, err, "reading corpus #%lld", (long long)id);
+    if (oom) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", s->path);
+    return 0;
 }

@@ -28,17 +28,24 @@ static int code_of(int rc)
 {
     switch (rc & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: return TOME_EBUSY;
-    case SQLITE_NOMEM: return TOME_ENOMEM;
-    case SQLITE_CONSTRAINT: return TOME_EEXIST;
-    case SQLITE_NOTFOUND: return TOME_ENOTFOUND;
+    case SQLITE_LOCKED:
+        return TOME_EBUSY;
+    case SQLITE_NOMEM:
+        return TOME_ENOMEM;
+    case SQLITE_CONSTRAINT:
+        return TOME_EEXIST;
+    case SQLITE_NOTFOUND:
+        return TOME_ENOTFOUND;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return TOME_EFORMAT;
+    case SQLITE_NOTADB:
+        return TOME_EFORMAT;
     case SQLITE_CANTOPEN:
     case SQLITE_IOERR:
     case SQLITE_FULL:
-    case SQLITE_READONLY: return TOME_EIO;
-    default: return TOME_EINTERNAL;
+    case SQLITE_READONLY:
+        return TOME_EIO;
+    default:
+        return TOME_EINTERNAL;
     }
 }
 
@@ -191,8 +198,8 @@ static int configure(store *s, tome_error *err)
     rc = store_prepare(s, "PRAGMA journal_mode = WAL", &st, err);
     if (rc) return rc;
     rc = sqlite3_step(st);
-    int wal = rc == SQLITE_ROW &&
-              sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+    int wal =
+        rc == SQLITE_ROW && sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW) return store_fail(s, rc, err, "switching to WAL mode");
     if (!wal) return tome_errorf(err, TOME_EIO, "%s: the file system refused WAL mode", s->path);

@@ -51,8 +51,8 @@ static int read_question(sqlite3_stmt *st, store_question *q)
     return oom ? TOME_ENOMEM : 0;
 }
 
-int store_question_list(store *s, int64_t corpus_id, size_t max, store_question **out,
-                        size_t *n, tome_error *err)
+int store_question_list(store *s, int64_t corpus_id, size_t max, store_question **out, size_t *n,
+                        tome_error *err)
 {
     *out = NULL;
     *n = 0;

@@ -130,3 +130,38 @@ int store_job_fail_unfinished(store *s, const char *reason, int64_t *n, tome_err
     if (!rc && n) *n = sqlite3_changes(s->db);
     return rc;
 }
+
+int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n, tome_error *err)
+{
+    *ids = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    int rc = store_prepare(s,
+                           "SELECT id FROM jobs WHERE kind = ?1 AND state IN ('queued', 'running')"
+                           " ORDER BY id",
+                           &st, err);
+    if (rc) return rc;
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            int64_t *grown = realloc(*ids, cap * sizeof *grown);
+            if (!grown) {
+                sqlite3_finalize(st);
+                free(*ids);
+                *ids = NULL;
+                *n = 0;
+                return tome_errorf(err, TOME_ENOMEM, "%s: out of memory listing jobs", s->path);
+            }
+            *ids = grown;
+        }
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE) return 0;
+    free(*ids);
+    *ids = NULL;
+    *n = 0;
+    return store_fail(s, rc, err, "listing unfinished %s jobs", kind);
+}

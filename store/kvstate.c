@@ -55,8 +55,8 @@ int store_state_set_status(store *s, int64_t id, store_state_status status, int6
                            tome_error *err)
 {
     sqlite3_stmt *st;
-    int rc = store_prepare(s, "UPDATE kv_states SET status = ?2, bytes = ?3 WHERE id = ?1", &st,
-                           err);
+    int rc =
+        store_prepare(s, "UPDATE kv_states SET status = ?2, bytes = ?3 WHERE id = ?1", &st, err);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, store_state_status_name(status), -1, SQLITE_STATIC);
@@ -89,8 +89,7 @@ static int read_state(sqlite3_stmt *st, store_kv_state *kv)
     kv->id = sqlite3_column_int64(st, 0);
     kv->version_id = sqlite3_column_int64(st, 1);
     kv->context_id = sqlite3_column_int64(st, 2);
-    snprintf(kv->model_fingerprint, sizeof kv->model_fingerprint, "%s",
-             sqlite3_column_text(st, 3));
+    snprintf(kv->model_fingerprint, sizeof kv->model_fingerprint, "%s", sqlite3_column_text(st, 3));
     kv->token_count = sqlite3_column_int64(st, 4);
     kv->path = store_column_strdup(st, 5, &oom);
     kv->bytes = sqlite3_column_int64(st, 6);
@@ -201,8 +200,7 @@ int store_restart_list(store *s, int64_t state_id, store_restart_point **out, si
     *n = 0;
     if (rc == SQLITE_ROW)
         return tome_errorf(err, TOME_ENOMEM, "%s: out of memory listing restart points", s->path);
-    return store_fail(s, rc, err, "listing the restart points of state #%lld",
-                      (long long)state_id);
+    return store_fail(s, rc, err, "listing the restart points of state #%lld", (long long)state_id);
 }
 
 int store_restart_delete(store *s, int64_t id, tome_error *err)

@@ -79,6 +79,10 @@ int store_corpus_find(store *s, const char *name, int64_t *id, tome_error *err);
 /* Delete a corpus with its documents, versions, contexts and states rows
  * (state files on disk are the caller's to remove). */
 int store_corpus_delete(store *s, const char *name, tome_error *err);
+/* Every corpus name, sorted; free each name and the array. */
+int store_corpus_list(store *s, char ***names, size_t *n, tome_error *err);
+/* The name of corpus `id` (malloc'd; the caller frees). */
+int store_corpus_name(store *s, int64_t id, char **name, tome_error *err);
 
 /* A document: one path with one content.  The text is UTF-8 (transcoded
  * from `encoding`); `size` and `sha256` describe the bytes as read. */
@@ -122,6 +126,9 @@ int store_version_create(store *s, int64_t corpus_id, const int64_t *doc_ids, si
                          tome_error *err);
 /* The corpus's newest version; TOME_ENOTFOUND when it has none. */
 int store_version_latest(store *s, int64_t corpus_id, int64_t *version_id, tome_error *err);
+
+/* The number (1, 2, ...) of a version within its corpus. */
+int store_version_number(store *s, int64_t version_id, int64_t *number, tome_error *err);
 
 /* A version's documents in order, without their texts. */
 typedef struct store_document_list {
@@ -171,6 +178,10 @@ int store_context_save(store *s, const store_context *ctx, int64_t *id, tome_err
  * ("" = none) and line-number setting; TOME_ENOTFOUND if there is none. */
 int store_context_find(store *s, int64_t version_id, const char *tokenizer, int line_numbers,
                        int64_t *id, tome_error *err);
+/* A context's size without loading it: its token count (-1 without a
+ * tokenizer) and text bytes. */
+int store_context_size(store *s, int64_t id, int64_t *token_count, int64_t *text_bytes,
+                       tome_error *err);
 /* Load a context with its maps and token ids; store_context_clear frees. */
 int store_context_load(store *s, int64_t id, store_context *ctx, tome_error *err);
 void store_context_clear(store_context *ctx);
@@ -251,11 +262,11 @@ const char *store_job_state_name(store_job_state st);
 
 typedef struct store_job {
     int64_t id;
-    char *kind; /* "ingest", "prefill", ... */
+    char *kind;        /* "ingest", "prefill", ... */
     int64_t corpus_id; /* 0 if none */
     store_job_state state;
-    int64_t done, total; /* progress in the job's own unit */
-    char *error;         /* NULL unless failed */
+    int64_t done, total;                         /* progress in the job's own unit */
+    char *error;                                 /* NULL unless failed */
     int64_t created_at, started_at, finished_at; /* 0 = not yet */
 } store_job;
 
@@ -271,6 +282,10 @@ void store_job_clear(store_job *job);
 /* Mark every queued or running job failed with `reason` (a daemon that
  * starts after a crash calls this); `*n` (may be NULL) gets the count. */
 int store_job_fail_unfinished(store *s, const char *reason, int64_t *n, tome_error *err);
+/* Ids of the queued or running jobs of `kind`, oldest first (a restarted
+ * daemon resumes them); free() the array. */
+int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n,
+                              tome_error *err);
 
 /* ------------------------------------------------------------------------
  * Question/answer history
@@ -291,8 +306,8 @@ typedef struct store_question {
 int store_question_add(store *s, const store_question *q, int64_t *id, tome_error *err);
 /* The corpus's newest questions first, at most `max`; free with
  * store_question_list_free. */
-int store_question_list(store *s, int64_t corpus_id, size_t max, store_question **out,
-                        size_t *n, tome_error *err);
+int store_question_list(store *s, int64_t corpus_id, size_t max, store_question **out, size_t *n,
+                        tome_error *err);
 void store_question_list_free(store_question *qs, size_t n);
 
 /* ------------------------------------------------------------------------

@@ -21,8 +21,7 @@ int store_token_add(store *s, const char *name, const char *secret, const char *
                     unsigned scopes, int64_t *id, tome_error *err)
 {
     if (strlen(secret) < 16)
-        return tome_errorf(err, TOME_EINVAL, "token %s: the secret is shorter than 16 bytes",
-                           name);
+        return tome_errorf(err, TOME_EINVAL, "token %s: the secret is shorter than 16 bytes", name);
     char hex[65];
     hash_secret(secret, hex);
     sqlite3_stmt *st;

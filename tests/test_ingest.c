@@ -75,8 +75,7 @@ static void expect_text(const unsigned char *data, size_t len, const char *want,
     int rc = ingest_text_decode(data, len, &t, &why);
     CHECKF(rc == 0, "decode as %s: rc %d (%s)", encoding, rc, why ? why : "");
     if (rc) return;
-    CHECKF(t.len == strlen(want) && memcmp(t.text, want, t.len) == 0, "%s text differs",
-           encoding);
+    CHECKF(t.len == strlen(want) && memcmp(t.text, want, t.len) == 0, "%s text differs", encoding);
     CHECKF(strcmp(t.encoding, encoding) == 0, "encoding %s, want %s", t.encoding, encoding);
     CHECKF(t.lines == lines, "%s: %lld lines, want %lld", encoding, (long long)t.lines,
            (long long)lines);
@@ -95,7 +94,8 @@ static void test_text(void)
     n = encode("UTF-16BE", sample, buf + 2, sizeof buf - 2);
     buf[0] = (char)0xfe, buf[1] = (char)0xff;
     expect_text((unsigned char *)buf, n + 2, sample, "utf-16be", 3);
-    const char *latin = "na\xc3\xafve fa\xc3\xa7" "ade \xc2\xbd\n";
+    const char *latin = "na\xc3\xafve fa\xc3\xa7"
+                        "ade \xc2\xbd\n";
     n = encode("ISO-8859-1", latin, buf, sizeof buf);
     expect_text((unsigned char *)buf, n, latin, "latin-1", 1);
     expect_text((const unsigned char *)"\xef\xbb\xbfhi\n", 6, "hi\n", "utf-8-bom", 1);

@@ -203,19 +203,40 @@ static void test_contexts(void)
     int64_t lb1[1] = {70};
     int32_t ids[4] = {1, -2, 2147483647, 100000};
     store_context_doc docs[2] = {
-        {.document_id = l.docs[0].id, .byte_start = 0, .byte_end = 50, .token_start = 0,
-         .token_end = 3, .n_lines = 2, .line_bytes = lb0, .line_tokens = lt0},
-        {.document_id = l.docs[1].id, .byte_start = 50, .byte_end = 90, .token_start = 3,
-         .token_end = 4, .n_lines = 1, .line_bytes = lb1, .line_tokens = NULL},
+        {.document_id = l.docs[0].id,
+         .byte_start = 0,
+         .byte_end = 50,
+         .token_start = 0,
+         .token_end = 3,
+         .n_lines = 2,
+         .line_bytes = lb0,
+         .line_tokens = lt0},
+        {.document_id = l.docs[1].id,
+         .byte_start = 50,
+         .byte_end = 90,
+         .token_start = 3,
+         .token_end = 4,
+         .n_lines = 1,
+         .line_bytes = lb1,
+         .line_tokens = NULL},
     };
-    store_context ctx = {.version_id = v, .line_numbers = 1, .text_bytes = 90, .token_count = 4,
-                         .token_ids = ids, .docs = docs, .n_docs = 2};
+    store_context ctx = {.version_id = v,
+                         .line_numbers = 1,
+                         .text_bytes = 90,
+                         .token_count = 4,
+                         .token_ids = ids,
+                         .docs = docs,
+                         .n_docs = 2};
     snprintf(ctx.tokenizer, sizeof ctx.tokenizer, "abc");
     CHECK_OK(store_context_save(s, &ctx, &id, &err), &err);
     int64_t found;
     CHECK_OK(store_context_find(s, v, "abc", 1, &found, &err), &err);
     CHECK(found == id);
     CHECK(store_context_find(s, v, "abc", 0, &found, &err) == TOME_ENOTFOUND);
+    int64_t tokens = 0, bytes = 0;
+    CHECK_OK(store_context_size(s, id, &tokens, &bytes, &err), &err);
+    CHECK(tokens == 4 && bytes == 90);
+    CHECK(store_context_size(s, id + 100, &tokens, &bytes, &err) == TOME_ENOTFOUND);
 
     store_context back;
     CHECK_OK(store_context_load(s, id, &back, &err), &err);
@@ -240,8 +261,8 @@ static void test_states(void)
     int64_t c, v, a, b;
     CHECK_OK(store_corpus_ensure(s, "law", &c, &err), &err);
     CHECK_OK(store_version_latest(s, c, &v, &err), &err);
-    store_kv_state kv = {.version_id = v, .token_count = 1000, .path = "kv/1.kv",
-                         .status = STORE_STATE_WRITING};
+    store_kv_state kv = {
+        .version_id = v, .token_count = 1000, .path = "kv/1.kv", .status = STORE_STATE_WRITING};
     snprintf(kv.model_fingerprint, sizeof kv.model_fingerprint, "%064d", 7);
     CHECK_OK(store_state_add(s, &kv, &a, &err), &err);
     kv.path = "kv/2.kv";
@@ -252,8 +273,7 @@ static void test_states(void)
     /* Age both states (a more) so the one touched next is clearly newest. */
     sqlite3 *db;
     sqlite3_open(db_path, &db);
-    sqlite3_exec(db,
-                 "UPDATE kv_states SET last_used_at = last_used_at - 100 - (path = 'kv/1.kv')",
+    sqlite3_exec(db, "UPDATE kv_states SET last_used_at = last_used_at - 100 - (path = 'kv/1.kv')",
                  NULL, NULL, NULL);
     sqlite3_close(db);
     store_kv_state_list list;
@@ -268,8 +288,7 @@ static void test_states(void)
     store_state_list_free(&list);
 
     int64_t r1, r2;
-    store_restart_point rp = {.state_id = a, .token_count = 512, .file_offset = 4096,
-                              .bytes = 100};
+    store_restart_point rp = {.state_id = a, .token_count = 512, .file_offset = 4096, .bytes = 100};
     CHECK_OK(store_restart_add(s, &rp, &r1, &err), &err);
     rp.token_count = 256;
     CHECK_OK(store_restart_add(s, &rp, &r2, &err), &err);
@@ -312,8 +331,12 @@ static void test_jobs_and_history(void)
     store_job_clear(&job);
     CHECK(store_job_get(s, 999, &job, &err) == TOME_ENOTFOUND);
 
-    store_question qq = {.corpus_id = c, .question = "why?", .answer = "because",
-                         .prompt_tokens = 10, .answer_tokens = 3, .prefill_seconds = 1.5};
+    store_question qq = {.corpus_id = c,
+                         .question = "why?",
+                         .answer = "because",
+                         .prompt_tokens = 10,
+                         .answer_tokens = 3,
+                         .prefill_seconds = 1.5};
     CHECK_OK(store_question_add(s, &qq, &q, &err), &err);
     qq.question = "how?";
     qq.answer = NULL;
@@ -344,8 +367,7 @@ static void test_tokens(void)
     CHECK(strstr(err.msg, secret) == NULL && strstr(err.msg, "write") != NULL);
     CHECK(store_token_check(s, secret, "code", STORE_SCOPE_READ, &err) == TOME_EPERM);
     CHECK(store_token_check(s, secret, NULL, STORE_SCOPE_READ, &err) == TOME_EPERM);
-    CHECK(store_token_check(s, "wrong-secret-000000", "law", STORE_SCOPE_READ, &err) ==
-          TOME_EPERM);
+    CHECK(store_token_check(s, "wrong-secret-000000", "law", STORE_SCOPE_READ, &err) == TOME_EPERM);
     CHECK_OK(store_token_check(s, "admin-secret-0123456789", "code", STORE_SCOPE_WRITE, &err),
              &err);
     CHECK_OK(store_token_check(s, "admin-secret-0123456789", NULL, STORE_SCOPE_READ, &err), &err);
