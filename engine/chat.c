@@ -72,15 +72,15 @@ static const char response_format_head[] =
 static const struct {
     const char *name, *token;
 } tasks[] = {
-    {"action", "<｜action｜>"}, {"query", "<｜query｜>"},   {"authority", "<｜authority｜>"},
-    {"domain", "<｜domain｜>"}, {"title", "<｜title｜>"},   {"read_url", "<｜read_url｜>"},
+    {"action", "<｜action｜>"}, {"query", "<｜query｜>"}, {"authority", "<｜authority｜>"},
+    {"domain", "<｜domain｜>"}, {"title", "<｜title｜>"}, {"read_url", "<｜read_url｜>"},
 };
 
 typedef struct renderer {
     json_t *msgs; /* after merge, sort and drop */
     const v4_chat_options *o;
-    int drop;           /* drop_thinking in effect */
-    long last_user;     /* index of the last user/developer message, or -1 */
+    int drop;       /* drop_thinking in effect */
+    long last_user; /* index of the last user/developer message, or -1 */
     v4_prompt *out;
     tome_error *err;
 } renderer;
@@ -90,13 +90,20 @@ typedef struct renderer {
 static int truthy(const json_t *v)
 {
     switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT: return json_object_size(v) > 0;
-    case JSON_ARRAY: return json_array_size(v) > 0;
-    case JSON_STRING: return json_string_length(v) > 0;
-    case JSON_INTEGER: return json_integer_value(v) != 0;
-    case JSON_REAL: return json_real_value(v) != 0;
-    case JSON_TRUE: return 1;
-    default: return 0;
+    case JSON_OBJECT:
+        return json_object_size(v) > 0;
+    case JSON_ARRAY:
+        return json_array_size(v) > 0;
+    case JSON_STRING:
+        return json_string_length(v) > 0;
+    case JSON_INTEGER:
+        return json_integer_value(v) != 0;
+    case JSON_REAL:
+        return json_real_value(v) != 0;
+    case JSON_TRUE:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -123,11 +130,9 @@ static int is_set(const json_t *m, const char *key)
 static int put_field(renderer *r, const json_t *m, const char *key, size_t index)
 {
     const json_t *v = json_object_get(m, key);
-    if (!v || json_is_null(v) || json_is_false(v))
-        return 0;
+    if (!v || json_is_null(v) || json_is_false(v)) return 0;
     if (!json_is_string(v))
-        return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"%s\" must be a string", index,
-                           key);
+        return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"%s\" must be a string", index, key);
     return chat_put_content(r->out, json_string_value(v), json_string_length(v), r->err);
 }
 
@@ -135,8 +140,7 @@ static long find_last_user(const json_t *msgs)
 {
     for (size_t i = json_array_size(msgs); i-- > 0;) {
         const json_t *m = json_array_get(msgs, i);
-        if (has_role(m, "user") || has_role(m, "developer"))
-            return (long)i;
+        if (has_role(m, "user") || has_role(m, "developer")) return (long)i;
     }
     return -1;
 }
@@ -164,25 +168,26 @@ static int merge_messages(const json_t *in, json_t *merged, tome_error *err)
 {
     size_t i;
     const json_t *m;
-    json_array_foreach (in, i, m) {
+    json_array_foreach(in, i, m)
+    {
         if (!json_is_object(m))
             return tome_errorf(err, TOME_EINVAL, "message %zu is not an object", i);
         size_t n = json_array_size(merged);
         json_t *last = n ? json_array_get(merged, n - 1) : NULL;
-        json_t *last_blocks = last && has_role(last, "user")
-                                  ? json_object_get(last, "content_blocks") : NULL;
+        json_t *last_blocks =
+            last && has_role(last, "user") ? json_object_get(last, "content_blocks") : NULL;
         if (has_role(m, "tool")) {
-            json_t *block = json_pack("{s:s, s:o, s:o}", "type", "tool_result", "tool_use_id",
-                                      get_or_empty(m, "tool_call_id"), "content",
-                                      get_or_empty(m, "content"));
+            json_t *block =
+                json_pack("{s:s, s:o, s:o}", "type", "tool_result", "tool_use_id",
+                          get_or_empty(m, "tool_call_id"), "content", get_or_empty(m, "content"));
             if (last_blocks)
                 json_array_append(last_blocks, block);
             else
                 json_array_append_new(merged, new_user_turn(block));
             json_decref(block);
         } else if (has_role(m, "user")) {
-            json_t *block = json_pack("{s:s, s:o}", "type", "text", "text",
-                                      get_or_empty(m, "content"));
+            json_t *block =
+                json_pack("{s:s, s:o}", "type", "text", "text", get_or_empty(m, "content"));
             if (last_blocks && !is_set(last, "task")) {
                 json_array_append(last_blocks, block);
             } else {
@@ -216,10 +221,10 @@ static void record_call_order(json_t *order, const json_t *calls)
     json_object_clear(order);
     size_t i;
     const json_t *tc;
-    json_array_foreach (calls, i, tc) {
+    json_array_foreach(calls, i, tc)
+    {
         const json_t *id = json_object_get(tc, "id");
-        if (!truthy(id))
-            id = json_object_get(json_object_get(tc, "function"), "id");
+        if (!truthy(id)) id = json_object_get(json_object_get(tc, "function"), "id");
         if (json_is_string(id) && truthy(id))
             json_object_set_new(order, json_string_value(id), json_integer((json_int_t)i));
     }
@@ -247,8 +252,9 @@ static void sort_results(json_t *blocks, const json_t *order)
     }
     if (k > 1) {
         for (size_t i = 1; i < k; i++) /* insertion sort: stable, and k is tiny */
-            for (size_t j = i; j > 0 && call_position(order, result[j - 1]) >
-                                            call_position(order, result[j]); j--) {
+            for (size_t j = i;
+                 j > 0 && call_position(order, result[j - 1]) > call_position(order, result[j]);
+                 j--) {
                 json_t *tmp = result[j];
                 result[j] = result[j - 1];
                 result[j - 1] = tmp;
@@ -265,7 +271,8 @@ static void sort_tool_results(json_t *msgs)
     json_t *order = json_object();
     size_t i;
     json_t *m;
-    json_array_foreach (msgs, i, m) {
+    json_array_foreach(msgs, i, m)
+    {
         if (has_role(m, "assistant") && truthy(json_object_get(m, "tool_calls")))
             record_call_order(order, json_object_get(m, "tool_calls"));
         else if (has_role(m, "user") && json_object_size(order) > 0)
@@ -284,7 +291,8 @@ static json_t *drop_thinking(const json_t *msgs)
     json_t *out = json_array();
     size_t i;
     json_t *m;
-    json_array_foreach (msgs, i, m) {
+    json_array_foreach(msgs, i, m)
+    {
         int keep = (long)i >= last_user;
         for (size_t k = 0; k < sizeof kept / sizeof kept[0] && !keep; k++)
             keep = has_role(m, kept[k]);
@@ -304,19 +312,17 @@ static json_t *drop_thinking(const json_t *msgs)
 static int put_tools(renderer *r, const json_t *tools, size_t index)
 {
     int rc = chat_template(r->out, "\n\n", r->err);
-    if (rc == 0)
-        rc = chat_template(r->out, tools_head, r->err);
+    if (rc == 0) rc = chat_template(r->out, tools_head, r->err);
     size_t i;
     const json_t *tool;
-    json_array_foreach (tools, i, tool) {
+    json_array_foreach(tools, i, tool)
+    {
         const json_t *function = json_object_get(tool, "function");
         if (rc == 0 && !function)
             rc = tome_errorf(r->err, TOME_EINVAL, "message %zu: tool %zu has no \"function\"",
                              index, i);
-        if (rc == 0 && i > 0)
-            rc = chat_template(r->out, "\n", r->err);
-        if (rc == 0)
-            rc = chat_put_pyjson(r->out, function, r->err);
+        if (rc == 0 && i > 0) rc = chat_template(r->out, "\n", r->err);
+        if (rc == 0) rc = chat_put_pyjson(r->out, function, r->err);
     }
     return rc ? rc : chat_template(r->out, tools_tail, r->err);
 }
@@ -329,48 +335,41 @@ static int put_attachments(renderer *r, const json_t *m, size_t index)
     int rc = 0;
     if (truthy(tools)) {
         if (!json_is_array(tools))
-            return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"tools\" is not a list",
-                               index);
+            return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"tools\" is not a list", index);
         rc = put_tools(r, tools, index);
     }
     if (rc == 0 && truthy(format)) {
         rc = chat_template(r->out, response_format_head, r->err);
-        if (rc == 0)
-            rc = chat_put_pyjson(r->out, format, r->err);
+        if (rc == 0) rc = chat_put_pyjson(r->out, format, r->err);
     }
     return rc;
 }
 
 static int put_block_text(renderer *r, const json_t *v, size_t index)
 {
-    if (!v || json_is_null(v))
-        return 0;
+    if (!v || json_is_null(v)) return 0;
     if (!json_is_string(v))
-        return tome_errorf(r->err, TOME_EINVAL, "message %zu: content must be a string",
-                           index);
+        return tome_errorf(r->err, TOME_EINVAL, "message %zu: content must be a string", index);
     return chat_put_content(r->out, json_string_value(v), json_string_length(v), r->err);
 }
 
 /* A tool result's content: text, or a list of parts joined by blank lines. */
 static int put_tool_content(renderer *r, const json_t *content, size_t index)
 {
-    if (!json_is_array(content))
-        return put_block_text(r, content, index);
+    if (!json_is_array(content)) return put_block_text(r, content, index);
     size_t i;
     const json_t *part;
     int rc = 0;
-    json_array_foreach (content, i, part) {
+    json_array_foreach(content, i, part)
+    {
         const char *type = json_string_value(json_object_get(part, "type"));
-        if (rc == 0 && i > 0)
-            rc = chat_content(r->out, "\n\n", r->err);
+        if (rc == 0 && i > 0) rc = chat_content(r->out, "\n\n", r->err);
         if (rc == 0 && type && strcmp(type, "text") == 0) {
             rc = put_block_text(r, json_object_get(part, "text"), index);
         } else if (rc == 0) {
             rc = chat_content(r->out, "[Unsupported ", r->err);
-            if (rc == 0)
-                rc = chat_content(r->out, type ? type : "None", r->err);
-            if (rc == 0)
-                rc = chat_content(r->out, "]", r->err);
+            if (rc == 0) rc = chat_content(r->out, type ? type : "None", r->err);
+            if (rc == 0) rc = chat_content(r->out, "]", r->err);
         }
     }
     return rc;
@@ -380,30 +379,24 @@ static int put_user(renderer *r, const json_t *m, size_t index)
 {
     int rc = chat_template(r->out, V4_USER, r->err);
     const json_t *blocks = json_object_get(m, "content_blocks");
-    if (!truthy(blocks))
-        return rc ? rc : put_field(r, m, "content", index);
+    if (!truthy(blocks)) return rc ? rc : put_field(r, m, "content", index);
     size_t i;
     const json_t *b;
-    json_array_foreach (blocks, i, b) {
+    json_array_foreach(blocks, i, b)
+    {
         const char *type = json_string_value(json_object_get(b, "type"));
-        if (rc == 0 && i > 0)
-            rc = chat_content(r->out, "\n\n", r->err);
-        if (rc)
-            break;
+        if (rc == 0 && i > 0) rc = chat_content(r->out, "\n\n", r->err);
+        if (rc) break;
         if (type && strcmp(type, "text") == 0) {
             rc = put_block_text(r, json_object_get(b, "text"), index);
         } else if (type && strcmp(type, "tool_result") == 0) {
             rc = chat_content(r->out, "<tool_result>", r->err);
-            if (rc == 0)
-                rc = put_tool_content(r, json_object_get(b, "content"), index);
-            if (rc == 0)
-                rc = chat_content(r->out, "</tool_result>", r->err);
+            if (rc == 0) rc = put_tool_content(r, json_object_get(b, "content"), index);
+            if (rc == 0) rc = chat_content(r->out, "</tool_result>", r->err);
         } else {
             rc = chat_content(r->out, "[Unsupported ", r->err);
-            if (rc == 0)
-                rc = chat_content(r->out, type ? type : "None", r->err);
-            if (rc == 0)
-                rc = chat_content(r->out, "]", r->err);
+            if (rc == 0) rc = chat_content(r->out, type ? type : "None", r->err);
+            if (rc == 0) rc = chat_content(r->out, "]", r->err);
         }
     }
     return rc;
@@ -413,14 +406,12 @@ static int put_user(renderer *r, const json_t *m, size_t index)
 static int put_parameter(renderer *r, const char *key, size_t key_len, const json_t *value)
 {
     int rc = chat_template(r->out, "<" DSML "parameter name=\"", r->err);
+    if (rc == 0) rc = chat_put_content(r->out, key, key_len, r->err);
     if (rc == 0)
-        rc = chat_put_content(r->out, key, key_len, r->err);
-    if (rc == 0)
-        rc = chat_template(r->out, json_is_string(value) ? "\" string=\"true\">"
-                                                         : "\" string=\"false\">", r->err);
+        rc = chat_template(
+            r->out, json_is_string(value) ? "\" string=\"true\">" : "\" string=\"false\">", r->err);
     if (rc == 0 && json_is_string(value))
-        rc = chat_put_content(r->out, json_string_value(value), json_string_length(value),
-                              r->err);
+        rc = chat_put_content(r->out, json_string_value(value), json_string_length(value), r->err);
     else if (rc == 0)
         rc = chat_put_pyjson(r->out, value, r->err);
     return rc ? rc : chat_template(r->out, "</" DSML "parameter>", r->err);
@@ -435,22 +426,22 @@ static int put_arguments(renderer *r, const json_t *arguments, size_t index)
     if (json_is_string(arguments))
         parsed = json_loadb(json_string_value(arguments), json_string_length(arguments),
                             JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    if (!parsed)
-        return put_parameter(r, "arguments", strlen("arguments"), arguments);
+    if (!parsed) return put_parameter(r, "arguments", strlen("arguments"), arguments);
     if (!json_is_object(parsed)) {
         json_decref(parsed);
-        return tome_errorf(r->err, TOME_EINVAL, "message %zu: tool call arguments are not a "
-                           "JSON object", index);
+        return tome_errorf(r->err, TOME_EINVAL,
+                           "message %zu: tool call arguments are not a "
+                           "JSON object",
+                           index);
     }
     const char *key;
     size_t key_len;
     json_t *value;
     int rc = 0, first = 1;
-    json_object_keylen_foreach (parsed, key, key_len, value) {
-        if (rc == 0 && !first)
-            rc = chat_template(r->out, "\n", r->err);
-        if (rc == 0)
-            rc = put_parameter(r, key, key_len, value);
+    json_object_keylen_foreach(parsed, key, key_len, value)
+    {
+        if (rc == 0 && !first) rc = chat_template(r->out, "\n", r->err);
+        if (rc == 0) rc = put_parameter(r, key, key_len, value);
         first = 0;
     }
     json_decref(parsed);
@@ -462,26 +453,24 @@ static int put_tool_calls(renderer *r, const json_t *calls, size_t index)
     int rc = chat_template(r->out, "\n\n<" DSML "tool_calls>\n", r->err);
     size_t i;
     const json_t *tc;
-    json_array_foreach (calls, i, tc) {
+    json_array_foreach(calls, i, tc)
+    {
         const json_t *function = json_object_get(tc, "function");
         const json_t *name = json_object_get(function, "name");
         const json_t *arguments = json_object_get(function, "arguments");
         if (rc == 0 && (!json_is_string(name) || !arguments))
-            rc = tome_errorf(r->err, TOME_EINVAL, "message %zu: tool call %zu lacks "
-                             "function.name or function.arguments", index, i);
-        if (rc == 0 && i > 0)
-            rc = chat_template(r->out, "\n", r->err);
+            rc = tome_errorf(r->err, TOME_EINVAL,
+                             "message %zu: tool call %zu lacks "
+                             "function.name or function.arguments",
+                             index, i);
+        if (rc == 0 && i > 0) rc = chat_template(r->out, "\n", r->err);
+        if (rc == 0) rc = chat_template(r->out, "<" DSML "invoke name=\"", r->err);
         if (rc == 0)
-            rc = chat_template(r->out, "<" DSML "invoke name=\"", r->err);
-        if (rc == 0)
-            rc = chat_put_content(r->out, json_string_value(name), json_string_length(name),
-                                  r->err);
-        if (rc == 0)
-            rc = chat_template(r->out, "\">\n", r->err);
-        if (rc == 0)
-            rc = put_arguments(r, arguments, index);
-        if (rc == 0)
-            rc = chat_template(r->out, "\n</" DSML "invoke>", r->err);
+            rc =
+                chat_put_content(r->out, json_string_value(name), json_string_length(name), r->err);
+        if (rc == 0) rc = chat_template(r->out, "\">\n", r->err);
+        if (rc == 0) rc = put_arguments(r, arguments, index);
+        if (rc == 0) rc = chat_template(r->out, "\n</" DSML "invoke>", r->err);
     }
     return rc ? rc : chat_template(r->out, "\n</" DSML "tool_calls>", r->err);
 }
@@ -493,16 +482,16 @@ static int put_assistant(renderer *r, const json_t *m, size_t index)
     if (r->o->thinking && !(prev && is_set(prev, "task")) &&
         (!r->drop || (long)index > r->last_user)) {
         rc = put_field(r, m, "reasoning_content", index);
-        if (rc == 0)
-            rc = chat_template(r->out, V4_THINK_END, r->err);
+        if (rc == 0) rc = chat_template(r->out, V4_THINK_END, r->err);
     }
-    if (rc == 0)
-        rc = put_field(r, m, "content", index);
+    if (rc == 0) rc = put_field(r, m, "content", index);
     const json_t *calls = json_object_get(m, "tool_calls");
     if (rc == 0 && truthy(calls)) {
         if (!json_is_array(calls))
-            return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"tool_calls\" is not a "
-                               "list", index);
+            return tome_errorf(r->err, TOME_EINVAL,
+                               "message %zu: \"tool_calls\" is not a "
+                               "list",
+                               index);
         rc = put_tool_calls(r, calls, index);
     }
     if (rc == 0 && !truthy(json_object_get(m, "wo_eos")))
@@ -519,23 +508,21 @@ static int put_body(renderer *r, const json_t *m, size_t index)
     }
     if (has_role(m, "developer")) {
         if (!truthy(json_object_get(m, "content")))
-            return tome_errorf(r->err, TOME_EINVAL, "message %zu: a developer message needs "
-                               "content", index);
+            return tome_errorf(r->err, TOME_EINVAL,
+                               "message %zu: a developer message needs "
+                               "content",
+                               index);
         rc = chat_template(r->out, V4_USER, r->err);
-        if (rc == 0)
-            rc = put_field(r, m, "content", index);
+        if (rc == 0) rc = put_field(r, m, "content", index);
         return rc ? rc : put_attachments(r, m, index);
     }
-    if (has_role(m, "user"))
-        return put_user(r, m, index);
+    if (has_role(m, "user")) return put_user(r, m, index);
     if (has_role(m, "latest_reminder")) {
         rc = chat_template(r->out, "<｜latest_reminder｜>", r->err);
         return rc ? rc : put_field(r, m, "content", index);
     }
-    if (has_role(m, "assistant"))
-        return put_assistant(r, m, index);
-    return tome_errorf(r->err, TOME_EINVAL, "message %zu: unknown role \"%s\"", index,
-                       role_of(m));
+    if (has_role(m, "assistant")) return put_assistant(r, m, index);
+    return tome_errorf(r->err, TOME_EINVAL, "message %zu: unknown role \"%s\"", index, role_of(m));
 }
 
 /* What follows message `index`: nothing if the next message starts a turn
@@ -543,18 +530,14 @@ static int put_body(renderer *r, const json_t *m, size_t index)
 static int put_transition(renderer *r, const json_t *m, size_t index)
 {
     const json_t *next = json_array_get(r->msgs, index + 1);
-    if (next && !has_role(next, "assistant") && !has_role(next, "latest_reminder"))
-        return 0;
+    if (next && !has_role(next, "assistant") && !has_role(next, "latest_reminder")) return 0;
     const char *opener = V4_THINK_END;
-    if (r->o->thinking && (!r->drop || (long)index >= r->last_user))
-        opener = V4_THINK;
+    if (r->o->thinking && (!r->drop || (long)index >= r->last_user)) opener = V4_THINK;
     if (is_set(m, "task")) {
         const char *task = json_string_value(json_object_get(m, "task"));
         for (size_t i = 0; task && i < sizeof tasks / sizeof tasks[0]; i++) {
-            if (strcmp(task, tasks[i].name) != 0)
-                continue;
-            if (strcmp(task, "action") != 0)
-                return chat_template(r->out, tasks[i].token, r->err);
+            if (strcmp(task, tasks[i].name) != 0) continue;
+            if (strcmp(task, "action") != 0) return chat_template(r->out, tasks[i].token, r->err);
             int rc = chat_template(r->out, V4_ASSISTANT, r->err);
             if (rc == 0)
                 rc = chat_template(r->out, r->o->thinking ? V4_THINK : V4_THINK_END, r->err);
@@ -562,8 +545,7 @@ static int put_transition(renderer *r, const json_t *m, size_t index)
         }
         return tome_errorf(r->err, TOME_EINVAL, "message %zu: invalid task", index);
     }
-    if (!has_role(m, "user") && !has_role(m, "developer"))
-        return 0;
+    if (!has_role(m, "user") && !has_role(m, "developer")) return 0;
     int rc = chat_template(r->out, V4_ASSISTANT, r->err);
     return rc ? rc : chat_template(r->out, opener, r->err);
 }
@@ -573,13 +555,12 @@ static int render_all(renderer *r)
     int rc = r->o->omit_bos ? 0 : chat_template(r->out, V4_BOS, r->err);
     size_t i;
     const json_t *m;
-    json_array_foreach (r->msgs, i, m) {
+    json_array_foreach(r->msgs, i, m)
+    {
         if (rc == 0 && i == 0 && r->o->thinking && r->o->effort_max)
             rc = chat_template(r->out, v4_effort_max_text, r->err);
-        if (rc == 0)
-            rc = put_body(r, m, i);
-        if (rc == 0)
-            rc = put_transition(r, m, i);
+        if (rc == 0) rc = put_body(r, m, i);
+        if (rc == 0) rc = put_transition(r, m, i);
     }
     return rc;
 }
@@ -599,9 +580,7 @@ static int render_messages(const json_t *messages, const v4_chat_options *o, v4_
     r.drop = !r.o->keep_reasoning;
     size_t i;
     const json_t *m;
-    json_array_foreach (merged, i, m)
-        if (truthy(json_object_get(m, "tools")))
-            r.drop = 0;
+    json_array_foreach(merged, i, m) if (truthy(json_object_get(m, "tools"))) r.drop = 0;
     if (r.o->thinking && r.drop) {
         r.msgs = drop_thinking(merged);
         json_decref(merged);
@@ -625,20 +604,18 @@ int v4_chat_render_json(const char *json, size_t len, const v4_chat_options *opt
 {
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, &jerr);
-    if (!root)
-        return tome_errorf(err, TOME_EINVAL, "line %d: %s", jerr.line, jerr.text);
+    if (!root) return tome_errorf(err, TOME_EINVAL, "line %d: %s", jerr.line, jerr.text);
     json_t *messages = root;
     if (json_is_object(root)) {
         messages = json_object_get(root, "messages");
         json_t *tools = json_object_get(root, "tools");
         json_t *first = json_array_get(messages, 0);
-        if (tools && json_is_object(first))
-            json_object_set(first, "tools", tools);
+        if (tools && json_is_object(first)) json_object_set(first, "tools", tools);
     }
-    int rc = json_is_array(messages)
-                 ? render_messages(messages, opts, out, err)
-                 : tome_errorf(err, TOME_EINVAL, "expected a list of messages or an object "
-                               "with \"messages\"");
+    int rc = json_is_array(messages) ? render_messages(messages, opts, out, err)
+                                     : tome_errorf(err, TOME_EINVAL,
+                                                   "expected a list of messages or an object "
+                                                   "with \"messages\"");
     json_decref(root);
     return rc;
 }

@@ -16,11 +16,11 @@
 
 #include "engine/v4.h"
 
-#define V4_BOS "<｜begin▁of▁sentence｜>"
-#define V4_EOS "<｜end▁of▁sentence｜>"
-#define V4_USER "<｜User｜>"
+#define V4_BOS       "<｜begin▁of▁sentence｜>"
+#define V4_EOS       "<｜end▁of▁sentence｜>"
+#define V4_USER      "<｜User｜>"
 #define V4_ASSISTANT "<｜Assistant｜>"
-#define V4_THINK "<think>"
+#define V4_THINK     "<think>"
 #define V4_THINK_END "</think>"
 
 /* The think-max instruction that follows BOS (encoding_dsv4.py). */

@@ -15,13 +15,11 @@
 
 static int reserve_text(v4_prompt *p, size_t n, tome_error *err)
 {
-    if (p->len + n + 1 <= p->cap)
-        return 0;
+    if (p->len + n + 1 <= p->cap) return 0;
     size_t cap = p->cap ? p->cap : 256;
     while (cap < p->len + n + 1) cap *= 2;
     char *text = realloc(p->text, cap);
-    if (!text)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte prompt", cap);
+    if (!text) return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte prompt", cap);
     p->text = text;
     p->cap = cap;
     return 0;
@@ -30,8 +28,7 @@ static int reserve_text(v4_prompt *p, size_t n, tome_error *err)
 int chat_put_content(v4_prompt *p, const char *s, size_t n, tome_error *err)
 {
     int rc = reserve_text(p, n, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(p->text + p->len, s, n);
     p->len += n;
     p->text[p->len] = '\0';
@@ -42,8 +39,7 @@ int chat_put_template(v4_prompt *p, const char *s, size_t n, tome_error *err)
 {
     size_t start = p->len;
     int rc = chat_put_content(p, s, n, err);
-    if (rc || n == 0)
-        return rc;
+    if (rc || n == 0) return rc;
     if (p->n_spans > 0 && p->spans[p->n_spans - 1].end == start) {
         p->spans[p->n_spans - 1].end = p->len;
         return 0;

@@ -28,22 +28,36 @@ static int put_string(v4_prompt *p, const char *s, size_t n, tome_error *err)
         }
         char esc[8];
         switch (c) {
-        case '"': strcpy(esc, "\\\""); break;
-        case '\\': strcpy(esc, "\\\\"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        case '\b': strcpy(esc, "\\b"); break;
-        case '\f': strcpy(esc, "\\f"); break;
-        default: snprintf(esc, sizeof esc, "\\u%04x", c); break;
+        case '"':
+            strcpy(esc, "\\\"");
+            break;
+        case '\\':
+            strcpy(esc, "\\\\");
+            break;
+        case '\n':
+            strcpy(esc, "\\n");
+            break;
+        case '\r':
+            strcpy(esc, "\\r");
+            break;
+        case '\t':
+            strcpy(esc, "\\t");
+            break;
+        case '\b':
+            strcpy(esc, "\\b");
+            break;
+        case '\f':
+            strcpy(esc, "\\f");
+            break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            break;
         }
         rc = chat_put_content(p, s + i - run, run, err);
-        if (rc == 0)
-            rc = chat_content(p, esc, err);
+        if (rc == 0) rc = chat_content(p, esc, err);
         run = 0;
     }
-    if (rc == 0)
-        rc = chat_put_content(p, s + n - run, run, err);
+    if (rc == 0) rc = chat_put_content(p, s + n - run, run, err);
     return rc ? rc : chat_content(p, "\"", err);
 }
 
@@ -55,8 +69,7 @@ static void python_float(double x, char *out, size_t size)
     char sci[40];
     for (int digits = 1; digits <= 17; digits++) {
         snprintf(sci, sizeof sci, "%.*e", digits - 1, x);
-        if (strtod(sci, NULL) == x)
-            break;
+        if (strtod(sci, NULL) == x) break;
     }
     /* sci is "[-]d[.ddd]e[+-]XX": collect the digits and the exponent. */
     char digits[24];
@@ -65,8 +78,7 @@ static void python_float(double x, char *out, size_t size)
     const char *sign = *s == '-' ? "-" : "";
     s += *sign != '\0';
     for (; *s != 'e' && n < 20; s++)
-        if (*s != '.')
-            digits[n++] = *s;
+        if (*s != '.') digits[n++] = *s;
     digits[n] = '\0';
     int point = atoi(s + 1) + 1; /* digits before the decimal point */
     static const char zeros[] = "0000000000000000";
@@ -85,12 +97,21 @@ static int put_scalar(v4_prompt *p, const json_t *v, tome_error *err)
 {
     char buf[64];
     switch (json_typeof(v)) {
-    case JSON_INTEGER: snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_INTEGER:
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         break;
-    case JSON_REAL: python_float(json_real_value(v), buf, sizeof buf); break;
-    case JSON_TRUE: strcpy(buf, "true"); break;
-    case JSON_FALSE: strcpy(buf, "false"); break;
-    default: strcpy(buf, "null"); break;
+    case JSON_REAL:
+        python_float(json_real_value(v), buf, sizeof buf);
+        break;
+    case JSON_TRUE:
+        strcpy(buf, "true");
+        break;
+    case JSON_FALSE:
+        strcpy(buf, "false");
+        break;
+    default:
+        strcpy(buf, "null");
+        break;
     }
     return chat_content(p, buf, err);
 }
@@ -98,17 +119,15 @@ static int put_scalar(v4_prompt *p, const json_t *v, tome_error *err)
 int chat_put_pyjson(v4_prompt *p, const json_t *v, tome_error *err)
 {
     int rc = 0;
-    if (json_is_string(v))
-        return put_string(p, json_string_value(v), json_string_length(v), err);
+    if (json_is_string(v)) return put_string(p, json_string_value(v), json_string_length(v), err);
     if (json_is_array(v)) {
         size_t i;
         const json_t *item;
         rc = chat_content(p, "[", err);
-        json_array_foreach (v, i, item) {
-            if (rc == 0 && i > 0)
-                rc = chat_content(p, ", ", err);
-            if (rc == 0)
-                rc = chat_put_pyjson(p, item, err);
+        json_array_foreach(v, i, item)
+        {
+            if (rc == 0 && i > 0) rc = chat_content(p, ", ", err);
+            if (rc == 0) rc = chat_put_pyjson(p, item, err);
         }
         return rc ? rc : chat_content(p, "]", err);
     }
@@ -118,15 +137,12 @@ int chat_put_pyjson(v4_prompt *p, const json_t *v, tome_error *err)
         const json_t *item;
         int first = 1;
         rc = chat_content(p, "{", err);
-        json_object_keylen_foreach ((json_t *)v, key, key_len, item) {
-            if (rc == 0 && !first)
-                rc = chat_content(p, ", ", err);
-            if (rc == 0)
-                rc = put_string(p, key, key_len, err);
-            if (rc == 0)
-                rc = chat_content(p, ": ", err);
-            if (rc == 0)
-                rc = chat_put_pyjson(p, item, err);
+        json_object_keylen_foreach((json_t *)v, key, key_len, item)
+        {
+            if (rc == 0 && !first) rc = chat_content(p, ", ", err);
+            if (rc == 0) rc = put_string(p, key, key_len, err);
+            if (rc == 0) rc = chat_content(p, ": ", err);
+            if (rc == 0) rc = chat_put_pyjson(p, item, err);
             first = 0;
         }
         return rc ? rc : chat_content(p, "}", err);

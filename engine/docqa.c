@@ -34,23 +34,18 @@ int v4_docqa_prefix(const v4_chat_options *opts, const char *instructions, const
     static const v4_chat_options defaults = {0};
     const v4_chat_options *o = opts ? opts : &defaults;
     int rc = o->omit_bos ? 0 : chat_template(out, V4_BOS, err);
-    if (rc == 0 && o->thinking && o->effort_max)
-        rc = chat_template(out, v4_effort_max_text, err);
-    if (rc == 0)
-        rc = chat_content(out, instructions ? instructions : default_instructions, err);
-    if (rc == 0)
-        rc = chat_content(out, "\n\n", err);
+    if (rc == 0 && o->thinking && o->effort_max) rc = chat_template(out, v4_effort_max_text, err);
+    if (rc == 0) rc = chat_content(out, instructions ? instructions : default_instructions, err);
+    if (rc == 0) rc = chat_content(out, "\n\n", err);
     return rc ? rc : chat_put_content(out, corpus, corpus_len, err);
 }
 
-int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t len,
-                      v4_prompt *out, tome_error *err)
+int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t len, v4_prompt *out,
+                      tome_error *err)
 {
     int thinking = opts && opts->thinking;
     int rc = chat_template(out, V4_USER, err);
-    if (rc == 0)
-        rc = chat_put_content(out, question, len, err);
-    if (rc == 0)
-        rc = chat_template(out, V4_ASSISTANT, err);
+    if (rc == 0) rc = chat_put_content(out, question, len, err);
+    if (rc == 0) rc = chat_template(out, V4_ASSISTANT, err);
     return rc ? rc : chat_template(out, thinking ? V4_THINK : V4_THINK_END, err);
 }

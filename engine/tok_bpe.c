@@ -26,9 +26,9 @@
 
 #include "engine/tok_internal.h"
 
-#define CACHE_MAX_PIECE 64       /* longer pieces are rare and not cached */
-#define CACHE_SLOTS (1u << 16)   /* a power of two */
-#define CACHE_ARENA (4u << 20)   /* bytes of pieces and ids before a reset */
+#define CACHE_MAX_PIECE 64         /* longer pieces are rare and not cached */
+#define CACHE_SLOTS     (1u << 16) /* a power of two */
+#define CACHE_ARENA     (4u << 20) /* bytes of pieces and ids before a reset */
 
 /* ---- The merge table ---------------------------------------------------- */
 
@@ -37,8 +37,7 @@ int tok_merges_init(tok_merges *m, size_t expected, tome_error *err)
     size_t n = 1024;
     while (n < expected * 2) n *= 2;
     m->slots = malloc(n * sizeof *m->slots);
-    if (!m->slots)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu merges", expected);
+    if (!m->slots) return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu merges", expected);
     for (size_t i = 0; i < n; i++) m->slots[i].key = TOK_EMPTY_KEY;
     m->mask = n - 1;
     m->count = 0;
@@ -56,8 +55,7 @@ void tok_merges_put(tok_merges *m, int32_t left, int32_t right, int32_t rank, in
     uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & m->mask;
     while (m->slots[i].key != TOK_EMPTY_KEY && m->slots[i].key != key) i = (i + 1) & m->mask;
-    if (m->slots[i].key == TOK_EMPTY_KEY)
-        m->count++;
+    if (m->slots[i].key == TOK_EMPTY_KEY) m->count++;
     m->slots[i] = (tok_merge_slot){.key = key, .rank = rank, .merged = merged};
 }
 
@@ -88,8 +86,7 @@ struct tok_bpe_scratch {
 int tok_bpe_scratch_new(tok_bpe_scratch **out)
 {
     tok_bpe_scratch *s = calloc(1, sizeof *s);
-    if (!s)
-        return TOME_ENOMEM;
+    if (!s) return TOME_ENOMEM;
     s->slots = calloc(CACHE_SLOTS, sizeof *s->slots);
     s->arena = malloc(CACHE_ARENA);
     if (!s->slots || !s->arena) {
@@ -102,8 +99,7 @@ int tok_bpe_scratch_new(tok_bpe_scratch **out)
 
 void tok_bpe_scratch_free(tok_bpe_scratch *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->id);
     free(s->prev);
     free(s->next);
@@ -116,14 +112,12 @@ void tok_bpe_scratch_free(tok_bpe_scratch *s)
 
 static int grow_symbols(tok_bpe_scratch *s, size_t n, tome_error *err)
 {
-    if (n <= s->cap)
-        return 0;
+    if (n <= s->cap) return 0;
     size_t cap = n < 256 ? 256 : n;
     int32_t *arrays[4] = {s->id, s->prev, s->next, s->len};
     for (int i = 0; i < 4; i++) {
         int32_t *p = realloc(arrays[i], cap * sizeof *p);
-        if (!p)
-            return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte piece", n);
+        if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte piece", n);
         arrays[i] = p;
         /* Store as we go so a failure leaves every pointer valid. */
         s->id = arrays[0], s->prev = arrays[1], s->next = arrays[2], s->len = arrays[3];
@@ -144,16 +138,14 @@ static int heap_push(tok_bpe_scratch *s, candidate c, tome_error *err)
     if (s->heap_len == s->heap_cap) {
         size_t cap = s->heap_cap ? s->heap_cap * 2 : 256;
         candidate *p = realloc(s->heap, cap * sizeof *p);
-        if (!p)
-            return tome_errorf(err, TOME_ENOMEM, "out of memory for BPE candidates");
+        if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory for BPE candidates");
         s->heap = p;
         s->heap_cap = cap;
     }
     size_t i = s->heap_len++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!before(&c, &s->heap[parent]))
-            break;
+        if (!before(&c, &s->heap[parent])) break;
         s->heap[i] = s->heap[parent];
         i = parent;
     }
@@ -168,17 +160,13 @@ static candidate heap_pop(tok_bpe_scratch *s)
     size_t i = 0, n = s->heap_len;
     for (;;) {
         size_t child = 2 * i + 1;
-        if (child >= n)
-            break;
-        if (child + 1 < n && before(&s->heap[child + 1], &s->heap[child]))
-            child++;
-        if (!before(&s->heap[child], &last))
-            break;
+        if (child >= n) break;
+        if (child + 1 < n && before(&s->heap[child + 1], &s->heap[child])) child++;
+        if (!before(&s->heap[child], &last)) break;
         s->heap[i] = s->heap[child];
         i = child;
     }
-    if (n > 0)
-        s->heap[i] = last;
+    if (n > 0) s->heap[i] = last;
     return top;
 }
 
@@ -186,11 +174,9 @@ static candidate heap_pop(tok_bpe_scratch *s)
 static int push_pair(const v4_tokenizer *t, tok_bpe_scratch *s, int32_t pos, tome_error *err)
 {
     int32_t right = pos >= 0 ? s->next[pos] : -1;
-    if (right < 0)
-        return 0;
+    if (right < 0) return 0;
     const tok_merge_slot *m = tok_merges_get(&t->merges, s->id[pos], s->id[right]);
-    if (!m)
-        return 0;
+    if (!m) return 0;
     return heap_push(s, (candidate){.rank = m->rank, .pos = pos, .merged = m->merged}, err);
 }
 
@@ -199,8 +185,7 @@ static int merge_piece(const v4_tokenizer *t, tok_bpe_scratch *s, const char *pi
                        tome_error *err)
 {
     int rc = grow_symbols(s, n, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     for (size_t i = 0; i < n; i++) {
         s->id[i] = t->byte_id[(uint8_t)piece[i]];
         s->prev[i] = (int32_t)i - 1;
@@ -212,20 +197,16 @@ static int merge_piece(const v4_tokenizer *t, tok_bpe_scratch *s, const char *pi
     while (rc == 0 && s->heap_len > 0) {
         candidate c = heap_pop(s);
         int32_t right = s->next[c.pos];
-        if (s->len[c.pos] == 0 || right < 0)
-            continue;
+        if (s->len[c.pos] == 0 || right < 0) continue;
         const tok_merge_slot *m = tok_merges_get(&t->merges, s->id[c.pos], s->id[right]);
-        if (!m || m->merged != c.merged)
-            continue;
+        if (!m || m->merged != c.merged) continue;
         s->id[c.pos] = c.merged;
         s->len[c.pos] += s->len[right];
         s->len[right] = 0;
         s->next[c.pos] = s->next[right];
-        if (s->next[right] >= 0)
-            s->prev[s->next[right]] = c.pos;
+        if (s->next[right] >= 0) s->prev[s->next[right]] = c.pos;
         rc = push_pair(t, s, s->prev[c.pos], err);
-        if (rc == 0)
-            rc = push_pair(t, s, c.pos, err);
+        if (rc == 0) rc = push_pair(t, s, c.pos, err);
     }
     return rc;
 }
@@ -292,13 +273,11 @@ static void cache_store(tok_bpe_scratch *s, const char *piece, size_t n, uint64_
 
 int tok_ids_reserve(v4_ids *ids, size_t extra, tome_error *err)
 {
-    if (ids->n + extra <= ids->cap)
-        return 0;
+    if (ids->n + extra <= ids->cap) return 0;
     size_t cap = ids->cap ? ids->cap : 64;
     while (cap < ids->n + extra) cap *= 2;
     int32_t *p = realloc(ids->ids, cap * sizeof *p);
-    if (!p)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu token ids", cap);
+    if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu token ids", cap);
     ids->ids = p;
     ids->cap = cap;
     return 0;
@@ -308,8 +287,7 @@ int tok_bpe_piece(const v4_tokenizer *t, tok_bpe_scratch *s, const char *piece, 
                   v4_ids *out, tome_error *err)
 {
     int rc = tok_ids_reserve(out, len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (len == 1) {
         out->ids[out->n++] = t->byte_id[(uint8_t)piece[0]];
         return 0;
@@ -326,8 +304,7 @@ int tok_bpe_piece(const v4_tokenizer *t, tok_bpe_scratch *s, const char *piece, 
         }
     }
     rc = merge_piece(t, s, piece, len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int32_t *first = out->ids + out->n;
     for (int32_t i = 0; i >= 0; i = s->next[i]) out->ids[out->n++] = s->id[i];
     if (len <= CACHE_MAX_PIECE)

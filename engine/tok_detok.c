@@ -27,8 +27,7 @@ struct v4_detok {
 int v4_detok_new(const v4_tokenizer *t, v4_detok **out, tome_error *err)
 {
     v4_detok *d = calloc(1, sizeof *d);
-    if (!d)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for a stream decoder");
+    if (!d) return tome_errorf(err, TOME_ENOMEM, "out of memory for a stream decoder");
     d->t = t;
     *out = d;
     return 0;
@@ -36,8 +35,7 @@ int v4_detok_new(const v4_tokenizer *t, v4_detok **out, tome_error *err)
 
 void v4_detok_free(v4_detok *d)
 {
-    if (!d)
-        return;
+    if (!d) return;
     free(d->out);
     free(d);
 }
@@ -45,14 +43,10 @@ void v4_detok_free(v4_detok *d)
 /* Length of the character a lead byte starts, 0 if it cannot start one. */
 static size_t utf8_length(uint8_t lead)
 {
-    if (lead < 0x80)
-        return 1;
-    if (lead >= 0xC2 && lead <= 0xDF)
-        return 2;
-    if (lead >= 0xE0 && lead <= 0xEF)
-        return 3;
-    if (lead >= 0xF0 && lead <= 0xF4)
-        return 4;
+    if (lead < 0x80) return 1;
+    if (lead >= 0xC2 && lead <= 0xDF) return 2;
+    if (lead >= 0xE0 && lead <= 0xEF) return 3;
+    if (lead >= 0xF0 && lead <= 0xF4) return 4;
     return 0;
 }
 
@@ -77,13 +71,10 @@ static size_t incomplete_tail(const char *s, size_t n)
 {
     for (size_t back = 1; back <= 3 && back <= n; back++) {
         uint8_t b = (uint8_t)s[n - back];
-        if ((b & 0xC0) == 0x80)
-            continue; /* a continuation byte: look further back */
+        if ((b & 0xC0) == 0x80) continue; /* a continuation byte: look further back */
         size_t need = utf8_length(b);
-        if (need <= back)
-            return 0;
-        if (back >= 2 && !second_byte_ok(b, (uint8_t)s[n - back + 1]))
-            return 0;
+        if (need <= back) return 0;
+        if (back >= 2 && !second_byte_ok(b, (uint8_t)s[n - back + 1])) return 0;
         return back;
     }
     return 0;
@@ -98,8 +89,7 @@ int v4_detok_feed(v4_detok *d, int32_t id, const char **text, size_t *len, tome_
     size_t total = d->n_held + n;
     if (total + 1 > d->out_cap) {
         char *p = realloc(d->out, total + 64);
-        if (!p)
-            return tome_errorf(err, TOME_ENOMEM, "out of memory decoding token %d", (int)id);
+        if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory decoding token %d", (int)id);
         d->out = p;
         d->out_cap = total + 64;
     }
@@ -117,8 +107,7 @@ int v4_detok_feed(v4_detok *d, int32_t id, const char **text, size_t *len, tome_
 void v4_detok_flush(v4_detok *d, const char **text, size_t *len)
 {
     /* out always has room for the held bytes: they were copied out of it. */
-    if (d->out)
-        memcpy(d->out, d->held, d->n_held);
+    if (d->out) memcpy(d->out, d->held, d->n_held);
     *text = d->out ? d->out : "";
     *len = d->n_held;
     d->n_held = 0;
@@ -132,13 +121,14 @@ int v4_detokenize(const v4_tokenizer *t, const int32_t *ids, size_t n, char **te
         const char *bytes;
         size_t k;
         if (v4_token_bytes(t, ids[i], &bytes, &k) != 0)
-            return tome_errorf(err, TOME_EINVAL, "token id %d (position %zu) is not in the "
-                               "vocabulary", (int)ids[i], i);
+            return tome_errorf(err, TOME_EINVAL,
+                               "token id %d (position %zu) is not in the "
+                               "vocabulary",
+                               (int)ids[i], i);
         total += k;
     }
     char *out = malloc(total + 1);
-    if (!out)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory decoding %zu ids", n);
+    if (!out) return tome_errorf(err, TOME_ENOMEM, "out of memory decoding %zu ids", n);
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         const char *bytes;

@@ -45,17 +45,14 @@ void tok_merges_free(tok_merges *m);
 /* Insert or overwrite (a later duplicate wins, as in Hugging Face). */
 void tok_merges_put(tok_merges *m, int32_t left, int32_t right, int32_t rank, int32_t merged);
 
-static inline const tok_merge_slot *tok_merges_get(const tok_merges *m, int32_t left,
-                                                   int32_t right)
+static inline const tok_merge_slot *tok_merges_get(const tok_merges *m, int32_t left, int32_t right)
 {
     uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & m->mask;
     for (;;) {
         const tok_merge_slot *s = &m->slots[i];
-        if (s->key == key)
-            return s;
-        if (s->key == TOK_EMPTY_KEY)
-            return NULL;
+        if (s->key == key) return s;
+        if (s->key == TOK_EMPTY_KEY) return NULL;
         i = (i + 1) & m->mask;
     }
 }
@@ -131,8 +128,7 @@ int tok_trie_add(v4_tokenizer *t, const char *text, size_t len, int32_t id, int 
                  tome_error *err);
 /* Length of the longest added token of `pass` that starts at text[0] and ends
  * within `len` bytes, with its id in *id; 0 if none. */
-size_t tok_trie_match(const v4_tokenizer *t, const char *text, size_t len, int pass,
-                      int32_t *id);
+size_t tok_trie_match(const v4_tokenizer *t, const char *text, size_t len, int pass, int32_t *id);
 
 /* ---- BPE and its cache (tok_bpe.c) -------------------------------------- */
 

@@ -132,8 +132,10 @@ static int bad(loader *l, const char *what)
 
 static int unsupported(loader *l, const char *what, const char *value)
 {
-    return tome_errorf(l->err, TOME_EFORMAT, "%s: unsupported %s \"%s\" (tome implements "
-                       "DeepSeek's byte-level BPE)", l->t->path, what, value);
+    return tome_errorf(l->err, TOME_EFORMAT,
+                       "%s: unsupported %s \"%s\" (tome implements "
+                       "DeepSeek's byte-level BPE)",
+                       l->t->path, what, value);
 }
 
 static const char *type_of(const json_t *obj)
@@ -156,19 +158,16 @@ static int is_unset(const json_t *obj, const char *key)
 
 static int check_normalizer(loader *l, const json_t *n)
 {
-    if (!n || json_is_null(n))
-        return 0;
+    if (!n || json_is_null(n)) return 0;
     const json_t *list = json_object_get(n, "normalizers");
-    if (strcmp(type_of(n), "Sequence") == 0 && json_array_size(list) == 0)
-        return 0;
+    if (strcmp(type_of(n), "Sequence") == 0 && json_array_size(list) == 0) return 0;
     return unsupported(l, "normalizer", type_of(n));
 }
 
 static int add_split(loader *l, const char *pattern, size_t len, int literal)
 {
     v4_tokenizer *t = l->t;
-    if (t->n_splits == TOK_MAX_SPLITS)
-        return bad(l, "too many pre-tokenizer Split steps");
+    if (t->n_splits == TOK_MAX_SPLITS) return bad(l, "too many pre-tokenizer Split steps");
     char origin[64];
     snprintf(origin, sizeof origin, "pre-tokenizer step %d", t->n_splits + 1);
     int rc = tok_regex_compile(&t->splits[t->n_splits], pattern, len, literal, origin, l->err);
@@ -184,8 +183,7 @@ static int read_split(loader *l, const json_t *step)
     const char *behavior = json_string_value(json_object_get(step, "behavior"));
     if (!behavior || strcmp(behavior, "Isolated") != 0)
         return unsupported(l, "Split behavior", behavior ? behavior : "(none)");
-    if (is_true(step, "invert"))
-        return unsupported(l, "Split option", "invert");
+    if (is_true(step, "invert")) return unsupported(l, "Split option", "invert");
     const json_t *pattern = json_object_get(step, "pattern");
     const json_t *regex = json_object_get(pattern, "Regex");
     const json_t *literal = json_object_get(pattern, "String");
@@ -205,8 +203,7 @@ static int read_pre_tokenizer(loader *l, const json_t *pre)
         const json_t *step = steps && json_is_array(steps) ? json_array_get(steps, i) : pre;
         const char *type = type_of(step);
         int rc;
-        if (byte_level)
-            return bad(l, "ByteLevel must be the last pre-tokenizer step");
+        if (byte_level) return bad(l, "ByteLevel must be the last pre-tokenizer step");
         if (strcmp(type, "Split") == 0) {
             rc = read_split(l, step);
         } else if (strcmp(type, "ByteLevel") == 0) {
@@ -218,25 +215,20 @@ static int read_pre_tokenizer(loader *l, const json_t *pre)
         } else {
             return unsupported(l, "pre-tokenizer", type);
         }
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return byte_level ? 0 : bad(l, "the pre-tokenizer has no ByteLevel step");
 }
 
 static int check_model(loader *l, const json_t *model)
 {
-    if (!json_is_object(model))
-        return bad(l, "no \"model\" object");
+    if (!json_is_object(model)) return bad(l, "no \"model\" object");
     if (strcmp(type_of(model), "BPE") != 0 && json_object_get(model, "type"))
         return unsupported(l, "model", type_of(model));
     const json_t *dropout = json_object_get(model, "dropout");
-    if (dropout && !json_is_null(dropout))
-        return unsupported(l, "BPE option", "dropout");
-    if (is_true(model, "byte_fallback"))
-        return unsupported(l, "BPE option", "byte_fallback");
-    if (is_true(model, "ignore_merges"))
-        return unsupported(l, "BPE option", "ignore_merges");
+    if (dropout && !json_is_null(dropout)) return unsupported(l, "BPE option", "dropout");
+    if (is_true(model, "byte_fallback")) return unsupported(l, "BPE option", "byte_fallback");
+    if (is_true(model, "ignore_merges")) return unsupported(l, "BPE option", "ignore_merges");
     if (!is_unset(model, "continuing_subword_prefix") || !is_unset(model, "end_of_word_suffix"))
         return unsupported(l, "BPE option", "continuing_subword_prefix/end_of_word_suffix");
     l->vocab = json_object_get(model, "vocab");
@@ -267,18 +259,16 @@ static int count_ids(loader *l, const json_t *added)
     int32_t max = -1, id = -1;
     const char *key;
     const json_t *value;
-    json_object_foreach ((json_t *)l->vocab, key, value) {
-        if (read_id(l, value, key, &id))
-            return TOME_EFORMAT;
-        if (id > max)
-            max = id;
+    json_object_foreach((json_t *)l->vocab, key, value)
+    {
+        if (read_id(l, value, key, &id)) return TOME_EFORMAT;
+        if (id > max) max = id;
     }
     size_t i;
-    json_array_foreach (added, i, value) {
-        if (read_id(l, json_object_get(value, "id"), "an added token", &id))
-            return TOME_EFORMAT;
-        if (id > max)
-            max = id;
+    json_array_foreach(added, i, value)
+    {
+        if (read_id(l, json_object_get(value, "id"), "an added token", &id)) return TOME_EFORMAT;
+        if (id > max) max = id;
     }
     l->t->n_ids = max + 1;
     l->text_of = calloc((size_t)l->t->n_ids, sizeof *l->text_of);
@@ -292,7 +282,8 @@ static int read_vocab(loader *l)
 {
     const char *key;
     json_t *value;
-    json_object_foreach (l->vocab, key, value) {
+    json_object_foreach(l->vocab, key, value)
+    {
         int32_t id = (int32_t)json_integer_value(value);
         l->text_of[id] = key;
         l->len_of[id] = strlen(key);
@@ -326,8 +317,7 @@ static int32_t reference_id(loader *l, const char *text, size_t len, int32_t *ma
         id = (int32_t)json_integer_value(in_vocab);
     else
         id = *max_added >= vocab_size ? *max_added + 1 : vocab_size;
-    if (id > *max_added)
-        *max_added = id;
+    if (id > *max_added) *max_added = id;
     return id;
 }
 
@@ -336,7 +326,8 @@ static int read_added(loader *l, const json_t *added)
     size_t i;
     const json_t *tok;
     int32_t max_added = -1;
-    json_array_foreach (added, i, tok) {
+    json_array_foreach(added, i, tok)
+    {
         const json_t *content = json_object_get(tok, "content");
         int32_t id = (int32_t)json_integer_value(json_object_get(tok, "id"));
         if (!json_is_string(content))
@@ -348,17 +339,17 @@ static int read_added(loader *l, const json_t *added)
             return unsupported(l, "added-token option (lstrip/rstrip/single_word) on", text);
         int32_t expected = reference_id(l, text, len, &max_added);
         if (id != expected)
-            return tome_errorf(l->err, TOME_EFORMAT, "%s: added token \"%s\" has id %d, but "
+            return tome_errorf(l->err, TOME_EFORMAT,
+                               "%s: added token \"%s\" has id %d, but "
                                "Hugging Face numbers it %d (added tokens must follow the "
-                               "vocabulary in id order, without gaps)", l->t->path, text,
-                               (int)id, (int)expected);
+                               "vocabulary in id order, without gaps)",
+                               l->t->path, text, (int)id, (int)expected);
         /* Without the field, Hugging Face normalizes non-special tokens. */
         const json_t *normalized = json_object_get(tok, "normalized");
         int norm = normalized ? json_is_true(normalized) : !is_true(tok, "special");
-        int rc = tok_trie_add(l->t, text, len, id, norm ? TOK_PASS_NORMALIZED : TOK_PASS_RAW,
-                              l->err);
-        if (rc)
-            return rc;
+        int rc =
+            tok_trie_add(l->t, text, len, id, norm ? TOK_PASS_NORMALIZED : TOK_PASS_RAW, l->err);
+        if (rc) return rc;
         l->text_of[id] = text;
         l->len_of[id] = len;
     }
@@ -369,20 +360,18 @@ static int read_added(loader *l, const json_t *added)
 static int vocab_id(loader *l, const char *s, size_t n, int32_t *id)
 {
     const json_t *v = json_object_getn(l->vocab, s, n);
-    if (!json_is_integer(v))
-        return -1;
+    if (!json_is_integer(v)) return -1;
     *id = (int32_t)json_integer_value(v);
     return 0;
 }
 
-static int add_merge(loader *l, const char *a, size_t na, const char *b, size_t nb,
-                     int32_t rank, char **joined, size_t *cap)
+static int add_merge(loader *l, const char *a, size_t na, const char *b, size_t nb, int32_t rank,
+                     char **joined, size_t *cap)
 {
     int32_t left, right, merged;
     if (na + nb > *cap) {
         char *p = realloc(*joined, (na + nb) * 2);
-        if (!p)
-            return tome_errorf(l->err, TOME_ENOMEM, "out of memory reading merges");
+        if (!p) return tome_errorf(l->err, TOME_ENOMEM, "out of memory reading merges");
         *joined = p;
         *cap = (na + nb) * 2;
     }
@@ -399,24 +388,23 @@ static int add_merge(loader *l, const char *a, size_t na, const char *b, size_t 
 static int read_merges(loader *l, const json_t *model)
 {
     const json_t *merges = json_object_get(model, "merges");
-    if (!json_is_array(merges))
-        return bad(l, "model.merges is missing");
+    if (!json_is_array(merges)) return bad(l, "model.merges is missing");
     int rc = tok_merges_init(&l->t->merges, json_array_size(merges), l->err);
     char *joined = NULL;
     size_t cap = 0, i;
     const json_t *m;
-    json_array_foreach (merges, i, m) {
-        if (rc)
-            break;
+    json_array_foreach(merges, i, m)
+    {
+        if (rc) break;
         if (json_is_string(m)) {
             const char *s = json_string_value(m);
             const char *space = strchr(s, ' ');
             if (!space || strchr(space + 1, ' '))
-                rc = tome_errorf(l->err, TOME_EFORMAT, "%s: merge %zu is not \"a b\"",
-                                 l->t->path, i);
+                rc = tome_errorf(l->err, TOME_EFORMAT, "%s: merge %zu is not \"a b\"", l->t->path,
+                                 i);
             else
-                rc = add_merge(l, s, (size_t)(space - s), space + 1, strlen(space + 1),
-                               (int32_t)i, &joined, &cap);
+                rc = add_merge(l, s, (size_t)(space - s), space + 1, strlen(space + 1), (int32_t)i,
+                               &joined, &cap);
         } else if (json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
                    json_is_string(json_array_get(m, 1))) {
             const json_t *a = json_array_get(m, 0), *b = json_array_get(m, 1);
@@ -457,25 +445,16 @@ static int load_document(loader *l, const json_t *root)
 {
     const json_t *model = json_object_get(root, "model");
     const json_t *added = json_object_get(root, "added_tokens");
-    if (added && !json_is_array(added))
-        return bad(l, "added_tokens is not an array");
+    if (added && !json_is_array(added)) return bad(l, "added_tokens is not an array");
     int rc = check_normalizer(l, json_object_get(root, "normalizer"));
-    if (!rc)
-        rc = check_model(l, model);
-    if (!rc)
-        rc = check_decoder(l, json_object_get(root, "decoder"));
-    if (!rc)
-        rc = read_pre_tokenizer(l, json_object_get(root, "pre_tokenizer"));
-    if (!rc)
-        rc = count_ids(l, added);
-    if (!rc)
-        rc = read_vocab(l);
-    if (!rc)
-        rc = read_added(l, added);
-    if (!rc)
-        rc = read_merges(l, model);
-    if (!rc)
-        rc = build_id_bytes(l);
+    if (!rc) rc = check_model(l, model);
+    if (!rc) rc = check_decoder(l, json_object_get(root, "decoder"));
+    if (!rc) rc = read_pre_tokenizer(l, json_object_get(root, "pre_tokenizer"));
+    if (!rc) rc = count_ids(l, added);
+    if (!rc) rc = read_vocab(l);
+    if (!rc) rc = read_added(l, added);
+    if (!rc) rc = read_merges(l, model);
+    if (!rc) rc = build_id_bytes(l);
     return rc;
 }
 

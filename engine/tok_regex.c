@@ -44,8 +44,7 @@ static int put(out_text *o, const char *s, size_t n)
     if (o->len + n + 1 > o->cap) {
         size_t cap = (o->len + n + 1) * 2;
         char *p = realloc(o->s, cap);
-        if (!p)
-            return TOME_ENOMEM;
+        if (!p) return TOME_ENOMEM;
         o->s = p;
         o->cap = cap;
     }
@@ -88,13 +87,10 @@ static int put_escape(out_text *o, char c, int in_class, tome_error *err)
     if (in_class && negated)
         return tome_errorf(err, TOME_EFORMAT,
                            "\\%c inside a character class has no PCRE2 equivalent", c);
-    if (in_class)
-        return put_str(o, members);
+    if (in_class) return put_str(o, members);
     int rc = put_str(o, negated ? "[^" : "[");
-    if (rc == 0)
-        rc = put_str(o, members);
-    if (rc == 0)
-        rc = put_str(o, "]");
+    if (rc == 0) rc = put_str(o, members);
+    if (rc == 0) rc = put_str(o, "]");
     return rc;
 }
 
@@ -103,10 +99,8 @@ static int put_escape(out_text *o, char c, int in_class, tome_error *err)
 static size_t put_class_open(out_text *o, const char *pattern, size_t len, size_t i, int *rc)
 {
     size_t end = i + 1;
-    if (end < len && pattern[end] == '^')
-        end++;
-    if (end < len && pattern[end] == ']')
-        end++;
+    if (end < len && pattern[end] == '^') end++;
+    if (end < len && pattern[end] == ']') end++;
     *rc = put(o, pattern + i, end - i);
     return end - 1;
 }
@@ -130,8 +124,7 @@ int tok_regex_translate(const char *pattern, size_t len, char **out, tome_error 
             depth++;
             i = put_class_open(&o, pattern, len, i, &rc);
         } else {
-            if (c == ']' && depth > 0)
-                depth--;
+            if (c == ']' && depth > 0) depth--;
             rc = put(&o, &c, 1);
         }
     }
@@ -161,8 +154,7 @@ int tok_regex_compile(tok_regex *re, const char *pattern, size_t len, int litera
         src_len = strlen(translated);
     }
     uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-    if (literal)
-        options |= PCRE2_LITERAL;
+    if (literal) options |= PCRE2_LITERAL;
     int code;
     PCRE2_SIZE offset;
     re->code = pcre2_compile((PCRE2_SPTR)src, src_len, options, &code, &offset, NULL);

@@ -48,12 +48,10 @@ static int read_stdin(char **out, size_t *len, tome_error *err)
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     for (;;) {
-        if (!buf)
-            return tome_errorf(err, TOME_ENOMEM, "out of memory reading stdin");
+        if (!buf) return tome_errorf(err, TOME_ENOMEM, "out of memory reading stdin");
         size_t got = fread(buf + n, 1, cap - n - 1, stdin);
         n += got;
-        if (got == 0)
-            break;
+        if (got == 0) break;
         if (n + 1 == cap) {
             if (cap >= MAX_INPUT) {
                 free(buf);
@@ -61,8 +59,7 @@ static int read_stdin(char **out, size_t *len, tome_error *err)
             }
             cap *= 2;
             char *p = realloc(buf, cap);
-            if (!p)
-                free(buf);
+            if (!p) free(buf);
             buf = p;
         }
     }
@@ -88,8 +85,7 @@ static int encode_stdin(const v4_tokenizer *t, const options *o, tome_error *err
     char *text;
     size_t len;
     int rc = read_stdin(&text, &len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     v4_ids ids = {0};
     double start = tome_now();
     rc = v4_tokenize(t, text, len, o->special, &ids, err);
@@ -97,8 +93,8 @@ static int encode_stdin(const v4_tokenizer *t, const options *o, tome_error *err
     if (rc == 0) {
         print_ids(&ids);
         if (o->stats)
-            fprintf(stderr, "bytes %zu ids %zu seconds %.3f MB/s %.2f tokens/s %.0f\n", len,
-                    ids.n, seconds, len / seconds / 1e6, ids.n / seconds);
+            fprintf(stderr, "bytes %zu ids %zu seconds %.3f MB/s %.2f tokens/s %.0f\n", len, ids.n,
+                    seconds, len / seconds / 1e6, ids.n / seconds);
     }
     free(ids.ids);
     free(text);
@@ -110,8 +106,7 @@ static int decode_stdin(const v4_tokenizer *t, tome_error *err)
     char *json;
     size_t len;
     int rc = read_stdin(&json, &len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     json_error_t jerr;
     json_t *array = json_loadb(json, len, 0, &jerr);
     free(json);
@@ -132,12 +127,10 @@ static int decode_stdin(const v4_tokenizer *t, tome_error *err)
         ids[i] = (int32_t)id;
     }
     json_decref(array);
-    if (!ids)
-        rc = tome_errorf(err, TOME_ENOMEM, "out of memory for %zu ids", n);
+    if (!ids) rc = tome_errorf(err, TOME_ENOMEM, "out of memory for %zu ids", n);
     char *text = NULL;
     size_t text_len = 0;
-    if (rc == 0)
-        rc = v4_detokenize(t, ids, n, &text, &text_len, err);
+    if (rc == 0) rc = v4_detokenize(t, ids, n, &text, &text_len, err);
     if (rc == 0 && fwrite(text, 1, text_len, stdout) != text_len)
         rc = tome_errorf(err, TOME_EIO, "writing stdout failed");
     free(text);
@@ -150,18 +143,15 @@ static int render_chat(const v4_tokenizer *t, const options *o, tome_error *err)
     char *json;
     size_t len;
     int rc = tome_read_file(o->chat, 256u << 20, &json, &len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     v4_prompt prompt = {0};
     rc = v4_chat_render_json(json, len, &o->chat_opts, &prompt, err);
-    if (rc)
-        tome_error_wrap(err, "%s", o->chat);
+    if (rc) tome_error_wrap(err, "%s", o->chat);
     free(json);
     if (rc == 0 && o->ids) {
         v4_ids ids = {0};
         rc = v4_prompt_tokenize(t, &prompt, &ids, err);
-        if (rc == 0)
-            print_ids(&ids);
+        if (rc == 0) print_ids(&ids);
         free(ids.ids);
     } else if (rc == 0 && fwrite(prompt.text, 1, prompt.len, stdout) != prompt.len) {
         rc = tome_errorf(err, TOME_EIO, "writing stdout failed");
@@ -191,15 +181,33 @@ static int parse_args(int argc, char **argv, options *o)
     int c;
     while ((c = getopt_long(argc, argv, "m:t:dsSc:Tih", longs, NULL)) != -1) {
         switch (c) {
-        case 'm': o->model_dir = optarg; break;
-        case 't': o->tokenizer = optarg; break;
-        case 'd': o->decode = 1; break;
-        case 's': o->special = 1; break;
-        case 'S': o->stats = 1; break;
-        case 'c': o->chat = optarg; break;
-        case 'T': o->chat_opts.thinking = 1; break;
-        case 'i': o->ids = 1; break;
-        case OPT_KEEP: o->chat_opts.keep_reasoning = 1; break;
+        case 'm':
+            o->model_dir = optarg;
+            break;
+        case 't':
+            o->tokenizer = optarg;
+            break;
+        case 'd':
+            o->decode = 1;
+            break;
+        case 's':
+            o->special = 1;
+            break;
+        case 'S':
+            o->stats = 1;
+            break;
+        case 'c':
+            o->chat = optarg;
+            break;
+        case 'T':
+            o->chat_opts.thinking = 1;
+            break;
+        case 'i':
+            o->ids = 1;
+            break;
+        case OPT_KEEP:
+            o->chat_opts.keep_reasoning = 1;
+            break;
         case OPT_EFFORT:
             if (strcmp(optarg, "max") == 0)
                 o->chat_opts.effort_max = 1;
@@ -208,8 +216,12 @@ static int parse_args(int argc, char **argv, options *o)
                 return 1;
             }
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 1;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     int need_tokenizer = !o->chat || o->ids;
@@ -224,21 +236,18 @@ static int parse_args(int argc, char **argv, options *o)
 int main(int argc, char **argv)
 {
     options o = {0};
-    if (parse_args(argc, argv, &o))
-        return 1;
+    if (parse_args(argc, argv, &o)) return 1;
     tome_error err = {0};
     v4_tokenizer *t = NULL;
     char path[4096];
     if (o.model_dir || o.tokenizer) {
-        if (o.model_dir)
-            snprintf(path, sizeof path, "%s/tokenizer.json", o.model_dir);
-        if (v4_tokenizer_load(o.model_dir ? path : o.tokenizer, &t, &err))
-            return fail(&err);
+        if (o.model_dir) snprintf(path, sizeof path, "%s/tokenizer.json", o.model_dir);
+        if (v4_tokenizer_load(o.model_dir ? path : o.tokenizer, &t, &err)) return fail(&err);
     }
-    int rc = o.chat ? render_chat(t, &o, &err) : o.decode ? decode_stdin(t, &err)
-                                                          : encode_stdin(t, &o, &err);
+    int rc = o.chat     ? render_chat(t, &o, &err)
+             : o.decode ? decode_stdin(t, &err)
+                        : encode_stdin(t, &o, &err);
     v4_tokenizer_free(t);
-    if (rc == 0 && fflush(stdout) != 0)
-        rc = tome_errorf(&err, TOME_EIO, "writing stdout failed");
+    if (rc == 0 && fflush(stdout) != 0) rc = tome_errorf(&err, TOME_EIO, "writing stdout failed");
     return rc ? fail(&err) : 0;
 }

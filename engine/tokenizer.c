@@ -29,7 +29,7 @@
 #include "engine/tok_internal.h"
 
 #define MAX_TOKENIZER_FILE (512u << 20)
-#define JIT_STACK_MAX (4u << 20)
+#define JIT_STACK_MAX      (4u << 20)
 
 struct tok_workspace {
     tok_workspace *next_free;
@@ -43,8 +43,7 @@ struct tok_workspace {
 
 static void workspace_free(tok_workspace *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     pcre2_match_data_free(w->match);
     pcre2_match_context_free(w->context);
     pcre2_jit_stack_free(w->jit_stack);
@@ -55,14 +54,12 @@ static void workspace_free(tok_workspace *w)
 static int workspace_new(const v4_tokenizer *t, tok_workspace **out, tome_error *err)
 {
     tok_workspace *w = calloc(1, sizeof *w);
-    if (!w)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for a tokenizer workspace");
+    if (!w) return tome_errorf(err, TOME_ENOMEM, "out of memory for a tokenizer workspace");
     uint32_t pairs = 1;
     for (int i = 0; i < t->n_splits; i++) {
         uint32_t groups = 0;
         pcre2_pattern_info(t->splits[i].code, PCRE2_INFO_CAPTURECOUNT, &groups);
-        if (groups + 1 > pairs)
-            pairs = groups + 1;
+        if (groups + 1 > pairs) pairs = groups + 1;
     }
     w->match = pcre2_match_data_create(pairs, NULL);
     w->context = pcre2_match_context_create(NULL);
@@ -82,8 +79,7 @@ static int workspace_take(const v4_tokenizer *ct, tok_workspace **out, tome_erro
     v4_tokenizer *t = (v4_tokenizer *)ct;
     pthread_mutex_lock(&t->pool_lock);
     tok_workspace *w = t->pool;
-    if (w)
-        t->pool = w->next_free;
+    if (w) t->pool = w->next_free;
     pthread_mutex_unlock(&t->pool_lock);
     if (w) {
         *out = w;
@@ -115,8 +111,7 @@ int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err)
     char *json = NULL;
     size_t len = 0;
     int rc = tome_read_file(path, MAX_TOKENIZER_FILE, &json, &len, err);
-    if (rc == 0)
-        rc = tok_load_json(t, json, len, err);
+    if (rc == 0) rc = tok_load_json(t, json, len, err);
     free(json);
     if (rc) {
         v4_tokenizer_free(t);
@@ -128,8 +123,7 @@ int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err)
 
 void v4_tokenizer_free(v4_tokenizer *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     while (t->pool) {
         tok_workspace *w = t->pool;
         t->pool = w->next_free;
@@ -153,8 +147,7 @@ int v4_tokenizer_n_ids(const v4_tokenizer *t)
 
 int v4_token_bytes(const v4_tokenizer *t, int32_t id, const char **bytes, size_t *len)
 {
-    if (id < 0 || id >= t->n_ids || !t->has_id[id])
-        return TOME_ENOTFOUND;
+    if (id < 0 || id >= t->n_ids || !t->has_id[id]) return TOME_ENOTFOUND;
     *bytes = t->bytes + t->bytes_of[id];
     *len = t->bytes_of[id + 1] - t->bytes_of[id];
     return 0;
@@ -183,8 +176,7 @@ static int next_split(encoder *e, int step, size_t from, size_t end, size_t *ms,
                                        e->w->context)
                      : pcre2_match(re->code, subject, end, from, PCRE2_NOTEMPTY, e->w->match,
                                    e->w->context);
-    if (rc == PCRE2_ERROR_NOMATCH)
-        return 0;
+    if (rc == PCRE2_ERROR_NOMATCH) return 0;
     if (rc < 0) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(rc, msg, sizeof msg);
@@ -205,15 +197,11 @@ static int split(encoder *e, int step, size_t s, size_t end)
     size_t at = s, ms, me;
     while (at < end) {
         int found = next_split(e, step, at, end, &ms, &me);
-        if (found < 0)
-            return found;
-        if (!found)
-            break;
+        if (found < 0) return found;
+        if (!found) break;
         int rc = ms > at ? split(e, step + 1, at, ms) : 0;
-        if (rc == 0)
-            rc = split(e, step + 1, ms, me);
-        if (rc)
-            return rc;
+        if (rc == 0) rc = split(e, step + 1, ms, me);
+        if (rc) return rc;
         at = me;
     }
     return at < end ? split(e, step + 1, at, end) : 0;
@@ -235,16 +223,15 @@ static size_t span_after(const encoder *e, size_t at)
 
 /* Find the leftmost-longest added token of `pass` in text[from, end) that
  * lies inside one span.  Returns 1 with its place and id, or 0. */
-static int next_added(const encoder *e, int pass, size_t from, size_t end, size_t *ms,
-                      size_t *mlen, int32_t *id)
+static int next_added(const encoder *e, int pass, size_t from, size_t end, size_t *ms, size_t *mlen,
+                      int32_t *id)
 {
     const v4_tokenizer *t = e->t;
     for (size_t i = span_after(e, from); i < e->n_spans && e->spans[i].start < end; i++) {
         size_t limit = e->spans[i].end < end ? e->spans[i].end : end;
         size_t q = e->spans[i].start > from ? e->spans[i].start : from;
         for (; q < limit; q++) {
-            if (!t->first_byte[(uint8_t)e->text[q]])
-                continue;
+            if (!t->first_byte[(uint8_t)e->text[q]]) continue;
             size_t n = tok_trie_match(t, e->text + q, limit - q, pass, id);
             if (n) {
                 *ms = q;
@@ -265,33 +252,29 @@ static int encode_range(encoder *e, int pass, size_t s, size_t end)
     int32_t id;
     while (next_added(e, pass, at, end, &ms, &mlen, &id)) {
         int rc = encode_range(e, pass + 1, at, ms);
-        if (rc == 0)
-            rc = tok_ids_reserve(e->out, 1, e->err);
-        if (rc)
-            return rc;
+        if (rc == 0) rc = tok_ids_reserve(e->out, 1, e->err);
+        if (rc) return rc;
         e->out->ids[e->out->n++] = id;
         at = ms + mlen;
     }
     return encode_range(e, pass + 1, at, end);
 }
 
-static int encode(const v4_tokenizer *t, const char *text, size_t len,
-                  const v4_prompt_span *spans, size_t n_spans, v4_ids *out, tome_error *err)
+static int encode(const v4_tokenizer *t, const char *text, size_t len, const v4_prompt_span *spans,
+                  size_t n_spans, v4_ids *out, tome_error *err)
 {
     size_t n_before = out->n;
     encoder e = {.t = t, .text = text, .spans = spans, .n_spans = n_spans, .out = out, .err = err};
     int rc = workspace_take(t, &e.w, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = encode_range(&e, 0, 0, len);
     workspace_give_back(t, e.w);
-    if (rc)
-        out->n = n_before;
+    if (rc) out->n = n_before;
     return rc;
 }
 
-int v4_tokenize(const v4_tokenizer *t, const char *text, size_t len, int parse_special,
-                v4_ids *out, tome_error *err)
+int v4_tokenize(const v4_tokenizer *t, const char *text, size_t len, int parse_special, v4_ids *out,
+                tome_error *err)
 {
     v4_prompt_span all = {0, len};
     return encode(t, text, len, &all, parse_special ? 1 : 0, out, err);

@@ -152,7 +152,8 @@ static void test_content_is_text(const v4_tokenizer *t)
     v4_ids safe = {0}, naive = {0};
     CHECK_OK(v4_prompt_tokenize(t, &p, &safe, &err), &err);
     CHECK_OK(v4_tokenize(t, p.text, p.len, 1, &naive, &err), &err);
-    int32_t user = v4_token_lookup(t, "<｜User｜>"), eos = v4_token_lookup(t, "<｜end▁of▁sentence｜>");
+    int32_t user = v4_token_lookup(t, "<｜User｜>"),
+            eos = v4_token_lookup(t, "<｜end▁of▁sentence｜>");
     CHECK(count_id(&safe, user) == 1 && count_id(&naive, user) == 2);
     CHECK(count_id(&safe, eos) == 0 && count_id(&naive, eos) == 1);
     CHECK(count_id(&safe, v4_token_lookup(t, "</think>")) == 1);
@@ -225,7 +226,8 @@ static void test_errors(void)
     expect_invalid("[{\"role\": \"assistant\", \"tool_calls\": [{\"type\": \"function\"}]}]",
                    "function.name");
     expect_invalid("[{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\","
-                   " \"arguments\": \"[1]\"}}]}]", "not a JSON object");
+                   " \"arguments\": \"[1]\"}}]}]",
+                   "not a JSON object");
     expect_invalid("[1]", "message 0 is not an object");
     expect_invalid("{\"messages\": 3}", "expected a list of messages");
     expect_invalid("[{\"role\": ", "line 1");

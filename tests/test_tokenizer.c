@@ -14,11 +14,9 @@
 
 static int same_ids(const v4_ids *got, const json_t *want)
 {
-    if (got->n != json_array_size(want))
-        return 0;
+    if (got->n != json_array_size(want)) return 0;
     for (size_t i = 0; i < got->n; i++)
-        if (got->ids[i] != json_integer_value(json_array_get(want, i)))
-            return 0;
+        if (got->ids[i] != json_integer_value(json_array_get(want, i))) return 0;
     return 1;
 }
 
@@ -28,21 +26,22 @@ static int valid_utf8(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                             : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-        if (k == 0 || i + k > n)
-            return 0;
+        size_t k = c < 0x80                 ? 1
+                   : c >= 0xC2 && c <= 0xDF ? 2
+                   : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4
+                                            : 0;
+        if (k == 0 || i + k > n) return 0;
         for (size_t j = 1; j < k; j++)
-            if (((unsigned char)s[i + j] & 0xC0) != 0x80)
-                return 0;
+            if (((unsigned char)s[i + j] & 0xC0) != 0x80) return 0;
         i += k;
     }
     return 1;
 }
 
 /* Decode in one go and id by id; both must give back `text`. */
-static void check_roundtrip(const v4_tokenizer *t, const v4_ids *ids, const char *text,
-                            size_t len, int line)
+static void check_roundtrip(const v4_tokenizer *t, const v4_ids *ids, const char *text, size_t len,
+                            int line)
 {
     tome_error err = {0};
     char *back = NULL;
@@ -63,16 +62,17 @@ static void check_roundtrip(const v4_tokenizer *t, const v4_ids *ids, const char
         CHECK_OK(v4_detok_feed(d, ids->ids[i], &piece, &n, &err), &err);
         chunks_ok &= valid_utf8(piece, n);
         fits &= at + n <= len;
-        if (fits)
-            memcpy(joined + at, piece, n);
+        if (fits) memcpy(joined + at, piece, n);
         at += n;
     }
     const char *rest;
     size_t n_rest;
     v4_detok_flush(d, &rest, &n_rest);
     CHECKF(n_rest == 0, "line %d: %zu bytes held back at the end", line, n_rest);
-    CHECKF(fits && at == len && memcmp(joined, text, len) == 0, "line %d: streamed decode "
-           "differs", line);
+    CHECKF(fits && at == len && memcmp(joined, text, len) == 0,
+           "line %d: streamed decode "
+           "differs",
+           line);
     CHECKF(chunks_ok, "line %d: a streamed chunk ends inside a UTF-8 character", line);
     free(joined);
     v4_detok_free(d);
@@ -159,11 +159,12 @@ static void test_long(const v4_tokenizer *t)
     tome_error err = {0};
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(tome_read_file(check_shared_path("golden/tokenizer/long.txt"), 1 << 24, &text, &len,
-                            &err), &err);
+    CHECK_OK(
+        tome_read_file(check_shared_path("golden/tokenizer/long.txt"), 1 << 24, &text, &len, &err),
+        &err);
     json_error_t jerr;
-    json_t *expected = json_load_file(check_shared_path("golden/tokenizer/long.expected.json"), 0,
-                                      &jerr);
+    json_t *expected =
+        json_load_file(check_shared_path("golden/tokenizer/long.expected.json"), 0, &jerr);
     REQUIRE(text && expected, "long.txt or long.expected.json unreadable: %s", jerr.text);
     uint8_t digest[32];
     char hex[65];
@@ -184,11 +185,21 @@ static void test_v4_tokens(const v4_tokenizer *v3, const v4_tokenizer *v4)
         const char *text;
         int32_t id;
     } tokens[] = {
-        {"<think>", 128821},          {"</think>", 128822},         {"｜DSML｜", 128825},
-        {"<｜latest_reminder｜>", 128828}, {"<｜action｜>", 128829},  {"<｜query｜>", 128830},
-        {"<｜authority｜>", 128831}, {"<｜domain｜>", 128832},       {"<｜title｜>", 128836},
-        {"<｜read_url｜>", 128845}, {"<｜extracted_url｜>", 128844}, {"<｜User｜>", 128803},
-        {"<｜Assistant｜>", 128804}, {"<｜begin▁of▁sentence｜>", 0}, {"<｜end▁of▁sentence｜>", 1},
+        {"<think>", 128821},
+        {"</think>", 128822},
+        {"｜DSML｜", 128825},
+        {"<｜latest_reminder｜>", 128828},
+        {"<｜action｜>", 128829},
+        {"<｜query｜>", 128830},
+        {"<｜authority｜>", 128831},
+        {"<｜domain｜>", 128832},
+        {"<｜title｜>", 128836},
+        {"<｜read_url｜>", 128845},
+        {"<｜extracted_url｜>", 128844},
+        {"<｜User｜>", 128803},
+        {"<｜Assistant｜>", 128804},
+        {"<｜begin▁of▁sentence｜>", 0},
+        {"<｜end▁of▁sentence｜>", 1},
     };
     tome_error err = {0};
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {

@@ -58,22 +58,21 @@ static v4_ids encode(const v4_tokenizer *t, const char *text, size_t len)
 static void test_invalid_utf8(const v4_tokenizer *t)
 {
     static const char *const bad[] = {
-        "\x80", "\xBF\xBF", "\xC3", "\xC0\x80", "\xE2\x82", "\xED\xA0\x80", "\xF0\x9F\x98",
-        "\xF5\x80\x80\x80", "\xFE\xFF", "\xFF",
+        "\x80",         "\xBF\xBF",         "\xC3",     "\xC0\x80", "\xE2\x82", "\xED\xA0\x80",
+        "\xF0\x9F\x98", "\xF5\x80\x80\x80", "\xFE\xFF", "\xFF",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[64];
-        int n = snprintf(text, sizeof text, "word %s 12%s34 中文%s日本 end", bad[i], bad[i], bad[i]);
+        int n =
+            snprintf(text, sizeof text, "word %s 12%s34 中文%s日本 end", bad[i], bad[i], bad[i]);
         roundtrip(t, text, (size_t)n, "invalid UTF-8");
 
         char joined[64];
         size_t left = strlen("hello"), mid = strlen(bad[i]);
         snprintf(joined, sizeof joined, "hello%sworld", bad[i]);
         v4_ids all = encode(t, joined, left + mid + 5);
-        v4_ids a = encode(t, "hello", left), b = encode(t, bad[i], mid),
-               c = encode(t, "world", 5);
-        int same = all.n == a.n + b.n + c.n &&
-                   memcmp(all.ids, a.ids, a.n * 4) == 0 &&
+        v4_ids a = encode(t, "hello", left), b = encode(t, bad[i], mid), c = encode(t, "world", 5);
+        int same = all.n == a.n + b.n + c.n && memcmp(all.ids, a.ids, a.n * 4) == 0 &&
                    memcmp(all.ids + a.n, b.ids, b.n * 4) == 0 &&
                    memcmp(all.ids + a.n + b.n, c.ids, c.n * 4) == 0;
         CHECKF(same, "invalid sequence %zu does not cut the text", i);
@@ -122,7 +121,8 @@ static void test_100mb(const v4_tokenizer *t)
 {
     static const char unit[] =
         "The quick brown fox (1234567) jumps over <｜User｜> the lazy dog.\r\n\t"
-        "int main(void) { return 0; }  // 注释：中文 日本語 ﾊﾝｶｸ 한국어 😀👍🏽\n\n"
+        "int main(void) { return 0; }  // 注释：中文 日本語 ﾊﾝｶｸ 한국어 "
+        "😀👍🏽\n\n"
         "    x = [1.5e-3, 0x1F, \"str\\n\"];\u00a0\u3000 end\n";
     size_t len = 100 * (size_t)MB;
     char *text = malloc(len);
@@ -195,8 +195,9 @@ static void test_threads(const v4_tokenizer *t)
     tome_error err = {0};
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(tome_read_file(check_shared_path("golden/tokenizer/long.txt"), 1 << 24, &text, &len,
-                            &err), &err);
+    CHECK_OK(
+        tome_read_file(check_shared_path("golden/tokenizer/long.txt"), 1 << 24, &text, &len, &err),
+        &err);
     v4_ids expected = encode(t, text, len);
     job jobs[4];
     pthread_t threads[4];
@@ -238,9 +239,11 @@ static int load_variant(const char *normalizer, const char *pre, const char *voc
     FILE *f = fopen(path, "w");
     REQUIRE(f, "cannot write %s", path);
     char *vocab = byte_vocab();
-    fprintf(f, "{\"normalizer\": %s, \"pre_tokenizer\": %s, \"decoder\": {\"type\": \"ByteLevel\"},"
-               " \"model\": {\"type\": \"BPE\", \"vocab\": {%s%s}, \"merges\": [%s]},"
-               " \"added_tokens\": [%s]}", normalizer, pre, vocab, vocab_extra, merges, added);
+    fprintf(f,
+            "{\"normalizer\": %s, \"pre_tokenizer\": %s, \"decoder\": {\"type\": \"ByteLevel\"},"
+            " \"model\": {\"type\": \"BPE\", \"vocab\": {%s%s}, \"merges\": [%s]},"
+            " \"added_tokens\": [%s]}",
+            normalizer, pre, vocab, vocab_extra, merges, added);
     fclose(f);
     free(vocab);
     v4_tokenizer *t = NULL;
@@ -265,23 +268,28 @@ static void test_refused_files(void)
     tmpdir = check_tmpdir();
     tome_error err = {0};
     CHECK_OK(load_variant("null", BYTE_LEVEL, ", \"ab\": 256", "\"a b\"",
-                          "{\"id\": 257, \"content\": \"<x>\", \"special\": true}", &err), &err);
+                          "{\"id\": 257, \"content\": \"<x>\", \"special\": true}", &err),
+             &err);
     refused("{\"type\": \"NFC\"}", BYTE_LEVEL, "", "", "", "normalizer");
     refused("null", "{\"type\": \"Whitespace\"}", "", "", "", "pre-tokenizer");
-    refused("null", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\":"
-            " {\"Regex\": \"a\"}, \"behavior\": \"Removed\"}, " BYTE_LEVEL "]}", "", "", "",
-            "Split behavior");
-    refused("null", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\":"
-            " {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}, " BYTE_LEVEL "]}", "", "", "",
-            "does not compile");
+    refused("null",
+            "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\":"
+            " {\"Regex\": \"a\"}, \"behavior\": \"Removed\"}, " BYTE_LEVEL "]}",
+            "", "", "", "Split behavior");
+    refused("null",
+            "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\":"
+            " {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}, " BYTE_LEVEL "]}",
+            "", "", "", "does not compile");
     refused("null", BYTE_LEVEL, "", "\"a zz\"", "", "outside the vocabulary");
     refused("null", BYTE_LEVEL, "", "\"abc\"", "", "is not \"a b\"");
-    refused("null", BYTE_LEVEL, "", "",
-            "{\"id\": 300, \"content\": \"<x>\", \"special\": true}", "Hugging Face numbers it 256");
-    refused("null", BYTE_LEVEL, "", "",
-            "{\"id\": 256, \"content\": \"<x>\", \"lstrip\": true}", "lstrip");
-    refused("null", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": "
-            "\"Isolated\"}", "", "", "", "no ByteLevel step");
+    refused("null", BYTE_LEVEL, "", "", "{\"id\": 300, \"content\": \"<x>\", \"special\": true}",
+            "Hugging Face numbers it 256");
+    refused("null", BYTE_LEVEL, "", "", "{\"id\": 256, \"content\": \"<x>\", \"lstrip\": true}",
+            "lstrip");
+    refused("null",
+            "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": "
+            "\"Isolated\"}",
+            "", "", "", "no ByteLevel step");
 
     char path[4200];
     snprintf(path, sizeof path, "%s/absent.json", tmpdir);

@@ -22,11 +22,14 @@ static inline const char *tok_test_path(const char *variant)
     else if (build && *build)
         snprintf(out, sizeof path[0], "%s/tokenizer/%s/tokenizer.json", build, variant);
     else
-        REQUIRE(0, "neither TOME_TOKENIZER_DIR nor TOME_BUILDDIR is set (run through `make "
-                   "check`, or set TOME_TOKENIZER_DIR to the output of scripts/fetch-tokenizer.sh)");
+        REQUIRE(0,
+                "neither TOME_TOKENIZER_DIR nor TOME_BUILDDIR is set (run through `make "
+                "check`, or set TOME_TOKENIZER_DIR to the output of scripts/fetch-tokenizer.sh)");
     struct stat st;
-    REQUIRE(stat(out, &st) == 0, "%s is missing: run scripts/fetch-tokenizer.sh DIR and set "
-                                 "TOME_TOKENIZER_DIR=DIR (make check does this itself)", out);
+    REQUIRE(stat(out, &st) == 0,
+            "%s is missing: run scripts/fetch-tokenizer.sh DIR and set "
+            "TOME_TOKENIZER_DIR=DIR (make check does this itself)",
+            out);
     return out;
 }
 
