@@ -239,11 +239,13 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &o)) return 1;
     tome_error err = {0};
     v4_tokenizer *t = NULL;
-    char path[4096];
-    if (o.model_dir || o.tokenizer) {
-        if (o.model_dir) snprintf(path, sizeof path, "%s/tokenizer.json", o.model_dir);
-        if (v4_tokenizer_load(o.model_dir ? path : o.tokenizer, &t, &err)) return fail(&err);
+    char in_model[4096];
+    const char *path = o.tokenizer;
+    if (o.model_dir) {
+        snprintf(in_model, sizeof in_model, "%s/tokenizer.json", o.model_dir);
+        path = in_model;
     }
+    if (path && v4_tokenizer_load(path, &t, &err)) return fail(&err);
     int rc = o.chat     ? render_chat(t, &o, &err)
              : o.decode ? decode_stdin(t, &err)
                         : encode_stdin(t, &o, &err);
