@@ -14,7 +14,6 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,34 +28,33 @@
 
 /* ---- running the tool ------------------------------------------------ */
 
-/* Run tome-mkmodel with the NULL-terminated arguments; stdout goes to
- * `out_path` when given.  Returns the exit status. */
-static int run_tool(const char *out_path, ...)
+/* Run tome-mkmodel with the NULL-terminated argument array `args`; stdout
+ * goes to `out_path` when given.  Returns the exit status. */
+static int run_tool_argv(const char *out_path, const char *const *args)
 {
-    const char *args[32];
+    const char *argv[32];
     char tool[4096];
     const char *builddir = getenv("TOME_BUILDDIR");
     REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
     snprintf(tool, sizeof tool, "%s/engine/tome-mkmodel", builddir);
     int n = 0;
-    args[n++] = tool;
-    va_list ap;
-    va_start(ap, out_path);
-    while (n < 31 && (args[n] = va_arg(ap, const char *)) != NULL) n++;
-    va_end(ap);
-    args[n] = NULL;
+    argv[n++] = tool;
+    while (n < 31 && *args) argv[n++] = *args++;
+    argv[n] = NULL;
     fflush(NULL);
     pid_t pid = fork();
     REQUIRE(pid >= 0, "fork failed");
     if (pid == 0) {
         if (out_path && !freopen(out_path, "w", stdout)) _exit(126);
-        execv(tool, (char *const *)args);
+        execv(tool, (char *const *)argv);
         _exit(127);
     }
     int status;
     REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
+
+#define RUN_TOOL(out_path, ...) run_tool_argv(out_path, (const char *const[]){__VA_ARGS__, NULL})
 
 static char *path_in(const char *dir, const char *name)
 {
@@ -519,12 +517,12 @@ static void test_golden_config(const char *tmp, const char *which)
     const char *tok = path_in(tmp, "tokenizer.json");
     spit(tok, "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}}, "
               "\"added_tokens\": [{\"id\": 1023, \"content\": \"<x>\"}]}");
-    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--threads", "2", "--tokenizer", tok, "-o",
-                   a, NULL) == 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--threads", "1", "--tokenizer", tok, "-o",
-                   b, NULL) == 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--seed", "7", "--shard-size", "1M", "-o", c, NULL) == 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--seed", "8", "-o", d, NULL) == 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "7", "--threads", "2", "--tokenizer", tok, "-o",
+                   a) == 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "7", "--threads", "1", "--tokenizer", tok, "-o",
+                   b) == 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "7", "--shard-size", "1M", "-o", c) == 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "8", "-o", d) == 0);
     size_t la, lb;
     char *x = slurp(cfg, &la), *y = slurp(path_in(a, "config.json"), &lb);
     CHECKF(la == lb && memcmp(x, y, la) == 0, "%s: config.json is not the given file", a);
@@ -629,24 +627,24 @@ static void test_errors(const char *tmp)
                *cfg = check_shared_path("golden/v4-tiny-a/config.json");
     const char *big_tok = path_in(dir, "big-tokenizer.json");
     spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
-    CHECK(run_tool(NULL, "--preset", "huge", "-o", out, NULL) != 0);
-    CHECK(run_tool(NULL, "--preset", "tiny", NULL) != 0); /* no -o */
-    CHECK(run_tool(NULL, "--preset", "tiny", "--config", cfg, "-o", out, NULL) != 0);
-    CHECK(run_tool(NULL, "--preset", "tiny", "--layers", "3", "-o", out, NULL) != 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--shard-size", "4X", "-o", out, NULL) != 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--tokenizer", path_in(dir, "absent.json"), "-o", out,
-                   NULL) != 0);
-    CHECK(run_tool(NULL, "--config", cfg, "--tokenizer", big_tok, "-o", out, NULL) != 0);
-    CHECK(run_tool(NULL, "--config", big_tok, "-o", out, NULL) != 0); /* not a V4 config */
+    CHECK(RUN_TOOL(NULL, "--preset", "huge", "-o", out) != 0);
+    CHECK(RUN_TOOL(NULL, "--preset", "tiny") != 0); /* no -o */
+    CHECK(RUN_TOOL(NULL, "--preset", "tiny", "--config", cfg, "-o", out) != 0);
+    CHECK(RUN_TOOL(NULL, "--preset", "tiny", "--layers", "3", "-o", out) != 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--shard-size", "4X", "-o", out) != 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--tokenizer", path_in(dir, "absent.json"), "-o", out) !=
+          0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "--tokenizer", big_tok, "-o", out) != 0);
+    CHECK(RUN_TOOL(NULL, "--config", big_tok, "-o", out) != 0); /* not a V4 config */
     CHECKF(count_entries(dir) == 1, "a failed run left files in %s", dir);
     /* An existing non-empty directory is never replaced. */
     REQUIRE(tome_mkdir_p(out, 0755, &(tome_error){0}) == 0, "mkdir %s", out);
     spit(path_in(out, "keep"), "x");
-    CHECK(run_tool(NULL, "--config", cfg, "-o", out, NULL) != 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "-o", out) != 0);
     CHECK(count_entries(out) == 1 && count_entries(dir) == 2);
     /* An empty one is. */
     CHECK(unlink(path_in(out, "keep")) == 0);
-    CHECK(run_tool(NULL, "--config", cfg, "-o", out, NULL) == 0);
+    CHECK(RUN_TOOL(NULL, "--config", cfg, "-o", out) == 0);
     CHECK(count_entries(out) == 3 && count_entries(dir) == 2);
 }
 
@@ -664,8 +662,10 @@ static void test_flash_shape(const char *tmp)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *out = path_in(tmp, "flash.json");
-        CHECK(run_tool(out, "--preset", "flash-shape", "--print-config", cases[i].args[0],
-                       cases[i].args[1], cases[i].args[2], cases[i].args[3], NULL) == 0);
+        const char *args[] = {
+            "--preset",       "flash-shape",    "--print-config", cases[i].args[0],
+            cases[i].args[1], cases[i].args[2], cases[i].args[3], NULL};
+        CHECK(run_tool_argv(out, args) == 0);
         size_t len;
         char *text = slurp(out, &len);
         v4_config c;
