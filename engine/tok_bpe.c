@@ -110,18 +110,23 @@ void tok_bpe_scratch_free(tok_bpe_scratch *s)
     free(s);
 }
 
+static int grow_array(int32_t **array, size_t cap)
+{
+    int32_t *p = realloc(*array, cap * sizeof *p);
+    if (!p) return -1;
+    *array = p;
+    return 0;
+}
+
+/* Room for n symbols.  On failure some arrays may be larger than s->cap,
+ * which is harmless: cap only ever promises the smallest size. */
 static int grow_symbols(tok_bpe_scratch *s, size_t n, tome_error *err)
 {
     if (n <= s->cap) return 0;
     size_t cap = n < 256 ? 256 : n;
-    int32_t *arrays[4] = {s->id, s->prev, s->next, s->len};
-    for (int i = 0; i < 4; i++) {
-        int32_t *p = realloc(arrays[i], cap * sizeof *p);
-        if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte piece", n);
-        arrays[i] = p;
-        /* Store as we go so a failure leaves every pointer valid. */
-        s->id = arrays[0], s->prev = arrays[1], s->next = arrays[2], s->len = arrays[3];
-    }
+    if (grow_array(&s->id, cap) || grow_array(&s->prev, cap) || grow_array(&s->next, cap) ||
+        grow_array(&s->len, cap))
+        return tome_errorf(err, TOME_ENOMEM, "out of memory for a %zu-byte piece", n);
     s->cap = cap;
     return 0;
 }
