@@ -70,10 +70,12 @@ struct tomed_engine {
     /* model, written once by the thread before `ready` */
     v4_model *model;
     v4_tokenizer *tokenizer;
+    char tokenizer_fingerprint[65]; /* SHA-256 of tokenizer.json */
     atomic_int ready;
     char why[TOME_ERROR_MAX];
     int32_t eos_id;
-    int vocab;
+    int vocab;        /* logits per position */
+    int sample_vocab; /* ids the tokenizer can decode */
     int64_t context;
     /* queues, under lock */
     tomed_job *jobs_head, *jobs_tail;
@@ -120,9 +122,22 @@ static int load_model(tomed_engine *e, tome_error *err)
     snprintf(path, sizeof path, "%s/tokenizer.json", e->model_dir);
     rc = v4_tokenizer_load(path, &e->tokenizer, err);
     if (rc != 0) return rc;
+    char *text;
+    size_t len;
+    rc = tome_read_file(path, (size_t)1 << 30, &text, &len, err);
+    if (rc != 0) return rc;
+    uint8_t digest[32];
+    tome_sha256(text, len, digest);
+    free(text);
+    tome_hex(digest, sizeof digest, e->tokenizer_fingerprint);
     const v4_config *cfg = v4_model_config(e->model);
     e->eos_id = cfg->eos_id;
+    /* The model's embedding may be wider than the tokenizer's vocabulary
+     * (padding rows); an id the tokenizer cannot decode is never sampled. */
     e->vocab = cfg->vocab_size;
+    e->sample_vocab = v4_tokenizer_n_ids(e->tokenizer) < cfg->vocab_size
+                          ? v4_tokenizer_n_ids(e->tokenizer)
+                          : cfg->vocab_size;
     e->context = cfg->max_position;
     e->logits = malloc((size_t)e->vocab * sizeof *e->logits);
     if (!e->logits) return tome_errorf(err, TOME_ENOMEM, "logits");
@@ -168,12 +183,18 @@ static cached_state *find_cached(tomed_engine *e, const char *corpus, int64_t ve
     return NULL;
 }
 
+static void state_id(const cached_state *c, char *out, size_t cap)
+{
+    snprintf(out, cap, "mem-%lld-%lld", (long long)c->version_id, (long long)c->serial);
+}
+
 int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id,
-                           int64_t *tokens)
+                           int64_t *tokens, char id[48])
 {
     pthread_mutex_lock(&e->lock);
     cached_state *c = find_cached(e, corpus, version_id);
     if (c && tokens) *tokens = c->tokens;
+    if (c && id) state_id(c, id, 48);
     pthread_mutex_unlock(&e->lock);
     return c != NULL;
 }
@@ -204,16 +225,57 @@ static void cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v
     if (old) v4_state_free(old);
 }
 
-void tomed_engine_forget(tomed_engine *e, const char *corpus)
+/* Takes the entries matching `corpus` (or, if NULL, the state `id`) out
+ * of the cache under the lock and frees them after.  That is safe on any
+ * thread: forks are taken under the lock, and a fork holds its own
+ * references to the history it shares. */
+static int cache_remove(tomed_engine *e, const char *corpus, const char *id)
 {
+    v4_state *gone[64];
+    int n = 0;
     pthread_mutex_lock(&e->lock);
-    for (int i = 0; i < e->n_cache; i++) {
-        if (strcmp(e->cache[i].corpus, corpus) != 0) continue;
-        /* Only the version id is cleared here: freeing the state is the
-         * engine thread's, at its next cache_put of this slot. */
-        e->cache[i].version_id = -1;
+    for (int i = 0; i < e->n_cache;) {
+        char text[48];
+        state_id(&e->cache[i], text, sizeof text);
+        int match = corpus ? strcmp(e->cache[i].corpus, corpus) == 0 : strcmp(text, id) == 0;
+        if (match) {
+            gone[n++] = e->cache[i].state;
+            e->cache[i] = e->cache[--e->n_cache];
+        } else {
+            i++;
+        }
     }
     pthread_mutex_unlock(&e->lock);
+    for (int i = 0; i < n; i++) v4_state_free(gone[i]);
+    return n;
+}
+
+void tomed_engine_forget(tomed_engine *e, const char *corpus)
+{
+    cache_remove(e, corpus, NULL);
+}
+
+int tomed_engine_drop_state(tomed_engine *e, const char *id)
+{
+    return cache_remove(e, NULL, id) ? 0 : TOME_ENOTFOUND;
+}
+
+json_t *tomed_engine_states(tomed_engine *e)
+{
+    json_t *list = json_array();
+    pthread_mutex_lock(&e->lock);
+    for (int i = 0; i < e->n_cache; i++) {
+        const cached_state *c = &e->cache[i];
+        char id[48];
+        state_id(c, id, sizeof id);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "corpus",
+                                              c->corpus, "version", (json_int_t)c->version_id,
+                                              "tokens", (json_int_t)c->tokens, "bytes",
+                                              (json_int_t)v4_state_kv_bytes(c->state), "status",
+                                              "memory"));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return list;
 }
 
 /* ------------------------------------------------------------------------
@@ -388,8 +450,7 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
                              ask->corpus);
     if (c) {
         ask->corpus_tokens = c->tokens;
-        snprintf(ask->state_id, sizeof ask->state_id, "mem-%lld-%lld",
-                 (long long)c->version_id, (long long)c->serial);
+        state_id(c, ask->state_id, sizeof ask->state_id);
     }
     pthread_mutex_unlock(&e->lock);
     if (rc != 0) {
@@ -420,7 +481,7 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
     if (ask->t_question_fed > t0) ask->question_tokens_per_s = (double)n / (ask->t_question_fed - t0);
     atomic_fetch_add(&tomed_stats.prefill_tokens, n);
     a->rng = ask->seed;
-    a->next_id = sample(e->logits, e->vocab, ask->temperature, ask->top_p, &a->rng);
+    a->next_id = sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
     return v4_detok_new(e->tokenizer, &a->detok, err);
 }
 
@@ -453,7 +514,7 @@ static int step_ask(tomed_engine *e, active_ask *a, tome_error *err)
     v4_eval ev = {.last_logits = e->logits};
     rc = v4_eval_tokens(a->state, &id, 1, &ev, err);
     if (rc != 0) return rc;
-    a->next_id = sample(e->logits, e->vocab, ask->temperature, ask->top_p, &a->rng);
+    a->next_id = sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
     return 0;
 }
 
@@ -690,9 +751,11 @@ int tomed_engine_ready(tomed_engine *e, const char **why)
     return ready;
 }
 
-const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e)
+const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint)
 {
-    return atomic_load(&e->ready) ? e->tokenizer : NULL;
+    if (!atomic_load(&e->ready)) return NULL;
+    *fingerprint = e->tokenizer_fingerprint;
+    return e->tokenizer;
 }
 
 int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err)

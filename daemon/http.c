@@ -701,6 +701,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     tomed_conn *c = arg;
+    if (what == BEV_EVENT_CONNECTED) return; /* the TLS handshake is done */
     if (what & BEV_EVENT_TIMEOUT)
         tomed_log(TOMED_LOG_DEBUG, "%s: %s timed out", c->peer.address,
                   (what & BEV_EVENT_READING) ? "read" : "write");

@@ -270,12 +270,12 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
         return tome_errorf(err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", pc->corpus);
     if (rc != 0) return rc;
     tomed_engine *e = pc->jobs->engine;
-    if (tomed_engine_has_state(e, pc->corpus, pc->version_id, NULL)) {
+    if (tomed_engine_has_state(e, pc->corpus, pc->version_id, NULL, NULL)) {
         pc->already_cached = 1;
     } else {
         ingest_render_options opts;
         ingest_render_options_default(&opts);
-        opts.tokenizer = tomed_engine_tokenizer(e);
+        opts.tokenizer = tomed_engine_tokenizer(e, &opts.tokenizer_fingerprint);
         if (!opts.tokenizer) return tome_errorf(err, TOME_EBUSY, "the model is not loaded");
         ingest_rendering *rendering;
         rc = ingest_render(db, pc->version_id, &opts, &rendering, err);
@@ -336,7 +336,7 @@ static void prefill_done(void *arg)
         job->status = STORE_JOB_DONE;
         job->started_at = job->finished_at = job->created_at;
         int64_t tokens = 0;
-        tomed_engine_has_state(pc->jobs->engine, job->corpus, job->version_id, &tokens);
+        tomed_engine_has_state(pc->jobs->engine, job->corpus, job->version_id, &tokens, NULL);
         job->n_ids = (size_t)tokens;
         atomic_store(&job->tokens_done, tokens);
     } else if (job) {

@@ -125,6 +125,12 @@ static int list_states(tomed_call *c, store *db, tome_error *err)
         if (list.states[i].status == STORE_STATE_READY) used += list.states[i].bytes;
     }
     store_state_list_free(&list);
+    json_t *memory = tomed_engine_states(tomed_jobs_engine(c->server->jobs));
+    size_t k;
+    json_t *st;
+    json_array_foreach(memory, k, st) used += json_integer_value(json_object_get(st, "bytes"));
+    json_array_extend(states, memory);
+    json_decref(memory);
     c->result = json_pack("{s:o, s:I}", "states", states, "used_bytes", used);
     return 0;
 }
@@ -199,12 +205,41 @@ void tomed_route_cache_list(tomed_request *r)
     cache_call(r, list_states, 200);
 }
 
+/* States in memory ("mem-...") are the engine's; the rest the store's. */
+static int in_memory(const char *id)
+{
+    return strncmp(id, "mem-", 4) == 0;
+}
+
 void tomed_route_cache_verify(tomed_request *r)
 {
-    cache_call(r, verify_state, 200);
+    if (!in_memory(r->params[0])) {
+        cache_call(r, verify_state, 200);
+        return;
+    }
+    json_t *states = tomed_engine_states(tomed_jobs_engine(r->server->jobs));
+    size_t i;
+    json_t *st;
+    int found = 0;
+    json_array_foreach(states, i, st)
+    {
+        found |= strcmp(json_string_value(json_object_get(st, "id")), r->params[0]) == 0;
+    }
+    json_decref(states);
+    if (found)
+        tomed_reply_json(r, 200, json_pack("{s:s, s:b}", "id", r->params[0], "ok", 1));
+    else
+        tomed_reply_error(r, TOME_ENOTFOUND, "cached state '%s' does not exist", r->params[0]);
 }
 
 void tomed_route_cache_delete(tomed_request *r)
 {
-    cache_call(r, delete_state, 204);
+    if (!in_memory(r->params[0])) {
+        cache_call(r, delete_state, 204);
+    } else if (tomed_engine_drop_state(tomed_jobs_engine(r->server->jobs), r->params[0]) != 0) {
+        tomed_reply_error(r, TOME_ENOTFOUND, "cached state '%s' does not exist", r->params[0]);
+    } else {
+        tomed_log(TOMED_LOG_INFO, "%s removed state %s", r->principal.name, r->params[0]);
+        tomed_reply_empty(r, 204);
+    }
 }

@@ -212,7 +212,7 @@ static void submit(void *arg)
         ask_free(ctx);
         return;
     }
-    if (rc == 0 && !tomed_engine_has_state(engine, ask->corpus, ask->version_id, NULL)) {
+    if (rc == 0 && !tomed_engine_has_state(engine, ask->corpus, ask->version_id, NULL, NULL)) {
         atomic_fetch_add(&tomed_stats.cache_misses, 1);
         rc = tome_errorf(&err, TOME_EMISMATCH,
                          "corpus '%s' has no prefilled state of its current version; "

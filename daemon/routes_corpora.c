@@ -39,8 +39,20 @@ int tomed_require_corpus(tomed_request *r, int rights)
     return 0;
 }
 
+/* The state answers of the corpus's current version come from: a saved
+ * state in the store, else the engine's in-memory one, else none. */
+static json_t *memory_state(tomed_server *s, const char *name, int64_t version_id)
+{
+    int64_t tokens;
+    char id[48];
+    if (!tomed_engine_has_state(tomed_jobs_engine(s->jobs), name, version_id, &tokens, id))
+        return json_null();
+    return json_pack("{s:s, s:I, s:n}", "id", id, "tokens", (json_int_t)tokens, "bytes");
+}
+
 /* The corpus object of tome-protocol(7), built on a worker. */
-static int corpus_json(store *db, const char *name, json_t **out, tome_error *err)
+static int corpus_json(tomed_server *s, store *db, const char *name, json_t **out,
+                       tome_error *err)
 {
     int64_t corpus_id, version_id = 0;
     int rc = store_corpus_find(db, name, &corpus_id, err);
@@ -71,6 +83,7 @@ static int corpus_json(store *db, const char *name, json_t **out, tome_error *er
                               "bytes", (json_int_t)st->bytes);
         }
         store_state_list_free(&states);
+        if (json_is_null(state)) state = memory_state(s, name, version_id);
     }
     if (rc != 0) {
         json_decref(state);
@@ -92,7 +105,7 @@ static int create_corpus(tomed_call *c, store *db, tome_error *err)
     if (rc == 0) return tome_errorf(err, TOME_EEXIST, "corpus '%s' exists", c->corpus);
     if (rc != TOME_ENOTFOUND) return rc;
     rc = store_corpus_ensure(db, c->corpus, &id, err);
-    if (rc == 0) rc = corpus_json(db, c->corpus, &c->result, err);
+    if (rc == 0) rc = corpus_json(c->server, db, c->corpus, &c->result, err);
     return rc;
 }
 
@@ -118,7 +131,7 @@ void tomed_route_corpus_create(tomed_request *r)
 
 static int show_corpus(tomed_call *c, store *db, tome_error *err)
 {
-    int rc = corpus_json(db, c->corpus, &c->result, err);
+    int rc = corpus_json(c->server, db, c->corpus, &c->result, err);
     if (rc == TOME_ENOTFOUND)
         return tome_errorf(err, TOME_ENOTFOUND, "corpus '%s' does not exist", c->corpus);
     return rc;
@@ -143,7 +156,7 @@ static int list_corpora(tomed_call *c, store *db, tome_error *err)
     for (size_t i = 0; i < n && rc == 0; i++) {
         json_t *corpus;
         if (!tomed_principal_can(p, names[i], TOMED_RIGHT_READ)) continue;
-        rc = corpus_json(db, names[i], &corpus, err);
+        rc = corpus_json(c->server, db, names[i], &corpus, err);
         if (rc == 0) json_array_append_new(list, corpus);
     }
     for (size_t i = 0; i < n; i++) free(names[i]);
@@ -177,6 +190,7 @@ static int delete_corpus(tomed_call *c, store *db, tome_error *err)
     for (size_t i = 0; rc == 0 && i < states.n; i++)
         if (states.states[i].path) unlink(states.states[i].path);
     store_state_list_free(&states);
+    if (rc == 0) tomed_engine_forget(tomed_jobs_engine(c->server->jobs), c->corpus);
     return rc;
 }
 

@@ -63,6 +63,7 @@ int tomed_tls_context_new(const tomed_config *cfg, SSL_CTX **out, tome_error *er
      * of the client CA, so they are off. */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"tomed", 5);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
     *out = ctx;
     return 0;
 }

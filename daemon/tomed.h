@@ -512,15 +512,21 @@ int tomed_engine_start(tomed_server *s, const char *model_dir, tomed_engine **ou
  * questions cancelled) and joins the thread. */
 void tomed_engine_stop(tomed_engine *e);
 int tomed_engine_ready(tomed_engine *e, const char **why);
-/* The tokenizer, once ready (immutable; any thread may use it). */
-const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e);
+/* The tokenizer and its fingerprint, once ready (immutable; any thread
+ * may use them), else NULL. */
+const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint);
 int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err);
 /* TOME_EBUSY when ask_queue_limit questions are already waiting. */
 int tomed_engine_submit_ask(tomed_engine *e, tomed_ask *ask, tome_error *err);
-/* Is a state of this corpus version in memory (and how many tokens)? */
+/* Is a state of this corpus version in memory?  Its tokens and id (both
+ * optional) are filled when it is. */
 int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id,
-                           int64_t *tokens);
+                           int64_t *tokens, char id[48]);
+/* Drop the corpus's states (the corpus is gone), or one state by id. */
 void tomed_engine_forget(tomed_engine *e, const char *corpus);
+int tomed_engine_drop_state(tomed_engine *e, const char *id);
+/* The states in memory, as tome-protocol(7) state objects. */
+json_t *tomed_engine_states(tomed_engine *e);
 
 /* ------------------------------------------------------------------------
  * The daemon object (main.c fills it; routes read it)
