@@ -11,7 +11,7 @@
  * checkpoint against this manifest and tome-mkmodel writes one from it, so
  * the two can never disagree about what a V4 checkpoint is.
  */
-#include "engine/v4.h"
+#include "engine/internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -195,6 +195,13 @@ static void check_shapes(reader *r, v4_config *c)
     else if (c->n_hash_layers > c->n_layers)
         r->rc = tome_errorf(r->err, TOME_EFORMAT, "%s: num_hash_layers exceeds num_hidden_layers",
                             r->origin);
+    else if ((int64_t)c->hc_mult * c->dim > V4_MAX_COLS ||
+             (int64_t)c->n_heads * c->head_dim / c->o_groups > V4_MAX_COLS ||
+             (int64_t)c->o_groups * c->o_lora_rank > V4_MAX_COLS ||
+             (int64_t)c->n_shared_experts * c->moe_inter_dim > V4_MAX_COLS)
+        r->rc = tome_errorf(r->err, TOME_EFORMAT,
+                            "%s: a weight matrix is wider than the engine's limit of %d columns",
+                            r->origin, V4_MAX_COLS);
     else if ((c->index_head_dim & (c->index_head_dim - 1)) != 0)
         r->rc = tome_errorf(r->err, TOME_EFORMAT,
                             "%s: index_head_dim = %d must be a power of two (Hadamard rotation)",
@@ -224,7 +231,7 @@ int v4_config_parse(const char *json, size_t len, const char *origin, v4_config 
     cfg->n_layers = POS_INT("num_hidden_layers", V4_MAX_LAYERS);
     cfg->n_heads = POS_INT("num_attention_heads", 4096);
     cfg->head_dim = POS_INT("head_dim", 4096);
-    cfg->rope_dim = POS_INT("qk_rope_head_dim", 1024);
+    cfg->rope_dim = POS_INT("qk_rope_head_dim", 512);
     cfg->q_lora_rank = POS_INT("q_lora_rank", 1 << 16);
     cfg->o_groups = POS_INT("o_groups", 4096);
     cfg->o_lora_rank = POS_INT("o_lora_rank", 1 << 16);
@@ -235,9 +242,9 @@ int v4_config_parse(const char *json, size_t len, const char *origin, v4_config 
     cfg->index_n_heads = POS_INT("index_n_heads", 4096);
     cfg->index_head_dim = POS_INT("index_head_dim", 4096);
     cfg->index_topk = POS_INT("index_topk", 1 << 24);
-    cfg->n_routed_experts = POS_INT("n_routed_experts", 1 << 16);
+    cfg->n_routed_experts = POS_INT("n_routed_experts", 4096);
     cfg->n_shared_experts = POS_INT("n_shared_experts", 64);
-    cfg->n_active_experts = POS_INT("num_experts_per_tok", 1 << 10);
+    cfg->n_active_experts = POS_INT("num_experts_per_tok", 64);
     cfg->moe_inter_dim = POS_INT("moe_intermediate_size", 1 << 20);
     cfg->n_hash_layers = (int)get_int(&r, root, "num_hash_layers", 0, 0);
     cfg->hc_mult = POS_INT("hc_mult", 64);

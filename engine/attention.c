@@ -1,0 +1,483 @@
+/*
+ * attention.c - V4 attention for a chunk of tokens: queries, the raw KV of
+ * the sliding window, the compressors, the lightning indexer, sparse
+ * attention with a sink, and the grouped low-rank output projection.
+ *
+ * One code path serves prefill (many tokens) and decode (one token).  The
+ * chunk's tokens are processed in the reference's order of state updates:
+ * the indexer's compressor and the main compressor consume every token of
+ * the chunk in position order (emitting an entry whenever a block of `ratio`
+ * tokens completes), and then each token attends to exactly what it would
+ * have seen had the tokens been fed one at a time: the window of the last
+ * `window` raw entries up to and including itself, and the compressed
+ * entries i < (pos + 1) / ratio - all of them for ratio 128, the indexer's
+ * top-k of them for ratio 4.  Because visibility is a function of the
+ * position alone, any chunking gives the same result.
+ *
+ * The raw window of a chunk spans the ring (entries written before the
+ * chunk) and the chunk's own new entries; the ring is updated only after the
+ * chunk has attended, so a long chunk never overwrites what its first
+ * tokens still need.
+ */
+#include "engine/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Everything one attention call works on. */
+typedef struct attn_ctx {
+    const v4_model *m;
+    const v4_block_weights *bw;
+    v4_block_state *bs;
+    const v4_eval *ev;
+    int n, block;
+    int64_t p0;            /* position of the chunk's first token */
+    int H, hd, rd;
+    float *q;              /* [n][H][hd] */
+    float *kv;             /* [n][hd] the chunk's raw entries, as stored */
+    float *prev;           /* [window][hd] ring entries before the chunk, by slot */
+    float *comp;           /* [n_comp][hd] decoded compressed entries (ratio 128) */
+    int64_t n_comp;
+    int32_t *topk;         /* [n][k] indexer selections (ratio 4) */
+    int *n_topk;           /* [n] */
+    int k;
+    float *topk_rows;      /* [n][k][hd] decoded selected entries */
+    float *o;              /* [n][H][hd] */
+} attn_ctx;
+
+static void *alloc_floats(size_t n, int *failed)
+{
+    void *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) *failed = 1;
+    return p;
+}
+
+/* ---- compressor ----------------------------------------------------------------- */
+
+/* Feed one token's projections (score already has ape added) into the
+ * compressor state; when a block completes, pool it into `emit` (head_dim
+ * wide) and return 1. */
+static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float *st_sc,
+                           const float *kvp, const float *sc, int64_t pos, float *emit)
+{
+    int r = cw->ratio, hd = cw->head_dim, w = cw->width;
+    int overlap = r == 4;
+    int row = overlap ? r + (int)(pos % r) : (int)(pos % r);
+    memcpy(st_kv + (size_t)row * w, kvp, (size_t)w * sizeof(float));
+    memcpy(st_sc + (size_t)row * w, sc, (size_t)w * sizeof(float));
+    if ((pos + 1) % r != 0) return 0;
+    int n_cand = overlap ? 2 * r : r;
+    for (int j = 0; j < hd; j++) {
+        /* Per dimension, a softmax over time: with overlap, the first half
+         * of the previous block's rows and the second half of this block's. */
+        float mx = -INFINITY;
+        for (int c = 0; c < n_cand; c++) {
+            int col = overlap && c >= r ? hd + j : j;
+            mx = fmaxf(mx, st_sc[(size_t)c * w + col]);
+        }
+        float den = 0, num = 0;
+        for (int c = 0; c < n_cand; c++) {
+            int col = overlap && c >= r ? hd + j : j;
+            float e = expf(st_sc[(size_t)c * w + col] - mx);
+            den += e;
+            num += e * st_kv[(size_t)c * w + col];
+        }
+        emit[j] = num / den;
+    }
+    if (overlap) {
+        memcpy(st_kv, st_kv + (size_t)r * w, (size_t)r * w * sizeof(float));
+        memcpy(st_sc, st_sc + (size_t)r * w, (size_t)r * w * sizeof(float));
+    }
+    return 1;
+}
+
+/* Run a compressor over the chunk's tokens and append what it emits. */
+static int compress_chunk(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
+                          float *st_sc, v4_rows *out, const float *x, tome_error *err)
+{
+    const v4_model *m = a->m;
+    int n = a->n, w = cw->width, hd = cw->head_dim;
+    int failed = 0;
+    float *kvp = alloc_floats((size_t)n * w, &failed);
+    float *sc = alloc_floats((size_t)n * w, &failed);
+    float *e = alloc_floats((size_t)hd, &failed);
+    int rc = 0;
+    if (failed) {
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the compressor");
+        goto done;
+    }
+    v4_matmul(&cw->wkv, x, n, kvp, w);
+    v4_matmul(&cw->wgate, x, n, sc, w);
+    for (int t = 0; t < n; t++) {
+        int64_t pos = a->p0 + t;
+        const float *ape = cw->ape + (size_t)(pos % cw->ratio) * w;
+        for (int j = 0; j < w; j++) sc[(size_t)t * w + j] += ape[j];
+        if (!compressor_feed(cw, st_kv, st_sc, kvp + (size_t)t * w, sc + (size_t)t * w, pos, e))
+            continue;
+        v4_rmsnorm(e, e, &cw->norm, hd, (float)m->cfg.norm_eps);
+        v4_rope_apply(v4_block_rope(m, a->bw), e + hd - a->rd, pos + 1 - cw->ratio, 0);
+        uint8_t *row = v4_rows_append(out);
+        if (!row) {
+            rc = tome_errorf(err, TOME_ENOMEM, "out of memory growing the compressed KV");
+            goto done;
+        }
+        if (cw->rotate) {
+            v4_hadamard(e, hd);
+            v4_index_store(m, e, row);
+        } else {
+            v4_kv_store(m, e, row);
+        }
+    }
+done:
+    free(kvp);
+    free(sc);
+    free(e);
+    return rc;
+}
+
+/* ---- indexer ---------------------------------------------------------------------- */
+
+/* Is (score a, index ia) ranked before (b, ib)?  Descending score, then the
+ * lower index first: the deterministic tie rule of the golden data. */
+static int ranks_before(float a, int32_t ia, float b, int32_t ib)
+{
+    return a > b || (a == b && ia < ib);
+}
+
+static void heap_sift_down(float *sc, int32_t *ix, int n, int i)
+{
+    /* A heap whose root is the entry ranked last. */
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && ranks_before(sc[w], ix[w], sc[l], ix[l])) w = l;
+        if (r < n && ranks_before(sc[w], ix[w], sc[r], ix[r])) w = r;
+        if (w == i) return;
+        float ts = sc[i];
+        sc[i] = sc[w];
+        sc[w] = ts;
+        int32_t ti = ix[i];
+        ix[i] = ix[w];
+        ix[w] = ti;
+        i = w;
+    }
+}
+
+/* The k best of scores[0..n) by the tie rule, best first, into out. */
+static int select_topk(const float *scores, int64_t n, int k, int32_t *out, float *heap_sc)
+{
+    if (k > n) k = (int)n;
+    int size = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (size < k) {
+            heap_sc[size] = scores[i];
+            out[size] = (int32_t)i;
+            size++;
+            if (size == k)
+                for (int j = k / 2 - 1; j >= 0; j--) heap_sift_down(heap_sc, out, k, j);
+            continue;
+        }
+        if (!ranks_before(scores[i], (int32_t)i, heap_sc[0], out[0])) continue;
+        heap_sc[0] = scores[i];
+        out[0] = (int32_t)i;
+        heap_sift_down(heap_sc, out, k, 0);
+    }
+    if (size < k)
+        for (int j = size / 2 - 1; j >= 0; j--) heap_sift_down(heap_sc, out, size, j);
+    /* Heap-sort: repeatedly move the last-ranked to the end. */
+    for (int end = size - 1; end > 0; end--) {
+        float ts = heap_sc[0];
+        heap_sc[0] = heap_sc[end];
+        heap_sc[end] = ts;
+        int32_t ti = out[0];
+        out[0] = out[end];
+        out[end] = ti;
+        heap_sift_down(heap_sc, out, end, 0);
+    }
+    return size;
+}
+
+typedef struct score_job {
+    const float *q;      /* [ih][ihd] */
+    const float *w;      /* [ih] */
+    const float *keys;   /* [n][ihd] */
+    float *scores;
+    int ih, ihd;
+} score_job;
+
+static void score_entries(void *ctx, int64_t i0, int64_t i1)
+{
+    const score_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *key = j->keys + (size_t)i * j->ihd;
+        float s = 0;
+        for (int h = 0; h < j->ih; h++) {
+            float d = v4_dot(j->q + (size_t)h * j->ihd, key, j->ihd);
+            s += (d > 0 ? d : 0) * j->w[h];
+        }
+        j->scores[i] = s;
+    }
+}
+
+/* The lightning indexer: its compressor consumes the chunk, then each token
+ * scores every visible indexer key and keeps the top-k. */
+static int run_indexer(attn_ctx *a, const float *x, const float *qr, tome_error *err)
+{
+    const v4_model *m = a->m;
+    const v4_config *c = &m->cfg;
+    const v4_block_weights *bw = a->bw;
+    v4_block_state *bs = a->bs;
+    int n = a->n, ih = c->index_n_heads, ihd = c->index_head_dim;
+    int rc = compress_chunk(a, &bw->index_compressor, bs->icomp_kv, bs->icomp_score, &bs->index_kv,
+                            x, err);
+    if (rc) return rc;
+    int64_t n_keys = bs->index_kv.n;
+    int failed = 0;
+    float *qi = alloc_floats((size_t)n * ih * ihd, &failed);
+    float *wts = alloc_floats((size_t)n * ih, &failed);
+    float *keys = alloc_floats((size_t)n_keys * ihd, &failed);
+    float *scores = alloc_floats((size_t)n_keys, &failed);
+    float *heap = alloc_floats((size_t)a->k, &failed);
+    if (failed) {
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer (%lld keys)",
+                         (long long)n_keys);
+        goto done;
+    }
+    v4_matmul(&bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd);
+    v4_matmul(&bw->index_weights_proj, x, n, wts, ih);
+    for (int64_t i = 0; i < n_keys; i++)
+        v4_index_load(m, v4_rows_at(&bs->index_kv, i), keys + (size_t)i * ihd);
+    float wscale = (float)(1.0 / sqrt((double)ihd) * (1.0 / sqrt((double)ih)));
+    for (int t = 0; t < n; t++) {
+        int64_t pos = a->p0 + t;
+        float *q = qi + (size_t)t * ih * ihd;
+        for (int h = 0; h < ih; h++) {
+            float *qh = q + (size_t)h * ihd;
+            v4_rope_apply(v4_block_rope(m, bw), qh + ihd - a->rd, pos, 0);
+            v4_hadamard(qh, ihd);
+            if (m->opts.numerics == V4_NUMERICS_QAT) v4_fp4_roundtrip(qh, ihd, NULL, NULL);
+            wts[(size_t)t * ih + h] *= wscale;
+        }
+        int64_t visible = (pos + 1) / 4;
+        score_job j = {q, wts + (size_t)t * ih, keys, scores, ih, ihd};
+        v4_parallel_for(visible, 64, score_entries, &j);
+        int32_t *sel = a->topk + (size_t)t * a->k;
+        a->n_topk[t] = select_topk(scores, visible, a->k, sel, heap);
+        if (a->ev && a->ev->on_topk)
+            a->ev->on_topk(a->ev->tap_ctx, bw->is_mtp ? -1 : a->block, pos, sel, a->n_topk[t]);
+    }
+done:
+    free(qi);
+    free(wts);
+    free(keys);
+    free(scores);
+    free(heap);
+    return rc;
+}
+
+/* ---- sparse attention ---------------------------------------------------------------- */
+
+/* The raw window entry at absolute position p, from the chunk or the ring. */
+static const float *window_entry(const attn_ctx *a, int64_t p)
+{
+    if (p >= a->p0) return a->kv + (size_t)(p - a->p0) * a->hd;
+    return a->prev + (size_t)(p % a->m->cfg.window) * a->hd;
+}
+
+/* Attention of token t, head h over window + compressed entries; online
+ * softmax in F32 with the sink in the denominator only. */
+static void attend_one(const attn_ctx *a, int t, int h)
+{
+    int hd = a->hd;
+    int64_t pos = a->p0 + t;
+    const float *q = a->q + ((size_t)t * a->H + h) * hd;
+    float *o = a->o + ((size_t)t * a->H + h) * hd;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    float mx = -INFINITY, den = 0;
+    memset(o, 0, (size_t)hd * sizeof(float));
+    int64_t lo = pos - a->m->cfg.window + 1;
+    if (lo < 0) lo = 0;
+    int64_t n_window = pos - lo + 1, n_comp = 0;
+    const float *sel_rows = NULL;
+    if (a->bw->ratio == 128) n_comp = (pos + 1) / 128;
+    if (a->bw->ratio == 4) {
+        n_comp = a->n_topk[t];
+        sel_rows = a->topk_rows + (size_t)t * a->k * hd;
+    }
+    for (int64_t s = 0; s < n_window + n_comp; s++) {
+        const float *k;
+        if (s < n_window) k = window_entry(a, lo + s);
+        else if (sel_rows) k = sel_rows + (size_t)(s - n_window) * hd;
+        else k = a->comp + (size_t)(s - n_window) * hd;
+        float z = v4_dot(q, k, hd) * scale;
+        if (z > mx) {
+            /* Rescale what has been accumulated to the new maximum. */
+            float f = expf(mx - z);
+            den *= f;
+            for (int i = 0; i < hd; i++) o[i] *= f;
+            mx = z;
+        }
+        float e = expf(z - mx);
+        den += e;
+        v4_axpy(o, e, k, hd);
+    }
+    den += expf(a->bw->attn_sink[h] - mx);
+    for (int i = 0; i < hd; i++) o[i] /= den;
+}
+
+static void attend_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const attn_ctx *a = ctx;
+    for (int64_t i = i0; i < i1; i++) attend_one(a, (int)(i / a->H), (int)(i % a->H));
+}
+
+/* ---- the whole attention ------------------------------------------------------------------ */
+
+static void queries(attn_ctx *a, const float *qr)
+{
+    const v4_model *m = a->m;
+    v4_matmul(&a->bw->wq_b, qr, a->n, a->q, (int64_t)a->H * a->hd);
+    for (int t = 0; t < a->n; t++)
+        for (int h = 0; h < a->H; h++) {
+            float *qh = a->q + ((size_t)t * a->H + h) * a->hd;
+            v4_rmsnorm(qh, qh, NULL, a->hd, (float)m->cfg.norm_eps);
+            v4_rope_apply(v4_block_rope(m, a->bw), qh + a->hd - a->rd, a->p0 + t, 0);
+        }
+}
+
+/* The chunk's raw KV entries, stored to row form and back so that the
+ * chunk attends to exactly what later tokens will read from the ring. */
+static int raw_kv(attn_ctx *a, const float *x, uint8_t *rows)
+{
+    const v4_model *m = a->m;
+    v4_matmul(&a->bw->wkv, x, a->n, a->kv, a->hd);
+    for (int t = 0; t < a->n; t++) {
+        float *kv = a->kv + (size_t)t * a->hd;
+        v4_rmsnorm(kv, kv, &a->bw->kv_norm, a->hd, (float)m->cfg.norm_eps);
+        v4_rope_apply(v4_block_rope(m, a->bw), kv + a->hd - a->rd, a->p0 + t, 0);
+        v4_kv_store(m, kv, rows + (size_t)t * m->kv_row_bytes);
+    }
+    return 0;
+}
+
+static void load_ring(attn_ctx *a)
+{
+    int W = a->m->cfg.window;
+    int64_t lo = a->p0 - W + 1;
+    for (int64_t p = lo < 0 ? 0 : lo; p < a->p0; p++)
+        v4_kv_load(a->m, a->bs->window + (size_t)(p % W) * a->m->kv_row_bytes,
+                   a->prev + (size_t)(p % W) * a->hd);
+}
+
+static void write_ring(attn_ctx *a, const uint8_t *rows)
+{
+    int W = a->m->cfg.window;
+    size_t rb = a->m->kv_row_bytes;
+    int first = a->n > W ? a->n - W : 0;
+    for (int t = first; t < a->n; t++)
+        memcpy(a->bs->window + (size_t)((a->p0 + t) % W) * rb, rows + (size_t)t * rb, rb);
+}
+
+static void load_selected(attn_ctx *a)
+{
+    for (int t = 0; t < a->n; t++)
+        for (int j = 0; j < a->n_topk[t]; j++)
+            v4_kv_load(a->m, v4_rows_at(&a->bs->kv, a->topk[(size_t)t * a->k + j]),
+                       a->topk_rows + ((size_t)t * a->k + j) * a->hd);
+}
+
+static void output_projection(attn_ctx *a, float *out, float *u)
+{
+    const v4_model *m = a->m;
+    const v4_config *c = &m->cfg;
+    int G = c->o_groups, olr = c->o_lora_rank;
+    int64_t group_in = (int64_t)a->H * a->hd / G;
+    for (int t = 0; t < a->n; t++)
+        for (int h = 0; h < a->H; h++)
+            v4_rope_apply(v4_block_rope(m, a->bw),
+                          a->o + ((size_t)t * a->H + h) * a->hd + a->hd - a->rd, a->p0 + t, 1);
+    /* Group g's heads are consecutive in o; its rows of wo_a are a slice. */
+    for (int g = 0; g < G; g++) {
+        v4_weight wg = a->bw->wo_a;
+        wg.rows = olr;
+        wg.data += (size_t)g * olr * wg.cols;
+        wg.scale += (size_t)(g * olr / 128) * wg.scale_stride;
+        /* The token rows of o are H*hd apart; group g reads its slice of each. */
+        v4_matmul_strided(&wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
+                          u + (size_t)g * olr, (int64_t)G * olr);
+    }
+    v4_matmul(&a->bw->wo_b, u, a->n, out, c->dim);
+}
+
+int v4_attention(v4_state *s, int block, const float *x, int n, float *out, const v4_eval *ev,
+                 tome_error *err)
+{
+    const v4_model *m = s->m;
+    const v4_config *c = &m->cfg;
+    attn_ctx a = {.m = m, .bw = &m->blocks[block], .bs = &s->blocks[block], .ev = ev,
+                  .n = n, .block = block};
+    a.p0 = a.bs->pos;
+    a.H = c->n_heads;
+    a.hd = c->head_dim;
+    a.rd = c->rope_dim;
+    a.k = c->index_topk;
+    int failed = 0, rc = 0;
+    float *qr = alloc_floats((size_t)n * c->q_lora_rank, &failed);
+    float *u = alloc_floats((size_t)n * c->o_groups * c->o_lora_rank, &failed);
+    uint8_t *rows = malloc((size_t)n * m->kv_row_bytes);
+    a.q = alloc_floats((size_t)n * a.H * a.hd, &failed);
+    a.kv = alloc_floats((size_t)n * a.hd, &failed);
+    a.prev = alloc_floats((size_t)c->window * a.hd, &failed);
+    a.o = alloc_floats((size_t)n * a.H * a.hd, &failed);
+    if (a.bw->ratio == 4) {
+        a.topk = malloc((size_t)n * a.k * sizeof *a.topk);
+        a.n_topk = calloc((size_t)n, sizeof *a.n_topk);
+        a.topk_rows = alloc_floats((size_t)n * a.k * a.hd, &failed);
+        if (!a.topk || !a.n_topk) failed = 1;
+    }
+    if (failed || !rows) {
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in attention (chunk of %d tokens)", n);
+        goto done;
+    }
+    v4_matmul(&a.bw->wq_a, x, n, qr, c->q_lora_rank);
+    for (int t = 0; t < n; t++)
+        v4_rmsnorm(qr + (size_t)t * c->q_lora_rank, qr + (size_t)t * c->q_lora_rank,
+                   &a.bw->q_norm, c->q_lora_rank, (float)c->norm_eps);
+    queries(&a, qr);
+    raw_kv(&a, x, rows);
+    if (a.bw->ratio == 4 && (rc = run_indexer(&a, x, qr, err)) != 0) goto done;
+    if (a.bw->ratio &&
+        (rc = compress_chunk(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score, &a.bs->kv, x,
+                             err)) != 0)
+        goto done;
+    load_ring(&a);
+    if (a.bw->ratio == 4) load_selected(&a);
+    if (a.bw->ratio == 128) {
+        a.n_comp = (a.p0 + n) / 128;
+        a.comp = alloc_floats((size_t)a.n_comp * a.hd, &failed);
+        if (failed) {
+            rc = tome_errorf(err, TOME_ENOMEM, "out of memory loading %lld compressed entries",
+                             (long long)a.n_comp);
+            goto done;
+        }
+        for (int64_t i = 0; i < a.n_comp; i++)
+            v4_kv_load(m, v4_rows_at(&a.bs->kv, i), a.comp + (size_t)i * a.hd);
+    }
+    v4_parallel_for((int64_t)n * a.H, 1, attend_range, &a);
+    write_ring(&a, rows);
+    output_projection(&a, out, u);
+    a.bs->pos += n;
+done:
+    free(qr);
+    free(u);
+    free(rows);
+    free(a.q);
+    free(a.kv);
+    free(a.prev);
+    free(a.o);
+    free(a.comp);
+    free(a.topk);
+    free(a.n_topk);
+    free(a.topk_rows);
+    return rc;
+}

@@ -1,0 +1,332 @@
+/*
+ * forward.c - the V4 forward pass: embedding, hyper-connections, blocks,
+ * the HC head and the LM head; and the MTP block.
+ *
+ * The residual stream of V4 is not one vector but hc_mult of them (the
+ * hyper-connection "streams").  Each sublayer (attention, MoE) reads a
+ * weighted mix of the streams (HCPre: weights from a small projection of
+ * the RMS-scaled state, with a Sinkhorn-normalised combination matrix for
+ * the way back) and writes back into all streams (HCPost).  There is no
+ * plain residual add anywhere.
+ *
+ * v4_eval_tokens runs a chunk of tokens through all blocks, block by block,
+ * so each block's weights are decoded once per chunk.  Chunks are cut from
+ * the caller's tokens at ev->chunk; because attention and compressors
+ * reproduce token-at-a-time semantics (attention.c), the chunk size changes
+ * only float rounding.  The state stays consistent at every chunk boundary,
+ * which is where progress is reported and cancellation takes effect.
+ */
+#include "engine/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CHUNK 256
+#define MAX_HC 16
+
+static float sigmoidf(float z)
+{
+    return 1.0f / (1.0f + expf(-z));
+}
+
+/* Sinkhorn normalisation of the hc x hc combination matrix, as the
+ * reference kernel orders it: row softmax + eps, a column normalisation,
+ * then (iters - 1) rounds of row and column normalisation. */
+static void sinkhorn(float *C, int hc, int iters, float eps)
+{
+    for (int j = 0; j < hc; j++) {
+        float mx = -INFINITY, sum = 0;
+        for (int k = 0; k < hc; k++) mx = fmaxf(mx, C[j * hc + k]);
+        for (int k = 0; k < hc; k++) sum += C[j * hc + k] = expf(C[j * hc + k] - mx);
+        for (int k = 0; k < hc; k++) C[j * hc + k] = C[j * hc + k] / sum + eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+            for (int j = 0; j < hc; j++) {
+                float sum = 0;
+                for (int k = 0; k < hc; k++) sum += C[j * hc + k];
+                for (int k = 0; k < hc; k++) C[j * hc + k] /= sum + eps;
+            }
+        for (int k = 0; k < hc; k++) {
+            float sum = 0;
+            for (int j = 0; j < hc; j++) sum += C[j * hc + k];
+            for (int j = 0; j < hc; j++) C[j * hc + k] /= sum + eps;
+        }
+    }
+}
+
+/* mixes[t] = (fn . X[t]) / rms(X[t]) for every token (X rows hc*dim). */
+static void hc_mixes(const v4_model *m, const v4_hc_weights *h, const float *X, int n, float *mixes)
+{
+    int width = m->cfg.hc_mult * m->cfg.dim;
+    int mix = (int)h->fn.rows;
+    v4_matmul(&h->fn, X, n, mixes, mix);
+    for (int t = 0; t < n; t++) {
+        const float *v = X + (size_t)t * width;
+        double ss = 0;
+        for (int i = 0; i < width; i++) ss += (double)v[i] * v[i];
+        float r = (float)(1.0 / sqrt(ss / width + m->cfg.norm_eps));
+        for (int i = 0; i < mix; i++) mixes[(size_t)t * mix + i] *= r;
+    }
+}
+
+/* HCPre: x[t] = sum_h pre[h] X[t][h]; keeps post and comb for HCPost. */
+static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, int n, float *x,
+                   float *post, float *comb, float *mixes)
+{
+    int hc = m->cfg.hc_mult, d = m->cfg.dim, mix = (2 + hc) * hc;
+    float eps = (float)m->cfg.hc_eps;
+    hc_mixes(m, h, X, n, mixes);
+    for (int t = 0; t < n; t++) {
+        const float *mx = mixes + (size_t)t * mix;
+        float pre[MAX_HC];
+        for (int i = 0; i < hc; i++) {
+            pre[i] = sigmoidf(mx[i] * h->scale[0] + h->base[i]) + eps;
+            post[(size_t)t * hc + i] = 2.0f * sigmoidf(mx[hc + i] * h->scale[1] + h->base[hc + i]);
+        }
+        float *C = comb + (size_t)t * hc * hc;
+        for (int i = 0; i < hc * hc; i++) C[i] = mx[2 * hc + i] * h->scale[2] + h->base[2 * hc + i];
+        sinkhorn(C, hc, m->cfg.hc_sinkhorn_iters, eps);
+        float *xt = x + (size_t)t * d;
+        memset(xt, 0, (size_t)d * sizeof *xt);
+        for (int s = 0; s < hc; s++) v4_axpy(xt, pre[s], X + ((size_t)t * hc + s) * d, d);
+    }
+}
+
+/* HCPost: X[t][k] = post[k] f[t] + sum_j comb[j][k] X[t][j]. */
+static void hc_post(const v4_model *m, const float *f, float *X, int n, const float *post,
+                    const float *comb, float *tmp)
+{
+    int hc = m->cfg.hc_mult, d = m->cfg.dim;
+    for (int t = 0; t < n; t++) {
+        float *Xt = X + (size_t)t * hc * d;
+        const float *C = comb + (size_t)t * hc * hc;
+        for (int k = 0; k < hc; k++) {
+            float *y = tmp + (size_t)k * d;
+            for (int i = 0; i < d; i++) y[i] = post[(size_t)t * hc + k] * f[(size_t)t * d + i];
+            for (int j = 0; j < hc; j++) v4_axpy(y, C[j * hc + k], Xt + (size_t)j * d, d);
+        }
+        memcpy(Xt, tmp, (size_t)hc * d * sizeof *tmp);
+    }
+}
+
+/* Working memory of one chunk, sized for n tokens. */
+typedef struct chunk_buffers {
+    float *x, *f, *post, *comb, *mixes, *tmp;
+} chunk_buffers;
+
+static void buffers_free(chunk_buffers *b)
+{
+    free(b->x);
+    free(b->f);
+    free(b->post);
+    free(b->comb);
+    free(b->mixes);
+    free(b->tmp);
+}
+
+static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error *err)
+{
+    int hc = m->cfg.hc_mult, d = m->cfg.dim;
+    b->x = malloc((size_t)n * d * sizeof(float));
+    b->f = malloc((size_t)n * d * sizeof(float));
+    b->post = malloc((size_t)n * hc * sizeof(float));
+    b->comb = malloc((size_t)n * hc * hc * sizeof(float));
+    b->mixes = malloc((size_t)n * (2 + hc) * hc * sizeof(float));
+    b->tmp = malloc((size_t)hc * d * sizeof(float));
+    if (b->x && b->f && b->post && b->comb && b->mixes && b->tmp) return 0;
+    buffers_free(b);
+    return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
+}
+
+static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n,
+                         chunk_buffers *b, const v4_eval *ev, tome_error *err)
+{
+    const v4_model *m = s->m;
+    const v4_block_weights *bw = &m->blocks[l];
+    int d = m->cfg.dim;
+    float eps = (float)m->cfg.norm_eps;
+    hc_pre(m, &bw->hc_attn, X, n, b->x, b->post, b->comb, b->mixes);
+    for (int t = 0; t < n; t++)
+        v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->attn_norm, d, eps);
+    int rc = v4_attention(s, l, b->x, n, b->f, ev, err);
+    if (rc) return rc;
+    hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
+    hc_pre(m, &bw->hc_ffn, X, n, b->x, b->post, b->comb, b->mixes);
+    for (int t = 0; t < n; t++)
+        v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->ffn_norm, d, eps);
+    rc = v4_moe(m, l, b->x, ids, n, b->f, err);
+    if (rc) return rc;
+    hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
+    return 0;
+}
+
+/* HCHead, final norm, LM head: logits of n tokens into out [n][vocab]. */
+static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weight *norm,
+                       const float *X, int n, float *out, tome_error *err)
+{
+    int hc = m->cfg.hc_mult, d = m->cfg.dim;
+    float *mixes = malloc((size_t)n * hc * sizeof *mixes);
+    float *y = malloc((size_t)n * d * sizeof *y);
+    if (!mixes || !y) {
+        free(mixes);
+        free(y);
+        return tome_errorf(err, TOME_ENOMEM, "out of memory in the LM head");
+    }
+    hc_mixes(m, h, X, n, mixes);
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * d;
+        memset(yt, 0, (size_t)d * sizeof *yt);
+        for (int i = 0; i < hc; i++) {
+            float w = sigmoidf(mixes[(size_t)t * hc + i] * h->scale[0] + h->base[i]) +
+                      (float)m->cfg.hc_eps;
+            v4_axpy(yt, w, X + ((size_t)t * hc + i) * d, d);
+        }
+        v4_rmsnorm(yt, yt, norm, d, (float)m->cfg.norm_eps);
+    }
+    v4_matmul(&m->head, y, n, out, m->cfg.vocab_size);
+    free(mixes);
+    free(y);
+    return 0;
+}
+
+static int check_ids(const v4_model *m, const int32_t *ids, size_t n, tome_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return tome_errorf(err, TOME_EINVAL, "token id %d at index %zu is outside the "
+                               "vocabulary of %d", ids[i], i, m->cfg.vocab_size);
+    return 0;
+}
+
+static int check_usable(const v4_state *s, size_t n, tome_error *err)
+{
+    if (s->broken)
+        return tome_errorf(err, TOME_EINVAL, "this state was left inconsistent by an earlier "
+                           "failure; discard it");
+    if ((int64_t)(v4_state_pos(s) + (int64_t)n) > s->m->cfg.max_position)
+        return tome_errorf(err, TOME_ELIMIT, "%lld + %zu tokens exceed the model's context of "
+                           "%lld", (long long)v4_state_pos(s), n,
+                           (long long)s->m->cfg.max_position);
+    return 0;
+}
+
+static void tap_hidden(const v4_eval *ev, int layer, int64_t p0, const float *X, int n,
+                       size_t width)
+{
+    if (!ev || !ev->on_hidden) return;
+    for (int t = 0; t < n; t++) ev->on_hidden(ev->tap_ctx, layer, p0 + t, X + (size_t)t * width);
+}
+
+/* One chunk through every main block; X [n][hc][dim] comes back final. */
+static int eval_chunk(v4_state *s, const int32_t *ids, int n, float *X, const v4_eval *ev,
+                      tome_error *err)
+{
+    const v4_model *m = s->m;
+    int hc = m->cfg.hc_mult, d = m->cfg.dim;
+    size_t width = (size_t)hc * d;
+    int64_t p0 = v4_state_pos(s);
+    for (int t = 0; t < n; t++) {
+        float *row = X + (size_t)t * width;
+        v4_weight_row(&m->embed, ids[t], row);
+        for (int k = 1; k < hc; k++) memcpy(row + (size_t)k * d, row, (size_t)d * sizeof *row);
+    }
+    tap_hidden(ev, -1, p0, X, n, width);
+    chunk_buffers b;
+    int rc = buffers_alloc(m, n, &b, err);
+    if (rc) return rc;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if ((rc = block_forward(s, l, X, ids, n, &b, ev, err)) != 0) break;
+        tap_hidden(ev, l, p0, X, n, width);
+    }
+    buffers_free(&b);
+    return rc;
+}
+
+int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev, tome_error *err)
+{
+    const v4_model *m = s->m;
+    int rc = check_usable(s, n, err);
+    if (rc == 0) rc = check_ids(m, ids, n, err);
+    if (rc) return rc;
+    size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
+    size_t width = (size_t)m->cfg.hc_mult * m->cfg.dim, vocab = (size_t)m->cfg.vocab_size;
+    float *X = malloc((chunk < n ? chunk : n) * width * sizeof *X + 1);
+    if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
+    for (size_t done = 0; done < n && rc == 0; done += chunk) {
+        int len = (int)(n - done < chunk ? n - done : chunk);
+        rc = eval_chunk(s, ids + done, len, X, ev, err);
+        if (rc) {
+            s->broken = 1;
+            break;
+        }
+        if (ev && ev->hc_out) memcpy(ev->hc_out + done * width, X, len * width * sizeof *X);
+        if (ev && ev->logits)
+            rc = head_logits(m, &m->hc_head, &m->norm, X, len, ev->logits + done * vocab, err);
+        if (rc == 0 && ev && ev->last_logits && done + (size_t)len == n)
+            rc = head_logits(m, &m->hc_head, &m->norm, X + (size_t)(len - 1) * width, 1,
+                             ev->last_logits, err);
+        if (rc == 0 && ev && ev->progress &&
+            ev->progress(ev->progress_ctx, (int64_t)(done + len), (int64_t)n) != 0)
+            rc = tome_errorf(err, TOME_ECANCELED, "canceled after %zu of %zu tokens", done + len, n);
+    }
+    free(X);
+    return rc;
+}
+
+/* ---- MTP ------------------------------------------------------------------------------ */
+
+int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n, float *logits,
+                const v4_eval *ev, tome_error *err)
+{
+    const v4_model *m = s->m;
+    const v4_config *c = &m->cfg;
+    if (c->n_mtp_layers < 1) return tome_errorf(err, TOME_EINVAL, "this model has no MTP block");
+    int rc = check_ids(m, next_ids, n, err);
+    if (rc) return rc;
+    if (s->broken) return check_usable(s, 0, err);
+    int l = c->n_layers, hcm = c->hc_mult, d = c->dim;
+    const v4_block_weights *bw = &m->blocks[l];
+    size_t width = (size_t)hcm * d;
+    size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
+    size_t cap = chunk < n ? chunk : n;
+    float *X = malloc(cap * width * sizeof *X + 1);
+    float *e = malloc(cap * d * sizeof *e + 1);
+    float *ep = malloc(cap * d * sizeof *ep + 1);
+    float *hn = malloc(cap * width * sizeof *hn + 1);
+    chunk_buffers b = {0};
+    if (!X || !e || !ep || !hn || buffers_alloc(m, (int)cap, &b, err) != 0) {
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the MTP block");
+        goto done;
+    }
+    for (size_t done = 0; done < n && rc == 0; done += chunk) {
+        int len = (int)(n - done < chunk ? n - done : chunk);
+        for (int t = 0; t < len; t++) {
+            float *et = e + (size_t)t * d;
+            v4_weight_row(&m->embed, next_ids[done + t], et);
+            v4_rmsnorm(et, et, &bw->enorm, d, (float)c->norm_eps);
+            for (int k = 0; k < hcm; k++)
+                v4_rmsnorm(hn + ((size_t)t * hcm + k) * d, hc + ((done + t) * hcm + k) * d,
+                           &bw->hnorm, d, (float)c->norm_eps);
+        }
+        v4_matmul(&bw->e_proj, e, len, ep, d);
+        v4_matmul(&bw->h_proj, hn, len * hcm, X, d);
+        for (int t = 0; t < len; t++)
+            for (int k = 0; k < hcm; k++)
+                v4_axpy(X + ((size_t)t * hcm + k) * d, 1.0f, ep + (size_t)t * d, d);
+        rc = block_forward(s, l, X, next_ids + done, len, &b, ev, err);
+        if (rc) {
+            s->broken = 1;
+            break;
+        }
+        rc = head_logits(m, &bw->hc_head, &bw->norm, X, len, logits + done * c->vocab_size, err);
+    }
+done:
+    buffers_free(&b);
+    free(X);
+    free(e);
+    free(ep);
+    free(hn);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/*
+ * internal.h - the engine's private vocabulary, shared by engine/ files only.
+ *
+ * Nothing outside engine/ includes this file; the public face of the engine
+ * is v4.h.  It defines the one tensor/kernel vocabulary every engine file
+ * uses: a `v4_weight` is a read-only matrix view into a memory-mapped shard
+ * (FP8 with 128x128 block scales, FP4 with per-32 scales, BF16 or F32), and
+ * the kernels take weights and plain F32 activation rows.  Activations are
+ * always F32, row-major, one row per token.
+ */
+#ifndef TOME_ENGINE_INTERNAL_H
+#define TOME_ENGINE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "engine/v4.h"
+
+/* ---- number formats (quant.c) ------------------------------------------- */
+
+/* Lookup tables: every e4m3 byte, every e2m1 nibble, as float. */
+extern float v4_e4m3_table[256];
+extern const float v4_e2m1_values[16];
+void v4_quant_init(void); /* fills the tables; idempotent, thread-safe */
+
+static inline float v4_bf16_to_f32(uint16_t b)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)b << 16};
+    return v.f;
+}
+
+/* 2^(e - 127) for an E8M0 scale byte. */
+float v4_e8m0_to_f32(uint8_t e);
+/* Round-to-nearest-even float -> bf16 bits, and float -> e4m3 byte (the
+ * input must already be within +-448). */
+uint16_t v4_f32_to_bf16(float f);
+uint8_t v4_f32_to_e4m3(float f);
+/* float in [-6, 6] -> e2m1 code (bit 3 sign), nearest, ties to even code. */
+uint8_t v4_f32_to_e2m1(float f);
+
+/* The power-of-two block scale the reference derives from a block's amax:
+ * 2^ceil(log2(amax * inv_max)), taken from the float's bits. Returns the
+ * exponent (scale = 2^exp). */
+int v4_pow2_scale_exp(float amax, float inv_max);
+
+/* In-place FP8 e4m3 round trip of `n` values in blocks of `block`
+ * (the trained graph's KV quantisation).  If `codes`/`scales` are given,
+ * the e4m3 bytes and E8M0 scale bytes are written there too. */
+void v4_fp8_roundtrip(float *x, int n, int block, uint8_t *codes, uint8_t *scales);
+/* In-place FP4 e2m1 round trip in blocks of 32 (the indexer's), optionally
+ * emitting packed nibbles (low first) and E8M0 scales. */
+void v4_fp4_roundtrip(float *x, int n, uint8_t *packed, uint8_t *scales);
+/* Normalised Walsh-Hadamard transform of a power-of-two length vector. */
+void v4_hadamard(float *x, int n);
+
+/* ---- weights and kernels (kernels.c) -------------------------------------- */
+
+typedef struct v4_weight {
+    v4_dtype dtype;        /* V4_F8_E4M3, V4_I8 (FP4), V4_BF16 or V4_F32 */
+    int64_t rows, cols;    /* logical shape [out, in] */
+    const uint8_t *data;   /* points into a mapped shard */
+    const uint8_t *scale;  /* E8M0 scales (FP8: per 128x128 block, FP4: per 32) */
+    int64_t scale_stride;  /* scale bytes per scale row */
+} v4_weight;
+
+/* Widest matrix row the kernels handle (floats); config.c enforces it. */
+#define V4_MAX_COLS 32768
+
+/* Decode row `r` of a weight into `out` (cols floats). */
+void v4_weight_row(const v4_weight *w, int64_t r, float *out);
+
+/* y[t][o] = sum_i W[o][i] * x[t][i] for t < n; x is [n][cols], y is
+ * [n][rows] with row stride `ystride` (>= rows).  Parallel over output rows. */
+void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystride);
+/* The same with input rows `xstride` floats apart (a column slice of x). */
+void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,
+                       int64_t ystride);
+
+/* Plain F32 helpers (scalar reference beside the SIMD versions). */
+float v4_dot(const float *a, const float *b, int n);
+void v4_axpy(float *y, float a, const float *x, int n); /* y += a*x */
+void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps);
+
+/* ---- thread pool (threads.c) --------------------------------------------- */
+
+typedef void (*v4_task_fn)(void *ctx, int64_t begin, int64_t end);
+/* Run fn over [0, n) split into chunks of at least `grain` items on the
+ * engine's pool (the calling thread takes part).  Nested calls run inline. */
+void v4_parallel_for(int64_t n, int64_t grain, v4_task_fn fn, void *ctx);
+int v4_threads_init(int n_threads); /* idempotent; 0 = online CPUs */
+int v4_threads_count(void);
+
+#endif

@@ -1,0 +1,412 @@
+/*
+ * model.c - opening a checkpoint as a v4_model.
+ *
+ * Opening is: parse config.json (config.c), map the shards (safetensors.c),
+ * check the checkpoint against the manifest the config implies - every
+ * tensor present, none extra, each with the expected dtype and shape - and
+ * bind the tensors to named weight views per block.  After that the forward
+ * pass can trust every pointer and size it reads.
+ *
+ * Also here: the RoPE frequency tables (plain for window-only blocks, YaRN
+ * for compressed ones, both computed in F32 exactly as the reference does),
+ * the model fingerprint that saved states are checked against, and the
+ * size of stored KV rows.
+ */
+#include "engine/model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- RoPE -------------------------------------------------------------------- */
+
+static void rope_init(v4_rope *r, int rope_dim, double base, const v4_config *c, int yarn)
+{
+    r->pairs = rope_dim / 2;
+    for (int i = 0; i < r->pairs; i++)
+        r->freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)rope_dim);
+    if (!yarn || c->rope_original_len <= 0) return;
+    /* The reference computes the correction range in "dimension" units and
+     * then ramps over the pair index; reproduced as is. */
+    double two_pi = 2 * M_PI, lnb = log(base);
+    double lo_d = rope_dim * log((double)c->rope_original_len / (c->beta_fast * two_pi)) / (2 * lnb);
+    double hi_d = rope_dim * log((double)c->rope_original_len / (c->beta_slow * two_pi)) / (2 * lnb);
+    double low = floor(lo_d) < 0 ? 0 : floor(lo_d);
+    double high = ceil(hi_d) > rope_dim - 1 ? rope_dim - 1 : ceil(hi_d);
+    if (low == high) high += 0.001;
+    for (int i = 0; i < r->pairs; i++) {
+        float ramp = ((float)i - (float)low) / ((float)high - (float)low);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        float smooth = 1.0f - ramp;
+        float f = r->freq[i];
+        r->freq[i] = f / (float)c->rope_factor * (1.0f - smooth) + f * smooth;
+    }
+}
+
+void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse)
+{
+    for (int i = 0; i < r->pairs; i++) {
+        float angle = (float)pos * r->freq[i];
+        float c = (float)cos((double)angle), s = (float)sin((double)angle);
+        if (inverse) s = -s;
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+/* ---- binding ------------------------------------------------------------------- */
+
+typedef struct binder {
+    v4_model *m;
+    tome_error *err;
+    int rc;
+} binder;
+
+static const v4_ckpt_tensor *find(binder *b, const char *name)
+{
+    const v4_ckpt_tensor *t = v4_checkpoint_find(b->m->ck, name);
+    if (!t && b->rc == 0)
+        b->rc = tome_errorf(b->err, TOME_EINTERNAL, "tensor %s vanished after validation", name);
+    return t;
+}
+
+/* F32 data, copied to aligned memory when the file places it unaligned. */
+static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
+{
+    if (((uintptr_t)t->data & 3) == 0) return (const float *)(const void *)t->data;
+    void **grown = realloc(b->m->owned, (b->m->n_owned + 1) * sizeof *grown);
+    float *copy = grown ? malloc(t->nbytes) : NULL;
+    if (grown) b->m->owned = grown;
+    if (!copy) {
+        if (b->rc == 0) b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", t->name);
+        return NULL;
+    }
+    memcpy(copy, t->data, t->nbytes);
+    b->m->owned[b->m->n_owned++] = copy;
+    return copy;
+}
+
+static v4_weight weight(binder *b, const char *prefix, const char *name)
+{
+    char full[160], scale[160];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    v4_weight w = {0};
+    const v4_ckpt_tensor *t = find(b, full);
+    if (!t) return w;
+    w.dtype = t->dtype;
+    w.rows = t->shape[0];
+    w.cols = t->ndim > 1 ? t->shape[1] : 1;
+    w.data = t->data;
+    if (t->dtype == V4_F32) w.data = (const uint8_t *)f32_data(b, t);
+    if (t->dtype == V4_I8) w.cols *= 2; /* two FP4 codes per byte */
+    if (t->dtype == V4_F8_E4M3 || t->dtype == V4_I8) {
+        /* "x.weight" pairs with "x.scale" */
+        size_t len = strlen(full);
+        if (len > 7 && strcmp(full + len - 7, ".weight") == 0) {
+            snprintf(scale, sizeof scale, "%.*s.scale", (int)(len - 7), full);
+            const v4_ckpt_tensor *s = find(b, scale);
+            if (s) {
+                w.scale = s->data;
+                w.scale_stride = s->shape[1];
+            }
+        }
+    }
+    return w;
+}
+
+static const float *vector(binder *b, const char *prefix, const char *name)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    const v4_ckpt_tensor *t = find(b, full);
+    return t ? f32_data(b, t) : NULL;
+}
+
+static v4_hc_weights hc_weights(binder *b, const char *prefix, const char *which)
+{
+    char n[64];
+    v4_hc_weights h;
+    snprintf(n, sizeof n, "hc_%s_fn", which);
+    h.fn = weight(b, prefix, n);
+    snprintf(n, sizeof n, "hc_%s_base", which);
+    h.base = vector(b, prefix, n);
+    snprintf(n, sizeof n, "hc_%s_scale", which);
+    h.scale = vector(b, prefix, n);
+    return h;
+}
+
+static v4_compressor_weights compressor_weights(binder *b, const char *prefix, int ratio, int hd,
+                                                int rotate)
+{
+    v4_compressor_weights c = {.ratio = ratio, .head_dim = hd, .rotate = rotate};
+    c.width = hd * (ratio == 4 ? 2 : 1);
+    c.wkv = weight(b, prefix, "compressor.wkv.weight");
+    c.wgate = weight(b, prefix, "compressor.wgate.weight");
+    c.norm = weight(b, prefix, "compressor.norm.weight");
+    c.ape = vector(b, prefix, "compressor.ape");
+    return c;
+}
+
+static int bind_block(binder *b, v4_block_weights *bw, const char *p, int ratio, int hash)
+{
+    const v4_config *c = &b->m->cfg;
+    char a[96], f[96], ix[128];
+    snprintf(a, sizeof a, "%sattn.", p);
+    snprintf(f, sizeof f, "%sffn.", p);
+    snprintf(ix, sizeof ix, "%sindexer.", a);
+    bw->ratio = ratio;
+    bw->hash = hash;
+    bw->hc_attn = hc_weights(b, p, "attn");
+    bw->hc_ffn = hc_weights(b, p, "ffn");
+    bw->attn_norm = weight(b, p, "attn_norm.weight");
+    bw->ffn_norm = weight(b, p, "ffn_norm.weight");
+    bw->wq_a = weight(b, a, "wq_a.weight");
+    bw->q_norm = weight(b, a, "q_norm.weight");
+    bw->wq_b = weight(b, a, "wq_b.weight");
+    bw->wkv = weight(b, a, "wkv.weight");
+    bw->kv_norm = weight(b, a, "kv_norm.weight");
+    bw->wo_a = weight(b, a, "wo_a.weight");
+    bw->wo_b = weight(b, a, "wo_b.weight");
+    bw->attn_sink = vector(b, a, "attn_sink");
+    if (ratio) bw->compressor = compressor_weights(b, a, ratio, c->head_dim, 0);
+    if (ratio == 4) {
+        bw->index_compressor = compressor_weights(b, ix, 4, c->index_head_dim, 1);
+        bw->index_wq_b = weight(b, ix, "wq_b.weight");
+        bw->index_weights_proj = weight(b, ix, "weights_proj.weight");
+    }
+    bw->gate = weight(b, f, "gate.weight");
+    if (hash) {
+        char n[128];
+        snprintf(n, sizeof n, "%sgate.tid2eid", f);
+        const v4_ckpt_tensor *t = find(b, n);
+        bw->tid2eid = t ? t->data : NULL;
+    } else {
+        bw->gate_bias = vector(b, f, "gate.bias");
+    }
+    bw->experts = calloc((size_t)c->n_routed_experts * 3, sizeof *bw->experts);
+    if (!bw->experts) return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
+    for (int e = 0; e < c->n_routed_experts; e++) {
+        char ep[128];
+        snprintf(ep, sizeof ep, "%sexperts.%d.", f, e);
+        bw->experts[3 * e + 0] = weight(b, ep, "w1.weight");
+        bw->experts[3 * e + 1] = weight(b, ep, "w2.weight");
+        bw->experts[3 * e + 2] = weight(b, ep, "w3.weight");
+    }
+    char sp[128];
+    snprintf(sp, sizeof sp, "%sshared_experts.", f);
+    bw->shared_w1 = weight(b, sp, "w1.weight");
+    bw->shared_w2 = weight(b, sp, "w2.weight");
+    bw->shared_w3 = weight(b, sp, "w3.weight");
+    return b->rc;
+}
+
+static int bind_all(v4_model *m, tome_error *err)
+{
+    binder b = {m, err, 0};
+    const v4_config *c = &m->cfg;
+    int n_blocks = c->n_layers + c->n_mtp_layers;
+    m->blocks = calloc((size_t)n_blocks, sizeof *m->blocks);
+    if (!m->blocks) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    m->embed = weight(&b, "", "embed.weight");
+    m->head = weight(&b, "", "head.weight");
+    m->norm = weight(&b, "", "norm.weight");
+    m->hc_head = hc_weights(&b, "", "head");
+    for (int l = 0; l < n_blocks && b.rc == 0; l++) {
+        char p[32];
+        int mtp = l >= c->n_layers;
+        if (mtp) snprintf(p, sizeof p, "mtp.%d.", l - c->n_layers);
+        else snprintf(p, sizeof p, "layers.%d.", l);
+        v4_block_weights *bw = &m->blocks[l];
+        if (bind_block(&b, bw, p, c->compress_ratio[l], !mtp && l < c->n_hash_layers)) break;
+        if (!mtp) continue;
+        bw->is_mtp = 1;
+        bw->e_proj = weight(&b, p, "e_proj.weight");
+        bw->h_proj = weight(&b, p, "h_proj.weight");
+        bw->enorm = weight(&b, p, "enorm.weight");
+        bw->hnorm = weight(&b, p, "hnorm.weight");
+        bw->norm = weight(&b, p, "norm.weight");
+        bw->hc_head = hc_weights(&b, p, "head");
+    }
+    return b.rc;
+}
+
+/* ---- validation against the manifest ------------------------------------------ */
+
+static int shape_equal(const v4_tensor_spec *s, const v4_ckpt_tensor *t)
+{
+    if (s->ndim != t->ndim) return 0;
+    for (int i = 0; i < s->ndim; i++)
+        if (s->shape[i] != t->shape[i]) return 0;
+    return 1;
+}
+
+static void shape_text(char *out, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(out, cap, "[");
+    for (int i = 0; i < ndim && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (used < cap) snprintf(out + used, cap - used, "]");
+}
+
+static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_error *err)
+{
+    const v4_checkpoint *ck = m->ck;
+    for (size_t i = 0; i < n; i++) {
+        const v4_tensor_spec *s = &specs[i];
+        const v4_ckpt_tensor *t = v4_checkpoint_find(ck, s->name);
+        if (!t)
+            return tome_errorf(err, TOME_EFORMAT, "%s: tensor %s is missing from the checkpoint",
+                               ck->dir, s->name);
+        const char *file = ck->shards[t->shard].path;
+        if (t->dtype != s->dtype)
+            return tome_errorf(err, TOME_EFORMAT, "%s: tensor %s has dtype %s, expected %s", file,
+                               s->name, v4_dtype_name(t->dtype), v4_dtype_name(s->dtype));
+        if (!shape_equal(s, t)) {
+            char got[96], want[96];
+            shape_text(got, sizeof got, t->ndim, t->shape);
+            shape_text(want, sizeof want, s->ndim, s->shape);
+            return tome_errorf(err, TOME_EFORMAT, "%s: tensor %s has shape %s, config implies %s",
+                               file, s->name, got, want);
+        }
+    }
+    if (ck->n_tensors == n) return 0;
+    /* Counts differ and every expected tensor exists: name an unexpected one. */
+    json_t *expected = json_object();
+    if (!expected) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) json_object_set_new(expected, specs[i].name, json_true());
+    int rc = 0;
+    for (size_t i = 0; i < ck->n_tensors && rc == 0; i++)
+        if (!json_object_get(expected, ck->tensors[i].name))
+            rc = tome_errorf(err, TOME_EFORMAT, "%s: unexpected tensor %s (not implied by config.json)",
+                             ck->shards[ck->tensors[i].shard].path, ck->tensors[i].name);
+    json_decref(expected);
+    return rc;
+}
+
+/* ---- fingerprint ------------------------------------------------------------------ */
+
+/* SHA-256 over the config text, the numerics, and every tensor's name,
+ * dtype, shape and first bytes of data.  The data sample distinguishes two
+ * checkpoints of one shape (different seeds, different fine-tunes) at the
+ * cost of one page per tensor. */
+static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
+                       const v4_tensor_spec *specs, size_t n, tome_error *err)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(ctx);
+        return tome_errorf(err, TOME_ENOMEM, "cannot create a SHA-256 context");
+    }
+    EVP_DigestUpdate(ctx, "tome-v4-model-1", 15);
+    EVP_DigestUpdate(ctx, config_text, config_len);
+    uint8_t mode[2] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16};
+    EVP_DigestUpdate(ctx, mode, sizeof mode);
+    for (size_t i = 0; i < n; i++) {
+        const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);
+        EVP_DigestUpdate(ctx, specs[i].name, strlen(specs[i].name) + 1);
+        EVP_DigestUpdate(ctx, &specs[i].dtype, sizeof specs[i].dtype);
+        EVP_DigestUpdate(ctx, specs[i].shape, sizeof specs[i].shape);
+        EVP_DigestUpdate(ctx, t->data, t->nbytes < 64 ? t->nbytes : 64);
+    }
+    unsigned int len = 32;
+    EVP_DigestFinal_ex(ctx, m->fingerprint, &len);
+    EVP_MD_CTX_free(ctx);
+    return 0;
+}
+
+/* ---- open / free -------------------------------------------------------------------- */
+
+static int read_config(const char *dir, v4_model *m, char **text, size_t *len, tome_error *err)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
+        return tome_errorf(err, TOME_EINVAL, "%s: path too long", dir);
+    int rc = tome_read_file(path, 16u << 20, text, len, err);
+    if (rc == 0) rc = v4_config_parse(*text, *len, path, &m->cfg, err);
+    return rc;
+}
+
+static void size_rows(v4_model *m)
+{
+    const v4_config *c = &m->cfg;
+    int nope = c->head_dim - c->rope_dim;
+    m->rope_bf16 = 0;
+    if (m->opts.numerics == V4_NUMERICS_FP32) {
+        m->kv_row_bytes = (size_t)c->head_dim * 4;
+        m->index_row_bytes = (size_t)c->index_head_dim * 4;
+        return;
+    }
+    m->kv_row_bytes = (size_t)nope + (size_t)nope / 64 + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
+    m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / 32;
+}
+
+int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err)
+{
+    *out = NULL;
+    v4_quant_init();
+    v4_model *m = calloc(1, sizeof *m);
+    if (!m) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    if (opts) m->opts = *opts;
+    char *config_text = NULL;
+    size_t config_len = 0;
+    v4_tensor_spec *specs = NULL;
+    size_t n_specs = 0;
+    int rc = read_config(dir, m, &config_text, &config_len, err);
+    if (rc == 0) rc = v4_manifest(&m->cfg, &specs, &n_specs, err);
+    if (rc == 0) rc = v4_checkpoint_open(dir, &m->ck, err);
+    if (rc == 0) rc = validate(m, specs, n_specs, err);
+    if (rc == 0) {
+        size_rows(m);
+        rc = fingerprint(m, config_text, config_len, specs, n_specs, err);
+    }
+    if (rc == 0) rc = bind_all(m, err);
+    if (rc == 0) rc = v4_threads_init(m->opts.n_threads);
+    free(config_text);
+    free(specs);
+    if (rc) {
+        v4_model_free(m);
+        return rc;
+    }
+    rope_init(&m->rope_plain, m->cfg.rope_dim, m->cfg.rope_theta, &m->cfg, 0);
+    rope_init(&m->rope_compress, m->cfg.rope_dim, m->cfg.compress_rope_theta, &m->cfg, 1);
+    *out = m;
+    return 0;
+}
+
+void v4_model_free(v4_model *m)
+{
+    if (!m) return;
+    if (m->blocks)
+        for (int l = 0; l < m->cfg.n_layers + m->cfg.n_mtp_layers; l++) free(m->blocks[l].experts);
+    free(m->blocks);
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    v4_checkpoint_free(m->ck);
+    free(m);
+}
+
+const v4_config *v4_model_config(const v4_model *m)
+{
+    return &m->cfg;
+}
+
+void v4_model_fingerprint(const v4_model *m, uint8_t out[32])
+{
+    memcpy(out, m->fingerprint, 32);
+}
+
+double v4_model_state_bytes_per_token(const v4_model *m)
+{
+    double total = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        int r = m->cfg.compress_ratio[l];
+        if (r == 0) continue;
+        total += (double)m->kv_row_bytes / r;
+        if (r == 4) total += (double)m->index_row_bytes / r;
+    }
+    return total;
+}

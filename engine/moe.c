@@ -1,0 +1,165 @@
+/*
+ * moe.c - V4's DeepSeekMoE layer: router, routed experts, shared expert.
+ *
+ * The router scores every expert with sqrt(softplus(gate . x)) in F32.
+ * Score-routed blocks pick the top-k of score + bias (the bias steers only
+ * the choice), hash-routed blocks (the first num_hash_layers) take the k
+ * experts that tid2eid lists for the token id.  Either way the weights are
+ * the unbiased scores of the chosen experts, renormalised to sum to one and
+ * multiplied by routed_scaling_factor.
+ *
+ * Each expert is a SwiGLU with an asymmetric clamp (up to [-limit, limit],
+ * gate to at most limit) whose routing weight multiplies the activation
+ * before the down projection, as the reference does.  Tokens are grouped
+ * per expert so that a prefill chunk decodes each expert's weights once.
+ */
+#include "engine/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ACTIVE 64
+#define MAX_EXPERTS 4096 /* config.c refuses more */
+
+static float softplus(float z)
+{
+    /* torch's softplus: linear above the threshold 20 */
+    return z > 20.0f ? z : log1pf(expf(z));
+}
+
+/* Choose the experts and weights of one token. */
+static void route(const v4_model *m, const v4_block_weights *bw, const float *logits, int32_t tok,
+                  int32_t *idx, float *wts)
+{
+    const v4_config *c = &m->cfg;
+    int E = c->n_routed_experts, k = c->n_active_experts;
+    float score[MAX_EXPERTS];
+    for (int e = 0; e < E; e++) score[e] = sqrtf(softplus(logits[e]));
+    if (bw->hash) {
+        for (int j = 0; j < k; j++) {
+            int64_t v;
+            memcpy(&v, bw->tid2eid + ((size_t)tok * k + j) * 8, 8);
+            idx[j] = (int32_t)v;
+        }
+    } else {
+        /* top-k of score + bias by insertion; k is small */
+        float best[MAX_ACTIVE];
+        int n = 0;
+        for (int e = 0; e < E; e++) {
+            float v = score[e] + bw->gate_bias[e];
+            if (n == k && v <= best[n - 1]) continue;
+            int at = n < k ? n++ : k - 1;
+            while (at > 0 && best[at - 1] < v) {
+                best[at] = best[at - 1];
+                idx[at] = idx[at - 1];
+                at--;
+            }
+            best[at] = v;
+            idx[at] = e;
+        }
+    }
+    float sum = 0;
+    for (int j = 0; j < k; j++) sum += wts[j] = score[idx[j]];
+    for (int j = 0; j < k; j++) wts[j] = wts[j] / sum * (float)c->route_scale;
+}
+
+/* One SwiGLU expert over `n` gathered rows; adds weight[t] * expert(x[t])
+ * into y rows (y row stride dim). */
+static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w2,
+                      const v4_weight *w3, const float *x, const float *weight, int n, float *y)
+{
+    const v4_config *c = &m->cfg;
+    int I = (int)w1->rows, d = c->dim;
+    float lim = (float)c->swiglu_limit;
+    float *g = malloc((size_t)n * I * sizeof *g);
+    float *u = malloc((size_t)n * I * sizeof *u);
+    float *o = malloc((size_t)n * d * sizeof *o);
+    int rc = (g && u && o) ? 0 : TOME_ENOMEM;
+    if (rc == 0) {
+        v4_matmul(w1, x, n, g, I);
+        v4_matmul(w3, x, n, u, I);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < I; i++) {
+                float gi = g[(size_t)t * I + i], ui = u[(size_t)t * I + i];
+                if (lim > 0) {
+                    ui = fminf(fmaxf(ui, -lim), lim);
+                    gi = fminf(gi, lim);
+                }
+                float act = gi / (1.0f + expf(-gi)) * ui;
+                g[(size_t)t * I + i] = weight ? act * weight[t] : act;
+            }
+        v4_matmul(w2, g, n, o, d);
+        for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
+    }
+    free(g);
+    free(u);
+    free(o);
+    return rc;
+}
+
+int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, float *out,
+           tome_error *err)
+{
+    const v4_config *c = &m->cfg;
+    const v4_block_weights *bw = &m->blocks[block];
+    int E = c->n_routed_experts, k = c->n_active_experts, d = c->dim;
+    if (k > MAX_ACTIVE)
+        return tome_errorf(err, TOME_EINVAL, "num_experts_per_tok %d exceeds %d", k, MAX_ACTIVE);
+    float *logits = malloc((size_t)n * E * sizeof *logits);
+    int32_t *idx = malloc((size_t)n * k * sizeof *idx);
+    float *wts = malloc((size_t)n * k * sizeof *wts);
+    float *xs = malloc((size_t)n * d * sizeof *xs);
+    float *ys = malloc((size_t)n * d * sizeof *ys);
+    float *ws = malloc((size_t)n * sizeof *ws);
+    int *rows = malloc((size_t)n * sizeof *rows);
+    int rc = 0;
+    if (!logits || !idx || !wts || !xs || !ys || !ws || !rows) {
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the MoE");
+        goto done;
+    }
+    v4_matmul(&bw->gate, x, n, logits, E);
+    for (int t = 0; t < n; t++) {
+        if (bw->hash && (ids[t] < 0 || ids[t] >= c->vocab_size)) {
+            rc = tome_errorf(err, TOME_EINVAL, "token id %d is outside the vocabulary", ids[t]);
+            goto done;
+        }
+        route(m, bw, logits + (size_t)t * E, ids[t], idx + (size_t)t * k, wts + (size_t)t * k);
+        for (int j = 0; j < k; j++)
+            if (idx[(size_t)t * k + j] < 0 || idx[(size_t)t * k + j] >= E) {
+                rc = tome_errorf(err, TOME_EFORMAT, "block %d: tid2eid sends token %d to expert "
+                                 "%d of %d", block, ids[t], idx[(size_t)t * k + j], E);
+                goto done;
+            }
+    }
+    memset(out, 0, (size_t)n * d * sizeof *out);
+    for (int e = 0; e < E && rc == 0; e++) {
+        int cnt = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < k; j++)
+                if (idx[(size_t)t * k + j] == e) {
+                    memcpy(xs + (size_t)cnt * d, x + (size_t)t * d, (size_t)d * sizeof *xs);
+                    ws[cnt] = wts[(size_t)t * k + j];
+                    rows[cnt++] = t;
+                }
+        if (cnt == 0) continue;
+        memset(ys, 0, (size_t)cnt * d * sizeof *ys);
+        const v4_weight *ew = &bw->experts[3 * e];
+        if (run_expert(m, &ew[0], &ew[1], &ew[2], xs, ws, cnt, ys) != 0) {
+            rc = tome_errorf(err, TOME_ENOMEM, "out of memory in expert %d", e);
+            break;
+        }
+        for (int r = 0; r < cnt; r++) v4_axpy(out + (size_t)rows[r] * d, 1.0f, ys + (size_t)r * d, d);
+    }
+    if (rc == 0 && run_expert(m, &bw->shared_w1, &bw->shared_w2, &bw->shared_w3, x, NULL, n, out))
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the shared expert");
+done:
+    free(logits);
+    free(idx);
+    free(wts);
+    free(xs);
+    free(ys);
+    free(ws);
+    free(rows);
+    return rc;
+}
