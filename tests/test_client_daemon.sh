@@ -194,12 +194,14 @@ cron report src "$tmp/questions.txt" --format text >"$tmp/report.txt" 2>/dev/nul
 grep -q '^\[parser\] Where is the parser?$' "$tmp/report.txt" || fail "text report"
 printf '## ok max-tokens=4\nWhere?\n## too-long max-tokens=100000000\nWhere?\n' >"$tmp/mixed.txt"
 cp "$tmp/report.md" "$tmp/before.md"
-cron -q report src "$tmp/mixed.txt" -o "$tmp/mixed.md"
+cron -q report src "$tmp/mixed.txt" -o "$tmp/mixed.md" 2>"$tmp/err"
 [ $? -eq 5 ] || fail "a report with a failed question must exit 5"
+grep -q '1 of 2 questions failed' "$tmp/err" || fail "mixed report stderr: $(cat "$tmp/err")"
 grep -q '^## too-long (failed)$' "$tmp/mixed.md" || fail "the failed question is not reported"
 grep -q '1 answered, 1 failed' "$tmp/mixed.md" || fail "mixed report summary"
-cron -q report absent "$tmp/questions.txt" -o "$tmp/report.md"
+cron -q report absent "$tmp/questions.txt" -o "$tmp/report.md" 2>"$tmp/err"
 [ $? -eq 4 ] || fail "a report on a missing corpus must exit 4"
+grep -q "absent" "$tmp/err" || fail "missing corpus stderr: $(cat "$tmp/err")"
 cmp -s "$tmp/report.md" "$tmp/before.md" || fail "a failed report run changed the old report"
 env -i PATH=/usr/bin:/bin TOME_SOCKET="$tmp/absent.sock" "$tome" -q report src \
     "$tmp/questions.txt" -o "$tmp/report.md" </dev/null 2>/dev/null
