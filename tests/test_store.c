@@ -99,6 +99,17 @@ static void test_corpus_versions(void)
     CHECK(store_corpus_find(s, "absent", &c2, &err) == TOME_ENOTFOUND);
     CHECK(strstr(err.msg, "absent") != NULL);
     CHECK(store_corpus_ensure(s, "", &c2, &err) == TOME_EINVAL);
+    CHECK_OK(store_corpus_ensure(s, "code", &c2, &err), &err);
+    char **names, *name;
+    size_t n;
+    CHECK_OK(store_corpus_list(s, &names, &n, &err), &err);
+    CHECK(n == 2 && strcmp(names[0], "code") == 0 && strcmp(names[1], "law") == 0);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    CHECK_OK(store_corpus_name(s, c1, &name, &err), &err);
+    CHECK(name && strcmp(name, "law") == 0);
+    free(name);
+    CHECK(store_corpus_name(s, 9999, &name, &err) == TOME_ENOTFOUND && name == NULL);
 
     int64_t v = 0;
     CHECK(store_version_latest(s, c1, &v, &err) == TOME_ENOTFOUND);
@@ -322,8 +333,19 @@ static void test_jobs_and_history(void)
     CHECK(job.started_at > 0 && job.finished_at == 0 && job.corpus_id == c);
     CHECK(strcmp(job.kind, "ingest") == 0 && job.error == NULL);
     store_job_clear(&job);
+    int64_t *ids;
+    size_t nids;
+    CHECK_OK(store_job_list_unfinished(s, "prefill", &ids, &nids, &err), &err);
+    CHECK(nids == 1 && ids[0] == j2);
+    free(ids);
+    CHECK_OK(store_job_list_unfinished(s, "ingest", &ids, &nids, &err), &err);
+    CHECK(nids == 1 && ids[0] == j1);
+    free(ids);
     int64_t n = 0;
     CHECK_OK(store_job_fail_unfinished(s, "daemon restarted", &n, &err), &err);
+    CHECK_OK(store_job_list_unfinished(s, "prefill", &ids, &nids, &err), &err);
+    CHECK(nids == 0);
+    free(ids);
     CHECK(n == 2);
     CHECK_OK(store_job_get(s, j2, &job, &err), &err);
     CHECK(job.state == STORE_JOB_FAILED && job.finished_at > 0 && job.corpus_id == 0);
