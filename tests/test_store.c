@@ -192,10 +192,19 @@ static void test_transactions(void)
     CHECK(raw_int("SELECT count(*) FROM documents") == docs_before);
     CHECK(raw_int("SELECT count(*) FROM documents WHERE path = 'd.txt'") == 0);
 
+    /* A second handle (another thread's) reads the committed version while
+     * the writer's transaction is open, and the new one after it commits. */
+    store *reader = open_store();
     CHECK_OK(store_begin(s, &err), &err);
-    add_doc(s, c, "e.txt", "echo\n");
+    int64_t eid = add_doc(s, c, "e.txt", "echo\n"), ev, seen;
+    CHECK_OK(store_version_create(s, c, &eid, 1, &info, &ev, NULL, &err), &err);
+    CHECK_OK(store_version_latest(reader, c, &seen, &err), &err);
+    CHECK(seen == before);
     CHECK_OK(store_commit(s, &err), &err);
+    CHECK_OK(store_version_latest(reader, c, &seen, &err), &err);
+    CHECK(seen == ev);
     CHECK(raw_int("SELECT count(*) FROM documents") == docs_before + 1);
+    store_close(reader);
     store_close(s);
 }
 
@@ -205,7 +214,9 @@ static void test_contexts(void)
     store *s = open_store();
     int64_t c, v, id;
     CHECK_OK(store_corpus_ensure(s, "law", &c, &err), &err);
-    CHECK_OK(store_version_latest(s, c, &v, &err), &err);
+    int64_t two[2] = {add_doc(s, c, "ctx/1.txt", "one\n"), add_doc(s, c, "ctx/2.txt", "two\n")};
+    store_version_info info = {.source = "ctx", .first_changed_position = -1};
+    CHECK_OK(store_version_create(s, c, two, 2, &info, &v, NULL, &err), &err);
     store_document_list l;
     CHECK_OK(store_version_documents(s, v, &l, &err), &err);
     REQUIRE(l.n == 2, "version has %zu documents", l.n);
