@@ -58,6 +58,12 @@ skipped badname names.tar './bad\\xff.txt' "the name is not valid UTF-8"
 (cd names && zip -q ../names.zip ./*)
 skipped badname-zip names.zip 'bad\\xff.txt' "the name is not valid UTF-8"
 
+# The same policy in a directory: links are not followed, FIFOs not read.
+mkdir tree && cp ok.txt tree/ && ln -s /etc tree/etc-link && ln -s ../payload.txt tree/up && mkfifo tree/fifo
+skipped dir-symlink tree etc-link "symbolic link, not followed"
+skipped dir-symlink-up tree up "symbolic link, not followed"
+skipped dir-fifo tree fifo "device, FIFO or socket"
+
 # refused ERRTEXT [OPTIONS] h SOURCE: the ingest into corpus h must fail,
 # say ERRTEXT on stderr, and leave h exactly as it was.
 refused() {
