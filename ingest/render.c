@@ -103,7 +103,8 @@ static int render_doc(text_buf *b, const store_document *d, int line_numbers, st
         m->line_bytes[line] = (int64_t)b->len;
         if (line_numbers) {
             char num[32];
-            rc = put(b, num, (size_t)snprintf(num, sizeof num, "%lld: ", (long long)line + 1));
+            int k = snprintf(num, sizeof num, "%lld: ", (long long)line + 1);
+            rc = put(b, num, (size_t)k);
         }
         if (!rc) rc = put(b, p, n);
         if (!rc && !nl) rc = put(b, "\n", 1); /* the last line had no newline */
