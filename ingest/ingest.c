@@ -188,9 +188,14 @@ static int on_file(ingest_reader *r, const char *path, const unsigned char *data
     int rc = store_document_find(ru->s, ru->corpus_id, path, sha, &id, err);
     rep->t_store += tome_now() - t0;
     if (rc == TOME_ENOTFOUND) rc = store_new_document(ru, path, data, len, mtime, sha, &id, err);
-    if (rc == 1) return 0; /* binary: skipped */
-    if (rc) return rc;
-    return push_entry(ru, path, id, (int64_t)len, err);
+    if (rc == 1)
+        rc = 0; /* binary: skipped */
+    else if (!rc)
+        rc = push_entry(ru, path, id, (int64_t)len, err);
+    if (!rc && ru->opts->progress &&
+        ru->opts->progress(ru->opts->progress_ctx, r->entries, r->total_bytes) != 0)
+        rc = tome_errorf(err, TOME_ECANCELED, "ingest of %s canceled after %s", rep->source, path);
+    return rc;
 }
 
 static int by_path_then_arrival(const void *a, const void *b)

@@ -189,6 +189,11 @@ typedef struct ingest_options {
      * otherwise they keep their place. */
     int changed_to_end;
     ingest_render_options render;
+    /* If set, called after each file is read with the entries and bytes
+     * read so far; a non-zero return cancels the ingest (TOME_ECANCELED,
+     * nothing stored). */
+    int (*progress)(void *ctx, uint64_t entries, uint64_t bytes);
+    void *progress_ctx;
 } ingest_options;
 
 void ingest_options_default(ingest_options *o);

@@ -200,6 +200,13 @@ static void paths_of(store *s, int64_t version, char *out, size_t cap)
     store_document_list_free(&l);
 }
 
+static int cancel_at_second(void *ctx, uint64_t entries, uint64_t bytes)
+{
+    int *calls = ctx;
+    CHECK(entries > 0 && bytes > 0);
+    return ++*calls == 2;
+}
+
 static void test_incremental(store *s, const char *db)
 {
     tome_error err = {0};
@@ -258,6 +265,16 @@ static void test_incremental(store *s, const char *db)
     ingest_report_free(r);
     o.changed_to_end = 0;
 
+    /* Progress is reported per file, and cancelling leaves version 3. */
+    int calls = 0;
+    o.progress = cancel_at_second;
+    o.progress_ctx = &calls;
+    write_file("late.txt", "late\n");
+    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ECANCELED && r == NULL);
+    CHECK(calls == 2 && strstr(err.msg, "canceled") != NULL);
+    o.progress = NULL;
+    CHECK(count_rows(db, "SELECT count(*) FROM documents WHERE path = 'late.txt'") == 0);
+
     /* A limit violation fails the ingest and leaves version 3 current. */
     write_file("big.txt", "0123456789012345678901234567890123456789\n");
     o.limits.max_file_bytes = 20;
@@ -273,6 +290,8 @@ static void test_incremental(store *s, const char *db)
     CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ELIMIT);
     CHECK(strstr(err.msg, "max_entries") != NULL);
     snprintf(gone, sizeof gone, "%s/big.txt", src);
+    unlink(gone);
+    snprintf(gone, sizeof gone, "%s/late.txt", src);
     unlink(gone);
 }
 
