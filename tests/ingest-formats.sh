@@ -31,14 +31,17 @@ printf 'bin\000ary\n' > tree/sub/blob.bin
 mkdir flat
 cp tree/a.txt tree/sub/b.py tree/sub/latin1.txt flat/
 
-# expected LISTFILE: render "PATH<TAB>FILE" lines, sorted bytewise by PATH,
-# the way tome renders documents (header, "N: " numbered lines, footer).
+# expected LISTFILE [FORMAT]: render "PATH<TAB>FILE" lines, sorted bytewise
+# by PATH, the way tome renders documents: a header, every line as FORMAT
+# (an awk printf format of the line number and the line; by default
+# "N: line"), a footer.
 expected() {
+    format=${2:-'%d: %s\n'}
     LC_ALL=C sort -t "$(printf '\t')" -k1,1 "$1" | while IFS="$(printf '\t')" read -r path file; do
         case "$path" in *latin1.txt) conv="iconv -f ISO-8859-1 -t UTF-8" ;; *) conv=cat ;; esac
         lines=$($conv < "$file" | awk 'END { print NR }')
         printf '<document path="%s" lines="%d">\n' "$path" "$lines"
-        $conv < "$file" | awk '{ printf "%d: %s\n", NR, $0 }'
+        $conv < "$file" | awk -v format="$format" '{ printf format, NR, $0 }'
         printf '</document>\n'
     done
 }
@@ -107,6 +110,19 @@ zip -q outer.zip inner.zip inner.tar.xz t.tar.gz
 { list tree inner.zip/; list tree inner.tar.xz/; list tree t.tar.gz/; } > nested.list
 expected nested.list > nested.expected
 check nested outer.zip nested.expected
+
+# Without line numbers the lines are the files' own.
+"$tool" --db tome.db --render --no-line-numbers dir > plain.render
+expected tree.list '%.0s%s\n' > plain.expected
+cmp -s plain.render plain.expected || fail "--no-line-numbers rendering differs"
+
+# Bad usage exits 2, a failed operation 1 with the error on stderr.
+status=0
+"$tool" --db tome.db onlyone > /dev/null 2>&1 || status=$?
+[ "$status" -eq 2 ] || fail "bad usage exited $status, not 2"
+status=0
+"$tool" --db tome.db --render no-such-corpus > /dev/null 2> missing.err || status=$?
+[ "$status" -eq 1 ] && grep -q 'no-such-corpus' missing.err || fail "a missing corpus: exit $status"
 
 # Full-text and regex search give path:line.
 "$tool" --db tome.db --search 'beta' t.7z > search.out
