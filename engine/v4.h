@@ -117,6 +117,11 @@ typedef enum v4_numerics {
 typedef struct v4_open_options {
     v4_numerics numerics;
     int n_threads; /* kernel threads; 0 = number of online CPUs */
+    /* Store the RoPE dims of KV entries in BF16, as the official bf16 model
+     * does (583 bytes per 512-wide entry instead of 711).  Off by default:
+     * the trained graph's qat numerics keep them in F32, and rounding them
+     * moves logits by ~0.05 on the golden models. */
+    int kv_rope_bf16;
 } v4_open_options;
 
 /* Open a checkpoint directory (config.json, model.safetensors.index.json or a
@@ -294,5 +299,86 @@ int v4_docqa_prefix(const v4_chat_options *opts, const char *instructions, const
                     size_t corpus_len, v4_prompt *out, tome_error *err);
 int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t len,
                       v4_prompt *out, tome_error *err);
+
+/* ------------------------------------------------------------------------
+ * State sections (save/restore)
+ * ------------------------------------------------------------------------ */
+/* (section owned by engine/state_io.c)  A state is a list of named, typed
+ * sections, each a run of fixed-size rows: per block (main blocks 0..n_layers-1,
+ * then the MTP blocks) its position, its window ring, and where the block
+ * compresses its compressed KV rows, its indexer keys and its compressors'
+ * partial state.  The store writes them to a file and hands them back; the
+ * engine knows nothing of files. */
+
+typedef enum v4_section_kind {
+    V4_SECTION_POS = 1,          /* I64, 1 row: tokens the block has consumed */
+    V4_SECTION_WINDOW = 2,       /* I8 rows: the window ring, slot = pos % window */
+    V4_SECTION_KV = 3,           /* I8 rows: compressed KV entries (ratio != 0) */
+    V4_SECTION_INDEX = 4,        /* I8 rows: indexer keys (ratio 4) */
+    V4_SECTION_COMP_KV = 5,      /* F32 rows: main compressor, projected KV */
+    V4_SECTION_COMP_SCORE = 6,   /* F32 rows: main compressor, gate scores */
+    V4_SECTION_ICOMP_KV = 7,     /* F32 rows: indexer compressor, projected KV */
+    V4_SECTION_ICOMP_SCORE = 8   /* F32 rows: indexer compressor, gate scores */
+} v4_section_kind;
+
+/* Short stable name of a kind ("window", "kv", ...), for messages. */
+const char *v4_section_kind_name(v4_section_kind kind);
+
+typedef struct v4_section {
+    v4_section_kind kind;
+    int block;         /* block index; >= n_layers: an MTP block */
+    v4_dtype dtype;    /* V4_I64, V4_I8 (stored row bytes) or V4_F32 */
+    size_t row_bytes;
+    int64_t n_rows;
+} v4_section;
+
+/* Bytes of a section (row_bytes * n_rows). */
+size_t v4_section_bytes(const v4_section *sec);
+
+/* The sections of `s`, in a stable order (block by block, kinds ascending).
+ * The caller frees *out with free().  A state left broken by a failed
+ * evaluation is refused. */
+int v4_state_sections(const v4_state *s, v4_section **out, size_t *n, tome_error *err);
+
+/* Stream one section's bytes: `write` is called with consecutive pieces
+ * that together are exactly v4_section_bytes(sec) bytes (the compressed rows
+ * are handed out chunk by chunk, without copies).  A non-zero return from
+ * `write` stops the stream and is returned. */
+typedef int (*v4_section_write_fn)(void *ctx, const void *data, size_t len, tome_error *err);
+int v4_state_section_write(const v4_state *s, const v4_section *sec, v4_section_write_fn write,
+                           void *ctx, tome_error *err);
+
+/* A section to restore: its description and its bytes. */
+typedef struct v4_section_data {
+    v4_section sec;
+    const void *data;
+} v4_section_data;
+
+/* Lending restored rows instead of copying them.  When given to
+ * v4_state_load, the compressed KV and indexer rows are not copied: the
+ * state's chunks point into the sections' data, retain(owner) is called once
+ * per chunk and release(owner) when that chunk is dropped, so the data must
+ * stay valid and unchanged until the last release (a read-only mapping of a
+ * file that is only ever replaced by rename).  Appending to a borrowed chunk
+ * copies it first. */
+typedef struct v4_borrow {
+    void (*retain)(void *owner);
+    void (*release)(void *owner);
+    void *owner;
+} v4_borrow;
+
+/* Rebuild a state of model `m` from exactly the sections v4_state_sections
+ * would list for it: every section once, row sizes as the model stores them,
+ * row counts consistent with the positions (a ratio-r block holds pos / r
+ * compressed rows) and every main block at the same position.  Anything else
+ * is refused with TOME_EFORMAT naming the section.  `borrow` may be NULL
+ * (everything is copied). */
+int v4_state_load(const v4_model *m, const v4_section_data *secs, size_t n,
+                  const v4_borrow *borrow, v4_state **out, tome_error *err);
+
+/* The numerics the model was opened with (states record it), and the
+ * model a state belongs to. */
+v4_numerics v4_model_numerics(const v4_model *m);
+const v4_model *v4_state_model(const v4_state *s);
 
 #endif
