@@ -334,7 +334,7 @@ static void size_rows(v4_model *m)
 {
     const v4_config *c = &m->cfg;
     int nope = c->head_dim - c->rope_dim;
-    m->rope_bf16 = 0;
+    m->rope_bf16 = m->opts.kv_rope_bf16 != 0;
     if (m->opts.numerics == V4_NUMERICS_FP32) {
         m->kv_row_bytes = (size_t)c->head_dim * 4;
         m->index_row_bytes = (size_t)c->index_head_dim * 4;

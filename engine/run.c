@@ -30,12 +30,13 @@ static void usage(FILE *out)
             "  --dump FILE        write logits and tokens as safetensors\n"
             "  --numerics MODE    qat (default) or fp32 (round trips off, for debugging)\n"
             "  --threads N        kernel threads (default: all cores)\n"
+            "  --kv-rope-bf16     keep the RoPE dims of stored KV entries in BF16 (smaller state)\n"
             "  --print-tokens     print the decoded ids (and text, with a tokenizer) on stdout\n");
 }
 
 typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump;
-    int chunk, decode, mtp, threads, print_tokens;
+    int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
     v4_numerics numerics;
 } options;
 
@@ -176,6 +177,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"mtp", no_argument, 0, 'M'},              {"dump", required_argument, 0, 'o'},
         {"numerics", required_argument, 0, 'n'},   {"threads", required_argument, 0, 'j'},
         {"print-tokens", no_argument, 0, 'p'},     {"help", no_argument, 0, 'h'},
+        {"kv-rope-bf16", no_argument, 0, 'B'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     int c;
@@ -191,6 +193,7 @@ static int parse_options(int argc, char **argv, options *o)
         case 'o': o->dump = optarg; break;
         case 'j': o->threads = atoi(optarg); break;
         case 'p': o->print_tokens = 1; break;
+        case 'B': o->kv_rope_bf16 = 1; break;
         case 'n':
             if (strcmp(optarg, "qat") == 0) o->numerics = V4_NUMERICS_QAT;
             else if (strcmp(optarg, "fp32") == 0) o->numerics = V4_NUMERICS_FP32;
@@ -225,7 +228,8 @@ static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_e
 
 static int run(const options *o, tome_error *err)
 {
-    v4_open_options opts = {.numerics = o->numerics, .n_threads = o->threads};
+    v4_open_options opts = {.numerics = o->numerics, .n_threads = o->threads,
+                            .kv_rope_bf16 = o->kv_rope_bf16};
     double t0 = tome_now();
     v4_model *m;
     int rc = v4_model_open(o->model, &opts, &m, err);
@@ -288,7 +292,7 @@ static int run(const options *o, tome_error *err)
     }
     fprintf(stderr,
             "tome-run: load %.3f s; prefill %zu tokens in %.3f s (%.1f tok/s); decode %lld tokens "
-            "in %.3f s (%.2f tok/s); state %.1f KiB compressed KV (%.0f B/token)\n",
+            "in %.3f s (%.2f tok/s); state %.1f KiB compressed KV (%.2f B/token)\n",
             t_load, ids.n, t_prefill, ids.n / (t_prefill > 0 ? t_prefill : 1e-9),
             (long long)out.n_decode, t_decode,
             out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s) / 1024.0,
