@@ -1,0 +1,159 @@
+#!/bin/sh
+# Prefill jobs and questions on a real tomed with the built-in tiny model:
+# job progress as Server-Sent Events with keepalive comments, asks streamed
+# and not, stop strings, a context overflow reported with its counts, the
+# queue limit (429 with Retry-After), cancelling a job; then SIGTERM in the
+# middle of a prefill, a restart, the job resumed under its id, and the
+# resumed state answering exactly as the uninterrupted one (greedy decoding
+# makes the answer a fingerprint of the state).
+. "$TOME_SRCDIR/tests/daemon-lib.sh"
+require_model
+
+mkdir -p "$tmp/corpus"
+i=1
+while [ "$i" -le 120 ]; do
+    echo "Rule $i: the parser accepts token $i only after the lexer has seen its prefix."
+    i=$((i + 1))
+done >"$tmp/corpus/rules.txt"
+tar -C "$tmp/corpus" -czf "$tmp/corpus.tar.gz" rules.txt
+cat >"$tmp/tomed.conf" <<EOF
+prefill_chunk = 64
+restart_interval = 256
+keepalive_interval = 1
+max_answer_tokens = 1048576
+max_active_asks = 1
+ask_queue_limit = 1
+EOF
+
+start_tomed --config "$tmp/tomed.conf" --model "$model" --log-level info
+wait_ready
+for corpus in docs docs2 big; do
+    unix_http 201 /v1/corpora -d "{\"name\":\"$corpus\"}"
+    unix_http 200 "/v1/corpora/$corpus/ingest" -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$tmp/corpus.tar.gz"
+done
+
+# follow JOB: the job's event stream, to $tmp/events, until it ends.
+follow() {
+    curl -sN --max-time 120 --unix-socket "$sock" "http://tome/v1/jobs/$1/events" >"$tmp/events"
+}
+
+# ---- an uninterrupted prefill, followed as it runs ----
+unix_http 202 /v1/corpora/docs/prefill -X POST && body_has '"status":"queued"'
+job=$(json_field id)
+unix_http 200 /v1/corpora/docs/prefill -X POST && body_has "\"id\":\"$job\""
+follow "$job"
+checks=$((checks + 1))
+grep -q '^event: progress' "$tmp/events" || fail "no progress events: $(head -3 "$tmp/events")"
+grep -q '^: keepalive' "$tmp/events" || fail "no keepalive comments during the prefill"
+grep '^data:' "$tmp/events" | grep -q '"status":"running","tokens_done":[1-9][0-9]*,"tokens_total":[1-9][0-9]*,"tokens_per_s":[1-9]' ||
+    fail "progress lacks tokens done / total / rate"
+grep -q '"eta_s":[0-9]' "$tmp/events" || fail "progress lacks an ETA"
+tail -3 "$tmp/events" | grep -q '^event: done' || fail "the stream does not end with done"
+total=$(grep '^data:' "$tmp/events" | tail -1 | sed -n 's/.*"tokens_total":\([0-9]*\).*/\1/p')
+check "a prefill of the test corpus has thousands of tokens" [ "${total:-0}" -gt 2000 ]
+unix_http 200 "/v1/jobs/$job" && body_has '"status":"done"' && body_has '"restart_point":[1-9]'
+unix_http 200 /v1/jobs && body_has "\"id\":\"$job\""
+unix_http 200 /v1/corpora/docs && body_has '"state":\{"id":"mem-'
+unix_http 200 /v1/cache && body_has '"corpus":"docs"'
+state=$(sed -n 's/.*"id":"\(mem-[^"]*\)".*/\1/p' "$tmp/body")
+unix_http 200 "/v1/cache/$state/verify" -X POST && body_has '"ok":true'
+unix_http 409 "/v1/jobs/$job" -X DELETE && body_has 'has finished'
+
+# ---- asking: one JSON answer, then a stream of the same answer ----
+q='"question":"Which rule mentions token 7?","max_tokens":6,"temperature":0'
+unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false}"
+body_has '"finish_reason":"(length|stop)"'
+body_has "\"usage\":\\{\"corpus_tokens\":$total,\"prompt_tokens\":[0-9]+,\"completion_tokens\":[1-6],\"context_tokens\":1048576\\}"
+body_has '"timings":\{"queue_ms":[0-9.e-]+,"ttft_ms":[0-9.e-]+,"prefill_tokens_per_s":[0-9.e+-]+,"decode_tokens_per_s":[0-9.e+-]+,"total_ms":[0-9.e+-]+\}'
+body_has "\"state\":\\{\"id\":\"$state\",\"tokens\":$total,\"hit\":true\\}"
+answer=$(sed -n 's/^{"answer":"\(.*\)","finish_reason".*/\1/p' "$tmp/body")
+check "the answer is not empty" [ -n "$answer" ]
+unix_http 200 /v1/corpora/docs/ask -d "{$q}"
+body_has '^event: token$'
+checks=$((checks + 1))
+grep -q "^data: {\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
+    fail "the streamed answer differs from the JSON one ($answer): $(tail -2 "$tmp/body")"
+
+# A stop string made of the answer's start ends it before anything is sent.
+first=$(printf '%s' "$answer" | cut -c1-2)
+unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false,\"stop\":[\"$first\"]}"
+body_has '^\{"answer":"","finish_reason":"stop_string"'
+
+# A question that cannot fit is refused with its counts, never truncated.
+unix_http 413 /v1/corpora/docs/ask -d '{"question":"x","max_tokens":1048576,"stream":false}'
+body_has '"code":"limit"' && body_has '"usage":\{"corpus_tokens":[0-9]+'
+
+# ---- the queue limit: one active question, one waiting, the next refused ----
+long='{"question":"Tell me everything.","max_tokens":100000,"stream":false}'
+curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
+a1=$!
+sleep 0.5
+curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
+a2=$!
+sleep 0.5
+checks=$((checks + 1))
+curl -s -D "$tmp/headers" -o "$tmp/body" --unix-socket "$sock" -d "$long" \
+    http://tome/v1/corpora/docs/ask
+grep -q '^HTTP/1.1 429' "$tmp/headers" || fail "a full queue did not answer 429: $(head -1 "$tmp/headers")"
+grep -qi '^Retry-After: [0-9]' "$tmp/headers" || fail "429 without Retry-After"
+kill "$a1" "$a2" 2>/dev/null
+wait "$a1" "$a2" 2>/dev/null
+unix_http 200 /metrics && body_has '^tome_cache_hits_total [1-9]' &&
+    body_has '^tome_decode_tokens_total [1-9]' && body_has '^tome_jobs\{state="done"\} 1'
+
+# ---- cancelling a job ----
+unix_http 202 /v1/corpora/big/prefill -X POST
+big=$(json_field id)
+unix_http 202 "/v1/jobs/$big" -X DELETE
+follow "$big"
+tail -3 "$tmp/events" | grep -q '^event: canceled' || fail "a cancelled job does not end with canceled"
+unix_http 200 "/v1/jobs/$big" && body_has '"status":"canceled"'
+unix_http 409 /v1/corpora/big/ask -d "{$q}" && body_has 'prefill first'
+
+# ---- SIGTERM in the middle of a prefill, restart, resume ----
+unix_http 202 /v1/corpora/docs2/prefill -X POST
+job2=$(json_field id)
+curl -sN --max-time 60 --unix-socket "$sock" "http://tome/v1/jobs/$job2/events" >"$tmp/events2" &
+watcher=$!
+i=0
+until grep -q '"restart_point":[1-9]' "$tmp/events2"; do
+    i=$((i + 1))
+    [ "$i" -le 600 ] || break
+    sleep 0.05
+done
+stop_tomed TERM
+wait "$watcher"
+checks=$((checks + 1))
+grep -q "job $job2 interrupted at token [1-9]" "$tmp/tomed.log" ||
+    fail "the prefill was not interrupted mid-way: $(tail -3 "$tmp/tomed.log")"
+tail -3 "$tmp/events2" | grep -q '^event: canceled' || fail "followers were not told of the shutdown"
+
+start_tomed --config "$tmp/tomed.conf" --model "$model" --log-level info
+wait_ready
+checks=$((checks + 1))
+i=0
+until grep -q "resuming job $job2" "$tmp/tomed.log"; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || { fail "job $job2 was not resumed: $(tail -3 "$tmp/tomed.log")"; break; }
+    sleep 0.1
+done
+i=0
+until curl -s --unix-socket "$sock" "http://tome/v1/jobs/$job2" | grep -q '"status":"done"'; do
+    i=$((i + 1))
+    [ "$i" -le 600 ] || { fail "the resumed job did not finish"; break; }
+    sleep 0.1
+done
+unix_http 200 /v1/corpora/docs2/ask -d "{$q,\"stream\":false}"
+checks=$((checks + 1))
+grep -q "^{\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
+    fail "the resumed state answers differently: $(head -c 200 "$tmp/body") vs $answer"
+
+# ---- deleting a corpus drops its state ----
+unix_http 204 /v1/corpora/docs2 -X DELETE
+unix_http 404 /v1/corpora/docs2/ask -d "{$q}"
+unix_http 200 /v1/cache && checks=$((checks + 1)) &&
+    ! grep -q '"corpus":"docs2"' "$tmp/body" || fail "the deleted corpus's state is still cached"
+
+stop_tomed TERM
+finish
