@@ -64,6 +64,7 @@ static void apply_defaults(tomed_config *c)
     c->shutdown_grace_s = 20;
     c->max_connections = 4096;
     c->ask_queue_limit = 256;
+    c->max_active_asks = 64;
     c->workers = 4;
     c->max_answer_tokens = 8192;
     c->prefill_chunk = 0;
@@ -198,6 +199,7 @@ static const struct int_key {
     INT_KEY("shutdown_grace", shutdown_grace_s, 0, 3600),
     INT_KEY("max_connections", max_connections, 1, 1000000),
     INT_KEY("ask_queue_limit", ask_queue_limit, 1, 1000000),
+    INT_KEY("max_active_asks", max_active_asks, 1, TOMED_MAX_ACTIVE_ASKS),
     INT_KEY("workers", workers, 1, 256),
     INT_KEY("max_answer_tokens", max_answer_tokens, 1, 1 << 20),
     INT_KEY("prefill_chunk", prefill_chunk, 0, 1 << 20),

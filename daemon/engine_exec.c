@@ -32,7 +32,6 @@
 #include <sys/stat.h>
 
 #define DEFAULT_PREFILL_CHUNK 256
-#define MAX_ACTIVE_ASKS 64
 #define PROGRESS_INTERVAL_S 1.0
 
 typedef struct cached_state {
@@ -85,7 +84,7 @@ struct tomed_engine {
     cached_state cache[64];
     int n_cache;
     int64_t serial;
-    active_ask active[MAX_ACTIVE_ASKS];
+    active_ask active[TOMED_MAX_ACTIVE_ASKS];
     int n_active;
     tomed_job *job; /* the prefill in progress */
     v4_state *job_state;
@@ -626,13 +625,13 @@ static void run_prefill_chunk(tomed_engine *e)
 static int has_work(tomed_engine *e)
 {
     return e->n_active > 0 || e->job || e->jobs_head ||
-           (e->asks_head && e->n_active < MAX_ACTIVE_ASKS);
+           (e->asks_head && e->n_active < e->server->cfg.max_active_asks);
 }
 
 /* Under the lock: move waiting questions in and pick the next job. */
 static void take_work(tomed_engine *e)
 {
-    while (e->asks_head && e->n_active < MAX_ACTIVE_ASKS) {
+    while (e->asks_head && e->n_active < e->server->cfg.max_active_asks) {
         ask_node *node = e->asks_head;
         e->asks_head = node->next;
         if (!e->asks_head) e->asks_tail = NULL;

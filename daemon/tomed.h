@@ -60,6 +60,7 @@ void tomed_log(int level, const char *fmt, ...) __attribute__((format(printf, 2,
 #define TOMED_MAX_IDS 32
 #define TOMED_MAX_CERT_RULES 32
 #define TOMED_NAME_MAX 64
+#define TOMED_MAX_ACTIVE_ASKS 256
 
 enum { TOMED_RIGHT_READ = 1, TOMED_RIGHT_WRITE = 2 };
 
@@ -110,6 +111,7 @@ typedef struct tomed_config {
     int shutdown_grace_s;
     int max_connections;
     int ask_queue_limit;
+    int max_active_asks;
     int workers;
     int max_answer_tokens;
     int prefill_chunk;
