@@ -382,6 +382,38 @@ static int open_level(level *lv, int raw, const char *file, const void *data, si
     return rc;
 }
 
+/* One compressed stream that holds no archive: its content is a file
+ * named after it (without the compression suffix) at the same level, and
+ * may itself be an archive (a .zip.gz, or a .tar libarchive did not see
+ * through the compression). */
+static int read_raw_stream(level *lv, const char *file, const unsigned char *data, size_t len,
+                           tome_error *err)
+{
+    int unused;
+    lv->produced = 0;
+    int rc = open_level(lv, 1, file, data, len, &unused, err);
+    if (rc) return rc;
+    struct archive_entry *e;
+    rc = archive_read_next_header(lv->a, &e);
+    char *path = raw_name(lv->name);
+    if (!path) {
+        rc = tome_errorf(err, TOME_ENOMEM, "%s: out of memory", lv->name);
+    } else if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
+        rc = tome_errorf(err, TOME_EFORMAT, "%s: %s", lv->name, error_text(lv->a));
+    } else if ((rc = ingest_count_entry(lv->r, path, err)) == 0) {
+        unsigned char *buf;
+        size_t n;
+        rc = read_entry_data(lv, path, &buf, &n, err);
+        if (!rc) {
+            rc = ingest_take_file(lv->r, path, buf, n, archive_entry_mtime(e), lv->depth, err);
+            free(buf);
+        }
+    }
+    free(path);
+    archive_read_free(lv->a);
+    return rc;
+}
+
 /* Read an archive at `depth`, retrying as a raw compressed stream when it
  * decompresses but holds no archive.  `prefix` ends in '/' or is "". */
 static int read_archive(ingest_reader *r, const char *name, const char *prefix, int depth,
@@ -401,31 +433,7 @@ static int read_archive(ingest_reader *r, const char *name, const char *prefix, 
                            "but cannot be read: truncated or damaged",
                            name);
     if (rc != TOME_ENOTFOUND || !compressed) return rc;
-
-    /* One compressed stream: its content is a file named after it, one
-     * level down, and may itself be an archive (a .tar inside a .gz that
-     * libarchive did not see as .tar.gz, or a .zip.gz). */
-    lv.produced = 0;
-    rc = open_level(&lv, 1, file, data, len, &compressed, err);
-    if (rc) return rc;
-    struct archive_entry *e;
-    rc = archive_read_next_header(lv.a, &e);
-    char *path = raw_name(name);
-    if (rc < ARCHIVE_WARN || !path) {
-        rc = path ? tome_errorf(err, TOME_EFORMAT, "%s: %s", name, error_text(lv.a))
-                  : tome_errorf(err, TOME_ENOMEM, "%s: out of memory", name);
-    } else if ((rc = ingest_count_entry(r, path, err)) == 0) {
-        unsigned char *buf;
-        size_t n;
-        rc = read_entry_data(&lv, path, &buf, &n, err);
-        if (!rc) {
-            rc = ingest_take_file(r, path, buf, n, archive_entry_mtime(e), depth, err);
-            free(buf);
-        }
-    }
-    free(path);
-    archive_read_free(lv.a);
-    return rc;
+    return read_raw_stream(&lv, file, data, len, err);
 }
 
 int ingest_read_archive_file(ingest_reader *r, const char *path, tome_error *err)
