@@ -310,3 +310,19 @@ void store_context_clear(store_context *ctx)
     free(ctx->token_ids);
     memset(ctx, 0, sizeof *ctx);
 }
+
+int store_context_locate(const store_context *ctx, const char *path, int64_t line, int64_t *byte,
+                         int64_t *token, tome_error *err)
+{
+    for (size_t i = 0; i < ctx->n_docs; i++) {
+        const store_context_doc *d = &ctx->docs[i];
+        if (strcmp(d->path, path) != 0) continue;
+        if (line < 1 || line > d->n_lines)
+            return tome_errorf(err, TOME_ENOTFOUND, "%s has %lld lines, not %lld", path,
+                               (long long)d->n_lines, (long long)line);
+        *byte = d->line_bytes[line - 1];
+        *token = d->line_tokens ? d->line_tokens[line - 1] : -1;
+        return 0;
+    }
+    return tome_errorf(err, TOME_ENOTFOUND, "%s is not in the rendered corpus", path);
+}

@@ -271,6 +271,15 @@ static void test_contexts(void)
         CHECK(back.docs[1].line_tokens == NULL && back.docs[1].token_start == -1);
         CHECK(back.docs[1].byte_end == 90 && back.docs[1].line_bytes[0] == 70);
     }
+    int64_t byte, token;
+    CHECK_OK(store_context_locate(&back, l.docs[0].path, 2, &byte, &token, &err), &err);
+    CHECK(byte == lb0[1] && token == lt0[1]);
+    CHECK_OK(store_context_locate(&back, l.docs[1].path, 1, &byte, &token, &err), &err);
+    CHECK(byte == 70 && token == -1);
+    CHECK(store_context_locate(&back, l.docs[1].path, 2, &byte, &token, &err) == TOME_ENOTFOUND);
+    CHECK(strstr(err.msg, "1 lines") != NULL);
+    CHECK(store_context_locate(&back, "nope.c", 1, &byte, &token, &err) == TOME_ENOTFOUND);
+    CHECK(strstr(err.msg, "nope.c") != NULL);
     store_context_clear(&back);
     store_document_list_free(&l);
     store_close(s);
