@@ -185,6 +185,13 @@ int store_context_size(store *s, int64_t id, int64_t *token_count, int64_t *text
 /* Load a context with its maps and token ids; store_context_clear frees. */
 int store_context_load(store *s, int64_t id, store_context *ctx, tome_error *err);
 void store_context_clear(store_context *ctx);
+/* Where line `line` (1-based) of document `path` sits in a loaded context:
+ * the byte offset of its first byte and the token holding it (-1 without
+ * a tokenizer).  TOME_ENOTFOUND, naming the path and line, when the
+ * context has no such document or line: how a citation "path:line" in an
+ * answer is checked. */
+int store_context_locate(const store_context *ctx, const char *path, int64_t line, int64_t *byte,
+                         int64_t *token, tome_error *err);
 
 /* ------------------------------------------------------------------------
  * Cached KV states and restart points (the state files are store/'s KV
