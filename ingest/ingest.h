@@ -8,9 +8,9 @@
  * UTF-8, hashes it, and stores the documents that are new or changed.  The
  * new version is committed in one transaction only when everything
  * succeeded, so a failed ingest leaves the previous version as it was.
- * It then renders the version into the text block of the document-QA
- * prompt (a header per document, numbered lines) and stores the document
- * and line -> byte/token map.
+ * Before committing it renders the version into the document-QA prompt
+ * prefix (a header per document, numbered lines), checks the token budget
+ * and stores the document and line -> byte/token map with the version.
  *
  * Policy for hostile input:
  *  - unsafe entries (symbolic and hard links, devices and other special
@@ -29,7 +29,8 @@
  * report and rendering a function fills are the caller's to free.  Errors
  * follow common/common.h.  An ingest uses the one store handle it is given
  * (and so the calling thread); ingests of different corpora may run in
- * parallel on separate handles, and they then queue on the write lock.
+ * parallel on separate handles, but the second waits for the first's
+ * write lock (up to STORE_BUSY_TIMEOUT_MS, then TOME_EBUSY).
  */
 #ifndef TOME_INGEST_INGEST_H
 #define TOME_INGEST_INGEST_H
