@@ -188,10 +188,16 @@ static int migrate(store *s, tome_error *err)
     return 0;
 }
 
+int store_set_busy_timeout(store *s, int ms, tome_error *err)
+{
+    int rc = sqlite3_busy_timeout(s->db, ms);
+    return rc == SQLITE_OK ? 0 : store_fail(s, rc, err, "setting the busy timeout");
+}
+
 static int configure(store *s, tome_error *err)
 {
-    int rc = sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
-    if (rc != SQLITE_OK) return store_fail(s, rc, err, "setting the busy timeout");
+    int rc = store_set_busy_timeout(s, STORE_BUSY_TIMEOUT_MS, err);
+    if (rc) return rc;
     /* journal_mode returns a row naming the mode it got; a file that cannot
      * do WAL (some network filesystems) answers something else. */
     sqlite3_stmt *st;

@@ -55,6 +55,11 @@ typedef struct store store;
  * TOME_EMISMATCH.  Close the handle with store_close. */
 int store_open(const char *path, store **out, tome_error *err);
 void store_close(store *s);
+/* How long this handle's writes wait for another writer before
+ * TOME_EBUSY (default STORE_BUSY_TIMEOUT_MS).  An ingest holds the write
+ * lock for its whole run, so a thread that must not fail while one runs
+ * sets a longer wait. */
+int store_set_busy_timeout(store *s, int ms, tome_error *err);
 /* The file the handle was opened on. */
 const char *store_path(const store *s);
 /* PRAGMA user_version of the open database. */

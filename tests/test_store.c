@@ -200,6 +200,11 @@ static void test_transactions(void)
     CHECK_OK(store_version_create(s, c, &eid, 1, &info, &ev, NULL, &err), &err);
     CHECK_OK(store_version_latest(reader, c, &seen, &err), &err);
     CHECK(seen == before);
+    /* A second writer waits for the busy timeout, then gets TOME_EBUSY. */
+    CHECK_OK(store_set_busy_timeout(reader, 50, &err), &err);
+    double t0 = tome_now();
+    CHECK(store_begin(reader, &err) == TOME_EBUSY);
+    CHECK(tome_now() - t0 >= 0.04 && strstr(err.msg, "tome.db") != NULL);
     CHECK_OK(store_commit(s, &err), &err);
     CHECK_OK(store_version_latest(reader, c, &seen, &err), &err);
     CHECK(seen == ev);
