@@ -86,6 +86,10 @@ typedef struct tok_regex {
 int tok_regex_compile(tok_regex *re, const char *pattern, size_t len, int literal,
                       const char *origin, tome_error *err);
 void tok_regex_free(tok_regex *re);
+/* PCRE2 class members for the code points that the reference's Unicode
+ * puts in general category `name` (L, M, N, P or S) and PCRE2's does not
+ * (tok_unicode.c, generated); NULL for other names. */
+const char *tok_unicode_newer(const char *name, size_t len);
 /* The PCRE2 spelling of an Oniguruma pattern (malloc'd, NUL-terminated). */
 int tok_regex_translate(const char *pattern, size_t len, char **out, tome_error *err);
 

@@ -12,6 +12,9 @@
  *       Oniguruma does not; the golden vectors split differently there.
  *       \s becomes the explicit class, \S its negation.
  *   \h  is a hexadecimal digit in Oniguruma, horizontal space in PCRE2.
+ *   \p{L}, \p{M}, \p{N}, \p{P}, \p{S}  follow each engine's Unicode
+ *       tables, and the reference's are newer than Debian's PCRE2: the
+ *       characters assigned since (tok_unicode.c) are added to the class.
  *
  * Everything else (\p{..}, \x{..}, classes, lookahead) passes through.
  *
@@ -94,6 +97,36 @@ static int put_escape(out_text *o, char c, int in_class, tome_error *err)
     return rc;
 }
 
+/* Translate `\p{NAME}` or `\P{NAME}` starting at pattern[i] (the
+ * backslash); returns the index of its last byte, or 0 if it is not one
+ * whose class needs the newer characters (then it is copied as it is). */
+static size_t put_property(out_text *o, const char *pattern, size_t len, size_t i, int in_class,
+                           int *rc, tome_error *err)
+{
+    if (i + 3 >= len || (pattern[i + 1] != 'p' && pattern[i + 1] != 'P') || pattern[i + 2] != '{')
+        return 0;
+    const char *name = pattern + i + 3;
+    const char *close = memchr(name, '}', len - (i + 3));
+    const char *newer = close ? tok_unicode_newer(name, (size_t)(close - name)) : NULL;
+    if (!newer) return 0;
+    size_t end = (size_t)(close - pattern);
+    int negated = pattern[i + 1] == 'P';
+    if (in_class && negated) {
+        *rc = tome_errorf(err, TOME_EFORMAT,
+                          "\\P{%.*s} inside a character class has no PCRE2 "
+                          "equivalent",
+                          (int)(close - name), name);
+        return end;
+    }
+    *rc = in_class ? 0 : put_str(o, negated ? "[^\\p{" : "[\\p{");
+    if (*rc == 0 && in_class) *rc = put_str(o, "\\p{");
+    if (*rc == 0) *rc = put(o, name, (size_t)(close - name));
+    if (*rc == 0) *rc = put_str(o, "}");
+    if (*rc == 0) *rc = put_str(o, newer);
+    if (*rc == 0 && !in_class) *rc = put_str(o, "]");
+    return end;
+}
+
 /* Copy a "[" that opens a class, with a leading "^" and a leading "]"
  * (a literal member there); returns the index of the last byte consumed. */
 static size_t put_class_open(out_text *o, const char *pattern, size_t len, size_t i, int *rc)
@@ -112,7 +145,11 @@ int tok_regex_translate(const char *pattern, size_t len, char **out, tome_error 
     int rc = put(&o, "", 0);
     for (size_t i = 0; i < len && rc == 0; i++) {
         char c = pattern[i];
-        if (c == '\\' && i + 1 < len) {
+        size_t property_end =
+            c == '\\' ? put_property(&o, pattern, len, i, depth > 0, &rc, err) : 0;
+        if (property_end) {
+            i = property_end;
+        } else if (c == '\\' && i + 1 < len) {
             rc = put_escape(&o, pattern[++i], depth > 0, err);
         } else if (c == '[' && depth > 0 && i + 1 < len && pattern[i + 1] == ':') {
             /* "[:name:]" inside a class is a POSIX class, not a nested one. */
