@@ -72,7 +72,7 @@ json_t *tomed_job_json(const tomed_job *job)
                       : json_null();
     json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:f, s:o, s:I, s:o, s:o, s:o}",
                           "id", id, "kind", "prefill", "corpus", job->corpus, "version",
-                          (json_int_t)job->version_id, "status", status_names[job->status],
+                          (json_int_t)job->version_number, "status", status_names[job->status],
                           "tokens_done", (json_int_t)done, "tokens_total", (json_int_t)total,
                           "tokens_per_s", rate, "eta_s", eta, "restart_point",
                           (json_int_t)atomic_load(&job->restart_point), "created_at",
@@ -251,7 +251,7 @@ typedef struct prefill_call {
     tomed_request *r; /* NULL for a resumed job, or once the client is gone */
     char corpus[TOMED_NAME_MAX + 1];
     int64_t job_id; /* a resumed job's id, else filled by the worker */
-    int64_t version_id;
+    int64_t version_id, version_number;
     int32_t *ids;
     size_t n_ids;
     int already_cached;
@@ -268,6 +268,7 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
     if (rc == 0) rc = store_version_latest(db, corpus_id, &pc->version_id, err);
     if (rc == TOME_ENOTFOUND)
         return tome_errorf(err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", pc->corpus);
+    if (rc == 0) rc = store_version_number(db, pc->version_id, &pc->version_number, err);
     if (rc != 0) return rc;
     tomed_engine *e = pc->jobs->engine;
     if (tomed_engine_has_state(e, pc->corpus, pc->version_id, NULL, NULL)) {
@@ -314,6 +315,7 @@ static tomed_job *job_new(tomed_jobs *j, prefill_call *pc)
     job->id = pc->job_id;
     snprintf(job->corpus, sizeof job->corpus, "%s", pc->corpus);
     job->version_id = pc->version_id;
+    job->version_number = pc->version_number;
     job->ids = pc->ids;
     job->n_ids = pc->n_ids;
     pc->ids = NULL;

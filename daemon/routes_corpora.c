@@ -54,7 +54,7 @@ static json_t *memory_state(tomed_server *s, const char *name, int64_t version_i
 static int corpus_json(tomed_server *s, store *db, const char *name, json_t **out,
                        tome_error *err)
 {
-    int64_t corpus_id, version_id = 0;
+    int64_t corpus_id, version_id = 0, number = 0;
     int rc = store_corpus_find(db, name, &corpus_id, err);
     if (rc != 0) return rc;
     json_int_t documents = 0, bytes = 0;
@@ -65,7 +65,8 @@ static int corpus_json(tomed_server *s, store *db, const char *name, json_t **ou
         rc = 0;
     } else if (rc == 0) {
         store_document_list docs = {0};
-        rc = store_version_documents(db, version_id, &docs, err);
+        rc = store_version_number(db, version_id, &number, err);
+        if (rc == 0) rc = store_version_documents(db, version_id, &docs, err);
         if (rc != 0) return rc;
         documents = (json_int_t)docs.n;
         for (size_t i = 0; i < docs.n; i++) bytes += docs.docs[i].size;
@@ -89,7 +90,7 @@ static int corpus_json(tomed_server *s, store *db, const char *name, json_t **ou
         json_decref(state);
         return rc;
     }
-    *out = json_pack("{s:s, s:I, s:I, s:I, s:o}", "name", name, "version", (json_int_t)version_id,
+    *out = json_pack("{s:s, s:I, s:I, s:I, s:o}", "name", name, "version", (json_int_t)number,
                      "documents", documents, "bytes", bytes, "state", state);
     return 0;
 }
@@ -251,6 +252,8 @@ static int run_ingest(tomed_call *c, store *db, tome_error *err)
     if (rc != 0) return rc;
     c->result = report_json(rep, err);
     ingest_report_free(rep);
+    /* The temporary file's name means nothing to the client. */
+    if (c->result && c->upload[0]) json_object_set_new(c->result, "source", json_string("upload"));
     return c->result ? 0 : err->code;
 }
 

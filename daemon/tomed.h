@@ -436,6 +436,7 @@ typedef struct tomed_job {
     int64_t id; /* the store's job id */
     char corpus[TOMED_NAME_MAX + 1];
     int64_t version_id;
+    int64_t version_number; /* as clients see it (1, 2, ...) */
     int status; /* a store_job_state; loop thread only */
     int32_t *ids; /* the prompt prefix; freed when the job ends */
     size_t n_ids;

@@ -75,9 +75,10 @@ checks=$((checks + 1))
 grep -q "^data: {\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
     fail "the streamed answer differs from the JSON one ($answer): $(tail -2 "$tmp/body")"
 
-# A stop string made of the answer's start ends it before anything is sent.
-first=$(printf '%s' "$answer" | cut -c1-2)
-unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false,\"stop\":[\"$first\"]}"
+# A stop string made of the answer's first piece (still JSON-encoded, as
+# the stream sent it) ends the answer before anything is sent.
+first=$(sed -n 's/^data: {"text":\(".*"\)}$/\1/p' "$tmp/body" | head -1)
+unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false,\"stop\":[$first]}"
 body_has '^\{"answer":"","finish_reason":"stop_string"'
 
 # A question that cannot fit is refused with its counts, never truncated.
