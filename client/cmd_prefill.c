@@ -76,7 +76,7 @@ static void print_finished(json_t *job, const char *corpus)
 {
     json_t *state = json_object_get(job, "state");
     const char *id = json_string_value(json_object_get(state, "id"));
-    printf("%s: state %s%scached, %lld tokens\n", corpus, id ? id : "", id ? " " : "",
+    printf("corpus %s: state %s%scached, %lld tokens\n", corpus, id ? id : "", id ? " " : "",
            json_integer_value(json_object_get(state, "tokens")));
 }
 

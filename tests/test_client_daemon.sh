@@ -139,10 +139,10 @@ expect 8 '' 'error:' -- ask src "Where is the parser?" --max-tokens 4
 expect 0 '^[0-9A-Za-z]+$' 'prefill job .* started' -- prefill src --detach
 "$tome" prefill src --wait >"$tmp/out" 2>"$tmp/err" </dev/null ||
     fail "prefill --wait: $(cat "$tmp/err")"
-grep -Eq '^src: state ([0-9a-f]+ )?cached, [0-9]+ tokens' "$tmp/out" ||
+grep -Eq '^corpus src: state ([^ ]+ )?cached, [0-9]+ tokens' "$tmp/out" ||
     fail "prefill --wait stdout: $(cat "$tmp/out")"
 grep -q "$(printf '\r')" "$tmp/err" && fail "prefill --wait drew a TTY bar into a pipe"
-expect 0 '^src: state ([0-9a-f]+ )?cached' '' -- prefill src --wait
+expect 0 '^corpus src: state ([^ ]+ )?cached' '' -- prefill src --wait
 expect 0 '"status": "done"' '' -- prefill src --wait --json
 expect 8 '' 'error:' -- prefill empty --wait
 # On a terminal the default is to follow the job with a progress bar.
@@ -151,7 +151,7 @@ printf 'More text for a new version.\n' >>"$tmp/tree/README"
 script -qec "$tome prefill src" /dev/null >"$tmp/tty" 2>&1 </dev/null
 grep -q 'tok/s  ETA' "$tmp/tty" || fail "no progress bar on a TTY: $(head -c 300 "$tmp/tty")"
 grep -q "$(printf '\r')" "$tmp/tty" || fail "the TTY progress bar is not redrawn in place"
-grep -Eq 'src: state ([0-9a-f]+ )?cached' "$tmp/tty" || fail "prefill on a TTY did not finish"
+grep -Eq 'corpus src: state ([^ ]+ )?cached' "$tmp/tty" || fail "prefill on a TTY did not finish"
 expect 0 '^ID +KIND +CORPUS' '' -- jobs
 job=$("$tome" jobs --json | sed -n 's/^ *"id": "\([^"]*\)",*$/\1/p' | head -1)
 [ -n "$job" ] || fail "no job id in tome jobs --json"
