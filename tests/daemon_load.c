@@ -259,7 +259,7 @@ int main(int argc, char **argv)
     qsort(latencies, (size_t)n_lat, sizeof *latencies, by_value);
     double p50 = latencies[n_lat * 50 / 100], p95 = latencies[n_lat * 95 / 100];
     double p99 = latencies[n_lat * 99 / 100], max = latencies[n_lat - 1];
-    printf("asks: %d answered, %d errors (warm-up round included), %.1f answers/s\n",
+    printf("asks: %d answered, %d errors (warm-up included), %.1f answers/s\n",
            n_lat - errors, errors, n_lat / (wall / 1000));
     printf("latency ms: p50 %.0f p95 %.0f p99 %.0f max %.0f\n", p50, p95, p99, max);
     printf("idle connections still answering: %d/%d\n", idle_ok, idle);
