@@ -50,64 +50,80 @@ void v4_axpy(float *y, float a, const float *x, int n)
 }
 
 #define LANES 8
+#define GROUP 4
 
-/* out[j] = dot(rowsT[.][j], x) for the LANES rows of a transposed tile
- * (rowsT[k*LANES + j] = row j, element k). */
-static void dot8_scalar(const float *rowsT, const float *x, int n, float *out)
+/* out[g][j] = sum_k tiles[g][k*LANES + j] * xs[g][k], for g < G <= GROUP:
+ * G transposed tiles of LANES rows against G input vectors (the same tile
+ * against G tokens in prefill, G tiles against one token in decode).  The
+ * G independent accumulators keep the FMA pipeline busy. */
+static void dot_tiles_scalar(const float *const *tiles, const float *const *xs, int G, int n,
+                             float *out)
 {
-    float acc[LANES] = {0};
+    float acc[GROUP][LANES] = {{0}};
     for (int k = 0; k < n; k++)
-        for (int j = 0; j < LANES; j++) acc[j] = fmaf(rowsT[k * LANES + j], x[k], acc[j]);
-    memcpy(out, acc, sizeof acc);
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < LANES; j++)
+                acc[g][j] = fmaf(tiles[g][k * LANES + j], xs[g][k], acc[g][j]);
+    memcpy(out, acc, (size_t)G * LANES * sizeof(float));
 }
 
 #ifdef V4_HAVE_X86
-__attribute__((target("avx2,fma"))) static void dot8_avx2(const float *rowsT, const float *x, int n,
-                                                          float *out)
+__attribute__((target("avx2,fma"))) static void dot_tiles_avx2(const float *const *tiles,
+                                                               const float *const *xs, int G,
+                                                               int n, float *out)
 {
-    __m256 acc = _mm256_setzero_ps();
-    for (int k = 0; k < n; k++)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(rowsT + k * LANES), _mm256_set1_ps(x[k]), acc);
-    _mm256_storeu_ps(out, acc);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *t0 = tiles[0], *t1 = tiles[G > 1], *t2 = tiles[G > 2 ? 2 : 0];
+    const float *t3 = tiles[G > 3 ? 3 : 0];
+    const float *x0 = xs[0], *x1 = xs[G > 1], *x2 = xs[G > 2 ? 2 : 0], *x3 = xs[G > 3 ? 3 : 0];
+    for (int k = 0; k < n; k++) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(x0[k]), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(t1 + k * LANES), _mm256_set1_ps(x1[k]), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(t2 + k * LANES), _mm256_set1_ps(x2[k]), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(t3 + k * LANES), _mm256_set1_ps(x3[k]), a3);
+    }
+    float all[GROUP][LANES];
+    _mm256_storeu_ps(all[0], a0);
+    _mm256_storeu_ps(all[1], a1);
+    _mm256_storeu_ps(all[2], a2);
+    _mm256_storeu_ps(all[3], a3);
+    memcpy(out, all, (size_t)G * LANES * sizeof(float));
 }
 #endif
 
-typedef void (*dot8_fn)(const float *, const float *, int, float *);
+typedef void (*dot_tiles_fn)(const float *const *, const float *const *, int, int, float *);
 
-static dot8_fn pick_dot8(void)
+static dot_tiles_fn pick_dot_tiles(void)
 {
 #ifdef V4_HAVE_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot8_avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_tiles_avx2;
 #endif
-    return dot8_scalar;
+    return dot_tiles_scalar;
 }
 
-static void dot8(const float *rowsT, const float *x, int n, float *out)
+static void dot_tiles(const float *const *tiles, const float *const *xs, int G, int n, float *out)
 {
-    static dot8_fn fn;
-    if (!fn) fn = pick_dot8(); /* benign race: every thread computes the same pointer */
-    fn(rowsT, x, n, out);
+    static dot_tiles_fn fn;
+    if (!fn) fn = pick_dot_tiles(); /* benign race: every thread computes the same pointer */
+    fn(tiles, xs, G, n, out);
 }
 
 /* ---- weight rows ----------------------------------------------------------- */
 
-static void row_fp8(const v4_weight *w, int64_t r, float *out)
+/* Reference decoders, one per storage format. */
+static void row_fp8_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
 {
-    const uint8_t *row = w->data + r * w->cols;
-    const uint8_t *sc = w->scale + (r / 128) * w->scale_stride;
-    for (int64_t c0 = 0; c0 < w->cols; c0 += 128) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 128) {
         float s = v4_e8m0_to_f32(sc[c0 / 128]);
-        int64_t end = c0 + 128 < w->cols ? c0 + 128 : w->cols;
+        int64_t end = c0 + 128 < cols ? c0 + 128 : cols;
         for (int64_t c = c0; c < end; c++) out[c] = v4_e4m3_table[row[c]] * s;
     }
 }
 
-static void row_fp4(const v4_weight *w, int64_t r, float *out)
+static void row_fp4_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
 {
-    const uint8_t *row = w->data + r * (w->cols / 2);
-    const uint8_t *sc = w->scale + r * w->scale_stride;
-    for (int64_t c0 = 0; c0 < w->cols; c0 += 32) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 32) {
         float s = v4_e8m0_to_f32(sc[c0 / 32]);
         for (int64_t c = c0; c < c0 + 32; c += 2) {
             uint8_t b = row[c / 2];
@@ -117,23 +133,162 @@ static void row_fp4(const v4_weight *w, int64_t r, float *out)
     }
 }
 
-static void row_bf16(const v4_weight *w, int64_t r, float *out)
+static void row_bf16_scalar(const uint8_t *row, int64_t cols, float *out)
 {
-    const uint8_t *row = w->data + r * w->cols * 2;
-    for (int64_t c = 0; c < w->cols; c++) {
-        uint16_t b = (uint16_t)(row[2 * c] | (row[2 * c + 1] << 8));
-        out[c] = v4_bf16_to_f32(b);
+    for (int64_t c = 0; c < cols; c++)
+        out[c] = v4_bf16_to_f32((uint16_t)(row[2 * c] | (row[2 * c + 1] << 8)));
+}
+
+#ifdef V4_HAVE_X86
+/* The same decoders, 8 values at a time; exact like the scalar ones (every
+ * step is a table lookup, a bit move or a multiply by a power of two). */
+__attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row, const uint8_t *sc,
+                                                             int64_t cols, float *out)
+{
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
+        __m256 v = _mm256_i32gather_ps(v4_e4m3_table, _mm256_cvtepu8_epi32(b), 4);
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 128]))));
     }
+    for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / 128]);
+}
+
+__attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row, const uint8_t *sc,
+                                                             int64_t cols, float *out)
+{
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+    const __m256i low4 = _mm256_set1_epi32(15);
+    for (int64_t c = 0; c < cols; c += 8) {
+        uint32_t four;
+        memcpy(&four, row + c / 2, 4);
+        __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)four), dup);
+        __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), shifts), low4);
+        __m256 v = _mm256_i32gather_ps(v4_e2m1_values, codes, 4);
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 32]))));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void row_bf16_avx2(const uint8_t *row, int64_t cols,
+                                                              float *out)
+{
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(row + 2 * c));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(out + c, _mm256_castsi256_ps(w));
+    }
+    row_bf16_scalar(row + 2 * c, cols - c, out + c);
+}
+#endif
+
+static int have_avx2(void)
+{
+#ifdef V4_HAVE_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
 }
 
 void v4_weight_row(const v4_weight *w, int64_t r, float *out)
 {
+    int simd = have_avx2();
     switch (w->dtype) {
-    case V4_F8_E4M3: row_fp8(w, r, out); break;
-    case V4_I8: row_fp4(w, r, out); break;
-    case V4_BF16: row_bf16(w, r, out); break;
+    case V4_F8_E4M3: {
+        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / 128) * w->scale_stride;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_fp8_avx2(row, sc, w->cols, out);
+            break;
+        }
+#endif
+        row_fp8_scalar(row, sc, w->cols, out);
+        break;
+    }
+    case V4_I8: {
+        const uint8_t *row = w->data + r * (w->cols / 2), *sc = w->scale + r * w->scale_stride;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_fp4_avx2(row, sc, w->cols, out);
+            break;
+        }
+#endif
+        row_fp4_scalar(row, sc, w->cols, out);
+        break;
+    }
+    case V4_BF16: {
+        const uint8_t *row = w->data + r * w->cols * 2;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_bf16_avx2(row, w->cols, out);
+            break;
+        }
+#endif
+        row_bf16_scalar(row, w->cols, out);
+        break;
+    }
     default: memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4); break;
     }
+    (void)simd;
+}
+
+/* Interleave 8 decoded rows (row j at rows + j*cols) into a tile with
+ * tile[k*8 + j] = row j, column k. */
+static void transpose8_scalar(const float *rows, int64_t cols, float *tile)
+{
+    for (int64_t k = 0; k < cols; k++)
+        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+}
+
+#ifdef V4_HAVE_X86
+__attribute__((target("avx2,fma"))) static void transpose8_avx2(const float *rows, int64_t cols,
+                                                                float *tile)
+{
+    int64_t k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        __m256 r[8], t[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(rows + j * cols + k);
+        for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+        }
+        for (int j = 0; j < 8; j += 4) {
+            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+        }
+        float *o = tile + k * 8;
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(r[0], r[4], 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(r[1], r[5], 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(r[2], r[6], 0x20));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(r[3], r[7], 0x20));
+        _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(r[0], r[4], 0x31));
+        _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(r[1], r[5], 0x31));
+        _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(r[2], r[6], 0x31));
+        _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(r[3], r[7], 0x31));
+    }
+    for (; k < cols; k++)
+        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+}
+#endif
+
+static void transpose8(const float *rows, int64_t cols, float *tile)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        transpose8_avx2(rows, cols, tile);
+        return;
+    }
+#endif
+    transpose8_scalar(rows, cols, tile);
 }
 
 /* ---- matmul ------------------------------------------------------------------ */
@@ -147,27 +302,70 @@ typedef struct matmul_job {
     int64_t ystride;
 } matmul_job;
 
-/* Decoded weight rows, per thread, transposed into LANES-wide columns.  A
- * fixed buffer keeps the kernel free of allocation (and so of failure);
- * config.c refuses models whose matrices are wider than V4_MAX_COLS. */
-static _Thread_local float tile_rows[LANES * V4_MAX_COLS];
-static _Thread_local float tile_t[LANES * V4_MAX_COLS];
+/* Per-thread scratch: LANES decoded rows, and GROUP transposed tiles of LANES
+ * rows (tile[k*LANES + j] = row j, column k).  The tiles are allocated on
+ * first use; if that fails the kernel works one tile at a time in the
+ * fixed buffer, slower but never failing.  config.c refuses matrices wider
+ * than V4_MAX_COLS. */
+static _Thread_local float row_buf[LANES * V4_MAX_COLS];
+static _Thread_local float tile_fixed[LANES * V4_MAX_COLS];
+static _Thread_local float *tile_group;
+
+static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *tiles, int max_tiles)
+{
+    int64_t cols = w->cols;
+    int n_tiles = 0;
+    for (; n_tiles < max_tiles && r < r_end; n_tiles++, r += LANES) {
+        float *tile = tiles + (size_t)n_tiles * LANES * cols;
+        for (int j = 0; j < LANES; j++) {
+            float *dst = row_buf + j * cols;
+            if (r + j < r_end) v4_weight_row(w, r + j, dst);
+            else memset(dst, 0, (size_t)cols * sizeof(float));
+        }
+        transpose8(row_buf, cols, tile);
+    }
+    return n_tiles;
+}
+
+static void store_rows(float *y, const float *vals, int64_t r, int64_t r_end)
+{
+    int64_t n = r_end - r < LANES ? r_end - r : LANES;
+    memcpy(y + r, vals, (size_t)n * sizeof(float));
+}
 
 static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const matmul_job *j = ctx;
     const v4_weight *w = j->w;
     int64_t cols = w->cols;
-    for (int64_t r = r0; r < r1; r += LANES) {
-        int rows = (int)(r + LANES <= r1 ? LANES : r1 - r);
-        for (int k = 0; k < rows; k++) v4_weight_row(w, r + k, tile_rows + k * cols);
-        for (int k = rows; k < LANES; k++) memset(tile_rows + k * cols, 0, (size_t)cols * 4);
-        for (int64_t c = 0; c < cols; c++)
-            for (int k = 0; k < LANES; k++) tile_t[c * LANES + k] = tile_rows[k * cols + c];
-        for (int t = 0; t < j->n; t++) {
-            float out[LANES];
-            dot8(tile_t, j->x + (int64_t)t * j->xstride, (int)cols, out);
-            memcpy(j->y + t * j->ystride + r, out, (size_t)rows * sizeof *out);
+    if (!tile_group) tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
+    float *tiles = tile_group ? tile_group : tile_fixed;
+    /* Decode (n == 1) is limited by decoding weights: take GROUP tiles per
+     * pass so the FMAs of independent rows overlap.  Prefill reuses one
+     * tile for GROUP tokens at a time. */
+    int per_pass = j->n == 1 && tile_group ? GROUP : 1;
+    for (int64_t r = r0; r < r1; r += (int64_t)per_pass * LANES) {
+        int nt = decode_tiles(w, r, r1, tiles, per_pass);
+        const float *tp[GROUP], *xp[GROUP];
+        float out[GROUP * LANES];
+        if (j->n == 1) {
+            for (int g = 0; g < nt; g++) {
+                tp[g] = tiles + (size_t)g * LANES * cols;
+                xp[g] = j->x;
+            }
+            dot_tiles(tp, xp, nt, (int)cols, out);
+            for (int g = 0; g < nt; g++) store_rows(j->y, out + g * LANES, r + g * LANES, r1);
+            continue;
+        }
+        for (int t = 0; t < j->n; t += GROUP) {
+            int G = j->n - t < GROUP ? j->n - t : GROUP;
+            for (int g = 0; g < G; g++) {
+                tp[g] = tiles;
+                xp[g] = j->x + (int64_t)(t + g) * j->xstride;
+            }
+            dot_tiles(tp, xp, G, (int)cols, out);
+            for (int g = 0; g < G; g++)
+                store_rows(j->y + (int64_t)(t + g) * j->ystride, out + g * LANES, r, r1);
         }
     }
 }
