@@ -6,7 +6,9 @@
  * with DeepSeek's tokenizer.json: every one must come out identical, with
  * and without special-token parsing, and decode back to the exact input,
  * in one go and one id at a time through the stream decoder.  The V4
- * variant must give V4's chat tokens their single ids.
+ * variant must give V4's chat tokens their single ids.  Characters that
+ * Unicode assigned after PCRE2's tables were made are checked separately
+ * (tests/data/newer-unicode.jsonl, also from the reference).
  */
 #include <jansson.h>
 
@@ -117,6 +119,32 @@ static void test_vectors(const v4_tokenizer *t)
     fclose(f);
     CHECKF(n == 482, "%d vectors read, expected 482", n);
     CHECKF(with_special == 30, "%d vectors with special tokens, expected 30", with_special);
+}
+
+/* Characters newer than PCRE2's Unicode tables: ids from the reference
+ * (tests/data/make-newer-unicode-vectors.mjs). */
+static void test_newer_unicode(const v4_tokenizer *t)
+{
+    const char *src = getenv("TOME_SRCDIR");
+    REQUIRE(src && *src, "TOME_SRCDIR is not set (run through `make check`)");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/newer-unicode.jsonl", src);
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f, "cannot open %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *v = json_loads(line, 0, NULL);
+        REQUIRE(v, "%s:%d is not JSON", path, n + 1);
+        const json_t *text = json_object_get(v, "text");
+        encode_and_compare(t, json_string_value(text), json_string_length(text), 0,
+                           json_object_get(v, "ids"), ++n);
+        json_decref(v);
+    }
+    free(line);
+    fclose(f);
+    CHECKF(n == 60, "%d newer-Unicode vectors, expected 60", n);
 }
 
 static void sha256_of_ids(const v4_ids *ids, char hex[65])
@@ -230,6 +258,7 @@ int main(void)
     v4_tokenizer *v4 = tok_test_load("v4");
     test_vectors(v3);
     test_long(v3);
+    test_newer_unicode(v3);
     test_v4_tokens(v3, v4);
     v4_tokenizer_free(v3);
     v4_tokenizer_free(v4);
