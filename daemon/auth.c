@@ -70,9 +70,8 @@ static void cert_principal(const tomed_config *cfg, const tomed_peer *peer, tome
     }
 }
 
-int tomed_authenticate(const tomed_config *cfg, const tomed_tokens *tokens,
-                       const tomed_peer *peer, const char *authorization, tomed_principal *p,
-                       tome_error *err)
+int tomed_authenticate(const tomed_config *cfg, const tomed_tokens *tokens, const tomed_peer *peer,
+                       const char *authorization, tomed_principal *p, tome_error *err)
 {
     memset(p, 0, sizeof *p);
     if (peer->transport == TOMED_TRANSPORT_UNIX) {

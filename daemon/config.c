@@ -98,11 +98,19 @@ static int parse_size(const char *v, int64_t *out)
     if (errno || end == v || n < 0) return TOME_EINVAL;
     int shift = 0;
     switch (toupper((unsigned char)*end)) {
-    case '\0': break;
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    default: return TOME_EINVAL;
+    case '\0':
+        break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        return TOME_EINVAL;
     }
     if (*end && end[1]) return TOME_EINVAL;
     if (n > (LLONG_MAX >> shift)) return TOME_EINVAL;
@@ -167,25 +175,26 @@ static int parse_cert_rule(const char *v, tomed_config *c)
     return 0;
 }
 
-#define STRING_KEY(key, field) {key, offsetof(tomed_config, field), sizeof(((tomed_config *)0)->field)}
+#define STRING_KEY(key, field)                                                                     \
+    {                                                                                              \
+        key, offsetof(tomed_config, field), sizeof(((tomed_config *)0)->field)                     \
+    }
 
 static const struct string_key {
     const char *key;
     size_t offset, cap;
 } string_keys[] = {
-    STRING_KEY("state_dir", state_dir),
-    STRING_KEY("socket", socket_path),
-    STRING_KEY("pidfile", pidfile),
-    STRING_KEY("model", model),
-    STRING_KEY("listen", listen),
-    STRING_KEY("tls_cert", tls_cert),
-    STRING_KEY("tls_key", tls_key),
-    STRING_KEY("tls_client_ca", tls_client_ca),
-    STRING_KEY("tls_ciphers", tls_ciphers),
-    STRING_KEY("tls_ciphersuites", tls_ciphersuites),
+    STRING_KEY("state_dir", state_dir),     STRING_KEY("socket", socket_path),
+    STRING_KEY("pidfile", pidfile),         STRING_KEY("model", model),
+    STRING_KEY("listen", listen),           STRING_KEY("tls_cert", tls_cert),
+    STRING_KEY("tls_key", tls_key),         STRING_KEY("tls_client_ca", tls_client_ca),
+    STRING_KEY("tls_ciphers", tls_ciphers), STRING_KEY("tls_ciphersuites", tls_ciphersuites),
 };
 
-#define INT_KEY(key, field, lo, hi) {key, offsetof(tomed_config, field), lo, hi}
+#define INT_KEY(key, field, lo, hi)                                                                \
+    {                                                                                              \
+        key, offsetof(tomed_config, field), lo, hi                                                 \
+    }
 
 static const struct int_key {
     const char *key;
@@ -316,16 +325,26 @@ static const struct option long_options[] = {
 static const char *flag_key(int opt)
 {
     switch (opt) {
-    case OPT_STATE_DIR: return "state_dir";
-    case OPT_SOCKET: return "socket";
-    case OPT_LISTEN: return "listen";
-    case OPT_TLS_CERT: return "tls_cert";
-    case OPT_TLS_KEY: return "tls_key";
-    case OPT_TLS_CLIENT_CA: return "tls_client_ca";
-    case OPT_MODEL: return "model";
-    case OPT_LOG_LEVEL: return "log_level";
-    case OPT_PIDFILE: return "pidfile";
-    default: return NULL;
+    case OPT_STATE_DIR:
+        return "state_dir";
+    case OPT_SOCKET:
+        return "socket";
+    case OPT_LISTEN:
+        return "listen";
+    case OPT_TLS_CERT:
+        return "tls_cert";
+    case OPT_TLS_KEY:
+        return "tls_key";
+    case OPT_TLS_CLIENT_CA:
+        return "tls_client_ca";
+    case OPT_MODEL:
+        return "model";
+    case OPT_LOG_LEVEL:
+        return "log_level";
+    case OPT_PIDFILE:
+        return "pidfile";
+    default:
+        return NULL;
     }
 }
 
@@ -358,8 +377,7 @@ static int scan_flags(int argc, char **argv, tomed_config *c, int apply, int *ch
     return 0;
 }
 
-int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only,
-                       tome_error *err)
+int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err)
 {
     apply_defaults(cfg);
     if (check_only) *check_only = 0;
@@ -374,7 +392,8 @@ int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only
     }
     rc = scan_flags(argc, argv, cfg, 1, NULL, err);
     if (rc != 0) return rc;
-    if (!cfg->pidfile[0]) snprintf(cfg->pidfile, sizeof cfg->pidfile, "%s/tomed.pid", cfg->state_dir);
+    if (!cfg->pidfile[0])
+        snprintf(cfg->pidfile, sizeof cfg->pidfile, "%s/tomed.pid", cfg->state_dir);
     return 0;
 }
 

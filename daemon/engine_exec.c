@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 
 #define DEFAULT_PREFILL_CHUNK 256
-#define PROGRESS_INTERVAL_S 1.0
+#define PROGRESS_INTERVAL_S   1.0
 
 typedef struct cached_state {
     char corpus[TOMED_NAME_MAX + 1];
@@ -187,8 +187,8 @@ static void state_id(const cached_state *c, char *out, size_t cap)
     snprintf(out, cap, "mem-%lld-%lld", (long long)c->version_id, (long long)c->serial);
 }
 
-int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id,
-                           int64_t *tokens, char id[48])
+int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id, int64_t *tokens,
+                           char id[48])
 {
     pthread_mutex_lock(&e->lock);
     cached_state *c = find_cached(e, corpus, version_id);
@@ -206,7 +206,8 @@ static void cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v
     cached_state *slot = NULL;
     for (int i = 0; i < e->n_cache; i++)
         if (strcmp(e->cache[i].corpus, corpus) == 0) slot = &e->cache[i];
-    if (!slot && e->n_cache < (int)(sizeof e->cache / sizeof e->cache[0])) slot = &e->cache[e->n_cache++];
+    if (!slot && e->n_cache < (int)(sizeof e->cache / sizeof e->cache[0]))
+        slot = &e->cache[e->n_cache++];
     if (!slot) {
         slot = &e->cache[0];
         for (int i = 1; i < e->n_cache; i++)
@@ -267,11 +268,10 @@ json_t *tomed_engine_states(tomed_engine *e)
         const cached_state *c = &e->cache[i];
         char id[48];
         state_id(c, id, sizeof id);
-        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "corpus",
-                                              c->corpus, "version", (json_int_t)c->version_id,
-                                              "tokens", (json_int_t)c->tokens, "bytes",
-                                              (json_int_t)v4_state_kv_bytes(c->state), "status",
-                                              "memory"));
+        json_array_append_new(
+            list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "corpus", c->corpus,
+                            "version", (json_int_t)c->version_id, "tokens", (json_int_t)c->tokens,
+                            "bytes", (json_int_t)v4_state_kv_bytes(c->state), "status", "memory"));
     }
     pthread_mutex_unlock(&e->lock);
     return list;
@@ -428,7 +428,8 @@ static void finish_ask(tomed_engine *e, int index, int rc, const tome_error *err
     double decode_s = ask->t_end - ask->t_first_token;
     if (ask->completion_tokens > 1 && decode_s > 0)
         ask->decode_tokens_per_s = (double)(ask->completion_tokens - 1) / decode_s;
-    if (ask->decode_tokens_per_s > 0) atomic_store(&tomed_stats.decode_tokens_per_s, ask->decode_tokens_per_s);
+    if (ask->decode_tokens_per_s > 0)
+        atomic_store(&tomed_stats.decode_tokens_per_s, ask->decode_tokens_per_s);
     if (a->state) v4_state_free(a->state);
     if (a->detok) v4_detok_free(a->detok);
     free(a->held);
@@ -477,7 +478,8 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
     free(ids);
     if (rc != 0) return rc;
     ask->t_question_fed = tome_now();
-    if (ask->t_question_fed > t0) ask->question_tokens_per_s = (double)n / (ask->t_question_fed - t0);
+    if (ask->t_question_fed > t0)
+        ask->question_tokens_per_s = (double)n / (ask->t_question_fed - t0);
     atomic_fetch_add(&tomed_stats.prefill_tokens, n);
     a->rng = ask->seed;
     a->next_id = sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
@@ -572,6 +574,14 @@ static void run_prefill_chunk(tomed_engine *e)
 {
     tomed_job *job = e->job;
     tome_error err = {0};
+    if (atomic_load(&job->cancel)) {
+        int interrupted = atomic_load(&job->cancel) == 2;
+        tome_errorf(&err, TOME_ECANCELED, "%s at token %lld",
+                    interrupted ? "interrupted by shutdown" : "cancelled",
+                    (long long)atomic_load(&job->tokens_done));
+        finish_job(e, TOME_ECANCELED, &err);
+        return;
+    }
     if (!e->job_state) {
         int rc = v4_state_new(e->model, &e->job_state, &err);
         if (rc != 0) {
@@ -582,16 +592,8 @@ static void run_prefill_chunk(tomed_engine *e)
         e->job_done_at_start = 0;
         atomic_store(&job->tokens_done, 0);
     }
-    if (atomic_load(&job->cancel)) {
-        int interrupted = atomic_load(&job->cancel) == 2;
-        tome_errorf(&err, TOME_ECANCELED, "%s at token %lld",
-                    interrupted ? "interrupted by shutdown" : "cancelled",
-                    (long long)atomic_load(&job->tokens_done));
-        finish_job(e, TOME_ECANCELED, &err);
-        return;
-    }
-    int chunk = e->server->cfg.prefill_chunk > 0 ? e->server->cfg.prefill_chunk
-                                                 : DEFAULT_PREFILL_CHUNK;
+    int chunk =
+        e->server->cfg.prefill_chunk > 0 ? e->server->cfg.prefill_chunk : DEFAULT_PREFILL_CHUNK;
     int64_t done = atomic_load(&job->tokens_done);
     size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
     v4_eval ev = {.chunk = chunk, .progress = progress_hook, .progress_ctx = job};

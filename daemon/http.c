@@ -42,18 +42,18 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define MAX_HEADER_BYTES (32 * 1024)
-#define MAX_HEADERS 64
+#define MAX_HEADER_BYTES   (32 * 1024)
+#define MAX_HEADERS        64
 #define MAX_PENDING_OUTPUT (8 * 1024 * 1024)
 
 enum phase {
-    PHASE_HEADERS,     /* waiting for (the rest of) a request head */
-    PHASE_BODY,        /* Content-Length body */
-    PHASE_CHUNK_SIZE,  /* chunked body: the size line */
-    PHASE_CHUNK_DATA,  /* chunked body: data */
-    PHASE_CHUNK_END,   /* chunked body: CRLF after data */
-    PHASE_TRAILER,     /* chunked body: trailer lines up to the empty one */
-    PHASE_HANDLING,    /* the handler owns the request */
+    PHASE_HEADERS,    /* waiting for (the rest of) a request head */
+    PHASE_BODY,       /* Content-Length body */
+    PHASE_CHUNK_SIZE, /* chunked body: the size line */
+    PHASE_CHUNK_DATA, /* chunked body: data */
+    PHASE_CHUNK_END,  /* chunked body: CRLF after data */
+    PHASE_TRAILER,    /* chunked body: trailer lines up to the empty one */
+    PHASE_HANDLING,   /* the handler owns the request */
 };
 
 struct tomed_conn {
@@ -122,7 +122,8 @@ static char *percent_decode(const char *s, size_t n, int plus_is_space)
     if (!out) return NULL;
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hex_value((unsigned char)s[i + 1]) >= 0 && hex_value((unsigned char)s[i + 2]) >= 0) {
+        if (s[i] == '%' && i + 2 < n && hex_value((unsigned char)s[i + 1]) >= 0 &&
+            hex_value((unsigned char)s[i + 2]) >= 0) {
             int v = hex_value((unsigned char)s[i + 1]) * 16 + hex_value((unsigned char)s[i + 2]);
             if (v == 0) {
                 free(out);
@@ -229,46 +230,80 @@ static int parse_head(tomed_request *r, char *head)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
 int tomed_status_for(int code)
 {
     switch (code) {
-    case TOME_EINVAL: return 400;
-    case TOME_EFORMAT: return 400;
-    case TOME_ENOTFOUND: return 404;
-    case TOME_ELIMIT: return 413;
-    case TOME_EMISMATCH: return 409;
-    case TOME_EEXIST: return 409;
-    case TOME_ECANCELED: return 409;
-    case TOME_EPERM: return 403;
-    case TOME_EBUSY: return 429;
-    case TOME_ENOMEM: return 503;
-    case TOME_EIO: return 500;
-    default: return 500;
+    case TOME_EINVAL:
+        return 400;
+    case TOME_EFORMAT:
+        return 400;
+    case TOME_ENOTFOUND:
+        return 404;
+    case TOME_ELIMIT:
+        return 413;
+    case TOME_EMISMATCH:
+        return 409;
+    case TOME_EEXIST:
+        return 409;
+    case TOME_ECANCELED:
+        return 409;
+    case TOME_EPERM:
+        return 403;
+    case TOME_EBUSY:
+        return 429;
+    case TOME_ENOMEM:
+        return 503;
+    case TOME_EIO:
+        return 500;
+    default:
+        return 500;
     }
 }
 
@@ -311,7 +346,8 @@ static void finish_request(tomed_conn *c)
     count_response(r);
     /* A body the handler did not wait for would be misread as the next
      * request; closing is the only safe answer. */
-    if (c->phase != PHASE_HANDLING) c->close_after = 1;
+    int body_unread = c->phase != PHASE_HANDLING && (r->content_length > 0 || r->chunked);
+    if (body_unread) c->close_after = 1;
     c->req = NULL;
     request_free(r);
     if (c->close_after) {
@@ -324,8 +360,7 @@ static void finish_request(tomed_conn *c)
     if (!c->in_read) conn_process(c);
 }
 
-void tomed_reply_text(tomed_request *r, int status, const char *content_type,
-                      struct evbuffer *body)
+void tomed_reply_text(tomed_request *r, int status, const char *content_type, struct evbuffer *body)
 {
     size_t len = body ? evbuffer_get_length(body) : 0;
     write_head(r, status, content_type, (int64_t)len);
@@ -500,8 +535,9 @@ static int take_body_bytes(tomed_conn *c, struct evbuffer *in, int64_t want)
     int is_upload = r->body_fd >= 0;
     int64_t cap = is_upload ? c->server->cfg.max_upload_bytes : c->server->cfg.max_request_bytes;
     if (r->body_bytes + (int64_t)n > cap) {
-        refuse(c, 413, TOME_ELIMIT, is_upload ? "upload is larger than max_upload_bytes"
-                                              : "request body is larger than max_request_bytes");
+        refuse(c, 413, TOME_ELIMIT,
+               is_upload ? "upload is larger than max_upload_bytes"
+                         : "request body is larger than max_request_bytes");
         return -1;
     }
     if (is_upload) {

@@ -70,23 +70,21 @@ json_t *tomed_job_json(const tomed_job *job)
     json_t *eta = job->status == STORE_JOB_RUNNING && rate > 0
                       ? json_real((double)(total - done) / rate)
                       : json_null();
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:f, s:o, s:I, s:o, s:o, s:o}",
-                          "id", id, "kind", "prefill", "corpus", job->corpus, "version",
-                          (json_int_t)job->version_number, "status", status_names[job->status],
-                          "tokens_done", (json_int_t)done, "tokens_total", (json_int_t)total,
-                          "tokens_per_s", rate, "eta_s", eta, "restart_point",
-                          (json_int_t)atomic_load(&job->restart_point), "created_at",
-                          time_or_null(job->created_at), "started_at",
-                          time_or_null(job->started_at), "finished_at",
-                          time_or_null(job->finished_at));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:f, s:o, s:I, s:o, s:o, s:o}", "id", id, "kind",
+        "prefill", "corpus", job->corpus, "version", (json_int_t)job->version_number, "status",
+        status_names[job->status], "tokens_done", (json_int_t)done, "tokens_total",
+        (json_int_t)total, "tokens_per_s", rate, "eta_s", eta, "restart_point",
+        (json_int_t)atomic_load(&job->restart_point), "created_at", time_or_null(job->created_at),
+        "started_at", time_or_null(job->started_at), "finished_at", time_or_null(job->finished_at));
     if (job->status == STORE_JOB_DONE)
         json_object_set_new(o, "state", json_pack("{s:I}", "tokens", (json_int_t)total));
     else
         json_object_set_new(o, "state", json_null());
     if (job->status == STORE_JOB_FAILED || job->status == STORE_JOB_CANCELED)
-        json_object_set_new(o, "error",
-                            json_pack("{s:s, s:s}", "code", tome_error_name(job->rc), "message",
-                                      job->err.msg));
+        json_object_set_new(
+            o, "error",
+            json_pack("{s:s, s:s}", "code", tome_error_name(job->rc), "message", job->err.msg));
     else
         json_object_set_new(o, "error", json_null());
     return o;
@@ -173,10 +171,10 @@ void tomed_jobs_follow(tomed_jobs *j, tomed_job *job, tomed_request *r)
 {
     tomed_stream_begin(r, 200, "text/event-stream");
     int finished = job->status >= STORE_JOB_DONE;
-    const char *event = job->status == STORE_JOB_DONE     ? "done"
-                        : job->status == STORE_JOB_FAILED ? "error"
+    const char *event = job->status == STORE_JOB_DONE       ? "done"
+                        : job->status == STORE_JOB_FAILED   ? "error"
                         : job->status == STORE_JOB_CANCELED ? "canceled"
-                                                             : "progress";
+                                                            : "progress";
     tomed_stream_event(r, event, tomed_job_json(job));
     if (finished) {
         tomed_stream_end(r);
@@ -225,7 +223,7 @@ void tomed_job_finished(void *arg)
         tomed_log(TOMED_LOG_INFO, "job %lld interrupted at token %lld; it resumes at next start",
                   (long long)job->id, (long long)atomic_load(&job->tokens_done));
     } else {
-        job->status = job->rc == 0               ? STORE_JOB_DONE
+        job->status = job->rc == 0                ? STORE_JOB_DONE
                       : job->rc == TOME_ECANCELED ? STORE_JOB_CANCELED
                                                   : STORE_JOB_FAILED;
         update_row(job, job->status);
@@ -233,9 +231,10 @@ void tomed_job_finished(void *arg)
                   (long long)job->id, status_names[job->status],
                   job->rc == 0 ? "prefill complete" : job->err.msg);
     }
-    notify(job, job->status == STORE_JOB_DONE ? "done"
-                : job->status == STORE_JOB_FAILED ? "error"
-                                                  : "canceled",
+    notify(job,
+           job->status == STORE_JOB_DONE     ? "done"
+           : job->status == STORE_JOB_FAILED ? "error"
+                                             : "canceled",
            1);
     free(job->ids);
     job->ids = NULL;
@@ -286,7 +285,8 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
         if (pc->ids && pc->n_ids)
             memcpy(pc->ids, rendering->ctx.token_ids, pc->n_ids * sizeof *pc->ids);
         ingest_rendering_free(rendering);
-        if (!pc->ids) return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu token ids", pc->n_ids);
+        if (!pc->ids)
+            return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu token ids", pc->n_ids);
     }
     if (pc->job_id == 0) rc = store_job_add(db, "prefill", corpus_id, &pc->job_id, err);
     if (rc == 0 && pc->already_cached)
@@ -532,8 +532,7 @@ int tomed_jobs_busy(const tomed_jobs *j)
 void tomed_jobs_count(const tomed_jobs *j, int by_state[5])
 {
     memset(by_state, 0, 5 * sizeof *by_state);
-    for (const tomed_job *job = j->list; job; job = job->next_in_registry)
-        by_state[job->status]++;
+    for (const tomed_job *job = j->list; job; job = job->next_in_registry) by_state[job->status]++;
 }
 
 int tomed_jobs_model_ready(const tomed_jobs *j, const char **model, const char **why)

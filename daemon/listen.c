@@ -108,10 +108,10 @@ static void accept_tls(struct evconnlistener *lis, evutil_socket_t fd, struct so
     }
     snprintf(peer.address, sizeof peer.address, "%s:%d", host, port);
     SSL *ssl = SSL_new(l->tls_ctx);
-    struct bufferevent *bev = ssl ? bufferevent_openssl_socket_new(
-                                        s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
-                                  : NULL;
+    struct bufferevent *bev =
+        ssl ? bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+            : NULL;
     if (!bev) {
         if (ssl) SSL_free(ssl);
         evutil_closesocket(fd);
@@ -182,9 +182,9 @@ static int open_tls(tomed_listeners *l, const tomed_config *cfg, tome_error *err
     int sslen = sizeof ss;
     if (evutil_parse_sockaddr_port(cfg->listen, (struct sockaddr *)&ss, &sslen) != 0)
         return tome_errorf(err, TOME_EINVAL, "listen '%s' is not ADDR:PORT", cfg->listen);
-    l->tls_listener = evconnlistener_new_bind(
-        l->server->base, accept_tls, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-        (struct sockaddr *)&ss, sslen);
+    l->tls_listener = evconnlistener_new_bind(l->server->base, accept_tls, l,
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+                                              (struct sockaddr *)&ss, sslen);
     if (!l->tls_listener)
         return tome_errorf(err, TOME_EIO, "listen %s: %s", cfg->listen, strerror(errno));
     evconnlistener_set_error_cb(l->tls_listener, accept_error);

@@ -155,14 +155,14 @@ static void reload(daemon_state *d)
     if (rc == 0) rc = tomed_config_check(fresh, &err);
     if (rc == 0) rc = tomed_listeners_reload_tls(s->listeners, fresh, &err);
     if (rc != 0) {
-        tomed_log(TOMED_LOG_ERROR, "reload failed, keeping the running configuration: %s",
-                  err.msg);
+        tomed_log(TOMED_LOG_ERROR, "reload failed, keeping the running configuration: %s", err.msg);
         free(fresh);
         return;
     }
     /* Where the daemon lives cannot move under running clients. */
-    if (strcmp(fresh->state_dir, s->cfg.state_dir) || strcmp(fresh->socket_path, s->cfg.socket_path) ||
-        strcmp(fresh->listen, s->cfg.listen) || strcmp(fresh->model, s->cfg.model))
+    if (strcmp(fresh->state_dir, s->cfg.state_dir) ||
+        strcmp(fresh->socket_path, s->cfg.socket_path) || strcmp(fresh->listen, s->cfg.listen) ||
+        strcmp(fresh->model, s->cfg.model))
         tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen and model change only on restart");
     memcpy(fresh->state_dir, s->cfg.state_dir, sizeof fresh->state_dir);
     memcpy(fresh->socket_path, s->cfg.socket_path, sizeof fresh->socket_path);

@@ -103,7 +103,8 @@ static int check_body_size(tomed_request *r, int upload)
 {
     int64_t cap = upload ? r->server->cfg.max_upload_bytes : r->server->cfg.max_request_bytes;
     if (r->content_length > cap) {
-        tomed_reply_error_ex(r, 413, TOME_ELIMIT, NULL, "request body of %lld bytes is over %s (%lld)",
+        tomed_reply_error_ex(r, 413, TOME_ELIMIT, NULL,
+                             "request body of %lld bytes is over %s (%lld)",
                              (long long)r->content_length,
                              upload ? "max_upload_bytes" : "max_request_bytes", (long long)cap);
         return -1;
@@ -133,8 +134,7 @@ int tomed_route_request(tomed_request *r)
     }
     if (!(route->flags & TOMED_ROUTE_PUBLIC) && r->principal.kind == TOMED_PRINCIPAL_NONE) {
         if (r->peer->transport == TOMED_TRANSPORT_TLS && r->principal.name[0])
-            tomed_reply_error(r, TOME_EPERM, "%s is not mapped to a principal",
-                              r->principal.name);
+            tomed_reply_error(r, TOME_EPERM, "%s is not mapped to a principal", r->principal.name);
         else if (r->peer->transport == TOMED_TRANSPORT_TLS)
             tomed_reply_error_ex(r, 401, TOME_EPERM, NULL,
                                  "credentials required: a bearer token or a client certificate");

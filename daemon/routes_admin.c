@@ -40,8 +40,7 @@ static int parse_scopes(tomed_request *r, json_t *list, tomed_scope *scopes, int
         const char *corpus = json_string_value(json_object_get(item, "corpus"));
         const char *rights = json_string_value(json_object_get(item, "rights"));
         if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus))) {
-            tomed_reply_error(r, TOME_EINVAL, "scopes[%zu].corpus must be a corpus name or '*'",
-                              i);
+            tomed_reply_error(r, TOME_EINVAL, "scopes[%zu].corpus must be a corpus name or '*'", i);
             return -1;
         }
         if (!rights || tomed_rights_parse(rights, &scopes[i].rights) != 0) {
@@ -109,8 +108,8 @@ static json_t *state_json(const store_kv_state *st)
     snprintf(id, sizeof id, "%lld", (long long)st->id);
     return json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s}", "id", id, "version",
                      (json_int_t)st->version_id, "tokens", (json_int_t)st->token_count, "bytes",
-                     (json_int_t)st->bytes, "status", store_state_status_name(st->status),
-                     "model", st->model_fingerprint, "created_at", created, "last_used_at", used);
+                     (json_int_t)st->bytes, "status", store_state_status_name(st->status), "model",
+                     st->model_fingerprint, "created_at", created, "last_used_at", used);
 }
 
 static int list_states(tomed_call *c, store *db, tome_error *err)

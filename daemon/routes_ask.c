@@ -24,8 +24,8 @@
 #include <string.h>
 
 #define DEFAULT_MAX_TOKENS 512
-#define MAX_STOP_STRINGS 8
-#define MAX_STOP_BYTES 256
+#define MAX_STOP_STRINGS   8
+#define MAX_STOP_BYTES     256
 
 /* What the loop thread keeps beside the engine's part of the question. */
 typedef struct ask_ctx {
@@ -78,13 +78,13 @@ static json_t *answer_json(const tomed_ask *ask)
 {
     double ms = 1000.0;
     double ttft = ask->t_first_token > 0 ? (ask->t_first_token - ask->t_request) * ms : 0;
-    return json_pack(
-        "{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}}", "answer",
-        ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason, "usage",
-        usage_json(ask), "timings", "queue_ms", (ask->t_queued - ask->t_request) * ms, "ttft_ms",
-        ttft, "prefill_tokens_per_s", ask->question_tokens_per_s, "decode_tokens_per_s",
-        ask->decode_tokens_per_s, "total_ms", (ask->t_end - ask->t_request) * ms, "state", "id",
-        ask->state_id, "tokens", (json_int_t)ask->corpus_tokens, "hit", 1);
+    return json_pack("{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}}", "answer",
+                     ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason, "usage",
+                     usage_json(ask), "timings", "queue_ms", (ask->t_queued - ask->t_request) * ms,
+                     "ttft_ms", ttft, "prefill_tokens_per_s", ask->question_tokens_per_s,
+                     "decode_tokens_per_s", ask->decode_tokens_per_s, "total_ms",
+                     (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id, "tokens",
+                     (json_int_t)ask->corpus_tokens, "hit", 1);
 }
 
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
@@ -141,8 +141,8 @@ static void reply_failure(tomed_ask *ask)
     tomed_request *r = ask->r;
     json_t *extra = ask->rc == TOME_ELIMIT ? json_pack("{s:o}", "usage", usage_json(ask)) : NULL;
     if (r->streaming) {
-        json_t *error = json_pack("{s:s, s:s}", "code", tome_error_name(ask->rc), "message",
-                                  ask->err.msg);
+        json_t *error =
+            json_pack("{s:s, s:s}", "code", tome_error_name(ask->rc), "message", ask->err.msg);
         if (extra) json_object_update(error, extra);
         json_decref(extra);
         tomed_stream_event(r, "error", json_pack("{s:o}", "error", error));
@@ -194,8 +194,8 @@ static void find_version(void *arg)
     }
     if (v->rc == 0) v->rc = store_version_latest(db, v->ctx->corpus_id, &ask->version_id, &v->err);
     if (v->rc == TOME_ENOTFOUND)
-        v->rc = tome_errorf(&v->err, TOME_EMISMATCH, "corpus '%s' has nothing ingested",
-                            ask->corpus);
+        v->rc =
+            tome_errorf(&v->err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", ask->corpus);
 }
 
 /* Back on the loop: hand the question to the engine, or answer now. */

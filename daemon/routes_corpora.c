@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define SEARCH_DEFAULT_LIMIT 100
-#define SEARCH_MAX_LIMIT 1000
+#define SEARCH_MAX_LIMIT     1000
 
 int tomed_require_corpus(tomed_request *r, int rights)
 {
@@ -51,8 +51,7 @@ static json_t *memory_state(tomed_server *s, const char *name, int64_t version_i
 }
 
 /* The corpus object of tome-protocol(7), built on a worker. */
-static int corpus_json(tomed_server *s, store *db, const char *name, json_t **out,
-                       tome_error *err)
+static int corpus_json(tomed_server *s, store *db, const char *name, json_t **out, tome_error *err)
 {
     int64_t corpus_id, version_id = 0, number = 0;
     int rc = store_corpus_find(db, name, &corpus_id, err);
@@ -116,8 +115,9 @@ void tomed_route_corpus_create(tomed_request *r)
     if (!body) return;
     const char *name = json_string_value(json_object_get(body, "name"));
     if (!name || !tomed_corpus_name_valid(name)) {
-        tomed_reply_error(r, TOME_EINVAL,
-                          "'name' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
+        tomed_reply_error(
+            r, TOME_EINVAL,
+            "'name' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
     } else if (!tomed_principal_can(&r->principal, name, TOMED_RIGHT_WRITE)) {
         tomed_reply_error(r, TOME_EPERM, "%s may not create corpus '%s'", r->principal.name, name);
     } else {
@@ -217,7 +217,8 @@ void tomed_route_corpus_delete(tomed_request *r)
 static int peer_may_read(const tomed_peer *peer, const char *path, tome_error *err)
 {
     struct stat st;
-    if (stat(path, &st) != 0) return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", path, strerror(errno));
     if (peer->uid == 0) return 0;
     mode_t r = S_IROTH, x = S_IXOTH;
     if (st.st_uid == peer->uid) {
@@ -228,7 +229,8 @@ static int peer_may_read(const tomed_peer *peer, const char *path, tome_error *e
         x = S_IXGRP;
     }
     int ok = (st.st_mode & r) && (!S_ISDIR(st.st_mode) || (st.st_mode & x));
-    if (!ok) return tome_errorf(err, TOME_EPERM, "uid %u may not read %s", (unsigned)peer->uid, path);
+    if (!ok)
+        return tome_errorf(err, TOME_EPERM, "uid %u may not read %s", (unsigned)peer->uid, path);
     return 0;
 }
 
@@ -244,7 +246,8 @@ static json_t *report_json(const ingest_report *rep, tome_error *err)
 
 static int run_ingest(tomed_call *c, store *db, tome_error *err)
 {
-    const char *source = c->upload[0] ? c->upload : json_string_value(json_object_get(c->input, "path"));
+    const char *source =
+        c->upload[0] ? c->upload : json_string_value(json_object_get(c->input, "path"));
     ingest_options opts;
     ingest_options_default(&opts);
     ingest_report *rep;
@@ -271,13 +274,15 @@ void tomed_route_ingest(tomed_request *r)
         const char *path = json_string_value(json_object_get(body, "path"));
         tome_error err = {0};
         if (!path || path[0] != '/') {
-            tomed_reply_error(r, TOME_EINVAL, "send an archive as application/octet-stream, or "
-                                              "{\"path\": \"/absolute/server/path\"}");
+            tomed_reply_error(r, TOME_EINVAL,
+                              "send an archive as application/octet-stream, or "
+                              "{\"path\": \"/absolute/server/path\"}");
             json_decref(body);
             return;
         }
         if (r->peer->transport != TOMED_TRANSPORT_UNIX) {
-            tomed_reply_error(r, TOME_EPERM, "server-side paths are accepted on the Unix socket only");
+            tomed_reply_error(r, TOME_EPERM,
+                              "server-side paths are accepted on the Unix socket only");
             json_decref(body);
             return;
         }
@@ -325,9 +330,9 @@ static int run_search(tomed_call *c, store *db, tome_error *err)
     }
     json_t *matches = json_array();
     for (size_t i = 0; i < hits.n && i < limit; i++)
-        json_array_append_new(matches, json_pack("{s:s, s:I, s:s}", "path", hits.hits[i].path,
-                                                 "line", (json_int_t)hits.hits[i].line, "text",
-                                                 hits.hits[i].text));
+        json_array_append_new(matches,
+                              json_pack("{s:s, s:I, s:s}", "path", hits.hits[i].path, "line",
+                                        (json_int_t)hits.hits[i].line, "text", hits.hits[i].text));
     c->result = json_pack("{s:o, s:b}", "matches", matches, "truncated", hits.n > limit);
     store_hits_free(&hits);
     return 0;

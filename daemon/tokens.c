@@ -85,12 +85,12 @@ static int save(tomed_tokens *t, tome_error *err)
 static json_t *public_view(json_t *rec)
 {
     return json_pack("{s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "name",
-                     json_object_get(rec, "name"), "created_at",
-                     json_object_get(rec, "created_at"), "scopes", json_object_get(rec, "scopes"));
+                     json_object_get(rec, "name"), "created_at", json_object_get(rec, "created_at"),
+                     "scopes", json_object_get(rec, "scopes"));
 }
 
-int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *scopes,
-                        int n_scopes, json_t **token_json, char **secret, tome_error *err)
+int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *scopes, int n_scopes,
+                        json_t **token_json, char **secret, tome_error *err)
 {
     json_t *list = json_object_get(t->doc, "tokens");
     size_t i;

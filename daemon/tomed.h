@@ -56,10 +56,10 @@ void tomed_log(int level, const char *fmt, ...) __attribute__((format(printf, 2,
  * config.c
  * ------------------------------------------------------------------------ */
 
-#define TOMED_PATH_MAX 4096
-#define TOMED_MAX_IDS 32
-#define TOMED_MAX_CERT_RULES 32
-#define TOMED_NAME_MAX 64
+#define TOMED_PATH_MAX        4096
+#define TOMED_MAX_IDS         32
+#define TOMED_MAX_CERT_RULES  32
+#define TOMED_NAME_MAX        64
 #define TOMED_MAX_ACTIVE_ASKS 256
 
 enum { TOMED_RIGHT_READ = 1, TOMED_RIGHT_WRITE = 2 };
@@ -121,8 +121,7 @@ typedef struct tomed_config {
 /* Defaults, then the config file (the --config one, else the default path
  * if it exists), then the command-line flags in argv.  `check_only` is set
  * when --check-config was given. */
-int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only,
-                       tome_error *err);
+int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err);
 /* Validate what the file and flags cannot check alone (paths, TLS pairs). */
 int tomed_config_check(const tomed_config *cfg, tome_error *err);
 int tomed_rights_parse(const char *text, int *rights);
@@ -167,8 +166,7 @@ extern tomed_metrics tomed_stats;
 /* The Prometheus text exposition into `out`; disk use is measured under
  * `state_dir`, job counts by state come from `jobs_by_state` (5 entries:
  * queued, running, done, failed, canceled). */
-void tomed_metrics_render(struct evbuffer *out, const char *state_dir,
-                          const int jobs_by_state[5]);
+void tomed_metrics_render(struct evbuffer *out, const char *state_dir, const int jobs_by_state[5]);
 
 /* ------------------------------------------------------------------------
  * auth.c and tokens.c
@@ -196,8 +194,8 @@ typedef struct tomed_tokens tomed_tokens;
 int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err);
 void tomed_tokens_free(tomed_tokens *t);
 /* Creates a token; `*secret` (malloc'd, caller frees) is its only copy. */
-int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *scopes,
-                        int n_scopes, json_t **token_json, char **secret, tome_error *err);
+int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *scopes, int n_scopes,
+                        json_t **token_json, char **secret, tome_error *err);
 int tomed_tokens_revoke(tomed_tokens *t, const char *id, tome_error *err);
 json_t *tomed_tokens_list(const tomed_tokens *t);
 /* Fills `p` if `secret` is a live token; TOME_EPERM if not. */
@@ -217,9 +215,8 @@ typedef struct tomed_peer {
 /* The principal of a request from `peer` with the given Authorization
  * header (or NULL).  TOME_EPERM with a message when credentials were
  * presented and are not valid (a 401). */
-int tomed_authenticate(const tomed_config *cfg, const tomed_tokens *tokens,
-                       const tomed_peer *peer, const char *authorization,
-                       tomed_principal *p, tome_error *err);
+int tomed_authenticate(const tomed_config *cfg, const tomed_tokens *tokens, const tomed_peer *peer,
+                       const char *authorization, tomed_principal *p, tome_error *err);
 
 /* ------------------------------------------------------------------------
  * tls.c
@@ -287,8 +284,8 @@ void tomed_reply_error(tomed_request *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* As above, with an explicit status and extra members merged into the
  * error object (`extra` may be NULL; it is stolen). */
-void tomed_reply_error_ex(tomed_request *r, int status, int code, json_t *extra,
-                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void tomed_reply_error_ex(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
+                          ...) __attribute__((format(printf, 5, 6)));
 void tomed_reply_tome_error(tomed_request *r, const tome_error *err);
 int tomed_status_for(int code);
 
@@ -318,9 +315,9 @@ int tomed_conns_busy(const tomed_server *s);
  * ------------------------------------------------------------------------ */
 
 enum {
-    TOMED_ROUTE_PUBLIC = 1,    /* no principal needed (health) */
-    TOMED_ROUTE_ADMIN = 2,     /* administrators on the Unix socket only */
-    TOMED_ROUTE_UPLOAD = 4,    /* an octet-stream body is streamed to a file */
+    TOMED_ROUTE_PUBLIC = 1, /* no principal needed (health) */
+    TOMED_ROUTE_ADMIN = 2,  /* administrators on the Unix socket only */
+    TOMED_ROUTE_UPLOAD = 4, /* an octet-stream body is streamed to a file */
 };
 
 typedef void (*tomed_handler)(tomed_request *r);
@@ -391,8 +388,8 @@ struct tomed_call {
     json_t *result; /* what fn answers */
     char corpus[TOMED_NAME_MAX + 1];
     char id[32];
-    char *query;               /* search text (malloc'd) */
-    int regex;                 /* the query is a PCRE2 pattern */
+    char *query;                 /* search text (malloc'd) */
+    int regex;                   /* the query is a PCRE2 pattern */
     char upload[TOMED_PATH_MAX]; /* a streamed body, now the call's to remove */
     tomed_principal principal;   /* copied: the request may be gone when fn runs */
     int rc;
@@ -437,8 +434,8 @@ typedef struct tomed_job {
     char corpus[TOMED_NAME_MAX + 1];
     int64_t version_id;
     int64_t version_number; /* as clients see it (1, 2, ...) */
-    int status; /* a store_job_state; loop thread only */
-    int32_t *ids; /* the prompt prefix; freed when the job ends */
+    int status;             /* a store_job_state; loop thread only */
+    int32_t *ids;           /* the prompt prefix; freed when the job ends */
     size_t n_ids;
     _Atomic int64_t tokens_done;
     _Atomic double tokens_per_s;
@@ -509,8 +506,7 @@ void tomed_ask_finished(void *ask);
 
 /* Starts the thread, which loads the model from `model_dir` (reported by
  * tomed_engine_ready once done). */
-int tomed_engine_start(tomed_server *s, const char *model_dir, tomed_engine **out,
-                       tome_error *err);
+int tomed_engine_start(tomed_server *s, const char *model_dir, tomed_engine **out, tome_error *err);
 /* Stops at the next chunk boundary (a running job is reported interrupted,
  * questions cancelled) and joins the thread. */
 void tomed_engine_stop(tomed_engine *e);
@@ -523,8 +519,8 @@ int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err
 int tomed_engine_submit_ask(tomed_engine *e, tomed_ask *ask, tome_error *err);
 /* Is a state of this corpus version in memory?  Its tokens and id (both
  * optional) are filled when it is. */
-int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id,
-                           int64_t *tokens, char id[48]);
+int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id, int64_t *tokens,
+                           char id[48]);
 /* Drop the corpus's states (the corpus is gone), or one state by id. */
 void tomed_engine_forget(tomed_engine *e, const char *corpus);
 int tomed_engine_drop_state(tomed_engine *e, const char *id);

@@ -29,7 +29,7 @@ struct tomed_pool {
     struct event *wakeup;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    task *queue_head, *queue_tail; /* waiting for a worker */
+    task *queue_head, *queue_tail;   /* waiting for a worker */
     task *posted_head, *posted_tail; /* waiting for the loop */
     atomic_int queued;
     int stopping;

@@ -233,8 +233,7 @@ int main(int argc, char **argv)
             failures++;
         }
     }
-    printf("idle: %d connections held; daemon fds %d -> %d\n", idle, fds_before,
-           count_fds(pid));
+    printf("idle: %d connections held; daemon fds %d -> %d\n", idle, fds_before, count_fds(pid));
 
     long rss_first = 0, rss_last = 0;
     double wall = now_ms();
@@ -259,8 +258,8 @@ int main(int argc, char **argv)
     qsort(latencies, (size_t)n_lat, sizeof *latencies, by_value);
     double p50 = latencies[n_lat * 50 / 100], p95 = latencies[n_lat * 95 / 100];
     double p99 = latencies[n_lat * 99 / 100], max = latencies[n_lat - 1];
-    printf("asks: %d answered, %d errors (warm-up included), %.1f answers/s\n",
-           n_lat - errors, errors, n_lat / (wall / 1000));
+    printf("asks: %d answered, %d errors (warm-up included), %.1f answers/s\n", n_lat - errors,
+           errors, n_lat / (wall / 1000));
     printf("latency ms: p50 %.0f p95 %.0f p99 %.0f max %.0f\n", p50, p95, p99, max);
     printf("idle connections still answering: %d/%d\n", idle_ok, idle);
     printf("daemon fds: %d before, %d after; rss growth after round 1: %ld kB\n", fds_before,
