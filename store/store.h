@@ -364,4 +364,52 @@ void store_hits_free(store_hits *h);
 int store_search(store *s, int64_t version_id, const char *query, size_t max, store_hits *out,
                  tome_error *err);
 
+/* ------------------------------------------------------------------------
+ * KV state files (owned by store/kvfile.c; the format is tome-kvcache(5))
+ * ------------------------------------------------------------------------ */
+/* A state file holds one decode state of one model: a header (magic,
+ * format version, model fingerprint, token count, numerics), a section
+ * table with an XXH3-64 checksum per section, the exact token ids the state
+ * consumed, and the engine's state sections (engine/v4.h), each aligned to
+ * 4096 bytes so that the compressed rows can be used straight from a
+ * read-only mapping.  Files are written atomically and never modified in
+ * place, which is what makes mapping them safe. */
+
+typedef struct v4_model v4_model;
+typedef struct v4_state v4_state;
+
+#define STORE_KV_FORMAT_VERSION 1
+
+/* Write `st`, which has consumed exactly ids[0..n_ids), to `path`
+ * atomically (temporary file in the same directory, fsync, rename, fsync of
+ * the directory), streaming the sections without copying them. */
+int store_kv_save(const char *path, const v4_state *st, const int32_t *ids, size_t n_ids,
+                  tome_error *err);
+
+/* An open state file: mapped read-only, header, table and token ids
+ * checked.  Used by one thread at a time; the states restored from it may
+ * outlive it (the mapping stays until the last of them releases it). */
+typedef struct store_kv_file store_kv_file;
+
+/* Open `path` for model `m`.  Refuses, naming the file and the field: a bad
+ * magic, a damaged header, table or id list (TOME_EFORMAT), a format
+ * version other than STORE_KV_FORMAT_VERSION or another model or numerics
+ * (TOME_EMISMATCH), a file shorter or longer than its header says
+ * (TOME_EFORMAT).  Section checksums are checked later (store_kv_verify,
+ * store_kv_restore). */
+int store_kv_open(const char *path, const v4_model *m, store_kv_file **out, tome_error *err);
+void store_kv_close(store_kv_file *f);
+/* The token ids the state consumed (valid while `f` is open). */
+int64_t store_kv_tokens(const store_kv_file *f);
+const int32_t *store_kv_ids(const store_kv_file *f);
+/* 0 when the caller's ids[0..n) start with the state's ids, else
+ * TOME_EMISMATCH naming the first index that differs. */
+int store_kv_match(const store_kv_file *f, const int32_t *ids, size_t n, tome_error *err);
+/* Check every section's checksum (TOME_EFORMAT names the damaged one). */
+int store_kv_verify(store_kv_file *f, tome_error *err);
+/* A new state equal to the saved one.  Sections not yet verified are
+ * checksummed first; the compressed rows are borrowed from the mapping,
+ * not copied.  The caller frees the state with v4_state_free. */
+int store_kv_restore(store_kv_file *f, v4_state **out, tome_error *err);
+
 #endif

@@ -1,0 +1,503 @@
+/*
+ * test_kvcache.c - saving and restoring decode states (engine/state_io.c,
+ * store/kvfile.c) on the golden model v4-tiny-a.
+ *
+ * The one property that matters: a restored state is the SAME state.  So a
+ * prefix is prefilled (main blocks and the MTP block), saved, restored - in
+ * this process and in a fresh one - and K tokens are decoded in each, main
+ * and MTP logits compared bit for bit with decoding in the original state.
+ * Forks of a restored state must each match a fresh prefill followed by
+ * their own continuation.  The rest checks refusals: every section, the
+ * header, the table and the ids damaged by one flipped bit; another model,
+ * other numerics, another format version; truncated and extended files;
+ * token ids that do not start with the state's.  The test reads the file
+ * layout itself (tome-kvcache(5)) rather than through the code under test.
+ *
+ * The prefix is long enough (1100 tokens) that the ratio-4 blocks hold more
+ * than one chunk of rows, so borrowed chunks past the first and the
+ * copy-on-write of a partly filled borrowed chunk are exercised.
+ */
+#include "engine/v4.h"
+#include "store/store.h"
+#include "tests/golden.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define PREFIX 1100
+#define K 8
+#define VOCAB 1024
+
+extern char **environ;
+
+static int32_t ids[PREFIX + K];   /* the prefix, then continuation A */
+static int32_t cont_b[K];         /* continuation B */
+static const char *model_dir;
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static v4_model *open_model(v4_numerics numerics)
+{
+    v4_open_options o = {.numerics = numerics};
+    v4_model *m;
+    tome_error err = {0};
+    REQUIRE(v4_model_open(model_dir, &o, &m, &err) == 0, "%s", err.msg);
+    return m;
+}
+
+/* Prefill n ids into a new state: the main blocks, then the MTP block over
+ * the same positions, so that both hold caches worth saving. */
+static v4_state *prefill(const v4_model *m, const int32_t *p, size_t n)
+{
+    size_t width = (size_t)v4_model_config(m)->hc_mult * v4_model_config(m)->dim;
+    float *hc = malloc(n * width * sizeof *hc);
+    float *mtp = malloc(n * VOCAB * sizeof *mtp);
+    REQUIRE(hc && mtp, "out of memory");
+    v4_state *s;
+    tome_error err = {0};
+    REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
+    v4_eval ev = {.hc_out = hc};
+    REQUIRE(v4_eval_tokens(s, p, n, &ev, &err) == 0, "prefill: %s", err.msg);
+    REQUIRE(v4_mtp_eval(s, hc, p + 1, n - 1, mtp, NULL, &err) == 0, "mtp prefill: %s", err.msg);
+    free(hc);
+    free(mtp);
+    return s;
+}
+
+/* Decode K tokens one at a time; out gets [K][2][VOCAB]: the main logits
+ * and the MTP logits of each step. */
+static void decode(v4_state *s, const int32_t *cont, float *out)
+{
+    const v4_config *c = v4_model_config(v4_state_model(s));
+    float *hc = malloc((size_t)c->hc_mult * c->dim * sizeof *hc);
+    REQUIRE(hc, "out of memory");
+    tome_error err = {0};
+    for (int i = 0; i < K; i++) {
+        v4_eval ev = {.last_logits = out + (size_t)i * 2 * VOCAB, .hc_out = hc};
+        REQUIRE(v4_eval_tokens(s, &cont[i], 1, &ev, &err) == 0, "decode %d: %s", i, err.msg);
+        int32_t next = cont[(i + 1) % K];
+        REQUIRE(v4_mtp_eval(s, hc, &next, 1, out + ((size_t)i * 2 + 1) * VOCAB, NULL, &err) == 0,
+                "mtp decode %d: %s", i, err.msg);
+    }
+    free(hc);
+}
+
+static float *logits_new(void)
+{
+    float *l = calloc((size_t)K * 2 * VOCAB, sizeof *l);
+    REQUIRE(l, "out of memory");
+    return l;
+}
+
+static int same_logits(const float *a, const float *b)
+{
+    return memcmp(a, b, (size_t)K * 2 * VOCAB * sizeof *a) == 0;
+}
+
+static v4_state *restore(const v4_model *m, const char *path)
+{
+    store_kv_file *f;
+    v4_state *s;
+    tome_error err = {0};
+    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
+    REQUIRE(store_kv_restore(f, &s, &err) == 0, "%s", err.msg);
+    /* The state keeps the mapping alive on its own. */
+    store_kv_close(f);
+    return s;
+}
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    char *data;
+    tome_error err = {0};
+    REQUIRE(tome_read_file(path, (size_t)1 << 30, &data, len, &err) == 0, "%s", err.msg);
+    return (uint8_t *)data;
+}
+
+static void write_all(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f && fwrite(data, 1, len, f) == len && fclose(f) == 0, "cannot write %s", path);
+}
+
+static uint64_t le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Open `path` and, if that works, verify it: the first refusal's code. */
+static int open_and_verify(const v4_model *m, const char *path, tome_error *err)
+{
+    store_kv_file *f;
+    int rc = store_kv_open(path, m, &f, err);
+    if (rc) return rc;
+    rc = store_kv_verify(f, err);
+    if (rc == 0) {
+        v4_state *s;
+        rc = store_kv_restore(f, &s, err);
+        v4_state_free(s);
+    }
+    store_kv_close(f);
+    return rc;
+}
+
+/* ---- the child process: restore and decode in a fresh address space --------------------- */
+
+static int child_main(const char *path, const char *out_path)
+{
+    v4_model *m = open_model(V4_NUMERICS_QAT);
+    v4_state *s = restore(m, path);
+    float *l = logits_new();
+    decode(s, ids + PREFIX, l);
+    write_all(out_path, (const uint8_t *)l, (size_t)K * 2 * VOCAB * sizeof *l);
+    free(l);
+    v4_state_free(s);
+    v4_model_free(m);
+    return 0;
+}
+
+static void check_other_process(const char *self, const char *path, const char *dir,
+                                const float *want)
+{
+    char out[4200];
+    snprintf(out, sizeof out, "%s/child.logits", dir);
+    char *argv[] = {(char *)self, "child", (char *)path, out, NULL};
+    pid_t pid;
+    int status;
+    REQUIRE(posix_spawn(&pid, self, NULL, NULL, argv, environ) == 0, "cannot run %s", self);
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    size_t len;
+    uint8_t *got = read_all(out, &len);
+    CHECKF(len == (size_t)K * 2 * VOCAB * sizeof(float) && same_logits((float *)got, want),
+           "logits decoded after a restore in another process differ");
+    free(got);
+}
+
+/* ---- refusals ------------------------------------------------------------------------- */
+
+/* Flip one bit in every section (and in the header, table and ids): each is
+ * refused, and the message names the damaged part. */
+static void check_damage(const v4_model *m, const uint8_t *good, size_t len, const char *dir)
+{
+    char bad[4200];
+    snprintf(bad, sizeof bad, "%s/bad.kv", dir);
+    uint8_t *copy = malloc(len);
+    REQUIRE(copy, "out of memory");
+    uint64_t n = le(good + 60, 4), table = le(good + 64, 8), idsoff = le(good + 72, 8);
+    int kinds_seen[9] = {0};
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *e = good + table + i * 48;
+        int kind = (int)le(e, 4), block = (int)le(e + 4, 4);
+        uint64_t off = le(e + 24, 8), length = le(e + 32, 8);
+        if (length == 0) continue;
+        memcpy(copy, good, len);
+        copy[off + length / 2] ^= 0x10;
+        write_all(bad, copy, len);
+        tome_error err = {0};
+        int rc = open_and_verify(m, bad, &err);
+        char want[64];
+        snprintf(want, sizeof want, "section %s of block %d", v4_section_kind_name(kind), block);
+        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, want) && strstr(err.msg, "checksum"),
+               "flipped bit in %s: rc=%d %s", want, rc, err.msg);
+        if (kind >= 1 && kind <= 8) kinds_seen[kind] = 1;
+    }
+    for (int k = 1; k <= 8; k++) CHECKF(kinds_seen[k], "no section of kind %d was damaged", k);
+    const struct {
+        uint64_t off;
+        const char *what;
+    } parts[] = {{20, "header"}, {table + 5, "section table"}, {idsoff + 3, "token id"}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        memcpy(copy, good, len);
+        copy[parts[i].off] ^= 0x01;
+        write_all(bad, copy, len);
+        tome_error err = {0};
+        int rc = open_and_verify(m, bad, &err);
+        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, parts[i].what), "flipped bit in the %s: "
+               "rc=%d %s", parts[i].what, rc, err.msg);
+    }
+    free(copy);
+}
+
+/* A header field changed and the header checksum made valid again, so that
+ * the field itself is what gets refused. */
+static int with_field(const v4_model *m, const uint8_t *good, size_t len, const char *dir,
+                      size_t off, uint64_t value, int bytes, tome_error *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/patched.kv", dir);
+    uint8_t *copy = malloc(len);
+    REQUIRE(copy, "out of memory");
+    memcpy(copy, good, len);
+    put_le(copy + off, value, bytes);
+    put_le(copy + 120, XXH3_64bits(copy, 120), 8);
+    write_all(path, copy, len);
+    free(copy);
+    return open_and_verify(m, path, err);
+}
+
+static void check_mismatches(const v4_model *m, const char *path, const uint8_t *good, size_t len,
+                             const char *dir)
+{
+    tome_error err = {0};
+    int rc = with_field(m, good, len, dir, 8, 2, 4, &err);
+    CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "format version 2"), "rc=%d %s", rc, err.msg);
+    rc = with_field(m, good, len, dir, 16, good[16] ^ 0xff, 1, &err);
+    CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "saved for model"), "rc=%d %s", rc, err.msg);
+    rc = with_field(m, good, len, dir, 0, 0x4c4c4c4c, 4, &err);
+    CHECKF(rc == TOME_EFORMAT && strstr(err.msg, "magic"), "rc=%d %s", rc, err.msg);
+    /* The same checkpoint opened with other numerics makes other states. */
+    v4_model *fp32 = open_model(V4_NUMERICS_FP32);
+    rc = open_and_verify(fp32, path, &err);
+    CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "numerics"), "rc=%d %s", rc, err.msg);
+    v4_model_free(fp32);
+}
+
+static void check_sizes(const v4_model *m, const uint8_t *good, size_t len, const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/short.kv", dir);
+    const size_t cuts[] = {0, 7, 127, 128, 4096, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        write_all(path, good, cuts[i]);
+        tome_error err = {0};
+        int rc = open_and_verify(m, path, &err);
+        CHECKF(rc == TOME_EFORMAT, "file cut to %zu bytes: rc=%d %s", cuts[i], rc, err.msg);
+    }
+    uint8_t *longer = calloc(len + 1, 1);
+    REQUIRE(longer, "out of memory");
+    memcpy(longer, good, len);
+    write_all(path, longer, len + 1);
+    tome_error err = {0};
+    int rc = open_and_verify(m, path, &err);
+    CHECKF(rc == TOME_EFORMAT && strstr(err.msg, "extended"), "rc=%d %s", rc, err.msg);
+    free(longer);
+}
+
+static void check_prefix_match(const v4_model *m, const char *path)
+{
+    store_kv_file *f;
+    tome_error err = {0};
+    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
+    CHECK(store_kv_tokens(f) == PREFIX);
+    CHECK(memcmp(store_kv_ids(f), ids, PREFIX * sizeof *ids) == 0);
+    CHECK_OK(store_kv_match(f, ids, PREFIX + K, &err), &err);
+    CHECK_OK(store_kv_match(f, ids, PREFIX, &err), &err);
+    CHECK(store_kv_match(f, ids, PREFIX - 1, &err) == TOME_EMISMATCH);
+    int32_t *other = malloc(sizeof ids);
+    REQUIRE(other, "out of memory");
+    memcpy(other, ids, sizeof ids);
+    other[17] = (other[17] + 1) % VOCAB;
+    int rc = store_kv_match(f, other, PREFIX + K, &err);
+    CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "token 17"), "rc=%d %s", rc, err.msg);
+    free(other);
+    store_kv_close(f);
+}
+
+/* ---- the engine's own checks of a section list -------------------------------------------- */
+
+typedef struct mem_state {
+    v4_section *secs;
+    v4_section_data *data;
+    uint8_t **bufs;
+    size_t n, filled;
+} mem_state;
+
+static int to_memory(void *ctx, const void *d, size_t len, tome_error *err)
+{
+    mem_state *ms = ctx;
+    memcpy(ms->bufs[ms->n] + ms->filled, d, len);
+    ms->filled += len;
+    return 0;
+}
+
+static void save_to_memory(const v4_state *s, mem_state *ms)
+{
+    tome_error err = {0};
+    size_t n;
+    REQUIRE(v4_state_sections(s, &ms->secs, &n, &err) == 0, "%s", err.msg);
+    ms->data = calloc(n, sizeof *ms->data);
+    ms->bufs = calloc(n, sizeof *ms->bufs);
+    REQUIRE(ms->data && ms->bufs, "out of memory");
+    for (ms->n = 0; ms->n < n; ms->n++) {
+        ms->bufs[ms->n] = malloc(v4_section_bytes(&ms->secs[ms->n]) + 1);
+        ms->filled = 0;
+        REQUIRE(v4_state_section_write(s, &ms->secs[ms->n], to_memory, ms, &err) == 0, "%s",
+                err.msg);
+        CHECK(ms->filled == v4_section_bytes(&ms->secs[ms->n]));
+        ms->data[ms->n].sec = ms->secs[ms->n];
+        ms->data[ms->n].data = ms->bufs[ms->n];
+    }
+}
+
+static void mem_state_free(mem_state *ms)
+{
+    for (size_t i = 0; i < ms->n; i++) free(ms->bufs[i]);
+    free(ms->bufs);
+    free(ms->data);
+    free(ms->secs);
+}
+
+/* Every section of a and b holds the same bytes: a stronger check than the
+ * logits, as a damaged indexer key may change no top-k selection. */
+static int same_state(const v4_state *a, const v4_state *b)
+{
+    mem_state ma, mb;
+    save_to_memory(a, &ma);
+    save_to_memory(b, &mb);
+    int same = ma.n == mb.n;
+    for (size_t i = 0; same && i < ma.n; i++) {
+        size_t bytes = v4_section_bytes(&ma.secs[i]);
+        const v4_section *x = &ma.secs[i], *y = &mb.secs[i];
+        same = x->kind == y->kind && x->block == y->block && x->dtype == y->dtype &&
+               x->row_bytes == y->row_bytes && x->n_rows == y->n_rows &&
+               memcmp(ma.bufs[i], mb.bufs[i], bytes) == 0;
+    }
+    mem_state_free(&ma);
+    mem_state_free(&mb);
+    return same;
+}
+
+/* Copy (not borrow) from memory gives the same state; lists that do not
+ * describe a consistent state are refused. */
+static void check_engine_load(const v4_model *m, mem_state *saved, const float *want)
+{
+    mem_state ms = *saved;
+    tome_error err = {0};
+    v4_state *r = NULL;
+    CHECK_OK(v4_state_load(m, ms.data, ms.n, NULL, &r, &err), &err);
+    if (r) {
+        float *l = logits_new();
+        decode(r, ids + PREFIX, l);
+        CHECKF(same_logits(l, want), "logits after a copying restore differ");
+        free(l);
+        v4_state_free(r);
+    }
+    int rc = v4_state_load(m, ms.data, ms.n - 1, NULL, &r, &err);
+    CHECKF(rc == TOME_EFORMAT && strstr(err.msg, "missing"), "rc=%d %s", rc, err.msg);
+    for (size_t i = 0; i < ms.n; i++) {
+        if (ms.data[i].sec.kind != V4_SECTION_KV) continue;
+        ms.data[i].sec.n_rows--;
+        rc = v4_state_load(m, ms.data, ms.n, NULL, &r, &err);
+        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, "implies"), "rc=%d %s", rc, err.msg);
+        ms.data[i].sec.n_rows++;
+        ms.data[i].sec.row_bytes++;
+        rc = v4_state_load(m, ms.data, ms.n, NULL, &r, &err);
+        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, "bytes"), "rc=%d %s", rc, err.msg);
+        ms.data[i].sec.row_bytes--;
+        break;
+    }
+    mem_state_free(&ms);
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+static void load_ids(void)
+{
+    golden_file g;
+    golden_open(&g, check_shared_path("golden/v4-tiny-a/expected/long.qat.safetensors"));
+    golden_tensor t = golden_get(&g, "input_ids");
+    const int32_t *gold = t.data;
+    /* The golden prompt, repeated as far as needed: any ids below the
+     * vocabulary serve. */
+    for (int i = 0; i < PREFIX + K; i++) ids[i] = gold[i % t.count];
+    for (int i = 0; i < K; i++) cont_b[i] = (int32_t)((i * 37 + 11) % VOCAB);
+    golden_close(&g);
+}
+
+int main(int argc, char **argv)
+{
+    model_dir = check_shared_path("golden/v4-tiny-a");
+    load_ids();
+    if (argc == 4 && strcmp(argv[1], "child") == 0) return child_main(argv[2], argv[3]);
+
+    const char *dir = check_tmpdir();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/state.kv", dir);
+    v4_model *m = open_model(V4_NUMERICS_QAT);
+    tome_error err = {0};
+
+    v4_state *orig = prefill(m, ids, PREFIX);
+    mem_state in_memory;
+    save_to_memory(orig, &in_memory);
+    double t0 = tome_now();
+    CHECK_OK(store_kv_save(path, orig, ids, PREFIX, &err), &err);
+    double t_save = tome_now() - t0;
+    CHECK(store_kv_save(path, orig, ids, PREFIX - 1, &err) == TOME_EINVAL);
+
+    size_t len;
+    uint8_t *file = read_all(path, &len);
+    fprintf(stderr, "state file: %zu bytes for %d tokens (%.1f bytes/token; the model's "
+            "compressed KV: %.1f bytes/token), saved in %.3f s\n", len, PREFIX,
+            (double)len / PREFIX, v4_model_state_bytes_per_token(m), t_save);
+
+    /* Restore in this process, then decode in both. */
+    t0 = tome_now();
+    v4_state *back = restore(m, path);
+    fprintf(stderr, "restored in %.4f s\n", tome_now() - t0);
+    CHECK(v4_state_pos(back) == PREFIX);
+    CHECK(v4_state_kv_bytes(back) == v4_state_kv_bytes(orig));
+    float *want = logits_new(), *got = logits_new();
+    decode(orig, ids + PREFIX, want);
+    decode(back, ids + PREFIX, got);
+    CHECKF(same_logits(want, got), "logits decoded after a restore differ");
+    CHECKF(same_state(orig, back), "the states differ after decoding");
+    v4_state_free(back);
+
+    check_other_process(argv[0], path, dir, want);
+    check_engine_load(m, &in_memory, want);
+
+    /* Two forks of one restored state, two continuations: each equals a
+     * fresh prefill followed by the same continuation (A: `want`). */
+    v4_state *base = restore(m, path), *fa, *fb;
+    REQUIRE(v4_state_fork(base, &fa, &err) == 0 && v4_state_fork(base, &fb, &err) == 0, "%s",
+            err.msg);
+    float *la = logits_new(), *lb = logits_new(), *fresh_b = logits_new();
+    decode(fb, cont_b, lb);
+    decode(fa, ids + PREFIX, la);
+    v4_state *fresh = prefill(m, ids, PREFIX);
+    decode(fresh, cont_b, fresh_b);
+    CHECKF(same_logits(la, want), "fork A of a restored state differs from a fresh prefill");
+    CHECKF(same_logits(lb, fresh_b), "fork B of a restored state differs from a fresh prefill");
+    CHECKF(same_state(fa, orig) && same_state(fb, fresh), "a fork's state differs");
+    CHECK(!same_logits(la, lb));
+    /* The forks' appends (copies of the borrowed last chunks) left the
+     * restored state as it was. */
+    decode(base, ids + PREFIX, got);
+    CHECKF(same_logits(got, want), "the restored state changed under its forks");
+    CHECK(same_state(base, orig));
+    v4_state_free(fa);
+    v4_state_free(fb);
+    v4_state_free(base);
+    v4_state_free(fresh);
+
+    check_prefix_match(m, path);
+    check_damage(m, file, len, dir);
+    check_mismatches(m, path, file, len, dir);
+    check_sizes(m, file, len, dir);
+
+    const char *names[] = {"state.kv", "bad.kv", "patched.kv", "short.kv", "child.logits"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    free(file);
+    free(want);
+    free(got);
+    free(la);
+    free(lb);
+    free(fresh_b);
+    v4_state_free(orig);
+    v4_model_free(m);
+    return check_finish();
+}
