@@ -132,9 +132,7 @@ static int bad(loader *l, const char *what)
 
 static int unsupported(loader *l, const char *what, const char *value)
 {
-    return tome_errorf(l->err, TOME_EFORMAT,
-                       "%s: unsupported %s \"%s\" (tome implements "
-                       "DeepSeek's byte-level BPE)",
+    return tome_errorf(l->err, TOME_EFORMAT, "%s: unsupported %s \"%s\" (byte-level BPE only)",
                        l->t->path, what, value);
 }
 

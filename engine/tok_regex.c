@@ -112,10 +112,8 @@ static size_t put_property(out_text *o, const char *pattern, size_t len, size_t 
     size_t end = (size_t)(close - pattern);
     int negated = pattern[i + 1] == 'P';
     if (in_class && negated) {
-        *rc = tome_errorf(err, TOME_EFORMAT,
-                          "\\P{%.*s} inside a character class has no PCRE2 "
-                          "equivalent",
-                          (int)(close - name), name);
+        int n = (int)(close - name);
+        *rc = tome_errorf(err, TOME_EFORMAT, "\\P{%.*s} in a class has no PCRE2 form", n, name);
         return end;
     }
     *rc = in_class ? 0 : put_str(o, negated ? "[^\\p{" : "[\\p{");
