@@ -65,9 +65,9 @@ const v4_model *v4_state_model(const v4_state *s)
 static int expected_section(const v4_model *m, int block, v4_section_kind kind, v4_section *sec)
 {
     const v4_block_weights *bw = &m->blocks[block];
-    const v4_compressor_weights *cw =
-        kind == V4_SECTION_ICOMP_KV || kind == V4_SECTION_ICOMP_SCORE ? &bw->index_compressor
-                                                                      : &bw->compressor;
+    const v4_compressor_weights *cw = kind == V4_SECTION_ICOMP_KV || kind == V4_SECTION_ICOMP_SCORE
+                                          ? &bw->index_compressor
+                                          : &bw->compressor;
     sec->kind = kind;
     sec->block = block;
     sec->dtype = V4_I8;
@@ -105,13 +105,20 @@ static int expected_section(const v4_model *m, int block, v4_section_kind kind, 
 static void *fixed_data(v4_block_state *bs, v4_section_kind kind)
 {
     switch (kind) {
-    case V4_SECTION_POS: return &bs->pos;
-    case V4_SECTION_WINDOW: return bs->window;
-    case V4_SECTION_COMP_KV: return bs->comp_kv;
-    case V4_SECTION_COMP_SCORE: return bs->comp_score;
-    case V4_SECTION_ICOMP_KV: return bs->icomp_kv;
-    case V4_SECTION_ICOMP_SCORE: return bs->icomp_score;
-    default: return NULL;
+    case V4_SECTION_POS:
+        return &bs->pos;
+    case V4_SECTION_WINDOW:
+        return bs->window;
+    case V4_SECTION_COMP_KV:
+        return bs->comp_kv;
+    case V4_SECTION_COMP_SCORE:
+        return bs->comp_score;
+    case V4_SECTION_ICOMP_KV:
+        return bs->icomp_kv;
+    case V4_SECTION_ICOMP_SCORE:
+        return bs->icomp_score;
+    default:
+        return NULL;
     }
 }
 
@@ -136,7 +143,8 @@ int v4_state_sections(const v4_state *s, v4_section **out, size_t *n, tome_error
     *out = NULL;
     *n = 0;
     if (s->broken)
-        return tome_errorf(err, TOME_EINVAL, "this state was left inconsistent by a failed "
+        return tome_errorf(err, TOME_EINVAL,
+                           "this state was left inconsistent by a failed "
                            "evaluation; it cannot be saved");
     size_t max = (size_t)n_blocks(s->m) * N_KINDS, count = 0;
     v4_section *list = malloc(max * sizeof *list);
@@ -217,17 +225,21 @@ static int load_section(v4_state *s, const v4_section_data *d, const v4_borrow *
     v4_section want;
     if (sec->block < 0 || sec->block >= n_blocks(s->m) ||
         !expected_section(s->m, sec->block, sec->kind, &want))
-        return tome_errorf(err, TOME_EFORMAT, "section %s of block %d: this model has no such "
-                           "section", name, sec->block);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "section %s of block %d: this model has no such "
+                           "section",
+                           name, sec->block);
     uint8_t *mark = &seen[(size_t)sec->block * N_KINDS + (size_t)(sec->kind - 1)];
     if (*mark)
         return tome_errorf(err, TOME_EFORMAT, "section %s of block %d appears twice", name,
                            sec->block);
     *mark = 1;
     if (sec->dtype != want.dtype || sec->row_bytes != want.row_bytes)
-        return tome_errorf(err, TOME_EFORMAT, "section %s of block %d: rows of %zu bytes (%s), "
-                           "this model stores %zu (%s)", name, sec->block, sec->row_bytes,
-                           v4_dtype_name(sec->dtype), want.row_bytes, v4_dtype_name(want.dtype));
+        return tome_errorf(err, TOME_EFORMAT,
+                           "section %s of block %d: rows of %zu bytes (%s), "
+                           "this model stores %zu (%s)",
+                           name, sec->block, sec->row_bytes, v4_dtype_name(sec->dtype),
+                           want.row_bytes, v4_dtype_name(want.dtype));
     if (sec->n_rows < 0 || (want.n_rows >= 0 && sec->n_rows != want.n_rows))
         return tome_errorf(err, TOME_EFORMAT, "section %s of block %d: %lld rows, expected %lld",
                            name, sec->block, (long long)sec->n_rows, (long long)want.n_rows);
@@ -242,8 +254,9 @@ static int load_section(v4_state *s, const v4_section_data *d, const v4_borrow *
     }
     int rc = borrow ? rows_borrow(rows, d->data, sec->n_rows, borrow)
                     : rows_copy(rows, d->data, sec->n_rows);
-    if (rc) return tome_errorf(err, TOME_ENOMEM, "out of memory restoring section %s of block %d",
-                               name, sec->block);
+    if (rc)
+        return tome_errorf(err, TOME_ENOMEM, "out of memory restoring section %s of block %d", name,
+                           sec->block);
     return 0;
 }
 
@@ -267,19 +280,23 @@ static int check_loaded(const v4_state *s, const uint8_t *seen, tome_error *err)
             return tome_errorf(err, TOME_EFORMAT, "block %d is at position %lld, block 0 at %lld",
                                l, (long long)bs->pos, (long long)s->blocks[0].pos);
         if (ratio && bs->kv.n != bs->pos / ratio)
-            return tome_errorf(err, TOME_EFORMAT, "section kv of block %d: %lld rows, position "
-                               "%lld implies %lld", l, (long long)bs->kv.n, (long long)bs->pos,
+            return tome_errorf(err, TOME_EFORMAT,
+                               "section kv of block %d: %lld rows, position "
+                               "%lld implies %lld",
+                               l, (long long)bs->kv.n, (long long)bs->pos,
                                (long long)(bs->pos / ratio));
         if (ratio == 4 && bs->index_kv.n != bs->pos / 4)
-            return tome_errorf(err, TOME_EFORMAT, "section index of block %d: %lld rows, position "
-                               "%lld implies %lld", l, (long long)bs->index_kv.n,
-                               (long long)bs->pos, (long long)(bs->pos / 4));
+            return tome_errorf(err, TOME_EFORMAT,
+                               "section index of block %d: %lld rows, position "
+                               "%lld implies %lld",
+                               l, (long long)bs->index_kv.n, (long long)bs->pos,
+                               (long long)(bs->pos / 4));
     }
     return 0;
 }
 
-int v4_state_load(const v4_model *m, const v4_section_data *secs, size_t n,
-                  const v4_borrow *borrow, v4_state **out, tome_error *err)
+int v4_state_load(const v4_model *m, const v4_section_data *secs, size_t n, const v4_borrow *borrow,
+                  v4_state **out, tome_error *err)
 {
     *out = NULL;
     v4_state *s;

@@ -42,10 +42,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define KV_MAGIC "TOMEKV\0\1"
+#define KV_MAGIC        "TOMEKV\0\1"
 #define KV_HEADER_BYTES 128
-#define KV_ENTRY_BYTES 48
-#define KV_ALIGN 4096
+#define KV_ENTRY_BYTES  48
+#define KV_ALIGN        4096
 /* Far more than any model has (blocks x section kinds); a guard for
  * damaged counts. */
 #define KV_MAX_SECTIONS 65536
@@ -68,8 +68,16 @@ enum {
 };
 
 /* Section table entry field offsets. */
-enum { E_KIND = 0, E_BLOCK = 4, E_DTYPE = 8, E_ROW_BYTES = 12, E_ROWS = 16, E_OFFSET = 24,
-       E_LENGTH = 32, E_SUM = 40 };
+enum {
+    E_KIND = 0,
+    E_BLOCK = 4,
+    E_DTYPE = 8,
+    E_ROW_BYTES = 12,
+    E_ROWS = 16,
+    E_OFFSET = 24,
+    E_LENGTH = 32,
+    E_SUM = 40
+};
 
 struct store_kv_file {
     char *path;
@@ -78,11 +86,11 @@ struct store_kv_file {
     size_t size;
     const v4_model *m;
     int64_t n_tokens;
-    const int32_t *ids;      /* into the mapping */
+    const int32_t *ids; /* into the mapping */
     size_t n_secs;
-    v4_section_data *secs;   /* data points into the mapping */
-    uint64_t *sums;          /* expected checksum of each section */
-    uint8_t *verified;       /* per section: checksum already matched */
+    v4_section_data *secs; /* data points into the mapping */
+    uint64_t *sums;        /* expected checksum of each section */
+    uint8_t *verified;     /* per section: checksum already matched */
 };
 
 /* ---- little-endian fields ---------------------------------------------------------- */
@@ -139,8 +147,8 @@ static int pwrite_all(kv_writer *w, const void *data, size_t len, uint64_t off, 
     while (len > 0) {
         ssize_t n = pwrite(w->fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return tome_errorf(err, TOME_EIO, "%s: write failed: %s", w->tmp,
-                                      strerror(errno));
+        if (n < 0)
+            return tome_errorf(err, TOME_EIO, "%s: write failed: %s", w->tmp, strerror(errno));
         p += n;
         off += (uint64_t)n;
         len -= (size_t)n;
@@ -250,8 +258,10 @@ int store_kv_save(const char *path, const v4_state *st, const int32_t *ids, size
     if (!host_little_endian())
         return tome_errorf(err, TOME_EINVAL, "%s: state files need a little-endian host", path);
     if ((int64_t)n_ids != v4_state_pos(st))
-        return tome_errorf(err, TOME_EINVAL, "%s: %zu token ids given for a state at position "
-                           "%lld", path, n_ids, (long long)v4_state_pos(st));
+        return tome_errorf(err, TOME_EINVAL,
+                           "%s: %zu token ids given for a state at position "
+                           "%lld",
+                           path, n_ids, (long long)v4_state_pos(st));
     v4_section *secs;
     size_t n;
     int rc = v4_state_sections(st, &secs, &n, err);
@@ -280,8 +290,10 @@ int store_kv_save(const char *path, const v4_state *st, const int32_t *ids, size
             rc = tome_errorf(err, TOME_EIO, "%s: close failed: %s", tmp, strerror(errno));
         if (rc == 0 && rename(tmp, path) != 0)
             rc = tome_errorf(err, TOME_EIO, "%s: rename failed: %s", path, strerror(errno));
-        if (rc) unlink(tmp);
-        else rc = tome_fsync_parent_dir(path, err);
+        if (rc)
+            unlink(tmp);
+        else
+            rc = tome_fsync_parent_dir(path, err);
     }
     free(tmp);
     free(secs);
@@ -322,14 +334,17 @@ static int map_file(store_kv_file *f, tome_error *err)
     if (fstat(fd, &st) != 0) {
         rc = tome_errorf(err, TOME_EIO, "%s: %s", f->path, strerror(errno));
     } else if (st.st_size < KV_HEADER_BYTES) {
-        rc = tome_errorf(err, TOME_EFORMAT, "%s: %lld bytes is too short for a KV state file "
-                         "(truncated?)", f->path, (long long)st.st_size);
+        rc = tome_errorf(err, TOME_EFORMAT,
+                         "%s: %lld bytes is too short for a KV state file "
+                         "(truncated?)",
+                         f->path, (long long)st.st_size);
     } else {
         f->size = (size_t)st.st_size;
         void *p = mmap(NULL, f->size, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) rc = tome_errorf(err, TOME_EIO, "%s: mmap failed: %s", f->path,
-                                              strerror(errno));
-        else f->map = p;
+        if (p == MAP_FAILED)
+            rc = tome_errorf(err, TOME_EIO, "%s: mmap failed: %s", f->path, strerror(errno));
+        else
+            f->map = p;
     }
     close(fd);
     return rc;
@@ -348,20 +363,24 @@ static int check_header(const store_kv_file *f, tome_error *err)
     if (memcmp(h + H_MAGIC, KV_MAGIC, 8) != 0)
         return tome_errorf(err, TOME_EFORMAT, "%s: not a tome KV state file (bad magic)", f->path);
     if (get32(h + H_VERSION) != STORE_KV_FORMAT_VERSION)
-        return tome_errorf(err, TOME_EMISMATCH, "%s: format version %u, this build reads version "
-                           "%d", f->path, get32(h + H_VERSION), STORE_KV_FORMAT_VERSION);
+        return tome_errorf(err, TOME_EMISMATCH,
+                           "%s: format version %u, this build reads version "
+                           "%d",
+                           f->path, get32(h + H_VERSION), STORE_KV_FORMAT_VERSION);
     if (get64(h + H_HEADER_SUM) != XXH3_64bits(h, H_HEADER_SUM) ||
         get32(h + H_HEADER_BYTES) != KV_HEADER_BYTES)
         return tome_errorf(err, TOME_EFORMAT, "%s: header checksum mismatch (damaged file)",
                            f->path);
     if (get64(h + H_FILE_BYTES) != f->size)
-        return tome_errorf(err, TOME_EFORMAT, "%s: the header says %llu bytes, the file has %zu "
-                           "(truncated or extended)", f->path,
-                           (unsigned long long)get64(h + H_FILE_BYTES), f->size);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: the header says %llu bytes, the file has %zu "
+                           "(truncated or extended)",
+                           f->path, (unsigned long long)get64(h + H_FILE_BYTES), f->size);
     if (get32(h + H_NUMERICS) != (uint32_t)v4_model_numerics(f->m))
-        return tome_errorf(err, TOME_EMISMATCH, "%s: saved with numerics %u, the model is open "
-                           "with numerics %d", f->path, get32(h + H_NUMERICS),
-                           (int)v4_model_numerics(f->m));
+        return tome_errorf(err, TOME_EMISMATCH,
+                           "%s: saved with numerics %u, the model is open "
+                           "with numerics %d",
+                           f->path, get32(h + H_NUMERICS), (int)v4_model_numerics(f->m));
     uint8_t fp[32];
     v4_model_fingerprint(f->m, fp);
     if (memcmp(fp, h + H_FINGERPRINT, 32) != 0) {
@@ -387,11 +406,15 @@ static int check_table_and_ids(store_kv_file *f, tome_error *err)
     uint64_t table = get64(h + H_TABLE_OFFSET), ids = get64(h + H_IDS_OFFSET);
     if (n == 0 || n > KV_MAX_SECTIONS || !in_file(f, table, n * KV_ENTRY_BYTES) ||
         tokens > f->size / 4 || !in_file(f, ids, tokens * 4) || ids % 4 != 0)
-        return tome_errorf(err, TOME_EFORMAT, "%s: the header's section table or token ids lie "
-                           "outside the file", f->path);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: the header's section table or token ids lie "
+                           "outside the file",
+                           f->path);
     if (get64(h + H_TABLE_SUM) != XXH3_64bits(f->map + table, n * KV_ENTRY_BYTES))
-        return tome_errorf(err, TOME_EFORMAT, "%s: section table checksum mismatch (damaged "
-                           "file)", f->path);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: section table checksum mismatch (damaged "
+                           "file)",
+                           f->path);
     if (get64(h + H_IDS_SUM) != XXH3_64bits(f->map + ids, tokens * 4))
         return tome_errorf(err, TOME_EFORMAT, "%s: token id checksum mismatch (damaged file)",
                            f->path);
@@ -411,9 +434,10 @@ static int read_entry(store_kv_file *f, size_t i, tome_error *err)
     d->sec.block = (int)get32(e + E_BLOCK);
     if (dtype >= V4_DTYPE_COUNT || row_bytes == 0 || rows > len / row_bytes ||
         rows * row_bytes != len || off % KV_ALIGN != 0 || !in_file(f, off, len))
-        return tome_errorf(err, TOME_EFORMAT, "%s: table entry %zu (section %s of block %d) is "
-                           "inconsistent", f->path, i, v4_section_kind_name(d->sec.kind),
-                           d->sec.block);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: table entry %zu (section %s of block %d) is "
+                           "inconsistent",
+                           f->path, i, v4_section_kind_name(d->sec.kind), d->sec.block);
     d->sec.dtype = (v4_dtype)dtype;
     d->sec.row_bytes = row_bytes;
     d->sec.n_rows = (int64_t)rows;
@@ -466,12 +490,16 @@ const int32_t *store_kv_ids(const store_kv_file *f)
 int store_kv_match(const store_kv_file *f, const int32_t *ids, size_t n, tome_error *err)
 {
     if ((int64_t)n < f->n_tokens)
-        return tome_errorf(err, TOME_EMISMATCH, "%s: the state holds %lld tokens, more than the "
-                           "%zu given", f->path, (long long)f->n_tokens, n);
+        return tome_errorf(err, TOME_EMISMATCH,
+                           "%s: the state holds %lld tokens, more than the "
+                           "%zu given",
+                           f->path, (long long)f->n_tokens, n);
     for (int64_t i = 0; i < f->n_tokens; i++)
         if (ids[i] != f->ids[i])
-            return tome_errorf(err, TOME_EMISMATCH, "%s: token %lld is %d in the state, %d in the "
-                               "given ids", f->path, (long long)i, f->ids[i], ids[i]);
+            return tome_errorf(err, TOME_EMISMATCH,
+                               "%s: token %lld is %d in the state, %d in the "
+                               "given ids",
+                               f->path, (long long)i, f->ids[i], ids[i]);
     return 0;
 }
 
@@ -482,9 +510,10 @@ static int verify_section(store_kv_file *f, size_t i, tome_error *err)
     if (f->verified[i]) return 0;
     const v4_section *sec = &f->secs[i].sec;
     if (XXH3_64bits(f->secs[i].data, v4_section_bytes(sec)) != f->sums[i])
-        return tome_errorf(err, TOME_EFORMAT, "%s: section %s of block %d (offset %lld, %zu "
-                           "bytes): checksum mismatch (damaged file)", f->path,
-                           v4_section_kind_name(sec->kind), sec->block,
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: section %s of block %d (offset %lld, %zu "
+                           "bytes): checksum mismatch (damaged file)",
+                           f->path, v4_section_kind_name(sec->kind), sec->block,
                            (long long)((const uint8_t *)f->secs[i].data - f->map),
                            v4_section_bytes(sec));
     f->verified[i] = 1;
@@ -515,8 +544,10 @@ int store_kv_restore(store_kv_file *f, v4_state **out, tome_error *err)
     if (pos != f->n_tokens) {
         v4_state_free(*out);
         *out = NULL;
-        return tome_errorf(err, TOME_EFORMAT, "%s: the header says %lld tokens, the state is at "
-                           "position %lld", f->path, (long long)f->n_tokens, (long long)pos);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: the header says %lld tokens, the state is at "
+                           "position %lld",
+                           f->path, (long long)f->n_tokens, (long long)pos);
     }
     return 0;
 }

@@ -27,13 +27,13 @@
 #include <xxhash.h>
 
 #define PREFIX 1100
-#define K 8
-#define VOCAB 1024
+#define K      8
+#define VOCAB  1024
 
 extern char **environ;
 
-static int32_t ids[PREFIX + K];   /* the prefix, then continuation A */
-static int32_t cont_b[K];         /* continuation B */
+static int32_t ids[PREFIX + K]; /* the prefix, then continuation A */
+static int32_t cont_b[K];       /* continuation B */
 static const char *model_dir;
 
 /* ---- helpers ----------------------------------------------------------------------- */
@@ -222,8 +222,10 @@ static void check_damage(const v4_model *m, const uint8_t *good, size_t len, con
         write_all(bad, copy, len);
         tome_error err = {0};
         int rc = open_and_verify(m, bad, &err);
-        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, parts[i].what), "flipped bit in the %s: "
-               "rc=%d %s", parts[i].what, rc, err.msg);
+        CHECKF(rc == TOME_EFORMAT && strstr(err.msg, parts[i].what),
+               "flipped bit in the %s: "
+               "rc=%d %s",
+               parts[i].what, rc, err.msg);
     }
     free(copy);
 }
@@ -436,9 +438,10 @@ int main(int argc, char **argv)
 
     size_t len;
     uint8_t *file = read_all(path, &len);
-    fprintf(stderr, "state file: %zu bytes for %d tokens (%.1f bytes/token; the model's "
-            "compressed KV: %.1f bytes/token), saved in %.3f s\n", len, PREFIX,
-            (double)len / PREFIX, v4_model_state_bytes_per_token(m), t_save);
+    fprintf(stderr,
+            "state file: %zu bytes for %d tokens (%.1f bytes/token; the model's "
+            "compressed KV: %.1f bytes/token), saved in %.3f s\n",
+            len, PREFIX, (double)len / PREFIX, v4_model_state_bytes_per_token(m), t_save);
 
     /* Restore in this process, then decode in both. */
     t0 = tome_now();
