@@ -1,7 +1,7 @@
 /*
  * ingest-internal.h - what the files of ingest/ share and nobody else sees.
  *
- * The readers (archive.c for libarchive, walk.c for directories) know how
+ * The readers (archive.c for libarchive, source.c for directories) know how
  * to find entries and enforce the limits while reading them; ingest.c
  * knows what to do with a file once it has its bytes.  They meet in
  * `ingest_reader`: the readers call back into it for each regular file that
