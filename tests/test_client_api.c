@@ -152,8 +152,9 @@ static void test_json_answers(int listener, const char *socket_path)
     };
     for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++) {
         fake_start(&f, listener, NULL, errors[i].response);
-        int rc = tome_api_json(&c, "POST", "/v1/corpora", json_pack("{s:s}", "name", "x"), &reply,
-                               NULL, &err);
+        json_t *body = json_pack("{s:s}", "name", "x");
+        int rc = tome_api_json(&c, "POST", "/v1/corpora", body, &reply, NULL, &err);
+        json_decref(body);
         CHECKF(rc == errors[i].code, "case %zu: rc=%d (%s)", i, rc, err.msg);
         CHECKF(strstr(err.msg, errors[i].message) != NULL, "case %zu: %s", i, err.msg);
         req = fake_finish(&f);
