@@ -29,9 +29,9 @@ const tome_command tome_commands[] = {
     {"corpus", "show", "NAME", 1, 1, "", tome_corpus_show, "show one corpus"},
     {"corpus", "rm", "NAME", 1, 1, "", tome_corpus_rm, "delete a corpus and its states"},
     {NULL, "ingest", "CORPUS PATH", 2, 2, "server-path", tome_cmd_ingest,
-     "upload a directory, an archive or - as a new version"},
+     "upload a directory, archive or - (stdin)"},
     {NULL, "prefill", "CORPUS", 1, 1, "wait detach", tome_cmd_prefill,
-     "prefill the corpus and cache the model state"},
+     "prefill and cache the model state"},
     {NULL, "ask", "CORPUS QUESTION", 2, 2, ASK_OPTIONS, tome_cmd_ask,
      "ask a question, streaming the answer"},
     {NULL, "search", "CORPUS PATTERN", 2, 2, "regex limit", tome_cmd_search,
@@ -46,7 +46,7 @@ const tome_command tome_commands[] = {
     {"token", "revoke", "ID", 1, 1, "", tome_token_revoke, "revoke a token"},
     {NULL, "status", "", 0, 0, "", tome_cmd_status, "daemon health and readiness"},
     {NULL, "report", "CORPUS QUESTIONS-FILE", 2, 2, "output format " ASK_OPTIONS, tome_cmd_report,
-     "answer a file of questions and write a report"},
+     "answer a questions file as a report"},
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL},
 };
 
@@ -397,7 +397,7 @@ static void print_command_line(FILE *f, const tome_command *c)
     char words[64];
     snprintf(words, sizeof words, "%s%s%s %s", c->group ? c->group : "", c->group ? " " : "",
              c->name, c->params);
-    fprintf(f, "  tome %-36s %s\n", words, c->summary);
+    fprintf(f, "  tome %-29s %s\n", words, c->summary);
 }
 
 void tome_print_usage(FILE *f, const tome_command *cmd)
