@@ -292,10 +292,10 @@ static int run(const options *o, tome_error *err)
     }
     fprintf(stderr,
             "tome-run: load %.3f s; prefill %zu tokens in %.3f s (%.1f tok/s); decode %lld tokens "
-            "in %.3f s (%.2f tok/s); state %.1f KiB compressed KV (%.2f B/token)\n",
+            "in %.3f s (%.2f tok/s); state %zu bytes of compressed KV (model: %.2f B/token)\n",
             t_load, ids.n, t_prefill, ids.n / (t_prefill > 0 ? t_prefill : 1e-9),
             (long long)out.n_decode, t_decode,
-            out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s) / 1024.0,
+            out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s),
             v4_model_state_bytes_per_token(m));
     if (o->print_tokens) {
         for (int64_t i = 0; i < out.n_decode; i++) printf("%s%d", i ? " " : "", out.tokens[i]);
