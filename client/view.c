@@ -84,7 +84,10 @@ void tome_view_jobs(json_t *reply)
     print_header(header);
     size_t i;
     json_t *job;
-    json_array_foreach(json_object_get(reply, "jobs"), i, job) tome_view_job_row(job);
+    json_array_foreach(json_object_get(reply, "jobs"), i, job)
+    {
+        tome_view_job_row(job);
+    }
 }
 
 void tome_view_states(json_t *reply)

@@ -117,7 +117,7 @@ static void test_json_answers(int listener, const char *socket_path)
     tome_client c;
     tome_error err = {0};
     json_t *reply;
-    fake_server f;
+    fake_server f = {0};
     setenv("TOME_TOKEN", "t0ken", 1);
     client_for(&c, socket_path);
     unsetenv("TOME_TOKEN");
@@ -174,7 +174,7 @@ static void test_streamed_answer(int listener, const char *socket_path)
 {
     tome_client c;
     tome_error err = {0};
-    fake_server f;
+    fake_server f = {0};
     client_for(&c, socket_path);
     fake_start(&f, listener, NULL,
                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -274,7 +274,7 @@ static void test_upload(int listener, const char *socket_path)
     CHECK(len > 0 && len % 512 == 0);
     tome_client c;
     client_for(&c, socket_path);
-    fake_server f;
+    fake_server f = {0};
     fake_start(&f, listener, NULL,
                "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{\"corpus\": \"src\", \"added\": 2}");
     json_t *reply;
@@ -388,7 +388,7 @@ static int tls_request(int listener, SSL_CTX *server, const char *host, const ch
     }
     tome_client c;
     REQUIRE(tome_client_init(&c, &opt, err) == 0, "%s", err->msg);
-    fake_server f;
+    fake_server f = {0};
     fake_start(&f, listener, server,
                "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"status\": \"ok\"}");
     json_t *reply = NULL;

@@ -3,16 +3,14 @@
 #include "client/client.h"
 #include "tests/check.h"
 
-/* Parse a NULL-terminated word list as if it were argv after "tome". */
-static int parse(tome_options *opt, tome_error *err, const char *first, ...)
+/* The words after "tome", as a NULL-terminated list. */
+#define ARGV(...) ((const char *[]){__VA_ARGS__, NULL})
+
+static int parse(tome_options *opt, tome_error *err, const char *const *words)
 {
     char *argv[32] = {"tome"};
     int argc = 1;
-    va_list ap;
-    va_start(ap, first);
-    for (const char *w = first; w && argc < 31; w = va_arg(ap, const char *))
-        argv[argc++] = (char *)w;
-    va_end(ap);
+    for (; *words && argc < 31; words++) argv[argc++] = (char *)*words;
     return tome_parse_args(argc, argv, opt, err);
 }
 
@@ -20,47 +18,50 @@ static void test_commands(void)
 {
     tome_options opt;
     tome_error err = {0};
-    CHECK_OK(parse(&opt, &err, "corpus", "add", "src", NULL), &err);
-    CHECK(opt.command && strcmp(opt.command->group, "corpus") == 0);
+    CHECK_OK(parse(&opt, &err, ARGV("corpus", "add", "src")), &err);
+    REQUIRE(opt.command, "no command");
+    CHECK(strcmp(opt.command->group, "corpus") == 0);
     CHECK(strcmp(opt.command->name, "add") == 0 && opt.nargs == 1 && !strcmp(opt.args[0], "src"));
 
-    CHECK_OK(parse(&opt, &err, "--socket", "/tmp/s", "ask", "src", "why?", "--think", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("--socket", "/tmp/s", "ask", "src", "why?", "--think")), &err);
     CHECK(!strcmp(opt.socket_path, "/tmp/s") && !strcmp(opt.command->name, "ask"));
     CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "why?") && !strcmp(opt.thinking, "high"));
     CHECK(opt.max_tokens == -1 && !opt.has_seed && !opt.has_temperature);
 
-    CHECK_OK(parse(&opt, &err, "ask", "--think=max", "--max-tokens=64", "--seed", "7",
-                   "--temperature", "0.5", "src", "--", "--why?", NULL),
+    CHECK_OK(parse(&opt, &err,
+                   ARGV("ask", "--think=max", "--max-tokens=64", "--seed", "7", "--temperature",
+                        "0.5", "src", "--", "--why?")),
              &err);
     CHECK(!strcmp(opt.thinking, "max") && opt.max_tokens == 64 && opt.has_seed && opt.seed == 7);
     CHECK(opt.has_temperature && opt.temperature == 0.5);
     CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "--why?"));
 
-    CHECK_OK(parse(&opt, &err, "-q", "report", "src", "q.txt", "-o", "out.md", "--format", "json",
-                   "--no-think", NULL),
+    CHECK_OK(parse(&opt, &err,
+                   ARGV("-q", "report", "src", "q.txt", "-o", "out.md", "--format", "json",
+                        "--no-think")),
              &err);
     CHECK(opt.quiet && !strcmp(opt.output, "out.md") && !strcmp(opt.format, "json"));
     CHECK(!strcmp(opt.thinking, "none"));
-    CHECK_OK(parse(&opt, &err, "report", "src", "q.txt", "-oout.md", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("report", "src", "q.txt", "-oout.md")), &err);
     CHECK(!strcmp(opt.output, "out.md"));
 
-    CHECK_OK(parse(&opt, &err, "prefill", "src", "--wait", "--json", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("prefill", "src", "--wait", "--json")), &err);
     CHECK(opt.wait && opt.json && !opt.detach);
-    CHECK_OK(parse(&opt, &err, "jobs", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("jobs")), &err);
     CHECK(opt.nargs == 0);
-    CHECK_OK(parse(&opt, &err, "jobs", "7", "--cancel", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("jobs", "7", "--cancel")), &err);
     CHECK(opt.cancel && opt.nargs == 1);
     CHECK_OK(
-        parse(&opt, &err, "token", "create", "ci", "--corpus", "src", "--rights", "write", NULL),
+        parse(&opt, &err, ARGV("token", "create", "ci", "--corpus", "src", "--rights", "write")),
         &err);
     CHECK(!strcmp(opt.scope_corpus, "src") && !strcmp(opt.rights, "write"));
     CHECK_OK(
-        parse(&opt, &err, "--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status", NULL),
+        parse(&opt, &err, ARGV("--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status")),
         &err);
     CHECK(!strcmp(opt.host, "h:1") && !strcmp(opt.cert, "c.pem") && !strcmp(opt.key, "k.pem"));
-    CHECK_OK(parse(&opt, &err, "--help", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("--help")), &err);
     CHECK(opt.help && !opt.command);
-    CHECK_OK(parse(&opt, &err, "help", "ask", NULL), &err);
+    CHECK_OK(parse(&opt, &err, ARGV("help", "ask")), &err);
     CHECK(opt.help && opt.command && !strcmp(opt.command->name, "ask"));
 }
 
@@ -75,39 +76,39 @@ static void test_usage_errors(void)
 {
     tome_options opt;
     tome_error err = {0};
-    expect_usage_error("no command", parse(&opt, &err, NULL), &err);
-    expect_usage_error("an argument is empty", parse(&opt, &err, "jobs", "", NULL), &err);
-    expect_usage_error("unknown command 'frobnicate'", parse(&opt, &err, "frobnicate", NULL), &err);
-    expect_usage_error("needs a subcommand", parse(&opt, &err, "corpus", NULL), &err);
-    expect_usage_error("unknown command 'corpus eat'", parse(&opt, &err, "corpus", "eat", NULL),
+    expect_usage_error("no command", parse(&opt, &err, ARGV(NULL)), &err);
+    expect_usage_error("an argument is empty", parse(&opt, &err, ARGV("jobs", "")), &err);
+    expect_usage_error("unknown command 'frobnicate'", parse(&opt, &err, ARGV("frobnicate")), &err);
+    expect_usage_error("needs a subcommand", parse(&opt, &err, ARGV("corpus")), &err);
+    expect_usage_error("unknown command 'corpus eat'", parse(&opt, &err, ARGV("corpus", "eat")),
                        &err);
-    expect_usage_error("usage: tome ask CORPUS QUESTION", parse(&opt, &err, "ask", "src", NULL),
+    expect_usage_error("usage: tome ask CORPUS QUESTION", parse(&opt, &err, ARGV("ask", "src")),
                        &err);
     expect_usage_error("too many arguments",
-                       parse(&opt, &err, "ask", "a", "b", "c", "d", "e", NULL), &err);
-    expect_usage_error("usage: tome corpus ls", parse(&opt, &err, "corpus", "ls", "x", NULL), &err);
+                       parse(&opt, &err, ARGV("ask", "a", "b", "c", "d", "e")), &err);
+    expect_usage_error("usage: tome corpus ls", parse(&opt, &err, ARGV("corpus", "ls", "x")), &err);
     expect_usage_error("unknown option '--token'",
-                       parse(&opt, &err, "--token", "secret", "status", NULL), &err);
+                       parse(&opt, &err, ARGV("--token", "secret", "status")), &err);
     expect_usage_error("does not apply to 'ask'",
-                       parse(&opt, &err, "ask", "a", "b", "--wait", NULL), &err);
+                       parse(&opt, &err, ARGV("ask", "a", "b", "--wait")), &err);
     expect_usage_error("does not apply to 'corpus ls'",
-                       parse(&opt, &err, "corpus", "ls", "--regex", NULL), &err);
-    expect_usage_error("needs a value", parse(&opt, &err, "ask", "a", "b", "--max-tokens", NULL),
+                       parse(&opt, &err, ARGV("corpus", "ls", "--regex")), &err);
+    expect_usage_error("needs a value", parse(&opt, &err, ARGV("ask", "a", "b", "--max-tokens")),
                        &err);
     expect_usage_error("not a whole number",
-                       parse(&opt, &err, "ask", "a", "b", "--max-tokens", "ten", NULL), &err);
+                       parse(&opt, &err, ARGV("ask", "a", "b", "--max-tokens", "ten")), &err);
     expect_usage_error("not a whole number",
-                       parse(&opt, &err, "ask", "a", "b", "--max-tokens", "0", NULL), &err);
-    expect_usage_error("high or max", parse(&opt, &err, "ask", "a", "b", "--think=low", NULL),
+                       parse(&opt, &err, ARGV("ask", "a", "b", "--max-tokens", "0")), &err);
+    expect_usage_error("high or max", parse(&opt, &err, ARGV("ask", "a", "b", "--think=low")),
                        &err);
-    expect_usage_error("takes no value", parse(&opt, &err, "--quiet=1", "status", NULL), &err);
+    expect_usage_error("takes no value", parse(&opt, &err, ARGV("--quiet=1", "status")), &err);
     expect_usage_error("exclude each other",
-                       parse(&opt, &err, "prefill", "a", "--wait", "--detach", NULL), &err);
-    expect_usage_error("go together", parse(&opt, &err, "--cert", "c", "status", NULL), &err);
+                       parse(&opt, &err, ARGV("prefill", "a", "--wait", "--detach")), &err);
+    expect_usage_error("go together", parse(&opt, &err, ARGV("--cert", "c", "status")), &err);
     expect_usage_error("read or write",
-                       parse(&opt, &err, "token", "create", "t", "--rights", "all", NULL), &err);
+                       parse(&opt, &err, ARGV("token", "create", "t", "--rights", "all")), &err);
     expect_usage_error("not a whole number from 1 to 1000",
-                       parse(&opt, &err, "search", "a", "b", "--limit", "5000", NULL), &err);
+                       parse(&opt, &err, ARGV("search", "a", "b", "--limit", "5000")), &err);
 }
 
 static void test_exit_statuses(void)
