@@ -203,6 +203,14 @@ static int send_json(tome_client *c, const char *method, const char *target, jso
     return rc;
 }
 
+/* A busy daemon says when to come back; a person or a cron log should see
+ * it, since the exit status alone only says "later". */
+static void append_retry_hint(tome_error *err, long long seconds)
+{
+    size_t used = strlen(err->msg);
+    snprintf(err->msg + used, sizeof err->msg - used, " (retry after %lld s)", seconds);
+}
+
 /* Read a JSON answer (or an error answer) once its head is in. */
 static int finish_json(tome_conn *conn, tome_response *resp, json_t **reply, tome_error *err)
 {
@@ -211,6 +219,7 @@ static int finish_json(tome_conn *conn, tome_response *resp, json_t **reply, tom
     int rc = 0;
     if (resp->status >= 300) {
         rc = error_from_body(body, resp->status, err);
+        if (resp->retry_after >= 0) append_retry_hint(err, resp->retry_after);
     } else if (reply && resp->status != 204) {
         json_error_t jerr;
         *reply = json_loads(body, 0, &jerr);

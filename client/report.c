@@ -22,7 +22,7 @@
 
 int tome_report_format_parse(const char *name, enum tome_report_format *out, tome_error *err)
 {
-    if (!name || strcmp(name, "markdown") == 0 || strcmp(name, "md") == 0)
+    if (!name || strcmp(name, "markdown") == 0)
         *out = TOME_REPORT_MARKDOWN;
     else if (strcmp(name, "json") == 0)
         *out = TOME_REPORT_JSON;

@@ -145,7 +145,7 @@ static void test_json_answers(int listener, const char *socket_path)
          "{\"error\": {\"code\": \"exists\", \"message\": \"taken\"}}",
          TOME_EEXIST, "taken"},
         {"HTTP/1.1 503 Unavailable\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n", TOME_EBUSY,
-         "tomed answered HTTP 503"},
+         "tomed answered HTTP 503 (retry after 3 s)"},
         {"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nnot json!", TOME_EPERM,
          "tomed answered HTTP 403"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{bad}", TOME_EFORMAT, "malformed JSON"},
