@@ -56,15 +56,23 @@ model=$build/models/tiny
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null &&
     openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-        -out server.pem -days 2 -extfile san.ext 2>/dev/null) ||
+        -out server.pem -days 2 -extfile san.ext 2>/dev/null &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout alice.key -out alice.csr -subj /CN=alice 2>/dev/null &&
+    openssl x509 -req -in alice.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out alice.pem -days 2 2>/dev/null &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout rogue.key -out rogue.pem -days 2 -subj /CN=alice 2>/dev/null) ||
     { echo "FAIL: openssl could not make test certificates"; exit 1; }
 
 # ---- start tomed on a private state directory, socket and port ----
 sock=$tmp/tomed.sock
 port=$((20000 + $$ % 20000))
-"$tomed" --foreground --state-dir "$tmp/state" --socket "$sock" --model "$model" \
-    --listen "127.0.0.1:$port" --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key" \
-    --log-level warn 2>"$tmp/tomed.log" &
+printf 'client_cert = alice src read\n' >"$tmp/tomed.conf"
+"$tomed" --foreground --config "$tmp/tomed.conf" --state-dir "$tmp/state" --socket "$sock" \
+    --model "$model" --listen "127.0.0.1:$port" --tls-cert "$tmp/server.pem" \
+    --tls-key "$tmp/server.key" --tls-client-ca "$tmp/ca.pem" --log-level warn \
+    2>"$tmp/tomed.log" &
 daemon_pid=$!
 export TOME_SOCKET="$sock"
 unset TOME_HOST TOME_TOKEN TOME_TOKEN_FILE
@@ -233,6 +241,15 @@ expect 6 '' 'error:' -- $remote --token-file "$tmp/reader.token" corpus rm src
 # shellcheck disable=SC2086
 expect 6 '' 'error:' -- $remote corpus ls
 expect 3 '' 'TLS handshake' -- --host "localhost:$port" --cacert "$tmp/server.pem" corpus ls
+# A client certificate (mTLS) maps to the rights its client_cert line gives.
+# shellcheck disable=SC2086
+expect 0 '^src ' '' -- $remote --cert "$tmp/alice.pem" --key "$tmp/alice.key" corpus ls
+# shellcheck disable=SC2086
+expect 6 '' 'error:' -- $remote --cert "$tmp/alice.pem" --key "$tmp/alice.key" corpus rm src
+# shellcheck disable=SC2086
+expect 3 '' 'error:' -- $remote --cert "$tmp/rogue.pem" --key "$tmp/rogue.key" corpus ls
+# shellcheck disable=SC2086
+expect 1 '' 'with key .*rogue.key' -- $remote --cert "$tmp/alice.pem" --key "$tmp/rogue.key" corpus ls
 reader_id=$("$tome" token ls --json | sed -n 's/^ *"id": "\([^"]*\)".*/\1/p' | head -1)
 expect 0 '' 'revoked token' -- token revoke "$reader_id"
 # shellcheck disable=SC2086
