@@ -2,7 +2,8 @@
 # Every `tome` command against a real daemon/tomed with the built-in tiny
 # model: stdout, stderr and exit statuses, the JSON output held to its
 # schemas, a report run the way cron runs it (no TTY, a minimal
-# environment, HOME unset), TLS with a bearer token, and a clean stop.
+# environment, HOME unset), the progress bar under a pseudo-terminal, TLS
+# with a bearer token and with client certificates, and a clean stop.
 # Fails, never skips, when tomed or the model cannot be had.
 set -u
 build=$TOME_BUILDDIR
@@ -67,24 +68,36 @@ model=$build/models/tiny
 
 # ---- start tomed on a private state directory, socket and port ----
 sock=$tmp/tomed.sock
-port=$((20000 + $$ % 20000))
-printf 'client_cert = alice src read\n' >"$tmp/tomed.conf"
-"$tomed" --foreground --config "$tmp/tomed.conf" --state-dir "$tmp/state" --socket "$sock" \
-    --model "$model" --listen "127.0.0.1:$port" --tls-cert "$tmp/server.pem" \
-    --tls-key "$tmp/server.key" --tls-client-ca "$tmp/ca.pem" --log-level warn \
-    2>"$tmp/tomed.log" &
-daemon_pid=$!
 export TOME_SOCKET="$sock"
 unset TOME_HOST TOME_TOKEN TOME_TOKEN_FILE
-i=0
-until "$tome" -q status >/dev/null 2>&1; do
-    i=$((i + 1))
-    if [ "$i" -gt 600 ] || ! kill -0 "$daemon_pid" 2>/dev/null; then
+printf 'client_cert = alice src read\n' >"$tmp/tomed.conf"
+
+# Start tomed on `port` and wait until it is ready; 1 if it exits first.
+start_tomed() {
+    "$tomed" --foreground --config "$tmp/tomed.conf" --state-dir "$tmp/state" \
+        --socket "$sock" --model "$model" --listen "127.0.0.1:$port" \
+        --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key" --tls-client-ca "$tmp/ca.pem" \
+        --log-level warn 2>"$tmp/tomed.log" &
+    daemon_pid=$!
+    i=0
+    until "$tome" -q status >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -le 600 ] && kill -0 "$daemon_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+}
+# A port taken by another program only costs another try.
+for try in 1 2 3; do
+    port=$((20000 + ($$ * 7 + try * 7919) % 40000))
+    start_tomed && break
+    kill "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+    daemon_pid=""
+    if [ "$try" -eq 3 ]; then
         echo "FAIL: tomed did not become ready; its log:"
         cat "$tmp/tomed.log"
         exit 1
     fi
-    sleep 0.1
 done
 
 expect 0 '^tomed .* up [0-9]+ s' '' -- status
