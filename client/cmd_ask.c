@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define QUESTION_MAX_BYTES (1u << 20)
+
 typedef struct ask_ctx {
     tome_token_fn on_token;
     void *token_ctx;
@@ -150,24 +152,61 @@ void tome_ask_params_from_options(const tome_options *opt, const char *question,
     q->has_seed = opt->has_seed;
 }
 
+/* A question of "-" is read from standard input, for questions too long or
+ * too full of quotes for a command line. */
+static int read_question(const char *arg, char **owned, tome_error *err)
+{
+    *owned = NULL;
+    if (strcmp(arg, "-") != 0) return 0;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, stdin);
+        if (len < cap - 1) break;
+        char *bigger = cap < QUESTION_MAX_BYTES ? realloc(buf, cap * 2) : NULL;
+        if (!bigger) {
+            free(buf);
+            return tome_errorf(err, TOME_ELIMIT, "the question on standard input is over %u bytes",
+                               QUESTION_MAX_BYTES);
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    if (!buf) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    if (ferror(stdin)) {
+        free(buf);
+        return tome_errorf(err, TOME_EIO, "reading the question from standard input failed");
+    }
+    while (len > 0 && strchr(" \t\r\n", buf[len - 1])) len--;
+    buf[len] = '\0';
+    if (len == 0) {
+        free(buf);
+        return tome_errorf(err, TOME_EINVAL, "the question on standard input is empty");
+    }
+    *owned = buf;
+    return 0;
+}
+
 int tome_cmd_ask(tome_client *c, const tome_options *opt, tome_error *err)
 {
+    char *from_stdin;
+    if (read_question(opt->args[1], &from_stdin, err)) return err->code;
     tome_ask_params q;
-    tome_ask_params_from_options(opt, opt->args[1], &q);
+    tome_ask_params_from_options(opt, from_stdin ? from_stdin : opt->args[1], &q);
     printed_answer printed = {0};
-    json_t *result;
+    json_t *result = NULL;
     int rc = tome_ask(c, opt->args[0], &q, opt->json ? NULL : print_token, &printed, &result, err);
     end_answer_line(&printed);
-    if (rc) return rc;
-    if (opt->json) {
+    if (rc == 0 && opt->json) {
         json_t *out = json_pack("{s:s, s:s}", "corpus", opt->args[0], "question", q.question);
         json_object_update(out, result);
         rc = tome_print_json(out, err);
         json_decref(out);
-    } else {
+    } else if (rc == 0) {
         if (!printed.any) putchar('\n');
         print_statistics(result);
     }
     json_decref(result);
+    free(from_stdin);
     return rc;
 }

@@ -47,6 +47,9 @@ expect 2 '' 'exclude each other' -- --socket /a --host b:1 status
 expect 3 '' "cannot connect to tomed at $tmp/nobody-listens.sock" -- status
 expect 3 '' 'cannot connect to tomed' -- corpus ls
 expect 3 '' 'cannot connect to tomed' -- ask src "why?"
+printf '  \n' | "$tome" ask src - >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q 'question on standard input is empty' "$tmp/err" ||
+    fail "an empty question on stdin: $(cat "$tmp/err")"
 expect 3 '' 'cannot connect to localhost' -- --host localhost:1 status
 TOME_HOST=localhost:1 expect 3 '' 'cannot connect to localhost' -- status
 unset TOME_HOST

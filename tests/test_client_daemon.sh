@@ -190,6 +190,9 @@ expect 0 '.' 'answer tokens, first token after [0-9]+ ms' -- ask src "Where is t
     fail "ask --json does not follow its schema"
 grep -q '"completion_tokens": [1-6],' "$tmp/ask.json" || fail "ask --json: $(cat "$tmp/ask.json")"
 expect 0 '"answer"' '' -- ask src "Again?" --max-tokens 2 --think=high --json
+echo "Where is the parser?" | "$tome" ask src - --max-tokens 3 --json >"$tmp/out" 2>"$tmp/err" ||
+    fail "ask with the question on stdin: $(cat "$tmp/err")"
+grep -q '"question": "Where is the parser?"' "$tmp/out" || fail "ask -: $(head -3 "$tmp/out")"
 expect 4 '' 'error:' -- ask nope "Where?"
 expect 2 '' 'error:' -- ask src "Where?" --max-tokens 100000000
 
