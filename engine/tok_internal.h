@@ -7,10 +7,12 @@
  *
  *   text --added tokens--> spans --Split regexes--> pieces --BPE--> ids
  *
- * tok_load.c fills a v4_tokenizer from tokenizer.json; tok_regex.c compiles
- * the pre-tokenizer patterns for PCRE2; tok_bpe.c owns the merge table, the
- * merge loop and the piece cache; tokenizer.c runs the pipeline with a
- * per-call workspace.  Everything in v4_tokenizer is immutable after load, so
+ * tok_load.c fills a v4_tokenizer from tokenizer.json; tok_added.c holds
+ * the added tokens in a trie; tok_regex.c compiles the pre-tokenizer
+ * patterns for PCRE2, with the newer Unicode classes of tok_unicode.c;
+ * tok_bpe.c owns the merge table, the merge loop and the piece cache;
+ * tokenizer.c runs the pipeline with a per-call workspace; tok_detok.c turns
+ * ids back into bytes.  Everything in v4_tokenizer is immutable after load, so
  * one tokenizer serves any number of threads; the mutable scratch state lives
  * in tok_workspace objects that threads borrow from a pool.
  */
