@@ -133,6 +133,18 @@ static void test_filters(void)
     CHECK(!excluded(f, "build.c")); /* "build/" is a directory rule */
     const char *reason = NULL;
     CHECK(ingest_filter_excludes(f, "x/.git/config", &reason) && strstr(reason, ".git/"));
+    /* Every default exclude takes effect at any depth. */
+    for (const char *const *d = ingest_default_excludes(); *d; d++) {
+        char path[256];
+        size_t len = strlen(*d);
+        if ((*d)[len - 1] == '/')
+            snprintf(path, sizeof path, "x/%sfile", *d);
+        else if ((*d)[0] == '*')
+            snprintf(path, sizeof path, "x/name%s", *d + 1);
+        else
+            snprintf(path, sizeof path, "x/%s", *d);
+        CHECKF(excluded(f, path), "default %s does not exclude %s", *d, path);
+    }
     CHECK_OK(ingest_filter_add(f, INGEST_EXCLUDE_GLOB, "!dist/", &err), &err);
     CHECK(!excluded(f, "dist/a.c"));
     CHECK_OK(ingest_filter_add(f, INGEST_EXCLUDE_GLOB, "/docs/**/*.txt", &err), &err);
