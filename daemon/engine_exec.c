@@ -16,13 +16,18 @@
  * UTF-8 boundaries and held back where it could be the start of a stop
  * string), and one final report per job or question.
  *
- * Prefilled states live in memory, one per corpus version; saving them to
- * disk and restoring restart points belong to the KV-cache format of the
- * store, which the job code here records restart positions for.
+ * Prefilled states live in memory, one per corpus version, and on disk in
+ * the store's KV state files (store_kv_*): a prefill writes a restart point
+ * (kv/job-ID.kv, replaced each time) every restart_interval tokens, and a
+ * resumed job starts from it when its token ids still match; a finished
+ * prefill is saved as kv/state-ID.kv and recorded in the store, so that
+ * questions after a restart restore it (mapped, not copied) instead of
+ * prefilling again.
  */
 #include "daemon/tomed.h"
 
 #include "engine/v4.h"
+#include "store/store.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -30,11 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_PREFILL_CHUNK 256
 #define PROGRESS_INTERVAL_S   1.0
 
 typedef struct cached_state {
+    char id[48]; /* the store's state id, or "mem-VERSION-SERIAL" if unsaved */
     char corpus[TOMED_NAME_MAX + 1];
     int64_t version_id;
     v4_state *state;
@@ -70,6 +77,7 @@ struct tomed_engine {
     v4_model *model;
     v4_tokenizer *tokenizer;
     char tokenizer_fingerprint[65]; /* SHA-256 of tokenizer.json */
+    char model_fingerprint[65];
     atomic_int ready;
     char why[TOME_ERROR_MAX];
     int32_t eos_id;
@@ -129,6 +137,8 @@ static int load_model(tomed_engine *e, tome_error *err)
     tome_sha256(text, len, digest);
     free(text);
     tome_hex(digest, sizeof digest, e->tokenizer_fingerprint);
+    v4_model_fingerprint(e->model, digest);
+    tome_hex(digest, sizeof digest, e->model_fingerprint);
     const v4_config *cfg = v4_model_config(e->model);
     e->eos_id = cfg->eos_id;
     /* The model's embedding may be wider than the tokenizer's vocabulary
@@ -184,7 +194,7 @@ static cached_state *find_cached(tomed_engine *e, const char *corpus, int64_t ve
 
 static void state_id(const cached_state *c, char *out, size_t cap)
 {
-    snprintf(out, cap, "mem-%lld-%lld", (long long)c->version_id, (long long)c->serial);
+    snprintf(out, cap, "%s", c->id);
 }
 
 int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id, int64_t *tokens,
@@ -199,8 +209,10 @@ int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_
 }
 
 /* Replaces the corpus's older state; the oldest goes when the table is full.
- * Called on the engine thread, which alone frees states. */
-static void cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v4_state *state)
+ * `id` names a saved state (NULL: in memory only).  Called on the engine
+ * thread. */
+static void cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v4_state *state,
+                      const char *id)
 {
     pthread_mutex_lock(&e->lock);
     cached_state *slot = NULL;
@@ -219,6 +231,11 @@ static void cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v
     slot->state = state;
     slot->tokens = v4_state_pos(state);
     slot->serial = ++e->serial;
+    if (id)
+        snprintf(slot->id, sizeof slot->id, "%s", id);
+    else
+        snprintf(slot->id, sizeof slot->id, "mem-%lld-%lld", (long long)version_id,
+                 (long long)slot->serial);
     pthread_mutex_unlock(&e->lock);
     /* Forks share the parent's history read-only; a question still running
      * on a fork of `old` keeps its own references (v4_state_fork). */
@@ -268,6 +285,7 @@ json_t *tomed_engine_states(tomed_engine *e)
         const cached_state *c = &e->cache[i];
         char id[48];
         state_id(c, id, sizeof id);
+        if (strncmp(id, "mem-", 4) != 0) continue; /* the store lists saved ones */
         json_array_append_new(
             list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "corpus", c->corpus,
                             "version", (json_int_t)c->version_id, "tokens", (json_int_t)c->tokens,
@@ -331,6 +349,97 @@ static int32_t sample(const float *logits, int vocab, double temperature, double
     }
     free(c);
     return id;
+}
+
+/* ------------------------------------------------------------------------
+ * State files
+ * ------------------------------------------------------------------------ */
+
+static void kv_path(const tomed_engine *e, const char *kind, int64_t id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/kv/%s-%lld.kv", e->server->cfg.state_dir, kind, (long long)id);
+}
+
+/* The state saved at `path`, if (with `ids`) it holds a prefix of them. */
+static int restore_file(tomed_engine *e, const char *path, const int32_t *ids, size_t n,
+                        v4_state **out, int64_t *tokens, tome_error *err)
+{
+    store_kv_file *f;
+    int rc = store_kv_open(path, e->model, &f, err);
+    if (rc != 0) return rc;
+    if (ids) rc = store_kv_match(f, ids, n, err);
+    if (rc == 0) rc = store_kv_restore(f, 0, out, err);
+    if (rc == 0 && tokens) *tokens = store_kv_tokens(f);
+    store_kv_close(f);
+    return rc;
+}
+
+/* A job's restart point: its state after `done` tokens, replacing the
+ * previous one atomically. */
+static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done)
+{
+    char path[TOMED_PATH_MAX + 64];
+    tome_error err = {0};
+    kv_path(e, "job", job->id, path, sizeof path);
+    if (store_kv_save(path, e->job_state, NULL, 0, job->ids, (size_t)done, &err) != 0) {
+        tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s", (long long)job->id,
+                  (long long)done, err.msg);
+        return;
+    }
+    atomic_store(&job->restart_point, done);
+}
+
+/* The job's latest restart point, if there is one and it still matches. */
+static v4_state *resume_from_restart_point(tomed_engine *e, tomed_job *job, int64_t *done)
+{
+    char path[TOMED_PATH_MAX + 64];
+    struct stat st;
+    kv_path(e, "job", job->id, path, sizeof path);
+    if (stat(path, &st) != 0) return NULL;
+    v4_state *state = NULL;
+    tome_error err = {0};
+    if (restore_file(e, path, job->ids, job->n_ids, &state, done, &err) != 0) {
+        tomed_log(TOMED_LOG_WARN, "job %lld: restart point %s not used: %s", (long long)job->id,
+                  path, err.msg);
+        unlink(path);
+        return NULL;
+    }
+    tomed_log(TOMED_LOG_INFO, "job %lld resumes from its restart point at token %lld",
+              (long long)job->id, (long long)*done);
+    return state;
+}
+
+/* A finished prefill, saved and recorded in the store; `id` gets the
+ * store's id of it.  Failing here costs a prefill after a restart, not the
+ * answer, so it is logged, not fatal. */
+static int save_final_state(tomed_engine *e, tomed_job *job, char id[48])
+{
+    char path[TOMED_PATH_MAX + 64];
+    tome_error err = {0};
+    kv_path(e, "state", job->id, path, sizeof path);
+    struct stat st;
+    store *db;
+    int64_t row;
+    int rc = store_kv_save(path, e->job_state, NULL, 0, job->ids, job->n_ids, &err);
+    if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(&err, TOME_EIO, "%s vanished", path);
+    if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, &err);
+    if (rc == 0) {
+        store_kv_state rec = {.version_id = job->version_id,
+                              .token_count = (int64_t)job->n_ids,
+                              .path = path,
+                              .bytes = (int64_t)st.st_size,
+                              .status = STORE_STATE_READY};
+        snprintf(rec.model_fingerprint, sizeof rec.model_fingerprint, "%s", e->model_fingerprint);
+        rc = store_state_add(db, &rec, &row, &err);
+    }
+    if (rc != 0) {
+        tomed_log(TOMED_LOG_WARN, "job %lld: the state stays in memory only: %s",
+                  (long long)job->id, err.msg);
+        unlink(path);
+        return rc;
+    }
+    snprintf(id, 48, "%lld", (long long)row);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -441,6 +550,13 @@ static void finish_ask(tomed_engine *e, int index, int rc, const tome_error *err
 static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
 {
     tomed_ask *ask = a->ask;
+    if (ask->saved_path[0] &&
+        !tomed_engine_has_state(e, ask->corpus, ask->version_id, NULL, NULL)) {
+        v4_state *saved;
+        int rc = restore_file(e, ask->saved_path, NULL, 0, &saved, NULL, err);
+        if (rc != 0) return tome_error_wrap(err, "restoring cached state %s", ask->saved_id);
+        cache_put(e, ask->corpus, ask->version_id, saved, ask->saved_id);
+    }
     pthread_mutex_lock(&e->lock);
     cached_state *c = find_cached(e, ask->corpus, ask->version_id);
     int rc = c ? v4_state_fork(c->state, &a->state, err)
@@ -552,12 +668,21 @@ static void finish_job(tomed_engine *e, int rc, const tome_error *err)
     tomed_job *job = e->job;
     job->rc = rc;
     if (rc != 0 && err) job->err = *err;
+    char id[48];
     if (rc == 0) {
-        cache_put(e, job->corpus, job->version_id, e->job_state);
+        int saved = save_final_state(e, job, id) == 0;
+        cache_put(e, job->corpus, job->version_id, e->job_state, saved ? id : NULL);
         e->job_state = NULL;
     } else if (e->job_state) {
         v4_state_free(e->job_state);
         e->job_state = NULL;
+    }
+    /* A shutdown keeps the restart point for the next daemon; an end does
+     * not need it any more. */
+    if (!(rc == TOME_ECANCELED && atomic_load(&job->cancel) == 2)) {
+        char path[TOMED_PATH_MAX + 64];
+        kv_path(e, "job", job->id, path, sizeof path);
+        unlink(path);
     }
     e->job = NULL;
     report_job(e, job, 1);
@@ -583,14 +708,17 @@ static void run_prefill_chunk(tomed_engine *e)
         return;
     }
     if (!e->job_state) {
-        int rc = v4_state_new(e->model, &e->job_state, &err);
+        int64_t from = 0;
+        e->job_state = resume_from_restart_point(e, job, &from);
+        int rc = e->job_state ? 0 : v4_state_new(e->model, &e->job_state, &err);
         if (rc != 0) {
             finish_job(e, rc, &err);
             return;
         }
         e->job_started = e->job_last_report = tome_now();
-        e->job_done_at_start = 0;
-        atomic_store(&job->tokens_done, 0);
+        e->job_done_at_start = from;
+        atomic_store(&job->tokens_done, from);
+        atomic_store(&job->restart_point, from);
     }
     int chunk =
         e->server->cfg.prefill_chunk > 0 ? e->server->cfg.prefill_chunk : DEFAULT_PREFILL_CHUNK;
@@ -610,8 +738,9 @@ static void run_prefill_chunk(tomed_engine *e)
     atomic_store(&job->tokens_per_s, rate);
     atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
     int64_t interval = e->server->cfg.restart_interval;
-    if (interval > 0 && done / interval > atomic_load(&job->restart_point) / interval)
-        atomic_store(&job->restart_point, done - done % interval);
+    if (interval > 0 && done < (int64_t)job->n_ids &&
+        done / interval > atomic_load(&job->restart_point) / interval)
+        save_restart_point(e, job, done);
     if (done == (int64_t)job->n_ids) {
         finish_job(e, 0, NULL);
     } else if (now - e->job_last_report >= PROGRESS_INTERVAL_S) {
@@ -750,6 +879,13 @@ int tomed_engine_ready(tomed_engine *e, const char **why)
     int ready = atomic_load(&e->ready);
     if (!ready && why) *why = e->why;
     return ready;
+}
+
+const struct v4_model *tomed_engine_model(tomed_engine *e, const char **fingerprint)
+{
+    if (!atomic_load(&e->ready)) return NULL;
+    *fingerprint = e->model_fingerprint;
+    return e->model;
 }
 
 const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint)

@@ -813,7 +813,12 @@ void tomed_conns_close_idle(tomed_server *s)
     tomed_conn *c = s->conns;
     while (c) {
         tomed_conn *next = c->next;
-        if (!c->req && !c->closing) conn_free(c);
+        if (!c->req && !c->closing) {
+            /* The end of a last response may still be on its way out. */
+            c->closing = 1;
+            bufferevent_disable(c->bev, EV_READ);
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+        }
         c = next;
     }
 }

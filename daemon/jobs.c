@@ -270,8 +270,17 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
     if (rc == 0) rc = store_version_number(db, pc->version_id, &pc->version_number, err);
     if (rc != 0) return rc;
     tomed_engine *e = pc->jobs->engine;
-    if (tomed_engine_has_state(e, pc->corpus, pc->version_id, NULL, NULL)) {
+    const char *fingerprint;
+    char path[TOMED_PATH_MAX], id[32];
+    int64_t tokens = 0;
+    if (!tomed_engine_model(e, &fingerprint))
+        return tome_errorf(err, TOME_EBUSY, "the model is not loaded");
+    rc = tomed_saved_state(db, corpus_id, pc->version_id, fingerprint, path, id, &tokens, err);
+    if (rc < 0) return rc;
+    if (rc == 1 || tomed_engine_has_state(e, pc->corpus, pc->version_id, &tokens, NULL)) {
+        rc = 0;
         pc->already_cached = 1;
+        pc->n_ids = (size_t)tokens;
     } else {
         ingest_render_options opts;
         ingest_render_options_default(&opts);
@@ -337,10 +346,7 @@ static void prefill_done(void *arg)
     if (job && pc->already_cached) {
         job->status = STORE_JOB_DONE;
         job->started_at = job->finished_at = job->created_at;
-        int64_t tokens = 0;
-        tomed_engine_has_state(pc->jobs->engine, job->corpus, job->version_id, &tokens, NULL);
-        job->n_ids = (size_t)tokens;
-        atomic_store(&job->tokens_done, tokens);
+        atomic_store(&job->tokens_done, (int64_t)job->n_ids);
     } else if (job) {
         job->running_in_engine = 1;
         pc->rc = tomed_engine_submit_prefill(pc->jobs->engine, job, &pc->err);

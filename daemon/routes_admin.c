@@ -161,12 +161,13 @@ static int delete_state(tomed_call *c, store *db, tome_error *err)
     if (rc != 0) return rc;
     rc = store_state_delete(db, list.states[i].id, err);
     if (rc == 0 && list.states[i].path) unlink(list.states[i].path);
+    if (rc == 0) tomed_engine_drop_state(tomed_jobs_engine(c->server->jobs), c->id);
     store_state_list_free(&list);
     return rc;
 }
 
-/* What can be checked of a state without the KV file format's reader: the
- * row is READY and the file exists with the recorded size. */
+/* A saved state is checked as a restore would: the file opens for this
+ * model, and every section's checksum matches. */
 static int verify_state(tomed_call *c, store *db, tome_error *err)
 {
     store_kv_state_list list = {0};
@@ -174,19 +175,23 @@ static int verify_state(tomed_call *c, store *db, tome_error *err)
     int rc = find_state(db, c->id, &list, &i, err);
     if (rc != 0) return rc;
     const store_kv_state *st = &list.states[i];
-    char problem[TOME_ERROR_MAX] = "";
-    struct stat sb;
+    const char *fingerprint;
+    const struct v4_model *model =
+        tomed_engine_model(tomed_jobs_engine(c->server->jobs), &fingerprint);
+    tome_error problem = {0};
+    store_kv_file *f = NULL;
     if (st->status != STORE_STATE_READY)
-        snprintf(problem, sizeof problem, "state is %s", store_state_status_name(st->status));
-    else if (!st->path || stat(st->path, &sb) != 0)
-        snprintf(problem, sizeof problem, "state file %s is missing", st->path ? st->path : "?");
-    else if (sb.st_size != st->bytes)
-        snprintf(problem, sizeof problem, "state file %s has %lld bytes, expected %lld", st->path,
-                 (long long)sb.st_size, (long long)st->bytes);
-    c->result = json_pack("{s:s, s:b}", "id", c->id, "ok", problem[0] == '\0');
-    if (problem[0])
-        json_object_set_new(c->result, "error",
-                            json_pack("{s:s, s:s}", "code", "format", "message", problem));
+        tome_errorf(&problem, TOME_EFORMAT, "state is %s", store_state_status_name(st->status));
+    else if (!model)
+        tome_errorf(&problem, TOME_EBUSY, "the model is not loaded");
+    else if (store_kv_open(st->path, model, &f, &problem) == 0)
+        store_kv_verify(f, &problem);
+    if (f) store_kv_close(f);
+    c->result = json_pack("{s:s, s:b}", "id", c->id, "ok", problem.code == 0);
+    if (problem.code)
+        json_object_set_new(
+            c->result, "error",
+            json_pack("{s:s, s:s}", "code", tome_error_name(problem.code), "message", problem.msg));
     store_state_list_free(&list);
     return 0;
 }

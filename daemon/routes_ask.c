@@ -196,6 +196,14 @@ static void find_version(void *arg)
     if (v->rc == TOME_ENOTFOUND)
         v->rc =
             tome_errorf(&v->err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", ask->corpus);
+    if (v->rc != 0) return;
+    /* A state saved by an earlier daemon serves when none is in memory. */
+    const char *fingerprint;
+    int64_t tokens;
+    if (!tomed_engine_model(tomed_jobs_engine(ask->server->jobs), &fingerprint)) return;
+    int found = tomed_saved_state(db, v->ctx->corpus_id, ask->version_id, fingerprint,
+                                  ask->saved_path, ask->saved_id, &tokens, &v->err);
+    if (found < 0) v->rc = found;
 }
 
 /* Back on the loop: hand the question to the engine, or answer now. */
@@ -212,7 +220,8 @@ static void submit(void *arg)
         ask_free(ctx);
         return;
     }
-    if (rc == 0 && !tomed_engine_has_state(engine, ask->corpus, ask->version_id, NULL, NULL)) {
+    if (rc == 0 && !ask->saved_path[0] &&
+        !tomed_engine_has_state(engine, ask->corpus, ask->version_id, NULL, NULL)) {
         atomic_fetch_add(&tomed_stats.cache_misses, 1);
         rc = tome_errorf(&err, TOME_EMISMATCH,
                          "corpus '%s' has no prefilled state of its current version; "

@@ -125,6 +125,27 @@ void tomed_call_start(tomed_call *c)
     }
 }
 
+int tomed_saved_state(store *db, int64_t corpus_id, int64_t version_id, const char *fingerprint,
+                      char *path, char *id, int64_t *tokens, tome_error *err)
+{
+    store_kv_state_list list = {0};
+    int rc = store_state_list(db, corpus_id, &list, err);
+    if (rc != 0) return rc;
+    int found = 0;
+    for (size_t i = 0; i < list.n; i++) {
+        const store_kv_state *st = &list.states[i];
+        if (st->version_id != version_id || st->status != STORE_STATE_READY || !st->path ||
+            strcmp(st->model_fingerprint, fingerprint) != 0)
+            continue;
+        snprintf(path, TOMED_PATH_MAX, "%s", st->path);
+        snprintf(id, 32, "%lld", (long long)st->id);
+        *tokens = st->token_count;
+        found = 1;
+    }
+    store_state_list_free(&list);
+    return found;
+}
+
 int tomed_clean_tmp(const char *dir, tome_error *err)
 {
     DIR *d = opendir(dir);

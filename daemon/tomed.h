@@ -401,6 +401,12 @@ tomed_call *tomed_call_new(tomed_request *r, tomed_call_fn fn, int status);
 void tomed_call_start(tomed_call *c);
 /* This thread's store handle (opened on first use, closed at thread exit). */
 int tomed_thread_store(const char *state_dir, struct store **out, tome_error *err);
+/* The newest saved, ready state of a corpus version for the model with
+ * this fingerprint: 1 with `path` (cap TOMED_PATH_MAX), `id` (cap 32) and
+ * `tokens` filled, 0 if there is none, or a negative error. */
+int tomed_saved_state(struct store *db, int64_t corpus_id, int64_t version_id,
+                      const char *fingerprint, char *path, char *id, int64_t *tokens,
+                      tome_error *err);
 /* Remove leftovers of interrupted uploads. */
 int tomed_clean_tmp(const char *dir, tome_error *err);
 
@@ -485,6 +491,8 @@ typedef struct tomed_ask {
     int n_stop;
     int stream;
     double t_request;
+    char saved_path[TOMED_PATH_MAX]; /* the saved state to restore, if any */
+    char saved_id[32];
     atomic_int cancel;
     /* engine results */
     char *answer;
@@ -511,6 +519,9 @@ int tomed_engine_start(tomed_server *s, const char *model_dir, tomed_engine **ou
  * questions cancelled) and joins the thread. */
 void tomed_engine_stop(tomed_engine *e);
 int tomed_engine_ready(tomed_engine *e, const char **why);
+/* The model and its fingerprint (hex), once ready (immutable; any thread
+ * may use them), else NULL. */
+const struct v4_model *tomed_engine_model(tomed_engine *e, const char **fingerprint);
 /* The tokenizer and its fingerprint, once ready (immutable; any thread
  * may use them), else NULL. */
 const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint);
