@@ -74,7 +74,8 @@ int ingest_report_json(const ingest_report *r, char **json, tome_error *err)
         json_array_append_new(warnings, json_string(r->warnings[i]));
     if (o && warnings) {
         for (int c = INGEST_ADDED; c <= INGEST_DROPPED; c++)
-            json_object_set_new(o, change_names[c], items_of(r, (ingest_change)c));
+            json_object_set_new(o, ingest_change_name((ingest_change)c),
+                                items_of(r, (ingest_change)c));
         json_object_set_new(o, "warnings", warnings);
         json_object_set_new(o, "entries", json_integer((json_int_t)r->entries));
         json_object_set_new(o, "bytes_read", json_integer((json_int_t)r->bytes_read));

@@ -61,6 +61,7 @@ static void test_open_and_migrate(void)
     int version = 0;
     CHECK_OK(store_schema_version(s, &version, &err), &err);
     CHECK(version == STORE_SCHEMA_VERSION);
+    CHECK(strcmp(store_path(s), db_path) == 0);
     store_close(s);
     CHECK(raw_int("PRAGMA user_version") == STORE_SCHEMA_VERSION);
     /* journal_mode is persistent in the file; foreign_keys is per
