@@ -307,6 +307,37 @@ static void test_incremental(store *s, const char *db)
     unlink(gone);
 }
 
+/* Source order follows the walk (each directory sorted by name, depth
+ * first), which differs from bytewise path order: "a/b" < "a.txt" only in
+ * the walk, since '.' sorts before '/'. */
+static void test_source_order(store *s)
+{
+    tome_error err = {0};
+    char src[4400], order[256];
+    snprintf(src, sizeof src, "%s/ordered", root);
+    const char *files[] = {"a.txt", "a/b"};
+    for (int i = 0; i < 2; i++) {
+        char path[4500];
+        snprintf(path, sizeof path, "%s/%s", src, files[i]);
+        *strrchr(path, '/') = '\0';
+        REQUIRE(tome_mkdir_p(path, 0755, &err) == 0, "%s", err.msg);
+        snprintf(path, sizeof path, "%s/%s", src, files[i]);
+        REQUIRE(tome_write_file_atomic(path, "x\n", 2, &err) == 0, "%s", err.msg);
+    }
+    ingest_options o;
+    ingest_options_default(&o);
+    ingest_report *r;
+    CHECK_OK(ingest_run(s, "by-path", src, &o, &r, &err), &err);
+    paths_of(s, r->version_id, order, sizeof order);
+    CHECKF(strcmp(order, "a.txt a/b ") == 0, "path order: %s", order);
+    ingest_report_free(r);
+    o.order = INGEST_ORDER_SOURCE;
+    CHECK_OK(ingest_run(s, "by-source", src, &o, &r, &err), &err);
+    paths_of(s, r->version_id, order, sizeof order);
+    CHECKF(strcmp(order, "a/b a.txt ") == 0, "source order: %s", order);
+    ingest_report_free(r);
+}
+
 /* Every line's map entry points at "N: " and the line's text. */
 static void check_line_map(store *s, const ingest_rendering *r)
 {
@@ -469,6 +500,7 @@ int main(void)
     store *s;
     REQUIRE(store_open(db, &s, &err) == 0, "%s", err.msg);
     test_incremental(s, db);
+    test_source_order(s);
     test_render_and_tokens(s);
     test_search(s);
     store_close(s);
