@@ -103,30 +103,39 @@ static void utc_now(char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err)
+/* Ask every question and write the rendered report; *failed gets the
+ * number of questions that failed. */
+static int produce_report(tome_client *c, const tome_options *opt, const tome_question_list *list,
+                          enum tome_report_format format, json_int_t *failed, tome_error *err)
 {
-    const char *corpus = opt->args[0], *path = opt->args[1];
-    enum tome_report_format format;
-    tome_question_list list;
-    if (tome_report_format_parse(opt->format, &format, err)) return err->code;
-    if (load_questions(path, &list, err)) return err->code;
-    int rc = check_corpus(c, corpus, err);
     char when[32];
     utc_now(when, sizeof when);
-    json_t *report = rc ? NULL : tome_report_new(corpus, path, when);
-    if (rc == 0 && !report) rc = tome_errorf(err, TOME_ENOMEM, "out of memory");
-    if (rc == 0 && ask_all(c, opt, &list, report) != 0)
+    json_t *report = tome_report_new(opt->args[0], opt->args[1], when);
+    if (!report) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    int rc = 0;
+    if (ask_all(c, opt, list, report) != 0)
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory building the report");
     char *text = rc ? NULL : tome_report_render(report, format);
     if (rc == 0 && !text) rc = tome_errorf(err, TOME_ENOMEM, "out of memory rendering the report");
     if (rc == 0) rc = write_report(text, opt->output, err);
-    json_int_t failed =
-        json_integer_value(json_object_get(json_object_get(report, "summary"), "failed"));
+    *failed = json_integer_value(json_object_get(json_object_get(report, "summary"), "failed"));
+    free(text);
+    json_decref(report);
+    return rc;
+}
+
+int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err)
+{
+    enum tome_report_format format;
+    tome_question_list list;
+    if (tome_report_format_parse(opt->format, &format, err)) return err->code;
+    if (load_questions(opt->args[1], &list, err)) return err->code;
+    json_int_t failed = 0;
+    int rc = check_corpus(c, opt->args[0], err);
+    if (rc == 0) rc = produce_report(c, opt, &list, format, &failed, err);
     if (rc == 0 && failed > 0)
         rc = tome_errorf(err, TOME_EQUESTIONS, "%lld of %zu questions failed", (long long)failed,
                          list.count);
-    free(text);
-    json_decref(report);
     tome_questions_free(&list);
     return rc;
 }
