@@ -162,15 +162,16 @@ int v4_state_section_write(const v4_state *s, const v4_section *sec, v4_section_
 {
     v4_section cur;
     if (sec->block < 0 || sec->block >= n_blocks(s->m) ||
-        !current_section(s, sec->block, sec->kind, &cur) || cur.n_rows != sec->n_rows ||
-        cur.row_bytes != sec->row_bytes)
+        !current_section(s, sec->block, sec->kind, &cur) || cur.row_bytes != sec->row_bytes ||
+        sec->n_rows < 0 || sec->n_rows > cur.n_rows ||
+        (sec->n_rows != cur.n_rows && !row_array(&s->blocks[sec->block], sec->kind)))
         return tome_errorf(err, TOME_EINVAL, "section %s of block %d does not describe this state",
                            v4_section_kind_name(sec->kind), sec->block);
     v4_block_state *bs = &s->blocks[sec->block];
     const v4_rows *rows = row_array(bs, sec->kind);
     if (!rows) return write(ctx, fixed_data(bs, sec->kind), v4_section_bytes(sec), err);
-    for (int64_t first = 0; first < rows->n; first += V4_ROWS_PER_CHUNK) {
-        int64_t k = rows->n - first < V4_ROWS_PER_CHUNK ? rows->n - first : V4_ROWS_PER_CHUNK;
+    for (int64_t first = 0; first < sec->n_rows; first += V4_ROWS_PER_CHUNK) {
+        int64_t left = sec->n_rows - first, k = left < V4_ROWS_PER_CHUNK ? left : V4_ROWS_PER_CHUNK;
         int rc = write(ctx, v4_rows_at(rows, first), (size_t)k * rows->row_bytes, err);
         if (rc) return rc;
     }

@@ -342,8 +342,11 @@ int v4_state_sections(const v4_state *s, v4_section **out, size_t *n, tome_error
 
 /* Stream one section's bytes: `write` is called with consecutive pieces
  * that together are exactly v4_section_bytes(sec) bytes (the compressed rows
- * are handed out chunk by chunk, without copies).  A non-zero return from
- * `write` stops the stream and is returned. */
+ * are handed out chunk by chunk, without copies).  For the append-only row
+ * arrays (kv, index) sec->n_rows may be smaller than the state's: the first
+ * n_rows rows are streamed, which is what an earlier position of the state
+ * held (restart points).  A non-zero return from `write` stops the stream
+ * and is returned. */
 typedef int (*v4_section_write_fn)(void *ctx, const void *data, size_t len, tome_error *err);
 int v4_state_section_write(const v4_state *s, const v4_section *sec, v4_section_write_fn write,
                            void *ctx, tome_error *err);

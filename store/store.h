@@ -382,9 +382,15 @@ typedef struct v4_state v4_state;
 
 /* Write `st`, which has consumed exactly ids[0..n_ids), to `path`
  * atomically (temporary file in the same directory, fsync, rename, fsync of
- * the directory), streaming the sections without copying them. */
-int store_kv_save(const char *path, const v4_state *st, const int32_t *ids, size_t n_ids,
-                  tome_error *err);
+ * the directory), streaming the sections without copying them.
+ *
+ * Restart points: `points` (NULL when n_points is 0) are earlier states
+ * that `st` went through, in ascending order of position - forks taken
+ * during its prefill (v4_state_fork).  Each costs the file only its small
+ * parts (positions, window rings, compressor states): its compressed rows
+ * are the first rows of `st`'s, which is checked (TOME_EINVAL if not). */
+int store_kv_save(const char *path, const v4_state *st, const v4_state *const *points,
+                  size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err);
 
 /* An open state file: mapped read-only, header, table and token ids
  * checked.  Used by one thread at a time; the states restored from it may
@@ -402,14 +408,24 @@ void store_kv_close(store_kv_file *f);
 /* The token ids the state consumed (valid while `f` is open). */
 int64_t store_kv_tokens(const store_kv_file *f);
 const int32_t *store_kv_ids(const store_kv_file *f);
+/* Restart points: point 0 is the state itself, 1..store_kv_points() the
+ * restart points in ascending order; a point's ids are the first
+ * store_kv_point_tokens() of store_kv_ids() (-1 for no such point). */
+size_t store_kv_points(const store_kv_file *f);
+int64_t store_kv_point_tokens(const store_kv_file *f, size_t point);
 /* 0 when the caller's ids[0..n) start with the state's ids, else
  * TOME_EMISMATCH naming the first index that differs. */
 int store_kv_match(const store_kv_file *f, const int32_t *ids, size_t n, tome_error *err);
+/* The longest point (the state or a restart point) whose ids start the
+ * caller's ids[0..n), into *point; TOME_EMISMATCH when none does. */
+int store_kv_longest(const store_kv_file *f, const int32_t *ids, size_t n, size_t *point,
+                     tome_error *err);
 /* Check every section's checksum (TOME_EFORMAT names the damaged one). */
 int store_kv_verify(store_kv_file *f, tome_error *err);
-/* A new state equal to the saved one.  Sections not yet verified are
- * checksummed first; the compressed rows are borrowed from the mapping,
- * not copied.  The caller frees the state with v4_state_free. */
-int store_kv_restore(store_kv_file *f, v4_state **out, tome_error *err);
+/* A new state equal to the saved one at `point` (0: the state itself).
+ * The point's sections not yet verified are checksummed first; the
+ * compressed rows are borrowed from the mapping, not copied.  The caller
+ * frees the state with v4_state_free. */
+int store_kv_restore(store_kv_file *f, size_t point, v4_state **out, tome_error *err);
 
 #endif

@@ -27,6 +27,8 @@
 #include <xxhash.h>
 
 #define PREFIX 1100
+#define POINT1 500 /* restart points */
+#define POINT2 900
 #define K      8
 #define VOCAB  1024
 
@@ -47,22 +49,39 @@ static v4_model *open_model(v4_numerics numerics)
     return m;
 }
 
-/* Prefill n ids into a new state: the main blocks, then the MTP block over
- * the same positions, so that both hold caches worth saving. */
-static v4_state *prefill(const v4_model *m, const int32_t *p, size_t n)
+/* Feed ids[from..to) to the main blocks, then the MTP block over the same
+ * positions (it reads the token after each, ids[to] included), so that
+ * both hold caches worth saving. */
+static void advance(v4_state *s, int from, int to)
 {
-    size_t width = (size_t)v4_model_config(m)->hc_mult * v4_model_config(m)->dim;
+    const v4_config *c = v4_model_config(v4_state_model(s));
+    size_t n = (size_t)(to - from), width = (size_t)c->hc_mult * c->dim;
     float *hc = malloc(n * width * sizeof *hc);
     float *mtp = malloc(n * VOCAB * sizeof *mtp);
     REQUIRE(hc && mtp, "out of memory");
+    tome_error err = {0};
+    v4_eval ev = {.hc_out = hc};
+    REQUIRE(v4_eval_tokens(s, ids + from, n, &ev, &err) == 0, "prefill: %s", err.msg);
+    REQUIRE(v4_mtp_eval(s, hc, ids + from + 1, n, mtp, NULL, &err) == 0, "mtp: %s", err.msg);
+    free(hc);
+    free(mtp);
+}
+
+/* A new state prefilled with the first n ids (POINT1, POINT2 or PREFIX)
+ * through the same pieces as every state of this test, so that the float
+ * rounding of chunking is the same; with `points`, forks taken at POINT1
+ * and POINT2 on the way (restart points). */
+static v4_state *prefill(const v4_model *m, int n, v4_state **points)
+{
+    static const int stops[] = {0, POINT1, POINT2, PREFIX};
     v4_state *s;
     tome_error err = {0};
     REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
-    v4_eval ev = {.hc_out = hc};
-    REQUIRE(v4_eval_tokens(s, p, n, &ev, &err) == 0, "prefill: %s", err.msg);
-    REQUIRE(v4_mtp_eval(s, hc, p + 1, n - 1, mtp, NULL, &err) == 0, "mtp prefill: %s", err.msg);
-    free(hc);
-    free(mtp);
+    for (int i = 1; i < 4 && stops[i - 1] < n; i++) {
+        advance(s, stops[i - 1], stops[i]);
+        if (points && i < 3)
+            REQUIRE(v4_state_fork(s, &points[i - 1], &err) == 0, "fork: %s", err.msg);
+    }
     return s;
 }
 
@@ -102,7 +121,7 @@ static v4_state *restore(const v4_model *m, const char *path)
     v4_state *s;
     tome_error err = {0};
     REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
-    REQUIRE(store_kv_restore(f, &s, &err) == 0, "%s", err.msg);
+    REQUIRE(store_kv_restore(f, 0, &s, &err) == 0, "%s", err.msg);
     /* The state keeps the mapping alive on its own. */
     store_kv_close(f);
     return s;
@@ -143,7 +162,7 @@ static int open_and_verify(const v4_model *m, const char *path, tome_error *err)
     rc = store_kv_verify(f, err);
     if (rc == 0) {
         v4_state *s;
-        rc = store_kv_restore(f, &s, err);
+        rc = store_kv_restore(f, 0, &s, err);
         v4_state_free(s);
     }
     store_kv_close(f);
@@ -196,9 +215,9 @@ static void check_damage(const v4_model *m, const uint8_t *good, size_t len, con
     uint64_t n = le(good + 60, 4), table = le(good + 64, 8), idsoff = le(good + 72, 8);
     int kinds_seen[9] = {0};
     for (uint64_t i = 0; i < n; i++) {
-        const uint8_t *e = good + table + i * 48;
+        const uint8_t *e = good + table + i * 56;
         int kind = (int)le(e, 4), block = (int)le(e + 4, 4);
-        uint64_t off = le(e + 24, 8), length = le(e + 32, 8);
+        uint64_t off = le(e + 32, 8), length = le(e + 40, 8);
         if (length == 0) continue;
         memcpy(copy, good, len);
         copy[off + length / 2] ^= 0x10;
@@ -401,6 +420,69 @@ static void check_engine_load(const v4_model *m, mem_state *saved, const float *
     mem_state_free(&ms);
 }
 
+/* Each restart point restores to the state the prefill passed through
+ * there; the longest usable point is found for ids that diverge; a point
+ * that is not an earlier state of the saved one is refused. */
+static void check_points(const v4_model *m, const char *path, v4_state *const *points)
+{
+    store_kv_file *f;
+    tome_error err = {0};
+    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
+    CHECK(store_kv_points(f) == 2);
+    CHECK(store_kv_point_tokens(f, 0) == PREFIX && store_kv_point_tokens(f, 1) == POINT1 &&
+          store_kv_point_tokens(f, 2) == POINT2 && store_kv_point_tokens(f, 3) == -1);
+    float *want = logits_new(), *got = logits_new();
+    for (size_t k = 1; k <= 2; k++) {
+        v4_state *s = NULL;
+        CHECK_OK(store_kv_restore(f, k, &s, &err), &err);
+        if (!s) continue;
+        int64_t pos = v4_state_pos(points[k - 1]);
+        CHECK(v4_state_pos(s) == pos);
+        decode(points[k - 1], ids + pos, want);
+        decode(s, ids + pos, got);
+        CHECKF(same_logits(want, got) && same_state(s, points[k - 1]),
+               "restart point %zu restores another state", k);
+        v4_state_free(s);
+    }
+    int32_t *other = malloc(sizeof ids);
+    REQUIRE(other, "out of memory");
+    const struct {
+        int change_at;
+        size_t point;
+    } cases[] = {{-1, 0}, {POINT1 + 200, 1}, {POINT2, 2}, {PREFIX - 1, 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(other, ids, sizeof ids);
+        if (cases[i].change_at >= 0) other[cases[i].change_at] ^= 1;
+        size_t point = 99;
+        CHECK_OK(store_kv_longest(f, other, PREFIX + K, &point, &err), &err);
+        CHECKF(point == cases[i].point, "ids changed at %d: point %zu", cases[i].change_at, point);
+    }
+    other[POINT1 - 1] ^= 1;
+    size_t point;
+    CHECK(store_kv_longest(f, other, PREFIX + K, &point, &err) == TOME_EMISMATCH);
+    v4_state *none;
+    CHECK(store_kv_restore(f, 3, &none, &err) == TOME_EINVAL);
+    free(other);
+    free(want);
+    free(got);
+    store_kv_close(f);
+
+    /* A state that went another way is no restart point of this one. */
+    v4_state *stranger;
+    REQUIRE(v4_state_new(m, &stranger, &err) == 0, "%s", err.msg);
+    REQUIRE(v4_eval_tokens(stranger, cont_b, K, NULL, &err) == 0, "%s", err.msg);
+    v4_state *orig = prefill(m, POINT1, NULL);
+    char path2[4200];
+    snprintf(path2, sizeof path2, "%s.other", path);
+    int rc = store_kv_save(path2, orig, (const v4_state *const *)&stranger, 1, ids, POINT1, &err);
+    CHECKF(rc == TOME_EINVAL && strstr(err.msg, "not the start"), "rc=%d %s", rc, err.msg);
+    rc = store_kv_save(path2, stranger, (const v4_state *const *)&orig, 1, cont_b, K, &err);
+    CHECKF(rc == TOME_EINVAL && strstr(err.msg, "position"), "rc=%d %s", rc, err.msg);
+    CHECK(access(path2, F_OK) != 0);
+    v4_state_free(stranger);
+    v4_state_free(orig);
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static void load_ids(void)
@@ -428,20 +510,28 @@ int main(int argc, char **argv)
     v4_model *m = open_model(V4_NUMERICS_QAT);
     tome_error err = {0};
 
-    v4_state *orig = prefill(m, ids, PREFIX);
+    v4_state *points[2];
+    v4_state *orig = prefill(m, PREFIX, points);
     mem_state in_memory;
     save_to_memory(orig, &in_memory);
     double t0 = tome_now();
-    CHECK_OK(store_kv_save(path, orig, ids, PREFIX, &err), &err);
+    CHECK_OK(store_kv_save(path, orig, NULL, 0, ids, PREFIX, &err), &err);
     double t_save = tome_now() - t0;
-    CHECK(store_kv_save(path, orig, ids, PREFIX - 1, &err) == TOME_EINVAL);
-
-    size_t len;
-    uint8_t *file = read_all(path, &len);
+    CHECK(store_kv_save(path, orig, NULL, 0, ids, PREFIX - 1, &err) == TOME_EINVAL);
+    size_t plain_len;
+    free(read_all(path, &plain_len));
     fprintf(stderr,
             "state file: %zu bytes for %d tokens (%.1f bytes/token; the model's "
             "compressed KV: %.1f bytes/token), saved in %.3f s\n",
-            len, PREFIX, (double)len / PREFIX, v4_model_state_bytes_per_token(m), t_save);
+            plain_len, PREFIX, (double)plain_len / PREFIX, v4_model_state_bytes_per_token(m),
+            t_save);
+    /* From here on the file has two restart points. */
+    CHECK_OK(store_kv_save(path, orig, (const v4_state *const *)points, 2, ids, PREFIX, &err),
+             &err);
+    size_t len;
+    uint8_t *file = read_all(path, &len);
+    fprintf(stderr, "with 2 restart points: %zu bytes (%.0f per point)\n", len,
+            (double)(len - plain_len) / 2);
 
     /* Restore in this process, then decode in both. */
     t0 = tome_now();
@@ -467,7 +557,7 @@ int main(int argc, char **argv)
     float *la = logits_new(), *lb = logits_new(), *fresh_b = logits_new();
     decode(fb, cont_b, lb);
     decode(fa, ids + PREFIX, la);
-    v4_state *fresh = prefill(m, ids, PREFIX);
+    v4_state *fresh = prefill(m, PREFIX, NULL);
     decode(fresh, cont_b, fresh_b);
     CHECKF(same_logits(la, want), "fork A of a restored state differs from a fresh prefill");
     CHECKF(same_logits(lb, fresh_b), "fork B of a restored state differs from a fresh prefill");
@@ -483,12 +573,14 @@ int main(int argc, char **argv)
     v4_state_free(base);
     v4_state_free(fresh);
 
+    check_points(m, path, points);
     check_prefix_match(m, path);
     check_damage(m, file, len, dir);
     check_mismatches(m, path, file, len, dir);
     check_sizes(m, file, len, dir);
 
-    const char *names[] = {"state.kv", "bad.kv", "patched.kv", "short.kv", "child.logits"};
+    const char *names[] = {"state.kv",   "state.kv.other", "bad.kv",
+                           "patched.kv", "short.kv",       "child.logits"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);
@@ -501,6 +593,8 @@ int main(int argc, char **argv)
     free(lb);
     free(fresh_b);
     v4_state_free(orig);
+    v4_state_free(points[0]);
+    v4_state_free(points[1]);
     v4_model_free(m);
     return check_finish();
 }
