@@ -97,7 +97,12 @@ a1=$!
 sleep 0.5
 curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
 a2=$!
-sleep 0.5
+i=0
+until curl -s --unix-socket "$sock" http://tome/metrics | grep -q '^tome_queue_depth 1$'; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || { fail "the second question never waited in the queue"; break; }
+    sleep 0.1
+done
 checks=$((checks + 1))
 curl -s -D "$tmp/headers" -o "$tmp/body" --unix-socket "$sock" -d "$long" \
     http://tome/v1/corpora/docs/ask
