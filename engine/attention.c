@@ -44,6 +44,7 @@ typedef struct attn_ctx {
     int k;
     float *topk_rows;      /* [n][k][hd] decoded selected entries */
     float *o;              /* [n][H][hd] */
+    atomic_int failed;     /* a worker could not get scratch memory */
 } attn_ctx;
 
 static void *alloc_floats(size_t n, int *failed)
@@ -200,22 +201,27 @@ static int select_topk(const float *scores, int64_t n, int k, int32_t *out, floa
 typedef struct score_job {
     const float *q;      /* [ih][ihd] */
     const float *w;      /* [ih] */
-    const float *keys;   /* [n][ihd] */
+    const float *tiles;  /* the keys packed with v4_tiles_pack */
     float *scores;
     int ih, ihd;
 } score_job;
 
-static void score_entries(void *ctx, int64_t i0, int64_t i1)
+/* score[i] = sum over heads of relu(q_h . key_i) * w_h, heads in order, for
+ * the entries of tiles [t0, t1). */
+static void score_tiles(void *ctx, int64_t t0, int64_t t1)
 {
     const score_job *j = ctx;
-    for (int64_t i = i0; i < i1; i++) {
-        const float *key = j->keys + (size_t)i * j->ihd;
-        float s = 0;
+    int64_t i0 = t0 * 8, n = (t1 - t0) * 8;
+    float d[256];
+    for (int64_t c = 0; c < n; c += 256) {
+        int64_t m = n - c < 256 ? n - c : 256;
+        float *out = j->scores + i0 + c;
+        const float *tiles = j->tiles + (size_t)(i0 + c) * j->ihd;
+        for (int64_t i = 0; i < m; i++) out[i] = 0;
         for (int h = 0; h < j->ih; h++) {
-            float d = v4_dot(j->q + (size_t)h * j->ihd, key, j->ihd);
-            s += (d > 0 ? d : 0) * j->w[h];
+            v4_tiles_dot(tiles, m, j->ihd, j->q + (size_t)h * j->ihd, d);
+            for (int64_t i = 0; i < m; i++) out[i] += (d[i] > 0 ? d[i] : 0) * j->w[h];
         }
-        j->scores[i] = s;
     }
 }
 
@@ -235,18 +241,24 @@ static int run_indexer(attn_ctx *a, const float *x, const float *qr, tome_error 
     int failed = 0;
     float *qi = alloc_floats((size_t)n * ih * ihd, &failed);
     float *wts = alloc_floats((size_t)n * ih, &failed);
-    float *keys = alloc_floats((size_t)n_keys * ihd, &failed);
-    float *scores = alloc_floats((size_t)n_keys, &failed);
+    int64_t padded = (n_keys + 7) / 8 * 8;
+    float *keys = alloc_floats((size_t)padded * ihd, &failed);
+    float *tiles = alloc_floats((size_t)padded * ihd, &failed);
+    const float **key_rows = malloc((size_t)(n_keys ? n_keys : 1) * sizeof *key_rows);
+    float *scores = alloc_floats((size_t)padded, &failed);
     float *heap = alloc_floats((size_t)a->k, &failed);
-    if (failed) {
+    if (failed || !key_rows) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer (%lld keys)",
                          (long long)n_keys);
         goto done;
     }
     v4_matmul(&bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd);
     v4_matmul(&bw->index_weights_proj, x, n, wts, ih);
-    for (int64_t i = 0; i < n_keys; i++)
+    for (int64_t i = 0; i < n_keys; i++) {
         v4_index_load(m, v4_rows_at(&bs->index_kv, i), keys + (size_t)i * ihd);
+        key_rows[i] = keys + (size_t)i * ihd;
+    }
+    v4_tiles_pack(key_rows, n_keys, ihd, tiles);
     float wscale = (float)(1.0 / sqrt((double)ihd) * (1.0 / sqrt((double)ih)));
     for (int t = 0; t < n; t++) {
         int64_t pos = a->p0 + t;
@@ -259,8 +271,8 @@ static int run_indexer(attn_ctx *a, const float *x, const float *qr, tome_error 
             wts[(size_t)t * ih + h] *= wscale;
         }
         int64_t visible = (pos + 1) / 4;
-        score_job j = {q, wts + (size_t)t * ih, keys, scores, ih, ihd};
-        v4_parallel_for(visible, 64, score_entries, &j);
+        score_job j = {q, wts + (size_t)t * ih, tiles, scores, ih, ihd};
+        v4_parallel_for((visible + 7) / 8, 32, score_tiles, &j);
         int32_t *sel = a->topk + (size_t)t * a->k;
         a->n_topk[t] = select_topk(scores, visible, a->k, sel, heap);
         if (a->ev && a->ev->on_topk)
@@ -270,6 +282,8 @@ done:
     free(qi);
     free(wts);
     free(keys);
+    free(tiles);
+    free(key_rows);
     free(scores);
     free(heap);
     return rc;
@@ -284,51 +298,140 @@ static const float *window_entry(const attn_ctx *a, int64_t p)
     return a->prev + (size_t)(p % a->m->cfg.window) * a->hd;
 }
 
-/* Attention of token t, head h over window + compressed entries; online
- * softmax in F32 with the sink in the denominator only. */
-static void attend_one(const attn_ctx *a, int t, int h)
+/* The rows token t attends to: its window, then its compressed entries. */
+static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
 {
-    int hd = a->hd;
-    int64_t pos = a->p0 + t;
-    const float *q = a->q + ((size_t)t * a->H + h) * hd;
-    float *o = a->o + ((size_t)t * a->H + h) * hd;
-    float scale = (float)(1.0 / sqrt((double)hd));
-    float mx = -INFINITY, den = 0;
-    memset(o, 0, (size_t)hd * sizeof(float));
+    int64_t pos = a->p0 + t, n = 0;
     int64_t lo = pos - a->m->cfg.window + 1;
-    if (lo < 0) lo = 0;
-    int64_t n_window = pos - lo + 1, n_comp = 0;
-    const float *sel_rows = NULL;
-    if (a->bw->ratio == 128) n_comp = (pos + 1) / 128;
-    if (a->bw->ratio == 4) {
-        n_comp = a->n_topk[t];
-        sel_rows = a->topk_rows + (size_t)t * a->k * hd;
-    }
-    for (int64_t s = 0; s < n_window + n_comp; s++) {
-        const float *k;
-        if (s < n_window) k = window_entry(a, lo + s);
-        else if (sel_rows) k = sel_rows + (size_t)(s - n_window) * hd;
-        else k = a->comp + (size_t)(s - n_window) * hd;
-        float z = v4_dot(q, k, hd) * scale;
-        if (z > mx) {
-            /* Rescale what has been accumulated to the new maximum. */
-            float f = expf(mx - z);
-            den *= f;
-            for (int i = 0; i < hd; i++) o[i] *= f;
-            mx = z;
-        }
-        float e = expf(z - mx);
-        den += e;
-        v4_axpy(o, e, k, hd);
-    }
-    den += expf(a->bw->attn_sink[h] - mx);
-    for (int i = 0; i < hd; i++) o[i] /= den;
+    for (int64_t p = lo < 0 ? 0 : lo; p <= pos; p++) rows[n++] = window_entry(a, p);
+    if (a->bw->ratio == 128)
+        for (int64_t i = 0; i < (pos + 1) / 128; i++) rows[n++] = a->comp + (size_t)i * a->hd;
+    if (a->bw->ratio == 4)
+        for (int i = 0; i < a->n_topk[t]; i++)
+            rows[n++] = a->topk_rows + ((size_t)t * a->k + i) * a->hd;
+    return n;
 }
 
-static void attend_range(void *ctx, int64_t i0, int64_t i1)
+/* Heads h0..h1 of token t: scores against the packed rows, then an online
+ * softmax in entry order (the output and the sum are rescaled whenever an
+ * entry raises the maximum), with the sink in the denominator only.  Of
+ * the orders tried, this one follows the reference's float rounding most
+ * closely on the golden models. */
+static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
+                         const float *tiles, float *z)
 {
-    const attn_ctx *a = ctx;
-    for (int64_t i = i0; i < i1; i++) attend_one(a, (int)(i / a->H), (int)(i % a->H));
+    int hd = a->hd;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int h = h0; h < h1; h++) {
+        const float *q = a->q + ((size_t)t * a->H + h) * hd;
+        float *o = a->o + ((size_t)t * a->H + h) * hd;
+        v4_tiles_dot(tiles, n, hd, q, z);
+        float mx = -INFINITY, den = 0;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int64_t s = 0; s < n; s++) {
+            float zs = z[s] * scale;
+            if (zs > mx) {
+                float f = expf(mx - zs);
+                den *= f;
+                for (int i = 0; i < hd; i++) o[i] *= f;
+                mx = zs;
+            }
+            float e = expf(zs - mx);
+            den += e;
+            v4_axpy(o, e, rows[s], hd);
+        }
+        den += expf(a->bw->attn_sink[h] - mx);
+        for (int i = 0; i < hd; i++) o[i] /= den;
+    }
+}
+
+/* Scratch for one attending thread: sized for the most rows a token of
+ * this chunk can see. */
+typedef struct attend_scratch {
+    const float **rows;
+    float *tiles, *z;
+} attend_scratch;
+
+static int64_t max_entries(const attn_ctx *a)
+{
+    int64_t last = a->p0 + a->n - 1;
+    int64_t n = a->m->cfg.window;
+    if (a->bw->ratio == 128) n += (last + 1) / 128;
+    if (a->bw->ratio == 4) n += a->k;
+    return n;
+}
+
+static int scratch_new(const attn_ctx *a, attend_scratch *sc)
+{
+    int64_t n = max_entries(a), padded = (n + 7) / 8 * 8;
+    sc->rows = malloc((size_t)n * sizeof *sc->rows);
+    sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
+    sc->z = malloc((size_t)padded * sizeof(float));
+    return sc->rows && sc->tiles && sc->z ? 0 : -1;
+}
+
+static void scratch_free(attend_scratch *sc)
+{
+    free(sc->rows);
+    free(sc->tiles);
+    free(sc->z);
+}
+
+/* Prefill: tokens in parallel, each packing its rows once for all heads. */
+static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
+{
+    attn_ctx *a = ctx;
+    attend_scratch sc;
+    if (scratch_new(a, &sc) != 0) {
+        atomic_store(&a->failed, 1);
+        scratch_free(&sc);
+        return;
+    }
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t n = gather_entries(a, (int)t, sc.rows);
+        v4_tiles_pack(sc.rows, n, a->hd, sc.tiles);
+        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z);
+    }
+    scratch_free(&sc);
+}
+
+/* Decode: one token's rows packed once, heads in parallel. */
+typedef struct heads_job {
+    attn_ctx *a;
+    const float **rows;
+    const float *tiles;
+    int64_t n;
+} heads_job;
+
+static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
+{
+    heads_job *j = ctx;
+    float *z = malloc((size_t)(j->n + 8) * sizeof *z);
+    if (!z) {
+        atomic_store(&j->a->failed, 1);
+        return;
+    }
+    attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, z);
+    free(z);
+}
+
+static int attend_all(attn_ctx *a, tome_error *err)
+{
+    if (a->n > 1) v4_parallel_for(a->n, 1, attend_tokens, a);
+    else {
+        attend_scratch sc;
+        if (scratch_new(a, &sc) == 0) {
+            heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
+            v4_tiles_pack(sc.rows, j.n, a->hd, sc.tiles);
+            v4_parallel_for(a->H, 1, attend_head_range, &j);
+        } else {
+            atomic_store(&a->failed, 1);
+        }
+        scratch_free(&sc);
+    }
+    if (atomic_load(&a->failed))
+        return tome_errorf(err, TOME_ENOMEM, "out of memory in sparse attention");
+    return 0;
 }
 
 /* ---- the whole attention ------------------------------------------------------------------ */
@@ -463,7 +566,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, float *out, cons
         for (int64_t i = 0; i < a.n_comp; i++)
             v4_kv_load(m, v4_rows_at(&a.bs->kv, i), a.comp + (size_t)i * a.hd);
     }
-    v4_parallel_for((int64_t)n * a.H, 1, attend_range, &a);
+    if ((rc = attend_all(&a, err)) != 0) goto done;
     write_ring(&a, rows);
     output_projection(&a, out, u);
     a.bs->pos += n;

@@ -79,6 +79,12 @@ void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystr
 void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,
                        int64_t ystride);
 
+/* Many dot products against one query: rows are packed into transposed
+ * tiles of 8 (v4_tiles_pack; `tiles` holds ceil(n/8)*8*dim floats) and
+ * v4_tiles_dot writes out[i] = v4_dot(rows[i], q) bit for bit. */
+void v4_tiles_pack(const float *const *rows, int64_t n, int dim, float *tiles);
+void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out);
+
 /* Plain F32 helpers (scalar reference beside the SIMD versions). */
 float v4_dot(const float *a, const float *b, int n);
 void v4_axpy(float *y, float a, const float *x, int n); /* y += a*x */

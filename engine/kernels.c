@@ -37,11 +37,31 @@
  * results to the scalar reference loops.
  */
 
-float v4_dot(const float *a, const float *b, int n)
+static float dot_scalar(const float *a, const float *b, int n)
 {
     float s = 0;
     for (int i = 0; i < n; i++) s = fmaf(a[i], b[i], s);
     return s;
+}
+
+#ifdef V4_HAVE_X86
+/* The same chain with the FMA instruction inline instead of libm's fmaf. */
+__attribute__((target("avx2,fma"))) static float dot_fma(const float *a, const float *b, int n)
+{
+    float s = 0;
+    for (int i = 0; i < n; i++) s = __builtin_fmaf(a[i], b[i], s);
+    return s;
+}
+#endif
+
+static int have_avx2(void);
+
+float v4_dot(const float *a, const float *b, int n)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) return dot_fma(a, b, n);
+#endif
+    return dot_scalar(a, b, n);
 }
 
 void v4_axpy(float *y, float a, const float *x, int n)
@@ -289,6 +309,78 @@ static void transpose8(const float *rows, int64_t cols, float *tile)
     }
 #endif
     transpose8_scalar(rows, cols, tile);
+}
+
+/* ---- dot products against many rows ---------------------------------------
+ *
+ * Attention and the indexer score one query against many stored rows.
+ * Packing the rows into transposed tiles of LANES lets the SIMD kernel run
+ * LANES independent in-order sums at once (one per row), so the scores are
+ * bit-identical to v4_dot row by row.
+ */
+
+void v4_tiles_pack(const float *const *rows, int64_t n, int dim, float *tiles)
+{
+    for (int64_t i = 0; i < n; i += LANES) {
+        float *tile = tiles + (size_t)(i / LANES) * dim * LANES;
+        for (int j = 0; j < LANES; j++) {
+            const float *row = i + j < n ? rows[i + j] : NULL;
+            for (int k = 0; k < dim; k++) tile[k * LANES + j] = row ? row[k] : 0.0f;
+        }
+    }
+}
+
+static void tiles_dot_scalar(const float *tiles, int64_t n, int dim, const float *q, float *out)
+{
+    for (int64_t i = 0; i < n; i += LANES) {
+        const float *tile = tiles + (size_t)(i / LANES) * dim * LANES;
+        float acc[LANES] = {0};
+        for (int k = 0; k < dim; k++)
+            for (int j = 0; j < LANES; j++) acc[j] = fmaf(tile[k * LANES + j], q[k], acc[j]);
+        for (int j = 0; j < LANES && i + j < n; j++) out[i + j] = acc[j];
+    }
+}
+
+#ifdef V4_HAVE_X86
+__attribute__((target("avx2,fma"))) static void tiles_dot_avx2(const float *tiles, int64_t n,
+                                                               int dim, const float *q, float *out)
+{
+    int64_t n_tiles = (n + LANES - 1) / LANES, i = 0;
+    size_t stride = (size_t)dim * LANES;
+    float buf[2 * LANES];
+    for (; i + 2 <= n_tiles; i += 2) {
+        const float *t0 = tiles + (size_t)i * stride, *t1 = t0 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int k = 0; k < dim; k++) {
+            __m256 qk = _mm256_set1_ps(q[k]);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), qk, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(t1 + k * LANES), qk, a1);
+        }
+        _mm256_storeu_ps(buf, a0);
+        _mm256_storeu_ps(buf + LANES, a1);
+        int64_t m = n - i * LANES < 2 * LANES ? n - i * LANES : 2 * LANES;
+        memcpy(out + i * LANES, buf, (size_t)m * sizeof(float));
+    }
+    if (i < n_tiles) {
+        const float *t0 = tiles + (size_t)i * stride;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int k = 0; k < dim; k++)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(q[k]), a0);
+        _mm256_storeu_ps(buf, a0);
+        memcpy(out + i * LANES, buf, (size_t)(n - i * LANES) * sizeof(float));
+    }
+}
+#endif
+
+void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        tiles_dot_avx2(tiles, n, dim, q, out);
+        return;
+    }
+#endif
+    tiles_dot_scalar(tiles, n, dim, q, out);
 }
 
 /* ---- matmul ------------------------------------------------------------------ */
