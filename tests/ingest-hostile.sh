@@ -51,6 +51,8 @@ ln ok.txt hard
 bsdtar -cf links.tar ok.txt sym hard
 skipped symlink links.tar sym "symbolic link to /etc/passwd"
 skipped hardlink links.tar hard "hard link to ok.txt"
+zip -qy links.zip ok.txt sym
+skipped symlink-zip links.zip sym "symbolic link to /etc/passwd"
 mkdir names && cp ok.txt names/ && printf 'x\n' > "names/$(printf 'bad\377').txt"
 bsdtar -cf names.tar -C names . 2> /dev/null # it warns about the name, as it should
 # (JSON writes the backslash of the escaped name as \\)
