@@ -254,8 +254,8 @@ static int cache_remove(tomed_engine *e, const char *corpus, const char *id)
     for (int i = 0; i < e->n_cache;) {
         char text[48];
         state_id(&e->cache[i], text, sizeof text);
-        int match = corpus ? strcmp(e->cache[i].corpus, corpus) == 0 : strcmp(text, id) == 0;
-        if (match) {
+        const char *have = corpus ? e->cache[i].corpus : text;
+        if (strcmp(have, corpus ? corpus : id) == 0) {
             gone[n++] = e->cache[i].state;
             e->cache[i] = e->cache[--e->n_cache];
         } else {

@@ -119,7 +119,7 @@ static int health(int fd)
 static void *ask_once(void *arg)
 {
     result *res = arg;
-    char payload[512], req[1024], body[8192];
+    char payload[512], req[1024], body[8192] = "";
     int plen = snprintf(payload, sizeof payload,
                         "{\"question\":\"Where is the parser?\",\"max_tokens\":%d,"
                         "\"stream\":false}",

@@ -1,0 +1,205 @@
+/*
+ * test_daemon_auth.c - tomed's configuration layers and its authorisation
+ * rules, without a running daemon: defaults from the XDG variables, the
+ * file over the defaults and the flags over the file, errors that name the
+ * file and line; principals for Unix peers (admin, allowed, refused), for
+ * client certificates and for bearer tokens, and the token registry on disk
+ * (hashed, reloaded, revoked).
+ */
+#include "daemon/tomed.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/check.h"
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int build(tomed_config *cfg, tome_error *err, int argc, char **argv)
+{
+    return tomed_config_build(argc, argv, cfg, NULL, err);
+}
+
+static void test_config(const char *dir)
+{
+    tomed_config *cfg = malloc(sizeof *cfg);
+    REQUIRE(cfg != NULL, "out of memory");
+    tome_error err = {0};
+    char conf[4200], bad[4200];
+
+    setenv("XDG_STATE_HOME", "/xdg/state", 1);
+    setenv("XDG_RUNTIME_DIR", "/xdg/run", 1);
+    char *plain[] = {"tomed", NULL};
+    CHECK_OK(build(cfg, &err, 1, plain), &err);
+    CHECK(strcmp(cfg->state_dir, "/xdg/state/tome") == 0);
+    CHECK(strcmp(cfg->socket_path, "/xdg/run/tome/tomed.sock") == 0);
+    CHECK(strcmp(cfg->pidfile, "/xdg/state/tome/tomed.pid") == 0);
+    CHECK(strcmp(cfg->model, "tiny") == 0);
+    CHECK(cfg->socket_mode == 0660);
+    unsetenv("XDG_STATE_HOME");
+    unsetenv("XDG_RUNTIME_DIR");
+    CHECK_OK(build(cfg, &err, 1, plain), &err);
+    CHECK(strcmp(cfg->state_dir, "/var/lib/tome") == 0);
+    CHECK(strcmp(cfg->socket_path, "/run/tome/tomed.sock") == 0);
+
+    snprintf(conf, sizeof conf, "%s/tomed.conf", dir);
+    write_text(conf, "# comment\n"
+                     "state_dir = /from/file   # trailing comment\n"
+                     "model = /models/flash\n"
+                     "max_upload_bytes = 2G\n"
+                     "allow_uids = 1000, 1001 1002\n"
+                     "client_cert = alice src read\n"
+                     "client_cert = bob * write\n"
+                     "log_level = debug\n");
+    char *with_flags[] = {"tomed", "--config", conf, "--state-dir", "/from/flag", NULL};
+    CHECK_OK(build(cfg, &err, 5, with_flags), &err);
+    CHECK(strcmp(cfg->state_dir, "/from/flag") == 0);
+    CHECK(strcmp(cfg->model, "/models/flash") == 0);
+    CHECK(cfg->max_upload_bytes == (int64_t)2 << 30);
+    CHECK(cfg->n_allow_uids == 3 && cfg->allow_uids[2] == 1002);
+    CHECK(cfg->n_cert_rules == 2);
+    CHECK(strcmp(cfg->cert_rules[1].scope.corpus, "*") == 0);
+    CHECK(cfg->cert_rules[1].scope.rights == (TOMED_RIGHT_READ | TOMED_RIGHT_WRITE));
+    CHECK(cfg->log_level == TOMED_LOG_DEBUG);
+
+    snprintf(bad, sizeof bad, "%s/bad.conf", dir);
+    write_text(bad, "model = x\nworkers = many\n");
+    char *bad_file[] = {"tomed", "--config", bad, NULL};
+    CHECK(build(cfg, &err, 3, bad_file) == TOME_EFORMAT);
+    CHECKF(strstr(err.msg, "bad.conf:2: bad value for 'workers'") != NULL, "%s", err.msg);
+    write_text(bad, "client_cert = alice ../x read\n");
+    CHECK(build(cfg, &err, 3, bad_file) == TOME_EFORMAT);
+    char *unknown_flag[] = {"tomed", "--no-such-flag", NULL};
+    CHECK(build(cfg, &err, 2, unknown_flag) == TOME_EINVAL);
+    char *stray[] = {"tomed", "extra", NULL};
+    CHECK(build(cfg, &err, 2, stray) == TOME_EINVAL);
+
+    char *no_cert[] = {"tomed", "--state-dir", "/s", "--listen", "127.0.0.1:7433", NULL};
+    CHECK_OK(build(cfg, &err, 5, no_cert), &err);
+    CHECK(tomed_config_check(cfg, &err) == TOME_EINVAL);
+    CHECKF(strstr(err.msg, "needs tls_cert and tls_key") != NULL, "%s", err.msg);
+    char *relative[] = {"tomed", "--state-dir", "relative", NULL};
+    CHECK_OK(build(cfg, &err, 3, relative), &err);
+    CHECK(tomed_config_check(cfg, &err) == TOME_EINVAL);
+    free(cfg);
+}
+
+static void test_names_and_rights(void)
+{
+    CHECK(tomed_corpus_name_valid("src"));
+    CHECK(tomed_corpus_name_valid("a.b-c_D9"));
+    CHECK(!tomed_corpus_name_valid(""));
+    CHECK(!tomed_corpus_name_valid(".hidden"));
+    CHECK(!tomed_corpus_name_valid("a/b"));
+    CHECK(!tomed_corpus_name_valid("a b"));
+    int rights;
+    CHECK(tomed_rights_parse("read", &rights) == 0 && rights == TOMED_RIGHT_READ);
+    CHECK(tomed_rights_parse("write", &rights) == 0 && (rights & TOMED_RIGHT_READ));
+    CHECK(tomed_rights_parse("admin", &rights) != 0);
+}
+
+static void test_principals(const char *dir)
+{
+    tomed_config *cfg = malloc(sizeof *cfg);
+    REQUIRE(cfg != NULL, "out of memory");
+    tome_error err = {0};
+    char *argv[] = {"tomed", NULL};
+    CHECK_OK(build(cfg, &err, 1, argv), &err);
+    cfg->n_admin_uids = 1;
+    cfg->admin_uids[0] = 0;
+    cfg->n_allow_uids = 1;
+    cfg->allow_uids[0] = 1000;
+    cfg->n_allow_gids = 1;
+    cfg->allow_gids[0] = 50;
+    cfg->n_cert_rules = 1;
+    snprintf(cfg->cert_rules[0].common_name, sizeof cfg->cert_rules[0].common_name, "alice");
+    snprintf(cfg->cert_rules[0].scope.corpus, sizeof cfg->cert_rules[0].scope.corpus, "src");
+    cfg->cert_rules[0].scope.rights = TOMED_RIGHT_READ;
+    tomed_tokens *tokens;
+    CHECK_OK(tomed_tokens_open(dir, &tokens, &err), &err);
+    tomed_principal p;
+
+    tomed_peer root = {.transport = TOMED_TRANSPORT_UNIX, .uid = 0, .gid = 0};
+    CHECK_OK(tomed_authenticate(cfg, tokens, &root, NULL, &p, &err), &err);
+    CHECK(p.admin && tomed_principal_can(&p, "any", TOMED_RIGHT_WRITE));
+    tomed_peer user = {.transport = TOMED_TRANSPORT_UNIX, .uid = 1000, .gid = 1000};
+    CHECK_OK(tomed_authenticate(cfg, tokens, &user, NULL, &p, &err), &err);
+    CHECK(!p.admin && tomed_principal_can(&p, "any", TOMED_RIGHT_WRITE));
+    tomed_peer member = {.transport = TOMED_TRANSPORT_UNIX, .uid = 2000, .gid = 50};
+    CHECK_OK(tomed_authenticate(cfg, tokens, &member, NULL, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_UNIX);
+    tomed_peer stranger = {.transport = TOMED_TRANSPORT_UNIX, .uid = 2001, .gid = 2001};
+    CHECK_OK(tomed_authenticate(cfg, tokens, &stranger, NULL, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_NONE && strcmp(p.name, "uid:2001") == 0);
+    CHECK(!tomed_principal_can(&p, "src", TOMED_RIGHT_READ));
+    /* A Unix peer's identity is the kernel's word: a header changes nothing. */
+    CHECK_OK(tomed_authenticate(cfg, tokens, &stranger, "Bearer x", &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_NONE);
+
+    tomed_peer alice = {.transport = TOMED_TRANSPORT_TLS, .has_cert = 1};
+    snprintf(alice.cert_cn, sizeof alice.cert_cn, "alice");
+    CHECK_OK(tomed_authenticate(cfg, tokens, &alice, NULL, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_CERT && strcmp(p.name, "cert:alice") == 0);
+    CHECK(tomed_principal_can(&p, "src", TOMED_RIGHT_READ));
+    CHECK(!tomed_principal_can(&p, "src", TOMED_RIGHT_WRITE));
+    CHECK(!tomed_principal_can(&p, "other", TOMED_RIGHT_READ));
+    tomed_peer carol = {.transport = TOMED_TRANSPORT_TLS, .has_cert = 1};
+    snprintf(carol.cert_cn, sizeof carol.cert_cn, "carol");
+    CHECK_OK(tomed_authenticate(cfg, tokens, &carol, NULL, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_NONE && strcmp(p.name, "cert:carol") == 0);
+
+    tomed_scope scopes[2] = {{"src", TOMED_RIGHT_READ},
+                             {"docs", TOMED_RIGHT_READ | TOMED_RIGHT_WRITE}};
+    json_t *token;
+    char *secret, header[128];
+    CHECK_OK(tomed_tokens_create(tokens, "ci", scopes, 2, &token, &secret, &err), &err);
+    CHECK(strncmp(secret, "tome_", 5) == 0 && strlen(secret) == 69);
+    CHECK(json_object_get(token, "sha256") == NULL);
+    CHECK(tomed_tokens_create(tokens, "ci", scopes, 1, &token, &secret, &err) == TOME_EEXIST);
+    tomed_tokens_free(tokens);
+
+    /* Reloaded from disk, where only the hash is. */
+    char path[4200], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tokens.json", dir);
+    CHECK_OK(tome_read_file(path, 1 << 20, &text, &len, &err), &err);
+    CHECK(strstr(text, secret) == NULL);
+    free(text);
+    CHECK_OK(tomed_tokens_open(dir, &tokens, &err), &err);
+    tomed_peer remote = {.transport = TOMED_TRANSPORT_TLS};
+    snprintf(header, sizeof header, "Bearer %s", secret);
+    CHECK_OK(tomed_authenticate(cfg, tokens, &remote, header, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_TOKEN && strcmp(p.name, "token:ci") == 0);
+    CHECK(tomed_principal_can(&p, "src", TOMED_RIGHT_READ));
+    CHECK(!tomed_principal_can(&p, "src", TOMED_RIGHT_WRITE));
+    CHECK(tomed_principal_can(&p, "docs", TOMED_RIGHT_WRITE));
+    CHECK(!tomed_principal_can(&p, "other", TOMED_RIGHT_READ));
+    CHECK(tomed_authenticate(cfg, tokens, &remote, "Bearer tome_00", &p, &err) == TOME_EPERM);
+    CHECK(tomed_authenticate(cfg, tokens, &remote, "Basic abc", &p, &err) == TOME_EPERM);
+    CHECK_OK(tomed_tokens_revoke(tokens, json_string_value(json_object_get(token, "id")), &err),
+             &err);
+    CHECK(tomed_authenticate(cfg, tokens, &remote, header, &p, &err) == TOME_EPERM);
+    CHECK(tomed_tokens_revoke(tokens, "1", &err) == TOME_ENOTFOUND);
+    CHECK_OK(tomed_authenticate(cfg, tokens, &remote, NULL, &p, &err), &err);
+    CHECK(p.kind == TOMED_PRINCIPAL_NONE && p.name[0] == '\0');
+    json_decref(token);
+    free(secret);
+    tomed_tokens_free(tokens);
+    free(cfg);
+}
+
+int main(void)
+{
+    const char *dir = check_tmpdir();
+    test_config(dir);
+    test_names_and_rights();
+    test_principals(dir);
+    return check_finish();
+}
