@@ -65,8 +65,8 @@ echo "demo: \$ tome status"
 
 echo "demo: \$ tome corpus add tome"
 "$tome" corpus add tome
-# The whole tree is about 440k tokens, which the tiny model on a small
-# machine prefills in most of an hour; by default the demo takes the
+# The whole tree is over 400k tokens, which the tiny model on a small
+# machine prefills in tens of minutes; by default the demo takes the
 # documentation and the public headers (about 30k tokens, minutes), and
 # TOME_DEMO_CORPUS=full takes everything.
 if [ "${TOME_DEMO_CORPUS:-}" = full ]; then
@@ -76,7 +76,7 @@ else
     paths="README.md ARCHITECTURE.md common/common.h engine/v4.h store/store.h ingest/ingest.h"
     paths="$paths client/client.h"
     echo "demo: corpus: the documentation and public headers of this repository"
-    echo "demo: (TOME_DEMO_CORPUS=full ingests all of it; expect most of an hour to prefill)"
+    echo "demo: (TOME_DEMO_CORPUS=full ingests all of it; its prefill takes tens of minutes)"
 fi
 # shellcheck disable=SC2086
 git archive --format=tar.gz HEAD $paths >"$work/tome.tar.gz"
