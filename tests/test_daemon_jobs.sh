@@ -10,6 +10,10 @@
 # corpus answers after the restart without a new prefill.
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
+make_pki
+port=$(free_port 2)
+T=https://127.0.0.1:$port
+tls_args="--listen 127.0.0.1:$port --tls-cert $tmp/server.pem --tls-key $tmp/server.key"
 
 mkdir -p "$tmp/corpus"
 i=1
@@ -27,8 +31,10 @@ max_active_asks = 1
 ask_queue_limit = 1
 EOF
 
-start_tomed --config "$tmp/tomed.conf" --model "$model" --log-level info
+start_tomed --config "$tmp/tomed.conf" --model "$model" $tls_args --log-level info
 wait_ready
+unix_http 201 /v1/tokens -d '{"name":"remote","scopes":[{"corpus":"docs","rights":"write"}]}'
+bearer="Authorization: Bearer $(json_field secret)"
 for corpus in docs docs2 big; do
     unix_http 201 /v1/corpora -d "{\"name\":\"$corpus\"}"
     unix_http 200 "/v1/corpora/$corpus/ingest" -H 'Content-Type: application/octet-stream' \
@@ -63,6 +69,13 @@ check "its restart point file is gone" [ ! -e "$tmp/state/kv/job-$job.kv" ]
 unix_http 200 /v1/cache && body_has "\"id\":\"$state\",\"version\":[0-9]+,\"tokens\":$total"
 unix_http 200 "/v1/cache/$state/verify" -X POST && body_has '"ok":true'
 unix_http 200 /v1/corpora/docs/prefill -X POST && body_has '"status":"done"'
+
+# The same over TLS with a bearer token: the job, its events, a prefill.
+http 200 --cacert "$tmp/ca.pem" -H "$bearer" "$T/v1/jobs/$job" && body_has '"status":"done"'
+http 200 --cacert "$tmp/ca.pem" -H "$bearer" "$T/v1/jobs/$job/events" &&
+    body_has '^event: done$'
+http 200 --cacert "$tmp/ca.pem" -H "$bearer" -X POST "$T/v1/corpora/docs/prefill"
+http 403 --cacert "$tmp/ca.pem" -H "$bearer" -X POST "$T/v1/corpora/docs2/prefill"
 unix_http 409 "/v1/jobs/$job" -X DELETE && body_has 'has finished'
 
 # ---- asking: one JSON answer, then a stream of the same answer ----
@@ -79,10 +92,17 @@ body_has '^event: token$'
 checks=$((checks + 1))
 grep -q "^data: {\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
     fail "the streamed answer differs from the JSON one ($answer): $(tail -2 "$tmp/body")"
+cp "$tmp/body" "$tmp/stream"
+
+http 200 --cacert "$tmp/ca.pem" -H "$bearer" -d "{$q}" "$T/v1/corpora/docs/ask"
+checks=$((checks + 1))
+grep -q "^data: {\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
+    fail "the answer over TLS differs: $(tail -2 "$tmp/body")"
+http 403 --cacert "$tmp/ca.pem" -H "$bearer" -d "{$q}" "$T/v1/corpora/big/ask"
 
 # A stop string made of the answer's first piece (still JSON-encoded, as
 # the stream sent it) ends the answer before anything is sent.
-first=$(sed -n 's/^data: {"text":\(".*"\)}$/\1/p' "$tmp/body" | head -1)
+first=$(sed -n 's/^data: {"text":\(".*"\)}$/\1/p' "$tmp/stream" | head -1)
 unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false,\"stop\":[$first]}"
 body_has '^\{"answer":"","finish_reason":"stop_string"'
 
@@ -141,7 +161,7 @@ grep -q "job $job2 interrupted at token [1-9]" "$tmp/tomed.log" ||
 tail -3 "$tmp/events2" | grep -q '^event: canceled' || fail "followers were not told of the shutdown"
 check "the restart point survived the shutdown" [ -f "$tmp/state/kv/job-$job2.kv" ]
 
-start_tomed --config "$tmp/tomed.conf" --model "$model" --log-level info
+start_tomed --config "$tmp/tomed.conf" --model "$model" $tls_args --log-level info
 wait_ready
 checks=$((checks + 1))
 i=0
