@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONN_BUFFER 16384
@@ -190,8 +191,6 @@ static int start_tls(tome_conn *c, const tome_endpoint *ep, const char *name, to
 
 int tome_conn_open(const tome_endpoint *ep, tome_conn **out, tome_error *err)
 {
-    /* A daemon that closes early must be an error code, not a SIGPIPE. */
-    signal(SIGPIPE, SIG_IGN);
     *out = NULL;
     int fd = -1;
     if (!ep->host) {
@@ -210,11 +209,38 @@ int tome_conn_open(const tome_endpoint *ep, tome_conn **out, tome_error *err)
     return 0;
 }
 
+/* A daemon that hangs up must be an error code, while a closed stdout (as in
+ * `tome ask ... | head`) should end tome quietly by SIGPIPE like any Unix
+ * filter; so SIGPIPE keeps its default, plain sockets are written with
+ * MSG_NOSIGNAL, and OpenSSL's writes run with SIGPIPE held and any raised
+ * one discarded. */
+static void hold_sigpipe(sigset_t *old)
+{
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &pipe_only, old);
+}
+
+static void release_sigpipe(const sigset_t *old)
+{
+    sigset_t pending, pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    struct timespec no_wait = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+        sigtimedwait(&pipe_only, NULL, &no_wait);
+    sigprocmask(SIG_SETMASK, old, NULL);
+}
+
 void tome_conn_free(tome_conn *c)
 {
     if (!c) return;
     if (c->tls) {
+        sigset_t old;
+        hold_sigpipe(&old);
         SSL_shutdown(c->tls);
+        release_sigpipe(&old);
         SSL_free(c->tls);
     }
     SSL_CTX_free(c->tls_ctx);
@@ -229,7 +255,10 @@ int tome_conn_write(tome_conn *c, const void *data, size_t len, tome_error *err)
         ssize_t n;
         if (c->tls) {
             size_t written = 0;
+            sigset_t old;
+            hold_sigpipe(&old);
             n = SSL_write_ex(c->tls, p, len, &written) == 1 ? (ssize_t)written : -1;
+            release_sigpipe(&old);
         } else {
             n = send(c->fd, p, len, MSG_NOSIGNAL);
             if (n < 0 && errno == EINTR) continue;
