@@ -9,6 +9,7 @@
  * against it.  It is the engine's only driver besides the daemon.
  */
 #include "engine/v4.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -31,11 +32,14 @@ static void usage(FILE *out)
             "  --numerics MODE    qat (default) or fp32 (round trips off, for debugging)\n"
             "  --threads N        kernel threads (default: all cores)\n"
             "  --kv-rope-bf16     keep the RoPE dims of stored KV entries in BF16 (smaller state)\n"
-            "  --print-tokens     print the decoded ids (and text, with a tokenizer) on stdout\n");
+            "  --print-tokens     print the decoded ids (and text, with a tokenizer) on stdout\n"
+            "  --save-state FILE  save the state after the prefill (tome-kvcache(5))\n"
+            "  --load-state FILE  start from the longest state or restart point in FILE whose\n"
+            "                     ids start the prompt; prefill only the rest\n");
 }
 
 typedef struct options {
-    const char *model, *ids_file, *text, *decode_ids_file, *dump;
+    const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
     v4_numerics numerics;
 } options;
@@ -177,7 +181,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"mtp", no_argument, 0, 'M'},              {"dump", required_argument, 0, 'o'},
         {"numerics", required_argument, 0, 'n'},   {"threads", required_argument, 0, 'j'},
         {"print-tokens", no_argument, 0, 'p'},     {"help", no_argument, 0, 'h'},
-        {"kv-rope-bf16", no_argument, 0, 'B'},
+        {"kv-rope-bf16", no_argument, 0, 'B'},     {"save-state", required_argument, 0, 'S'},
+        {"load-state", required_argument, 0, 'L'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     int c;
@@ -194,6 +199,8 @@ static int parse_options(int argc, char **argv, options *o)
         case 'j': o->threads = atoi(optarg); break;
         case 'p': o->print_tokens = 1; break;
         case 'B': o->kv_rope_bf16 = 1; break;
+        case 'S': o->save_state = optarg; break;
+        case 'L': o->load_state = optarg; break;
         case 'n':
             if (strcmp(optarg, "qat") == 0) o->numerics = V4_NUMERICS_QAT;
             else if (strcmp(optarg, "fp32") == 0) o->numerics = V4_NUMERICS_FP32;
@@ -210,7 +217,29 @@ static int parse_options(int argc, char **argv, options *o)
         usage(stderr);
         return 2;
     }
+    if (o->load_state && (o->mtp || o->dump)) {
+        fprintf(stderr, "tome-run: --load-state skips the prompt's saved part, whose outputs "
+                        "--mtp and --dump need\n");
+        return 2;
+    }
     return 0;
+}
+
+/* --load-state: the longest saved point whose ids start the prompt, short
+ * of its last token, which is evaluated so that its logits start the
+ * decode.  *done gets the number of prompt tokens the state holds. */
+static int load_state(const v4_model *m, const char *path, const v4_ids *ids, v4_state **s,
+                      size_t *done, tome_error *err)
+{
+    store_kv_file *f;
+    int rc = store_kv_open(path, m, &f, err);
+    if (rc) return rc;
+    size_t point = 0;
+    rc = store_kv_longest(f, ids->ids, ids->n - 1, &point, err);
+    if (rc == 0) rc = store_kv_restore(f, point, s, err);
+    if (rc == 0) *done = (size_t)store_kv_point_tokens(f, point);
+    store_kv_close(f);
+    return rc;
 }
 
 static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_error *err)
@@ -258,12 +287,22 @@ static int run(const options *o, tome_error *err)
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory for %zu prompt tokens", ids.n);
         goto done;
     }
-    if ((rc = v4_state_new(m, &s, err)) != 0) goto done;
+    size_t done_ids = 0;
+    double t1 = tome_now();
+    rc = o->load_state ? load_state(m, o->load_state, &ids, &s, &done_ids, err)
+                       : v4_state_new(m, &s, err);
+    if (rc) goto done;
+    if (o->load_state)
+        fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s\n",
+                done_ids, ids.n, o->load_state, tome_now() - t1);
     v4_eval ev = {.chunk = o->chunk, .logits = out.prefill, .last_logits = last,
                   .hc_out = o->mtp ? hc : NULL};
-    double t1 = tome_now();
-    if ((rc = v4_eval_tokens(s, ids.ids, ids.n, &ev, err)) != 0) goto done;
+    t1 = tome_now();
+    if ((rc = v4_eval_tokens(s, ids.ids + done_ids, ids.n - done_ids, &ev, err)) != 0) goto done;
     double t_prefill = tome_now() - t1;
+    if (o->save_state &&
+        (rc = store_kv_save(o->save_state, s, NULL, 0, ids.ids, ids.n, err)) != 0)
+        goto done;
     double t2 = tome_now();
     int32_t next = argmax(last, (int)V);
     for (int64_t i = 0; i < out.n_decode; i++) {
@@ -293,7 +332,8 @@ static int run(const options *o, tome_error *err)
     fprintf(stderr,
             "tome-run: load %.3f s; prefill %zu tokens in %.3f s (%.1f tok/s); decode %lld tokens "
             "in %.3f s (%.2f tok/s); state %zu bytes of compressed KV (model: %.2f B/token)\n",
-            t_load, ids.n, t_prefill, ids.n / (t_prefill > 0 ? t_prefill : 1e-9),
+            t_load, ids.n - done_ids, t_prefill,
+            (ids.n - done_ids) / (t_prefill > 0 ? t_prefill : 1e-9),
             (long long)out.n_decode, t_decode,
             out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s),
             v4_model_state_bytes_per_token(m));
