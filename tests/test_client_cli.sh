@@ -109,7 +109,7 @@ page="$TOME_SRCDIR/man/tome.1"
 LC_ALL=C.UTF-8 MANWIDTH=100 man --warnings -l "$page" >/dev/null 2>"$tmp/manwarn" ||
     fail "man -l tome.1 failed"
 [ ! -s "$tmp/manwarn" ] || fail "groff warnings in tome.1: $(head -5 "$tmp/manwarn")"
-mandoc -Tascii "$page" | col -b >"$tmp/man.txt"
+mandoc -Tascii "$page" | sed "s/.\x08//g" >"$tmp/man.txt"
 "$tome" --help | sed -n 's/^  tome \([a-z]*\)\( \([a-z]*\)\)\{0,1\}.*/\1 \3/p' >"$tmp/commands"
 [ "$(wc -l <"$tmp/commands")" -ge 17 ] || fail "tome --help lists too few commands"
 while read -r first second; do
