@@ -21,6 +21,7 @@
 #include "store/store.h"
 #include "tests/golden.h"
 
+#include <dirent.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -486,6 +487,39 @@ static void check_points(const v4_model *m, const char *path, v4_state *const *p
     v4_state_free(orig);
 }
 
+/* A state that has consumed nothing saves and restores too (empty row
+ * sections); a save that fails leaves neither the target nor a temporary
+ * file behind. */
+static void check_empty_and_failures(const v4_model *m, const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/empty.kv", dir);
+    v4_state *s;
+    tome_error err = {0};
+    REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
+    CHECK_OK(store_kv_save(path, s, NULL, 0, ids, 0, &err), &err);
+    v4_state *back = restore(m, path);
+    CHECK(v4_state_pos(back) == 0);
+    float *want = logits_new(), *got = logits_new();
+    decode(s, ids, want);
+    decode(back, ids, got);
+    CHECKF(same_logits(want, got) && same_state(s, back), "an empty state restores differently");
+    free(want);
+    free(got);
+    v4_state_free(back);
+    unlink(path);
+
+    char missing[4300];
+    snprintf(missing, sizeof missing, "%s/no-such-dir/x.kv", dir);
+    CHECK(store_kv_save(missing, s, NULL, 0, ids, K, &err) == TOME_EIO);
+    v4_state_free(s);
+    DIR *d = opendir(dir);
+    REQUIRE(d, "cannot list %s", dir);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        CHECKF(!strstr(e->d_name, ".tmp"), "temporary file %s left behind", e->d_name);
+    closedir(d);
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static void load_ids(void)
@@ -577,6 +611,7 @@ int main(int argc, char **argv)
     v4_state_free(fresh);
 
     check_points(m, path, points);
+    check_empty_and_failures(m, dir);
     check_prefix_match(m, path);
     check_damage(m, file, len, dir);
     check_mismatches(m, path, file, len, dir);
