@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -278,18 +277,15 @@ static int write_file(const char *path, const v4_state *st, kv_plan *p, const in
     if (!tmp) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", path);
     snprintf(tmp, len, "%s.tmpXXXXXX", path);
     kv_writer w = {.tmp = tmp, .fd = mkostemp(tmp, O_CLOEXEC)};
-    int rc = 0;
     if (w.fd < 0) {
-        rc = tome_errorf(err, TOME_EIO, "%s: cannot create a temporary file: %s", path,
-                         strerror(errno));
+        int rc = tome_errorf(err, TOME_EIO, "%s: cannot create a temporary file: %s", path,
+                             strerror(errno));
         free(tmp);
         return rc;
     }
-    mode_t mask = umask(0);
-    umask(mask);
-    if (fchmod(w.fd, 0644 & ~mask) != 0)
-        rc = tome_errorf(err, TOME_EIO, "%s: %s", tmp, strerror(errno));
-    if (rc == 0) rc = write_body(&w, st, p, ids, n_ids, err);
+    /* The file keeps mkostemp's mode 0600: a state is derived from the
+     * corpus it read and is as private as the corpus. */
+    int rc = write_body(&w, st, p, ids, n_ids, err);
     if (close(w.fd) != 0 && rc == 0)
         rc = tome_errorf(err, TOME_EIO, "%s: close failed: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, path) != 0)

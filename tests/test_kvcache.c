@@ -555,6 +555,8 @@ int main(int argc, char **argv)
     CHECK_OK(store_kv_save(path, orig, NULL, 0, ids, PREFIX, &err), &err);
     double t_save = tome_now() - t0;
     CHECK(store_kv_save(path, orig, NULL, 0, ids, PREFIX - 1, &err) == TOME_EINVAL);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
     size_t plain_len;
     free(read_all(path, &plain_len));
     fprintf(stderr,
