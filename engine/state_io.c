@@ -227,9 +227,8 @@ static int load_section(v4_state *s, const v4_section_data *d, const v4_borrow *
     if (sec->block < 0 || sec->block >= n_blocks(s->m) ||
         !expected_section(s->m, sec->block, sec->kind, &want))
         return tome_errorf(err, TOME_EFORMAT,
-                           "section %s of block %d: this model has no such "
-                           "section",
-                           name, sec->block);
+                           "section %s of block %d: this model has no such section", name,
+                           sec->block);
     uint8_t *mark = &seen[(size_t)sec->block * N_KINDS + (size_t)(sec->kind - 1)];
     if (*mark)
         return tome_errorf(err, TOME_EFORMAT, "section %s of block %d appears twice", name,
@@ -281,15 +280,12 @@ static int check_loaded(const v4_state *s, const uint8_t *seen, tome_error *err)
             return tome_errorf(err, TOME_EFORMAT, "block %d is at position %lld, block 0 at %lld",
                                l, (long long)bs->pos, (long long)s->blocks[0].pos);
         if (ratio && bs->kv.n != bs->pos / ratio)
-            return tome_errorf(err, TOME_EFORMAT,
-                               "section kv of block %d: %lld rows, position "
-                               "%lld implies %lld",
-                               l, (long long)bs->kv.n, (long long)bs->pos,
-                               (long long)(bs->pos / ratio));
+            return tome_errorf(
+                err, TOME_EFORMAT, "section kv of block %d: %lld rows, position %lld implies %lld",
+                l, (long long)bs->kv.n, (long long)bs->pos, (long long)(bs->pos / ratio));
         if (ratio == 4 && bs->index_kv.n != bs->pos / 4)
             return tome_errorf(err, TOME_EFORMAT,
-                               "section index of block %d: %lld rows, position "
-                               "%lld implies %lld",
+                               "section index of block %d: %lld rows, position %lld implies %lld",
                                l, (long long)bs->index_kv.n, (long long)bs->pos,
                                (long long)(bs->pos / 4));
     }

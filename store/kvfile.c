@@ -105,9 +105,8 @@ static int map_file(store_kv_file *f, tome_error *err)
         rc = tome_errorf(err, TOME_EIO, "%s: %s", f->path, strerror(errno));
     } else if (st.st_size < KV_HEADER_BYTES) {
         rc = tome_errorf(err, TOME_EFORMAT,
-                         "%s: %lld bytes is too short for a KV state file "
-                         "(truncated?)",
-                         f->path, (long long)st.st_size);
+                         "%s: %lld bytes is too short for a KV state file (truncated?)", f->path,
+                         (long long)st.st_size);
     } else {
         f->size = (size_t)st.st_size;
         void *p = mmap(NULL, f->size, PROT_READ, MAP_SHARED, fd, 0);
@@ -134,9 +133,8 @@ static int check_header(const store_kv_file *f, tome_error *err)
         return tome_errorf(err, TOME_EFORMAT, "%s: not a tome KV state file (bad magic)", f->path);
     if (kv_get32(h + H_VERSION) != STORE_KV_FORMAT_VERSION)
         return tome_errorf(err, TOME_EMISMATCH,
-                           "%s: format version %u, this build reads version "
-                           "%d",
-                           f->path, kv_get32(h + H_VERSION), STORE_KV_FORMAT_VERSION);
+                           "%s: format version %u, this build reads version %d", f->path,
+                           kv_get32(h + H_VERSION), STORE_KV_FORMAT_VERSION);
     if (kv_get64(h + H_HEADER_SUM) != XXH3_64bits(h, H_HEADER_SUM) ||
         kv_get32(h + H_HEADER_BYTES) != KV_HEADER_BYTES)
         return tome_errorf(err, TOME_EFORMAT, "%s: header checksum mismatch (damaged file)",
@@ -148,8 +146,7 @@ static int check_header(const store_kv_file *f, tome_error *err)
                            f->path, (unsigned long long)kv_get64(h + H_FILE_BYTES), f->size);
     if (kv_get32(h + H_NUMERICS) != (uint32_t)v4_model_numerics(f->m))
         return tome_errorf(err, TOME_EMISMATCH,
-                           "%s: saved with numerics %u, the model is open "
-                           "with numerics %d",
+                           "%s: saved with numerics %u, the model is open with numerics %d",
                            f->path, kv_get32(h + H_NUMERICS), (int)v4_model_numerics(f->m));
     uint8_t fp[32];
     v4_model_fingerprint(f->m, fp);

@@ -246,9 +246,7 @@ static void check_damage(const v4_model *m, const uint8_t *good, size_t len, con
         tome_error err = {0};
         int rc = open_and_verify(m, bad, &err);
         CHECKF(rc == TOME_EFORMAT && strstr(err.msg, parts[i].what),
-               "flipped bit in the %s: "
-               "rc=%d %s",
-               parts[i].what, rc, err.msg);
+               "flipped bit in the %s: rc=%d %s", parts[i].what, rc, err.msg);
     }
     free(copy);
 }
