@@ -283,6 +283,14 @@ static void check_mismatches(const v4_model *m, const char *path, const uint8_t 
     rc = open_and_verify(fp32, path, &err);
     CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "numerics"), "rc=%d %s", rc, err.msg);
     v4_model_free(fp32);
+    /* Another checkpoint altogether. */
+    v4_open_options o = {.numerics = V4_NUMERICS_QAT};
+    v4_model *other;
+    REQUIRE(v4_model_open(check_shared_path("golden/v4-tiny-b"), &o, &other, &err) == 0, "%s",
+            err.msg);
+    rc = open_and_verify(other, path, &err);
+    CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "saved for model"), "rc=%d %s", rc, err.msg);
+    v4_model_free(other);
 }
 
 static void check_sizes(const v4_model *m, const uint8_t *good, size_t len, const char *dir)
