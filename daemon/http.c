@@ -353,7 +353,9 @@ static void finish_request(tomed_conn *c)
     if (c->close_after) {
         c->closing = 1;
         bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+        /* Inside conn_process the connection is freed when it returns. */
+        if (!c->in_read && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_free(c);
         return;
     }
     c->phase = PHASE_HEADERS;
@@ -715,6 +717,7 @@ static void conn_process(tomed_conn *c)
         }
     }
     c->in_read = 0;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
 }
 
 /* ------------------------------------------------------------------------

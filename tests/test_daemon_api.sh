@@ -57,7 +57,6 @@ unix_http 200 /v1/health && body_has '"status":"ok"'
 unix_http 200 /v1/ready && body_has '"ready":true'
 http 200 --cacert "$tmp/ca.pem" "$T/v1/health"
 unix_http 200 /metrics && body_has '^tome_requests_total\{transport="unix",status="2xx"\} [1-9]'
-body_has '^tome_disk_bytes\{kind="db"\} [1-9]'
 http 401 --cacert "$tmp/ca.pem" "$T/metrics"
 
 # ---- corpora ----
@@ -69,6 +68,7 @@ unix_http 400 /v1/corpora -d 'not json' && body_has '"code":"format"'
 unix_http 200 /v1/corpora && body_has '"corpora":\[\{"name":"other".*\{"name":"src"'
 unix_http 200 /v1/corpora/src && body_has '"documents":0'
 unix_http 404 /v1/corpora/absent && body_has '"code":"not_found"'
+unix_http 200 /metrics && body_has '^tome_disk_bytes\{kind="db"\} [1-9]'
 
 # ---- ingest: an upload, a server-side path, limits ----
 unix_http 200 /v1/corpora/src/ingest -H 'Content-Type: application/octet-stream' \
