@@ -160,6 +160,46 @@ static void row_bf16_scalar(const uint8_t *row, int64_t cols, float *out)
 }
 
 #ifdef V4_HAVE_X86
+/* Eight e4m3 bytes (as int32 lanes) to floats without a table: for normal
+ * codes the exponent and mantissa bits move into a float's fields and the
+ * bias moves from 7 to 127; subnormal codes (exponent 0) are m * 2^-9.
+ * Exact for every finite code. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(__m256i b)
+{
+    __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7F));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24);
+    __m256 normal = _mm256_castsi256_ps(
+        _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(mag, _mm256_set1_epi32(7))),
+                               _mm256_set1_ps(1.0f / 512.0f));
+    __m256i is_sub = _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)),
+                                        _mm256_setzero_si256());
+    __m256 v = _mm256_blendv_ps(normal, sub, _mm256_castsi256_ps(is_sub));
+    return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
+}
+
+/* Eight e2m1 codes (int32 lanes, bit 3 the sign) to floats. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e2m1x8(__m256i codes)
+{
+    __m256 mag = _mm256_permutevar8x32_ps(_mm256_loadu_ps(v4_e2m1_values), codes);
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(8)), 28);
+    return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
+}
+
+/* Eight e2m1 codes from four packed bytes (low nibble first). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i nibbles8(const uint8_t *p)
+{
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0);
+    uint32_t four;
+    memcpy(&four, p, 4);
+    __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)four), dup);
+    return _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
+        _mm256_set1_epi32(15));
+}
+#endif
+
+#ifdef V4_HAVE_X86
 /* The same decoders, 8 values at a time; exact like the scalar ones (every
  * step is a table lookup, a bit move or a multiply by a power of two). */
 __attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row, const uint8_t *sc,
@@ -168,7 +208,7 @@ __attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row,
     int64_t c = 0;
     for (; c + 8 <= cols; c += 8) {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
-        __m256 v = _mm256_i32gather_ps(v4_e4m3_table, _mm256_cvtepu8_epi32(b), 4);
+        __m256 v = e4m3x8(_mm256_cvtepu8_epi32(b));
         _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 128]))));
     }
     for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / 128]);
@@ -177,15 +217,8 @@ __attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row,
 __attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row, const uint8_t *sc,
                                                              int64_t cols, float *out)
 {
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m256i shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
-    const __m256i low4 = _mm256_set1_epi32(15);
     for (int64_t c = 0; c < cols; c += 8) {
-        uint32_t four;
-        memcpy(&four, row + c / 2, 4);
-        __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)four), dup);
-        __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), shifts), low4);
-        __m256 v = _mm256_i32gather_ps(v4_e2m1_values, codes, 4);
+        __m256 v = e2m1x8(nibbles8(row + c / 2));
         _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 32]))));
     }
 }
@@ -268,35 +301,83 @@ static void transpose8_scalar(const float *rows, int64_t cols, float *tile)
 }
 
 #ifdef V4_HAVE_X86
+/* r[j] = row j of an 8x8 block in, column j out. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void transpose8x8(__m256 r[8])
+{
+    __m256 t[8];
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+    }
+    __m256 o[8];
+    for (int j = 0; j < 4; j++) {
+        o[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+        o[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+    }
+    for (int j = 0; j < 8; j++) r[j] = o[j];
+}
+
 __attribute__((target("avx2,fma"))) static void transpose8_avx2(const float *rows, int64_t cols,
                                                                 float *tile)
 {
     int64_t k = 0;
     for (; k + 8 <= cols; k += 8) {
-        __m256 r[8], t[8];
+        __m256 r[8];
         for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(rows + j * cols + k);
-        for (int j = 0; j < 8; j += 2) {
-            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-        }
-        for (int j = 0; j < 8; j += 4) {
-            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-        }
-        float *o = tile + k * 8;
-        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(r[0], r[4], 0x20));
-        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(r[1], r[5], 0x20));
-        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(r[2], r[6], 0x20));
-        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(r[3], r[7], 0x20));
-        _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(r[0], r[4], 0x31));
-        _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(r[1], r[5], 0x31));
-        _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(r[2], r[6], 0x31));
-        _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(r[3], r[7], 0x31));
+        transpose8x8(r);
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(tile + (k + j) * 8, r[j]);
     }
     for (; k < cols; k++)
         for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+}
+
+/* Eight weights of one row from column k, decoded (FP8, FP4 or BF16). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256
+decode8(const v4_weight *w, int64_t row, int64_t k)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3: {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + row * w->cols + k));
+        float s = v4_e8m0_to_f32(w->scale[(row / 128) * w->scale_stride + k / 128]);
+        return _mm256_mul_ps(e4m3x8(_mm256_cvtepu8_epi32(b)), _mm256_set1_ps(s));
+    }
+    case V4_I8: {
+        float s = v4_e8m0_to_f32(w->scale[row * w->scale_stride + k / 32]);
+        __m256 v = e2m1x8(nibbles8(w->data + row * (w->cols / 2) + k / 2));
+        return _mm256_mul_ps(v, _mm256_set1_ps(s));
+    }
+    case V4_BF16: {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(w->data + (row * w->cols + k) * 2));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    default: return _mm256_loadu_ps((const float *)(const void *)(w->data + (row * w->cols + k) * 4));
+    }
+}
+
+/* Decode's matrix-vector product for rows r..r+7 (fewer at the end): the
+ * weights are decoded and transposed in registers, never stored, and each
+ * row still sums in column order. */
+__attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w, int64_t r,
+                                                             int rows, const float *x, float *y)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t row[8];
+    for (int j = 0; j < 8; j++) row[j] = r + (j < rows ? j : rows - 1);
+    for (int64_t k = 0; k < w->cols; k += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; j++) v[j] = decode8(w, row[j], k);
+        transpose8x8(v);
+        for (int j = 0; j < 8; j++) acc = _mm256_fmadd_ps(v[j], _mm256_set1_ps(x[k + j]), acc);
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    memcpy(y, out, (size_t)rows * sizeof(float));
 }
 #endif
 
@@ -430,6 +511,13 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
     const matmul_job *j = ctx;
     const v4_weight *w = j->w;
     int64_t cols = w->cols;
+#ifdef V4_HAVE_X86
+    if (j->n == 1 && have_avx2() && cols % 32 == 0) {
+        for (int64_t r = r0; r < r1; r += LANES)
+            matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
+        return;
+    }
+#endif
     if (!tile_group) tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
     float *tiles = tile_group ? tile_group : tile_fixed;
     /* Decode (n == 1) is limited by decoding weights: take GROUP tiles per

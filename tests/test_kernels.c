@@ -1,0 +1,164 @@
+/* engine/kernels.c: weight decoding and matmul against values computed here
+ * from the formats' definitions, and the order invariance the engine relies
+ * on (a row's result does not depend on the batch it is computed in). */
+#include "engine/internal.h"
+#include "tests/check.h"
+
+#include <math.h>
+
+static float e4m3_by_definition(uint8_t b)
+{
+    int sign = b >> 7, exp = (b >> 3) & 15, man = b & 7;
+    double v = exp ? ldexp(1.0 + man / 8.0, exp - 7) : ldexp(man / 8.0, -6);
+    return (float)(sign ? -v : v);
+}
+
+static float e2m1_by_definition(uint8_t c)
+{
+    static const double mags[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+    return (float)((c & 8) ? -mags[c & 7] : mags[c & 7]);
+}
+
+static uint32_t rng = 12345;
+static uint32_t next_random(void)
+{
+    rng = rng * 1664525u + 1013904223u;
+    return rng >> 8;
+}
+
+/* A random weight of the given format, its values decoded by definition. */
+static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uint8_t **scale,
+                             float *ref)
+{
+    v4_weight w = {.dtype = t, .rows = rows, .cols = cols};
+    size_t bytes = t == V4_I8 ? (size_t)rows * cols / 2 : (size_t)rows * cols * v4_dtype_size(t);
+    *data = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) {
+        uint8_t b = (uint8_t)next_random();
+        if (t == V4_F8_E4M3 && (b & 0x7F) == 0x7F) b &= 0xFE; /* no NaN codes */
+        if (t == V4_BF16 && (i & 1)) b &= 0xBF;               /* finite, modest exponents */
+        (*data)[i] = b;
+    }
+    int scols = t == V4_I8 ? cols / 32 : (cols + 127) / 128;
+    int srows = t == V4_I8 ? rows : (rows + 127) / 128;
+    *scale = malloc((size_t)srows * scols);
+    for (int i = 0; i < srows * scols; i++) (*scale)[i] = (uint8_t)(120 + next_random() % 10);
+    w.data = *data;
+    w.scale = *scale;
+    w.scale_stride = scols;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            float v;
+            if (t == V4_F8_E4M3)
+                v = e4m3_by_definition((*data)[(size_t)r * cols + c]) *
+                    ldexpf(1.0f, (*scale)[(r / 128) * scols + c / 128] - 127);
+            else if (t == V4_I8) {
+                uint8_t b = (*data)[((size_t)r * cols + c) / 2];
+                v = e2m1_by_definition(c & 1 ? b >> 4 : b & 15) *
+                    ldexpf(1.0f, (*scale)[r * scols + c / 32] - 127);
+            } else {
+                uint32_t bits = (uint32_t)((*data)[2 * ((size_t)r * cols + c)] |
+                                           (*data)[2 * ((size_t)r * cols + c) + 1] << 8)
+                                << 16;
+                memcpy(&v, &bits, 4);
+            }
+            ref[(size_t)r * cols + c] = v;
+        }
+    return w;
+}
+
+static void test_format(v4_dtype t)
+{
+    int rows = 264, cols = 384, n = 5;
+    uint8_t *data, *scale;
+    float *ref = malloc((size_t)rows * cols * sizeof *ref);
+    v4_weight w = make_weight(t, rows, cols, &data, &scale, ref);
+    float *row = malloc((size_t)cols * sizeof *row);
+    int bad = 0;
+    for (int r = 0; r < rows; r++) {
+        v4_weight_row(&w, r, row);
+        for (int c = 0; c < cols; c++) bad += row[c] != ref[(size_t)r * cols + c];
+    }
+    CHECKF(bad == 0, "%s: %d decoded values differ from the definition", v4_dtype_name(t), bad);
+
+    float *x = malloc((size_t)n * cols * sizeof *x), *y = malloc((size_t)n * rows * sizeof *y);
+    float *y1 = malloc((size_t)rows * sizeof *y1);
+    for (int i = 0; i < n * cols; i++) x[i] = (float)((int)(next_random() % 2001) - 1000) / 1000.0f;
+    v4_matmul(&w, x, n, y, rows);
+    double worst = 0;
+    for (int t2 = 0; t2 < n; t2++) {
+        v4_matmul(&w, x + (size_t)t2 * cols, 1, y1, rows);
+        for (int r = 0; r < rows; r++) {
+            /* the batch does not change a single bit of a row's result */
+            CHECKF(y1[r] == y[(size_t)t2 * rows + r], "%s: token %d row %d differs by batch",
+                   v4_dtype_name(t), t2, r);
+            float seq = 0; /* the in-order FMA chain the kernels promise */
+            for (int c = 0; c < cols; c++) seq = fmaf(ref[(size_t)r * cols + c], x[(size_t)t2 * cols + c], seq);
+            CHECKF(seq == y1[r], "%s: row %d is not the in-order sum", v4_dtype_name(t), r);
+            /* error against the exact sum, relative to the sum of |terms|
+             * (the bound for any float summation order) */
+            double exact = 0, mag = 0;
+            for (int c = 0; c < cols; c++) {
+                double term = (double)ref[(size_t)r * cols + c] * x[(size_t)t2 * cols + c];
+                exact += term;
+                mag += fabs(term);
+            }
+            worst = fmax(worst, fabs(exact - y1[r]) / (mag + 1e-30));
+        }
+    }
+    CHECKF(worst < 1e-5, "%s: error %.3g of the sum of |terms|", v4_dtype_name(t), worst);
+    free(data);
+    free(scale);
+    free(ref);
+    free(row);
+    free(x);
+    free(y);
+    free(y1);
+}
+
+static void test_tiles(void)
+{
+    int n = 37, dim = 96;
+    float *rows = malloc((size_t)n * dim * sizeof *rows), q[96], out[37];
+    const float *ptr[37];
+    for (int i = 0; i < n * dim; i++) rows[i] = (float)((int)(next_random() % 201) - 100) / 64.0f;
+    for (int k = 0; k < dim; k++) q[k] = (float)((int)(next_random() % 201) - 100) / 32.0f;
+    for (int i = 0; i < n; i++) ptr[i] = rows + (size_t)i * dim;
+    float *tiles = malloc((size_t)40 * dim * sizeof *tiles);
+    v4_tiles_pack(ptr, n, dim, tiles);
+    v4_tiles_dot(tiles, n, dim, q, out);
+    for (int i = 0; i < n; i++) CHECKF(out[i] == v4_dot(ptr[i], q, dim), "tile dot %d", i);
+    free(rows);
+    free(tiles);
+}
+
+static void test_quant(void)
+{
+    v4_quant_init();
+    for (int b = 0; b < 256; b++) {
+        if ((b & 0x7F) == 0x7F) continue;
+        CHECKF(v4_e4m3_table[b] == e4m3_by_definition((uint8_t)b), "e4m3 table %d", b);
+        CHECKF(v4_e4m3_table[v4_f32_to_e4m3(v4_e4m3_table[b])] == v4_e4m3_table[b],
+               "e4m3 round trip %d", b);
+    }
+    /* ties go to the even code: 1.0625 lies between 1.0 (code 0x38) and 1.125 (0x39) */
+    CHECK(v4_f32_to_e4m3(1.0625f) == 0x38);
+    CHECK(v4_f32_to_e2m1(0.25f) == 0 && v4_f32_to_e2m1(0.75f) == 2 && v4_f32_to_e2m1(5.0f) == 6);
+    float x[64];
+    for (int i = 0; i < 64; i++) x[i] = (float)(i - 32) * 0.37f;
+    uint8_t codes[64], scales[1];
+    v4_fp8_roundtrip(x, 64, 64, codes, scales);
+    for (int i = 0; i < 64; i++)
+        CHECK(x[i] == v4_e4m3_table[codes[i]] * ldexpf(1.0f, scales[0] - 127));
+}
+
+int main(void)
+{
+    v4_threads_init(2);
+    test_quant();
+    test_format(V4_F8_E4M3);
+    test_format(V4_I8);
+    test_format(V4_BF16);
+    test_tiles();
+    return check_finish();
+}
