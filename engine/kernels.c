@@ -578,8 +578,9 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
     }
     const uint8_t *wb = w->data;
     for (int i = 0; i < n; i++) {
-        float wi = w->dtype == V4_BF16 ? v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)))
-                                       : ((const float *)wb)[i];
+        float wi;
+        if (w->dtype == V4_BF16) wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
+        else memcpy(&wi, wb + 4 * (size_t)i, 4);
         out[i] = wi * (x[i] * r);
     }
 }

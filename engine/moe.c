@@ -34,7 +34,7 @@ static void route(const v4_model *m, const v4_block_weights *bw, const float *lo
 {
     const v4_config *c = &m->cfg;
     int E = c->n_routed_experts, k = c->n_active_experts;
-    float score[MAX_EXPERTS];
+    float score[MAX_EXPERTS] = {0};
     for (int e = 0; e < E; e++) score[e] = sqrtf(softplus(logits[e]));
     if (bw->hash) {
         for (int j = 0; j < k; j++) {
