@@ -257,6 +257,13 @@ static int number_field(tomed_request *r, json_t *body, const char *key, double 
     return 0;
 }
 
+static int out_of_memory(tomed_request *r)
+{
+    tomed_reply_error(r, TOME_ENOMEM, "out of memory");
+    return -1;
+}
+
+/* The parsers below answer the request themselves when they fail. */
 static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
 {
     if (!stop) return 0;
@@ -275,7 +282,7 @@ static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
                               MAX_STOP_BYTES);
             return -1;
         }
-        if (!(ask->stop[ask->n_stop] = strdup(text))) return -1;
+        if (!(ask->stop[ask->n_stop] = strdup(text))) return out_of_memory(r);
         ask->n_stop++;
     }
     return 0;
@@ -288,7 +295,7 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         tomed_reply_error(r, TOME_EINVAL, "'question' must be a non-empty string");
         return -1;
     }
-    if (!(ask->question = strdup(question))) return -1;
+    if (!(ask->question = strdup(question))) return out_of_memory(r);
     double max_tokens = DEFAULT_MAX_TOKENS, seed = 0;
     ask->top_p = 1;
     if (number_field(r, body, "max_tokens", 1, r->server->cfg.max_answer_tokens, &max_tokens) ||
@@ -331,10 +338,9 @@ void tomed_route_ask(tomed_request *r)
     if (!body) return;
     ask_ctx *ctx = calloc(1, sizeof *ctx);
     version_lookup *v = calloc(1, sizeof *v);
-    int rc = ctx && v ? parse_ask(r, body, &ctx->ask) : -1;
+    int rc = ctx && v ? parse_ask(r, body, &ctx->ask) : out_of_memory(r);
     json_decref(body);
     if (rc != 0) {
-        if (!r->responded) tomed_reply_error(r, TOME_ENOMEM, "out of memory");
         if (ctx) ask_free(ctx);
         free(v);
         return;
