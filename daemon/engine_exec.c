@@ -409,6 +409,47 @@ static v4_state *resume_from_restart_point(tomed_engine *e, tomed_job *job, int6
     return state;
 }
 
+/* The longest prefix of the job's ids held by a saved state of an earlier
+ * version (or one of its restart points): after an ingest that appended
+ * documents, only the new tail is prefilled. */
+static v4_state *start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_t *done)
+{
+    int64_t best_tokens = 0;
+    int best = -1;
+    size_t best_point = 0;
+    for (int i = 0; i < job->n_prefixes; i++) {
+        store_kv_file *f;
+        tome_error err = {0};
+        size_t point;
+        if (store_kv_open(job->prefixes[i], e->model, &f, &err) != 0) continue;
+        if (store_kv_longest(f, job->ids, job->n_ids, &point, &err) == 0 &&
+            store_kv_point_tokens(f, point) > best_tokens) {
+            best_tokens = store_kv_point_tokens(f, point);
+            best = i;
+            best_point = point;
+        }
+        store_kv_close(f);
+    }
+    if (best < 0) return NULL;
+    store_kv_file *f;
+    v4_state *state = NULL;
+    tome_error err = {0};
+    int rc = store_kv_open(job->prefixes[best], e->model, &f, &err);
+    if (rc == 0) {
+        rc = store_kv_restore(f, best_point, &state, &err);
+        store_kv_close(f);
+    }
+    if (rc != 0) {
+        tomed_log(TOMED_LOG_WARN, "job %lld: saved prefix %s not used: %s", (long long)job->id,
+                  job->prefixes[best], err.msg);
+        return NULL;
+    }
+    *done = best_tokens;
+    tomed_log(TOMED_LOG_INFO, "job %lld starts from a saved state at token %lld of %zu",
+              (long long)job->id, (long long)best_tokens, job->n_ids);
+    return state;
+}
+
 /* A finished prefill, saved and recorded in the store; `id` gets the
  * store's id of it.  Failing here costs a prefill after a restart, not the
  * answer, so it is logged, not fatal. */
@@ -710,6 +751,7 @@ static void run_prefill_chunk(tomed_engine *e)
     if (!e->job_state) {
         int64_t from = 0;
         e->job_state = resume_from_restart_point(e, job, &from);
+        if (!e->job_state) e->job_state = start_from_saved_prefix(e, job, &from);
         int rc = e->job_state ? 0 : v4_state_new(e->model, &e->job_state, &err);
         if (rc != 0) {
             finish_job(e, rc, &err);

@@ -354,8 +354,7 @@ static void finish_request(tomed_conn *c)
         c->closing = 1;
         bufferevent_disable(c->bev, EV_READ);
         /* Inside conn_process the connection is freed when it returns. */
-        if (!c->in_read && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_free(c);
+        if (!c->in_read && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
         return;
     }
     c->phase = PHASE_HEADERS;

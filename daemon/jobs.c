@@ -238,6 +238,9 @@ void tomed_job_finished(void *arg)
            1);
     free(job->ids);
     job->ids = NULL;
+    free(job->prefixes);
+    job->prefixes = NULL;
+    job->n_prefixes = 0;
     job->running_in_engine = 0;
 }
 
@@ -245,8 +248,12 @@ void tomed_job_finished(void *arg)
  * Starting a prefill
  * ------------------------------------------------------------------------ */
 
+#define MAX_PREFIX_STATES 8
+
 typedef struct prefill_call {
     tomed_jobs *jobs;
+    char (*prefixes)[TOMED_PATH_MAX];
+    int n_prefixes;
     tomed_request *r; /* NULL for a resumed job, or once the client is gone */
     char corpus[TOMED_NAME_MAX + 1];
     int64_t job_id; /* a resumed job's id, else filled by the worker */
@@ -296,6 +303,12 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
         ingest_rendering_free(rendering);
         if (!pc->ids)
             return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu token ids", pc->n_ids);
+        pc->prefixes = calloc(MAX_PREFIX_STATES, sizeof *pc->prefixes);
+        if (!pc->prefixes) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+        rc = tomed_saved_states(db, corpus_id, fingerprint, pc->prefixes, MAX_PREFIX_STATES, err);
+        if (rc < 0) return rc;
+        pc->n_prefixes = rc;
+        rc = 0;
     }
     if (pc->job_id == 0) rc = store_job_add(db, "prefill", corpus_id, &pc->job_id, err);
     if (rc == 0 && pc->already_cached)
@@ -328,6 +341,9 @@ static tomed_job *job_new(tomed_jobs *j, prefill_call *pc)
     job->ids = pc->ids;
     job->n_ids = pc->n_ids;
     pc->ids = NULL;
+    job->prefixes = pc->prefixes;
+    job->n_prefixes = pc->n_prefixes;
+    pc->prefixes = NULL;
     job->created_at = time(NULL);
     job->status = STORE_JOB_QUEUED;
     job->next_in_registry = j->list;
@@ -367,6 +383,7 @@ static void prefill_done(void *arg)
         tomed_log(TOMED_LOG_WARN, "prefill of '%s': %s", pc->corpus, pc->err.msg);
     }
     free(pc->ids);
+    free(pc->prefixes);
     free(pc);
 }
 
@@ -515,6 +532,7 @@ void tomed_jobs_release(tomed_jobs *j)
     while (j->list) {
         tomed_job *next = j->list->next_in_registry;
         free(j->list->ids);
+        free(j->list->prefixes);
         free(j->list);
         j->list = next;
     }

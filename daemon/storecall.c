@@ -146,6 +146,24 @@ int tomed_saved_state(store *db, int64_t corpus_id, int64_t version_id, const ch
     return found;
 }
 
+int tomed_saved_states(store *db, int64_t corpus_id, const char *fingerprint,
+                       char (*paths)[TOMED_PATH_MAX], int max, tome_error *err)
+{
+    store_kv_state_list list = {0};
+    int rc = store_state_list(db, corpus_id, &list, err);
+    if (rc != 0) return rc;
+    int n = 0;
+    /* The list is least recently used first; the newest are kept. */
+    for (size_t i = list.n; i-- > 0 && n < max;) {
+        const store_kv_state *st = &list.states[i];
+        if (st->status == STORE_STATE_READY && st->path &&
+            strcmp(st->model_fingerprint, fingerprint) == 0)
+            snprintf(paths[n++], TOMED_PATH_MAX, "%s", st->path);
+    }
+    store_state_list_free(&list);
+    return n;
+}
+
 int tomed_clean_tmp(const char *dir, tome_error *err)
 {
     DIR *d = opendir(dir);

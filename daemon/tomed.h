@@ -407,6 +407,11 @@ int tomed_thread_store(const char *state_dir, struct store **out, tome_error *er
 int tomed_saved_state(struct store *db, int64_t corpus_id, int64_t version_id,
                       const char *fingerprint, char *path, char *id, int64_t *tokens,
                       tome_error *err);
+/* Paths of up to `max` saved, ready states of any version of a corpus for
+ * the model with this fingerprint, newest use last; the count, or a
+ * negative error. */
+int tomed_saved_states(struct store *db, int64_t corpus_id, const char *fingerprint,
+                       char (*paths)[TOMED_PATH_MAX], int max, tome_error *err);
 /* Remove leftovers of interrupted uploads. */
 int tomed_clean_tmp(const char *dir, tome_error *err);
 
@@ -451,6 +456,10 @@ typedef struct tomed_job {
     tome_error err;
     int64_t created_at, started_at, finished_at; /* wall clock seconds */
     int running_in_engine; /* loop thread: the engine has it and will report */
+    /* Saved states of earlier versions of the corpus: the engine starts
+     * from the longest prefix of `ids` any of them holds. */
+    char (*prefixes)[TOMED_PATH_MAX];
+    int n_prefixes;
     struct tomed_job_follower *followers;
     struct tomed_job *next;             /* the engine's queue */
     struct tomed_job *next_in_registry; /* jobs.c's list */

@@ -7,7 +7,9 @@
 # job resumed under its id from its last restart point, and the resumed
 # state answering exactly as the uninterrupted one (greedy decoding makes
 # the answer a fingerprint of the state); the saved state of the first
-# corpus answers after the restart without a new prefill.
+# corpus answers after the restart without a new prefill; and after an
+# ingest that appends a document, a prefill that starts from the earlier
+# version's state and answers as a full prefill does.
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 make_pki
@@ -40,6 +42,14 @@ for corpus in docs docs2 big; do
     unix_http 200 "/v1/corpora/$corpus/ingest" -H 'Content-Type: application/octet-stream' \
         --data-binary "@$tmp/corpus.tar.gz"
 done
+
+# prefill CORPUS: start a prefill and wait for it to finish.
+prefill() {
+    unix_http 202 "/v1/corpora/$1/prefill" -X POST || return
+    follow "$(json_field id)"
+    checks=$((checks + 1))
+    tail -3 "$tmp/events" | grep -q '^event: done' || fail "the prefill of $1 did not finish"
+}
 
 # follow JOB: the job's event stream, to $tmp/events, until it ends.
 follow() {
@@ -145,6 +155,7 @@ unix_http 409 /v1/corpora/big/ask -d "{$q}" && body_has 'prefill first'
 # ---- SIGTERM in the middle of a prefill, restart, resume ----
 unix_http 202 /v1/corpora/docs2/prefill -X POST
 job2=$(json_field id)
+: >"$tmp/events2"
 curl -sN --max-time 60 --unix-socket "$sock" "http://tome/v1/jobs/$job2/events" >"$tmp/events2" &
 watcher=$!
 i=0
@@ -190,6 +201,32 @@ unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false}" &&
 checks=$((checks + 1))
 grep -q "^{\"answer\":\"$(printf '%s' "$answer" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
     fail "the restored state answers differently: $(head -c 200 "$tmp/body")"
+
+# ---- after an ingest that appends a document, only the tail is prefilled ----
+printf 'Appendix: the lexer never looks back.\n' >"$tmp/corpus/appendix.txt"
+tar -C "$tmp/corpus" -czf "$tmp/corpus2.tar.gz" rules.txt appendix.txt
+for corpus in inc ref; do
+    unix_http 201 /v1/corpora -d "{\"name\":\"$corpus\"}"
+    unix_http 200 "/v1/corpora/$corpus/ingest" -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$tmp/corpus.tar.gz"
+done
+prefill inc
+for corpus in inc ref; do
+    unix_http 200 "/v1/corpora/$corpus/ingest" -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$tmp/corpus2.tar.gz" && body_has '"added":\[\{"path":"appendix.txt"'
+done
+prefill inc
+inc_job=$(grep '^data:' "$tmp/events" | tail -1 | sed -n 's/^data: {"id":"\([0-9]*\)".*/\1/p')
+checks=$((checks + 1))
+grep -q "job $inc_job starts from a saved state at token [1-9][0-9]* of " "$tmp/tomed.log" ||
+    fail "the second prefill of inc did not start from the first one's state"
+prefill ref
+unix_http 200 /v1/corpora/ref/ask -d "{$q,\"stream\":false}"
+reference=$(sed -n 's/^{"answer":"\(.*\)","finish_reason".*/\1/p' "$tmp/body")
+unix_http 200 /v1/corpora/inc/ask -d "{$q,\"stream\":false}"
+checks=$((checks + 1))
+grep -q "^{\"answer\":\"$(printf '%s' "$reference" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
+    fail "the incremental state answers differently from a full prefill: $(head -c 200 "$tmp/body")"
 
 # ---- deleting a corpus drops its state ----
 unix_http 204 /v1/corpora/docs2 -X DELETE
