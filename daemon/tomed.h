@@ -142,7 +142,6 @@ void tomed_pool_free(tomed_pool *p);
 int tomed_pool_submit(tomed_pool *p, tomed_fn work, tomed_fn done, void *arg);
 /* Run fn(arg) on the loop thread soon; callable from any thread. */
 void tomed_post(tomed_pool *p, tomed_fn fn, void *arg);
-int tomed_pool_queued(const tomed_pool *p);
 
 /* ------------------------------------------------------------------------
  * metrics.c

@@ -31,7 +31,6 @@ struct tomed_pool {
     pthread_cond_t cond;
     task *queue_head, *queue_tail;   /* waiting for a worker */
     task *posted_head, *posted_tail; /* waiting for the loop */
-    atomic_int queued;
     int stopping;
     int n_threads;
     pthread_t *threads;
@@ -92,7 +91,6 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         t->work(t->arg);
         pthread_mutex_lock(&p->lock);
-        p->queued--;
         if (t->done) {
             append(&p->posted_head, &p->posted_tail, t);
             event_active(p->wakeup, EV_READ, 0);
@@ -154,13 +152,7 @@ int tomed_pool_submit(tomed_pool *p, tomed_fn work, tomed_fn done, void *arg)
     t->arg = arg;
     pthread_mutex_lock(&p->lock);
     append(&p->queue_head, &p->queue_tail, t);
-    p->queued++;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
     return 0;
-}
-
-int tomed_pool_queued(const tomed_pool *p)
-{
-    return p->queued;
 }
