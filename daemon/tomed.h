@@ -17,9 +17,13 @@
  *   auth.c       principals and rights: peer uids, tokens, certificates
  *   tokens.c     bearer tokens, stored hashed in STATE_DIR/tokens.json
  *   workers.c    the worker pool and the hand-off back to the loop
+ *   storecall.c  store work on a worker, answered on the loop
  *   metrics.c    counters and the Prometheus exposition
  *   router.c     the route table and request dispatch
  *   routes_*.c   the endpoints of tome-protocol(7)
+ *   jobs.c       prefill jobs: registry, store rows, followers, resuming
+ *   engine_exec.c the engine executor thread: prefill chunks, questions,
+ *                sampling, saved states and restart points
  *   main.c       command line, pidfile, signals, start-up and shutdown
  *
  * Ownership is stated at each type.  Nothing here is a public API: the only
