@@ -96,6 +96,8 @@ struct tomed_engine {
     int n_active;
     tomed_job *job; /* the prefill in progress */
     v4_state *job_state;
+    v4_state **points; /* forks of job_state at its restart points, ascending */
+    size_t n_points, cap_points;
     double job_started, job_last_report;
     int64_t job_done_at_start;
     float *logits;
@@ -360,18 +362,52 @@ static void kv_path(const tomed_engine *e, const char *kind, int64_t id, char *o
     snprintf(out, cap, "%s/kv/%s-%lld.kv", e->server->cfg.state_dir, kind, (long long)id);
 }
 
-/* The state saved at `path`, if (with `ids`) it holds a prefix of them. */
-static int restore_file(tomed_engine *e, const char *path, const int32_t *ids, size_t n,
-                        v4_state **out, int64_t *tokens, tome_error *err)
+/* The state saved at `path`. */
+static int restore_file(tomed_engine *e, const char *path, v4_state **out, tome_error *err)
 {
     store_kv_file *f;
     int rc = store_kv_open(path, e->model, &f, err);
     if (rc != 0) return rc;
-    if (ids) rc = store_kv_match(f, ids, n, err);
-    if (rc == 0) rc = store_kv_restore(f, 0, out, err);
-    if (rc == 0 && tokens) *tokens = store_kv_tokens(f);
+    rc = store_kv_restore(f, 0, out, err);
     store_kv_close(f);
     return rc;
+}
+
+/* Restart points are kept as forks of the prefill's state (cheap: they
+ * share its compressed rows) and written with every save, so a saved state
+ * also serves any later prefill whose ids agree with it up to one of them,
+ * such as a re-ingest that changed a document in the middle. */
+static void keep_point(tomed_engine *e, v4_state *point)
+{
+    if (e->n_points == e->cap_points) {
+        size_t cap = e->cap_points ? e->cap_points * 2 : 16;
+        v4_state **grown = realloc(e->points, cap * sizeof *grown);
+        if (!grown) {
+            v4_state_free(point);
+            return;
+        }
+        e->points = grown;
+        e->cap_points = cap;
+    }
+    e->points[e->n_points++] = point;
+}
+
+static void drop_points(tomed_engine *e)
+{
+    for (size_t i = 0; i < e->n_points; i++) v4_state_free(e->points[i]);
+    e->n_points = 0;
+}
+
+/* Restore the file's restart points below `below` tokens into the list. */
+static void restore_points(tomed_engine *e, store_kv_file *f, int64_t below)
+{
+    for (size_t p = 1; p <= store_kv_points(f); p++) {
+        v4_state *point;
+        tome_error err = {0};
+        if (store_kv_point_tokens(f, p) >= below) break;
+        if (store_kv_restore(f, p, &point, &err) != 0) break;
+        keep_point(e, point);
+    }
 }
 
 /* A job's restart point: its state after `done` tokens, replacing the
@@ -381,15 +417,19 @@ static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done)
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};
     kv_path(e, "job", job->id, path, sizeof path);
-    if (store_kv_save(path, e->job_state, NULL, 0, job->ids, (size_t)done, &err) != 0) {
+    if (store_kv_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points, job->ids,
+                      (size_t)done, &err) != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s", (long long)job->id,
                   (long long)done, err.msg);
         return;
     }
     atomic_store(&job->restart_point, done);
+    v4_state *point;
+    if (v4_state_fork(e->job_state, &point, &err) == 0) keep_point(e, point);
 }
 
-/* The job's latest restart point, if there is one and it still matches. */
+/* The job's latest restart point, if there is one and it still matches,
+ * with the restart points before it. */
 static v4_state *resume_from_restart_point(tomed_engine *e, tomed_job *job, int64_t *done)
 {
     char path[TOMED_PATH_MAX + 64];
@@ -398,7 +438,18 @@ static v4_state *resume_from_restart_point(tomed_engine *e, tomed_job *job, int6
     if (stat(path, &st) != 0) return NULL;
     v4_state *state = NULL;
     tome_error err = {0};
-    if (restore_file(e, path, job->ids, job->n_ids, &state, done, &err) != 0) {
+    store_kv_file *f;
+    int rc = store_kv_open(path, e->model, &f, &err);
+    if (rc == 0) {
+        rc = store_kv_match(f, job->ids, job->n_ids, &err);
+        if (rc == 0) rc = store_kv_restore(f, 0, &state, &err);
+        if (rc == 0) {
+            *done = store_kv_tokens(f);
+            restore_points(e, f, *done);
+        }
+        store_kv_close(f);
+    }
+    if (rc != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: restart point %s not used: %s", (long long)job->id,
                   path, err.msg);
         unlink(path);
@@ -437,6 +488,7 @@ static v4_state *start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_
     int rc = store_kv_open(job->prefixes[best], e->model, &f, &err);
     if (rc == 0) {
         rc = store_kv_restore(f, best_point, &state, &err);
+        if (rc == 0) restore_points(e, f, best_tokens);
         store_kv_close(f);
     }
     if (rc != 0) {
@@ -461,7 +513,8 @@ static int save_final_state(tomed_engine *e, tomed_job *job, char id[48])
     struct stat st;
     store *db;
     int64_t row;
-    int rc = store_kv_save(path, e->job_state, NULL, 0, job->ids, job->n_ids, &err);
+    int rc = store_kv_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points,
+                           job->ids, job->n_ids, &err);
     if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(&err, TOME_EIO, "%s vanished", path);
     if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, &err);
     if (rc == 0) {
@@ -594,7 +647,7 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
     if (ask->saved_path[0] &&
         !tomed_engine_has_state(e, ask->corpus, ask->version_id, NULL, NULL)) {
         v4_state *saved;
-        int rc = restore_file(e, ask->saved_path, NULL, 0, &saved, NULL, err);
+        int rc = restore_file(e, ask->saved_path, &saved, err);
         if (rc != 0) return tome_error_wrap(err, "restoring cached state %s", ask->saved_id);
         cache_put(e, ask->corpus, ask->version_id, saved, ask->saved_id);
     }
@@ -725,6 +778,7 @@ static void finish_job(tomed_engine *e, int rc, const tome_error *err)
         kv_path(e, "job", job->id, path, sizeof path);
         unlink(path);
     }
+    drop_points(e);
     e->job = NULL;
     report_job(e, job, 1);
 }
@@ -908,6 +962,7 @@ void tomed_engine_stop(tomed_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->thread, NULL);
     for (int i = 0; i < e->n_cache; i++) v4_state_free(e->cache[i].state);
+    free(e->points);
     v4_tokenizer_free(e->tokenizer);
     v4_model_free(e->model);
     free(e->logits);

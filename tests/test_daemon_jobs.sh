@@ -228,6 +228,32 @@ checks=$((checks + 1))
 grep -q "^{\"answer\":\"$(printf '%s' "$reference" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
     fail "the incremental state answers differently from a full prefill: $(head -c 200 "$tmp/body")"
 
+# ---- a changed document: the prefill starts from a restart point before it ----
+sed -i 's/^Rule 120: .*/Rule 120: the parser was rewritten./' "$tmp/corpus/rules.txt"
+tar -C "$tmp/corpus" -czf "$tmp/corpus3.tar.gz" rules.txt appendix.txt
+unix_http 201 /v1/corpora -d '{"name":"ref3"}'
+for archive in corpus corpus2 corpus3; do
+    unix_http 200 /v1/corpora/ref3/ingest -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$tmp/$archive.tar.gz"
+done
+unix_http 200 /v1/corpora/inc/ingest -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$tmp/corpus3.tar.gz" && body_has '"changed":\[\{"path":"rules.txt"'
+prefill inc
+inc_job=$(grep '^data:' "$tmp/events" | tail -1 | sed -n 's/^data: {"id":"\([0-9]*\)".*/\1/p')
+checks=$((checks + 1))
+grep -q "job $inc_job starts from a saved state at token [1-9][0-9]* of " "$tmp/tomed.log" ||
+    fail "the prefill after a change did not start from a restart point"
+prefill ref3
+unix_http 200 /v1/corpora/ref3/ask -d "{$q,\"stream\":false}"
+reference=$(sed -n 's/^{"answer":"\(.*\)","finish_reason".*/\1/p' "$tmp/body")
+unix_http 200 /v1/corpora/inc/ask -d "{$q,\"stream\":false}"
+checks=$((checks + 1))
+grep -q "^{\"answer\":\"$(printf '%s' "$reference" | sed 's/[][\.*^$]/\\&/g')\"" "$tmp/body" ||
+    fail "the state from a restart point answers differently: $(head -c 200 "$tmp/body")"
+checks=$((checks + 1))
+grep -E '^tomed: warn: .*(restart point at token|stays in memory only|not used)' "$tmp/tomed.log" &&
+    fail "saving or restoring a state failed"
+
 # ---- deleting a corpus drops its state ----
 unix_http 204 /v1/corpora/docs2 -X DELETE
 unix_http 404 /v1/corpora/docs2/ask -d "{$q}"
