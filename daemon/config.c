@@ -397,6 +397,39 @@ int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only
     return 0;
 }
 
+int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
+{
+    int fixed_changed = strcmp(fresh->state_dir, live->state_dir) ||
+                        strcmp(fresh->socket_path, live->socket_path) ||
+                        strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
+                        strcmp(fresh->pidfile, live->pidfile);
+    memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);
+    memcpy(live->tls_key, fresh->tls_key, sizeof live->tls_key);
+    memcpy(live->tls_client_ca, fresh->tls_client_ca, sizeof live->tls_client_ca);
+    memcpy(live->tls_ciphers, fresh->tls_ciphers, sizeof live->tls_ciphers);
+    memcpy(live->tls_ciphersuites, fresh->tls_ciphersuites, sizeof live->tls_ciphersuites);
+    live->log_level = fresh->log_level;
+    live->log_syslog = fresh->log_syslog;
+    memcpy(live->admin_uids, fresh->admin_uids, sizeof live->admin_uids);
+    live->n_admin_uids = fresh->n_admin_uids;
+    memcpy(live->allow_uids, fresh->allow_uids, sizeof live->allow_uids);
+    live->n_allow_uids = fresh->n_allow_uids;
+    memcpy(live->allow_gids, fresh->allow_gids, sizeof live->allow_gids);
+    live->n_allow_gids = fresh->n_allow_gids;
+    memcpy(live->cert_rules, fresh->cert_rules, sizeof live->cert_rules);
+    live->n_cert_rules = fresh->n_cert_rules;
+    live->max_request_bytes = fresh->max_request_bytes;
+    live->max_upload_bytes = fresh->max_upload_bytes;
+    live->header_timeout_s = fresh->header_timeout_s;
+    live->io_timeout_s = fresh->io_timeout_s;
+    live->idle_timeout_s = fresh->idle_timeout_s;
+    live->shutdown_grace_s = fresh->shutdown_grace_s;
+    live->max_connections = fresh->max_connections;
+    live->ask_queue_limit = fresh->ask_queue_limit;
+    live->max_answer_tokens = fresh->max_answer_tokens;
+    return fixed_changed;
+}
+
 static int check_readable(const char *what, const char *path, tome_error *err)
 {
     if (access(path, R_OK) != 0)

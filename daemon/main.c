@@ -159,18 +159,11 @@ static void reload(daemon_state *d)
         free(fresh);
         return;
     }
-    /* Where the daemon lives cannot move under running clients. */
-    if (strcmp(fresh->state_dir, s->cfg.state_dir) ||
-        strcmp(fresh->socket_path, s->cfg.socket_path) || strcmp(fresh->listen, s->cfg.listen) ||
-        strcmp(fresh->model, s->cfg.model))
-        tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen and model change only on restart");
-    memcpy(fresh->state_dir, s->cfg.state_dir, sizeof fresh->state_dir);
-    memcpy(fresh->socket_path, s->cfg.socket_path, sizeof fresh->socket_path);
-    memcpy(fresh->listen, s->cfg.listen, sizeof fresh->listen);
-    memcpy(fresh->model, s->cfg.model, sizeof fresh->model);
-    memcpy(fresh->pidfile, s->cfg.pidfile, sizeof fresh->pidfile);
-    fresh->foreground = s->cfg.foreground;
-    s->cfg = *fresh;
+    /* Other threads read the settings that stay; only the loop thread
+     * reads the ones that change. */
+    if (tomed_config_reload_into(&s->cfg, fresh))
+        tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen, model and pidfile change only on "
+                                  "restart");
     free(fresh);
     tomed_log_setup(s->cfg.log_level, s->cfg.log_syslog || !s->cfg.foreground);
     tomed_log(TOMED_LOG_INFO, "configuration and TLS certificates reloaded");

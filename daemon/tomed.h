@@ -126,6 +126,12 @@ typedef struct tomed_config {
  * if it exists), then the command-line flags in argv.  `check_only` is set
  * when --check-config was given. */
 int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err);
+/* SIGHUP: copy what may change while running (TLS files and policy, log
+ * settings, rights, limits, timeouts) from `fresh` into the running
+ * configuration, which only the loop thread reads for these.  Where the
+ * daemon lives, the model, the thread counts and the engine's settings
+ * stay; returns 1 if `fresh` wanted one of those changed. */
+int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh);
 /* Validate what the file and flags cannot check alone (paths, TLS pairs). */
 int tomed_config_check(const tomed_config *cfg, tome_error *err);
 int tomed_rights_parse(const char *text, int *rights);
