@@ -88,6 +88,21 @@ static void test_config(const char *dir)
     char *relative[] = {"tomed", "--state-dir", "relative", NULL};
     CHECK_OK(build(cfg, &err, 3, relative), &err);
     CHECK(tomed_config_check(cfg, &err) == TOME_EINVAL);
+
+    /* A reload takes limits and rights, never where the daemon lives. */
+    tomed_config *fresh = malloc(sizeof *fresh);
+    REQUIRE(fresh != NULL, "out of memory");
+    char *first[] = {"tomed", "--state-dir", "/a", NULL};
+    char *second[] = {"tomed", "--config", conf, "--state-dir", "/b", NULL};
+    CHECK_OK(build(cfg, &err, 3, first), &err);
+    CHECK_OK(build(fresh, &err, 5, second), &err);
+    CHECK(tomed_config_reload_into(cfg, fresh) == 1);
+    CHECK(strcmp(cfg->state_dir, "/a") == 0);
+    CHECK(strcmp(cfg->model, "tiny") == 0);
+    CHECK(cfg->max_upload_bytes == (int64_t)2 << 30);
+    CHECK(cfg->n_cert_rules == 2 && cfg->log_level == TOMED_LOG_DEBUG);
+    CHECK(tomed_config_reload_into(cfg, cfg) == 0);
+    free(fresh);
     free(cfg);
 }
 
