@@ -101,7 +101,9 @@ static void test_config(const char *dir)
     CHECK(strcmp(cfg->model, "tiny") == 0);
     CHECK(cfg->max_upload_bytes == (int64_t)2 << 30);
     CHECK(cfg->n_cert_rules == 2 && cfg->log_level == TOMED_LOG_DEBUG);
-    CHECK(tomed_config_reload_into(cfg, cfg) == 0);
+    CHECK_OK(build(fresh, &err, 3, first), &err);
+    CHECK(tomed_config_reload_into(cfg, fresh) == 0);
+    CHECK(cfg->max_upload_bytes == (int64_t)4 << 30);
     free(fresh);
     free(cfg);
 }
