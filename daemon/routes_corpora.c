@@ -15,6 +15,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,26 +212,39 @@ void tomed_route_corpus_delete(tomed_request *r)
  * Ingest
  * ------------------------------------------------------------------------ */
 
-/* Could the peer (uid, gid) read `path` itself?  Root can; otherwise the
- * owner, group or other read bit that applies must be set, and, for a
- * directory, the matching search bit. */
-static int peer_may_read(const tomed_peer *peer, const char *path, tome_error *err)
+/* Do the permission bits of `st` grant the peer `user_bits` (given as
+ * owner bits) through the class it falls in?  Only the primary gid is
+ * known from SO_PEERCRED, so supplementary groups grant nothing here. */
+static int mode_allows(const struct stat *st, const tomed_peer *peer, mode_t user_bits)
+{
+    mode_t bits = st->st_uid == peer->uid   ? user_bits
+                  : st->st_gid == peer->gid ? user_bits >> 3
+                                            : user_bits >> 6;
+    return (st->st_mode & bits) == bits;
+}
+
+/* Could the peer read `path` itself?  Root can; anyone else needs search
+ * permission on every directory on the way and read permission on the
+ * target (and search, for a directory).  The check is made on the resolved
+ * path, which `resolved` (TOMED_PATH_MAX bytes) receives and which is what
+ * gets ingested, so a symbolic link cannot point the check elsewhere. */
+static int peer_may_read(const tomed_peer *peer, const char *path, char *resolved, tome_error *err)
 {
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (!realpath(path, resolved))
         return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", path, strerror(errno));
     if (peer->uid == 0) return 0;
-    mode_t r = S_IROTH, x = S_IXOTH;
-    if (st.st_uid == peer->uid) {
-        r = S_IRUSR;
-        x = S_IXUSR;
-    } else if (st.st_gid == peer->gid) {
-        r = S_IRGRP;
-        x = S_IXGRP;
+    char walk[TOMED_PATH_MAX];
+    for (const char *slash = strchr(resolved + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        snprintf(walk, sizeof walk, "%.*s", (int)(slash - resolved), resolved);
+        if (stat(walk, &st) != 0 || !mode_allows(&st, peer, S_IXUSR))
+            return tome_errorf(err, TOME_EPERM, "uid %u may not search %s", (unsigned)peer->uid,
+                               walk);
     }
-    int ok = (st.st_mode & r) && (!S_ISDIR(st.st_mode) || (st.st_mode & x));
-    if (!ok)
-        return tome_errorf(err, TOME_EPERM, "uid %u may not read %s", (unsigned)peer->uid, path);
+    if (stat("/", &st) != 0 || !mode_allows(&st, peer, S_IXUSR) || stat(resolved, &st) != 0 ||
+        !mode_allows(&st, peer, S_IRUSR | (S_ISDIR(st.st_mode) ? S_IXUSR : 0)))
+        return tome_errorf(err, TOME_EPERM, "uid %u may not read %s", (unsigned)peer->uid,
+                           resolved);
     return 0;
 }
 
@@ -286,11 +300,13 @@ void tomed_route_ingest(tomed_request *r)
             json_decref(body);
             return;
         }
-        if (peer_may_read(r->peer, path, &err) != 0) {
+        char resolved[TOMED_PATH_MAX];
+        if (peer_may_read(r->peer, path, resolved, &err) != 0) {
             tomed_reply_tome_error(r, &err);
             json_decref(body);
             return;
         }
+        json_object_set_new(body, "path", json_string(resolved));
     }
     tomed_call *c = tomed_call_new(r, run_ingest, 200);
     if (!c) {

@@ -2,7 +2,8 @@
 # tomed's API over both transports: every endpoint that needs no prefill,
 # over the Unix socket and over TLS; bearer tokens (read, write, revoked,
 # without rights to a corpus, on an admin endpoint); client certificates
-# (mapped, signed by another CA); a peer uid that is not allowed; size and
+# (mapped, signed by another CA); a peer uid that is not allowed; server
+# paths only for a peer that could read them itself; size and
 # time limits; --check-config; SIGHUP swapping the TLS certificate while a
 # Unix client is mid-request; and a clean SIGTERM.
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
@@ -23,6 +24,7 @@ cat >"$tmp/tomed.conf" <<EOF
 # test configuration
 socket_mode = 0666
 client_cert = alice src read
+allow_uids = 1234
 max_request_bytes = 64K
 max_upload_bytes = 1M
 header_timeout = 2
@@ -182,6 +184,26 @@ checks=$((checks + 1))
 got=$(nobody curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http://tome/v1/health)
 [ "$got" = 200 ] || fail "uid 65534 cannot read /v1/health (status $got)"
 grep -q 'uid:65534 is not allowed' "$tmp/tomed.log" || fail "the refused uid is not logged"
+
+# ---- a server-side path only for a peer that could read it itself ----
+as_user() { setpriv --reuid=1234 --regid=1234 --clear-groups "$@"; }
+mkdir -p "$tmp/private" "$tmp/locked/open"
+cp "$tmp/other/notes.txt" "$tmp/private/" && cp "$tmp/other/notes.txt" "$tmp/locked/open/"
+chmod 700 "$tmp/private" "$tmp/locked"
+ln -s "$tmp/private" "$tmp/link"
+for path in private locked/open link; do
+    checks=$((checks + 1))
+    got=$(as_user curl -s -w ' %{http_code}' --unix-socket "$sock" \
+        -d "{\"path\":\"$tmp/$path\"}" http://tome/v1/corpora/other/ingest)
+    case $got in
+    *'may not'*' 403') ;;
+    *) fail "uid 1234 ingested $path, which it cannot read: $got" ;;
+    esac
+done
+checks=$((checks + 1))
+got=$(as_user curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" \
+    -d "{\"path\":\"$tmp/other\"}" http://tome/v1/corpora/other/ingest)
+[ "$got" = 200 ] || fail "uid 1234 could not ingest a readable directory (status $got)"
 
 # ---- a client that sends its request head too slowly is cut off ----
 checks=$((checks + 1))
