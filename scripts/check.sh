@@ -1,6 +1,7 @@
 #!/bin/sh
 # The README's test command: install what is missing, build from a clean
-# tree, run `make check`, and end with the line "N passed, N failed".
+# tree, run `make check` and `make distcheck`, and end with the line
+# "N passed, N failed".
 # Extra arguments go to configure (for example --enable-sanitizers).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,5 +34,17 @@ for trs in $(find "$build/tests" -name '*.trs' 2>/dev/null); do
     esac
 done
 if [ "$check_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+# make distcheck: the release tarball builds out of tree from a read-only
+# source and passes the same tests.  It counts as one more test.
+if [ "$failed" -eq 0 ]; then
+    shared=${TOME_SHARED:-$top/../shared}
+    if TOME_SHARED=$(cd "$shared" && pwd) make -j"$jobs" distcheck >distcheck.out 2>&1; then
+        passed=$((passed + 1))
+        echo "PASS: make distcheck"
+    else
+        failed=$((failed + 1))
+        echo "FAIL: make distcheck"; tail -40 distcheck.out
+    fi
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ] && [ "$check_status" -eq 0 ]
+[ "$failed" -eq 0 ]
