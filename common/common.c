@@ -60,19 +60,32 @@ void tome_error_clear(tome_error *err)
 const char *tome_error_name(int code)
 {
     switch (code) {
-    case TOME_OK: return "ok";
-    case TOME_EINVAL: return "invalid";
-    case TOME_ENOMEM: return "no_memory";
-    case TOME_EIO: return "io";
-    case TOME_EFORMAT: return "format";
-    case TOME_ENOTFOUND: return "not_found";
-    case TOME_ELIMIT: return "limit";
-    case TOME_EMISMATCH: return "mismatch";
-    case TOME_ECANCELED: return "canceled";
-    case TOME_EBUSY: return "busy";
-    case TOME_EPERM: return "forbidden";
-    case TOME_EEXIST: return "exists";
-    default: return "internal";
+    case TOME_OK:
+        return "ok";
+    case TOME_EINVAL:
+        return "invalid";
+    case TOME_ENOMEM:
+        return "no_memory";
+    case TOME_EIO:
+        return "io";
+    case TOME_EFORMAT:
+        return "format";
+    case TOME_ENOTFOUND:
+        return "not_found";
+    case TOME_ELIMIT:
+        return "limit";
+    case TOME_EMISMATCH:
+        return "mismatch";
+    case TOME_ECANCELED:
+        return "canceled";
+    case TOME_EBUSY:
+        return "busy";
+    case TOME_EPERM:
+        return "forbidden";
+    case TOME_EEXIST:
+        return "exists";
+    default:
+        return "internal";
     }
 }
 

@@ -32,19 +32,19 @@ typedef struct attn_ctx {
     v4_block_state *bs;
     const v4_eval *ev;
     int n, block;
-    int64_t p0;            /* position of the chunk's first token */
+    int64_t p0; /* position of the chunk's first token */
     int H, hd, rd;
-    float *q;              /* [n][H][hd] */
-    float *kv;             /* [n][hd] the chunk's raw entries, as stored */
-    float *prev;           /* [window][hd] ring entries before the chunk, by slot */
-    float *comp;           /* [n_comp][hd] decoded compressed entries (ratio 128) */
+    float *q;    /* [n][H][hd] */
+    float *kv;   /* [n][hd] the chunk's raw entries, as stored */
+    float *prev; /* [window][hd] ring entries before the chunk, by slot */
+    float *comp; /* [n_comp][hd] decoded compressed entries (ratio 128) */
     int64_t n_comp;
-    int32_t *topk;         /* [n][k] indexer selections (ratio 4) */
-    int *n_topk;           /* [n] */
+    int32_t *topk; /* [n][k] indexer selections (ratio 4) */
+    int *n_topk;   /* [n] */
     int k;
-    float *topk_rows;      /* [n][k][hd] decoded selected entries */
-    float *o;              /* [n][H][hd] */
-    atomic_int failed;     /* a worker could not get scratch memory */
+    float *topk_rows;  /* [n][k][hd] decoded selected entries */
+    float *o;          /* [n][H][hd] */
+    atomic_int failed; /* a worker could not get scratch memory */
 } attn_ctx;
 
 static void *alloc_floats(size_t n, int *failed)
@@ -94,8 +94,8 @@ static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float 
 }
 
 /* Run a compressor over the chunk's tokens and append what it emits. */
-static int compress_chunk(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
-                          float *st_sc, v4_rows *out, const float *x, tome_error *err)
+static int compress_chunk(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv, float *st_sc,
+                          v4_rows *out, const float *x, tome_error *err)
 {
     const v4_model *m = a->m;
     int n = a->n, w = cw->width, hd = cw->head_dim;
@@ -199,9 +199,9 @@ static int select_topk(const float *scores, int64_t n, int k, int32_t *out, floa
 }
 
 typedef struct score_job {
-    const float *q;      /* [ih][ihd] */
-    const float *w;      /* [ih] */
-    const float *tiles;  /* the keys packed with v4_tiles_pack */
+    const float *q;     /* [ih][ihd] */
+    const float *w;     /* [ih] */
+    const float *tiles; /* the keys packed with v4_tiles_pack */
     float *scores;
     int ih, ihd;
 } score_job;
@@ -417,7 +417,8 @@ static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
 
 static int attend_all(attn_ctx *a, tome_error *err)
 {
-    if (a->n > 1) v4_parallel_for(a->n, 1, attend_tokens, a);
+    if (a->n > 1)
+        v4_parallel_for(a->n, 1, attend_tokens, a);
     else {
         attend_scratch sc;
         if (scratch_new(a, &sc) == 0) {
@@ -517,8 +518,8 @@ int v4_attention(v4_state *s, int block, const float *x, int n, float *out, cons
 {
     const v4_model *m = s->m;
     const v4_config *c = &m->cfg;
-    attn_ctx a = {.m = m, .bw = &m->blocks[block], .bs = &s->blocks[block], .ev = ev,
-                  .n = n, .block = block};
+    attn_ctx a = {
+        .m = m, .bw = &m->blocks[block], .bs = &s->blocks[block], .ev = ev, .n = n, .block = block};
     a.p0 = a.bs->pos;
     a.H = c->n_heads;
     a.hd = c->head_dim;
@@ -544,14 +545,13 @@ int v4_attention(v4_state *s, int block, const float *x, int n, float *out, cons
     }
     v4_matmul(&a.bw->wq_a, x, n, qr, c->q_lora_rank);
     for (int t = 0; t < n; t++)
-        v4_rmsnorm(qr + (size_t)t * c->q_lora_rank, qr + (size_t)t * c->q_lora_rank,
-                   &a.bw->q_norm, c->q_lora_rank, (float)c->norm_eps);
+        v4_rmsnorm(qr + (size_t)t * c->q_lora_rank, qr + (size_t)t * c->q_lora_rank, &a.bw->q_norm,
+                   c->q_lora_rank, (float)c->norm_eps);
     queries(&a, qr);
     raw_kv(&a, x, rows);
     if (a.bw->ratio == 4 && (rc = run_indexer(&a, x, qr, err)) != 0) goto done;
-    if (a.bw->ratio &&
-        (rc = compress_chunk(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score, &a.bs->kv, x,
-                             err)) != 0)
+    if (a.bw->ratio && (rc = compress_chunk(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score,
+                                            &a.bs->kv, x, err)) != 0)
         goto done;
     load_ring(&a);
     if (a.bw->ratio == 4) load_selected(&a);

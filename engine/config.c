@@ -22,8 +22,8 @@ static const struct {
     const char *name;
     size_t size;
 } dtype_table[V4_DTYPE_COUNT] = {
-    [V4_F32] = {"F32", 4},       [V4_BF16] = {"BF16", 2}, [V4_F8_E4M3] = {"F8_E4M3", 1},
-    [V4_F8_E8M0] = {"F8_E8M0", 1}, [V4_I8] = {"I8", 1},   [V4_I64] = {"I64", 8},
+    [V4_F32] = {"F32", 4},         [V4_BF16] = {"BF16", 2}, [V4_F8_E4M3] = {"F8_E4M3", 1},
+    [V4_F8_E8M0] = {"F8_E8M0", 1}, [V4_I8] = {"I8", 1},     [V4_I64] = {"I64", 8},
     [V4_I32] = {"I32", 4},
 };
 
@@ -60,8 +60,8 @@ static json_t *field(reader *r, json_t *obj, const char *key, int required)
 {
     json_t *v = json_object_get(obj, key);
     if (!v && required && r->rc == 0)
-        r->rc = tome_errorf(r->err, TOME_EFORMAT, "%s: required field \"%s\" is missing",
-                            r->origin, key);
+        r->rc = tome_errorf(r->err, TOME_EFORMAT, "%s: required field \"%s\" is missing", r->origin,
+                            key);
     return v;
 }
 
@@ -94,8 +94,9 @@ static int64_t get_int(reader *r, json_t *obj, const char *key, int required, in
 static int check_positive(reader *r, const char *key, int64_t v, int64_t max)
 {
     if (r->rc == 0 && (v <= 0 || v > max))
-        r->rc = tome_errorf(r->err, TOME_EFORMAT, "%s: field \"%s\" = %lld is out of range (1..%lld)",
-                            r->origin, key, (long long)v, (long long)max);
+        r->rc =
+            tome_errorf(r->err, TOME_EFORMAT, "%s: field \"%s\" = %lld is out of range (1..%lld)",
+                        r->origin, key, (long long)v, (long long)max);
     return (int)v;
 }
 
@@ -130,9 +131,10 @@ static void read_compress_ratios(reader *r, v4_config *c)
              * window/compressor layout assumes window % ratio == 0; other
              * ratios would need code the reference does not have. */
             if (r->rc == 0)
-                r->rc = tome_errorf(r->err, TOME_EFORMAT,
-                                    "%s: compress_ratios[%d] = %lld; supported ratios are 0, 4, 128",
-                                    r->origin, i, (long long)x);
+                r->rc =
+                    tome_errorf(r->err, TOME_EFORMAT,
+                                "%s: compress_ratios[%d] = %lld; supported ratios are 0, 4, 128",
+                                r->origin, i, (long long)x);
             return;
         }
         c->compress_ratio[i] = (int)x;
@@ -157,9 +159,9 @@ static void read_rope_scaling(reader *r, v4_config *c)
     if (!type) type = json_object_get(rs, "rope_type");
     if (type && (!json_is_string(type) || strcmp(json_string_value(type), "yarn") != 0)) {
         if (r->rc == 0)
-            r->rc = tome_errorf(r->err, TOME_EFORMAT,
-                                "%s: rope_scaling.type must be \"yarn\" (V4 uses no other)",
-                                r->origin);
+            r->rc =
+                tome_errorf(r->err, TOME_EFORMAT,
+                            "%s: rope_scaling.type must be \"yarn\" (V4 uses no other)", r->origin);
         return;
     }
     c->rope_factor = get_number(r, rs, "factor", 1, 1.0);
@@ -263,7 +265,8 @@ int v4_config_parse(const char *json, size_t len, const char *origin, v4_config 
     cfg->expert_fp4 = 1;
     if (ed && json_is_string(ed)) {
         const char *s = json_string_value(ed);
-        if (strcmp(s, "fp8") == 0) cfg->expert_fp4 = 0;
+        if (strcmp(s, "fp8") == 0)
+            cfg->expert_fp4 = 0;
         else if (strcmp(s, "fp4") != 0 && r.rc == 0)
             r.rc = tome_errorf(err, TOME_EFORMAT, "%s: expert_dtype \"%s\" is not fp4 or fp8",
                                origin, s);
@@ -274,8 +277,8 @@ int v4_config_parse(const char *json, size_t len, const char *origin, v4_config 
         r.rc = tome_errorf(err, TOME_EFORMAT, "%s: scoring_func must be \"sqrtsoftplus\"", origin);
     json_t *nkv = json_object_get(root, "num_key_value_heads");
     if (nkv && (!json_is_integer(nkv) || json_integer_value(nkv) != 1) && r.rc == 0)
-        r.rc = tome_errorf(err, TOME_EFORMAT, "%s: num_key_value_heads must be 1 (V4 is MQA)",
-                           origin);
+        r.rc =
+            tome_errorf(err, TOME_EFORMAT, "%s: num_key_value_heads must be 1 (V4 is MQA)", origin);
     if (r.rc == 0) {
         read_rope_scaling(&r, cfg);
         read_compress_ratios(&r, cfg);
@@ -393,8 +396,10 @@ static void add_block(manifest *m, const v4_config *c, const char *p, int ratio,
     char f[128];
     snprintf(f, sizeof f, "%sffn.", p);
     add(m, V4_BF16, 2, c->n_routed_experts, d, "%sgate.weight", f);
-    if (hash) add(m, V4_I64, 2, c->vocab_size, c->n_active_experts, "%sgate.tid2eid", f);
-    else add(m, V4_F32, 1, c->n_routed_experts, 0, "%sgate.bias", f);
+    if (hash)
+        add(m, V4_I64, 2, c->vocab_size, c->n_active_experts, "%sgate.tid2eid", f);
+    else
+        add(m, V4_F32, 1, c->n_routed_experts, 0, "%sgate.bias", f);
     for (int e = 0; e < c->n_routed_experts; e++) {
         char ep[160];
         snprintf(ep, sizeof ep, "%sexperts.%d.", f, e);

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #define DEFAULT_CHUNK 256
-#define MAX_HC 16
+#define MAX_HC        16
 
 static float sigmoidf(float z)
 {
@@ -140,8 +140,8 @@ static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error 
     return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
 }
 
-static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n,
-                         chunk_buffers *b, const v4_eval *ev, tome_error *err)
+static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n, chunk_buffers *b,
+                         const v4_eval *ev, tome_error *err)
 {
     const v4_model *m = s->m;
     const v4_block_weights *bw = &m->blocks[l];
@@ -195,20 +195,24 @@ static int check_ids(const v4_model *m, const int32_t *ids, size_t n, tome_error
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
-            return tome_errorf(err, TOME_EINVAL, "token id %d at index %zu is outside the "
-                               "vocabulary of %d", ids[i], i, m->cfg.vocab_size);
+            return tome_errorf(err, TOME_EINVAL,
+                               "token id %d at index %zu is outside the "
+                               "vocabulary of %d",
+                               ids[i], i, m->cfg.vocab_size);
     return 0;
 }
 
 static int check_usable(const v4_state *s, size_t n, tome_error *err)
 {
     if (s->broken)
-        return tome_errorf(err, TOME_EINVAL, "this state was left inconsistent by an earlier "
+        return tome_errorf(err, TOME_EINVAL,
+                           "this state was left inconsistent by an earlier "
                            "failure; discard it");
     if ((int64_t)(v4_state_pos(s) + (int64_t)n) > s->m->cfg.max_position)
-        return tome_errorf(err, TOME_ELIMIT, "%lld + %zu tokens exceed the model's context of "
-                           "%lld", (long long)v4_state_pos(s), n,
-                           (long long)s->m->cfg.max_position);
+        return tome_errorf(err, TOME_ELIMIT,
+                           "%lld + %zu tokens exceed the model's context of "
+                           "%lld",
+                           (long long)v4_state_pos(s), n, (long long)s->m->cfg.max_position);
     return 0;
 }
 
@@ -269,7 +273,8 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
                              ev->last_logits, err);
         if (rc == 0 && ev && ev->progress &&
             ev->progress(ev->progress_ctx, (int64_t)(done + len), (int64_t)n) != 0)
-            rc = tome_errorf(err, TOME_ECANCELED, "canceled after %zu of %zu tokens", done + len, n);
+            rc =
+                tome_errorf(err, TOME_ECANCELED, "canceled after %zu of %zu tokens", done + len, n);
     }
     free(X);
     return rc;

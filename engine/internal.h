@@ -59,11 +59,11 @@ void v4_hadamard(float *x, int n);
 /* ---- weights and kernels (kernels.c) -------------------------------------- */
 
 typedef struct v4_weight {
-    v4_dtype dtype;        /* V4_F8_E4M3, V4_I8 (FP4), V4_BF16 or V4_F32 */
-    int64_t rows, cols;    /* logical shape [out, in] */
-    const uint8_t *data;   /* points into a mapped shard */
-    const uint8_t *scale;  /* E8M0 scales (FP8: per 128x128 block, FP4: per 32) */
-    int64_t scale_stride;  /* scale bytes per scale row */
+    v4_dtype dtype;       /* V4_F8_E4M3, V4_I8 (FP4), V4_BF16 or V4_F32 */
+    int64_t rows, cols;   /* logical shape [out, in] */
+    const uint8_t *data;  /* points into a mapped shard */
+    const uint8_t *scale; /* E8M0 scales (FP8: per 128x128 block, FP4: per 32) */
+    int64_t scale_stride; /* scale bytes per scale row */
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */

@@ -88,9 +88,8 @@ static void dot_tiles_scalar(const float *const *tiles, const float *const *xs, 
 }
 
 #ifdef V4_HAVE_X86
-__attribute__((target("avx2,fma"))) static void dot_tiles_avx2(const float *const *tiles,
-                                                               const float *const *xs, int G,
-                                                               int n, float *out)
+__attribute__((target("avx2,fma"))) static void
+dot_tiles_avx2(const float *const *tiles, const float *const *xs, int G, int n, float *out)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const float *t0 = tiles[0], *t1 = tiles[G > 1], *t2 = tiles[G > 2 ? 2 : 0];
@@ -172,8 +171,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(_
         _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
     __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(mag, _mm256_set1_epi32(7))),
                                _mm256_set1_ps(1.0f / 512.0f));
-    __m256i is_sub = _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)),
-                                        _mm256_setzero_si256());
+    __m256i is_sub =
+        _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)), _mm256_setzero_si256());
     __m256 v = _mm256_blendv_ps(normal, sub, _mm256_castsi256_ps(is_sub));
     return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
 }
@@ -287,7 +286,9 @@ void v4_weight_row(const v4_weight *w, int64_t r, float *out)
         row_bf16_scalar(row, w->cols, out);
         break;
     }
-    default: memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4); break;
+    default:
+        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
     }
     (void)simd;
 }
@@ -353,10 +354,12 @@ decode8(const v4_weight *w, int64_t row, int64_t k)
         return _mm256_mul_ps(v, _mm256_set1_ps(s));
     }
     case V4_BF16: {
-        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(w->data + (row * w->cols + k) * 2));
+        __m128i h =
+            _mm_loadu_si128((const __m128i *)(const void *)(w->data + (row * w->cols + k) * 2));
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
-    default: return _mm256_loadu_ps((const float *)(const void *)(w->data + (row * w->cols + k) * 4));
+    default:
+        return _mm256_loadu_ps((const float *)(const void *)(w->data + (row * w->cols + k) * 4));
     }
 }
 
@@ -492,8 +495,10 @@ static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *til
         float *tile = tiles + (size_t)n_tiles * LANES * cols;
         for (int j = 0; j < LANES; j++) {
             float *dst = row_buf + j * cols;
-            if (r + j < r_end) v4_weight_row(w, r + j, dst);
-            else memset(dst, 0, (size_t)cols * sizeof(float));
+            if (r + j < r_end)
+                v4_weight_row(w, r + j, dst);
+            else
+                memset(dst, 0, (size_t)cols * sizeof(float));
         }
         transpose8(row_buf, cols, tile);
     }
@@ -579,8 +584,10 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
     const uint8_t *wb = w->data;
     for (int i = 0; i < n; i++) {
         float wi;
-        if (w->dtype == V4_BF16) wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
-        else memcpy(&wi, wb + 4 * (size_t)i, 4);
+        if (w->dtype == V4_BF16)
+            wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
+        else
+            memcpy(&wi, wb + 4 * (size_t)i, 4);
         out[i] = wi * (x[i] * r);
     }
 }

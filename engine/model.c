@@ -32,8 +32,10 @@ static void rope_init(v4_rope *r, int rope_dim, double base, const v4_config *c,
     /* The reference computes the correction range in "dimension" units and
      * then ramps over the pair index; reproduced as is. */
     double two_pi = 2 * M_PI, lnb = log(base);
-    double lo_d = rope_dim * log((double)c->rope_original_len / (c->beta_fast * two_pi)) / (2 * lnb);
-    double hi_d = rope_dim * log((double)c->rope_original_len / (c->beta_slow * two_pi)) / (2 * lnb);
+    double lo_d =
+        rope_dim * log((double)c->rope_original_len / (c->beta_fast * two_pi)) / (2 * lnb);
+    double hi_d =
+        rope_dim * log((double)c->rope_original_len / (c->beta_slow * two_pi)) / (2 * lnb);
     double low = floor(lo_d) < 0 ? 0 : floor(lo_d);
     double high = ceil(hi_d) > rope_dim - 1 ? rope_dim - 1 : ceil(hi_d);
     if (low == high) high += 0.001;
@@ -82,7 +84,8 @@ static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
     float *copy = grown ? malloc(t->nbytes) : NULL;
     if (grown) b->m->owned = grown;
     if (!copy) {
-        if (b->rc == 0) b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", t->name);
+        if (b->rc == 0)
+            b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", t->name);
         return NULL;
     }
     memcpy(copy, t->data, t->nbytes);
@@ -218,8 +221,10 @@ static int bind_all(v4_model *m, tome_error *err)
     for (int l = 0; l < n_blocks && b.rc == 0; l++) {
         char p[32];
         int mtp = l >= c->n_layers;
-        if (mtp) snprintf(p, sizeof p, "mtp.%d.", l - c->n_layers);
-        else snprintf(p, sizeof p, "layers.%d.", l);
+        if (mtp)
+            snprintf(p, sizeof p, "mtp.%d.", l - c->n_layers);
+        else
+            snprintf(p, sizeof p, "layers.%d.", l);
         v4_block_weights *bw = &m->blocks[l];
         if (bind_block(&b, bw, p, c->compress_ratio[l], !mtp && l < c->n_hash_layers)) break;
         if (!mtp) continue;
@@ -248,7 +253,8 @@ static void shape_text(char *out, size_t cap, int ndim, const int64_t *shape)
 {
     size_t used = (size_t)snprintf(out, cap, "[");
     for (int i = 0; i < ndim && used < cap; i++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        used +=
+            (size_t)snprintf(out + used, cap - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (used < cap) snprintf(out + used, cap - used, "]");
 }
 
@@ -281,7 +287,8 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
     int rc = 0;
     for (size_t i = 0; i < ck->n_tensors && rc == 0; i++)
         if (!json_object_get(expected, ck->tensors[i].name))
-            rc = tome_errorf(err, TOME_EFORMAT, "%s: unexpected tensor %s (not implied by config.json)",
+            rc = tome_errorf(err, TOME_EFORMAT,
+                             "%s: unexpected tensor %s (not implied by config.json)",
                              ck->shards[ck->tensors[i].shard].path, ck->tensors[i].name);
     json_decref(expected);
     return rc;
@@ -340,7 +347,8 @@ static void size_rows(v4_model *m)
         m->index_row_bytes = (size_t)c->index_head_dim * 4;
         return;
     }
-    m->kv_row_bytes = (size_t)nope + (size_t)nope / 64 + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
+    m->kv_row_bytes =
+        (size_t)nope + (size_t)nope / 64 + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
     m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / 32;
 }
 

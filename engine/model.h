@@ -25,23 +25,23 @@
 /* ---- weights ------------------------------------------------------------- */
 
 typedef struct v4_hc_weights {
-    v4_weight fn;        /* F32 [mix][hc_mult*dim] */
-    const float *base;   /* [mix] */
-    const float *scale;  /* [3], or [1] for the head */
+    v4_weight fn;       /* F32 [mix][hc_mult*dim] */
+    const float *base;  /* [mix] */
+    const float *scale; /* [3], or [1] for the head */
 } v4_hc_weights;
 
 typedef struct v4_compressor_weights {
     int ratio;
-    int head_dim;        /* 512-class (attention) or index_head_dim (indexer) */
-    int width;           /* head_dim * (ratio == 4 ? 2 : 1) */
-    int rotate;          /* indexer: Hadamard + FP4 instead of FP8 */
+    int head_dim; /* 512-class (attention) or index_head_dim (indexer) */
+    int width;    /* head_dim * (ratio == 4 ? 2 : 1) */
+    int rotate;   /* indexer: Hadamard + FP4 instead of FP8 */
     v4_weight wkv, wgate, norm;
-    const float *ape;    /* [ratio][width] */
+    const float *ape; /* [ratio][width] */
 } v4_compressor_weights;
 
 typedef struct v4_block_weights {
-    int ratio;           /* 0, 4 or 128 */
-    int hash;            /* routes by token id */
+    int ratio; /* 0, 4 or 128 */
+    int hash;  /* routes by token id */
     int is_mtp;
     v4_hc_weights hc_attn, hc_ffn;
     v4_weight attn_norm, ffn_norm;
@@ -51,9 +51,9 @@ typedef struct v4_block_weights {
     v4_compressor_weights index_compressor;   /* ratio == 4 */
     v4_weight index_wq_b, index_weights_proj; /* ratio == 4 */
     v4_weight gate;
-    const float *gate_bias;                   /* score-routed blocks */
-    const uint8_t *tid2eid;                   /* hash blocks: I64 [vocab][k], unaligned */
-    v4_weight *experts;                       /* [n_experts][3]: w1, w2, w3 */
+    const float *gate_bias; /* score-routed blocks */
+    const uint8_t *tid2eid; /* hash blocks: I64 [vocab][k], unaligned */
+    v4_weight *experts;     /* [n_experts][3]: w1, w2, w3 */
     v4_weight shared_w1, shared_w2, shared_w3;
     /* MTP blocks only */
     v4_weight e_proj, h_proj, enorm, hnorm, norm;
@@ -80,7 +80,7 @@ struct v4_model {
     size_t index_row_bytes;   /* one stored indexer key */
     int rope_bf16;            /* compact rows keep RoPE dims in BF16 */
     uint8_t fingerprint[32];
-    void **owned;             /* aligned copies of misaligned F32 tensors */
+    void **owned; /* aligned copies of misaligned F32 tensors */
     size_t n_owned;
 };
 
@@ -99,14 +99,14 @@ void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse);
 
 typedef struct v4_chunk {
     atomic_int refs;
-    uint8_t *data;      /* V4_ROWS_PER_CHUNK rows */
+    uint8_t *data; /* V4_ROWS_PER_CHUNK rows */
     void (*release)(void *owner);
-    void *owner;        /* when data is borrowed (e.g. a mapped file), else NULL */
+    void *owner; /* when data is borrowed (e.g. a mapped file), else NULL */
 } v4_chunk;
 
 typedef struct v4_rows {
     size_t row_bytes;
-    int64_t n;          /* rows stored */
+    int64_t n; /* rows stored */
     v4_chunk **chunks;
     int64_t n_chunks, cap_chunks;
 } v4_rows;
@@ -123,12 +123,12 @@ static inline const uint8_t *v4_rows_at(const v4_rows *r, int64_t i)
 int v4_rows_share(v4_rows *dst, const v4_rows *src);
 
 typedef struct v4_block_state {
-    uint8_t *window;       /* cfg.window rows of kv_row_bytes, slot = pos % window */
-    v4_rows kv;            /* compressed entries (ratio != 0) */
-    v4_rows index_kv;      /* indexer keys (ratio == 4) */
+    uint8_t *window;               /* cfg.window rows of kv_row_bytes, slot = pos % window */
+    v4_rows kv;                    /* compressed entries (ratio != 0) */
+    v4_rows index_kv;              /* indexer keys (ratio == 4) */
     float *comp_kv, *comp_score;   /* [rows][width] compressor state */
     float *icomp_kv, *icomp_score; /* indexer compressor state */
-    int64_t pos;           /* tokens this block has consumed */
+    int64_t pos;                   /* tokens this block has consumed */
 } v4_block_state;
 
 struct v4_state {

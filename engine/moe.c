@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ACTIVE 64
+#define MAX_ACTIVE  64
 #define MAX_EXPERTS 4096 /* config.c refuses more */
 
 static float softplus(float z)
@@ -127,8 +127,10 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
         route(m, bw, logits + (size_t)t * E, ids[t], idx + (size_t)t * k, wts + (size_t)t * k);
         for (int j = 0; j < k; j++)
             if (idx[(size_t)t * k + j] < 0 || idx[(size_t)t * k + j] >= E) {
-                rc = tome_errorf(err, TOME_EFORMAT, "block %d: tid2eid sends token %d to expert "
-                                 "%d of %d", block, ids[t], idx[(size_t)t * k + j], E);
+                rc = tome_errorf(err, TOME_EFORMAT,
+                                 "block %d: tid2eid sends token %d to expert "
+                                 "%d of %d",
+                                 block, ids[t], idx[(size_t)t * k + j], E);
                 goto done;
             }
     }
@@ -149,7 +151,8 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
             rc = tome_errorf(err, TOME_ENOMEM, "out of memory in expert %d", e);
             break;
         }
-        for (int r = 0; r < cnt; r++) v4_axpy(out + (size_t)rows[r] * d, 1.0f, ys + (size_t)r * d, d);
+        for (int r = 0; r < cnt; r++)
+            v4_axpy(out + (size_t)rows[r] * d, 1.0f, ys + (size_t)r * d, d);
     }
     if (rc == 0 && run_expert(m, &bw->shared_w1, &bw->shared_w2, &bw->shared_w3, x, NULL, n, out))
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the shared expert");

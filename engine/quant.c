@@ -74,8 +74,10 @@ static int nearest_even(const float *table, int n, float v)
     if (v >= table[hi]) return hi;
     while (hi - lo > 1) {
         int mid = (lo + hi) / 2;
-        if (table[mid] <= v) lo = mid;
-        else hi = mid;
+        if (table[mid] <= v)
+            lo = mid;
+        else
+            hi = mid;
     }
     float dlo = v - table[lo], dhi = table[hi] - v;
     if (dlo < dhi) return lo;

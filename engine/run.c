@@ -22,7 +22,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: tome-run --model DIR (--ids FILE | --text TEXT) [options]\n"
-            "  --ids FILE         token ids: a JSON array or whitespace-separated integers ('-' = stdin)\n"
+            "  --ids FILE         token ids: a JSON array or whitespace-separated integers ('-' = "
+            "stdin)\n"
             "  --text TEXT        text, tokenized with DIR/tokenizer.json (special tokens parsed)\n"
             "  --chunk N          prefill chunk size (default 256)\n"
             "  --decode N         decode N tokens greedily after the prefill\n"
@@ -85,14 +86,17 @@ static int read_ids(const char *path, v4_ids *out, tome_error *err)
     }
     rc = 0;
     json_error_t jerr;
-    json_t *arr = len && text[strspn(text, " \t\r\n")] == '[' ? json_loadb(text, len, 0, &jerr) : NULL;
+    json_t *arr =
+        len && text[strspn(text, " \t\r\n")] == '[' ? json_loadb(text, len, 0, &jerr) : NULL;
     if (arr) {
         if (!json_is_array(arr)) rc = tome_errorf(err, TOME_EFORMAT, "%s: not an array", path);
         for (size_t i = 0; rc == 0 && i < json_array_size(arr); i++) {
             json_t *v = json_array_get(arr, i);
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > INT32_MAX)
                 rc = tome_errorf(err, TOME_EFORMAT, "%s: element %zu is not a token id", path, i);
-            else rc = push_id(out, (int32_t)json_integer_value(v), err);
+            else
+                rc = push_id(out, (int32_t)json_integer_value(v), err);
         }
         json_decref(arr);
     } else {
@@ -105,7 +109,8 @@ static int read_ids(const char *path, v4_ids *out, tome_error *err)
             long v = strtol(p, &end, 10);
             if (end == p || errno || v < 0 || v > INT32_MAX)
                 rc = tome_errorf(err, TOME_EFORMAT, "%s: \"%.20s\" is not a token id", path, p);
-            else rc = push_id(out, (int32_t)v, err);
+            else
+                rc = push_id(out, (int32_t)v, err);
             p = end;
         }
     }
@@ -174,43 +179,81 @@ typedef struct outputs {
 
 static int parse_options(int argc, char **argv, options *o)
 {
-    static const struct option longs[] = {
-        {"model", required_argument, 0, 'm'},      {"ids", required_argument, 0, 'i'},
-        {"text", required_argument, 0, 't'},       {"chunk", required_argument, 0, 'c'},
-        {"decode", required_argument, 0, 'd'},     {"decode-ids", required_argument, 0, 'D'},
-        {"mtp", no_argument, 0, 'M'},              {"dump", required_argument, 0, 'o'},
-        {"numerics", required_argument, 0, 'n'},   {"threads", required_argument, 0, 'j'},
-        {"print-tokens", no_argument, 0, 'p'},     {"help", no_argument, 0, 'h'},
-        {"kv-rope-bf16", no_argument, 0, 'B'},     {"save-state", required_argument, 0, 'S'},
-        {"load-state", required_argument, 0, 'L'},
-        {0, 0, 0, 0}};
+    static const struct option longs[] = {{"model", required_argument, 0, 'm'},
+                                          {"ids", required_argument, 0, 'i'},
+                                          {"text", required_argument, 0, 't'},
+                                          {"chunk", required_argument, 0, 'c'},
+                                          {"decode", required_argument, 0, 'd'},
+                                          {"decode-ids", required_argument, 0, 'D'},
+                                          {"mtp", no_argument, 0, 'M'},
+                                          {"dump", required_argument, 0, 'o'},
+                                          {"numerics", required_argument, 0, 'n'},
+                                          {"threads", required_argument, 0, 'j'},
+                                          {"print-tokens", no_argument, 0, 'p'},
+                                          {"help", no_argument, 0, 'h'},
+                                          {"kv-rope-bf16", no_argument, 0, 'B'},
+                                          {"save-state", required_argument, 0, 'S'},
+                                          {"load-state", required_argument, 0, 'L'},
+                                          {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     int c;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
-        case 'm': o->model = optarg; break;
-        case 'i': o->ids_file = optarg; break;
-        case 't': o->text = optarg; break;
-        case 'c': o->chunk = atoi(optarg); break;
-        case 'd': o->decode = atoi(optarg); break;
-        case 'D': o->decode_ids_file = optarg; break;
-        case 'M': o->mtp = 1; break;
-        case 'o': o->dump = optarg; break;
-        case 'j': o->threads = atoi(optarg); break;
-        case 'p': o->print_tokens = 1; break;
-        case 'B': o->kv_rope_bf16 = 1; break;
-        case 'S': o->save_state = optarg; break;
-        case 'L': o->load_state = optarg; break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'i':
+            o->ids_file = optarg;
+            break;
+        case 't':
+            o->text = optarg;
+            break;
+        case 'c':
+            o->chunk = atoi(optarg);
+            break;
+        case 'd':
+            o->decode = atoi(optarg);
+            break;
+        case 'D':
+            o->decode_ids_file = optarg;
+            break;
+        case 'M':
+            o->mtp = 1;
+            break;
+        case 'o':
+            o->dump = optarg;
+            break;
+        case 'j':
+            o->threads = atoi(optarg);
+            break;
+        case 'p':
+            o->print_tokens = 1;
+            break;
+        case 'B':
+            o->kv_rope_bf16 = 1;
+            break;
+        case 'S':
+            o->save_state = optarg;
+            break;
+        case 'L':
+            o->load_state = optarg;
+            break;
         case 'n':
-            if (strcmp(optarg, "qat") == 0) o->numerics = V4_NUMERICS_QAT;
-            else if (strcmp(optarg, "fp32") == 0) o->numerics = V4_NUMERICS_FP32;
+            if (strcmp(optarg, "qat") == 0)
+                o->numerics = V4_NUMERICS_QAT;
+            else if (strcmp(optarg, "fp32") == 0)
+                o->numerics = V4_NUMERICS_FP32;
             else {
                 fprintf(stderr, "tome-run: --numerics must be qat or fp32\n");
                 return 2;
             }
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!o->model || (!o->ids_file == !o->text) || o->chunk < 0 || o->decode < 0) {
@@ -257,8 +300,8 @@ static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_e
 
 static int run(const options *o, tome_error *err)
 {
-    v4_open_options opts = {.numerics = o->numerics, .n_threads = o->threads,
-                            .kv_rope_bf16 = o->kv_rope_bf16};
+    v4_open_options opts = {
+        .numerics = o->numerics, .n_threads = o->threads, .kv_rope_bf16 = o->kv_rope_bf16};
     double t0 = tome_now();
     v4_model *m;
     int rc = v4_model_open(o->model, &opts, &m, err);
@@ -293,15 +336,16 @@ static int run(const options *o, tome_error *err)
                        : v4_state_new(m, &s, err);
     if (rc) goto done;
     if (o->load_state)
-        fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s\n",
-                done_ids, ids.n, o->load_state, tome_now() - t1);
-    v4_eval ev = {.chunk = o->chunk, .logits = out.prefill, .last_logits = last,
+        fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s\n", done_ids,
+                ids.n, o->load_state, tome_now() - t1);
+    v4_eval ev = {.chunk = o->chunk,
+                  .logits = out.prefill,
+                  .last_logits = last,
                   .hc_out = o->mtp ? hc : NULL};
     t1 = tome_now();
     if ((rc = v4_eval_tokens(s, ids.ids + done_ids, ids.n - done_ids, &ev, err)) != 0) goto done;
     double t_prefill = tome_now() - t1;
-    if (o->save_state &&
-        (rc = store_kv_save(o->save_state, s, NULL, 0, ids.ids, ids.n, err)) != 0)
+    if (o->save_state && (rc = store_kv_save(o->save_state, s, NULL, 0, ids.ids, ids.n, err)) != 0)
         goto done;
     double t2 = tome_now();
     int32_t next = argmax(last, (int)V);
@@ -333,9 +377,8 @@ static int run(const options *o, tome_error *err)
             "tome-run: load %.3f s; prefill %zu tokens in %.3f s (%.1f tok/s); decode %lld tokens "
             "in %.3f s (%.2f tok/s); state %zu bytes of compressed KV (model: %.2f B/token)\n",
             t_load, ids.n - done_ids, t_prefill,
-            (ids.n - done_ids) / (t_prefill > 0 ? t_prefill : 1e-9),
-            (long long)out.n_decode, t_decode,
-            out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s),
+            (ids.n - done_ids) / (t_prefill > 0 ? t_prefill : 1e-9), (long long)out.n_decode,
+            t_decode, out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s),
             v4_model_state_bytes_per_token(m));
     if (o->print_tokens) {
         for (int64_t i = 0; i < out.n_decode; i++) printf("%s%d", i ? " " : "", out.tokens[i]);

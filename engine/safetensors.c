@@ -60,8 +60,10 @@ static int parse_shape(json_t *info, v4_ckpt_tensor *t, const char *file, tome_e
 {
     json_t *shape = json_object_get(info, "shape");
     if (!json_is_array(shape) || json_array_size(shape) > 4)
-        return tome_errorf(err, TOME_EFORMAT, "%s: tensor %s: \"shape\" must be an array of <= 4 "
-                           "integers", file, t->name);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: tensor %s: \"shape\" must be an array of <= 4 "
+                           "integers",
+                           file, t->name);
     t->ndim = (int)json_array_size(shape);
     int64_t count = 1;
     for (int i = 0; i < t->ndim; i++) {
@@ -101,16 +103,17 @@ static int parse_entry(v4_checkpoint *ck, int shard, const char *name, json_t *i
     json_t *off = json_object_get(info, "data_offsets");
     if (!json_is_array(off) || json_array_size(off) != 2 ||
         !json_is_integer(json_array_get(off, 0)) || !json_is_integer(json_array_get(off, 1)))
-        return tome_errorf(err, TOME_EFORMAT, "%s: tensor %s: \"data_offsets\" must be two integers",
-                           s->path, name);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: tensor %s: \"data_offsets\" must be two integers", s->path, name);
     json_int_t begin = json_integer_value(json_array_get(off, 0));
     json_int_t end = json_integer_value(json_array_get(off, 1));
     size_t avail = s->size - s->data_start;
     if (begin < 0 || end < begin || (uint64_t)end > avail)
-        return tome_errorf(err, TOME_EFORMAT,
-                           "%s: tensor %s: data [%lld, %lld) lies outside the %zu data bytes of the "
-                           "file (truncated shard?)",
-                           s->path, name, (long long)begin, (long long)end, avail);
+        return tome_errorf(
+            err, TOME_EFORMAT,
+            "%s: tensor %s: data [%lld, %lld) lies outside the %zu data bytes of the "
+            "file (truncated shard?)",
+            s->path, name, (long long)begin, (long long)end, avail);
     if ((size_t)(end - begin) != t->nbytes)
         return tome_errorf(err, TOME_EFORMAT,
                            "%s: tensor %s: %lld data bytes, but dtype and shape need %zu", s->path,
@@ -126,8 +129,8 @@ static int parse_header(v4_checkpoint *ck, int shard, tome_error *err)
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | s->map[i];
     if (hlen > s->size - 8 || hlen > MAX_HEADER_BYTES)
         return tome_errorf(err, TOME_EFORMAT,
-                           "%s: header length %llu runs past the end of the %zu-byte file",
-                           s->path, (unsigned long long)hlen, s->size);
+                           "%s: header length %llu runs past the end of the %zu-byte file", s->path,
+                           (unsigned long long)hlen, s->size);
     s->data_start = 8 + (size_t)hlen;
     json_error_t jerr;
     json_t *root = json_loadb((const char *)s->map + 8, (size_t)hlen, 0, &jerr);
@@ -160,8 +163,10 @@ static int add_shard(v4_checkpoint *ck, const char *file, tome_error *err)
     for (int i = 0; i < ck->n_shards; i++)
         if (strcmp(ck->shards[i].file, file) == 0) return i;
     if (strchr(file, '/') || strcmp(file, "..") == 0)
-        return tome_errorf(err, TOME_EFORMAT, "index names shard \"%s\", which is not a plain file "
-                           "name", file);
+        return tome_errorf(err, TOME_EFORMAT,
+                           "index names shard \"%s\", which is not a plain file "
+                           "name",
+                           file);
     v4_shard *grown = realloc(ck->shards, (size_t)(ck->n_shards + 1) * sizeof *grown);
     if (!grown) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     ck->shards = grown;
@@ -204,8 +209,8 @@ static int load_shards(v4_checkpoint *ck, tome_error *err)
     json_object_foreach(map, name, file)
     {
         if (!json_is_string(file)) {
-            rc = tome_errorf(err, TOME_EFORMAT, "%s: weight_map[%s] is not a file name", path,
-                             name);
+            rc =
+                tome_errorf(err, TOME_EFORMAT, "%s: weight_map[%s] is not a file name", path, name);
             break;
         }
         if ((rc = add_shard(ck, json_string_value(file), err)) < 0) break;
@@ -251,8 +256,10 @@ static int build_name_table(v4_checkpoint *ck, tome_error *err)
         json_object_foreach(ck->index, name, file)
         {
             if (!json_object_get(ck->by_name, name))
-                return tome_errorf(err, TOME_EFORMAT, "tensor %s: the index places it in %s, "
-                                   "which does not contain it", name, json_string_value(file));
+                return tome_errorf(err, TOME_EFORMAT,
+                                   "tensor %s: the index places it in %s, "
+                                   "which does not contain it",
+                                   name, json_string_value(file));
         }
     }
     return 0;

@@ -28,8 +28,10 @@ void v4_rows_init(v4_rows *r, size_t row_bytes)
 static void chunk_release(v4_chunk *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
-    if (c->release) c->release(c->owner);
-    else free(c->data);
+    if (c->release)
+        c->release(c->owner);
+    else
+        free(c->data);
     free(c);
 }
 
@@ -147,8 +149,10 @@ void v4_kv_load(const v4_model *m, const uint8_t *row, float *kv)
     }
     const uint8_t *rope = row + nope + nope / 64;
     for (int i = 0; i < c->rope_dim; i++) {
-        if (m->rope_bf16) kv[nope + i] = v4_bf16_to_f32((uint16_t)(rope[2 * i] | rope[2 * i + 1] << 8));
-        else memcpy(&kv[nope + i], rope + 4 * i, 4);
+        if (m->rope_bf16)
+            kv[nope + i] = v4_bf16_to_f32((uint16_t)(rope[2 * i] | rope[2 * i + 1] << 8));
+        else
+            memcpy(&kv[nope + i], rope + 4 * i, 4);
     }
 }
 

@@ -33,16 +33,16 @@
 
 typedef struct v4_config {
     int vocab_size;
-    int dim;             /* hidden_size */
-    int n_layers;        /* num_hidden_layers (main blocks, MTP excluded) */
-    int n_heads;         /* num_attention_heads */
-    int head_dim;        /* also the KV width */
-    int rope_dim;        /* qk_rope_head_dim: RoPE on the last rope_dim dims */
+    int dim;      /* hidden_size */
+    int n_layers; /* num_hidden_layers (main blocks, MTP excluded) */
+    int n_heads;  /* num_attention_heads */
+    int head_dim; /* also the KV width */
+    int rope_dim; /* qk_rope_head_dim: RoPE on the last rope_dim dims */
     int q_lora_rank;
     int o_groups;
     int o_lora_rank;
-    int window;          /* sliding_window */
-    int n_mtp_layers;    /* num_nextn_predict_layers */
+    int window;                            /* sliding_window */
+    int n_mtp_layers;                      /* num_nextn_predict_layers */
     int compress_ratio[V4_MAX_LAYERS + 8]; /* n_layers + n_mtp_layers entries */
     int index_n_heads;
     int index_head_dim;
@@ -52,7 +52,7 @@ typedef struct v4_config {
     int n_active_experts; /* num_experts_per_tok */
     int moe_inter_dim;
     int n_hash_layers;
-    int expert_fp4;       /* expert_dtype == "fp4" (else fp8) */
+    int expert_fp4; /* expert_dtype == "fp4" (else fp8) */
     int hc_mult;
     int hc_sinkhorn_iters;
     int bos_id, eos_id;
@@ -110,7 +110,8 @@ int v4_manifest(const v4_config *cfg, v4_tensor_spec **specs, size_t *n, tome_er
 typedef struct v4_model v4_model;
 
 typedef enum v4_numerics {
-    V4_NUMERICS_QAT = 0, /* default: FP32 compute plus the trained KV-FP8 / indexer-FP4 round trips */
+    V4_NUMERICS_QAT =
+        0, /* default: FP32 compute plus the trained KV-FP8 / indexer-FP4 round trips */
     V4_NUMERICS_FP32 = 1 /* debugging: the two round trips disabled */
 } v4_numerics;
 
@@ -162,10 +163,10 @@ typedef int (*v4_progress_fn)(void *ctx, int64_t done, int64_t total);
 
 /* Optional outputs and hooks of an evaluation. */
 typedef struct v4_eval {
-    int chunk;               /* tokens per forward chunk; 0 = engine default */
-    float *logits;           /* if set: [n][vocab] logits of every position */
-    float *last_logits;      /* if set: [vocab] logits of the last position */
-    float *hc_out;           /* if set: [n][hc_mult][dim] final HC state (MTP input) */
+    int chunk;          /* tokens per forward chunk; 0 = engine default */
+    float *logits;      /* if set: [n][vocab] logits of every position */
+    float *last_logits; /* if set: [vocab] logits of the last position */
+    float *hc_out;      /* if set: [n][hc_mult][dim] final HC state (MTP input) */
     v4_progress_fn progress;
     void *progress_ctx;
     /* Debug taps (used by the golden tests).  hidden: the HC state after
@@ -212,8 +213,8 @@ int v4_tokenizer_n_ids(const v4_tokenizer *t);
 /* Encode `len` bytes of text (may contain NUL; invalid UTF-8 is encoded as
  * its raw bytes) and append the ids to `out`.  With `parse_special`, added
  * tokens written as text (e.g. "<｜User｜>") become their ids. */
-int v4_tokenize(const v4_tokenizer *t, const char *text, size_t len, int parse_special,
-                v4_ids *out, tome_error *err);
+int v4_tokenize(const v4_tokenizer *t, const char *text, size_t len, int parse_special, v4_ids *out,
+                tome_error *err);
 /* Id of an added/special token given its exact text, or -1. */
 int32_t v4_token_lookup(const v4_tokenizer *t, const char *text);
 /* The bytes a token id stands for (after the byte-level decoding). */
@@ -297,8 +298,8 @@ int v4_chat_render(const v4_chat_message *msgs, size_t n, const v4_chat_options 
 const char *v4_docqa_default_instructions(void);
 int v4_docqa_prefix(const v4_chat_options *opts, const char *instructions, const char *corpus,
                     size_t corpus_len, v4_prompt *out, tome_error *err);
-int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t len,
-                      v4_prompt *out, tome_error *err);
+int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t len, v4_prompt *out,
+                      tome_error *err);
 
 /* ------------------------------------------------------------------------
  * State sections (save/restore)
@@ -311,14 +312,14 @@ int v4_docqa_question(const v4_chat_options *opts, const char *question, size_t 
  * engine knows nothing of files. */
 
 typedef enum v4_section_kind {
-    V4_SECTION_POS = 1,          /* I64, 1 row: tokens the block has consumed */
-    V4_SECTION_WINDOW = 2,       /* I8 rows: the window ring, slot = pos % window */
-    V4_SECTION_KV = 3,           /* I8 rows: compressed KV entries (ratio != 0) */
-    V4_SECTION_INDEX = 4,        /* I8 rows: indexer keys (ratio 4) */
-    V4_SECTION_COMP_KV = 5,      /* F32 rows: main compressor, projected KV */
-    V4_SECTION_COMP_SCORE = 6,   /* F32 rows: main compressor, gate scores */
-    V4_SECTION_ICOMP_KV = 7,     /* F32 rows: indexer compressor, projected KV */
-    V4_SECTION_ICOMP_SCORE = 8   /* F32 rows: indexer compressor, gate scores */
+    V4_SECTION_POS = 1,        /* I64, 1 row: tokens the block has consumed */
+    V4_SECTION_WINDOW = 2,     /* I8 rows: the window ring, slot = pos % window */
+    V4_SECTION_KV = 3,         /* I8 rows: compressed KV entries (ratio != 0) */
+    V4_SECTION_INDEX = 4,      /* I8 rows: indexer keys (ratio 4) */
+    V4_SECTION_COMP_KV = 5,    /* F32 rows: main compressor, projected KV */
+    V4_SECTION_COMP_SCORE = 6, /* F32 rows: main compressor, gate scores */
+    V4_SECTION_ICOMP_KV = 7,   /* F32 rows: indexer compressor, projected KV */
+    V4_SECTION_ICOMP_SCORE = 8 /* F32 rows: indexer compressor, gate scores */
 } v4_section_kind;
 
 /* Short stable name of a kind ("window", "kv", ...), for messages. */
@@ -326,8 +327,8 @@ const char *v4_section_kind_name(v4_section_kind kind);
 
 typedef struct v4_section {
     v4_section_kind kind;
-    int block;         /* block index; >= n_layers: an MTP block */
-    v4_dtype dtype;    /* V4_I64, V4_I8 (stored row bytes) or V4_F32 */
+    int block;      /* block index; >= n_layers: an MTP block */
+    v4_dtype dtype; /* V4_I64, V4_I8 (stored row bytes) or V4_F32 */
     size_t row_bytes;
     int64_t n_rows;
 } v4_section;
@@ -376,8 +377,8 @@ typedef struct v4_borrow {
  * compressed rows) and every main block at the same position.  Anything else
  * is refused with TOME_EFORMAT naming the section.  `borrow` may be NULL
  * (everything is copied). */
-int v4_state_load(const v4_model *m, const v4_section_data *secs, size_t n,
-                  const v4_borrow *borrow, v4_state **out, tome_error *err);
+int v4_state_load(const v4_model *m, const v4_section_data *secs, size_t n, const v4_borrow *borrow,
+                  v4_state **out, tome_error *err);
 
 /* The numerics the model was opened with (states record it), and the
  * model a state belongs to. */

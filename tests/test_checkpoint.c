@@ -92,7 +92,8 @@ int main(void)
     expect_refusal(dir, "truncated shard", SHARD2, "truncated");
 
     dir = fresh_copy();
-    patch(dir, SHARD2, "\"hc_head_base\":{\"dtype\":\"F32\"", "\"hc_head_base\":{\"dtype\":\"I32\"");
+    patch(dir, SHARD2, "\"hc_head_base\":{\"dtype\":\"F32\"",
+          "\"hc_head_base\":{\"dtype\":\"I32\"");
     expect_refusal(dir, "wrong dtype", "hc_head_base", "dtype I32");
 
     dir = fresh_copy();

@@ -26,8 +26,8 @@ typedef struct run {
     float *mtp_decode;  /* [N][V] */
     float *hidden;      /* [n_layers+1][5][width] */
     int64_t hidden_pos[5];
-    int32_t *topk;      /* [n_layers+1][N+1][k]: row 0 = last prefill position */
-    int *topk_n;        /* [n_layers+1][N+1], -1 = not seen */
+    int32_t *topk; /* [n_layers+1][N+1][k]: row 0 = last prefill position */
+    int *topk_n;   /* [n_layers+1][N+1], -1 = not seen */
 } run;
 
 static void on_hidden(void *ctx, int layer, int64_t pos, const float *x)
@@ -50,8 +50,7 @@ static void on_topk(void *ctx, int layer, int64_t pos, const int32_t *idx, int k
     r->topk_n[at] = k;
 }
 
-static void run_case(const char *dir, v4_numerics numerics, const golden_file *g, int chunk,
-                     run *r)
+static void run_case(const char *dir, v4_numerics numerics, const golden_file *g, int chunk, run *r)
 {
     tome_error err = {0};
     v4_open_options opts = {.numerics = numerics};
@@ -87,19 +86,23 @@ static void run_case(const char *dir, v4_numerics numerics, const golden_file *g
 
     v4_state *s;
     REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
-    v4_eval ev = {.chunk = chunk, .logits = r->prefill, .hc_out = hc, .on_hidden = on_hidden,
-                  .on_topk = on_topk, .tap_ctx = r};
+    v4_eval ev = {.chunk = chunk,
+                  .logits = r->prefill,
+                  .hc_out = hc,
+                  .on_hidden = on_hidden,
+                  .on_topk = on_topk,
+                  .tap_ctx = r};
     REQUIRE(v4_eval_tokens(s, ids.data, (size_t)r->P, &ev, &err) == 0, "prefill: %s", err.msg);
     v4_eval mev = {.chunk = chunk, .on_topk = on_topk, .tap_ctx = r};
     REQUIRE(v4_mtp_eval(s, hc, mids.data, (size_t)r->P, r->mtp_prefill, &mev, &err) == 0,
             "mtp prefill: %s", err.msg);
     for (int64_t i = 0; i < r->N; i++) {
-        v4_eval dev = {.last_logits = r->decode + i * V, .hc_out = hc, .on_topk = on_topk,
-                       .tap_ctx = r};
+        v4_eval dev = {
+            .last_logits = r->decode + i * V, .hc_out = hc, .on_topk = on_topk, .tap_ctx = r};
         REQUIRE(v4_eval_tokens(s, (const int32_t *)dids.data + i, 1, &dev, &err) == 0,
                 "decode step %lld: %s", (long long)i, err.msg);
-        REQUIRE(v4_mtp_eval(s, hc, (const int32_t *)mdids.data + i, 1, r->mtp_decode + i * V,
-                            &mev, &err) == 0,
+        REQUIRE(v4_mtp_eval(s, hc, (const int32_t *)mdids.data + i, 1, r->mtp_decode + i * V, &mev,
+                            &err) == 0,
                 "mtp decode step %lld: %s", (long long)i, err.msg);
     }
     free(hc);
@@ -164,8 +167,10 @@ static logit_stats compare_rows(const float *ref, const float *got, const int32_
         if (mx > st.max) st.max = mx;
         float margin;
         int ra = argmax(a, V, &margin), ga = argmax(b, V, NULL);
-        if (ra == ga) st.argmax_agree++;
-        else if (margin >= 1e-2f) st.argmax_bad++;
+        if (ra == ga)
+            st.argmax_agree++;
+        else if (margin >= 1e-2f)
+            st.argmax_bad++;
     }
     qsort(per, (size_t)n, sizeof *per, cmp_float);
     st.median = n ? per[n / 2] : 0;
@@ -181,8 +186,8 @@ static void check_tight(const char *what, logit_stats st)
     int allowed = st.n * 3 / 100 > 1 ? st.n * 3 / 100 : 1;
     fprintf(stderr, "  %-28s n=%4d median %.2e max %.2e  >2e-3: %d  argmax-fail: %d\n", what, st.n,
             st.median, st.max, st.over_tight, st.argmax_bad);
-    CHECKF(st.over_tight <= allowed, "%s: %d positions over 2e-3 (allowed %d)", what,
-           st.over_tight, allowed);
+    CHECKF(st.over_tight <= allowed, "%s: %d positions over 2e-3 (allowed %d)", what, st.over_tight,
+           allowed);
     CHECKF(st.max <= 5e-2f, "%s: max |dlogit| %.3g over 5e-2", what, st.max);
     CHECKF(st.median <= 1e-4f, "%s: median %.3g over 1e-4", what, st.median);
     CHECKF(st.argmax_bad == 0, "%s: %d argmax disagreements with margin >= 1e-2", what,
@@ -208,8 +213,7 @@ static void check_flip_tolerant(const char *what, logit_stats st)
            st.argmax_bad);
 }
 
-static void check_statistical(const char *what, logit_stats st, float med, float mean,
-                              float agree)
+static void check_statistical(const char *what, logit_stats st, float med, float mean, float agree)
 {
     float frac = st.n ? (float)st.argmax_agree / st.n : 0;
     fprintf(stderr, "  %-28s n=%4d median %.3f mean|d| %.3f argmax agree %.0f%%\n", what, st.n,
@@ -238,8 +242,10 @@ static void check_topk(const golden_file *g, const run *r, int min_percent)
     char name[64];
     for (int l = 0; l <= r->n_layers; l++) {
         int slot = l;
-        if (l < r->n_layers) snprintf(name, sizeof name, "indexer_topk.layer%d", l);
-        else snprintf(name, sizeof name, "indexer_topk.mtp");
+        if (l < r->n_layers)
+            snprintf(name, sizeof name, "indexer_topk.layer%d", l);
+        else
+            snprintf(name, sizeof name, "indexer_topk.mtp");
         if (!golden_has(g, name)) continue;
         golden_tensor t = golden_get(g, name);
         size_t at = (size_t)slot * (r->N + 1);
@@ -279,10 +285,13 @@ static void check_hidden(const golden_file *g, const run *r)
                 amax = fmaxf(amax, fabsf(a[j]));
             }
             float rel = dmax / (amax > 0 ? amax : 1);
-            if (verbose) fprintf(stderr, "    hidden layer %d position %lld: rel %.3g\n", l, (long long)r->hidden_pos[i], rel);
+            if (verbose)
+                fprintf(stderr, "    hidden layer %d position %lld: rel %.3g\n", l,
+                        (long long)r->hidden_pos[i], rel);
             /* the README allows the last prefill position to exceed this
              * next to a logit flip; positions 0-3 must hold */
-            if (i < 4) CHECKF(rel <= 1e-4f, "hidden layer %d position %d: relative %.3g", l, i, rel);
+            if (i < 4)
+                CHECKF(rel <= 1e-4f, "hidden layer %d position %d: relative %.3g", l, i, rel);
             worst = fmaxf(worst, i < 4 ? rel : 0);
         }
     fprintf(stderr, "  hidden states (positions 0-3): worst relative %.2e\n", worst);
@@ -294,7 +303,8 @@ static void compare_file(const golden_file *g, const run *r, mode how, float med
                          float agree)
 {
     int V = r->vocab;
-    golden_tensor pl = golden_get(g, "prefill_logits"), pp = golden_get(g, "prefill_logit_positions");
+    golden_tensor pl = golden_get(g, "prefill_logits"),
+                  pp = golden_get(g, "prefill_logit_positions");
     golden_tensor ml = golden_get(g, "mtp_prefill_logits");
     golden_tensor mp = golden_get(g, "mtp_prefill_logit_positions");
     golden_tensor dl = golden_get(g, "decode_logits"), mdl = golden_get(g, "mtp_decode_logits");
@@ -307,9 +317,12 @@ static void compare_file(const golden_file *g, const run *r, mode how, float med
     const char *names[4] = {"prefill logits", "decode logits", "mtp prefill logits",
                             "mtp decode logits"};
     for (int i = 0; i < 4; i++) {
-        if (how == STATISTICAL) check_statistical(names[i], s[i], med, mean, agree);
-        else if (how == FLIPS) check_flip_tolerant(names[i], s[i]);
-        else check_tight(names[i], s[i]);
+        if (how == STATISTICAL)
+            check_statistical(names[i], s[i], med, mean, agree);
+        else if (how == FLIPS)
+            check_flip_tolerant(names[i], s[i]);
+        else
+            check_tight(names[i], s[i]);
     }
     if (how != STATISTICAL) check_hidden(g, r);
     /* The official files keep the top-k routine's own tie order and other

@@ -93,7 +93,8 @@ static void test_format(v4_dtype t)
             CHECKF(y1[r] == y[(size_t)t2 * rows + r], "%s: token %d row %d differs by batch",
                    v4_dtype_name(t), t2, r);
             float seq = 0; /* the in-order FMA chain the kernels promise */
-            for (int c = 0; c < cols; c++) seq = fmaf(ref[(size_t)r * cols + c], x[(size_t)t2 * cols + c], seq);
+            for (int c = 0; c < cols; c++)
+                seq = fmaf(ref[(size_t)r * cols + c], x[(size_t)t2 * cols + c], seq);
             CHECKF(seq == y1[r], "%s: row %d is not the in-order sum", v4_dtype_name(t), r);
             /* error against the exact sum, relative to the sum of |terms|
              * (the bound for any float summation order) */
