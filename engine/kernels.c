@@ -64,9 +64,33 @@ float v4_dot(const float *a, const float *b, int n)
     return dot_scalar(a, b, n);
 }
 
-void v4_axpy(float *y, float a, const float *x, int n)
+static void axpy_scalar(float *y, float a, const float *x, int n)
 {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#ifdef V4_HAVE_X86
+/* A multiply then an add, as the scalar loop rounds (never fused). */
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i),
+                                              _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    axpy_scalar(y + i, a, x + i, n - i);
+}
+#endif
+
+void v4_axpy(float *y, float a, const float *x, int n)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        axpy_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    axpy_scalar(y, a, x, n);
 }
 
 #define LANES 8
