@@ -212,11 +212,23 @@ static void test_principals(const char *dir)
     free(cfg);
 }
 
+static void remove_dir(const char *dir)
+{
+    static const char *const files[] = {"tomed.conf", "bad.conf", "tokens.json"};
+    char path[4200];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    CHECKF(remove(dir) == 0, "%s is not empty at the end", dir);
+}
+
 int main(void)
 {
     const char *dir = check_tmpdir();
     test_config(dir);
     test_names_and_rights();
     test_principals(dir);
+    remove_dir(dir);
     return check_finish();
 }
