@@ -17,6 +17,7 @@
 #include "engine/internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -510,6 +511,22 @@ typedef struct matmul_job {
 static _Thread_local float row_buf[LANES * V4_MAX_COLS];
 static _Thread_local float tile_fixed[LANES * V4_MAX_COLS];
 static _Thread_local float *tile_group;
+static pthread_key_t tile_key;
+static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
+
+static void make_tile_key(void)
+{
+    pthread_key_create(&tile_key, free); /* frees a thread's tiles when it exits */
+}
+
+static float *group_tiles(void)
+{
+    if (tile_group) return tile_group;
+    pthread_once(&tile_key_once, make_tile_key);
+    tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
+    if (tile_group) pthread_setspecific(tile_key, tile_group);
+    return tile_group;
+}
 
 static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *tiles, int max_tiles)
 {
@@ -547,8 +564,7 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
         return;
     }
 #endif
-    if (!tile_group) tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
-    float *tiles = tile_group ? tile_group : tile_fixed;
+    float *tiles = group_tiles() ? tile_group : tile_fixed;
     /* Decode (n == 1) is limited by decoding weights: take GROUP tiles per
      * pass so the FMAs of independent rows overlap.  Prefill reuses one
      * tile for GROUP tokens at a time. */
