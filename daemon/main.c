@@ -20,6 +20,7 @@
 #include "config.h"
 
 #include "daemon/tomed.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -60,6 +61,8 @@ static int prepare_state_dir(const tomed_config *cfg, tome_error *err)
     if (rc != 0) return rc;
     snprintf(path, sizeof path, "%s/kv", cfg->state_dir);
     if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
+    /* Temporary files of saves a crash interrupted (tome-kvcache(5)). */
+    if ((rc = store_kv_remove_temps(path, NULL, err)) != 0) return rc;
     snprintf(path, sizeof path, "%s/tmp", cfg->state_dir);
     if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
     return tomed_clean_tmp(path, err);

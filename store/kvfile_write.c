@@ -10,12 +10,19 @@
  * checksums have shown that those rows are the same.  The temporary file
  * is fsynced, renamed over the target, and the directory fsynced, so a
  * crash leaves the old file or the new one.
+ *
+ * A writer killed before its rename leaves its temporary file behind (the
+ * target is untouched).  The next save of the same target removes such
+ * leftovers before it starts, and store_kv_remove_temps() clears a whole
+ * directory (tomed does at start-up), so they never pile up.
  */
 #include "store/store.h"
 
 #include "engine/v4.h"
 #include "store/kvfile.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -268,24 +275,84 @@ done:
     return rc;
 }
 
-/* Temporary file, body, rename, directory fsync. */
+/* ---- temporary files ------------------------------------------------------------------ */
+
+#define TMP_SUFFIX "tmpXXXXXX"
+
+/* Whether `entry` is a temporary file of a state file: "NAME.tmp" and six
+ * of mkostemp's letters; of the target named `name` only, when not NULL. */
+static int is_temp_name(const char *entry, const char *name)
+{
+    size_t len = strlen(entry), tail = strlen("." TMP_SUFFIX);
+    if (len <= tail || (name && len != strlen(name) + tail)) return 0;
+    if (name && strncmp(entry, name, len - tail) != 0) return 0;
+    if (strncmp(entry + len - tail, ".tmp", 4) != 0) return 0;
+    for (size_t i = len - 6; i < len; i++)
+        if (!isalnum((unsigned char)entry[i])) return 0;
+    return 1;
+}
+
+static int remove_temps(const char *dir, const char *name, size_t *removed, tome_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return tome_errorf(err, TOME_EIO, "%s: cannot list: %s", dir, strerror(errno));
+    size_t n = 0, cap = strlen(dir) + 258;
+    char *path = malloc(cap);
+    int rc = path ? 0 : tome_errorf(err, TOME_ENOMEM, "%s: out of memory", dir);
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        if (!is_temp_name(e->d_name, name)) continue;
+        snprintf(path, cap, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0)
+            n++;
+        else if (errno != ENOENT)
+            rc = tome_errorf(err, TOME_EIO, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    closedir(d);
+    free(path);
+    if (removed) *removed = n;
+    return rc;
+}
+
+int store_kv_remove_temps(const char *dir, size_t *removed, tome_error *err)
+{
+    return remove_temps(dir, NULL, removed, err);
+}
+
+/* The leftovers of earlier saves of `path` that were killed before their
+ * rename. */
+static int remove_own_temps(const char *path, tome_error *err)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return remove_temps(".", path, NULL, err);
+    char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (!dir) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", path);
+    int rc = remove_temps(dir, slash + 1, NULL, err);
+    free(dir);
+    return rc;
+}
+
+/* ---- the file ------------------------------------------------------------------------ */
+
+/* Leftovers removed, then temporary file, body, rename, directory fsync. */
 static int write_file(const char *path, const v4_state *st, kv_plan *p, const int32_t *ids,
                       size_t n_ids, tome_error *err)
 {
+    int rc = remove_own_temps(path, err);
+    if (rc) return rc;
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     if (!tmp) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", path);
-    snprintf(tmp, len, "%s.tmpXXXXXX", path);
+    snprintf(tmp, len, "%s." TMP_SUFFIX, path);
     kv_writer w = {.tmp = tmp, .fd = mkostemp(tmp, O_CLOEXEC)};
     if (w.fd < 0) {
-        int rc = tome_errorf(err, TOME_EIO, "%s: cannot create a temporary file: %s", path,
-                             strerror(errno));
+        rc = tome_errorf(err, TOME_EIO, "%s: cannot create a temporary file: %s", path,
+                         strerror(errno));
         free(tmp);
         return rc;
     }
     /* The file keeps mkostemp's mode 0600: a state is derived from the
      * corpus it read and is as private as the corpus. */
-    int rc = write_body(&w, st, p, ids, n_ids, err);
+    rc = write_body(&w, st, p, ids, n_ids, err);
     if (close(w.fd) != 0 && rc == 0)
         rc = tome_errorf(err, TOME_EIO, "%s: close failed: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, path) != 0)

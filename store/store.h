@@ -392,6 +392,14 @@ typedef struct v4_state v4_state;
 int store_kv_save(const char *path, const v4_state *st, const v4_state *const *points,
                   size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err);
 
+/* A save killed before its rename leaves a temporary file "PATH.tmpXXXXXX"
+ * beside the target (the target itself is the old file or absent).  The
+ * next save of the same PATH removes those first, so one writer at a time
+ * per target path is assumed; this removes every such leftover in `dir`
+ * (for a start-up, when no save is running), counting them in *removed
+ * (may be NULL). */
+int store_kv_remove_temps(const char *dir, size_t *removed, tome_error *err);
+
 /* An open state file: mapped read-only, header, table and token ids
  * checked.  Used by one thread at a time; the states restored from it may
  * outlive it (the mapping stays until the last of them releases it). */
