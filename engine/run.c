@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *out)
 {
@@ -285,6 +286,36 @@ static int load_state(const v4_model *m, const char *path, const v4_ids *ids, v4
     return rc;
 }
 
+/* The restore time (since `t0`), and what a fork of the restored state
+ * costs: the price of each question asked from a cached state. */
+static int report_restore(const char *path, const v4_state *s, size_t done, size_t n, double t0,
+                          tome_error *err)
+{
+    double t_restore = tome_now() - t0, t1 = tome_now();
+    v4_state *fork;
+    int rc = v4_state_fork(s, &fork, err);
+    if (rc) return rc;
+    double t_fork = tome_now() - t1;
+    v4_state_free(fork);
+    fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s; fork %.6f s\n",
+            done, n, path, t_restore, t_fork);
+    return 0;
+}
+
+/* --save-state, timed. */
+static int save_state(const char *path, const v4_state *s, const v4_ids *ids, tome_error *err)
+{
+    double t0 = tome_now();
+    int rc = store_kv_save(path, s, NULL, 0, ids->ids, ids->n, err);
+    if (rc) return rc;
+    double t = tome_now() - t0;
+    struct stat st;
+    if (stat(path, &st) != 0) return tome_errorf(err, TOME_EIO, "%s: %s", path, strerror(errno));
+    fprintf(stderr, "tome-run: saved %zu tokens to %s: %lld bytes in %.3f s (%.1f MB/s)\n", ids->n,
+            path, (long long)st.st_size, t, (double)st.st_size / 1e6 / (t > 0 ? t : 1e-9));
+    return 0;
+}
+
 static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_error *err)
 {
     char path[4096];
@@ -335,9 +366,8 @@ static int run(const options *o, tome_error *err)
     rc = o->load_state ? load_state(m, o->load_state, &ids, &s, &done_ids, err)
                        : v4_state_new(m, &s, err);
     if (rc) goto done;
-    if (o->load_state)
-        fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s\n", done_ids,
-                ids.n, o->load_state, tome_now() - t1);
+    if (o->load_state && (rc = report_restore(o->load_state, s, done_ids, ids.n, t1, err)) != 0)
+        goto done;
     v4_eval ev = {.chunk = o->chunk,
                   .logits = out.prefill,
                   .last_logits = last,
@@ -345,8 +375,7 @@ static int run(const options *o, tome_error *err)
     t1 = tome_now();
     if ((rc = v4_eval_tokens(s, ids.ids + done_ids, ids.n - done_ids, &ev, err)) != 0) goto done;
     double t_prefill = tome_now() - t1;
-    if (o->save_state && (rc = store_kv_save(o->save_state, s, NULL, 0, ids.ids, ids.n, err)) != 0)
-        goto done;
+    if (o->save_state && (rc = save_state(o->save_state, s, &ids, err)) != 0) goto done;
     double t2 = tome_now();
     int32_t next = argmax(last, (int)V);
     for (int64_t i = 0; i < out.n_decode; i++) {
