@@ -297,7 +297,7 @@ static int report_restore(const char *path, const v4_state *s, size_t done, size
     if (rc) return rc;
     double t_fork = tome_now() - t1;
     v4_state_free(fork);
-    fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.3f s; fork %.6f s\n",
+    fprintf(stderr, "tome-run: restored %zu of %zu prompt tokens from %s in %.6f s; fork %.6f s\n",
             done, n, path, t_restore, t_fork);
     return 0;
 }
