@@ -247,6 +247,7 @@ static int set_key(tomed_config *c, const char *key, const char *v)
     if (strcmp(key, "max_request_bytes") == 0) return parse_size(v, &c->max_request_bytes);
     if (strcmp(key, "max_upload_bytes") == 0) return parse_size(v, &c->max_upload_bytes);
     if (strcmp(key, "restart_interval") == 0) return parse_size(v, &c->restart_interval);
+    if (strcmp(key, "cache_budget") == 0) return parse_size(v, &c->cache_budget);
     if (strcmp(key, "admin_uids") == 0) return parse_ids(v, c->admin_uids, &c->n_admin_uids);
     if (strcmp(key, "allow_uids") == 0) return parse_ids(v, c->allow_uids, &c->n_allow_uids);
     if (strcmp(key, "allow_gids") == 0) return parse_ids(v, c->allow_gids, &c->n_allow_gids);

@@ -502,6 +502,21 @@ static v4_state *start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_
     return state;
 }
 
+/* cache_budget: least recently used states evicted, never the one just
+ * saved.  A failure costs disk space, not the state, so it is logged. */
+static void enforce_cache_budget(tomed_engine *e, store *db, int64_t saved)
+{
+    int64_t budget = e->server->cfg.cache_budget;
+    size_t evicted = 0;
+    tome_error err = {0};
+    if (budget <= 0) return;
+    if (store_kv_cache_evict(db, budget, saved, &evicted, &err) != 0)
+        tomed_log(TOMED_LOG_WARN, "cache budget: %s", err.msg);
+    if (evicted)
+        tomed_log(TOMED_LOG_INFO, "cache budget of %lld bytes: %zu saved states evicted",
+                  (long long)budget, evicted);
+}
+
 /* A finished prefill, saved and recorded in the store; `id` gets the
  * store's id of it.  Failing here costs a prefill after a restart, not the
  * answer, so it is logged, not fatal. */
@@ -526,6 +541,7 @@ static int save_final_state(tomed_engine *e, tomed_job *job, char id[48])
         snprintf(rec.model_fingerprint, sizeof rec.model_fingerprint, "%s", e->model_fingerprint);
         rc = store_state_add(db, &rec, &row, &err);
     }
+    if (rc == 0) enforce_cache_budget(e, db, row);
     if (rc != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: the state stays in memory only: %s",
                   (long long)job->id, err.msg);

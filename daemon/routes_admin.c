@@ -130,7 +130,8 @@ static int list_states(tomed_call *c, store *db, tome_error *err)
     json_array_foreach(memory, k, st) used += json_integer_value(json_object_get(st, "bytes"));
     json_array_extend(states, memory);
     json_decref(memory);
-    c->result = json_pack("{s:o, s:I}", "states", states, "used_bytes", used);
+    c->result = json_pack("{s:o, s:I, s:I}", "states", states, "used_bytes", used, "budget_bytes",
+                          (json_int_t)c->server->cfg.cache_budget);
     return 0;
 }
 

@@ -204,6 +204,10 @@ static void find_version(void *arg)
     int found = tomed_saved_state(db, v->ctx->corpus_id, ask->version_id, fingerprint,
                                   ask->saved_path, ask->saved_id, &tokens, &v->err);
     if (found < 0) v->rc = found;
+    /* The cache's LRU clock: a question uses its version's saved state. */
+    tome_error touch = {0};
+    if (found == 1 && store_state_touch(db, strtoll(ask->saved_id, NULL, 10), &touch) != 0)
+        tomed_log(TOMED_LOG_WARN, "state %s: %s", ask->saved_id, touch.msg);
 }
 
 /* Back on the loop: hand the question to the engine, or answer now. */

@@ -120,6 +120,7 @@ typedef struct tomed_config {
     int max_answer_tokens;
     int prefill_chunk;
     int64_t restart_interval;
+    int64_t cache_budget; /* bytes of saved states; 0: no limit */
 } tomed_config;
 
 /* Defaults, then the config file (the --config one, else the default path
