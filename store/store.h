@@ -243,7 +243,7 @@ typedef struct store_kv_state_list {
 int store_state_list(store *s, int64_t corpus_id, store_kv_state_list *out, tome_error *err);
 void store_state_list_free(store_kv_state_list *l);
 
-/* The cache budget: while the ready states (every corpus) add up to more
+/* The cache budget (store/kvcache.c): while the ready states (every corpus) add up to more
  * than `budget` bytes, remove the least recently used one's file and mark
  * its row STORE_STATE_EVICTED - never the state `keep_id` (0: none), so
  * the total may stay above a budget smaller than that state.  *evicted
