@@ -288,6 +288,7 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
     const v4_model *m = s->m;
     const v4_config *c = &m->cfg;
     if (c->n_mtp_layers < 1) return tome_errorf(err, TOME_EINVAL, "this model has no MTP block");
+    if (n == 0) return 0;
     int rc = check_ids(m, next_ids, n, err);
     if (rc) return rc;
     if (s->broken) return check_usable(s, 0, err);
