@@ -132,6 +132,38 @@ int tome_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
     return 0;
 }
 
+int tome_read_stream(FILE *f, const char *name, size_t max_bytes, char **out, size_t *len,
+                     tome_error *err)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    *out = NULL;
+    if (len) *len = 0;
+    for (;;) {
+        if (!buf) return tome_errorf(err, TOME_ENOMEM, "out of memory reading %s", name);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+        if (n + 1 < cap) continue;
+        if (n >= max_bytes) {
+            free(buf);
+            return tome_errorf(err, TOME_ELIMIT, "%s is larger than %zu bytes", name, max_bytes);
+        }
+        cap *= 2;
+        char *grown = realloc(buf, cap);
+        if (!grown) free(buf);
+        buf = grown;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return tome_errorf(err, TOME_EIO, "reading %s failed", name);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return 0;
+}
+
 int tome_fsync_parent_dir(const char *path, tome_error *err)
 {
     char *copy = strdup(path);

@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum {
     TOME_OK = 0,
@@ -62,6 +63,11 @@ const char *tome_error_name(int code);
  * it); `*len` gets the byte count without the NUL.  Refuses files larger
  * than `max_bytes`. */
 int tome_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tome_error *err);
+
+/* Read a stream (stdin, a pipe) to its end into a NUL-terminated malloc'd
+ * buffer; `name` names it in errors.  Refuses more than `max_bytes`. */
+int tome_read_stream(FILE *f, const char *name, size_t max_bytes, char **out, size_t *len,
+                     tome_error *err);
 
 /* Atomically replace `path` with `len` bytes of `data` (mode 0644 & ~umask). */
 int tome_write_file_atomic(const char *path, const void *data, size_t len, tome_error *err);

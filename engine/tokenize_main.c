@@ -45,32 +45,7 @@ static int fail(const tome_error *err)
 
 static int read_stdin(char **out, size_t *len, tome_error *err)
 {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) return tome_errorf(err, TOME_ENOMEM, "out of memory reading stdin");
-        size_t got = fread(buf + n, 1, cap - n - 1, stdin);
-        n += got;
-        if (got == 0) break;
-        if (n + 1 == cap) {
-            if (cap >= MAX_INPUT) {
-                free(buf);
-                return tome_errorf(err, TOME_ELIMIT, "stdin is larger than %zu bytes", MAX_INPUT);
-            }
-            cap *= 2;
-            char *p = realloc(buf, cap);
-            if (!p) free(buf);
-            buf = p;
-        }
-    }
-    if (ferror(stdin)) {
-        free(buf);
-        return tome_errorf(err, TOME_EIO, "reading stdin failed");
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
+    return tome_read_stream(stdin, "stdin", MAX_INPUT, out, len, err);
 }
 
 static void print_ids(const v4_ids *ids)

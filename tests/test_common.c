@@ -40,6 +40,25 @@ static void test_files(void)
     unlink(path);
 }
 
+static void test_stream(void)
+{
+    tome_error err = {0};
+    char *buf;
+    size_t len;
+    FILE *f = tmpfile();
+    REQUIRE(f, "tmpfile failed");
+    for (int i = 0; i < 100000; i++) fputc('a' + i % 26, f);
+    fputc('\0', f); /* streams may hold NUL bytes */
+    rewind(f);
+    CHECK_OK(tome_read_stream(f, "the pipe", 1 << 20, &buf, &len, &err), &err);
+    CHECK(len == 100001 && buf[0] == 'a' && buf[99999] == 'a' + 99999 % 26 && buf[100000] == 0);
+    free(buf);
+    rewind(f);
+    CHECK(tome_read_stream(f, "the pipe", 1000, &buf, &len, &err) == TOME_ELIMIT);
+    CHECK(strstr(err.msg, "the pipe") != NULL);
+    fclose(f);
+}
+
 static void test_sha256(void)
 {
     uint8_t d[32];
@@ -55,5 +74,6 @@ int main(void)
     test_errors();
     test_files();
     test_sha256();
+    test_stream();
     return check_finish();
 }
