@@ -66,22 +66,8 @@ static int read_ids(const char *path, v4_ids *out, tome_error *err)
     size_t len = 0;
     int rc;
     if (strcmp(path, "-") == 0) {
-        size_t cap = 0;
-        for (;;) {
-            if (len + 4096 + 1 > cap) {
-                cap = (cap + 4096) * 2;
-                char *g = realloc(text, cap);
-                if (!g) {
-                    free(text);
-                    return tome_errorf(err, TOME_ENOMEM, "out of memory reading stdin");
-                }
-                text = g;
-            }
-            size_t got = fread(text + len, 1, 4096, stdin);
-            len += got;
-            if (got == 0) break;
-        }
-        text[len] = '\0';
+        if ((rc = tome_read_stream(stdin, "stdin", (size_t)1 << 30, &text, &len, err)) != 0)
+            return rc;
     } else if ((rc = tome_read_file(path, (size_t)1 << 30, &text, &len, err)) != 0) {
         return rc;
     }
