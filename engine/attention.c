@@ -58,9 +58,10 @@ static void *alloc_floats(size_t n, int *failed)
 
 /* Feed one token's projections (score already has ape added) into the
  * compressor state; when a block completes, pool it into `emit` (head_dim
- * wide) and return 1. */
+ * wide) and return 1.  `weight` is scratch for 2 * ratio floats. */
 static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float *st_sc,
-                           const float *kvp, const float *sc, int64_t pos, float *emit)
+                           const float *kvp, const float *sc, int64_t pos, float *emit,
+                           float *weight)
 {
     int r = cw->ratio, hd = cw->head_dim, w = cw->width;
     int overlap = r == 4;
@@ -77,14 +78,18 @@ static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float 
             int col = overlap && c >= r ? hd + j : j;
             mx = fmaxf(mx, st_sc[(size_t)c * w + col]);
         }
-        float den = 0, num = 0;
+        /* softmax weights first (vector exp, sum, one division each), then
+         * the weighted sum: the reference's rounding order */
+        float den = 0, sum = 0;
         for (int c = 0; c < n_cand; c++) {
             int col = overlap && c >= r ? hd + j : j;
-            float e = expf(st_sc[(size_t)c * w + col] - mx);
-            den += e;
-            num += e * st_kv[(size_t)c * w + col];
+            den += weight[c] = v4_exp_vector(st_sc[(size_t)c * w + col] - mx);
         }
-        emit[j] = num / den;
+        for (int c = 0; c < n_cand; c++) {
+            int col = overlap && c >= r ? hd + j : j;
+            sum += st_kv[(size_t)c * w + col] * (weight[c] / den);
+        }
+        emit[j] = sum;
     }
     if (overlap) {
         memcpy(st_kv, st_kv + (size_t)r * w, (size_t)r * w * sizeof(float));
@@ -103,6 +108,7 @@ static int compress_chunk(attn_ctx *a, const v4_compressor_weights *cw, float *s
     float *kvp = alloc_floats((size_t)n * w, &failed);
     float *sc = alloc_floats((size_t)n * w, &failed);
     float *e = alloc_floats((size_t)hd, &failed);
+    float *weight = alloc_floats((size_t)2 * cw->ratio, &failed);
     int rc = 0;
     if (failed) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the compressor");
@@ -114,7 +120,8 @@ static int compress_chunk(attn_ctx *a, const v4_compressor_weights *cw, float *s
         int64_t pos = a->p0 + t;
         const float *ape = cw->ape + (size_t)(pos % cw->ratio) * w;
         for (int j = 0; j < w; j++) sc[(size_t)t * w + j] += ape[j];
-        if (!compressor_feed(cw, st_kv, st_sc, kvp + (size_t)t * w, sc + (size_t)t * w, pos, e))
+        if (!compressor_feed(cw, st_kv, st_sc, kvp + (size_t)t * w, sc + (size_t)t * w, pos, e,
+                             weight))
             continue;
         v4_rmsnorm(e, e, &cw->norm, hd, (float)m->cfg.norm_eps);
         v4_rope_apply(v4_block_rope(m, a->bw), e + hd - a->rd, pos + 1 - cw->ratio, 0);
@@ -134,6 +141,7 @@ done:
     free(kvp);
     free(sc);
     free(e);
+    free(weight);
     return rc;
 }
 
@@ -312,35 +320,56 @@ static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
     return n;
 }
 
-/* Heads h0..h1 of token t: scores against the packed rows, then an online
- * softmax in entry order (the output and the sum are rescaled whenever an
- * entry raises the maximum), with the sink in the denominator only.  Of
- * the orders tried, this one follows the reference's float rounding most
- * closely on the golden models. */
+/* Entries are attended in blocks of this many, each block's softmax
+ * folded into the running one (the reference kernel's tile). */
+#define ATTN_BLOCK 64
+
+/* Fold rows s0..s1 (one block) of one head into the running maximum `mx`,
+ * denominator `den` and output `o`, as the reference's blockwise online
+ * softmax rounds it: the block's exps against the new maximum, their sum in
+ * 64-lane cascade order, the block's P.V formed apart and then added to the
+ * rescaled output.  `p` and `pv` are scratch (ATTN_BLOCK and hd floats). */
+static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int hd,
+                         float scale, float *mx, float *den, float *o, float *p, float *pv)
+{
+    float m = *mx;
+    for (int64_t s = s0; s < s1; s++) m = fmaxf(m, z[s] * scale);
+    float rescale = v4_exp_vector(*mx - m);
+    memset(p, 0, ATTN_BLOCK * sizeof *p);
+    memset(pv, 0, (size_t)hd * sizeof *pv);
+    for (int64_t s = s0; s < s1; s++) {
+        p[s - s0] = v4_exp_vector(z[s] * scale - m);
+        v4_axpy(pv, p[s - s0], rows[s], hd);
+    }
+    *den = *den * rescale + v4_sum(p, ATTN_BLOCK);
+    for (int i = 0; i < hd; i++) o[i] = o[i] * rescale + pv[i];
+    *mx = m;
+}
+
+/* Heads h0..h1 of token t: scores against the packed rows, then the online
+ * softmax over blocks of ATTN_BLOCK entries, the blocks counted from the
+ * start of the window entries and from the start of the compressed ones
+ * (where the reference's index lists put them), with the sink in the
+ * denominator only.  `pv` is scratch for ATTN_BLOCK + hd floats. */
 static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
-                         const float *tiles, float *z)
+                         const float *tiles, float *z, float *pv)
 {
     int hd = a->hd;
     float scale = (float)(1.0 / sqrt((double)hd));
+    int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
     for (int h = h0; h < h1; h++) {
         const float *q = a->q + ((size_t)t * a->H + h) * hd;
         float *o = a->o + ((size_t)t * a->H + h) * hd;
         v4_tiles_dot(tiles, n, hd, q, z);
         float mx = -INFINITY, den = 0;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int64_t s = 0; s < n; s++) {
-            float zs = z[s] * scale;
-            if (zs > mx) {
-                float f = expf(mx - zs);
-                den *= f;
-                for (int i = 0; i < hd; i++) o[i] *= f;
-                mx = zs;
-            }
-            float e = expf(zs - mx);
-            den += e;
-            v4_axpy(o, e, rows[s], hd);
+        for (int part = 0; part < 2; part++) {
+            int64_t begin = part ? window : 0, end = part ? n : window;
+            for (int64_t s0 = begin; s0 < end; s0 += ATTN_BLOCK)
+                attend_block(z, rows, s0, s0 + ATTN_BLOCK < end ? s0 + ATTN_BLOCK : end, hd, scale,
+                             &mx, &den, o, pv + hd, pv);
         }
-        den += expf(a->bw->attn_sink[h] - mx);
+        den += v4_exp_vector(a->bw->attn_sink[h] - mx);
         for (int i = 0; i < hd; i++) o[i] /= den;
     }
 }
@@ -349,7 +378,7 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
  * this chunk can see. */
 typedef struct attend_scratch {
     const float **rows;
-    float *tiles, *z;
+    float *tiles, *z, *pv;
 } attend_scratch;
 
 static int64_t max_entries(const attn_ctx *a)
@@ -367,7 +396,8 @@ static int scratch_new(const attn_ctx *a, attend_scratch *sc)
     sc->rows = malloc((size_t)n * sizeof *sc->rows);
     sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
     sc->z = malloc((size_t)padded * sizeof(float));
-    return sc->rows && sc->tiles && sc->z ? 0 : -1;
+    sc->pv = malloc((size_t)(ATTN_BLOCK + a->hd) * sizeof(float));
+    return sc->rows && sc->tiles && sc->z && sc->pv ? 0 : -1;
 }
 
 static void scratch_free(attend_scratch *sc)
@@ -375,6 +405,7 @@ static void scratch_free(attend_scratch *sc)
     free(sc->rows);
     free(sc->tiles);
     free(sc->z);
+    free(sc->pv);
 }
 
 /* Prefill: tokens in parallel, each packing its rows once for all heads. */
@@ -390,7 +421,7 @@ static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = gather_entries(a, (int)t, sc.rows);
         v4_tiles_pack(sc.rows, n, a->hd, sc.tiles);
-        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z);
+        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.pv);
     }
     scratch_free(&sc);
 }
@@ -406,12 +437,13 @@ typedef struct heads_job {
 static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
 {
     heads_job *j = ctx;
-    float *z = malloc((size_t)(j->n + 8) * sizeof *z);
+    size_t nz = (size_t)j->n + 8;
+    float *z = malloc((nz + ATTN_BLOCK + (size_t)j->a->hd) * sizeof *z);
     if (!z) {
         atomic_store(&j->a->failed, 1);
         return;
     }
-    attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, z);
+    attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, z, z + nz);
     free(z);
 }
 

@@ -25,21 +25,34 @@
 #define DEFAULT_CHUNK 256
 #define MAX_HC        16
 
-static float sigmoidf(float z)
+/* Where a chunk's tokens sit in the evaluation call that contains them.
+ * The reference evaluates a whole prompt (or one decode token) as one
+ * tensor, and which math routine rounds an element of an element-wise op
+ * depends on its index in that tensor (refmath.c); a chunk must round its
+ * tokens as they would be rounded inside the whole call. */
+typedef struct span {
+    int64_t first; /* index of the chunk's first token in the call */
+    int64_t total; /* tokens in the call */
+} span;
+
+/* sigmoid of element i of token t's `width` values, in a call-wide tensor */
+static float sigmoid_in(const span *sp, int t, int i, int width, float z)
 {
-    return 1.0f / (1.0f + expf(-z));
+    return v4_sigmoid_at(z, (sp->first + t) * width + i, sp->total * width);
 }
 
 /* Sinkhorn normalisation of the hc x hc combination matrix, as the
- * reference kernel orders it: row softmax + eps, a column normalisation,
- * then (iters - 1) rounds of row and column normalisation. */
+ * reference orders it: a row softmax (vector exp, products with the
+ * reciprocal of the row sum) + eps, a column normalisation, then
+ * (iters - 1) rounds of row and column normalisation. */
 static void sinkhorn(float *C, int hc, int iters, float eps)
 {
     for (int j = 0; j < hc; j++) {
         float mx = -INFINITY, sum = 0;
         for (int k = 0; k < hc; k++) mx = fmaxf(mx, C[j * hc + k]);
-        for (int k = 0; k < hc; k++) sum += C[j * hc + k] = expf(C[j * hc + k] - mx);
-        for (int k = 0; k < hc; k++) C[j * hc + k] = C[j * hc + k] / sum + eps;
+        for (int k = 0; k < hc; k++) sum += C[j * hc + k] = v4_exp_vector(C[j * hc + k] - mx);
+        float inv = 1.0f / sum;
+        for (int k = 0; k < hc; k++) C[j * hc + k] = C[j * hc + k] * inv + eps;
     }
     for (int it = 0; it < iters; it++) {
         if (it > 0)
@@ -63,17 +76,15 @@ static void hc_mixes(const v4_model *m, const v4_hc_weights *h, const float *X, 
     int mix = (int)h->fn.rows;
     v4_matmul(&h->fn, X, n, mixes, mix);
     for (int t = 0; t < n; t++) {
-        const float *v = X + (size_t)t * width;
-        double ss = 0;
-        for (int i = 0; i < width; i++) ss += (double)v[i] * v[i];
-        float r = (float)(1.0 / sqrt(ss / width + m->cfg.norm_eps));
+        float r =
+            1.0f / sqrtf(v4_mean_square(X + (size_t)t * width, width) + (float)m->cfg.norm_eps);
         for (int i = 0; i < mix; i++) mixes[(size_t)t * mix + i] *= r;
     }
 }
 
 /* HCPre: x[t] = sum_h pre[h] X[t][h]; keeps post and comb for HCPost. */
-static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, int n, float *x,
-                   float *post, float *comb, float *mixes)
+static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, int n, const span *sp,
+                   float *x, float *post, float *comb, float *mixes)
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim, mix = (2 + hc) * hc;
     float eps = (float)m->cfg.hc_eps;
@@ -82,8 +93,9 @@ static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, in
         const float *mx = mixes + (size_t)t * mix;
         float pre[MAX_HC];
         for (int i = 0; i < hc; i++) {
-            pre[i] = sigmoidf(mx[i] * h->scale[0] + h->base[i]) + eps;
-            post[(size_t)t * hc + i] = 2.0f * sigmoidf(mx[hc + i] * h->scale[1] + h->base[hc + i]);
+            pre[i] = sigmoid_in(sp, t, i, hc, mx[i] * h->scale[0] + h->base[i]) + eps;
+            post[(size_t)t * hc + i] =
+                2.0f * sigmoid_in(sp, t, i, hc, mx[hc + i] * h->scale[1] + h->base[hc + i]);
         }
         float *C = comb + (size_t)t * hc * hc;
         for (int i = 0; i < hc * hc; i++) C[i] = mx[2 * hc + i] * h->scale[2] + h->base[2 * hc + i];
@@ -94,7 +106,8 @@ static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, in
     }
 }
 
-/* HCPost: X[t][k] = post[k] f[t] + sum_j comb[j][k] X[t][j]. */
+/* HCPost: X[t][k] = post[k] f[t] + sum_j comb[j][k] X[t][j], the sum over
+ * j formed first, as the reference does. */
 static void hc_post(const v4_model *m, const float *f, float *X, int n, const float *post,
                     const float *comb, float *tmp)
 {
@@ -104,8 +117,10 @@ static void hc_post(const v4_model *m, const float *f, float *X, int n, const fl
         const float *C = comb + (size_t)t * hc * hc;
         for (int k = 0; k < hc; k++) {
             float *y = tmp + (size_t)k * d;
-            for (int i = 0; i < d; i++) y[i] = post[(size_t)t * hc + k] * f[(size_t)t * d + i];
+            memset(y, 0, (size_t)d * sizeof *y);
             for (int j = 0; j < hc; j++) v4_axpy(y, C[j * hc + k], Xt + (size_t)j * d, d);
+            float p = post[(size_t)t * hc + k];
+            for (int i = 0; i < d; i++) y[i] = p * f[(size_t)t * d + i] + y[i];
         }
         memcpy(Xt, tmp, (size_t)hc * d * sizeof *tmp);
     }
@@ -140,23 +155,23 @@ static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error 
     return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
 }
 
-static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n, chunk_buffers *b,
-                         const v4_eval *ev, tome_error *err)
+static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n, const span *sp,
+                         chunk_buffers *b, const v4_eval *ev, tome_error *err)
 {
     const v4_model *m = s->m;
     const v4_block_weights *bw = &m->blocks[l];
     int d = m->cfg.dim;
     float eps = (float)m->cfg.norm_eps;
-    hc_pre(m, &bw->hc_attn, X, n, b->x, b->post, b->comb, b->mixes);
+    hc_pre(m, &bw->hc_attn, X, n, sp, b->x, b->post, b->comb, b->mixes);
     for (int t = 0; t < n; t++)
         v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->attn_norm, d, eps);
     int rc = v4_attention(s, l, b->x, n, b->f, ev, err);
     if (rc) return rc;
     hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
-    hc_pre(m, &bw->hc_ffn, X, n, b->x, b->post, b->comb, b->mixes);
+    hc_pre(m, &bw->hc_ffn, X, n, sp, b->x, b->post, b->comb, b->mixes);
     for (int t = 0; t < n; t++)
         v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->ffn_norm, d, eps);
-    rc = v4_moe(m, l, b->x, ids, n, b->f, err);
+    rc = v4_moe(m, l, b->x, ids, n, sp->first, sp->total, b->f, err);
     if (rc) return rc;
     hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
     return 0;
@@ -164,7 +179,7 @@ static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n
 
 /* HCHead, final norm, LM head: logits of n tokens into out [n][vocab]. */
 static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weight *norm,
-                       const float *X, int n, float *out, tome_error *err)
+                       const float *X, int n, const span *sp, float *out, tome_error *err)
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
     float *mixes = malloc((size_t)n * hc * sizeof *mixes);
@@ -179,8 +194,9 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
         float *yt = y + (size_t)t * d;
         memset(yt, 0, (size_t)d * sizeof *yt);
         for (int i = 0; i < hc; i++) {
-            float w = sigmoidf(mixes[(size_t)t * hc + i] * h->scale[0] + h->base[i]) +
-                      (float)m->cfg.hc_eps;
+            float w =
+                sigmoid_in(sp, t, i, hc, mixes[(size_t)t * hc + i] * h->scale[0] + h->base[i]) +
+                (float)m->cfg.hc_eps;
             v4_axpy(yt, w, X + ((size_t)t * hc + i) * d, d);
         }
         v4_rmsnorm(yt, yt, norm, d, (float)m->cfg.norm_eps);
@@ -224,8 +240,8 @@ static void tap_hidden(const v4_eval *ev, int layer, int64_t p0, const float *X,
 }
 
 /* One chunk through every main block; X [n][hc][dim] comes back final. */
-static int eval_chunk(v4_state *s, const int32_t *ids, int n, float *X, const v4_eval *ev,
-                      tome_error *err)
+static int eval_chunk(v4_state *s, const int32_t *ids, int n, const span *sp, float *X,
+                      const v4_eval *ev, tome_error *err)
 {
     const v4_model *m = s->m;
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
@@ -241,7 +257,7 @@ static int eval_chunk(v4_state *s, const int32_t *ids, int n, float *X, const v4
     int rc = buffers_alloc(m, n, &b, err);
     if (rc) return rc;
     for (int l = 0; l < m->cfg.n_layers; l++) {
-        if ((rc = block_forward(s, l, X, ids, n, &b, ev, err)) != 0) break;
+        if ((rc = block_forward(s, l, X, ids, n, sp, &b, ev, err)) != 0) break;
         tap_hidden(ev, l, p0, X, n, width);
     }
     buffers_free(&b);
@@ -260,17 +276,20 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
     if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
         int len = (int)(n - done < chunk ? n - done : chunk);
-        rc = eval_chunk(s, ids + done, len, X, ev, err);
+        span sp = {(int64_t)done, (int64_t)n};
+        rc = eval_chunk(s, ids + done, len, &sp, X, ev, err);
         if (rc) {
             s->broken = 1;
             break;
         }
         if (ev && ev->hc_out) memcpy(ev->hc_out + done * width, X, len * width * sizeof *X);
         if (ev && ev->logits)
-            rc = head_logits(m, &m->hc_head, &m->norm, X, len, ev->logits + done * vocab, err);
-        if (rc == 0 && ev && ev->last_logits && done + (size_t)len == n)
-            rc = head_logits(m, &m->hc_head, &m->norm, X + (size_t)(len - 1) * width, 1,
+            rc = head_logits(m, &m->hc_head, &m->norm, X, len, &sp, ev->logits + done * vocab, err);
+        if (rc == 0 && ev && ev->last_logits && done + (size_t)len == n) {
+            span last = {(int64_t)n - 1, (int64_t)n};
+            rc = head_logits(m, &m->hc_head, &m->norm, X + (size_t)(len - 1) * width, 1, &last,
                              ev->last_logits, err);
+        }
         if (rc == 0 && ev && ev->progress &&
             ev->progress(ev->progress_ctx, (int64_t)(done + len), (int64_t)n) != 0)
             rc =
@@ -321,12 +340,14 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
         for (int t = 0; t < len; t++)
             for (int k = 0; k < hcm; k++)
                 v4_axpy(X + ((size_t)t * hcm + k) * d, 1.0f, ep + (size_t)t * d, d);
-        rc = block_forward(s, l, X, next_ids + done, len, &b, ev, err);
+        span sp = {(int64_t)done, (int64_t)n};
+        rc = block_forward(s, l, X, next_ids + done, len, &sp, &b, ev, err);
         if (rc) {
             s->broken = 1;
             break;
         }
-        rc = head_logits(m, &bw->hc_head, &bw->norm, X, len, logits + done * c->vocab_size, err);
+        rc = head_logits(m, &bw->hc_head, &bw->norm, X, len, &sp, logits + done * c->vocab_size,
+                         err);
     }
 done:
     buffers_free(&b);

@@ -88,6 +88,16 @@ void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float 
 /* Plain F32 helpers (scalar reference beside the SIMD versions). */
 float v4_dot(const float *a, const float *b, int n);
 void v4_axpy(float *y, float a, const float *x, int n); /* y += a*x */
+/* refmath.c: float operations shaped like the reference's (see there). */
+float v4_exp_vector(float x);
+float v4_log1p_vector(float x);
+int v4_vector_lane(int64_t index, int64_t count); /* element `index` of `count`: vector code? */
+float v4_exp_at(float x, int64_t index, int64_t count);
+float v4_sigmoid_at(float x, int64_t index, int64_t count);
+float v4_sum(const float *x, int64_t n);
+float v4_mean_square(const float *x, int64_t n); /* sum(x[i]^2) / n */
+
+/* out = w * (x / rms(x)) (w NULL: no weight), rms as the reference rounds it. */
 void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps);
 
 /* ---- thread pool (threads.c) --------------------------------------------- */

@@ -9,10 +9,10 @@
  * the chunk while decode (one token) pays it once per row as it must.
  *
  * Each inner loop has a plain C reference version and, where it pays, an
- * AVX2+FMA version selected at run time (the default build stays portable;
- * --enable-native lets the compiler tune the reference loops too).  The SIMD
- * versions sum in a different order than the scalar ones, which changes
- * results only at the level of float rounding.
+ * AVX2 version selected at run time (the default build stays portable;
+ * --enable-native lets the compiler tune the reference loops too).  Both
+ * round every product and sum in the same order, so their results are
+ * bit-identical.
  */
 #include "engine/internal.h"
 
@@ -28,40 +28,26 @@
 
 /* ---- dot products ----------------------------------------------------------
  *
- * Every dot product in the engine accumulates in input order with one fused
- * multiply-add per element, which is the order the reference's GEMMs use
- * for these sizes.  That matters more than it seems: V4 rounds KV vectors
- * to FP8 and indexer vectors to FP4, so an input a few ulps away from the
- * reference's can land on the other side of a rounding midpoint and change
- * a stored entry.  SIMD kernels therefore vectorise across independent
- * outputs (lanes = rows), never within one sum, and give bit-identical
- * results to the scalar reference loops.
+ * Every dot product in the engine accumulates in input order, rounding the
+ * product and then the sum (never a fused multiply-add), which is exactly
+ * what the reference's matrix products do (refmath.c says why that matters:
+ * V4 rounds KV vectors to FP8, and an input a few ulps away from the
+ * reference's can land on the other side of a rounding midpoint).  SIMD
+ * kernels therefore vectorise across independent outputs (lanes = rows),
+ * never within one sum, and give bit-identical results to the scalar loops.
  */
 
 static float dot_scalar(const float *a, const float *b, int n)
 {
     float s = 0;
-    for (int i = 0; i < n; i++) s = fmaf(a[i], b[i], s);
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
-
-#ifdef V4_HAVE_X86
-/* The same chain with the FMA instruction inline instead of libm's fmaf. */
-__attribute__((target("avx2,fma"))) static float dot_fma(const float *a, const float *b, int n)
-{
-    float s = 0;
-    for (int i = 0; i < n; i++) s = __builtin_fmaf(a[i], b[i], s);
-    return s;
-}
-#endif
 
 static int have_avx2(void);
 
 float v4_dot(const float *a, const float *b, int n)
 {
-#ifdef V4_HAVE_X86
-    if (have_avx2()) return dot_fma(a, b, n);
-#endif
     return dot_scalar(a, b, n);
 }
 
@@ -107,8 +93,7 @@ static void dot_tiles_scalar(const float *const *tiles, const float *const *xs, 
     float acc[GROUP][LANES] = {{0}};
     for (int k = 0; k < n; k++)
         for (int g = 0; g < G; g++)
-            for (int j = 0; j < LANES; j++)
-                acc[g][j] = fmaf(tiles[g][k * LANES + j], xs[g][k], acc[g][j]);
+            for (int j = 0; j < LANES; j++) acc[g][j] += tiles[g][k * LANES + j] * xs[g][k];
     memcpy(out, acc, (size_t)G * LANES * sizeof(float));
 }
 
@@ -121,10 +106,14 @@ dot_tiles_avx2(const float *const *tiles, const float *const *xs, int G, int n, 
     const float *t3 = tiles[G > 3 ? 3 : 0];
     const float *x0 = xs[0], *x1 = xs[G > 1], *x2 = xs[G > 2 ? 2 : 0], *x3 = xs[G > 3 ? 3 : 0];
     for (int k = 0; k < n; k++) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(x0[k]), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(t1 + k * LANES), _mm256_set1_ps(x1[k]), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(t2 + k * LANES), _mm256_set1_ps(x2[k]), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(t3 + k * LANES), _mm256_set1_ps(x3[k]), a3);
+        a0 = _mm256_add_ps(a0,
+                           _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(x0[k])));
+        a1 = _mm256_add_ps(a1,
+                           _mm256_mul_ps(_mm256_loadu_ps(t1 + k * LANES), _mm256_set1_ps(x1[k])));
+        a2 = _mm256_add_ps(a2,
+                           _mm256_mul_ps(_mm256_loadu_ps(t2 + k * LANES), _mm256_set1_ps(x2[k])));
+        a3 = _mm256_add_ps(a3,
+                           _mm256_mul_ps(_mm256_loadu_ps(t3 + k * LANES), _mm256_set1_ps(x3[k])));
     }
     float all[GROUP][LANES];
     _mm256_storeu_ps(all[0], a0);
@@ -401,7 +390,8 @@ __attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w,
         __m256 v[8];
         for (int j = 0; j < 8; j++) v[j] = decode8(w, row[j], k);
         transpose8x8(v);
-        for (int j = 0; j < 8; j++) acc = _mm256_fmadd_ps(v[j], _mm256_set1_ps(x[k + j]), acc);
+        for (int j = 0; j < 8; j++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(v[j], _mm256_set1_ps(x[k + j])));
     }
     float out[8];
     _mm256_storeu_ps(out, acc);
@@ -445,7 +435,7 @@ static void tiles_dot_scalar(const float *tiles, int64_t n, int dim, const float
         const float *tile = tiles + (size_t)(i / LANES) * dim * LANES;
         float acc[LANES] = {0};
         for (int k = 0; k < dim; k++)
-            for (int j = 0; j < LANES; j++) acc[j] = fmaf(tile[k * LANES + j], q[k], acc[j]);
+            for (int j = 0; j < LANES; j++) acc[j] += tile[k * LANES + j] * q[k];
         for (int j = 0; j < LANES && i + j < n; j++) out[i + j] = acc[j];
     }
 }
@@ -462,8 +452,8 @@ __attribute__((target("avx2,fma"))) static void tiles_dot_avx2(const float *tile
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (int k = 0; k < dim; k++) {
             __m256 qk = _mm256_set1_ps(q[k]);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), qk, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(t1 + k * LANES), qk, a1);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), qk));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(t1 + k * LANES), qk));
         }
         _mm256_storeu_ps(buf, a0);
         _mm256_storeu_ps(buf + LANES, a1);
@@ -474,7 +464,8 @@ __attribute__((target("avx2,fma"))) static void tiles_dot_avx2(const float *tile
         const float *t0 = tiles + (size_t)i * stride;
         __m256 a0 = _mm256_setzero_ps();
         for (int k = 0; k < dim; k++)
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(q[k]), a0);
+            a0 = _mm256_add_ps(
+                a0, _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(q[k])));
         _mm256_storeu_ps(buf, a0);
         memcpy(out + i * LANES, buf, (size_t)(n - i * LANES) * sizeof(float));
     }
@@ -614,9 +605,7 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
 
 void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps)
 {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float r = (float)(1.0 / sqrt(ss / n + eps));
+    float r = 1.0f / sqrtf(v4_mean_square(x, n) + eps);
     if (!w) {
         for (int i = 0; i < n; i++) out[i] = x[i] * r;
         return;

@@ -52,7 +52,7 @@ void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse)
 {
     for (int i = 0; i < r->pairs; i++) {
         float angle = (float)pos * r->freq[i];
-        float c = (float)cos((double)angle), s = (float)sin((double)angle);
+        float c = cosf(angle), s = sinf(angle); /* the reference's float cos/sin */
         if (inverse) s = -s;
         float a = x[2 * i], b = x[2 * i + 1];
         x[2 * i] = a * c - b * s;

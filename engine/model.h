@@ -160,7 +160,9 @@ void v4_index_load(const v4_model *m, const uint8_t *row, float *key);
 int v4_attention(v4_state *s, int block, const float *x, int n, float *out, const v4_eval *ev,
                  tome_error *err);
 /* MoE of block `b`: x [n][dim] normed input, ids the tokens (hash routing). */
-int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, float *out,
-           tome_error *err);
+/* The chunk's n tokens are tokens first..first+n-1 of an evaluation call of
+ * `total` tokens (the router's rounding depends on it, see refmath.c). */
+int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, int64_t first,
+           int64_t total, float *out, tome_error *err);
 
 #endif

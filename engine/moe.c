@@ -22,20 +22,24 @@
 #define MAX_ACTIVE  64
 #define MAX_EXPERTS 4096 /* config.c refuses more */
 
-static float softplus(float z)
+/* softplus (linear above the threshold 20, as torch's) of element `index`
+ * of the call's [tokens][experts] logits: vector or C-library math by
+ * position, like every element-wise op of the reference (refmath.c). */
+static float softplus_at(float z, int64_t index, int64_t count)
 {
-    /* torch's softplus: linear above the threshold 20 */
-    return z > 20.0f ? z : log1pf(expf(z));
+    if (z > 20.0f) return z;
+    if (v4_vector_lane(index, count)) return v4_log1p_vector(v4_exp_vector(z));
+    return log1pf(expf(z));
 }
 
-/* Choose the experts and weights of one token. */
+/* Choose the experts and weights of the call's token `t` of `total`. */
 static void route(const v4_model *m, const v4_block_weights *bw, const float *logits, int32_t tok,
-                  int32_t *idx, float *wts)
+                  int64_t t, int64_t total, int32_t *idx, float *wts)
 {
     const v4_config *c = &m->cfg;
     int E = c->n_routed_experts, k = c->n_active_experts;
     float score[MAX_EXPERTS] = {0};
-    for (int e = 0; e < E; e++) score[e] = sqrtf(softplus(logits[e]));
+    for (int e = 0; e < E; e++) score[e] = sqrtf(softplus_at(logits[e], t * E + e, total * E));
     if (bw->hash) {
         for (int j = 0; j < k; j++) {
             int64_t v;
@@ -86,7 +90,9 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
                     ui = fminf(fmaxf(ui, -lim), lim);
                     gi = fminf(gi, lim);
                 }
-                float act = gi / (1.0f + expf(-gi)) * ui;
+                /* silu runs over whole rows of moe_intermediate_size, a
+                 * multiple of 16: always the vector exp */
+                float act = gi / (1.0f + v4_exp_vector(-gi)) * ui;
                 g[(size_t)t * I + i] = weight ? act * weight[t] : act;
             }
         v4_matmul(w2, g, n, o, d);
@@ -98,8 +104,8 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
     return rc;
 }
 
-int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, float *out,
-           tome_error *err)
+int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, int64_t first,
+           int64_t total, float *out, tome_error *err)
 {
     const v4_config *c = &m->cfg;
     const v4_block_weights *bw = &m->blocks[block];
@@ -124,7 +130,8 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
             rc = tome_errorf(err, TOME_EINVAL, "token id %d is outside the vocabulary", ids[t]);
             goto done;
         }
-        route(m, bw, logits + (size_t)t * E, ids[t], idx + (size_t)t * k, wts + (size_t)t * k);
+        route(m, bw, logits + (size_t)t * E, ids[t], first + t, total, idx + (size_t)t * k,
+              wts + (size_t)t * k);
         for (int j = 0; j < k; j++)
             if (idx[(size_t)t * k + j] < 0 || idx[(size_t)t * k + j] >= E) {
                 rc = tome_errorf(err, TOME_EFORMAT,

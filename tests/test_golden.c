@@ -280,14 +280,22 @@ static void check_hidden(const golden_file *g, const run *r)
             const float *a = ref + ((size_t)l * 5 + i) * r->width;
             const float *b = r->hidden + ((size_t)l * 5 + i) * r->width;
             float dmax = 0, amax = 0;
+            int same = 0;
+            double ss = 0, sa = 0;
             for (int j = 0; j < r->width; j++) {
                 dmax = fmaxf(dmax, fabsf(a[j] - b[j]));
                 amax = fmaxf(amax, fabsf(a[j]));
+                same += a[j] == b[j];
+                ss += (double)(a[j] - b[j]) * (a[j] - b[j]);
+                sa += (double)a[j] * a[j];
             }
             float rel = dmax / (amax > 0 ? amax : 1);
             if (verbose)
-                fprintf(stderr, "    hidden layer %d position %lld: rel %.3g\n", l,
-                        (long long)r->hidden_pos[i], rel);
+                fprintf(
+                    stderr,
+                    "    hidden layer %d position %lld: rel %.3g, rms rel %.3g, %d of %d equal\n",
+                    l, (long long)r->hidden_pos[i], rel, sqrt(ss / (sa > 0 ? sa : 1)), same,
+                    r->width);
             /* the README allows the last prefill position to exceed this
              * next to a logit flip; positions 0-3 must hold */
             if (i < 4)

@@ -92,9 +92,9 @@ static void test_format(v4_dtype t)
             /* the batch does not change a single bit of a row's result */
             CHECKF(y1[r] == y[(size_t)t2 * rows + r], "%s: token %d row %d differs by batch",
                    v4_dtype_name(t), t2, r);
-            float seq = 0; /* the in-order FMA chain the kernels promise */
+            float seq = 0; /* the in-order, unfused sum the kernels promise */
             for (int c = 0; c < cols; c++)
-                seq = fmaf(ref[(size_t)r * cols + c], x[(size_t)t2 * cols + c], seq);
+                seq += ref[(size_t)r * cols + c] * x[(size_t)t2 * cols + c];
             CHECKF(seq == y1[r], "%s: row %d is not the in-order sum", v4_dtype_name(t), r);
             /* error against the exact sum, relative to the sum of |terms|
              * (the bound for any float summation order) */
@@ -153,6 +153,57 @@ static void test_quant(void)
         CHECK(x[i] == v4_e4m3_table[codes[i]] * ldexpf(1.0f, scales[0] - 127));
 }
 
+/* ulps between two floats of the same sign */
+static int64_t ulps(float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    return ia > ib ? (int64_t)ia - ib : (int64_t)ib - ia;
+}
+
+/* The vector exp and log1p stay within one ulp of the exact value (double
+ * libm rounded) over their whole useful range, and the cascade sums add
+ * exactly what a sum must add. */
+static void test_refmath(void)
+{
+    int64_t worst_exp = 0, worst_log = 0, differ = 0, n = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.000731f, n++) {
+        float want = (float)exp((double)x), got = v4_exp_vector(x);
+        worst_exp = ulps(want, got) > worst_exp ? ulps(want, got) : worst_exp;
+        differ += got != expf(x);
+    }
+    for (float x = -0.999f; x < 1e6f; x = x < 10 ? x + 0.000377f : x * 1.0009f) {
+        float want = (float)log1p((double)x), got = v4_log1p_vector(x);
+        worst_log = ulps(want, got) > worst_log ? ulps(want, got) : worst_log;
+    }
+    CHECKF(worst_exp <= 1, "vector exp is %lld ulps off", (long long)worst_exp);
+    CHECKF(worst_log <= 1, "vector log1p is %lld ulps off", (long long)worst_log);
+    /* it is a different function from the C library's, not a copy of it */
+    CHECKF(differ > 0 && differ < n / 10, "vector exp differs from expf on %lld of %lld inputs",
+           (long long)differ, (long long)n);
+    CHECK(v4_exp_vector(-200.0f) == 0.0f && isinf(v4_exp_vector(200.0f)));
+    CHECK(v4_log1p_vector(-1.0f) == -INFINITY && isnan(v4_log1p_vector(-2.0f)));
+    CHECK(v4_exp_at(1.5f, 15, 20) == v4_exp_vector(1.5f) && v4_exp_at(1.5f, 16, 20) == expf(1.5f));
+
+    /* small integers sum exactly in any order: the cascade must add every
+     * element once, for lengths around each level boundary */
+    for (int64_t len = 0; len < 5000; len += len < 300 ? 1 : 97) {
+        float *x = malloc((size_t)(len ? len : 1) * sizeof *x);
+        double want = 0, want_sq = 0;
+        for (int64_t i = 0; i < len; i++) {
+            x[i] = (float)((int)(next_random() % 17) - 8);
+            want += x[i];
+            want_sq += (double)x[i] * x[i];
+        }
+        CHECKF(v4_sum(x, len) == (float)want, "sum of %lld integers", (long long)len);
+        if (len)
+            CHECKF(v4_mean_square(x, len) == (float)want_sq / (float)len,
+                   "mean square of %lld integers", (long long)len);
+        free(x);
+    }
+}
+
 int main(void)
 {
     v4_threads_init(2);
@@ -161,5 +212,6 @@ int main(void)
     test_format(V4_I8);
     test_format(V4_BF16);
     test_tiles();
+    test_refmath();
     return check_finish();
 }
