@@ -80,16 +80,16 @@ static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float 
         }
         /* softmax weights first (vector exp, sum, one division each), then
          * the weighted sum: the reference's rounding order */
-        float den = 0, sum = 0;
+        float den = 0;
         for (int c = 0; c < n_cand; c++) {
             int col = overlap && c >= r ? hd + j : j;
             den += weight[c] = v4_exp_vector(st_sc[(size_t)c * w + col] - mx);
         }
         for (int c = 0; c < n_cand; c++) {
             int col = overlap && c >= r ? hd + j : j;
-            sum += st_kv[(size_t)c * w + col] * (weight[c] / den);
+            weight[c] = st_kv[(size_t)c * w + col] * (weight[c] / den);
         }
-        emit[j] = sum;
+        emit[j] = v4_sum_outer(weight, n_cand);
     }
     if (overlap) {
         memcpy(st_kv, st_kv + (size_t)r * w, (size_t)r * w * sizeof(float));

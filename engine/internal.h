@@ -94,7 +94,8 @@ float v4_log1p_vector(float x);
 int v4_vector_lane(int64_t index, int64_t count); /* element `index` of `count`: vector code? */
 float v4_exp_at(float x, int64_t index, int64_t count);
 float v4_sigmoid_at(float x, int64_t index, int64_t count);
-float v4_sum(const float *x, int64_t n);
+float v4_sum(const float *x, int64_t n);         /* along a row */
+float v4_sum_outer(const float *x, int64_t n);   /* along a leading dimension */
 float v4_mean_square(const float *x, int64_t n); /* sum(x[i]^2) / n */
 
 /* out = w * (x / rms(x)) (w NULL: no weight), rms as the reference rounds it. */

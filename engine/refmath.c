@@ -219,6 +219,28 @@ static float cascade_sum(const float *x, int64_t n, int square)
     return sum;
 }
 
+/* The order of a sum over a tensor's leading (non-contiguous) dimension:
+ * the same levels as above, but each element is its own lane and chain, so
+ * n < 16 terms add up in plain sequence. */
+float v4_sum_outer(const float *x, int64_t n)
+{
+    float acc[LEVELS] = {0};
+    int power = ceil_log2(n) / LEVELS;
+    if (power < 4) power = 4;
+    int64_t stride = (int64_t)1 << power, mask = stride - 1, i = 0;
+    for (; i + stride <= n; i += stride) {
+        for (int64_t k = i; k < i + stride; k++) acc[0] += x[k];
+        for (int j = 1; j < LEVELS; j++) {
+            acc[j] += acc[j - 1];
+            acc[j - 1] = 0;
+            if ((i + stride) & (mask << (j * power))) break;
+        }
+    }
+    for (; i < n; i++) acc[0] += x[i];
+    for (int j = 1; j < LEVELS; j++) acc[0] += acc[j];
+    return acc[0];
+}
+
 float v4_sum(const float *x, int64_t n)
 {
     return cascade_sum(x, n, 0);

@@ -179,9 +179,20 @@ static logit_stats compare_rows(const float *ref, const float *got, const int32_
     return st;
 }
 
-/* The golden README's tolerances (fp32 files; the qat files when `flips`
- * is 0). */
-static void check_tight(const char *what, logit_stats st)
+/* The golden README's recommended tolerances: per-position max |dlogit|
+ * <= 2e-3 for at least 97% of positions (at least one allowed to be a
+ * rounding flip), every flip <= 5e-2, argmax equal wherever the reference's
+ * top-1/top-2 margin is >= 1e-2, and a median at most `median`.
+ *
+ * The fp32 files are held to the README's median of 1e-4.  So are the qat
+ * files, but for one measured exception: the engine reproduces the
+ * reference's float arithmetic (refmath.c; hidden states at positions 0-3
+ * are bit-identical), yet in v4-tiny-b's short case one stored FP8 code
+ * still rounds the other way at decode step 23, and since a stored entry
+ * stays in the cache, the later decode steps carry an offset of ~1e-4
+ * (median 1.5e-4 main, 3.6e-4 MTP).  The qat bound is therefore 5e-4, with
+ * every per-position rule of the README unchanged. */
+static void check_positions(const char *what, logit_stats st, float median)
 {
     int allowed = st.n * 3 / 100 > 1 ? st.n * 3 / 100 : 1;
     fprintf(stderr, "  %-28s n=%4d median %.2e max %.2e  >2e-3: %d  argmax-fail: %d\n", what, st.n,
@@ -189,26 +200,7 @@ static void check_tight(const char *what, logit_stats st)
     CHECKF(st.over_tight <= allowed, "%s: %d positions over 2e-3 (allowed %d)", what, st.over_tight,
            allowed);
     CHECKF(st.max <= 5e-2f, "%s: max |dlogit| %.3g over 5e-2", what, st.max);
-    CHECKF(st.median <= 1e-4f, "%s: median %.3g over 1e-4", what, st.median);
-    CHECKF(st.argmax_bad == 0, "%s: %d argmax disagreements with margin >= 1e-2", what,
-           st.argmax_bad);
-}
-
-/* The qat files with rounding flips allowed.  Our F32 arithmetic differs
- * from torch's by a few ulps (another summation order in places), and a KV
- * value that close to an FP8 rounding midpoint rounds the other way: e.g.
- * the raw KV of block 2 at position 35 of v4-tiny-a sits 1.1e-6 (relative)
- * from a midpoint.  A flipped entry stays in the cache, so later positions
- * carry a small offset (1e-4 .. 1e-2).  Everything structural must still be
- * exact: argmax wherever the reference's margin is >= 1e-2, indexer sets,
- * early hidden states; and the fp32 files, which have no rounding steps,
- * are held to the README's tight tolerances. */
-static void check_flip_tolerant(const char *what, logit_stats st)
-{
-    fprintf(stderr, "  %-28s n=%4d median %.2e max %.2e  >2e-3: %d  argmax-fail: %d\n", what, st.n,
-            st.median, st.max, st.over_tight, st.argmax_bad);
-    CHECKF(st.median <= 2.5e-3f, "%s: median %.3g over 2.5e-3", what, st.median);
-    CHECKF(st.max <= 0.25f, "%s: max |dlogit| %.3g over 0.25", what, st.max);
+    CHECKF(st.median <= median, "%s: median %.3g over %.0e", what, st.median, median);
     CHECKF(st.argmax_bad == 0, "%s: %d argmax disagreements with margin >= 1e-2", what,
            st.argmax_bad);
 }
@@ -305,7 +297,7 @@ static void check_hidden(const golden_file *g, const run *r)
     fprintf(stderr, "  hidden states (positions 0-3): worst relative %.2e\n", worst);
 }
 
-typedef enum mode { TIGHT, FLIPS, STATISTICAL } mode;
+typedef enum mode { FP32, QAT, STATISTICAL } mode;
 
 static void compare_file(const golden_file *g, const run *r, mode how, float med, float mean,
                          float agree)
@@ -327,15 +319,13 @@ static void compare_file(const golden_file *g, const run *r, mode how, float med
     for (int i = 0; i < 4; i++) {
         if (how == STATISTICAL)
             check_statistical(names[i], s[i], med, mean, agree);
-        else if (how == FLIPS)
-            check_flip_tolerant(names[i], s[i]);
         else
-            check_tight(names[i], s[i]);
+            check_positions(names[i], s[i], how == QAT ? 5e-4f : 1e-4f);
     }
     if (how != STATISTICAL) check_hidden(g, r);
     /* The official files keep the top-k routine's own tie order and other
      * numerics, so their selections are not comparable row by row. */
-    check_topk(g, r, how == TIGHT ? 98 : how == FLIPS ? 95 : 0);
+    check_topk(g, r, how == STATISTICAL ? 0 : 98);
 }
 
 /* Chunked prefill (sizes that are not multiples of 4 or 128 included)
@@ -376,7 +366,7 @@ static void test_model(const char *name)
         run r;
         fprintf(stderr, "%s %s qat:\n", name, kase);
         run_case(dir, V4_NUMERICS_QAT, &qat, 0, &r);
-        compare_file(&qat, &r, FLIPS, 0, 0, 0);
+        compare_file(&qat, &r, QAT, 0, 0, 0);
         /* Limits around what the reference measured for qat against
          * official (README: median 0.83 (a) / 1.5 (b), argmax 85-93% /
          * 66-70%); the MTP head spreads wider in our runs. */
@@ -388,7 +378,7 @@ static void test_model(const char *name)
 
         fprintf(stderr, "%s %s fp32:\n", name, kase);
         run_case(dir, V4_NUMERICS_FP32, &f32, 0, &r);
-        compare_file(&f32, &r, TIGHT, 0, 0, 0);
+        compare_file(&f32, &r, FP32, 0, 0, 0);
         run_free(&r);
         golden_close(&qat);
         golden_close(&f32);
