@@ -156,13 +156,17 @@ static logit_stats compare_rows(const float *ref, const float *got, const int32_
     for (int i = 0; i < n; i++) {
         const float *a = ref + (size_t)i * V, *b = got + (size_t)(pos ? pos[i] : i) * V;
         float mx = 0;
+        int same = 0;
         for (int j = 0; j < V; j++) {
             float d = fabsf(a[j] - b[j]);
+            same += a[j] == b[j];
             sum_abs += d;
             if (d > mx || isnan(d)) mx = isnan(d) ? INFINITY : d;
         }
         per[i] = mx;
-        if (verbose) fprintf(stderr, "    row %d pos %d: %.3g\n", i, pos ? pos[i] : i, mx);
+        if (verbose)
+            fprintf(stderr, "    row %d pos %d: %.3g (%d of %d equal)\n", i, pos ? pos[i] : i, mx,
+                    same, V);
         if (mx > 2e-3f) st.over_tight++;
         if (mx > st.max) st.max = mx;
         float margin;
@@ -288,10 +292,14 @@ static void check_hidden(const golden_file *g, const run *r)
                     "    hidden layer %d position %lld: rel %.3g, rms rel %.3g, %d of %d equal\n",
                     l, (long long)r->hidden_pos[i], rel, sqrt(ss / (sa > 0 ? sa : 1)), same,
                     r->width);
-            /* the README allows the last prefill position to exceed this
-             * next to a logit flip; positions 0-3 must hold */
+            /* The README allows 1e-4 (and the last prefill position more,
+             * next to a logit flip).  Positions 0-3 are held to 1e-6: the
+             * engine reproduces the reference's arithmetic and measures 0
+             * on three of the four cases and <= 6e-7 on v4-tiny-b's short
+             * one; an engine that merely computes the same formulas in
+             * float measured up to 1.7e-6 here. */
             if (i < 4)
-                CHECKF(rel <= 1e-4f, "hidden layer %d position %d: relative %.3g", l, i, rel);
+                CHECKF(rel <= 1e-6f, "hidden layer %d position %d: relative %.3g", l, i, rel);
             worst = fmaxf(worst, i < 4 ? rel : 0);
         }
     fprintf(stderr, "  hidden states (positions 0-3): worst relative %.2e\n", worst);
