@@ -33,6 +33,10 @@ typedef struct attn_ctx {
     const v4_eval *ev;
     int n, block;
     int64_t p0; /* position of the chunk's first token */
+    /* Window slots in the reference's per-token index list: the window, or
+     * the prompt's length when a prompt shorter than it is evaluated from
+     * position 0 in one call (the list is cut to the prompt there). */
+    int64_t window_slots;
     int H, hd, rd;
     float *q;    /* [n][H][hd] */
     float *kv;   /* [n][hd] the chunk's raw entries, as stored */
@@ -324,13 +328,14 @@ static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
  * folded into the running one (the reference kernel's tile). */
 #define ATTN_BLOCK 64
 
-/* Fold rows s0..s1 (one block) of one head into the running maximum `mx`,
- * denominator `den` and output `o`, as the reference's blockwise online
- * softmax rounds it: the block's exps against the new maximum, their sum in
- * 64-lane cascade order, the block's P.V formed apart and then added to the
- * rescaled output.  `p` and `pv` are scratch (ATTN_BLOCK and hd floats). */
-static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int hd,
-                         float scale, float *mx, float *den, float *o, float *p, float *pv)
+/* Fold entries s0..s1 of one head, which sit at slots first.. of one
+ * block, into the running maximum `mx`, denominator `den` and output `o`,
+ * as the reference's blockwise online softmax rounds it: the block's exps
+ * against the new maximum, their sum in 64-lane cascade order by slot, the
+ * block's P.V formed apart and then added to the rescaled output.  `p` and
+ * `pv` are scratch (ATTN_BLOCK and hd floats). */
+static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int first,
+                         int hd, float scale, float *mx, float *den, float *o, float *p, float *pv)
 {
     float m = *mx;
     for (int64_t s = s0; s < s1; s++) m = fmaxf(m, z[s] * scale);
@@ -338,8 +343,8 @@ static void attend_block(const float *z, const float **rows, int64_t s0, int64_t
     memset(p, 0, ATTN_BLOCK * sizeof *p);
     memset(pv, 0, (size_t)hd * sizeof *pv);
     for (int64_t s = s0; s < s1; s++) {
-        p[s - s0] = v4_exp_vector(z[s] * scale - m);
-        v4_axpy(pv, p[s - s0], rows[s], hd);
+        float e = p[first + (s - s0)] = v4_exp_vector(z[s] * scale - m);
+        v4_axpy(pv, e, rows[s], hd);
     }
     *den = *den * rescale + v4_sum(p, ATTN_BLOCK);
     for (int i = 0; i < hd; i++) o[i] = o[i] * rescale + pv[i];
@@ -347,10 +352,10 @@ static void attend_block(const float *z, const float **rows, int64_t s0, int64_t
 }
 
 /* Heads h0..h1 of token t: scores against the packed rows, then the online
- * softmax over blocks of ATTN_BLOCK entries, the blocks counted from the
- * start of the window entries and from the start of the compressed ones
- * (where the reference's index lists put them), with the sink in the
- * denominator only.  `pv` is scratch for ATTN_BLOCK + hd floats. */
+ * softmax over blocks of ATTN_BLOCK slots of the reference's index list:
+ * `window_slots` window slots (the token's window entries first, the rest
+ * unused), then the compressed entries; the sink in the denominator only.
+ * `pv` is scratch for ATTN_BLOCK + hd floats. */
 static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
                          const float *tiles, float *z, float *pv)
 {
@@ -363,11 +368,14 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
         v4_tiles_dot(tiles, n, hd, q, z);
         float mx = -INFINITY, den = 0;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int part = 0; part < 2; part++) {
-            int64_t begin = part ? window : 0, end = part ? n : window;
-            for (int64_t s0 = begin; s0 < end; s0 += ATTN_BLOCK)
-                attend_block(z, rows, s0, s0 + ATTN_BLOCK < end ? s0 + ATTN_BLOCK : end, hd, scale,
-                             &mx, &den, o, pv + hd, pv);
+        /* entry s sits at slot s (window) or window_slots + s - window */
+        for (int64_t s0 = 0; s0 < n;) {
+            int64_t slot = s0 < window ? s0 : a->window_slots + s0 - window;
+            int64_t block_end = slot / ATTN_BLOCK * ATTN_BLOCK + ATTN_BLOCK, s1 = s0;
+            while (s1 < n && (s1 < window ? s1 : a->window_slots + s1 - window) < block_end) s1++;
+            attend_block(z, rows, s0, s1, (int)(slot % ATTN_BLOCK), hd, scale, &mx, &den, o,
+                         pv + hd, pv);
+            s0 = s1;
         }
         den += v4_exp_vector(a->bw->attn_sink[h] - mx);
         for (int i = 0; i < hd; i++) o[i] /= den;
@@ -545,14 +553,16 @@ static void output_projection(attn_ctx *a, float *out, float *u)
     v4_matmul(&a->bw->wo_b, u, a->n, out, c->dim);
 }
 
-int v4_attention(v4_state *s, int block, const float *x, int n, float *out, const v4_eval *ev,
-                 tome_error *err)
+int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_first,
+                 int64_t call_tokens, float *out, const v4_eval *ev, tome_error *err)
 {
     const v4_model *m = s->m;
     const v4_config *c = &m->cfg;
     attn_ctx a = {
         .m = m, .bw = &m->blocks[block], .bs = &s->blocks[block], .ev = ev, .n = n, .block = block};
     a.p0 = a.bs->pos;
+    a.window_slots = c->window;
+    if (a.p0 - call_first == 0 && call_tokens < c->window) a.window_slots = call_tokens;
     a.H = c->n_heads;
     a.hd = c->head_dim;
     a.rd = c->rope_dim;

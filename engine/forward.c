@@ -165,7 +165,7 @@ static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n
     hc_pre(m, &bw->hc_attn, X, n, sp, b->x, b->post, b->comb, b->mixes);
     for (int t = 0; t < n; t++)
         v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->attn_norm, d, eps);
-    int rc = v4_attention(s, l, b->x, n, b->f, ev, err);
+    int rc = v4_attention(s, l, b->x, n, sp->first, sp->total, b->f, ev, err);
     if (rc) return rc;
     hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
     hc_pre(m, &bw->hc_ffn, X, n, sp, b->x, b->post, b->comb, b->mixes);

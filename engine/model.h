@@ -156,9 +156,10 @@ void v4_index_load(const v4_model *m, const uint8_t *row, float *key);
 
 /* Attention of block `b` for n tokens at positions s->pos .. s->pos+n-1;
  * x is the attn-normed input [n][dim], out gets [n][dim].  Advances the
- * block's caches. */
-int v4_attention(v4_state *s, int block, const float *x, int n, float *out, const v4_eval *ev,
-                 tome_error *err);
+ * block's caches.  The n tokens are tokens call_first.. of an evaluation
+ * call of `call_tokens` tokens (the reference's rounding depends on it). */
+int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_first,
+                 int64_t call_tokens, float *out, const v4_eval *ev, tome_error *err);
 /* MoE of block `b`: x [n][dim] normed input, ids the tokens (hash routing). */
 /* The chunk's n tokens are tokens first..first+n-1 of an evaluation call of
  * `total` tokens (the router's rounding depends on it, see refmath.c). */
