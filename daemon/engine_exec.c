@@ -836,7 +836,13 @@ static void run_prefill_chunk(tomed_engine *e)
         e->server->cfg.prefill_chunk > 0 ? e->server->cfg.prefill_chunk : DEFAULT_PREFILL_CHUNK;
     int64_t done = atomic_load(&job->tokens_done);
     size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
-    v4_eval ev = {.chunk = chunk, .progress = progress_hook, .progress_ctx = job};
+    /* The job's prompt is one evaluation fed a chunk per call, so that the
+     * result does not depend on the chunk size (see v4_eval.part_first). */
+    v4_eval ev = {.chunk = chunk,
+                  .progress = progress_hook,
+                  .progress_ctx = job,
+                  .part_first = done,
+                  .part_total = (int64_t)job->n_ids};
     int rc = v4_eval_tokens(e->job_state, job->ids + done, n, &ev, &err);
     if (rc != 0) {
         finish_job(e, rc, &err);

@@ -35,6 +35,14 @@ typedef struct span {
     int64_t total; /* tokens in the call */
 } span;
 
+/* The span of token `at` of a call of n tokens, within the evaluation the
+ * caller says the call belongs to (v4_eval.part_first/part_total). */
+static span call_span(const v4_eval *ev, size_t at, size_t n)
+{
+    if (ev && ev->part_total > 0) return (span){ev->part_first + (int64_t)at, ev->part_total};
+    return (span){(int64_t)at, (int64_t)n};
+}
+
 /* sigmoid of element i of token t's `width` values, in a call-wide tensor */
 static float sigmoid_in(const span *sp, int t, int i, int width, float z)
 {
@@ -276,7 +284,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
     if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
         int len = (int)(n - done < chunk ? n - done : chunk);
-        span sp = {(int64_t)done, (int64_t)n};
+        span sp = call_span(ev, done, n);
         rc = eval_chunk(s, ids + done, len, &sp, X, ev, err);
         if (rc) {
             s->broken = 1;
@@ -286,7 +294,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
         if (ev && ev->logits)
             rc = head_logits(m, &m->hc_head, &m->norm, X, len, &sp, ev->logits + done * vocab, err);
         if (rc == 0 && ev && ev->last_logits && done + (size_t)len == n) {
-            span last = {(int64_t)n - 1, (int64_t)n};
+            span last = call_span(ev, n - 1, n);
             rc = head_logits(m, &m->hc_head, &m->norm, X + (size_t)(len - 1) * width, 1, &last,
                              ev->last_logits, err);
         }
@@ -340,7 +348,7 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
         for (int t = 0; t < len; t++)
             for (int k = 0; k < hcm; k++)
                 v4_axpy(X + ((size_t)t * hcm + k) * d, 1.0f, ep + (size_t)t * d, d);
-        span sp = {(int64_t)done, (int64_t)n};
+        span sp = call_span(ev, done, n);
         rc = block_forward(s, l, X, next_ids + done, len, &sp, &b, ev, err);
         if (rc) {
             s->broken = 1;

@@ -354,10 +354,14 @@ static int run(const options *o, tome_error *err)
     if (rc) goto done;
     if (o->load_state && (rc = report_restore(o->load_state, s, done_ids, ids.n, t1, err)) != 0)
         goto done;
+    /* A prompt resumed from a saved state is the rest of one evaluation of
+     * the whole prompt: it rounds as a run from scratch would. */
     v4_eval ev = {.chunk = o->chunk,
                   .logits = out.prefill,
                   .last_logits = last,
-                  .hc_out = o->mtp ? hc : NULL};
+                  .hc_out = o->mtp ? hc : NULL,
+                  .part_first = (int64_t)done_ids,
+                  .part_total = done_ids ? (int64_t)ids.n : 0};
     t1 = tome_now();
     if ((rc = v4_eval_tokens(s, ids.ids + done_ids, ids.n - done_ids, &ev, err)) != 0) goto done;
     double t_prefill = tome_now() - t1;

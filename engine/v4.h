@@ -169,6 +169,13 @@ typedef struct v4_eval {
     float *hc_out;      /* if set: [n][hc_mult][dim] final HC state (MTP input) */
     v4_progress_fn progress;
     void *progress_ctx;
+    /* When one evaluation (a prompt) is fed over several calls, say where
+     * this call's tokens sit in it: they are tokens part_first.. of
+     * part_total.  Both 0 (the default): this call is the whole evaluation.
+     * The reference rounds a few element-wise operations by a token's index
+     * in its evaluation (engine/refmath.c), so a prompt fed in pieces that
+     * say so gives the same bits as the prompt fed at once. */
+    int64_t part_first, part_total;
     /* Debug taps (used by the golden tests).  hidden: the HC state after
      * layer `layer` (-1 = embedding) at absolute position `pos`, hc_mult*dim
      * floats.  topk: the indexer selection of layer `layer` (-1 = MTP block)

@@ -50,7 +50,10 @@ static void on_topk(void *ctx, int layer, int64_t pos, const int32_t *idx, int k
     r->topk_n[at] = k;
 }
 
-static void run_case(const char *dir, v4_numerics numerics, const golden_file *g, int chunk, run *r)
+/* Run a golden case; the prompt goes in one call, or in calls of `part`
+ * tokens (each saying where it sits in the prompt) when part > 0. */
+static void run_case(const char *dir, v4_numerics numerics, const golden_file *g, int chunk,
+                     int part, run *r)
 {
     tome_error err = {0};
     v4_open_options opts = {.numerics = numerics};
@@ -86,13 +89,20 @@ static void run_case(const char *dir, v4_numerics numerics, const golden_file *g
 
     v4_state *s;
     REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
-    v4_eval ev = {.chunk = chunk,
-                  .logits = r->prefill,
-                  .hc_out = hc,
-                  .on_hidden = on_hidden,
-                  .on_topk = on_topk,
-                  .tap_ctx = r};
-    REQUIRE(v4_eval_tokens(s, ids.data, (size_t)r->P, &ev, &err) == 0, "prefill: %s", err.msg);
+    int64_t step = part > 0 ? part : r->P;
+    for (int64_t at = 0; at < r->P; at += step) {
+        int64_t len = r->P - at < step ? r->P - at : step;
+        v4_eval ev = {.chunk = chunk,
+                      .logits = r->prefill + (size_t)at * V,
+                      .hc_out = hc + (size_t)at * r->width,
+                      .part_first = part > 0 ? at : 0,
+                      .part_total = part > 0 ? r->P : 0,
+                      .on_hidden = on_hidden,
+                      .on_topk = on_topk,
+                      .tap_ctx = r};
+        REQUIRE(v4_eval_tokens(s, (const int32_t *)ids.data + at, (size_t)len, &ev, &err) == 0,
+                "prefill: %s", err.msg);
+    }
     v4_eval mev = {.chunk = chunk, .on_topk = on_topk, .tap_ctx = r};
     REQUIRE(v4_mtp_eval(s, hc, mids.data, (size_t)r->P, r->mtp_prefill, &mev, &err) == 0,
             "mtp prefill: %s", err.msg);
@@ -341,17 +351,20 @@ static void compare_file(const golden_file *g, const run *r, mode how, float med
  * must equal one-shot prefill. */
 static void check_chunking(const char *dir, const golden_file *g, const run *one_shot)
 {
-    static const int chunks[] = {1, 3, 128, 129};
+    /* chunk sizes inside one call, then the prompt fed in calls (parts) */
+    static const int chunks[] = {1, 3, 128, 129, 0, 0}, parts[] = {0, 0, 0, 0, 100, 7};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
         run r;
-        run_case(dir, V4_NUMERICS_QAT, g, chunks[c], &r);
+        run_case(dir, V4_NUMERICS_QAT, g, chunks[c], parts[c], &r);
         double worst = 0;
         for (size_t i = 0; i < (size_t)r.P * r.vocab; i++)
             worst = fmax(worst, fabs((double)r.prefill[i] - one_shot->prefill[i]));
         for (size_t i = 0; i < (size_t)r.N * r.vocab; i++)
             worst = fmax(worst, fabs((double)r.decode[i] - one_shot->decode[i]));
-        fprintf(stderr, "  chunk %3d vs one-shot: max |dlogit| %.2e\n", chunks[c], worst);
-        CHECKF(worst <= 1e-5, "chunk %d: max |dlogit| %.3g", chunks[c], worst);
+        fprintf(stderr, "  %s %3d vs one-shot: max |dlogit| %.2e\n", parts[c] ? "parts" : "chunk",
+                parts[c] ? parts[c] : chunks[c], worst);
+        /* the issue asks 1e-5; the engine's design gives bit-identical */
+        CHECKF(worst == 0, "chunk %d parts %d: max |dlogit| %.3g", chunks[c], parts[c], worst);
         run_free(&r);
     }
 }
@@ -374,7 +387,7 @@ static void test_model(const char *name)
 
         run r;
         fprintf(stderr, "%s %s qat:\n", name, kase);
-        run_case(dir, V4_NUMERICS_QAT, &qat, 0, &r);
+        run_case(dir, V4_NUMERICS_QAT, &qat, 0, 0, &r);
         compare_file(&qat, &r, QAT, 0, 0, 0);
         /* Limits around what the reference measured for qat against
          * official (README: median 0.83 (a) / 1.5 (b), argmax 85-93% /
@@ -386,7 +399,7 @@ static void test_model(const char *name)
         run_free(&r);
 
         fprintf(stderr, "%s %s fp32:\n", name, kase);
-        run_case(dir, V4_NUMERICS_FP32, &f32, 0, &r);
+        run_case(dir, V4_NUMERICS_FP32, &f32, 0, 0, &r);
         compare_file(&f32, &r, FP32, 0, 0, 0);
         run_free(&r);
         golden_close(&qat);
