@@ -136,7 +136,14 @@ float v4_log1p_vector(float d)
     return d == 0.0f ? d : r; /* keeps -0 */
 }
 
-/* ---- which function an element gets ---------------------------------------- */
+/* ---- which function an element gets ----------------------------------------
+ *
+ * One loop over the whole tensor: vector code for every full 16-element
+ * step, the C library for the rest.  PyTorch splits a tensor of more than
+ * 32768 elements between its threads, each part with its own tail; how
+ * depends on the reference machine's thread count, which nothing records.
+ * The single-loop rule is exact for the golden models' tensors (all below
+ * that size) and off by one ulp in a few elements of larger ones. */
 
 int v4_vector_lane(int64_t index, int64_t count)
 {
