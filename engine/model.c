@@ -299,7 +299,11 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
 /* SHA-256 over the config text, the numerics, and every tensor's name,
  * dtype, shape and first bytes of data.  The data sample distinguishes two
  * checkpoints of one shape (different seeds, different fine-tunes) at the
- * cost of one page per tensor. */
+ * cost of one page per tensor.  The leading tag names the engine's rounding
+ * (refmath.c): it changes whenever the engine would compute other bits, so
+ * that a state saved by such an engine is refused rather than continued
+ * with results a fresh prefill would not give.  2: the reference's rounding
+ * order. */
 static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
                        const v4_tensor_spec *specs, size_t n, tome_error *err)
 {
@@ -308,7 +312,7 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
         EVP_MD_CTX_free(ctx);
         return tome_errorf(err, TOME_ENOMEM, "cannot create a SHA-256 context");
     }
-    EVP_DigestUpdate(ctx, "tome-v4-model-1", 15);
+    EVP_DigestUpdate(ctx, "tome-v4-model-2", 15);
     EVP_DigestUpdate(ctx, config_text, config_len);
     uint8_t mode[2] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16};
     EVP_DigestUpdate(ctx, mode, sizeof mode);
