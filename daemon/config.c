@@ -428,6 +428,10 @@ int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
     live->max_connections = fresh->max_connections;
     live->ask_queue_limit = fresh->ask_queue_limit;
     live->max_answer_tokens = fresh->max_answer_tokens;
+    /* the engine thread reads these at its next chunk or save */
+    __atomic_store_n(&live->prefill_chunk, fresh->prefill_chunk, __ATOMIC_RELAXED);
+    __atomic_store_n(&live->restart_interval, fresh->restart_interval, __ATOMIC_RELAXED);
+    __atomic_store_n(&live->cache_budget, fresh->cache_budget, __ATOMIC_RELAXED);
     return fixed_changed;
 }
 

@@ -506,7 +506,7 @@ static v4_state *start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_
  * saved.  A failure costs disk space, not the state, so it is logged. */
 static void enforce_cache_budget(tomed_engine *e, store *db, int64_t saved)
 {
-    int64_t budget = e->server->cfg.cache_budget;
+    int64_t budget = tomed_config_cache_budget(&e->server->cfg);
     size_t evicted = 0;
     tome_error err = {0};
     if (budget <= 0) return;
@@ -832,8 +832,9 @@ static void run_prefill_chunk(tomed_engine *e)
         atomic_store(&job->tokens_done, from);
         atomic_store(&job->restart_point, from);
     }
-    int chunk =
-        e->server->cfg.prefill_chunk > 0 ? e->server->cfg.prefill_chunk : DEFAULT_PREFILL_CHUNK;
+    int chunk = tomed_config_prefill_chunk(&e->server->cfg) > 0
+                    ? tomed_config_prefill_chunk(&e->server->cfg)
+                    : DEFAULT_PREFILL_CHUNK;
     int64_t done = atomic_load(&job->tokens_done);
     size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
     /* The job's prompt is one evaluation fed a chunk per call, so that the
@@ -855,7 +856,7 @@ static void run_prefill_chunk(tomed_engine *e)
     double rate = (double)(done - e->job_done_at_start) / (now - e->job_started + 1e-9);
     atomic_store(&job->tokens_per_s, rate);
     atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
-    int64_t interval = e->server->cfg.restart_interval;
+    int64_t interval = tomed_config_restart_interval(&e->server->cfg);
     if (interval > 0 && done < (int64_t)job->n_ids &&
         done / interval > atomic_load(&job->restart_point) / interval)
         save_restart_point(e, job, done);

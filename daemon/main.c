@@ -163,7 +163,8 @@ static void reload(daemon_state *d)
         return;
     }
     /* Other threads read the settings that stay; only the loop thread
-     * reads the ones that change. */
+     * reads the ones that change, but for the engine's three, which the
+     * engine thread reads atomically. */
     if (tomed_config_reload_into(&s->cfg, fresh))
         tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen, model and pidfile change only on "
                                   "restart");

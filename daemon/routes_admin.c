@@ -131,7 +131,7 @@ static int list_states(tomed_call *c, store *db, tome_error *err)
     json_array_extend(states, memory);
     json_decref(memory);
     c->result = json_pack("{s:o, s:I, s:I}", "states", states, "used_bytes", used, "budget_bytes",
-                          (json_int_t)c->server->cfg.cache_budget);
+                          (json_int_t)tomed_config_cache_budget(&c->server->cfg));
     return 0;
 }
 

@@ -118,20 +118,37 @@ typedef struct tomed_config {
     int max_active_asks;
     int workers;
     int max_answer_tokens;
+    /* The engine thread reads these three while SIGHUP may replace them:
+     * access them with __atomic builtins only (the readers below). */
     int prefill_chunk;
     int64_t restart_interval;
     int64_t cache_budget; /* bytes of saved states; 0: no limit */
 } tomed_config;
+
+/* The reloadable engine settings, read safely from the engine thread. */
+static inline int tomed_config_prefill_chunk(const tomed_config *c)
+{
+    return __atomic_load_n(&c->prefill_chunk, __ATOMIC_RELAXED);
+}
+static inline int64_t tomed_config_restart_interval(const tomed_config *c)
+{
+    return __atomic_load_n(&c->restart_interval, __ATOMIC_RELAXED);
+}
+static inline int64_t tomed_config_cache_budget(const tomed_config *c)
+{
+    return __atomic_load_n(&c->cache_budget, __ATOMIC_RELAXED);
+}
 
 /* Defaults, then the config file (the --config one, else the default path
  * if it exists), then the command-line flags in argv.  `check_only` is set
  * when --check-config was given. */
 int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err);
 /* SIGHUP: copy what may change while running (TLS files and policy, log
- * settings, rights, limits, timeouts) from `fresh` into the running
- * configuration, which only the loop thread reads for these.  Where the
- * daemon lives, the model, the thread counts and the engine's settings
- * stay; returns 1 if `fresh` wanted one of those changed. */
+ * settings, rights, limits, timeouts, and the engine's prefill_chunk,
+ * restart_interval and cache_budget) from `fresh` into the running
+ * configuration.  Where the daemon lives, the model, the thread counts and
+ * the concurrency settings stay; returns 1 if `fresh` wanted one of those
+ * changed. */
 int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh);
 /* Validate what the file and flags cannot check alone (paths, TLS pairs). */
 int tomed_config_check(const tomed_config *cfg, tome_error *err);

@@ -2,8 +2,9 @@
 # test_daemon_kvcache.sh - tomed's state cache on disk: a cache_budget that
 # holds one state evicts the least recently used one when the next prefill
 # is saved (its file removed, its row listed as evicted, the new one kept
-# and answering), and the temporary files of a save interrupted by a crash
-# are removed when the daemon starts.
+# and answering), a budget lowered by SIGHUP applies to the next save, and
+# the temporary files of a save interrupted by a crash are removed when the
+# daemon starts.
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 
 require_model
@@ -14,7 +15,7 @@ while [ "$i" -le 20 ]; do
     i=$((i + 1))
 done >"$tmp/corpus/lease.txt"
 tar -C "$tmp/corpus" -czf "$tmp/corpus.tar.gz" lease.txt
-printf 'cache_budget = 1\nprefill_chunk = 64\n' >"$tmp/tomed.conf"
+printf 'cache_budget = 0\nprefill_chunk = 64\n' >"$tmp/tomed.conf"
 : >"$tmp/state/kv/state-9.kv.tmpAb12Cd"
 : >"$tmp/state/kv/notes.txt"
 
@@ -42,6 +43,18 @@ prefill() {
 prefill first
 job1=$job state1=$state
 check "the first state is saved" [ -f "$tmp/state/kv/state-$job1.kv" ]
+unix_http 200 /v1/cache && body_has '"budget_bytes":0[,}]'
+
+# SIGHUP lowers the budget (and changes the chunk size) of the running daemon
+printf 'cache_budget = 1\nprefill_chunk = 48\n' >"$tmp/tomed.conf"
+kill -HUP "$daemon_pid"
+i=0
+until grep -q "configuration and TLS certificates reloaded" "$tmp/tomed.log" || [ $i -ge 50 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+unix_http 200 /v1/cache && body_has '"budget_bytes":1[,}]'
+check "the first state is kept until the next save" [ -f "$tmp/state/kv/state-$job1.kv" ]
 prefill second
 check "the second state is saved" [ -f "$tmp/state/kv/state-$job.kv" ]
 check "the first state's file is evicted" [ ! -e "$tmp/state/kv/state-$job1.kv" ]
