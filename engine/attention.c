@@ -37,6 +37,10 @@ typedef struct attn_ctx {
      * the prompt's length when a prompt shorter than it is evaluated from
      * position 0 in one call (the list is cut to the prompt there). */
     int64_t window_slots;
+    /* Compressed slots of those lists: fixed over a prompt evaluated from
+     * position 0 (the reference sizes them by the prompt), or -1: each
+     * token's own count (a decode step's lists). */
+    int64_t comp_slots;
     int H, hd, rd;
     float *q;    /* [n][H][hd] */
     float *kv;   /* [n][hd] the chunk's raw entries, as stored */
@@ -328,14 +332,24 @@ static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
  * folded into the running one (the reference kernel's tile). */
 #define ATTN_BLOCK 64
 
-/* Fold entries s0..s1 of one head, which sit at slots first.. of one
- * block, into the running maximum `mx`, denominator `den` and output `o`,
- * as the reference's blockwise online softmax rounds it: the block's exps
- * against the new maximum, their sum in 64-lane cascade order by slot, the
+/* Where entry s of a token's rows sits in the reference's index list: its
+ * `window` window entries at slots 0.., the compressed ones from slot
+ * `window_slots` on. */
+static int64_t entry_slot(int64_t s, int64_t window, int64_t window_slots)
+{
+    return s < window ? s : window_slots + (s - window);
+}
+
+/* Fold entries s0..s1 of one head, all in the block of `width` slots from
+ * slot `base` (ATTN_BLOCK, or what is left of the index list), into the
+ * running maximum `mx`, denominator `den` and output `o`, as the
+ * reference's blockwise online softmax rounds it: the block's exps against
+ * the new maximum, their sum in cascade order over the block's slots, the
  * block's P.V formed apart and then added to the rescaled output.  `p` and
  * `pv` are scratch (ATTN_BLOCK and hd floats). */
-static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int first,
-                         int hd, float scale, float *mx, float *den, float *o, float *p, float *pv)
+static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int64_t window,
+                         int64_t window_slots, int64_t base, int64_t width, int hd, float scale,
+                         float *mx, float *den, float *o, float *p, float *pv)
 {
     float m = *mx;
     for (int64_t s = s0; s < s1; s++) m = fmaxf(m, z[s] * scale);
@@ -343,38 +357,47 @@ static void attend_block(const float *z, const float **rows, int64_t s0, int64_t
     memset(p, 0, ATTN_BLOCK * sizeof *p);
     memset(pv, 0, (size_t)hd * sizeof *pv);
     for (int64_t s = s0; s < s1; s++) {
-        float e = p[first + (s - s0)] = v4_exp_vector(z[s] * scale - m);
+        float e = v4_exp_vector(z[s] * scale - m);
+        p[entry_slot(s, window, window_slots) - base] = e;
         v4_axpy(pv, e, rows[s], hd);
     }
-    *den = *den * rescale + v4_sum(p, ATTN_BLOCK);
+    *den = *den * rescale + v4_sum(p, width);
     for (int i = 0; i < hd; i++) o[i] = o[i] * rescale + pv[i];
     *mx = m;
 }
 
+/* Compressed slots in the index list of the token at `pos`. */
+static int64_t list_comp_slots(const attn_ctx *a, int64_t pos)
+{
+    if (a->comp_slots >= 0) return a->comp_slots;
+    int64_t blocks = a->bw->ratio ? (pos + 1) / a->bw->ratio : 0;
+    return a->bw->ratio == 4 && blocks > a->k ? a->k : blocks;
+}
+
 /* Heads h0..h1 of token t: scores against the packed rows, then the online
- * softmax over blocks of ATTN_BLOCK slots of the reference's index list:
- * `window_slots` window slots (the token's window entries first, the rest
- * unused), then the compressed entries; the sink in the denominator only.
- * `pv` is scratch for ATTN_BLOCK + hd floats. */
+ * softmax over blocks of ATTN_BLOCK slots of the reference's index list
+ * (entry_slot), with the sink in the denominator only.  `pv` is scratch for
+ * ATTN_BLOCK + hd floats. */
 static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
                          const float *tiles, float *z, float *pv)
 {
     int hd = a->hd;
     float scale = (float)(1.0 / sqrt((double)hd));
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
+    int64_t slots = a->window_slots + list_comp_slots(a, pos);
     for (int h = h0; h < h1; h++) {
         const float *q = a->q + ((size_t)t * a->H + h) * hd;
         float *o = a->o + ((size_t)t * a->H + h) * hd;
         v4_tiles_dot(tiles, n, hd, q, z);
         float mx = -INFINITY, den = 0;
         memset(o, 0, (size_t)hd * sizeof(float));
-        /* entry s sits at slot s (window) or window_slots + s - window */
         for (int64_t s0 = 0; s0 < n;) {
-            int64_t slot = s0 < window ? s0 : a->window_slots + s0 - window;
-            int64_t block_end = slot / ATTN_BLOCK * ATTN_BLOCK + ATTN_BLOCK, s1 = s0;
-            while (s1 < n && (s1 < window ? s1 : a->window_slots + s1 - window) < block_end) s1++;
-            attend_block(z, rows, s0, s1, (int)(slot % ATTN_BLOCK), hd, scale, &mx, &den, o,
-                         pv + hd, pv);
+            int64_t base = entry_slot(s0, window, a->window_slots) / ATTN_BLOCK * ATTN_BLOCK;
+            int64_t s1 = s0 + 1;
+            while (s1 < n && entry_slot(s1, window, a->window_slots) < base + ATTN_BLOCK) s1++;
+            int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
+            attend_block(z, rows, s0, s1, window, a->window_slots, base, width, hd, scale, &mx,
+                         &den, o, pv + hd, pv);
             s0 = s1;
         }
         den += v4_exp_vector(a->bw->attn_sink[h] - mx);
@@ -562,7 +585,12 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
         .m = m, .bw = &m->blocks[block], .bs = &s->blocks[block], .ev = ev, .n = n, .block = block};
     a.p0 = a.bs->pos;
     a.window_slots = c->window;
-    if (a.p0 - call_first == 0 && call_tokens < c->window) a.window_slots = call_tokens;
+    a.comp_slots = -1;
+    if (a.p0 - call_first == 0 && call_tokens > 1) {
+        if (call_tokens < c->window) a.window_slots = call_tokens;
+        int64_t blocks = a.bw->ratio ? call_tokens / a.bw->ratio : 0;
+        a.comp_slots = a.bw->ratio == 4 && blocks > c->index_topk ? c->index_topk : blocks;
+    }
     a.H = c->n_heads;
     a.hd = c->head_dim;
     a.rd = c->rope_dim;
