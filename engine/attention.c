@@ -396,6 +396,8 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
             int64_t s1 = s0 + 1;
             while (s1 < n && entry_slot(s1, window, a->window_slots) < base + ATTN_BLOCK) s1++;
             int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
+            int64_t used = entry_slot(s1 - 1, window, a->window_slots) - base + 1;
+            if (width < used) width = used; /* never drop an entry from the sum */
             attend_block(z, rows, s0, s1, window, a->window_slots, base, width, hd, scale, &mx,
                          &den, o, pv + hd, pv);
             s0 = s1;
