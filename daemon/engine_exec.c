@@ -832,9 +832,8 @@ static void run_prefill_chunk(tomed_engine *e)
         atomic_store(&job->tokens_done, from);
         atomic_store(&job->restart_point, from);
     }
-    int chunk = tomed_config_prefill_chunk(&e->server->cfg) > 0
-                    ? tomed_config_prefill_chunk(&e->server->cfg)
-                    : DEFAULT_PREFILL_CHUNK;
+    int chunk = tomed_config_prefill_chunk(&e->server->cfg); /* one read: SIGHUP may change it */
+    if (chunk <= 0) chunk = DEFAULT_PREFILL_CHUNK;
     int64_t done = atomic_load(&job->tokens_done);
     size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
     /* The job's prompt is one evaluation fed a chunk per call, so that the
