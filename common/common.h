@@ -81,6 +81,30 @@ int tome_mkdir_p(const char *path, unsigned mode, tome_error *err);
 void tome_sha256(const void *data, size_t len, uint8_t out[32]);
 void tome_hex(const uint8_t *bytes, size_t n, char *hex);
 
+/* UTF-8 (RFC 3629; common/utf8.c).  Overlongs, surrogates and values
+ * past U+10FFFF are ill-formed.
+ *
+ * tome_utf8_char_length: bytes of the well-formed character at `s` (at
+ *   most `left` bytes are read), 0 when the bytes there are ill-formed or
+ *   the character is cut short.
+ * tome_utf8_valid_prefix: length of the longest well-formed prefix.
+ * tome_utf8_valid: whether all `n` bytes are well-formed.
+ * tome_utf8_unfinished_tail: how many bytes at the end of `s` are the
+ *   valid beginning of a character that is not finished yet (0 to 3): what
+ *   a stream decoder holds back until the next bytes come.
+ * tome_utf8_repair: copy `n` bytes to `out` (at least 3*n bytes, not
+ *   overlapping `in`), each maximal subpart of an ill-formed sequence
+ *   replaced by U+FFFD as the Unicode Standard recommends; returns the
+ *   length written.  tome_utf8_repair_dup does the same into a malloc'd,
+ *   NUL-terminated buffer (NULL when out of memory). */
+#define TOME_UTF8_REPLACEMENT "\xEF\xBF\xBD"
+size_t tome_utf8_char_length(const void *s, size_t left);
+size_t tome_utf8_valid_prefix(const void *s, size_t n);
+int tome_utf8_valid(const void *s, size_t n);
+size_t tome_utf8_unfinished_tail(const void *s, size_t n);
+size_t tome_utf8_repair(const void *in, size_t n, char *out);
+char *tome_utf8_repair_dup(const void *in, size_t n, size_t *out_len);
+
 /* Seconds from a monotonic clock (for durations only). */
 double tome_now(void);
 

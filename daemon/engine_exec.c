@@ -12,9 +12,10 @@
  * so any number of them run side by side on one base state.
  *
  * Results go back to the loop thread with tomed_post(): progress of jobs
- * (at most once a second), answer text as it is decoded (already cut at
- * UTF-8 boundaries and held back where it could be the start of a stop
- * string), and one final report per job or question.
+ * (at most once a second), answer text as it is decoded (always valid
+ * UTF-8: ill-formed bytes the model emits become U+FFFD; cut at character
+ * boundaries and held back where it could be the start of a stop string),
+ * and one final report per job or question.
  *
  * Prefilled states live in memory, one per corpus version, and on disk in
  * the store's KV state files (store_kv_*): a prefill writes a restart point
@@ -353,6 +354,17 @@ static int32_t sample(const float *logits, int vocab, double temperature, double
     return id;
 }
 
+/* The next token of a question, from the logits just computed: its
+ * logit_bias added first (ids were checked against the vocabulary when the
+ * question started). */
+static int32_t next_token(tomed_engine *e, active_ask *a)
+{
+    const tomed_ask *ask = a->ask;
+    for (int i = 0; i < ask->n_logit_bias; i++)
+        e->logits[ask->logit_bias[i].id] += ask->logit_bias[i].bias;
+    return sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
+}
+
 /* ------------------------------------------------------------------------
  * State files
  * ------------------------------------------------------------------------ */
@@ -636,11 +648,25 @@ static int take_text(tomed_engine *e, active_ask *a, const char *text, size_t le
     return 0;
 }
 
+/* The answer is over (end of sequence or max_tokens): a character the
+ * last token left unfinished becomes U+FFFD, so the answer stays valid
+ * UTF-8 and keeps its end; then whatever was held for stop strings. */
+static void flush_answer(tomed_engine *e, active_ask *a)
+{
+    const char *text;
+    size_t len;
+    if (a->detok && !(a->ask->finish_reason && strcmp(a->ask->finish_reason, "stop_string") == 0)) {
+        v4_detok_flush(a->detok, &text, &len);
+        if (len) take_text(e, a, text, len);
+    }
+    emit(e, a, a->held_len);
+}
+
 static void finish_ask(tomed_engine *e, int index, int rc, const tome_error *err)
 {
     active_ask *a = &e->active[index];
     tomed_ask *ask = a->ask;
-    if (rc == 0 && a->held_len) emit(e, a, a->held_len);
+    if (rc == 0) flush_answer(e, a);
     ask->rc = rc;
     if (rc != 0 && err) ask->err = *err;
     ask->t_end = tome_now();
@@ -684,6 +710,11 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
         return rc;
     }
     atomic_fetch_add(&tomed_stats.cache_hits, 1);
+    for (int i = 0; i < ask->n_logit_bias; i++)
+        if (ask->logit_bias[i].id >= e->sample_vocab)
+            return tome_errorf(err, TOME_EINVAL,
+                               "logit_bias names token id %d; the vocabulary has ids 0 to %d",
+                               (int)ask->logit_bias[i].id, e->sample_vocab - 1);
     int32_t *ids;
     size_t n;
     rc = question_ids(e, ask, &ids, &n, err);
@@ -708,8 +739,8 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
         ask->question_tokens_per_s = (double)n / (ask->t_question_fed - t0);
     atomic_fetch_add(&tomed_stats.prefill_tokens, n);
     a->rng = ask->seed;
-    a->next_id = sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
-    return v4_detok_new(e->tokenizer, &a->detok, err);
+    a->next_id = next_token(e, a);
+    return v4_detok_new(e->tokenizer, V4_DETOK_VALID_UTF8, &a->detok, err);
 }
 
 /* One token: account for the sampled id, then feed it for the next one.
@@ -741,7 +772,7 @@ static int step_ask(tomed_engine *e, active_ask *a, tome_error *err)
     v4_eval ev = {.last_logits = e->logits};
     rc = v4_eval_tokens(a->state, &id, 1, &ev, err);
     if (rc != 0) return rc;
-    a->next_id = sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
+    a->next_id = next_token(e, a);
     return 0;
 }
 

@@ -114,9 +114,7 @@ static int hex_value(int ch)
     return -1;
 }
 
-/* Percent-decoding (and '+' as space in queries).  NUL bytes are refused so
- * that a decoded name can never hide a shorter one. */
-static char *percent_decode(const char *s, size_t n, int plus_is_space)
+char *tomed_percent_decode(const char *s, size_t n, int plus_is_space)
 {
     char *out = malloc(n + 1);
     if (!out) return NULL;
@@ -125,10 +123,6 @@ static char *percent_decode(const char *s, size_t n, int plus_is_space)
         if (s[i] == '%' && i + 2 < n && hex_value((unsigned char)s[i + 1]) >= 0 &&
             hex_value((unsigned char)s[i + 2]) >= 0) {
             int v = hex_value((unsigned char)s[i + 1]) * 16 + hex_value((unsigned char)s[i + 2]);
-            if (v == 0) {
-                free(out);
-                return NULL;
-            }
             out[j++] = (char)v;
             i += 2;
         } else if (s[i] == '+' && plus_is_space) {
@@ -138,6 +132,10 @@ static char *percent_decode(const char *s, size_t n, int plus_is_space)
         }
     }
     out[j] = '\0';
+    if (memchr(out, '\0', j) || !tome_utf8_valid(out, j)) {
+        free(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -150,8 +148,24 @@ char *tomed_query_get(const tomed_request *r, const char *key)
         const char *end = strchr(p, '&');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=')
-            return percent_decode(p + klen + 1, n - klen - 1, 1);
+            return tomed_percent_decode(p + klen + 1, n - klen - 1, 1);
         if (n == klen && strncmp(p, key, klen) == 0) return strdup("");
+        p += n;
+        if (*p == '&') p++;
+    }
+    return NULL;
+}
+
+/* Every parameter of the query must decode to UTF-8 without NUL bytes, so
+ * that handlers (and the JSON they answer with) only ever see text. */
+static const char *check_query(const char *query)
+{
+    const char *p = query;
+    while (*p) {
+        size_t n = strcspn(p, "&");
+        char *decoded = tomed_percent_decode(p, n, 1);
+        if (!decoded) return "a query parameter is not UTF-8 text after percent-decoding";
+        free(decoded);
         p += n;
         if (*p == '&') p++;
     }
@@ -176,25 +190,45 @@ static int add_header(tomed_request *r, const char *name, size_t nlen, const cha
     return 0;
 }
 
+/* Is every byte of the request target visible ASCII (RFC 9112 section 3.2)? */
+static int target_is_ascii(const char *t)
+{
+    for (; *t; t++)
+        if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f) return 0;
+    return 1;
+}
+
 /* Parses the request head in `head` (NUL-terminated, CRLF lines, without
- * the final empty line) into `r`.  Returns an HTTP status on failure. */
-static int parse_head(tomed_request *r, char *head)
+ * the final empty line) into `r`.  Returns an HTTP status on failure, with
+ * *why saying what was wrong.
+ *
+ * r->path keeps the target's percent-escapes: the router matches the raw
+ * path and decodes each segment it takes, so an escaped "/" (%2F) stays
+ * inside its segment and cannot reach another route. */
+static int parse_head(tomed_request *r, char *head, const char **why)
 {
     char *save = NULL;
     char *line = strtok_r(head, "\r\n", &save);
+    *why = "malformed request line";
     if (!line) return 400;
     char target[8192], version[16];
     if (sscanf(line, "%15s %8191s %15s", r->method, target, version) != 3) return 400;
+    *why = "unsupported HTTP version";
     if (strncmp(version, "HTTP/1.", 7) != 0) return 505;
-    if (target[0] != '/') return 400;
+    *why = "the request target must be an absolute path of visible ASCII characters";
+    if (target[0] != '/' || !target_is_ascii(target)) return 400;
     char *q = strchr(target, '?');
+    *why = "out of memory";
     if (q) {
         *q = '\0';
         r->query = strdup(q + 1);
         if (!r->query) return 503;
+        if ((*why = check_query(r->query))) return 400;
     }
-    r->path = percent_decode(target, strlen(target), 0);
-    if (!r->path) return 400;
+    *why = "out of memory";
+    r->path = strdup(target);
+    if (!r->path) return 503;
+    *why = "malformed header line";
     while ((line = strtok_r(NULL, "\r\n", &save))) {
         char *colon = strchr(line, ':');
         if (!colon || colon == line) return 400;
@@ -202,8 +236,12 @@ static int parse_head(tomed_request *r, char *head)
         while (*value == ' ' || *value == '\t') value++;
         size_t vlen = strlen(value);
         while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) value[--vlen] = '\0';
-        if (add_header(r, line, (size_t)(colon - line), value) != 0) return 431;
+        if (add_header(r, line, (size_t)(colon - line), value) != 0) {
+            *why = "too many header lines";
+            return 431;
+        }
     }
+    *why = "malformed message framing";
     const char *te = tomed_header_get(r, "transfer-encoding");
     const char *cl = tomed_header_get(r, "content-length");
     r->content_length = -1;
@@ -370,21 +408,40 @@ void tomed_reply_text(tomed_request *r, int status, const char *content_type, st
     finish_request(r->conn);
 }
 
+/* What a reply says when its own JSON could not be built (a value that is
+ * not UTF-8, or no memory): a fixed text, so it can always be sent. */
+static const char encode_failure[] =
+    "{\"error\":{\"code\":\"internal\",\"message\":\"the reply could not be encoded as "
+    "JSON\"}}";
+
+/* `value` as compact JSON (malloc'd), or NULL when it is NULL (a json_pack
+ * that failed) or cannot be encoded; the failure is logged, naming `what`. */
+static char *encode_json(tomed_request *r, json_t *value, const char *what)
+{
+    char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+    json_decref(value);
+    if (!text)
+        tomed_log(TOMED_LOG_ERROR, "%s %s: the %s could not be encoded as JSON", r->method,
+                  r->path ? r->path : "?", what);
+    return text;
+}
+
 void tomed_reply_json(tomed_request *r, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
+    char *text = encode_json(r, body, "reply");
     struct evbuffer *buf = evbuffer_new();
-    if (text && buf) {
-        evbuffer_add(buf, text, strlen(text));
-        evbuffer_add(buf, "\n", 1);
-        tomed_reply_text(r, status, "application/json", buf);
-    } else {
+    if (!buf) {
         r->conn->close_after = 1;
         tomed_reply_text(r, 503, NULL, NULL);
+    } else {
+        if (!text) status = 500;
+        const char *json = text ? text : encode_failure;
+        evbuffer_add(buf, json, strlen(json));
+        evbuffer_add(buf, "\n", 1);
+        tomed_reply_text(r, status, "application/json", buf);
+        evbuffer_free(buf);
     }
     free(text);
-    if (buf) evbuffer_free(buf);
 }
 
 void tomed_reply_empty(tomed_request *r, int status)
@@ -395,8 +452,10 @@ void tomed_reply_empty(tomed_request *r, int status)
 static void reply_error_v(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
                           va_list ap)
 {
-    char msg[TOME_ERROR_MAX];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char raw[TOME_ERROR_MAX], msg[3 * TOME_ERROR_MAX];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    /* Messages quote what clients and files said, which may not be text. */
+    msg[tome_utf8_repair(raw, strlen(raw), msg)] = '\0';
     json_t *error = json_pack("{s:s, s:s}", "code", tome_error_name(code), "message", msg);
     if (extra) {
         json_object_update(error, extra);
@@ -482,13 +541,14 @@ void tomed_stream_write(tomed_request *r, const void *data, size_t len)
 
 void tomed_stream_event(tomed_request *r, const char *event, json_t *data)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
-    json_decref(data);
-    if (!text) return;
-    size_t cap = strlen(event) + strlen(text) + 32;
+    char *text = encode_json(r, data, event);
+    /* A lost event would leave the client waiting for its end: say so. */
+    const char *json = text ? text : encode_failure;
+    if (!text) event = "error";
+    size_t cap = strlen(event) + strlen(json) + 32;
     char *frame = malloc(cap);
     if (frame) {
-        int n = snprintf(frame, cap, "event: %s\ndata: %s\n\n", event, text);
+        int n = snprintf(frame, cap, "event: %s\ndata: %s\n\n", event, json);
         tomed_stream_write(r, frame, (size_t)n);
     }
     free(frame);
@@ -593,10 +653,11 @@ static int start_request(tomed_conn *c, char *head)
         c->peer.has_cert =
             ssl && tomed_tls_peer_cn(ssl, c->peer.cert_cn, sizeof c->peer.cert_cn) == 0;
     }
-    int status = parse_head(r, head);
+    const char *why;
+    int status = parse_head(r, head, &why);
     if (status != 0) {
         if (!r->path) r->path = strdup("?");
-        refuse(c, status, status == 431 ? TOME_ELIMIT : TOME_EINVAL, "malformed request head");
+        refuse(c, status, status == 431 ? TOME_ELIMIT : TOME_EINVAL, why);
         return 0;
     }
     if (c->server->draining) {

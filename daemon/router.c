@@ -44,9 +44,10 @@ static const tomed_route routes[] = {
     {"DELETE", "/v1/tokens/*", tomed_route_token_revoke, TOMED_ROUTE_ADMIN},
 };
 
-/* Does `path` match `pattern`?  Each '*' takes one non-empty segment,
- * copied into params. */
-static int match(const char *pattern, const char *path, char *params[2])
+/* Does `path` match `pattern`?  Each '*' takes one non-empty segment of
+ * the raw path; with `params`, each is percent-decoded into it (a segment
+ * that does not decode to UTF-8 text leaves its slot NULL and sets *bad). */
+static int match(const char *pattern, const char *path, char *params[2], int *bad)
 {
     int n = 0;
     while (*pattern && *path) {
@@ -54,8 +55,8 @@ static int match(const char *pattern, const char *path, char *params[2])
             size_t len = strcspn(path, "/");
             if (len == 0 || n == 2) return 0;
             if (params) {
-                params[n] = strndup(path, len);
-                if (!params[n]) return 0;
+                params[n] = tomed_percent_decode(path, len, 0);
+                if (!params[n]) *bad = 1;
             }
             n++;
             path += len;
@@ -67,15 +68,16 @@ static int match(const char *pattern, const char *path, char *params[2])
     return *pattern == '\0' && *path == '\0';
 }
 
-static const tomed_route *find_route(tomed_request *r, int *path_known)
+static const tomed_route *find_route(tomed_request *r, int *path_known, int *bad_segment)
 {
     *path_known = 0;
+    *bad_segment = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (!match(routes[i].pattern, r->path, NULL)) continue;
+        if (!match(routes[i].pattern, r->path, NULL, NULL)) continue;
         *path_known = 1;
         int same = strcmp(routes[i].method, r->method) == 0 ||
                    (strcmp(routes[i].method, "GET") == 0 && strcmp(r->method, "HEAD") == 0);
-        if (same && match(routes[i].pattern, r->path, r->params)) return &routes[i];
+        if (same && match(routes[i].pattern, r->path, r->params, bad_segment)) return &routes[i];
     }
     return NULL;
 }
@@ -114,8 +116,14 @@ static int check_body_size(tomed_request *r, int upload)
 
 int tomed_route_request(tomed_request *r)
 {
-    int path_known;
-    const tomed_route *route = find_route(r, &path_known);
+    int path_known, bad_segment;
+    const tomed_route *route = find_route(r, &path_known, &bad_segment);
+    if (bad_segment) {
+        tomed_reply_error(r, TOME_EINVAL,
+                          "a segment of the path %s is not UTF-8 text after percent-decoding",
+                          r->path);
+        return -1;
+    }
     if (!route) {
         if (path_known)
             tomed_reply_error_ex(r, 405, TOME_EINVAL, NULL, "%s is not allowed on %s", r->method,

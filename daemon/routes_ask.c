@@ -17,8 +17,10 @@
 
 #include "store/store.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 #define DEFAULT_MAX_TOKENS 512
 #define MAX_STOP_STRINGS   8
 #define MAX_STOP_BYTES     256
+#define MAX_LOGIT_BIAS     1024
 
 /* What the loop thread keeps beside the engine's part of the question. */
 typedef struct ask_ctx {
@@ -42,6 +45,7 @@ static void ask_free(ask_ctx *ctx)
     free(ask->question);
     free(ask->answer);
     for (int i = 0; i < ask->n_stop; i++) free(ask->stop[i]);
+    free(ask->logit_bias);
     free(ctx);
 }
 
@@ -292,6 +296,41 @@ static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
     return 0;
 }
 
+/* OpenAI's logit_bias: {"token id": bias from -100 to 100}.  Ids past the
+ * model's vocabulary are refused by the engine, which knows its size. */
+static int parse_logit_bias(tomed_request *r, json_t *bias, tomed_ask *ask)
+{
+    if (!bias) return 0;
+    if (!json_is_object(bias) || json_object_size(bias) > MAX_LOGIT_BIAS) {
+        tomed_reply_error(r, TOME_EINVAL,
+                          "'logit_bias' must be an object of at most %d token ids and biases",
+                          MAX_LOGIT_BIAS);
+        return -1;
+    }
+    ask->logit_bias = calloc(json_object_size(bias) + 1, sizeof *ask->logit_bias);
+    if (!ask->logit_bias) return out_of_memory(r);
+    const char *key;
+    json_t *v;
+    json_object_foreach(bias, key, v)
+    {
+        char *end;
+        errno = 0;
+        long id = strtol(key, &end, 10);
+        if (errno || end == key || *end || id < 0 || id > INT32_MAX || !json_is_number(v) ||
+            json_number_value(v) < -100 || json_number_value(v) > 100) {
+            tomed_reply_error(r, TOME_EINVAL,
+                              "logit_bias: '%s' must be a token id mapped to a number from -100 "
+                              "to 100",
+                              key);
+            return -1;
+        }
+        ask->logit_bias[ask->n_logit_bias].id = (int32_t)id;
+        ask->logit_bias[ask->n_logit_bias].bias = (float)json_number_value(v);
+        ask->n_logit_bias++;
+    }
+    return 0;
+}
+
 static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     const char *question = json_string_value(json_object_get(body, "question"));
@@ -327,6 +366,7 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         return -1;
     }
     ask->stream = !stream || json_is_true(stream);
+    if (parse_logit_bias(r, json_object_get(body, "logit_bias"), ask) != 0) return -1;
     return parse_stop(r, json_object_get(body, "stop"), ask);
 }
 

@@ -276,7 +276,7 @@ struct tomed_request {
     tomed_server *server;
     const tomed_peer *peer;
     char method[16];
-    char *path;  /* percent-decoded, without the query */
+    char *path;  /* without the query; percent-escapes as sent (ASCII) */
     char *query; /* raw, or NULL */
     tomed_header *headers;
     int n_headers;
@@ -288,7 +288,7 @@ struct tomed_request {
     char body_path[TOMED_PATH_MAX];
     tomed_principal principal;
     const struct tomed_route *route;
-    char *params[2]; /* the path segments matched by '*' */
+    char *params[2]; /* the path segments matched by '*', decoded (UTF-8) */
     double started;
     int responded; /* a response (or stream) has started */
     int streaming;
@@ -298,8 +298,13 @@ struct tomed_request {
 };
 
 const char *tomed_header_get(const tomed_request *r, const char *name);
-/* The decoded value of query parameter `key` (malloc'd), or NULL. */
+/* The decoded value of query parameter `key` (malloc'd), or NULL.  The
+ * query was checked when the head was read: every value is UTF-8. */
 char *tomed_query_get(const tomed_request *r, const char *key);
+/* Percent-decode `n` bytes (with '+' as space when asked): a malloc'd
+ * string, or NULL when out of memory or when the result holds a NUL byte
+ * or is not valid UTF-8. */
+char *tomed_percent_decode(const char *s, size_t n, int plus_is_space);
 
 /* Responses.  Each ends the request except the stream calls before _end. */
 void tomed_reply_json(tomed_request *r, int status, json_t *body); /* steals body */
@@ -510,6 +515,13 @@ void tomed_jobs_release(tomed_jobs *j);
 void tomed_job_progress(void *job);
 void tomed_job_finished(void *job);
 
+/* One entry of a question's logit_bias: `bias` is added to token `id`'s
+ * logit before every sampling step. */
+typedef struct tomed_logit_bias {
+    int32_t id;
+    float bias;
+} tomed_logit_bias;
+
 /* A question on its way through the engine.  Created by routes_ask.c on
  * the loop thread; the engine thread owns the fields below `engine` until
  * it posts tomed_ask_finished, after which the loop frees the ask. */
@@ -525,6 +537,8 @@ typedef struct tomed_ask {
     uint64_t seed;
     char *stop[8];
     int n_stop;
+    tomed_logit_bias *logit_bias; /* added to the logits before sampling (malloc'd) */
+    int n_logit_bias;
     int stream;
     double t_request;
     char saved_path[TOMED_PATH_MAX]; /* the saved state to restore, if any */

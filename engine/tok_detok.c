@@ -10,6 +10,13 @@
  * releases it with the byte that completes it.  Bytes that can never start
  * or continue a valid character are not held (waiting would not help), so
  * output never lags by more than three bytes.
+ *
+ * Such bytes are real: a model can emit any token after any other, and a
+ * byte-level vocabulary has tokens that are fragments of characters.  A
+ * byte-exact decoder passes them on (tome-tokenize, round trips); one made
+ * with V4_DETOK_VALID_UTF8 replaces each ill-formed piece by U+FFFD, as
+ * Hugging Face's decode does, so that what it hands out is always valid
+ * UTF-8 and can go into JSON: that is the one answers are decoded with.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,17 +25,21 @@
 
 struct v4_detok {
     const v4_tokenizer *t;
+    unsigned flags;
     char held[4];
     size_t n_held;
-    char *out;
+    char *raw; /* the held bytes and the new token's, before any repair */
+    size_t raw_cap;
+    char *out; /* what feed and flush hand back */
     size_t out_cap;
 };
 
-int v4_detok_new(const v4_tokenizer *t, v4_detok **out, tome_error *err)
+int v4_detok_new(const v4_tokenizer *t, unsigned flags, v4_detok **out, tome_error *err)
 {
     v4_detok *d = calloc(1, sizeof *d);
     if (!d) return tome_errorf(err, TOME_ENOMEM, "out of memory for a stream decoder");
     d->t = t;
+    d->flags = flags;
     *out = d;
     return 0;
 }
@@ -36,47 +47,18 @@ int v4_detok_new(const v4_tokenizer *t, v4_detok **out, tome_error *err)
 void v4_detok_free(v4_detok *d)
 {
     if (!d) return;
+    free(d->raw);
     free(d->out);
     free(d);
 }
 
-/* Length of the character a lead byte starts, 0 if it cannot start one. */
-static size_t utf8_length(uint8_t lead)
+static int reserve(char **buf, size_t *cap, size_t need)
 {
-    if (lead < 0x80) return 1;
-    if (lead >= 0xC2 && lead <= 0xDF) return 2;
-    if (lead >= 0xE0 && lead <= 0xEF) return 3;
-    if (lead >= 0xF0 && lead <= 0xF4) return 4;
-    return 0;
-}
-
-/* Whether `second` may follow `lead` (no overlongs, surrogates or > U+10FFFF). */
-static int second_byte_ok(uint8_t lead, uint8_t second)
-{
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (lead == 0xE0)
-        lo = 0xA0;
-    else if (lead == 0xED)
-        hi = 0x9F;
-    else if (lead == 0xF0)
-        lo = 0x90;
-    else if (lead == 0xF4)
-        hi = 0x8F;
-    return second >= lo && second <= hi;
-}
-
-/* How many bytes at the end of s[0, n) begin a character that is still
- * incomplete (0 if none). */
-static size_t incomplete_tail(const char *s, size_t n)
-{
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        uint8_t b = (uint8_t)s[n - back];
-        if ((b & 0xC0) == 0x80) continue; /* a continuation byte: look further back */
-        size_t need = utf8_length(b);
-        if (need <= back) return 0;
-        if (back >= 2 && !second_byte_ok(b, (uint8_t)s[n - back + 1])) return 0;
-        return back;
-    }
+    if (need <= *cap) return 0;
+    char *p = realloc(*buf, need + 64);
+    if (!p) return -1;
+    *buf = p;
+    *cap = need + 64;
     return 0;
 }
 
@@ -87,29 +69,41 @@ int v4_detok_feed(v4_detok *d, int32_t id, const char **text, size_t *len, tome_
     if (v4_token_bytes(d->t, id, &bytes, &n) != 0)
         return tome_errorf(err, TOME_EINVAL, "token id %d is not in the vocabulary", (int)id);
     size_t total = d->n_held + n;
-    if (total + 1 > d->out_cap) {
-        char *p = realloc(d->out, total + 64);
-        if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory decoding token %d", (int)id);
-        d->out = p;
-        d->out_cap = total + 64;
-    }
-    memcpy(d->out, d->held, d->n_held);
-    memcpy(d->out + d->n_held, bytes, n);
-    size_t keep = incomplete_tail(d->out, total);
-    memcpy(d->held, d->out + total - keep, keep);
+    /* Repair writes at most three bytes (U+FFFD) for each byte it reads. */
+    if (reserve(&d->raw, &d->raw_cap, total) != 0 ||
+        reserve(&d->out, &d->out_cap, 3 * total + 4) != 0)
+        return tome_errorf(err, TOME_ENOMEM, "out of memory decoding token %d", (int)id);
+    memcpy(d->raw, d->held, d->n_held);
+    memcpy(d->raw + d->n_held, bytes, n);
+    size_t keep = tome_utf8_unfinished_tail(d->raw, total);
+    memcpy(d->held, d->raw + total - keep, keep);
     d->n_held = keep;
-    d->out[total - keep] = '\0';
+    size_t done = total - keep;
+    if (d->flags & V4_DETOK_VALID_UTF8) {
+        done = tome_utf8_repair(d->raw, done, d->out);
+    } else {
+        memcpy(d->out, d->raw, done);
+    }
+    d->out[done] = '\0';
     *text = d->out;
-    *len = total - keep;
+    *len = done;
     return 0;
 }
 
 void v4_detok_flush(v4_detok *d, const char **text, size_t *len)
 {
-    /* out always has room for the held bytes: they were copied out of it. */
-    if (d->out) memcpy(d->out, d->held, d->n_held);
-    *text = d->out ? d->out : "";
-    *len = d->n_held;
+    /* out has room for the held bytes: feed reserved 3 * total + 4. */
+    *text = "";
+    *len = 0;
+    if (d->n_held && (d->flags & V4_DETOK_VALID_UTF8)) {
+        /* The held bytes are one unfinished character: one U+FFFD. */
+        *text = TOME_UTF8_REPLACEMENT;
+        *len = 3;
+    } else if (d->n_held) {
+        memcpy(d->out, d->held, d->n_held);
+        *text = d->out;
+        *len = d->n_held;
+    }
     d->n_held = 0;
 }
 

@@ -53,9 +53,6 @@ int ingest_count_entry(ingest_reader *r, const char *path, tome_error *err);
  * once); 1 when the path is filtered out. */
 int ingest_filtered(ingest_reader *r, const char *path, tome_error *err);
 
-/* text.c: length of the valid UTF-8 sequence at p (0 if invalid). */
-size_t ingest_utf8_sequence(const unsigned char *p, size_t left);
-
 /* Printable form of an untrusted name for messages: bytes outside
  * printable ASCII become \xNN (out must hold 4 * len + 1). */
 void ingest_escape_name(const char *name, size_t len, char *out);

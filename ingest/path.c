@@ -22,7 +22,7 @@ static const char *unsafe_bytes(const char *name, size_t len)
     for (size_t i = 0; i < len;) {
         if (p[i] == 0) return "the name contains a NUL byte";
         if (p[i] < 0x20 || p[i] == 0x7f) return "the name contains control characters";
-        size_t n = ingest_utf8_sequence(p + i, len - i);
+        size_t n = tome_utf8_char_length(p + i, len - i);
         if (!n) return "the name is not valid UTF-8";
         i += n;
     }
@@ -83,7 +83,7 @@ void ingest_escape_name(const char *name, size_t len, char *out)
     const unsigned char *p = (const unsigned char *)name;
     size_t k = 0;
     for (size_t i = 0; i < len;) {
-        size_t n = p[i] >= 0x20 && p[i] != 0x7f ? ingest_utf8_sequence(p + i, len - i) : 0;
+        size_t n = p[i] >= 0x20 && p[i] != 0x7f ? tome_utf8_char_length(p + i, len - i) : 0;
         if (n) {
             memcpy(out + k, p + i, n);
             k += n;

@@ -20,31 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-size_t ingest_utf8_sequence(const unsigned char *p, size_t left)
-{
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    size_t n;
-    unsigned min, cp;
-    if ((c & 0xe0) == 0xc0)
-        n = 2, min = 0x80, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        n = 3, min = 0x800, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        n = 4, min = 0x10000, cp = c & 0x07;
-    else
-        return 0;
-    if (n > left) return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    /* Overlong forms, UTF-16 surrogates and values past U+10FFFF are not
-     * UTF-8 (RFC 3629). */
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return n;
-}
-
 /* A control character that text does not contain: C0 other than
  * whitespace and ESC, DEL, and (for single-byte text) C1. */
 static int is_odd_control(unsigned c)
@@ -64,7 +39,7 @@ static int valid_utf8(const unsigned char *p, size_t len, size_t *controls)
             i++;
             continue;
         }
-        size_t n = ingest_utf8_sequence(p + i, len - i);
+        size_t n = tome_utf8_char_length(p + i, len - i);
         if (!n) return 0;
         i += n;
     }

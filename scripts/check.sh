@@ -1,7 +1,7 @@
 #!/bin/sh
 # The README's test command: install what is missing, build from a clean
-# tree, run `make check` and `make distcheck`, and end with the line
-# "N passed, N failed".
+# tree, run `make check`, `make distcheck` and the demo (scripts/demo.sh),
+# and end with the line "N passed, N failed".
 # Extra arguments go to configure (for example --enable-sanitizers).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,6 +44,17 @@ if [ "$failed" -eq 0 ]; then
     else
         failed=$((failed + 1))
         echo "FAIL: make distcheck"; tail -40 distcheck.out
+    fi
+fi
+# The README's main command, the first thing a user runs, on the same
+# build: it must exit 0.  It counts as one more test.
+if [ "$failed" -eq 0 ]; then
+    if sh "$top/scripts/demo.sh" >"$build/demo.out" 2>&1; then
+        passed=$((passed + 1))
+        echo "PASS: scripts/demo.sh"
+    else
+        failed=$((failed + 1))
+        echo "FAIL: scripts/demo.sh"; tail -40 "$build/demo.out"
     fi
 fi
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -1,4 +1,5 @@
-/* Unit tests for common/: error formatting, whole-file I/O, atomic replace. */
+/* Unit tests for common/: error formatting, whole-file I/O, atomic replace,
+ * UTF-8 checking and repair. */
 #include "common/common.h"
 #include "tests/check.h"
 
@@ -69,11 +70,78 @@ static void test_sha256(void)
     CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
 }
 
+static size_t unhex(const char *hex, char *out)
+{
+    size_t n = 0;
+    if (strcmp(hex, "-") == 0) return 0;
+    for (; hex[0] && hex[1]; hex += 2) {
+        unsigned v;
+        sscanf(hex, "%2x", &v);
+        out[n++] = (char)v;
+    }
+    return n;
+}
+
+/* Repair against the Unicode Standard's own example (chapter 3, "U+FFFD
+ * Substitution of Maximal Subparts") and against CPython's decoder on
+ * tests/data/utf8-repair.txt. */
+static void test_utf8_repair(void)
+{
+    static const char in[] = "\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64";
+    static const char want[] =
+        "a" TOME_UTF8_REPLACEMENT TOME_UTF8_REPLACEMENT TOME_UTF8_REPLACEMENT
+        "b" TOME_UTF8_REPLACEMENT "c" TOME_UTF8_REPLACEMENT TOME_UTF8_REPLACEMENT "d";
+    size_t len;
+    char *out = tome_utf8_repair_dup(in, sizeof in - 1, &len);
+    CHECK(out && len == sizeof want - 1 && memcmp(out, want, len) == 0);
+    CHECK(out && tome_utf8_valid(out, len));
+    free(out);
+
+    const char *src = getenv("TOME_SRCDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/utf8-repair.txt", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    REQUIRE(f, "cannot open %s", path);
+    char a[64], b[128], bytes[32], expect[64], got[96];
+    int cases = 0;
+    while (fscanf(f, "%63s %127s", a, b) == 2) {
+        size_t n = unhex(a, bytes), m = unhex(b, expect);
+        size_t k = tome_utf8_repair(bytes, n, got);
+        CHECKF(k == m && memcmp(got, expect, m) == 0, "repair of %s", a);
+        CHECKF(tome_utf8_valid(bytes, n) == (n == m && memcmp(bytes, expect, n) == 0),
+               "validity of %s", a);
+        cases++;
+    }
+    fclose(f);
+    CHECKF(cases == 600, "%d cases read", cases);
+}
+
+static void test_utf8_pieces(void)
+{
+    CHECK(tome_utf8_char_length("\xE4\xB8\xAD", 3) == 3);
+    CHECK(tome_utf8_char_length("\xE4\xB8\xAD", 2) == 0);     /* cut short */
+    CHECK(tome_utf8_char_length("\xED\xA0\x80", 3) == 0);     /* a surrogate */
+    CHECK(tome_utf8_char_length("\xC0\xAF", 2) == 0);         /* overlong */
+    CHECK(tome_utf8_char_length("\xF4\x90\x80\x80", 4) == 0); /* past U+10FFFF */
+    CHECK(tome_utf8_char_length("\xF0\x9F\x98\x80", 4) == 4);
+    CHECK(tome_utf8_valid_prefix("ab\xC3\xA9\xFFz", 6) == 4);
+    CHECK(tome_utf8_unfinished_tail("a\xE4\xB8", 3) == 2);
+    CHECK(tome_utf8_unfinished_tail("a\xF0\x9F\x98", 4) == 3);
+    CHECK(tome_utf8_unfinished_tail("a\xE4", 2) == 1);
+    CHECK(tome_utf8_unfinished_tail("a\xE4\xB8\xAD", 4) == 0); /* finished */
+    CHECK(tome_utf8_unfinished_tail("a\xE0\x80", 3) == 0);     /* can never finish */
+    CHECK(tome_utf8_unfinished_tail("a\x80\x80", 3) == 0);     /* no lead */
+    CHECK(tome_utf8_unfinished_tail("\xFF", 1) == 0);
+    CHECK(tome_utf8_unfinished_tail("", 0) == 0);
+}
+
 int main(void)
 {
     test_errors();
     test_files();
     test_sha256();
     test_stream();
+    test_utf8_repair();
+    test_utf8_pieces();
     return check_finish();
 }

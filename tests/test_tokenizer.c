@@ -54,7 +54,7 @@ static void check_roundtrip(const v4_tokenizer *t, const v4_ids *ids, const char
     free(back);
 
     v4_detok *d = NULL;
-    CHECK_OK(v4_detok_new(t, &d, &err), &err);
+    CHECK_OK(v4_detok_new(t, 0, &d, &err), &err);
     char *joined = malloc(len + 1);
     size_t at = 0;
     int chunks_ok = 1, fits = 1;

@@ -149,7 +149,7 @@ static void test_stream_holdback(const v4_tokenizer *t)
     v4_ids ids = encode(t, text, 2);
     tome_error err = {0};
     v4_detok *d = NULL;
-    CHECK_OK(v4_detok_new(t, &d, &err), &err);
+    CHECK_OK(v4_detok_new(t, 0, &d, &err), &err);
     size_t out = 0;
     for (size_t i = 0; i < ids.n; i++) {
         const char *piece;
@@ -166,6 +166,70 @@ static void test_stream_holdback(const v4_tokenizer *t)
     CHECK(v4_detok_feed(d, -5, &piece, &n, &err) == TOME_EINVAL && strstr(err.msg, "-5"));
     v4_detok_free(d);
     free(ids.ids);
+}
+
+/* What a model may emit is any sequence of ids.  A stream decoder made
+ * with V4_DETOK_VALID_UTF8 hands out only valid UTF-8, piece by piece, and
+ * the pieces add up to the repair of the whole decoded byte string (the
+ * same U+FFFDs whether the ids came at once or one by one). */
+static void test_stream_valid_utf8(const v4_tokenizer *t)
+{
+    /* Ids of fragments (leads, continuations, bytes never in UTF-8) mixed
+     * with whole characters and words, as random weights produce them. */
+    static const char *const pieces[] = {"\xE4\xB8", "\xF0\x9F\x98", "\xAD",     "\x80", "\xFF",
+                                         "\xC3",     "\xE4\xB8\xAD", "\xC3\xA9", " the", "\n"};
+    int32_t pool[64];
+    size_t n_pool = 0;
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        v4_ids ids = encode(t, pieces[i], strlen(pieces[i]));
+        for (size_t k = 0; k < ids.n && n_pool < 64; k++) pool[n_pool++] = ids.ids[k];
+        free(ids.ids);
+    }
+    uint64_t rng = 88172645463325252ull;
+    int replaced = 0;
+    for (int round = 0; round < 2000; round++) {
+        int32_t ids[12];
+        size_t n = 1 + round % 12;
+        for (size_t i = 0; i < n; i++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            /* One id in four from the whole vocabulary, the rest fragments. */
+            ids[i] = rng % 4 == 0 ? (int32_t)((rng >> 8) % (uint64_t)v4_tokenizer_n_ids(t))
+                                  : pool[(rng >> 8) % n_pool];
+        }
+        tome_error err = {0};
+        char *whole = NULL;
+        size_t whole_len = 0;
+        if (v4_detokenize(t, ids, n, &whole, &whole_len, &err) != 0) continue; /* a gap id */
+        size_t want_len;
+        char *want = tome_utf8_repair_dup(whole, whole_len, &want_len);
+        v4_detok *d = NULL;
+        CHECK_OK(v4_detok_new(t, V4_DETOK_VALID_UTF8, &d, &err), &err);
+        char got[12 * 512 * 3];
+        size_t at = 0;
+        int pieces_valid = 1;
+        for (size_t i = 0; i < n; i++) {
+            const char *piece;
+            size_t k;
+            CHECK_OK(v4_detok_feed(d, ids[i], &piece, &k, &err), &err);
+            pieces_valid &= tome_utf8_valid(piece, k);
+            if (at + k <= sizeof got) memcpy(got + at, piece, k);
+            at += k;
+        }
+        const char *rest;
+        size_t k;
+        v4_detok_flush(d, &rest, &k);
+        pieces_valid &= tome_utf8_valid(rest, k);
+        if (at + k <= sizeof got) memcpy(got + at, rest, k);
+        at += k;
+        CHECKF(pieces_valid, "round %d: a piece is not valid UTF-8", round);
+        CHECKF(want && at == want_len && memcmp(got, want, at) == 0,
+               "round %d: streamed text differs from the repaired whole", round);
+        replaced += want && strstr(want, TOME_UTF8_REPLACEMENT) != NULL;
+        v4_detok_free(d);
+        free(want);
+        free(whole);
+    }
+    CHECKF(replaced > 500, "only %d of 2000 rounds needed a replacement", replaced);
 }
 
 /* One tokenizer, several threads at once: each gets the single-thread ids. */
@@ -309,6 +373,7 @@ int main(void)
     test_invalid_utf8(t);
     test_nul(t);
     test_stream_holdback(t);
+    test_stream_valid_utf8(t);
     test_threads(t);
     test_huge_words(t);
     test_100mb(t);
