@@ -14,6 +14,7 @@
  * a typo never silently falls back to a default.
  */
 #include "daemon/tomed.h"
+#include "engine/v4.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -239,6 +240,11 @@ static int set_key(tomed_config *c, const char *key, const char *v)
         return 0;
     }
     if (strcmp(key, "log_level") == 0) return tomed_log_level_parse(v, &c->log_level);
+    if (strcmp(key, "kernels") == 0) {
+        if (strcmp(v, "fast") != 0 && strcmp(v, "exact") != 0) return TOME_EINVAL;
+        c->kernels = strcmp(v, "exact") == 0 ? V4_KERNELS_EXACT : V4_KERNELS_FAST;
+        return 0;
+    }
     if (strcmp(key, "log") == 0) {
         if (strcmp(v, "syslog") != 0 && strcmp(v, "stderr") != 0) return TOME_EINVAL;
         c->log_syslog = strcmp(v, "syslog") == 0;

@@ -126,8 +126,10 @@ static int load_model(tomed_engine *e, tome_error *err)
                            "model directory %s does not exist (make the built-in model with "
                            "`tome-mkmodel --preset tiny -o %s`)",
                            e->model_dir, e->model_dir);
-    int rc = v4_model_open(e->model_dir, NULL, &e->model, err);
+    v4_open_options opts = {.kernels = (v4_kernels)e->server->cfg.kernels};
+    int rc = v4_model_open(e->model_dir, &opts, &e->model, err);
     if (rc != 0) return rc;
+    tomed_log(TOMED_LOG_INFO, "%s kernels (%s)", v4_kernels_name(opts.kernels), v4_kernels_isa());
     char path[TOMED_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/tokenizer.json", e->model_dir);
     rc = v4_tokenizer_load(path, &e->tokenizer, err);

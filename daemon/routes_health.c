@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include "daemon/tomed.h"
+#include "engine/v4.h"
 
 #include <event2/buffer.h>
 
@@ -26,8 +27,10 @@ void tomed_route_ready(tomed_request *r)
     const char *model = "", *why = NULL;
     int loaded = tomed_jobs_model_ready(r->server->jobs, &model, &why);
     int draining = r->server->draining;
-    json_t *body = json_pack("{s:b, s:s, s:s, s:b}", "ready", loaded && !draining, "model", model,
-                             "store", "ok", "draining", draining);
+    json_t *body =
+        json_pack("{s:b, s:s, s:s, s:b, s:s, s:s}", "ready", loaded && !draining, "model", model,
+                  "store", "ok", "draining", draining, "kernels",
+                  v4_kernels_name((v4_kernels)r->server->cfg.kernels), "isa", v4_kernels_isa());
     if (why) json_object_set_new(body, "reason", json_string(why));
     tomed_reply_json(r, loaded && !draining ? 200 : 503, body);
 }

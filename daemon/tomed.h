@@ -118,6 +118,7 @@ typedef struct tomed_config {
     int max_active_asks;
     int workers;
     int max_answer_tokens;
+    int kernels; /* v4_kernels: fast or exact (at start only) */
     /* The engine thread reads these three while SIGHUP may replace them:
      * access them with __atomic builtins only (the readers below). */
     int prefill_chunk;

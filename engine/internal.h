@@ -64,16 +64,21 @@ typedef struct v4_weight {
     const uint8_t *data;  /* points into a mapped shard */
     const uint8_t *scale; /* E8M0 scales (FP8: per 128x128 block, FP4: per 32) */
     int64_t scale_stride; /* scale bytes per scale row */
+    int fast;             /* products with the fast kernels (v4_kernels) */
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */
 #define V4_MAX_COLS 32768
 
-/* Decode row `r` of a weight into `out` (cols floats). */
+/* Decode row `r` of a weight into `out` (cols floats), exactly; the SIMD
+ * decoders where the CPU has them, or the scalar reference. */
 void v4_weight_row(const v4_weight *w, int64_t r, float *out);
+void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out);
 
 /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n; x is [n][cols], y is
- * [n][rows] with row stride `ystride` (>= rows).  Parallel over output rows. */
+ * [n][rows] with row stride `ystride` (>= rows).  Parallel over output rows.
+ * Exact kernels unless w->fast (then engine/kernels/fast.h's order, for
+ * rows whose width is a multiple of its 16 lanes). */
 void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystride);
 /* The same with input rows `xstride` floats apart (a column slice of x). */
 void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,

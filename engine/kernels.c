@@ -15,6 +15,7 @@
  * bit-identical.
  */
 #include "engine/internal.h"
+#include "engine/kernels/fast.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -176,7 +177,7 @@ static void row_bf16_scalar(const uint8_t *row, int64_t cols, float *out)
 /* Eight e4m3 bytes (as int32 lanes) to floats without a table: for normal
  * codes the exponent and mantissa bits move into a float's fields and the
  * bias moves from 7 to 127; subnormal codes (exponent 0) are m * 2^-9.
- * Exact for every finite code. */
+ * Exact for every code, NaN included. */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(__m256i b)
 {
     __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7F));
@@ -188,6 +189,9 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(_
     __m256i is_sub =
         _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)), _mm256_setzero_si256());
     __m256 v = _mm256_blendv_ps(normal, sub, _mm256_castsi256_ps(is_sub));
+    /* S.1111.111 is the format's NaN. */
+    __m256i is_nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
+    v = _mm256_blendv_ps(v, _mm256_set1_ps(NAN), _mm256_castsi256_ps(is_nan));
     return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
 }
 
@@ -261,6 +265,24 @@ static int have_avx2(void)
 #else
     return 0;
 #endif
+}
+
+void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3:
+        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / 128) * w->scale_stride, w->cols, out);
+        break;
+    case V4_I8:
+        row_fp4_scalar(w->data + r * (w->cols / 2), w->scale + r * w->scale_stride, w->cols, out);
+        break;
+    case V4_BF16:
+        row_bf16_scalar(w->data + r * w->cols * 2, w->cols, out);
+        break;
+    default:
+        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    }
 }
 
 void v4_weight_row(const v4_weight *w, int64_t r, float *out)
@@ -594,6 +616,10 @@ void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystr
 void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,
                        int64_t ystride)
 {
+    if (w->fast && w->cols % V4_FAST_LANES == 0) {
+        v4_fast_matmul(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
+        return;
+    }
     matmul_job j = {w, x, xstride, n, y, ystride};
     /* Aim for tasks of a few hundred KiB of weights each. */
     int64_t row_bytes = w->cols * (int64_t)(w->dtype == V4_I8 ? 1 : v4_dtype_size(w->dtype));
@@ -619,4 +645,21 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
             memcpy(&wi, wb + 4 * (size_t)i, 4);
         out[i] = wi * (x[i] * r);
     }
+}
+
+const char *v4_kernels_name(v4_kernels k)
+{
+    return k == V4_KERNELS_EXACT ? "exact" : "fast";
+}
+
+int v4_kernels_parse(const char *name)
+{
+    if (strcmp(name, "fast") == 0) return V4_KERNELS_FAST;
+    if (strcmp(name, "exact") == 0) return V4_KERNELS_EXACT;
+    return -1;
+}
+
+const char *v4_kernels_isa(void)
+{
+    return v4_fast_kernels_active()->name;
 }

@@ -104,6 +104,7 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
     w.rows = t->shape[0];
     w.cols = t->ndim > 1 ? t->shape[1] : 1;
     w.data = t->data;
+    w.fast = b->m->opts.kernels == V4_KERNELS_FAST;
     if (t->dtype == V4_F32) w.data = (const uint8_t *)f32_data(b, t);
     if (t->dtype == V4_I8) w.cols *= 2; /* two FP4 codes per byte */
     if (t->dtype == V4_F8_E4M3 || t->dtype == V4_I8) {
@@ -303,7 +304,8 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
  * (refmath.c): it changes whenever the engine would compute other bits, so
  * that a state saved by such an engine is refused rather than continued
  * with results a fresh prefill would not give.  2: the reference's rounding
- * order. */
+ * order.  The kernels (fast or exact) are part of the mode: each rounds its
+ * own way. */
 static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
                        const v4_tensor_spec *specs, size_t n, tome_error *err)
 {
@@ -314,7 +316,8 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
     }
     EVP_DigestUpdate(ctx, "tome-v4-model-2", 15);
     EVP_DigestUpdate(ctx, config_text, config_len);
-    uint8_t mode[2] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16};
+    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16,
+                       (uint8_t)m->opts.kernels};
     EVP_DigestUpdate(ctx, mode, sizeof mode);
     for (size_t i = 0; i < n; i++) {
         const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ static void usage(FILE *out)
             "  --mtp              also compute the MTP head's logits (needs a decode step)\n"
             "  --dump FILE        write logits and tokens as safetensors\n"
             "  --numerics MODE    qat (default) or fp32 (round trips off, for debugging)\n"
+            "  --kernels MODE     fast (default: SIMD, fixed order) or exact (the reference's\n"
+            "                     rounding, bit for bit; slower)\n"
             "  --threads N        kernel threads (default: all cores)\n"
             "  --kv-rope-bf16     keep the RoPE dims of stored KV entries in BF16 (smaller state)\n"
             "  --print-tokens     print the decoded ids (and text, with a tokenizer) on stdout\n"
@@ -44,6 +47,7 @@ typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
     v4_numerics numerics;
+    v4_kernels kernels;
 } options;
 
 static int push_id(v4_ids *ids, int32_t id, tome_error *err)
@@ -175,6 +179,7 @@ static int parse_options(int argc, char **argv, options *o)
                                           {"mtp", no_argument, 0, 'M'},
                                           {"dump", required_argument, 0, 'o'},
                                           {"numerics", required_argument, 0, 'n'},
+                                          {"kernels", required_argument, 0, 'K'},
                                           {"threads", required_argument, 0, 'j'},
                                           {"print-tokens", no_argument, 0, 'p'},
                                           {"help", no_argument, 0, 'h'},
@@ -234,6 +239,13 @@ static int parse_options(int argc, char **argv, options *o)
                 fprintf(stderr, "tome-run: --numerics must be qat or fp32\n");
                 return 2;
             }
+            break;
+        case 'K':
+            if (v4_kernels_parse(optarg) < 0) {
+                fprintf(stderr, "tome-run: --kernels must be fast or exact\n");
+                return 2;
+            }
+            o->kernels = (v4_kernels)v4_kernels_parse(optarg);
             break;
         case 'h':
             usage(stdout);
@@ -317,13 +329,19 @@ static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_e
 
 static int run(const options *o, tome_error *err)
 {
-    v4_open_options opts = {
-        .numerics = o->numerics, .n_threads = o->threads, .kv_rope_bf16 = o->kv_rope_bf16};
+    v4_open_options opts = {.numerics = o->numerics,
+                            .kernels = o->kernels,
+                            .n_threads = o->threads,
+                            .kv_rope_bf16 = o->kv_rope_bf16};
     double t0 = tome_now();
     v4_model *m;
     int rc = v4_model_open(o->model, &opts, &m, err);
     if (rc) return rc;
     double t_load = tome_now() - t0;
+    fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads\n",
+            v4_kernels_name(o->kernels), v4_kernels_isa(),
+            o->numerics == V4_NUMERICS_FP32 ? "fp32" : "qat",
+            o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     const v4_config *c = v4_model_config(m);
     size_t V = (size_t)c->vocab_size, width = (size_t)c->hc_mult * c->dim;
     v4_tokenizer *tok = NULL;

@@ -115,8 +115,27 @@ typedef enum v4_numerics {
     V4_NUMERICS_FP32 = 1 /* debugging: the two round trips disabled */
 } v4_numerics;
 
+/* How the engine computes, independently of the numerics.  Fast kernels
+ * (the default) use SIMD and fused multiply-adds in one fixed order of
+ * their own (engine/kernels/fast.h): results do not depend on the CPU's
+ * instruction set, the thread count, or how a prompt is cut into chunks,
+ * and stay within the golden tolerances.  Exact kernels round every dot
+ * product like DeepSeek's reference code, bit-identical to it on the golden
+ * cases, several times slower: a verification mode.  States saved with one
+ * are refused by the other (the fingerprint names the kernels). */
+typedef enum v4_kernels { V4_KERNELS_FAST = 0, V4_KERNELS_EXACT = 1 } v4_kernels;
+
+/* "fast" / "exact", and the parse of such a name (-1 if unknown). */
+const char *v4_kernels_name(v4_kernels k);
+int v4_kernels_parse(const char *name);
+/* The instruction set the fast kernels run with on this machine ("avx512",
+ * "avx2" or "scalar"; the environment variable TOME_ISA may force a lesser
+ * one, for tests). */
+const char *v4_kernels_isa(void);
+
 typedef struct v4_open_options {
     v4_numerics numerics;
+    v4_kernels kernels;
     int n_threads; /* kernel threads; 0 = number of online CPUs */
     /* Store the RoPE dims of KV entries in BF16, as the official bf16 model
      * does (583 bytes per 512-wide entry instead of 711).  Off by default:

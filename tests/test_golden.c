@@ -4,7 +4,10 @@
  * qat files (tight tolerances) and the official files (statistical), and in
  * fp32 numerics against the fp32 files.  The tolerances are the ones the
  * golden README measured between the reference and itself.  Also: chunked
- * prefill equals one-shot prefill.
+ * prefill equals one-shot prefill.  Everything runs twice: with the exact
+ * kernels, which reproduce the reference's rounding and are held to
+ * bit-identical rows where their inputs are, and with the fast kernels,
+ * held to the README's tolerances (and, for chunking, to their own bits).
  *
  * Usage: test_golden [MODEL-DIR-NAME ...] (default: every golden model).
  */
@@ -52,11 +55,11 @@ static void on_topk(void *ctx, int layer, int64_t pos, const int32_t *idx, int k
 
 /* Run a golden case; the prompt goes in one call, or in calls of `part`
  * tokens (each saying where it sits in the prompt) when part > 0. */
-static void run_case(const char *dir, v4_numerics numerics, const golden_file *g, int chunk,
-                     int part, run *r)
+static void run_case(const char *dir, v4_numerics numerics, v4_kernels kernels,
+                     const golden_file *g, int chunk, int part, run *r)
 {
     tome_error err = {0};
-    v4_open_options opts = {.numerics = numerics};
+    v4_open_options opts = {.numerics = numerics, .kernels = kernels};
     v4_model *m;
     REQUIRE(v4_model_open(dir, &opts, &m, &err) == 0, "%s", err.msg);
     const v4_config *c = v4_model_config(m);
@@ -216,6 +219,30 @@ static void check_positions(const char *what, logit_stats st)
            st.argmax_bad);
 }
 
+/* The fast kernels sum in another order than the reference, a few ulps
+ * apart.  In fp32 numerics that stays a few ulps, and they are held to
+ * check_positions like the exact kernels.  In qat numerics a stored KV
+ * value a few ulps from an FP8 rounding midpoint is stored one code (6%)
+ * up or down, and every later position that attends to it moves by about
+ * 1e-3: on v4-tiny-a's long case a handful of such flips put 31% of the
+ * prefill positions and 90% of the decode positions after them over 2e-3
+ * (up to 0.17), while argmax never changes where the reference's margin is
+ * >= 1e-2 and the distance to the official files stays what the exact
+ * kernels measure (check_statistical).  These are the bounds held there;
+ * the README states them. */
+#define FAST_QAT_MAX    0.25f /* largest per-position max |dlogit| */
+#define FAST_QAT_MEDIAN 5e-3f
+static void check_fast_qat(const char *what, logit_stats st)
+{
+    float within = st.n ? 1.0f - (float)st.over_tight / st.n : 0;
+    fprintf(stderr, "  %-28s n=%4d median %.2e max %.2e  within 2e-3: %.0f%%  argmax-fail: %d\n",
+            what, st.n, st.median, st.max, 100 * within, st.argmax_bad);
+    CHECKF(st.max <= FAST_QAT_MAX, "%s: max |dlogit| %.3g", what, st.max);
+    CHECKF(st.median <= FAST_QAT_MEDIAN, "%s: median %.3g", what, st.median);
+    CHECKF(st.argmax_bad == 0, "%s: %d argmax disagreements with margin >= 1e-2", what,
+           st.argmax_bad);
+}
+
 static void check_statistical(const char *what, logit_stats st, float med, float mean, float agree)
 {
     float frac = st.n ? (float)st.argmax_agree / st.n : 0;
@@ -273,7 +300,7 @@ static void check_topk(const golden_file *g, const run *r, int min_percent)
            equal, rows, min_percent);
 }
 
-static void check_hidden(const golden_file *g, const run *r)
+static void check_hidden(const golden_file *g, const run *r, int exact)
 {
     golden_tensor h = golden_get(g, "hidden_states");
     const float *ref = h.data;
@@ -306,7 +333,8 @@ static void check_hidden(const golden_file *g, const run *r)
              * one; an engine that merely computes the same formulas in
              * float measured up to 1.7e-6 here. */
             if (i < 4)
-                CHECKF(rel <= 1e-6f, "hidden layer %d position %d: relative %.3g", l, i, rel);
+                CHECKF(rel <= (exact ? 1e-6f : 1e-4f), "hidden layer %d position %d: relative %.3g",
+                       l, i, rel);
             worst = fmaxf(worst, i < 4 ? rel : 0);
         }
     fprintf(stderr, "  hidden states (positions 0-3): worst relative %.2e\n", worst);
@@ -314,8 +342,8 @@ static void check_hidden(const golden_file *g, const run *r)
 
 typedef enum mode { FP32, QAT, STATISTICAL } mode;
 
-static void compare_file(const golden_file *g, const run *r, mode how, float med, float mean,
-                         float agree)
+static void compare_file(const golden_file *g, const run *r, mode how, int exact, float med,
+                         float mean, float agree)
 {
     int V = r->vocab;
     golden_tensor pl = golden_get(g, "prefill_logits"),
@@ -334,36 +362,43 @@ static void compare_file(const golden_file *g, const run *r, mode how, float med
     for (int i = 0; i < 4; i++) {
         if (how == STATISTICAL)
             check_statistical(names[i], s[i], med, mean, agree);
+        else if (how == QAT && !exact)
+            check_fast_qat(names[i], s[i]);
         else
             check_positions(names[i], s[i]);
     }
-    if (how != STATISTICAL) {
-        check_hidden(g, r);
+    if (how != STATISTICAL) check_hidden(g, r, exact);
+    if (how != STATISTICAL && exact) {
         /* positions 0-3 are the file's first four prefill rows */
         logit_stats first = compare_rows(pl.data, r->prefill, pp.data, 4, V);
         CHECKF(first.identical == 4, "prefill logits at positions 0-3: %d of 4 rows bit-identical",
                first.identical);
     }
     /* The official files keep the top-k routine's own tie order and other
-     * numerics, so their selections are not comparable row by row. */
-    check_topk(g, r, how == STATISTICAL ? 0 : 98);
+     * numerics, so their selections are not comparable row by row.  The
+     * fast kernels' selections follow their logits: in qat numerics a flip
+     * moves near-tied scores (measured 92% of rows on v4-tiny-a's long
+     * case). */
+    check_topk(g, r, how == STATISTICAL ? 0 : exact || how == FP32 ? 98 : 90);
 }
 
 /* Chunked prefill (sizes that are not multiples of 4 or 128 included)
  * must equal one-shot prefill. */
-static void check_chunking(const char *dir, const golden_file *g, const run *one_shot)
+static void check_chunking(const char *dir, v4_kernels kernels, const golden_file *g,
+                           const run *one_shot)
 {
     /* chunk sizes inside one call, then the prompt fed in calls (parts) */
-    static const int chunks[] = {1, 3, 128, 129, 0, 0}, parts[] = {0, 0, 0, 0, 100, 7};
+    static const int chunks[] = {1, 3, 128, 129, 512, 0, 0}, parts[] = {0, 0, 0, 0, 0, 100, 7};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
         run r;
-        run_case(dir, V4_NUMERICS_QAT, g, chunks[c], parts[c], &r);
+        run_case(dir, V4_NUMERICS_QAT, kernels, g, chunks[c], parts[c], &r);
         double worst = 0;
         for (size_t i = 0; i < (size_t)r.P * r.vocab; i++)
             worst = fmax(worst, fabs((double)r.prefill[i] - one_shot->prefill[i]));
         for (size_t i = 0; i < (size_t)r.N * r.vocab; i++)
             worst = fmax(worst, fabs((double)r.decode[i] - one_shot->decode[i]));
-        fprintf(stderr, "  %s %3d vs one-shot: max |dlogit| %.2e\n", parts[c] ? "parts" : "chunk",
+        fprintf(stderr, "  %s kernels, %s %3d vs one-shot: max |dlogit| %.2e\n",
+                v4_kernels_name(kernels), parts[c] ? "parts" : "chunk",
                 parts[c] ? parts[c] : chunks[c], worst);
         /* the issue asks 1e-5; the engine's design gives bit-identical */
         CHECKF(worst == 0, "chunk %d parts %d: max |dlogit| %.3g", chunks[c], parts[c], worst);
@@ -387,23 +422,27 @@ static void test_model(const char *name)
         snprintf(rel, sizeof rel, "golden/%s/expected/%s.official.safetensors", name, kase);
         golden_open(&off, check_shared_path(rel));
 
-        run r;
-        fprintf(stderr, "%s %s qat:\n", name, kase);
-        run_case(dir, V4_NUMERICS_QAT, &qat, 0, 0, &r);
-        compare_file(&qat, &r, QAT, 0, 0, 0);
-        /* Limits around what the reference measured for qat against
-         * official (README: median 0.83 (a) / 1.5 (b), argmax 85-93% /
-         * 66-70%); the MTP head spreads wider in our runs. */
-        fprintf(stderr, "%s %s official (statistical):\n", name, kase);
-        compare_file(&off, &r, STATISTICAL, tiny_b ? 3.0f : 1.2f, tiny_b ? 1.1f : 0.35f,
-                     tiny_b ? 0.50f : 0.60f);
-        if (cs == 0 && !tiny_b) check_chunking(dir, &qat, &r);
-        run_free(&r);
+        for (int k = 0; k < 2; k++) {
+            v4_kernels kernels = k == 0 ? V4_KERNELS_EXACT : V4_KERNELS_FAST;
+            const char *kn = v4_kernels_name(kernels);
+            run r;
+            fprintf(stderr, "%s %s qat, %s kernels:\n", name, kase, kn);
+            run_case(dir, V4_NUMERICS_QAT, kernels, &qat, 0, 0, &r);
+            compare_file(&qat, &r, QAT, k == 0, 0, 0, 0);
+            /* Limits around what the reference measured for qat against
+             * official (README: median 0.83 (a) / 1.5 (b), argmax 85-93% /
+             * 66-70%); the MTP head spreads wider in our runs. */
+            fprintf(stderr, "%s %s official (statistical), %s kernels:\n", name, kase, kn);
+            compare_file(&off, &r, STATISTICAL, k == 0, tiny_b ? 3.0f : 1.2f, tiny_b ? 1.1f : 0.35f,
+                         tiny_b ? 0.50f : 0.60f);
+            if (cs == 0 && !tiny_b) check_chunking(dir, kernels, &qat, &r);
+            run_free(&r);
 
-        fprintf(stderr, "%s %s fp32:\n", name, kase);
-        run_case(dir, V4_NUMERICS_FP32, &f32, 0, 0, &r);
-        compare_file(&f32, &r, FP32, 0, 0, 0);
-        run_free(&r);
+            fprintf(stderr, "%s %s fp32, %s kernels:\n", name, kase, kn);
+            run_case(dir, V4_NUMERICS_FP32, kernels, &f32, 0, 0, &r);
+            compare_file(&f32, &r, FP32, k == 0, 0, 0, 0);
+            run_free(&r);
+        }
         golden_close(&qat);
         golden_close(&f32);
         golden_close(&off);

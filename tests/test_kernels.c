@@ -1,7 +1,10 @@
-/* engine/kernels.c: weight decoding and matmul against values computed here
- * from the formats' definitions, and the order invariance the engine relies
- * on (a row's result does not depend on the batch it is computed in). */
+/* engine/kernels.c and engine/kernels/: weight decoding and matmul against
+ * values computed here from the formats' definitions, and the order
+ * invariance the engine relies on (a row's result does not depend on the
+ * batch it is computed in); the fast kernels of every instruction set this
+ * CPU has against their summation order computed here, bit for bit. */
 #include "engine/internal.h"
+#include "engine/kernels/fast.h"
 #include "tests/check.h"
 
 #include <math.h>
@@ -117,6 +120,98 @@ static void test_format(v4_dtype t)
     free(y1);
 }
 
+/* fast.h's order, written from its definition: 16 lanes of fused
+ * multiply-adds over k = l, l + 16, ..., then the fixed tree. */
+static float fast_order(const float *w, const float *x, int cols)
+{
+    float lane[16] = {0};
+    for (int k = 0; k < cols; k++) lane[k % 16] = fmaf(w[k], x[k], lane[k % 16]);
+    float s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = lane[i] + lane[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+/* Every fast kernel this CPU runs gives, for every token count (the decode
+ * path for 1 and 2, register tiles and column blocks beyond), exactly the
+ * order's result, and stays close to the exact sum. */
+static void test_fast(v4_dtype t)
+{
+    int rows = 264, cols = 384, n = 100;
+    uint8_t *data, *scale;
+    float *ref = malloc((size_t)rows * cols * sizeof *ref);
+    v4_weight w = make_weight(t, rows, cols, &data, &scale, ref);
+    float *x = malloc((size_t)n * cols * sizeof *x), *y = malloc((size_t)n * rows * sizeof *y);
+    float *want = malloc((size_t)n * rows * sizeof *want);
+    for (int i = 0; i < n * cols; i++) x[i] = (float)((int)(next_random() % 2001) - 1000) / 999.0f;
+    double worst = 0;
+    for (int tok = 0; tok < n; tok++)
+        for (int r = 0; r < rows; r++) {
+            const float *wr = ref + (size_t)r * cols, *xt = x + (size_t)tok * cols;
+            want[(size_t)tok * rows + r] = fast_order(wr, xt, cols);
+            double exact = 0, mag = 0;
+            for (int c = 0; c < cols; c++) {
+                exact += (double)wr[c] * xt[c];
+                mag += fabs((double)wr[c] * xt[c]);
+            }
+            worst = fmax(worst, fabs(exact - want[(size_t)tok * rows + r]) / (mag + 1e-30));
+        }
+    CHECKF(worst < 1e-5, "%s: the fast order's error is %.3g of the sum of |terms|",
+           v4_dtype_name(t), worst);
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const int counts[] = {1, 2, 3, 5, 6, 7, 13, 100};
+    int tested = 0;
+    for (int i = 0; i < 3; i++) {
+        const v4_fast_kernels *k = v4_fast_kernels_named(isas[i]);
+        if (!k) continue;
+        tested++;
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            /* tokens in calls of counts[c]: results must not depend on it */
+            memset(y, 0, (size_t)n * rows * sizeof *y);
+            for (int t0 = 0; t0 < n; t0 += counts[c]) {
+                int m = n - t0 < counts[c] ? n - t0 : counts[c];
+                v4_fast_matmul(k, &w, x + (size_t)t0 * cols, cols, m, y + (size_t)t0 * rows, rows);
+            }
+            int bad = 0;
+            for (int e = 0; e < n * rows; e++) bad += memcmp(&y[e], &want[e], sizeof(float)) != 0;
+            CHECKF(bad == 0, "%s %s, %d tokens a call: %d of %d results differ from the order",
+                   isas[i], v4_dtype_name(t), counts[c], bad, n * rows);
+        }
+    }
+    CHECKF(tested >= 1 && (tested == 3 || !v4_fast_kernels_named("avx512")),
+           "%d instruction sets tested", tested);
+    free(data);
+    free(scale);
+    free(ref);
+    free(x);
+    free(y);
+    free(want);
+}
+
+/* The FP8 NaN codes decode to NaN in every fast kernel, as in the exact
+ * decoder (a damaged checkpoint must not turn into finite numbers). */
+static void test_fast_nan(void)
+{
+    uint8_t data[16 * 16], scale[1] = {127};
+    for (int i = 0; i < 256; i++) data[i] = (uint8_t)i;
+    v4_weight w = {.dtype = V4_F8_E4M3,
+                   .rows = 16,
+                   .cols = 16,
+                   .data = data,
+                   .scale = scale,
+                   .scale_stride = 1};
+    float x[16], y[16];
+    for (int i = 0; i < 16; i++) x[i] = 1;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const v4_fast_kernels *k = v4_fast_kernels_named(isas[i]);
+        if (!k) continue;
+        v4_fast_matmul(k, &w, x, 16, 1, y, 16);
+        /* rows 7 and 15 hold the codes 0x7F and 0xFF */
+        CHECKF(isnan(y[7]) && isnan(y[15]) && !isnan(y[6]), "%s: NaN codes", isas[i]);
+    }
+}
+
 static void test_tiles(void)
 {
     int n = 37, dim = 96;
@@ -211,6 +306,10 @@ int main(void)
     test_format(V4_F8_E4M3);
     test_format(V4_I8);
     test_format(V4_BF16);
+    test_fast(V4_F8_E4M3);
+    test_fast(V4_I8);
+    test_fast(V4_BF16);
+    test_fast_nan();
     test_tiles();
     test_refmath();
     return check_finish();

@@ -1,0 +1,97 @@
+/*
+ * fast.h - the fast kernels' contract: one summation order, three ISAs.
+ *
+ * The exact kernels (kernels.c) round like the reference: every dot product
+ * is an in-order sum of rounded products, which keeps the engine
+ * bit-identical to DeepSeek's code but leaves a SIMD unit nothing to do
+ * within one sum.  The fast kernels fix another order, chosen for SIMD and
+ * FMA, and hold every ISA to it:
+ *
+ *   the dot product of a weight row w and an input row x (cols a multiple
+ *   of V4_FAST_LANES) keeps V4_FAST_LANES partial sums; lane l takes the
+ *   columns k = l, l + 16, l + 32, ... in increasing order, each as one
+ *   fused multiply-add acc = fma(w[k], x[k], acc) from acc = +0; the lanes
+ *   are then added as a fixed tree: a[i] + a[i+8], then + [i+4], + [i+2],
+ *   + [i+1].
+ *
+ * Weights are decoded exactly (an FP8/FP4/BF16 value times its power-of-two
+ * block scale is exact in F32), so each output depends only on its weight
+ * row and input row: not on the ISA (scalar, AVX2 and AVX-512 give the same
+ * bits, which test_kernels checks), the number of tokens in the call (a
+ * prompt prefilled in chunks of any size, or decoded one token at a time,
+ * gives the same bits), nor how rows are split between threads.
+ *
+ * Each ISA provides the table below; fast.c picks one at run time and
+ * drives it.
+ */
+#ifndef TOME_ENGINE_KERNELS_FAST_H
+#define TOME_ENGINE_KERNELS_FAST_H
+
+#include "engine/internal.h"
+
+#define V4_FAST_LANES  16 /* partial sums per dot product */
+#define V4_FAST_ROWS   4  /* weight rows per register tile */
+#define V4_FAST_TOKENS 6  /* input rows per register tile */
+
+/* The partial sums of a register tile between calls: acc[t][i][l] is lane
+ * l of the dot product of row i with token t. */
+typedef float v4_fast_acc[V4_FAST_TOKENS][V4_FAST_ROWS][V4_FAST_LANES];
+
+typedef struct v4_fast_kernels {
+    const char *name; /* "scalar", "avx2", "avx512" */
+    /* Decode weight rows [r, r + nr) into `panel`, row i at
+     * panel + i * w->cols, exactly. */
+    void (*decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
+    /* Continue the tile's sums over `klen` more columns (a multiple of
+     * V4_FAST_LANES): rows[i] and xs[t] point at the first of them, for
+     * i < V4_FAST_ROWS and t < nt (nt <= V4_FAST_TOKENS).  Slots of acc
+     * for tokens nt and beyond are scratch: the kernel may write them. */
+    void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,
+                     v4_fast_acc acc);
+    /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_ROWS),
+     * decoding the weights in registers: one token's matrix-vector
+     * product. */
+    void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const float *x, float *y);
+} v4_fast_kernels;
+
+extern const v4_fast_kernels v4_fast_scalar;
+#if defined(__x86_64__)
+extern const v4_fast_kernels v4_fast_avx2;
+extern const v4_fast_kernels v4_fast_avx512;
+#endif
+
+/* The kernels in use: the best this CPU runs, or the one named by the
+ * environment variable TOME_ISA ("scalar", "avx2", "avx512"; one this CPU
+ * cannot run is refused and the best is used).  Chosen once per process. */
+const v4_fast_kernels *v4_fast_kernels_active(void);
+/* The table for `name`, or NULL if this CPU (or build) cannot run it. */
+const v4_fast_kernels *v4_fast_kernels_named(const char *name);
+
+/* The fixed lane tree of the order above (shared by the scalar kernels and
+ * the tests). */
+static inline float v4_fast_reduce(const float a[V4_FAST_LANES])
+{
+    float s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) s8[i] = a[i] + a[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    for (int i = 0; i < 2; i++) s2[i] = s4[i] + s4[i + 2];
+    return s2[0] + s2[1];
+}
+
+/* An E8M0 block scale as a float (2^(e-127); NaN for 0xFF). */
+static inline float v4_fast_scale(uint8_t e)
+{
+    if (e == 0 || e == 0xFF) return v4_e8m0_to_f32(e);
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)e << 23};
+    return v.f;
+}
+
+/* y[t][o] for `n` input rows with the kernels `k` (v4_matmul_strided's
+ * contract); w->cols must be a multiple of V4_FAST_LANES. */
+void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
+                    int n, float *y, int64_t ystride);
+
+#endif

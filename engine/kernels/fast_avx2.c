@@ -1,0 +1,181 @@
+/*
+ * fast_avx2.c - the fast kernels (fast.h's order) with AVX2 and FMA.
+ *
+ * The sixteen partial sums of one dot product live in two ymm registers
+ * (lanes 0-7 and 8-15), which keeps the order, and so the bits, of the
+ * AVX-512 and scalar kernels.  With sixteen registers the prefill tile is
+ * 2 rows x 3 tokens (12 accumulators), run over the 4 x 6 tile in up to
+ * four passes.  Compiled for any x86-64 and chosen at run time (fast.c).
+ */
+#include "engine/kernels/fast.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+
+#define TARGET "avx2,fma,f16c"
+#define KERNEL __attribute__((target(TARGET)))
+#define INLINE __attribute__((target(TARGET), always_inline)) static inline
+
+/* Sixteen weights as two halves. */
+typedef struct half2 {
+    __m256 lo, hi;
+} half2;
+
+/* Eight e4m3 bytes as floats, exactly (the f16 trick of fast_avx512.c). */
+INLINE __m256 fp8x8(const uint8_t *p, __m256 scale)
+{
+    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    __m128i mag = _mm_and_si128(b, _mm_set1_epi16(0x7F));
+    __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+    __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(_mm_or_si128(_mm_slli_epi16(mag, 7), sign)),
+                             _mm256_set1_ps(256.0f));
+    __m256i nan = _mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7F)));
+    v = _mm256_blendv_ps(v, _mm256_set1_ps(NAN), _mm256_castsi256_ps(nan));
+    return _mm256_mul_ps(v, scale);
+}
+
+/* Eight e2m1 codes from four bytes (low nibble first): the magnitude by
+ * table, the sign from bit 3. */
+INLINE __m256 fp4x8(const uint8_t *p, __m256 scale)
+{
+    uint32_t four;
+    __builtin_memcpy(&four, p, 4);
+    __m128i b = _mm_cvtsi32_si128((int)four);
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    __m256i codes = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+    __m256 mag = _mm256_permutevar8x32_ps(_mm256_loadu_ps(v4_e2m1_values), codes);
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(8)), 28);
+    return _mm256_mul_ps(_mm256_or_ps(mag, _mm256_castsi256_ps(sign)), scale);
+}
+
+INLINE __m256 bf16x8(const uint8_t *p)
+{
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Weights k .. k+15 of row `row`, decoded. */
+INLINE half2 decode16(const v4_weight *w, int64_t row, int64_t k)
+{
+    half2 h;
+    switch (w->dtype) {
+    case V4_F8_E4M3: {
+        const uint8_t *p = w->data + row * w->cols + k;
+        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[(row / 128) * w->scale_stride + k / 128]));
+        h.lo = fp8x8(p, s);
+        h.hi = fp8x8(p + 8, s);
+        break;
+    }
+    case V4_I8: {
+        const uint8_t *p = w->data + row * (w->cols / 2) + k / 2;
+        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[row * w->scale_stride + k / 32]));
+        h.lo = fp4x8(p, s);
+        h.hi = fp4x8(p + 4, s);
+        break;
+    }
+    case V4_BF16: {
+        const uint8_t *p = w->data + (row * w->cols + k) * 2;
+        h.lo = bf16x8(p);
+        h.hi = bf16x8(p + 16);
+        break;
+    }
+    default: {
+        const float *p = (const float *)(const void *)(w->data + (row * w->cols + k) * 4);
+        h.lo = _mm256_loadu_ps(p);
+        h.hi = _mm256_loadu_ps(p + 8);
+        break;
+    }
+    }
+    return h;
+}
+
+/* fast.h's lane tree over lanes lo[0..7], hi[0..7] = 8..15. */
+INLINE float reduce16(__m256 lo, __m256 hi)
+{
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    for (int i = 0; i < nr; i++)
+        for (int64_t k = 0; k < w->cols; k += 16) {
+            half2 h = decode16(w, r + i, k);
+            float *dst = panel + (size_t)i * w->cols + k;
+            _mm256_storeu_ps(dst, h.lo);
+            _mm256_storeu_ps(dst + 8, h.hi);
+        }
+}
+
+/* Rows rows[i0], rows[i0 + 1] against tokens xs[t0 .. t0 + 2]: 12
+ * accumulators of the 16 available. */
+INLINE void subtile(const float *const *rows, const float *const *xs, int i0, int t0, int64_t klen,
+                    v4_fast_acc acc)
+{
+    __m256 lo[2][3], hi[2][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            lo[i][t] = _mm256_loadu_ps(acc[t0 + t][i0 + i]);
+            hi[i][t] = _mm256_loadu_ps(acc[t0 + t][i0 + i] + 8);
+        }
+    const float *w0 = rows[i0], *w1 = rows[i0 + 1];
+    const float *x[3] = {xs[t0], xs[t0 + 1], xs[t0 + 2]};
+    for (int64_t k = 0; k < klen; k += 16) {
+        __m256 wl[2] = {_mm256_loadu_ps(w0 + k), _mm256_loadu_ps(w1 + k)};
+        __m256 wh[2] = {_mm256_loadu_ps(w0 + k + 8), _mm256_loadu_ps(w1 + k + 8)};
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            __m256 xl = _mm256_loadu_ps(x[t] + k), xh = _mm256_loadu_ps(x[t] + k + 8);
+#pragma GCC unroll 8
+            for (int i = 0; i < 2; i++) {
+                lo[i][t] = _mm256_fmadd_ps(wl[i], xl, lo[i][t]);
+                hi[i][t] = _mm256_fmadd_ps(wh[i], xh, hi[i][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            _mm256_storeu_ps(acc[t0 + t][i0 + i], lo[i][t]);
+            _mm256_storeu_ps(acc[t0 + t][i0 + i] + 8, hi[i][t]);
+        }
+}
+
+KERNEL static void tile_acc_avx2(const float *const *rows, const float *const *xs, int nt,
+                                 int64_t klen, v4_fast_acc acc)
+{
+    /* The tile is always 2 x 3: tokens past nt repeat the last one, into
+     * slots of acc that the contract leaves to the kernel. */
+    const float *x[V4_FAST_TOKENS];
+    for (int t = 0; t < V4_FAST_TOKENS; t++) x[t] = xs[t < nt ? t : nt - 1];
+    for (int t0 = 0; t0 < nt; t0 += 3)
+        for (int i0 = 0; i0 < V4_FAST_ROWS; i0 += 2) subtile(rows, x, i0, t0, klen, acc);
+}
+
+KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    __m256 lo[V4_FAST_ROWS], hi[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) lo[i] = hi[i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < w->cols; k += 16) {
+        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            half2 h = decode16(w, row[i], k);
+            lo[i] = _mm256_fmadd_ps(h.lo, xl, lo[i]);
+            hi[i] = _mm256_fmadd_ps(h.hi, xh, hi[i]);
+        }
+    }
+    for (int i = 0; i < nr; i++) y[i] = reduce16(lo[i], hi[i]);
+}
+
+const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2};
+#endif

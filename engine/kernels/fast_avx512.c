@@ -1,0 +1,156 @@
+/*
+ * fast_avx512.c - the fast kernels (fast.h's order) with AVX-512.
+ *
+ * One zmm register holds the sixteen partial sums of one dot product, so a
+ * step of the order is one vfmadd231ps.  The prefill kernel keeps a tile of
+ * V4_FAST_ROWS x V4_FAST_TOKENS such registers (24 of 32) over decoded
+ * weight rows, loading each weight vector once for six tokens; the decode
+ * kernel decodes FP8/FP4/BF16 weights in registers and streams each weight
+ * byte once.  Compiled for any x86-64 and chosen at run time (fast.c).
+ */
+#include "engine/kernels/fast.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+
+#define TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
+#define KERNEL __attribute__((target(TARGET)))
+#define INLINE __attribute__((target(TARGET), always_inline)) static inline
+
+/* Sixteen e4m3 bytes as floats, exactly.  Moved into f16 bit fields the
+ * e4m3 exponent and mantissa keep their meaning with f16's bias of 15
+ * instead of 7, subnormals included, so the f16 value times 2^8 is the
+ * e4m3 value; the two NaN codes (S.1111.111) are set apart. */
+INLINE __m512 fp8x16(const uint8_t *p, float scale)
+{
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
+    __m256i mag = _mm256_and_si256(b, _mm256_set1_epi16(0x7F));
+    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(mag, 7), sign);
+    __m512 v = _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+    v = _mm512_mask_mov_ps(v, _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7F)),
+                           _mm512_set1_ps(NAN));
+    return _mm512_mul_ps(v, _mm512_set1_ps(scale));
+}
+
+/* Sixteen e2m1 codes from eight bytes (low nibble first), by table. */
+INLINE __m512 fp4x16(const uint8_t *p, float scale)
+{
+    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    __m512i codes = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+    __m512 v = _mm512_permutexvar_ps(codes, _mm512_loadu_ps(v4_e2m1_values));
+    return _mm512_mul_ps(v, _mm512_set1_ps(scale));
+}
+
+INLINE __m512 bf16x16(const uint8_t *p)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Weights k .. k+15 of row `row`, decoded. */
+INLINE __m512 decode16(const v4_weight *w, int64_t row, int64_t k)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3:
+        return fp8x16(w->data + row * w->cols + k,
+                      v4_fast_scale(w->scale[(row / 128) * w->scale_stride + k / 128]));
+    case V4_I8:
+        return fp4x16(w->data + row * (w->cols / 2) + k / 2,
+                      v4_fast_scale(w->scale[row * w->scale_stride + k / 32]));
+    case V4_BF16:
+        return bf16x16(w->data + (row * w->cols + k) * 2);
+    default:
+        return _mm512_loadu_ps((const float *)(const void *)(w->data + (row * w->cols + k) * 4));
+    }
+}
+
+/* fast.h's lane tree. */
+INLINE float reduce16(__m512 v)
+{
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    for (int i = 0; i < nr; i++)
+        for (int64_t k = 0; k < w->cols; k += 16)
+            _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
+}
+
+/* The register tile for NT tokens (a constant where it is inlined, so the
+ * accumulators stay in registers). */
+INLINE void tile(const float *const *rows, const float *const *xs, const int NT, int64_t klen,
+                 v4_fast_acc acc)
+{
+    __m512 a[V4_FAST_ROWS][V4_FAST_TOKENS];
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) a[i][t] = _mm512_loadu_ps(acc[t][i]);
+    for (int64_t k = 0; k < klen; k += 16) {
+        __m512 wv[V4_FAST_ROWS];
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) wv[i] = _mm512_loadu_ps(rows[i] + k);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m512 xv = _mm512_loadu_ps(xs[t] + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < V4_FAST_ROWS; i++) a[i][t] = _mm512_fmadd_ps(wv[i], xv, a[i][t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) _mm512_storeu_ps(acc[t][i], a[i][t]);
+}
+
+KERNEL static void tile_acc_avx512(const float *const *rows, const float *const *xs, int nt,
+                                   int64_t klen, v4_fast_acc acc)
+{
+    switch (nt) {
+    case 1:
+        tile(rows, xs, 1, klen, acc);
+        break;
+    case 2:
+        tile(rows, xs, 2, klen, acc);
+        break;
+    case 3:
+        tile(rows, xs, 3, klen, acc);
+        break;
+    case 4:
+        tile(rows, xs, 4, klen, acc);
+        break;
+    case 5:
+        tile(rows, xs, 5, klen, acc);
+        break;
+    default:
+        tile(rows, xs, 6, klen, acc);
+        break;
+    }
+}
+
+KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    __m512 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < w->cols; k += 16) {
+        __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++)
+            acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
+    }
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
+}
+
+const v4_fast_kernels v4_fast_avx512 = {"avx512", decode_rows_avx512, tile_acc_avx512,
+                                        rows_dot_avx512};
+#endif

@@ -1,0 +1,49 @@
+/*
+ * fast_scalar.c - the fast kernels' reference: the summation order of
+ * fast.h written as plain C, one lane at a time.
+ *
+ * It is what the SIMD kernels are tested against (bit for bit) and what runs
+ * on a CPU without AVX2.  fmaf is the fused multiply-add the order asks for
+ * (a single rounding), whatever instruction the compiler turns it into.
+ */
+#include "engine/kernels/fast.h"
+
+#include <math.h>
+#include <string.h>
+
+static float dot_fast(const float *w, const float *x, int64_t cols)
+{
+    float acc[V4_FAST_LANES] = {0};
+    for (int64_t k = 0; k < cols; k += V4_FAST_LANES)
+        for (int l = 0; l < V4_FAST_LANES; l++) acc[l] = fmaf(w[k + l], x[k + l], acc[l]);
+    return v4_fast_reduce(acc);
+}
+
+static void decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    for (int i = 0; i < nr; i++) v4_weight_row_scalar(w, r + i, panel + (size_t)i * w->cols);
+}
+
+static void tile_acc_scalar(const float *const *rows, const float *const *xs, int nt, int64_t klen,
+                            v4_fast_acc acc)
+{
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < V4_FAST_ROWS; i++)
+            for (int64_t k = 0; k < klen; k += V4_FAST_LANES)
+                for (int l = 0; l < V4_FAST_LANES; l++)
+                    acc[t][i][l] = fmaf(rows[i][k + l], xs[t][k + l], acc[t][i][l]);
+}
+
+/* One decoded row at a time; config.c keeps rows within V4_MAX_COLS. */
+static _Thread_local float row_scratch[V4_MAX_COLS];
+
+static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    for (int i = 0; i < nr; i++) {
+        v4_weight_row_scalar(w, r + i, row_scratch);
+        y[i] = dot_fast(row_scratch, x, w->cols);
+    }
+}
+
+const v4_fast_kernels v4_fast_scalar = {"scalar", decode_rows_scalar, tile_acc_scalar,
+                                        rows_dot_scalar};
