@@ -316,8 +316,7 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
     }
     EVP_DigestUpdate(ctx, "tome-v4-model-2", 15);
     EVP_DigestUpdate(ctx, config_text, config_len);
-    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16,
-                       (uint8_t)m->opts.kernels};
+    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels};
     EVP_DigestUpdate(ctx, mode, sizeof mode);
     for (size_t i = 0; i < n; i++) {
         const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);
@@ -424,4 +423,51 @@ double v4_model_state_bytes_per_token(const v4_model *m)
         if (r == 4) total += (double)m->index_row_bytes / r;
     }
     return total;
+}
+
+/* ---- cost per token ------------------------------------------------------------ */
+
+static double weight_storage(const v4_weight *w)
+{
+    double per = w->dtype == V4_I8 ? 0.5 : (double)v4_dtype_size(w->dtype);
+    return (double)w->rows * (double)w->cols * per;
+}
+
+/* Add a weight every token multiplies by (absent ones are 0 x 0). */
+static void add_weight(const v4_weight *w, double times, v4_token_cost *c)
+{
+    c->macs += times * (double)w->rows * (double)w->cols;
+    c->weight_bytes += times * weight_storage(w);
+}
+
+static void add_compressor(const v4_compressor_weights *cw, v4_token_cost *c)
+{
+    add_weight(&cw->wkv, 1, c);
+    add_weight(&cw->wgate, 1, c);
+}
+
+void v4_model_token_cost(const v4_model *m, v4_token_cost *out)
+{
+    memset(out, 0, sizeof *out);
+    const v4_config *cfg = &m->cfg;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const v4_block_weights *b = &m->blocks[l];
+        const v4_weight *attn[] = {&b->hc_attn.fn, &b->hc_ffn.fn, &b->wq_a,     &b->wq_b,
+                                   &b->wkv,        &b->wo_a,      &b->wo_b,     &b->gate,
+                                   &b->shared_w1,  &b->shared_w2, &b->shared_w3};
+        for (size_t i = 0; i < sizeof attn / sizeof attn[0]; i++) add_weight(attn[i], 1, out);
+        if (b->ratio) add_compressor(&b->compressor, out);
+        if (b->ratio == 4) {
+            add_compressor(&b->index_compressor, out);
+            add_weight(&b->index_wq_b, 1, out);
+            add_weight(&b->index_weights_proj, 1, out);
+        }
+        /* each token runs n_active_experts routed experts of this shape */
+        for (int k = 0; k < 3; k++) add_weight(&b->experts[k], cfg->n_active_experts, out);
+    }
+    v4_token_cost head = {0};
+    add_weight(&m->head, 1, &head);
+    add_weight(&m->hc_head.fn, 1, &head);
+    out->head_macs = head.macs;
+    out->head_bytes = head.weight_bytes;
 }

@@ -338,6 +338,13 @@ static int run(const options *o, tome_error *err)
     int rc = v4_model_open(o->model, &opts, &m, err);
     if (rc) return rc;
     double t_load = tome_now() - t0;
+    v4_token_cost cost;
+    v4_model_token_cost(m, &cost);
+    fprintf(stderr,
+            "tome-run: cost per token: %.3f GFLOP in matrix products, %.1f MB of weights "
+            "(LM head: %.3f GFLOP, %.1f MB)\n",
+            2e-9 * cost.macs, 1e-6 * cost.weight_bytes, 2e-9 * cost.head_macs,
+            1e-6 * cost.head_bytes);
     fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads\n",
             v4_kernels_name(o->kernels), v4_kernels_isa(),
             o->numerics == V4_NUMERICS_FP32 ? "fp32" : "qat",

@@ -157,6 +157,17 @@ void v4_model_fingerprint(const v4_model *m, uint8_t out[32]);
  * over the main layers, as a fractional average (ratio-4 layers add an entry
  * every 4 tokens). */
 double v4_model_state_bytes_per_token(const v4_model *m);
+/* What one token costs in matrix products through the main blocks (the
+ * MTP block aside): multiply-adds, and bytes of weights read (each routed
+ * expert counted per token, as decode reads them); the LM head apart, since
+ * prefill computes logits only where they are asked for.  Attention over
+ * the KV state, which grows with the context, is not included.  Benchmarks
+ * turn tokens/s into fractions of the machine's limits with it. */
+typedef struct v4_token_cost {
+    double macs, weight_bytes;
+    double head_macs, head_bytes;
+} v4_token_cost;
+void v4_model_token_cost(const v4_model *m, v4_token_cost *out);
 
 /* ------------------------------------------------------------------------
  * State: everything the decode path carries between tokens

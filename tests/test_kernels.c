@@ -189,9 +189,32 @@ static void test_fast(v4_dtype t)
 }
 
 /* The FP8 NaN codes decode to NaN in every fast kernel, as in the exact
- * decoder (a damaged checkpoint must not turn into finite numbers). */
+ * decoder (a damaged checkpoint must not turn into finite numbers): in a
+ * narrow matrix, and in one NaN among full 128-column blocks, which the
+ * decode kernels otherwise take a shorter path through. */
 static void test_fast_nan(void)
 {
+    enum { R = 8, C = 512 };
+    static uint8_t wide[R * C], wscale[1 * 4];
+    for (int i = 0; i < R * C; i++) wide[i] = (uint8_t)(0x30 + i % 7);
+    memset(wscale, 127, sizeof wscale);
+    wide[5 * C + 300] = 0xFF;
+    v4_weight ww = {.dtype = V4_F8_E4M3,
+                    .rows = R,
+                    .cols = C,
+                    .data = wide,
+                    .scale = wscale,
+                    .scale_stride = 4};
+    static float xw[C], yw[R];
+    for (int i = 0; i < C; i++) xw[i] = 0.5f;
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+        if (!k) continue;
+        v4_fast_matmul(k, &ww, xw, C, 1, yw, R);
+        CHECKF(isnan(yw[5]) && !isnan(yw[4]) && !isnan(yw[6]), "%s: a NaN in a full block",
+               names[i]);
+    }
     uint8_t data[16 * 16], scale[1] = {127};
     for (int i = 0; i < 256; i++) data[i] = (uint8_t)i;
     v4_weight w = {.dtype = V4_F8_E4M3,

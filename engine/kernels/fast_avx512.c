@@ -136,18 +136,115 @@ KERNEL static void tile_acc_avx512(const float *const *rows, const float *const 
     }
 }
 
-KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+/* Sixteen e4m3 bytes, none of them a NaN code, as floats times `scale256`
+ * = 2^8 * the block scale: one multiply instead of two, the same single
+ * rounding of the same exact product (the caller keeps scale256 finite).
+ * The f16 bits come from three steps: the byte moved to the top of its
+ * 16-bit lane, an arithmetic shift right by one (the sign lands on bits 15
+ * and 14, exponent and mantissa on 13..7), and bit 14 cleared. */
+INLINE __m512 fp8x16_scaled(const uint8_t *p, __m512 scale256)
 {
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    __m512 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
+    __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1),
+                                 _mm256_set1_epi16((short)0xBF80));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), scale256);
+}
+
+/* Whether `n` (a multiple of 64) bytes hold an e4m3 NaN code (S.1111.111). */
+INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
+{
+    const __m512i mag = _mm512_set1_epi8(0x7F);
+    __mmask64 any = 0;
+    for (int64_t i = 0; i < n; i += 64) {
+        __m512i b = _mm512_and_si512(_mm512_loadu_si512((const void *)(p + i)), mag);
+        any |= _mm512_cmpeq_epi8_mask(b, mag);
+    }
+    return any != 0;
+}
+
+/* FP8 rows: the scale of each row's 128-column block is read once per
+ * block, not per sixteen weights. */
+INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+{
+    for (int64_t k0 = 0; k0 < w->cols; k0 += 128) {
+        int64_t end = k0 + 128 < w->cols ? k0 + 128 : w->cols;
+        __m512 s256[V4_FAST_ROWS];
+        const uint8_t *p[V4_FAST_ROWS];
+        /* The short path needs a finite 2^8 * scale and no NaN codes;
+         * anything else goes the general way. */
+        int general = (end - k0) % 64 != 0;
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            uint8_t e = w->scale[(row[i] / 128) * w->scale_stride + k0 / 128];
+            s256[i] = _mm512_set1_ps(v4_fast_scale(e) * 256.0f);
+            p[i] = w->data + row[i] * w->cols;
+            general |= (e >= 247 && e != 0xFF) || (!general && has_fp8_nan(p[i] + k0, end - k0));
+        }
+        if (general) {
+            for (int64_t k = k0; k < end; k += 16) {
+                __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+                for (int i = 0; i < V4_FAST_ROWS; i++)
+                    acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
+            }
+            continue;
+        }
+        __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+        for (int64_t k = k0; k < end; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            a0 = _mm512_fmadd_ps(fp8x16_scaled(p[0] + k, s256[0]), xv, a0);
+            a1 = _mm512_fmadd_ps(fp8x16_scaled(p[1] + k, s256[1]), xv, a1);
+            a2 = _mm512_fmadd_ps(fp8x16_scaled(p[2] + k, s256[2]), xv, a2);
+            a3 = _mm512_fmadd_ps(fp8x16_scaled(p[3] + k, s256[3]), xv, a3);
+        }
+        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    }
+}
+
+/* FP4 rows: one scale per 32 columns, two steps of sixteen. */
+INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+{
+    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
+            __m512 s = _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / 32]));
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+            __m512i c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+            __m512i c1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(lo, hi));
+            __m512 v0 = _mm512_mul_ps(_mm512_permutexvar_ps(c0, table), s);
+            __m512 v1 = _mm512_mul_ps(_mm512_permutexvar_ps(c1, table), s);
+            acc[i] = _mm512_fmadd_ps(v1, x1, _mm512_fmadd_ps(v0, x0, acc[i]));
+        }
+    }
+}
+
+/* BF16 and F32 rows: nothing to hoist. */
+INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+{
     for (int64_t k = 0; k < w->cols; k += 16) {
         __m512 xv = _mm512_loadu_ps(x + k);
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++)
             acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
     }
+}
+
+KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    __m512 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    if (w->dtype == V4_F8_E4M3)
+        rows_dot_fp8(w, row, x, acc);
+    else if (w->dtype == V4_I8 && w->cols % 32 == 0)
+        rows_dot_fp4(w, row, x, acc);
+    else
+        rows_dot_plain(w, row, x, acc);
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
