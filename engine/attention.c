@@ -57,7 +57,7 @@ typedef struct attn_ctx {
 
 static void *alloc_floats(size_t n, int *failed)
 {
-    void *p = malloc((n ? n : 1) * sizeof(float));
+    void *p = v4_floats(n);
     if (!p) *failed = 1;
     return p;
 }

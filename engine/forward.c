@@ -152,12 +152,12 @@ static void buffers_free(chunk_buffers *b)
 static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error *err)
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
-    b->x = malloc((size_t)n * d * sizeof(float));
-    b->f = malloc((size_t)n * d * sizeof(float));
+    b->x = v4_floats((size_t)n * d);
+    b->f = v4_floats((size_t)n * d);
     b->post = malloc((size_t)n * hc * sizeof(float));
     b->comb = malloc((size_t)n * hc * hc * sizeof(float));
     b->mixes = malloc((size_t)n * (2 + hc) * hc * sizeof(float));
-    b->tmp = malloc((size_t)hc * d * sizeof(float));
+    b->tmp = v4_floats((size_t)hc * d);
     if (b->x && b->f && b->post && b->comb && b->mixes && b->tmp) return 0;
     buffers_free(b);
     return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
@@ -191,7 +191,7 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
     float *mixes = malloc((size_t)n * hc * sizeof *mixes);
-    float *y = malloc((size_t)n * d * sizeof *y);
+    float *y = v4_floats((size_t)n * d);
     if (!mixes || !y) {
         free(mixes);
         free(y);
@@ -280,7 +280,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
     if (rc) return rc;
     size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
     size_t width = (size_t)m->cfg.hc_mult * m->cfg.dim, vocab = (size_t)m->cfg.vocab_size;
-    float *X = malloc((chunk < n ? chunk : n) * width * sizeof *X + 1);
+    float *X = v4_floats((chunk < n ? chunk : n) * width);
     if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
         int len = (int)(n - done < chunk ? n - done : chunk);
@@ -324,10 +324,10 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
     size_t width = (size_t)hcm * d;
     size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
     size_t cap = chunk < n ? chunk : n;
-    float *X = malloc(cap * width * sizeof *X + 1);
-    float *e = malloc(cap * d * sizeof *e + 1);
-    float *ep = malloc(cap * d * sizeof *ep + 1);
-    float *hn = malloc(cap * width * sizeof *hn + 1);
+    float *X = v4_floats(cap * width);
+    float *e = v4_floats(cap * d);
+    float *ep = v4_floats(cap * d);
+    float *hn = v4_floats(cap * width);
     chunk_buffers b = {0};
     if (!X || !e || !ep || !hn || buffers_alloc(m, (int)cap, &b, err) != 0) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the MTP block");

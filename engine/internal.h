@@ -90,6 +90,11 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
 void v4_tiles_pack(const float *const *rows, int64_t n, int dim, float *tiles);
 void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out);
 
+/* A malloc'd array of `n` floats (free() it) on a 64-byte boundary, so the
+ * SIMD kernels' 64-byte loads of activation rows never split a cache
+ * line; NULL when out of memory. */
+float *v4_floats(size_t n);
+
 /* Plain F32 helpers (scalar reference beside the SIMD versions). */
 float v4_dot(const float *a, const float *b, int n);
 void v4_axpy(float *y, float a, const float *x, int n); /* y += a*x */

@@ -663,3 +663,9 @@ const char *v4_kernels_isa(void)
 {
     return v4_fast_kernels_active()->name;
 }
+
+float *v4_floats(size_t n)
+{
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}

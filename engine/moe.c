@@ -76,9 +76,9 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
     const v4_config *c = &m->cfg;
     int I = (int)w1->rows, d = c->dim;
     float lim = (float)c->swiglu_limit;
-    float *g = malloc((size_t)n * I * sizeof *g);
-    float *u = malloc((size_t)n * I * sizeof *u);
-    float *o = malloc((size_t)n * d * sizeof *o);
+    float *g = v4_floats((size_t)n * I);
+    float *u = v4_floats((size_t)n * I);
+    float *o = v4_floats((size_t)n * d);
     int rc = (g && u && o) ? 0 : TOME_ENOMEM;
     if (rc == 0) {
         v4_matmul(w1, x, n, g, I);
@@ -112,11 +112,11 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
     int E = c->n_routed_experts, k = c->n_active_experts, d = c->dim;
     if (k > MAX_ACTIVE)
         return tome_errorf(err, TOME_EINVAL, "num_experts_per_tok %d exceeds %d", k, MAX_ACTIVE);
-    float *logits = malloc((size_t)n * E * sizeof *logits);
+    float *logits = v4_floats((size_t)n * E);
     int32_t *idx = malloc((size_t)n * k * sizeof *idx);
     float *wts = malloc((size_t)n * k * sizeof *wts);
-    float *xs = malloc((size_t)n * d * sizeof *xs);
-    float *ys = malloc((size_t)n * d * sizeof *ys);
+    float *xs = v4_floats((size_t)n * d);
+    float *ys = v4_floats((size_t)n * d);
     float *ws = malloc((size_t)n * sizeof *ws);
     int *rows = malloc((size_t)n * sizeof *rows);
     int rc = 0;

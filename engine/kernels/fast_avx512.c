@@ -189,6 +189,7 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             continue;
         }
         __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#pragma GCC unroll 8
         for (int64_t k = k0; k < end; k += 16) {
             __m512 xv = _mm512_loadu_ps(x + k);
             a0 = _mm512_fmadd_ps(fp8x16_scaled(p[0] + k, s256[0]), xv, a0);
