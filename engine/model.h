@@ -21,6 +21,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/internal.h"
+#include "engine/kernels/indexer.h"
 
 /* ---- weights ------------------------------------------------------------- */
 
@@ -126,6 +127,8 @@ typedef struct v4_block_state {
     uint8_t *window;               /* cfg.window rows of kv_row_bytes, slot = pos % window */
     v4_rows kv;                    /* compressed entries (ratio != 0) */
     v4_rows index_kv;              /* indexer keys (ratio == 4) */
+    v4_index_keys index_codes;     /* the same keys laid out for scoring (a cache,
+                                      built as needed, never shared by forks) */
     float *comp_kv, *comp_score;   /* [rows][width] compressor state */
     float *icomp_kv, *icomp_score; /* indexer compressor state */
     int64_t pos;                   /* tokens this block has consumed */

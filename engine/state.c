@@ -193,6 +193,7 @@ static void block_state_free(v4_block_state *bs)
     free(bs->window);
     v4_rows_free(&bs->kv);
     v4_rows_free(&bs->index_kv);
+    v4_index_keys_free(&bs->index_codes);
     free(bs->comp_kv);
     free(bs->comp_score);
     free(bs->icomp_kv);

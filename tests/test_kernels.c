@@ -5,6 +5,7 @@
  * CPU has against their summation order computed here, bit for bit. */
 #include "engine/internal.h"
 #include "engine/kernels/fast.h"
+#include "engine/kernels/indexer.h"
 #include "tests/check.h"
 
 #include <math.h>
@@ -235,6 +236,103 @@ static void test_fast_nan(void)
     }
 }
 
+/* ---- indexer scores from codes ---- */
+
+typedef struct index_case {
+    int dim, heads;
+    int64_t n;
+    uint8_t *rows;   /* [n][dim/2 + dim/32] */
+    float *keys, *q; /* decoded: [n][dim], [heads][dim] */
+    int fallbacks;
+} index_case;
+
+static const uint8_t *case_row(const void *ctx, int64_t i)
+{
+    const index_case *c = ctx;
+    return c->rows + (size_t)i * (c->dim / 2 + c->dim / 32);
+}
+
+/* The F32 in-order dot, as the engine's float path computes it. */
+static float case_dot(const void *ctx, int64_t key, int h)
+{
+    index_case *c = (index_case *)ctx;
+    c->fallbacks++;
+    float sum = 0;
+    for (int j = 0; j < c->dim; j++)
+        sum += c->keys[(size_t)key * c->dim + j] * c->q[h * c->dim + j];
+    return sum;
+}
+
+/* Random codes and scales (exponents drawn from [lo, lo + span)); the
+ * scores of every kernel must equal the F32 computation bit for bit. */
+static void check_index_scores(int dim, int span, int want_fallbacks)
+{
+    index_case c = {.dim = dim, .heads = 4, .n = 101};
+    int nb = dim / 32, row = dim / 2 + nb;
+    c.rows = malloc((size_t)c.n * row);
+    c.keys = malloc((size_t)c.n * dim * sizeof(float));
+    c.q = malloc((size_t)c.heads * dim * sizeof(float));
+    uint8_t qpacked[4][64], qscales[4][4];
+    for (int64_t i = 0; i < c.n; i++) {
+        uint8_t *r = c.rows + (size_t)i * row;
+        for (int b = 0; b < nb; b++) r[dim / 2 + b] = (uint8_t)(124 + next_random() % span);
+        for (int j = 0; j < dim; j += 2) r[j / 2] = (uint8_t)next_random();
+        for (int j = 0; j < dim; j++)
+            c.keys[(size_t)i * dim + j] = e2m1_by_definition((r[j / 2] >> (4 * (j & 1))) & 15) *
+                                          ldexpf(1.0f, r[dim / 2 + j / 32] - 127);
+    }
+    for (int h = 0; h < c.heads; h++) {
+        for (int b = 0; b < nb; b++) qscales[h][b] = (uint8_t)(120 + next_random() % span);
+        for (int j = 0; j < dim; j += 2) qpacked[h][j / 2] = (uint8_t)next_random();
+        for (int j = 0; j < dim; j++)
+            c.q[h * dim + j] = e2m1_by_definition((qpacked[h][j / 2] >> (4 * (j & 1))) & 15) *
+                               ldexpf(1.0f, qscales[h][j / 32] - 127);
+    }
+    float w[4] = {0.75f, -0.5f, 1.25f, 0.0625f}, want[101];
+    for (int64_t i = 0; i < c.n; i++) {
+        float sc = 0;
+        for (int h = 0; h < c.heads; h++) {
+            float d = case_dot(&c, i, h);
+            sc += (d > 0 ? d : 0) * w[h];
+        }
+        want[i] = sc;
+    }
+    tome_error err = {0};
+    v4_index_keys ik = {0};
+    CHECK_OK(v4_index_keys_add(&ik, dim, 40, case_row, &c, &err), &err);
+    CHECK_OK(v4_index_keys_add(&ik, dim, c.n, case_row, &c, &err), &err); /* in two steps */
+    int8_t c2[4 * 128];
+    uint8_t e[4 * 4];
+    int32_t off[4 * 4];
+    uint32_t q4[4 * 32];
+    v4_index_query q = {c.heads, dim, nb, c2, e, off, q4, w};
+    for (int h = 0; h < c.heads; h++) v4_index_query_set(&q, h, qpacked[h], qscales[h]);
+    v4_index_score_fn fns[2] = {v4_index_score_scalar, v4_index_score_active()};
+    for (int f = 0; f < 2; f++) {
+        float got[101];
+        c.fallbacks = 0;
+        fns[f](&ik, &q, 0, 48, got, case_dot, &c);
+        fns[f](&ik, &q, 48, c.n, got + 48, case_dot, &c);
+        int bad = 0;
+        for (int64_t i = 0; i < c.n; i++) bad += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+        CHECKF(bad == 0, "index scores (dim %d, span %d, kernel %d): %d of %lld differ", dim, span,
+               f, bad, (long long)c.n);
+        CHECKF(want_fallbacks ? c.fallbacks > 0 : c.fallbacks == 0,
+               "dim %d span %d kernel %d: %d pairs fell back", dim, span, f, c.fallbacks);
+    }
+    v4_index_keys_free(&ik);
+    free(c.rows);
+    free(c.keys);
+    free(c.q);
+}
+
+static void test_index_scores(void)
+{
+    check_index_scores(64, 4, 0); /* exponents close: every pair from the codes */
+    check_index_scores(128, 4, 0);
+    check_index_scores(128, 12, 1); /* spread past 9: some pairs the F32 way */
+}
+
 static void test_tiles(void)
 {
     int n = 37, dim = 96;
@@ -333,6 +431,7 @@ int main(void)
     test_fast(V4_I8);
     test_fast(V4_BF16);
     test_fast_nan();
+    test_index_scores();
     test_tiles();
     test_refmath();
     return check_finish();

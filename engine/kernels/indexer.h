@@ -1,0 +1,83 @@
+/*
+ * indexer.h - the lightning indexer's scores, computed from FP4 codes with
+ * integer dot products.
+ *
+ * In qat numerics the indexer's queries and keys are FP4 e2m1 codes with an
+ * E8M0 scale per 32 values (the trained round trip).  Twice an e2m1 value
+ * is an integer in [-12, 12], so the dot product of a query head and a key
+ * is, block by block, an exact integer times a power of two:
+ *
+ *   q . k = sum over blocks b of  B_b * 2^(Eq_b + Ek_b - 256),
+ *   B_b   = sum over the block's 32 dims of (2 q_j) (2 k_j).
+ *
+ * Whenever every partial sum of the F32 in-order dot product is exact (the
+ * blocks' exponents Eq_b + Ek_b lie within 9 of each other and in the
+ * normal range), the F32 result is this exact value, so the integer path
+ * gives the F32 path's bits: the golden selections and the exact kernels'
+ * guarantees are kept.  A (key, head) pair outside those bounds is
+ * computed the F32 way, through the caller's fallback.  Then, as in the F32
+ * path, score = sum over heads in order of relu(q_h . k) * w_h.
+ *
+ * Keys are kept in an interleaved byte layout built once per key (not per
+ * chunk or token): groups of 16 keys, each group as dim/4 vectors of 64
+ * bytes whose lane i holds four dims of key i, as 2k + 12 (0..24, unsigned),
+ * which is what vpdpbusd multiplies; the query's constant 12 * sum(2q) is
+ * subtracted afterwards.
+ */
+#ifndef TOME_ENGINE_KERNELS_INDEXER_H
+#define TOME_ENGINE_KERNELS_INDEXER_H
+
+#include "engine/internal.h"
+
+#define V4_INDEX_GROUP   16   /* keys per interleaved group */
+#define V4_MAX_INDEX_DIM 4096 /* index_head_dim's bound in config.c */
+
+/* Keys in the interleaved layout; grown by v4_index_keys_add, freed by
+ * v4_index_keys_free.  Zero-initialise. */
+typedef struct v4_index_keys {
+    int dim, blocks; /* index_head_dim, dim / 32 */
+    int64_t n, cap;  /* keys held; capacity in keys (a multiple of 16) */
+    uint8_t *codes;  /* [cap/16][dim/4][16][4] */
+    uint8_t *exps;   /* [cap/16][blocks][16] E8M0 scale of each key's block */
+} v4_index_keys;
+
+/* Append keys from their stored rows (dim/2 packed code bytes, low nibble
+ * first, then dim/32 scale bytes): row(ctx, i) for i in [ik->n, n). */
+int v4_index_keys_add(v4_index_keys *ik, int dim, int64_t n,
+                      const uint8_t *(*row)(const void *ctx, int64_t i), const void *ctx,
+                      tome_error *err);
+void v4_index_keys_free(v4_index_keys *ik);
+
+/* One token's query heads as codes (from v4_fp4_roundtrip's packed codes
+ * and scales) and head weights.  Owned by the caller. */
+typedef struct v4_index_query {
+    int heads, dim, blocks;
+    int8_t *c2;     /* [heads][dim]: 2 * the e2m1 value */
+    uint8_t *e;     /* [heads][blocks] */
+    int32_t *off;   /* [heads][blocks]: 12 * sum of c2 over the block */
+    uint32_t *q4;   /* [heads][dim/4]: c2 bytes four at a time */
+    const float *w; /* [heads] */
+} v4_index_query;
+
+/* Fill head h of q from packed codes and scales as v4_fp4_roundtrip left
+ * them. */
+void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const uint8_t *scales);
+
+/* The F32 way for one (key, head) pair, for pairs the integer path cannot
+ * give exactly. */
+typedef float (*v4_index_fallback)(const void *ctx, int64_t key, int head);
+
+/* scores[i - k0] for keys [k0, k1) of ik (k0 a multiple of 16). */
+typedef void (*v4_index_score_fn)(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
+                                  int64_t k1, float *scores, v4_index_fallback fb,
+                                  const void *fb_ctx);
+void v4_index_score_scalar(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
+                           float *scores, v4_index_fallback fb, const void *fb_ctx);
+#if defined(__x86_64__)
+void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
+                         float *scores, v4_index_fallback fb, const void *fb_ctx);
+#endif
+/* The best this CPU runs (TOME_ISA=scalar forces the reference). */
+v4_index_score_fn v4_index_score_active(void);
+
+#endif
