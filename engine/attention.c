@@ -43,10 +43,11 @@ typedef struct attn_ctx {
      * token's own count (a decode step's lists). */
     int64_t comp_slots;
     int H, hd, rd;
-    float *q;    /* [n][H][hd] */
-    float *kv;   /* [n][hd] the chunk's raw entries, as stored */
-    float *prev; /* [window][hd] ring entries before the chunk, by slot */
-    float *comp; /* [n_comp][hd] decoded compressed entries (ratio 128) */
+    float *q;          /* [n][H][hd] */
+    float *kv;         /* [n][hd] the chunk's raw entries, as stored */
+    float *prev;       /* [window][hd] ring entries before the chunk, by slot */
+    float *comp;       /* [n_comp][hd] decoded compressed entries (ratio 128) */
+    float *comp_tiles; /* the same packed once for all tokens (v4_tiles_pack) */
     int64_t n_comp;
     int32_t *topk; /* [n][k] indexer selections (ratio 4) */
     int *n_topk;   /* [n] */
@@ -566,13 +567,23 @@ static int64_t list_comp_slots(const attn_ctx *a, int64_t pos)
     return a->bw->ratio == 4 && blocks > a->k ? a->k : blocks;
 }
 
-/* Heads h0..h1 of token t: scores against the packed rows, then the online
+/* How many of a token's n entries it packs itself: all of them, except at
+ * ratio 128, where the compressed entries after its window come from the
+ * chunk's shared tiles (packing them per token would copy O(context)). */
+static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
+{
+    return a->comp_tiles ? n - (a->p0 + t + 1) / 128 : n;
+}
+
+/* Heads h0..h1 of token t: scores against the packed rows (the first
+ * own_entries in `tiles`, the rest in a->comp_tiles), then the online
  * softmax over blocks of ATTN_BLOCK slots of the reference's index list
  * (entry_slot), with the sink in the denominator only.  `pv` is scratch for
  * ATTN_BLOCK + hd floats. */
 static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
                          const float *tiles, float *z, float *pv)
 {
+    int64_t own = own_entries(a, t, n);
     int hd = a->hd;
     float scale = (float)(1.0 / sqrt((double)hd));
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
@@ -580,7 +591,8 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
     for (int h = h0; h < h1; h++) {
         const float *q = a->q + ((size_t)t * a->H + h) * hd;
         float *o = a->o + ((size_t)t * a->H + h) * hd;
-        v4_tiles_dot(tiles, n, hd, q, z);
+        v4_tiles_dot(tiles, own, hd, q, z);
+        if (own < n) v4_tiles_dot(a->comp_tiles, n - own, hd, q, z + own);
         float mx = -INFINITY, den = 0;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int64_t s0 = 0; s0 < n;) {
@@ -645,7 +657,7 @@ static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
     }
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = gather_entries(a, (int)t, sc.rows);
-        v4_tiles_pack(sc.rows, n, a->hd, sc.tiles);
+        v4_tiles_pack(sc.rows, own_entries(a, (int)t, n), a->hd, sc.tiles);
         attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.pv);
     }
     scratch_free(&sc);
@@ -680,7 +692,7 @@ static int attend_all(attn_ctx *a, tome_error *err)
         attend_scratch sc;
         if (scratch_new(a, &sc) == 0) {
             heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
-            v4_tiles_pack(sc.rows, j.n, a->hd, sc.tiles);
+            v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
             v4_parallel_for(a->H, 1, attend_head_range, &j);
         } else {
             atomic_store(&a->failed, 1);
@@ -689,6 +701,25 @@ static int attend_all(attn_ctx *a, tome_error *err)
     }
     if (atomic_load(&a->failed))
         return tome_errorf(err, TOME_ENOMEM, "out of memory in sparse attention");
+    return 0;
+}
+
+/* The compressed entries of a ratio-128 block packed once for the chunk:
+ * each token attends to a prefix of them. */
+static int pack_comp(attn_ctx *a, tome_error *err)
+{
+    int failed = 0;
+    int64_t padded = (a->n_comp + 7) / 8 * 8;
+    const float **ptr = malloc((size_t)(a->n_comp ? a->n_comp : 1) * sizeof *ptr);
+    a->comp_tiles = alloc_floats((size_t)(padded ? padded : 8) * a->hd, &failed);
+    if (failed || !ptr) {
+        free(ptr);
+        return tome_errorf(err, TOME_ENOMEM, "out of memory packing %lld compressed entries",
+                           (long long)a->n_comp);
+    }
+    for (int64_t i = 0; i < a->n_comp; i++) ptr[i] = a->comp + (size_t)i * a->hd;
+    v4_tiles_pack(ptr, a->n_comp, a->hd, a->comp_tiles);
+    free(ptr);
     return 0;
 }
 
@@ -829,6 +860,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
         }
         for (int64_t i = 0; i < a.n_comp; i++)
             v4_kv_load(m, v4_rows_at(&a.bs->kv, i), a.comp + (size_t)i * a.hd);
+        if ((rc = pack_comp(&a, err)) != 0) goto done;
     }
     if ((rc = attend_all(&a, err)) != 0) goto done;
     write_ring(&a, rows);
@@ -843,6 +875,7 @@ done:
     free(a.prev);
     free(a.o);
     free(a.comp);
+    free(a.comp_tiles);
     free(a.topk);
     free(a.n_topk);
     free(a.topk_rows);
