@@ -40,11 +40,14 @@
 #include <openssl/err.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_HEADER_BYTES   (32 * 1024)
 #define MAX_HEADERS        64
 #define MAX_PENDING_OUTPUT (8 * 1024 * 1024)
+#define LINGER_SECONDS     2
+#define LINGER_MAX_BYTES   (1024 * 1024)
 
 enum phase {
     PHASE_HEADERS,    /* waiting for (the rest of) a request head */
@@ -68,12 +71,17 @@ struct tomed_conn {
     int close_after;        /* close once the response is out */
     int closing;            /* the response is out; waiting for it to drain */
     int in_read;
-    int doomed; /* being closed from the deadline event; write nothing more */
+    int doomed;           /* being closed from the deadline event; write nothing more */
+    int peer_eof;         /* the client shut its writing side */
+    int lingering;        /* answered and shut down; dropping late input */
+    int64_t lingered;     /* bytes dropped while lingering */
+    struct event *linger; /* readable while lingering */
     tomed_conn *prev, *next;
 };
 
 static void conn_free(tomed_conn *c);
 static void conn_process(tomed_conn *c);
+static void close_when_sent(tomed_conn *c);
 
 /* ------------------------------------------------------------------------
  * Requests
@@ -391,8 +399,8 @@ static void finish_request(tomed_conn *c)
     if (c->close_after) {
         c->closing = 1;
         bufferevent_disable(c->bev, EV_READ);
-        /* Inside conn_process the connection is freed when it returns. */
-        if (!c->in_read && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+        /* Inside conn_process the connection is closed when it returns. */
+        if (!c->in_read) close_when_sent(c);
         return;
     }
     c->phase = PHASE_HEADERS;
@@ -777,24 +785,67 @@ static void conn_process(tomed_conn *c)
         }
     }
     c->in_read = 0;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+    if (c->closing) close_when_sent(c);
 }
 
 /* ------------------------------------------------------------------------
  * Connection events
  * ------------------------------------------------------------------------ */
 
+/* Late input of a lingering connection: dropped, up to LINGER_MAX_BYTES. */
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+    tomed_conn *c = arg;
+    char scratch[16384];
+    ssize_t n = recv(fd, scratch, sizeof scratch, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n > 0 && (c->lingered += n) < LINGER_MAX_BYTES) return;
+    conn_free(c);
+}
+
+/* A lingering close.  close() on a socket with unread input makes the
+ * kernel reset the connection, and a reset can destroy the answer still on
+ * its way to the client (a 413 or 401 sent before the body was read).  So
+ * the writing side is shut first, telling the client the answer is
+ * complete, and what the client still sends is read and dropped until it
+ * closes too, for LINGER_SECONDS and LINGER_MAX_BYTES at most.  Reading
+ * the raw socket under a TLS connection is fine: nothing read is used. */
+static void conn_linger(tomed_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (c->peer_eof || fd < 0) {
+        conn_free(c);
+        return;
+    }
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    c->linger = event_new(c->server->base, fd, EV_READ | EV_PERSIST, on_linger, c);
+    if (shutdown(fd, SHUT_WR) != 0 || !c->linger || event_add(c->linger, NULL) != 0) {
+        conn_free(c);
+        return;
+    }
+    c->lingering = 1;
+    arm_deadline(c, LINGER_SECONDS, 0);
+}
+
+/* The connection is closing: linger once its output is out. */
+static void close_when_sent(tomed_conn *c)
+{
+    if (!c->lingering && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_linger(c);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     tomed_conn *c = arg;
-    if (c->in_read) return;
+    if (c->in_read || c->lingering) return;
     conn_process(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
     tomed_conn *c = arg;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) conn_free(c);
+    if (c->closing) close_when_sent(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -818,7 +869,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     tomed_conn *c = arg;
-    if (!c->doomed)
+    if (!c->doomed && !c->lingering)
         tomed_log(TOMED_LOG_DEBUG, "%s: %s", c->peer.address,
                   c->deadline_is_header ? "request head too slow" : "idle connection closed");
     conn_free(c);
@@ -840,6 +891,7 @@ static void conn_free(tomed_conn *c)
     c->server->n_conns--;
     atomic_fetch_sub(&tomed_stats.connections, 1);
     event_free(c->deadline);
+    if (c->linger) event_free(c->linger);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -880,7 +932,7 @@ void tomed_conns_close_idle(tomed_server *s)
             /* The end of a last response may still be on its way out. */
             c->closing = 1;
             bufferevent_disable(c->bev, EV_READ);
-            if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+            close_when_sent(c);
         }
         c = next;
     }
@@ -889,7 +941,9 @@ void tomed_conns_close_idle(tomed_server *s)
 int tomed_conns_busy(const tomed_server *s)
 {
     int n = 0;
-    for (const tomed_conn *c = s->conns; c; c = c->next) n += c->req != NULL || c->closing;
+    /* A lingering connection has nothing left to send. */
+    for (const tomed_conn *c = s->conns; c; c = c->next)
+        n += (c->req != NULL || c->closing) && !c->lingering;
     return n;
 }
 
