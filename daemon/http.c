@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -784,6 +785,9 @@ static void conn_process(tomed_conn *c)
                 break;
         }
     }
+    /* After the client's end of input no further request can complete:
+     * close once the answers already given are out. */
+    if (c->peer_eof && c->phase != PHASE_HANDLING) c->closing = 1;
     c->in_read = 0;
     if (c->closing) close_when_sent(c);
 }
@@ -848,10 +852,36 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->closing) close_when_sent(c);
 }
 
+/* Has the peer closed the connection entirely, not only its writing side?
+ * A Unix socket tells (POLLHUP); TCP does not, and there a client that is
+ * gone is noticed when a write to it fails. */
+static int peer_gone(tomed_conn *c)
+{
+    struct pollfd p = {.fd = bufferevent_getfd(c->bev), .events = POLLIN};
+    return p.fd < 0 || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)));
+}
+
+/* End of input.  A client that only shut its writing side (HTTP/1.0 style,
+ * or shutdown(SHUT_WR)) still waits for its answers: the requests already
+ * in are answered, then the connection closes (conn_process decides). */
+static void on_eof(tomed_conn *c)
+{
+    c->peer_eof = 1;
+    if (c->lingering || peer_gone(c)) {
+        conn_free(c);
+        return;
+    }
+    if (c->phase != PHASE_HANDLING && !c->in_read) conn_process(c);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     tomed_conn *c = arg;
     if (what == BEV_EVENT_CONNECTED) return; /* the TLS handshake is done */
+    if (what == (BEV_EVENT_EOF | BEV_EVENT_READING)) {
+        on_eof(c);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT)
         tomed_log(TOMED_LOG_DEBUG, "%s: %s timed out", c->peer.address,
                   (what & BEV_EVENT_READING) ? "read" : "write");

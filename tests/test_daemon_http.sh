@@ -1,7 +1,8 @@
 #!/bin/sh
 # tomed's HTTP connections under clients that misbehave or are merely
 # unusual, byte for byte through tests/raw_http: an answer sent before the
-# request body was read (it must arrive, not be lost to a reset).
+# request body was read (it must arrive, not be lost to a reset); a client
+# that half-closes after its request (it must still get the whole answer).
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 raw="$build/tests/raw_http"
@@ -40,6 +41,32 @@ for i in $(seq 20); do
         http://tome/v1/corpora)" = 413 ] && good=$((good + 1))
 done
 check "curl got the early 413 $good times of 20" [ "$good" -eq 20 ]
+unix_http 200 /v1/health
+
+# ---- a half-closed client still gets its answers ----
+mkdir -p "$tmp/docs"
+printf 'the indexer walks the tree\n' >"$tmp/docs/notes.txt"
+unix_http 201 /v1/corpora -d '{"name":"docs"}'
+unix_http 200 /v1/corpora/docs/ingest -d "{\"path\":\"$tmp/docs\"}"
+# half_closed NAME REQUEST-BYTES: send, shut the writing side, read to the end.
+half_closed() {
+    checks=$((checks + 1))
+    printf "$2" | "$raw" --half-close "$sock" >"$tmp/raw" 2>"$tmp/raw.err"
+    rc=$?
+    [ "$rc" -eq 0 ] || fail "$1: raw_http exited $rc: $(cat "$tmp/raw.err")"
+}
+for i in $(seq 10); do
+    half_closed "health, half-closed" 'GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n'
+    grep -q '"status":"ok"' "$tmp/raw" || { fail "half-closed health lost its answer: $(cat "$tmp/raw")"; break; }
+    half_closed "HTTP/1.0 search, half-closed" \
+        'GET /v1/corpora/docs/search?q=indexer HTTP/1.0\r\n\r\n'
+    grep -q '"path":"notes.txt","line":1' "$tmp/raw" ||
+        { fail "half-closed search lost its answer: $(cat "$tmp/raw")"; break; }
+done
+half_closed "two pipelined requests, half-closed" \
+    'GET /v1/corpora/docs/search?q=tree HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n'
+check "both pipelined answers arrived: $(grep -c '^HTTP/1.1 200' "$tmp/raw")" \
+    [ "$(grep -c '^HTTP/1.1 200' "$tmp/raw")" -eq 2 ]
 unix_http 200 /v1/health
 
 stop_tomed TERM
