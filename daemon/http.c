@@ -47,6 +47,8 @@
 #define MAX_HEADER_BYTES   (32 * 1024)
 #define MAX_HEADERS        64
 #define MAX_PENDING_OUTPUT (8 * 1024 * 1024)
+/* No new request is read while more answers than this wait to be sent. */
+#define MAX_QUEUED_ANSWERS (1024 * 1024)
 #define LINGER_SECONDS     2
 #define LINGER_MAX_BYTES   (1024 * 1024)
 
@@ -74,6 +76,7 @@ struct tomed_conn {
     int in_read;
     int doomed;           /* being closed from the deadline event; write nothing more */
     int peer_eof;         /* the client shut its writing side */
+    int read_paused;      /* its answers pile up: reading waits for them */
     int lingering;        /* answered and shut down; dropping late input */
     int64_t lingered;     /* bytes dropped while lingering */
     struct event *linger; /* readable while lingering */
@@ -691,6 +694,18 @@ static int start_request(tomed_conn *c, char *head)
     return 0;
 }
 
+/* A client that pipelines requests without reading the answers would make
+ * us hold every answer in memory.  As nginx does, stop reading its requests
+ * while too much output waits; on_write resumes once it has gone out.  A
+ * client that never reads is closed by the write time-out (io_timeout). */
+static int answers_pile_up(tomed_conn *c)
+{
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) <= MAX_QUEUED_ANSWERS) return 0;
+    c->read_paused = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    return 1;
+}
+
 /* A CRLF-terminated line from the input, for chunk sizes and trailers. */
 static char *read_line(struct evbuffer *in)
 {
@@ -705,6 +720,7 @@ static void conn_process(tomed_conn *c)
     while (!c->closing) {
         if (c->phase == PHASE_HANDLING) break;
         if (c->phase == PHASE_HEADERS) {
+            if (answers_pile_up(c)) break;
             if (evbuffer_get_length(in) == 0) {
                 arm_deadline(c, c->server->cfg.idle_timeout_s, 0);
                 break;
@@ -787,7 +803,7 @@ static void conn_process(tomed_conn *c)
     }
     /* After the client's end of input no further request can complete:
      * close once the answers already given are out. */
-    if (c->peer_eof && c->phase != PHASE_HANDLING) c->closing = 1;
+    if (c->peer_eof && c->phase != PHASE_HANDLING && !c->read_paused) c->closing = 1;
     c->in_read = 0;
     if (c->closing) close_when_sent(c);
 }
@@ -849,7 +865,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     tomed_conn *c = arg;
-    if (c->closing) close_when_sent(c);
+    if (c->closing) {
+        close_when_sent(c);
+    } else if (c->read_paused) {
+        /* Called once the output has drained: read requests again. */
+        c->read_paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+        if (!c->in_read) conn_process(c);
+    }
 }
 
 /* Has the peer closed the connection entirely, not only its writing side?

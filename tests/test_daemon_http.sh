@@ -2,7 +2,9 @@
 # tomed's HTTP connections under clients that misbehave or are merely
 # unusual, byte for byte through tests/raw_http: an answer sent before the
 # request body was read (it must arrive, not be lost to a reset); a client
-# that half-closes after its request (it must still get the whole answer).
+# that half-closes after its request (it must still get the whole answer);
+# a client that pipelines megabytes of requests and reads its answers late
+# (the daemon's memory must stay bounded).
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 raw="$build/tests/raw_http"
@@ -68,6 +70,45 @@ half_closed "two pipelined requests, half-closed" \
 check "both pipelined answers arrived: $(grep -c '^HTTP/1.1 200' "$tmp/raw")" \
     [ "$(grep -c '^HTTP/1.1 200' "$tmp/raw")" -eq 2 ]
 unix_http 200 /v1/health
+
+# ---- pipelined requests whose answers are read late ----
+# 2^19 health requests (19 MB) answer with about 90 MB; the daemon must
+# stop reading while the answers wait, not hold them all in memory.
+rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$daemon_pid/status"; }
+printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n' >"$tmp/pipe.req"
+for i in $(seq 19); do cat "$tmp/pipe.req" "$tmp/pipe.req" >"$tmp/pipe2.req" &&
+    mv "$tmp/pipe2.req" "$tmp/pipe.req"; done
+printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >>"$tmp/pipe.req"
+base=$(rss_kb)
+"$raw" --half-close --read-after 4 --timeout 60 "$sock" <"$tmp/pipe.req" 2>"$tmp/raw.err" |
+    grep -c '^HTTP/1.1 200 ' >"$tmp/answers" &
+reader=$!
+peak=$base
+while kill -0 "$reader" 2>/dev/null; do
+    now=$(rss_kb)
+    [ "$now" -gt "$peak" ] && peak=$now
+    sleep 0.2
+done
+wait "$reader"
+check "RSS grew by $(((peak - base) / 1024)) MB under pipelined requests (at most 64)" \
+    [ $((peak - base)) -lt $((64 * 1024)) ]
+check "all $(cat "$tmp/answers") of 524289 pipelined answers arrived" \
+    [ "$(cat "$tmp/answers")" = 524289 ]
+unix_http 200 /v1/health
+# Reading resumes after the client's end of input too: 400 pipelined
+# searches (12 MB of answers, each from a worker) from a client that then
+# half-closes and reads late.
+mkdir -p "$tmp/many"
+for i in $(seq 300); do echo "line $i of the indexer notes, long enough for big answers"; done \
+    >"$tmp/many/notes.txt"
+unix_http 201 /v1/corpora -d '{"name":"many"}'
+unix_http 200 /v1/corpora/many/ingest -d "{\"path\":\"$tmp/many\"}"
+for i in $(seq 400); do
+    printf 'GET /v1/corpora/many/search?q=indexer&limit=300 HTTP/1.1\r\nHost: x\r\n\r\n'
+done | "$raw" --half-close --read-after 1 --timeout 30 "$sock" 2>"$tmp/raw.err" |
+    grep -c '^HTTP/1.1 200 ' >"$tmp/answers"
+check "all $(cat "$tmp/answers") of 400 pipelined searches arrived after a half-close" \
+    [ "$(cat "$tmp/answers")" = 400 ]
 
 stop_tomed TERM
 finish
