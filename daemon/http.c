@@ -210,6 +210,68 @@ static int target_is_ascii(const char *t)
     return 1;
 }
 
+/* Is name[0..n) an HTTP token (RFC 9110 section 5.6.2)?  A field name with
+ * anything else, such as "Content-Length :", is refused: a proxy in front
+ * may read it differently, which is how requests are smuggled. */
+static int is_token(const char *name, size_t n)
+{
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!isalnum(ch) && !strchr("!#$%&'*+-.^_`|~", ch)) return 0;
+    }
+    return 1;
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* How the body is framed: Content-Length or chunked, per RFC 9112 section
+ * 6.  Whatever a proxy in front could read another way is refused with 400
+ * (the connection then closes): a Content-Length that is not a plain
+ * number, two that differ, both framings at once, a repeated
+ * Transfer-Encoding.  Returns an HTTP status on failure, with *why. */
+static int parse_framing(tomed_request *r, const char **why)
+{
+    const char *te = NULL, *cl = NULL;
+    int n_te = 0;
+    for (int i = 0; i < r->n_headers; i++) {
+        const tomed_header *h = &r->headers[i];
+        if (strcmp(h->name, "transfer-encoding") == 0) {
+            te = h->value;
+            n_te++;
+        } else if (strcmp(h->name, "content-length") == 0) {
+            *why = "Content-Length is not a decimal number";
+            if (!all_digits(h->value)) return 400;
+            *why = "conflicting Content-Length headers";
+            if (cl && strcmp(cl, h->value) != 0) return 400;
+            cl = h->value;
+        }
+    }
+    r->content_length = -1;
+    *why = "both Transfer-Encoding and Content-Length frame the body";
+    if (te && cl) return 400;
+    *why = "more than one Transfer-Encoding header";
+    if (n_te > 1) return 400;
+    if (te) {
+        *why = "the only transfer coding supported is chunked";
+        if (strcasecmp(te, "chunked") != 0) return 501;
+        r->chunked = 1;
+    } else if (cl) {
+        errno = 0;
+        long long n = strtoll(cl, NULL, 10);
+        *why = "Content-Length is too large";
+        if (errno) return 400;
+        r->content_length = n;
+    }
+    return 0;
+}
+
 /* Parses the request head in `head` (NUL-terminated, CRLF lines, without
  * the final empty line) into `r`.  Returns an HTTP status on failure, with
  * *why saying what was wrong.
@@ -243,7 +305,8 @@ static int parse_head(tomed_request *r, char *head, const char **why)
     *why = "malformed header line";
     while ((line = strtok_r(NULL, "\r\n", &save))) {
         char *colon = strchr(line, ':');
-        if (!colon || colon == line) return 400;
+        *why = "malformed header field name";
+        if (!colon || !is_token(line, (size_t)(colon - line))) return 400;
         char *value = colon + 1;
         while (*value == ' ' || *value == '\t') value++;
         size_t vlen = strlen(value);
@@ -253,20 +316,8 @@ static int parse_head(tomed_request *r, char *head, const char **why)
             return 431;
         }
     }
-    *why = "malformed message framing";
-    const char *te = tomed_header_get(r, "transfer-encoding");
-    const char *cl = tomed_header_get(r, "content-length");
-    r->content_length = -1;
-    if (te) {
-        if (strcasecmp(te, "chunked") != 0) return 501;
-        r->chunked = 1;
-    } else if (cl) {
-        char *end;
-        errno = 0;
-        long long n = strtoll(cl, &end, 10);
-        if (errno || end == cl || *end || n < 0) return 400;
-        r->content_length = n;
-    }
+    int status = parse_framing(r, why);
+    if (status != 0) return status;
     if (strncmp(version, "HTTP/1.0", 8) == 0) r->conn->close_after = 1;
     const char *connection = tomed_header_get(r, "connection");
     if (connection && strcasecmp(connection, "close") == 0) r->conn->close_after = 1;
@@ -646,11 +697,12 @@ static void body_complete(tomed_conn *c)
     tomed_dispatch(r);
 }
 
-/* Request head complete: route, authenticate, then start on the body. */
-static int start_request(tomed_conn *c, char *head)
+/* A new request on `c`, or NULL without memory (c->req may then be set and
+ * is freed with the connection). */
+static tomed_request *request_new(tomed_conn *c)
 {
     tomed_request *r = calloc(1, sizeof *r);
-    if (!r) return -1;
+    if (!r) return NULL;
     r->conn = c;
     r->server = c->server;
     r->peer = &c->peer;
@@ -658,8 +710,25 @@ static int start_request(tomed_conn *c, char *head)
     r->started = tome_now();
     r->body = evbuffer_new();
     c->req = r;
-    if (!r->body) return -1;
     evtimer_del(c->deadline);
+    return r->body ? r : NULL;
+}
+
+/* A request head over MAX_HEADER_BYTES is answered 431 unparsed; the
+ * lingering close drops the rest of it. */
+static int head_too_large(tomed_conn *c)
+{
+    tomed_request *r = request_new(c);
+    if (!r || !(r->path = strdup("?"))) return -1;
+    refuse(c, 431, TOME_ELIMIT, "the request head is larger than 32 KiB");
+    return 0;
+}
+
+/* Request head complete: route, authenticate, then start on the body. */
+static int start_request(tomed_conn *c, char *head)
+{
+    tomed_request *r = request_new(c);
+    if (!r) return -1;
     if (c->peer.transport == TOMED_TRANSPORT_TLS && !c->peer.has_cert) {
         SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
         c->peer.has_cert =
@@ -706,6 +775,22 @@ static int answers_pile_up(tomed_conn *c)
     return 1;
 }
 
+/* A chunk-size line (RFC 9112 section 7.1): hex digits, then optionally an
+ * extension after ';', which is ignored.  Returns the size, or -1 for
+ * anything else ("11zz", "0x11", a sign, more than 15 digits). */
+static int64_t parse_chunk_size(const char *line)
+{
+    int64_t size = 0;
+    const char *p = line;
+    for (; hex_value((unsigned char)*p) >= 0; p++) {
+        if (p - line == 15) return -1;
+        size = size * 16 + hex_value((unsigned char)*p);
+    }
+    if (p == line) return -1;
+    while (*p == ' ' || *p == '\t') p++;
+    return *p == '\0' || *p == ';' ? size : -1;
+}
+
 /* A CRLF-terminated line from the input, for chunk sizes and trailers. */
 static char *read_line(struct evbuffer *in)
 {
@@ -726,17 +811,18 @@ static void conn_process(tomed_conn *c)
                 break;
             }
             struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-            if (end.pos < 0) {
-                if (evbuffer_get_length(in) > MAX_HEADER_BYTES) {
+            int too_large = end.pos < 0 ? evbuffer_get_length(in) > MAX_HEADER_BYTES
+                                        : end.pos > MAX_HEADER_BYTES;
+            if (too_large) {
+                if (head_too_large(c) != 0) {
                     conn_free(c);
                     return;
                 }
+                continue;
+            }
+            if (end.pos < 0) {
                 if (!c->deadline_is_header) arm_deadline(c, c->server->cfg.header_timeout_s, 1);
                 break;
-            }
-            if (end.pos > MAX_HEADER_BYTES) {
-                conn_free(c);
-                return;
             }
             size_t n = (size_t)end.pos + 4;
             char *head = malloc(n + 1);
@@ -773,17 +859,20 @@ static void conn_process(tomed_conn *c)
             }
             enum phase was = c->phase;
             if (was == PHASE_CHUNK_SIZE) {
-                char *endp;
-                errno = 0;
-                long long size = strtoll(line, &endp, 16);
-                if (errno || endp == line || size < 0) {
+                int64_t size = parse_chunk_size(line);
+                if (size < 0) {
                     free(line);
-                    refuse(c, 400, TOME_EINVAL, "bad chunk size");
+                    refuse(c, 400, TOME_EINVAL, "malformed chunk size");
                     continue;
                 }
                 c->chunk_left = size;
                 c->phase = size == 0 ? PHASE_TRAILER : PHASE_CHUNK_DATA;
             } else if (was == PHASE_CHUNK_END) {
+                if (line[0] != '\0') {
+                    free(line);
+                    refuse(c, 400, TOME_EINVAL, "chunk data is longer than its size");
+                    continue;
+                }
                 c->phase = PHASE_CHUNK_SIZE;
             } else if (line[0] == '\0') {
                 free(line);

@@ -4,7 +4,8 @@
 # request body was read (it must arrive, not be lost to a reset); a client
 # that half-closes after its request (it must still get the whole answer);
 # a client that pipelines megabytes of requests and reads its answers late
-# (the daemon's memory must stay bounded).
+# (the daemon's memory must stay bounded); ambiguous message framing, the
+# stuff of request smuggling (400 and closed), and a head over 32 KiB (431).
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 raw="$build/tests/raw_http"
@@ -109,6 +110,46 @@ done | "$raw" --half-close --read-after 1 --timeout 30 "$sock" 2>"$tmp/raw.err" 
     grep -c '^HTTP/1.1 200 ' >"$tmp/answers"
 check "all $(cat "$tmp/answers") of 400 pipelined searches arrived after a half-close" \
     [ "$(cat "$tmp/answers")" = 400 ]
+
+# ---- framing a proxy could read another way: 400, then close ----
+# refused NAME STATUS REQUEST-BYTES: the one answer is STATUS and the daemon
+# closes the connection (no Connection: close is sent, so a daemon that
+# takes the request keeps the connection open and raw_http times out).
+refused() {
+    checks=$((checks + 1))
+    printf "$3" | "$raw" --timeout 5 "$sock" >"$tmp/raw" 2>"$tmp/raw.err"
+    rc=$?
+    n=$(grep -c '^HTTP/1.1 ' "$tmp/raw")
+    if ! head -1 "$tmp/raw" | grep -q "^HTTP/1.1 $2 " || [ "$rc" -ne 0 ] || [ "$n" -ne 1 ]; then
+        fail "$1: raw_http exited $rc, $n answers, the first: $(head -1 "$tmp/raw")"
+    fi
+}
+post='POST /v1/corpora HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+refused "two different Content-Lengths" 400 \
+    "${post}Content-Length: 15\r\nContent-Length: 16\r\n\r\n{\"name\":\"sm1\"}"
+grep -q 'conflicting Content-Length' "$tmp/raw" || fail "the 400 does not say why: $(tail -1 "$tmp/raw")"
+refused "a space before the colon" 400 "${post}Content-Length : 15\r\n\r\n{\"name\":\"sm2\"}"
+refused "a Content-Length that is not a number" 400 "${post}Content-Length: +15\r\n\r\n{\"name\":\"sm3\"}"
+refused "Content-Length and Transfer-Encoding" 400 \
+    "${post}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n{\"name\":\"sm4\"}\r\n0\r\n\r\n"
+refused "two Transfer-Encodings" 400 \
+    "${post}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n{\"name\":\"sm5\"}\r\n0\r\n\r\n"
+chunked="${post}Transfer-Encoding: chunked\r\n\r\n"
+refused "chunk size 11zz" 400 "${chunked}11zz\r\n{\"name\":\"sm6xyz\"}\r\n0\r\n\r\n"
+refused "chunk size 0x11" 400 "${chunked}0x11\r\n{\"name\":\"sm7xyz\"}\r\n0\r\n\r\n"
+refused "bytes between chunk data and CRLF" 400 "${chunked}f\r\n{\"name\":\"sm8\"}XX\r\n0\r\n\r\n"
+grep -q 'chunk data is longer' "$tmp/raw" || fail "the 400 does not say why: $(tail -1 "$tmp/raw")"
+# A well-formed chunked request with an extension is still taken.
+printf "${chunked}f;ext=1\r\n{\"name\":\"sm9\"}\r\n0\r\n\r\n" | "$raw" --half-close "$sock" >"$tmp/raw"
+check "a good chunked request: $(head -1 "$tmp/raw")" grep -q '^HTTP/1.1 201 ' "$tmp/raw"
+unix_http 200 /v1/corpora
+checks=$((checks + 1))
+grep -q '"sm[1-8]"' "$tmp/body" && fail "a refused request created a corpus: $(cat "$tmp/body")"
+# A head over 32 KiB is answered 431, not dropped.
+big=$(head -c 40000 /dev/zero | tr '\0' 'a')
+refused "a 40 KB header line" 431 "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
+refused "a 40 KB head without its end" 431 "GET /v1/health HTTP/1.1\r\nX-Big: $big"
+unix_http 200 /v1/health
 
 stop_tomed TERM
 finish
