@@ -143,7 +143,11 @@ static int open_unix(tomed_listeners *l, const tomed_config *cfg, tome_error *er
 {
     char dir[TOMED_PATH_MAX];
     snprintf(dir, sizeof dir, "%s", cfg->socket_path);
+    /* Others must reach the socket through its directory, whatever the
+     * daemon's private umask. */
+    mode_t private_mask = umask(022);
     int rc = tome_mkdir_p(dirname(dir), 0755, err);
+    umask(private_mask);
     if (rc != 0) return rc;
     if (socket_in_use(cfg->socket_path))
         return tome_errorf(err, TOME_EBUSY, "%s: another daemon is listening there",

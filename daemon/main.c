@@ -20,7 +20,6 @@
 #include "config.h"
 
 #include "daemon/tomed.h"
-#include "store/store.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -53,20 +52,6 @@ typedef struct daemon_state {
 /* ------------------------------------------------------------------------
  * Start-up helpers
  * ------------------------------------------------------------------------ */
-
-static int prepare_state_dir(const tomed_config *cfg, tome_error *err)
-{
-    char path[TOMED_PATH_MAX + 16];
-    int rc = tome_mkdir_p(cfg->state_dir, 0700, err);
-    if (rc != 0) return rc;
-    snprintf(path, sizeof path, "%s/kv", cfg->state_dir);
-    if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
-    /* Temporary files of saves a crash interrupted (tome-kvcache(5)). */
-    if ((rc = store_kv_remove_temps(path, NULL, err)) != 0) return rc;
-    snprintf(path, sizeof path, "%s/tmp", cfg->state_dir);
-    if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
-    return tomed_clean_tmp(path, err);
-}
 
 /* Locked for the life of the process: a second daemon on the same state
  * directory fails here instead of corrupting it. */
@@ -220,7 +205,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static int start(daemon_state *d, tome_error *err)
 {
     tomed_server *s = &d->server;
-    int rc = prepare_state_dir(&s->cfg, err);
+    /* The store, tokens and states are private: 0700 directories and 0600
+     * files (tomed.conf(5)); the socket gets socket_mode explicitly. */
+    umask(077);
+    int rc = tomed_state_dir_prepare(&s->cfg, err);
     if (rc == 0) rc = write_pidfile(s->cfg.pidfile, &d->pidfile_fd, err);
     if (rc == 0) rc = tomed_tokens_open(s->cfg.state_dir, &s->tokens, err);
     if (rc != 0) return rc;
