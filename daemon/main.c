@@ -2,8 +2,8 @@
  * main.c - tomed's life cycle: start, serve, reload, drain, exit.
  *
  * Start-up does everything that can fail before the first client is
- * accepted: configuration, the state directory, the pidfile (locked, so two
- * daemons never share a state directory), the token registry, the worker
+ * accepted: configuration, the state directory (locked, so two daemons
+ * never share it: statedir.c), the pidfile, the token registry, the worker
  * pool, the engine, the listeners.  Without --foreground the process
  * detaches, and the parent exits only when the child is ready (or reports
  * why it is not), so `tomed && tome ...` in a script never races.
@@ -46,15 +46,16 @@ typedef struct daemon_state {
     struct event *drain_timer;
     double drain_started;
     int pidfile_fd;
-    int ready_fd; /* write end of the pipe the waiting parent reads, or -1 */
+    int state_lock_fd; /* STATE_DIR/lock, held while the process runs */
+    int ready_fd;      /* write end of the pipe the waiting parent reads, or -1 */
 } daemon_state;
 
 /* ------------------------------------------------------------------------
  * Start-up helpers
  * ------------------------------------------------------------------------ */
 
-/* Locked for the life of the process: a second daemon on the same state
- * directory fails here instead of corrupting it. */
+/* Locked for the life of the process, so that two daemons never write one
+ * pidfile; the state directory has its own lock (statedir.c). */
 static int write_pidfile(const char *path, int *fd_out, tome_error *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -208,7 +209,7 @@ static int start(daemon_state *d, tome_error *err)
     /* The store, tokens and states are private: 0700 directories and 0600
      * files (tomed.conf(5)); the socket gets socket_mode explicitly. */
     umask(077);
-    int rc = tomed_state_dir_prepare(&s->cfg, err);
+    int rc = tomed_state_dir_prepare(&s->cfg, &d->state_lock_fd, err);
     if (rc == 0) rc = write_pidfile(s->cfg.pidfile, &d->pidfile_fd, err);
     if (rc == 0) rc = tomed_tokens_open(s->cfg.state_dir, &s->tokens, err);
     if (rc != 0) return rc;
@@ -245,6 +246,9 @@ static void stop(daemon_state *d)
         unlink(s->cfg.pidfile);
         close(d->pidfile_fd);
     }
+    /* The lock file stays: removing it would let a newcomer lock a fresh
+     * file while another still holds the old one. */
+    if (d->state_lock_fd >= 0) close(d->state_lock_fd);
 }
 
 int main(int argc, char **argv)
@@ -261,6 +265,7 @@ int main(int argc, char **argv)
     }
     static daemon_state d;
     d.pidfile_fd = -1;
+    d.state_lock_fd = -1;
     d.ready_fd = -1;
     tomed_server *s = &d.server;
     s->argc = argc;

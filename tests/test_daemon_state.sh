@@ -2,7 +2,9 @@
 # tomed's state directory: what it creates is private (0700 directories,
 # 0600 files; the socket keeps its configured mode), and a directory or
 # store file that other users may read or write is refused at start with a
-# message naming it and its mode.
+# message naming it and its mode; a second daemon on the same state
+# directory (with its own pidfile and socket) is refused before it touches
+# anything there, naming the directory and the first daemon's pid.
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 state=$tmp/state
@@ -62,5 +64,33 @@ start_must_fail "a database others can read" "$state/tome.db has mode 0644.*chmo
 chmod 600 "$state/tome.db"
 start_tomed --config "$tmp/tomed.conf" --model "$model"
 unix_http 200 /v1/corpora/docs
+
+# ---- one daemon per state directory ----
+# An upload in progress on the first daemon: its head and part of its body
+# come through a FIFO that stays open.
+unix_http 200 /v1/health
+mkfifo "$tmp/fifo"
+"$build/tests/raw_http" --timeout 30 "$sock" <"$tmp/fifo" >/dev/null 2>&1 &
+uploader=$!
+exec 3>"$tmp/fifo"
+printf 'POST /v1/corpora/docs/ingest HTTP/1.1\r\nHost: x\r\n' >&3
+printf 'Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n' >&3
+head -c 5000 /dev/zero >&3
+i=0
+until ls "$state/tmp" | grep -q '^upload-'; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || { fail "the upload never reached tmp/"; break; }
+    sleep 0.1
+done
+upload=$(ls "$state/tmp" | grep '^upload-')
+start_must_fail "a second daemon on the same state directory" \
+    "state directory $state is in use by tomed \(pid $daemon_pid\)" \
+    --pidfile "$tmp/other.pid" --socket "$tmp/other.sock"
+check "the first daemon's upload in progress is still there" [ -e "$state/tmp/$upload" ]
+check "the second daemon made no socket" [ ! -e "$tmp/other.sock" ]
+unix_http 200 /v1/health
+exec 3>&-
+kill "$uploader" 2>/dev/null
+wait "$uploader" 2>/dev/null
 stop_tomed TERM
 finish
