@@ -29,10 +29,21 @@ release() {
 # ---- max_connections: a 503 whose Content-Length is its body's ----
 printf 'max_connections = 2\nidle_timeout = 60\n' >"$tmp/tomed.conf"
 start_tomed --config "$tmp/tomed.conf" --model "$model"
+wait_ready
+# Both held connections must be in before the probe, or the probe could
+# take a place and a holder be refused: count the daemon's descriptors.
+fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
+base=$(fds)
 hold 2
 i=0
+until [ "$(fds)" -ge $((base + 2)) ]; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || { fail "the held connections were not accepted"; break; }
+    sleep 0.1
+done
+i=0
 # (The 503 may come before the request is sent: raw_http's send can fail.)
-until printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n' |
+until printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
     "$raw" --timeout 5 "$sock" >"$tmp/raw" 2>/dev/null
     head -1 "$tmp/raw" | grep -q '^HTTP/1.1 503 '; do
     i=$((i + 1))
