@@ -38,13 +38,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_HEADER_BYTES   (32 * 1024)
 #define MAX_HEADERS        64
 #define MAX_PENDING_OUTPUT (8 * 1024 * 1024)
+/* No new request is read while more answers than this wait to be sent. */
+#define MAX_QUEUED_ANSWERS (1024 * 1024)
+#define LINGER_SECONDS     2
+#define LINGER_MAX_BYTES   (1024 * 1024)
 
 enum phase {
     PHASE_HEADERS,    /* waiting for (the rest of) a request head */
@@ -68,12 +74,18 @@ struct tomed_conn {
     int close_after;        /* close once the response is out */
     int closing;            /* the response is out; waiting for it to drain */
     int in_read;
-    int doomed; /* being closed from the deadline event; write nothing more */
+    int doomed;           /* being closed from the deadline event; write nothing more */
+    int peer_eof;         /* the client shut its writing side */
+    int read_paused;      /* its answers pile up: reading waits for them */
+    int lingering;        /* answered and shut down; dropping late input */
+    int64_t lingered;     /* bytes dropped while lingering */
+    struct event *linger; /* readable while lingering */
     tomed_conn *prev, *next;
 };
 
 static void conn_free(tomed_conn *c);
 static void conn_process(tomed_conn *c);
+static void close_when_sent(tomed_conn *c);
 
 /* ------------------------------------------------------------------------
  * Requests
@@ -198,6 +210,68 @@ static int target_is_ascii(const char *t)
     return 1;
 }
 
+/* Is name[0..n) an HTTP token (RFC 9110 section 5.6.2)?  A field name with
+ * anything else, such as "Content-Length :", is refused: a proxy in front
+ * may read it differently, which is how requests are smuggled. */
+static int is_token(const char *name, size_t n)
+{
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!isalnum(ch) && !strchr("!#$%&'*+-.^_`|~", ch)) return 0;
+    }
+    return 1;
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* How the body is framed: Content-Length or chunked, per RFC 9112 section
+ * 6.  Whatever a proxy in front could read another way is refused with 400
+ * (the connection then closes): a Content-Length that is not a plain
+ * number, two that differ, both framings at once, a repeated
+ * Transfer-Encoding.  Returns an HTTP status on failure, with *why. */
+static int parse_framing(tomed_request *r, const char **why)
+{
+    const char *te = NULL, *cl = NULL;
+    int n_te = 0;
+    for (int i = 0; i < r->n_headers; i++) {
+        const tomed_header *h = &r->headers[i];
+        if (strcmp(h->name, "transfer-encoding") == 0) {
+            te = h->value;
+            n_te++;
+        } else if (strcmp(h->name, "content-length") == 0) {
+            *why = "Content-Length is not a decimal number";
+            if (!all_digits(h->value)) return 400;
+            *why = "conflicting Content-Length headers";
+            if (cl && strcmp(cl, h->value) != 0) return 400;
+            cl = h->value;
+        }
+    }
+    r->content_length = -1;
+    *why = "both Transfer-Encoding and Content-Length frame the body";
+    if (te && cl) return 400;
+    *why = "more than one Transfer-Encoding header";
+    if (n_te > 1) return 400;
+    if (te) {
+        *why = "the only transfer coding supported is chunked";
+        if (strcasecmp(te, "chunked") != 0) return 501;
+        r->chunked = 1;
+    } else if (cl) {
+        errno = 0;
+        long long n = strtoll(cl, NULL, 10);
+        *why = "Content-Length is too large";
+        if (errno) return 400;
+        r->content_length = n;
+    }
+    return 0;
+}
+
 /* Parses the request head in `head` (NUL-terminated, CRLF lines, without
  * the final empty line) into `r`.  Returns an HTTP status on failure, with
  * *why saying what was wrong.
@@ -231,7 +305,8 @@ static int parse_head(tomed_request *r, char *head, const char **why)
     *why = "malformed header line";
     while ((line = strtok_r(NULL, "\r\n", &save))) {
         char *colon = strchr(line, ':');
-        if (!colon || colon == line) return 400;
+        *why = "malformed header field name";
+        if (!colon || !is_token(line, (size_t)(colon - line))) return 400;
         char *value = colon + 1;
         while (*value == ' ' || *value == '\t') value++;
         size_t vlen = strlen(value);
@@ -241,20 +316,8 @@ static int parse_head(tomed_request *r, char *head, const char **why)
             return 431;
         }
     }
-    *why = "malformed message framing";
-    const char *te = tomed_header_get(r, "transfer-encoding");
-    const char *cl = tomed_header_get(r, "content-length");
-    r->content_length = -1;
-    if (te) {
-        if (strcasecmp(te, "chunked") != 0) return 501;
-        r->chunked = 1;
-    } else if (cl) {
-        char *end;
-        errno = 0;
-        long long n = strtoll(cl, &end, 10);
-        if (errno || end == cl || *end || n < 0) return 400;
-        r->content_length = n;
-    }
+    int status = parse_framing(r, why);
+    if (status != 0) return status;
     if (strncmp(version, "HTTP/1.0", 8) == 0) r->conn->close_after = 1;
     const char *connection = tomed_header_get(r, "connection");
     if (connection && strcasecmp(connection, "close") == 0) r->conn->close_after = 1;
@@ -391,8 +454,8 @@ static void finish_request(tomed_conn *c)
     if (c->close_after) {
         c->closing = 1;
         bufferevent_disable(c->bev, EV_READ);
-        /* Inside conn_process the connection is freed when it returns. */
-        if (!c->in_read && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+        /* Inside conn_process the connection is closed when it returns. */
+        if (!c->in_read) close_when_sent(c);
         return;
     }
     c->phase = PHASE_HEADERS;
@@ -634,11 +697,12 @@ static void body_complete(tomed_conn *c)
     tomed_dispatch(r);
 }
 
-/* Request head complete: route, authenticate, then start on the body. */
-static int start_request(tomed_conn *c, char *head)
+/* A new request on `c`, or NULL without memory (c->req may then be set and
+ * is freed with the connection). */
+static tomed_request *request_new(tomed_conn *c)
 {
     tomed_request *r = calloc(1, sizeof *r);
-    if (!r) return -1;
+    if (!r) return NULL;
     r->conn = c;
     r->server = c->server;
     r->peer = &c->peer;
@@ -646,8 +710,25 @@ static int start_request(tomed_conn *c, char *head)
     r->started = tome_now();
     r->body = evbuffer_new();
     c->req = r;
-    if (!r->body) return -1;
     evtimer_del(c->deadline);
+    return r->body ? r : NULL;
+}
+
+/* A request head over MAX_HEADER_BYTES is answered 431 unparsed; the
+ * lingering close drops the rest of it. */
+static int head_too_large(tomed_conn *c)
+{
+    tomed_request *r = request_new(c);
+    if (!r || !(r->path = strdup("?"))) return -1;
+    refuse(c, 431, TOME_ELIMIT, "the request head is larger than 32 KiB");
+    return 0;
+}
+
+/* Request head complete: route, authenticate, then start on the body. */
+static int start_request(tomed_conn *c, char *head)
+{
+    tomed_request *r = request_new(c);
+    if (!r) return -1;
     if (c->peer.transport == TOMED_TRANSPORT_TLS && !c->peer.has_cert) {
         SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
         c->peer.has_cert =
@@ -682,6 +763,34 @@ static int start_request(tomed_conn *c, char *head)
     return 0;
 }
 
+/* A client that pipelines requests without reading the answers would make
+ * us hold every answer in memory.  As nginx does, stop reading its requests
+ * while too much output waits; on_write resumes once it has gone out.  A
+ * client that never reads is closed by the write time-out (io_timeout). */
+static int answers_pile_up(tomed_conn *c)
+{
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) <= MAX_QUEUED_ANSWERS) return 0;
+    c->read_paused = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    return 1;
+}
+
+/* A chunk-size line (RFC 9112 section 7.1): hex digits, then optionally an
+ * extension after ';', which is ignored.  Returns the size, or -1 for
+ * anything else ("11zz", "0x11", a sign, more than 15 digits). */
+static int64_t parse_chunk_size(const char *line)
+{
+    int64_t size = 0;
+    const char *p = line;
+    for (; hex_value((unsigned char)*p) >= 0; p++) {
+        if (p - line == 15) return -1;
+        size = size * 16 + hex_value((unsigned char)*p);
+    }
+    if (p == line) return -1;
+    while (*p == ' ' || *p == '\t') p++;
+    return *p == '\0' || *p == ';' ? size : -1;
+}
+
 /* A CRLF-terminated line from the input, for chunk sizes and trailers. */
 static char *read_line(struct evbuffer *in)
 {
@@ -696,22 +805,24 @@ static void conn_process(tomed_conn *c)
     while (!c->closing) {
         if (c->phase == PHASE_HANDLING) break;
         if (c->phase == PHASE_HEADERS) {
+            if (answers_pile_up(c)) break;
             if (evbuffer_get_length(in) == 0) {
                 arm_deadline(c, c->server->cfg.idle_timeout_s, 0);
                 break;
             }
             struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-            if (end.pos < 0) {
-                if (evbuffer_get_length(in) > MAX_HEADER_BYTES) {
+            int too_large = end.pos < 0 ? evbuffer_get_length(in) > MAX_HEADER_BYTES
+                                        : end.pos > MAX_HEADER_BYTES;
+            if (too_large) {
+                if (head_too_large(c) != 0) {
                     conn_free(c);
                     return;
                 }
+                continue;
+            }
+            if (end.pos < 0) {
                 if (!c->deadline_is_header) arm_deadline(c, c->server->cfg.header_timeout_s, 1);
                 break;
-            }
-            if (end.pos > MAX_HEADER_BYTES) {
-                conn_free(c);
-                return;
             }
             size_t n = (size_t)end.pos + 4;
             char *head = malloc(n + 1);
@@ -748,17 +859,20 @@ static void conn_process(tomed_conn *c)
             }
             enum phase was = c->phase;
             if (was == PHASE_CHUNK_SIZE) {
-                char *endp;
-                errno = 0;
-                long long size = strtoll(line, &endp, 16);
-                if (errno || endp == line || size < 0) {
+                int64_t size = parse_chunk_size(line);
+                if (size < 0) {
                     free(line);
-                    refuse(c, 400, TOME_EINVAL, "bad chunk size");
+                    refuse(c, 400, TOME_EINVAL, "malformed chunk size");
                     continue;
                 }
                 c->chunk_left = size;
                 c->phase = size == 0 ? PHASE_TRAILER : PHASE_CHUNK_DATA;
             } else if (was == PHASE_CHUNK_END) {
+                if (line[0] != '\0') {
+                    free(line);
+                    refuse(c, 400, TOME_EINVAL, "chunk data is longer than its size");
+                    continue;
+                }
                 c->phase = PHASE_CHUNK_SIZE;
             } else if (line[0] == '\0') {
                 free(line);
@@ -776,31 +890,110 @@ static void conn_process(tomed_conn *c)
                 break;
         }
     }
+    /* After the client's end of input no further request can complete:
+     * close once the answers already given are out. */
+    if (c->peer_eof && c->phase != PHASE_HANDLING && !c->read_paused) c->closing = 1;
     c->in_read = 0;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+    if (c->closing) close_when_sent(c);
 }
 
 /* ------------------------------------------------------------------------
  * Connection events
  * ------------------------------------------------------------------------ */
 
+/* Late input of a lingering connection: dropped, up to LINGER_MAX_BYTES. */
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+    tomed_conn *c = arg;
+    char scratch[16384];
+    ssize_t n = recv(fd, scratch, sizeof scratch, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n > 0 && (c->lingered += n) < LINGER_MAX_BYTES) return;
+    conn_free(c);
+}
+
+/* A lingering close.  close() on a socket with unread input makes the
+ * kernel reset the connection, and a reset can destroy the answer still on
+ * its way to the client (a 413 or 401 sent before the body was read).  So
+ * the writing side is shut first, telling the client the answer is
+ * complete, and what the client still sends is read and dropped until it
+ * closes too, for LINGER_SECONDS and LINGER_MAX_BYTES at most.  Reading
+ * the raw socket under a TLS connection is fine: nothing read is used. */
+static void conn_linger(tomed_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (c->peer_eof || fd < 0) {
+        conn_free(c);
+        return;
+    }
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    c->linger = event_new(c->server->base, fd, EV_READ | EV_PERSIST, on_linger, c);
+    if (shutdown(fd, SHUT_WR) != 0 || !c->linger || event_add(c->linger, NULL) != 0) {
+        conn_free(c);
+        return;
+    }
+    c->lingering = 1;
+    arm_deadline(c, LINGER_SECONDS, 0);
+}
+
+/* The connection is closing: linger once its output is out. */
+static void close_when_sent(tomed_conn *c)
+{
+    if (!c->lingering && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_linger(c);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     tomed_conn *c = arg;
-    if (c->in_read) return;
+    if (c->in_read || c->lingering) return;
     conn_process(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
     tomed_conn *c = arg;
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) conn_free(c);
+    if (c->closing) {
+        close_when_sent(c);
+    } else if (c->read_paused) {
+        /* Called once the output has drained: read requests again. */
+        c->read_paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+        if (!c->in_read) conn_process(c);
+    }
+}
+
+/* Has the peer closed the connection entirely, not only its writing side?
+ * A Unix socket tells (POLLHUP); TCP does not, and there a client that is
+ * gone is noticed when a write to it fails. */
+static int peer_gone(tomed_conn *c)
+{
+    struct pollfd p = {.fd = bufferevent_getfd(c->bev), .events = POLLIN};
+    return p.fd < 0 || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)));
+}
+
+/* End of input.  A client that only shut its writing side (HTTP/1.0 style,
+ * or shutdown(SHUT_WR)) still waits for its answers: the requests already
+ * in are answered, then the connection closes (conn_process decides). */
+static void on_eof(tomed_conn *c)
+{
+    c->peer_eof = 1;
+    if (c->lingering || peer_gone(c)) {
+        conn_free(c);
+        return;
+    }
+    if (c->phase != PHASE_HANDLING && !c->in_read) conn_process(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     tomed_conn *c = arg;
     if (what == BEV_EVENT_CONNECTED) return; /* the TLS handshake is done */
+    if (what == (BEV_EVENT_EOF | BEV_EVENT_READING)) {
+        on_eof(c);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT)
         tomed_log(TOMED_LOG_DEBUG, "%s: %s timed out", c->peer.address,
                   (what & BEV_EVENT_READING) ? "read" : "write");
@@ -818,7 +1011,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     tomed_conn *c = arg;
-    if (!c->doomed)
+    if (!c->doomed && !c->lingering)
         tomed_log(TOMED_LOG_DEBUG, "%s: %s", c->peer.address,
                   c->deadline_is_header ? "request head too slow" : "idle connection closed");
     conn_free(c);
@@ -840,6 +1033,7 @@ static void conn_free(tomed_conn *c)
     c->server->n_conns--;
     atomic_fetch_sub(&tomed_stats.connections, 1);
     event_free(c->deadline);
+    if (c->linger) event_free(c->linger);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -880,7 +1074,7 @@ void tomed_conns_close_idle(tomed_server *s)
             /* The end of a last response may still be on its way out. */
             c->closing = 1;
             bufferevent_disable(c->bev, EV_READ);
-            if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+            close_when_sent(c);
         }
         c = next;
     }
@@ -889,7 +1083,9 @@ void tomed_conns_close_idle(tomed_server *s)
 int tomed_conns_busy(const tomed_server *s)
 {
     int n = 0;
-    for (const tomed_conn *c = s->conns; c; c = c->next) n += c->req != NULL || c->closing;
+    /* A lingering connection has nothing left to send. */
+    for (const tomed_conn *c = s->conns; c; c = c->next)
+        n += (c->req != NULL || c->closing) && !c->lingering;
     return n;
 }
 

@@ -12,6 +12,11 @@
  * as Server-Sent Events, with keepalive comments in between so that
  * proxies do not cut a long prefill's stream.
  *
+ * One prefill per corpus at a time: a request for a corpus whose prefill
+ * is still being rendered (it has no job yet; rendering takes a while)
+ * waits for that job and is answered 200 with it, like one that comes once
+ * the job is queued or running.  Only the request that started it gets 202.
+ *
  * A job interrupted by a shutdown is put back to `queued` in the store;
  * when the next daemon has its model loaded it lists the unfinished jobs
  * and runs them again, under the same ids.
@@ -36,7 +41,8 @@ typedef struct tomed_job_follower {
 struct tomed_jobs {
     tomed_server *server;
     tomed_engine *engine;
-    tomed_job *list; /* newest first */
+    tomed_job *list;                /* newest first */
+    struct prefill_call *rendering; /* prefills without a job yet */
     struct event *keepalive;
     int resumed;
 };
@@ -250,8 +256,16 @@ void tomed_job_finished(void *arg)
 
 #define MAX_PREFIX_STATES 8
 
+/* A request for a prefill that was already being rendered. */
+typedef struct prefill_waiter {
+    tomed_request *r; /* NULL once the client is gone */
+    struct prefill_waiter *next;
+} prefill_waiter;
+
 typedef struct prefill_call {
     tomed_jobs *jobs;
+    struct prefill_call *next_rendering; /* tomed_jobs.rendering */
+    prefill_waiter *waiters;
     char (*prefixes)[TOMED_PATH_MAX];
     int n_prefixes;
     tomed_request *r; /* NULL for a resumed job, or once the client is gone */
@@ -330,6 +344,57 @@ static void prefill_aborted(tomed_request *r, void *arg)
     pc->r = NULL;
 }
 
+static void waiter_aborted(tomed_request *r, void *arg)
+{
+    prefill_waiter *w = arg;
+    w->r = NULL;
+}
+
+/* The prefill of `corpus` being rendered, if any. */
+static prefill_call *rendering_call(const tomed_jobs *j, const char *corpus)
+{
+    for (prefill_call *pc = j->rendering; pc; pc = pc->next_rendering)
+        if (strcmp(pc->corpus, corpus) == 0) return pc;
+    return NULL;
+}
+
+static void stop_rendering(prefill_call *pc)
+{
+    prefill_call **p = &pc->jobs->rendering;
+    while (*p && *p != pc) p = &(*p)->next_rendering;
+    if (*p) *p = pc->next_rendering;
+}
+
+/* Makes `r` wait for the job that `pc` will create; 0, or TOME_ENOMEM. */
+static int add_waiter(prefill_call *pc, tomed_request *r)
+{
+    prefill_waiter *w = calloc(1, sizeof *w);
+    if (!w) return TOME_ENOMEM;
+    w->r = r;
+    w->next = pc->waiters;
+    pc->waiters = w;
+    r->on_abort = waiter_aborted;
+    r->abort_arg = w;
+    return 0;
+}
+
+/* The waiters get what the first request got, but as 200: the job exists. */
+static void answer_waiters(prefill_call *pc, const tomed_job *job)
+{
+    while (pc->waiters) {
+        prefill_waiter *w = pc->waiters;
+        pc->waiters = w->next;
+        if (w->r) {
+            w->r->on_abort = NULL;
+            if (pc->rc != 0)
+                tomed_reply_tome_error(w->r, &pc->err);
+            else
+                tomed_reply_json(w->r, 200, json_pack("{s:o}", "job", tomed_job_json(job)));
+        }
+        free(w);
+    }
+}
+
 static tomed_job *job_new(tomed_jobs *j, prefill_call *pc)
 {
     tomed_job *job = calloc(1, sizeof *job);
@@ -356,6 +421,7 @@ static void prefill_done(void *arg)
     prefill_call *pc = arg;
     tomed_request *r = pc->r;
     if (r) r->on_abort = NULL;
+    stop_rendering(pc);
     tomed_job *job = NULL;
     if (pc->rc == 0) job = job_new(pc->jobs, pc);
     if (pc->rc == 0 && !job) pc->rc = tome_errorf(&pc->err, TOME_ENOMEM, "out of memory");
@@ -382,6 +448,7 @@ static void prefill_done(void *arg)
     } else if (pc->rc != 0) {
         tomed_log(TOMED_LOG_WARN, "prefill of '%s': %s", pc->corpus, pc->err.msg);
     }
+    answer_waiters(pc, job);
     free(pc->ids);
     free(pc->prefixes);
     free(pc);
@@ -411,6 +478,10 @@ static int submit_prefill(tomed_jobs *j, tomed_request *r, const char *corpus, i
         free(pc);
         return TOME_ENOMEM;
     }
+    /* Registered on the loop thread before it can run prefill_done: no
+     * second request slips in while the corpus has no job yet. */
+    pc->next_rendering = j->rendering;
+    j->rendering = pc;
     return 0;
 }
 
@@ -418,8 +489,11 @@ void tomed_jobs_start_prefill(tomed_jobs *j, tomed_request *r, const char *corpu
 {
     const char *why = NULL;
     tomed_job *job = active_job(j, corpus);
+    prefill_call *pending = job ? NULL : rendering_call(j, corpus);
     if (job) {
         tomed_reply_json(r, 200, json_pack("{s:o}", "job", tomed_job_json(job)));
+    } else if (pending) {
+        if (add_waiter(pending, r) != 0) tomed_reply_error(r, TOME_ENOMEM, "out of memory");
     } else if (!tomed_engine_ready(j->engine, &why)) {
         tomed_reply_error_ex(r, 503, TOME_EBUSY, NULL, "the model is not ready: %s", why);
     } else if (submit_prefill(j, r, corpus, 0) != 0) {

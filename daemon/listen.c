@@ -14,6 +14,13 @@
  * keep the context they started with (OpenSSL reference-counts it), new
  * ones get the new certificate.  The connection limit is applied here, at
  * accept, before any memory is spent on the peer.
+ *
+ * Running out of file descriptors (EMFILE, ENFILE) is not an error of one
+ * connection: the pending connection stays in the kernel's queue and the
+ * listener stays readable, so accepting again at once would spin at 100%
+ * CPU and log each failure.  Accepting pauses instead, with one log line,
+ * and resumes after ACCEPT_PAUSE_MS; at start a max_connections that the
+ * open-file limit cannot hold is reported.
  */
 #include "daemon/tomed.h"
 
@@ -29,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,24 +48,61 @@ struct tomed_listeners {
     struct evconnlistener *tls_listener;
     SSL_CTX *tls_ctx;
     char socket_path[TOMED_PATH_MAX];
+    struct event *resume; /* re-enables accepting after a pause */
+    int fds_exhausted;    /* accepting paused for lack of descriptors */
+    int at_limit;         /* refusing connections for max_connections */
 };
 
-static const char busy_response[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    "Connection: close\r\nContent-Length: 72\r\n\r\n"
+/* Descriptors the daemon needs besides its connections: the store's
+ * handles per worker, model and state files, uploads, listeners, logs. */
+#define RESERVED_FDS    64
+#define ACCEPT_PAUSE_MS 250
+
+static const char busy_body[] =
     "{\"error\":{\"code\":\"busy\",\"message\":\"too many connections; try later\"}}\n";
 
-static int over_limit(tomed_server *s, evutil_socket_t fd, int can_answer)
+/* The 503 for a connection over max_connections, on the raw socket.  The
+ * request the client may have sent already is read and dropped (without
+ * waiting for more) before the caller closes: closing with unread input
+ * would reset the connection and lose the answer. */
+static void answer_busy(evutil_socket_t fd)
 {
-    if (s->n_conns < s->cfg.max_connections) return 0;
-    if (can_answer) {
-        ssize_t ignored = send(fd, busy_response, sizeof busy_response - 1, MSG_NOSIGNAL);
-        (void)ignored;
+    char response[512];
+    int n = snprintf(response, sizeof response,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof busy_body - 1, busy_body);
+    ssize_t ignored = send(fd, response, (size_t)n, MSG_NOSIGNAL);
+    (void)ignored;
+    shutdown(fd, SHUT_WR);
+    char scratch[4096];
+    for (int i = 0; i < 16 && recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; i++) continue;
+}
+
+/* Refuses (and closes) `fd` when max_connections are open.  One log line
+ * per episode: a flood of refusals must not become a flood of lines. */
+static int over_limit(tomed_listeners *l, evutil_socket_t fd, int can_answer)
+{
+    tomed_server *s = l->server;
+    if (s->n_conns < s->cfg.max_connections) {
+        l->at_limit = 0;
+        return 0;
     }
-    tomed_log(TOMED_LOG_WARN, "connection refused: max_connections (%d) reached",
-              s->cfg.max_connections);
+    if (can_answer) answer_busy(fd);
+    if (!l->at_limit)
+        tomed_log(TOMED_LOG_WARN, "refusing connections: max_connections (%d) reached",
+                  s->cfg.max_connections);
+    l->at_limit = 1;
     evutil_closesocket(fd);
     return 1;
+}
+
+/* A connection was accepted: the end of a pause for lack of descriptors. */
+static void accepted(tomed_listeners *l)
+{
+    if (!l->fds_exhausted) return;
+    l->fds_exhausted = 0;
+    tomed_log(TOMED_LOG_INFO, "accepting connections again");
 }
 
 static void accept_unix(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *addr,
@@ -65,7 +110,8 @@ static void accept_unix(struct evconnlistener *lis, evutil_socket_t fd, struct s
 {
     tomed_listeners *l = arg;
     tomed_server *s = l->server;
-    if (over_limit(s, fd, 1)) return;
+    accepted(l);
+    if (over_limit(l, fd, 1)) return;
     tomed_peer peer = {.transport = TOMED_TRANSPORT_UNIX};
     struct ucred cred;
     socklen_t clen = sizeof cred;
@@ -93,7 +139,8 @@ static void accept_tls(struct evconnlistener *lis, evutil_socket_t fd, struct so
 {
     tomed_listeners *l = arg;
     tomed_server *s = l->server;
-    if (over_limit(s, fd, 0)) return;
+    accepted(l);
+    if (over_limit(l, fd, 0)) return;
     tomed_peer peer = {.transport = TOMED_TRANSPORT_TLS};
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
@@ -121,10 +168,60 @@ static void accept_tls(struct evconnlistener *lis, evutil_socket_t fd, struct so
     tomed_conn_start(s, bev, &peer);
 }
 
+static void set_accepting(tomed_listeners *l, int on)
+{
+    struct evconnlistener *both[2] = {l->unix_listener, l->tls_listener};
+    for (int i = 0; i < 2; i++) {
+        if (!both[i]) continue;
+        if (on)
+            evconnlistener_enable(both[i]);
+        else
+            evconnlistener_disable(both[i]);
+    }
+}
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    set_accepting(arg, 1);
+}
+
+/* Out of descriptors: stop accepting on both listeners for a moment (the
+ * shortage is the process's, not one listener's), logging it once. */
+static void pause_accepting(tomed_listeners *l, int e)
+{
+    if (!l->fds_exhausted)
+        tomed_log(TOMED_LOG_WARN,
+                  "accept: %s with %d connections open: pausing new connections until "
+                  "descriptors are free (raise RLIMIT_NOFILE or lower max_connections)",
+                  evutil_socket_error_to_string(e), l->server->n_conns);
+    l->fds_exhausted = 1;
+    set_accepting(l, 0);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(l->resume, &tv);
+}
+
 static void accept_error(struct evconnlistener *lis, void *arg)
 {
     int e = EVUTIL_SOCKET_ERROR();
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        pause_accepting(arg, e);
+        return;
+    }
     tomed_log(TOMED_LOG_ERROR, "accept: %s", evutil_socket_error_to_string(e));
+}
+
+/* Says so at start when max_connections cannot all be open at once. */
+static void check_fd_limit(const tomed_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    if ((rlim_t)cfg->max_connections + RESERVED_FDS <= rl.rlim_cur) return;
+    tomed_log(TOMED_LOG_WARN,
+              "max_connections (%d) needs more descriptors than RLIMIT_NOFILE (%llu) allows; "
+              "new connections will wait beyond about %lld (raise LimitNOFILE or lower "
+              "max_connections)",
+              cfg->max_connections, (unsigned long long)rl.rlim_cur,
+              (long long)rl.rlim_cur > RESERVED_FDS ? (long long)rl.rlim_cur - RESERVED_FDS : 0);
 }
 
 /* Is a daemon answering on `path`?  Then it is not ours to replace. */
@@ -143,7 +240,11 @@ static int open_unix(tomed_listeners *l, const tomed_config *cfg, tome_error *er
 {
     char dir[TOMED_PATH_MAX];
     snprintf(dir, sizeof dir, "%s", cfg->socket_path);
+    /* Others must reach the socket through its directory, whatever the
+     * daemon's private umask. */
+    mode_t private_mask = umask(022);
     int rc = tome_mkdir_p(dirname(dir), 0755, err);
+    umask(private_mask);
     if (rc != 0) return rc;
     if (socket_in_use(cfg->socket_path))
         return tome_errorf(err, TOME_EBUSY, "%s: another daemon is listening there",
@@ -196,6 +297,12 @@ int tomed_listeners_open(tomed_server *s, tomed_listeners **out, tome_error *err
     tomed_listeners *l = calloc(1, sizeof *l);
     if (!l) return tome_errorf(err, TOME_ENOMEM, "listeners");
     l->server = s;
+    l->resume = evtimer_new(s->base, resume_accepting, l);
+    if (!l->resume) {
+        free(l);
+        return tome_errorf(err, TOME_ENOMEM, "listeners");
+    }
+    check_fd_limit(&s->cfg);
     int rc = open_unix(l, &s->cfg, err);
     if (rc == 0 && s->cfg.listen[0]) rc = open_tls(l, &s->cfg, err);
     if (rc != 0) {
@@ -219,6 +326,7 @@ int tomed_listeners_reload_tls(tomed_listeners *l, const tomed_config *cfg, tome
 
 void tomed_listeners_close(tomed_listeners *l)
 {
+    evtimer_del(l->resume);
     if (l->unix_listener) {
         evconnlistener_free(l->unix_listener);
         l->unix_listener = NULL;
@@ -234,6 +342,7 @@ void tomed_listeners_free(tomed_listeners *l)
 {
     if (!l) return;
     tomed_listeners_close(l);
+    event_free(l->resume);
     if (l->tls_ctx) SSL_CTX_free(l->tls_ctx);
     free(l);
 }

@@ -2,8 +2,8 @@
  * main.c - tomed's life cycle: start, serve, reload, drain, exit.
  *
  * Start-up does everything that can fail before the first client is
- * accepted: configuration, the state directory, the pidfile (locked, so two
- * daemons never share a state directory), the token registry, the worker
+ * accepted: configuration, the state directory (locked, so two daemons
+ * never share it: statedir.c), the pidfile, the token registry, the worker
  * pool, the engine, the listeners.  Without --foreground the process
  * detaches, and the parent exits only when the child is ready (or reports
  * why it is not), so `tomed && tome ...` in a script never races.
@@ -20,7 +20,6 @@
 #include "config.h"
 
 #include "daemon/tomed.h"
-#include "store/store.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -47,29 +46,16 @@ typedef struct daemon_state {
     struct event *drain_timer;
     double drain_started;
     int pidfile_fd;
-    int ready_fd; /* write end of the pipe the waiting parent reads, or -1 */
+    int state_lock_fd; /* STATE_DIR/lock, held while the process runs */
+    int ready_fd;      /* write end of the pipe the waiting parent reads, or -1 */
 } daemon_state;
 
 /* ------------------------------------------------------------------------
  * Start-up helpers
  * ------------------------------------------------------------------------ */
 
-static int prepare_state_dir(const tomed_config *cfg, tome_error *err)
-{
-    char path[TOMED_PATH_MAX + 16];
-    int rc = tome_mkdir_p(cfg->state_dir, 0700, err);
-    if (rc != 0) return rc;
-    snprintf(path, sizeof path, "%s/kv", cfg->state_dir);
-    if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
-    /* Temporary files of saves a crash interrupted (tome-kvcache(5)). */
-    if ((rc = store_kv_remove_temps(path, NULL, err)) != 0) return rc;
-    snprintf(path, sizeof path, "%s/tmp", cfg->state_dir);
-    if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
-    return tomed_clean_tmp(path, err);
-}
-
-/* Locked for the life of the process: a second daemon on the same state
- * directory fails here instead of corrupting it. */
+/* Locked for the life of the process, so that two daemons never write one
+ * pidfile; the state directory has its own lock (statedir.c). */
 static int write_pidfile(const char *path, int *fd_out, tome_error *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -220,7 +206,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static int start(daemon_state *d, tome_error *err)
 {
     tomed_server *s = &d->server;
-    int rc = prepare_state_dir(&s->cfg, err);
+    /* The store, tokens and states are private: 0700 directories and 0600
+     * files (tomed.conf(5)); the socket gets socket_mode explicitly. */
+    umask(077);
+    int rc = tomed_state_dir_prepare(&s->cfg, &d->state_lock_fd, err);
     if (rc == 0) rc = write_pidfile(s->cfg.pidfile, &d->pidfile_fd, err);
     if (rc == 0) rc = tomed_tokens_open(s->cfg.state_dir, &s->tokens, err);
     if (rc != 0) return rc;
@@ -257,6 +246,9 @@ static void stop(daemon_state *d)
         unlink(s->cfg.pidfile);
         close(d->pidfile_fd);
     }
+    /* The lock file stays: removing it would let a newcomer lock a fresh
+     * file while another still holds the old one. */
+    if (d->state_lock_fd >= 0) close(d->state_lock_fd);
 }
 
 int main(int argc, char **argv)
@@ -273,6 +265,7 @@ int main(int argc, char **argv)
     }
     static daemon_state d;
     d.pidfile_fd = -1;
+    d.state_lock_fd = -1;
     d.ready_fd = -1;
     tomed_server *s = &d.server;
     s->argc = argc;

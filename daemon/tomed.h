@@ -10,6 +10,7 @@
  * The pieces and their files:
  *   log.c        levelled logging to stderr or syslog
  *   config.c     tomed.conf, command-line overrides, defaults, validation
+ *   statedir.c   the state directory: private modes, checked, laid out
  *   http.c       HTTP/1.1 connections: parsing, bodies (buffered or streamed
  *                to a file), responses, chunked streams, timeouts
  *   listen.c     the Unix socket and TLS listeners, peer credentials, limits
@@ -255,6 +256,20 @@ int tomed_authenticate(const tomed_config *cfg, const tomed_tokens *tokens, cons
 int tomed_tls_context_new(const tomed_config *cfg, SSL_CTX **out, tome_error *err);
 /* The subject common name of the verified peer certificate, if any. */
 int tomed_tls_peer_cn(SSL *ssl, char *cn, size_t cap);
+
+/* ------------------------------------------------------------------------
+ * statedir.c
+ * ------------------------------------------------------------------------ */
+
+/* Creates cfg->state_dir if missing (0700 under the daemon's umask), fails
+ * with TOME_EPERM, naming the path and its mode, when the directory or a
+ * store file in it (tome.db, -wal, -shm, tokens.json) may be read or
+ * written by other users, locks STATE_DIR/lock (TOME_EBUSY, naming the
+ * directory and the holder's pid, when another daemon holds it; nothing is
+ * touched then), and only then makes kv/ and tmp/ and removes what a crash
+ * left in them.  *lock_fd holds the lock until the process closes it or
+ * exits.  Called once at start, before anything else there. */
+int tomed_state_dir_prepare(const tomed_config *cfg, int *lock_fd, tome_error *err);
 
 /* ------------------------------------------------------------------------
  * http.c

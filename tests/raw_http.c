@@ -1,7 +1,7 @@
 /*
  * raw_http.c - send exact bytes to tomed and show exactly what comes back.
  *
- *   raw_http [--half-close] [--timeout S] SOCKET < request > response
+ *   raw_http [--half-close] [--timeout S] [--read-after S] SOCKET < request > response
  *
  * curl writes well-formed HTTP; the daemon must also cope with what a
  * hostile or careless client writes (bytes that are not ASCII, broken
@@ -10,6 +10,10 @@
  * writing side (--half-close: what HTTP/1.0 and `shutdown(SHUT_WR)`
  * clients do), and copies whatever the daemon sends to standard output
  * until the daemon closes the connection or S seconds (default 10) pass.
+ * With --read-after S the request is written by a child process while
+ * this one waits S seconds and then reads, concurrently: a client that
+ * pipelines many requests and reads its answers late (or never, if the
+ * daemon stops reading before the request is all sent).
  *
  * Exit status: 0 when the daemon closed the connection in order, 2 when
  * it reset it (the answer may be lost), 3 on a time-out, 1 on other errors.
@@ -21,6 +25,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,20 +99,45 @@ static int copy_response(int fd, int seconds)
     }
 }
 
+/* Standard input to the socket, then the optional half-close. */
+static void send_side(int fd, int half_close)
+{
+    if (send_request(fd) != 0) fprintf(stderr, "raw_http: send: %s\n", strerror(errno));
+    if (half_close) shutdown(fd, SHUT_WR);
+}
+
+/* --read-after: a child sends while this process waits, then reads. */
+static int send_while_reading(int fd, int half_close, int read_after, int seconds)
+{
+    pid_t child = fork();
+    if (child < 0) return 1;
+    if (child == 0) {
+        send_side(fd, half_close);
+        _exit(0);
+    }
+    sleep((unsigned)read_after);
+    int rc = copy_response(fd, seconds);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    int half_close = 0, seconds = 10, i = 1;
+    int half_close = 0, seconds = 10, read_after = -1, i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--half-close") == 0) {
             half_close = 1;
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             seconds = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--read-after") == 0 && i + 1 < argc) {
+            read_after = atoi(argv[++i]);
         } else {
             break;
         }
     }
     if (i + 1 != argc || seconds <= 0) {
-        fprintf(stderr, "usage: raw_http [--half-close] [--timeout S] SOCKET\n");
+        fprintf(stderr, "usage: raw_http [--half-close] [--timeout S] [--read-after S] SOCKET\n");
         return 1;
     }
     int fd = connect_unix(argv[i]);
@@ -114,9 +145,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "raw_http: %s: %s\n", argv[i], strerror(errno));
         return 1;
     }
-    if (send_request(fd) != 0) fprintf(stderr, "raw_http: send: %s\n", strerror(errno));
-    if (half_close) shutdown(fd, SHUT_WR);
-    int rc = copy_response(fd, seconds);
+    int rc;
+    if (read_after >= 0) {
+        rc = send_while_reading(fd, half_close, read_after, seconds);
+    } else {
+        send_side(fd, half_close);
+        rc = copy_response(fd, seconds);
+    }
     if (rc == 2) fprintf(stderr, "raw_http: connection reset\n");
     if (rc == 3) fprintf(stderr, "raw_http: no end after %d s\n", seconds);
     close(fd);

@@ -3,7 +3,8 @@
 # job progress as Server-Sent Events with keepalive comments, the state
 # saved and verified, asks streamed and not, stop strings, a context
 # overflow reported with its counts, the queue limit (429 with Retry-After),
-# cancelling a job; then SIGTERM in the middle of a prefill, a restart, the
+# six concurrent prefills of one corpus sharing one job, cancelling a job;
+# then SIGTERM in the middle of a prefill, a restart, the
 # job resumed under its id from its last restart point, and the resumed
 # state answering exactly as the uninterrupted one (greedy decoding makes
 # the answer a fingerprint of the state); the saved state of the first
@@ -143,9 +144,20 @@ wait "$a1" "$a2" 2>/dev/null
 unix_http 200 /metrics && body_has '^tome_cache_hits_total [1-9]' &&
     body_has '^tome_decode_tokens_total [1-9]' && body_has '^tome_jobs\{state="done"\} [1-9]'
 
-# ---- cancelling a job ----
-unix_http 202 /v1/corpora/big/prefill -X POST
-big=$(json_field id)
+# ---- six prefills of one corpus at once make one job; cancelling it ----
+racers=""
+for i in 1 2 3 4 5 6; do
+    curl -s -o "$tmp/race$i" -w '%{http_code}\n' -X POST --unix-socket "$sock" \
+        http://tome/v1/corpora/big/prefill >"$tmp/race$i.code" &
+    racers="$racers $!"
+done
+wait $racers
+codes=$(cat "$tmp"/race?.code | tr -d '\n')
+check "one 202 and five 200s for six concurrent prefills: $codes" \
+    [ "$(cat "$tmp"/race?.code | sort | tr -d '\n')" = 200200200200200202 ]
+ids=$(sed -n 's/.*"id":"\([0-9]*\)".*/\1/p' "$tmp"/race? | sort -u)
+check "six concurrent prefills share one job: $(echo $ids)" [ "$(echo "$ids" | wc -w)" -eq 1 ]
+big=$(echo "$ids" | head -1)
 unix_http 202 "/v1/jobs/$big" -X DELETE
 follow "$big"
 tail -3 "$tmp/events" | grep -q '^event: canceled' || fail "a cancelled job does not end with canceled"

@@ -8,7 +8,8 @@
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 
 require_model
-mkdir -p "$tmp/corpus" "$tmp/state/kv"
+# The state directory must be private (tomed.conf(5)).
+mkdir -p "$tmp/corpus" && mkdir -m 700 "$tmp/state" && mkdir "$tmp/state/kv"
 i=1
 while [ "$i" -le 20 ]; do
     echo "Clause $i: the lessee keeps the premises in good repair."
