@@ -102,6 +102,7 @@ struct tome_options {
     int has_seed;
     int wait, detach, cancel;
     int regex;
+    int no_sources; /* ask: no sources or citations after the answer */
     long limit;
     int server_path;
     const char *output;

@@ -7,8 +7,13 @@
  * "stream" the answer goes out as Server-Sent Events while it is decoded,
  * with keepalive comments while the question waits or is being fed; the
  * last event (or the single JSON answer without streaming) carries the
- * token counts, the timings and the state the answer came from.  Every
+ * token counts, the timings and the state the answer came from, with the
+ * answer's citations and the question's sources (ask_extras.c).  Every
  * answered question is recorded in the store's history.
+ *
+ * The extras are store lookups on workers: the sources start with the
+ * question, the citations once the answer is complete.  The context is
+ * freed when the last of its holders (the engine, each lookup) lets go.
  *
  * A client that disconnects cancels its question: on_abort sets the flag
  * the engine checks before each token.
@@ -36,6 +41,9 @@ typedef struct ask_ctx {
     struct event *keepalive;
     double last_write;
     int64_t corpus_id;
+    int holds;         /* the engine and the extras lookups still running */
+    json_t *sources;   /* filled by a worker */
+    json_t *citations; /* filled by a worker */
 } ask_ctx;
 
 static void ask_free(ask_ctx *ctx)
@@ -46,6 +54,8 @@ static void ask_free(ask_ctx *ctx)
     free(ask->answer);
     for (int i = 0; i < ask->n_stop; i++) free(ask->stop[i]);
     free(ask->logit_bias);
+    json_decref(ctx->sources);
+    json_decref(ctx->citations);
     free(ctx);
 }
 
@@ -78,17 +88,19 @@ static json_t *usage_json(const tomed_ask *ask)
                      (json_int_t)ask->context_tokens);
 }
 
-static json_t *answer_json(const tomed_ask *ask)
+static json_t *answer_json(const ask_ctx *ctx)
 {
+    const tomed_ask *ask = &ctx->ask;
     double ms = 1000.0;
     double ttft = ask->t_first_token > 0 ? (ask->t_first_token - ask->t_request) * ms : 0;
-    return json_pack("{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}}", "answer",
-                     ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason, "usage",
-                     usage_json(ask), "timings", "queue_ms", (ask->t_queued - ask->t_request) * ms,
-                     "ttft_ms", ttft, "prefill_tokens_per_s", ask->question_tokens_per_s,
-                     "decode_tokens_per_s", ask->decode_tokens_per_s, "total_ms",
-                     (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id, "tokens",
-                     (json_int_t)ask->corpus_tokens, "hit", 1);
+    return json_pack("{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}, s:O, s:O}",
+                     "answer", ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason,
+                     "usage", usage_json(ask), "timings", "queue_ms",
+                     (ask->t_queued - ask->t_request) * ms, "ttft_ms", ttft, "prefill_tokens_per_s",
+                     ask->question_tokens_per_s, "decode_tokens_per_s", ask->decode_tokens_per_s,
+                     "total_ms", (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id,
+                     "tokens", (json_int_t)ask->corpus_tokens, "hit", 1, "citations",
+                     ctx->citations, "sources", ctx->sources);
 }
 
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
@@ -156,23 +168,64 @@ static void reply_failure(tomed_ask *ask)
     }
 }
 
+/* One holder is done; the last one answers (when the answer is good and
+ * its client still there) and frees the context. */
+static void release(ask_ctx *ctx)
+{
+    if (--ctx->holds > 0) return;
+    tomed_ask *ask = &ctx->ask;
+    if (ask->r && ask->rc == 0) {
+        ask->r->on_abort = NULL;
+        if (!ctx->citations) ctx->citations = json_array();
+        if (!ctx->sources) ctx->sources = json_array();
+        if (ask->r->streaming) {
+            tomed_stream_event(ask->r, "done", answer_json(ctx));
+            tomed_stream_end(ask->r);
+        } else {
+            tomed_reply_json(ask->r, 200, answer_json(ctx));
+        }
+    }
+    ask_free(ctx);
+}
+
+static void extras_done(void *arg)
+{
+    release(arg);
+}
+
+static void find_sources(void *arg)
+{
+    ask_ctx *ctx = arg;
+    ctx->sources =
+        tomed_sources_json(ctx->ask.server->cfg.state_dir, ctx->ask.version_id, ctx->ask.question);
+}
+
+static void find_citations(void *arg)
+{
+    ask_ctx *ctx = arg;
+    ctx->citations = tomed_citations_json(ctx->ask.server->cfg.state_dir, ctx->ask.version_id,
+                                          ctx->ask.answer ? ctx->ask.answer : "");
+}
+
+/* Run `work` on a worker as one more holder of the context. */
+static void lookup(ask_ctx *ctx, tomed_fn work)
+{
+    ctx->holds++;
+    if (tomed_pool_submit(ctx->ask.server->pool, work, extras_done, ctx) != 0) ctx->holds--;
+}
+
 void tomed_ask_finished(void *arg)
 {
     ask_ctx *ctx = arg;
     tomed_ask *ask = &ctx->ask;
     if (ask->rc == 0) record(ctx);
-    if (ask->r) {
+    if (ask->r && ask->rc != 0) {
         ask->r->on_abort = NULL;
-        if (ask->rc != 0) {
-            reply_failure(ask);
-        } else if (ask->r->streaming) {
-            tomed_stream_event(ask->r, "done", answer_json(ask));
-            tomed_stream_end(ask->r);
-        } else {
-            tomed_reply_json(ask->r, 200, answer_json(ask));
-        }
+        reply_failure(ask);
+        ask->r = NULL;
     }
-    ask_free(ctx);
+    if (ask->r) lookup(ctx, find_citations);
+    release(ctx);
 }
 
 /* ------------------------------------------------------------------------
@@ -243,6 +296,8 @@ static void submit(void *arg)
         ask_free(ctx);
         return;
     }
+    ctx->holds = 1; /* the engine's, until tomed_ask_finished */
+    lookup(ctx, find_sources);
     if (ask->stream) {
         tomed_stream_begin(ask->r, 200, "text/event-stream");
         ctx->last_write = tome_now();

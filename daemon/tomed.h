@@ -21,6 +21,7 @@
  *   metrics.c    counters and the Prometheus exposition
  *   router.c     the route table and request dispatch
  *   routes_*.c   the endpoints of tome-protocol(7)
+ *   ask_extras.c an answer's citations and sources (on a worker)
  *   jobs.c       prefill jobs: registry, store rows, followers, resuming
  *   engine_exec.c the engine executor thread: prefill chunks, questions,
  *                sampling, saved states and restart points
@@ -556,6 +557,14 @@ typedef struct tomed_ask {
     int rc;
     tome_error err;
 } tomed_ask;
+
+/* ask_extras.c, called on a worker thread: JSON arrays (never NULL; empty
+ * when the lookup fails, which is logged) of the citations in `answer`
+ * checked against version `version_id` ({path, line, end_line, exists,
+ * text}), and of the passages matching `question` ({path, line, snippet,
+ * score}, at most 5). */
+json_t *tomed_citations_json(const char *state_dir, int64_t version_id, const char *answer);
+json_t *tomed_sources_json(const char *state_dir, int64_t version_id, const char *question);
 
 /* routes_ask.c, called on the loop thread by the engine's reports */
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len);

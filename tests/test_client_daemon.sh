@@ -184,11 +184,17 @@ expect 0 'cached \([0-9]+ tokens\)' '' -- corpus show src
 # ---- ask: streamed text, statistics on stderr, --json to its schema ----
 expect 0 '.' 'answer tokens, first token after [0-9]+ ms' -- ask src "Where is the parser?" \
     --max-tokens 8 --no-think
+# The passages that match the question follow the answer, unless --no-sources.
+check_stream out '^Sources:$' "ask: sources"
+check_stream out '^  README:2  The parser is in src/parse.c.$' "ask: a source"
+expect 0 '.' 'answer tokens' -- ask src "Where is the parser?" --max-tokens 2 --no-sources
+grep -q 'Sources:' "$tmp/out" && fail "ask --no-sources printed sources: $(cat "$tmp/out")"
 "$tome" ask src "Which licence applies?" --max-tokens 6 --seed 3 --json >"$tmp/ask.json" \
     2>"$tmp/err" || fail "ask --json: $(cat "$tmp/err")"
 "$schema_check" "$src/client/tome-ask.schema.json" "$tmp/ask.json" ||
     fail "ask --json does not follow its schema"
 grep -q '"completion_tokens": [1-6],' "$tmp/ask.json" || fail "ask --json: $(cat "$tmp/ask.json")"
+grep -q '"path": "LICENSE"' "$tmp/ask.json" || fail "ask --json lacks its sources: $(cat "$tmp/ask.json")"
 expect 0 '"answer"' '' -- ask src "Again?" --max-tokens 2 --think=high --json
 echo "Where is the parser?" | "$tome" ask src - --max-tokens 3 --json >"$tmp/out" 2>"$tmp/err" ||
     fail "ask with the question on stdin: $(cat "$tmp/err")"
