@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Bytes that cannot be part of a cited path: spaces, quotes and brackets
  * around it in prose or Markdown, and ':' which ends it. */
@@ -164,22 +165,56 @@ void ingest_citations_free(ingest_citations *c)
     memset(c, 0, sizeof *c);
 }
 
+/* A word of a question or a line: a run of letters, digits, '_' and
+ * non-ASCII bytes, as FTS5's unicode61 tokenizer splits them.  Returns its
+ * start and sets *len; NULL at the end of `p`. */
+static const char *next_word(const char *p, size_t *len)
+{
+    for (;; p++) {
+        if (!*p) return NULL;
+        if (isalnum((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80) break;
+    }
+    const char *w = p;
+    while (*p && (isalnum((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80)) p++;
+    *len = (size_t)(p - w);
+    return w;
+}
+
+/* Words worth searching for: two bytes or more, or a number ("token 7"). */
+static int searchable(const char *w, size_t len)
+{
+    return len >= 2 || isdigit((unsigned char)*w);
+}
+
+/* How many of the question's searchable words the line has. */
+static int words_on_line(const char *question, const char *line)
+{
+    int n = 0;
+    size_t qlen, llen;
+    for (const char *q = next_word(question, &qlen); q; q = next_word(q + qlen, &qlen)) {
+        if (!searchable(q, qlen)) continue;
+        for (const char *l = next_word(line, &llen); l; l = next_word(l + llen, &llen))
+            if (llen == qlen && strncasecmp(l, q, qlen) == 0) {
+                n++;
+                break;
+            }
+    }
+    return n;
+}
+
 /* The question's words, each quoted, joined by OR; NULL when it has none. */
 static char *words_query(const char *question)
 {
-    /* A two-byte word and its separator become "ww" OR : 8 bytes per 3. */
+    /* A digit and its separator become "7" OR : 7 bytes for 2. */
     size_t len = 0;
-    char *q = malloc(3 * strlen(question) + 16);
+    char *q = malloc(4 * strlen(question) + 16);
     if (!q) return NULL;
     int words = 0;
-    for (const char *p = question; *p && words < 32;) {
-        const char *w = p;
-        while (*p && (isalnum((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80)) p++;
-        if (p - w >= 2) {
-            len += (size_t)sprintf(q + len, "%s\"%.*s\"", words ? " OR " : "", (int)(p - w), w);
-            words++;
-        }
-        if (p == w) p++;
+    size_t n;
+    for (const char *w = next_word(question, &n); w && words < 32; w = next_word(w + n, &n)) {
+        if (!searchable(w, n)) continue;
+        len += (size_t)sprintf(q + len, "%s\"%.*s\"", words ? " OR " : "", (int)n, w);
+        words++;
     }
     if (words == 0) {
         free(q);
@@ -195,6 +230,19 @@ static int per_path(const store_hits *h, const char *path)
     return n;
 }
 
+/* Lines with more of the question's words first; among equals, the
+ * better document, then the search's order (the sort is stable). */
+static void rank_lines(const char *question, store_hits *h)
+{
+    for (size_t i = 0; i < h->n; i++) h->hits[i].score += words_on_line(question, h->hits[i].text);
+    for (size_t i = 1; i < h->n; i++) {
+        store_hit x = h->hits[i];
+        size_t j = i;
+        for (; j > 0 && h->hits[j - 1].score < x.score; j--) h->hits[j] = h->hits[j - 1];
+        h->hits[j] = x;
+    }
+}
+
 int ingest_sources(store *s, int64_t version_id, const char *question, size_t max, store_hits *out,
                    tome_error *err)
 {
@@ -202,8 +250,9 @@ int ingest_sources(store *s, int64_t version_id, const char *question, size_t ma
     char *query = words_query(question);
     if (!query) return 0;
     store_hits all = {0};
-    int rc = store_search(s, version_id, query, 100, &all, err);
+    int rc = store_search(s, version_id, query, INGEST_SOURCE_LINES, &all, err);
     free(query);
+    if (rc == 0) rank_lines(question, &all);
     /* At most two lines of a document, so one long file cannot fill them. */
     for (size_t i = 0; i < all.n && out->n < max && rc == 0; i++) {
         store_hit *h = &all.hits[i];

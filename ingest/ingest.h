@@ -268,6 +268,7 @@ int ingest_grep(store *s, int64_t version_id, const char *pattern, size_t max, s
 #define INGEST_CITE_MAX       64  /* citations kept from one answer */
 #define INGEST_CITE_MAX_LINES 200 /* longer ranges are checked, not quoted */
 #define INGEST_SNIPPET_BYTES  240 /* a source's text, cut at a character */
+#define INGEST_SOURCE_LINES   200 /* matching lines ranked for the sources */
 
 /* One "path:line" or "path:first-last" found in an answer.  `exists` is 1
  * when the version has the document and every line of the range; `text`
@@ -296,9 +297,11 @@ int ingest_cite(store *s, int64_t version_id, const char *answer, ingest_citatio
 void ingest_citations_free(ingest_citations *c);
 
 /* The passages of the version that best match `question`: full-text search
- * for any of its words (FTS5, bm25), at most two lines per document, at
- * most `max` hits, each hit's text cut to INGEST_SNIPPET_BYTES and its
- * score set (higher is better).  No words: no hits.  Free with
+ * for any of its words (FTS5; words of two bytes or more, and numbers) in
+ * the first INGEST_SOURCE_LINES matching lines, ranked by their score: the
+ * number of the question's words on the line plus the document's bm25
+ * relevance.  At most two lines per document, at most `max` hits, each
+ * hit's text cut to INGEST_SNIPPET_BYTES.  No words: no hits.  Free with
  * store_hits_free. */
 int ingest_sources(store *s, int64_t version_id, const char *question, size_t max, store_hits *out,
                    tome_error *err);
