@@ -17,6 +17,10 @@
  *
  * A client that disconnects cancels its question: on_abort sets the flag
  * the engine checks before each token.
+ *
+ * The OpenAI-compatible chat completions (routes_openai.c) are questions
+ * too: they parse their own body and format their own replies, and share
+ * everything else here (tomed_ask_run).
  */
 #include "daemon/tomed.h"
 
@@ -107,7 +111,10 @@ void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
 {
     ask_ctx *ctx = (ask_ctx *)ask;
     if (!ask->r) return;
-    tomed_stream_event(ask->r, "token", json_pack("{s:s%}", "text", text, len));
+    if (ask->openai)
+        tomed_stream_data(ask->r, tomed_openai_chunk(ask, text, len, NULL));
+    else
+        tomed_stream_event(ask->r, "token", json_pack("{s:s%}", "text", text, len));
     ctx->last_write = tome_now();
 }
 
@@ -156,7 +163,12 @@ static void reply_failure(tomed_ask *ask)
 {
     tomed_request *r = ask->r;
     json_t *extra = ask->rc == TOME_ELIMIT ? json_pack("{s:o}", "usage", usage_json(ask)) : NULL;
-    if (r->streaming) {
+    if (r->streaming && ask->openai) {
+        json_decref(extra);
+        tomed_stream_data(
+            r, tomed_openai_error_json(tomed_status_for(ask->rc), ask->rc, ask->err.msg));
+        tomed_stream_end(r);
+    } else if (r->streaming) {
         json_t *error =
             json_pack("{s:s, s:s}", "code", tome_error_name(ask->rc), "message", ask->err.msg);
         if (extra) json_object_update(error, extra);
@@ -178,7 +190,9 @@ static void release(ask_ctx *ctx)
         ask->r->on_abort = NULL;
         if (!ctx->citations) ctx->citations = json_array();
         if (!ctx->sources) ctx->sources = json_array();
-        if (ask->r->streaming) {
+        if (ask->openai) {
+            tomed_openai_answer(ask, ctx->citations, ctx->sources);
+        } else if (ask->r->streaming) {
             tomed_stream_event(ask->r, "done", answer_json(ctx));
             tomed_stream_end(ask->r);
         } else {
@@ -330,6 +344,12 @@ static int out_of_memory(tomed_request *r)
 static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
 {
     if (!stop) return 0;
+    if (json_is_string(stop)) { /* OpenAI's shorthand for one stop string */
+        json_t *one = json_pack("[O]", stop);
+        int rc = one ? parse_stop(r, one, ask) : out_of_memory(r);
+        json_decref(one);
+        return rc;
+    }
     if (!json_is_array(stop) || json_array_size(stop) > MAX_STOP_STRINGS) {
         tomed_reply_error(r, TOME_EINVAL, "'stop' must be an array of at most %d strings",
                           MAX_STOP_STRINGS);
@@ -386,6 +406,33 @@ static int parse_logit_bias(tomed_request *r, json_t *bias, tomed_ask *ask)
     return 0;
 }
 
+int tomed_ask_parse_sampling(tomed_request *r, json_t *body, const char *max_tokens_key,
+                             tomed_ask *ask)
+{
+    double max_tokens = DEFAULT_MAX_TOKENS, seed = 0;
+    ask->top_p = 1;
+    if (number_field(r, body, max_tokens_key, 1, r->server->cfg.max_answer_tokens, &max_tokens) ||
+        number_field(r, body, "temperature", 0, 100, &ask->temperature) ||
+        number_field(r, body, "top_p", 1e-6, 1, &ask->top_p) ||
+        number_field(r, body, "seed", 0, 9007199254740991.0, &seed))
+        return -1;
+    ask->max_tokens = (int)max_tokens;
+    ask->seed = (uint64_t)seed;
+    if (parse_logit_bias(r, json_object_get(body, "logit_bias"), ask) != 0) return -1;
+    return parse_stop(r, json_object_get(body, "stop"), ask);
+}
+
+int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed_ask *ask)
+{
+    json_t *stream = json_object_get(body, "stream");
+    if (stream && !json_is_boolean(stream)) {
+        tomed_reply_error(r, TOME_EINVAL, "'stream' must be true or false");
+        return -1;
+    }
+    ask->stream = stream ? json_is_true(stream) : by_default;
+    return 0;
+}
+
 static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     const char *question = json_string_value(json_object_get(body, "question"));
@@ -394,15 +441,7 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         return -1;
     }
     if (!(ask->question = strdup(question))) return out_of_memory(r);
-    double max_tokens = DEFAULT_MAX_TOKENS, seed = 0;
-    ask->top_p = 1;
-    if (number_field(r, body, "max_tokens", 1, r->server->cfg.max_answer_tokens, &max_tokens) ||
-        number_field(r, body, "temperature", 0, 100, &ask->temperature) ||
-        number_field(r, body, "top_p", 1e-6, 1, &ask->top_p) ||
-        number_field(r, body, "seed", 0, 9007199254740991.0, &seed))
-        return -1;
-    ask->max_tokens = (int)max_tokens;
-    ask->seed = (uint64_t)seed;
+    if (tomed_ask_parse_sampling(r, body, "max_tokens", ask) != 0) return -1;
     const char *thinking = json_string_value(json_object_get(body, "thinking"));
     if (json_object_get(body, "thinking") && !thinking) thinking = "";
     if (!thinking || strcmp(thinking, "none") == 0)
@@ -415,19 +454,16 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         tomed_reply_error(r, TOME_EINVAL, "'thinking' must be none, high or max");
         return -1;
     }
-    json_t *stream = json_object_get(body, "stream");
-    if (stream && !json_is_boolean(stream)) {
-        tomed_reply_error(r, TOME_EINVAL, "'stream' must be true or false");
-        return -1;
-    }
-    ask->stream = !stream || json_is_true(stream);
-    if (parse_logit_bias(r, json_object_get(body, "logit_bias"), ask) != 0) return -1;
-    return parse_stop(r, json_object_get(body, "stop"), ask);
+    return tomed_ask_parse_stream(r, body, 1, ask);
 }
 
 void tomed_route_ask(tomed_request *r)
 {
-    if (tomed_require_corpus(r, TOMED_RIGHT_READ) != 0) return;
+    if (tomed_require_corpus(r, TOMED_RIGHT_READ) == 0) tomed_ask_run(r, parse_ask);
+}
+
+void tomed_ask_run(tomed_request *r, tomed_ask_parser parse)
+{
     const char *why;
     if (!tomed_engine_ready(tomed_jobs_engine(r->server->jobs), &why)) {
         tomed_reply_error_ex(r, 503, TOME_EBUSY, NULL, "the model is not ready: %s", why);
@@ -437,7 +473,7 @@ void tomed_route_ask(tomed_request *r)
     if (!body) return;
     ask_ctx *ctx = calloc(1, sizeof *ctx);
     version_lookup *v = calloc(1, sizeof *v);
-    int rc = ctx && v ? parse_ask(r, body, &ctx->ask) : out_of_memory(r);
+    int rc = ctx && v ? parse(r, body, &ctx->ask) : out_of_memory(r);
     json_decref(body);
     if (rc != 0) {
         if (ctx) ask_free(ctx);
