@@ -69,6 +69,8 @@ static int list_models(tomed_call *c, store *db, tome_error *err)
 {
     char **names;
     size_t n;
+    /* OpenAI's "created" is a Unix time; the daemon's start is ours. */
+    json_int_t created = (json_int_t)(time(NULL) - (tome_now() - c->server->started));
     int rc = store_corpus_list(db, &names, &n, err);
     if (rc != 0) return rc;
     json_t *data = json_array();
@@ -78,9 +80,8 @@ static int list_models(tomed_call *c, store *db, tome_error *err)
                         : 0;
         if (found < 0) rc = found;
         if (found == 1)
-            json_array_append_new(
-                data, json_pack("{s:s, s:s, s:I, s:s}", "id", names[i], "object", "model",
-                                "created", (json_int_t)c->server->started, "owned_by", "tome"));
+            json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", names[i], "object",
+                                                  "model", "created", created, "owned_by", "tome"));
         free(names[i]);
     }
     free(names);

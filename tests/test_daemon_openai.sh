@@ -4,8 +4,9 @@
 # and only those the principal may read), chat completions non-streamed and
 # streamed (OpenAI's chunks, then finish_reason, then [DONE]), the cached
 # corpus tokens in usage, tome's extras, and errors in OpenAI's shape - over
-# the Unix socket with curl, and over TLS with a bearer token through the
-# official OpenAI Node SDK (tests/openai-client.mjs), which npm installs
+# the Unix socket with curl, and through the official OpenAI Node SDK
+# (tests/openai-client.mjs) over TLS with a bearer token and over the Unix
+# socket with the peer's uid as the principal; npm installs the SDK
 # once into ${TOME_NPM_CACHE:-$HOME/.cache/tome-npm}.  Without npm the SDK
 # part is skipped (the curl part still runs); an npm that cannot install
 # the SDK is a failure.
@@ -39,7 +40,7 @@ check "the corpus has a state of some tokens" [ "${tokens:-0}" -gt 100 ]
 
 # ---- models: corpora with a prefilled state ----
 unix_http 200 /openai/v1/models
-body_has '^\{"object":"list","data":\[\{"id":"docs","object":"model","created":[0-9]+,"owned_by":"tome"\}\]\}$'
+body_has '^\{"object":"list","data":\[\{"id":"docs","object":"model","created":1[0-9]{9},"owned_by":"tome"\}\]\}$'
 
 # ---- a chat completion, then the same streamed ----
 q='"model":"docs","messages":[{"role":"user","content":"Which rule mentions token 7?"}],"max_tokens":4,"temperature":0'
@@ -86,7 +87,7 @@ else
     fi
     checks=$((checks + 1))
     NODE_EXTRA_CA_CERTS="$tmp/ca.pem" node "$src/tests/openai-client.mjs" "$sdk" \
-        "$T/openai/v1" "$secret" docs "$tokens" >"$tmp/sdk.log" 2>&1 ||
+        "$T/openai/v1" "$secret" docs "$tokens" "$sock" >"$tmp/sdk.log" 2>&1 ||
         fail "the OpenAI SDK client: $(cat "$tmp/sdk.log")"
     cat "$tmp/sdk.log"
 fi
