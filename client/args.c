@@ -47,6 +47,7 @@ const tome_command tome_commands[] = {
     {NULL, "status", "", 0, 0, "", tome_cmd_status, "daemon health and readiness"},
     {NULL, "report", "CORPUS QUESTIONS-FILE", 2, 2, "output format " ASK_OPTIONS, tome_cmd_report,
      "answer a questions file as a report"},
+    {NULL, "mcp", "", 0, 0, "", tome_cmd_mcp, "serve the corpora as MCP tools on stdin/stdout"},
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL},
 };
 

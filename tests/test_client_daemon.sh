@@ -202,6 +202,30 @@ grep -q '"question": "Where is the parser?"' "$tmp/out" || fail "ask -: $(head -
 expect 4 '' 'error:' -- ask nope "Where?"
 expect 2 '' 'error:' -- ask src "Where?" --max-tokens 100000000
 
+# ---- mcp: JSON-RPC over stdio, one answer per request, none for notifications ----
+cat >"$tmp/mcp.in" <<'EOF'
+{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/list"}
+{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search","arguments":{"corpus":"src","query":"parser"}}}
+{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"ask","arguments":{"corpus":"src","question":"Where is the parser?","max_tokens":3}}}
+{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ask","arguments":{"corpus":"nope","question":"Where?"}}}
+{"jsonrpc":"2.0","id":"six","method":"tools/call","params":{"name":"list_corpora","arguments":{}}}
+{"jsonrpc":"2.0","id":7,"method":"resources/list"}
+not json
+EOF
+"$tome" mcp <"$tmp/mcp.in" >"$tmp/mcp.out" 2>"$tmp/err" || fail "tome mcp: $(cat "$tmp/err")"
+[ "$(wc -l <"$tmp/mcp.out")" -eq 8 ] || fail "tome mcp: 8 answers expected: $(cat "$tmp/mcp.out")"
+mcp_has() { grep -Eq -- "$1" "$tmp/mcp.out" || fail "tome mcp output lacks /$1/: $(cat "$tmp/mcp.out")"; }
+mcp_has '^\{"jsonrpc":"2.0","id":1,"result":\{"protocolVersion":"2025-06-18","capabilities":\{"tools":\{\}\},"serverInfo":\{"name":"tome"'
+mcp_has '^\{"jsonrpc":"2.0","id":2,"result":\{"tools":\[\{"name":"list_corpora".*\{"name":"search".*\{"name":"ask"'
+mcp_has '^\{"jsonrpc":"2.0","id":3,"result":\{"content":\[\{"type":"text","text":"[^"]*README:2:The parser is in src/parse.c.'
+mcp_has '^\{"jsonrpc":"2.0","id":4,"result":\{.*"isError":false,"structuredContent":\{"answer":".*","finish_reason":"[a-z_]+","citations":\[.*\],"sources":\[\{"path":"README","line":2'
+mcp_has '^\{"jsonrpc":"2.0","id":5,"result":\{"content":\[\{"type":"text","text":"[^"]*nope[^"]*"\}\],"isError":true\}\}$'
+mcp_has '^\{"jsonrpc":"2.0","id":"six","result":\{"content":\[\{"type":"text","text":"[^"]*src\\n'
+mcp_has '^\{"jsonrpc":"2.0","id":7,"error":\{"code":-32601,'
+mcp_has '^\{"jsonrpc":"2.0","id":null,"error":\{"code":-32700,'
+
 # ---- report from a cron-like environment: no TTY, no HOME, bare PATH ----
 cron() {
     env -i PATH=/usr/bin:/bin TOME_SOCKET="$sock" "$tome" "$@" </dev/null
