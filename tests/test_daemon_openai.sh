@@ -13,7 +13,7 @@
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 make_pki
-port=$(free_port 1)
+port=$(free_port 3)
 T=https://127.0.0.1:$port
 sdk_version=6.30.1 # 7.x needs Node 22; Debian 12 has Node 18/20
 
