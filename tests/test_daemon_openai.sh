@@ -78,11 +78,13 @@ secret=$(json_field secret)
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
     echo "SKIP: npm or node is missing; the OpenAI SDK part did not run"
 else
-    sdk=${TOME_NPM_CACHE:-$HOME/.cache/tome-npm}/openai-$sdk_version
+    # Without HOME (cron), the SDK is installed into this test's directory.
+    sdk=${TOME_NPM_CACHE:-${HOME:-$tmp}/.cache/tome-npm}/openai-$sdk_version
     if [ ! -f "$sdk/node_modules/openai/package.json" ]; then
-        mkdir -p "$sdk" &&
-            npm install --prefix "$sdk" --no-audit --no-fund "openai@$sdk_version" \
-                >"$tmp/npm.log" 2>&1 ||
+        mkdir -p "$sdk" 2>"$tmp/npm.log" &&
+            npm install --prefix "$sdk" --no-audit --no-fund --fetch-retries=1 \
+                --fetch-timeout=60000 "openai@$sdk_version" \
+                >>"$tmp/npm.log" 2>&1 ||
             { fail "npm could not install openai@$sdk_version into $sdk: $(tail -5 "$tmp/npm.log")"; finish; }
     fi
     checks=$((checks + 1))
