@@ -32,7 +32,7 @@ const tome_command tome_commands[] = {
      "upload a directory, archive or - (stdin)"},
     {NULL, "prefill", "CORPUS", 1, 1, "wait detach", tome_cmd_prefill,
      "prefill and cache the model state"},
-    {NULL, "ask", "CORPUS QUESTION", 2, 2, ASK_OPTIONS, tome_cmd_ask,
+    {NULL, "ask", "CORPUS QUESTION", 2, 2, ASK_OPTIONS " no-sources", tome_cmd_ask,
      "ask a question, streaming the answer"},
     {NULL, "search", "CORPUS PATTERN", 2, 2, "regex limit", tome_cmd_search,
      "search the corpus text without the model"},
@@ -47,6 +47,7 @@ const tome_command tome_commands[] = {
     {NULL, "status", "", 0, 0, "", tome_cmd_status, "daemon health and readiness"},
     {NULL, "report", "CORPUS QUESTIONS-FILE", 2, 2, "output format " ASK_OPTIONS, tome_cmd_report,
      "answer a questions file as a report"},
+    {NULL, "mcp", "", 0, 0, "", tome_cmd_mcp, "serve the corpora as MCP tools on stdin/stdout"},
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL},
 };
 
@@ -77,6 +78,7 @@ enum option_id {
     OPT_CANCEL,
     OPT_CORPUS,
     OPT_RIGHTS,
+    OPT_NO_SOURCES,
     OPT_COUNT
 };
 
@@ -116,6 +118,7 @@ static const option_spec options[OPT_COUNT] = {
     [OPT_CANCEL] = {"cancel", 0, ARG_NONE, 0},
     [OPT_CORPUS] = {"corpus", 0, ARG_REQUIRED, 0},
     [OPT_RIGHTS] = {"rights", 0, ARG_REQUIRED, 0},
+    [OPT_NO_SOURCES] = {"no-sources", 0, ARG_NONE, 0},
 };
 
 static int parse_long(const char *name, const char *text, long min, long max, long *out,
@@ -231,6 +234,9 @@ static int apply_option(enum option_id id, const char *value, tome_options *opt,
         if (strcmp(value, "read") != 0 && strcmp(value, "write") != 0)
             return tome_errorf(err, TOME_EINVAL, "--rights=%s: rights are read or write", value);
         opt->rights = value;
+        break;
+    case OPT_NO_SOURCES:
+        opt->no_sources = 1;
         break;
     case OPT_COUNT:
         break;

@@ -102,6 +102,7 @@ struct tome_options {
     int has_seed;
     int wait, detach, cancel;
     int regex;
+    int no_sources; /* ask: no sources or citations after the answer */
     long limit;
     int server_path;
     const char *output;
@@ -131,6 +132,8 @@ int tome_token_ls(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_token_revoke(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_cmd_status(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err);
+/* MCP over stdio until stdin ends (cmd_mcp.c). */
+int tome_cmd_mcp(tome_client *c, const tome_options *opt, tome_error *err);
 
 /* Parse argv into `opt`.  Options may come before or after the command;
  * "--" ends them.  A TOME_EINVAL return is a usage error whose message says

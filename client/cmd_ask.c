@@ -10,9 +10,11 @@
  * and are passed on unchanged; the client adds its measurements beside them
  * under "client".
  *
- * A person sees the text as it is generated on stdout, then one line of
- * statistics on stderr (so `tome ask ... > answer.txt` keeps only the
- * answer).  --json prints one object instead, whose fields tome(1) lists.
+ * A person sees the text as it is generated on stdout, then the sources
+ * and citations the daemon found (unless --no-sources), then one line of
+ * statistics on stderr (so `tome ask ... > answer.txt` keeps the answer
+ * and its references).  --json prints one object instead, whose fields
+ * tome(1) lists.
  */
 #include "client/client.h"
 
@@ -141,6 +143,41 @@ static void print_statistics(json_t *result)
               json_string_value(json_object_get(state, "id")), tome_style_off(stderr));
 }
 
+/* "  path:line-end" (the range only when it is one). */
+static void print_place(json_t *ref)
+{
+    long long line = json_integer_value(json_object_get(ref, "line"));
+    json_t *end = json_object_get(ref, "end_line");
+    printf("  %s:%lld", json_string_value(json_object_get(ref, "path")), line);
+    if (end && json_integer_value(end) != line) printf("-%lld", json_integer_value(end));
+}
+
+/* The passages that match the question, then what the answer cites; a
+ * citation of a file or line the corpus lacks is flagged, not hidden. */
+static void print_references(json_t *result)
+{
+    json_t *sources = json_object_get(result, "sources");
+    json_t *citations = json_object_get(result, "citations");
+    size_t i;
+    json_t *ref;
+    if (json_array_size(sources)) printf("\nSources:\n");
+    json_array_foreach(sources, i, ref)
+    {
+        print_place(ref);
+        printf("  %s\n", json_string_value(json_object_get(ref, "snippet")));
+    }
+    if (json_array_size(citations)) printf("\nCitations:\n");
+    json_array_foreach(citations, i, ref)
+    {
+        print_place(ref);
+        if (!json_is_true(json_object_get(ref, "exists")))
+            printf("  (not in the corpus)\n");
+        else
+            printf("\n");
+    }
+    fflush(stdout);
+}
+
 void tome_ask_params_from_options(const tome_options *opt, const char *question, tome_ask_params *q)
 {
     q->question = question;
@@ -204,6 +241,7 @@ int tome_cmd_ask(tome_client *c, const tome_options *opt, tome_error *err)
         json_decref(out);
     } else if (rc == 0) {
         if (!printed.any) putchar('\n');
+        if (!opt->no_sources) print_references(result);
         print_statistics(result);
     }
     json_decref(result);

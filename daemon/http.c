@@ -520,6 +520,13 @@ static void reply_error_v(tomed_request *r, int status, int code, json_t *extra,
     /* Messages quote what clients and files said, which may not be text. */
     msg[tome_utf8_repair(raw, strlen(raw), msg)] = '\0';
     json_t *error = json_pack("{s:s, s:s}", "code", tome_error_name(code), "message", msg);
+    /* OpenAI's clients read their own error shape (routes_openai.c). */
+    if (r->route && (r->route->flags & TOMED_ROUTE_OPENAI)) {
+        json_t *shaped = tomed_openai_error_json(status, code, msg);
+        json_decref(error);
+        error = json_incref(json_object_get(shaped, "error"));
+        json_decref(shaped);
+    }
     if (extra) {
         json_object_update(error, extra);
         json_decref(extra);
@@ -612,6 +619,20 @@ void tomed_stream_event(tomed_request *r, const char *event, json_t *data)
     char *frame = malloc(cap);
     if (frame) {
         int n = snprintf(frame, cap, "event: %s\ndata: %s\n\n", event, json);
+        tomed_stream_write(r, frame, (size_t)n);
+    }
+    free(frame);
+    free(text);
+}
+
+void tomed_stream_data(tomed_request *r, json_t *data)
+{
+    char *text = encode_json(r, data, "event");
+    const char *json = text ? text : encode_failure;
+    size_t cap = strlen(json) + 16;
+    char *frame = malloc(cap);
+    if (frame) {
+        int n = snprintf(frame, cap, "data: %s\n\n", json);
         tomed_stream_write(r, frame, (size_t)n);
     }
     free(frame);

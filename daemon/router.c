@@ -42,6 +42,8 @@ static const tomed_route routes[] = {
     {"GET", "/v1/tokens", tomed_route_token_list, TOMED_ROUTE_ADMIN},
     {"POST", "/v1/tokens", tomed_route_token_create, TOMED_ROUTE_ADMIN},
     {"DELETE", "/v1/tokens/*", tomed_route_token_revoke, TOMED_ROUTE_ADMIN},
+    {"GET", "/openai/v1/models", tomed_route_openai_models, TOMED_ROUTE_OPENAI},
+    {"POST", "/openai/v1/chat/completions", tomed_route_openai_chat, TOMED_ROUTE_OPENAI},
 };
 
 /* Does `path` match `pattern`?  Each '*' takes one non-empty segment of

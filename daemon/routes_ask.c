@@ -7,11 +7,20 @@
  * "stream" the answer goes out as Server-Sent Events while it is decoded,
  * with keepalive comments while the question waits or is being fed; the
  * last event (or the single JSON answer without streaming) carries the
- * token counts, the timings and the state the answer came from.  Every
+ * token counts, the timings and the state the answer came from, with the
+ * answer's citations and the question's sources (ask_extras.c).  Every
  * answered question is recorded in the store's history.
+ *
+ * The extras are store lookups on workers: the sources start with the
+ * question, the citations once the answer is complete.  The context is
+ * freed when the last of its holders (the engine, each lookup) lets go.
  *
  * A client that disconnects cancels its question: on_abort sets the flag
  * the engine checks before each token.
+ *
+ * The OpenAI-compatible chat completions (routes_openai.c) are questions
+ * too: they parse their own body and format their own replies, and share
+ * everything else here (tomed_ask_run).
  */
 #include "daemon/tomed.h"
 
@@ -36,6 +45,9 @@ typedef struct ask_ctx {
     struct event *keepalive;
     double last_write;
     int64_t corpus_id;
+    int holds;         /* the engine and the extras lookups still running */
+    json_t *sources;   /* filled by a worker */
+    json_t *citations; /* filled by a worker */
 } ask_ctx;
 
 static void ask_free(ask_ctx *ctx)
@@ -46,6 +58,8 @@ static void ask_free(ask_ctx *ctx)
     free(ask->answer);
     for (int i = 0; i < ask->n_stop; i++) free(ask->stop[i]);
     free(ask->logit_bias);
+    json_decref(ctx->sources);
+    json_decref(ctx->citations);
     free(ctx);
 }
 
@@ -78,24 +92,29 @@ static json_t *usage_json(const tomed_ask *ask)
                      (json_int_t)ask->context_tokens);
 }
 
-static json_t *answer_json(const tomed_ask *ask)
+static json_t *answer_json(const ask_ctx *ctx)
 {
+    const tomed_ask *ask = &ctx->ask;
     double ms = 1000.0;
     double ttft = ask->t_first_token > 0 ? (ask->t_first_token - ask->t_request) * ms : 0;
-    return json_pack("{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}}", "answer",
-                     ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason, "usage",
-                     usage_json(ask), "timings", "queue_ms", (ask->t_queued - ask->t_request) * ms,
-                     "ttft_ms", ttft, "prefill_tokens_per_s", ask->question_tokens_per_s,
-                     "decode_tokens_per_s", ask->decode_tokens_per_s, "total_ms",
-                     (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id, "tokens",
-                     (json_int_t)ask->corpus_tokens, "hit", 1);
+    return json_pack("{s:s, s:s, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I, s:b}, s:O, s:O}",
+                     "answer", ask->answer ? ask->answer : "", "finish_reason", ask->finish_reason,
+                     "usage", usage_json(ask), "timings", "queue_ms",
+                     (ask->t_queued - ask->t_request) * ms, "ttft_ms", ttft, "prefill_tokens_per_s",
+                     ask->question_tokens_per_s, "decode_tokens_per_s", ask->decode_tokens_per_s,
+                     "total_ms", (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id,
+                     "tokens", (json_int_t)ask->corpus_tokens, "hit", 1, "citations",
+                     ctx->citations, "sources", ctx->sources);
 }
 
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
 {
     ask_ctx *ctx = (ask_ctx *)ask;
     if (!ask->r) return;
-    tomed_stream_event(ask->r, "token", json_pack("{s:s%}", "text", text, len));
+    if (ask->openai)
+        tomed_stream_data(ask->r, tomed_openai_chunk(ask, text, len, NULL));
+    else
+        tomed_stream_event(ask->r, "token", json_pack("{s:s%}", "text", text, len));
     ctx->last_write = tome_now();
 }
 
@@ -144,7 +163,12 @@ static void reply_failure(tomed_ask *ask)
 {
     tomed_request *r = ask->r;
     json_t *extra = ask->rc == TOME_ELIMIT ? json_pack("{s:o}", "usage", usage_json(ask)) : NULL;
-    if (r->streaming) {
+    if (r->streaming && ask->openai) {
+        json_decref(extra);
+        tomed_stream_data(
+            r, tomed_openai_error_json(tomed_status_for(ask->rc), ask->rc, ask->err.msg));
+        tomed_stream_end(r);
+    } else if (r->streaming) {
         json_t *error =
             json_pack("{s:s, s:s}", "code", tome_error_name(ask->rc), "message", ask->err.msg);
         if (extra) json_object_update(error, extra);
@@ -156,23 +180,66 @@ static void reply_failure(tomed_ask *ask)
     }
 }
 
+/* One holder is done; the last one answers (when the answer is good and
+ * its client still there) and frees the context. */
+static void release(ask_ctx *ctx)
+{
+    if (--ctx->holds > 0) return;
+    tomed_ask *ask = &ctx->ask;
+    if (ask->r && ask->rc == 0) {
+        ask->r->on_abort = NULL;
+        if (!ctx->citations) ctx->citations = json_array();
+        if (!ctx->sources) ctx->sources = json_array();
+        if (ask->openai) {
+            tomed_openai_answer(ask, ctx->citations, ctx->sources);
+        } else if (ask->r->streaming) {
+            tomed_stream_event(ask->r, "done", answer_json(ctx));
+            tomed_stream_end(ask->r);
+        } else {
+            tomed_reply_json(ask->r, 200, answer_json(ctx));
+        }
+    }
+    ask_free(ctx);
+}
+
+static void extras_done(void *arg)
+{
+    release(arg);
+}
+
+static void find_sources(void *arg)
+{
+    ask_ctx *ctx = arg;
+    ctx->sources =
+        tomed_sources_json(ctx->ask.server->cfg.state_dir, ctx->ask.version_id, ctx->ask.question);
+}
+
+static void find_citations(void *arg)
+{
+    ask_ctx *ctx = arg;
+    ctx->citations = tomed_citations_json(ctx->ask.server->cfg.state_dir, ctx->ask.version_id,
+                                          ctx->ask.answer ? ctx->ask.answer : "");
+}
+
+/* Run `work` on a worker as one more holder of the context. */
+static void lookup(ask_ctx *ctx, tomed_fn work)
+{
+    ctx->holds++;
+    if (tomed_pool_submit(ctx->ask.server->pool, work, extras_done, ctx) != 0) ctx->holds--;
+}
+
 void tomed_ask_finished(void *arg)
 {
     ask_ctx *ctx = arg;
     tomed_ask *ask = &ctx->ask;
     if (ask->rc == 0) record(ctx);
-    if (ask->r) {
+    if (ask->r && ask->rc != 0) {
         ask->r->on_abort = NULL;
-        if (ask->rc != 0) {
-            reply_failure(ask);
-        } else if (ask->r->streaming) {
-            tomed_stream_event(ask->r, "done", answer_json(ask));
-            tomed_stream_end(ask->r);
-        } else {
-            tomed_reply_json(ask->r, 200, answer_json(ask));
-        }
+        reply_failure(ask);
+        ask->r = NULL;
     }
-    ask_free(ctx);
+    if (ask->r) lookup(ctx, find_citations);
+    release(ctx);
 }
 
 /* ------------------------------------------------------------------------
@@ -243,6 +310,8 @@ static void submit(void *arg)
         ask_free(ctx);
         return;
     }
+    ctx->holds = 1; /* the engine's, until tomed_ask_finished */
+    lookup(ctx, find_sources);
     if (ask->stream) {
         tomed_stream_begin(ask->r, 200, "text/event-stream");
         ctx->last_write = tome_now();
@@ -275,6 +344,12 @@ static int out_of_memory(tomed_request *r)
 static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
 {
     if (!stop) return 0;
+    if (json_is_string(stop)) { /* OpenAI's shorthand for one stop string */
+        json_t *one = json_pack("[O]", stop);
+        int rc = one ? parse_stop(r, one, ask) : out_of_memory(r);
+        json_decref(one);
+        return rc;
+    }
     if (!json_is_array(stop) || json_array_size(stop) > MAX_STOP_STRINGS) {
         tomed_reply_error(r, TOME_EINVAL, "'stop' must be an array of at most %d strings",
                           MAX_STOP_STRINGS);
@@ -331,6 +406,33 @@ static int parse_logit_bias(tomed_request *r, json_t *bias, tomed_ask *ask)
     return 0;
 }
 
+int tomed_ask_parse_sampling(tomed_request *r, json_t *body, const char *max_tokens_key,
+                             tomed_ask *ask)
+{
+    double max_tokens = DEFAULT_MAX_TOKENS, seed = 0;
+    ask->top_p = 1;
+    if (number_field(r, body, max_tokens_key, 1, r->server->cfg.max_answer_tokens, &max_tokens) ||
+        number_field(r, body, "temperature", 0, 100, &ask->temperature) ||
+        number_field(r, body, "top_p", 1e-6, 1, &ask->top_p) ||
+        number_field(r, body, "seed", 0, 9007199254740991.0, &seed))
+        return -1;
+    ask->max_tokens = (int)max_tokens;
+    ask->seed = (uint64_t)seed;
+    if (parse_logit_bias(r, json_object_get(body, "logit_bias"), ask) != 0) return -1;
+    return parse_stop(r, json_object_get(body, "stop"), ask);
+}
+
+int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed_ask *ask)
+{
+    json_t *stream = json_object_get(body, "stream");
+    if (stream && !json_is_boolean(stream)) {
+        tomed_reply_error(r, TOME_EINVAL, "'stream' must be true or false");
+        return -1;
+    }
+    ask->stream = stream ? json_is_true(stream) : by_default;
+    return 0;
+}
+
 static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     const char *question = json_string_value(json_object_get(body, "question"));
@@ -339,15 +441,7 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         return -1;
     }
     if (!(ask->question = strdup(question))) return out_of_memory(r);
-    double max_tokens = DEFAULT_MAX_TOKENS, seed = 0;
-    ask->top_p = 1;
-    if (number_field(r, body, "max_tokens", 1, r->server->cfg.max_answer_tokens, &max_tokens) ||
-        number_field(r, body, "temperature", 0, 100, &ask->temperature) ||
-        number_field(r, body, "top_p", 1e-6, 1, &ask->top_p) ||
-        number_field(r, body, "seed", 0, 9007199254740991.0, &seed))
-        return -1;
-    ask->max_tokens = (int)max_tokens;
-    ask->seed = (uint64_t)seed;
+    if (tomed_ask_parse_sampling(r, body, "max_tokens", ask) != 0) return -1;
     const char *thinking = json_string_value(json_object_get(body, "thinking"));
     if (json_object_get(body, "thinking") && !thinking) thinking = "";
     if (!thinking || strcmp(thinking, "none") == 0)
@@ -360,19 +454,16 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
         tomed_reply_error(r, TOME_EINVAL, "'thinking' must be none, high or max");
         return -1;
     }
-    json_t *stream = json_object_get(body, "stream");
-    if (stream && !json_is_boolean(stream)) {
-        tomed_reply_error(r, TOME_EINVAL, "'stream' must be true or false");
-        return -1;
-    }
-    ask->stream = !stream || json_is_true(stream);
-    if (parse_logit_bias(r, json_object_get(body, "logit_bias"), ask) != 0) return -1;
-    return parse_stop(r, json_object_get(body, "stop"), ask);
+    return tomed_ask_parse_stream(r, body, 1, ask);
 }
 
 void tomed_route_ask(tomed_request *r)
 {
-    if (tomed_require_corpus(r, TOMED_RIGHT_READ) != 0) return;
+    if (tomed_require_corpus(r, TOMED_RIGHT_READ) == 0) tomed_ask_run(r, parse_ask);
+}
+
+void tomed_ask_run(tomed_request *r, tomed_ask_parser parse)
+{
     const char *why;
     if (!tomed_engine_ready(tomed_jobs_engine(r->server->jobs), &why)) {
         tomed_reply_error_ex(r, 503, TOME_EBUSY, NULL, "the model is not ready: %s", why);
@@ -382,7 +473,7 @@ void tomed_route_ask(tomed_request *r)
     if (!body) return;
     ask_ctx *ctx = calloc(1, sizeof *ctx);
     version_lookup *v = calloc(1, sizeof *v);
-    int rc = ctx && v ? parse_ask(r, body, &ctx->ask) : out_of_memory(r);
+    int rc = ctx && v ? parse(r, body, &ctx->ask) : out_of_memory(r);
     json_decref(body);
     if (rc != 0) {
         if (ctx) ask_free(ctx);

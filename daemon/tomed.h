@@ -22,6 +22,8 @@
  *   metrics.c    counters and the Prometheus exposition
  *   router.c     the route table and request dispatch
  *   routes_*.c   the endpoints of tome-protocol(7)
+ *   ask_extras.c an answer's citations and sources (on a worker)
+ *   routes_openai.c the OpenAI-compatible endpoints under /openai/v1/
  *   jobs.c       prefill jobs: registry, store rows, followers, resuming
  *   engine_exec.c the engine executor thread: prefill chunks, questions,
  *                sampling, saved states and restart points
@@ -342,6 +344,8 @@ void tomed_stream_write(tomed_request *r, const void *data, size_t len);
 /* One Server-Sent Event: `event:` NAME, `data:` the JSON (stolen). */
 void tomed_stream_event(tomed_request *r, const char *event, json_t *data);
 void tomed_stream_comment(tomed_request *r, const char *text);
+/* One unnamed event, `data:` the JSON (stolen), as OpenAI's streams send. */
+void tomed_stream_data(tomed_request *r, json_t *data);
 void tomed_stream_end(tomed_request *r);
 
 /* Parse the buffered body as a JSON object; replies 400 and returns NULL
@@ -366,6 +370,7 @@ enum {
     TOMED_ROUTE_PUBLIC = 1, /* no principal needed (health) */
     TOMED_ROUTE_ADMIN = 2,  /* administrators on the Unix socket only */
     TOMED_ROUTE_UPLOAD = 4, /* an octet-stream body is streamed to a file */
+    TOMED_ROUTE_OPENAI = 8, /* errors in OpenAI's shape (routes_openai.c) */
 };
 
 typedef void (*tomed_handler)(tomed_request *r);
@@ -403,6 +408,9 @@ void tomed_route_job_events(tomed_request *r);
 void tomed_route_job_cancel(tomed_request *r);
 /* routes_ask.c */
 void tomed_route_ask(tomed_request *r);
+/* routes_openai.c */
+void tomed_route_openai_models(tomed_request *r);
+void tomed_route_openai_chat(tomed_request *r);
 /* routes_admin.c */
 void tomed_route_cache_list(tomed_request *r);
 void tomed_route_cache_verify(tomed_request *r);
@@ -570,7 +578,46 @@ typedef struct tomed_ask {
     char state_id[48];
     int rc;
     tome_error err;
+    /* set by routes_openai.c for a chat completion, which replies in
+     * OpenAI's format (loop thread only) */
+    int openai;
+    char completion_id[48];
+    int64_t created;
+    int sent_role; /* the first chunk, which names the role, has gone */
 } tomed_ask;
+
+/* routes_ask.c: what the native and the OpenAI routes share.  A parser
+ * fills the ask from the body (the corpus comes from r->params[0]) or
+ * replies and returns -1; tomed_ask_run checks the engine, reads the body,
+ * parses it, looks up the corpus version on a worker and hands the
+ * question to the engine (or replies with the error). */
+typedef int (*tomed_ask_parser)(tomed_request *r, json_t *body, tomed_ask *ask);
+void tomed_ask_run(tomed_request *r, tomed_ask_parser parse);
+/* The sampling fields: `max_tokens_key` (a number from 1 to
+ * max_answer_tokens, default 512), temperature, top_p, seed, logit_bias,
+ * stop (a string or an array of strings); replies 400 and returns -1 when
+ * one is wrong. */
+int tomed_ask_parse_sampling(tomed_request *r, json_t *body, const char *max_tokens_key,
+                             tomed_ask *ask);
+/* "stream": a boolean, `by_default` when absent. */
+int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed_ask *ask);
+
+/* routes_openai.c: OpenAI's shapes of an answer, on the loop thread.  A
+ * streamed chunk of the answer's text (with `finish_reason`, when not
+ * NULL, the last one); the whole answer sent to ask->r as one
+ * chat.completion or as the stream's end; an error object for `status`
+ * and TOME_E* `code`. */
+json_t *tomed_openai_chunk(tomed_ask *ask, const char *text, size_t len, const char *finish_reason);
+void tomed_openai_answer(tomed_ask *ask, json_t *citations, json_t *sources);
+json_t *tomed_openai_error_json(int status, int code, const char *message);
+
+/* ask_extras.c, called on a worker thread: JSON arrays (never NULL; empty
+ * when the lookup fails, which is logged) of the citations in `answer`
+ * checked against version `version_id` ({path, line, end_line, exists,
+ * text}), and of the passages matching `question` ({path, line, snippet,
+ * score}, at most 5). */
+json_t *tomed_citations_json(const char *state_dir, int64_t version_id, const char *answer);
+json_t *tomed_sources_json(const char *state_dir, int64_t version_id, const char *question);
 
 /* routes_ask.c, called on the loop thread by the engine's reports */
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len);

@@ -261,4 +261,49 @@ const char *ingest_change_name(ingest_change c);
 int ingest_grep(store *s, int64_t version_id, const char *pattern, size_t max, store_hits *out,
                 tome_error *err);
 
+/* ------------------------------------------------------------------------
+ * Citations and sources of an answer (cite.c)
+ * ------------------------------------------------------------------------ */
+
+#define INGEST_CITE_MAX       64  /* citations kept from one answer */
+#define INGEST_CITE_MAX_LINES 200 /* longer ranges are checked, not quoted */
+#define INGEST_SNIPPET_BYTES  240 /* a source's text, cut at a character */
+#define INGEST_SOURCE_LINES   200 /* matching lines ranked for the sources */
+
+/* One "path:line" or "path:first-last" found in an answer.  `exists` is 1
+ * when the version has the document and every line of the range; `text`
+ * is then those lines joined by newlines (NULL for a missing citation, and
+ * for a range over INGEST_CITE_MAX_LINES lines). */
+typedef struct ingest_citation {
+    char *path;
+    int64_t line, end_line; /* equal for a single line */
+    int exists;
+    char *text;
+} ingest_citation;
+
+typedef struct ingest_citations {
+    ingest_citation *items;
+    size_t n;
+} ingest_citations;
+
+/* The citations of `answer`, in order of first appearance, duplicates
+ * once, at most INGEST_CITE_MAX, each checked against the documents of
+ * version `version_id`.  A reference counts as a citation when its path is
+ * a document of the version or looks like a file name (has a '/' or '.'
+ * and a letter), so "at 12:30" is not one but "gone.c:4" is (exists = 0).
+ * Free with ingest_citations_free. */
+int ingest_cite(store *s, int64_t version_id, const char *answer, ingest_citations *out,
+                tome_error *err);
+void ingest_citations_free(ingest_citations *c);
+
+/* The passages of the version that best match `question`: full-text search
+ * for any of its words (FTS5; words of two bytes or more, and numbers) in
+ * the first INGEST_SOURCE_LINES matching lines, ranked by their score: the
+ * number of the question's words on the line plus the document's bm25
+ * relevance.  At most two lines per document, at most `max` hits, each
+ * hit's text cut to INGEST_SNIPPET_BYTES.  No words: no hits.  Free with
+ * store_hits_free. */
+int ingest_sources(store *s, int64_t version_id, const char *question, size_t max, store_hits *out,
+                   tome_error *err);
+
 #endif

@@ -35,6 +35,7 @@ int store_hits_add(store_hits *h, const char *path, int64_t line, const char *te
     memcpy(hit->text, text, len);
     hit->text[len] = '\0';
     hit->line = line;
+    hit->score = 0;
     h->n++;
     return 0;
 }
@@ -82,7 +83,8 @@ int store_search(store *s, int64_t version_id, const char *query, size_t max, st
 {
     sqlite3_stmt *st;
     int rc = store_prepare(s,
-                           "SELECT d.path, highlight(document_fts, 0, char(1), char(2))"
+                           "SELECT d.path, highlight(document_fts, 0, char(1), char(2)),"
+                           " document_fts.rank"
                            " FROM document_fts JOIN documents d ON d.id = document_fts.rowid"
                            " JOIN version_documents v ON v.document_id = d.id"
                            " WHERE document_fts MATCH ?2 AND v.version_id = ?1"
@@ -94,7 +96,10 @@ int store_search(store *s, int64_t version_id, const char *query, size_t max, st
     while (out->n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *path = (const char *)sqlite3_column_text(st, 0);
         const char *marked = (const char *)sqlite3_column_text(st, 1);
+        size_t first = out->n;
         int bad = lines_with_marks(path, marked ? marked : "", max, out, err);
+        /* FTS5's rank is bm25(), negative and lower for better matches. */
+        for (size_t i = first; i < out->n; i++) out->hits[i].score = -sqlite3_column_double(st, 2);
         if (bad) {
             sqlite3_finalize(st);
             return bad;

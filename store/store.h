@@ -355,6 +355,7 @@ typedef struct store_hit {
     char *path;
     int64_t line; /* 1-based */
     char *text;   /* the line, without its newline */
+    double score; /* store_search: its document's bm25 relevance, higher is better; else 0 */
 } store_hit;
 
 typedef struct store_hits {

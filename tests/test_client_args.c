@@ -132,7 +132,7 @@ static void test_every_command_has_a_handler(void)
         CHECKF(c->run != NULL, "%s has no handler", c->name);
         CHECK(c->min_args <= c->max_args && c->max_args <= TOME_MAX_ARGS);
     }
-    CHECK(n == 17);
+    CHECK(n == 18);
 }
 
 int main(void)

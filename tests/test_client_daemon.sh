@@ -184,17 +184,47 @@ expect 0 'cached \([0-9]+ tokens\)' '' -- corpus show src
 # ---- ask: streamed text, statistics on stderr, --json to its schema ----
 expect 0 '.' 'answer tokens, first token after [0-9]+ ms' -- ask src "Where is the parser?" \
     --max-tokens 8 --no-think
+# The passages that match the question follow the answer, unless --no-sources.
+check_stream out '^Sources:$' "ask: sources"
+check_stream out '^  README:2  The parser is in src/parse.c.$' "ask: a source"
+expect 0 '.' 'answer tokens' -- ask src "Where is the parser?" --max-tokens 2 --no-sources
+grep -q 'Sources:' "$tmp/out" && fail "ask --no-sources printed sources: $(cat "$tmp/out")"
 "$tome" ask src "Which licence applies?" --max-tokens 6 --seed 3 --json >"$tmp/ask.json" \
     2>"$tmp/err" || fail "ask --json: $(cat "$tmp/err")"
 "$schema_check" "$src/client/tome-ask.schema.json" "$tmp/ask.json" ||
     fail "ask --json does not follow its schema"
 grep -q '"completion_tokens": [1-6],' "$tmp/ask.json" || fail "ask --json: $(cat "$tmp/ask.json")"
+grep -q '"path": "LICENSE"' "$tmp/ask.json" || fail "ask --json lacks its sources: $(cat "$tmp/ask.json")"
 expect 0 '"answer"' '' -- ask src "Again?" --max-tokens 2 --think=high --json
 echo "Where is the parser?" | "$tome" ask src - --max-tokens 3 --json >"$tmp/out" 2>"$tmp/err" ||
     fail "ask with the question on stdin: $(cat "$tmp/err")"
 grep -q '"question": "Where is the parser?"' "$tmp/out" || fail "ask -: $(head -3 "$tmp/out")"
 expect 4 '' 'error:' -- ask nope "Where?"
 expect 2 '' 'error:' -- ask src "Where?" --max-tokens 100000000
+
+# ---- mcp: JSON-RPC over stdio, one answer per request, none for notifications ----
+cat >"$tmp/mcp.in" <<'EOF'
+{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/list"}
+{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search","arguments":{"corpus":"src","query":"parser"}}}
+{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"ask","arguments":{"corpus":"src","question":"Where is the parser?","max_tokens":3}}}
+{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ask","arguments":{"corpus":"nope","question":"Where?"}}}
+{"jsonrpc":"2.0","id":"six","method":"tools/call","params":{"name":"list_corpora","arguments":{}}}
+{"jsonrpc":"2.0","id":7,"method":"resources/list"}
+not json
+EOF
+"$tome" mcp <"$tmp/mcp.in" >"$tmp/mcp.out" 2>"$tmp/err" || fail "tome mcp: $(cat "$tmp/err")"
+[ "$(wc -l <"$tmp/mcp.out")" -eq 8 ] || fail "tome mcp: 8 answers expected: $(cat "$tmp/mcp.out")"
+mcp_has() { grep -Eq -- "$1" "$tmp/mcp.out" || fail "tome mcp output lacks /$1/: $(cat "$tmp/mcp.out")"; }
+mcp_has '^\{"jsonrpc":"2.0","id":1,"result":\{"protocolVersion":"2025-06-18","capabilities":\{"tools":\{\}\},"serverInfo":\{"name":"tome"'
+mcp_has '^\{"jsonrpc":"2.0","id":2,"result":\{"tools":\[\{"name":"list_corpora".*\{"name":"search".*\{"name":"ask"'
+mcp_has '^\{"jsonrpc":"2.0","id":3,"result":\{"content":\[\{"type":"text","text":"[^"]*README:2:The parser is in src/parse.c.'
+mcp_has '^\{"jsonrpc":"2.0","id":4,"result":\{.*"isError":false,"structuredContent":\{"answer":".*","finish_reason":"[a-z_]+","citations":\[.*\],"sources":\[\{"path":"README","line":2'
+mcp_has '^\{"jsonrpc":"2.0","id":5,"result":\{"content":\[\{"type":"text","text":"[^"]*nope[^"]*"\}\],"isError":true\}\}$'
+mcp_has '^\{"jsonrpc":"2.0","id":"six","result":\{"content":\[\{"type":"text","text":"[^"]*src\\n'
+mcp_has '^\{"jsonrpc":"2.0","id":7,"error":\{"code":-32601,'
+mcp_has '^\{"jsonrpc":"2.0","id":null,"error":\{"code":-32700,'
 
 # ---- report from a cron-like environment: no TTY, no HOME, bare PATH ----
 cron() {

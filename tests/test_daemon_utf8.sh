@@ -69,6 +69,16 @@ else
     fail "tome ask failed: $(cat "$tmp/client.err")"
 fi
 
+# ---- every answer has its citations and the question's sources ----
+# (The citation parser and resolver are tested in test_ingest; here the
+# answer is one forced character, which cites nothing.)
+ask "\"$whole\":100" 1 ',"temperature":0'
+body_has '"citations":\[\],"sources":\[\{"path":"notes.txt","line":1,"snippet":"The indexer keeps one key per compressed entry.","score":[0-9.e-]+\}\]\}$'
+unix_http 200 /v1/corpora/docs/ask -d '{"question":"What about walnuts?","stream":false,"max_tokens":1}'
+body_has '"citations":\[\],"sources":\[\]\}$'
+unix_http 200 /v1/corpora/docs/ask -d "{\"question\":\"Which key?\",\"max_tokens\":1}"
+body_has '^data: \{"answer":.*"sources":\[\{"path":"notes.txt","line":1,'
+
 # ---- stray bytes are replaced one by one, whole characters kept ----
 ask "\"$cont\":100" 3 ',"temperature":0'
 body_has "^\\{\"answer\":\"$fffd$fffd$fffd\",\"finish_reason\":\"length\""

@@ -488,6 +488,77 @@ static void test_search(store *s)
     store_hits_free(&h);
 }
 
+/* ---- citations and sources --------------------------------------------- */
+
+static const ingest_citation *cited(const ingest_citations *c, const char *path, int64_t line)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->items[i].path, path) == 0 && c->items[i].line == line) return &c->items[i];
+    return NULL;
+}
+
+static void test_citations(store *s)
+{
+    tome_error err = {0};
+    char dir[4400], path[4500];
+    snprintf(dir, sizeof dir, "%s/cite/src", root);
+    REQUIRE(tome_mkdir_p(dir, 0755, &err) == 0, "%s", err.msg);
+    const char *files[][2] = {{"src/main.c", "int main(void)\r\n{\n    return 0;\n}\n"},
+                              {"Makefile", "all:\n\tcc main.c\n"},
+                              {"notes.txt", "the indexer keeps keys\nwalnut walnut walnut\n"}};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/cite/%s", root, files[i][0]);
+        REQUIRE(tome_write_file_atomic(path, files[i][1], strlen(files[i][1]), &err) == 0, "%s",
+                err.msg);
+    }
+    snprintf(dir, sizeof dir, "%s/cite", root);
+    ingest_options o;
+    ingest_options_default(&o);
+    ingest_report *r;
+    CHECK_OK(ingest_run(s, "cited", dir, &o, &r, &err), &err);
+    REQUIRE(r != NULL, "ingest failed: %s", err.msg);
+    int64_t v = r->version_id;
+    ingest_report_free(r);
+
+    ingest_citations c;
+    CHECK_OK(ingest_cite(s, v,
+                         "See src/main.c:3 and (src/main.c:1-2), Makefile:2, notes.txt:9, "
+                         "gone/file.c:4, src/main.c:3 again, at 12:30 and `Makefile:0`.",
+                         &c, &err),
+             &err);
+    CHECKF(c.n == 5, "%zu citations", c.n);
+    const ingest_citation *one = cited(&c, "src/main.c", 3);
+    CHECK(one && one->end_line == 3 && one->exists && strcmp(one->text, "    return 0;") == 0);
+    const ingest_citation *range = cited(&c, "src/main.c", 1);
+    CHECK(range && range->end_line == 2 && range->exists && range->text &&
+          strcmp(range->text, "int main(void)\r\n{") == 0);
+    const ingest_citation *bare = cited(&c, "Makefile", 2);
+    CHECK(bare && bare->exists && strcmp(bare->text, "\tcc main.c") == 0);
+    const ingest_citation *past = cited(&c, "notes.txt", 9);
+    CHECK(past && !past->exists && past->text == NULL);
+    const ingest_citation *missing = cited(&c, "gone/file.c", 4);
+    CHECK(missing && !missing->exists && missing->text == NULL);
+    CHECK(c.n > 0 && strcmp(c.items[0].path, "src/main.c") == 0 && c.items[0].line == 3);
+    ingest_citations_free(&c);
+    /* A range that runs past the end is not there, though it starts inside. */
+    CHECK_OK(ingest_cite(s, v, "notes.txt:2-3", &c, &err), &err);
+    CHECK(c.n == 1 && !c.items[0].exists && c.items[0].end_line == 3);
+    ingest_citations_free(&c);
+
+    store_hits h;
+    CHECK_OK(ingest_sources(s, v, "Which walnut keys? (a \"question\" OR not)", 5, &h, &err), &err);
+    CHECKF(h.n == 2, "%zu sources", h.n);
+    if (h.n == 2) {
+        CHECK(strcmp(h.hits[0].path, "notes.txt") == 0 && h.hits[0].score > 0);
+        CHECK(h.hits[0].line == 1 && h.hits[1].line == 2);
+        CHECK(strcmp(h.hits[1].text, "walnut walnut walnut") == 0);
+    }
+    store_hits_free(&h);
+    CHECK_OK(ingest_sources(s, v, "?!", 5, &h, &err), &err);
+    CHECK(h.n == 0);
+    store_hits_free(&h);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "%s", check_tmpdir());
@@ -503,6 +574,7 @@ int main(void)
     test_source_order(s);
     test_render_and_tokens(s);
     test_search(s);
+    test_citations(s);
     store_close(s);
     return check_finish();
 }
