@@ -18,7 +18,7 @@
  * and one final report per job or question.
  *
  * Prefilled states live in memory, one per corpus version, and on disk in
- * the store's KV state files (store_kv_*): a prefill writes a restart point
+ * the store's KV state files (kvstate_*): a prefill writes a restart point
  * (kv/job-ID.kv, replaced each time) every restart_interval tokens, and a
  * resumed job starts from it when its token ids still match; a finished
  * prefill is saved as kv/state-ID.kv and recorded in the store, so that
@@ -28,7 +28,9 @@
 #include "daemon/tomed.h"
 
 #include "engine/v4.h"
+#include "kvstate/kvstate.h"
 #include "store/store.h"
+#include "tokenizer/tokenizer.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -379,11 +381,11 @@ static void kv_path(const tomed_engine *e, const char *kind, int64_t id, char *o
 /* The state saved at `path`. */
 static int restore_file(tomed_engine *e, const char *path, v4_state **out, tome_error *err)
 {
-    store_kv_file *f;
-    int rc = store_kv_open(path, e->model, &f, err);
+    kvstate_file *f;
+    int rc = kvstate_open(path, e->model, &f, err);
     if (rc != 0) return rc;
-    rc = store_kv_restore(f, 0, out, err);
-    store_kv_close(f);
+    rc = kvstate_restore(f, 0, out, err);
+    kvstate_close(f);
     return rc;
 }
 
@@ -413,13 +415,13 @@ static void drop_points(tomed_engine *e)
 }
 
 /* Restore the file's restart points below `below` tokens into the list. */
-static void restore_points(tomed_engine *e, store_kv_file *f, int64_t below)
+static void restore_points(tomed_engine *e, kvstate_file *f, int64_t below)
 {
-    for (size_t p = 1; p <= store_kv_points(f); p++) {
+    for (size_t p = 1; p <= kvstate_points(f); p++) {
         v4_state *point;
         tome_error err = {0};
-        if (store_kv_point_tokens(f, p) >= below) break;
-        if (store_kv_restore(f, p, &point, &err) != 0) break;
+        if (kvstate_point_tokens(f, p) >= below) break;
+        if (kvstate_restore(f, p, &point, &err) != 0) break;
         keep_point(e, point);
     }
 }
@@ -431,7 +433,7 @@ static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done)
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};
     kv_path(e, "job", job->id, path, sizeof path);
-    if (store_kv_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points, job->ids,
+    if (kvstate_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points, job->ids,
                       (size_t)done, &err) != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s", (long long)job->id,
                   (long long)done, err.msg);
@@ -452,16 +454,16 @@ static v4_state *resume_from_restart_point(tomed_engine *e, tomed_job *job, int6
     if (stat(path, &st) != 0) return NULL;
     v4_state *state = NULL;
     tome_error err = {0};
-    store_kv_file *f;
-    int rc = store_kv_open(path, e->model, &f, &err);
+    kvstate_file *f;
+    int rc = kvstate_open(path, e->model, &f, &err);
     if (rc == 0) {
-        rc = store_kv_match(f, job->ids, job->n_ids, &err);
-        if (rc == 0) rc = store_kv_restore(f, 0, &state, &err);
+        rc = kvstate_match(f, job->ids, job->n_ids, &err);
+        if (rc == 0) rc = kvstate_restore(f, 0, &state, &err);
         if (rc == 0) {
-            *done = store_kv_tokens(f);
+            *done = kvstate_tokens(f);
             restore_points(e, f, *done);
         }
-        store_kv_close(f);
+        kvstate_close(f);
     }
     if (rc != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: restart point %s not used: %s", (long long)job->id,
@@ -483,27 +485,27 @@ static v4_state *start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_
     int best = -1;
     size_t best_point = 0;
     for (int i = 0; i < job->n_prefixes; i++) {
-        store_kv_file *f;
+        kvstate_file *f;
         tome_error err = {0};
         size_t point;
-        if (store_kv_open(job->prefixes[i], e->model, &f, &err) != 0) continue;
-        if (store_kv_longest(f, job->ids, job->n_ids, &point, &err) == 0 &&
-            store_kv_point_tokens(f, point) > best_tokens) {
-            best_tokens = store_kv_point_tokens(f, point);
+        if (kvstate_open(job->prefixes[i], e->model, &f, &err) != 0) continue;
+        if (kvstate_longest(f, job->ids, job->n_ids, &point, &err) == 0 &&
+            kvstate_point_tokens(f, point) > best_tokens) {
+            best_tokens = kvstate_point_tokens(f, point);
             best = i;
             best_point = point;
         }
-        store_kv_close(f);
+        kvstate_close(f);
     }
     if (best < 0) return NULL;
-    store_kv_file *f;
+    kvstate_file *f;
     v4_state *state = NULL;
     tome_error err = {0};
-    int rc = store_kv_open(job->prefixes[best], e->model, &f, &err);
+    int rc = kvstate_open(job->prefixes[best], e->model, &f, &err);
     if (rc == 0) {
-        rc = store_kv_restore(f, best_point, &state, &err);
+        rc = kvstate_restore(f, best_point, &state, &err);
         if (rc == 0) restore_points(e, f, best_tokens);
-        store_kv_close(f);
+        kvstate_close(f);
     }
     if (rc != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: saved prefix %s not used: %s", (long long)job->id,
@@ -542,7 +544,7 @@ static int save_final_state(tomed_engine *e, tomed_job *job, char id[48])
     struct stat st;
     store *db;
     int64_t row;
-    int rc = store_kv_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points,
+    int rc = kvstate_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points,
                            job->ids, job->n_ids, &err);
     if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(&err, TOME_EIO, "%s vanished", path);
     if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, &err);

@@ -7,6 +7,7 @@
  * in memory); cache requests go to the store on a worker.
  */
 #include "daemon/tomed.h"
+#include "kvstate/kvstate.h"
 
 #include "store/store.h"
 
@@ -180,14 +181,14 @@ static int verify_state(tomed_call *c, store *db, tome_error *err)
     const struct v4_model *model =
         tomed_engine_model(tomed_jobs_engine(c->server->jobs), &fingerprint);
     tome_error problem = {0};
-    store_kv_file *f = NULL;
+    kvstate_file *f = NULL;
     if (st->status != STORE_STATE_READY)
         tome_errorf(&problem, TOME_EFORMAT, "state is %s", store_state_status_name(st->status));
     else if (!model)
         tome_errorf(&problem, TOME_EBUSY, "the model is not loaded");
-    else if (store_kv_open(st->path, model, &f, &problem) == 0)
-        store_kv_verify(f, &problem);
-    if (f) store_kv_close(f);
+    else if (kvstate_open(st->path, model, &f, &problem) == 0)
+        kvstate_verify(f, &problem);
+    if (f) kvstate_close(f);
     c->result = json_pack("{s:s, s:b}", "id", c->id, "ok", problem.code == 0);
     if (problem.code)
         json_object_set_new(

@@ -17,6 +17,7 @@
  * (--pidfile).  The lock file holds the holder's pid, for the message.
  */
 #include "daemon/tomed.h"
+#include "kvstate/kvstate.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -103,7 +104,7 @@ static int prepare_subdirs(const char *dir, tome_error *err)
     int rc = tome_mkdir_p(path, 0700, err);
     if (rc != 0) return rc;
     /* Temporary files of saves a crash interrupted (tome-kvcache(5)). */
-    if ((rc = store_kv_remove_temps(path, NULL, err)) != 0) return rc;
+    if ((rc = kvstate_remove_temps(path, NULL, err)) != 0) return rc;
     snprintf(path, sizeof path, "%s/tmp", dir);
     if ((rc = tome_mkdir_p(path, 0700, err)) != 0) return rc;
     return tomed_clean_tmp(path, err);

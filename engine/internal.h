@@ -56,7 +56,7 @@ void v4_fp4_roundtrip(float *x, int n, uint8_t *packed, uint8_t *scales);
 /* Normalised Walsh-Hadamard transform of a power-of-two length vector. */
 void v4_hadamard(float *x, int n);
 
-/* ---- weights and kernels (kernels.c) -------------------------------------- */
+/* ---- weights and kernels (exact.c) -------------------------------------- */
 
 typedef struct v4_weight {
     v4_dtype dtype;       /* V4_F8_E4M3, V4_I8 (FP4), V4_BF16 or V4_F32 */

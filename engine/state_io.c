@@ -16,7 +16,7 @@
  * is handed out: every section present once, row sizes as this model stores
  * them, row counts that follow from the positions.  The file format, its
  * checksums and the decision to trust a file belong to the store
- * (store/kvfile.c); this file only refuses what would make a state that the
+ * (kvstate/read.c); this file only refuses what would make a state that the
  * forward pass could misread.
  *
  * The compressed rows are the only O(context) part, so they are streamed

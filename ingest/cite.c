@@ -2,7 +2,7 @@
  * cite.c - an answer's path:line citations checked against the corpus, and
  * the corpus passages that match a question (its sources).
  *
- * The document-QA prompt (engine/docqa.c) numbers every line and asks the
+ * The document-QA prompt (tokenizer/docqa.c) numbers every line and asks the
  * model to cite "path:line" or "path:first-last", so those are the forms
  * looked for.  A model can cite a file or a line that does not exist; such
  * a citation is kept and marked, never dropped, because a wrong citation is

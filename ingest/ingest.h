@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
-#include "engine/v4.h"
+#include "tokenizer/tokenizer.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------------------

@@ -14,8 +14,8 @@
 # a small machine).  Reports figures only; it never fails on speed.
 set -eu
 build=${1:?usage: bench-engine.sh BUILDDIR}
-run="$build/engine/tome-run"
-mk="$build/engine/tome-mkmodel"
+run="$build/tools/tome-run"
+mk="$build/tools/tome-mkmodel"
 csv=${BENCH_CSV:-$build/bench-engine.csv}
 make -C "$build" -s models/tiny/config.json bench/tome-limits
 flash="$build/models/flash-shape-4x16"

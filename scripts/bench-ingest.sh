@@ -8,10 +8,10 @@
 set -eu
 build=${1:?usage: bench-ingest.sh BUILDDIR}
 top=$(cd "$(dirname "$0")/.." && pwd)
-tool="$build/ingest/tome-ingest"
+tool="$build/tools/tome-ingest"
 [ -x "$tool" ] || { echo "bench-ingest: $tool is not built"; exit 1; }
-tokenizer="$build/tokenizer/v4/tokenizer.json"
-[ -f "$tokenizer" ] || sh "$top/scripts/fetch-tokenizer.sh" "$build/tokenizer" > /dev/null
+tokenizer="$build/vocab/v4/tokenizer.json"
+[ -f "$tokenizer" ] || sh "$top/scripts/fetch-tokenizer.sh" "$build/vocab" > /dev/null
 mb=${BENCH_INGEST_MB:-200}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tome-bench-ingest-XXXXXX")
 trap 'rm -rf "$work"' EXIT

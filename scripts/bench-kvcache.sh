@@ -11,10 +11,10 @@
 set -eu
 build=${1:?usage: bench-kvcache.sh BUILDDIR}
 n=${TOME_BENCH_KV_TOKENS:-1024}
-run="$build/engine/tome-run"
+run="$build/tools/tome-run"
 flash="$build/models/flash-shape-2x16"
 [ -f "$flash/config.json" ] ||
-    "$build/engine/tome-mkmodel" --preset flash-shape --layers 2 --experts 16 --seed 7 -o "$flash"
+    "$build/tools/tome-mkmodel" --preset flash-shape --layers 2 --experts 16 --seed 7 -o "$flash"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 seq 1000 $((999 + n)) > "$dir/ids"

@@ -8,7 +8,7 @@
 # $BENCH_CSV_LONG (default BUILDDIR/bench-long.csv).  Reports figures only.
 set -eu
 build=${1:?usage: bench-long.sh BUILDDIR}
-run="$build/engine/tome-run"
+run="$build/tools/tome-run"
 csv=${BENCH_CSV_LONG:-$build/bench-long.csv}
 make -C "$build" -s models/tiny/config.json
 tmp=$(mktemp -d)

@@ -13,10 +13,10 @@ set -eu
 build=${1:?usage: bench-tokenizer.sh BUILDDIR}
 top=$(cd "$(dirname "$0")/.." && pwd)
 shared=${TOME_SHARED:-$top/../shared}
-tool=$build/engine/tome-tokenize
+tool=$build/tools/tome-tokenize
 [ -x "$tool" ] || { echo "bench-tokenizer: $tool is not built (make first)" >&2; exit 1; }
-tokenizer=${TOME_TOKENIZER_DIR:-$build/tokenizer}/v3/tokenizer.json
-[ -f "$tokenizer" ] || sh "$top/scripts/fetch-tokenizer.sh" "${TOME_TOKENIZER_DIR:-$build/tokenizer}"
+tokenizer=${TOME_TOKENIZER_DIR:-$build/vocab}/v3/tokenizer.json
+[ -f "$tokenizer" ] || sh "$top/scripts/fetch-tokenizer.sh" "${TOME_TOKENIZER_DIR:-$build/vocab}"
 long=$shared/golden/tokenizer/long.txt
 [ -f "$long" ] || { echo "bench-tokenizer: $long is missing (set TOME_SHARED)" >&2; exit 1; }
 

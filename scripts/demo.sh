@@ -15,7 +15,7 @@ if [ ! -f "$build/Makefile" ]; then
 fi
 make -C "$build" -j"$(nproc)" >/dev/null
 echo "demo: build ok"
-for prog in engine/tome-mkmodel daemon/tomed client/tome; do
+for prog in tools/tome-mkmodel daemon/tomed client/tome; do
     if [ ! -x "$build/$prog" ]; then
         echo "demo: $prog is not built yet; stopping here"
         exit 0

@@ -5,7 +5,7 @@
 # files themselves, independently of tome.  A missing tool is a failure
 # (scripts/install-deps.sh installs them all), never a skip.
 set -eu
-tool="$TOME_BUILDDIR/ingest/tome-ingest"
+tool="$TOME_BUILDDIR/tools/tome-ingest"
 for t in bsdtar zip 7z cpio xorriso ar gzip xz iconv awk; do
     command -v "$t" >/dev/null 2>&1 || { echo "FAIL: $t is missing (sh scripts/install-deps.sh)"; exit 1; }
 done

@@ -7,7 +7,7 @@
 # previous version intact.  In every case nothing is written outside the
 # store.  The archives are built here with the real tools.
 set -eu
-tool="$TOME_BUILDDIR/ingest/tome-ingest"
+tool="$TOME_BUILDDIR/tools/tome-ingest"
 for t in bsdtar zip 7z gzip; do
     command -v "$t" >/dev/null 2>&1 || { echo "FAIL: $t is missing (sh scripts/install-deps.sh)"; exit 1; }
 done

@@ -15,7 +15,7 @@ export TOME_SOCKET="$sock"
 
 # id_of BYTES: the one token id the tokenizer gives for BYTES (printf form).
 id_of() {
-    ids=$(printf "$1" | "$build/engine/tome-tokenize" --model "$model" | tr -d '[]')
+    ids=$(printf "$1" | "$build/tools/tome-tokenize" --model "$model" | tr -d '[]')
     case $ids in
     '' | *,*) echo "FAIL: '$1' is not one token ($ids)" >&2; exit 1 ;;
     esac

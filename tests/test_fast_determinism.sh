@@ -8,7 +8,7 @@
 set -eu
 build=${TOME_BUILDDIR:?}
 model="$TOME_SHARED/golden/v4-tiny-a"
-run="$build/engine/tome-run"
+run="$build/tools/tome-run"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 awk 'BEGIN { x = 11; for (i = 0; i < 300; i++) { x = (x * 1103515245 + 12345) % 2147483648;

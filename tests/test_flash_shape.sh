@@ -11,14 +11,14 @@ build=${TOME_BUILDDIR:?}
 model="$build/models/flash-shape-2x16"
 if [ ! -f "$model/config.json" ]; then
     rm -rf "$model"
-    "$build/engine/tome-mkmodel" --preset flash-shape --layers 2 --experts 16 --seed 7 -o "$model"
+    "$build/tools/tome-mkmodel" --preset flash-shape --layers 2 --experts 16 --seed 7 -o "$model"
 fi
 ids=$(mktemp)
 trap 'rm -f "$ids"' EXIT
 seq 1000 1127 > "$ids"   # 128 prompt tokens; one decode step makes 129
 
 state_bytes() {
-    "$build/engine/tome-run" --model "$model" --ids "$ids" --decode 1 "$@" 2>&1 >/dev/null |
+    "$build/tools/tome-run" --model "$model" --ids "$ids" --decode 1 "$@" 2>&1 >/dev/null |
         tee /dev/stderr | sed -n 's/.*state \([0-9]*\) bytes.*/\1/p'
 }
 

@@ -1,4 +1,4 @@
-/* engine/kernels.c and engine/kernels/: weight decoding and matmul against
+/* engine/kernels/: weight decoding and matmul against
  * values computed here from the formats' definitions, and the order
  * invariance the engine relies on (a row's result does not depend on the
  * batch it is computed in); the fast kernels of every instruction set this

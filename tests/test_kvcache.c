@@ -1,6 +1,6 @@
 /*
  * test_kvcache.c - saving and restoring decode states (engine/state_io.c,
- * store/kvfile.c) on the golden model v4-tiny-a.
+ * kvstate/read.c) on the golden model v4-tiny-a.
  *
  * The one property that matters: a restored state is the SAME state.  So a
  * prefix is prefilled (main blocks and the MTP block), saved, restored - in
@@ -18,6 +18,7 @@
  * copy-on-write of a partly filled borrowed chunk are exercised.
  */
 #include "engine/v4.h"
+#include "kvstate/kvstate.h"
 #include "store/store.h"
 #include "tests/golden.h"
 
@@ -118,13 +119,13 @@ static int same_logits(const float *a, const float *b)
 
 static v4_state *restore(const v4_model *m, const char *path)
 {
-    store_kv_file *f;
+    kvstate_file *f;
     v4_state *s;
     tome_error err = {0};
-    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
-    REQUIRE(store_kv_restore(f, 0, &s, &err) == 0, "%s", err.msg);
+    REQUIRE(kvstate_open(path, m, &f, &err) == 0, "%s", err.msg);
+    REQUIRE(kvstate_restore(f, 0, &s, &err) == 0, "%s", err.msg);
     /* The state keeps the mapping alive on its own. */
-    store_kv_close(f);
+    kvstate_close(f);
     return s;
 }
 
@@ -157,16 +158,16 @@ static void put_le(uint8_t *p, uint64_t v, int bytes)
 /* Open `path` and, if that works, verify it: the first refusal's code. */
 static int open_and_verify(const v4_model *m, const char *path, tome_error *err)
 {
-    store_kv_file *f;
-    int rc = store_kv_open(path, m, &f, err);
+    kvstate_file *f;
+    int rc = kvstate_open(path, m, &f, err);
     if (rc) return rc;
-    rc = store_kv_verify(f, err);
+    rc = kvstate_verify(f, err);
     if (rc == 0) {
         v4_state *s;
-        rc = store_kv_restore(f, 0, &s, err);
+        rc = kvstate_restore(f, 0, &s, err);
         v4_state_free(s);
     }
-    store_kv_close(f);
+    kvstate_close(f);
     return rc;
 }
 
@@ -316,22 +317,22 @@ static void check_sizes(const v4_model *m, const uint8_t *good, size_t len, cons
 
 static void check_prefix_match(const v4_model *m, const char *path)
 {
-    store_kv_file *f;
+    kvstate_file *f;
     tome_error err = {0};
-    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
-    CHECK(store_kv_tokens(f) == PREFIX);
-    CHECK(memcmp(store_kv_ids(f), ids, PREFIX * sizeof *ids) == 0);
-    CHECK_OK(store_kv_match(f, ids, PREFIX + K, &err), &err);
-    CHECK_OK(store_kv_match(f, ids, PREFIX, &err), &err);
-    CHECK(store_kv_match(f, ids, PREFIX - 1, &err) == TOME_EMISMATCH);
+    REQUIRE(kvstate_open(path, m, &f, &err) == 0, "%s", err.msg);
+    CHECK(kvstate_tokens(f) == PREFIX);
+    CHECK(memcmp(kvstate_ids(f), ids, PREFIX * sizeof *ids) == 0);
+    CHECK_OK(kvstate_match(f, ids, PREFIX + K, &err), &err);
+    CHECK_OK(kvstate_match(f, ids, PREFIX, &err), &err);
+    CHECK(kvstate_match(f, ids, PREFIX - 1, &err) == TOME_EMISMATCH);
     int32_t *other = malloc(sizeof ids);
     REQUIRE(other, "out of memory");
     memcpy(other, ids, sizeof ids);
     other[17] = (other[17] + 1) % VOCAB;
-    int rc = store_kv_match(f, other, PREFIX + K, &err);
+    int rc = kvstate_match(f, other, PREFIX + K, &err);
     CHECKF(rc == TOME_EMISMATCH && strstr(err.msg, "token 17"), "rc=%d %s", rc, err.msg);
     free(other);
-    store_kv_close(f);
+    kvstate_close(f);
 }
 
 /* ---- the engine's own checks of a section list -------------------------------------------- */
@@ -435,16 +436,16 @@ static void check_engine_load(const v4_model *m, mem_state *saved, const float *
  * that is not an earlier state of the saved one is refused. */
 static void check_points(const v4_model *m, const char *path, v4_state *const *points)
 {
-    store_kv_file *f;
+    kvstate_file *f;
     tome_error err = {0};
-    REQUIRE(store_kv_open(path, m, &f, &err) == 0, "%s", err.msg);
-    CHECK(store_kv_points(f) == 2);
-    CHECK(store_kv_point_tokens(f, 0) == PREFIX && store_kv_point_tokens(f, 1) == POINT1 &&
-          store_kv_point_tokens(f, 2) == POINT2 && store_kv_point_tokens(f, 3) == -1);
+    REQUIRE(kvstate_open(path, m, &f, &err) == 0, "%s", err.msg);
+    CHECK(kvstate_points(f) == 2);
+    CHECK(kvstate_point_tokens(f, 0) == PREFIX && kvstate_point_tokens(f, 1) == POINT1 &&
+          kvstate_point_tokens(f, 2) == POINT2 && kvstate_point_tokens(f, 3) == -1);
     float *want = logits_new(), *got = logits_new();
     for (size_t k = 1; k <= 2; k++) {
         v4_state *s = NULL;
-        CHECK_OK(store_kv_restore(f, k, &s, &err), &err);
+        CHECK_OK(kvstate_restore(f, k, &s, &err), &err);
         if (!s) continue;
         int64_t pos = v4_state_pos(points[k - 1]);
         CHECK(v4_state_pos(s) == pos);
@@ -464,18 +465,18 @@ static void check_points(const v4_model *m, const char *path, v4_state *const *p
         memcpy(other, ids, sizeof ids);
         if (cases[i].change_at >= 0) other[cases[i].change_at] ^= 1;
         size_t point = 99;
-        CHECK_OK(store_kv_longest(f, other, PREFIX + K, &point, &err), &err);
+        CHECK_OK(kvstate_longest(f, other, PREFIX + K, &point, &err), &err);
         CHECKF(point == cases[i].point, "ids changed at %d: point %zu", cases[i].change_at, point);
     }
     other[POINT1 - 1] ^= 1;
     size_t point;
-    CHECK(store_kv_longest(f, other, PREFIX + K, &point, &err) == TOME_EMISMATCH);
+    CHECK(kvstate_longest(f, other, PREFIX + K, &point, &err) == TOME_EMISMATCH);
     v4_state *none;
-    CHECK(store_kv_restore(f, 3, &none, &err) == TOME_EINVAL);
+    CHECK(kvstate_restore(f, 3, &none, &err) == TOME_EINVAL);
     free(other);
     free(want);
     free(got);
-    store_kv_close(f);
+    kvstate_close(f);
 
     /* A state that went another way is no restart point of this one. */
     v4_state *stranger;
@@ -484,9 +485,9 @@ static void check_points(const v4_model *m, const char *path, v4_state *const *p
     v4_state *orig = prefill(m, POINT1, NULL);
     char path2[4200];
     snprintf(path2, sizeof path2, "%s.other", path);
-    int rc = store_kv_save(path2, orig, (const v4_state *const *)&stranger, 1, ids, POINT1, &err);
+    int rc = kvstate_save(path2, orig, (const v4_state *const *)&stranger, 1, ids, POINT1, &err);
     CHECKF(rc == TOME_EINVAL && strstr(err.msg, "not the start"), "rc=%d %s", rc, err.msg);
-    rc = store_kv_save(path2, stranger, (const v4_state *const *)&orig, 1, cont_b, K, &err);
+    rc = kvstate_save(path2, stranger, (const v4_state *const *)&orig, 1, cont_b, K, &err);
     CHECKF(rc == TOME_EINVAL && strstr(err.msg, "position"), "rc=%d %s", rc, err.msg);
     CHECK(access(path2, F_OK) != 0);
     v4_state_free(stranger);
@@ -503,7 +504,7 @@ static void check_empty_and_failures(const v4_model *m, const char *dir)
     v4_state *s;
     tome_error err = {0};
     REQUIRE(v4_state_new(m, &s, &err) == 0, "%s", err.msg);
-    CHECK_OK(store_kv_save(path, s, NULL, 0, ids, 0, &err), &err);
+    CHECK_OK(kvstate_save(path, s, NULL, 0, ids, 0, &err), &err);
     v4_state *back = restore(m, path);
     CHECK(v4_state_pos(back) == 0);
     float *want = logits_new(), *got = logits_new();
@@ -517,7 +518,7 @@ static void check_empty_and_failures(const v4_model *m, const char *dir)
 
     char missing[4300];
     snprintf(missing, sizeof missing, "%s/no-such-dir/x.kv", dir);
-    CHECK(store_kv_save(missing, s, NULL, 0, ids, K, &err) == TOME_EIO);
+    CHECK(kvstate_save(missing, s, NULL, 0, ids, K, &err) == TOME_EIO);
     v4_state_free(s);
     DIR *d = opendir(dir);
     REQUIRE(d, "cannot list %s", dir);
@@ -558,9 +559,9 @@ int main(int argc, char **argv)
     mem_state in_memory;
     save_to_memory(orig, &in_memory);
     double t0 = tome_now();
-    CHECK_OK(store_kv_save(path, orig, NULL, 0, ids, PREFIX, &err), &err);
+    CHECK_OK(kvstate_save(path, orig, NULL, 0, ids, PREFIX, &err), &err);
     double t_save = tome_now() - t0;
-    CHECK(store_kv_save(path, orig, NULL, 0, ids, PREFIX - 1, &err) == TOME_EINVAL);
+    CHECK(kvstate_save(path, orig, NULL, 0, ids, PREFIX - 1, &err) == TOME_EINVAL);
     struct stat st;
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
     size_t plain_len;
@@ -571,7 +572,7 @@ int main(int argc, char **argv)
             plain_len, PREFIX, (double)plain_len / PREFIX, v4_model_state_bytes_per_token(m),
             t_save);
     /* From here on the file has two restart points. */
-    CHECK_OK(store_kv_save(path, orig, (const v4_state *const *)points, 2, ids, PREFIX, &err),
+    CHECK_OK(kvstate_save(path, orig, (const v4_state *const *)points, 2, ids, PREFIX, &err),
              &err);
     size_t len;
     uint8_t *file = read_all(path, &len);

@@ -1,6 +1,6 @@
 /*
  * test_kvcache_crash.c - a writer of state files killed at random moments
- * never leaves a file that is accepted but wrong (store/kvfile_write.c).
+ * never leaves a file that is accepted but wrong (kvstate/write.c).
  *
  * Two states of the golden model v4-tiny-a are prefilled once: A after
  * SHORT tokens and B after LONG tokens (B's file carries A as a restart
@@ -13,11 +13,12 @@
  * temporary file's creation and its rename), which the test counts and
  * requires.  Leftover temporary files: the next save of the target removes
  * them, so at most one exists after any kill, and none after a clean save;
- * store_kv_remove_temps() clears a directory and nothing else in it.
+ * kvstate_remove_temps() clears a directory and nothing else in it.
  *
  * The seed is printed; TOME_CRASH_SEED replays a run.
  */
 #include "engine/v4.h"
+#include "kvstate/kvstate.h"
 #include "store/store.h"
 #include "tests/golden.h"
 
@@ -118,8 +119,8 @@ static void writer(const char *path, reference *a, reference *b, unsigned first)
     const v4_state *point = a->st;
     for (unsigned i = first;; i++) {
         tome_error err = {0};
-        int rc = i % 2 ? store_kv_save(path, b->st, &point, 1, ids, LONG, &err)
-                       : store_kv_save(path, a->st, NULL, 0, ids, SHORT, &err);
+        int rc = i % 2 ? kvstate_save(path, b->st, &point, 1, ids, LONG, &err)
+                       : kvstate_save(path, a->st, NULL, 0, ids, SHORT, &err);
         if (rc != 0) {
             fprintf(stderr, "writer: %s\n", err.msg);
             _exit(2);
@@ -153,30 +154,30 @@ static void check_target(const v4_model *m, const char *path, reference *a, refe
         t->absent++;
         return;
     }
-    store_kv_file *f;
+    kvstate_file *f;
     tome_error err = {0};
-    int rc = store_kv_open(path, m, &f, &err);
-    if (rc == 0) rc = store_kv_verify(f, &err);
+    int rc = kvstate_open(path, m, &f, &err);
+    if (rc == 0) rc = kvstate_verify(f, &err);
     v4_state *s = NULL;
-    if (rc == 0) rc = store_kv_restore(f, 0, &s, &err);
+    if (rc == 0) rc = kvstate_restore(f, 0, &s, &err);
     if (rc != 0) {
         CHECKF(rc == TOME_EFORMAT && err.msg[0], "refused with rc=%d: %s", rc, err.msg);
         t->refused++;
-    } else if (store_kv_tokens(f) == SHORT) {
+    } else if (kvstate_tokens(f) == SHORT) {
         t->a++;
         check_same(s, a, SHORT);
-    } else if (store_kv_tokens(f) == LONG) {
+    } else if (kvstate_tokens(f) == LONG) {
         t->b++;
         check_same(s, b, LONG);
         v4_state *p = NULL;
-        CHECK_OK(store_kv_restore(f, 1, &p, &err), &err);
+        CHECK_OK(kvstate_restore(f, 1, &p, &err), &err);
         CHECKF(p && state_digest(p) == a->digest, "B's restart point is not A");
         v4_state_free(p);
     } else {
-        CHECKF(0, "accepted a state of %lld tokens", (long long)store_kv_tokens(f));
+        CHECKF(0, "accepted a state of %lld tokens", (long long)kvstate_tokens(f));
     }
     v4_state_free(s);
-    if (f) store_kv_close(f);
+    if (f) kvstate_close(f);
 }
 
 static void one_round(const v4_model *m, const char *dir, const char *path, reference *a,
@@ -202,7 +203,7 @@ static void one_round(const v4_model *m, const char *dir, const char *path, refe
 static void check_cleanup(const char *dir, const char *path, reference *a)
 {
     tome_error err = {0};
-    CHECK_OK(store_kv_save(path, a->st, NULL, 0, ids, SHORT, &err), &err);
+    CHECK_OK(kvstate_save(path, a->st, NULL, 0, ids, SHORT, &err), &err);
     CHECK(count_temps(dir) == 0);
     char other[4200], keep[4200];
     snprintf(other, sizeof other, "%s/other.kv.tmpAb12Cd", dir);
@@ -212,7 +213,7 @@ static void check_cleanup(const char *dir, const char *path, reference *a)
     fclose(f1);
     fclose(f2);
     size_t removed = 0;
-    CHECK_OK(store_kv_remove_temps(dir, &removed, &err), &err);
+    CHECK_OK(kvstate_remove_temps(dir, &removed, &err), &err);
     struct stat st;
     CHECK(removed == 1 && stat(other, &st) != 0 && stat(keep, &st) == 0 && stat(path, &st) == 0);
     unlink(keep);

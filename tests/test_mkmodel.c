@@ -36,7 +36,7 @@ static int run_tool_argv(const char *out_path, const char *const *args)
     char tool[4096];
     const char *builddir = getenv("TOME_BUILDDIR");
     REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
-    snprintf(tool, sizeof tool, "%s/engine/tome-mkmodel", builddir);
+    snprintf(tool, sizeof tool, "%s/tools/tome-mkmodel", builddir);
     int n = 0;
     argv[n++] = tool;
     while (n < 31 && *args) argv[n++] = *args++;

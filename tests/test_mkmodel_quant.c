@@ -1,5 +1,5 @@
 /*
- * test_mkmodel_quant.c - tome-mkmodel's number formats against references
+ * test_quant.c - tome-mkmodel's number formats against references
  * written here from the format definitions (V4-ARCHITECTURE.md section 2.2),
  * not from the encoders: values are decoded with ldexp, and the nearest
  * representable value is found by brute force over every code.
@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "engine/mkmodel_quant.h"
+#include "tools/mkmodel/quant.h"
 #include "tests/check.h"
 
 static double e4m3_value(uint8_t b)

@@ -6,7 +6,7 @@
 set -eu
 build=${TOME_BUILDDIR:?}
 model="$TOME_SHARED/golden/v4-tiny-a"
-run="$build/engine/tome-run"
+run="$build/tools/tome-run"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 # 300 pseudo-random ids below the golden model's vocabulary of 1024.

@@ -5,7 +5,7 @@
 #ifndef TOME_TESTS_TOK_TESTUTIL_H
 #define TOME_TESTS_TOK_TESTUTIL_H
 
-#include "engine/v4.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/check.h"
 
 /* Path of tokenizer.json of `variant` ("v3": DeepSeek's file as shipped;
@@ -20,7 +20,7 @@ static inline const char *tok_test_path(const char *variant)
     if (dir && *dir)
         snprintf(out, sizeof path[0], "%s/%s/tokenizer.json", dir, variant);
     else if (build && *build)
-        snprintf(out, sizeof path[0], "%s/tokenizer/%s/tokenizer.json", build, variant);
+        snprintf(out, sizeof path[0], "%s/vocab/%s/tokenizer.json", build, variant);
     else
         REQUIRE(0,
                 "neither TOME_TOKENIZER_DIR nor TOME_BUILDDIR is set (run through `make "

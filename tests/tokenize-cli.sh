@@ -3,8 +3,8 @@
 # --chat (text and ids), and exit statuses with messages that name the
 # problem.  Needs the fetched tokenizer (see tests/tokenizer.am).
 set -u
-tool=$TOME_BUILDDIR/engine/tome-tokenize
-dir=${TOME_TOKENIZER_DIR:-$TOME_BUILDDIR/tokenizer}
+tool=$TOME_BUILDDIR/tools/tome-tokenize
+dir=${TOME_TOKENIZER_DIR:-$TOME_BUILDDIR/vocab}
 golden=$TOME_SHARED/golden
 fail=0
 check() { # check DESCRIPTION COMMAND...: the command must succeed

@@ -1,7 +1,7 @@
 /*
  * fast.h - the fast kernels' contract: one summation order, three ISAs.
  *
- * The exact kernels (kernels.c) round like the reference: every dot product
+ * The exact kernels (exact.c) round like the reference: every dot product
  * is an in-order sum of rounded products, which keeps the engine
  * bit-identical to DeepSeek's code but leaves a SIMD unit nothing to do
  * within one sum.  The fast kernels fix another order, chosen for SIMD and

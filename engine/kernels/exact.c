@@ -1,0 +1,671 @@
+/*
+ * exact.c - the engine's compute kernels over v4_weight and F32 rows.
+ *
+ * Weights stay in the checkpoint's own formats (memory-mapped FP8, FP4,
+ * BF16, F32) and are decoded row by row into F32 scratch right before use,
+ * so a model is never expanded in memory and a 284B checkpoint costs only
+ * its mapping.  A matmul decodes a tile of weight rows once and applies it
+ * to every token row of the batch, so prefill amortises the decoding over
+ * the chunk while decode (one token) pays it once per row as it must.
+ *
+ * Each inner loop has a plain C reference version and, where it pays, an
+ * AVX2 version selected at run time (the default build stays portable;
+ * --enable-native lets the compiler tune the reference loops too).  Both
+ * round every product and sum in the same order, so their results are
+ * bit-identical.
+ */
+#include "engine/internal.h"
+#include "engine/kernels/fast.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define V4_HAVE_X86 1
+#endif
+
+/* ---- dot products ----------------------------------------------------------
+ *
+ * Every dot product in the engine accumulates in input order, rounding the
+ * product and then the sum (never a fused multiply-add), which is exactly
+ * what the reference's matrix products do (refmath.c says why that matters:
+ * V4 rounds KV vectors to FP8, and an input a few ulps away from the
+ * reference's can land on the other side of a rounding midpoint).  SIMD
+ * kernels therefore vectorise across independent outputs (lanes = rows),
+ * never within one sum, and give bit-identical results to the scalar loops.
+ */
+
+static float dot_scalar(const float *a, const float *b, int n)
+{
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static int have_avx2(void);
+
+float v4_dot(const float *a, const float *b, int n)
+{
+    return dot_scalar(a, b, n);
+}
+
+static void axpy_scalar(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#ifdef V4_HAVE_X86
+/* A multiply then an add, as the scalar loop rounds (never fused). */
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i),
+                                              _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    axpy_scalar(y + i, a, x + i, n - i);
+}
+#endif
+
+void v4_axpy(float *y, float a, const float *x, int n)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        axpy_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    axpy_scalar(y, a, x, n);
+}
+
+#define LANES 8
+#define GROUP 4
+
+/* out[g][j] = sum_k tiles[g][k*LANES + j] * xs[g][k], for g < G <= GROUP:
+ * G transposed tiles of LANES rows against G input vectors (the same tile
+ * against G tokens in prefill, G tiles against one token in decode).  The
+ * G independent accumulators keep the FMA pipeline busy. */
+static void dot_tiles_scalar(const float *const *tiles, const float *const *xs, int G, int n,
+                             float *out)
+{
+    float acc[GROUP][LANES] = {{0}};
+    for (int k = 0; k < n; k++)
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < LANES; j++) acc[g][j] += tiles[g][k * LANES + j] * xs[g][k];
+    memcpy(out, acc, (size_t)G * LANES * sizeof(float));
+}
+
+#ifdef V4_HAVE_X86
+__attribute__((target("avx2,fma"))) static void
+dot_tiles_avx2(const float *const *tiles, const float *const *xs, int G, int n, float *out)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *t0 = tiles[0], *t1 = tiles[G > 1], *t2 = tiles[G > 2 ? 2 : 0];
+    const float *t3 = tiles[G > 3 ? 3 : 0];
+    const float *x0 = xs[0], *x1 = xs[G > 1], *x2 = xs[G > 2 ? 2 : 0], *x3 = xs[G > 3 ? 3 : 0];
+    for (int k = 0; k < n; k++) {
+        a0 = _mm256_add_ps(a0,
+                           _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(x0[k])));
+        a1 = _mm256_add_ps(a1,
+                           _mm256_mul_ps(_mm256_loadu_ps(t1 + k * LANES), _mm256_set1_ps(x1[k])));
+        a2 = _mm256_add_ps(a2,
+                           _mm256_mul_ps(_mm256_loadu_ps(t2 + k * LANES), _mm256_set1_ps(x2[k])));
+        a3 = _mm256_add_ps(a3,
+                           _mm256_mul_ps(_mm256_loadu_ps(t3 + k * LANES), _mm256_set1_ps(x3[k])));
+    }
+    float all[GROUP][LANES];
+    _mm256_storeu_ps(all[0], a0);
+    _mm256_storeu_ps(all[1], a1);
+    _mm256_storeu_ps(all[2], a2);
+    _mm256_storeu_ps(all[3], a3);
+    memcpy(out, all, (size_t)G * LANES * sizeof(float));
+}
+#endif
+
+typedef void (*dot_tiles_fn)(const float *const *, const float *const *, int, int, float *);
+
+static dot_tiles_fn pick_dot_tiles(void)
+{
+#ifdef V4_HAVE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_tiles_avx2;
+#endif
+    return dot_tiles_scalar;
+}
+
+static void dot_tiles(const float *const *tiles, const float *const *xs, int G, int n, float *out)
+{
+    static dot_tiles_fn fn;
+    if (!fn) fn = pick_dot_tiles(); /* benign race: every thread computes the same pointer */
+    fn(tiles, xs, G, n, out);
+}
+
+/* ---- weight rows ----------------------------------------------------------- */
+
+/* Reference decoders, one per storage format. */
+static void row_fp8_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+        float s = v4_e8m0_to_f32(sc[c0 / 128]);
+        int64_t end = c0 + 128 < cols ? c0 + 128 : cols;
+        for (int64_t c = c0; c < end; c++) out[c] = v4_e4m3_table[row[c]] * s;
+    }
+}
+
+static void row_fp4_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+        float s = v4_e8m0_to_f32(sc[c0 / 32]);
+        for (int64_t c = c0; c < c0 + 32; c += 2) {
+            uint8_t b = row[c / 2];
+            out[c] = v4_e2m1_values[b & 15] * s;
+            out[c + 1] = v4_e2m1_values[b >> 4] * s;
+        }
+    }
+}
+
+static void row_bf16_scalar(const uint8_t *row, int64_t cols, float *out)
+{
+    for (int64_t c = 0; c < cols; c++)
+        out[c] = v4_bf16_to_f32((uint16_t)(row[2 * c] | (row[2 * c + 1] << 8)));
+}
+
+#ifdef V4_HAVE_X86
+/* Eight e4m3 bytes (as int32 lanes) to floats without a table: for normal
+ * codes the exponent and mantissa bits move into a float's fields and the
+ * bias moves from 7 to 127; subnormal codes (exponent 0) are m * 2^-9.
+ * Exact for every code, NaN included. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(__m256i b)
+{
+    __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7F));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24);
+    __m256 normal = _mm256_castsi256_ps(
+        _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(mag, _mm256_set1_epi32(7))),
+                               _mm256_set1_ps(1.0f / 512.0f));
+    __m256i is_sub =
+        _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)), _mm256_setzero_si256());
+    __m256 v = _mm256_blendv_ps(normal, sub, _mm256_castsi256_ps(is_sub));
+    /* S.1111.111 is the format's NaN. */
+    __m256i is_nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
+    v = _mm256_blendv_ps(v, _mm256_set1_ps(NAN), _mm256_castsi256_ps(is_nan));
+    return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
+}
+
+/* Eight e2m1 codes (int32 lanes, bit 3 the sign) to floats. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e2m1x8(__m256i codes)
+{
+    __m256 mag = _mm256_permutevar8x32_ps(_mm256_loadu_ps(v4_e2m1_values), codes);
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(8)), 28);
+    return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
+}
+
+/* Eight e2m1 codes from four packed bytes (low nibble first). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i nibbles8(const uint8_t *p)
+{
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0);
+    uint32_t four;
+    memcpy(&four, p, 4);
+    __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)four), dup);
+    return _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
+        _mm256_set1_epi32(15));
+}
+#endif
+
+#ifdef V4_HAVE_X86
+/* The same decoders, 8 values at a time; exact like the scalar ones (every
+ * step is a table lookup, a bit move or a multiply by a power of two). */
+__attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row, const uint8_t *sc,
+                                                             int64_t cols, float *out)
+{
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
+        __m256 v = e4m3x8(_mm256_cvtepu8_epi32(b));
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 128]))));
+    }
+    for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / 128]);
+}
+
+__attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row, const uint8_t *sc,
+                                                             int64_t cols, float *out)
+{
+    for (int64_t c = 0; c < cols; c += 8) {
+        __m256 v = e2m1x8(nibbles8(row + c / 2));
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 32]))));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void row_bf16_avx2(const uint8_t *row, int64_t cols,
+                                                              float *out)
+{
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(row + 2 * c));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(out + c, _mm256_castsi256_ps(w));
+    }
+    row_bf16_scalar(row + 2 * c, cols - c, out + c);
+}
+#endif
+
+static int have_avx2(void)
+{
+#ifdef V4_HAVE_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3:
+        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / 128) * w->scale_stride, w->cols, out);
+        break;
+    case V4_I8:
+        row_fp4_scalar(w->data + r * (w->cols / 2), w->scale + r * w->scale_stride, w->cols, out);
+        break;
+    case V4_BF16:
+        row_bf16_scalar(w->data + r * w->cols * 2, w->cols, out);
+        break;
+    default:
+        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    }
+}
+
+void v4_weight_row(const v4_weight *w, int64_t r, float *out)
+{
+    int simd = have_avx2();
+    switch (w->dtype) {
+    case V4_F8_E4M3: {
+        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / 128) * w->scale_stride;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_fp8_avx2(row, sc, w->cols, out);
+            break;
+        }
+#endif
+        row_fp8_scalar(row, sc, w->cols, out);
+        break;
+    }
+    case V4_I8: {
+        const uint8_t *row = w->data + r * (w->cols / 2), *sc = w->scale + r * w->scale_stride;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_fp4_avx2(row, sc, w->cols, out);
+            break;
+        }
+#endif
+        row_fp4_scalar(row, sc, w->cols, out);
+        break;
+    }
+    case V4_BF16: {
+        const uint8_t *row = w->data + r * w->cols * 2;
+#ifdef V4_HAVE_X86
+        if (simd) {
+            row_bf16_avx2(row, w->cols, out);
+            break;
+        }
+#endif
+        row_bf16_scalar(row, w->cols, out);
+        break;
+    }
+    default:
+        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    }
+    (void)simd;
+}
+
+/* Interleave 8 decoded rows (row j at rows + j*cols) into a tile with
+ * tile[k*8 + j] = row j, column k. */
+static void transpose8_scalar(const float *rows, int64_t cols, float *tile)
+{
+    for (int64_t k = 0; k < cols; k++)
+        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+}
+
+#ifdef V4_HAVE_X86
+/* r[j] = row j of an 8x8 block in, column j out. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void transpose8x8(__m256 r[8])
+{
+    __m256 t[8];
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+    }
+    __m256 o[8];
+    for (int j = 0; j < 4; j++) {
+        o[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+        o[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+    }
+    for (int j = 0; j < 8; j++) r[j] = o[j];
+}
+
+__attribute__((target("avx2,fma"))) static void transpose8_avx2(const float *rows, int64_t cols,
+                                                                float *tile)
+{
+    int64_t k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        __m256 r[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(rows + j * cols + k);
+        transpose8x8(r);
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(tile + (k + j) * 8, r[j]);
+    }
+    for (; k < cols; k++)
+        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+}
+
+/* Eight weights of one row from column k, decoded (FP8, FP4 or BF16). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256
+decode8(const v4_weight *w, int64_t row, int64_t k)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3: {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + row * w->cols + k));
+        float s = v4_e8m0_to_f32(w->scale[(row / 128) * w->scale_stride + k / 128]);
+        return _mm256_mul_ps(e4m3x8(_mm256_cvtepu8_epi32(b)), _mm256_set1_ps(s));
+    }
+    case V4_I8: {
+        float s = v4_e8m0_to_f32(w->scale[row * w->scale_stride + k / 32]);
+        __m256 v = e2m1x8(nibbles8(w->data + row * (w->cols / 2) + k / 2));
+        return _mm256_mul_ps(v, _mm256_set1_ps(s));
+    }
+    case V4_BF16: {
+        __m128i h =
+            _mm_loadu_si128((const __m128i *)(const void *)(w->data + (row * w->cols + k) * 2));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    default:
+        return _mm256_loadu_ps((const float *)(const void *)(w->data + (row * w->cols + k) * 4));
+    }
+}
+
+/* Decode's matrix-vector product for rows r..r+7 (fewer at the end): the
+ * weights are decoded and transposed in registers, never stored, and each
+ * row still sums in column order. */
+__attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w, int64_t r,
+                                                             int rows, const float *x, float *y)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t row[8];
+    for (int j = 0; j < 8; j++) row[j] = r + (j < rows ? j : rows - 1);
+    for (int64_t k = 0; k < w->cols; k += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; j++) v[j] = decode8(w, row[j], k);
+        transpose8x8(v);
+        for (int j = 0; j < 8; j++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(v[j], _mm256_set1_ps(x[k + j])));
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    memcpy(y, out, (size_t)rows * sizeof(float));
+}
+#endif
+
+static void transpose8(const float *rows, int64_t cols, float *tile)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        transpose8_avx2(rows, cols, tile);
+        return;
+    }
+#endif
+    transpose8_scalar(rows, cols, tile);
+}
+
+/* ---- dot products against many rows ---------------------------------------
+ *
+ * Attention and the indexer score one query against many stored rows.
+ * Packing the rows into transposed tiles of LANES lets the SIMD kernel run
+ * LANES independent in-order sums at once (one per row), so the scores are
+ * bit-identical to v4_dot row by row.
+ */
+
+void v4_tiles_pack(const float *const *rows, int64_t n, int dim, float *tiles)
+{
+    for (int64_t i = 0; i < n; i += LANES) {
+        float *tile = tiles + (size_t)(i / LANES) * dim * LANES;
+        for (int j = 0; j < LANES; j++) {
+            const float *row = i + j < n ? rows[i + j] : NULL;
+            for (int k = 0; k < dim; k++) tile[k * LANES + j] = row ? row[k] : 0.0f;
+        }
+    }
+}
+
+static void tiles_dot_scalar(const float *tiles, int64_t n, int dim, const float *q, float *out)
+{
+    for (int64_t i = 0; i < n; i += LANES) {
+        const float *tile = tiles + (size_t)(i / LANES) * dim * LANES;
+        float acc[LANES] = {0};
+        for (int k = 0; k < dim; k++)
+            for (int j = 0; j < LANES; j++) acc[j] += tile[k * LANES + j] * q[k];
+        for (int j = 0; j < LANES && i + j < n; j++) out[i + j] = acc[j];
+    }
+}
+
+#ifdef V4_HAVE_X86
+__attribute__((target("avx2,fma"))) static void tiles_dot_avx2(const float *tiles, int64_t n,
+                                                               int dim, const float *q, float *out)
+{
+    int64_t n_tiles = (n + LANES - 1) / LANES, i = 0;
+    size_t stride = (size_t)dim * LANES;
+    float buf[2 * LANES];
+    for (; i + 2 <= n_tiles; i += 2) {
+        const float *t0 = tiles + (size_t)i * stride, *t1 = t0 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int k = 0; k < dim; k++) {
+            __m256 qk = _mm256_set1_ps(q[k]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), qk));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(t1 + k * LANES), qk));
+        }
+        _mm256_storeu_ps(buf, a0);
+        _mm256_storeu_ps(buf + LANES, a1);
+        int64_t m = n - i * LANES < 2 * LANES ? n - i * LANES : 2 * LANES;
+        memcpy(out + i * LANES, buf, (size_t)m * sizeof(float));
+    }
+    if (i < n_tiles) {
+        const float *t0 = tiles + (size_t)i * stride;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int k = 0; k < dim; k++)
+            a0 = _mm256_add_ps(
+                a0, _mm256_mul_ps(_mm256_loadu_ps(t0 + k * LANES), _mm256_set1_ps(q[k])));
+        _mm256_storeu_ps(buf, a0);
+        memcpy(out + i * LANES, buf, (size_t)(n - i * LANES) * sizeof(float));
+    }
+}
+#endif
+
+void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out)
+{
+#ifdef V4_HAVE_X86
+    if (have_avx2()) {
+        tiles_dot_avx2(tiles, n, dim, q, out);
+        return;
+    }
+#endif
+    tiles_dot_scalar(tiles, n, dim, q, out);
+}
+
+/* ---- matmul ------------------------------------------------------------------ */
+
+typedef struct matmul_job {
+    const v4_weight *w;
+    const float *x;
+    int64_t xstride;
+    int n;
+    float *y;
+    int64_t ystride;
+} matmul_job;
+
+/* Per-thread scratch: LANES decoded rows, and GROUP transposed tiles of LANES
+ * rows (tile[k*LANES + j] = row j, column k).  The tiles are allocated on
+ * first use; if that fails the kernel works one tile at a time in the
+ * fixed buffer, slower but never failing.  config.c refuses matrices wider
+ * than V4_MAX_COLS. */
+static _Thread_local float row_buf[LANES * V4_MAX_COLS];
+static _Thread_local float tile_fixed[LANES * V4_MAX_COLS];
+static _Thread_local float *tile_group;
+static pthread_key_t tile_key;
+static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
+
+static void make_tile_key(void)
+{
+    pthread_key_create(&tile_key, free); /* frees a thread's tiles when it exits */
+}
+
+static float *group_tiles(void)
+{
+    if (tile_group) return tile_group;
+    pthread_once(&tile_key_once, make_tile_key);
+    tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
+    if (tile_group) pthread_setspecific(tile_key, tile_group);
+    return tile_group;
+}
+
+static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *tiles, int max_tiles)
+{
+    int64_t cols = w->cols;
+    int n_tiles = 0;
+    for (; n_tiles < max_tiles && r < r_end; n_tiles++, r += LANES) {
+        float *tile = tiles + (size_t)n_tiles * LANES * cols;
+        for (int j = 0; j < LANES; j++) {
+            float *dst = row_buf + j * cols;
+            if (r + j < r_end)
+                v4_weight_row(w, r + j, dst);
+            else
+                memset(dst, 0, (size_t)cols * sizeof(float));
+        }
+        transpose8(row_buf, cols, tile);
+    }
+    return n_tiles;
+}
+
+static void store_rows(float *y, const float *vals, int64_t r, int64_t r_end)
+{
+    int64_t n = r_end - r < LANES ? r_end - r : LANES;
+    memcpy(y + r, vals, (size_t)n * sizeof(float));
+}
+
+static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const matmul_job *j = ctx;
+    const v4_weight *w = j->w;
+    int64_t cols = w->cols;
+#ifdef V4_HAVE_X86
+    if (j->n == 1 && have_avx2() && cols % 32 == 0) {
+        for (int64_t r = r0; r < r1; r += LANES)
+            matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
+        return;
+    }
+#endif
+    float *tiles = group_tiles() ? tile_group : tile_fixed;
+    /* Decode (n == 1) is limited by decoding weights: take GROUP tiles per
+     * pass so the FMAs of independent rows overlap.  Prefill reuses one
+     * tile for GROUP tokens at a time. */
+    int per_pass = j->n == 1 && tile_group ? GROUP : 1;
+    for (int64_t r = r0; r < r1; r += (int64_t)per_pass * LANES) {
+        int nt = decode_tiles(w, r, r1, tiles, per_pass);
+        const float *tp[GROUP], *xp[GROUP];
+        float out[GROUP * LANES];
+        if (j->n == 1) {
+            for (int g = 0; g < nt; g++) {
+                tp[g] = tiles + (size_t)g * LANES * cols;
+                xp[g] = j->x;
+            }
+            dot_tiles(tp, xp, nt, (int)cols, out);
+            for (int g = 0; g < nt; g++) store_rows(j->y, out + g * LANES, r + g * LANES, r1);
+            continue;
+        }
+        for (int t = 0; t < j->n; t += GROUP) {
+            int G = j->n - t < GROUP ? j->n - t : GROUP;
+            for (int g = 0; g < G; g++) {
+                tp[g] = tiles;
+                xp[g] = j->x + (int64_t)(t + g) * j->xstride;
+            }
+            dot_tiles(tp, xp, G, (int)cols, out);
+            for (int g = 0; g < G; g++)
+                store_rows(j->y + (int64_t)(t + g) * j->ystride, out + g * LANES, r, r1);
+        }
+    }
+}
+
+void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystride)
+{
+    v4_matmul_strided(w, x, w->cols, n, y, ystride);
+}
+
+void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,
+                       int64_t ystride)
+{
+    if (w->fast && w->cols % V4_FAST_LANES == 0) {
+        v4_fast_matmul(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
+        return;
+    }
+    matmul_job j = {w, x, xstride, n, y, ystride};
+    /* Aim for tasks of a few hundred KiB of weights each. */
+    int64_t row_bytes = w->cols * (int64_t)(w->dtype == V4_I8 ? 1 : v4_dtype_size(w->dtype));
+    if (w->dtype == V4_I8) row_bytes /= 2;
+    int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1);
+    grain = grain < LANES ? LANES : (grain / LANES) * LANES;
+    v4_parallel_for(w->rows, grain, matmul_rows, &j);
+}
+
+void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps)
+{
+    float r = 1.0f / sqrtf(v4_mean_square(x, n) + eps);
+    if (!w) {
+        for (int i = 0; i < n; i++) out[i] = x[i] * r;
+        return;
+    }
+    const uint8_t *wb = w->data;
+    for (int i = 0; i < n; i++) {
+        float wi;
+        if (w->dtype == V4_BF16)
+            wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
+        else
+            memcpy(&wi, wb + 4 * (size_t)i, 4);
+        out[i] = wi * (x[i] * r);
+    }
+}
+
+const char *v4_kernels_name(v4_kernels k)
+{
+    return k == V4_KERNELS_EXACT ? "exact" : "fast";
+}
+
+int v4_kernels_parse(const char *name)
+{
+    if (strcmp(name, "fast") == 0) return V4_KERNELS_FAST;
+    if (strcmp(name, "exact") == 0) return V4_KERNELS_EXACT;
+    return -1;
+}
+
+const char *v4_kernels_isa(void)
+{
+    return v4_fast_kernels_active()->name;
+}
+
+float *v4_floats(size_t n)
+{
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}

@@ -1,0 +1,318 @@
+/*
+ * main.c - tome-mkmodel: write a random DeepSeek V4 checkpoint.
+ *
+ * The checkpoint is laid out exactly like an official Hugging Face download
+ * (config.json, sharded safetensors with their index, tokenizer.json),
+ * stored exactly as official: FP8 e4m3 matrices with ue8m0 128x128 block
+ * scales, FP4 e2m1 experts with a scale per 32 inputs, BF16 and F32
+ * elsewhere, an I64 hash-routing table.  Only the values are random, and
+ * they depend on nothing but the seed, so a model can be regenerated
+ * anywhere instead of being shipped.  The engine, its tests, the demo and
+ * the benchmarks all run on such models.
+ *
+ * This file is the command: options, config.json (a preset or a file taken
+ * as is), the tensor manifest from engine/config.c (the same list the
+ * loader checks against), and the order of the work.  The values are in
+ * fill.c, the number formats in quant.c, the container in
+ * st.c, the atomic output directory in out.c.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "tools/mkmodel/fill.h"
+#include "tools/mkmodel/out.h"
+#include "tools/mkmodel/preset.h"
+#include "tools/mkmodel/st.h"
+#include "engine/v4.h"
+
+#define CONFIG_MAX_BYTES    (1u << 20)
+#define TOKENIZER_MAX_BYTES (256u << 20)
+#define DEFAULT_SHARD_BYTES (4ull << 30)
+#define DEFAULT_SEED        1
+
+typedef struct options {
+    const char *preset;
+    const char *config_path;
+    const char *tokenizer_path;
+    const char *out_dir;
+    int layers, experts, threads;
+    uint64_t seed;
+    uint64_t shard_bytes;
+    int print_config;
+} options;
+
+static void usage(void)
+{
+    fputs("usage: tome-mkmodel --preset tiny|flash-shape [--layers N] [--experts N]\n"
+          "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
+          "                    -o DIR\n"
+          "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES]"
+          " -o DIR\n"
+          "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
+          "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.\n"
+          "  --preset NAME      tiny (built-in demo model) or flash-shape (V4-Flash layer sizes)\n"
+          "  --layers N         flash-shape: main layers (default 2)\n"
+          "  --experts N        flash-shape: routed experts per layer (default 16)\n"
+          "  --config FILE      use this config.json as is\n"
+          "  --seed S           random seed (default 1); equal seeds give identical files\n"
+          "  --tokenizer FILE   copy this tokenizer.json into the model\n"
+          "  --shard-size BYTES tensor bytes per shard, suffix K, M or G (default 4G)\n"
+          "  --threads N        worker threads (default: the online CPUs); no effect on bytes\n"
+          "  --print-config     print the config.json and exit\n"
+          "  -o, --output DIR   the model directory (must not exist, or be empty)\n",
+          stdout);
+}
+
+/* A non-negative decimal integer with an optional K/M/G (binary) suffix. */
+static int parse_size(const char *s, int allow_suffix, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return -1;
+    int shift = 0;
+    if (allow_suffix && *end) {
+        const char *units = "KMG";
+        const char *u = strchr(units, *end);
+        if (!u || end[1]) return -1;
+        shift = 10 * (int)(u - units + 1);
+        end++;
+    }
+    if (*end || v > (UINT64_MAX >> shift)) return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int parse_count(const char *opt, const char *s, int *out, tome_error *err)
+{
+    uint64_t v;
+    if (parse_size(s, 0, &v) != 0 || v < 1 || v > 1000000)
+        return tome_errorf(err, TOME_EINVAL, "%s %s: expected a positive integer", opt, s);
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, options *o, tome_error *err)
+{
+    enum {
+        OPT_PRESET = 256,
+        OPT_LAYERS,
+        OPT_EXPERTS,
+        OPT_SEED,
+        OPT_TOKENIZER,
+        OPT_SHARD,
+        OPT_CONFIG,
+        OPT_PRINT,
+        OPT_THREADS
+    };
+    static const struct option longopts[] = {
+        {"preset", required_argument, NULL, OPT_PRESET},
+        {"layers", required_argument, NULL, OPT_LAYERS},
+        {"experts", required_argument, NULL, OPT_EXPERTS},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+        {"shard-size", required_argument, NULL, OPT_SHARD},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"print-config", no_argument, NULL, OPT_PRINT},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (options){.seed = DEFAULT_SEED, .shard_bytes = DEFAULT_SHARD_BYTES};
+    int c, rc = 0;
+    opterr = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_PRESET:
+            o->preset = optarg;
+            break;
+        case OPT_LAYERS:
+            rc = parse_count("--layers", optarg, &o->layers, err);
+            break;
+        case OPT_EXPERTS:
+            rc = parse_count("--experts", optarg, &o->experts, err);
+            break;
+        case OPT_THREADS:
+            rc = parse_count("--threads", optarg, &o->threads, err);
+            break;
+        case OPT_SEED:
+            if (parse_size(optarg, 0, &o->seed) != 0)
+                rc = tome_errorf(err, TOME_EINVAL, "--seed %s: expected an unsigned integer",
+                                 optarg);
+            break;
+        case OPT_SHARD:
+            if (parse_size(optarg, 1, &o->shard_bytes) != 0 || o->shard_bytes == 0)
+                rc = tome_errorf(err, TOME_EINVAL, "--shard-size %s: expected a size like 4G",
+                                 optarg);
+            break;
+        case OPT_TOKENIZER:
+            o->tokenizer_path = optarg;
+            break;
+        case OPT_CONFIG:
+            o->config_path = optarg;
+            break;
+        case OPT_PRINT:
+            o->print_config = 1;
+            break;
+        case 'o':
+            o->out_dir = optarg;
+            break;
+        case 'h':
+            usage();
+            exit(0);
+        default:
+            rc = tome_errorf(err, TOME_EINVAL, "unknown option or missing value: %s",
+                             argv[optind - 1]);
+        }
+    }
+    if (rc) return rc;
+    if (optind < argc)
+        return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[optind]);
+    if (!o->preset == !o->config_path)
+        return tome_errorf(err, TOME_EINVAL, "give exactly one of --preset and --config");
+    if (o->config_path && (o->layers || o->experts))
+        return tome_errorf(err, TOME_EINVAL, "--layers and --experts go with --preset");
+    if (o->threads > MK_MAX_THREADS)
+        return tome_errorf(err, TOME_EINVAL, "--threads %d: at most %d", o->threads,
+                           MK_MAX_THREADS);
+    if (!o->threads) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads = cpus < 1 ? 1 : cpus > MK_MAX_THREADS ? MK_MAX_THREADS : (int)cpus;
+    }
+    if (!o->out_dir && !o->print_config)
+        return tome_errorf(err, TOME_EINVAL, "no output directory (-o DIR)");
+    return 0;
+}
+
+static int config_text(const options *o, char **text, size_t *len, tome_error *err)
+{
+    if (o->config_path) return tome_read_file(o->config_path, CONFIG_MAX_BYTES, text, len, err);
+    int rc = mk_preset_config(o->preset, o->layers, o->experts, text, err);
+    if (rc == 0) *len = strlen(*text);
+    return rc;
+}
+
+/* The largest token id a tokenizer.json defines, plus one. */
+static int tokenizer_ids(const char *path, const char *text, size_t len, int64_t *n,
+                         tome_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root)
+        return tome_errorf(err, TOME_EFORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line,
+                           jerr.text);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    json_t *added = json_object_get(root, "added_tokens");
+    const char *key;
+    json_t *v;
+    size_t i;
+    *n = 0;
+    json_object_foreach(vocab, key, v)
+    {
+        if (json_integer_value(v) + 1 > *n) *n = json_integer_value(v) + 1;
+    }
+    json_array_foreach(added, i, v)
+    {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        if (id + 1 > *n) *n = id + 1;
+    }
+    json_decref(root);
+    if (*n == 0)
+        return tome_errorf(err, TOME_EFORMAT, "%s: no model.vocab or added_tokens ids", path);
+    return 0;
+}
+
+/* Copy the tokenizer in, refusing one with ids the model has no rows for. */
+static int add_tokenizer(const mk_outdir *out, const char *src, const v4_config *cfg,
+                         tome_error *err)
+{
+    char *text, dst[4096];
+    size_t len;
+    int64_t n_ids;
+    int rc = tome_read_file(src, TOKENIZER_MAX_BYTES, &text, &len, err);
+    if (rc) return rc;
+    rc = tokenizer_ids(src, text, len, &n_ids, err);
+    if (rc == 0 && n_ids > cfg->vocab_size)
+        rc = tome_errorf(err, TOME_EMISMATCH,
+                         "%s: token ids go up to %lld but the model's vocab_size is %d", src,
+                         (long long)n_ids - 1, cfg->vocab_size);
+    if (rc == 0) rc = mk_outdir_file(out, "tokenizer.json", dst, sizeof dst, err);
+    if (rc == 0) rc = tome_write_file_atomic(dst, text, len, err);
+    free(text);
+    return rc;
+}
+
+static int produce_tensor(void *ctx, const v4_tensor_spec *t, mk_sink sink, void *sink_ctx,
+                          tome_error *err)
+{
+    return mk_fill_tensor(ctx, t, sink, sink_ctx, err);
+}
+
+static int write_model(const options *o, const char *cfg_text, size_t cfg_len, const v4_config *cfg,
+                       tome_error *err)
+{
+    v4_tensor_spec *specs = NULL;
+    size_t n = 0;
+    mk_fill *fill = NULL;
+    mk_outdir out;
+    mk_st_summary sum;
+    char path[4096];
+    double t0 = tome_now();
+    int rc = v4_manifest(cfg, &specs, &n, err);
+    if (rc) return rc;
+    rc = mk_outdir_begin(&out, o->out_dir, err);
+    if (rc) {
+        free(specs);
+        return rc;
+    }
+    rc = mk_outdir_file(&out, "config.json", path, sizeof path, err);
+    if (rc == 0) rc = tome_write_file_atomic(path, cfg_text, cfg_len, err);
+    if (rc == 0 && o->tokenizer_path) rc = add_tokenizer(&out, o->tokenizer_path, cfg, err);
+    if (rc == 0) rc = mk_fill_new(o->seed, o->threads, cfg, specs, n, &fill, err);
+    if (rc == 0)
+        rc = mk_st_write(out.tmp, specs, n, o->shard_bytes, produce_tensor, fill, &sum, err);
+    if (rc == 0) rc = mk_outdir_commit(&out, err);
+    if (rc)
+        mk_outdir_abort(&out);
+    else
+        fprintf(stderr, "tome-mkmodel: %s: %zu tensors, %zu shards, %llu bytes, %.2f s\n",
+                out.final, n, sum.n_shards, (unsigned long long)sum.file_bytes, tome_now() - t0);
+    mk_fill_free(fill);
+    free(specs);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    tome_error err = {0};
+    char *text = NULL;
+    size_t len = 0;
+    v4_config cfg;
+    int rc = parse_options(argc, argv, &o, &err);
+    if (rc) {
+        fprintf(stderr, "tome-mkmodel: %s (see --help)\n", err.msg);
+        return 2;
+    }
+    rc = config_text(&o, &text, &len, &err);
+    if (rc == 0)
+        rc = v4_config_parse(text, len, o.config_path ? o.config_path : o.preset, &cfg, &err);
+    if (rc == 0 && o.print_config)
+        fwrite(text, 1, len, stdout);
+    else if (rc == 0)
+        rc = write_model(&o, text, len, &cfg, &err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "tome-mkmodel: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}

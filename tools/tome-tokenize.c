@@ -1,0 +1,230 @@
+/*
+ * tome-tokenize.c - tome-tokenize, the tokenizer and chat encoder as a
+ * command, so that outside tools (and people) can compare tome with other
+ * implementations.  See tome-tokenize(1).
+ *
+ *   tome-tokenize --model DIR | --tokenizer FILE [--special] [--stats]
+ *       text on stdin -> JSON array of ids on stdout
+ *   ... --decode          JSON array of ids on stdin -> bytes on stdout
+ *   ... --chat FILE.json  messages -> the prompt text (--ids: its ids)
+ *
+ * Exit status: 0 on success, 1 on a usage error, 2 when the work fails.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer/tokenizer.h"
+
+#define MAX_INPUT ((size_t)4 << 30)
+
+typedef struct options {
+    const char *model_dir;
+    const char *tokenizer;
+    const char *chat;
+    int decode, special, stats, ids;
+    v4_chat_options chat_opts;
+} options;
+
+static void usage(FILE *f)
+{
+    fputs("usage: tome-tokenize (--model DIR | --tokenizer FILE) [--special] [--stats]\n"
+          "       tome-tokenize (--model DIR | --tokenizer FILE) --decode\n"
+          "       tome-tokenize [--model DIR | --tokenizer FILE] --chat FILE.json\n"
+          "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]\n",
+          f);
+}
+
+static int fail(const tome_error *err)
+{
+    fprintf(stderr, "tome-tokenize: %s\n", err->msg);
+    return 2;
+}
+
+static int read_stdin(char **out, size_t *len, tome_error *err)
+{
+    return tome_read_stream(stdin, "stdin", MAX_INPUT, out, len, err);
+}
+
+static void print_ids(const v4_ids *ids)
+{
+    putchar('[');
+    for (size_t i = 0; i < ids->n; i++) printf(i ? ",%d" : "%d", (int)ids->ids[i]);
+    puts("]");
+}
+
+static int encode_stdin(const v4_tokenizer *t, const options *o, tome_error *err)
+{
+    char *text;
+    size_t len;
+    int rc = read_stdin(&text, &len, err);
+    if (rc) return rc;
+    v4_ids ids = {0};
+    double start = tome_now();
+    rc = v4_tokenize(t, text, len, o->special, &ids, err);
+    double seconds = tome_now() - start;
+    if (rc == 0) {
+        print_ids(&ids);
+        if (o->stats)
+            fprintf(stderr, "bytes %zu ids %zu seconds %.3f MB/s %.2f tokens/s %.0f\n", len, ids.n,
+                    seconds, len / seconds / 1e6, ids.n / seconds);
+    }
+    free(ids.ids);
+    free(text);
+    return rc;
+}
+
+static int decode_stdin(const v4_tokenizer *t, tome_error *err)
+{
+    char *json;
+    size_t len;
+    int rc = read_stdin(&json, &len, err);
+    if (rc) return rc;
+    json_error_t jerr;
+    json_t *array = json_loadb(json, len, 0, &jerr);
+    free(json);
+    if (!json_is_array(array)) {
+        json_decref(array);
+        return tome_errorf(err, TOME_EINVAL, "stdin: expected a JSON array of ids (%s)",
+                           array ? "not an array" : jerr.text);
+    }
+    size_t n = json_array_size(array);
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    for (size_t i = 0; ids && i < n; i++) {
+        const json_t *v = json_array_get(array, i);
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0 || id > INT32_MAX) {
+            rc = tome_errorf(err, TOME_EINVAL, "stdin: element %zu is not a token id", i);
+            break;
+        }
+        ids[i] = (int32_t)id;
+    }
+    json_decref(array);
+    if (!ids) rc = tome_errorf(err, TOME_ENOMEM, "out of memory for %zu ids", n);
+    char *text = NULL;
+    size_t text_len = 0;
+    if (rc == 0) rc = v4_detokenize(t, ids, n, &text, &text_len, err);
+    if (rc == 0 && fwrite(text, 1, text_len, stdout) != text_len)
+        rc = tome_errorf(err, TOME_EIO, "writing stdout failed");
+    free(text);
+    free(ids);
+    return rc;
+}
+
+static int render_chat(const v4_tokenizer *t, const options *o, tome_error *err)
+{
+    char *json;
+    size_t len;
+    int rc = tome_read_file(o->chat, 256u << 20, &json, &len, err);
+    if (rc) return rc;
+    v4_prompt prompt = {0};
+    rc = v4_chat_render_json(json, len, &o->chat_opts, &prompt, err);
+    if (rc) tome_error_wrap(err, "%s", o->chat);
+    free(json);
+    if (rc == 0 && o->ids) {
+        v4_ids ids = {0};
+        rc = v4_prompt_tokenize(t, &prompt, &ids, err);
+        if (rc == 0) print_ids(&ids);
+        free(ids.ids);
+    } else if (rc == 0 && fwrite(prompt.text, 1, prompt.len, stdout) != prompt.len) {
+        rc = tome_errorf(err, TOME_EIO, "writing stdout failed");
+    }
+    v4_prompt_free(&prompt);
+    return rc;
+}
+
+/* Parse the command line; returns 0, or 1 after printing a usage error. */
+static int parse_args(int argc, char **argv, options *o)
+{
+    enum { OPT_EFFORT = 256, OPT_KEEP };
+    static const struct option longs[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"tokenizer", required_argument, NULL, 't'},
+        {"decode", no_argument, NULL, 'd'},
+        {"special", no_argument, NULL, 's'},
+        {"stats", no_argument, NULL, 'S'},
+        {"chat", required_argument, NULL, 'c'},
+        {"thinking", no_argument, NULL, 'T'},
+        {"effort", required_argument, NULL, OPT_EFFORT},
+        {"keep-reasoning", no_argument, NULL, OPT_KEEP},
+        {"ids", no_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "m:t:dsSc:Tih", longs, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o->model_dir = optarg;
+            break;
+        case 't':
+            o->tokenizer = optarg;
+            break;
+        case 'd':
+            o->decode = 1;
+            break;
+        case 's':
+            o->special = 1;
+            break;
+        case 'S':
+            o->stats = 1;
+            break;
+        case 'c':
+            o->chat = optarg;
+            break;
+        case 'T':
+            o->chat_opts.thinking = 1;
+            break;
+        case 'i':
+            o->ids = 1;
+            break;
+        case OPT_KEEP:
+            o->chat_opts.keep_reasoning = 1;
+            break;
+        case OPT_EFFORT:
+            if (strcmp(optarg, "max") == 0)
+                o->chat_opts.effort_max = 1;
+            else if (strcmp(optarg, "high") != 0) {
+                fprintf(stderr, "tome-tokenize: --effort is max or high\n");
+                return 1;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    int need_tokenizer = !o->chat || o->ids;
+    if (optind != argc || (o->model_dir && o->tokenizer) ||
+        (need_tokenizer && !o->model_dir && !o->tokenizer) || (o->chat && o->decode)) {
+        usage(stderr);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o = {0};
+    if (parse_args(argc, argv, &o)) return 1;
+    tome_error err = {0};
+    v4_tokenizer *t = NULL;
+    char in_model[4096];
+    const char *path = o.tokenizer;
+    if (o.model_dir) {
+        snprintf(in_model, sizeof in_model, "%s/tokenizer.json", o.model_dir);
+        path = in_model;
+    }
+    if (path && v4_tokenizer_load(path, &t, &err)) return fail(&err);
+    int rc = o.chat     ? render_chat(t, &o, &err)
+             : o.decode ? decode_stdin(t, &err)
+                        : encode_stdin(t, &o, &err);
+    v4_tokenizer_free(t);
+    if (rc == 0 && fflush(stdout) != 0) rc = tome_errorf(&err, TOME_EIO, "writing stdout failed");
+    return rc ? fail(&err) : 0;
+}
