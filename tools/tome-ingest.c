@@ -7,9 +7,9 @@
  * block, full-text and regex search with path:line results.  Exit status:
  * 0 done, 1 the operation failed (the message is on stderr), 2 bad usage.
  */
+#include "common/options.h"
 #include "ingest/ingest.h"
 
-#include <getopt.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,7 @@ typedef struct cli {
     const char *db;
     const char *tokenizer;
     enum mode mode;
-    const char *query;
+    const char *query, *grep;
     size_t max_hits;
     ingest_options opts;
     ingest_filter *filter;
@@ -33,198 +33,104 @@ typedef struct cli {
     } rules[256];
 } cli;
 
-static void usage(FILE *f)
+static cli cmd = {.max_hits = 1000};
+static int render, no_defaults, no_line_numbers, order, truncate_tail;
+
+static int add_rule(cli *cl, ingest_rule_kind kind, const char *pattern, tome_error *err)
 {
-    fputs("usage: tome-ingest --db FILE [options] CORPUS PATH-OR-ARCHIVE\n"
-          "       tome-ingest --db FILE --render CORPUS\n"
-          "       tome-ingest --db FILE --search QUERY CORPUS\n"
-          "       tome-ingest --db FILE --grep REGEX CORPUS\n"
-          "options: --tokenizer FILE --exclude GLOB --exclude-regex RE --include GLOB\n"
-          "  --include-regex RE --no-default-excludes --order path|source --changed-to-end\n"
-          "  --no-line-numbers --budget TOKENS --truncate none|tail --max-entries N\n"
-          "  --max-file-bytes N --max-total-bytes N --max-ratio R --ratio-floor N\n"
-          "  --max-depth N --max-path-bytes N --max-hits N\n"
-          "see tome-ingest(1)\n",
-          f);
+    if (cl->n_rules == (int)(sizeof cl->rules / sizeof cl->rules[0]))
+        return tome_errorf(err, TOME_EINVAL, "too many filter rules (at most 256)");
+    cl->rules[cl->n_rules].kind = kind;
+    cl->rules[cl->n_rules++].pattern = pattern;
+    return 0;
 }
 
-static int bad_usage(const char *fmt, const char *arg)
+static int exclude_glob(void *ctx, const char *arg, tome_error *err)
 {
-    fprintf(stderr, "tome-ingest: ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    usage(stderr);
-    return 2;
+    return add_rule(ctx, INGEST_EXCLUDE_GLOB, arg, err);
+}
+static int exclude_regex(void *ctx, const char *arg, tome_error *err)
+{
+    return add_rule(ctx, INGEST_EXCLUDE_REGEX, arg, err);
+}
+static int include_glob(void *ctx, const char *arg, tome_error *err)
+{
+    return add_rule(ctx, INGEST_INCLUDE_GLOB, arg, err);
+}
+static int include_regex(void *ctx, const char *arg, tome_error *err)
+{
+    return add_rule(ctx, INGEST_INCLUDE_REGEX, arg, err);
 }
 
-/* A non-negative decimal number, or -1. */
-static double number(const char *s)
-{
-    char *end;
-    double v = strtod(s, &end);
-    return *s && !*end && v >= 0 ? v : -1;
-}
-
-enum {
-    OPT_DB = 256,
-    OPT_TOKENIZER,
-    OPT_RENDER,
-    OPT_SEARCH,
-    OPT_GREP,
-    OPT_EXCLUDE,
-    OPT_EXCLUDE_RE,
-    OPT_INCLUDE,
-    OPT_INCLUDE_RE,
-    OPT_NO_DEFAULTS,
-    OPT_ORDER,
-    OPT_CHANGED_TO_END,
-    OPT_NO_LINE_NUMBERS,
-    OPT_BUDGET,
-    OPT_TRUNCATE,
-    OPT_MAX_ENTRIES,
-    OPT_MAX_FILE,
-    OPT_MAX_TOTAL,
-    OPT_MAX_RATIO,
-    OPT_RATIO_FLOOR,
-    OPT_MAX_DEPTH,
-    OPT_MAX_PATH,
-    OPT_MAX_HITS,
-    OPT_HELP
+static const tome_option option_table[] = {
+    TOME_STRING("db", 0, "FILE", cmd.db, "the store (an SQLite file; created if absent)"),
+    TOME_STRING("tokenizer", 0, "FILE", cmd.tokenizer, "count tokens with this tokenizer.json"),
+    TOME_FLAG("render", 0, render, "print the latest version's rendered documents"),
+    TOME_STRING("search", 0, "QUERY", cmd.query, "full-text search (FTS5 syntax)"),
+    TOME_STRING("grep", 0, "REGEX", cmd.grep, "regular-expression search (PCRE2)"),
+    TOME_CALL("exclude", 0, "GLOB", exclude_glob, "leave out matching paths (repeatable)"),
+    TOME_CALL("exclude-regex", 0, "RE", exclude_regex, "the same with a regular expression"),
+    TOME_CALL("include", 0, "GLOB", include_glob, "keep only matching paths (repeatable)"),
+    TOME_CALL("include-regex", 0, "RE", include_regex, "the same with a regular expression"),
+    TOME_FLAG("no-default-excludes", 0, no_defaults, "keep .git, build outputs, ..."),
+    TOME_CHOICE("order", 0, "path|source", order, "document order (default path)"),
+    TOME_FLAG("changed-to-end", 0, cmd.opts.changed_to_end, "changed documents last"),
+    TOME_FLAG("no-line-numbers", 0, no_line_numbers, "render lines without \"N: \""),
+    TOME_INT("budget", 0, "TOKENS", cmd.opts.render.token_budget, 0, INT64_MAX,
+             "token budget of the rendered prompt"),
+    TOME_CHOICE("truncate", 0, "none|tail", truncate_tail,
+                "over the budget: refuse (none) or leave documents off the end"),
+    TOME_UINT("max-entries", 0, "N", cmd.opts.limits.max_entries, 0, -1, "archive entries"),
+    TOME_SIZE("max-file-bytes", 0, "N", cmd.opts.limits.max_file_bytes, 0, -1,
+              "one entry, uncompressed (suffixes K, M, G, T)"),
+    TOME_SIZE("max-total-bytes", 0, "N", cmd.opts.limits.max_total_bytes, 0, -1,
+              "every entry, uncompressed"),
+    TOME_REAL("max-ratio", 0, "R", cmd.opts.limits.max_ratio, 0, 1000000000,
+              "uncompressed / compressed bytes of one archive"),
+    TOME_SIZE("ratio-floor", 0, "N", cmd.opts.limits.ratio_floor, 0, -1,
+              "bytes before the ratio is checked"),
+    TOME_INT("max-depth", 0, "N", cmd.opts.limits.max_depth, 0, 64, "archives inside archives"),
+    TOME_SIZE("max-path-bytes", 0, "N", cmd.opts.limits.max_path_bytes, 1, -1, "a normalised path"),
+    TOME_UINT("max-hits", 0, "N", cmd.max_hits, 0, -1, "search results at most (default 1000)"),
 };
+static const tome_cli command_line = {
+    "tome-ingest",
+    "--db FILE [options] CORPUS PATH-OR-ARCHIVE\n"
+    "       tome-ingest --db FILE --render CORPUS\n"
+    "       tome-ingest --db FILE --search QUERY CORPUS\n"
+    "       tome-ingest --db FILE --grep REGEX CORPUS\n"
+    "see tome-ingest(1)",
+    option_table, sizeof option_table / sizeof option_table[0]};
 
-static const struct option long_options[] = {
-    {"db", required_argument, NULL, OPT_DB},
-    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
-    {"render", no_argument, NULL, OPT_RENDER},
-    {"search", required_argument, NULL, OPT_SEARCH},
-    {"grep", required_argument, NULL, OPT_GREP},
-    {"exclude", required_argument, NULL, OPT_EXCLUDE},
-    {"exclude-regex", required_argument, NULL, OPT_EXCLUDE_RE},
-    {"include", required_argument, NULL, OPT_INCLUDE},
-    {"include-regex", required_argument, NULL, OPT_INCLUDE_RE},
-    {"no-default-excludes", no_argument, NULL, OPT_NO_DEFAULTS},
-    {"order", required_argument, NULL, OPT_ORDER},
-    {"changed-to-end", no_argument, NULL, OPT_CHANGED_TO_END},
-    {"no-line-numbers", no_argument, NULL, OPT_NO_LINE_NUMBERS},
-    {"budget", required_argument, NULL, OPT_BUDGET},
-    {"truncate", required_argument, NULL, OPT_TRUNCATE},
-    {"max-entries", required_argument, NULL, OPT_MAX_ENTRIES},
-    {"max-file-bytes", required_argument, NULL, OPT_MAX_FILE},
-    {"max-total-bytes", required_argument, NULL, OPT_MAX_TOTAL},
-    {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
-    {"ratio-floor", required_argument, NULL, OPT_RATIO_FLOOR},
-    {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
-    {"max-path-bytes", required_argument, NULL, OPT_MAX_PATH},
-    {"max-hits", required_argument, NULL, OPT_MAX_HITS},
-    {"help", no_argument, NULL, OPT_HELP},
-    {NULL, 0, NULL, 0}};
-
-static int add_rule(cli *c, ingest_rule_kind kind, const char *pattern)
+/* Parse argv into `c`: 0 (operands in argv[1..]), or the exit status for
+ * a usage error (2) or --help (0 after printing it), with *exit_now set. */
+static int parse_command_line(int argc, char **argv, int *exit_now)
 {
-    if (c->n_rules == (int)(sizeof c->rules / sizeof c->rules[0]))
-        return bad_usage("too many filter rules (at most 256): %s", pattern);
-    c->rules[c->n_rules].kind = kind;
-    c->rules[c->n_rules++].pattern = pattern;
-    return 0;
-}
-
-/* Options that set a number; 0 if `opt` is not one of them. */
-static int set_number(cli *c, int opt, const char *arg)
-{
-    double v = number(arg);
-    if (v < 0) return bad_usage("not a non-negative number: %s", arg);
-    ingest_limits *l = &c->opts.limits;
-    switch (opt) {
-    case OPT_MAX_ENTRIES:
-        l->max_entries = (uint64_t)v;
-        break;
-    case OPT_MAX_FILE:
-        l->max_file_bytes = (uint64_t)v;
-        break;
-    case OPT_MAX_TOTAL:
-        l->max_total_bytes = (uint64_t)v;
-        break;
-    case OPT_MAX_RATIO:
-        l->max_ratio = v;
-        break;
-    case OPT_RATIO_FLOOR:
-        l->ratio_floor = (uint64_t)v;
-        break;
-    case OPT_MAX_DEPTH:
-        l->max_depth = (int)v;
-        break;
-    case OPT_MAX_PATH:
-        l->max_path_bytes = (size_t)v;
-        break;
-    case OPT_MAX_HITS:
-        c->max_hits = (size_t)v;
-        break;
-    case OPT_BUDGET:
-        c->opts.render.token_budget = (int64_t)v;
-        break;
+    tome_error err = {0};
+    int n_operands = 0;
+    int rc = tome_options_parse(&command_line, argc, argv, &cmd, &n_operands, &err);
+    *exit_now = 1;
+    if (rc == TOME_OPTIONS_HELP) {
+        tome_options_help(&command_line, stdout);
+        return 0;
     }
-    return 0;
-}
-
-static int parse_option(cli *c, int opt, const char *arg)
-{
-    switch (opt) {
-    case OPT_DB:
-        c->db = arg;
-        return 0;
-    case OPT_TOKENIZER:
-        c->tokenizer = arg;
-        return 0;
-    case OPT_RENDER:
-        c->mode = MODE_RENDER;
-        return 0;
-    case OPT_SEARCH:
-        c->mode = MODE_SEARCH, c->query = arg;
-        return 0;
-    case OPT_GREP:
-        c->mode = MODE_GREP, c->query = arg;
-        return 0;
-    case OPT_EXCLUDE:
-        return add_rule(c, INGEST_EXCLUDE_GLOB, arg);
-    case OPT_EXCLUDE_RE:
-        return add_rule(c, INGEST_EXCLUDE_REGEX, arg);
-    case OPT_INCLUDE:
-        return add_rule(c, INGEST_INCLUDE_GLOB, arg);
-    case OPT_INCLUDE_RE:
-        return add_rule(c, INGEST_INCLUDE_REGEX, arg);
-    case OPT_NO_DEFAULTS:
-        c->defaults = 0;
-        return 0;
-    case OPT_CHANGED_TO_END:
-        c->opts.changed_to_end = 1;
-        return 0;
-    case OPT_NO_LINE_NUMBERS:
-        c->opts.render.line_numbers = 0;
-        return 0;
-    case OPT_ORDER:
-        if (strcmp(arg, "path") == 0)
-            c->opts.order = INGEST_ORDER_PATH;
-        else if (strcmp(arg, "source") == 0)
-            c->opts.order = INGEST_ORDER_SOURCE;
-        else
-            return bad_usage("--order takes path or source, not %s", arg);
-        return 0;
-    case OPT_TRUNCATE:
-        if (strcmp(arg, "none") == 0)
-            c->opts.render.truncate = INGEST_TRUNCATE_NONE;
-        else if (strcmp(arg, "tail") == 0)
-            c->opts.render.truncate = INGEST_TRUNCATE_TAIL;
-        else
-            return bad_usage("--truncate takes none or tail, not %s", arg);
-        return 0;
-    case OPT_HELP:
-        usage(stdout);
-        exit(0);
-    default:
-        if (opt >= OPT_BUDGET && opt <= OPT_MAX_HITS) return set_number(c, opt, arg);
-        usage(stderr);
+    if (rc == 0 && render + !!cmd.query + !!cmd.grep > 1)
+        rc = tome_errorf(&err, TOME_EINVAL, "give at most one of --render, --search and --grep");
+    cmd.mode = render ? MODE_RENDER : cmd.query ? MODE_SEARCH : cmd.grep ? MODE_GREP : MODE_INGEST;
+    if (cmd.grep) cmd.query = cmd.grep;
+    if (rc == 0 && !cmd.db) rc = tome_errorf(&err, TOME_EINVAL, "--db FILE is required");
+    if (rc == 0 && n_operands != (cmd.mode == MODE_INGEST ? 2 : 1))
+        rc = tome_errorf(&err, TOME_EINVAL, "wrong number of arguments");
+    if (rc) {
+        fprintf(stderr, "tome-ingest: %s (see tome-ingest --help)\n", err.msg);
         return 2;
     }
+    cmd.defaults = !no_defaults;
+    cmd.opts.render.line_numbers = !no_line_numbers;
+    cmd.opts.order = order ? INGEST_ORDER_SOURCE : INGEST_ORDER_PATH;
+    cmd.opts.render.truncate = truncate_tail ? INGEST_TRUNCATE_TAIL : INGEST_TRUNCATE_NONE;
+    *exit_now = 0;
+    return 0;
 }
 
 static int fail(const tome_error *err)
@@ -306,32 +212,25 @@ int main(int argc, char **argv)
 {
     /* libarchive converts entry names through the locale: make it UTF-8. */
     if (!setlocale(LC_CTYPE, "C.UTF-8")) setlocale(LC_CTYPE, "");
-    cli c = {.max_hits = 1000, .defaults = 1};
-    ingest_options_default(&c.opts);
-    int opt;
-    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        int rc = parse_option(&c, opt, optarg);
-        if (rc) return rc;
-    }
-    int want = c.mode == MODE_INGEST ? 2 : 1;
-    if (!c.db) return bad_usage("%s", "--db FILE is required");
-    if (argc - optind != want) return bad_usage("%s", "wrong number of arguments");
+    ingest_options_default(&cmd.opts);
+    int exit_now, status = parse_command_line(argc, argv, &exit_now);
+    if (exit_now) return status;
 
     tome_error err = {0};
     store *s;
     v4_tokenizer *tok = NULL;
     char fingerprint[65];
-    if (store_open(c.db, &s, &err)) return fail(&err);
-    int rc = c.tokenizer ? load_tokenizer(&c, &tok, fingerprint, &err) : 0;
+    if (store_open(cmd.db, &s, &err)) return fail(&err);
+    int rc = cmd.tokenizer ? load_tokenizer(&cmd, &tok, fingerprint, &err) : 0;
     if (rc)
         rc = fail(&err);
-    else if (c.mode == MODE_INGEST)
-        rc = run_ingest(s, &c, argv[optind], argv[optind + 1], &err);
-    else if (c.mode == MODE_RENDER)
-        rc = show_render(s, &c, argv[optind], &err);
+    else if (cmd.mode == MODE_INGEST)
+        rc = run_ingest(s, &cmd, argv[1], argv[2], &err);
+    else if (cmd.mode == MODE_RENDER)
+        rc = show_render(s, &cmd, argv[1], &err);
     else
-        rc = show_hits(s, &c, argv[optind], &err);
-    ingest_filter_free(c.filter);
+        rc = show_hits(s, &cmd, argv[1], &err);
+    ingest_filter_free(cmd.filter);
     v4_tokenizer_free(tok);
     store_close(s);
     return rc;

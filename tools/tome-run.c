@@ -8,12 +8,12 @@
  * outside tool can compare the engine with any reference without linking
  * against it.  It is the engine's only driver besides the daemon.
  */
+#include "common/options.h"
 #include "engine/v4.h"
 #include "kvstate/kvstate.h"
 #include "tokenizer/tokenizer.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -21,34 +21,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tome-run --model DIR (--ids FILE | --text TEXT) [options]\n"
-            "  --ids FILE         token ids: a JSON array or whitespace-separated integers ('-' = "
-            "stdin)\n"
-            "  --text TEXT        text, tokenized with DIR/tokenizer.json (special tokens parsed)\n"
-            "  --chunk N          prefill chunk size (default 256)\n"
-            "  --decode N         decode N tokens greedily after the prefill\n"
-            "  --decode-ids FILE  feed these tokens one step at a time instead\n"
-            "  --mtp              also compute the MTP head's logits (needs a decode step)\n"
-            "  --dump FILE        write logits and tokens as safetensors\n"
-            "  --numerics MODE    qat (default) or fp32 (round trips off, for debugging)\n"
-            "  --kernels MODE     fast (default: SIMD, fixed order) or exact (the reference's\n"
-            "                     rounding, bit for bit; slower)\n"
-            "  --threads N        kernel threads (default: all cores)\n"
-            "  --kv-rope-bf16     keep the RoPE dims of stored KV entries in BF16 (smaller state)\n"
-            "  --print-tokens     print the decoded ids (and text, with a tokenizer) on stdout\n"
-            "  --save-state FILE  save the state after the prefill (tome-kvcache(5))\n"
-            "  --load-state FILE  start from the longest state or restart point in FILE whose\n"
-            "                     ids start the prompt; prefill only the rest\n");
-}
-
 typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
-    v4_numerics numerics;
-    v4_kernels kernels;
+    int numerics; /* v4_numerics: the index in "qat|fp32" */
+    int kernels;  /* v4_kernels: the index in "fast|exact" */
 } options;
 
 static int push_id(v4_ids *ids, int32_t id, tome_error *err)
@@ -169,102 +146,65 @@ typedef struct outputs {
     int64_t n_decode;
 } outputs;
 
-static int parse_options(int argc, char **argv, options *o)
+static options opt;
+static const tome_option option_table[] = {
+    TOME_STRING("model", 0, "DIR", opt.model, "the checkpoint directory"),
+    TOME_STRING("ids", 0, "FILE", opt.ids_file,
+                "token ids: a JSON array or whitespace-separated integers ('-' = stdin)"),
+    TOME_STRING("text", 0, "TEXT", opt.text,
+                "text, tokenized with DIR/tokenizer.json (special tokens parsed)"),
+    TOME_INT("chunk", 0, "N", opt.chunk, 1, 1 << 20, "prefill chunk size (default 256)"),
+    TOME_INT("decode", 0, "N", opt.decode, 0, INT32_MAX,
+             "decode N tokens greedily after the prefill"),
+    TOME_STRING("decode-ids", 0, "FILE", opt.decode_ids_file,
+                "feed these tokens one step at a time instead"),
+    TOME_FLAG("mtp", 0, opt.mtp, "also compute the MTP head's logits (needs a decode step)"),
+    TOME_STRING("dump", 0, "FILE", opt.dump, "write logits and tokens as safetensors"),
+    TOME_CHOICE("numerics", 0, "qat|fp32", opt.numerics,
+                "qat (default) or fp32 (round trips off, for debugging)"),
+    TOME_CHOICE("kernels", 0, "fast|exact", opt.kernels,
+                "fast (default: SIMD, fixed order) or exact (the reference's\n"
+                "rounding, bit for bit; slower)"),
+    TOME_INT("threads", 0, "N", opt.threads, 0, 256, "kernel threads (default 0: all cores)"),
+    TOME_FLAG("kv-rope-bf16", 0, opt.kv_rope_bf16,
+              "keep the RoPE dims of stored KV entries in BF16 (smaller state)"),
+    TOME_FLAG("print-tokens", 0, opt.print_tokens,
+              "print the decoded ids (and text, with a tokenizer) on stdout"),
+    TOME_STRING("save-state", 0, "FILE", opt.save_state,
+                "save the state after the prefill (tome-kvcache(5))"),
+    TOME_STRING("load-state", 0, "FILE", opt.load_state,
+                "start from the longest state or restart point in FILE whose\n"
+                "ids start the prompt; prefill only the rest"),
+};
+static const tome_cli cli = {"tome-run", "--model DIR (--ids FILE | --text TEXT) [options]",
+                             option_table, sizeof option_table / sizeof option_table[0]};
+
+/* Fill `opt` from argv: 0, or the exit status for a usage error (2) or
+ * --help (0 after printing it), with *exit_now set. */
+static int parse_options(int argc, char **argv, int *exit_now)
 {
-    static const struct option longs[] = {{"model", required_argument, 0, 'm'},
-                                          {"ids", required_argument, 0, 'i'},
-                                          {"text", required_argument, 0, 't'},
-                                          {"chunk", required_argument, 0, 'c'},
-                                          {"decode", required_argument, 0, 'd'},
-                                          {"decode-ids", required_argument, 0, 'D'},
-                                          {"mtp", no_argument, 0, 'M'},
-                                          {"dump", required_argument, 0, 'o'},
-                                          {"numerics", required_argument, 0, 'n'},
-                                          {"kernels", required_argument, 0, 'K'},
-                                          {"threads", required_argument, 0, 'j'},
-                                          {"print-tokens", no_argument, 0, 'p'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {"kv-rope-bf16", no_argument, 0, 'B'},
-                                          {"save-state", required_argument, 0, 'S'},
-                                          {"load-state", required_argument, 0, 'L'},
-                                          {0, 0, 0, 0}};
-    memset(o, 0, sizeof *o);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o->model = optarg;
-            break;
-        case 'i':
-            o->ids_file = optarg;
-            break;
-        case 't':
-            o->text = optarg;
-            break;
-        case 'c':
-            o->chunk = atoi(optarg);
-            break;
-        case 'd':
-            o->decode = atoi(optarg);
-            break;
-        case 'D':
-            o->decode_ids_file = optarg;
-            break;
-        case 'M':
-            o->mtp = 1;
-            break;
-        case 'o':
-            o->dump = optarg;
-            break;
-        case 'j':
-            o->threads = atoi(optarg);
-            break;
-        case 'p':
-            o->print_tokens = 1;
-            break;
-        case 'B':
-            o->kv_rope_bf16 = 1;
-            break;
-        case 'S':
-            o->save_state = optarg;
-            break;
-        case 'L':
-            o->load_state = optarg;
-            break;
-        case 'n':
-            if (strcmp(optarg, "qat") == 0)
-                o->numerics = V4_NUMERICS_QAT;
-            else if (strcmp(optarg, "fp32") == 0)
-                o->numerics = V4_NUMERICS_FP32;
-            else {
-                fprintf(stderr, "tome-run: --numerics must be qat or fp32\n");
-                return 2;
-            }
-            break;
-        case 'K':
-            if (v4_kernels_parse(optarg) < 0) {
-                fprintf(stderr, "tome-run: --kernels must be fast or exact\n");
-                return 2;
-            }
-            o->kernels = (v4_kernels)v4_kernels_parse(optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            usage(stderr);
-            return 2;
-        }
+    tome_error err = {0};
+    int n_operands = 0;
+    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
+    *exit_now = 1;
+    if (rc == TOME_OPTIONS_HELP) {
+        tome_options_help(&cli, stdout);
+        return 0;
     }
-    if (!o->model || (!o->ids_file == !o->text) || o->chunk < 0 || o->decode < 0) {
-        usage(stderr);
+    if (rc == 0 && n_operands > 0)
+        rc = tome_errorf(&err, TOME_EINVAL, "unexpected argument: %s", argv[1]);
+    if (rc == 0 && !opt.model) rc = tome_errorf(&err, TOME_EINVAL, "--model is required");
+    if (rc == 0 && !opt.ids_file == !opt.text)
+        rc = tome_errorf(&err, TOME_EINVAL, "give exactly one of --ids and --text");
+    if (rc == 0 && opt.load_state && (opt.mtp || opt.dump))
+        rc = tome_errorf(&err, TOME_EINVAL,
+                         "--load-state skips the prompt's saved part, whose outputs --mtp and "
+                         "--dump need");
+    if (rc) {
+        fprintf(stderr, "tome-run: %s (see tome-run --help)\n", err.msg);
         return 2;
     }
-    if (o->load_state && (o->mtp || o->dump)) {
-        fprintf(stderr, "tome-run: --load-state skips the prompt's saved part, whose outputs "
-                        "--mtp and --dump need\n");
-        return 2;
-    }
+    *exit_now = 0;
     return 0;
 }
 
@@ -328,148 +268,194 @@ static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_e
     return read_ids(o->ids_file, ids, err);
 }
 
-static int run(const options *o, tome_error *err)
-{
-    v4_open_options opts = {.numerics = o->numerics,
-                            .kernels = o->kernels,
-                            .n_threads = o->threads,
-                            .kv_rope_bf16 = o->kv_rope_bf16};
-    double t0 = tome_now();
+/* Everything one run owns, released by run_free. */
+typedef struct run {
+    const options *o;
     v4_model *m;
-    int rc = v4_model_open(o->model, &opts, &m, err);
-    if (rc) return rc;
-    double t_load = tome_now() - t0;
+    v4_tokenizer *tok;
+    v4_ids ids, forced;
+    v4_state *s;
+    outputs out;
+    float *hc, *last;
+    size_t V, width, done_ids;
+    double t_load, t_prefill, t_decode;
+} run;
+
+static void print_model_lines(const run *r)
+{
+    const options *o = r->o;
     v4_token_cost cost;
-    v4_model_token_cost(m, &cost);
+    v4_model_token_cost(r->m, &cost);
     fprintf(stderr,
             "tome-run: cost per token: %.3f GFLOP in matrix products, %.1f MB of weights "
             "(LM head: %.3f GFLOP, %.1f MB)\n",
             2e-9 * cost.macs, 1e-6 * cost.weight_bytes, 2e-9 * cost.head_macs,
             1e-6 * cost.head_bytes);
     fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads\n",
-            v4_kernels_name(o->kernels), v4_kernels_isa(),
+            v4_kernels_name((v4_kernels)o->kernels), v4_kernels_isa(),
             o->numerics == V4_NUMERICS_FP32 ? "fp32" : "qat",
             o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
-    const v4_config *c = v4_model_config(m);
-    size_t V = (size_t)c->vocab_size, width = (size_t)c->hc_mult * c->dim;
-    v4_tokenizer *tok = NULL;
-    v4_ids ids = {0}, forced = {0};
-    v4_state *s = NULL;
-    outputs out = {0};
-    float *hc = NULL, *last = NULL;
-    if ((rc = load_prompt(o, &tok, &ids, err)) != 0) goto done;
-    if (ids.n == 0) {
-        rc = tome_errorf(err, TOME_EINVAL, "no prompt tokens");
-        goto done;
-    }
-    if (o->decode_ids_file && (rc = read_ids(o->decode_ids_file, &forced, err)) != 0) goto done;
-    out.n_decode = o->decode_ids_file ? (int64_t)forced.n : o->decode;
-    out.prefill = o->dump ? malloc(ids.n * V * sizeof(float)) : NULL;
-    out.decode = malloc(((size_t)out.n_decode + 1) * V * sizeof(float));
-    out.tokens = malloc(((size_t)out.n_decode + 1) * sizeof(int32_t));
-    hc = malloc((ids.n + 1) * width * sizeof(float));
-    last = malloc(V * sizeof(float));
-    if ((o->dump && !out.prefill) || !out.decode || !out.tokens || !hc || !last) {
-        rc = tome_errorf(err, TOME_ENOMEM, "out of memory for %zu prompt tokens", ids.n);
-        goto done;
-    }
-    size_t done_ids = 0;
-    double t1 = tome_now();
-    rc = o->load_state ? load_state(m, o->load_state, &ids, &s, &done_ids, err)
-                       : v4_state_new(m, &s, err);
-    if (rc) goto done;
-    if (o->load_state && (rc = report_restore(o->load_state, s, done_ids, ids.n, t1, err)) != 0)
-        goto done;
+}
+
+/* Open the model, read the prompt and the forced tokens, and allocate the
+ * outputs. */
+static int run_open(run *r, tome_error *err)
+{
+    const options *o = r->o;
+    v4_open_options opts = {.numerics = (v4_numerics)o->numerics,
+                            .kernels = (v4_kernels)o->kernels,
+                            .n_threads = o->threads,
+                            .kv_rope_bf16 = o->kv_rope_bf16};
+    double t0 = tome_now();
+    int rc = v4_model_open(o->model, &opts, &r->m, err);
+    if (rc) return rc;
+    r->t_load = tome_now() - t0;
+    print_model_lines(r);
+    const v4_config *c = v4_model_config(r->m);
+    r->V = (size_t)c->vocab_size;
+    r->width = (size_t)c->hc_mult * c->dim;
+    if ((rc = load_prompt(o, &r->tok, &r->ids, err)) != 0) return rc;
+    if (r->ids.n == 0) return tome_errorf(err, TOME_EINVAL, "no prompt tokens");
+    if (o->decode_ids_file && (rc = read_ids(o->decode_ids_file, &r->forced, err)) != 0) return rc;
+    size_t n = r->ids.n, V = r->V;
+    r->out.n_decode = o->decode_ids_file ? (int64_t)r->forced.n : o->decode;
+    r->out.prefill = o->dump ? malloc(n * V * sizeof(float)) : NULL;
+    r->out.decode = malloc(((size_t)r->out.n_decode + 1) * V * sizeof(float));
+    r->out.tokens = malloc(((size_t)r->out.n_decode + 1) * sizeof(int32_t));
+    r->hc = malloc((n + 1) * r->width * sizeof(float));
+    r->last = malloc(V * sizeof(float));
+    if ((o->dump && !r->out.prefill) || !r->out.decode || !r->out.tokens || !r->hc || !r->last)
+        return tome_errorf(err, TOME_ENOMEM, "out of memory for %zu prompt tokens", n);
+    return 0;
+}
+
+/* A new state or the saved one, then the rest of the prompt; --save-state. */
+static int run_prefill(run *r, tome_error *err)
+{
+    const options *o = r->o;
+    double t0 = tome_now();
+    int rc = o->load_state ? load_state(r->m, o->load_state, &r->ids, &r->s, &r->done_ids, err)
+                           : v4_state_new(r->m, &r->s, err);
+    if (rc == 0 && o->load_state)
+        rc = report_restore(o->load_state, r->s, r->done_ids, r->ids.n, t0, err);
+    if (rc) return rc;
     /* A prompt resumed from a saved state is the rest of one evaluation of
      * the whole prompt: it rounds as a run from scratch would. */
     v4_eval ev = {.chunk = o->chunk,
-                  .logits = out.prefill,
-                  .last_logits = last,
-                  .hc_out = o->mtp ? hc : NULL,
-                  .part_first = (int64_t)done_ids,
-                  .part_total = done_ids ? (int64_t)ids.n : 0};
-    t1 = tome_now();
-    if ((rc = v4_eval_tokens(s, ids.ids + done_ids, ids.n - done_ids, &ev, err)) != 0) goto done;
-    double t_prefill = tome_now() - t1;
-    if (o->save_state && (rc = save_state(o->save_state, s, &ids, err)) != 0) goto done;
-    double t2 = tome_now();
-    int32_t next = argmax(last, (int)V);
-    for (int64_t i = 0; i < out.n_decode; i++) {
-        int32_t feed = o->decode_ids_file ? forced.ids[i] : next;
-        out.tokens[i] = feed;
-        v4_eval dev = {.last_logits = out.decode + (size_t)i * V};
-        if ((rc = v4_eval_tokens(s, &feed, 1, &dev, err)) != 0) goto done;
-        next = argmax(out.decode + (size_t)i * V, (int)V);
-    }
-    double t_decode = tome_now() - t2;
-    if (o->mtp && out.n_decode > 0) {
-        /* MTP row p pairs the state at p with token p+1; the prompt's last
-         * row takes the first decoded token. */
-        int32_t *shifted = malloc(ids.n * sizeof *shifted);
-        out.mtp = malloc(ids.n * V * sizeof(float));
-        if (!shifted || !out.mtp) {
-            free(shifted);
-            rc = tome_errorf(err, TOME_ENOMEM, "out of memory for MTP logits");
-            goto done;
-        }
-        memcpy(shifted, ids.ids + 1, (ids.n - 1) * sizeof *shifted);
-        shifted[ids.n - 1] = out.tokens[0];
-        rc = v4_mtp_eval(s, hc, shifted, ids.n, out.mtp, NULL, err);
+                  .logits = r->out.prefill,
+                  .last_logits = r->last,
+                  .hc_out = o->mtp ? r->hc : NULL,
+                  .part_first = (int64_t)r->done_ids,
+                  .part_total = r->done_ids ? (int64_t)r->ids.n : 0};
+    double t1 = tome_now();
+    rc = v4_eval_tokens(r->s, r->ids.ids + r->done_ids, r->ids.n - r->done_ids, &ev, err);
+    r->t_prefill = tome_now() - t1;
+    if (rc == 0 && o->save_state) rc = save_state(o->save_state, r->s, &r->ids, err);
+    return rc;
+}
+
+/* MTP row p pairs the state at p with token p+1; the prompt's last row
+ * takes the first decoded token. */
+static int run_mtp(run *r, tome_error *err)
+{
+    size_t n = r->ids.n;
+    int32_t *shifted = malloc(n * sizeof *shifted);
+    r->out.mtp = malloc(n * r->V * sizeof(float));
+    if (!shifted || !r->out.mtp) {
         free(shifted);
-        if (rc) goto done;
+        return tome_errorf(err, TOME_ENOMEM, "out of memory for MTP logits");
     }
+    memcpy(shifted, r->ids.ids + 1, (n - 1) * sizeof *shifted);
+    shifted[n - 1] = r->out.tokens[0];
+    int rc = v4_mtp_eval(r->s, r->hc, shifted, n, r->out.mtp, NULL, err);
+    free(shifted);
+    return rc;
+}
+
+/* Greedy decode (or the forced tokens), then --mtp. */
+static int run_decode(run *r, tome_error *err)
+{
+    double t0 = tome_now();
+    int32_t next = argmax(r->last, (int)r->V);
+    for (int64_t i = 0; i < r->out.n_decode; i++) {
+        int32_t feed = r->o->decode_ids_file ? r->forced.ids[i] : next;
+        float *logits = r->out.decode + (size_t)i * r->V;
+        r->out.tokens[i] = feed;
+        v4_eval ev = {.last_logits = logits};
+        int rc = v4_eval_tokens(r->s, &feed, 1, &ev, err);
+        if (rc) return rc;
+        next = argmax(logits, (int)r->V);
+    }
+    r->t_decode = tome_now() - t0;
+    return r->o->mtp && r->out.n_decode > 0 ? run_mtp(r, err) : 0;
+}
+
+static void print_tokens(const run *r)
+{
+    const outputs *out = &r->out;
+    for (int64_t i = 0; i < out->n_decode; i++) printf("%s%d", i ? " " : "", out->tokens[i]);
+    printf("\n");
+    char *text;
+    size_t len;
+    tome_error ignored;
+    if (r->tok && out->n_decode > 0 &&
+        v4_detokenize(r->tok, out->tokens, (size_t)out->n_decode, &text, &len, &ignored) == 0) {
+        fwrite(text, 1, len, stdout);
+        printf("\n");
+        free(text);
+    }
+}
+
+/* The timing line, --print-tokens and --dump. */
+static int run_report(const run *r, tome_error *err)
+{
+    const options *o = r->o;
+    size_t n = r->ids.n, V = r->V, fresh = n - r->done_ids;
+    int64_t nd = r->out.n_decode;
     fprintf(stderr,
             "tome-run: load %.3f s; prefill %zu tokens in %.3f s (%.1f tok/s); decode %lld tokens "
             "in %.3f s (%.2f tok/s); state %zu bytes of compressed KV (model: %.2f B/token)\n",
-            t_load, ids.n - done_ids, t_prefill,
-            (ids.n - done_ids) / (t_prefill > 0 ? t_prefill : 1e-9), (long long)out.n_decode,
-            t_decode, out.n_decode / (t_decode > 0 ? t_decode : 1e-9), v4_state_kv_bytes(s),
-            v4_model_state_bytes_per_token(m));
-    if (o->print_tokens) {
-        for (int64_t i = 0; i < out.n_decode; i++) printf("%s%d", i ? " " : "", out.tokens[i]);
-        printf("\n");
-        if (tok && out.n_decode > 0) {
-            char *text;
-            size_t len;
-            if (v4_detokenize(tok, out.tokens, (size_t)out.n_decode, &text, &len, err) == 0) {
-                fwrite(text, 1, len, stdout);
-                printf("\n");
-                free(text);
-            }
-        }
-    }
-    if (o->dump) {
-        dump_tensor t[4] = {
-            {"prefill_logits", "F32", (int64_t)ids.n, (int64_t)V, out.prefill, ids.n * V * 4},
-            {"decode_logits", "F32", out.n_decode, (int64_t)V, out.decode,
-             (size_t)out.n_decode * V * 4},
-            {"decode_tokens", "I32", out.n_decode, 0, out.tokens, (size_t)out.n_decode * 4},
-            {"mtp_logits", "F32", (int64_t)ids.n, (int64_t)V, out.mtp, ids.n * V * 4},
-        };
-        rc = write_dump(o->dump, t, out.mtp ? 4 : 3, err);
-    }
-done:
-    v4_state_free(s);
-    v4_tokenizer_free(tok);
-    free(ids.ids);
-    free(forced.ids);
-    free(out.prefill);
-    free(out.decode);
-    free(out.mtp);
-    free(out.tokens);
-    free(hc);
-    free(last);
-    v4_model_free(m);
-    return rc;
+            r->t_load, fresh, r->t_prefill, fresh / (r->t_prefill > 0 ? r->t_prefill : 1e-9),
+            (long long)nd, r->t_decode, nd / (r->t_decode > 0 ? r->t_decode : 1e-9),
+            v4_state_kv_bytes(r->s), v4_model_state_bytes_per_token(r->m));
+    if (o->print_tokens) print_tokens(r);
+    if (!o->dump) return 0;
+    dump_tensor t[4] = {
+        {"prefill_logits", "F32", (int64_t)n, (int64_t)V, r->out.prefill, n * V * 4},
+        {"decode_logits", "F32", nd, (int64_t)V, r->out.decode, (size_t)nd * V * 4},
+        {"decode_tokens", "I32", nd, 0, r->out.tokens, (size_t)nd * 4},
+        {"mtp_logits", "F32", (int64_t)n, (int64_t)V, r->out.mtp, n * V * 4},
+    };
+    return write_dump(o->dump, t, r->out.mtp ? 4 : 3, err);
+}
+
+static void run_free(run *r)
+{
+    v4_state_free(r->s);
+    v4_tokenizer_free(r->tok);
+    free(r->ids.ids);
+    free(r->forced.ids);
+    free(r->out.prefill);
+    free(r->out.decode);
+    free(r->out.mtp);
+    free(r->out.tokens);
+    free(r->hc);
+    free(r->last);
+    v4_model_free(r->m);
 }
 
 int main(int argc, char **argv)
 {
-    options o;
-    int rc = parse_options(argc, argv, &o);
-    if (rc) return rc;
+    int exit_now, rc = parse_options(argc, argv, &exit_now);
+    if (exit_now) return rc;
     tome_error err = {0};
-    if (run(&o, &err) != 0) {
+    run r = {.o = &opt};
+    rc = run_open(&r, &err);
+    if (rc == 0) rc = run_prefill(&r, &err);
+    if (rc == 0) rc = run_decode(&r, &err);
+    if (rc == 0) rc = run_report(&r, &err);
+    run_free(&r);
+    if (rc) {
         fprintf(stderr, "tome-run: %s\n", err.msg);
         return 1;
     }

@@ -10,12 +10,12 @@
  *
  * Exit status: 0 on success, 1 on a usage error, 2 when the work fails.
  */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/options.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_INPUT ((size_t)4 << 30)
@@ -27,15 +27,6 @@ typedef struct options {
     int decode, special, stats, ids;
     v4_chat_options chat_opts;
 } options;
-
-static void usage(FILE *f)
-{
-    fputs("usage: tome-tokenize (--model DIR | --tokenizer FILE) [--special] [--stats]\n"
-          "       tome-tokenize (--model DIR | --tokenizer FILE) --decode\n"
-          "       tome-tokenize [--model DIR | --tokenizer FILE] --chat FILE.json\n"
-          "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]\n",
-          f);
-}
 
 static int fail(const tome_error *err)
 {
@@ -135,83 +126,67 @@ static int render_chat(const v4_tokenizer *t, const options *o, tome_error *err)
     return rc;
 }
 
-/* Parse the command line; returns 0, or 1 after printing a usage error. */
-static int parse_args(int argc, char **argv, options *o)
+static options opt;
+static int effort; /* the index in "high|max" */
+static const tome_option option_table[] = {
+    TOME_STRING("model", 'm', "DIR", opt.model_dir, "use DIR/tokenizer.json"),
+    TOME_STRING("tokenizer", 't', "FILE", opt.tokenizer, "use this tokenizer.json"),
+    TOME_FLAG("decode", 'd', opt.decode, "JSON ids on stdin -> bytes on stdout"),
+    TOME_FLAG("special", 's', opt.special, "special-token text becomes special tokens"),
+    TOME_FLAG("stats", 'S', opt.stats, "print token and byte counts on stderr"),
+    TOME_STRING("chat", 'c', "FILE.json", opt.chat, "render these messages to the prompt text"),
+    TOME_FLAG("thinking", 'T', opt.chat_opts.thinking, "--chat: thinking mode"),
+    TOME_CHOICE("effort", 0, "high|max", effort, "--chat, thinking: the reasoning effort"),
+    TOME_FLAG("keep-reasoning", 0, opt.chat_opts.keep_reasoning,
+              "--chat: keep every turn's reasoning"),
+    TOME_FLAG("ids", 'i', opt.ids, "--chat: print the prompt's ids, not its text"),
+};
+static const tome_cli cli = {
+    "tome-tokenize",
+    "(--model DIR | --tokenizer FILE) [--special] [--stats]\n"
+    "       tome-tokenize (--model DIR | --tokenizer FILE) --decode\n"
+    "       tome-tokenize [--model DIR | --tokenizer FILE] --chat FILE.json\n"
+    "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]",
+    option_table, sizeof option_table / sizeof option_table[0]};
+
+/* The combinations the modes allow; NULL when the line makes sense. */
+static const char *misuse(int n_operands)
 {
-    enum { OPT_EFFORT = 256, OPT_KEEP };
-    static const struct option longs[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"tokenizer", required_argument, NULL, 't'},
-        {"decode", no_argument, NULL, 'd'},
-        {"special", no_argument, NULL, 's'},
-        {"stats", no_argument, NULL, 'S'},
-        {"chat", required_argument, NULL, 'c'},
-        {"thinking", no_argument, NULL, 'T'},
-        {"effort", required_argument, NULL, OPT_EFFORT},
-        {"keep-reasoning", no_argument, NULL, OPT_KEEP},
-        {"ids", no_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "m:t:dsSc:Tih", longs, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o->model_dir = optarg;
-            break;
-        case 't':
-            o->tokenizer = optarg;
-            break;
-        case 'd':
-            o->decode = 1;
-            break;
-        case 's':
-            o->special = 1;
-            break;
-        case 'S':
-            o->stats = 1;
-            break;
-        case 'c':
-            o->chat = optarg;
-            break;
-        case 'T':
-            o->chat_opts.thinking = 1;
-            break;
-        case 'i':
-            o->ids = 1;
-            break;
-        case OPT_KEEP:
-            o->chat_opts.keep_reasoning = 1;
-            break;
-        case OPT_EFFORT:
-            if (strcmp(optarg, "max") == 0)
-                o->chat_opts.effort_max = 1;
-            else if (strcmp(optarg, "high") != 0) {
-                fprintf(stderr, "tome-tokenize: --effort is max or high\n");
-                return 1;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            usage(stderr);
-            return 1;
-        }
+    int need_tokenizer = !opt.chat || opt.ids;
+    if (n_operands) return "no arguments are taken (the input is stdin)";
+    if (opt.model_dir && opt.tokenizer) return "give --model or --tokenizer, not both";
+    if (need_tokenizer && !opt.model_dir && !opt.tokenizer) return "--model or --tokenizer is required";
+    if (opt.chat && opt.decode) return "--chat and --decode do not go together";
+    return NULL;
+}
+
+/* Fill `opt` from argv: 0, or the exit status for a usage error (1) or
+ * --help (0 after printing it), with *exit_now set. */
+static int parse_args(int argc, char **argv, int *exit_now)
+{
+    tome_error err = {0};
+    int n_operands = 0;
+    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
+    *exit_now = 1;
+    if (rc == TOME_OPTIONS_HELP) {
+        tome_options_help(&cli, stdout);
+        return 0;
     }
-    int need_tokenizer = !o->chat || o->ids;
-    if (optind != argc || (o->model_dir && o->tokenizer) ||
-        (need_tokenizer && !o->model_dir && !o->tokenizer) || (o->chat && o->decode)) {
-        usage(stderr);
+    const char *why = rc ? err.msg : misuse(n_operands);
+    if (why) {
+        fprintf(stderr, "tome-tokenize: %s (see tome-tokenize --help)\n", why);
         return 1;
     }
+    opt.chat_opts.effort_max = effort == 1;
+    *exit_now = 0;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    options o = {0};
-    if (parse_args(argc, argv, &o)) return 1;
+    int exit_now, status = parse_args(argc, argv, &exit_now);
+    if (exit_now) return status;
+    const options o = opt;
     tome_error err = {0};
     v4_tokenizer *t = NULL;
     char in_model[4096];

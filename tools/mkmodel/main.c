@@ -17,7 +17,6 @@
  * st.c, the atomic output directory in out.c.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "common/options.h"
 #include "tools/mkmodel/fill.h"
 #include "tools/mkmodel/out.h"
 #include "tools/mkmodel/preset.h"
@@ -47,147 +47,53 @@ typedef struct options {
     int print_config;
 } options;
 
-static void usage(void)
-{
-    fputs("usage: tome-mkmodel --preset tiny|flash-shape [--layers N] [--experts N]\n"
-          "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
-          "                    -o DIR\n"
-          "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES]"
-          " -o DIR\n"
-          "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
-          "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.\n"
-          "  --preset NAME      tiny (built-in demo model) or flash-shape (V4-Flash layer sizes)\n"
-          "  --layers N         flash-shape: main layers (default 2)\n"
-          "  --experts N        flash-shape: routed experts per layer (default 16)\n"
-          "  --config FILE      use this config.json as is\n"
-          "  --seed S           random seed (default 1); equal seeds give identical files\n"
-          "  --tokenizer FILE   copy this tokenizer.json into the model\n"
-          "  --shard-size BYTES tensor bytes per shard, suffix K, M or G (default 4G)\n"
-          "  --threads N        worker threads (default: the online CPUs); no effect on bytes\n"
-          "  --print-config     print the config.json and exit\n"
-          "  -o, --output DIR   the model directory (must not exist, or be empty)\n",
-          stdout);
-}
+static options opt = {.seed = DEFAULT_SEED, .shard_bytes = DEFAULT_SHARD_BYTES};
+static const tome_option option_table[] = {
+    TOME_STRING("preset", 0, "NAME", opt.preset,
+                "tiny (built-in demo model) or flash-shape (V4-Flash layer sizes)"),
+    TOME_INT("layers", 0, "N", opt.layers, 1, 1000000, "flash-shape: main layers (default 2)"),
+    TOME_INT("experts", 0, "N", opt.experts, 1, 1000000,
+             "flash-shape: routed experts per layer (default 16)"),
+    TOME_STRING("config", 0, "FILE", opt.config_path, "use this config.json as is"),
+    TOME_UINT("seed", 0, "S", opt.seed, 0, -1,
+              "random seed (default 1); equal seeds give identical files"),
+    TOME_STRING("tokenizer", 0, "FILE", opt.tokenizer_path,
+                "copy this tokenizer.json into the model"),
+    TOME_SIZE("shard-size", 0, "BYTES", opt.shard_bytes, 1, -1,
+              "tensor bytes per shard, suffix K, M, G or T (default 4G)"),
+    TOME_INT("threads", 0, "N", opt.threads, 1, MK_MAX_THREADS,
+             "worker threads (default: the online CPUs); no effect on bytes"),
+    TOME_FLAG("print-config", 0, opt.print_config, "print the config.json and exit"),
+    TOME_STRING("output", 'o', "DIR", opt.out_dir,
+                "the model directory (must not exist, or be empty)"),
+};
+static const tome_cli cli = {
+    "tome-mkmodel",
+    "--preset tiny|flash-shape [--layers N] [--experts N]\n"
+    "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
+    "                    -o DIR\n"
+    "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES] -o DIR\n"
+    "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
+    "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.",
+    option_table, sizeof option_table / sizeof option_table[0]};
 
-/* A non-negative decimal integer with an optional K/M/G (binary) suffix. */
-static int parse_size(const char *s, int allow_suffix, uint64_t *out)
+/* Fill `opt` from argv; TOME_OPTIONS_HELP, or TOME_EINVAL naming what is
+ * wrong with the line. */
+static int parse_options(int argc, char **argv, tome_error *err)
 {
-    char *end;
-    errno = 0;
-    if (*s < '0' || *s > '9') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno) return -1;
-    int shift = 0;
-    if (allow_suffix && *end) {
-        const char *units = "KMG";
-        const char *u = strchr(units, *end);
-        if (!u || end[1]) return -1;
-        shift = 10 * (int)(u - units + 1);
-        end++;
-    }
-    if (*end || v > (UINT64_MAX >> shift)) return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
-static int parse_count(const char *opt, const char *s, int *out, tome_error *err)
-{
-    uint64_t v;
-    if (parse_size(s, 0, &v) != 0 || v < 1 || v > 1000000)
-        return tome_errorf(err, TOME_EINVAL, "%s %s: expected a positive integer", opt, s);
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_options(int argc, char **argv, options *o, tome_error *err)
-{
-    enum {
-        OPT_PRESET = 256,
-        OPT_LAYERS,
-        OPT_EXPERTS,
-        OPT_SEED,
-        OPT_TOKENIZER,
-        OPT_SHARD,
-        OPT_CONFIG,
-        OPT_PRINT,
-        OPT_THREADS
-    };
-    static const struct option longopts[] = {
-        {"preset", required_argument, NULL, OPT_PRESET},
-        {"layers", required_argument, NULL, OPT_LAYERS},
-        {"experts", required_argument, NULL, OPT_EXPERTS},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
-        {"shard-size", required_argument, NULL, OPT_SHARD},
-        {"config", required_argument, NULL, OPT_CONFIG},
-        {"print-config", no_argument, NULL, OPT_PRINT},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    *o = (options){.seed = DEFAULT_SEED, .shard_bytes = DEFAULT_SHARD_BYTES};
-    int c, rc = 0;
-    opterr = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_PRESET:
-            o->preset = optarg;
-            break;
-        case OPT_LAYERS:
-            rc = parse_count("--layers", optarg, &o->layers, err);
-            break;
-        case OPT_EXPERTS:
-            rc = parse_count("--experts", optarg, &o->experts, err);
-            break;
-        case OPT_THREADS:
-            rc = parse_count("--threads", optarg, &o->threads, err);
-            break;
-        case OPT_SEED:
-            if (parse_size(optarg, 0, &o->seed) != 0)
-                rc = tome_errorf(err, TOME_EINVAL, "--seed %s: expected an unsigned integer",
-                                 optarg);
-            break;
-        case OPT_SHARD:
-            if (parse_size(optarg, 1, &o->shard_bytes) != 0 || o->shard_bytes == 0)
-                rc = tome_errorf(err, TOME_EINVAL, "--shard-size %s: expected a size like 4G",
-                                 optarg);
-            break;
-        case OPT_TOKENIZER:
-            o->tokenizer_path = optarg;
-            break;
-        case OPT_CONFIG:
-            o->config_path = optarg;
-            break;
-        case OPT_PRINT:
-            o->print_config = 1;
-            break;
-        case 'o':
-            o->out_dir = optarg;
-            break;
-        case 'h':
-            usage();
-            exit(0);
-        default:
-            rc = tome_errorf(err, TOME_EINVAL, "unknown option or missing value: %s",
-                             argv[optind - 1]);
-        }
-    }
+    int n_operands = 0;
+    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, err);
     if (rc) return rc;
-    if (optind < argc)
-        return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[optind]);
-    if (!o->preset == !o->config_path)
+    if (n_operands) return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[1]);
+    if (!opt.preset == !opt.config_path)
         return tome_errorf(err, TOME_EINVAL, "give exactly one of --preset and --config");
-    if (o->config_path && (o->layers || o->experts))
+    if (opt.config_path && (opt.layers || opt.experts))
         return tome_errorf(err, TOME_EINVAL, "--layers and --experts go with --preset");
-    if (o->threads > MK_MAX_THREADS)
-        return tome_errorf(err, TOME_EINVAL, "--threads %d: at most %d", o->threads,
-                           MK_MAX_THREADS);
-    if (!o->threads) {
+    if (!opt.threads) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        o->threads = cpus < 1 ? 1 : cpus > MK_MAX_THREADS ? MK_MAX_THREADS : (int)cpus;
+        opt.threads = cpus < 1 ? 1 : cpus > MK_MAX_THREADS ? MK_MAX_THREADS : (int)cpus;
     }
-    if (!o->out_dir && !o->print_config)
+    if (!opt.out_dir && !opt.print_config)
         return tome_errorf(err, TOME_EINVAL, "no output directory (-o DIR)");
     return 0;
 }
@@ -292,12 +198,16 @@ static int write_model(const options *o, const char *cfg_text, size_t cfg_len, c
 
 int main(int argc, char **argv)
 {
-    options o;
     tome_error err = {0};
     char *text = NULL;
     size_t len = 0;
     v4_config cfg;
-    int rc = parse_options(argc, argv, &o, &err);
+    int rc = parse_options(argc, argv, &err);
+    if (rc == TOME_OPTIONS_HELP) {
+        tome_options_help(&cli, stdout);
+        return 0;
+    }
+    const options o = opt;
     if (rc) {
         fprintf(stderr, "tome-mkmodel: %s (see --help)\n", err.msg);
         return 2;

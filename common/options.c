@@ -1,0 +1,276 @@
+/*
+ * options.c - the table-driven command-line parser (common/options.h).
+ *
+ * Values are checked completely before they are stored: a number must be
+ * the whole argument (no trailing junk, no overflow), inside the row's
+ * range, and fit the target's width; a choice must be one of its words.
+ * The messages say which option and what was wrong, because a cron job's
+ * log is often the only place a user will see them.
+ */
+#include "common/options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const tome_option *find_long(const tome_cli *cli, const char *name, size_t len)
+{
+    for (size_t i = 0; i < cli->n_options; i++)
+        if (strlen(cli->options[i].name) == len && memcmp(cli->options[i].name, name, len) == 0)
+            return &cli->options[i];
+    return NULL;
+}
+
+static const tome_option *find_short(const tome_cli *cli, char c)
+{
+    for (size_t i = 0; i < cli->n_options; i++)
+        if (cli->options[i].short_name && cli->options[i].short_name == c)
+            return &cli->options[i];
+    return NULL;
+}
+
+/* K, M, G, T as powers of 1024; 1 for no suffix, 0 for anything else. */
+static uint64_t suffix_scale(const char *s)
+{
+    if (!*s) return 1;
+    if (s[1] && !(s[1] == 'B' && !s[2]) && !(s[1] == 'i' && s[2] == 'B' && !s[3])) return 0;
+    switch (*s) {
+    case 'k':
+    case 'K':
+        return 1ull << 10;
+    case 'M':
+        return 1ull << 20;
+    case 'G':
+        return 1ull << 30;
+    case 'T':
+        return 1ull << 40;
+    default:
+        return 0;
+    }
+}
+
+/* Store `v` in the row's target, whose width is o->size. */
+static void store_integer(const tome_option *o, uint64_t v)
+{
+    switch (o->size) {
+    case 1: {
+        uint8_t x = (uint8_t)v;
+        memcpy(o->value, &x, 1);
+        break;
+    }
+    case 2: {
+        uint16_t x = (uint16_t)v;
+        memcpy(o->value, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)v;
+        memcpy(o->value, &x, 4);
+        break;
+    }
+    default:
+        memcpy(o->value, &v, 8);
+    }
+}
+
+/* The largest value a target of o->size bytes holds. */
+static uint64_t width_max(const tome_option *o)
+{
+    unsigned bits = (unsigned)(o->size * 8) - (o->is_unsigned ? 0 : 1);
+    return bits >= 64 ? UINT64_MAX : (1ull << bits) - 1;
+}
+
+static int parse_unsigned(const tome_option *o, const char *opt, const char *arg, tome_error *err)
+{
+    char *end;
+    errno = 0;
+    if (arg[0] == '-' || arg[0] == '+' || arg[0] == ' ' || !*arg)
+        return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a whole number", opt, arg);
+    uint64_t v = strtoull(arg, &end, 10);
+    uint64_t scale = o->kind == TOME_OPT_SIZE ? suffix_scale(end) : (*end ? 0 : 1);
+    if (end == arg || scale == 0)
+        return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a whole number%s", opt, arg,
+                           o->kind == TOME_OPT_SIZE ? " (suffixes: K, M, G, T)" : "");
+    uint64_t hi = o->max < 0 ? width_max(o) : (uint64_t)o->max;
+    if (hi > width_max(o)) hi = width_max(o);
+    if (errno == ERANGE || v > UINT64_MAX / scale || v * scale > hi || v * scale < (uint64_t)o->min)
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %llu)", opt, arg,
+                           (long long)o->min, (unsigned long long)hi);
+    store_integer(o, v * scale);
+    return 0;
+}
+
+static int parse_signed(const tome_option *o, const char *opt, const char *arg, tome_error *err)
+{
+    char *end;
+    errno = 0;
+    if (!*arg || arg[0] == ' ')
+        return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a whole number", opt, arg);
+    long long v = strtoll(arg, &end, 10);
+    if (end == arg || *end)
+        return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a whole number", opt, arg);
+    long long hi = o->max > (int64_t)width_max(o) ? (long long)width_max(o) : o->max;
+    long long lo = o->min < -(long long)width_max(o) - 1 ? -(long long)width_max(o) - 1 : o->min;
+    if (errno == ERANGE || v < lo || v > hi)
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %lld)", opt, arg,
+                           lo, hi);
+    store_integer(o, (uint64_t)v);
+    return 0;
+}
+
+static int parse_real(const tome_option *o, const char *opt, const char *arg, tome_error *err)
+{
+    char *end;
+    errno = 0;
+    double v = *arg && arg[0] != ' ' ? strtod(arg, &end) : 0;
+    if (!*arg || arg[0] == ' ' || end == arg || *end || !isfinite(v))
+        return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a number", opt, arg);
+    if (errno == ERANGE || v < (double)o->min || v > (double)o->max)
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %lld)", opt, arg,
+                           (long long)o->min, (long long)o->max);
+    memcpy(o->value, &v, sizeof v);
+    return 0;
+}
+
+static int parse_choice(const tome_option *o, const char *opt, const char *arg, tome_error *err)
+{
+    size_t len = strlen(arg);
+    int index = 0;
+    for (const char *w = o->choices; *w; index++) {
+        size_t n = strcspn(w, "|");
+        if (n == len && memcmp(w, arg, n) == 0) {
+            memcpy(o->value, &index, sizeof index);
+            return 0;
+        }
+        w += n + (w[n] == '|');
+    }
+    return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not one of %s", opt, arg, o->choices);
+}
+
+/* Apply one option with its value (NULL for a flag). */
+static int apply(const tome_option *o, const char *opt, const char *arg, void *ctx,
+                 tome_error *err)
+{
+    switch (o->kind) {
+    case TOME_OPT_FLAG: {
+        int v = o->flag_value ? o->flag_value : 1;
+        memcpy(o->value, &v, sizeof v);
+        return 0;
+    }
+    case TOME_OPT_STRING:
+        memcpy(o->value, &arg, sizeof arg);
+        return 0;
+    case TOME_OPT_INT:
+    case TOME_OPT_SIZE:
+        return o->is_unsigned ? parse_unsigned(o, opt, arg, err) : parse_signed(o, opt, arg, err);
+    case TOME_OPT_REAL:
+        return parse_real(o, opt, arg, err);
+    case TOME_OPT_CHOICE:
+        return parse_choice(o, opt, arg, err);
+    case TOME_OPT_CALL: {
+        int rc = o->call(ctx, arg, err);
+        if (rc) tome_error_wrap(err, "%s", opt);
+        return rc;
+    }
+    }
+    return tome_errorf(err, TOME_EINVAL, "%s: bad option table", opt);
+}
+
+/* "--name" for messages (also for options met as -x). */
+static const char *display(const tome_option *o, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "--%s", o->name);
+    return buf;
+}
+
+/* A long option at argv[*i] ("--name" or "--name=value"). */
+static int take_long(const tome_cli *cli, int argc, char **argv, int *i, void *ctx,
+                     tome_error *err)
+{
+    const char *text = argv[*i] + 2, *eq = strchr(text, '=');
+    size_t len = eq ? (size_t)(eq - text) : strlen(text);
+    if (len == 4 && memcmp(text, "help", 4) == 0 && !eq) return TOME_OPTIONS_HELP;
+    const tome_option *o = find_long(cli, text, len);
+    if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option --%.*s", (int)len, text);
+    char name[128];
+    display(o, name, sizeof name);
+    if (o->kind == TOME_OPT_FLAG) {
+        if (eq) return tome_errorf(err, TOME_EINVAL, "%s takes no value", name);
+        return apply(o, name, NULL, ctx, err);
+    }
+    if (eq) return apply(o, name, eq + 1, ctx, err);
+    if (*i + 1 >= argc) return tome_errorf(err, TOME_EINVAL, "%s needs a value (%s)", name, o->arg);
+    return apply(o, name, argv[++*i], ctx, err);
+}
+
+/* A cluster of short options at argv[*i] ("-v", "-abc", "-oFILE", "-o FILE"). */
+static int take_short(const tome_cli *cli, int argc, char **argv, int *i, void *ctx,
+                      tome_error *err)
+{
+    for (const char *p = argv[*i] + 1; *p; p++) {
+        if (*p == 'h' && !find_short(cli, 'h')) return TOME_OPTIONS_HELP;
+        const tome_option *o = find_short(cli, *p);
+        if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option -%c", *p);
+        char name[128];
+        display(o, name, sizeof name);
+        if (o->kind == TOME_OPT_FLAG) {
+            int rc = apply(o, name, NULL, ctx, err);
+            if (rc) return rc;
+            continue;
+        }
+        if (p[1]) return apply(o, name, p + 1, ctx, err);
+        if (*i + 1 >= argc)
+            return tome_errorf(err, TOME_EINVAL, "%s needs a value (%s)", name, o->arg);
+        return apply(o, name, argv[++*i], ctx, err);
+    }
+    return 0;
+}
+
+int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
+                       tome_error *err)
+{
+    int n = 0, rc = 0, i = 1;
+    for (; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (a[0] == '-' && a[1] == '-')
+            rc = take_long(cli, argc, argv, &i, ctx, err);
+        else if (a[0] == '-' && a[1])
+            rc = take_short(cli, argc, argv, &i, ctx, err);
+        else
+            argv[1 + n++] = argv[i]; /* never overtakes i: the slot is free */
+    }
+    while (rc == 0 && i < argc) argv[1 + n++] = argv[i++];
+    *n_operands = n;
+    return rc;
+}
+
+/* One option's help: the names at the left, the text from column 28 (or
+ * two spaces after long names), one line per '\n'. */
+static void help_row(FILE *out, char short_name, const char *name, const char *arg,
+                     const char *help)
+{
+    int len = fprintf(out, "  %c%c%c --%s%s%s", short_name ? '-' : ' ',
+                      short_name ? short_name : ' ', short_name ? ',' : ' ', name,
+                      arg ? " " : "", arg ? arg : "");
+    do {
+        size_t line = strcspn(help, "\n");
+        fprintf(out, "%*s%.*s\n", len < 28 ? 28 - len : 2, "", (int)line, help);
+        help += line + (help[line] == '\n');
+        len = 0;
+    } while (*help);
+}
+
+void tome_options_help(const tome_cli *cli, FILE *out)
+{
+    fprintf(out, "usage: %s %s\n", cli->program, cli->usage);
+    for (size_t i = 0; i < cli->n_options; i++) {
+        const tome_option *o = &cli->options[i];
+        help_row(out, o->short_name, o->name, o->arg, o->help);
+    }
+    help_row(out, 'h', "help", NULL, "show this help");
+}

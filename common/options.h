@@ -1,0 +1,99 @@
+/*
+ * options.h - the command-line option parser every tome program uses.
+ *
+ * A program describes its options once, in a table of tome_option rows:
+ * the name, the value's type and range, where the value goes and one line
+ * of help.  The parser fills the caller's variables from argv, checks each
+ * value against its type and range, and names the option in every error
+ * ("--chunk: \"12x\" is not a whole number"); `--help` text is generated
+ * from the same table, so the two cannot disagree.
+ *
+ * Syntax, as people expect from GNU tools: `--name VALUE`, `--name=VALUE`,
+ * `-x VALUE`, `-xVALUE`, flags as `--name` or `-x`; operands may stand
+ * between options; `--` ends the options.  The parser keeps no state
+ * between calls and never prints or exits: the program decides what a
+ * usage error costs.
+ */
+#ifndef TOME_COMMON_OPTIONS_H
+#define TOME_COMMON_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/common.h"
+
+typedef enum tome_option_kind {
+    TOME_OPT_FLAG,   /* no value; stores .flag_value in an int */
+    TOME_OPT_STRING, /* stores the argument (a pointer into argv) in a const char * */
+    TOME_OPT_INT,    /* a whole number in [.min, .max], stored in an integer of .size bytes */
+    TOME_OPT_SIZE,   /* a count of bytes or items, K/M/G/T suffixes (powers of 1024)
+                        allowed, in [.min, .max], stored like TOME_OPT_INT */
+    TOME_OPT_REAL,   /* a finite number in [.min, .max], stored in a double */
+    TOME_OPT_CHOICE, /* one of the '|'-separated words in .choices; its index in an int */
+    TOME_OPT_CALL    /* hands the argument to .call (repeatable options, lists) */
+} tome_option_kind;
+
+typedef struct tome_option {
+    const char *name; /* long name, without the dashes */
+    char short_name;  /* 0: none */
+    tome_option_kind kind;
+    const char *arg;  /* the value's name in --help ("N", "FILE"); NULL for flags */
+    const char *help; /* one line; more lines with '\n' */
+    void *value;      /* where the value goes (not for TOME_OPT_CALL) */
+    size_t size;      /* TOME_OPT_INT/SIZE: sizeof the target (1, 2, 4 or 8) */
+    int64_t min, max; /* TOME_OPT_INT/SIZE/REAL: inclusive range */
+    int is_unsigned;  /* TOME_OPT_INT/SIZE: the target is unsigned (max may be -1: all) */
+    int flag_value;   /* TOME_OPT_FLAG: the value stored (0 is read as 1) */
+    const char *choices;                                       /* TOME_OPT_CHOICE */
+    int (*call)(void *ctx, const char *arg, tome_error *err); /* TOME_OPT_CALL */
+} tome_option;
+
+/* Row builders for the common cases; `target` is an lvalue. */
+#define TOME_FLAG(nm, sh, target, text)                                                        \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_FLAG, .help = text, .value = &(target)}
+#define TOME_STRING(nm, sh, argname, target, text)                                                 \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_STRING, .arg = argname, .help = text,          \
+     .value = &(target)}
+#define TOME_INT(nm, sh, argname, target, lo, hi, text)                                            \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,             \
+     .value = &(target), .size = sizeof(target), .min = lo, .max = hi}
+#define TOME_UINT(nm, sh, argname, target, lo, hi, text)                                           \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,             \
+     .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1}
+#define TOME_SIZE(nm, sh, argname, target, lo, hi, text)                                           \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_SIZE, .arg = argname, .help = text,            \
+     .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1}
+#define TOME_REAL(nm, sh, argname, target, lo, hi, text)                                           \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_REAL, .arg = argname, .help = text,            \
+     .value = &(target), .size = sizeof(double), .min = lo, .max = hi}
+#define TOME_CHOICE(nm, sh, words, target, text)                                                   \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_CHOICE, .arg = words, .help = text,            \
+     .value = &(target), .choices = words}
+#define TOME_CALL(nm, sh, argname, fn, text)                                                       \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text, .call = fn}
+
+/* A program's command line: its name, the usage lines after "usage: ",
+ * and its options.  `--help`/`-h` is understood without a row. */
+typedef struct tome_cli {
+    const char *program;
+    const char *usage; /* e.g. "--model DIR (--ids FILE | --text TEXT) [options]" */
+    const tome_option *options;
+    size_t n_options;
+} tome_cli;
+
+/* TOME_OPTIONS_HELP: returned by tome_options_parse when --help was given. */
+#define TOME_OPTIONS_HELP 1
+
+/* Parse argv[1..argc) against `cli`, storing values as the rows say (the
+ * caller sets defaults first).  The operands, in order, are moved to
+ * argv[1..*n_operands] (the array is reordered, never the strings).
+ * `ctx` is passed to TOME_OPT_CALL rows.  Returns 0, TOME_OPTIONS_HELP,
+ * or TOME_EINVAL with a message naming the option and the problem. */
+int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
+                       tome_error *err);
+
+/* Write "usage: PROGRAM USAGE" and one aligned line per option. */
+void tome_options_help(const tome_cli *cli, FILE *out);
+
+#endif
