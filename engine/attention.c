@@ -340,7 +340,7 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
 {
     const v4_config *c = &a->m->cfg;
     v4_block_state *bs = a->bs;
-    int n = a->n, ih = c->index_n_heads, ihd = c->index_head_dim, nb = ihd / 32;
+    int n = a->n, ih = c->index_n_heads, ihd = c->index_head_dim, nb = ihd / V4_FP4_BLOCK;
     int rc =
         v4_index_keys_add(&bs->index_codes, ihd, bs->index_kv.n, index_row, &bs->index_kv, err);
     if (rc) return rc;
@@ -465,7 +465,7 @@ static int run_indexer(attn_ctx *a, const float *x, const float *qr, tome_error 
     int failed = 0;
     float *qi = alloc_floats((size_t)n * ih * ihd, &failed);
     float *wts = alloc_floats((size_t)n * ih, &failed);
-    size_t row = (size_t)ihd / 2 + (size_t)ihd / 32;
+    size_t row = (size_t)ihd / 2 + (size_t)ihd / V4_FP4_BLOCK;
     uint8_t *qcodes = qat ? malloc((size_t)n * ih * row) : NULL;
     if (failed || (qat && !qcodes)) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer");
@@ -513,9 +513,9 @@ static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
     int64_t pos = a->p0 + t, n = 0;
     int64_t lo = pos - a->m->cfg.window + 1;
     for (int64_t p = lo < 0 ? 0 : lo; p <= pos; p++) rows[n++] = window_entry(a, p);
-    if (a->bw->ratio == 128)
-        for (int64_t i = 0; i < (pos + 1) / 128; i++) rows[n++] = a->comp + (size_t)i * a->hd;
-    if (a->bw->ratio == 4)
+    if (a->bw->kind == V4_LAYER_HCA)
+        for (int64_t i = 0; i < (pos + 1) / a->bw->ratio; i++) rows[n++] = a->comp + (size_t)i * a->hd;
+    if (a->bw->kind == V4_LAYER_CSA)
         for (int i = 0; i < a->n_topk[t]; i++)
             rows[n++] = a->topk_rows + ((size_t)t * a->k + i) * a->hd;
     return n;
@@ -564,7 +564,7 @@ static int64_t list_comp_slots(const attn_ctx *a, int64_t pos)
 {
     if (a->comp_slots >= 0) return a->comp_slots;
     int64_t blocks = a->bw->ratio ? (pos + 1) / a->bw->ratio : 0;
-    return a->bw->ratio == 4 && blocks > a->k ? a->k : blocks;
+    return a->bw->kind == V4_LAYER_CSA && blocks > a->k ? a->k : blocks;
 }
 
 /* How many of a token's n entries it packs itself: all of them, except at
@@ -572,7 +572,7 @@ static int64_t list_comp_slots(const attn_ctx *a, int64_t pos)
  * chunk's shared tiles (packing them per token would copy O(context)). */
 static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
 {
-    return a->comp_tiles ? n - (a->p0 + t + 1) / 128 : n;
+    return a->comp_tiles ? n - (a->p0 + t + 1) / a->bw->ratio : n;
 }
 
 /* Heads h0..h1 of token t: scores against the packed rows (the first
@@ -622,8 +622,8 @@ static int64_t max_entries(const attn_ctx *a)
 {
     int64_t last = a->p0 + a->n - 1;
     int64_t n = a->m->cfg.window;
-    if (a->bw->ratio == 128) n += (last + 1) / 128;
-    if (a->bw->ratio == 4) n += a->k;
+    if (a->bw->kind == V4_LAYER_HCA) n += (last + 1) / a->bw->ratio;
+    if (a->bw->kind == V4_LAYER_CSA) n += a->k;
     return n;
 }
 
@@ -793,7 +793,7 @@ static void output_projection(attn_ctx *a, float *out, float *u)
         v4_weight wg = a->bw->wo_a;
         wg.rows = olr;
         wg.data += (size_t)g * olr * wg.cols;
-        wg.scale += (size_t)(g * olr / 128) * wg.scale_stride;
+        wg.scale += (size_t)(g * olr / V4_FP8_BLOCK) * wg.scale_stride;
         /* The token rows of o are H*hd apart; group g reads its slice of each. */
         v4_matmul_strided(&wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
                           u + (size_t)g * olr, (int64_t)G * olr);
@@ -814,7 +814,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     if (a.p0 - call_first == 0 && call_tokens > 1) {
         if (call_tokens < c->window) a.window_slots = call_tokens;
         int64_t blocks = a.bw->ratio ? call_tokens / a.bw->ratio : 0;
-        a.comp_slots = a.bw->ratio == 4 && blocks > c->index_topk ? c->index_topk : blocks;
+        a.comp_slots = a.bw->kind == V4_LAYER_CSA && blocks > c->index_topk ? c->index_topk : blocks;
     }
     a.H = c->n_heads;
     a.hd = c->head_dim;
@@ -828,7 +828,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     a.kv = alloc_floats((size_t)n * a.hd, &failed);
     a.prev = alloc_floats((size_t)c->window * a.hd, &failed);
     a.o = alloc_floats((size_t)n * a.H * a.hd, &failed);
-    if (a.bw->ratio == 4) {
+    if (a.bw->kind == V4_LAYER_CSA) {
         a.topk = malloc((size_t)n * a.k * sizeof *a.topk);
         a.n_topk = calloc((size_t)n, sizeof *a.n_topk);
         a.topk_rows = alloc_floats((size_t)n * a.k * a.hd, &failed);
@@ -844,14 +844,14 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
                    c->q_lora_rank, (float)c->norm_eps);
     queries(&a, qr);
     raw_kv(&a, x, rows);
-    if (a.bw->ratio == 4 && (rc = run_indexer(&a, x, qr, err)) != 0) goto done;
+    if (a.bw->kind == V4_LAYER_CSA && (rc = run_indexer(&a, x, qr, err)) != 0) goto done;
     if (a.bw->ratio && (rc = compress_chunk(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score,
                                             &a.bs->kv, x, err)) != 0)
         goto done;
     load_ring(&a);
-    if (a.bw->ratio == 4) load_selected(&a);
-    if (a.bw->ratio == 128) {
-        a.n_comp = (a.p0 + n) / 128;
+    if (a.bw->kind == V4_LAYER_CSA) load_selected(&a);
+    if (a.bw->kind == V4_LAYER_HCA) {
+        a.n_comp = (a.p0 + n) / a.bw->ratio;
         a.comp = alloc_floats((size_t)a.n_comp * a.hd, &failed);
         if (failed) {
             rc = tome_errorf(err, TOME_ENOMEM, "out of memory loading %lld compressed entries",

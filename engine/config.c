@@ -126,7 +126,7 @@ static void read_compress_ratios(reader *r, v4_config *c)
     for (int i = 0; i < want; i++) {
         json_t *v = json_array_get(arr, (size_t)i);
         int64_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-        if (x != 0 && x != 4 && x != 128) {
+        if (x != V4_LAYER_SWA && x != V4_LAYER_CSA && x != V4_LAYER_HCA) {
             /* The compressor's overlap rule exists only for ratio 4 and the
              * window/compressor layout assumes window % ratio == 0; other
              * ratios would need code the reference does not have. */
@@ -333,7 +333,7 @@ static int64_t ceil_div(int64_t a, int64_t b)
 static void add_fp8(manifest *m, const char *prefix, const char *name, int64_t out, int64_t in)
 {
     add(m, V4_F8_E4M3, 2, out, in, "%s%s.weight", prefix, name);
-    add(m, V4_F8_E8M0, 2, ceil_div(out, 128), ceil_div(in, 128), "%s%s.scale", prefix, name);
+    add(m, V4_F8_E8M0, 2, ceil_div(out, V4_FP8_BLOCK), ceil_div(in, V4_FP8_BLOCK), "%s%s.scale", prefix, name);
 }
 
 /* A routed-expert matrix: FP4 pairs with per-32 scales, or FP8. */
@@ -345,7 +345,7 @@ static void add_expert(manifest *m, const v4_config *c, const char *prefix, cons
         return;
     }
     add(m, V4_I8, 2, out, in / 2, "%s%s.weight", prefix, name);
-    add(m, V4_F8_E8M0, 2, out, in / 32, "%s%s.scale", prefix, name);
+    add(m, V4_F8_E8M0, 2, out, in / V4_FP4_BLOCK, "%s%s.scale", prefix, name);
 }
 
 static void add_hc(manifest *m, const v4_config *c, const char *prefix, const char *which)
@@ -359,7 +359,7 @@ static void add_hc(manifest *m, const v4_config *c, const char *prefix, const ch
 static void add_compressor(manifest *m, const v4_config *c, const char *prefix, int ratio,
                            int64_t hd)
 {
-    int64_t width = (ratio == 4 ? 2 : 1) * hd;
+    int64_t width = (ratio == V4_LAYER_CSA ? 2 : 1) * hd;
     add(m, V4_F32, 2, ratio, width, "%scompressor.ape", prefix);
     add(m, V4_BF16, 2, width, c->dim, "%scompressor.wkv.weight", prefix);
     add(m, V4_BF16, 2, width, c->dim, "%scompressor.wgate.weight", prefix);
@@ -386,7 +386,7 @@ static void add_block(manifest *m, const v4_config *c, const char *p, int ratio,
             (int64_t)c->n_heads * hd / c->o_groups);
     add_fp8(m, a, "wo_b", d, (int64_t)c->o_groups * c->o_lora_rank);
     if (ratio) add_compressor(m, c, a, ratio, hd);
-    if (ratio == 4) {
+    if (ratio == V4_LAYER_CSA) {
         char ix[160];
         snprintf(ix, sizeof ix, "%sindexer.", a);
         add_fp8(m, ix, "wq_b", (int64_t)c->index_n_heads * c->index_head_dim, c->q_lora_rank);

@@ -18,6 +18,13 @@
 
 /* ---- number formats (quant.c) ------------------------------------------- */
 
+/* Block sizes of V4's number formats (V4-ARCHITECTURE.md): one E8M0 scale
+ * per 128x128 block of an FP8 weight, per 32 values of an FP4 weight row
+ * or indexer vector, per 64 non-RoPE dims of a stored KV vector. */
+#define V4_FP8_BLOCK    128
+#define V4_FP4_BLOCK    32
+#define V4_KV_FP8_BLOCK 64
+
 /* Lookup tables: every e4m3 byte, every e2m1 nibble, as float. */
 extern float v4_e4m3_table[256];
 extern const float v4_e2m1_values[16];

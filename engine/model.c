@@ -147,7 +147,7 @@ static v4_compressor_weights compressor_weights(binder *b, const char *prefix, i
                                                 int rotate)
 {
     v4_compressor_weights c = {.ratio = ratio, .head_dim = hd, .rotate = rotate};
-    c.width = hd * (ratio == 4 ? 2 : 1);
+    c.width = hd * (ratio == V4_LAYER_CSA ? 2 : 1);
     c.wkv = weight(b, prefix, "compressor.wkv.weight");
     c.wgate = weight(b, prefix, "compressor.wgate.weight");
     c.norm = weight(b, prefix, "compressor.norm.weight");
@@ -162,6 +162,7 @@ static int bind_block(binder *b, v4_block_weights *bw, const char *p, int ratio,
     snprintf(a, sizeof a, "%sattn.", p);
     snprintf(f, sizeof f, "%sffn.", p);
     snprintf(ix, sizeof ix, "%sindexer.", a);
+    bw->kind = (v4_layer_kind)ratio; /* config.c admits only the kinds' ratios */
     bw->ratio = ratio;
     bw->hash = hash;
     bw->hc_attn = hc_weights(b, p, "attn");
@@ -176,8 +177,8 @@ static int bind_block(binder *b, v4_block_weights *bw, const char *p, int ratio,
     bw->wo_a = weight(b, a, "wo_a.weight");
     bw->wo_b = weight(b, a, "wo_b.weight");
     bw->attn_sink = vector(b, a, "attn_sink");
-    if (ratio) bw->compressor = compressor_weights(b, a, ratio, c->head_dim, 0);
-    if (ratio == 4) {
+    if (bw->kind != V4_LAYER_SWA) bw->compressor = compressor_weights(b, a, ratio, c->head_dim, 0);
+    if (bw->kind == V4_LAYER_CSA) {
         bw->index_compressor = compressor_weights(b, ix, 4, c->index_head_dim, 1);
         bw->index_wq_b = weight(b, ix, "wq_b.weight");
         bw->index_weights_proj = weight(b, ix, "weights_proj.weight");
@@ -354,8 +355,8 @@ static void size_rows(v4_model *m)
         return;
     }
     m->kv_row_bytes =
-        (size_t)nope + (size_t)nope / 64 + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
-    m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / 32;
+        (size_t)nope + (size_t)nope / V4_KV_FP8_BLOCK + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
+    m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / V4_FP4_BLOCK;
 }
 
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err)
@@ -456,8 +457,8 @@ void v4_model_token_cost(const v4_model *m, v4_token_cost *out)
                                    &b->wkv,        &b->wo_a,      &b->wo_b,     &b->gate,
                                    &b->shared_w1,  &b->shared_w2, &b->shared_w3};
         for (size_t i = 0; i < sizeof attn / sizeof attn[0]; i++) add_weight(attn[i], 1, out);
-        if (b->ratio) add_compressor(&b->compressor, out);
-        if (b->ratio == 4) {
+        if (b->kind != V4_LAYER_SWA) add_compressor(&b->compressor, out);
+        if (b->kind == V4_LAYER_CSA) {
             add_compressor(&b->index_compressor, out);
             add_weight(&b->index_wq_b, 1, out);
             add_weight(&b->index_weights_proj, 1, out);

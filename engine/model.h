@@ -34,23 +34,24 @@ typedef struct v4_hc_weights {
 typedef struct v4_compressor_weights {
     int ratio;
     int head_dim; /* 512-class (attention) or index_head_dim (indexer) */
-    int width;    /* head_dim * (ratio == 4 ? 2 : 1) */
+    int width;    /* head_dim, twice that for CSA (overlapping windows) */
     int rotate;   /* indexer: Hadamard + FP4 instead of FP8 */
     v4_weight wkv, wgate, norm;
     const float *ape; /* [ratio][width] */
 } v4_compressor_weights;
 
 typedef struct v4_block_weights {
-    int ratio; /* 0, 4 or 128 */
+    v4_layer_kind kind;
+    int ratio; /* the kind's compression ratio (0 for SWA) */
     int hash;  /* routes by token id */
     int is_mtp;
     v4_hc_weights hc_attn, hc_ffn;
     v4_weight attn_norm, ffn_norm;
     v4_weight wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b;
     const float *attn_sink;
-    v4_compressor_weights compressor;         /* ratio != 0 */
-    v4_compressor_weights index_compressor;   /* ratio == 4 */
-    v4_weight index_wq_b, index_weights_proj; /* ratio == 4 */
+    v4_compressor_weights compressor;         /* CSA and HCA */
+    v4_compressor_weights index_compressor;   /* CSA */
+    v4_weight index_wq_b, index_weights_proj; /* CSA */
     v4_weight gate;
     const float *gate_bias; /* score-routed blocks */
     const uint8_t *tid2eid; /* hash blocks: I64 [vocab][k], unaligned */
@@ -125,8 +126,8 @@ int v4_rows_share(v4_rows *dst, const v4_rows *src);
 
 typedef struct v4_block_state {
     uint8_t *window;               /* cfg.window rows of kv_row_bytes, slot = pos % window */
-    v4_rows kv;                    /* compressed entries (ratio != 0) */
-    v4_rows index_kv;              /* indexer keys (ratio == 4) */
+    v4_rows kv;                    /* compressed entries (CSA, HCA) */
+    v4_rows index_kv;              /* indexer keys (CSA) */
     v4_index_keys index_codes;     /* the same keys laid out for scoring (a cache,
                                       built as needed, never shared by forks) */
     float *comp_kv, *comp_score;   /* [rows][width] compressor state */
@@ -140,10 +141,10 @@ struct v4_state {
     v4_block_state *blocks; /* as model->blocks */
 };
 
-/* Compressor state rows: 2*ratio with overlap, ratio without. */
+/* Compressor state rows: 2*ratio with overlap (CSA), ratio without. */
 static inline int v4_compressor_rows(const v4_compressor_weights *c)
 {
-    return c->ratio == 4 ? 2 * c->ratio : c->ratio;
+    return c->ratio == V4_LAYER_CSA ? 2 * c->ratio : c->ratio;
 }
 
 /* Store a KV vector as a row, and load a row back to F32.  In qat numerics

@@ -121,8 +121,8 @@ void v4_kv_store(const v4_model *m, float *kv, uint8_t *row)
     }
     /* The caller has done the FP8 round trip; re-deriving codes from the
      * rounded values gives codes whose decoded values are identical. */
-    v4_fp8_roundtrip(kv, nope, 64, row, row + nope);
-    uint8_t *rope = row + nope + nope / 64;
+    v4_fp8_roundtrip(kv, nope, V4_KV_FP8_BLOCK, row, row + nope);
+    uint8_t *rope = row + nope + nope / V4_KV_FP8_BLOCK;
     for (int i = 0; i < c->rope_dim; i++) {
         float *v = &kv[nope + i];
         if (m->rope_bf16) {
@@ -143,11 +143,11 @@ void v4_kv_load(const v4_model *m, const uint8_t *row, float *kv)
         return;
     }
     const uint8_t *scales = row + nope;
-    for (int b = 0; b < nope / 64; b++) {
+    for (int b = 0; b < nope / V4_KV_FP8_BLOCK; b++) {
         float s = v4_e8m0_to_f32(scales[b]);
-        for (int i = b * 64; i < b * 64 + 64; i++) kv[i] = v4_e4m3_table[row[i]] * s;
+        for (int i = b * V4_KV_FP8_BLOCK; i < (b + 1) * V4_KV_FP8_BLOCK; i++) kv[i] = v4_e4m3_table[row[i]] * s;
     }
-    const uint8_t *rope = row + nope + nope / 64;
+    const uint8_t *rope = row + nope + nope / V4_KV_FP8_BLOCK;
     for (int i = 0; i < c->rope_dim; i++) {
         if (m->rope_bf16)
             kv[nope + i] = v4_bf16_to_f32((uint16_t)(rope[2 * i] | rope[2 * i + 1] << 8));
@@ -175,7 +175,7 @@ void v4_index_load(const v4_model *m, const uint8_t *row, float *key)
     }
     const uint8_t *scales = row + hd / 2;
     for (int i = 0; i < hd; i += 2) {
-        float s = v4_e8m0_to_f32(scales[i / 32]);
+        float s = v4_e8m0_to_f32(scales[i / V4_FP4_BLOCK]);
         key[i] = v4_e2m1_values[row[i / 2] & 15] * s;
         key[i + 1] = v4_e2m1_values[row[i / 2] >> 4] * s;
     }
@@ -218,9 +218,9 @@ static int block_state_init(const v4_model *m, int l, v4_block_state *bs)
     v4_rows_init(&bs->index_kv, m->index_row_bytes);
     bs->window = calloc((size_t)m->cfg.window, m->kv_row_bytes);
     if (!bs->window) return -1;
-    if (bw->ratio && compressor_state_new(&bw->compressor, &bs->comp_kv, &bs->comp_score))
+    if (bw->kind != V4_LAYER_SWA && compressor_state_new(&bw->compressor, &bs->comp_kv, &bs->comp_score))
         return -1;
-    if (bw->ratio == 4 &&
+    if (bw->kind == V4_LAYER_CSA &&
         compressor_state_new(&bw->index_compressor, &bs->icomp_kv, &bs->icomp_score))
         return -1;
     return 0;
@@ -284,10 +284,10 @@ int v4_state_fork(const v4_state *parent, v4_state **out, tome_error *err)
             v4_state_free(s);
             return tome_errorf(err, TOME_ENOMEM, "out of memory forking a state");
         }
-        if (bw->ratio)
+        if (bw->kind != V4_LAYER_SWA)
             copy_compressor(&bw->compressor, src->comp_kv, src->comp_score, dst->comp_kv,
                             dst->comp_score);
-        if (bw->ratio == 4)
+        if (bw->kind == V4_LAYER_CSA)
             copy_compressor(&bw->index_compressor, src->icomp_kv, src->icomp_score, dst->icomp_kv,
                             dst->icomp_score);
     }

@@ -84,11 +84,11 @@ static int expected_section(const v4_model *m, int block, v4_section_kind kind, 
     case V4_SECTION_KV:
         sec->row_bytes = m->kv_row_bytes;
         sec->n_rows = -1;
-        return bw->ratio != 0;
+        return bw->kind != V4_LAYER_SWA;
     case V4_SECTION_INDEX:
         sec->row_bytes = m->index_row_bytes;
         sec->n_rows = -1;
-        return bw->ratio == 4;
+        return bw->kind == V4_LAYER_CSA;
     case V4_SECTION_COMP_KV:
     case V4_SECTION_COMP_SCORE:
     case V4_SECTION_ICOMP_KV:
@@ -96,7 +96,7 @@ static int expected_section(const v4_model *m, int block, v4_section_kind kind, 
         sec->dtype = V4_F32;
         sec->row_bytes = (size_t)cw->width * sizeof(float);
         sec->n_rows = v4_compressor_rows(cw);
-        return kind <= V4_SECTION_COMP_SCORE ? bw->ratio != 0 : bw->ratio == 4;
+        return kind <= V4_SECTION_COMP_SCORE ? bw->kind != V4_LAYER_SWA : bw->kind == V4_LAYER_CSA;
     }
     return 0;
 }
@@ -283,7 +283,7 @@ static int check_loaded(const v4_state *s, const uint8_t *seen, tome_error *err)
             return tome_errorf(
                 err, TOME_EFORMAT, "section kv of block %d: %lld rows, position %lld implies %lld",
                 l, (long long)bs->kv.n, (long long)bs->pos, (long long)(bs->pos / ratio));
-        if (ratio == 4 && bs->index_kv.n != bs->pos / 4)
+        if (ratio == V4_LAYER_CSA && bs->index_kv.n != bs->pos / ratio)
             return tome_errorf(err, TOME_EFORMAT,
                                "section index of block %d: %lld rows, position %lld implies %lld",
                                l, (long long)bs->index_kv.n, (long long)bs->pos,

@@ -32,6 +32,16 @@
 
 #define V4_MAX_LAYERS 256
 
+/* The three kinds of attention layer V4 mixes, named by config.json's
+ * compress_ratios (one per layer); each kind's value is its ratio. */
+typedef enum v4_layer_kind {
+    V4_LAYER_SWA = 0,  /* the 128-token sliding window only */
+    V4_LAYER_CSA = 4,  /* compressed sparse attention: KV compressed 4x with
+                          overlapping windows, the lightning indexer picks the
+                          top index_topk entries */
+    V4_LAYER_HCA = 128 /* heavily compressed attention: 128x, every entry */
+} v4_layer_kind;
+
 typedef struct v4_config {
     int vocab_size;
     int dim;      /* hidden_size */
@@ -44,7 +54,8 @@ typedef struct v4_config {
     int o_lora_rank;
     int window;                            /* sliding_window */
     int n_mtp_layers;                      /* num_nextn_predict_layers */
-    int compress_ratio[V4_MAX_LAYERS + 8]; /* n_layers + n_mtp_layers entries */
+    int compress_ratio[V4_MAX_LAYERS + 8]; /* n_layers + n_mtp_layers entries, each a
+                                              v4_layer_kind's ratio */
     int index_n_heads;
     int index_head_dim;
     int index_topk;

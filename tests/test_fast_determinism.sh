@@ -74,6 +74,6 @@ if "$run" --model "$model" --kernels quick --ids "$dir/p300" 2>"$dir/err"; then
     echo "FAIL: --kernels quick accepted"
     fail=1
 fi
-grep -q 'fast or exact' "$dir/err" || { echo "FAIL: bad --kernels message"; fail=1; }
+grep -q -- '--kernels: "quick" is not one of fast|exact' "$dir/err" || { echo "FAIL: bad --kernels message"; fail=1; }
 echo "$checks checks, fast kernels deterministic: $([ $fail -eq 0 ] && echo yes || echo NO)"
 exit $fail

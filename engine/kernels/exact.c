@@ -149,7 +149,7 @@ static void dot_tiles(const float *const *tiles, const float *const *xs, int G, 
 static void row_fp8_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
 {
     for (int64_t c0 = 0; c0 < cols; c0 += 128) {
-        float s = v4_e8m0_to_f32(sc[c0 / 128]);
+        float s = v4_e8m0_to_f32(sc[c0 / V4_FP8_BLOCK]);
         int64_t end = c0 + 128 < cols ? c0 + 128 : cols;
         for (int64_t c = c0; c < end; c++) out[c] = v4_e4m3_table[row[c]] * s;
     }
@@ -158,7 +158,7 @@ static void row_fp8_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, 
 static void row_fp4_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
 {
     for (int64_t c0 = 0; c0 < cols; c0 += 32) {
-        float s = v4_e8m0_to_f32(sc[c0 / 32]);
+        float s = v4_e8m0_to_f32(sc[c0 / V4_FP4_BLOCK]);
         for (int64_t c = c0; c < c0 + 32; c += 2) {
             uint8_t b = row[c / 2];
             out[c] = v4_e2m1_values[b & 15] * s;
@@ -226,9 +226,9 @@ __attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row,
     for (; c + 8 <= cols; c += 8) {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
         __m256 v = e4m3x8(_mm256_cvtepu8_epi32(b));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 128]))));
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]))));
     }
-    for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / 128]);
+    for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]);
 }
 
 __attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row, const uint8_t *sc,
@@ -236,7 +236,7 @@ __attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row,
 {
     for (int64_t c = 0; c < cols; c += 8) {
         __m256 v = e2m1x8(nibbles8(row + c / 2));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / 32]))));
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP4_BLOCK]))));
     }
 }
 
@@ -271,7 +271,7 @@ void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
 {
     switch (w->dtype) {
     case V4_F8_E4M3:
-        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / 128) * w->scale_stride, w->cols, out);
+        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / V4_FP8_BLOCK) * w->scale_stride, w->cols, out);
         break;
     case V4_I8:
         row_fp4_scalar(w->data + r * (w->cols / 2), w->scale + r * w->scale_stride, w->cols, out);
@@ -290,7 +290,7 @@ void v4_weight_row(const v4_weight *w, int64_t r, float *out)
     int simd = have_avx2();
     switch (w->dtype) {
     case V4_F8_E4M3: {
-        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / 128) * w->scale_stride;
+        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / V4_FP8_BLOCK) * w->scale_stride;
 #ifdef V4_HAVE_X86
         if (simd) {
             row_fp8_avx2(row, sc, w->cols, out);
@@ -381,11 +381,11 @@ decode8(const v4_weight *w, int64_t row, int64_t k)
     switch (w->dtype) {
     case V4_F8_E4M3: {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + row * w->cols + k));
-        float s = v4_e8m0_to_f32(w->scale[(row / 128) * w->scale_stride + k / 128]);
+        float s = v4_e8m0_to_f32(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]);
         return _mm256_mul_ps(e4m3x8(_mm256_cvtepu8_epi32(b)), _mm256_set1_ps(s));
     }
     case V4_I8: {
-        float s = v4_e8m0_to_f32(w->scale[row * w->scale_stride + k / 32]);
+        float s = v4_e8m0_to_f32(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]);
         __m256 v = e2m1x8(nibbles8(w->data + row * (w->cols / 2) + k / 2));
         return _mm256_mul_ps(v, _mm256_set1_ps(s));
     }

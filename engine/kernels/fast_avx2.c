@@ -63,14 +63,14 @@ INLINE half2 decode16(const v4_weight *w, int64_t row, int64_t k)
     switch (w->dtype) {
     case V4_F8_E4M3: {
         const uint8_t *p = w->data + row * w->cols + k;
-        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[(row / 128) * w->scale_stride + k / 128]));
+        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
         h.lo = fp8x8(p, s);
         h.hi = fp8x8(p + 8, s);
         break;
     }
     case V4_I8: {
         const uint8_t *p = w->data + row * (w->cols / 2) + k / 2;
-        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[row * w->scale_stride + k / 32]));
+        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]));
         h.lo = fp4x8(p, s);
         h.hi = fp4x8(p + 4, s);
         break;

@@ -57,10 +57,10 @@ INLINE __m512 decode16(const v4_weight *w, int64_t row, int64_t k)
     switch (w->dtype) {
     case V4_F8_E4M3:
         return fp8x16(w->data + row * w->cols + k,
-                      v4_fast_scale(w->scale[(row / 128) * w->scale_stride + k / 128]));
+                      v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
     case V4_I8:
         return fp4x16(w->data + row * (w->cols / 2) + k / 2,
-                      v4_fast_scale(w->scale[row * w->scale_stride + k / 32]));
+                      v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]));
     case V4_BF16:
         return bf16x16(w->data + (row * w->cols + k) * 2);
     default:
@@ -166,7 +166,7 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
  * block, not per sixteen weights. */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
-    for (int64_t k0 = 0; k0 < w->cols; k0 += 128) {
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t end = k0 + 128 < w->cols ? k0 + 128 : w->cols;
         __m512 s256[V4_FAST_ROWS];
         const uint8_t *p[V4_FAST_ROWS];
@@ -174,7 +174,7 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
          * anything else goes the general way. */
         int general = (end - k0) % 64 != 0;
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            uint8_t e = w->scale[(row[i] / 128) * w->scale_stride + k0 / 128];
+            uint8_t e = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
             s256[i] = _mm512_set1_ps(v4_fast_scale(e) * 256.0f);
             p[i] = w->data + row[i] * w->cols;
             general |= (e >= 247 && e != 0xFF) || (!general && has_fp8_nan(p[i] + k0, end - k0));
@@ -210,7 +210,7 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
-            __m512 s = _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / 32]));
+            __m512 s = _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK]));
             __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
             __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
             __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
@@ -242,7 +242,7 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
     if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
-    else if (w->dtype == V4_I8 && w->cols % 32 == 0)
+    else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
         rows_dot_fp4(w, row, x, acc);
     else
         rows_dot_plain(w, row, x, acc);

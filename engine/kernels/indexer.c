@@ -59,7 +59,7 @@ int v4_index_keys_add(v4_index_keys *ik, int dim, int64_t n,
 {
     if (ik->n == 0 && ik->cap == 0) {
         ik->dim = dim;
-        ik->blocks = dim / 32;
+        ik->blocks = dim / V4_FP4_BLOCK;
     }
     int rc = grow(ik, n, err);
     if (rc != 0) return rc;

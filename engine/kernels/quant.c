@@ -143,16 +143,16 @@ void v4_fp8_roundtrip(float *x, int n, int block, uint8_t *codes, uint8_t *scale
 void v4_fp4_roundtrip(float *x, int n, uint8_t *packed, uint8_t *scales)
 {
     const float min_amax = 6.0f * ldexpf(1.0f, -126);
-    for (int b = 0; b < n / 32; b++) {
-        float *v = x + b * 32;
-        int exp = v4_pow2_scale_exp(fmaxf(block_amax(v, 32), min_amax), 1.0f / 6.0f);
+    for (int b = 0; b < n / V4_FP4_BLOCK; b++) {
+        float *v = x + b * V4_FP4_BLOCK;
+        int exp = v4_pow2_scale_exp(fmaxf(block_amax(v, V4_FP4_BLOCK), min_amax), 1.0f / 6.0f);
         float s = pow2f(exp);
         if (scales) scales[b] = (uint8_t)(exp + 127);
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < V4_FP4_BLOCK; i++) {
             float q = fminf(fmaxf(v[i] / s, -6.0f), 6.0f);
             uint8_t c = v4_f32_to_e2m1(q);
             if (packed) {
-                uint8_t *p = &packed[(b * 32 + i) / 2];
+                uint8_t *p = &packed[(b * V4_FP4_BLOCK + i) / 2];
                 *p = (i & 1) ? (uint8_t)((*p & 0x0F) | (c << 4)) : (uint8_t)((*p & 0xF0) | c);
             }
             v[i] = v4_e2m1_values[c] * s;
