@@ -387,13 +387,13 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
             one.queries = &q[t];
             one.qi = qi + (size_t)t * ih * ihd;
             int64_t visible = visible_keys(a, t);
-            v4_parallel_for((visible + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP, 64, score_groups,
+            v4_parallel_for(a->m->pool, (visible + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP, 64, score_groups,
                             &one);
             for (int64_t i = 0; i < visible; i++) topk_push(&heaps[t], scores[i], (int32_t)i);
         }
     } else {
         int64_t most = visible_keys(a, n - 1);
-        for (j.kb = 0; j.kb < most; j.kb += KEY_BLOCK) v4_parallel_for(n, 1, score_block, &j);
+        for (j.kb = 0; j.kb < most; j.kb += KEY_BLOCK) v4_parallel_for(a->m->pool, n, 1, score_block, &j);
     }
     for (int t = 0; t < n; t++) a->n_topk[t] = topk_finish(&heaps[t]);
 done:
@@ -437,7 +437,7 @@ static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome
     for (int t = 0; t < n; t++) {
         int64_t visible = visible_keys(a, t);
         score_job j = {qi + (size_t)t * ih * ihd, wts + (size_t)t * ih, tiles, scores, ih, ihd};
-        v4_parallel_for((visible + 7) / 8, 32, score_tiles, &j);
+        v4_parallel_for(a->m->pool, (visible + 7) / 8, 32, score_tiles, &j);
         a->n_topk[t] = select_topk(scores, visible, a->k, a->topk + (size_t)t * a->k, heap);
     }
 done:
@@ -687,13 +687,13 @@ static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
 static int attend_all(attn_ctx *a, tome_error *err)
 {
     if (a->n > 1)
-        v4_parallel_for(a->n, 1, attend_tokens, a);
+        v4_parallel_for(a->m->pool, a->n, 1, attend_tokens, a);
     else {
         attend_scratch sc;
         if (scratch_new(a, &sc) == 0) {
             heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
             v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
-            v4_parallel_for(a->H, 1, attend_head_range, &j);
+            v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);
         } else {
             atomic_store(&a->failed, 1);
         }

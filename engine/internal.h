@@ -65,6 +65,8 @@ void v4_hadamard(float *x, int n);
 
 /* ---- weights and kernels (exact.c) -------------------------------------- */
 
+typedef struct v4_pool v4_pool;
+
 typedef struct v4_weight {
     v4_dtype dtype;       /* V4_F8_E4M3, V4_I8 (FP4), V4_BF16 or V4_F32 */
     int64_t rows, cols;   /* logical shape [out, in] */
@@ -72,6 +74,7 @@ typedef struct v4_weight {
     const uint8_t *scale; /* E8M0 scales (FP8: per 128x128 block, FP4: per 32) */
     int64_t scale_stride; /* scale bytes per scale row */
     int fast;             /* products with the fast kernels (v4_kernels) */
+    v4_pool *pool;        /* the model's threads, which run its products */
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */
@@ -118,13 +121,25 @@ float v4_mean_square(const float *x, int64_t n); /* sum(x[i]^2) / n */
 /* out = w * (x / rms(x)) (w NULL: no weight), rms as the reference rounds it. */
 void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps);
 
+/* Bytes of per-thread scratch the matrix kernels need for rows up to
+ * `max_cols` wide (exact.c, fast.c). */
+size_t v4_kernel_scratch_bytes(int64_t max_cols);
+
 /* ---- thread pool (threads.c) --------------------------------------------- */
+
+/* A model's threads: n_threads (0 = the online CPUs, at most 256) including
+ * the caller, each with `scratch_bytes` of 64-byte aligned scratch. */
+int v4_pool_new(int n_threads, size_t scratch_bytes, v4_pool **out, tome_error *err);
+void v4_pool_free(v4_pool *p);
+int v4_pool_threads(const v4_pool *p);
 
 typedef void (*v4_task_fn)(void *ctx, int64_t begin, int64_t end);
 /* Run fn over [0, n) split into chunks of at least `grain` items on the
- * engine's pool (the calling thread takes part).  Nested calls run inline. */
-void v4_parallel_for(int64_t n, int64_t grain, v4_task_fn fn, void *ctx);
-int v4_threads_init(int n_threads); /* idempotent; 0 = online CPUs */
-int v4_threads_count(void);
+ * pool (the calling thread takes part).  One region runs at a time: a
+ * second caller waits; a call from inside a task runs inline. */
+void v4_parallel_for(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx);
+/* The running thread's scratch, inside a task or region of `p` (NULL
+ * elsewhere). */
+void *v4_pool_scratch(const v4_pool *p);
 
 #endif

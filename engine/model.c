@@ -105,6 +105,7 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
     w.cols = t->ndim > 1 ? t->shape[1] : 1;
     w.data = t->data;
     w.fast = b->m->opts.kernels == V4_KERNELS_FAST;
+    w.pool = b->m->pool;
     if (t->dtype == V4_F32) w.data = (const uint8_t *)f32_data(b, t);
     if (t->dtype == V4_I8) w.cols *= 2; /* two FP4 codes per byte */
     if (t->dtype == V4_F8_E4M3 || t->dtype == V4_I8) {
@@ -359,6 +360,19 @@ static void size_rows(v4_model *m)
     m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / V4_FP4_BLOCK;
 }
 
+/* The widest matrix row of the manifest, in values (two per FP4 byte):
+ * what the kernels' scratch must hold. */
+static int64_t widest(const v4_tensor_spec *specs, size_t n)
+{
+    int64_t most = 1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t cols = specs[i].ndim > 1 ? specs[i].shape[1] : 1;
+        if (specs[i].dtype == V4_I8) cols *= 2;
+        if (cols > most) most = cols;
+    }
+    return most;
+}
+
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err)
 {
     *out = NULL;
@@ -378,8 +392,10 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
         size_rows(m);
         rc = fingerprint(m, config_text, config_len, specs, n_specs, err);
     }
+    if (rc == 0)
+        rc = v4_pool_new(m->opts.n_threads, v4_kernel_scratch_bytes(widest(specs, n_specs)),
+                         &m->pool, err);
     if (rc == 0) rc = bind_all(m, err);
-    if (rc == 0) rc = v4_threads_init(m->opts.n_threads);
     free(config_text);
     free(specs);
     if (rc) {
@@ -401,6 +417,7 @@ void v4_model_free(v4_model *m)
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     v4_checkpoint_free(m->ck);
+    v4_pool_free(m->pool);
     free(m);
 }
 

@@ -1,28 +1,39 @@
 /*
- * threads.c - the engine's kernel thread pool.
+ * threads.c - the kernel thread pool a model owns (v4_pool).
  *
- * One process-wide pool, sized to the cores, runs the data-parallel parts of
- * the kernels (matmul rows, attention heads, experts).  v4_parallel_for()
- * hands out chunks of an index range through an atomic counter; the calling
- * thread works too and returns when every chunk is done.  Calls from inside
- * a task, or from several caller threads at once, run inline on the caller:
- * the pool serves one parallel region at a time, which is what a single
- * engine executor needs, and a second caller is never blocked waiting.
+ * Each model has its own pool, sized by its v4_open_options.n_threads and
+ * stopped with it, so two models in one process (tests, a daemon that
+ * reopens its model) never share threads or inherit each other's size.
+ * v4_parallel_for() hands out chunks of an index range through an atomic
+ * counter; the calling thread works too and returns when every chunk is
+ * done.  The pool serves one parallel region at a time: a second caller
+ * waits for the first region to end (the pool's threads are all busy
+ * anyway), and a call from inside a task runs inline on that task's thread.
+ *
+ * The pool also owns the kernels' per-thread scratch: one arena per
+ * thread of the pool (the caller's slot 0 included), allocated when the
+ * pool is made, so a kernel never fails for want of memory in the middle
+ * of a product.  Inside a task or region, v4_pool_scratch() is the running
+ * thread's arena; a region's owner takes slot 0 for its duration.
  */
 #include "engine/internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define MAX_THREADS 256
 
-typedef struct pool {
+struct v4_pool {
     pthread_mutex_t lock;
     pthread_cond_t work_ready;
     pthread_cond_t work_done;
-    int n_threads; /* including the caller */
-    int started;
+    pthread_mutex_t region; /* held by the thread whose region runs */
+    int n_threads;          /* including the caller */
+    pthread_t workers[MAX_THREADS];
+    void *scratch[MAX_THREADS]; /* slot i: worker i; slot 0: the region's owner */
+    int stopping;
     /* the current parallel region */
     uint64_t generation;
     v4_task_fn fn;
@@ -30,35 +41,39 @@ typedef struct pool {
     int64_t n, grain;
     atomic_int_fast64_t next;
     int busy_workers;
-    atomic_int region_active;
-} pool;
-
-static pool the_pool = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .work_ready = PTHREAD_COND_INITIALIZER,
-    .work_done = PTHREAD_COND_INITIALIZER,
 };
-static _Thread_local int inside_task;
 
-static void run_chunks(pool *p)
+/* The pool and slot of the task or region running on this thread. */
+static _Thread_local const v4_pool *current_pool;
+static _Thread_local int current_slot;
+
+static void run_chunks(v4_pool *p)
 {
-    inside_task = 1;
     for (;;) {
         int64_t begin = atomic_fetch_add(&p->next, p->grain);
         if (begin >= p->n) break;
         int64_t end = begin + p->grain < p->n ? begin + p->grain : p->n;
         p->fn(p->ctx, begin, end);
     }
-    inside_task = 0;
 }
+
+typedef struct worker_arg {
+    v4_pool *pool;
+    int slot;
+} worker_arg;
 
 static void *worker_main(void *arg)
 {
-    pool *p = arg;
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    v4_pool *p = wa.pool;
+    current_pool = p;
+    current_slot = wa.slot;
     uint64_t seen = 0;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (p->generation == seen) pthread_cond_wait(&p->work_ready, &p->lock);
+        while (p->generation == seen && !p->stopping) pthread_cond_wait(&p->work_ready, &p->lock);
+        if (p->stopping) break;
         seen = p->generation;
         p->busy_workers++;
         pthread_mutex_unlock(&p->lock);
@@ -66,57 +81,81 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&p->lock);
         if (--p->busy_workers == 0) pthread_cond_broadcast(&p->work_done);
     }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-int v4_threads_init(int n_threads)
+static int start_worker(v4_pool *p, int slot)
 {
-    pool *p = &the_pool;
-    pthread_mutex_lock(&p->lock);
-    if (p->started) {
-        pthread_mutex_unlock(&p->lock);
-        return 0;
+    worker_arg *wa = malloc(sizeof *wa);
+    if (!wa) return -1;
+    *wa = (worker_arg){p, slot};
+    if (pthread_create(&p->workers[slot], NULL, worker_main, wa) != 0) {
+        free(wa);
+        return -1;
     }
+    return 0;
+}
+
+int v4_pool_new(int n_threads, size_t scratch_bytes, v4_pool **out, tome_error *err)
+{
+    *out = NULL;
     if (n_threads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = cpus > 0 ? (int)cpus : 1;
     }
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    v4_pool *p = calloc(1, sizeof *p);
+    if (!p) return tome_errorf(err, TOME_ENOMEM, "out of memory for the thread pool");
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->region, NULL);
+    pthread_cond_init(&p->work_ready, NULL);
+    pthread_cond_init(&p->work_done, NULL);
     p->n_threads = 1;
-    for (int i = 1; i < n_threads; i++) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, worker_main, p) != 0) break;
-        pthread_detach(t);
-        p->n_threads++;
+    size_t bytes = (scratch_bytes + 63) / 64 * 64;
+    for (int i = 0; i < n_threads; i++) {
+        p->scratch[i] = bytes ? aligned_alloc(64, bytes) : NULL;
+        if (bytes && !p->scratch[i]) {
+            v4_pool_free(p);
+            return tome_errorf(err, TOME_ENOMEM, "out of memory for %d threads' scratch (%zu bytes each)",
+                               n_threads, bytes);
+        }
     }
-    p->started = 1;
-    pthread_mutex_unlock(&p->lock);
+    /* A pool with fewer threads than asked still computes the same bits. */
+    for (int i = 1; i < n_threads && start_worker(p, i) == 0; i++) p->n_threads++;
+    *out = p;
     return 0;
 }
 
-int v4_threads_count(void)
+void v4_pool_free(v4_pool *p)
 {
-    return the_pool.started ? the_pool.n_threads : 1;
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->work_ready);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 1; i < p->n_threads; i++) pthread_join(p->workers[i], NULL);
+    for (int i = 0; i < MAX_THREADS; i++) free(p->scratch[i]);
+    pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->region);
+    pthread_cond_destroy(&p->work_ready);
+    pthread_cond_destroy(&p->work_done);
+    free(p);
 }
 
-static void run_inline(int64_t n, v4_task_fn fn, void *ctx)
+int v4_pool_threads(const v4_pool *p)
 {
-    if (n > 0) fn(ctx, 0, n);
+    return p->n_threads;
 }
 
-void v4_parallel_for(int64_t n, int64_t grain, v4_task_fn fn, void *ctx)
+void *v4_pool_scratch(const v4_pool *p)
 {
-    pool *p = &the_pool;
-    if (grain < 1) grain = 1;
-    if (inside_task || !p->started || p->n_threads == 1 || n <= grain) {
-        run_inline(n, fn, ctx);
-        return;
-    }
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&p->region_active, &expected, 1)) {
-        run_inline(n, fn, ctx); /* another caller holds the pool */
-        return;
-    }
+    return current_pool == p ? p->scratch[current_slot] : NULL;
+}
+
+/* Run the region's chunks on all threads; the caller holds p->region. */
+static void run_region(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx)
+{
     /* Enough chunks to balance the threads, but no smaller than `grain`. */
     int64_t per = n / (4 * p->n_threads);
     if (per > grain) grain = per;
@@ -140,5 +179,26 @@ void v4_parallel_for(int64_t n, int64_t grain, v4_task_fn fn, void *ctx)
      * that have not woken yet will find no chunks left and never touch ctx. */
     while (p->busy_workers > 0) pthread_cond_wait(&p->work_done, &p->lock);
     pthread_mutex_unlock(&p->lock);
-    atomic_store(&p->region_active, 0);
+}
+
+void v4_parallel_for(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    if (current_pool == p) { /* inside a task or region of this pool */
+        fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&p->region);
+    const v4_pool *outer_pool = current_pool;
+    int outer_slot = current_slot;
+    current_pool = p;
+    current_slot = 0;
+    if (p->n_threads == 1 || n <= grain)
+        fn(ctx, 0, n);
+    else
+        run_region(p, n, grain, fn, ctx);
+    current_pool = outer_pool;
+    current_slot = outer_slot;
+    pthread_mutex_unlock(&p->region);
 }

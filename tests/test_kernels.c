@@ -23,6 +23,10 @@ static float e2m1_by_definition(uint8_t c)
     return (float)((c & 8) ? -mags[c & 7] : mags[c & 7]);
 }
 
+/* The threads (and their scratch) every product here runs on, as a model's
+ * would: two threads, rows up to V4_MAX_COLS wide. */
+static v4_pool *pool;
+
 static uint32_t rng = 12345;
 static uint32_t next_random(void)
 {
@@ -34,7 +38,7 @@ static uint32_t next_random(void)
 static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uint8_t **scale,
                              float *ref)
 {
-    v4_weight w = {.dtype = t, .rows = rows, .cols = cols};
+    v4_weight w = {.dtype = t, .rows = rows, .cols = cols, .pool = pool};
     size_t bytes = t == V4_I8 ? (size_t)rows * cols / 2 : (size_t)rows * cols * v4_dtype_size(t);
     *data = malloc(bytes);
     for (size_t i = 0; i < bytes; i++) {
@@ -205,7 +209,8 @@ static void test_fast_nan(void)
                     .cols = C,
                     .data = wide,
                     .scale = wscale,
-                    .scale_stride = 4};
+                    .scale_stride = 4,
+                    .pool = pool};
     static float xw[C], yw[R];
     for (int i = 0; i < C; i++) xw[i] = 0.5f;
     static const char *const names[] = {"scalar", "avx2", "avx512"};
@@ -223,7 +228,8 @@ static void test_fast_nan(void)
                    .cols = 16,
                    .data = data,
                    .scale = scale,
-                   .scale_stride = 1};
+                   .scale_stride = 1,
+                   .pool = pool};
     float x[16], y[16];
     for (int i = 0; i < 16; i++) x[i] = 1;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
@@ -422,7 +428,11 @@ static void test_refmath(void)
 
 int main(void)
 {
-    v4_threads_init(2);
+    tome_error err = {0};
+    if (v4_pool_new(2, v4_kernel_scratch_bytes(V4_MAX_COLS), &pool, &err) != 0) {
+        fprintf(stderr, "test_kernels: %s\n", err.msg);
+        return 1;
+    }
     test_quant();
     test_format(V4_F8_E4M3);
     test_format(V4_I8);
@@ -434,5 +444,6 @@ int main(void)
     test_index_scores();
     test_tiles();
     test_refmath();
+    v4_pool_free(pool);
     return check_finish();
 }

@@ -18,7 +18,6 @@
 #include "engine/kernels/fast.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -516,32 +515,23 @@ typedef struct matmul_job {
     int64_t ystride;
 } matmul_job;
 
-/* Per-thread scratch: LANES decoded rows, and GROUP transposed tiles of LANES
- * rows (tile[k*LANES + j] = row j, column k).  The tiles are allocated on
- * first use; if that fails the kernel works one tile at a time in the
- * fixed buffer, slower but never failing.  config.c refuses matrices wider
- * than V4_MAX_COLS. */
-static _Thread_local float row_buf[LANES * V4_MAX_COLS];
-static _Thread_local float tile_fixed[LANES * V4_MAX_COLS];
-static _Thread_local float *tile_group;
-static pthread_key_t tile_key;
-static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
-
-static void make_tile_key(void)
+/* Per-thread scratch (the pool's, v4_pool_scratch): LANES decoded rows,
+ * then GROUP transposed tiles of LANES rows (tile[k*LANES + j] = row j,
+ * column k). */
+static size_t exact_scratch_floats(int64_t cols)
 {
-    pthread_key_create(&tile_key, free); /* frees a thread's tiles when it exits */
+    return (size_t)(1 + GROUP) * LANES * (size_t)cols;
 }
 
-static float *group_tiles(void)
+size_t v4_kernel_scratch_bytes(int64_t max_cols)
 {
-    if (tile_group) return tile_group;
-    pthread_once(&tile_key_once, make_tile_key);
-    tile_group = malloc((size_t)GROUP * LANES * V4_MAX_COLS * sizeof(float));
-    if (tile_group) pthread_setspecific(tile_key, tile_group);
-    return tile_group;
+    size_t exact = exact_scratch_floats(max_cols) * sizeof(float);
+    size_t fast = v4_fast_scratch_bytes(max_cols);
+    return exact > fast ? exact : fast;
 }
 
-static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *tiles, int max_tiles)
+static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *row_buf, float *tiles,
+                        int max_tiles)
 {
     int64_t cols = w->cols;
     int n_tiles = 0;
@@ -577,13 +567,13 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
         return;
     }
 #endif
-    float *tiles = group_tiles() ? tile_group : tile_fixed;
+    float *row_buf = v4_pool_scratch(w->pool), *tiles = row_buf + (size_t)LANES * cols;
     /* Decode (n == 1) is limited by decoding weights: take GROUP tiles per
      * pass so the FMAs of independent rows overlap.  Prefill reuses one
      * tile for GROUP tokens at a time. */
-    int per_pass = j->n == 1 && tile_group ? GROUP : 1;
+    int per_pass = j->n == 1 ? GROUP : 1;
     for (int64_t r = r0; r < r1; r += (int64_t)per_pass * LANES) {
-        int nt = decode_tiles(w, r, r1, tiles, per_pass);
+        int nt = decode_tiles(w, r, r1, row_buf, tiles, per_pass);
         const float *tp[GROUP], *xp[GROUP];
         float out[GROUP * LANES];
         if (j->n == 1) {
@@ -626,7 +616,7 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     if (w->dtype == V4_I8) row_bytes /= 2;
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1);
     grain = grain < LANES ? LANES : (grain / LANES) * LANES;
-    v4_parallel_for(w->rows, grain, matmul_rows, &j);
+    v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
 }
 
 void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps)

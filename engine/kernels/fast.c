@@ -85,31 +85,17 @@ typedef struct fast_job {
 #define BLOCK_TOKENS 96
 #define BLOCK_COLS   256
 
-/* A thread's scratch, allocated on its first prefill product and freed
- * when the thread exits; config.c keeps rows within V4_MAX_COLS. */
+/* A thread's scratch (the pool's, v4_pool_scratch): the partial sums of a
+ * block of tokens, then BLOCK_ROWS decoded rows (64-byte aligned, so that
+ * no 64-byte load of a decoded row splits a cache line). */
 typedef struct workspace {
-    _Alignas(64) float decoded[BLOCK_ROWS * V4_MAX_COLS];
     v4_fast_acc sums[BLOCK_TOKENS / V4_FAST_TOKENS][BLOCK_ROWS / V4_FAST_ROWS];
+    _Alignas(64) float decoded[];
 } workspace;
 
-static _Thread_local workspace *mine;
-static pthread_key_t workspace_key;
-static pthread_once_t workspace_once = PTHREAD_ONCE_INIT;
-
-static void make_workspace_key(void)
+size_t v4_fast_scratch_bytes(int64_t cols)
 {
-    pthread_key_create(&workspace_key, free);
-}
-
-static workspace *thread_workspace(void)
-{
-    if (mine) return mine;
-    pthread_once(&workspace_once, make_workspace_key);
-    /* 64-byte aligned, so that no 64-byte load of a decoded row splits a
-     * cache line. */
-    mine = aligned_alloc(64, sizeof *mine);
-    if (mine) pthread_setspecific(workspace_key, mine);
-    return mine;
+    return sizeof(workspace) + (size_t)BLOCK_ROWS * (size_t)cols * sizeof(float);
 }
 
 static int min_int(int64_t a, int64_t b)
@@ -179,9 +165,7 @@ static void decode_block(const fast_job *j, int64_t r, int nr)
 static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const fast_job *j = ctx;
-    /* Without memory for a workspace, prefill takes the decode path: the
-     * same results, more slowly. */
-    workspace *ws = j->n > 2 ? thread_workspace() : NULL;
+    workspace *ws = j->n > 2 ? v4_pool_scratch(j->w->pool) : NULL;
     for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
         int nr = min_int(BLOCK_ROWS, r1 - r);
         if (ws)
@@ -200,5 +184,5 @@ void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x
     int64_t per_row = w->cols * (int64_t)n;
     int64_t grain = ((int64_t)1 << 20) / (per_row + 1);
     grain = grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
-    v4_parallel_for(w->rows, grain, fast_rows, &j);
+    v4_parallel_for(w->pool, w->rows, grain, fast_rows, &j);
 }

@@ -90,8 +90,11 @@ static inline float v4_fast_scale(uint8_t e)
 }
 
 /* y[t][o] for `n` input rows with the kernels `k` (v4_matmul_strided's
- * contract); w->cols must be a multiple of V4_FAST_LANES. */
+ * contract); w->cols must be a multiple of V4_FAST_LANES.  The kernels run
+ * as tasks of w->pool and use its per-thread scratch. */
 void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
                     int n, float *y, int64_t ystride);
+/* The per-thread scratch the fast kernels need for rows `cols` wide. */
+size_t v4_fast_scratch_bytes(int64_t cols);
 
 #endif

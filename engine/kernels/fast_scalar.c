@@ -34,11 +34,12 @@ static void tile_acc_scalar(const float *const *rows, const float *const *xs, in
                     acc[t][i][l] = fmaf(rows[i][k + l], xs[t][k + l], acc[t][i][l]);
 }
 
-/* One decoded row at a time; config.c keeps rows within V4_MAX_COLS. */
-static _Thread_local float row_scratch[V4_MAX_COLS];
-
+/* One decoded row at a time, in the pool's scratch of the running thread
+ * (which holds BLOCK_ROWS rows; rows_dot runs inside v4_fast_matmul's
+ * tasks). */
 static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
+    float *row_scratch = v4_pool_scratch(w->pool);
     for (int i = 0; i < nr; i++) {
         v4_weight_row_scalar(w, r + i, row_scratch);
         y[i] = dot_fast(row_scratch, x, w->cols);
