@@ -176,12 +176,19 @@ static int prompt_ids(const v4_tokenizer *t, v4_prompt *p, int rc, int32_t **ids
 /* The question turn; thinking "max" uses the thinking opener alone, since
  * V4 puts the think-max instruction before the corpus, which would need a
  * prefill of its own. */
-static int question_ids(tomed_engine *e, const tomed_ask *ask, int32_t **ids, size_t *n,
+static int question_ids(tomed_engine *e, tomed_ask *ask, int32_t **ids, size_t *n,
                         tome_error *err)
 {
     v4_chat_options opts = {.thinking = ask->thinking > 0};
     v4_prompt p = {0};
-    int rc = v4_docqa_question(&opts, ask->question, strlen(ask->question), &p, err);
+    int rc = 0;
+    if (ask->turns) { /* rendered by routes_openai.c; the engine frees it */
+        p = *ask->turns;
+        free(ask->turns);
+        ask->turns = NULL;
+    } else {
+        rc = v4_docqa_question(&opts, ask->question, strlen(ask->question), &p, err);
+    }
     return prompt_ids(e->tokenizer, &p, rc, ids, n, err);
 }
 
@@ -684,10 +691,12 @@ static void finish_ask(tomed_engine *e, int index, int rc, const tome_error *err
     tomed_post(e->server->pool, tomed_ask_finished, ask);
 }
 
-/* The first step of a question: fork the corpus state, feed the turn. */
-static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
+/* The state a question starts from: a fork of its corpus's, or a fresh
+ * one for the bare model. */
+static int start_state(tomed_engine *e, active_ask *a, tome_error *err)
 {
     tomed_ask *ask = a->ask;
+    if (ask->bare) return v4_state_new(e->model, &a->state, err);
     if (ask->saved_path[0] &&
         !tomed_engine_has_state(e, ask->corpus, ask->version_id, NULL, NULL)) {
         v4_state *saved;
@@ -712,6 +721,15 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
         return rc;
     }
     atomic_fetch_add(&tomed_stats.cache_hits, 1);
+    return 0;
+}
+
+/* The first step of a question: its state, then feed the turn. */
+static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
+{
+    tomed_ask *ask = a->ask;
+    int rc = start_state(e, a, err);
+    if (rc != 0) return rc;
     for (int i = 0; i < ask->n_logit_bias; i++)
         if (ask->logit_bias[i].id >= e->sample_vocab)
             return tome_errorf(err, TOME_EINVAL,

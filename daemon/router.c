@@ -44,6 +44,7 @@ static const tomed_route routes[] = {
     {"DELETE", "/v1/tokens/*", tomed_route_token_revoke, TOMED_ROUTE_ADMIN},
     {"GET", "/openai/v1/models", tomed_route_openai_models, TOMED_ROUTE_OPENAI},
     {"POST", "/openai/v1/chat/completions", tomed_route_openai_chat, TOMED_ROUTE_OPENAI},
+    {"POST", "/openai/v1/completions", tomed_route_openai_completions, TOMED_ROUTE_OPENAI},
 };
 
 /* Does `path` match `pattern`?  Each '*' takes one non-empty segment of
