@@ -176,8 +176,7 @@ static int prompt_ids(const v4_tokenizer *t, v4_prompt *p, int rc, int32_t **ids
 /* The question turn; thinking "max" uses the thinking opener alone, since
  * V4 puts the think-max instruction before the corpus, which would need a
  * prefill of its own. */
-static int question_ids(tomed_engine *e, tomed_ask *ask, int32_t **ids, size_t *n,
-                        tome_error *err)
+static int question_ids(tomed_engine *e, tomed_ask *ask, int32_t **ids, size_t *n, tome_error *err)
 {
     v4_chat_options opts = {.thinking = ask->thinking > 0};
     v4_prompt p = {0};

@@ -30,6 +30,7 @@ static const tomed_route routes[] = {
     {"DELETE", "/v1/corpora/*", tomed_route_corpus_delete, 0},
     {"POST", "/v1/corpora/*/ingest", tomed_route_ingest, TOMED_ROUTE_UPLOAD},
     {"GET", "/v1/corpora/*/search", tomed_route_search, 0},
+    {"GET", "/v1/corpora/*/document", tomed_route_document, 0},
     {"POST", "/v1/corpora/*/prefill", tomed_route_prefill, 0},
     {"POST", "/v1/corpora/*/ask", tomed_route_ask, 0},
     {"GET", "/v1/jobs", tomed_route_job_list, 0},

@@ -153,7 +153,7 @@ static json_t *clean_message(tomed_request *r, json_t *m, size_t i, int bare)
         return NULL;
     }
     char *text = json_is_null(content) && strcmp(role, "assistant") == 0 ? strdup("")
-                                                                          : message_text(content);
+                                                                         : message_text(content);
     if (!text) {
         tomed_reply_error(r, TOME_EINVAL,
                           "messages[%zu]: 'content' must be text (a string or text parts)", i);
@@ -243,8 +243,7 @@ static int parse_thinking(tomed_request *r, json_t *body, tomed_ask *ask)
 static int parse_model(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     const char *model = json_string_value(json_object_get(body, "model"));
-    if (!model || !*model)
-        return invalid(r, "'model' must name a corpus (GET /openai/v1/models)");
+    if (!model || !*model) return invalid(r, "'model' must name a corpus (GET /openai/v1/models)");
     ask->bare = strcmp(model, TOMED_BARE_MODEL) == 0;
     if (!ask->bare && !tomed_corpus_name_valid(model)) {
         tomed_reply_error(r, TOME_ENOTFOUND, "the model '%s' does not exist", model);
@@ -293,8 +292,7 @@ static int parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
     json_t *tools = json_object_get(body, "tools");
     if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
         return invalid(r, "'tools' is not supported: tome answers from the corpus itself");
-    if (parse_common(r, body, TOMED_OPENAI_CHAT, ask) != 0 ||
-        parse_thinking(r, body, ask) != 0)
+    if (parse_common(r, body, TOMED_OPENAI_CHAT, ask) != 0 || parse_thinking(r, body, ask) != 0)
         return -1;
     return parse_messages(r, json_object_get(body, "messages"), ask);
 }
@@ -303,8 +301,7 @@ static int parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
  * text) after the corpus, or after BOS for the bare model. */
 static int parse_prompt(tomed_request *r, json_t *prompt, tomed_ask *ask)
 {
-    if (json_is_array(prompt) && json_array_size(prompt) == 1)
-        prompt = json_array_get(prompt, 0);
+    if (json_is_array(prompt) && json_array_size(prompt) == 1) prompt = json_array_get(prompt, 0);
     const char *text = json_string_value(prompt);
     if (!text || !*text)
         return invalid(r, "'prompt' must be a non-empty string (or an array of one)");
@@ -371,8 +368,7 @@ static json_t *chunk(tomed_ask *ask, const char *field, const char *text, size_t
     return json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", ask->completion_id, "object",
                      ask->openai == TOMED_OPENAI_COMPLETION ? "text_completion"
                                                             : "chat.completion.chunk",
-                     "created", (json_int_t)ask->created, "model", ask->corpus, "choices",
-                     choice);
+                     "created", (json_int_t)ask->created, "model", ask->corpus, "choices", choice);
 }
 
 static void send_piece(tomed_ask *ask, const char *field, const char *text, size_t len)

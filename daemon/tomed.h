@@ -400,6 +400,8 @@ void tomed_route_corpus_show(tomed_request *r);
 void tomed_route_corpus_delete(tomed_request *r);
 void tomed_route_ingest(tomed_request *r);
 void tomed_route_search(tomed_request *r);
+/* routes_document.c */
+void tomed_route_document(tomed_request *r);
 /* routes_jobs.c */
 void tomed_route_prefill(tomed_request *r);
 void tomed_route_job_list(tomed_request *r);
