@@ -182,3 +182,13 @@ npm_clients() {
     [ -f "$clients/node_modules/.package-lock.json" ] ||
         { echo "FAIL: $clients holds no installed clients"; exit 1; }
 }
+
+# make_rules DIR: DIR/rules.txt, 40 numbered rules, each naming its token.
+make_rules() {
+    mkdir -p "$1"
+    i=1
+    while [ "$i" -le 40 ]; do
+        echo "Rule $i: the parser accepts token $i only after the lexer has seen its prefix."
+        i=$((i + 1))
+    done >"$1/rules.txt"
+}

@@ -11,20 +11,13 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { check, finish } from './check.mjs';
+
 const [clientsDir, tome, socketPath, corpusDir, phase] = process.argv.slice(2);
 const require = createRequire(path.join(clientsDir, 'package.json'));
 const { Client } = await import(require.resolve('@modelcontextprotocol/sdk/client/index.js'));
 const { StdioClientTransport } = await import(require.resolve('@modelcontextprotocol/sdk/client/stdio.js'));
 
-let checks = 0;
-let failures = 0;
-function check(what, ok, detail) {
-    checks++;
-    if (!ok) {
-        failures++;
-        console.log(`FAIL: ${what}${detail === undefined ? '' : ': ' + JSON.stringify(detail)}`);
-    }
-}
 
 const transport = new StdioClientTransport({
     command: tome,
@@ -131,5 +124,4 @@ async function down() {
 
 await (phase === 'up' ? up() : down());
 await client.close();
-console.log(`${checks} MCP SDK checks (${phase}), ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish(`MCP SDK checks (${phase})`);

@@ -12,19 +12,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 
+import { check, finish } from './check.mjs';
+
 const [sdkDir, baseURL, apiKey, corpus, corpusTokens, socketPath] = process.argv.slice(2);
 const require = createRequire(path.join(sdkDir, 'package.json'));
 const { default: OpenAI, APIError } = await import(require.resolve('openai'));
 
-let checks = 0;
-let failures = 0;
-function check(what, ok, detail) {
-    checks++;
-    if (!ok) {
-        failures++;
-        console.log(`FAIL: ${what}${detail === undefined ? '' : ': ' + JSON.stringify(detail)}`);
-    }
-}
 
 // expectError(WHAT, PROMISE, STATUS, TYPE, CODE): the call throws APIError.
 async function expectError(what, promise, status, type, code) {
@@ -148,5 +141,4 @@ await suite('Unix socket', (key) =>
         maxRetries: 0,
         fetch: unixFetch(socketPath),
     }), false);
-console.log(`${checks} SDK checks, ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish('SDK checks');

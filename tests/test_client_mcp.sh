@@ -12,12 +12,7 @@ require_model
 tome="$build/client/tome"
 export TOME_SOCKET="$sock"
 
-mkdir -p "$tmp/corpus"
-i=1
-while [ "$i" -le 40 ]; do
-    echo "Rule $i: the parser accepts token $i only after the lexer has seen its prefix."
-    i=$((i + 1))
-done >"$tmp/corpus/rules.txt"
+make_rules "$tmp/corpus"
 printf '# Notes\n\nThe build runs on three machines.\nThe zanzibar cache holds parsed headers.\nNothing else.\n' \
     >"$tmp/corpus/notes.md"
 past=$(($(wc -l <"$tmp/corpus/rules.txt") + 59))
@@ -29,12 +24,17 @@ wait_ready
 unix_http 201 /v1/corpora -d '{"name":"docs"}'
 unix_http 200 /v1/corpora/docs/ingest -d "{\"path\":\"$tmp/corpus\"}"
 
+# sdk PHASE: run mcp-client.mjs's phase (up or down) against tome mcp.
+sdk() {
+    checks=$((checks + 1))
+    node "$src/tests/mcp-client.mjs" "$clients" "$tome" "$sock" "$tmp/corpus" "$1" \
+        >"$tmp/sdk.log" 2>&1 || fail "the MCP SDK client ($1): $(cat "$tmp/sdk.log")"
+    cat "$tmp/sdk.log"
+}
+
 # ---- the SDK, while the corpus has no state (its ask prefills it) ----
 if npm_clients; then
-    checks=$((checks + 1))
-    node "$src/tests/mcp-client.mjs" "$clients" "$tome" "$sock" "$tmp/corpus" up \
-        >"$tmp/sdk.log" 2>&1 || fail "the MCP SDK client: $(cat "$tmp/sdk.log")"
-    cat "$tmp/sdk.log"
+    sdk up
 else
     unix_http 202 /v1/corpora/docs/prefill -X POST
     curl -sN --max-time 120 --unix-socket "$sock" \
@@ -67,9 +67,6 @@ daemon_pid=""
 
 # ---- the SDK again, tomed down: tool errors, no crash ----
 if npm_clients; then
-    checks=$((checks + 1))
-    node "$src/tests/mcp-client.mjs" "$clients" "$tome" "$sock" "$tmp/corpus" down \
-        >"$tmp/sdk.log" 2>&1 || fail "the MCP SDK client, tomed down: $(cat "$tmp/sdk.log")"
-    cat "$tmp/sdk.log"
+    sdk down
 fi
 finish

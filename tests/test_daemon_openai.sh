@@ -24,12 +24,7 @@ count_ids() {
     "$build/engine/tome-tokenize" --model "$model" --chat "$1" --ids | tr ',' '\n' | grep -c '[0-9]'
 }
 
-mkdir -p "$tmp/corpus"
-i=1
-while [ "$i" -le 40 ]; do
-    echo "Rule $i: the parser accepts token $i only after the lexer has seen its prefix."
-    i=$((i + 1))
-done >"$tmp/corpus/rules.txt"
+make_rules "$tmp/corpus"
 start_tomed --model "$model" --listen "127.0.0.1:$port" --tls-cert "$tmp/server.pem" \
     --tls-key "$tmp/server.key" --log-level info
 wait_ready
