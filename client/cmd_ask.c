@@ -152,8 +152,9 @@ static void print_place(json_t *ref)
     if (end && json_integer_value(end) != line) printf("-%lld", json_integer_value(end));
 }
 
-/* The passages that match the question, then what the answer cites; a
- * citation of a file or line the corpus lacks is flagged, not hidden. */
+/* The passages that match the question, then what the answer cites with
+ * the cited text; a citation of a file or line the corpus lacks is
+ * flagged, not hidden. */
 static void print_references(json_t *result)
 {
     json_t *sources = json_object_get(result, "sources");
@@ -170,10 +171,11 @@ static void print_references(json_t *result)
     json_array_foreach(citations, i, ref)
     {
         print_place(ref);
+        const char *text = json_string_value(json_object_get(ref, "text"));
         if (!json_is_true(json_object_get(ref, "exists")))
             printf("  (not in the corpus)\n");
         else
-            printf("\n");
+            printf("  %s\n", text ? text : "");
     }
     fflush(stdout);
 }

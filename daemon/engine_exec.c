@@ -62,6 +62,7 @@ typedef struct active_ask {
     char *held; /* decoded text not yet sent (could begin a stop string) */
     size_t held_len;
     size_t answer_cap;
+    size_t forced; /* answer ids taken from the test hook's list */
 } active_ask;
 
 typedef struct ask_node {
@@ -87,6 +88,9 @@ struct tomed_engine {
     int vocab;        /* logits per position */
     int sample_vocab; /* ids the tokenizer can decode */
     int64_t context;
+    /* TOMED_TEST_ANSWER_IDS (tests only): every answer is these ids */
+    int32_t *answer_ids;
+    size_t n_answer_ids;
     /* queues, under lock */
     tomed_job *jobs_head, *jobs_tail;
     ask_node *asks_head, *asks_tail;
@@ -120,6 +124,32 @@ static void resolve_model_dir(tomed_engine *e, const char *model)
         snprintf(e->model_dir, sizeof e->model_dir, "%s", model);
 }
 
+/* The test hook: TOMED_TEST_ANSWER_IDS names a file holding a JSON array of
+ * token ids (as `tome-tokenize` writes them), and every answer is then
+ * those ids and the end of sequence, whatever the model computes, so that
+ * a test can check the citations of a known answer end to end with a model
+ * whose own text is noise. */
+static int load_answer_ids(tomed_engine *e, tome_error *err)
+{
+    const char *path = getenv("TOMED_TEST_ANSWER_IDS");
+    if (!path || !*path) return 0;
+    json_error_t jerr;
+    json_t *ids = json_load_file(path, 0, &jerr), *id;
+    size_t i;
+    if (!json_is_array(ids) ||
+        !(e->answer_ids = calloc(json_array_size(ids) + 1, sizeof(int32_t)))) {
+        json_decref(ids);
+        return tome_errorf(err, TOME_EINVAL, "TOMED_TEST_ANSWER_IDS: %s is no JSON array of ids",
+                           path);
+    }
+    json_array_foreach(ids, i, id) e->answer_ids[e->n_answer_ids++] =
+        (int32_t)json_integer_value(id);
+    json_decref(ids);
+    tomed_log(TOMED_LOG_WARN, "test hook: every answer is the %zu ids of %s", e->n_answer_ids,
+              path);
+    return 0;
+}
+
 static int load_model(tomed_engine *e, tome_error *err)
 {
     struct stat st;
@@ -148,6 +178,7 @@ static int load_model(tomed_engine *e, tome_error *err)
     tome_hex(digest, sizeof digest, e->model_fingerprint);
     const v4_config *cfg = v4_model_config(e->model);
     e->eos_id = cfg->eos_id;
+    if ((rc = load_answer_ids(e, err)) != 0) return rc;
     /* The model's embedding may be wider than the tokenizer's vocabulary
      * (padding rows); an id the tokenizer cannot decode is never sampled. */
     e->vocab = cfg->vocab_size;
@@ -178,12 +209,18 @@ static int prompt_ids(const v4_tokenizer *t, v4_prompt *p, int rc, int32_t **ids
 /* The question turn; thinking "max" uses the thinking opener alone, since
  * V4 puts the think-max instruction before the corpus, which would need a
  * prefill of its own. */
-static int question_ids(tomed_engine *e, const tomed_ask *ask, int32_t **ids, size_t *n,
-                        tome_error *err)
+static int question_ids(tomed_engine *e, tomed_ask *ask, int32_t **ids, size_t *n, tome_error *err)
 {
     v4_chat_options opts = {.thinking = ask->thinking > 0};
     v4_prompt p = {0};
-    int rc = v4_docqa_question(&opts, ask->question, strlen(ask->question), &p, err);
+    int rc = 0;
+    if (ask->turns) { /* rendered by routes_openai.c; the engine frees it */
+        p = *ask->turns;
+        free(ask->turns);
+        ask->turns = NULL;
+    } else {
+        rc = v4_docqa_question(&opts, ask->question, strlen(ask->question), &p, err);
+    }
     return prompt_ids(e->tokenizer, &p, rc, ids, n, err);
 }
 
@@ -364,6 +401,7 @@ static int32_t sample(const float *logits, int vocab, double temperature, double
 static int32_t next_token(tomed_engine *e, active_ask *a)
 {
     const tomed_ask *ask = a->ask;
+    if (e->answer_ids) return a->forced < e->n_answer_ids ? e->answer_ids[a->forced++] : e->eos_id;
     for (int i = 0; i < ask->n_logit_bias; i++)
         e->logits[ask->logit_bias[i].id] += ask->logit_bias[i].bias;
     return sample(e->logits, e->sample_vocab, ask->temperature, ask->top_p, &a->rng);
@@ -686,10 +724,12 @@ static void finish_ask(tomed_engine *e, int index, int rc, const tome_error *err
     tomed_post(e->server->pool, tomed_ask_finished, ask);
 }
 
-/* The first step of a question: fork the corpus state, feed the turn. */
-static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
+/* The state a question starts from: a fork of its corpus's, or a fresh
+ * one for the bare model. */
+static int start_state(tomed_engine *e, active_ask *a, tome_error *err)
 {
     tomed_ask *ask = a->ask;
+    if (ask->bare) return v4_state_new(e->model, &a->state, err);
     if (ask->saved_path[0] &&
         !tomed_engine_has_state(e, ask->corpus, ask->version_id, NULL, NULL)) {
         v4_state *saved;
@@ -714,6 +754,15 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
         return rc;
     }
     atomic_fetch_add(&tomed_stats.cache_hits, 1);
+    return 0;
+}
+
+/* The first step of a question: its state, then feed the turn. */
+static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
+{
+    tomed_ask *ask = a->ask;
+    int rc = start_state(e, a, err);
+    if (rc != 0) return rc;
     for (int i = 0; i < ask->n_logit_bias; i++)
         if (ask->logit_bias[i].id >= e->sample_vocab)
             return tome_errorf(err, TOME_EINVAL,
@@ -1023,6 +1072,7 @@ void tomed_engine_stop(tomed_engine *e)
     v4_tokenizer_free(e->tokenizer);
     v4_model_free(e->model);
     free(e->logits);
+    free(e->answer_ids);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->wake);
     free(e);

@@ -30,6 +30,7 @@ static const tomed_route routes[] = {
     {"DELETE", "/v1/corpora/*", tomed_route_corpus_delete, 0},
     {"POST", "/v1/corpora/*/ingest", tomed_route_ingest, TOMED_ROUTE_UPLOAD},
     {"GET", "/v1/corpora/*/search", tomed_route_search, 0},
+    {"GET", "/v1/corpora/*/document", tomed_route_document, 0},
     {"POST", "/v1/corpora/*/prefill", tomed_route_prefill, 0},
     {"POST", "/v1/corpora/*/ask", tomed_route_ask, 0},
     {"GET", "/v1/jobs", tomed_route_job_list, 0},
@@ -44,6 +45,7 @@ static const tomed_route routes[] = {
     {"DELETE", "/v1/tokens/*", tomed_route_token_revoke, TOMED_ROUTE_ADMIN},
     {"GET", "/openai/v1/models", tomed_route_openai_models, TOMED_ROUTE_OPENAI},
     {"POST", "/openai/v1/chat/completions", tomed_route_openai_chat, TOMED_ROUTE_OPENAI},
+    {"POST", "/openai/v1/completions", tomed_route_openai_completions, TOMED_ROUTE_OPENAI},
 };
 
 /* Does `path` match `pattern`?  Each '*' takes one non-empty segment of

@@ -18,12 +18,15 @@
  * A client that disconnects cancels its question: on_abort sets the flag
  * the engine checks before each token.
  *
- * The OpenAI-compatible chat completions (routes_openai.c) are questions
- * too: they parse their own body and format their own replies, and share
- * everything else here (tomed_ask_run).
+ * The OpenAI-compatible completions (routes_openai.c) are questions too:
+ * they parse their own body (rendering their turns for the engine) and
+ * format their own replies, and share everything else here
+ * (tomed_ask_run).  The bare model's have no corpus: no version to look
+ * up, no extras and no history row.
  */
 #include "daemon/tomed.h"
 
+#include "engine/v4.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -58,6 +61,8 @@ static void ask_free(ask_ctx *ctx)
     free(ask->answer);
     for (int i = 0; i < ask->n_stop; i++) free(ask->stop[i]);
     free(ask->logit_bias);
+    if (ask->turns) v4_prompt_free(ask->turns);
+    free(ask->turns);
     json_decref(ctx->sources);
     json_decref(ctx->citations);
     free(ctx);
@@ -112,7 +117,7 @@ void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
     ask_ctx *ctx = (ask_ctx *)ask;
     if (!ask->r) return;
     if (ask->openai)
-        tomed_stream_data(ask->r, tomed_openai_chunk(ask, text, len, NULL));
+        tomed_openai_text(ask, text, len);
     else
         tomed_stream_event(ask->r, "token", json_pack("{s:s%}", "text", text, len));
     ctx->last_write = tome_now();
@@ -232,13 +237,13 @@ void tomed_ask_finished(void *arg)
 {
     ask_ctx *ctx = arg;
     tomed_ask *ask = &ctx->ask;
-    if (ask->rc == 0) record(ctx);
+    if (ask->rc == 0 && !ask->bare) record(ctx);
     if (ask->r && ask->rc != 0) {
         ask->r->on_abort = NULL;
         reply_failure(ask);
         ask->r = NULL;
     }
-    if (ask->r) lookup(ctx, find_citations);
+    if (ask->r && !ask->bare) lookup(ctx, find_citations);
     release(ctx);
 }
 
@@ -256,6 +261,7 @@ static void find_version(void *arg)
 {
     version_lookup *v = arg;
     tomed_ask *ask = &v->ctx->ask;
+    if (ask->bare) return; /* no corpus to look up */
     store *db;
     v->rc = tomed_thread_store(ask->server->cfg.state_dir, &db, &v->err);
     if (v->rc == 0) v->rc = store_corpus_find(db, ask->corpus, &v->ctx->corpus_id, &v->err);
@@ -295,7 +301,7 @@ static void submit(void *arg)
         ask_free(ctx);
         return;
     }
-    if (rc == 0 && !ask->saved_path[0] &&
+    if (rc == 0 && !ask->bare && !ask->saved_path[0] &&
         !tomed_engine_has_state(engine, ask->corpus, ask->version_id, NULL, NULL)) {
         atomic_fetch_add(&tomed_stats.cache_misses, 1);
         rc = tome_errorf(&err, TOME_EMISMATCH,
@@ -311,7 +317,7 @@ static void submit(void *arg)
         return;
     }
     ctx->holds = 1; /* the engine's, until tomed_ask_finished */
-    lookup(ctx, find_sources);
+    if (!ask->bare) lookup(ctx, find_sources);
     if (ask->stream) {
         tomed_stream_begin(ask->r, 200, "text/event-stream");
         ctx->last_write = tome_now();

@@ -400,6 +400,8 @@ void tomed_route_corpus_show(tomed_request *r);
 void tomed_route_corpus_delete(tomed_request *r);
 void tomed_route_ingest(tomed_request *r);
 void tomed_route_search(tomed_request *r);
+/* routes_document.c */
+void tomed_route_document(tomed_request *r);
 /* routes_jobs.c */
 void tomed_route_prefill(tomed_request *r);
 void tomed_route_job_list(tomed_request *r);
@@ -411,6 +413,7 @@ void tomed_route_ask(tomed_request *r);
 /* routes_openai.c */
 void tomed_route_openai_models(tomed_request *r);
 void tomed_route_openai_chat(tomed_request *r);
+void tomed_route_openai_completions(tomed_request *r);
 /* routes_admin.c */
 void tomed_route_cache_list(tomed_request *r);
 void tomed_route_cache_verify(tomed_request *r);
@@ -578,13 +581,25 @@ typedef struct tomed_ask {
     char state_id[48];
     int rc;
     tome_error err;
-    /* set by routes_openai.c for a chat completion, which replies in
-     * OpenAI's format (loop thread only) */
-    int openai;
+    /* set by routes_openai.c for a chat completion or a completion, which
+     * reply in OpenAI's format (loop thread only, but for `turns` and
+     * `bare`, which the engine reads) */
+    int openai; /* 0, TOMED_OPENAI_CHAT or TOMED_OPENAI_COMPLETION */
+    int bare;   /* no corpus: `turns` starts a fresh context */
+    struct v4_prompt *turns; /* what follows the corpus's prefix, rendered;
+                                NULL: `question` as a document-QA turn */
     char completion_id[48];
     int64_t created;
-    int sent_role; /* the first chunk, which names the role, has gone */
+    int sent_role;   /* the first chunk, which names the role, has gone */
+    int in_content;  /* thinking: the reasoning's end has been streamed */
+    char held[8];    /* thinking: streamed text that may begin "</think>" */
+    size_t held_len;
 } tomed_ask;
+
+enum { TOMED_OPENAI_CHAT = 1, TOMED_OPENAI_COMPLETION = 2 };
+/* The models list's entry for prompts without a corpus.  Not a valid
+ * corpus name (it has a '/'), so no corpus can shadow it. */
+#define TOMED_BARE_MODEL "deepseek-v4/bare"
 
 /* routes_ask.c: what the native and the OpenAI routes share.  A parser
  * fills the ask from the body (the corpus comes from r->params[0]) or
@@ -603,11 +618,12 @@ int tomed_ask_parse_sampling(tomed_request *r, json_t *body, const char *max_tok
 int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed_ask *ask);
 
 /* routes_openai.c: OpenAI's shapes of an answer, on the loop thread.  A
- * streamed chunk of the answer's text (with `finish_reason`, when not
- * NULL, the last one); the whole answer sent to ask->r as one
- * chat.completion or as the stream's end; an error object for `status`
+ * piece of the answer's text streamed to ask->r as OpenAI chunks (a
+ * thinking answer's reasoning as reasoning_content, the rest as content);
+ * the whole answer sent to ask->r as one chat.completion or
+ * text_completion, or as the stream's end; an error object for `status`
  * and TOME_E* `code`. */
-json_t *tomed_openai_chunk(tomed_ask *ask, const char *text, size_t len, const char *finish_reason);
+void tomed_openai_text(tomed_ask *ask, const char *text, size_t len);
 void tomed_openai_answer(tomed_ask *ask, json_t *citations, json_t *sources);
 json_t *tomed_openai_error_json(int status, int code, const char *message);
 

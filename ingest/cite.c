@@ -1,6 +1,7 @@
 /*
- * cite.c - an answer's path:line citations checked against the corpus, and
- * the corpus passages that match a question (its sources).
+ * cite.c - an answer's path:line citations checked against the corpus, the
+ * corpus passages that match a question (its sources), and the cited lines
+ * themselves for a reader (ingest_read_lines).
  *
  * The document-QA prompt (tokenizer/docqa.c) numbers every line and asks the
  * model to cite "path:line" or "path:first-last", so those are the forms
@@ -115,6 +116,33 @@ static int resolve(store *s, const store_document_list *docs, ingest_citation *i
     it->text = lines_text(&d, it->line, it->end_line);
     store_document_clear(&d);
     return it->text ? 0 : tome_errorf(err, TOME_ENOMEM, "out of memory quoting a citation");
+}
+
+int ingest_read_lines(store *s, int64_t version_id, const char *path, int64_t first, int64_t last,
+                      char **text, int64_t *last_out, int64_t *count, tome_error *err)
+{
+    store_document_list docs;
+    int rc = store_version_documents(s, version_id, &docs, err);
+    if (rc) return rc;
+    const store_document *listed = find_doc(&docs, path, strlen(path));
+    int64_t id = listed ? listed->id : 0;
+    *count = listed ? listed->line_count : 0;
+    store_document_list_free(&docs);
+    if (!id) return tome_errorf(err, TOME_ENOTFOUND, "no document '%s' in this version", path);
+    if (first < 1 || first > *count)
+        return tome_errorf(err, TOME_EINVAL, "'%s' has lines 1 to %lld, not %lld", path,
+                           (long long)*count, (long long)first);
+    if (last < first)
+        return tome_errorf(err, TOME_EINVAL, "line %lld is before line %lld", (long long)last,
+                           (long long)first);
+    if (last > *count) last = *count;
+    if (last - first >= INGEST_READ_MAX_LINES) last = first + INGEST_READ_MAX_LINES - 1;
+    store_document d;
+    if ((rc = store_document_get(s, id, &d, err)) != 0) return rc;
+    *text = lines_text(&d, first, last);
+    *last_out = last;
+    store_document_clear(&d);
+    return *text ? 0 : tome_errorf(err, TOME_ENOMEM, "out of memory reading '%s'", path);
 }
 
 /* Scan `answer` for path:line and path:first-last. */

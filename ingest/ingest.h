@@ -296,6 +296,17 @@ int ingest_cite(store *s, int64_t version_id, const char *answer, ingest_citatio
                 tome_error *err);
 void ingest_citations_free(ingest_citations *c);
 
+/* Lines `first` to `last` of document `path` in version `version_id`, for
+ * a reader: `last` is cut to the document's end and to
+ * INGEST_READ_MAX_LINES lines from `first`.  Fills *text (malloc'd, the
+ * lines joined by newlines), *last_out (the last line given) and *count
+ * (the document's lines).  TOME_ENOTFOUND when the version has no such
+ * document, TOME_EINVAL when `first` is past its end or below 1, or
+ * `last` is before it. */
+#define INGEST_READ_MAX_LINES 2000
+int ingest_read_lines(store *s, int64_t version_id, const char *path, int64_t first, int64_t last,
+                      char **text, int64_t *last_out, int64_t *count, tome_error *err);
+
 /* The passages of the version that best match `question`: full-text search
  * for any of its words (FTS5; words of two bytes or more, and numbers) in
  * the first INGEST_SOURCE_LINES matching lines, ranked by their score: the

@@ -1,8 +1,11 @@
 #!/bin/sh
 # The README's main job: install, build, make the built-in model, start
-# tomed on a private state directory, ingest this repository, prefill, ask
-# one question, print the answer and timings, and stop the daemon.  Steps
-# whose parts are not built yet are reported as such.
+# tomed on a private state directory, ingest this repository, search it,
+# prefill, ask one question, print the answer with its sources and timings,
+# and stop the daemon.  It says before the answer that the built-in model's
+# weights are random (its text is noise, its sources are not), and at the
+# end how to run the same with real DeepSeek V4 weights.  Steps whose parts
+# are not built yet are reported as such.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -82,11 +85,31 @@ fi
 git archive --format=tar.gz HEAD $paths >"$work/tome.tar.gz"
 echo "demo: \$ tome ingest tome tome.tar.gz   (git archive --format=tar.gz HEAD $paths)"
 "$tome" ingest tome "$work/tome.tar.gz"
+# Search needs no model: FTS5 over the ingested lines, path:line hits.
+echo "demo: \$ tome search tome 'state AND file' --limit 5"
+"$tome" search tome 'state AND file' --limit 5
 echo "demo: \$ tome prefill tome --wait"
 "$tome" prefill tome --wait
 question="Which module owns the KV state file format, and which header declares it?"
+cat <<'EOF'
+demo: ----------------------------------------------------------------------
+demo: NOTE: the built-in "tiny" model has RANDOM WEIGHTS. It runs every
+demo: DeepSeek V4 layer and the real tokenizer, but the answer text below is
+demo: noise, not an answer. The "Sources" after it are real: the corpus lines
+demo: that best match the question (SQLite full-text search), whatever the
+demo: model. Citations in the answer are checked against the corpus.
+demo: ----------------------------------------------------------------------
+EOF
 echo "demo: \$ tome ask tome \"$question\""
 "$tome" ask tome "$question" --max-tokens 48
 echo "demo: the same question with --json (answer, token counts and timings):"
 "$tome" ask tome "$question" --max-tokens 48 --json
 stop_daemon
+cat <<'EOF'
+demo: To get real answers, run the same with real DeepSeek V4 weights:
+demo:   huggingface-cli download deepseek-ai/DeepSeek-V4-Flash --local-dir /models/v4-flash
+demo:   tomed --model /models/v4-flash      (or model = /models/v4-flash in tomed.conf)
+demo:   tome corpus add mycode && tome ingest mycode ./src && tome prefill mycode --wait
+demo:   tome ask mycode "Where is the configuration parsed?"
+demo: (README.md, "Using real DeepSeek V4 weights", has the details.)
+EOF

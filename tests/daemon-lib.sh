@@ -157,3 +157,38 @@ require_model() {
     [ -f "$model/config.json" ] ||
         { echo "FAIL: no built-in model at $model (make models/tiny/config.json)"; exit 1; }
 }
+
+# npm_clients: the official client libraries of tests/npm/package.json
+# (OpenAI's and MCP's SDKs), installed with `npm ci` from its lock file
+# once per lock into ${TOME_NPM_CACHE:-$HOME/.cache/tome-npm} (without HOME,
+# into the test's directory); sets $clients to the directory holding
+# node_modules.  Returns 1 after saying SKIP when npm or node is missing;
+# an npm that cannot install them is a failure (exit).  Two tests may
+# install at once: each installs aside and renames, the loser discards.
+npm_clients() {
+    if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+        echo "SKIP: npm or node is missing; the official client libraries' part did not run"
+        return 1
+    fi
+    lock=$src/tests/npm/package-lock.json
+    clients=${TOME_NPM_CACHE:-${HOME:-$tmp}/.cache/tome-npm}/clients-$(cksum <"$lock" | cut -d' ' -f1)
+    [ -f "$clients/node_modules/.package-lock.json" ] && return 0
+    aside=$clients.$$
+    mkdir -p "$aside" && cp "$src/tests/npm/package.json" "$lock" "$aside/" &&
+        npm ci --prefix "$aside" --no-audit --no-fund --fetch-retries=1 --fetch-timeout=60000 \
+            >"$tmp/npm.log" 2>&1 ||
+        { echo "FAIL: npm ci could not install tests/npm into $aside: $(tail -5 "$tmp/npm.log")"; exit 1; }
+    mv -T "$aside" "$clients" 2>/dev/null || rm -rf "$aside"
+    [ -f "$clients/node_modules/.package-lock.json" ] ||
+        { echo "FAIL: $clients holds no installed clients"; exit 1; }
+}
+
+# make_rules DIR: DIR/rules.txt, 40 numbered rules, each naming its token.
+make_rules() {
+    mkdir -p "$1"
+    i=1
+    while [ "$i" -le 40 ]; do
+        echo "Rule $i: the parser accepts token $i only after the lexer has seen its prefix."
+        i=$((i + 1))
+    done >"$1/rules.txt"
+}

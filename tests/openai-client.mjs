@@ -1,8 +1,9 @@
 // openai-client.mjs - the official OpenAI Node SDK against a real tomed
 // (tests/test_daemon_openai.sh runs it): the models list, a chat completion
 // non-streamed and streamed (the same greedy answer both ways), the cached
-// corpus tokens in usage, tome's extras, and an unknown model and a bad
-// token thrown as the SDK's APIError with OpenAI's status, type and code;
+// corpus tokens in usage, tome's extras, a conversation of several turns, a
+// completion, the bare model, and an unknown model, a bad argument and a
+// bad token thrown as the SDK's APIError with OpenAI's status, type and code;
 // over TLS, then the same over the Unix socket (the SDK's fetch replaced
 // by one over node:http, as the SDK allows).
 // Usage: node openai-client.mjs SDK-DIR BASE-URL API-KEY CORPUS CORPUS-TOKENS SOCKET
@@ -11,19 +12,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 
+import { check, finish } from './check.mjs';
+
 const [sdkDir, baseURL, apiKey, corpus, corpusTokens, socketPath] = process.argv.slice(2);
 const require = createRequire(path.join(sdkDir, 'package.json'));
 const { default: OpenAI, APIError } = await import(require.resolve('openai'));
 
-let checks = 0;
-let failures = 0;
-function check(what, ok, detail) {
-    checks++;
-    if (!ok) {
-        failures++;
-        console.log(`FAIL: ${what}${detail === undefined ? '' : ': ' + JSON.stringify(detail)}`);
-    }
-}
 
 // expectError(WHAT, PROMISE, STATUS, TYPE, CODE): the call throws APIError.
 async function expectError(what, promise, status, type, code) {
@@ -108,8 +102,27 @@ async function suite(where, make, tokens) {
 
     await expectError(`${where}: an unknown model`, client.chat.completions.create({ ...request, model: 'nope' }),
         404, 'invalid_request_error', 'model_not_found');
-    await expectError(`${where}: earlier messages`, client.chat.completions.create({
-        ...request, messages: [{ role: 'system', content: 'Be brief.' }, ...request.messages],
+    const turns = await client.chat.completions.create({
+        ...request,
+        messages: [{ role: 'system', content: 'Be brief.' }, ...request.messages,
+            { role: 'assistant', content: 'Rule 7.' }, { role: 'user', content: 'And token 8?' }],
+    });
+    check(`${where}: more turns, more prompt tokens`, turns.usage.prompt_tokens > c.usage.prompt_tokens, turns.usage);
+    check(`${where}: the corpus is still cached`, turns.usage.prompt_tokens_details.cached_tokens === Number(corpusTokens), turns.usage);
+
+    const done = await client.completions.create({ model: corpus, prompt: 'Rule 41:', max_tokens: 3, temperature: 0 });
+    check(`${where}: a text_completion`, done.object === 'text_completion' && typeof done.choices[0].text === 'string', done);
+    check(`${where}: its cached tokens`, done.usage.prompt_tokens_details.cached_tokens === Number(corpusTokens), done.usage);
+
+    if (ids.includes('deepseek-v4/bare')) {
+        const bare = await client.chat.completions.create({ ...request, model: 'deepseek-v4/bare' });
+        check(`${where}: the bare model caches nothing`, bare.usage.prompt_tokens_details.cached_tokens === 0 && bare.usage.prompt_tokens > 0, bare.usage);
+    } else {
+        check(`${where}: the bare model is listed`, false, ids);
+    }
+
+    await expectError(`${where}: tools`, client.chat.completions.create({
+        ...request, tools: [{ type: 'function', function: { name: 'f', parameters: {} } }],
     }), 400, 'invalid_request_error', 'invalid');
     if (tokens) {
         await expectError(`${where}: a bad token`, intruder.models.list(), 401, 'authentication_error', 'invalid_api_key');
@@ -128,5 +141,4 @@ await suite('Unix socket', (key) =>
         maxRetries: 0,
         fetch: unixFetch(socketPath),
     }), false);
-console.log(`${checks} SDK checks, ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish('SDK checks');
