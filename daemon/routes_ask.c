@@ -26,7 +26,7 @@
  */
 #include "daemon/tomed.h"
 
-#include "engine/v4.h"
+#include "tokenizer/tokenizer.h"
 #include "store/store.h"
 
 #include <errno.h>

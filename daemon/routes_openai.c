@@ -24,7 +24,7 @@
  */
 #include "daemon/tomed.h"
 
-#include "engine/v4.h"
+#include "tokenizer/tokenizer.h"
 #include "store/store.h"
 
 #include <stdio.h>
