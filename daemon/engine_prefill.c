@@ -1,0 +1,112 @@
+/*
+ * engine_prefill.c - prefill jobs on the engine thread, one chunk per
+ * round of the executor's loop (so questions keep running during a long
+ * prefill), with progress posted at most once a second and restart points
+ * saved on the way.
+ */
+#include "daemon/engine_internal.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+#define DEFAULT_PREFILL_CHUNK 256
+#define PROGRESS_INTERVAL_S   1.0
+
+void engine_report_job(tomed_engine *e, tomed_job *job, int final)
+{
+    tomed_post(e->server->pool, final ? tomed_job_finished : tomed_job_progress, job);
+}
+
+void engine_finish_job(tomed_engine *e, int rc, const tome_error *err)
+{
+    tomed_job *job = e->job;
+    job->rc = rc;
+    if (rc != 0 && err) job->err = *err;
+    char id[48];
+    if (rc == 0) {
+        int saved = engine_save_final_state(e, job, id) == 0;
+        engine_cache_put(e, job->corpus, job->version_id, e->job_state, saved ? id : NULL);
+        e->job_state = NULL;
+    } else if (e->job_state) {
+        v4_state_free(e->job_state);
+        e->job_state = NULL;
+    }
+    /* A shutdown keeps the restart point for the next daemon; an end does
+     * not need it any more. */
+    if (!(rc == TOME_ECANCELED && atomic_load(&job->cancel) == 2)) {
+        char path[TOMED_PATH_MAX + 64];
+        engine_kv_path(e, "job", job->id, path, sizeof path);
+        unlink(path);
+    }
+    engine_drop_points(e);
+    e->job = NULL;
+    engine_report_job(e, job, 1);
+}
+
+static int progress_hook(void *ctx, int64_t done, int64_t total)
+{
+    tomed_job *job = ctx;
+    return atomic_load(&job->cancel) != 0;
+}
+
+/* One chunk of the current prefill. */
+void engine_run_prefill_chunk(tomed_engine *e)
+{
+    tomed_job *job = e->job;
+    tome_error err = {0};
+    if (atomic_load(&job->cancel)) {
+        int interrupted = atomic_load(&job->cancel) == 2;
+        tome_errorf(&err, TOME_ECANCELED, "%s at token %lld",
+                    interrupted ? "interrupted by shutdown" : "cancelled",
+                    (long long)atomic_load(&job->tokens_done));
+        engine_finish_job(e, TOME_ECANCELED, &err);
+        return;
+    }
+    if (!e->job_state) {
+        int64_t from = 0;
+        e->job_state = engine_resume_from_restart_point(e, job, &from);
+        if (!e->job_state) e->job_state = engine_start_from_saved_prefix(e, job, &from);
+        int rc = e->job_state ? 0 : v4_state_new(e->model, &e->job_state, &err);
+        if (rc != 0) {
+            engine_finish_job(e, rc, &err);
+            return;
+        }
+        e->job_started = e->job_last_report = tome_now();
+        e->job_done_at_start = from;
+        atomic_store(&job->tokens_done, from);
+        atomic_store(&job->restart_point, from);
+    }
+    int chunk = tomed_config_prefill_chunk(&e->server->cfg); /* one read: SIGHUP may change it */
+    if (chunk <= 0) chunk = DEFAULT_PREFILL_CHUNK;
+    int64_t done = atomic_load(&job->tokens_done);
+    size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
+    /* The job's prompt is one evaluation fed a chunk per call, so that the
+     * result does not depend on the chunk size (see v4_eval.part_first). */
+    v4_eval ev = {.chunk = chunk,
+                  .progress = progress_hook,
+                  .progress_ctx = job,
+                  .part_first = done,
+                  .part_total = (int64_t)job->n_ids};
+    int rc = v4_eval_tokens(e->job_state, job->ids + done, n, &ev, &err);
+    if (rc != 0) {
+        engine_finish_job(e, rc, &err);
+        return;
+    }
+    done += (int64_t)n;
+    atomic_store(&job->tokens_done, done);
+    atomic_fetch_add(&tomed_stats.prefill_tokens, n);
+    double now = tome_now();
+    double rate = (double)(done - e->job_done_at_start) / (now - e->job_started + 1e-9);
+    atomic_store(&job->tokens_per_s, rate);
+    atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
+    int64_t interval = tomed_config_restart_interval(&e->server->cfg);
+    if (interval > 0 && done < (int64_t)job->n_ids &&
+        done / interval > atomic_load(&job->restart_point) / interval)
+        engine_save_restart_point(e, job, done);
+    if (done == (int64_t)job->n_ids) {
+        engine_finish_job(e, 0, NULL);
+    } else if (now - e->job_last_report >= PROGRESS_INTERVAL_S) {
+        e->job_last_report = now;
+        engine_report_job(e, job, 0);
+    }
+}
