@@ -84,6 +84,8 @@ typedef struct v4_weight {
  * decoders where the CPU has them, or the scalar reference. */
 void v4_weight_row(const v4_weight *w, int64_t r, float *out);
 void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out);
+/* The CPU has AVX2 and FMA (asked once). */
+int v4_cpu_has_avx2(void);
 
 /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n; x is [n][cols], y is
  * [n][rows] with row stride `ystride` (>= rows).  Parallel over output rows.

@@ -1,10 +1,8 @@
 /*
  * exact.c - the engine's compute kernels over v4_weight and F32 rows.
  *
- * Weights stay in the checkpoint's own formats (memory-mapped FP8, FP4,
- * BF16, F32) and are decoded row by row into F32 scratch right before use,
- * so a model is never expanded in memory and a 284B checkpoint costs only
- * its mapping.  A matmul decodes a tile of weight rows once and applies it
+ * Weights stay in the checkpoint's own formats and are decoded row by row
+ * (rows.c) into F32 scratch right before use.  A matmul decodes a tile of weight rows once and applies it
  * to every token row of the batch, so prefill amortises the decoding over
  * the chunk while decode (one token) pays it once per row as it must.
  *
@@ -15,16 +13,12 @@
  * bit-identical.
  */
 #include "engine/internal.h"
+#include "engine/kernels/avx2_formats.h"
 #include "engine/kernels/fast.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define V4_HAVE_X86 1
-#endif
 
 /* ---- dot products ----------------------------------------------------------
  *
@@ -43,8 +37,6 @@ static float dot_scalar(const float *a, const float *b, int n)
     for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
-
-static int have_avx2(void);
 
 float v4_dot(const float *a, const float *b, int n)
 {
@@ -72,7 +64,7 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, con
 void v4_axpy(float *y, float a, const float *x, int n)
 {
 #ifdef V4_HAVE_X86
-    if (have_avx2()) {
+    if (v4_cpu_has_avx2()) {
         axpy_avx2(y, a, x, n);
         return;
     }
@@ -124,208 +116,15 @@ dot_tiles_avx2(const float *const *tiles, const float *const *xs, int G, int n, 
 }
 #endif
 
-typedef void (*dot_tiles_fn)(const float *const *, const float *const *, int, int, float *);
-
-static dot_tiles_fn pick_dot_tiles(void)
-{
-#ifdef V4_HAVE_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_tiles_avx2;
-#endif
-    return dot_tiles_scalar;
-}
-
 static void dot_tiles(const float *const *tiles, const float *const *xs, int G, int n, float *out)
 {
-    static dot_tiles_fn fn;
-    if (!fn) fn = pick_dot_tiles(); /* benign race: every thread computes the same pointer */
-    fn(tiles, xs, G, n, out);
-}
-
-/* ---- weight rows ----------------------------------------------------------- */
-
-/* Reference decoders, one per storage format. */
-static void row_fp8_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
-{
-    for (int64_t c0 = 0; c0 < cols; c0 += 128) {
-        float s = v4_e8m0_to_f32(sc[c0 / V4_FP8_BLOCK]);
-        int64_t end = c0 + 128 < cols ? c0 + 128 : cols;
-        for (int64_t c = c0; c < end; c++) out[c] = v4_e4m3_table[row[c]] * s;
-    }
-}
-
-static void row_fp4_scalar(const uint8_t *row, const uint8_t *sc, int64_t cols, float *out)
-{
-    for (int64_t c0 = 0; c0 < cols; c0 += 32) {
-        float s = v4_e8m0_to_f32(sc[c0 / V4_FP4_BLOCK]);
-        for (int64_t c = c0; c < c0 + 32; c += 2) {
-            uint8_t b = row[c / 2];
-            out[c] = v4_e2m1_values[b & 15] * s;
-            out[c + 1] = v4_e2m1_values[b >> 4] * s;
-        }
-    }
-}
-
-static void row_bf16_scalar(const uint8_t *row, int64_t cols, float *out)
-{
-    for (int64_t c = 0; c < cols; c++)
-        out[c] = v4_bf16_to_f32((uint16_t)(row[2 * c] | (row[2 * c + 1] << 8)));
-}
-
 #ifdef V4_HAVE_X86
-/* Eight e4m3 bytes (as int32 lanes) to floats without a table: for normal
- * codes the exponent and mantissa bits move into a float's fields and the
- * bias moves from 7 to 127; subnormal codes (exponent 0) are m * 2^-9.
- * Exact for every code, NaN included. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(__m256i b)
-{
-    __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7F));
-    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24);
-    __m256 normal = _mm256_castsi256_ps(
-        _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
-    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(mag, _mm256_set1_epi32(7))),
-                               _mm256_set1_ps(1.0f / 512.0f));
-    __m256i is_sub =
-        _mm256_cmpeq_epi32(_mm256_and_si256(mag, _mm256_set1_epi32(0x78)), _mm256_setzero_si256());
-    __m256 v = _mm256_blendv_ps(normal, sub, _mm256_castsi256_ps(is_sub));
-    /* S.1111.111 is the format's NaN. */
-    __m256i is_nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
-    v = _mm256_blendv_ps(v, _mm256_set1_ps(NAN), _mm256_castsi256_ps(is_nan));
-    return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
-}
-
-/* Eight e2m1 codes (int32 lanes, bit 3 the sign) to floats. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e2m1x8(__m256i codes)
-{
-    __m256 mag = _mm256_permutevar8x32_ps(_mm256_loadu_ps(v4_e2m1_values), codes);
-    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(8)), 28);
-    return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
-}
-
-/* Eight e2m1 codes from four packed bytes (low nibble first). */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256i nibbles8(const uint8_t *p)
-{
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0);
-    uint32_t four;
-    memcpy(&four, p, 4);
-    __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)four), dup);
-    return _mm256_and_si256(
-        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
-        _mm256_set1_epi32(15));
-}
+    if (v4_cpu_has_avx2()) {
+        dot_tiles_avx2(tiles, xs, G, n, out);
+        return;
+    }
 #endif
-
-#ifdef V4_HAVE_X86
-/* The same decoders, 8 values at a time; exact like the scalar ones (every
- * step is a table lookup, a bit move or a multiply by a power of two). */
-__attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row, const uint8_t *sc,
-                                                             int64_t cols, float *out)
-{
-    int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
-        __m256 v = e4m3x8(_mm256_cvtepu8_epi32(b));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]))));
-    }
-    for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]);
-}
-
-__attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row, const uint8_t *sc,
-                                                             int64_t cols, float *out)
-{
-    for (int64_t c = 0; c < cols; c += 8) {
-        __m256 v = e2m1x8(nibbles8(row + c / 2));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP4_BLOCK]))));
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void row_bf16_avx2(const uint8_t *row, int64_t cols,
-                                                              float *out)
-{
-    int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(row + 2 * c));
-        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-        _mm256_storeu_ps(out + c, _mm256_castsi256_ps(w));
-    }
-    row_bf16_scalar(row + 2 * c, cols - c, out + c);
-}
-#endif
-
-static int have_avx2(void)
-{
-#ifdef V4_HAVE_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
-void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
-{
-    switch (w->dtype) {
-    case V4_F8_E4M3:
-        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / V4_FP8_BLOCK) * w->scale_stride, w->cols, out);
-        break;
-    case V4_I8:
-        row_fp4_scalar(w->data + r * (w->cols / 2), w->scale + r * w->scale_stride, w->cols, out);
-        break;
-    case V4_BF16:
-        row_bf16_scalar(w->data + r * w->cols * 2, w->cols, out);
-        break;
-    default:
-        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
-        break;
-    }
-}
-
-void v4_weight_row(const v4_weight *w, int64_t r, float *out)
-{
-    int simd = have_avx2();
-    switch (w->dtype) {
-    case V4_F8_E4M3: {
-        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / V4_FP8_BLOCK) * w->scale_stride;
-#ifdef V4_HAVE_X86
-        if (simd) {
-            row_fp8_avx2(row, sc, w->cols, out);
-            break;
-        }
-#endif
-        row_fp8_scalar(row, sc, w->cols, out);
-        break;
-    }
-    case V4_I8: {
-        const uint8_t *row = w->data + r * (w->cols / 2), *sc = w->scale + r * w->scale_stride;
-#ifdef V4_HAVE_X86
-        if (simd) {
-            row_fp4_avx2(row, sc, w->cols, out);
-            break;
-        }
-#endif
-        row_fp4_scalar(row, sc, w->cols, out);
-        break;
-    }
-    case V4_BF16: {
-        const uint8_t *row = w->data + r * w->cols * 2;
-#ifdef V4_HAVE_X86
-        if (simd) {
-            row_bf16_avx2(row, w->cols, out);
-            break;
-        }
-#endif
-        row_bf16_scalar(row, w->cols, out);
-        break;
-    }
-    default:
-        memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
-        break;
-    }
-    (void)simd;
+    dot_tiles_scalar(tiles, xs, G, n, out);
 }
 
 /* Interleave 8 decoded rows (row j at rows + j*cols) into a tile with
@@ -423,7 +222,7 @@ __attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w,
 static void transpose8(const float *rows, int64_t cols, float *tile)
 {
 #ifdef V4_HAVE_X86
-    if (have_avx2()) {
+    if (v4_cpu_has_avx2()) {
         transpose8_avx2(rows, cols, tile);
         return;
     }
@@ -496,7 +295,7 @@ __attribute__((target("avx2,fma"))) static void tiles_dot_avx2(const float *tile
 void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out)
 {
 #ifdef V4_HAVE_X86
-    if (have_avx2()) {
+    if (v4_cpu_has_avx2()) {
         tiles_dot_avx2(tiles, n, dim, q, out);
         return;
     }
@@ -561,7 +360,7 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
     const v4_weight *w = j->w;
     int64_t cols = w->cols;
 #ifdef V4_HAVE_X86
-    if (j->n == 1 && have_avx2() && cols % 32 == 0) {
+    if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0) {
         for (int64_t r = r0; r < r1; r += LANES)
             matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
         return;
