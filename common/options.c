@@ -274,3 +274,20 @@ void tome_options_help(const tome_cli *cli, FILE *out)
     }
     help_row(out, 'h', "help", NULL, "show this help");
 }
+
+int tome_options_start(const tome_cli *cli, int argc, char **argv, void *ctx,
+                       tome_options_check check, int usage_status, int *n_operands, int *status)
+{
+    tome_error err = {0};
+    int rc = tome_options_parse(cli, argc, argv, ctx, n_operands, &err);
+    *status = 0;
+    if (rc == TOME_OPTIONS_HELP) {
+        tome_options_help(cli, stdout);
+        return 1;
+    }
+    if (rc == 0 && check) rc = check(ctx, *n_operands, argv, &err);
+    if (rc == 0) return 0;
+    fprintf(stderr, "%s: %s (see %s --help)\n", cli->program, err.msg, cli->program);
+    *status = usage_status;
+    return 1;
+}

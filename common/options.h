@@ -93,6 +93,18 @@ typedef struct tome_cli {
 int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
                        tome_error *err);
 
+/* A program's own rules over its parsed values and operands
+ * (argv[1..n_operands]): 0, or TOME_EINVAL with a message. */
+typedef int (*tome_options_check)(void *ctx, int n_operands, char **argv, tome_error *err);
+
+/* The start every tome program shares: parse argv (as tome_options_parse),
+ * then `check` (may be NULL).  --help prints the help on stdout and asks
+ * for exit status 0; an error prints "PROGRAM: MESSAGE (see PROGRAM
+ * --help)" on stderr and asks for `usage_status`.  Returns 1 with *status
+ * set when the program should exit now, 0 to go on. */
+int tome_options_start(const tome_cli *cli, int argc, char **argv, void *ctx,
+                       tome_options_check check, int usage_status, int *n_operands, int *status);
+
 /* Write "usage: PROGRAM USAGE" and one aligned line per option. */
 void tome_options_help(const tome_cli *cli, FILE *out);
 

@@ -102,34 +102,23 @@ static const tome_cli command_line = {
     "see tome-ingest(1)",
     option_table, sizeof option_table / sizeof option_table[0]};
 
-/* Parse argv into `c`: 0 (operands in argv[1..]), or the exit status for
- * a usage error (2) or --help (0 after printing it), with *exit_now set. */
-static int parse_command_line(int argc, char **argv, int *exit_now)
+/* The mode the options chose, its operands, and the options that are
+ * the negations of settings. */
+static int check_command_line(void *ctx, int n_operands, char **argv, tome_error *err)
 {
-    tome_error err = {0};
-    int n_operands = 0;
-    int rc = tome_options_parse(&command_line, argc, argv, &cmd, &n_operands, &err);
-    *exit_now = 1;
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&command_line, stdout);
-        return 0;
-    }
-    if (rc == 0 && render + !!cmd.query + !!cmd.grep > 1)
-        rc = tome_errorf(&err, TOME_EINVAL, "give at most one of --render, --search and --grep");
-    cmd.mode = render ? MODE_RENDER : cmd.query ? MODE_SEARCH : cmd.grep ? MODE_GREP : MODE_INGEST;
-    if (cmd.grep) cmd.query = cmd.grep;
-    if (rc == 0 && !cmd.db) rc = tome_errorf(&err, TOME_EINVAL, "--db FILE is required");
-    if (rc == 0 && n_operands != (cmd.mode == MODE_INGEST ? 2 : 1))
-        rc = tome_errorf(&err, TOME_EINVAL, "wrong number of arguments");
-    if (rc) {
-        fprintf(stderr, "tome-ingest: %s (see tome-ingest --help)\n", err.msg);
-        return 2;
-    }
-    cmd.defaults = !no_defaults;
-    cmd.opts.render.line_numbers = !no_line_numbers;
-    cmd.opts.order = order ? INGEST_ORDER_SOURCE : INGEST_ORDER_PATH;
-    cmd.opts.render.truncate = truncate_tail ? INGEST_TRUNCATE_TAIL : INGEST_TRUNCATE_NONE;
-    *exit_now = 0;
+    cli *c = ctx;
+    (void)argv;
+    if (render + !!c->query + !!c->grep > 1)
+        return tome_errorf(err, TOME_EINVAL, "give at most one of --render, --search and --grep");
+    c->mode = render ? MODE_RENDER : c->query ? MODE_SEARCH : c->grep ? MODE_GREP : MODE_INGEST;
+    if (c->grep) c->query = c->grep;
+    if (!c->db) return tome_errorf(err, TOME_EINVAL, "--db FILE is required");
+    if (n_operands != (c->mode == MODE_INGEST ? 2 : 1))
+        return tome_errorf(err, TOME_EINVAL, "wrong number of arguments");
+    c->defaults = !no_defaults;
+    c->opts.render.line_numbers = !no_line_numbers;
+    c->opts.order = order ? INGEST_ORDER_SOURCE : INGEST_ORDER_PATH;
+    c->opts.render.truncate = truncate_tail ? INGEST_TRUNCATE_TAIL : INGEST_TRUNCATE_NONE;
     return 0;
 }
 
@@ -213,8 +202,10 @@ int main(int argc, char **argv)
     /* libarchive converts entry names through the locale: make it UTF-8. */
     if (!setlocale(LC_CTYPE, "C.UTF-8")) setlocale(LC_CTYPE, "");
     ingest_options_default(&cmd.opts);
-    int exit_now, status = parse_command_line(argc, argv, &exit_now);
-    if (exit_now) return status;
+    int n_operands, status;
+    if (tome_options_start(&command_line, argc, argv, &cmd, check_command_line, 2, &n_operands,
+                           &status))
+        return status;
 
     tome_error err = {0};
     store *s;

@@ -179,32 +179,18 @@ static const tome_option option_table[] = {
 static const tome_cli cli = {"tome-run", "--model DIR (--ids FILE | --text TEXT) [options]",
                              option_table, sizeof option_table / sizeof option_table[0]};
 
-/* Fill `opt` from argv: 0, or the exit status for a usage error (2) or
- * --help (0 after printing it), with *exit_now set. */
-static int parse_options(int argc, char **argv, int *exit_now)
+/* The combinations tome-run refuses. */
+static int check_options(void *ctx, int n_operands, char **argv, tome_error *err)
 {
-    tome_error err = {0};
-    int n_operands = 0;
-    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
-    *exit_now = 1;
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&cli, stdout);
-        return 0;
-    }
-    if (rc == 0 && n_operands > 0)
-        rc = tome_errorf(&err, TOME_EINVAL, "unexpected argument: %s", argv[1]);
-    if (rc == 0 && !opt.model) rc = tome_errorf(&err, TOME_EINVAL, "--model is required");
-    if (rc == 0 && !opt.ids_file == !opt.text)
-        rc = tome_errorf(&err, TOME_EINVAL, "give exactly one of --ids and --text");
-    if (rc == 0 && opt.load_state && (opt.mtp || opt.dump))
-        rc = tome_errorf(&err, TOME_EINVAL,
-                         "--load-state skips the prompt's saved part, whose outputs --mtp and "
-                         "--dump need");
-    if (rc) {
-        fprintf(stderr, "tome-run: %s (see tome-run --help)\n", err.msg);
-        return 2;
-    }
-    *exit_now = 0;
+    (void)ctx;
+    if (n_operands > 0) return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[1]);
+    if (!opt.model) return tome_errorf(err, TOME_EINVAL, "--model is required");
+    if (!opt.ids_file == !opt.text)
+        return tome_errorf(err, TOME_EINVAL, "give exactly one of --ids and --text");
+    if (opt.load_state && (opt.mtp || opt.dump))
+        return tome_errorf(err, TOME_EINVAL,
+                           "--load-state skips the prompt's saved part, whose outputs --mtp and "
+                           "--dump need");
     return 0;
 }
 
@@ -446,11 +432,12 @@ static void run_free(run *r)
 
 int main(int argc, char **argv)
 {
-    int exit_now, rc = parse_options(argc, argv, &exit_now);
-    if (exit_now) return rc;
+    int n_operands, status;
+    if (tome_options_start(&cli, argc, argv, NULL, check_options, 2, &n_operands, &status))
+        return status;
     tome_error err = {0};
     run r = {.o = &opt};
-    rc = run_open(&r, &err);
+    int rc = run_open(&r, &err);
     if (rc == 0) rc = run_prefill(&r, &err);
     if (rc == 0) rc = run_decode(&r, &err);
     if (rc == 0) rc = run_report(&r, &err);

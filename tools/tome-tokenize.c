@@ -149,43 +149,28 @@ static const tome_cli cli = {
     "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]",
     option_table, sizeof option_table / sizeof option_table[0]};
 
-/* The combinations the modes allow; NULL when the line makes sense. */
-static const char *misuse(int n_operands)
+/* The combinations the modes allow. */
+static int check_args(void *ctx, int n_operands, char **argv, tome_error *err)
 {
+    (void)ctx;
+    (void)argv;
     int need_tokenizer = !opt.chat || opt.ids;
-    if (n_operands) return "no arguments are taken (the input is stdin)";
-    if (opt.model_dir && opt.tokenizer) return "give --model or --tokenizer, not both";
-    if (need_tokenizer && !opt.model_dir && !opt.tokenizer) return "--model or --tokenizer is required";
-    if (opt.chat && opt.decode) return "--chat and --decode do not go together";
-    return NULL;
-}
-
-/* Fill `opt` from argv: 0, or the exit status for a usage error (1) or
- * --help (0 after printing it), with *exit_now set. */
-static int parse_args(int argc, char **argv, int *exit_now)
-{
-    tome_error err = {0};
-    int n_operands = 0;
-    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
-    *exit_now = 1;
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&cli, stdout);
-        return 0;
-    }
-    const char *why = rc ? err.msg : misuse(n_operands);
-    if (why) {
-        fprintf(stderr, "tome-tokenize: %s (see tome-tokenize --help)\n", why);
-        return 1;
-    }
+    const char *why = n_operands ? "no arguments are taken (the input is stdin)"
+                      : opt.model_dir && opt.tokenizer ? "give --model or --tokenizer, not both"
+                      : need_tokenizer && !opt.model_dir && !opt.tokenizer
+                          ? "--model or --tokenizer is required"
+                      : opt.chat && opt.decode ? "--chat and --decode do not go together"
+                                               : NULL;
+    if (why) return tome_errorf(err, TOME_EINVAL, "%s", why);
     opt.chat_opts.effort_max = effort == 1;
-    *exit_now = 0;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    int exit_now, status = parse_args(argc, argv, &exit_now);
-    if (exit_now) return status;
+    int n_operands, status;
+    if (tome_options_start(&cli, argc, argv, NULL, check_args, 1, &n_operands, &status))
+        return status;
     const options o = opt;
     tome_error err = {0};
     v4_tokenizer *t = NULL;

@@ -77,24 +77,21 @@ static const tome_cli cli = {
     "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.",
     option_table, sizeof option_table / sizeof option_table[0]};
 
-/* Fill `opt` from argv; TOME_OPTIONS_HELP, or TOME_EINVAL naming what is
- * wrong with the line. */
-static int parse_options(int argc, char **argv, tome_error *err)
+/* The combinations tome-mkmodel refuses; the default thread count. */
+static int check_options(void *ctx, int n_operands, char **argv, tome_error *err)
 {
-    int n_operands = 0;
-    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, err);
-    if (rc) return rc;
+    (void)ctx;
     if (n_operands) return tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[1]);
     if (!opt.preset == !opt.config_path)
         return tome_errorf(err, TOME_EINVAL, "give exactly one of --preset and --config");
     if (opt.config_path && (opt.layers || opt.experts))
         return tome_errorf(err, TOME_EINVAL, "--layers and --experts go with --preset");
+    if (!opt.out_dir && !opt.print_config)
+        return tome_errorf(err, TOME_EINVAL, "no output directory (-o DIR)");
     if (!opt.threads) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         opt.threads = cpus < 1 ? 1 : cpus > MK_MAX_THREADS ? MK_MAX_THREADS : (int)cpus;
     }
-    if (!opt.out_dir && !opt.print_config)
-        return tome_errorf(err, TOME_EINVAL, "no output directory (-o DIR)");
     return 0;
 }
 
@@ -202,17 +199,11 @@ int main(int argc, char **argv)
     char *text = NULL;
     size_t len = 0;
     v4_config cfg;
-    int rc = parse_options(argc, argv, &err);
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&cli, stdout);
-        return 0;
-    }
+    int n_operands, status;
+    if (tome_options_start(&cli, argc, argv, NULL, check_options, 2, &n_operands, &status))
+        return status;
     const options o = opt;
-    if (rc) {
-        fprintf(stderr, "tome-mkmodel: %s (see --help)\n", err.msg);
-        return 2;
-    }
-    rc = config_text(&o, &text, &len, &err);
+    int rc = config_text(&o, &text, &len, &err);
     if (rc == 0)
         rc = v4_config_parse(text, len, o.config_path ? o.config_path : o.preset, &cfg, &err);
     if (rc == 0 && o.print_config)
