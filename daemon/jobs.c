@@ -553,10 +553,19 @@ static void resume_done(void *arg)
     free(rc);
 }
 
-void tomed_jobs_model_loaded(void *server)
+void tomed_jobs_model_settled(void *server)
 {
     tomed_jobs *j = ((tomed_server *)server)->jobs;
-    if (!j || j->resumed || j->server->draining) return;
+    if (!j) return;
+    const char *model, *why = "";
+    int ready = tomed_jobs_model_ready(j, &model, &why);
+    if (j->server->cfg.foreground) {
+        if (ready)
+            fputs("tomed ready\n", stderr);
+        else
+            fprintf(stderr, "tomed not ready: %s\n", why);
+    }
+    if (!ready || j->resumed || j->server->draining) return;
     j->resumed = 1;
     resume_call *rc = calloc(1, sizeof *rc);
     if (!rc) return;

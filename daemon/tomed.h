@@ -544,8 +544,11 @@ int tomed_jobs_cancel(tomed_jobs *j, tomed_job *job, tome_error *err);
 void tomed_jobs_follow(tomed_jobs *j, tomed_job *job, tomed_request *r);
 /* Answer `r` with the corpus's queued/running job, or start one. */
 void tomed_jobs_start_prefill(tomed_jobs *j, tomed_request *r, const char *corpus);
-/* Posted by the engine once the model is loaded: resume unfinished jobs. */
-void tomed_jobs_model_loaded(void *server);
+/* Posted by the engine once the model has loaded or failed to: under
+ * --foreground, says so on standard error ("tomed ready" exactly when
+ * GET /v1/ready turns 200, else "tomed not ready: WHY"), and resumes the
+ * unfinished jobs if it loaded. */
+void tomed_jobs_model_settled(void *server);
 /* Free the registry, after the pool has delivered the engine's last
  * reports (tomed_jobs_free stops the engine; this frees the jobs). */
 void tomed_jobs_release(tomed_jobs *j);
