@@ -350,6 +350,8 @@ void tomed_reply_error(tomed_request *r, int code, const char *fmt, ...)
  * error object (`extra` may be NULL; it is stolen). */
 void tomed_reply_error_ex(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
                           ...) __attribute__((format(printf, 5, 6)));
+/* An error from a library call: the state directory's path, which store
+ * messages carry, is taken out of what the client sees (and logged). */
 void tomed_reply_tome_error(tomed_request *r, const tome_error *err);
 int tomed_status_for(int code);
 

@@ -91,6 +91,10 @@ unix_http 200 '/v1/corpora/src/search?regex=0x7%5Bf%5D' && body_has '"line":3'
 unix_http 200 '/v1/corpora/src/search?q=licence&limit=1' && body_has '"truncated":false'
 unix_http 400 '/v1/corpora/src/search' && body_has 'exactly one of'
 unix_http 400 '/v1/corpora/src/search?regex=%28' && body_has '"code":"invalid"'
+# A store error tells the client what is wrong, not where the store lies.
+unix_http 400 '/v1/corpora/src/search?q=%22' && body_has '"message":"search'
+checks=$((checks + 1))
+grep -qF "$tmp/state" "$tmp/body" && fail "a search error shows the state directory: $(cat "$tmp/body")"
 unix_http 400 '/v1/corpora/src/search?q=x&limit=0'
 
 # ---- jobs and cache without a prefill ----
