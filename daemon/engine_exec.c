@@ -101,6 +101,10 @@ struct tomed_engine {
     size_t n_points, cap_points;
     double job_started, job_last_report;
     int64_t job_done_at_start;
+    /* After failed restart points (a full disk): no new try before this
+     * token, and how many failed in a row. */
+    int64_t point_retry_at;
+    int point_failures;
     float *logits;
 };
 
@@ -425,18 +429,23 @@ static void restore_points(tomed_engine *e, store_kv_file *f, int64_t below)
 }
 
 /* A job's restart point: its state after `done` tokens, replacing the
- * previous one atomically. */
-static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done)
+ * previous one atomically.  A disk that refused one will likely refuse the
+ * next, so after a failure the next try waits 2, 4, 8... intervals (at most
+ * 1024) instead of coming at every chunk. */
+static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, int64_t interval)
 {
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};
     kv_path(e, "job", job->id, path, sizeof path);
     if (store_kv_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points, job->ids,
                       (size_t)done, &err) != 0) {
-        tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s", (long long)job->id,
-                  (long long)done, err.msg);
+        e->point_failures += e->point_failures < 10;
+        e->point_retry_at = done + (interval << e->point_failures);
+        tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s; next try at token %lld",
+                  (long long)job->id, (long long)done, err.msg, (long long)e->point_retry_at);
         return;
     }
+    e->point_failures = 0;
     atomic_store(&job->restart_point, done);
     v4_state *point;
     if (v4_state_fork(e->job_state, &point, &err) == 0) keep_point(e, point);
@@ -862,6 +871,7 @@ static void run_prefill_chunk(tomed_engine *e)
         }
         e->job_started = e->job_last_report = tome_now();
         e->job_done_at_start = from;
+        e->point_retry_at = e->point_failures = 0;
         atomic_store(&job->tokens_done, from);
         atomic_store(&job->restart_point, from);
     }
@@ -889,9 +899,9 @@ static void run_prefill_chunk(tomed_engine *e)
     atomic_store(&job->tokens_per_s, rate);
     atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
     int64_t interval = tomed_config_restart_interval(&e->server->cfg);
-    if (interval > 0 && done < (int64_t)job->n_ids &&
+    if (interval > 0 && done < (int64_t)job->n_ids && done >= e->point_retry_at &&
         done / interval > atomic_load(&job->restart_point) / interval)
-        save_restart_point(e, job, done);
+        save_restart_point(e, job, done, interval);
     if (done == (int64_t)job->n_ids) {
         finish_job(e, 0, NULL);
     } else if (now - e->job_last_report >= PROGRESS_INTERVAL_S) {
