@@ -218,6 +218,8 @@ typedef struct store_kv_state {
     int64_t context_id; /* 0 if none */
     char model_fingerprint[65];
     int64_t token_count;
+    /* The state file.  One under the database's directory is recorded
+     * relative to it and listed joined to where the database is now. */
     char *path;
     int64_t bytes;
     store_state_status status;
