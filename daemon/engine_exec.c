@@ -441,7 +441,8 @@ static void save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, in
                       (size_t)done, &err) != 0) {
         e->point_failures += e->point_failures < 10;
         e->point_retry_at = done + (interval << e->point_failures);
-        tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s; next try at token %lld",
+        tomed_log(TOMED_LOG_WARN,
+                  "job %lld: restart point at token %lld: %s; next try at token %lld",
                   (long long)job->id, (long long)done, err.msg, (long long)e->point_retry_at);
         return;
     }

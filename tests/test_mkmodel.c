@@ -653,11 +653,12 @@ static void test_errors(const char *tmp)
     spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
     REFUSED(tmp, 1, "unknown preset \"huge\"", "--preset", "huge", "-o", out);
     REFUSED(tmp, 2, "no output directory (-o DIR)", "--preset", "tiny");
-    REFUSED(tmp, 2, "give exactly one of --preset and --config", "--preset", "tiny", "--config", cfg,
-            "-o", out);
-    REFUSED(tmp, 1, "preset tiny has a fixed shape", "--preset", "tiny", "--layers", "3", "-o", out);
-    REFUSED(tmp, 2, "--shard-size 4X: expected a size like 4G", "--config", cfg, "--shard-size", "4X",
-            "-o", out);
+    REFUSED(tmp, 2, "give exactly one of --preset and --config", "--preset", "tiny", "--config",
+            cfg, "-o", out);
+    REFUSED(tmp, 1, "preset tiny has a fixed shape", "--preset", "tiny", "--layers", "3", "-o",
+            out);
+    REFUSED(tmp, 2, "--shard-size 4X: expected a size like 4G", "--config", cfg, "--shard-size",
+            "4X", "-o", out);
     REFUSED(tmp, 1, "absent.json: No such file or directory", "--config", cfg, "--tokenizer",
             path_in(dir, "absent.json"), "-o", out);
     REFUSED(tmp, 1, "token ids go up to 5000 but the model's vocab_size is 1024", "--config", cfg,
