@@ -361,10 +361,10 @@ static void check_hidden(const golden_file *g, const run *r, int exact)
              * engine reproduces the reference's arithmetic and measures 0
              * on three of the four cases and <= 6e-7 on v4-tiny-b's short
              * one; an engine that merely computes the same formulas in
-             * float measured up to 1.7e-6 here. */
-            /* The last prefill position (i == 4): measured <= 4.9e-7 with
-             * the exact kernels, and 2.3e-4 with the fast ones in qat
-             * numerics on v4-tiny-a's long case, beside a logit flip. */
+             * float measured up to 1.7e-6 here.  The last prefill position
+             * (i == 4) measured <= 4.9e-7 with the exact kernels, and 2.3e-4
+             * with the fast ones in qat numerics on v4-tiny-a's long case,
+             * beside a logit flip. */
             float bound = i < 4 ? (exact ? 1e-6f : 1e-4f) : (exact ? 1e-5f : 1e-3f);
             CHECKF(rel <= bound, "hidden layer %d position %lld: relative %.3g", l,
                    (long long)r->hidden_pos[i], rel);
