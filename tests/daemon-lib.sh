@@ -93,6 +93,19 @@ start_tomed() {
     done
 }
 
+# wait_for DESCRIPTION COMMAND...: poll until the command succeeds (10 s at
+# most, then a failure): tests wait for events this way, never by sleeping.
+wait_for() {
+    what=$1
+    shift
+    i=0
+    until "$@"; do
+        i=$((i + 1))
+        [ "$i" -le 100 ] || { fail "timed out waiting until $what"; return 1; }
+        sleep 0.1
+    done
+}
+
 # stop_tomed [SIGNAL]: signal tomed (TERM by default) and require exit 0.
 stop_tomed() {
     kill -"${1:-TERM}" "$daemon_pid"

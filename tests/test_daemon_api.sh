@@ -250,11 +250,12 @@ curl -s -o "$tmp/slow.out" -w '%{http_code}' --limit-rate 200K --unix-socket "$s
     -H 'Content-Type: application/octet-stream' --data-binary "@$tmp/slow.bin" \
     http://tome/v1/corpora/other/ingest >"$tmp/slow.status" &
 upload=$!
-sleep 1
+uploading() { find "$tmp/state/tmp" -type f -size +0 | grep -q .; }
+wait_for "the upload is streaming" uploading
 cp "$tmp/server2.pem" "$tmp/server.pem"
 cp "$tmp/server2.key" "$tmp/server.key"
 kill -HUP "$daemon_pid"
-sleep 0.5
+wait_for "the certificates are reloaded" grep -q 'TLS certificates reloaded' "$tmp/tomed.log"
 checks=$((checks + 1))
 openssl s_client -connect "127.0.0.1:$port" -CAfile "$tmp/ca.pem" </dev/null 2>/dev/null |
     grep -q 'subject=CN = server2$' || fail "SIGHUP did not swap the certificate"

@@ -123,9 +123,12 @@ body_has '"code":"limit"' && body_has '"usage":\{"corpus_tokens":[0-9]+'
 
 # ---- the queue limit: one active question, one waiting, the next refused ----
 long='{"question":"Tell me everything.","max_tokens":100000,"stream":false}'
+decoded() { curl -s --unix-socket "$sock" http://tome/metrics | sed -n 's/^tome_decode_tokens_total //p'; }
+before=$(decoded)
 curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
 a1=$!
-sleep 0.5
+first_decodes() { [ "$(decoded)" -gt "$before" ]; }
+wait_for "the first question is decoding" first_decodes
 curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
 a2=$!
 i=0

@@ -46,8 +46,8 @@ typedef struct reference {
 
 /* ---- the kill switch ------------------------------------------------------------------ */
 
-static uint64_t written;                  /* bytes written (and renames done) */
-static uint64_t kill_at = UINT64_MAX;     /* die on reaching this many */
+static uint64_t written;              /* bytes written (and renames done) */
+static uint64_t kill_at = UINT64_MAX; /* die on reaching this many */
 
 ssize_t __real_pwrite(int fd, const void *buf, size_t n, off_t off);
 int __real_rename(const char *from, const char *to);
