@@ -418,8 +418,8 @@ static int read_raw_stream(level *lv, int fd, const unsigned char *data, size_t 
 
 /* Read an archive at `depth`, retrying as a raw compressed stream when it
  * decompresses but holds no archive.  `prefix` ends in '/' or is "". */
-static int read_archive(ingest_reader *r, const char *name, const char *prefix, int depth,
-                        int fd, const unsigned char *data, size_t len, tome_error *err)
+static int read_archive(ingest_reader *r, const char *name, const char *prefix, int depth, int fd,
+                        const unsigned char *data, size_t len, tome_error *err)
 {
     level lv = {.r = r, .name = name, .prefix = prefix, .depth = depth, .source_bytes = len};
     int compressed = 0;

@@ -18,10 +18,10 @@ struct ingest_reader {
     const ingest_limits *limits;
     const ingest_filter *filter;
     const ingest_access *access; /* NULL: the process's own rights */
-    uint64_t entries;       /* every entry seen, all levels */
-    uint64_t total_bytes;   /* uncompressed bytes read, all levels */
-    double t_read;          /* seconds spent reading and decompressing */
-    char *last_skipped_dir; /* so an excluded directory is reported once */
+    uint64_t entries;            /* every entry seen, all levels */
+    uint64_t total_bytes;        /* uncompressed bytes read, all levels */
+    double t_read;               /* seconds spent reading and decompressing */
+    char *last_skipped_dir;      /* so an excluded directory is reported once */
     /* A regular file's bytes (valid during the call only). */
     int (*file)(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
                 int64_t mtime, tome_error *err);

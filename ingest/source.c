@@ -257,17 +257,16 @@ static int open_as_reader(ingest_reader *r, const char *path, int *out, tome_err
         ok = strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && allowed(r, fd, X_OK) &&
              fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
              (next ? S_ISDIR(st.st_mode) : S_ISDIR(st.st_mode) || S_ISREG(st.st_mode));
-        int sub = !ok     ? -1
-                  : next  ? openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                          : openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        int sub = !ok    ? -1
+                  : next ? openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                         : openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         close(fd);
         fd = sub;
         ok = fd >= 0;
         name = next;
     }
     struct stat st;
-    if (ok && fstat(fd, &st) == 0 &&
-        allowed(r, fd, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK)) {
+    if (ok && fstat(fd, &st) == 0 && allowed(r, fd, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK)) {
         *out = fd;
         return 0;
     }

@@ -236,8 +236,11 @@ static int deny_by_acl(const char *path, uint32_t denied)
     struct {
         uint16_t tag, perm;
         uint32_t id;
-    } acl[] = {{0x01, 6, UINT32_MAX}, {0x02, 0, denied}, {0x04, 4, UINT32_MAX},
-               {0x10, 4, UINT32_MAX}, {0x20, 4, UINT32_MAX}};
+    } acl[] = {{0x01, 6, UINT32_MAX},
+               {0x02, 0, denied},
+               {0x04, 4, UINT32_MAX},
+               {0x10, 4, UINT32_MAX},
+               {0x20, 4, UINT32_MAX}};
     unsigned char xattr[4 + sizeof acl];
     uint32_t version = 2;
     memcpy(xattr, &version, 4);
@@ -261,8 +264,8 @@ static void test_peer_access(const char *dir)
     gid_t mine = st.st_gid, theirs = mine + 1000;
     tomed_peer owner = {.uid = me, .gid = theirs};
     tomed_peer group = {.uid = other, .gid = mine};
-    tomed_peer supplementary = {.uid = other, .gid = theirs, .n_groups = 2,
-                                .groups = {theirs + 1, mine}};
+    tomed_peer supplementary = {
+        .uid = other, .gid = theirs, .n_groups = 2, .groups = {theirs + 1, mine}};
     tomed_peer stranger = {.uid = other, .gid = theirs};
     tomed_peer root = {.uid = 0, .gid = 0};
     CHECK(tomed_peer_may_open(&owner, fd, R_OK));

@@ -320,8 +320,8 @@ static void check_topk(const golden_file *g, const run *r, int min_percent, int 
         }
     }
     fprintf(stderr,
-            "  indexer selections: %d of %d rows identical, %lld of %lld positions shared\n",
-            equal, rows, (long long)shared, (long long)kept);
+            "  indexer selections: %d of %d rows identical, %lld of %lld positions shared\n", equal,
+            rows, (long long)shared, (long long)kept);
     CHECK(rows > 0 && kept > 0);
     CHECKF(equal * 100 >= rows * min_percent, "indexer sets: %d of %d rows identical (want %d%%)",
            equal, rows, min_percent);
@@ -412,7 +412,10 @@ static void compare_file(const golden_file *g, const run *r, mode how, int exact
      * fast kernels' selections follow their logits: in qat numerics a flip
      * moves near-tied scores (measured 92% of rows on v4-tiny-a's long
      * case). */
-    check_topk(g, r, how == STATISTICAL ? 0 : exact || how == FP32 ? 98 : 90,
+    check_topk(g, r,
+               how == STATISTICAL     ? 0
+               : exact || how == FP32 ? 98
+                                      : 90,
                how == STATISTICAL ? OFFICIAL_TOPK_SHARED : 0);
 }
 

@@ -230,7 +230,7 @@ static void one_round(const v4_model *m, const char *dir, const char *path, refe
     reference *got = check_target(m, path, a, from == a ? to : from);
     CHECKF(got == want, "kill at %llu of %llu: the target is not the %s state",
            (unsigned long long)budget, (unsigned long long)cost, renamed ? "new" : "old");
-    if (got == want) renamed ? t->new++ : t->old++;
+    if (got == want) renamed ? t->new ++ : t->old++;
 }
 
 /* Every kill point of a save of `to` over `from`: STEPS spread over its
@@ -298,8 +298,10 @@ int main(void)
     double t0 = tome_now();
     all_rounds(m, dir, path, &a, &a, &b, &t);
     all_rounds(m, dir, path, &a, &b, &a, &t);
-    fprintf(stderr, "%d kills in %.1f s, %d inside a save: the old state kept %d times, "
-            "the new one %d\n", t.kills, tome_now() - t0, t.mid_write, t.old, t.new);
+    fprintf(stderr,
+            "%d kills in %.1f s, %d inside a save: the old state kept %d times, "
+            "the new one %d\n",
+            t.kills, tome_now() - t0, t.mid_write, t.old, t.new);
     CHECKF(t.kills == 2 * (STEPS + 2) && t.old == 2 * (STEPS + 1) && t.new == 2,
            "%d kills: old %d, new %d", t.kills, t.old, t.new);
 
