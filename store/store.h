@@ -308,6 +308,10 @@ int store_job_fail_unfinished(store *s, const char *reason, int64_t *n, tome_err
  * daemon resumes them); free() the array. */
 int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n,
                               tome_error *err);
+/* Ids of the `max` newest finished (done, failed, canceled) jobs of `kind`,
+ * newest first (a restarted daemon lists them); free() the array. */
+int store_job_list_finished(store *s, const char *kind, int64_t max, int64_t **ids, size_t *n,
+                            tome_error *err);
 
 /* ------------------------------------------------------------------------
  * Question/answer history

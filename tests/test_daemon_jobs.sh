@@ -189,6 +189,11 @@ check "the restart point survived the shutdown" [ -f "$tmp/state/kv/job-$job2.kv
 
 start_tomed --config "$tmp/tomed.conf" --model "$model" $tls_args --log-level info
 wait_ready
+# The finished jobs of the first run are listed again.
+listed() { curl -s --unix-socket "$sock" http://tome/v1/jobs | grep -q "$1"; }
+wait_for "job $job is listed after the restart" \
+    listed "{\"id\":\"$job\",\"kind\":\"prefill\",\"corpus\":\"docs\",\"version\":null,\"status\":\"done\""
+unix_http 200 "/v1/jobs/$job" && body_has "\"tokens_done\":$total,\"tokens_total\":$total,"
 checks=$((checks + 1))
 i=0
 until grep -q "resuming job $job2" "$tmp/tomed.log"; do

@@ -413,6 +413,16 @@ static void test_jobs_and_history(void)
     CHECK(job.error && strcmp(job.error, "daemon restarted") == 0);
     store_job_clear(&job);
     CHECK(store_job_get(s, 999, &job, &err) == TOME_ENOTFOUND);
+    int64_t j3, j4;
+    CHECK_OK(store_job_add(s, "prefill", c, &j3, &err), &err);
+    CHECK_OK(store_job_set_state(s, j3, STORE_JOB_DONE, NULL, &err), &err);
+    CHECK_OK(store_job_add(s, "prefill", c, &j4, &err), &err);
+    CHECK_OK(store_job_list_finished(s, "prefill", 10, &ids, &nids, &err), &err);
+    CHECK(nids == 2 && ids[0] == j3 && ids[1] == j2); /* newest first, j4 is queued */
+    free(ids);
+    CHECK_OK(store_job_list_finished(s, "prefill", 1, &ids, &nids, &err), &err);
+    CHECK(nids == 1 && ids[0] == j3);
+    free(ids);
 
     store_question qq = {.corpus_id = c,
                          .question = "why?",
