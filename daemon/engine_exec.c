@@ -176,10 +176,10 @@ static void *engine_main(void *arg)
         tomed_log(TOMED_LOG_ERROR, "model: %s", err.msg);
     } else {
         atomic_store(&e->ready, 1);
-        tomed_post(e->server->pool, tomed_jobs_model_loaded, e->server);
         tomed_log(TOMED_LOG_INFO, "model %s loaded (context %lld tokens)", e->model_dir,
                   (long long)e->context);
     }
+    tomed_post(e->server->pool, tomed_jobs_model_settled, e->server);
     pthread_mutex_lock(&e->lock);
     for (;;) {
         while (!e->stopping && !has_work(e)) pthread_cond_wait(&e->wake, &e->lock);

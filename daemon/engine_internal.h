@@ -86,6 +86,10 @@ struct tomed_engine {
     size_t n_points, cap_points;
     double job_started, job_last_report;
     int64_t job_done_at_start;
+    /* After failed restart points (a full disk): no new try before this
+     * token, and how many failed in a row. */
+    int64_t point_retry_at;
+    int point_failures;
     float *logits;
     tomed_sampler *sampler; /* the sampling workspace (engine thread) */
 };
@@ -109,8 +113,9 @@ void engine_kv_path(const tomed_engine *e, const char *kind, int64_t id, char *o
 int engine_restore_file(tomed_engine *e, const char *path, v4_state **out, tome_error *err);
 /* Forget the running job's restart points. */
 void engine_drop_points(tomed_engine *e);
-/* Save the running job's state at `done` tokens as its restart point. */
-void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done);
+/* Save the running job's state at `done` tokens as its restart point;
+ * after a failure the next try waits (see engine_persist.c). */
+void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, int64_t interval);
 /* A state to resume `job` from, with *done its tokens; NULL: none fits. */
 v4_state *engine_resume_from_restart_point(tomed_engine *e, tomed_job *job, int64_t *done);
 v4_state *engine_start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_t *done);

@@ -72,18 +72,24 @@ static void restore_points(tomed_engine *e, kvstate_file *f, int64_t below)
 }
 
 /* A job's restart point: its state after `done` tokens, replacing the
- * previous one atomically. */
-void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done)
+ * previous one atomically.  A disk that refused one will likely refuse the
+ * next, so after a failure the next try waits 2, 4, 8... intervals (at most
+ * 1024) instead of coming at every chunk. */
+void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, int64_t interval)
 {
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};
     engine_kv_path(e, "job", job->id, path, sizeof path);
     if (kvstate_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points, job->ids,
-                      (size_t)done, &err) != 0) {
-        tomed_log(TOMED_LOG_WARN, "job %lld: restart point at token %lld: %s", (long long)job->id,
-                  (long long)done, err.msg);
+                     (size_t)done, &err) != 0) {
+        e->point_failures += e->point_failures < 10;
+        e->point_retry_at = done + (interval << e->point_failures);
+        tomed_log(TOMED_LOG_WARN,
+                  "job %lld: restart point at token %lld: %s; next try at token %lld",
+                  (long long)job->id, (long long)done, err.msg, (long long)e->point_retry_at);
         return;
     }
+    e->point_failures = 0;
     atomic_store(&job->restart_point, done);
     v4_state *point;
     if (v4_state_fork(e->job_state, &point, &err) == 0) keep_point(e, point);

@@ -73,6 +73,7 @@ void engine_run_prefill_chunk(tomed_engine *e)
         }
         e->job_started = e->job_last_report = tome_now();
         e->job_done_at_start = from;
+        e->point_retry_at = e->point_failures = 0;
         atomic_store(&job->tokens_done, from);
         atomic_store(&job->restart_point, from);
     }
@@ -100,9 +101,9 @@ void engine_run_prefill_chunk(tomed_engine *e)
     atomic_store(&job->tokens_per_s, rate);
     atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
     int64_t interval = tomed_config_restart_interval(&e->server->cfg);
-    if (interval > 0 && done < (int64_t)job->n_ids &&
+    if (interval > 0 && done < (int64_t)job->n_ids && done >= e->point_retry_at &&
         done / interval > atomic_load(&job->restart_point) / interval)
-        engine_save_restart_point(e, job, done);
+        engine_save_restart_point(e, job, done, interval);
     if (done == (int64_t)job->n_ids) {
         engine_finish_job(e, 0, NULL);
     } else if (now - e->job_last_report >= PROGRESS_INTERVAL_S) {

@@ -556,9 +556,31 @@ void tomed_reply_error(tomed_request *r, int code, const char *fmt, ...)
     va_end(ap);
 }
 
+/* `msg` as a client may see it: the store names its database in every
+ * message, and where the state directory lies is no client's business, so
+ * a leading "STATE_DIR/tome.db: " goes and any other mention of the state
+ * directory reads STATE_DIR.  The full message is logged. */
+static void redact_state_dir(const char *state_dir, const char *msg, char *out, size_t cap)
+{
+    size_t dir_len = strlen(state_dir), n = 0;
+    if (!dir_len || !strstr(msg, state_dir)) {
+        snprintf(out, cap, "%s", msg);
+        return;
+    }
+    tomed_log(TOMED_LOG_INFO, "error answered without its paths: %s", msg);
+    if (strncmp(msg, state_dir, dir_len) == 0 && strncmp(msg + dir_len, "/tome.db: ", 10) == 0)
+        msg += dir_len + 10;
+    out[0] = 0;
+    for (const char *at; (at = strstr(msg, state_dir)) && n < cap; msg = at + dir_len)
+        n += (size_t)snprintf(out + n, cap - n, "%.*sSTATE_DIR", (int)(at - msg), msg);
+    if (n < cap) snprintf(out + n, cap - n, "%s", msg);
+}
+
 void tomed_reply_tome_error(tomed_request *r, const tome_error *err)
 {
-    tomed_reply_error(r, err->code ? err->code : TOME_EINTERNAL, "%s", err->msg);
+    char shown[sizeof err->msg + 64];
+    redact_state_dir(r->server->cfg.state_dir, err->msg, shown, sizeof shown);
+    tomed_reply_error(r, err->code ? err->code : TOME_EINTERNAL, "%s", shown);
 }
 
 json_t *tomed_request_json(tomed_request *r)

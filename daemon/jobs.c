@@ -19,7 +19,9 @@
  *
  * A job interrupted by a shutdown is put back to `queued` in the store;
  * when the next daemon has its model loaded it lists the unfinished jobs
- * and runs them again, under the same ids.
+ * and runs them again, under the same ids.  The finished ones of earlier
+ * runs (the newest HISTORY_JOBS) are read back at start, so that a restart
+ * does not empty GET /v1/jobs.
  */
 #include "daemon/tomed.h"
 
@@ -46,6 +48,8 @@ struct tomed_jobs {
     struct event *keepalive;
     int resumed;
 };
+
+#define HISTORY_JOBS 100
 
 static const char *const status_names[] = {"queued", "running", "done", "failed", "canceled"};
 
@@ -76,13 +80,15 @@ json_t *tomed_job_json(const tomed_job *job)
     json_t *eta = job->status == STORE_JOB_RUNNING && rate > 0
                       ? json_real((double)(total - done) / rate)
                       : json_null();
+    /* A job of an earlier run read back from the store has no version. */
+    json_t *version = job->version_number ? json_integer(job->version_number) : json_null();
     json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:f, s:o, s:I, s:o, s:o, s:o}", "id", id, "kind",
-        "prefill", "corpus", job->corpus, "version", (json_int_t)job->version_number, "status",
-        status_names[job->status], "tokens_done", (json_int_t)done, "tokens_total",
-        (json_int_t)total, "tokens_per_s", rate, "eta_s", eta, "restart_point",
-        (json_int_t)atomic_load(&job->restart_point), "created_at", time_or_null(job->created_at),
-        "started_at", time_or_null(job->started_at), "finished_at", time_or_null(job->finished_at));
+        "{s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:f, s:o, s:I, s:o, s:o, s:o}", "id", id, "kind",
+        "prefill", "corpus", job->corpus, "version", version, "status", status_names[job->status],
+        "tokens_done", (json_int_t)done, "tokens_total", (json_int_t)total, "tokens_per_s", rate,
+        "eta_s", eta, "restart_point", (json_int_t)atomic_load(&job->restart_point), "created_at",
+        time_or_null(job->created_at), "started_at", time_or_null(job->started_at), "finished_at",
+        time_or_null(job->finished_at));
     if (job->status == STORE_JOB_DONE)
         json_object_set_new(o, "state", json_pack("{s:I}", "tokens", (json_int_t)total));
     else
@@ -553,15 +559,102 @@ static void resume_done(void *arg)
     free(rc);
 }
 
-void tomed_jobs_model_loaded(void *server)
+void tomed_jobs_model_settled(void *server)
 {
     tomed_jobs *j = ((tomed_server *)server)->jobs;
-    if (!j || j->resumed || j->server->draining) return;
+    if (!j) return;
+    const char *model, *why = "";
+    int ready = tomed_jobs_model_ready(j, &model, &why);
+    if (j->server->cfg.foreground) {
+        if (ready)
+            fputs("tomed ready\n", stderr);
+        else
+            fprintf(stderr, "tomed not ready: %s\n", why);
+    }
+    if (!ready || j->resumed || j->server->draining) return;
     j->resumed = 1;
     resume_call *rc = calloc(1, sizeof *rc);
     if (!rc) return;
     rc->jobs = j;
     if (tomed_pool_submit(j->server->pool, resume_work, resume_done, rc) != 0) free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Finished jobs of earlier runs
+ * ------------------------------------------------------------------------ */
+
+typedef struct history_call {
+    tomed_jobs *jobs;
+    tomed_job **found; /* newest first */
+    size_t n;
+} history_call;
+
+/* A registry entry for a finished job's row (its corpus's name is empty
+ * when the corpus was deleted since). */
+static tomed_job *job_from_row(store *db, const store_job *row)
+{
+    tomed_job *job = calloc(1, sizeof *job);
+    if (!job) return NULL;
+    char *name = NULL;
+    tome_error ignored;
+    if (row->corpus_id && store_corpus_name(db, row->corpus_id, &name, &ignored) == 0)
+        snprintf(job->corpus, sizeof job->corpus, "%s", name);
+    free(name);
+    job->id = row->id;
+    job->status = (int)row->state;
+    job->n_ids = (size_t)row->total;
+    atomic_store(&job->tokens_done, row->done);
+    job->created_at = row->created_at;
+    job->started_at = row->started_at;
+    job->finished_at = row->finished_at;
+    job->rc = row->state == STORE_JOB_CANCELED ? TOME_ECANCELED
+              : row->state == STORE_JOB_FAILED ? TOME_EINTERNAL
+                                               : 0;
+    if (row->error) snprintf(job->err.msg, sizeof job->err.msg, "%s", row->error);
+    return job;
+}
+
+static void history_work(void *arg)
+{
+    history_call *hc = arg;
+    store *db;
+    tome_error err = {0};
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc = tomed_thread_store(hc->jobs->server->cfg.state_dir, &db, &err);
+    if (rc == 0) rc = store_job_list_finished(db, "prefill", HISTORY_JOBS, &ids, &n, &err);
+    if (rc == 0 && n && !(hc->found = calloc(n, sizeof *hc->found)))
+        rc = tome_errorf(&err, TOME_ENOMEM, "out of memory listing earlier jobs");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        store_job row;
+        if (store_job_get(db, ids[i], &row, &err) != 0) continue;
+        if ((hc->found[hc->n] = job_from_row(db, &row))) hc->n++;
+        store_job_clear(&row);
+    }
+    if (rc != 0) tomed_log(TOMED_LOG_WARN, "cannot list earlier jobs: %s", err.msg);
+    free(ids);
+}
+
+/* On the loop thread: the earlier jobs go after every job of this run. */
+static void history_done(void *arg)
+{
+    history_call *hc = arg;
+    tomed_job **tail = &hc->jobs->list;
+    while (*tail) tail = &(*tail)->next_in_registry;
+    for (size_t i = 0; i < hc->n; i++) {
+        *tail = hc->found[i];
+        tail = &hc->found[i]->next_in_registry;
+    }
+    free(hc->found);
+    free(hc);
+}
+
+static void load_history(tomed_jobs *j)
+{
+    history_call *hc = calloc(1, sizeof *hc);
+    if (!hc) return;
+    hc->jobs = j;
+    if (tomed_pool_submit(j->server->pool, history_work, history_done, hc) != 0) free(hc);
 }
 
 /* ------------------------------------------------------------------------
@@ -585,6 +678,7 @@ int tomed_jobs_new(tomed_server *s, tomed_jobs **out, tome_error *err)
         tomed_jobs_free(j);
         return rc;
     }
+    load_history(j);
     *out = j;
     return 0;
 }

@@ -3,9 +3,10 @@
  *
  * Both listeners hand accepted connections to http.c; what differs is what
  * they learn about the peer.  On the Unix socket that is the peer's uid, gid
- * and pid from SO_PEERCRED, read once at accept time (the kernel's word, not
- * the client's).  On TCP it is the address, and, after the TLS handshake,
- * the client certificate (see http.c's use of tomed_tls_peer_cn).
+ * and pid from SO_PEERCRED and its supplementary groups from SO_PEERGROUPS,
+ * read once at accept time (the kernel's word, not the client's).  On TCP
+ * it is the address, and, after the TLS handshake, the client certificate
+ * (see http.c's use of tomed_tls_peer_cn).
  *
  * The socket file is created with the configured mode (0660 by default) so
  * that file permissions are the first gate; a stale file from a crashed
@@ -123,6 +124,9 @@ static void accept_unix(struct evconnlistener *lis, evutil_socket_t fd, struct s
     peer.uid = cred.uid;
     peer.gid = cred.gid;
     peer.pid = cred.pid;
+    socklen_t glen = sizeof peer.groups;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &glen) == 0)
+        peer.n_groups = (int)(glen / sizeof peer.groups[0]);
     snprintf(peer.address, sizeof peer.address, "unix:uid=%u,pid=%d", (unsigned)cred.uid,
              (int)cred.pid);
     struct bufferevent *bev =

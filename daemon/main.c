@@ -301,7 +301,6 @@ int main(int argc, char **argv)
     }
     tomed_log(TOMED_LOG_INFO, "listening on %s%s%s (pid %ld)", s->cfg.socket_path,
               s->cfg.listen[0] ? " and " : "", s->cfg.listen, (long)getpid());
-    if (s->cfg.foreground) fputs("tomed ready\n", stderr);
     report_start(&d, NULL);
     event_base_dispatch(s->base);
     tomed_log(TOMED_LOG_INFO, "stopped");

@@ -6,8 +6,10 @@
  * libarchive never run on the loop thread.  An uploaded archive has by
  * then been streamed to a file under STATE_DIR/tmp by http.c; ingest reads
  * it from there and the call removes it afterwards.  A server-side path is
- * accepted only from a Unix peer who could read it themselves, so the
- * daemon's own privileges never widen what a client can see.
+ * accepted only from a Unix peer, and read with that peer's rights: every
+ * directory and file of it is checked against the peer's credentials on
+ * its open descriptor (peer_access.c), so the daemon's own privileges never
+ * widen what a client can see.
  */
 #include "daemon/tomed.h"
 
@@ -212,40 +214,18 @@ void tomed_route_corpus_delete(tomed_request *r)
  * Ingest
  * ------------------------------------------------------------------------ */
 
-/* Do the permission bits of `st` grant the peer `user_bits` (given as
- * owner bits) through the class it falls in?  Only the primary gid is
- * known from SO_PEERCRED, so supplementary groups grant nothing here. */
-static int mode_allows(const struct stat *st, const tomed_peer *peer, mode_t user_bits)
+/* The server path with its symbolic links resolved (into `resolved`,
+ * TOMED_PATH_MAX bytes), which is what gets ingested: the ingest then opens
+ * it without following links, checking each step on its descriptor.  For
+ * a peer other than root a failure has the same message as a refusal, so
+ * the answer does not tell what exists where the peer may not look. */
+static int resolve_server_path(const tomed_peer *peer, const char *path, char *resolved,
+                               tome_error *err)
 {
-    mode_t bits = st->st_uid == peer->uid   ? user_bits
-                  : st->st_gid == peer->gid ? user_bits >> 3
-                                            : user_bits >> 6;
-    return (st->st_mode & bits) == bits;
-}
-
-/* Could the peer read `path` itself?  Root can; anyone else needs search
- * permission on every directory on the way and read permission on the
- * target (and search, for a directory).  The check is made on the resolved
- * path, which `resolved` (TOMED_PATH_MAX bytes) receives and which is what
- * gets ingested, so a symbolic link cannot point the check elsewhere. */
-static int peer_may_read(const tomed_peer *peer, const char *path, char *resolved, tome_error *err)
-{
-    struct stat st;
-    if (!realpath(path, resolved))
-        return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", path, strerror(errno));
-    if (peer->uid == 0) return 0;
-    char walk[TOMED_PATH_MAX];
-    for (const char *slash = strchr(resolved + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
-        snprintf(walk, sizeof walk, "%.*s", (int)(slash - resolved), resolved);
-        if (stat(walk, &st) != 0 || !mode_allows(&st, peer, S_IXUSR))
-            return tome_errorf(err, TOME_EPERM, "uid %u may not search %s", (unsigned)peer->uid,
-                               walk);
-    }
-    if (stat("/", &st) != 0 || !mode_allows(&st, peer, S_IXUSR) || stat(resolved, &st) != 0 ||
-        !mode_allows(&st, peer, S_IRUSR | (S_ISDIR(st.st_mode) ? S_IXUSR : 0)))
-        return tome_errorf(err, TOME_EPERM, "uid %u may not read %s", (unsigned)peer->uid,
-                           resolved);
-    return 0;
+    if (realpath(path, resolved)) return 0;
+    if (peer->uid == 0) return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", path, strerror(errno));
+    return tome_errorf(err, TOME_EPERM, "%s does not exist or uid %u may not read it", path,
+                       (unsigned)peer->uid);
 }
 
 static json_t *report_json(const ingest_report *rep, tome_error *err)
@@ -264,6 +244,11 @@ static int run_ingest(tomed_call *c, store *db, tome_error *err)
         c->upload[0] ? c->upload : json_string_value(json_object_get(c->input, "path"));
     ingest_options opts;
     ingest_options_default(&opts);
+    /* A server path is read with the Unix peer's rights, file by file. */
+    char who[32];
+    snprintf(who, sizeof who, "uid %u", (unsigned)c->peer.uid);
+    ingest_access as_peer = {.may = tomed_peer_may_open, .ctx = &c->peer, .who = who};
+    if (!c->upload[0] && c->peer.uid != 0) opts.access = &as_peer;
     ingest_report *rep;
     int rc = ingest_run(db, c->corpus, source, &opts, &rep, err);
     if (rc != 0) return rc;
@@ -301,7 +286,7 @@ void tomed_route_ingest(tomed_request *r)
             return;
         }
         char resolved[TOMED_PATH_MAX];
-        if (peer_may_read(r->peer, path, resolved, &err) != 0) {
+        if (resolve_server_path(r->peer, path, resolved, &err) != 0) {
             tomed_reply_tome_error(r, &err);
             json_decref(body);
             return;

@@ -76,6 +76,7 @@ tomed_call *tomed_call_new(tomed_request *r, tomed_call_fn fn, int status)
     c->fn = fn;
     c->status = status;
     c->principal = r->principal;
+    c->peer = *r->peer;
     if (r->params[0]) snprintf(c->corpus, sizeof c->corpus, "%s", r->params[0]);
     return c;
 }

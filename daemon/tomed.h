@@ -16,6 +16,7 @@
  *   listen.c     the Unix socket and TLS listeners, peer credentials, limits
  *   tls.c        the OpenSSL context (protocol floor, ciphers, client CA)
  *   auth.c       principals and rights: peer uids, tokens, certificates
+ *   peer_access.c whether a Unix peer could read a file tomed opened
  *   tokens.c     bearer tokens, stored hashed in STATE_DIR/tokens.json
  *   workers.c    the worker pool and the hand-off back to the loop
  *   storecall.c  store work on a worker, answered on the loop
@@ -232,16 +233,29 @@ json_t *tomed_tokens_list(const tomed_tokens *t);
 /* Fills `p` if `secret` is a live token; TOME_EPERM if not. */
 int tomed_tokens_authenticate(const tomed_tokens *t, const char *secret, tomed_principal *p);
 
+#define TOMED_PEER_GROUPS 256
+
 /* What the listener learned about the peer when it connected. */
 typedef struct tomed_peer {
     tomed_transport transport;
     uid_t uid;
     gid_t gid;
     pid_t pid;
+    /* Supplementary groups (SO_PEERGROUPS); a peer in more than
+     * TOMED_PEER_GROUPS keeps none here, which only ever means fewer
+     * rights on the files of a server-path ingest. */
+    int n_groups;
+    gid_t groups[TOMED_PEER_GROUPS];
     int has_cert;
     char cert_cn[256]; /* the verified client certificate's subject CN */
     char address[64];
 } tomed_peer;
+
+/* Could the Unix peer (a tomed_peer *, as a void * so that it serves as
+ * ingest_access's `may`) open the file open on `fd` for `want` (access(2)'s
+ * R_OK and X_OK) with its own credentials?  Checked on the descriptor, by
+ * the permission bits; non-zero allows.  See peer_access.c for the design. */
+int tomed_peer_may_open(void *peer, int fd, int want);
 
 /* The principal of a request from `peer` with the given Authorization
  * header (or NULL).  TOME_EPERM with a message when credentials were
@@ -336,6 +350,8 @@ void tomed_reply_error(tomed_request *r, int code, const char *fmt, ...)
  * error object (`extra` may be NULL; it is stolen). */
 void tomed_reply_error_ex(tomed_request *r, int status, int code, json_t *extra, const char *fmt,
                           ...) __attribute__((format(printf, 5, 6)));
+/* An error from a library call: the state directory's path, which store
+ * messages carry, is taken out of what the client sees (and logged). */
 void tomed_reply_tome_error(tomed_request *r, const tome_error *err);
 int tomed_status_for(int code);
 
@@ -451,6 +467,7 @@ struct tomed_call {
     int regex;                   /* the query is a PCRE2 pattern */
     char upload[TOMED_PATH_MAX]; /* a streamed body, now the call's to remove */
     tomed_principal principal;   /* copied: the request may be gone when fn runs */
+    tomed_peer peer;             /* copied, likewise */
     int rc;
     tome_error err;
 };
@@ -532,8 +549,11 @@ int tomed_jobs_cancel(tomed_jobs *j, tomed_job *job, tome_error *err);
 void tomed_jobs_follow(tomed_jobs *j, tomed_job *job, tomed_request *r);
 /* Answer `r` with the corpus's queued/running job, or start one. */
 void tomed_jobs_start_prefill(tomed_jobs *j, tomed_request *r, const char *corpus);
-/* Posted by the engine once the model is loaded: resume unfinished jobs. */
-void tomed_jobs_model_loaded(void *server);
+/* Posted by the engine once the model has loaded or failed to: under
+ * --foreground, says so on standard error ("tomed ready" exactly when
+ * GET /v1/ready turns 200, else "tomed not ready: WHY"), and resumes the
+ * unfinished jobs if it loaded. */
+void tomed_jobs_model_settled(void *server);
 /* Free the registry, after the pool has delivered the engine's last
  * reports (tomed_jobs_free stops the engine; this frees the jobs). */
 void tomed_jobs_release(tomed_jobs *j);

@@ -28,9 +28,11 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define READ_BLOCK (64 * 1024)
 
@@ -111,15 +113,12 @@ static int archive_signature(const unsigned char *p, size_t n)
     return 0;
 }
 
-/* The first bytes of a file, enough for every signature above. */
-static int file_signature(const char *path)
+/* The first bytes of an open file, enough for every signature above. */
+static int file_signature(int fd)
 {
     unsigned char head[32774];
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(head, 1, sizeof head, f);
-    fclose(f);
-    return archive_signature(head, n);
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    return n > 0 ? archive_signature(head, (size_t)n) : 0;
 }
 
 static const char *error_text(struct archive *a)
@@ -357,17 +356,20 @@ static char *raw_name(const char *path)
     return strdup(path);
 }
 
-/* Open `lv->a` on the source (file `path` or memory `data`).  libarchive
+/* Open `lv->a` on the source (file `fd`, from its start, or memory `data`
+ * when `fd` is -1).  libarchive
  * picks the format while opening; TOME_ENOTFOUND (nothing reported) when
  * it recognises none, with `*compressed` saying whether a compression
  * filter did recognise the stream. */
-static int open_level(level *lv, int raw, const char *file, const void *data, size_t len,
-                      int *compressed, tome_error *err)
+static int open_level(level *lv, int raw, int fd, const void *data, size_t len, int *compressed,
+                      tome_error *err)
 {
+    if (fd >= 0 && lseek(fd, 0, SEEK_SET) != 0)
+        return tome_errorf(err, TOME_EIO, "%s: %s", lv->name, strerror(errno));
     lv->a = new_reader(raw);
     if (!lv->a) return tome_errorf(err, TOME_ENOMEM, "%s: out of memory", lv->name);
-    int rc = file ? archive_read_open_filename(lv->a, file, READ_BLOCK)
-                  : archive_read_open_memory(lv->a, data, len);
+    int rc = fd >= 0 ? archive_read_open_fd(lv->a, fd, READ_BLOCK)
+                     : archive_read_open_memory(lv->a, data, len);
     if (rc == ARCHIVE_OK) return 0;
     /* No format chosen: not an archive (a file that cannot be read at
      * all fails again, with its errno, when read as a plain file). */
@@ -386,12 +388,12 @@ static int open_level(level *lv, int raw, const char *file, const void *data, si
  * named after it (without the compression suffix) at the same level, and
  * may itself be an archive (a .zip.gz, or a .tar libarchive did not see
  * through the compression). */
-static int read_raw_stream(level *lv, const char *file, const unsigned char *data, size_t len,
+static int read_raw_stream(level *lv, int fd, const unsigned char *data, size_t len,
                            tome_error *err)
 {
     int unused;
     lv->produced = 0;
-    int rc = open_level(lv, 1, file, data, len, &unused, err);
+    int rc = open_level(lv, 1, fd, data, len, &unused, err);
     if (rc) return rc;
     struct archive_entry *e;
     rc = archive_read_next_header(lv->a, &e);
@@ -416,31 +418,31 @@ static int read_raw_stream(level *lv, const char *file, const unsigned char *dat
 
 /* Read an archive at `depth`, retrying as a raw compressed stream when it
  * decompresses but holds no archive.  `prefix` ends in '/' or is "". */
-static int read_archive(ingest_reader *r, const char *name, const char *prefix, int depth,
-                        const char *file, const unsigned char *data, size_t len, tome_error *err)
+static int read_archive(ingest_reader *r, const char *name, const char *prefix, int depth, int fd,
+                        const unsigned char *data, size_t len, tome_error *err)
 {
     level lv = {.r = r, .name = name, .prefix = prefix, .depth = depth, .source_bytes = len};
     int compressed = 0;
-    int rc = open_level(&lv, 0, file, data, len, &compressed, err);
+    int rc = open_level(&lv, 0, fd, data, len, &compressed, err);
     if (!rc) {
         rc = read_entries(&lv, err);
         archive_read_free(lv.a);
     }
     if (rc == TOME_ENOTFOUND && !compressed &&
-        (file ? file_signature(file) : archive_signature(data, len)) == 2)
+        (fd >= 0 ? file_signature(fd) : archive_signature(data, len)) == 2)
         return tome_errorf(err, TOME_EFORMAT,
                            "%s: starts like an archive or compressed file "
                            "but cannot be read: truncated or damaged",
                            name);
     if (rc != TOME_ENOTFOUND || !compressed) return rc;
-    return read_raw_stream(&lv, file, data, len, err);
+    return read_raw_stream(&lv, fd, data, len, err);
 }
 
-int ingest_read_archive_file(ingest_reader *r, const char *path, tome_error *err)
+int ingest_read_archive_fd(ingest_reader *r, const char *path, int fd, tome_error *err)
 {
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
-    return read_archive(r, base, "", 0, path, NULL, 0, err);
+    return read_archive(r, base, "", 0, fd, NULL, 0, err);
 }
 
 int ingest_take_file(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
@@ -458,7 +460,7 @@ int ingest_take_file(ingest_reader *r, const char *path, const unsigned char *da
     if (!prefix) return tome_errorf(err, TOME_ENOMEM, "entry %s: out of memory", path);
     memcpy(prefix, path, plen);
     memcpy(prefix + plen, "/", 2);
-    int rc = read_archive(r, path, prefix, depth + 1, NULL, data, len, err);
+    int rc = read_archive(r, path, prefix, depth + 1, -1, data, len, err);
     free(prefix);
     /* Bytes that only looked like an archive are an ordinary file. */
     if (rc == TOME_ENOTFOUND) return r->file(r, path, data, len, mtime, err);

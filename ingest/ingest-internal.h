@@ -17,10 +17,11 @@ typedef struct ingest_reader ingest_reader;
 struct ingest_reader {
     const ingest_limits *limits;
     const ingest_filter *filter;
-    uint64_t entries;       /* every entry seen, all levels */
-    uint64_t total_bytes;   /* uncompressed bytes read, all levels */
-    double t_read;          /* seconds spent reading and decompressing */
-    char *last_skipped_dir; /* so an excluded directory is reported once */
+    const ingest_access *access; /* NULL: the process's own rights */
+    uint64_t entries;            /* every entry seen, all levels */
+    uint64_t total_bytes;        /* uncompressed bytes read, all levels */
+    double t_read;               /* seconds spent reading and decompressing */
+    char *last_skipped_dir;      /* so an excluded directory is reported once */
     /* A regular file's bytes (valid during the call only). */
     int (*file)(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
                 int64_t mtime, tome_error *err);
@@ -36,16 +37,14 @@ struct ingest_reader {
  * file (one document named by its base name). */
 int ingest_read_source(ingest_reader *r, const char *source, tome_error *err);
 
-/* archive.c: the archive file at `path` (top level).  TOME_ENOTFOUND
- * (nothing reported) when libarchive recognises no archive in it. */
-int ingest_read_archive_file(ingest_reader *r, const char *path, tome_error *err);
+/* archive.c: the archive file open on `fd` (top level, read from its
+ * start; `path` names it in messages).  TOME_ENOTFOUND (nothing reported)
+ * when libarchive recognises no archive in it.  The caller closes `fd`. */
+int ingest_read_archive_fd(ingest_reader *r, const char *path, int fd, tome_error *err);
 /* Hand over the bytes of a file found at `depth` levels of archives:
  * opened as an archive when it is one, otherwise passed to r->file. */
 int ingest_take_file(ingest_reader *r, const char *path, const unsigned char *data, size_t len,
                      int64_t mtime, int depth, tome_error *err);
-
-/* source.c: a directory tree (symbolic links are skipped, never followed). */
-int ingest_read_directory(ingest_reader *r, const char *root, tome_error *err);
 
 /* Count one entry against max_entries. */
 int ingest_count_entry(ingest_reader *r, const char *path, tome_error *err);

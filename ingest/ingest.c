@@ -466,6 +466,7 @@ int ingest_run(store *s, const char *corpus, const char *source, const ingest_op
     run ru = {.s = s, .opts = opts};
     ru.reader = (ingest_reader){.limits = &opts->limits,
                                 .filter = opts->filter ? opts->filter : own_filter,
+                                .access = opts->access,
                                 .file = on_file,
                                 .skip = on_skip,
                                 .warn = on_warn};

@@ -180,8 +180,25 @@ typedef enum ingest_order {
     INGEST_ORDER_SOURCE /* in the order the source lists them */
 } ingest_order;
 
+/* Whose read rights an ingest is limited to, when not the process's own
+ * (tomed, for a server path sent by a Unix peer).  `may` is asked about
+ * every file and directory the ingest opens, on its open descriptor and
+ * before a byte is read from it, so a path swapped underneath cannot
+ * redirect the check: `want` is access(2)'s R_OK, X_OK or both, and a
+ * non-zero answer allows.  The source path itself is then opened one
+ * component at a time without following symbolic links (resolve it first),
+ * each directory on the way needing X_OK; entries inside the tree that are
+ * refused are skipped with a warning.  `who` names the reader in messages
+ * ("uid 1000"). */
+typedef struct ingest_access {
+    int (*may)(void *ctx, int fd, int want);
+    void *ctx;
+    const char *who;
+} ingest_access;
+
 typedef struct ingest_options {
     ingest_limits limits;
+    const ingest_access *access; /* NULL: the process's own rights */
     const ingest_filter *filter; /* NULL: the default excludes */
     ingest_order order;
     /* New documents always go after the existing ones, so the rendered

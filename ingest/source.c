@@ -8,6 +8,12 @@
  * directory so "source order" is the same on every file system.  A
  * directory the filter excludes is not descended into at all: that is
  * what keeps a .git or node_modules directory from costing anything.
+ *
+ * With an ingest_access (a reader other than this process), every file
+ * and directory is checked on its open descriptor before it is read, and
+ * the source path is opened one component at a time from "/" with
+ * O_NOFOLLOW: what was checked is what is read, whatever is renamed or
+ * replaced meanwhile.
  */
 #include "ingest/ingest-internal.h"
 
@@ -94,14 +100,32 @@ static int read_fd(int fd, const char *shown, uint64_t max, unsigned char **out,
     return 0;
 }
 
+/* May the reader open `fd` for `want` (R_OK, X_OK)?  Always, without an
+ * ingest_access. */
+static int allowed(const ingest_reader *r, int fd, int want)
+{
+    return !r->access || r->access->may(r->access->ctx, fd, want);
+}
+
+/* An entry of the tree the reader may not read: skipped with a warning.
+ * `shown` is its path as reported (a directory's ends in '/'). */
+static int refused(ingest_reader *r, int fd, const char *shown, tome_error *err)
+{
+    char why[160];
+    close(fd);
+    snprintf(why, sizeof why, "not readable by %s", r->access->who);
+    return r->skip(r, shown, why, 1, err);
+}
+
 /* A regular file of the tree, `rel` its path relative to the root. */
 static int read_tree_file(ingest_reader *r, int dirfd, const char *name, const char *rel,
                           tome_error *err)
 {
     int filtered = ingest_filtered(r, rel, err);
     if (filtered) return filtered < 0 ? filtered : 0;
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return tome_errorf(err, TOME_EIO, "%s: %s", rel, strerror(errno));
+    if (!allowed(r, fd, R_OK)) return refused(r, fd, rel, err);
     unsigned char *data = NULL;
     size_t len = 0;
     struct stat st;
@@ -161,6 +185,8 @@ static int visit(ingest_reader *r, int dirfd, const char *name, const char *rel,
     }
     int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0) return tome_errorf(err, TOME_EIO, "%s: %s", rel, strerror(errno));
+    snprintf(why, sizeof why, "%s/", rel);
+    if (!allowed(r, sub, R_OK | X_OK)) return refused(r, sub, why, err);
     rc = walk(r, sub, rel, err);
     close(sub);
     return rc;
@@ -214,33 +240,63 @@ static int walk(ingest_reader *r, int dirfd, const char *rel, tome_error *err)
     return rc;
 }
 
-int ingest_read_directory(ingest_reader *r, const char *root, tome_error *err)
+/* The source for a reader with an ingest_access: `path` (absolute, no
+ * symbolic links) opened from "/" one component at a time, each directory
+ * on the way checked for X_OK and the source itself for R_OK (and X_OK if a
+ * directory).  Every failure has one message, so a refusal says nothing
+ * about what exists where the reader may not look. */
+static int open_as_reader(ingest_reader *r, const char *path, int *out, tome_error *err)
 {
-    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return tome_errorf(err, TOME_EIO, "%s: %s", root, strerror(errno));
-    int rc = walk(r, fd, "", err);
-    close(fd);
-    return rc;
+    char copy[4096];
+    int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), ok = fd >= 0 && path[0] == '/';
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy) ok = 0;
+    char *save = NULL, *name = ok ? strtok_r(copy, "/", &save) : NULL;
+    while (ok && name) {
+        char *next = strtok_r(NULL, "/", &save);
+        struct stat st;
+        ok = strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && allowed(r, fd, X_OK) &&
+             fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+             (next ? S_ISDIR(st.st_mode) : S_ISDIR(st.st_mode) || S_ISREG(st.st_mode));
+        int sub = !ok    ? -1
+                  : next ? openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                         : openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        close(fd);
+        fd = sub;
+        ok = fd >= 0;
+        name = next;
+    }
+    struct stat st;
+    if (ok && fstat(fd, &st) == 0 && allowed(r, fd, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK)) {
+        *out = fd;
+        return 0;
+    }
+    if (fd >= 0) close(fd);
+    return tome_errorf(err, TOME_EPERM, "%s does not exist or %s may not read it", path,
+                       r->access->who);
+}
+
+/* The source opened for reading (not blocking on a FIFO: it is refused). */
+static int open_source(ingest_reader *r, const char *source, int *out, tome_error *err)
+{
+    if (r->access) return open_as_reader(r, source, out, err);
+    *out = open(source, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    return *out >= 0 ? 0 : tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
 }
 
 /* One plain file given as the source: a document named by its base name. */
-static int read_plain_file(ingest_reader *r, const char *path, tome_error *err)
+static int read_plain_file(ingest_reader *r, const char *path, int fd, const struct stat *st,
+                           tome_error *err)
 {
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
     int rc = ingest_count_entry(r, base, err);
     if (rc) return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return tome_errorf(err, TOME_EIO, "%s: %s", path, strerror(errno));
     unsigned char *data = NULL;
     size_t len = 0;
-    struct stat st;
-    rc = fstat(fd, &st) == 0 ? read_fd(fd, base, r->limits->max_file_bytes, &data, &len, err)
-                             : tome_errorf(err, TOME_EIO, "%s: %s", path, strerror(errno));
-    close(fd);
+    rc = read_fd(fd, base, r->limits->max_file_bytes, &data, &len, err);
     if (!rc) {
         r->total_bytes += len;
-        rc = r->file(r, base, data, len, (int64_t)st.st_mtime, err);
+        rc = r->file(r, base, data, len, (int64_t)st->st_mtime, err);
     }
     free(data);
     return rc;
@@ -248,12 +304,22 @@ static int read_plain_file(ingest_reader *r, const char *path, tome_error *err)
 
 int ingest_read_source(ingest_reader *r, const char *source, tome_error *err)
 {
+    int fd, rc = open_source(r, source, &fd, err);
+    if (rc) return rc;
     struct stat st;
-    if (stat(source, &st) != 0)
-        return tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return ingest_read_directory(r, source, err);
-    if (!S_ISREG(st.st_mode))
-        return tome_errorf(err, TOME_EINVAL, "%s: neither a directory nor a regular file", source);
-    int rc = ingest_read_archive_file(r, source, err);
-    return rc == TOME_ENOTFOUND ? read_plain_file(r, source, err) : rc;
+    if (fstat(fd, &st) != 0) {
+        rc = tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
+    } else if (S_ISDIR(st.st_mode)) {
+        rc = walk(r, fd, "", err);
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = tome_errorf(err, TOME_EINVAL, "%s: neither a directory nor a regular file", source);
+    } else {
+        rc = ingest_read_archive_fd(r, source, fd, err);
+        if (rc == TOME_ENOTFOUND)
+            rc = lseek(fd, 0, SEEK_SET) == 0
+                     ? read_plain_file(r, source, fd, &st, err)
+                     : tome_errorf(err, TOME_EIO, "%s: %s", source, strerror(errno));
+    }
+    close(fd);
+    return rc;
 }

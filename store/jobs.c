@@ -131,17 +131,17 @@ int store_job_fail_unfinished(store *s, const char *reason, int64_t *n, tome_err
     return rc;
 }
 
-int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n, tome_error *err)
+/* The ids `sql` selects, given the kind as ?1 and a row limit as ?2. */
+static int list_job_ids(store *s, const char *sql, const char *kind, int64_t limit, int64_t **ids,
+                        size_t *n, tome_error *err)
 {
     *ids = NULL;
     *n = 0;
     sqlite3_stmt *st;
-    int rc = store_prepare(s,
-                           "SELECT id FROM jobs WHERE kind = ?1 AND state IN ('queued', 'running')"
-                           " ORDER BY id",
-                           &st, err);
+    int rc = store_prepare(s, sql, &st, err);
     if (rc) return rc;
     sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, limit);
     size_t cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (*n == cap) {
@@ -163,5 +163,22 @@ int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t 
     free(*ids);
     *ids = NULL;
     *n = 0;
-    return store_fail(s, rc, err, "listing unfinished %s jobs", kind);
+    return store_fail(s, rc, err, "listing %s jobs", kind);
+}
+
+int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n, tome_error *err)
+{
+    return list_job_ids(s,
+                        "SELECT id FROM jobs WHERE kind = ?1 AND state IN ('queued', 'running')"
+                        " ORDER BY id LIMIT ?2",
+                        kind, -1, ids, n, err);
+}
+
+int store_job_list_finished(store *s, const char *kind, int64_t max, int64_t **ids, size_t *n,
+                            tome_error *err)
+{
+    return list_job_ids(s,
+                        "SELECT id FROM jobs WHERE kind = ?1"
+                        " AND state IN ('done', 'failed', 'canceled') ORDER BY id DESC LIMIT ?2",
+                        kind, max, ids, n, err);
 }

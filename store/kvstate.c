@@ -7,6 +7,10 @@
  * budget evicts least recently used first).  A state is recorded as
  * 'writing' before its file exists and set 'ready' only after the file is
  * durable, so a crash in between leaves a row that says not to trust it.
+ *
+ * A file under the database's directory is recorded by its path relative
+ * to that directory and given back joined to wherever the database is
+ * now, so a state directory moved or restored elsewhere keeps its states.
  */
 #include "store/store-internal.h"
 
@@ -28,6 +32,32 @@ static store_state_status status_from_name(const char *name)
     return STORE_STATE_FAILED;
 }
 
+/* Length of the database's directory in s->path (0: the current one). */
+static size_t db_dir_len(const store *s)
+{
+    const char *slash = strrchr(s->path, '/');
+    return slash ? (size_t)(slash - s->path) : 0;
+}
+
+/* `path` as recorded: relative to the database's directory if under it. */
+static const char *recorded_path(const store *s, const char *path)
+{
+    size_t n = db_dir_len(s);
+    if (n && strncmp(path, s->path, n) == 0 && path[n] == '/') return path + n + 1;
+    return path;
+}
+
+/* A recorded path as given back (malloc'd; NULL when out of memory). */
+static char *resolved_path(const store *s, const char *recorded)
+{
+    size_t n = db_dir_len(s);
+    if (recorded[0] == '/' || n == 0) return strdup(recorded);
+    size_t len = n + 1 + strlen(recorded) + 1;
+    char *path = malloc(len);
+    if (path) snprintf(path, len, "%.*s/%s", (int)n, s->path, recorded);
+    return path;
+}
+
 int store_state_add(store *s, const store_kv_state *kv, int64_t *id, tome_error *err)
 {
     sqlite3_stmt *st;
@@ -41,7 +71,7 @@ int store_state_add(store *s, const store_kv_state *kv, int64_t *id, tome_error 
     store_bind_id(st, 2, kv->context_id);
     sqlite3_bind_text(st, 3, kv->model_fingerprint, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, kv->token_count);
-    sqlite3_bind_text(st, 5, kv->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, recorded_path(s, kv->path), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, kv->bytes);
     sqlite3_bind_text(st, 7, store_state_status_name(kv->status), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, store_clock());
@@ -83,7 +113,7 @@ int store_state_delete(store *s, int64_t id, tome_error *err)
     return store_step_one(s, st, id, err, "deleting a state");
 }
 
-static int read_state(sqlite3_stmt *st, store_kv_state *kv)
+static int read_state(const store *s, sqlite3_stmt *st, store_kv_state *kv)
 {
     int oom = 0;
     kv->id = sqlite3_column_int64(st, 0);
@@ -91,7 +121,8 @@ static int read_state(sqlite3_stmt *st, store_kv_state *kv)
     kv->context_id = sqlite3_column_int64(st, 2);
     snprintf(kv->model_fingerprint, sizeof kv->model_fingerprint, "%s", sqlite3_column_text(st, 3));
     kv->token_count = sqlite3_column_int64(st, 4);
-    kv->path = store_column_strdup(st, 5, &oom);
+    const char *recorded = (const char *)sqlite3_column_text(st, 5);
+    if (recorded && !(kv->path = resolved_path(s, recorded))) oom = 1;
     kv->bytes = sqlite3_column_int64(st, 6);
     kv->status = status_from_name((const char *)sqlite3_column_text(st, 7));
     kv->created_at = sqlite3_column_int64(st, 8);
@@ -127,7 +158,7 @@ int store_state_list(store *s, int64_t corpus_id, store_kv_state_list *out, tome
             cap = ncap;
         }
         memset(&out->states[out->n], 0, sizeof out->states[0]);
-        bad = read_state(st, &out->states[out->n++]) != 0;
+        bad = read_state(s, st, &out->states[out->n++]) != 0;
     }
     sqlite3_finalize(st);
     if (!bad && rc == SQLITE_DONE) return 0;

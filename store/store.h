@@ -218,6 +218,8 @@ typedef struct store_kv_state {
     int64_t context_id; /* 0 if none */
     char model_fingerprint[65];
     int64_t token_count;
+    /* The state file.  One under the database's directory is recorded
+     * relative to it and listed joined to where the database is now. */
     char *path;
     int64_t bytes;
     store_state_status status;
@@ -306,6 +308,10 @@ int store_job_fail_unfinished(store *s, const char *reason, int64_t *n, tome_err
  * daemon resumes them); free() the array. */
 int store_job_list_unfinished(store *s, const char *kind, int64_t **ids, size_t *n,
                               tome_error *err);
+/* Ids of the `max` newest finished (done, failed, canceled) jobs of `kind`,
+ * newest first (a restarted daemon lists them); free() the array. */
+int store_job_list_finished(store *s, const char *kind, int64_t max, int64_t **ids, size_t *n,
+                            tome_error *err);
 
 /* ------------------------------------------------------------------------
  * Question/answer history

@@ -72,7 +72,8 @@ make_pki() {
 }
 
 # start_tomed ARGS...: run tomed in the foreground on the private socket and
-# state directory; returns once it printed `tomed ready` (20 s at most).
+# state directory; returns once it printed `tomed ready` (20 s at most), and
+# fails at once on `tomed not ready`.
 start_tomed() {
     : >"$tmp/tomed.log"
     "$tomed" --foreground --state-dir "$tmp/state" --socket "$sock" "$@" \
@@ -81,12 +82,26 @@ start_tomed() {
     i=0
     until grep -q '^tomed ready$' "$tmp/tomed.log"; do
         i=$((i + 1))
-        if [ "$i" -gt 200 ] || ! kill -0 "$daemon_pid" 2>/dev/null; then
+        if [ "$i" -gt 200 ] || ! kill -0 "$daemon_pid" 2>/dev/null ||
+            grep -q '^tomed not ready: ' "$tmp/tomed.log"; then
             echo "FAIL: tomed did not become ready; its log:"
             cat "$tmp/tomed.log"
             daemon_pid=""
             exit 1
         fi
+        sleep 0.1
+    done
+}
+
+# wait_for DESCRIPTION COMMAND...: poll until the command succeeds (10 s at
+# most, then a failure): tests wait for events this way, never by sleeping.
+wait_for() {
+    what=$1
+    shift
+    i=0
+    until "$@"; do
+        i=$((i + 1))
+        [ "$i" -le 100 ] || { fail "timed out waiting until $what"; return 1; }
         sleep 0.1
     done
 }

@@ -4,13 +4,19 @@
  * file over the defaults and the flags over the file, errors that name the
  * file and line; principals for Unix peers (admin, allowed, refused), for
  * client certificates and for bearer tokens, and the token registry on disk
- * (hashed, reloaded, revoked).
+ * (hashed, reloaded, revoked); and the permission bits a Unix peer's
+ * server-path ingest is held to (owner, else group, else other; primary
+ * and supplementary groups; an access ACL refuses).
  */
 #include "daemon/tomed.h"
 
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include "tests/check.h"
 
@@ -223,12 +229,73 @@ static void remove_dir(const char *dir)
     CHECKF(remove(dir) == 0, "%s is not empty at the end", dir);
 }
 
+/* A POSIX access ACL, in the kernel's xattr form, denying uid `denied`
+ * what the mode's other bits allow. */
+static int deny_by_acl(const char *path, uint32_t denied)
+{
+    struct {
+        uint16_t tag, perm;
+        uint32_t id;
+    } acl[] = {{0x01, 6, UINT32_MAX},
+               {0x02, 0, denied},
+               {0x04, 4, UINT32_MAX},
+               {0x10, 4, UINT32_MAX},
+               {0x20, 4, UINT32_MAX}};
+    unsigned char xattr[4 + sizeof acl];
+    uint32_t version = 2;
+    memcpy(xattr, &version, 4);
+    memcpy(xattr + 4, acl, sizeof acl);
+    return setxattr(path, "system.posix_acl_access", xattr, sizeof xattr, 0);
+}
+
+static void test_peer_access(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/peer.txt", dir);
+    write_text(path, "x\n");
+    REQUIRE(chmod(path, 0604) == 0, "chmod %s", path);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0, "open %s", path);
+    /* Root reads everything, so as root the file goes to a plain uid. */
+    REQUIRE(geteuid() != 0 || fchown(fd, 4321, 4322) == 0, "chown %s", path);
+    struct stat st;
+    REQUIRE(fstat(fd, &st) == 0, "fstat %s", path);
+    uid_t me = st.st_uid, other = me + 1000;
+    gid_t mine = st.st_gid, theirs = mine + 1000;
+    tomed_peer owner = {.uid = me, .gid = theirs};
+    tomed_peer group = {.uid = other, .gid = mine};
+    tomed_peer supplementary = {
+        .uid = other, .gid = theirs, .n_groups = 2, .groups = {theirs + 1, mine}};
+    tomed_peer stranger = {.uid = other, .gid = theirs};
+    tomed_peer root = {.uid = 0, .gid = 0};
+    CHECK(tomed_peer_may_open(&owner, fd, R_OK));
+    CHECK(!tomed_peer_may_open(&owner, fd, R_OK | X_OK));
+    /* The group class has no bits: the other bits do not apply to it. */
+    CHECK(!tomed_peer_may_open(&group, fd, R_OK));
+    CHECK(!tomed_peer_may_open(&supplementary, fd, R_OK));
+    CHECK(tomed_peer_may_open(&stranger, fd, R_OK));
+    CHECK(!tomed_peer_may_open(&stranger, fd, X_OK));
+    CHECK(tomed_peer_may_open(&root, fd, R_OK | X_OK));
+    REQUIRE(chmod(path, 0640) == 0, "chmod %s", path);
+    CHECK(tomed_peer_may_open(&group, fd, R_OK));
+    CHECK(tomed_peer_may_open(&supplementary, fd, R_OK));
+    CHECK(!tomed_peer_may_open(&stranger, fd, R_OK));
+    /* The other bits allow, but an ACL may deny this very uid: refused. */
+    REQUIRE(chmod(path, 0644) == 0, "chmod %s", path);
+    CHECKF(deny_by_acl(path, (uint32_t)other) == 0, "cannot set an ACL on %s", path);
+    CHECK(!tomed_peer_may_open(&stranger, fd, R_OK));
+    CHECK(tomed_peer_may_open(&owner, fd, R_OK));
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const char *dir = check_tmpdir();
     test_config(dir);
     test_names_and_rights();
     test_principals(dir);
+    test_peer_access(dir);
     remove_dir(dir);
     return check_finish();
 }

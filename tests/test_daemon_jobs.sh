@@ -123,9 +123,12 @@ body_has '"code":"limit"' && body_has '"usage":\{"corpus_tokens":[0-9]+'
 
 # ---- the queue limit: one active question, one waiting, the next refused ----
 long='{"question":"Tell me everything.","max_tokens":100000,"stream":false}'
+decoded() { curl -s --unix-socket "$sock" http://tome/metrics | sed -n 's/^tome_decode_tokens_total //p'; }
+before=$(decoded)
 curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
 a1=$!
-sleep 0.5
+first_decodes() { [ "$(decoded)" -gt "$before" ]; }
+wait_for "the first question is decoding" first_decodes
 curl -s -o /dev/null --max-time 60 --unix-socket "$sock" -d "$long" http://tome/v1/corpora/docs/ask &
 a2=$!
 i=0
@@ -186,6 +189,11 @@ check "the restart point survived the shutdown" [ -f "$tmp/state/kv/job-$job2.kv
 
 start_tomed --config "$tmp/tomed.conf" --model "$model" $tls_args --log-level info
 wait_ready
+# The finished jobs of the first run are listed again.
+listed() { curl -s --unix-socket "$sock" http://tome/v1/jobs | grep -q "$1"; }
+wait_for "job $job is listed after the restart" \
+    listed "{\"id\":\"$job\",\"kind\":\"prefill\",\"corpus\":\"docs\",\"version\":null,\"status\":\"done\""
+unix_http 200 "/v1/jobs/$job" && body_has "\"tokens_done\":$total,\"tokens_total\":$total,"
 checks=$((checks + 1))
 i=0
 until grep -q "resuming job $job2" "$tmp/tomed.log"; do

@@ -232,6 +232,11 @@ static void check_positions(const char *what, logit_stats st)
  * the README states them. */
 #define FAST_QAT_MAX    0.25f /* largest per-position max |dlogit| */
 #define FAST_QAT_MEDIAN 5e-3f
+/* The official files' top-k keeps its own tie order, so few of their rows
+ * are the engine's set exactly (none in the long cases); but most of their
+ * selected positions are the engine's too: measured 78.8% (v4-tiny-b long)
+ * to 100%, where a random choice of as many would share about 20%. */
+#define OFFICIAL_TOPK_SHARED 75
 static void check_fast_qat(const char *what, logit_stats st)
 {
     float within = st.n ? 1.0f - (float)st.over_tight / st.n : 0;
@@ -253,22 +258,41 @@ static void check_statistical(const char *what, logit_stats st, float med, float
     CHECKF(frac >= agree, "%s: argmax agreement %.2f under %.2f", what, frac, agree);
 }
 
-static int same_set(const int32_t *ref, int nref, const int32_t *got, int ngot, int64_t limit)
+/* How many of the reference's selected positions (those in [0, limit)),
+ * `*kept` of them, the engine selected too. */
+static int shared_positions(const int32_t *ref, int nref, const int32_t *got, int ngot,
+                            int64_t limit, int *kept)
 {
-    int kept = 0;
+    int shared = 0;
+    *kept = 0;
     for (int i = 0; i < nref; i++) {
         if (ref[i] < 0 || ref[i] >= limit) continue;
-        kept++;
+        ++*kept;
         int found = 0;
         for (int j = 0; j < ngot && !found; j++) found = got[j] == ref[i];
-        if (!found) return 0;
+        shared += found;
     }
-    return kept == ngot;
+    return shared;
 }
 
-static void check_topk(const golden_file *g, const run *r, int min_percent)
+/* One selection row: adds its shared and kept positions to the totals;
+ * 1 when the two sets are the same. */
+static int compare_set(const int32_t *ref, int nref, const int32_t *got, int ngot, int64_t limit,
+                       int64_t *shared, int64_t *kept)
+{
+    int k, n = shared_positions(ref, nref, got, ngot, limit, &k);
+    *shared += n;
+    *kept += k;
+    return n == k && k == ngot;
+}
+
+/* The engine's indexer selections against the file's: at least
+ * `min_percent` of the rows the same set, and at least `min_shared` percent
+ * of all the file's selected positions selected by the engine too. */
+static void check_topk(const golden_file *g, const run *r, int min_percent, int min_shared)
 {
     int rows = 0, equal = 0;
+    int64_t shared = 0, kept = 0;
     char name[64];
     for (int l = 0; l <= r->n_layers; l++) {
         int slot = l;
@@ -281,7 +305,8 @@ static void check_topk(const golden_file *g, const run *r, int min_percent)
         size_t at = (size_t)slot * (r->N + 1);
         CHECKF(r->topk_n[at] >= 0, "%s: the engine reported no selection", name);
         rows++;
-        equal += same_set(t.data, (int)t.count, r->topk + at * r->k, r->topk_n[at], r->P / 4);
+        equal += compare_set(t.data, (int)t.count, r->topk + at * r->k, r->topk_n[at], r->P / 4,
+                             &shared, &kept);
         if (l == r->n_layers) continue;
         snprintf(name, sizeof name, "decode_indexer_topk.layer%d", l);
         if (!golden_has(g, name)) continue;
@@ -290,14 +315,19 @@ static void check_topk(const golden_file *g, const run *r, int min_percent)
             size_t row = at + (size_t)i + 1;
             rows++;
             equal += r->topk_n[row] >= 0 &&
-                     same_set((const int32_t *)d.data + i * d.shape[1], (int)d.shape[1],
-                              r->topk + row * r->k, r->topk_n[row], INT64_MAX);
+                     compare_set((const int32_t *)d.data + i * d.shape[1], (int)d.shape[1],
+                                 r->topk + row * r->k, r->topk_n[row], INT64_MAX, &shared, &kept);
         }
     }
-    fprintf(stderr, "  indexer selections: %d of %d rows identical\n", equal, rows);
-    CHECK(rows > 0);
+    fprintf(stderr,
+            "  indexer selections: %d of %d rows identical, %lld of %lld positions shared\n", equal,
+            rows, (long long)shared, (long long)kept);
+    CHECK(rows > 0 && kept > 0);
     CHECKF(equal * 100 >= rows * min_percent, "indexer sets: %d of %d rows identical (want %d%%)",
            equal, rows, min_percent);
+    CHECKF(shared * 100 >= kept * min_shared,
+           "indexer sets: %lld of %lld positions shared (want %d%%)", (long long)shared,
+           (long long)kept, min_shared);
 }
 
 static void check_hidden(const golden_file *g, const run *r, int exact)
@@ -331,10 +361,13 @@ static void check_hidden(const golden_file *g, const run *r, int exact)
              * engine reproduces the reference's arithmetic and measures 0
              * on three of the four cases and <= 6e-7 on v4-tiny-b's short
              * one; an engine that merely computes the same formulas in
-             * float measured up to 1.7e-6 here. */
-            if (i < 4)
-                CHECKF(rel <= (exact ? 1e-6f : 1e-4f), "hidden layer %d position %d: relative %.3g",
-                       l, i, rel);
+             * float measured up to 1.7e-6 here.  The last prefill position
+             * (i == 4) measured <= 4.9e-7 with the exact kernels, and 2.3e-4
+             * with the fast ones in qat numerics on v4-tiny-a's long case,
+             * beside a logit flip. */
+            float bound = i < 4 ? (exact ? 1e-6f : 1e-4f) : (exact ? 1e-5f : 1e-3f);
+            CHECKF(rel <= bound, "hidden layer %d position %lld: relative %.3g", l,
+                   (long long)r->hidden_pos[i], rel);
             worst = fmaxf(worst, i < 4 ? rel : 0);
         }
     fprintf(stderr, "  hidden states (positions 0-3): worst relative %.2e\n", worst);
@@ -379,7 +412,11 @@ static void compare_file(const golden_file *g, const run *r, mode how, int exact
      * fast kernels' selections follow their logits: in qat numerics a flip
      * moves near-tied scores (measured 92% of rows on v4-tiny-a's long
      * case). */
-    check_topk(g, r, how == STATISTICAL ? 0 : exact || how == FP32 ? 98 : 90);
+    check_topk(g, r,
+               how == STATISTICAL     ? 0
+               : exact || how == FP32 ? 98
+                                      : 90,
+               how == STATISTICAL ? OFFICIAL_TOPK_SHARED : 0);
 }
 
 /* Chunked prefill (sizes that are not multiples of 4 or 128 included)

@@ -1,21 +1,24 @@
 /*
- * test_kvcache_crash.c - a writer of state files killed at random moments
- * never leaves a file that is accepted but wrong (kvstate/write.c).
+ * test_kvcache_crash.c - a writer of state files killed at any point of a
+ * save never leaves a file that is accepted but wrong, and never loses the
+ * state the target held before (kvstate/write.c).
  *
  * Two states of the golden model v4-tiny-a are prefilled once: A after
  * SHORT tokens and B after LONG tokens (B's file carries A as a restart
- * point).  Each round forks a child that saves A, B, A, B... to one target
- * path without pause, and SIGKILLs it after a random delay.  The target is
- * then opened, fully verified and restored: it must be absent (no save had
- * finished yet), refused, or exactly A or exactly B - every section the same
- * bytes as the prefilled state, and the first time each is seen, the same
- * decode logits bit for bit.  Most kills land inside a save (between the
- * temporary file's creation and its rename), which the test counts and
- * requires.  Leftover temporary files: the next save of the target removes
- * them, so at most one exists after any kill, and none after a clean save;
- * kvstate_remove_temps() clears a directory and nothing else in it.
- *
- * The seed is printed; TOME_CRASH_SEED replays a run.
+ * point).  Each round saves one of them to the target, then forks a child
+ * that saves the other over it and kills itself with SIGKILL once it has
+ * written N bytes: the write that crosses N writes only its first bytes.
+ * The kill points are deterministic, not timed: the linker wraps pwrite(2)
+ * and rename(2) for this program (-Wl,--wrap), so the N of each round is
+ * exact and the rounds walk N from 0 through every byte range of both
+ * saves to just before and just after the rename (the rename counts as one
+ * byte).  After each kill the target is opened, fully verified and
+ * restored: it must be exactly the old state when the kill came before the
+ * rename, exactly the new one after - every section the same bytes as the
+ * prefilled state, and the first time each is seen, the same decode logits
+ * bit for bit.  One temporary file is left by a kill before the rename and
+ * none after; the next save removes it, and kvstate_remove_temps() clears
+ * a directory and nothing else in it.
  */
 #include "engine/v4.h"
 #include "kvstate/kvstate.h"
@@ -25,15 +28,13 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
-#define SHORT        256
-#define LONG         700
-#define DECODE       2
-#define ROUNDS       200
-#define MAX_DELAY_US 30000
+#define SHORT  256
+#define LONG   700
+#define DECODE 2
+#define STEPS  100 /* kill points spread over each save's bytes */
 
 static int32_t ids[LONG + DECODE];
 
@@ -43,6 +44,34 @@ typedef struct reference {
     float *logits; /* [DECODE][vocab] */
     int seen;      /* accepted after a kill at least once */
 } reference;
+
+/* ---- the kill switch ------------------------------------------------------------------ */
+
+static uint64_t written;              /* bytes written (and renames done) */
+static uint64_t kill_at = UINT64_MAX; /* die on reaching this many */
+
+ssize_t __real_pwrite(int fd, const void *buf, size_t n, off_t off);
+int __real_rename(const char *from, const char *to);
+
+ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (written + n >= kill_at) {
+        size_t part = (size_t)(kill_at - written);
+        if (part && __real_pwrite(fd, buf, part, off) != (ssize_t)part) _exit(3);
+        raise(SIGKILL);
+    }
+    ssize_t done = __real_pwrite(fd, buf, n, off);
+    if (done > 0) written += (uint64_t)done;
+    return done;
+}
+
+int __wrap_rename(const char *from, const char *to)
+{
+    if (written >= kill_at) raise(SIGKILL);
+    int rc = __real_rename(from, to);
+    if (++written >= kill_at) raise(SIGKILL);
+    return rc;
+}
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
@@ -110,29 +139,7 @@ static void load_ids(void)
     golden_close(&g);
 }
 
-/* ---- the writer ------------------------------------------------------------------------ */
-
-/* Save A and B in turn until killed; a failed save is reported by the exit
- * status. */
-static void writer(const char *path, reference *a, reference *b, unsigned first)
-{
-    const v4_state *point = a->st;
-    for (unsigned i = first;; i++) {
-        tome_error err = {0};
-        int rc = i % 2 ? kvstate_save(path, b->st, &point, 1, ids, LONG, &err)
-                       : kvstate_save(path, a->st, NULL, 0, ids, SHORT, &err);
-        if (rc != 0) {
-            fprintf(stderr, "writer: %s\n", err.msg);
-            _exit(2);
-        }
-    }
-}
-
 /* ---- checking what a kill left --------------------------------------------------------- */
-
-typedef struct tally {
-    int absent, refused, a, b, mid_write;
-} tally;
 
 /* The restored state must be `want` exactly; the first time, decode too. */
 static void check_same(const v4_state *got, reference *want, int tokens)
@@ -147,27 +154,24 @@ static void check_same(const v4_state *got, reference *want, int tokens)
     free(l);
 }
 
-static void check_target(const v4_model *m, const char *path, reference *a, reference *b, tally *t)
+/* Which state the target holds, A or B, checked section by section and
+ * by decoding; NULL when it is refused or something else. */
+static reference *check_target(const v4_model *m, const char *path, reference *a, reference *b)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        t->absent++;
-        return;
-    }
-    kvstate_file *f;
+    kvstate_file *f = NULL;
     tome_error err = {0};
     int rc = kvstate_open(path, m, &f, &err);
     if (rc == 0) rc = kvstate_verify(f, &err);
     v4_state *s = NULL;
     if (rc == 0) rc = kvstate_restore(f, 0, &s, &err);
+    reference *got = NULL;
     if (rc != 0) {
-        CHECKF(rc == TOME_EFORMAT && err.msg[0], "refused with rc=%d: %s", rc, err.msg);
-        t->refused++;
+        CHECKF(0, "the target was refused (rc=%d): %s", rc, err.msg);
     } else if (kvstate_tokens(f) == SHORT) {
-        t->a++;
+        got = a;
         check_same(s, a, SHORT);
     } else if (kvstate_tokens(f) == LONG) {
-        t->b++;
+        got = b;
         check_same(s, b, LONG);
         v4_state *p = NULL;
         CHECK_OK(kvstate_restore(f, 1, &p, &err), &err);
@@ -178,24 +182,71 @@ static void check_target(const v4_model *m, const char *path, reference *a, refe
     }
     v4_state_free(s);
     if (f) kvstate_close(f);
+    return got;
 }
 
-static void one_round(const v4_model *m, const char *dir, const char *path, reference *a,
-                      reference *b, int round, tally *t)
+/* ---- the rounds ------------------------------------------------------------------------ */
+
+typedef struct tally {
+    int kills, old, new, mid_write;
+} tally;
+
+/* Bytes a save of `ref` writes, the rename counted as one. */
+static uint64_t save_cost(const char *path, reference *ref, reference *a)
 {
+    const v4_state *point = a->st;
+    tome_error err = {0};
+    uint64_t before = written;
+    int rc = ref == a ? kvstate_save(path, a->st, NULL, 0, ids, SHORT, &err)
+                      : kvstate_save(path, ref->st, &point, 1, ids, LONG, &err);
+    REQUIRE(rc == 0, "%s", err.msg);
+    return written - before;
+}
+
+/* The target holds `from`; a child saves `to` over it and dies after
+ * `budget` bytes of `cost`.  Before the rename the target must still be
+ * `from`, after it `to`. */
+static void one_round(const v4_model *m, const char *dir, const char *path, reference *a,
+                      reference *from, reference *to, uint64_t budget, uint64_t cost, tally *t)
+{
+    save_cost(path, from, a);
     pid_t pid = fork();
     REQUIRE(pid >= 0, "fork failed");
-    if (pid == 0) writer(path, a, b, (unsigned)round);
-    usleep((useconds_t)(rand() % MAX_DELAY_US));
-    REQUIRE(kill(pid, SIGKILL) == 0, "kill failed");
+    if (pid == 0) {
+        written = 0;
+        kill_at = budget;
+        save_cost(path, to, a);
+        _exit(2); /* not reached: the budget ends within the save */
+    }
     int status;
     REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
-    CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "round %d: writer status %d", round,
-           status);
-    int temps = count_temps(dir);
-    CHECKF(temps <= 1, "round %d: %d temporary files left", round, temps);
+    CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "kill at %llu: writer status %d",
+           (unsigned long long)budget, status);
+    int renamed = budget >= cost, temps = count_temps(dir);
+    CHECKF(temps == !renamed, "kill at %llu of %llu: %d temporary files left",
+           (unsigned long long)budget, (unsigned long long)cost, temps);
+    t->kills++;
     t->mid_write += temps > 0;
-    check_target(m, path, a, b, t);
+    reference *want = renamed ? to : from;
+    reference *got = check_target(m, path, a, from == a ? to : from);
+    CHECKF(got == want, "kill at %llu of %llu: the target is not the %s state",
+           (unsigned long long)budget, (unsigned long long)cost, renamed ? "new" : "old");
+    if (got == want) renamed ? t->new ++ : t->old++;
+}
+
+/* Every kill point of a save of `to` over `from`: STEPS spread over its
+ * bytes, and each side of the rename. */
+static void all_rounds(const v4_model *m, const char *dir, const char *path, reference *a,
+                       reference *from, reference *to, tally *t)
+{
+    char scratch[4300];
+    snprintf(scratch, sizeof scratch, "%s/cost.kv", dir);
+    uint64_t cost = save_cost(scratch, to, a);
+    unlink(scratch);
+    for (int i = 0; i < STEPS; i++)
+        one_round(m, dir, path, a, from, to, (cost - 1) * (uint64_t)i / STEPS, cost, t);
+    one_round(m, dir, path, a, from, to, cost - 1, cost, t); /* just before the rename */
+    one_round(m, dir, path, a, from, to, cost, cost, t);     /* just after it */
 }
 
 /* A clean save removes the last kill's leftover; the directory sweep
@@ -241,23 +292,19 @@ int main(void)
     a.logits = decode(a.st, SHORT);
     b.logits = decode(b.st, LONG);
 
-    const char *seed_env = getenv("TOME_CRASH_SEED");
-    unsigned seed = seed_env ? (unsigned)strtoul(seed_env, NULL, 10)
-                             : (unsigned)time(NULL) ^ (unsigned)getpid();
-    srand(seed);
     const char *dir = check_tmpdir();
     char path[4200];
     snprintf(path, sizeof path, "%s/state.kv", dir);
     tally t = {0};
     double t0 = tome_now();
-    for (int r = 0; r < ROUNDS; r++) one_round(m, dir, path, &a, &b, r, &t);
+    all_rounds(m, dir, path, &a, &a, &b, &t);
+    all_rounds(m, dir, path, &a, &b, &a, &t);
     fprintf(stderr,
-            "seed %u: %d kills in %.1f s, %d inside a save; the target was absent %d times, "
-            "refused %d, A %d, B %d\n",
-            seed, ROUNDS, tome_now() - t0, t.mid_write, t.absent, t.refused, t.a, t.b);
-    CHECKF(t.a > 0 && t.b > 0, "both states should have been accepted at some point");
-    CHECKF(t.mid_write >= ROUNDS / 4, "too few kills inside a save to mean anything");
-    CHECKF(t.refused == 0, "a renamed file is always complete, yet %d were refused", t.refused);
+            "%d kills in %.1f s, %d inside a save: the old state kept %d times, "
+            "the new one %d\n",
+            t.kills, tome_now() - t0, t.mid_write, t.old, t.new);
+    CHECKF(t.kills == 2 * (STEPS + 2) && t.old == 2 * (STEPS + 1) && t.new == 2,
+           "%d kills: old %d, new %d", t.kills, t.old, t.new);
 
     check_cleanup(dir, path, &a);
     unlink(path);

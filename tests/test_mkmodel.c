@@ -29,8 +29,9 @@
 /* ---- running the tool ------------------------------------------------ */
 
 /* Run tome-mkmodel with the NULL-terminated argument array `args`; stdout
- * goes to `out_path` when given.  Returns the exit status. */
-static int run_tool_argv(const char *out_path, const char *const *args)
+ * goes to `out_path` and stderr to `err_path` when given.  Returns the exit
+ * status, 128 for a death by a signal. */
+static int run_tool_argv(const char *out_path, const char *err_path, const char *const *args)
 {
     const char *argv[32];
     char tool[4096];
@@ -46,6 +47,7 @@ static int run_tool_argv(const char *out_path, const char *const *args)
     REQUIRE(pid >= 0, "fork failed");
     if (pid == 0) {
         if (out_path && !freopen(out_path, "w", stdout)) _exit(126);
+        if (err_path && !freopen(err_path, "w", stderr)) _exit(126);
         execv(tool, (char *const *)argv);
         _exit(127);
     }
@@ -54,7 +56,29 @@ static int run_tool_argv(const char *out_path, const char *const *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-#define RUN_TOOL(out_path, ...) run_tool_argv(out_path, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_TOOL(out_path, ...)                                                                    \
+    run_tool_argv(out_path, NULL, (const char *const[]){__VA_ARGS__, NULL})
+
+/* The tool must refuse `args` with exactly `status` (1: a bad input, 2: a
+ * bad command line; a crash is neither) and say `message` on stderr, which
+ * goes to a file in `dir`. */
+static void check_refused(int line, const char *dir, int status, const char *message,
+                          const char *const *args)
+{
+    char err_path[4200];
+    snprintf(err_path, sizeof err_path, "%s/refused.err", dir);
+    int got = run_tool_argv(NULL, err_path, args);
+    char *text = NULL;
+    size_t len;
+    tome_error err = {0};
+    REQUIRE(tome_read_file(err_path, 1 << 20, &text, &len, &err) == 0, "%s", err.msg);
+    CHECKF(got == status && strstr(text, message), "line %d: status %d, expected %d; stderr: %s",
+           line, got, status, text);
+    free(text);
+}
+
+#define REFUSED(dir, status, message, ...)                                                         \
+    check_refused(__LINE__, dir, status, message, (const char *const[]){__VA_ARGS__, NULL})
 
 static char *path_in(const char *dir, const char *name)
 {
@@ -627,20 +651,24 @@ static void test_errors(const char *tmp)
                *cfg = check_shared_path("golden/v4-tiny-a/config.json");
     const char *big_tok = path_in(dir, "big-tokenizer.json");
     spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
-    CHECK(RUN_TOOL(NULL, "--preset", "huge", "-o", out) != 0);
-    CHECK(RUN_TOOL(NULL, "--preset", "tiny") != 0); /* no -o */
-    CHECK(RUN_TOOL(NULL, "--preset", "tiny", "--config", cfg, "-o", out) != 0);
-    CHECK(RUN_TOOL(NULL, "--preset", "tiny", "--layers", "3", "-o", out) != 0);
-    CHECK(RUN_TOOL(NULL, "--config", cfg, "--shard-size", "4X", "-o", out) != 0);
-    CHECK(RUN_TOOL(NULL, "--config", cfg, "--tokenizer", path_in(dir, "absent.json"), "-o", out) !=
-          0);
-    CHECK(RUN_TOOL(NULL, "--config", cfg, "--tokenizer", big_tok, "-o", out) != 0);
-    CHECK(RUN_TOOL(NULL, "--config", big_tok, "-o", out) != 0); /* not a V4 config */
+    REFUSED(tmp, 1, "unknown preset \"huge\"", "--preset", "huge", "-o", out);
+    REFUSED(tmp, 2, "no output directory (-o DIR)", "--preset", "tiny");
+    REFUSED(tmp, 2, "give exactly one of --preset and --config", "--preset", "tiny", "--config",
+            cfg, "-o", out);
+    REFUSED(tmp, 1, "preset tiny has a fixed shape", "--preset", "tiny", "--layers", "3", "-o",
+            out);
+    REFUSED(tmp, 2, "--shard-size 4X: expected a size like 4G", "--config", cfg, "--shard-size",
+            "4X", "-o", out);
+    REFUSED(tmp, 1, "absent.json: No such file or directory", "--config", cfg, "--tokenizer",
+            path_in(dir, "absent.json"), "-o", out);
+    REFUSED(tmp, 1, "token ids go up to 5000 but the model's vocab_size is 1024", "--config", cfg,
+            "--tokenizer", big_tok, "-o", out);
+    REFUSED(tmp, 1, "required field \"vocab_size\" is missing", "--config", big_tok, "-o", out);
     CHECKF(count_entries(dir) == 1, "a failed run left files in %s", dir);
     /* An existing non-empty directory is never replaced. */
     REQUIRE(tome_mkdir_p(out, 0755, &(tome_error){0}) == 0, "mkdir %s", out);
     spit(path_in(out, "keep"), "x");
-    CHECK(RUN_TOOL(NULL, "--config", cfg, "-o", out) != 0);
+    REFUSED(tmp, 1, "already exists and is not an empty directory", "--config", cfg, "-o", out);
     CHECK(count_entries(out) == 1 && count_entries(dir) == 2);
     /* An empty one is. */
     CHECK(unlink(path_in(out, "keep")) == 0);
@@ -665,7 +693,7 @@ static void test_flash_shape(const char *tmp)
         const char *args[] = {
             "--preset",       "flash-shape",    "--print-config", cases[i].args[0],
             cases[i].args[1], cases[i].args[2], cases[i].args[3], NULL};
-        CHECK(run_tool_argv(out, args) == 0);
+        CHECK(run_tool_argv(out, NULL, args) == 0);
         size_t len;
         char *text = slurp(out, &len);
         v4_config c;

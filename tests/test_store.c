@@ -343,6 +343,41 @@ static void test_states(void)
     store_close(s);
 }
 
+/* A state file under the database's directory is recorded relative to it,
+ * so the directory can move: here the whole store is renamed and reopened. */
+static void test_state_paths_move(void)
+{
+    tome_error err = {0};
+    char dir[4200], moved[4300], path[4400], db[4400];
+    snprintf(dir, sizeof dir, "%s/before", check_tmpdir());
+    snprintf(moved, sizeof moved, "%s/after", check_tmpdir());
+    REQUIRE(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+    snprintf(db, sizeof db, "%s/tome.db", dir);
+    store *s;
+    REQUIRE(store_open(db, &s, &err) == 0, "store_open: %s", err.msg);
+    int64_t c, v, id;
+    CHECK_OK(store_corpus_ensure(s, "moving", &c, &err), &err);
+    store_version_info info = {.source = "test"};
+    CHECK_OK(store_version_create(s, c, NULL, 0, &info, &v, NULL, &err), &err);
+    snprintf(path, sizeof path, "%s/kv/state-1.kv", dir);
+    store_kv_state kv = {.version_id = v, .token_count = 10, .path = path};
+    CHECK_OK(store_state_add(s, &kv, &id, &err), &err);
+    kv.path = "/elsewhere/state-2.kv";
+    CHECK_OK(store_state_add(s, &kv, &id, &err), &err);
+    store_close(s);
+    REQUIRE(rename(dir, moved) == 0, "rename %s", dir);
+    snprintf(db, sizeof db, "%s/tome.db", moved);
+    REQUIRE(store_open(db, &s, &err) == 0, "store_open: %s", err.msg);
+    store_kv_state_list list;
+    CHECK_OK(store_state_list(s, c, &list, &err), &err);
+    snprintf(path, sizeof path, "%s/kv/state-1.kv", moved);
+    CHECKF(list.n == 2 && strcmp(list.states[0].path, path) == 0, "%s",
+           list.n ? list.states[0].path : "no states");
+    CHECK(list.n == 2 && strcmp(list.states[1].path, "/elsewhere/state-2.kv") == 0);
+    store_state_list_free(&list);
+    store_close(s);
+}
+
 static void test_jobs_and_history(void)
 {
     tome_error err = {0};
@@ -378,6 +413,16 @@ static void test_jobs_and_history(void)
     CHECK(job.error && strcmp(job.error, "daemon restarted") == 0);
     store_job_clear(&job);
     CHECK(store_job_get(s, 999, &job, &err) == TOME_ENOTFOUND);
+    int64_t j3, j4;
+    CHECK_OK(store_job_add(s, "prefill", c, &j3, &err), &err);
+    CHECK_OK(store_job_set_state(s, j3, STORE_JOB_DONE, NULL, &err), &err);
+    CHECK_OK(store_job_add(s, "prefill", c, &j4, &err), &err);
+    CHECK_OK(store_job_list_finished(s, "prefill", 10, &ids, &nids, &err), &err);
+    CHECK(nids == 2 && ids[0] == j3 && ids[1] == j2); /* newest first, j4 is queued */
+    free(ids);
+    CHECK_OK(store_job_list_finished(s, "prefill", 1, &ids, &nids, &err), &err);
+    CHECK(nids == 1 && ids[0] == j3);
+    free(ids);
 
     store_question qq = {.corpus_id = c,
                          .question = "why?",
@@ -470,6 +515,7 @@ int main(void)
     test_transactions();
     test_contexts();
     test_states();
+    test_state_paths_move();
     test_jobs_and_history();
     test_tokens();
     test_search_and_delete();
