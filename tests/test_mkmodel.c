@@ -657,7 +657,7 @@ static void test_errors(const char *tmp)
             cfg, "-o", out);
     REFUSED(tmp, 1, "preset tiny has a fixed shape", "--preset", "tiny", "--layers", "3", "-o",
             out);
-    REFUSED(tmp, 2, "--shard-size 4X: expected a size like 4G", "--config", cfg, "--shard-size",
+    REFUSED(tmp, 2, "--shard-size: \"4X\" is not a whole number (suffixes: K, M, G, T)", "--config", cfg, "--shard-size",
             "4X", "-o", out);
     REFUSED(tmp, 1, "absent.json: No such file or directory", "--config", cfg, "--tokenizer",
             path_in(dir, "absent.json"), "-o", out);
