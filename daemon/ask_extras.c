@@ -9,7 +9,9 @@
  * answer its extras, never the answer: the failure is logged and the list
  * is empty.
  */
-#include "daemon/tomed.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/storecall.h"
 
 #include "ingest/ingest.h"
 

@@ -12,7 +12,9 @@
  * read from the current configuration on every request, so a SIGHUP that
  * changes allow_uids takes effect at once.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/types.h"
 
 #include <stdio.h>
 #include <string.h>

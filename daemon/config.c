@@ -13,7 +13,9 @@
  * man/tomed.conf.5; an unknown key is an error naming the file and line, so
  * a typo never silently falls back to a default.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/log.h"
+#include "daemon/tls.h"
 #include "engine/v4.h"
 
 #include <ctype.h>

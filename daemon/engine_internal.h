@@ -1,7 +1,7 @@
 /*
  * engine_internal.h - what the engine executor's files share (private to
  * daemon/engine_*.c; the rest of the daemon sees tomed_engine only through
- * tomed.h).
+ * daemon/jobs.h).
  *
  * The executor is split by job: engine_exec.c (the thread, its queues and
  * the model), engine_asks.c (questions), engine_answer.c (answer text),
@@ -12,8 +12,13 @@
 #ifndef TOMED_ENGINE_INTERNAL_H
 #define TOMED_ENGINE_INTERNAL_H
 
+#include "daemon/conf.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/sampling.h"
-#include "daemon/tomed.h"
+#include "daemon/server.h"
+#include "daemon/workers.h"
 #include "engine/v4.h"
 #include "kvstate/kvstate.h"
 #include "store/store.h"

@@ -27,7 +27,15 @@
  */
 #include "config.h"
 
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/metrics.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+#include "daemon/tls.h"
+#include "daemon/types.h"
 
 #include <ctype.h>
 #include <errno.h>

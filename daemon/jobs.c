@@ -23,7 +23,15 @@
  * runs (the newest HISTORY_JOBS) are read back at start, so that a restart
  * does not empty GET /v1/jobs.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
+#include "daemon/types.h"
+#include "daemon/workers.h"
 
 #include "ingest/ingest.h"
 #include "store/store.h"

@@ -23,7 +23,13 @@
  * and resumes after ACCEPT_PAUSE_MS; at start a max_connections that the
  * open-file limit cannot hold is reported.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+#include "daemon/tls.h"
+#include "daemon/types.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

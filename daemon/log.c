@@ -7,7 +7,7 @@
  * log, so each message is formatted into one buffer and written with one
  * call, which keeps lines whole.
  */
-#include "daemon/tomed.h"
+#include "daemon/log.h"
 
 #include <stdio.h>
 #include <string.h>

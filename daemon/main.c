@@ -19,7 +19,14 @@
  */
 #include "config.h"
 
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+#include "daemon/statedir.h"
+#include "daemon/workers.h"
 
 #include <errno.h>
 #include <event2/event.h>

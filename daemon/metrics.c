@@ -7,7 +7,8 @@
  * job's or answer's, which is what an operator watching a dashboard wants;
  * totals let Prometheus compute its own rates.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/metrics.h"
 
 #include <dirent.h>
 #include <event2/buffer.h>

@@ -23,7 +23,7 @@
  * it: a refusal, never a wider grant.  Root peers read everything, as they
  * could themselves.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -10,7 +10,10 @@
  * socket), then the body's size and destination.  Per-corpus rights are
  * checked by the handlers, which know the corpus.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/http.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
 
 #include <errno.h>
 #include <fcntl.h>

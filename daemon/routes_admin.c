@@ -6,7 +6,14 @@
  * Token requests are answered on the loop thread (the registry is small and
  * in memory); cache requests go to the store on a worker.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
 #include "kvstate/kvstate.h"
 
 #include "store/store.h"

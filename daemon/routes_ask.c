@@ -24,7 +24,15 @@
  * (tomed_ask_run).  The bare model's have no corpus: no version to look
  * up, no extras and no history row.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/metrics.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
+#include "daemon/workers.h"
 
 #include "tokenizer/tokenizer.h"
 #include "store/store.h"

@@ -11,7 +11,14 @@
  * its open descriptor (peer_access.c), so the daemon's own privileges never
  * widen what a client can see.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
 
 #include "ingest/ingest.h"
 #include "store/store.h"

@@ -9,7 +9,10 @@
  * INGEST_READ_MAX_LINES lines (the reply says which lines it holds and how
  * many the document has, so a reader can page on).
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/router.h"
+#include "daemon/storecall.h"
 
 #include "ingest/ingest.h"
 #include "store/store.h"

@@ -10,7 +10,11 @@
  */
 #include "config.h"
 
-#include "daemon/tomed.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/metrics.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
 #include "engine/v4.h"
 
 #include <event2/buffer.h>

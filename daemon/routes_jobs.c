@@ -5,7 +5,13 @@
  * is jobs.c's.  A principal sees only the jobs of corpora it can read, and
  * cancelling needs the write right that starting needed.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/log.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
 
 void tomed_route_prefill(tomed_request *r)
 {

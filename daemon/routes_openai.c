@@ -22,7 +22,13 @@
  * routes, the router's 401 included).  tome's own extras (citations,
  * sources, the state) ride along under "tome".
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
 
 #include "tokenizer/tokenizer.h"
 #include "store/store.h"

@@ -16,7 +16,9 @@
  * the same store).  The pidfile cannot do this: it may live elsewhere
  * (--pidfile).  The lock file holds the holder's pid, for the message.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/statedir.h"
+#include "daemon/storecall.h"
 #include "kvstate/kvstate.h"
 #include "store/store.h"
 

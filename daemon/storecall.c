@@ -9,7 +9,11 @@
  * If the client disconnects meanwhile, the request's on_abort hook clears
  * the call's pointer and the finished work is simply discarded.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/http.h"
+#include "daemon/server.h"
+#include "daemon/storecall.h"
+#include "daemon/workers.h"
 
 #include "store/store.h"
 

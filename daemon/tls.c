@@ -10,7 +10,8 @@
  * requested and, when one is sent, must verify: a wrong certificate ends the
  * handshake.  A client without one may still use a bearer token.
  */
-#include "daemon/tomed.h"
+#include "daemon/conf.h"
+#include "daemon/tls.h"
 
 #include <openssl/err.h>
 #include <openssl/x509.h>

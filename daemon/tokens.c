@@ -11,7 +11,9 @@
  * The registry lives in memory as the JSON document it is saved as; it is
  * small (one entry per token) and only the loop thread touches it.
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/types.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>

@@ -11,7 +11,8 @@
  * is set up for threads with evthread_use_pthreads(), so that is safe).
  * The engine executor uses the same path to publish progress and tokens.
  */
-#include "daemon/tomed.h"
+#include "daemon/types.h"
+#include "daemon/workers.h"
 
 #include <event2/event.h>
 #include <pthread.h>

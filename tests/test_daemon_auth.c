@@ -8,7 +8,10 @@
  * server-path ingest is held to (owner, else group, else other; primary
  * and supplementary groups; an access ACL refuses).
  */
-#include "daemon/tomed.h"
+#include "daemon/auth.h"
+#include "daemon/conf.h"
+#include "daemon/log.h"
+#include "daemon/types.h"
 
 #include <fcntl.h>
 #include <stdint.h>
