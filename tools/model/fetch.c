@@ -315,8 +315,8 @@ static int mark(const char *dir, int incomplete, tome_error *err)
 
 static int fetch_repo(fetch *F, tome_error *err)
 {
-    int rc = hub_list(F->h, &F->list, err);
-    if (rc == 0) rc = claim_dir(F, err);
+    int rc = claim_dir(F, err);
+    if (rc == 0) rc = hub_list(F->h, &F->list, err);
     if (rc == 0) rc = mark(F->dir, 1, err);
     if (rc == 0) rc = model_list_save(F->dir, &F->list, err);
     if (rc == 0) rc = prepare(F, err);
