@@ -69,6 +69,8 @@ typedef struct tomed_config {
     int workers;
     int max_answer_tokens;
     int kernels; /* v4_kernels: fast or exact (at start only) */
+    int64_t max_context; /* tokens per question; 0: the model's max_position_embeddings
+                            (at start only; refused when its KV state cannot fit the disk) */
     /* The engine thread reads these three while SIGHUP may replace them:
      * access them with __atomic builtins only (the readers below). */
     int prefill_chunk;

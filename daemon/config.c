@@ -256,6 +256,7 @@ static int set_key(tomed_config *c, const char *key, const char *v)
     if (strcmp(key, "max_upload_bytes") == 0) return parse_size(v, &c->max_upload_bytes);
     if (strcmp(key, "restart_interval") == 0) return parse_size(v, &c->restart_interval);
     if (strcmp(key, "cache_budget") == 0) return parse_size(v, &c->cache_budget);
+    if (strcmp(key, "max_context") == 0) return parse_size(v, &c->max_context);
     if (strcmp(key, "admin_uids") == 0) return parse_ids(v, c->admin_uids, &c->n_admin_uids);
     if (strcmp(key, "allow_uids") == 0) return parse_ids(v, c->allow_uids, &c->n_allow_uids);
     if (strcmp(key, "allow_gids") == 0) return parse_ids(v, c->allow_gids, &c->n_allow_gids);
@@ -411,7 +412,8 @@ int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
     int fixed_changed = strcmp(fresh->state_dir, live->state_dir) ||
                         strcmp(fresh->socket_path, live->socket_path) ||
                         strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
-                        strcmp(fresh->pidfile, live->pidfile);
+                        strcmp(fresh->pidfile, live->pidfile) ||
+                        fresh->max_context != live->max_context;
     memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);
     memcpy(live->tls_key, fresh->tls_key, sizeof live->tls_key);
     memcpy(live->tls_client_ca, fresh->tls_client_ca, sizeof live->tls_client_ca);

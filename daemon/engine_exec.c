@@ -26,6 +26,7 @@
  * engine_internal.h lists the other files of the executor.
  */
 #include "daemon/engine_internal.h"
+#include "plan/plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,39 @@ static int load_answer_ids(tomed_engine *e, tome_error *err)
     return 0;
 }
 
+static void log_plan_line(void *ctx, const char *line)
+{
+    tomed_log(TOMED_LOG_INFO, "plan: %s", line);
+}
+
+/* The fit check of `tome-model plan` for one question at the context
+ * budget (max_context, else the model's whole context), logged; a budget
+ * whose KV state cannot fit on the state directory's disk is refused. */
+static int check_fit(tomed_engine *e, const v4_config *cfg, tome_error *err)
+{
+    int64_t budget = e->server->cfg.max_context;
+    if (budget > cfg->max_position)
+        return tome_errorf(err, TOME_EINVAL,
+                           "max_context %lld is more than the model's max_position_embeddings "
+                           "(%lld)",
+                           (long long)budget, (long long)cfg->max_position);
+    e->context = budget ? budget : cfg->max_position;
+    tome_machine m = {0};
+    tome_plan p;
+    int rc = tome_machine_probe(e->server->cfg.state_dir, &m, err);
+    if (rc == 0) rc = tome_plan_make(cfg, e->context, 1, &m, &p, err);
+    if (rc) return rc;
+    tome_plan_report(&p, &m, log_plan_line, NULL);
+    if (p.kv_at_context > m.free_disk)
+        return tome_errorf(err, TOME_ELIMIT,
+                           "max_context %lld: the KV state of one question at that context is "
+                           "%.2f GiB, more than the %.2f GiB free on the disk of state_dir %s "
+                           "(lower max_context in tomed.conf or free space)",
+                           (long long)e->context, p.kv_at_context / (1024.0 * 1024 * 1024),
+                           m.free_disk / (1024.0 * 1024 * 1024), e->server->cfg.state_dir);
+    return 0;
+}
+
 static int load_model(tomed_engine *e, tome_error *err)
 {
     struct stat st;
@@ -103,7 +137,7 @@ static int load_model(tomed_engine *e, tome_error *err)
     e->sample_vocab = v4_tokenizer_n_ids(e->tokenizer) < cfg->vocab_size
                           ? v4_tokenizer_n_ids(e->tokenizer)
                           : cfg->vocab_size;
-    e->context = cfg->max_position;
+    if ((rc = check_fit(e, cfg, err)) != 0) return rc;
     e->logits = malloc((size_t)e->vocab * sizeof *e->logits);
     if (!e->logits) return tome_errorf(err, TOME_ENOMEM, "logits");
     return tomed_sampler_new(e->sample_vocab, &e->sampler, err);

@@ -345,19 +345,25 @@ static int read_config(const char *dir, v4_model *m, char **text, size_t *len, t
     return rc;
 }
 
-static void size_rows(v4_model *m)
+/* The stored sizes of one compressed KV entry and one indexer key under
+ * `opts` (NULL: the defaults), from the config alone. */
+static void row_sizes(const v4_config *c, const v4_open_options *opts, size_t *kv, size_t *index)
 {
-    const v4_config *c = &m->cfg;
     int nope = c->head_dim - c->rope_dim;
-    m->rope_bf16 = m->opts.kv_rope_bf16 != 0;
-    if (m->opts.numerics == V4_NUMERICS_FP32) {
-        m->kv_row_bytes = (size_t)c->head_dim * 4;
-        m->index_row_bytes = (size_t)c->index_head_dim * 4;
+    if (opts && opts->numerics == V4_NUMERICS_FP32) {
+        *kv = (size_t)c->head_dim * 4;
+        *index = (size_t)c->index_head_dim * 4;
         return;
     }
-    m->kv_row_bytes =
-        (size_t)nope + (size_t)nope / V4_KV_FP8_BLOCK + (size_t)c->rope_dim * (m->rope_bf16 ? 2 : 4);
-    m->index_row_bytes = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / V4_FP4_BLOCK;
+    int rope_bf16 = opts && opts->kv_rope_bf16;
+    *kv = (size_t)nope + (size_t)nope / V4_KV_FP8_BLOCK + (size_t)c->rope_dim * (rope_bf16 ? 2 : 4);
+    *index = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / V4_FP4_BLOCK;
+}
+
+static void size_rows(v4_model *m)
+{
+    m->rope_bf16 = m->opts.kv_rope_bf16 != 0;
+    row_sizes(&m->cfg, &m->opts, &m->kv_row_bytes, &m->index_row_bytes);
 }
 
 /* The widest matrix row of the manifest, in values (two per FP4 byte):
@@ -431,16 +437,23 @@ void v4_model_fingerprint(const v4_model *m, uint8_t out[32])
     memcpy(out, m->fingerprint, 32);
 }
 
-double v4_model_state_bytes_per_token(const v4_model *m)
+double v4_config_state_bytes_per_token(const v4_config *cfg, const v4_open_options *opts)
 {
+    size_t kv, index;
+    row_sizes(cfg, opts, &kv, &index);
     double total = 0;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        int r = m->cfg.compress_ratio[l];
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int r = cfg->compress_ratio[l];
         if (r == 0) continue;
-        total += (double)m->kv_row_bytes / r;
-        if (r == 4) total += (double)m->index_row_bytes / r;
+        total += (double)kv / r;
+        if (r == V4_LAYER_CSA) total += (double)index / r;
     }
     return total;
+}
+
+double v4_model_state_bytes_per_token(const v4_model *m)
+{
+    return v4_config_state_bytes_per_token(&m->cfg, &m->opts);
 }
 
 /* ---- cost per token ------------------------------------------------------------ */

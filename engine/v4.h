@@ -169,6 +169,10 @@ void v4_model_fingerprint(const v4_model *m, uint8_t out[32]);
  * over the main layers, as a fractional average (ratio-4 layers add an entry
  * every 4 tokens). */
 double v4_model_state_bytes_per_token(const v4_model *m);
+/* The same figure from a config alone, for a model that would be opened
+ * with `opts` (NULL: the defaults): what a fit check needs before any
+ * weights exist on disk. */
+double v4_config_state_bytes_per_token(const v4_config *cfg, const v4_open_options *opts);
 /* What one token costs in matrix products through the main blocks (the
  * MTP block aside): multiply-adds, and bytes of weights read (each routed
  * expert counted per token, as decode reads them); the LM head apart, since

@@ -3,7 +3,7 @@
 # already there (idempotent; needs root or sudo for the missing packages).
 set -eu
 PACKAGES="build-essential autoconf automake pkg-config
-libsqlite3-dev libevent-dev libpcre2-dev libarchive-dev libssl-dev libjansson-dev libxxhash-dev
+libsqlite3-dev libevent-dev libpcre2-dev libarchive-dev libssl-dev libjansson-dev libxxhash-dev libcurl4-openssl-dev
 mandoc man-db openssl curl ca-certificates zsh
 libarchive-tools zip unzip p7zip-full cpio xorriso zstd lz4 xz-utils bzip2 gzip
 cppcheck clang-format"

@@ -717,6 +717,43 @@ static void test_flash_shape(const char *tmp)
     }
 }
 
+/* pro-shape against V4-Pro's published config.json (the copy shipped as
+ * data in tools/model/published/): every per-layer size equal, layers and
+ * experts scaled down, Pro's leading HCA layers kept from four layers on. */
+static void test_pro_shape(const char *tmp)
+{
+    const char *src = getenv("TOME_SRCDIR");
+    REQUIRE(src && *src, "TOME_SRCDIR is not set (run through `make check`)");
+    char pub_path[4096];
+    snprintf(pub_path, sizeof pub_path, "%s/tools/model/published/DeepSeek-V4-Pro.config.json",
+             src);
+    size_t len;
+    char *text = slurp(pub_path, &len);
+    v4_config pro, c;
+    tome_error err;
+    REQUIRE(v4_config_parse(text, len, pub_path, &pro, &err) == 0, "%s", err.msg);
+    free(text);
+    const char *out = path_in(tmp, "pro.json");
+    CHECK(RUN_TOOL(out, "--preset", "pro-shape", "--layers", "5", "--experts", "8",
+                   "--print-config") == 0);
+    text = slurp(out, &len);
+    REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
+    free(text);
+    CHECK(c.n_layers == 5 && c.n_routed_experts == 8 && c.n_active_experts == 6);
+    /* what is not scaled must be Pro's own */
+    c.n_layers = pro.n_layers;
+    c.n_routed_experts = pro.n_routed_experts;
+    memcpy(c.compress_ratio, pro.compress_ratio, sizeof c.compress_ratio);
+    CHECK(memcmp(&c, &pro, sizeof c) == 0);
+    static const int want[] = {128, 128, 4, 128, 4, 0};
+    text = slurp(out, &len);
+    REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
+    free(text);
+    for (int l = 0; l <= 5; l++)
+        CHECKF(c.compress_ratio[l] == want[l], "ratio[%d] = %d, want %d", l, c.compress_ratio[l],
+               want[l]);
+}
+
 int main(void)
 {
     const char *tmp = check_tmpdir();
@@ -725,6 +762,7 @@ int main(void)
     test_builtin_tiny();
     test_errors(tmp);
     test_flash_shape(tmp);
+    test_pro_shape(tmp);
     int rc = check_finish();
     if (rc == 0) {
         char cmd[4200];

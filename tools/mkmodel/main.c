@@ -50,10 +50,10 @@ typedef struct options {
 static options opt = {.seed = DEFAULT_SEED, .shard_bytes = DEFAULT_SHARD_BYTES};
 static const tome_option option_table[] = {
     TOME_STRING("preset", 0, "NAME", opt.preset,
-                "tiny (built-in demo model) or flash-shape (V4-Flash layer sizes)"),
-    TOME_INT("layers", 0, "N", opt.layers, 1, 1000000, "flash-shape: main layers (default 2)"),
+                "tiny (built-in demo model), flash-shape or pro-shape (V4-Flash/V4-Pro layer sizes)"),
+    TOME_INT("layers", 0, "N", opt.layers, 1, 1000000, "flash-/pro-shape: main layers (default 2)"),
     TOME_INT("experts", 0, "N", opt.experts, 1, 1000000,
-             "flash-shape: routed experts per layer (default 16)"),
+             "flash-/pro-shape: routed experts per layer (default 16)"),
     TOME_STRING("config", 0, "FILE", opt.config_path, "use this config.json as is"),
     TOME_UINT("seed", 0, "S", opt.seed, 0, -1,
               "random seed (default 1); equal seeds give identical files"),
@@ -69,7 +69,7 @@ static const tome_option option_table[] = {
 };
 static const tome_cli cli = {
     "tome-mkmodel",
-    "--preset tiny|flash-shape [--layers N] [--experts N]\n"
+    "--preset tiny|flash-shape|pro-shape [--layers N] [--experts N]\n"
     "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
     "                    -o DIR\n"
     "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES] -o DIR\n"

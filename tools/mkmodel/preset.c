@@ -16,6 +16,10 @@
  * that dominate a long prefill: [4], [4, 128], [4, 128, 4].  The first
  * min(3, layers) layers route by token id, like Flash's first three, and
  * the MTP block is ratio 0, like Flash's.
+ *
+ * pro-shape layers.  The same with V4-Pro's sizes and its leading layers,
+ * which are HCA (ratio 128): [128, 128, 4, 128, ...] from four layers on,
+ * [4], [4, 128], [4, 128, 4] below.
  */
 #include "tools/mkmodel/preset.h"
 
@@ -57,34 +61,36 @@ static void tiny_shape(shape *s)
     memcpy(s->ratios, ratios, sizeof ratios);
 }
 
-static int flash_ratio(int layer, int layers)
+/* The published models' per-layer sizes (their config.json files, as in
+ * tools/model/published/); layers, experts and ratios are filled in by
+ * scaled_shape. */
+static const shape flash_dims = {.vocab = 129280, .hidden = 4096, .heads = 64, .head_dim = 512,
+                                 .rope_dim = 64, .q_lora = 1024, .o_groups = 8, .o_lora = 1024,
+                                 .window = 128, .index_heads = 64, .index_dim = 128,
+                                 .index_topk = 512, .moe_inter = 2048, .route_scale = 1.5};
+static const shape pro_dims = {.vocab = 129280, .hidden = 7168, .heads = 128, .head_dim = 512,
+                               .rope_dim = 64, .q_lora = 1536, .o_groups = 16, .o_lora = 1024,
+                               .window = 128, .index_heads = 64, .index_dim = 128,
+                               .index_topk = 1024, .moe_inter = 3072, .route_scale = 2.5};
+
+/* Layer `layer` of `layers`: the model's two leading layers of ratio
+ * `lead` (0 in Flash, 128 in Pro) when there are four layers or more,
+ * then CSA and HCA alternating. */
+static int scaled_ratio(int layer, int layers, int lead)
 {
-    if (layers >= 4 && layer < 2) return 0;
+    if (layers >= 4 && layer < 2) return lead;
     int first_compressed = layers >= 4 ? 2 : 0;
     return (layer - first_compressed) % 2 == 0 ? 4 : 128;
 }
 
-static void flash_shape(shape *s, int layers, int experts)
+static void scaled_shape(shape *s, const shape *dims, int lead, int layers, int experts)
 {
-    *s = (shape){.vocab = 129280,
-                 .hidden = 4096,
-                 .layers = layers,
-                 .heads = 64,
-                 .head_dim = 512,
-                 .rope_dim = 64,
-                 .q_lora = 1024,
-                 .o_groups = 8,
-                 .o_lora = 1024,
-                 .window = 128,
-                 .index_heads = 64,
-                 .index_dim = 128,
-                 .index_topk = 512,
-                 .experts = experts,
-                 .active = experts < 6 ? experts : 6,
-                 .moe_inter = 2048,
-                 .hash_layers = layers < 3 ? layers : 3,
-                 .route_scale = 1.5};
-    for (int l = 0; l < layers; l++) s->ratios[l] = flash_ratio(l, layers);
+    *s = *dims;
+    s->layers = layers;
+    s->experts = experts;
+    s->active = experts < 6 ? experts : 6;
+    s->hash_layers = layers < 3 ? layers : 3;
+    for (int l = 0; l < layers; l++) s->ratios[l] = scaled_ratio(l, layers, lead);
     s->ratios[layers] = 0;
 }
 
@@ -200,19 +206,21 @@ static int shape_for(const char *preset, int layers, int experts, shape *s, tome
         if (layers || experts)
             return tome_errorf(err, TOME_EINVAL,
                                "preset tiny has a fixed shape; --layers and --experts apply to "
-                               "flash-shape");
+                               "flash-shape and pro-shape");
         tiny_shape(s);
         return 0;
     }
-    if (strcmp(preset, "flash-shape") != 0)
-        return tome_errorf(err, TOME_EINVAL, "unknown preset \"%s\" (tiny, flash-shape)", preset);
+    int flash = strcmp(preset, "flash-shape") == 0, pro = strcmp(preset, "pro-shape") == 0;
+    if (!flash && !pro)
+        return tome_errorf(err, TOME_EINVAL,
+                           "unknown preset \"%s\" (tiny, flash-shape, pro-shape)", preset);
     layers = layers ? layers : MK_FLASH_DEFAULT_LAYERS;
     experts = experts ? experts : MK_FLASH_DEFAULT_EXPERTS;
     if (layers < 1 || layers > V4_MAX_LAYERS)
         return tome_errorf(err, TOME_EINVAL, "--layers %d: must be 1..%d", layers, V4_MAX_LAYERS);
     if (experts < 1 || experts > 4096)
         return tome_errorf(err, TOME_EINVAL, "--experts %d: must be 1..4096", experts);
-    flash_shape(s, layers, experts);
+    scaled_shape(s, flash ? &flash_dims : &pro_dims, flash ? 0 : 128, layers, experts);
     return 0;
 }
 

@@ -7,6 +7,7 @@
  *                the real 129,280-token vocabulary, hidden size 128.
  *   flash-shape  DeepSeek-V4-Flash's real per-layer dimensions with fewer
  *                layers and experts, for benchmarks.
+ *   pro-shape    the same for DeepSeek-V4-Pro.
  */
 #ifndef TOME_TOOLS_MKMODEL_PRESET_H
 #define TOME_TOOLS_MKMODEL_PRESET_H
@@ -18,7 +19,7 @@
 
 /* The config.json text of a preset, as a malloc'd string the caller frees.
  * `layers` and `experts` (0 = the preset's default) apply to flash-shape
- * only. */
+ * and pro-shape only. */
 int mk_preset_config(const char *preset, int layers, int experts, char **json, tome_error *err);
 
 #endif
