@@ -75,16 +75,33 @@ make_pki() {
 # state directory; returns once it printed `tomed ready` (20 s at most), and
 # fails at once on `tomed not ready`.
 start_tomed() {
+    launch_tomed "$@"
+    await_start '^tomed ready$' '^tomed not ready: '
+}
+
+# start_tomed_unready ARGS...: the same for a tomed whose model is refused:
+# returns once it printed `tomed not ready: WHY` (it keeps serving).
+start_tomed_unready() {
+    launch_tomed "$@"
+    await_start '^tomed not ready: ' '^tomed ready$'
+}
+
+launch_tomed() {
     : >"$tmp/tomed.log"
     "$tomed" --foreground --state-dir "$tmp/state" --socket "$sock" "$@" \
         2>>"$tmp/tomed.log" &
     daemon_pid=$!
+}
+
+# await_start EXPECTED OTHER: until tomed's log has a line matching
+# EXPECTED; a line matching OTHER, an exit or 20 s is a failure.
+await_start() {
     i=0
-    until grep -q '^tomed ready$' "$tmp/tomed.log"; do
+    until grep -q "$1" "$tmp/tomed.log"; do
         i=$((i + 1))
         if [ "$i" -gt 200 ] || ! kill -0 "$daemon_pid" 2>/dev/null ||
-            grep -q '^tomed not ready: ' "$tmp/tomed.log"; then
-            echo "FAIL: tomed did not become ready; its log:"
+            grep -q "$2" "$tmp/tomed.log"; then
+            echo "FAIL: tomed did not start as expected ($1); its log:"
             cat "$tmp/tomed.log"
             daemon_pid=""
             exit 1

@@ -26,7 +26,7 @@ check "the machine is logged" grep -q "plan: machine .* GiB RAM, .* GiB free dis
 stop_tomed
 
 echo "max_context = 2000000" >"$tmp/over.conf"
-start_tomed --config "$tmp/over.conf" --model "$model"
+start_tomed_unready --config "$tmp/over.conf" --model "$model"
 wait_log "model: max_context 2000000 is more than the model's max_position_embeddings"
 http 503 --unix-socket "$sock" http://tome/v1/ready
 stop_tomed
@@ -39,7 +39,7 @@ sed 's/"max_position_embeddings": *[0-9]*/"max_position_embeddings": 10995116277
     "$model/config.json" >"$tmp/huge/config.json"
 check "the edited config allows 2^40 tokens" grep -q 1099511627776 "$tmp/huge/config.json"
 echo "max_context = 1099511627776" >"$tmp/huge.conf"
-start_tomed --config "$tmp/huge.conf" --model "$tmp/huge"
+start_tomed_unready --config "$tmp/huge.conf" --model "$tmp/huge"
 wait_log "model: max_context 1099511627776: the KV state of one question"
 check "the refusal names the state directory" grep -q "free on the disk of state_dir $tmp/state" \
     "$tmp/tomed.log"
