@@ -96,13 +96,34 @@ typedef enum v4_dtype {
     V4_I8, /* packed FP4 e2m1 pairs, low nibble first */
     V4_I64,
     V4_I32,
+    /* GGUF's storage types (engine/kernels/blocks.c): IEEE half, and
+     * llama.cpp's block formats, each a fixed number of bytes per block of
+     * 32 or 256 values along a row. */
+    V4_F16,
+    V4_Q8_0,
+    V4_MXFP4,
+    V4_Q2_K,
+    V4_Q3_K,
+    V4_Q4_K,
+    V4_Q5_K,
+    V4_Q6_K,
+    V4_IQ4_XS,
+    V4_IQ2_XXS,
     V4_DTYPE_COUNT
 } v4_dtype;
 
-/* Size in bytes of one element; name as safetensors spells it. */
+/* Size in bytes of one element (0 for the block formats); the name as
+ * safetensors or GGUF spells it.  v4_dtype_from_name knows only the
+ * safetensors types (one value per element). */
 size_t v4_dtype_size(v4_dtype t);
 const char *v4_dtype_name(v4_dtype t);
 int v4_dtype_from_name(const char *name, v4_dtype *out);
+/* Values per block (1 for element types) and bytes per block. */
+int v4_dtype_block(v4_dtype t);
+size_t v4_dtype_block_bytes(v4_dtype t);
+/* Bytes of a row of `cols` values (cols a multiple of the block; FP4 I8
+ * rows hold two values per byte). */
+size_t v4_dtype_row_bytes(v4_dtype t, int64_t cols);
 
 typedef struct v4_tensor_spec {
     char name[96];

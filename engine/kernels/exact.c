@@ -15,6 +15,7 @@
  * bit-identical.
  */
 #include "engine/internal.h"
+#include "engine/kernels/blocks.h"
 #include "engine/kernels/fast.h"
 
 #include <math.h>
@@ -278,8 +279,12 @@ void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
     case V4_BF16:
         row_bf16_scalar(w->data + r * w->cols * 2, w->cols, out);
         break;
-    default:
+    case V4_F32:
         memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    default: /* GGUF's half and block types */
+        v4_gguf_row_scalar(w->dtype, w->data + r * v4_dtype_row_bytes(w->dtype, w->cols), w->cols,
+                           out);
         break;
     }
 }
@@ -321,8 +326,11 @@ void v4_weight_row(const v4_weight *w, int64_t r, float *out)
         row_bf16_scalar(row, w->cols, out);
         break;
     }
-    default:
+    case V4_F32:
         memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    default:
+        v4_gguf_row(w->dtype, w->data + r * v4_dtype_row_bytes(w->dtype, w->cols), w->cols, out);
         break;
     }
     (void)simd;
@@ -561,7 +569,8 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
     const v4_weight *w = j->w;
     int64_t cols = w->cols;
 #ifdef V4_HAVE_X86
-    if (j->n == 1 && have_avx2() && cols % 32 == 0) {
+    if (j->n == 1 && have_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
+        w->dtype != V4_F16) {
         for (int64_t r = r0; r < r1; r += LANES)
             matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
         return;
@@ -612,8 +621,7 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     }
     matmul_job j = {w, x, xstride, n, y, ystride};
     /* Aim for tasks of a few hundred KiB of weights each. */
-    int64_t row_bytes = w->cols * (int64_t)(w->dtype == V4_I8 ? 1 : v4_dtype_size(w->dtype));
-    if (w->dtype == V4_I8) row_bytes /= 2;
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1);
     grain = grain < LANES ? LANES : (grain / LANES) * LANES;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
@@ -631,6 +639,8 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
         float wi;
         if (w->dtype == V4_BF16)
             wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
+        else if (w->dtype == V4_F16)
+            wi = v4_f16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
         else
             memcpy(&wi, wb + 4 * (size_t)i, 4);
         out[i] = wi * (x[i] * r);
