@@ -19,7 +19,7 @@
  * The MTP block: llama.cpp appends it as block n_layers ("blk.43." in
  * Flash) with its own tensors under "blk.43.nextn."; ds4 writes it as
  * "mtp.0." with plain names (mtp.0.e_proj.weight, mtp.0.norm.weight).
- * Both are accepted.  GGUF_MAPPING in docs/ lists the full mapping.
+ * Both are accepted.  docs/GGUF.md lists the full mapping.
  */
 #include "engine/gguf.h"
 

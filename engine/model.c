@@ -459,6 +459,19 @@ void v4_model_free(v4_model *m)
     free(m);
 }
 
+void v4_model_tokenizer_path(const char *model, char *out, size_t cap)
+{
+    if (!v4_gguf_is_file(model)) {
+        snprintf(out, cap, "%s/tokenizer.json", model);
+        return;
+    }
+    const char *slash = strrchr(model, '/');
+    if (!slash)
+        snprintf(out, cap, "tokenizer.json");
+    else
+        snprintf(out, cap, "%.*s/tokenizer.json", (int)(slash - model), model);
+}
+
 const v4_config *v4_model_config(const v4_model *m)
 {
     return &m->cfg;

@@ -178,10 +178,14 @@ typedef struct v4_open_options {
 } v4_open_options;
 
 /* Open a checkpoint directory (config.json, model.safetensors.index.json or a
- * single model.safetensors, and the shards).  Shards are memory-mapped; every
+ * single model.safetensors, and the shards), or a GGUF file in llama.cpp's
+ * DeepSeek V4 layout (engine/gguf_model.c).  Files are memory-mapped; every
  * tensor is checked against the manifest. `opts` may be NULL. */
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err);
 void v4_model_free(v4_model *m);
+/* Where the model's tokenizer.json is: inside a checkpoint directory, or
+ * beside a GGUF file (tome does not yet read a GGUF's own vocabulary). */
+void v4_model_tokenizer_path(const char *model, char *out, size_t cap);
 const v4_config *v4_model_config(const v4_model *m);
 /* SHA-256 over config.json and every tensor's name, dtype and shape, plus the
  * numerics mode: two models with equal fingerprints produce the same states. */
