@@ -17,7 +17,7 @@ printf '# Notes\n\nThe build runs on three machines.\nThe zanzibar cache holds p
     >"$tmp/corpus/notes.md"
 past=$(($(wc -l <"$tmp/corpus/rules.txt") + 59))
 answer="The parser rule is rules.txt:7; see also rules.txt:$past and gone.c:3."
-printf '%s' "$answer" | "$build/engine/tome-tokenize" --model "$model" >"$tmp/answer.ids"
+printf '%s' "$answer" | "$build/tools/tome-tokenize" --model "$model" >"$tmp/answer.ids"
 export TOMED_TEST_ANSWER_IDS="$tmp/answer.ids"
 start_tomed --model "$model"
 wait_ready

@@ -21,7 +21,7 @@ T=https://127.0.0.1:$port
 # count_ids FILE.json: the ids V4's chat encoding of those messages has
 # (BOS included), counted by tome-tokenize, not by tomed.
 count_ids() {
-    "$build/engine/tome-tokenize" --model "$model" --chat "$1" --ids | tr ',' '\n' | grep -c '[0-9]'
+    "$build/tools/tome-tokenize" --model "$model" --chat "$1" --ids | tr ',' '\n' | grep -c '[0-9]'
 }
 
 make_rules "$tmp/corpus"
@@ -86,7 +86,7 @@ checks=$((checks + 1))
 [ "$(tail -2 "$tmp/body" | head -1)" = 'data: [DONE]' ] || fail "the completion stream does not end with [DONE]"
 
 # ---- thinking: the text up to </think> is reasoning_content ----
-think_end=$(printf '</think>' | "$build/engine/tome-tokenize" --model "$model" --special | tr -d '[] ')
+think_end=$(printf '</think>' | "$build/tools/tome-tokenize" --model "$model" --special | tr -d '[] ')
 think="\"model\":\"docs\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"thinking\":{\"type\":\"enabled\"},\"max_tokens\":3,\"logit_bias\":{\"$think_end\":100}"
 unix_http 200 /openai/v1/chat/completions -d "{$think}"
 body_has '"message":\{"role":"assistant","reasoning_content":"","content":"</think></think>"\}'
