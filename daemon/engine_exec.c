@@ -107,7 +107,7 @@ static int load_model(tomed_engine *e, tome_error *err)
     struct stat st;
     if (stat(e->model_dir, &st) != 0)
         return tome_errorf(err, TOME_ENOTFOUND,
-                           "model directory %s does not exist (make the built-in model with "
+                           "model %s does not exist (make the built-in model with "
                            "`tome-mkmodel --preset tiny -o %s`)",
                            e->model_dir, e->model_dir);
     v4_open_options opts = {.kernels = (v4_kernels)e->server->cfg.kernels};
@@ -115,7 +115,7 @@ static int load_model(tomed_engine *e, tome_error *err)
     if (rc != 0) return rc;
     tomed_log(TOMED_LOG_INFO, "%s kernels (%s)", v4_kernels_name(opts.kernels), v4_kernels_isa());
     char path[TOMED_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/tokenizer.json", e->model_dir);
+    v4_model_tokenizer_path(e->model_dir, path, sizeof path);
     rc = v4_tokenizer_load(path, &e->tokenizer, err);
     if (rc != 0) return rc;
     char *text;

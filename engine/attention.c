@@ -326,8 +326,8 @@ static void output_projection(attn_ctx *a, float *out, float *u)
     for (int g = 0; g < G; g++) {
         v4_weight wg = a->bw->wo_a;
         wg.rows = olr;
-        wg.data += (size_t)g * olr * wg.cols;
-        wg.scale += (size_t)(g * olr / V4_FP8_BLOCK) * wg.scale_stride;
+        wg.data += (size_t)g * olr * v4_dtype_row_bytes(wg.dtype, wg.cols);
+        if (wg.scale) wg.scale += (size_t)(g * olr / V4_FP8_BLOCK) * wg.scale_stride;
         /* The token rows of o are H*hd apart; group g reads its slice of each. */
         v4_matmul_strided(&wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
                           u + (size_t)g * olr, (int64_t)G * olr);

@@ -20,16 +20,40 @@
 
 static const struct {
     const char *name;
-    size_t size;
+    size_t size;  /* bytes per block */
+    int block;    /* values per block */
 } dtype_table[V4_DTYPE_COUNT] = {
-    [V4_F32] = {"F32", 4},         [V4_BF16] = {"BF16", 2}, [V4_F8_E4M3] = {"F8_E4M3", 1},
-    [V4_F8_E8M0] = {"F8_E8M0", 1}, [V4_I8] = {"I8", 1},     [V4_I64] = {"I64", 8},
-    [V4_I32] = {"I32", 4},
+    [V4_F32] = {"F32", 4, 1},         [V4_BF16] = {"BF16", 2, 1},
+    [V4_F8_E4M3] = {"F8_E4M3", 1, 1}, [V4_F8_E8M0] = {"F8_E8M0", 1, 1},
+    [V4_I8] = {"I8", 1, 1},           [V4_I64] = {"I64", 8, 1},
+    [V4_I32] = {"I32", 4, 1},         [V4_F16] = {"F16", 2, 1},
+    [V4_Q8_0] = {"Q8_0", 34, 32},     [V4_MXFP4] = {"MXFP4", 17, 32},
+    [V4_Q2_K] = {"Q2_K", 84, 256},    [V4_Q3_K] = {"Q3_K", 110, 256},
+    [V4_Q4_K] = {"Q4_K", 144, 256},   [V4_Q5_K] = {"Q5_K", 176, 256},
+    [V4_Q6_K] = {"Q6_K", 210, 256},   [V4_IQ4_XS] = {"IQ4_XS", 136, 256},
+    [V4_IQ2_XXS] = {"IQ2_XXS", 66, 256},
 };
 
 size_t v4_dtype_size(v4_dtype t)
 {
+    return v4_dtype_block(t) == 1 ? dtype_table[t].size : 0;
+}
+
+int v4_dtype_block(v4_dtype t)
+{
+    return (unsigned)t < V4_DTYPE_COUNT ? dtype_table[t].block : 0;
+}
+
+size_t v4_dtype_block_bytes(v4_dtype t)
+{
     return (unsigned)t < V4_DTYPE_COUNT ? dtype_table[t].size : 0;
+}
+
+size_t v4_dtype_row_bytes(v4_dtype t, int64_t cols)
+{
+    if (t == V4_I8) return (size_t)cols / 2;
+    int block = v4_dtype_block(t);
+    return block ? (size_t)(cols / block) * dtype_table[t].size : 0;
 }
 
 const char *v4_dtype_name(v4_dtype t)
@@ -39,7 +63,7 @@ const char *v4_dtype_name(v4_dtype t)
 
 int v4_dtype_from_name(const char *name, v4_dtype *out)
 {
-    for (int t = 0; t < V4_DTYPE_COUNT; t++)
+    for (int t = 0; t <= V4_I32; t++)
         if (strcmp(name, dtype_table[t].name) == 0) {
             *out = (v4_dtype)t;
             return 0;

@@ -14,6 +14,8 @@
  */
 #include "engine/model.h"
 
+#include "engine/gguf.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -76,21 +78,47 @@ static const v4_ckpt_tensor *find(binder *b, const char *name)
     return t;
 }
 
-/* F32 data, copied to aligned memory when the file places it unaligned. */
-static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
+/* `bytes` of memory the model owns (freed with it), or NULL and the error. */
+static void *owned(binder *b, size_t bytes, const char *name)
 {
-    if (((uintptr_t)t->data & 3) == 0) return (const float *)(const void *)t->data;
     void **grown = realloc(b->m->owned, (b->m->n_owned + 1) * sizeof *grown);
-    float *copy = grown ? malloc(t->nbytes) : NULL;
+    void *copy = grown ? malloc(bytes ? bytes : 1) : NULL;
     if (grown) b->m->owned = grown;
     if (!copy) {
-        if (b->rc == 0)
-            b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", t->name);
+        if (b->rc == 0) b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", name);
         return NULL;
     }
-    memcpy(copy, t->data, t->nbytes);
     b->m->owned[b->m->n_owned++] = copy;
     return copy;
+}
+
+/* F32 data, copied to aligned memory when the file places it unaligned;
+ * a GGUF tensor of another type (F16, BF16, a block type) is decoded. */
+static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
+{
+    if (t->dtype == V4_F32 && ((uintptr_t)t->data & 3) == 0)
+        return (const float *)(const void *)t->data;
+    int64_t cols = t->shape[t->ndim - 1], rows = 1;
+    for (int i = 0; i < t->ndim - 1; i++) rows *= t->shape[i];
+    float *copy = owned(b, (size_t)(rows * cols) * sizeof(float), t->name);
+    if (!copy) return NULL;
+    v4_weight w = {.dtype = t->dtype, .rows = rows, .cols = cols, .data = t->data};
+    for (int64_t r = 0; r < rows; r++) v4_weight_row_scalar(&w, r, copy + r * cols);
+    return copy;
+}
+
+/* A hash block's tid2eid as I64 (GGUF stores I32). */
+static const uint8_t *tid2eid_data(binder *b, const v4_ckpt_tensor *t)
+{
+    if (t->dtype == V4_I64) return t->data;
+    size_t n = t->nbytes / 4;
+    int64_t *wide = owned(b, n * sizeof *wide, t->name);
+    for (size_t i = 0; wide && i < n; i++) {
+        int32_t v;
+        memcpy(&v, t->data + 4 * i, 4);
+        wide[i] = v;
+    }
+    return (const uint8_t *)wide;
 }
 
 static v4_weight weight(binder *b, const char *prefix, const char *name)
@@ -107,6 +135,10 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
     w.fast = b->m->opts.kernels == V4_KERNELS_FAST;
     w.pool = b->m->pool;
     if (t->dtype == V4_F32) w.data = (const uint8_t *)f32_data(b, t);
+    if (t->ndim == 1 && t->dtype != V4_BF16 && t->dtype != V4_F32) { /* GGUF F16 norms */
+        w.data = (const uint8_t *)f32_data(b, t);
+        w.dtype = V4_F32;
+    }
     if (t->dtype == V4_I8) w.cols *= 2; /* two FP4 codes per byte */
     if (t->dtype == V4_F8_E4M3 || t->dtype == V4_I8) {
         /* "x.weight" pairs with "x.scale" */
@@ -189,7 +221,7 @@ static int bind_block(binder *b, v4_block_weights *bw, const char *p, int ratio,
         char n[128];
         snprintf(n, sizeof n, "%sgate.tid2eid", f);
         const v4_ckpt_tensor *t = find(b, n);
-        bw->tid2eid = t ? t->data : NULL;
+        bw->tid2eid = t ? tid2eid_data(b, t) : NULL;
     } else {
         bw->gate_bias = vector(b, f, "gate.bias");
     }
@@ -311,6 +343,11 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
 static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
                        const v4_tensor_spec *specs, size_t n, tome_error *err)
 {
+    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels};
+    if (m->ck->gguf) { /* gguf_model.c's definition: never equal to this one */
+        v4_gguf_fingerprint(m->ck->gguf, mode, sizeof mode, m->fingerprint);
+        return 0;
+    }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
         EVP_MD_CTX_free(ctx);
@@ -318,7 +355,6 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
     }
     EVP_DigestUpdate(ctx, "tome-v4-model-2", 15);
     EVP_DigestUpdate(ctx, config_text, config_len);
-    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels};
     EVP_DigestUpdate(ctx, mode, sizeof mode);
     for (size_t i = 0; i < n; i++) {
         const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);
@@ -390,10 +426,12 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
     size_t config_len = 0;
     v4_tensor_spec *specs = NULL;
     size_t n_specs = 0;
-    int rc = read_config(dir, m, &config_text, &config_len, err);
+    int gguf = v4_gguf_is_file(dir);
+    int rc = gguf ? v4_gguf_checkpoint(dir, &m->cfg, &m->ck, err)
+                  : read_config(dir, m, &config_text, &config_len, err);
     if (rc == 0) rc = v4_manifest(&m->cfg, &specs, &n_specs, err);
-    if (rc == 0) rc = v4_checkpoint_open(dir, &m->ck, err);
-    if (rc == 0) rc = validate(m, specs, n_specs, err);
+    if (rc == 0 && !gguf) rc = v4_checkpoint_open(dir, &m->ck, err);
+    if (rc == 0 && !gguf) rc = validate(m, specs, n_specs, err); /* GGUF: checked as bound */
     if (rc == 0) {
         size_rows(m);
         rc = fingerprint(m, config_text, config_len, specs, n_specs, err);
@@ -425,6 +463,19 @@ void v4_model_free(v4_model *m)
     v4_checkpoint_free(m->ck);
     v4_pool_free(m->pool);
     free(m);
+}
+
+void v4_model_tokenizer_path(const char *model, char *out, size_t cap)
+{
+    if (!v4_gguf_is_file(model)) {
+        snprintf(out, cap, "%s/tokenizer.json", model);
+        return;
+    }
+    const char *slash = strrchr(model, '/');
+    if (!slash)
+        snprintf(out, cap, "tokenizer.json");
+    else
+        snprintf(out, cap, "%.*s/tokenizer.json", (int)(slash - model), model);
 }
 
 const v4_config *v4_model_config(const v4_model *m)
@@ -460,8 +511,7 @@ double v4_model_state_bytes_per_token(const v4_model *m)
 
 static double weight_storage(const v4_weight *w)
 {
-    double per = w->dtype == V4_I8 ? 0.5 : (double)v4_dtype_size(w->dtype);
-    return (double)w->rows * (double)w->cols * per;
+    return (double)w->rows * (double)v4_dtype_row_bytes(w->dtype, w->cols);
 }
 
 /* Add a weight every token multiplies by (absent ones are 0 x 0). */

@@ -18,6 +18,8 @@
  */
 #include "engine/checkpoint.h"
 
+#include "engine/gguf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -298,6 +300,7 @@ void v4_checkpoint_free(v4_checkpoint *ck)
     free(ck->tensors);
     json_decref(ck->index);
     json_decref(ck->by_name);
+    v4_gguf_free(ck->gguf);
     free(ck->dir);
     free(ck);
 }

@@ -96,13 +96,34 @@ typedef enum v4_dtype {
     V4_I8, /* packed FP4 e2m1 pairs, low nibble first */
     V4_I64,
     V4_I32,
+    /* GGUF's storage types (engine/kernels/blocks.c): IEEE half, and
+     * llama.cpp's block formats, each a fixed number of bytes per block of
+     * 32 or 256 values along a row. */
+    V4_F16,
+    V4_Q8_0,
+    V4_MXFP4,
+    V4_Q2_K,
+    V4_Q3_K,
+    V4_Q4_K,
+    V4_Q5_K,
+    V4_Q6_K,
+    V4_IQ4_XS,
+    V4_IQ2_XXS,
     V4_DTYPE_COUNT
 } v4_dtype;
 
-/* Size in bytes of one element; name as safetensors spells it. */
+/* Size in bytes of one element (0 for the block formats); the name as
+ * safetensors or GGUF spells it.  v4_dtype_from_name knows only the
+ * safetensors types (one value per element). */
 size_t v4_dtype_size(v4_dtype t);
 const char *v4_dtype_name(v4_dtype t);
 int v4_dtype_from_name(const char *name, v4_dtype *out);
+/* Values per block (1 for element types) and bytes per block. */
+int v4_dtype_block(v4_dtype t);
+size_t v4_dtype_block_bytes(v4_dtype t);
+/* Bytes of a row of `cols` values (cols a multiple of the block; FP4 I8
+ * rows hold two values per byte). */
+size_t v4_dtype_row_bytes(v4_dtype t, int64_t cols);
 
 typedef struct v4_tensor_spec {
     char name[96];
@@ -157,10 +178,14 @@ typedef struct v4_open_options {
 } v4_open_options;
 
 /* Open a checkpoint directory (config.json, model.safetensors.index.json or a
- * single model.safetensors, and the shards).  Shards are memory-mapped; every
+ * single model.safetensors, and the shards), or a GGUF file in llama.cpp's
+ * DeepSeek V4 layout (engine/gguf_model.c).  Files are memory-mapped; every
  * tensor is checked against the manifest. `opts` may be NULL. */
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err);
 void v4_model_free(v4_model *m);
+/* Where the model's tokenizer.json is: inside a checkpoint directory, or
+ * beside a GGUF file (tome does not yet read a GGUF's own vocabulary). */
+void v4_model_tokenizer_path(const char *model, char *out, size_t cap);
 const v4_config *v4_model_config(const v4_model *m);
 /* SHA-256 over config.json and every tensor's name, dtype and shape, plus the
  * numerics mode: two models with equal fingerprints produce the same states. */

@@ -148,11 +148,13 @@ typedef struct outputs {
 
 static options opt;
 static const tome_option option_table[] = {
-    TOME_STRING("model", 0, "DIR", opt.model, "the checkpoint directory"),
+    TOME_STRING("model", 0, "DIR|FILE.gguf", opt.model,
+                "the checkpoint directory, or a GGUF file (llama.cpp's V4 layout)"),
     TOME_STRING("ids", 0, "FILE", opt.ids_file,
                 "token ids: a JSON array or whitespace-separated integers ('-' = stdin)"),
     TOME_STRING("text", 0, "TEXT", opt.text,
-                "text, tokenized with DIR/tokenizer.json (special tokens parsed)"),
+                "text, tokenized with DIR/tokenizer.json (beside a GGUF file;\n"
+                "special tokens parsed)"),
     TOME_INT("chunk", 0, "N", opt.chunk, 1, 1 << 20, "prefill chunk size (default 256)"),
     TOME_INT("decode", 0, "N", opt.decode, 0, INT32_MAX,
              "decode N tokens greedily after the prefill"),
@@ -176,7 +178,7 @@ static const tome_option option_table[] = {
                 "start from the longest state or restart point in FILE whose\n"
                 "ids start the prompt; prefill only the rest"),
 };
-static const tome_cli cli = {"tome-run", "--model DIR (--ids FILE | --text TEXT) [options]",
+static const tome_cli cli = {"tome-run", "--model DIR|FILE.gguf (--ids FILE | --text TEXT) [options]",
                              option_table, sizeof option_table / sizeof option_table[0]};
 
 /* The combinations tome-run refuses. */
@@ -244,7 +246,7 @@ static int save_state(const char *path, const v4_state *s, const v4_ids *ids, to
 static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_error *err)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
+    v4_model_tokenizer_path(o->model, path, sizeof path);
     if (o->text || o->print_tokens) {
         int rc = v4_tokenizer_load(path, tok, err);
         if (rc && o->text) return rc;

@@ -14,6 +14,7 @@
  */
 #include "engine/internal.h"
 #include "engine/kernels/avx2_formats.h"
+#include "engine/kernels/blocks.h"
 #include "engine/kernels/fast.h"
 
 #include <math.h>
@@ -360,7 +361,8 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
     const v4_weight *w = j->w;
     int64_t cols = w->cols;
 #ifdef V4_HAVE_X86
-    if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0) {
+    if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
+        w->dtype != V4_F16) {
         for (int64_t r = r0; r < r1; r += LANES)
             matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
         return;
@@ -411,8 +413,7 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     }
     matmul_job j = {w, x, xstride, n, y, ystride};
     /* Aim for tasks of a few hundred KiB of weights each. */
-    int64_t row_bytes = w->cols * (int64_t)(w->dtype == V4_I8 ? 1 : v4_dtype_size(w->dtype));
-    if (w->dtype == V4_I8) row_bytes /= 2;
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1);
     grain = grain < LANES ? LANES : (grain / LANES) * LANES;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
@@ -430,6 +431,8 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
         float wi;
         if (w->dtype == V4_BF16)
             wi = v4_bf16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
+        else if (w->dtype == V4_F16)
+            wi = v4_f16_to_f32((uint16_t)(wb[2 * i] | (wb[2 * i + 1] << 8)));
         else
             memcpy(&wi, wb + 4 * (size_t)i, 4);
         out[i] = wi * (x[i] * r);

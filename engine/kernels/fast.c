@@ -11,6 +11,8 @@
  */
 #include "engine/kernels/fast.h"
 
+#include "engine/kernels/blocks.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,14 @@ const v4_fast_kernels *v4_fast_kernels_active(void)
 {
     pthread_once(&active_once, choose);
     return active;
+}
+
+void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    for (int i = 0; i < nr; i++)
+        v4_gguf_row(w->dtype, w->data + (size_t)(r + i) * row_bytes, w->cols,
+                    panel + (size_t)i * w->cols);
 }
 
 /* ---- the matrix product --------------------------------------------------- */

@@ -89,6 +89,16 @@ static inline float v4_fast_scale(uint8_t e)
     return v.f;
 }
 
+/* GGUF's types (F16 and the block formats) are decoded a row at a time by
+ * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;
+ * each ISA then runs its own dot over the decoded rows, in the order above. */
+static inline int v4_fast_gguf(v4_dtype t)
+{
+    return t == V4_F16 || v4_dtype_block(t) > 1;
+}
+/* Rows [r, r + nr) of such a weight into panel (row i at i * w->cols). */
+void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel);
+
 /* y[t][o] for `n` input rows with the kernels `k` (v4_matmul_strided's
  * contract); w->cols must be a multiple of V4_FAST_LANES.  The kernels run
  * as tasks of w->pool and use its per-thread scratch. */

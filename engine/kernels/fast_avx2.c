@@ -102,6 +102,10 @@ INLINE float reduce16(__m256 lo, __m256 hi)
 
 KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float *panel)
 {
+    if (v4_fast_gguf(w->dtype)) {
+        v4_fast_gguf_rows(w, r, nr, panel);
+        return;
+    }
     for (int i = 0; i < nr; i++)
         for (int64_t k = 0; k < w->cols; k += 16) {
             half2 h = decode16(w, r + i, k);
@@ -159,8 +163,32 @@ KERNEL static void tile_acc_avx2(const float *const *rows, const float *const *x
         for (int i0 = 0; i0 < V4_FAST_ROWS; i0 += 2) subtile(rows, x, i0, t0, klen, acc);
 }
 
+/* One decoded row against x in fast.h's order. */
+INLINE float dot16(const float *w, const float *x, int64_t cols)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t k = 0; k < cols; k += 16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), hi);
+    }
+    return reduce16(lo, hi);
+}
+
+/* GGUF's types: the rows decoded into the running thread's scratch (which
+ * holds BLOCK_ROWS rows), then dotted. */
+KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    float *panel = v4_pool_scratch(w->pool);
+    v4_fast_gguf_rows(w, r, nr, panel);
+    for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, x, w->cols);
+}
+
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
+    if (v4_fast_gguf(w->dtype)) {
+        rows_dot_gguf(w, r, nr, x, y);
+        return;
+    }
     int64_t row[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
     __m256 lo[V4_FAST_ROWS], hi[V4_FAST_ROWS];

@@ -79,6 +79,10 @@ INLINE float reduce16(__m512 v)
 
 KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
 {
+    if (v4_fast_gguf(w->dtype)) {
+        v4_fast_gguf_rows(w, r, nr, panel);
+        return;
+    }
     for (int i = 0; i < nr; i++)
         for (int64_t k = 0; k < w->cols; k += 16)
             _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
@@ -234,8 +238,27 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
+/* GGUF's types: the rows decoded into the running thread's scratch (which
+ * holds BLOCK_ROWS rows), then dotted in fast.h's order. */
+KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    float *panel = v4_pool_scratch(w->pool);
+    v4_fast_gguf_rows(w, r, nr, panel);
+    for (int i = 0; i < nr; i++) {
+        const float *row = panel + (size_t)i * w->cols;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < w->cols; k += 16)
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(x + k), acc);
+        y[i] = reduce16(acc);
+    }
+}
+
 KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
+    if (v4_fast_gguf(w->dtype)) {
+        rows_dot_gguf(w, r, nr, x, y);
+        return;
+    }
     int64_t row[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
     __m512 acc[V4_FAST_ROWS];

@@ -10,6 +10,7 @@
  */
 #include "engine/internal.h"
 #include "engine/kernels/avx2_formats.h"
+#include "engine/kernels/blocks.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -110,8 +111,12 @@ void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
     case V4_BF16:
         row_bf16_scalar(w->data + r * w->cols * 2, w->cols, out);
         break;
-    default:
+    case V4_F32:
         memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    default: /* GGUF's half and block types */
+        v4_gguf_row_scalar(w->dtype, w->data + r * v4_dtype_row_bytes(w->dtype, w->cols), w->cols,
+                           out);
         break;
     }
 }
@@ -153,8 +158,11 @@ void v4_weight_row(const v4_weight *w, int64_t r, float *out)
         row_bf16_scalar(row, w->cols, out);
         break;
     }
-    default:
+    case V4_F32:
         memcpy(out, w->data + r * w->cols * 4, (size_t)w->cols * 4);
+        break;
+    default:
+        v4_gguf_row(w->dtype, w->data + r * v4_dtype_row_bytes(w->dtype, w->cols), w->cols, out);
         break;
     }
     (void)simd;

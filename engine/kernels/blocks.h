@@ -1,0 +1,62 @@
+/*
+ * blocks.h - GGUF's storage types (IEEE half, llama.cpp's block formats):
+ * decoding rows to F32 (blocks.c) and writing them (blocks_quant.c).
+ *
+ * A row of a block type is cols / values blocks of v4_dtype_block_bytes
+ * bytes each; cols must be a multiple of the block (the loader checks).
+ * Decoding is exact in the sense of the format: every value is the F32
+ * result of the format's operations, rounded once each, and every path
+ * (scalar, AVX2) gives the same bits.
+ */
+#ifndef TOME_ENGINE_KERNELS_BLOCKS_H
+#define TOME_ENGINE_KERNELS_BLOCKS_H
+
+#include <stdint.h>
+
+#include "engine/internal.h"
+
+/* One unpacked block: value i = mul[i / group] * q[i] - sub[i / group]. */
+typedef struct v4_block_codes {
+    int8_t q[256];
+    float mul[16], sub[16];
+} v4_block_codes;
+
+typedef struct v4_block_format {
+    v4_dtype dtype;
+    int values; /* per block: 32 or 256 */
+    int group;  /* values sharing one (mul, sub): 16 or 32 */
+    void (*unpack)(const uint8_t *block, v4_block_codes *out);
+} v4_block_format;
+
+/* The format of a block dtype, or NULL (F16 and the element types). */
+const v4_block_format *v4_block_format_of(v4_dtype t);
+
+/* The apply step, scalar reference and AVX2 (x86-64 only). */
+void v4_block_apply_scalar(const v4_block_codes *c, int values, int group, float *out);
+#if defined(__x86_64__)
+void v4_block_apply_avx2(const v4_block_codes *c, int values, int group, float *out);
+#endif
+/* Whether this CPU runs the AVX2 paths (AVX2 and F16C). */
+int v4_blocks_simd(void);
+
+/* Decode a row of `cols` values of type t (F16 or a block type): the SIMD
+ * path where the CPU has it, or the scalar reference. */
+void v4_gguf_row(v4_dtype t, const uint8_t *row, int64_t cols, float *out);
+void v4_gguf_row_scalar(v4_dtype t, const uint8_t *row, int64_t cols, float *out);
+
+/* IEEE half <-> float (round to nearest even). */
+float v4_f16_to_f32(uint16_t h);
+uint16_t v4_f32_to_f16(float f);
+
+/* IQ2_XXS: codebook point i (8 magnitudes), and the 8 sign bits of a 7-bit
+ * sign index (the 8th bit makes the count of negatives even). */
+const uint8_t *v4_iq2xxs_point(int i);
+unsigned v4_iq2xxs_signs(unsigned s7);
+
+/* Write `n` values (a multiple of the block) as type t: F32, F16, BF16 or
+ * one of the block types blocks_quant.c writes (Q8_0, MXFP4, Q4_K, Q2_K,
+ * IQ2_XXS).  `out` gets v4_dtype_row_bytes(t, n) bytes.  Returns 0, or
+ * TOME_EINVAL for a type it cannot write. */
+int v4_gguf_quantize(v4_dtype t, const float *x, int64_t n, uint8_t *out);
+
+#endif

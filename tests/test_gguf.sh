@@ -1,0 +1,30 @@
+#!/bin/sh
+# test_gguf.sh - the golden models converted to GGUF by tome-convert, in
+# lossless types (F32, BF16, MXFP4 experts of the FP4 model: logits equal to
+# the safetensors model's, bit for bit) and quantised ones (Q8_0, Q4_K, and
+# ds4's 2-bit recipe IQ2_XXS gate/up + Q2_K down: they load and run; the
+# figures are printed), then checked by tests/test_gguf.
+set -e
+: "${TOME_SHARED:?TOME_SHARED is not set (run through make check)}"
+top=$(pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/test_gguf.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+convert() { # name model out options...
+    m=$1 out=$2
+    shift 2
+    "$top/tools/tome-convert" "$@" "$TOME_SHARED/golden/$m" "$work/$out" 2>>"$work/convert.log"
+}
+for m in v4-tiny-a v4-tiny-b; do
+    convert $m $m-f32.gguf
+    convert $m $m-bf16.gguf --type BF16
+    convert $m $m-q8_0.gguf --type Q8_0
+    convert $m $m-q4_k.gguf --type Q8_0 --experts Q4_K --small F16
+    convert $m $m-q2.gguf --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16
+done
+convert v4-tiny-a v4-tiny-a-mxfp4.gguf --experts MXFP4
+"$top/tests/test_gguf" v4-tiny-a "$work/v4-tiny-a-f32.gguf:same" "$work/v4-tiny-a-bf16.gguf:same" \
+    "$work/v4-tiny-a-mxfp4.gguf:same" "$work/v4-tiny-a-q8_0.gguf:run" \
+    "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run"
+"$top/tests/test_gguf" v4-tiny-b "$work/v4-tiny-b-f32.gguf:same" "$work/v4-tiny-b-bf16.gguf:same" \
+    "$work/v4-tiny-b-q8_0.gguf:run" "$work/v4-tiny-b-q4_k.gguf:run" "$work/v4-tiny-b-q2.gguf:run"
+sed 's/^/  /' "$work/convert.log" | sort -u
