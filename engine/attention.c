@@ -78,15 +78,17 @@ static void attend_block(const float *z, const float **rows, int64_t s0, int64_t
                          int64_t window_slots, int64_t base, int64_t width, int hd, float scale,
                          float *mx, float *den, float *o, float *p, float *pv)
 {
-    float m = *mx;
+    float m = *mx, e[ATTN_BLOCK];
+    int64_t n = s1 - s0; /* at most ATTN_BLOCK: the entries sit in distinct slots */
     for (int64_t s = s0; s < s1; s++) m = fmaxf(m, z[s] * scale);
     float rescale = v4_exp_vector(*mx - m);
+    for (int64_t i = 0; i < n; i++) e[i] = z[s0 + i] * scale - m;
+    v4_exp_vector_n(e, e, n);
     memset(p, 0, ATTN_BLOCK * sizeof *p);
     memset(pv, 0, (size_t)hd * sizeof *pv);
-    for (int64_t s = s0; s < s1; s++) {
-        float e = v4_exp_vector(z[s] * scale - m);
-        p[entry_slot(s, window, window_slots) - base] = e;
-        v4_axpy(pv, e, rows[s], hd);
+    for (int64_t i = 0; i < n; i++) {
+        p[entry_slot(s0 + i, window, window_slots) - base] = e[i];
+        v4_axpy(pv, e[i], rows[s0 + i], hd);
     }
     *den = *den * rescale + v4_sum(p, width);
     for (int i = 0; i < hd; i++) o[i] = o[i] * rescale + pv[i];

@@ -14,12 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Floats of scratch compressor_feed needs. */
+static size_t feed_scratch_floats(const v4_compressor_weights *cw)
+{
+    size_t rows = 2 * (size_t)cw->ratio;
+    return (size_t)cw->head_dim * (1 + rows) + rows;
+}
+
 /* Feed one token's projections (score already has ape added) into the
  * compressor state; when a block completes, pool it into `emit` (head_dim
- * wide) and return 1.  `weight` is scratch for 2 * ratio floats. */
+ * wide) and return 1.  `scratch` holds feed_scratch_floats(cw) floats. */
 static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float *st_sc,
                            const float *kvp, const float *sc, int64_t pos, float *emit,
-                           float *weight)
+                           float *scratch)
 {
     int r = cw->ratio, hd = cw->head_dim, w = cw->width;
     int overlap = r == V4_LAYER_CSA;
@@ -28,24 +35,30 @@ static int compressor_feed(const v4_compressor_weights *cw, float *st_kv, float 
     memcpy(st_sc + (size_t)row * w, sc, (size_t)w * sizeof(float));
     if ((pos + 1) % r != 0) return 0;
     int n_cand = overlap ? 2 * r : r;
+    /* Per dimension j, a softmax over time: with overlap, the first half
+     * of the previous block's rows and the second half of this block's.
+     * The maxima first, then every exp (row by row, so they vectorise),
+     * then per dimension the sum, one division each and the weighted sum:
+     * the reference's rounding order. */
+    float *mx = scratch, *ex = scratch + hd;
+    for (int j = 0; j < hd; j++) mx[j] = -INFINITY;
+    for (int c = 0; c < n_cand; c++) {
+        const float *sc_c = st_sc + (size_t)c * w + (overlap && c >= r ? hd : 0);
+        for (int j = 0; j < hd; j++) mx[j] = fmaxf(mx[j], sc_c[j]);
+    }
+    for (int c = 0; c < n_cand; c++) {
+        const float *sc_c = st_sc + (size_t)c * w + (overlap && c >= r ? hd : 0);
+        float *ex_c = ex + (size_t)c * hd;
+        for (int j = 0; j < hd; j++) ex_c[j] = sc_c[j] - mx[j];
+        v4_exp_vector_n(ex_c, ex_c, hd);
+    }
+    float *weight = ex + (size_t)n_cand * hd;
     for (int j = 0; j < hd; j++) {
-        /* Per dimension, a softmax over time: with overlap, the first half
-         * of the previous block's rows and the second half of this block's. */
-        float mx = -INFINITY;
-        for (int c = 0; c < n_cand; c++) {
-            int col = overlap && c >= r ? hd + j : j;
-            mx = fmaxf(mx, st_sc[(size_t)c * w + col]);
-        }
-        /* softmax weights first (vector exp, sum, one division each), then
-         * the weighted sum: the reference's rounding order */
         float den = 0;
+        for (int c = 0; c < n_cand; c++) den += ex[(size_t)c * hd + j];
         for (int c = 0; c < n_cand; c++) {
             int col = overlap && c >= r ? hd + j : j;
-            den += weight[c] = v4_exp_vector(st_sc[(size_t)c * w + col] - mx);
-        }
-        for (int c = 0; c < n_cand; c++) {
-            int col = overlap && c >= r ? hd + j : j;
-            weight[c] = st_kv[(size_t)c * w + col] * (weight[c] / den);
+            weight[c] = st_kv[(size_t)c * w + col] * (ex[(size_t)c * hd + j] / den);
         }
         emit[j] = v4_sum_outer(weight, n_cand);
     }
@@ -66,7 +79,7 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
     float *kvp = v4_attn_floats((size_t)n * w, &failed);
     float *sc = v4_attn_floats((size_t)n * w, &failed);
     float *e = v4_attn_floats((size_t)hd, &failed);
-    float *weight = v4_attn_floats((size_t)2 * cw->ratio, &failed);
+    float *scratch = v4_attn_floats(feed_scratch_floats(cw), &failed);
     int rc = 0;
     if (failed) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the compressor");
@@ -79,7 +92,7 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
         const float *ape = cw->ape + (size_t)(pos % cw->ratio) * w;
         for (int j = 0; j < w; j++) sc[(size_t)t * w + j] += ape[j];
         if (!compressor_feed(cw, st_kv, st_sc, kvp + (size_t)t * w, sc + (size_t)t * w, pos, e,
-                             weight))
+                             scratch))
             continue;
         v4_rmsnorm(e, e, &cw->norm, hd, (float)m->cfg.norm_eps);
         v4_rope_apply(v4_block_rope(m, a->bw), e + hd - a->rd, pos + 1 - cw->ratio, 0);
@@ -99,6 +112,6 @@ done:
     free(kvp);
     free(sc);
     free(e);
-    free(weight);
+    free(scratch);
     return rc;
 }

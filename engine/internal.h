@@ -112,6 +112,11 @@ float v4_dot(const float *a, const float *b, int n);
 void v4_axpy(float *y, float a, const float *x, int n); /* y += a*x */
 /* refmath.c: float operations shaped like the reference's (see there). */
 float v4_exp_vector(float x);
+/* out[i] = v4_exp_vector(d[i]) for i < n, bit for bit, with SIMD. */
+void v4_exp_vector_n(const float *d, float *out, int64_t n);
+/* The same on `lanes` lanes (16: AVX-512, 8: AVX2, 1: scalar), which the
+ * CPU must have; for tests. */
+void v4_exp_vector_lanes(const float *d, float *out, int64_t n, int lanes);
 float v4_log1p_vector(float x);
 int v4_vector_lane(int64_t index, int64_t count); /* element `index` of `count`: vector code? */
 float v4_exp_at(float x, int64_t index, int64_t count);

@@ -79,28 +79,35 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
     float *g = v4_floats((size_t)n * I);
     float *u = v4_floats((size_t)n * I);
     float *o = v4_floats((size_t)n * d);
-    int rc = (g && u && o) ? 0 : TOME_ENOMEM;
+    float *ex = v4_floats((size_t)I); /* one token's exp arguments, then exps */
+    int rc = (g && u && o && ex) ? 0 : TOME_ENOMEM;
     if (rc == 0) {
         v4_matmul(w1, x, n, g, I);
         v4_matmul(w3, x, n, u, I);
-        for (int t = 0; t < n; t++)
+        for (int t = 0; t < n; t++) {
+            float *gt = g + (size_t)t * I, *ut = u + (size_t)t * I;
             for (int i = 0; i < I; i++) {
-                float gi = g[(size_t)t * I + i], ui = u[(size_t)t * I + i];
                 if (lim > 0) {
-                    ui = fminf(fmaxf(ui, -lim), lim);
-                    gi = fminf(gi, lim);
+                    ut[i] = fminf(fmaxf(ut[i], -lim), lim);
+                    gt[i] = fminf(gt[i], lim);
                 }
-                /* silu runs over whole rows of moe_intermediate_size, a
-                 * multiple of 16: always the vector exp */
-                float act = gi / (1.0f + v4_exp_vector(-gi)) * ui;
-                g[(size_t)t * I + i] = weight ? act * weight[t] : act;
+                ex[i] = -gt[i];
             }
+            /* silu runs over whole rows of moe_intermediate_size, a
+             * multiple of 16: always the vector exp */
+            v4_exp_vector_n(ex, ex, I);
+            for (int i = 0; i < I; i++) {
+                float act = gt[i] / (1.0f + ex[i]) * ut[i];
+                gt[i] = weight ? act * weight[t] : act;
+            }
+        }
         v4_matmul(w2, g, n, o, d);
         for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
     }
     free(g);
     free(u);
     free(o);
+    free(ex);
     return rc;
 }
 

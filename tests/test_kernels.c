@@ -384,6 +384,38 @@ static int64_t ulps(float a, float b)
     return ia > ib ? (int64_t)ia - ib : (int64_t)ib - ia;
 }
 
+/* v4_exp_vector_n gives v4_exp_vector's bits on every lane width the CPU
+ * has: over the whole range, at its edges (arguments whose results are
+ * subnormal, the -104 cut, the 88 limit of the SIMD lanes, infinities,
+ * NaN) and for lengths that leave a tail. */
+static void test_exp_lanes(void)
+{
+    enum { N = 20000 + 13 };
+    static float d[N], want[N], got[N];
+    static const float edges[] = {-INFINITY, -104.0001f, -104.0f, -103.9999f, -100.0f, -87.5f,
+                                  -87.3f, -0.0f, 0.0f, 1e-30f, 87.9f, 88.0f, 88.0001f, 89.0f,
+                                  100.0f, 1e38f, 2e38f, INFINITY, NAN};
+    int n_edges = (int)(sizeof edges / sizeof edges[0]);
+    for (int i = 0; i < N; i++)
+        d[i] = i < n_edges ? edges[i] : (float)((int)(next_random() % 240000) - 120000) / 1000.0f;
+    for (int i = 0; i < N; i++) want[i] = v4_exp_vector(d[i]);
+    static const int lanes[] = {16, 8, 1};
+    static const char *const isa[] = {"avx512", "avx2", "scalar"};
+    for (int k = 0; k < 3; k++) {
+        if (!v4_fast_kernels_named(isa[k])) continue;
+        int64_t differ = 0;
+        for (int64_t len = N; len >= N - 17; len -= 17) {
+            v4_exp_vector_lanes(d, got, len, lanes[k]);
+            for (int64_t i = 0; i < len; i++)
+                differ += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+        }
+        CHECKF(differ == 0, "%d lanes: %lld exps differ from v4_exp_vector", lanes[k],
+               (long long)differ);
+    }
+    v4_exp_vector_n(d, got, N);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+}
+
 /* The vector exp and log1p stay within one ulp of the exact value (double
  * libm rounded) over their whole useful range, and the cascade sums add
  * exactly what a sum must add. */
@@ -444,6 +476,7 @@ int main(void)
     test_index_scores();
     test_tiles();
     test_refmath();
+    test_exp_lanes();
     v4_pool_free(pool);
     return check_finish();
 }

@@ -32,6 +32,7 @@
 #include "engine/internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 /* ---- exp ------------------------------------------------------------------ */
@@ -55,6 +56,116 @@ float v4_exp_vector(float d)
     /* two steps so that 2^q never overflows on its own */
     int h = (int)q >> 1;
     return ldexpf(ldexpf(u, h), (int)q - h);
+}
+
+/* Many exps at once, bit for bit v4_exp_vector's: the same operations
+ * (multiply, round to nearest even, fused multiply-adds, two multiplies by
+ * powers of two, which round as ldexpf does) on sixteen or eight lanes.
+ * Lanes outside the range where those powers of two are floats (d > 88,
+ * which attention's max-subtracted arguments never reach, or NaN) are
+ * computed by v4_exp_vector itself. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define EXP_CONSTANTS(V, set1)                                                                    \
+    const V log2e = set1(1.442695040888963407359924681001892137426645954152985934135449406931f), \
+            ln2_hi = set1(-0.693145751953125f), ln2_lo = set1(-1.428606765330187045e-06f),         \
+            c6 = set1(0.000198527617612853646278381f), c5 = set1(0.00139304355252534151077271f),   \
+            c4 = set1(0.00833336077630519866943359f), c3 = set1(0.0416664853692054748535156f),     \
+            c2 = set1(0.166666671633720397949219f), half = set1(0.5f), one = set1(1.0f)
+
+__attribute__((target("avx512f,avx512dq"))) static void exp16(const float *d, float *out)
+{
+    EXP_CONSTANTS(__m512, _mm512_set1_ps);
+    __m512 x = _mm512_loadu_ps(d);
+    __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
+    __m512 s = _mm512_fmadd_ps(q, ln2_lo, _mm512_fmadd_ps(q, ln2_hi, x));
+    __m512 u = _mm512_fmadd_ps(c6, s, c5);
+    u = _mm512_fmadd_ps(u, s, c4);
+    u = _mm512_fmadd_ps(u, s, c3);
+    u = _mm512_fmadd_ps(u, s, c2);
+    u = _mm512_fmadd_ps(u, s, half);
+    u = _mm512_add_ps(one, _mm512_fmadd_ps(_mm512_mul_ps(s, s), u, s));
+    __m512i qi = _mm512_cvttps_epi32(q), h = _mm512_srai_epi32(qi, 1);
+    __m512i bias = _mm512_set1_epi32(127);
+    __m512 p1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h, bias), 23));
+    __m512 p2 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(qi, h), bias), 23));
+    __m512 r = _mm512_mul_ps(_mm512_mul_ps(u, p1), p2);
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ),
+                           _mm512_setzero_ps());
+    _mm512_storeu_ps(out, r);
+}
+
+__attribute__((target("avx2,fma"))) static void exp8(const float *d, float *out)
+{
+    EXP_CONSTANTS(__m256, _mm256_set1_ps);
+    __m256 x = _mm256_loadu_ps(d);
+    __m256 q = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT |
+                                                             _MM_FROUND_NO_EXC);
+    __m256 s = _mm256_fmadd_ps(q, ln2_lo, _mm256_fmadd_ps(q, ln2_hi, x));
+    __m256 u = _mm256_fmadd_ps(c6, s, c5);
+    u = _mm256_fmadd_ps(u, s, c4);
+    u = _mm256_fmadd_ps(u, s, c3);
+    u = _mm256_fmadd_ps(u, s, c2);
+    u = _mm256_fmadd_ps(u, s, half);
+    u = _mm256_add_ps(one, _mm256_fmadd_ps(_mm256_mul_ps(s, s), u, s));
+    __m256i qi = _mm256_cvttps_epi32(q), h = _mm256_srai_epi32(qi, 1);
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    __m256 p2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(qi, h), bias), 23));
+    __m256 r = _mm256_mul_ps(_mm256_mul_ps(u, p1), p2);
+    r = _mm256_blendv_ps(r, _mm256_setzero_ps(),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LT_OQ));
+    _mm256_storeu_ps(out, r);
+}
+
+/* 16, 8 or 1 lanes: the ISA of the fast kernels (TOME_ISA can force it),
+ * asked once. */
+static int simd_width;
+static pthread_once_t width_once = PTHREAD_ONCE_INIT;
+
+static void probe_width(void)
+{
+    const char *isa = v4_kernels_isa();
+    simd_width = strcmp(isa, "avx512") == 0 ? 16 : strcmp(isa, "avx2") == 0 ? 8 : 1;
+}
+#endif
+
+/* Whether d is in the range the SIMD lanes compute (d <= 88, not NaN). */
+static int lanes_cover(const float *d, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!(d[i] <= 88.0f)) return 0;
+    return 1;
+}
+
+void v4_exp_vector_lanes(const float *d, float *out, int64_t n, int lanes)
+{
+    int64_t i = 0;
+#if defined(__x86_64__)
+    for (; lanes > 1 && i + lanes <= n; i += lanes) {
+        if (!lanes_cover(d + i, lanes)) {
+            for (int k = 0; k < lanes; k++) out[i + k] = v4_exp_vector(d[i + k]);
+        } else if (lanes == 16) {
+            exp16(d + i, out + i);
+        } else {
+            exp8(d + i, out + i);
+        }
+    }
+#endif
+    for (; i < n; i++) out[i] = v4_exp_vector(d[i]);
+}
+
+void v4_exp_vector_n(const float *d, float *out, int64_t n)
+{
+#if defined(__x86_64__)
+    pthread_once(&width_once, probe_width);
+    v4_exp_vector_lanes(d, out, n, simd_width);
+#else
+    v4_exp_vector_lanes(d, out, n, 1);
+#endif
 }
 
 /* ---- log1p ------------------------------------------------------------------ */
