@@ -67,32 +67,51 @@ static int64_t entry_slot(int64_t s, int64_t window, int64_t window_slots)
     return s < window ? s : window_slots + (s - window);
 }
 
-/* Fold entries s0..s1 of one head, all in the block of `width` slots from
- * slot `base` (ATTN_BLOCK, or what is left of the index list), into the
- * running maximum `mx`, denominator `den` and output `o`, as the
- * reference's blockwise online softmax rounds it: the block's exps against
- * the new maximum, their sum in cascade order over the block's slots, the
- * block's P.V formed apart and then added to the rescaled output.  `p` and
- * `pv` are scratch (ATTN_BLOCK and hd floats). */
-static void attend_block(const float *z, const float **rows, int64_t s0, int64_t s1, int64_t window,
-                         int64_t window_slots, int64_t base, int64_t width, int hd, float scale,
-                         float *mx, float *den, float *o, float *p, float *pv)
+/* One head's running softmax over a token's entries, and its block
+ * scratch: `p` (ATTN_BLOCK slots) and `pv` (hd floats). */
+typedef struct head_fold {
+    const float *z; /* the head's scores, one per entry */
+    float *o;       /* its output (hd floats), the running P.V */
+    float mx, den, rescale;
+    float *p, *pv;
+    float e[ATTN_BLOCK];
+} head_fold;
+
+/* One block of the reference's blockwise online softmax for entries
+ * s0..s1 of every head, all in the block of `width` slots from slot `base`
+ * (ATTN_BLOCK, or what is left of the index list), rounded as the
+ * reference does for each head: the block's exps against the new maximum,
+ * their sum in cascade order over the block's slots, the block's P.V formed
+ * apart and then added to the rescaled output.  The heads go through the
+ * block together, so each entry's row is read once for all of them. */
+static void attend_block(head_fold *f, int nh, const float **rows, int64_t s0, int64_t s1,
+                         int64_t window, int64_t window_slots, int64_t base, int64_t width, int hd,
+                         float scale)
 {
-    float m = *mx, e[ATTN_BLOCK];
     int64_t n = s1 - s0; /* at most ATTN_BLOCK: the entries sit in distinct slots */
-    for (int64_t s = s0; s < s1; s++) m = fmaxf(m, z[s] * scale);
-    float rescale = v4_exp_vector(*mx - m);
-    for (int64_t i = 0; i < n; i++) e[i] = z[s0 + i] * scale - m;
-    v4_exp_vector_n(e, e, n);
-    memset(p, 0, ATTN_BLOCK * sizeof *p);
-    memset(pv, 0, (size_t)hd * sizeof *pv);
-    for (int64_t i = 0; i < n; i++) {
-        p[entry_slot(s0 + i, window, window_slots) - base] = e[i];
-        v4_axpy(pv, e[i], rows[s0 + i], hd);
+    for (int h = 0; h < nh; h++) {
+        head_fold *g = &f[h];
+        float m = g->mx;
+        for (int64_t s = s0; s < s1; s++) m = fmaxf(m, g->z[s] * scale);
+        g->rescale = v4_exp_vector(g->mx - m);
+        for (int64_t i = 0; i < n; i++) g->e[i] = g->z[s0 + i] * scale - m;
+        v4_exp_vector_n(g->e, g->e, n);
+        g->mx = m;
+        memset(g->p, 0, ATTN_BLOCK * sizeof *g->p);
+        memset(g->pv, 0, (size_t)hd * sizeof *g->pv);
     }
-    *den = *den * rescale + v4_sum(p, width);
-    for (int i = 0; i < hd; i++) o[i] = o[i] * rescale + pv[i];
-    *mx = m;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t slot = entry_slot(s0 + i, window, window_slots) - base;
+        for (int h = 0; h < nh; h++) {
+            f[h].p[slot] = f[h].e[i];
+            v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
+        }
+    }
+    for (int h = 0; h < nh; h++) {
+        head_fold *g = &f[h];
+        g->den = g->den * g->rescale + v4_sum(g->p, width);
+        for (int k = 0; k < hd; k++) g->o[k] = g->o[k] * g->rescale + g->pv[k];
+    }
 }
 
 /* Compressed slots in the index list of the token at `pos`. */
@@ -114,44 +133,52 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
 /* Heads h0..h1 of token t: scores against the packed rows (the first
  * own_entries in `tiles`, the rest in a->comp_tiles), then the online
  * softmax over blocks of ATTN_BLOCK slots of the reference's index list
- * (entry_slot), with the sink in the denominator only.  `pv` is scratch for
- * ATTN_BLOCK + hd floats. */
+ * (entry_slot), with the sink in the denominator only.  `z` holds
+ * (h1 - h0) rows of `zstride` >= n scores, `fold` (h1 - h0) heads' state
+ * with their p and pv scratch. */
 static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
-                         const float *tiles, float *z, float *pv)
+                         const float *tiles, float *z, int64_t zstride, head_fold *fold)
 {
     int64_t own = own_entries(a, t, n);
-    int hd = a->hd;
+    int hd = a->hd, nh = h1 - h0;
     float scale = (float)(1.0 / sqrt((double)hd));
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
     int64_t slots = a->window_slots + list_comp_slots(a, pos);
-    for (int h = h0; h < h1; h++) {
-        const float *q = a->q + ((size_t)t * a->H + h) * hd;
-        float *o = a->o + ((size_t)t * a->H + h) * hd;
-        v4_tiles_dot(tiles, own, hd, q, z);
-        if (own < n) v4_tiles_dot(a->comp_tiles, n - own, hd, q, z + own);
-        float mx = -INFINITY, den = 0;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int64_t s0 = 0; s0 < n;) {
-            int64_t base = entry_slot(s0, window, a->window_slots) / ATTN_BLOCK * ATTN_BLOCK;
-            int64_t s1 = s0 + 1;
-            while (s1 < n && entry_slot(s1, window, a->window_slots) < base + ATTN_BLOCK) s1++;
-            int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
-            int64_t used = entry_slot(s1 - 1, window, a->window_slots) - base + 1;
-            if (width < used) width = used; /* never drop an entry from the sum */
-            attend_block(z, rows, s0, s1, window, a->window_slots, base, width, hd, scale, &mx,
-                         &den, o, pv + hd, pv);
-            s0 = s1;
-        }
-        den += v4_exp_vector(a->bw->attn_sink[h] - mx);
-        for (int i = 0; i < hd; i++) o[i] /= den;
+    const float *q = a->q + ((size_t)t * a->H + h0) * hd;
+    v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
+    if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
+    for (int h = 0; h < nh; h++) {
+        head_fold *g = &fold[h];
+        g->z = z + (size_t)h * zstride;
+        g->o = a->o + ((size_t)t * a->H + h0 + h) * hd;
+        g->mx = -INFINITY;
+        g->den = 0;
+        memset(g->o, 0, (size_t)hd * sizeof(float));
+    }
+    for (int64_t s0 = 0; s0 < n;) {
+        int64_t base = entry_slot(s0, window, a->window_slots) / ATTN_BLOCK * ATTN_BLOCK;
+        int64_t s1 = s0 + 1;
+        while (s1 < n && entry_slot(s1, window, a->window_slots) < base + ATTN_BLOCK) s1++;
+        int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
+        int64_t used = entry_slot(s1 - 1, window, a->window_slots) - base + 1;
+        if (width < used) width = used; /* never drop an entry from the sum */
+        attend_block(fold, nh, rows, s0, s1, window, a->window_slots, base, width, hd, scale);
+        s0 = s1;
+    }
+    for (int h = 0; h < nh; h++) {
+        head_fold *g = &fold[h];
+        float den = g->den + v4_exp_vector(a->bw->attn_sink[h0 + h] - g->mx);
+        for (int k = 0; k < hd; k++) g->o[k] /= den;
     }
 }
 
-/* Scratch for one attending thread: sized for the most rows a token of
- * this chunk can see. */
+/* Scratch for attending with `nh` heads: sized for the most rows a token
+ * of this chunk can see. */
 typedef struct attend_scratch {
     const float **rows;
-    float *tiles, *z, *pv;
+    float *tiles, *z, *blocks;
+    head_fold *fold;
+    int64_t zstride;
 } attend_scratch;
 
 static int64_t max_entries(const attn_ctx *a)
@@ -163,14 +190,26 @@ static int64_t max_entries(const attn_ctx *a)
     return n;
 }
 
-static int scratch_new(const attn_ctx *a, attend_scratch *sc)
+/* The entries' part (rows and tiles) when `entries`, and nh heads' part. */
+static int scratch_new(const attn_ctx *a, int entries, int nh, attend_scratch *sc)
 {
     int64_t n = max_entries(a), padded = (n + 7) / 8 * 8;
-    sc->rows = malloc((size_t)n * sizeof *sc->rows);
-    sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
-    sc->z = malloc((size_t)padded * sizeof(float));
-    sc->pv = malloc((size_t)(ATTN_BLOCK + a->hd) * sizeof(float));
-    return sc->rows && sc->tiles && sc->z && sc->pv ? 0 : -1;
+    sc->zstride = padded;
+    if (entries) {
+        sc->rows = malloc((size_t)n * sizeof *sc->rows);
+        sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
+        if (!sc->rows || !sc->tiles) return -1;
+    }
+    if (nh == 0) return 0;
+    sc->z = malloc((size_t)nh * padded * sizeof(float));
+    sc->blocks = malloc((size_t)nh * (ATTN_BLOCK + a->hd) * sizeof(float));
+    sc->fold = malloc((size_t)nh * sizeof *sc->fold);
+    if (!sc->z || !sc->blocks || !sc->fold) return -1;
+    for (int h = 0; h < nh; h++) {
+        sc->fold[h].p = sc->blocks + (size_t)h * (ATTN_BLOCK + a->hd);
+        sc->fold[h].pv = sc->fold[h].p + ATTN_BLOCK;
+    }
+    return 0;
 }
 
 static void scratch_free(attend_scratch *sc)
@@ -178,15 +217,16 @@ static void scratch_free(attend_scratch *sc)
     free(sc->rows);
     free(sc->tiles);
     free(sc->z);
-    free(sc->pv);
+    free(sc->blocks);
+    free(sc->fold);
 }
 
 /* Prefill: tokens in parallel, each packing its rows once for all heads. */
 static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
 {
     attn_ctx *a = ctx;
-    attend_scratch sc;
-    if (scratch_new(a, &sc) != 0) {
+    attend_scratch sc = {0};
+    if (scratch_new(a, 1, a->H, &sc) != 0) {
         atomic_store(&a->failed, 1);
         scratch_free(&sc);
         return;
@@ -194,7 +234,7 @@ static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = gather_entries(a, (int)t, sc.rows);
         v4_tiles_pack(sc.rows, own_entries(a, (int)t, n), a->hd, sc.tiles);
-        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.pv);
+        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.zstride, sc.fold);
     }
     scratch_free(&sc);
 }
@@ -210,14 +250,14 @@ typedef struct heads_job {
 static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
 {
     heads_job *j = ctx;
-    size_t nz = (size_t)j->n + 8;
-    float *z = malloc((nz + ATTN_BLOCK + (size_t)j->a->hd) * sizeof *z);
-    if (!z) {
+    attend_scratch sc = {0};
+    if (scratch_new(j->a, 0, (int)(h1 - h0), &sc) != 0) {
         atomic_store(&j->a->failed, 1);
-        return;
+    } else {
+        attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, sc.z, sc.zstride,
+                     sc.fold);
     }
-    attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, z, z + nz);
-    free(z);
+    scratch_free(&sc);
 }
 
 static int attend_all(attn_ctx *a, tome_error *err)
@@ -225,8 +265,8 @@ static int attend_all(attn_ctx *a, tome_error *err)
     if (a->n > 1)
         v4_parallel_for(a->m->pool, a->n, 1, attend_tokens, a);
     else {
-        attend_scratch sc;
-        if (scratch_new(a, &sc) == 0) {
+        attend_scratch sc = {0};
+        if (scratch_new(a, 1, 0, &sc) == 0) {
             heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
             v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
             v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);

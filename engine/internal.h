@@ -101,6 +101,10 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
  * v4_tiles_dot writes out[i] = v4_dot(rows[i], q) bit for bit. */
 void v4_tiles_pack(const float *const *rows, int64_t n, int dim, float *tiles);
 void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float *out);
+/* The same for `nq` queries (q + j * q_stride) into out + j * out_stride,
+ * each tile read once for all of them. */
+void v4_tiles_dot_many(const float *tiles, int64_t n, int dim, const float *q, int nq,
+                       int64_t q_stride, float *out, int64_t out_stride);
 
 /* A malloc'd array of `n` floats (free() it) on a 64-byte boundary, so the
  * SIMD kernels' 64-byte loads of activation rows never split a cache

@@ -304,6 +304,21 @@ void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float 
     tiles_dot_scalar(tiles, n, dim, q, out);
 }
 
+void v4_tiles_dot_many(const float *tiles, int64_t n, int dim, const float *q, int nq,
+                       int64_t q_stride, float *out, int64_t out_stride)
+{
+    /* Tiles in groups of about 128 KiB, each scored by every query while it
+     * is in the cache; rows a multiple of LANES so groups start on tiles. */
+    int64_t group = (128 * 1024) / ((int64_t)dim * (int64_t)sizeof(float)) / LANES * LANES;
+    if (group < LANES) group = LANES;
+    for (int64_t i = 0; i < n; i += group) {
+        int64_t m = n - i < group ? n - i : group;
+        for (int j = 0; j < nq; j++)
+            v4_tiles_dot(tiles + (size_t)i * dim, m, dim, q + (size_t)j * q_stride,
+                         out + (size_t)j * out_stride + i);
+    }
+}
+
 /* ---- matmul ------------------------------------------------------------------ */
 
 typedef struct matmul_job {
