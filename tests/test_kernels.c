@@ -365,6 +365,34 @@ static void test_quant(void)
                "e4m3 round trip %d", b);
     }
     /* ties go to the even code: 1.0625 lies between 1.0 (code 0x38) and 1.125 (0x39) */
+    /* Against the nearest code found by brute force (ties to the even
+     * code), around every code and midpoint and on random floats. */
+    int64_t wrong = 0;
+    for (int i = 0; i < 2000000; i++) {
+        float f;
+        if (i < 127 * 8) {
+            int c = i / 8, k = i % 8;
+            float lo = v4_e4m3_table[c], hi = c < 126 ? v4_e4m3_table[c + 1] : 480.0f;
+            float mid = (lo + hi) / 2, pts[4] = {lo, mid, nextafterf(mid, 0), nextafterf(mid, 1e9f)};
+            f = pts[k % 4] * (k < 4 ? 1.0f : -1.0f);
+        } else {
+            uint32_t u = (uint32_t)next_random() << 8 ^ (uint32_t)next_random();
+            memcpy(&f, &u, sizeof f);
+            if (isnan(f)) continue;
+            f = fmodf(f, 512.0f);
+        }
+        float a = fabsf(f);
+        int best = 0;
+        for (int c = 1; c < 127; c++) {
+            float dc = fabsf(v4_e4m3_table[c] - a), db = fabsf(v4_e4m3_table[best] - a);
+            if (dc < db || (dc == db && !(c & 1))) best = c;
+        }
+        if (a >= 448.0f) best = 126;
+        wrong += v4_f32_to_e4m3(f) != (uint8_t)((signbit(f) ? 0x80 : 0) | best);
+    }
+    CHECKF(wrong == 0, "%lld floats rounded to the wrong e4m3 code", (long long)wrong);
+    CHECK(v4_f32_to_e4m3(NAN) == 0 && v4_f32_to_e4m3(INFINITY) == 126 &&
+          v4_f32_to_e4m3(-1000.0f) == 0xFE);
     CHECK(v4_f32_to_e4m3(1.0625f) == 0x38);
     CHECK(v4_f32_to_e2m1(0.25f) == 0 && v4_f32_to_e2m1(0.75f) == 2 && v4_f32_to_e2m1(5.0f) == 6);
     float x[64];

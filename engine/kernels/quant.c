@@ -87,9 +87,21 @@ static int nearest_even(const float *table, int n, float v)
 
 uint8_t v4_f32_to_e4m3(float f)
 {
-    /* Codes 0..126 are the non-negative finite values in ascending order. */
+    /* Codes 0..126 are the non-negative finite values in ascending order,
+     * so the nearest code, ties to even, is round-to-nearest-even on the
+     * float's own bits: multiples of 2^-9 below 2^-6 (the subnormal codes,
+     * rintf rounding), else the exponent and the top three mantissa bits.
+     * Values from 448 up (the largest code) give 126, NaN gives 0. */
     uint8_t sign = signbit(f) ? 0x80 : 0;
-    return (uint8_t)(sign | nearest_even(v4_e4m3_table, 127, fabsf(f)));
+    float a = fabsf(f);
+    if (!(a < 448.0f)) return (uint8_t)(sign | (isnan(a) ? 0 : 126));
+    if (a < 0x1p-6f) return (uint8_t)(sign | (uint8_t)rintf(a * 512.0f));
+    union {
+        float f;
+        uint32_t u;
+    } v = {a};
+    uint32_t top = (v.u + 0x7FFFF + ((v.u >> 20) & 1)) >> 20; /* exponent, 3 mantissa bits */
+    return (uint8_t)(sign | (top - (120u << 3)));             /* bias 127 -> 7 */
 }
 
 uint8_t v4_f32_to_e2m1(float f)
