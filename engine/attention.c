@@ -20,6 +20,7 @@
  * tokens still need.
  */
 #include "engine/attention.h"
+#include "engine/kernels/fast.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -145,8 +146,14 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
     int64_t slots = a->window_slots + list_comp_slots(a, pos);
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
-    v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
-    if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
+    if (a->fast) {
+        for (int64_t s = 0; s < n; s++)
+            for (int h = 0; h < nh; h++)
+                z[(size_t)h * zstride + s] = v4_fast_dot(rows[s], q + (size_t)h * hd, hd);
+    } else {
+        v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
+        if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
+    }
     for (int h = 0; h < nh; h++) {
         head_fold *g = &fold[h];
         g->z = z + (size_t)h * zstride;
@@ -197,8 +204,8 @@ static int scratch_new(const attn_ctx *a, int entries, int nh, attend_scratch *s
     sc->zstride = padded;
     if (entries) {
         sc->rows = malloc((size_t)n * sizeof *sc->rows);
-        sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
-        if (!sc->rows || !sc->tiles) return -1;
+        if (!a->fast) sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
+        if (!sc->rows || (!a->fast && !sc->tiles)) return -1;
     }
     if (nh == 0) return 0;
     sc->z = malloc((size_t)nh * padded * sizeof(float));
@@ -233,7 +240,7 @@ static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
     }
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = gather_entries(a, (int)t, sc.rows);
-        v4_tiles_pack(sc.rows, own_entries(a, (int)t, n), a->hd, sc.tiles);
+        if (!a->fast) v4_tiles_pack(sc.rows, own_entries(a, (int)t, n), a->hd, sc.tiles);
         attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.zstride, sc.fold);
     }
     scratch_free(&sc);
@@ -268,7 +275,7 @@ static int attend_all(attn_ctx *a, tome_error *err)
         attend_scratch sc = {0};
         if (scratch_new(a, 1, 0, &sc) == 0) {
             heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
-            v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
+            if (!a->fast) v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
             v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);
         } else {
             atomic_store(&a->failed, 1);
@@ -396,6 +403,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     a.hd = c->head_dim;
     a.rd = c->rope_dim;
     a.k = c->index_topk;
+    a.fast = m->opts.kernels == V4_KERNELS_FAST && a.hd % V4_FAST_LANES == 0;
     int failed = 0, rc = 0;
     float *qr = v4_attn_floats((size_t)n * c->q_lora_rank, &failed);
     float *u = v4_attn_floats((size_t)n * c->o_groups * c->o_lora_rank, &failed);
@@ -436,7 +444,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
         }
         for (int64_t i = 0; i < a.n_comp; i++)
             v4_kv_load(m, v4_rows_at(&a.bs->kv, i), a.comp + (size_t)i * a.hd);
-        if ((rc = pack_comp(&a, err)) != 0) goto done;
+        if (!a.fast && (rc = pack_comp(&a, err)) != 0) goto done;
     }
     if ((rc = attend_all(&a, err)) != 0) goto done;
     write_ring(&a, rows);

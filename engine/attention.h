@@ -40,6 +40,7 @@ typedef struct attn_ctx {
     int32_t *topk; /* [n][k] indexer selections (ratio 4) */
     int *n_topk;   /* [n] */
     int k;
+    int fast;          /* fast kernels: scores by v4_fast_dot, rows never packed */
     float *topk_rows;  /* [n][k][hd] decoded selected entries */
     float *o;          /* [n][H][hd] */
     atomic_int failed; /* a worker could not get scratch memory */

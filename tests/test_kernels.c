@@ -486,6 +486,31 @@ static void test_refmath(void)
     }
 }
 
+/* The fast kernels' row dot product (attention's scores): every ISA gives
+ * the scalar table's bits, which follow fast.h's order (checked against a
+ * literal lane-by-lane evaluation). */
+static void test_fast_dot(void)
+{
+    static float a[1024], b[1024];
+    for (int i = 0; i < 1024; i++) {
+        a[i] = (float)((int)(next_random() % 20001) - 10000) / 997.0f;
+        b[i] = (float)((int)(next_random() % 20001) - 10000) / 1009.0f;
+    }
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    for (int n = 16; n <= 1024; n += 48) {
+        float lanes[V4_FAST_LANES] = {0};
+        for (int k = 0; k < n; k++) lanes[k % 16] = fmaf(a[k], b[k], lanes[k % 16]);
+        float want = v4_fast_reduce(lanes);
+        for (int i = 0; i < 3; i++) {
+            const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+            if (!k) continue;
+            float got = k->dot(a, b, n);
+            CHECKF(memcmp(&got, &want, sizeof got) == 0, "%s dot of %d: %a, want %a", names[i],
+                   n, (double)got, (double)want);
+        }
+    }
+}
+
 int main(void)
 {
     tome_error err = {0};
@@ -505,6 +530,7 @@ int main(void)
     test_tiles();
     test_refmath();
     test_exp_lanes();
+    test_fast_dot();
     v4_pool_free(pool);
     return check_finish();
 }

@@ -72,6 +72,11 @@ void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel)
                     panel + (size_t)i * w->cols);
 }
 
+float v4_fast_dot(const float *a, const float *b, int64_t n)
+{
+    return v4_fast_kernels_active()->dot(a, b, n);
+}
+
 /* ---- the matrix product --------------------------------------------------- */
 
 typedef struct fast_job {

@@ -52,6 +52,9 @@ typedef struct v4_fast_kernels {
      * decoding the weights in registers: one token's matrix-vector
      * product. */
     void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const float *x, float *y);
+    /* The dot product of two F32 rows of n values (a multiple of
+     * V4_FAST_LANES), in the order above: attention's scores. */
+    float (*dot)(const float *a, const float *b, int64_t n);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;
@@ -64,6 +67,9 @@ extern const v4_fast_kernels v4_fast_avx512;
  * environment variable TOME_ISA ("scalar", "avx2", "avx512"; one this CPU
  * cannot run is refused and the best is used).  Chosen once per process. */
 const v4_fast_kernels *v4_fast_kernels_active(void);
+/* The active kernels' dot product of two F32 rows (n a multiple of
+ * V4_FAST_LANES). */
+float v4_fast_dot(const float *a, const float *b, int64_t n);
 /* The table for `name`, or NULL if this CPU (or build) cannot run it. */
 const v4_fast_kernels *v4_fast_kernels_named(const char *name);
 

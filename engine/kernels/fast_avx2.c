@@ -205,5 +205,11 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < nr; i++) y[i] = reduce16(lo[i], hi[i]);
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2};
+KERNEL static float dot_avx2(const float *a, const float *b, int64_t n)
+{
+    return dot16(a, b, n);
+}
+
+const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2,
+                                      dot_avx2};
 #endif

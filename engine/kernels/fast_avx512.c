@@ -272,6 +272,14 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
+KERNEL static float dot_avx512(const float *a, const float *b, int64_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n; k += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc);
+    return reduce16(acc);
+}
+
 const v4_fast_kernels v4_fast_avx512 = {"avx512", decode_rows_avx512, tile_acc_avx512,
-                                        rows_dot_avx512};
+                                        rows_dot_avx512, dot_avx512};
 #endif

@@ -47,4 +47,4 @@ static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *
 }
 
 const v4_fast_kernels v4_fast_scalar = {"scalar", decode_rows_scalar, tile_acc_scalar,
-                                        rows_dot_scalar};
+                                        rows_dot_scalar, dot_fast};
