@@ -93,7 +93,10 @@ static void attend_block(head_fold *f, int nh, const float **rows, int64_t s0, i
     for (int h = 0; h < nh; h++) {
         head_fold *g = &f[h];
         float m = g->mx;
-        for (int64_t s = s0; s < s1; s++) m = fmaxf(m, g->z[s] * scale);
+        for (int64_t s = s0; s < s1; s++) {
+            float v = g->z[s] * scale; /* fmaxf's result: m is never NaN */
+            m = v > m ? v : m;
+        }
         g->rescale = v4_exp_vector(g->mx - m);
         for (int64_t i = 0; i < n; i++) g->e[i] = g->z[s0 + i] * scale - m;
         v4_exp_vector_n(g->e, g->e, n);

@@ -391,6 +391,22 @@ static void test_quant(void)
         wrong += v4_f32_to_e4m3(f) != (uint8_t)((signbit(f) ? 0x80 : 0) | best);
     }
     CHECKF(wrong == 0, "%lld floats rounded to the wrong e4m3 code", (long long)wrong);
+    /* e2m1 the same way: every value and midpoint, then random floats. */
+    wrong = 0;
+    for (int i = 0; i < 400000; i++) {
+        float f = i < 64 ? (i < 32 ? v4_e2m1_values[i % 8] * (1 + (i / 8) * 0.25f)
+                                   : (v4_e2m1_values[i % 8] + v4_e2m1_values[(i % 8) + (i % 8 < 7)]) / 2)
+                         : (float)((int)(next_random() % 1600001) - 800000) / 100000.0f;
+        float a = fabsf(f);
+        int best = 0;
+        for (int c = 1; c < 8; c++) {
+            float dc = fabsf(v4_e2m1_values[c] - a), db = fabsf(v4_e2m1_values[best] - a);
+            if (dc < db || (dc == db && !(c & 1))) best = c;
+        }
+        wrong += v4_f32_to_e2m1(f) != (uint8_t)((signbit(f) ? 8 : 0) | best);
+    }
+    CHECKF(wrong == 0, "%lld floats rounded to the wrong e2m1 code", (long long)wrong);
+    CHECK(v4_f32_to_e2m1(NAN) == 0 && v4_f32_to_e2m1(-INFINITY) == 15);
     CHECK(v4_f32_to_e4m3(NAN) == 0 && v4_f32_to_e4m3(INFINITY) == 126 &&
           v4_f32_to_e4m3(-1000.0f) == 0xFE);
     CHECK(v4_f32_to_e4m3(1.0625f) == 0x38);

@@ -66,25 +66,6 @@ uint16_t v4_f32_to_bf16(float f)
     return (uint16_t)((v.u + round) >> 16);
 }
 
-/* Nearest entry of an ascending table of `n` non-negative values, ties to
- * the even index (which is the even code: codes are ordered like values). */
-static int nearest_even(const float *table, int n, float v)
-{
-    int lo = 0, hi = n - 1;
-    if (v >= table[hi]) return hi;
-    while (hi - lo > 1) {
-        int mid = (lo + hi) / 2;
-        if (table[mid] <= v)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    float dlo = v - table[lo], dhi = table[hi] - v;
-    if (dlo < dhi) return lo;
-    if (dhi < dlo) return hi;
-    return (lo & 1) ? hi : lo;
-}
-
 uint8_t v4_f32_to_e4m3(float f)
 {
     /* Codes 0..126 are the non-negative finite values in ascending order,
@@ -106,8 +87,14 @@ uint8_t v4_f32_to_e4m3(float f)
 
 uint8_t v4_f32_to_e2m1(float f)
 {
-    uint8_t sign = signbit(f) ? 8 : 0;
-    return (uint8_t)(sign | nearest_even(v4_e2m1_values, 8, fabsf(f)));
+    /* The codes' values are 0, .5, 1, 1.5, 2, 3, 4, 6: the code is the
+     * number of midpoints below |f|, a midpoint counting when |f| is on it
+     * only if the code above it is the even one (ties to even).  NaN gives
+     * 0, like every comparison with it. */
+    float a = fabsf(f);
+    int code = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+               (a >= 3.5f) + (a > 5.0f);
+    return (uint8_t)((signbit(f) ? 8 : 0) | code);
 }
 
 int v4_pow2_scale_exp(float amax, float inv_max)
