@@ -85,11 +85,12 @@ typedef struct head_fold {
  * their sum in cascade order over the block's slots, the block's P.V formed
  * apart and then added to the rescaled output.  The heads go through the
  * block together, so each entry's row is read once for all of them. */
-static void attend_block(head_fold *f, int nh, const float **rows, int64_t s0, int64_t s1,
-                         int64_t window, int64_t window_slots, int64_t base, int64_t width, int hd,
-                         float scale)
+static void attend_block(const attn_ctx *a, head_fold *f, int nh, const float **rows, int64_t s0,
+                         int64_t s1, int64_t window, int64_t window_slots, int64_t base,
+                         int64_t width, float scale)
 {
     int64_t n = s1 - s0; /* at most ATTN_BLOCK: the entries sit in distinct slots */
+    int hd = a->hd;
     for (int h = 0; h < nh; h++) {
         head_fold *g = &f[h];
         float m = g->mx;
@@ -108,7 +109,10 @@ static void attend_block(head_fold *f, int nh, const float **rows, int64_t s0, i
         int64_t slot = entry_slot(s0 + i, window, window_slots) - base;
         for (int h = 0; h < nh; h++) {
             f[h].p[slot] = f[h].e[i];
-            v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
+            if (a->fast)
+                v4_fast_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
+            else
+                v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
         }
     }
     for (int h = 0; h < nh; h++) {
@@ -172,7 +176,7 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
         int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
         int64_t used = entry_slot(s1 - 1, window, a->window_slots) - base + 1;
         if (width < used) width = used; /* never drop an entry from the sum */
-        attend_block(fold, nh, rows, s0, s1, window, a->window_slots, base, width, hd, scale);
+        attend_block(a, fold, nh, rows, s0, s1, window, a->window_slots, base, width, scale);
         s0 = s1;
     }
     for (int h = 0; h < nh; h++) {

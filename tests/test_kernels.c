@@ -523,6 +523,12 @@ static void test_fast_dot(void)
             float got = k->dot(a, b, n);
             CHECKF(memcmp(&got, &want, sizeof got) == 0, "%s dot of %d: %a, want %a", names[i],
                    n, (double)got, (double)want);
+            float y[1024], yw[1024];
+            int m = n + 5 < 1024 ? n + 5 : 1021; /* lengths off the vector width too */
+            for (int j = 0; j < m; j++) y[j] = yw[j] = b[j] * 0.5f;
+            k->axpy(y, a[7], a, m);
+            for (int j = 0; j < m; j++) yw[j] = fmaf(a[7], a[j], yw[j]);
+            CHECKF(memcmp(y, yw, (size_t)m * sizeof(float)) == 0, "%s axpy of %d", names[i], m);
         }
     }
 }

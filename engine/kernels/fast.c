@@ -77,6 +77,11 @@ float v4_fast_dot(const float *a, const float *b, int64_t n)
     return v4_fast_kernels_active()->dot(a, b, n);
 }
 
+void v4_fast_axpy(float *y, float a, const float *x, int64_t n)
+{
+    v4_fast_kernels_active()->axpy(y, a, x, n);
+}
+
 /* ---- the matrix product --------------------------------------------------- */
 
 typedef struct fast_job {

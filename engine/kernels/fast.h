@@ -55,6 +55,8 @@ typedef struct v4_fast_kernels {
     /* The dot product of two F32 rows of n values (a multiple of
      * V4_FAST_LANES), in the order above: attention's scores. */
     float (*dot)(const float *a, const float *b, int64_t n);
+    /* y[k] = fma(a, x[k], y[k]) for k < n (any n): attention's P.V. */
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;
@@ -70,6 +72,8 @@ const v4_fast_kernels *v4_fast_kernels_active(void);
 /* The active kernels' dot product of two F32 rows (n a multiple of
  * V4_FAST_LANES). */
 float v4_fast_dot(const float *a, const float *b, int64_t n);
+/* The active kernels' y += a * x, one fused multiply-add per element. */
+void v4_fast_axpy(float *y, float a, const float *x, int64_t n);
 /* The table for `name`, or NULL if this CPU (or build) cannot run it. */
 const v4_fast_kernels *v4_fast_kernels_named(const char *name);
 

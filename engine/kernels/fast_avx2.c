@@ -210,6 +210,15 @@ KERNEL static float dot_avx2(const float *a, const float *b, int64_t n)
     return dot16(a, b, n);
 }
 
+KERNEL static void axpy_avx2(float *y, float a, const float *x, int64_t n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
+}
+
 const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2,
-                                      dot_avx2};
+                                      dot_avx2, axpy_avx2};
 #endif

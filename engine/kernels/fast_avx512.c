@@ -280,6 +280,15 @@ KERNEL static float dot_avx512(const float *a, const float *b, int64_t n)
     return reduce16(acc);
 }
 
+KERNEL static void axpy_avx512(float *y, float a, const float *x, int64_t n)
+{
+    __m512 av = _mm512_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(y + k, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
+}
+
 const v4_fast_kernels v4_fast_avx512 = {"avx512", decode_rows_avx512, tile_acc_avx512,
-                                        rows_dot_avx512, dot_avx512};
+                                        rows_dot_avx512, dot_avx512, axpy_avx512};
 #endif

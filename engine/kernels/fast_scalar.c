@@ -46,5 +46,10 @@ static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *
     }
 }
 
+static void axpy_fast(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
+}
+
 const v4_fast_kernels v4_fast_scalar = {"scalar", decode_rows_scalar, tile_acc_scalar,
-                                        rows_dot_scalar, dot_fast};
+                                        rows_dot_scalar, dot_fast, axpy_fast};
