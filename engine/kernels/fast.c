@@ -160,12 +160,11 @@ static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
     for (int t0 = 0; t0 < j->n; t0 += BLOCK_TOKENS) {
         int nb = min_int(BLOCK_TOKENS, j->n - t0);
         sum_tokens(j, rows, nr, t0, nb, ws);
-        for (int t = 0; t < nb; t++) {
-            float *y = j->y + (int64_t)(t0 + t) * j->ystride + r;
-            for (int i = 0; i < nr; i++)
-                y[i] = v4_fast_reduce(ws->sums[t / V4_FAST_TOKENS][i / V4_FAST_ROWS]
-                                              [t % V4_FAST_TOKENS][i % V4_FAST_ROWS]);
-        }
+        for (int t = 0; t < nb; t += V4_FAST_TOKENS)
+            for (int i = 0; i < nr; i += V4_FAST_ROWS)
+                j->k->reduce(ws->sums[t / V4_FAST_TOKENS][i / V4_FAST_ROWS],
+                             min_int(V4_FAST_TOKENS, nb - t), min_int(V4_FAST_ROWS, nr - i),
+                             j->y + (int64_t)(t0 + t) * j->ystride + r + i, j->ystride);
     }
 }
 

@@ -57,6 +57,9 @@ typedef struct v4_fast_kernels {
     float (*dot)(const float *a, const float *b, int64_t n);
     /* y[k] = fma(a, x[k], y[k]) for k < n (any n): attention's P.V. */
     void (*axpy)(float *y, float a, const float *x, int64_t n);
+    /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
+     * i < nr: a register tile's finished dot products. */
+    void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;

@@ -219,6 +219,13 @@ KERNEL static void axpy_avx2(float *y, float a, const float *x, int64_t n)
     for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
 }
 
+KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
+{
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < nr; i++)
+            y[t * ystride + i] = reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
+}
+
 const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2,
-                                      dot_avx2, axpy_avx2};
+                                      dot_avx2, axpy_avx2,      reduce_avx2};
 #endif

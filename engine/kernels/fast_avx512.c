@@ -289,6 +289,14 @@ KERNEL static void axpy_avx512(float *y, float a, const float *x, int64_t n)
     for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
 }
 
-const v4_fast_kernels v4_fast_avx512 = {"avx512", decode_rows_avx512, tile_acc_avx512,
-                                        rows_dot_avx512, dot_avx512, axpy_avx512};
+KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y,
+                                 int64_t ystride)
+{
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < nr; i++) y[t * ystride + i] = reduce16(_mm512_loadu_ps(acc[t][i]));
+}
+
+const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512, tile_acc_avx512,
+                                        rows_dot_avx512, dot_avx512,         axpy_avx512,
+                                        reduce_avx512};
 #endif

@@ -51,5 +51,12 @@ static void axpy_fast(float *y, float a, const float *x, int64_t n)
     for (int64_t k = 0; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {"scalar", decode_rows_scalar, tile_acc_scalar,
-                                        rows_dot_scalar, dot_fast, axpy_fast};
+static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
+{
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
+}
+
+const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar, tile_acc_scalar,
+                                        rows_dot_scalar, dot_fast,           axpy_fast,
+                                        reduce_scalar};
