@@ -197,6 +197,32 @@ static void test_fast(v4_dtype t)
  * decoder (a damaged checkpoint must not turn into finite numbers): in a
  * narrow matrix, and in one NaN among full 128-column blocks, which the
  * decode kernels otherwise take a shorter path through. */
+/* Decode's FP8 short path folds the block scale into x; where that is not
+ * exact (x so small that x * scale underflows, or so large that it
+ * overflows) the general path must take over, so every ISA still gives the
+ * scalar table's bits. */
+static void test_fast_fp8_scales(void)
+{
+    enum { R = 8, C = 256 };
+    static uint8_t data[R * C];
+    uint8_t scale[2] = {100, 160}; /* 2^-27 and 2^33 for the two column blocks */
+    for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
+    v4_weight w = {.dtype = V4_F8_E4M3, .rows = R, .cols = C, .data = data, .scale = scale,
+                   .scale_stride = 2, .pool = pool};
+    static float x[C], want[R], got[R];
+    for (int k = 0; k < C; k++) x[k] = k < 128 ? (k % 3 ? 1.5f : 1e-33f) : (k % 3 ? 1.5f : 1e30f);
+    const v4_fast_kernels *ref = v4_fast_kernels_named("scalar");
+    v4_fast_matmul(ref, &w, x, C, 1, want, R);
+    static const char *const names[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+        if (!k) continue;
+        v4_fast_matmul(k, &w, x, C, 1, got, R);
+        CHECKF(memcmp(got, want, sizeof got) == 0, "%s: FP8 rows with extreme x * scale",
+               names[i]);
+    }
+}
+
 static void test_fast_nan(void)
 {
     enum { R = 8, C = 512 };
@@ -548,6 +574,7 @@ int main(void)
     test_fast(V4_I8);
     test_fast(V4_BF16);
     test_fast_nan();
+    test_fast_fp8_scales();
     test_index_scores();
     test_tiles();
     test_refmath();

@@ -140,20 +140,6 @@ KERNEL static void tile_acc_avx512(const float *const *rows, const float *const 
     }
 }
 
-/* Sixteen e4m3 bytes, none of them a NaN code, as floats times `scale256`
- * = 2^8 * the block scale: one multiply instead of two, the same single
- * rounding of the same exact product (the caller keeps scale256 finite).
- * The f16 bits come from three steps: the byte moved to the top of its
- * 16-bit lane, an arithmetic shift right by one (the sign lands on bits 15
- * and 14, exponent and mantissa on 13..7), and bit 14 cleared. */
-INLINE __m512 fp8x16_scaled(const uint8_t *p, __m512 scale256)
-{
-    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
-    __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1),
-                                 _mm256_set1_epi16((short)0xBF80));
-    return _mm512_mul_ps(_mm512_cvtph_ps(h), scale256);
-}
-
 /* Whether `n` (a multiple of 64) bytes hold an e4m3 NaN code (S.1111.111). */
 INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
 {
@@ -166,23 +152,79 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return any != 0;
 }
 
+/* x[k0, end) times `scale256` into xs, when that is exact in every lane
+ * (no nonzero x underflows to a subnormal or zero, no finite x becomes
+ * infinite); 0 otherwise.  A weight times x*scale256 is then the same real
+ * number as (weight*scale256) times x, so the FMA rounds it the same. */
+INLINE int prescale(const float *x, int64_t k0, int64_t end, __m512 scale256, float *xs)
+{
+    const __m512 tiny = _mm512_set1_ps(0x1p-126f), inf = _mm512_set1_ps(INFINITY);
+    __mmask16 bad = 0;
+    for (int64_t k = k0; k < end; k += 16) {
+        __m512 xv = _mm512_loadu_ps(x + k), v = _mm512_mul_ps(xv, scale256);
+        __m512 av = _mm512_abs_ps(v);
+        bad |= _mm512_cmp_ps_mask(av, tiny, _CMP_LT_OQ) &
+               _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+        bad |= _mm512_cmp_ps_mask(av, inf, _CMP_EQ_OQ) &
+               _mm512_cmp_ps_mask(_mm512_abs_ps(xv), inf, _CMP_NEQ_OQ);
+        _mm512_storeu_ps(xs + (k - k0), v);
+    }
+    return bad == 0;
+}
+
+/* Thirty-two e4m3 bytes (no NaN codes) as f16 bit patterns: each byte
+ * moved to the top of its 16-bit lane, shifted right arithmetically by one
+ * (sign on bits 15 and 14, exponent and mantissa on 13..7), bit 14
+ * cleared.  As f16 they are the e4m3 values times 2^-8. */
+INLINE __m512i fp8x32_f16(const uint8_t *p)
+{
+    __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    return _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(b, 8), 1),
+                            _mm512_set1_epi16((short)0xBF80));
+}
+
+/* The short path of a 128-column block: the four rows share one scale
+ * (they lie in one 128-row block), folded into x once. */
+INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int64_t len,
+                      __m512 *acc)
+{
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < len; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(xs + k), x1 = _mm512_loadu_ps(xs + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m512i h = fp8x32_f16(p[i] + k0 + k);                                                     \
+        a = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), x0, a);                    \
+        a = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), x1, a);              \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
 /* FP8 rows: the scale of each row's 128-column block is read once per
  * block, not per sixteen weights. */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
+    float xs[V4_FP8_BLOCK];
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + 128 < w->cols ? k0 + 128 : w->cols;
-        __m512 s256[V4_FAST_ROWS];
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         const uint8_t *p[V4_FAST_ROWS];
-        /* The short path needs a finite 2^8 * scale and no NaN codes;
-         * anything else goes the general way. */
-        int general = (end - k0) % 64 != 0;
+        /* The short path needs one finite 2^8 * scale for the four rows, no
+         * NaN codes and an exact x * scale; anything else goes the general
+         * way. */
+        uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+        int general = (end - k0) % 64 != 0 || (e >= 247 && e != 0xFF);
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            uint8_t e = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-            s256[i] = _mm512_set1_ps(v4_fast_scale(e) * 256.0f);
             p[i] = w->data + row[i] * w->cols;
-            general |= (e >= 247 && e != 0xFF) || (!general && has_fp8_nan(p[i] + k0, end - k0));
+            general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
+            general |= !general && has_fp8_nan(p[i] + k0, end - k0);
         }
+        general |= !general && !prescale(x, k0, end, _mm512_set1_ps(v4_fast_scale(e) * 256.0f), xs);
         if (general) {
             for (int64_t k = k0; k < end; k += 16) {
                 __m512 xv = _mm512_loadu_ps(x + k);
@@ -192,16 +234,7 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             }
             continue;
         }
-        __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-#pragma GCC unroll 8
-        for (int64_t k = k0; k < end; k += 16) {
-            __m512 xv = _mm512_loadu_ps(x + k);
-            a0 = _mm512_fmadd_ps(fp8x16_scaled(p[0] + k, s256[0]), xv, a0);
-            a1 = _mm512_fmadd_ps(fp8x16_scaled(p[1] + k, s256[1]), xv, a1);
-            a2 = _mm512_fmadd_ps(fp8x16_scaled(p[2] + k, s256[2]), xv, a2);
-            a3 = _mm512_fmadd_ps(fp8x16_scaled(p[3] + k, s256[3]), xv, a3);
-        }
-        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+        block_fp8(p, k0, xs, end - k0, acc);
     }
 }
 
