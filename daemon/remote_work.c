@@ -52,7 +52,8 @@ static json_t *request_body(engine_remote *e, const int32_t *ids, size_t n, cons
         for (int i = 0; i < ask->n_logit_bias; i++) {
             char key[16];
             snprintf(key, sizeof key, "%d", (int)ask->logit_bias[i].id);
-            json_object_set_new(bias, key, json_real(ask->logit_bias[i].bias));
+            float b = ask->logit_bias[i].bias; /* OpenAI's are integers */
+            json_object_set_new(bias, key, b == (int)b ? json_integer((int)b) : json_real(b));
         }
         json_object_set_new(body, "logit_bias", bias);
     }
