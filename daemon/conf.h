@@ -86,12 +86,12 @@ typedef struct tomed_config {
     int engine;
     tomed_remote remotes[TOMED_MAX_REMOTES];
     int n_remotes;
-    char remote_model[256];           /* "model" in the requests */
-    int remote_connect_timeout_s;     /* to connect and finish TLS */
-    int remote_timeout_s;             /* without a byte from a response */
-    int remote_health_interval_s;     /* between health checks */
-    int64_t max_context; /* tokens per question; 0: the model's max_position_embeddings
-                            (at start only; refused when its KV state cannot fit the disk) */
+    char remote_model[256];       /* "model" in the requests */
+    int remote_connect_timeout_s; /* to connect and finish TLS */
+    int remote_timeout_s;         /* without a byte from a response */
+    int remote_health_interval_s; /* between health checks */
+    int64_t max_context;          /* tokens per question; 0: the model's max_position_embeddings
+                                     (at start only; refused when its KV state cannot fit the disk) */
     /* The engine thread reads these three while SIGHUP may replace them:
      * access them with __atomic builtins only (the readers below). */
     int prefill_chunk;

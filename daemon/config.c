@@ -191,7 +191,8 @@ static int parse_remote(const char *v, tomed_config *c)
     while ((word = strtok_r(NULL, " \t", &save))) {
         if (strncmp(word, "ca=", 3) == 0 && strlen(word + 3) < sizeof r->ca)
             snprintf(r->ca, sizeof r->ca, "%s", word + 3);
-        else if (strncmp(word, "api_key_file=", 13) == 0 && strlen(word + 13) < sizeof r->api_key_file)
+        else if (strncmp(word, "api_key_file=", 13) == 0 &&
+                 strlen(word + 13) < sizeof r->api_key_file)
             snprintf(r->api_key_file, sizeof r->api_key_file, "%s", word + 13);
         else
             return TOME_EINVAL;
@@ -224,11 +225,16 @@ static const struct string_key {
     const char *key;
     size_t offset, cap;
 } string_keys[] = {
-    STRING_KEY("state_dir", state_dir),     STRING_KEY("socket", socket_path),
-    STRING_KEY("pidfile", pidfile),         STRING_KEY("model", model),
-    STRING_KEY("listen", listen),           STRING_KEY("tls_cert", tls_cert),
-    STRING_KEY("tls_key", tls_key),         STRING_KEY("tls_client_ca", tls_client_ca),
-    STRING_KEY("tls_ciphers", tls_ciphers), STRING_KEY("tls_ciphersuites", tls_ciphersuites),
+    STRING_KEY("state_dir", state_dir),
+    STRING_KEY("socket", socket_path),
+    STRING_KEY("pidfile", pidfile),
+    STRING_KEY("model", model),
+    STRING_KEY("listen", listen),
+    STRING_KEY("tls_cert", tls_cert),
+    STRING_KEY("tls_key", tls_key),
+    STRING_KEY("tls_client_ca", tls_client_ca),
+    STRING_KEY("tls_ciphers", tls_ciphers),
+    STRING_KEY("tls_ciphersuites", tls_ciphersuites),
     STRING_KEY("remote_model", remote_model),
 };
 
@@ -460,8 +466,8 @@ int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
                         strcmp(fresh->socket_path, live->socket_path) ||
                         strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
                         strcmp(fresh->pidfile, live->pidfile) ||
-                        fresh->max_context != live->max_context ||
-                        fresh->engine != live->engine || fresh->n_remotes != live->n_remotes ||
+                        fresh->max_context != live->max_context || fresh->engine != live->engine ||
+                        fresh->n_remotes != live->n_remotes ||
                         memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
                         strcmp(fresh->remote_model, live->remote_model);
     memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);

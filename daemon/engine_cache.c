@@ -132,8 +132,13 @@ void engine_cache_put_prefix(engine_local *e, const int32_t *ids, size_t n, v4_s
     memcpy(copy, ids, n * sizeof *copy);
     pthread_mutex_lock(&e->lock);
     int prefixes = 0;
-    for (int i = 0; i < e->n_cache; i++) prefixes += e->cache[i].ids != NULL;
-    cached_state *slot = take_slot(e, NULL, prefixes >= ENGINE_MAX_PREFIXES);
+    cached_state *same = NULL; /* two warms of one prompt at once keep one */
+    for (int i = 0; i < e->n_cache; i++) {
+        cached_state *c = &e->cache[i];
+        prefixes += c->ids != NULL;
+        if (c->ids && (size_t)c->tokens == n && memcmp(c->ids, ids, n * sizeof *ids) == 0) same = c;
+    }
+    cached_state *slot = take_slot(e, same, prefixes >= ENGINE_MAX_PREFIXES);
     fill_slot(e, slot, TOMED_BARE_MODEL, 0, state, NULL, copy, &old, &old_ids);
     pthread_mutex_unlock(&e->lock);
     free_old(old, old_ids);

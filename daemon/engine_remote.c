@@ -32,8 +32,8 @@
 static uint64_t score(const replica *r, const char *corpus, int64_t version_id)
 {
     char text[2048];
-    int len = snprintf(text, sizeof text, "%s\n%s\n%lld", r->conf.url, corpus,
-                       (long long)version_id);
+    int len =
+        snprintf(text, sizeof text, "%s\n%s\n%lld", r->conf.url, corpus, (long long)version_id);
     uint8_t digest[32];
     tome_sha256(text, (size_t)len, digest);
     uint64_t v = 0;
@@ -442,11 +442,11 @@ static json_t *remote_states(tomed_engine *base)
         const remote_state *st = &e->states[i];
         char id[48];
         state_id(st, id);
-        json_array_append_new(
-            list, json_pack("{s:s, s:s, s:I, s:I, s:i, s:s, s:s}", "id", id, "corpus", st->corpus,
-                            "version", (json_int_t)st->version_id, "tokens",
-                            (json_int_t)st->n_ids, "bytes", 0, "status", "remote", "replica",
-                            e->replicas[st->replica].conf.url));
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:I, s:I, s:i, s:s, s:s}", "id", id, "corpus",
+                                        st->corpus, "version", (json_int_t)st->version_id, "tokens",
+                                        (json_int_t)st->n_ids, "bytes", 0, "status", "remote",
+                                        "replica", e->replicas[st->replica].conf.url));
     }
     pthread_mutex_unlock(&e->lock);
     return list;

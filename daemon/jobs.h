@@ -17,7 +17,6 @@
 struct v4_model;
 struct v4_tokenizer;
 
-
 int tomed_jobs_new(tomed_server *s, tomed_jobs **out, tome_error *err);
 void tomed_jobs_free(tomed_jobs *j);
 /* Shutdown: running prefills stop at their next restart point and are
@@ -127,18 +126,18 @@ typedef struct tomed_ask {
     /* set by routes_openai.c for a chat completion or a completion, which
      * reply in OpenAI's format (loop thread only, but for `turns` and
      * `bare`, which the engine reads) */
-    int openai; /* 0, TOMED_OPENAI_CHAT or TOMED_OPENAI_COMPLETION */
-    int bare;   /* no corpus: `turns` starts a fresh context */
+    int openai;              /* 0, TOMED_OPENAI_CHAT or TOMED_OPENAI_COMPLETION */
+    int bare;                /* no corpus: `turns` starts a fresh context */
     struct v4_prompt *turns; /* what follows the corpus's prefix, rendered;
                                 NULL: `question` as a document-QA turn */
-    int32_t *prompt_ids; /* a bare completion's prompt given as token ids
-                            (malloc'd; the engine reads it): used, not `turns` */
+    int32_t *prompt_ids;     /* a bare completion's prompt given as token ids
+                                (malloc'd; the engine reads it): used, not `turns` */
     size_t n_prompt_ids;
     char completion_id[48];
     int64_t created;
-    int sent_role;   /* the first chunk, which names the role, has gone */
-    int in_content;  /* thinking: the reasoning's end has been streamed */
-    char held[8];    /* thinking: streamed text that may begin "</think>" */
+    int sent_role;  /* the first chunk, which names the role, has gone */
+    int in_content; /* thinking: the reasoning's end has been streamed */
+    char held[8];   /* thinking: streamed text that may begin "</think>" */
     size_t held_len;
 } tomed_ask;
 

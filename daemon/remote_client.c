@@ -139,10 +139,11 @@ static CURL *open_handle(const remote_target *target, const char *path, struct c
 static int reply_error(const remote_target *target, transfer *t, tome_error *err)
 {
     json_t *body = json_loadb(t->error, t->error_len, 0, NULL);
-    const char *message = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    const char *message =
+        json_string_value(json_object_get(json_object_get(body, "error"), "message"));
     int code = t->s->status == 429 || t->s->status == 503 ? TOME_EBUSY
-               : t->s->status / 100 == 4              ? TOME_EINVAL
-                                                      : TOME_EIO;
+               : t->s->status / 100 == 4                  ? TOME_EINVAL
+                                                          : TOME_EIO;
     tome_errorf(err, code, "%s answered %ld: %.*s", target->conf->url, t->s->status,
                 message ? (int)strlen(message) : (int)t->error_len, message ? message : t->error);
     json_decref(body);

@@ -35,16 +35,17 @@ static json_t *request_body(engine_remote *e, const int32_t *ids, size_t n, cons
 {
     json_t *prompt = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(prompt, json_integer(ids[i]));
-    json_t *body = json_pack("{s:s, s:o, s:i, s:f, s:b, s:{s:b}}", "model",
-                             e->server->cfg.remote_model, "prompt", prompt, "max_tokens",
-                             ask ? ask->max_tokens : 1, "temperature", ask ? ask->temperature : 0.0,
-                             "stream", 1, "stream_options", "include_usage", 1);
+    json_t *body =
+        json_pack("{s:s, s:o, s:i, s:f, s:b, s:{s:b}}", "model", e->server->cfg.remote_model,
+                  "prompt", prompt, "max_tokens", ask ? ask->max_tokens : 1, "temperature",
+                  ask ? ask->temperature : 0.0, "stream", 1, "stream_options", "include_usage", 1);
     if (!ask || !body) return body;
     json_object_set_new(body, "top_p", json_real(ask->top_p));
     json_object_set_new(body, "seed", json_integer((json_int_t)ask->seed));
     if (ask->n_stop) {
         json_t *stop = json_array();
-        for (int i = 0; i < ask->n_stop; i++) json_array_append_new(stop, json_string(ask->stop[i]));
+        for (int i = 0; i < ask->n_stop; i++)
+            json_array_append_new(stop, json_string(ask->stop[i]));
         json_object_set_new(body, "stop", stop);
     }
     if (ask->n_logit_bias) {
@@ -119,8 +120,7 @@ static int warm(engine_remote *e, int r, const int32_t *ids, size_t n, tomed_job
 /* Warm the corpus version on the replica that wins it, then on the next
  * ones while they fail; *where gets the replica. */
 static int warm_somewhere(engine_remote *e, const char *corpus, int64_t version_id,
-                          const int32_t *ids, size_t n, tomed_job *job, int *where,
-                          tome_error *err)
+                          const int32_t *ids, size_t n, tomed_job *job, int *where, tome_error *err)
 {
     unsigned tried = 0;
     int rc = tome_errorf(err, TOME_EIO, "no replica is configured");
@@ -143,8 +143,8 @@ void *remote_job_main(void *arg)
     tomed_post(e->server->pool, tomed_job_progress, job); /* running */
     tome_error err = {0};
     int where = -1;
-    int rc = warm_somewhere(e, job->corpus, job->version_id, job->ids, job->n_ids, job, &where,
-                            &err);
+    int rc =
+        warm_somewhere(e, job->corpus, job->version_id, job->ids, job->n_ids, job, &where, &err);
     if (rc == TOME_ECANCELED)
         tome_errorf(&err, TOME_ECANCELED, "%s",
                     atomic_load(&job->cancel) == 2 ? "interrupted by shutdown" : "cancelled");

@@ -119,8 +119,8 @@ static json_t *answer_json(const ask_ctx *ctx)
                      ask->question_tokens_per_s, "decode_tokens_per_s", ask->decode_tokens_per_s,
                      "total_ms", (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id,
                      "tokens", (json_int_t)ask->corpus_tokens, "hit",
-                     ask->cached_tokens >= ask->corpus_tokens, "citations",
-                     ctx->citations, "sources", ctx->sources);
+                     ask->cached_tokens >= ask->corpus_tokens, "citations", ctx->citations,
+                     "sources", ctx->sources);
 }
 
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)

@@ -310,7 +310,8 @@ static int parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
 static int parse_prompt_ids(tomed_request *r, json_t *prompt, tomed_ask *ask)
 {
     const char *fingerprint;
-    const v4_tokenizer *t = tomed_engine_tokenizer(tomed_jobs_engine(r->server->jobs), &fingerprint);
+    const v4_tokenizer *t =
+        tomed_engine_tokenizer(tomed_jobs_engine(r->server->jobs), &fingerprint);
     size_t n = json_array_size(prompt), i;
     json_t *id;
     if (!ask->bare)
