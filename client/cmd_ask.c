@@ -134,12 +134,13 @@ static void print_statistics(json_t *result)
     json_t *usage = json_object_get(result, "usage");
     json_t *state = json_object_get(result, "state");
     tome_note("%s%lld answer tokens, first token after %.0f ms, %.1f tokens/s, %.2f s in all; "
-              "%lld corpus tokens from state %.12s%s",
+              "%lld corpus tokens (%lld from the engine's cache) from state %.12s%s",
               tome_style_on(stderr, TOME_STYLE_DIM),
               json_integer_value(json_object_get(usage, "completion_tokens")),
               timing(result, "ttft_ms"), timing(result, "decode_tokens_per_s"),
               timing(result, "total_ms") / 1e3,
               json_integer_value(json_object_get(usage, "corpus_tokens")),
+              json_integer_value(json_object_get(usage, "cached_tokens")),
               json_string_value(json_object_get(state, "id")), tome_style_off(stderr));
 }
 

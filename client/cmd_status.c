@@ -15,6 +15,31 @@ static const char *text_of(json_t *obj, const char *key)
     return s ? s : "?";
 }
 
+/* "engine: remote (model M), 1 of 2 replicas up" and one line each. */
+static void print_engine(json_t *engine)
+{
+    json_t *replicas = json_object_get(engine, "replicas"), *r;
+    size_t i, up = 0;
+    if (!engine) return;
+    json_array_foreach(replicas, i, r) up += json_is_true(json_object_get(r, "up"));
+    printf("engine: %s%s", text_of(engine, "kind"),
+           json_is_true(json_object_get(engine, "healthy")) ? "" : " (unhealthy)");
+    if (!replicas) {
+        printf("\n");
+        return;
+    }
+    printf(", model %s, %zu of %zu replicas up\n", text_of(engine, "model"), up,
+           json_array_size(replicas));
+    json_array_foreach(replicas, i, r)
+    {
+        const char *error = json_string_value(json_object_get(r, "error"));
+        printf("  %s %s, %lld corpora%s%s\n", text_of(r, "url"),
+               json_is_true(json_object_get(r, "up")) ? "up" : "down",
+               json_integer_value(json_object_get(r, "corpora")), error ? ": " : "",
+               error ? error : "");
+    }
+}
+
 static void print_status(const tome_client *c, json_t *health, json_t *ready, const tome_error *why)
 {
     const char *where = c->endpoint.host ? c->endpoint.host : c->endpoint.socket_path;
@@ -25,6 +50,7 @@ static void print_status(const tome_client *c, json_t *health, json_t *ready, co
                json_is_true(json_object_get(ready, "draining")) ? ", draining" : "");
     else
         printf("not ready: %s\n", why->msg);
+    print_engine(ready ? json_object_get(ready, "engine") : NULL);
 }
 
 int tome_cmd_status(tome_client *c, const tome_options *opt, tome_error *err)

@@ -15,6 +15,19 @@
 #define TOMED_MAX_CERT_RULES  32
 #define TOMED_NAME_MAX        64
 #define TOMED_MAX_ACTIVE_ASKS 256
+#define TOMED_MAX_REMOTES     8
+
+enum { TOMED_ENGINE_LOCAL = 0, TOMED_ENGINE_REMOTE = 1 };
+
+/* `remote = URL [ca=FILE] [api_key_file=FILE]`: one endpoint of a remote
+ * engine, the base URL of an OpenAI-compatible API (its /completions and
+ * /models); `ca` verifies its TLS certificate (else the system's CAs),
+ * `api_key_file` holds the bearer key it wants. */
+typedef struct tomed_remote {
+    char url[1024];
+    char ca[TOMED_PATH_MAX];
+    char api_key_file[TOMED_PATH_MAX];
+} tomed_remote;
 
 enum { TOMED_RIGHT_READ = 1, TOMED_RIGHT_WRITE = 2 };
 
@@ -69,8 +82,16 @@ typedef struct tomed_config {
     int workers;
     int max_answer_tokens;
     int kernels; /* v4_kernels: fast or exact (at start only) */
-    int64_t max_context; /* tokens per question; 0: the model's max_position_embeddings
-                            (at start only; refused when its KV state cannot fit the disk) */
+    /* The engine (at start only): local, or remote endpoints */
+    int engine;
+    tomed_remote remotes[TOMED_MAX_REMOTES];
+    int n_remotes;
+    char remote_model[256];       /* "model" in the requests */
+    int remote_connect_timeout_s; /* to connect and finish TLS */
+    int remote_timeout_s;         /* without a byte from a response */
+    int remote_health_interval_s; /* between health checks */
+    int64_t max_context;          /* tokens per question; 0: the model's max_position_embeddings
+                                     (at start only; refused when its KV state cannot fit the disk) */
     /* The engine thread reads these three while SIGHUP may replace them:
      * access them with __atomic builtins only (the readers below). */
     int prefill_chunk;
@@ -105,6 +126,9 @@ int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only
 int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh);
 /* Validate what the file and flags cannot check alone (paths, TLS pairs). */
 int tomed_config_check(const tomed_config *cfg, tome_error *err);
+/* The model's directory: `tiny` is STATE_DIR/models/tiny, the built-in
+ * model; anything else is a path. */
+void tomed_config_model_dir(const tomed_config *cfg, char *out, size_t cap);
 int tomed_rights_parse(const char *text, int *rights);
 const char *tomed_rights_name(int rights);
 int tomed_corpus_name_valid(const char *name);

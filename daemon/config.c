@@ -72,6 +72,18 @@ static void apply_defaults(tomed_config *c)
     c->max_answer_tokens = 8192;
     c->prefill_chunk = 0;
     c->restart_interval = 4096;
+    snprintf(c->remote_model, sizeof c->remote_model, "deepseek-v4/bare");
+    c->remote_connect_timeout_s = 10;
+    c->remote_timeout_s = 3600;
+    c->remote_health_interval_s = 10;
+}
+
+void tomed_config_model_dir(const tomed_config *cfg, char *out, size_t cap)
+{
+    if (strcmp(cfg->model, "tiny") == 0)
+        snprintf(out, cap, "%s/models/tiny", cfg->state_dir);
+    else
+        snprintf(out, cap, "%s", cfg->model);
 }
 
 static char *trim(char *s)
@@ -163,6 +175,32 @@ int tomed_corpus_name_valid(const char *name)
     return 1;
 }
 
+/* `remote = URL [ca=FILE] [api_key_file=FILE]` */
+static int parse_remote(const char *v, tomed_config *c)
+{
+    if (c->n_remotes == TOMED_MAX_REMOTES) return TOME_ELIMIT;
+    tomed_remote *r = &c->remotes[c->n_remotes];
+    memset(r, 0, sizeof *r);
+    char buf[3 * TOMED_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", v);
+    char *save = NULL, *word = strtok_r(buf, " \t", &save);
+    if (!word || (strncmp(word, "http://", 7) && strncmp(word, "https://", 8)) ||
+        strlen(word) >= sizeof r->url)
+        return TOME_EINVAL;
+    snprintf(r->url, sizeof r->url, "%s", word);
+    while ((word = strtok_r(NULL, " \t", &save))) {
+        if (strncmp(word, "ca=", 3) == 0 && strlen(word + 3) < sizeof r->ca)
+            snprintf(r->ca, sizeof r->ca, "%s", word + 3);
+        else if (strncmp(word, "api_key_file=", 13) == 0 &&
+                 strlen(word + 13) < sizeof r->api_key_file)
+            snprintf(r->api_key_file, sizeof r->api_key_file, "%s", word + 13);
+        else
+            return TOME_EINVAL;
+    }
+    c->n_remotes++;
+    return 0;
+}
+
 /* `client_cert = CN CORPUS RIGHTS` */
 static int parse_cert_rule(const char *v, tomed_config *c)
 {
@@ -187,11 +225,17 @@ static const struct string_key {
     const char *key;
     size_t offset, cap;
 } string_keys[] = {
-    STRING_KEY("state_dir", state_dir),     STRING_KEY("socket", socket_path),
-    STRING_KEY("pidfile", pidfile),         STRING_KEY("model", model),
-    STRING_KEY("listen", listen),           STRING_KEY("tls_cert", tls_cert),
-    STRING_KEY("tls_key", tls_key),         STRING_KEY("tls_client_ca", tls_client_ca),
-    STRING_KEY("tls_ciphers", tls_ciphers), STRING_KEY("tls_ciphersuites", tls_ciphersuites),
+    STRING_KEY("state_dir", state_dir),
+    STRING_KEY("socket", socket_path),
+    STRING_KEY("pidfile", pidfile),
+    STRING_KEY("model", model),
+    STRING_KEY("listen", listen),
+    STRING_KEY("tls_cert", tls_cert),
+    STRING_KEY("tls_key", tls_key),
+    STRING_KEY("tls_client_ca", tls_client_ca),
+    STRING_KEY("tls_ciphers", tls_ciphers),
+    STRING_KEY("tls_ciphersuites", tls_ciphersuites),
+    STRING_KEY("remote_model", remote_model),
 };
 
 #define INT_KEY(key, field, lo, hi)                                                                \
@@ -215,6 +259,9 @@ static const struct int_key {
     INT_KEY("workers", workers, 1, 256),
     INT_KEY("max_answer_tokens", max_answer_tokens, 1, 1 << 20),
     INT_KEY("prefill_chunk", prefill_chunk, 0, 1 << 20),
+    INT_KEY("remote_connect_timeout", remote_connect_timeout_s, 1, 3600),
+    INT_KEY("remote_timeout", remote_timeout_s, 1, 86400),
+    INT_KEY("remote_health_interval", remote_health_interval_s, 1, 3600),
 };
 
 static int set_key(tomed_config *c, const char *key, const char *v)
@@ -247,6 +294,12 @@ static int set_key(tomed_config *c, const char *key, const char *v)
         c->kernels = strcmp(v, "exact") == 0 ? V4_KERNELS_EXACT : V4_KERNELS_FAST;
         return 0;
     }
+    if (strcmp(key, "engine") == 0) {
+        if (strcmp(v, "local") != 0 && strcmp(v, "remote") != 0) return TOME_EINVAL;
+        c->engine = strcmp(v, "remote") == 0 ? TOMED_ENGINE_REMOTE : TOMED_ENGINE_LOCAL;
+        return 0;
+    }
+    if (strcmp(key, "remote") == 0) return parse_remote(v, c);
     if (strcmp(key, "log") == 0) {
         if (strcmp(v, "syslog") != 0 && strcmp(v, "stderr") != 0) return TOME_EINVAL;
         c->log_syslog = strcmp(v, "syslog") == 0;
@@ -413,7 +466,10 @@ int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
                         strcmp(fresh->socket_path, live->socket_path) ||
                         strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
                         strcmp(fresh->pidfile, live->pidfile) ||
-                        fresh->max_context != live->max_context;
+                        fresh->max_context != live->max_context || fresh->engine != live->engine ||
+                        fresh->n_remotes != live->n_remotes ||
+                        memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
+                        strcmp(fresh->remote_model, live->remote_model);
     memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);
     memcpy(live->tls_key, fresh->tls_key, sizeof live->tls_key);
     memcpy(live->tls_client_ca, fresh->tls_client_ca, sizeof live->tls_client_ca);
@@ -477,6 +533,14 @@ int tomed_config_check(const tomed_config *c, tome_error *err)
         rc = tomed_tls_context_new(c, &ctx, err);
         if (rc != 0) return rc;
         SSL_CTX_free(ctx);
+    }
+    if (c->engine == TOMED_ENGINE_REMOTE && c->n_remotes == 0)
+        return tome_errorf(err, TOME_EINVAL, "engine = remote needs at least one `remote = URL`");
+    for (int i = 0; i < c->n_remotes; i++) {
+        int rc = c->remotes[i].ca[0] ? check_readable("remote ca", c->remotes[i].ca, err) : 0;
+        if (rc == 0 && c->remotes[i].api_key_file[0])
+            rc = check_readable("remote api_key_file", c->remotes[i].api_key_file, err);
+        if (rc != 0) return rc;
     }
     if (c->max_request_bytes < 1024)
         return tome_errorf(err, TOME_EINVAL, "max_request_bytes %lld is below 1K",

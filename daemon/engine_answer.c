@@ -13,19 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct text_report {
-    tomed_ask *ask;
-    size_t len;
-    char text[];
-} text_report;
-
-static void deliver_text(void *arg)
-{
-    text_report *t = arg;
-    tomed_ask_text(t->ask, t->text, t->len);
-    free(t);
-}
-
 static int append_answer(active_ask *a, const char *text, size_t len)
 {
     tomed_ask *ask = a->ask;
@@ -42,19 +29,11 @@ static int append_answer(active_ask *a, const char *text, size_t len)
     return 0;
 }
 
-static void emit(tomed_engine *e, active_ask *a, size_t len)
+static void emit(engine_local *e, active_ask *a, size_t len)
 {
     if (len == 0) return;
     append_answer(a, a->held, len);
-    if (a->ask->stream) {
-        text_report *t = malloc(sizeof *t + len);
-        if (t) {
-            t->ask = a->ask;
-            t->len = len;
-            memcpy(t->text, a->held, len);
-            tomed_post(e->server->pool, deliver_text, t);
-        }
-    }
+    if (a->ask->stream) tomed_ask_post_text(a->ask, a->held, len);
     memmove(a->held, a->held + len, a->held_len - len);
     a->held_len -= len;
 }
@@ -69,7 +48,7 @@ static size_t partial_stop(const char *s, size_t n, const char *stop)
 }
 
 /* New text: finish at a stop string, else send what cannot begin one. */
-int engine_take_text(tomed_engine *e, active_ask *a, const char *text, size_t len)
+int engine_take_text(engine_local *e, active_ask *a, const char *text, size_t len)
 {
     char *grown = realloc(a->held, a->held_len + len + 1);
     if (!grown) return TOME_ENOMEM;
@@ -96,7 +75,7 @@ int engine_take_text(tomed_engine *e, active_ask *a, const char *text, size_t le
 /* The answer is over (end of sequence or max_tokens): a character the
  * last token left unfinished becomes U+FFFD, so the answer stays valid
  * UTF-8 and keeps its end; then whatever was held for stop strings. */
-void engine_flush_answer(tomed_engine *e, active_ask *a)
+void engine_flush_answer(engine_local *e, active_ask *a)
 {
     const char *text;
     size_t len;

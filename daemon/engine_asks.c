@@ -8,44 +8,12 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static int prompt_ids(const v4_tokenizer *t, v4_prompt *p, int rc, int32_t **ids, size_t *n,
-                      tome_error *err)
-{
-    v4_ids out = {0};
-    if (rc == 0) rc = v4_prompt_tokenize(t, p, &out, err);
-    v4_prompt_free(p);
-    if (rc != 0) {
-        free(out.ids);
-        return rc;
-    }
-    *ids = out.ids;
-    *n = out.n;
-    return 0;
-}
-
-/* The question turn; thinking "max" uses the thinking opener alone, since
- * V4 puts the think-max instruction before the corpus, which would need a
- * prefill of its own. */
-static int question_ids(tomed_engine *e, tomed_ask *ask, int32_t **ids, size_t *n, tome_error *err)
-{
-    v4_chat_options opts = {.thinking = ask->thinking > 0};
-    v4_prompt p = {0};
-    int rc = 0;
-    if (ask->turns) { /* rendered by routes_openai.c; the engine frees it */
-        p = *ask->turns;
-        free(ask->turns);
-        ask->turns = NULL;
-    } else {
-        rc = v4_docqa_question(&opts, ask->question, strlen(ask->question), &p, err);
-    }
-    return prompt_ids(e->tokenizer, &p, rc, ids, n, err);
-}
+#include <time.h>
 
 /* The next token of a question, from the logits just computed: its
  * logit_bias added first (ids were checked against the vocabulary when the
  * question started). */
-static int32_t next_token(tomed_engine *e, active_ask *a)
+static int32_t next_token(engine_local *e, active_ask *a)
 {
     const tomed_ask *ask = a->ask;
     if (e->answer_ids) return a->forced < e->n_answer_ids ? e->answer_ids[a->forced++] : e->eos_id;
@@ -55,7 +23,7 @@ static int32_t next_token(tomed_engine *e, active_ask *a)
                         &a->rng);
 }
 
-void engine_finish_ask(tomed_engine *e, int index, int rc, const tome_error *err)
+void engine_finish_ask(engine_local *e, int index, int rc, const tome_error *err)
 {
     active_ask *a = &e->active[index];
     tomed_ask *ask = a->ask;
@@ -75,14 +43,28 @@ void engine_finish_ask(tomed_engine *e, int index, int rc, const tome_error *err
     tomed_post(e->server->pool, tomed_ask_finished, ask);
 }
 
-/* The state a question starts from: a fork of its corpus's, or a fresh
- * one for the bare model. */
-static int start_state(tomed_engine *e, active_ask *a, tome_error *err)
+/* A bare prompt's state: a fork of its longest cached prefix, whose
+ * tokens (*skip) need no feeding, else a fresh one. */
+static int start_bare(engine_local *e, active_ask *a, const int32_t *ids, size_t n, size_t *skip,
+                      tome_error *err)
 {
     tomed_ask *ask = a->ask;
-    if (ask->bare) return v4_state_new(e->model, &a->state, err);
+    pthread_mutex_lock(&e->lock);
+    cached_state *c = engine_cache_find_prefix(e, ids, n);
+    int rc = c ? v4_state_fork(c->state, &a->state, err) : v4_state_new(e->model, &a->state, err);
+    *skip = c && rc == 0 ? (size_t)c->tokens : 0;
+    if (c && rc == 0) engine_state_id(c, ask->state_id, sizeof ask->state_id);
+    pthread_mutex_unlock(&e->lock);
+    ask->corpus_tokens = ask->cached_tokens = (int64_t)*skip;
+    return rc;
+}
+
+/* The state a question on a corpus starts from: a fork of the corpus's. */
+static int start_state(engine_local *e, active_ask *a, tome_error *err)
+{
+    tomed_ask *ask = a->ask;
     if (ask->saved_path[0] &&
-        !tomed_engine_has_state(e, ask->corpus, ask->version_id, NULL, NULL)) {
+        !engine_local_has_state(&e->base, ask->corpus, ask->version_id, NULL, NULL)) {
         v4_state *saved;
         int rc = engine_restore_file(e, ask->saved_path, &saved, err);
         if (rc != 0) return tome_error_wrap(err, "restoring cached state %s", ask->saved_id);
@@ -96,7 +78,7 @@ static int start_state(tomed_engine *e, active_ask *a, tome_error *err)
                              "start a prefill first",
                              ask->corpus);
     if (c) {
-        ask->corpus_tokens = c->tokens;
+        ask->corpus_tokens = ask->cached_tokens = c->tokens;
         engine_state_id(c, ask->state_id, sizeof ask->state_id);
     }
     pthread_mutex_unlock(&e->lock);
@@ -108,40 +90,55 @@ static int start_state(tomed_engine *e, active_ask *a, tome_error *err)
     return 0;
 }
 
-/* The first step of a question: its state, then feed the turn. */
-static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
+static int check_bias(engine_local *e, const tomed_ask *ask, tome_error *err)
 {
-    tomed_ask *ask = a->ask;
-    int rc = start_state(e, a, err);
-    if (rc != 0) return rc;
     for (int i = 0; i < ask->n_logit_bias; i++)
         if (ask->logit_bias[i].id >= e->sample_vocab)
             return tome_errorf(err, TOME_EINVAL,
                                "logit_bias names token id %d; the vocabulary has ids 0 to %d",
                                (int)ask->logit_bias[i].id, e->sample_vocab - 1);
-    int32_t *ids;
-    size_t n;
-    rc = question_ids(e, ask, &ids, &n, err);
-    if (rc != 0) return rc;
+    return 0;
+}
+
+/* Feed the question's `n` ids (after the `skip` its state holds). */
+static int feed(engine_local *e, active_ask *a, const int32_t *ids, size_t n, tome_error *err)
+{
+    tomed_ask *ask = a->ask;
     ask->prompt_tokens = ask->corpus_tokens + (int64_t)n;
     ask->context_tokens = e->context;
-    if (ask->prompt_tokens + ask->max_tokens > e->context) {
-        free(ids);
+    if (ask->prompt_tokens + ask->max_tokens > e->context)
         return tome_errorf(err, TOME_ELIMIT,
                            "the corpus (%lld tokens) and the question (%zu tokens) plus "
                            "max_tokens %d do not fit the model's context of %lld tokens",
                            (long long)ask->corpus_tokens, n, ask->max_tokens,
                            (long long)e->context);
-    }
     double t0 = tome_now();
     v4_eval ev = {.last_logits = e->logits};
-    rc = v4_eval_tokens(a->state, ids, n, &ev, err);
-    free(ids);
+    int rc = v4_eval_tokens(a->state, ids, n, &ev, err);
     if (rc != 0) return rc;
     ask->t_question_fed = tome_now();
     if (ask->t_question_fed > t0)
         ask->question_tokens_per_s = (double)n / (ask->t_question_fed - t0);
     atomic_fetch_add(&tomed_stats.prefill_tokens, n);
+    return 0;
+}
+
+/* The first step of a question: its state, then feed the turn; a bare
+ * prompt that found no cached prefix leaves its state as one. */
+static int start_ask(engine_local *e, active_ask *a, tome_error *err)
+{
+    tomed_ask *ask = a->ask;
+    int32_t *ids = NULL;
+    size_t n = 0, skip = 0;
+    int rc = tomed_ask_prompt_ids(e->tokenizer, ask, &ids, &n, err);
+    if (rc == 0) rc = ask->bare ? start_bare(e, a, ids, n, &skip, err) : start_state(e, a, err);
+    if (rc == 0) rc = check_bias(e, ask, err);
+    if (rc == 0) rc = feed(e, a, ids + skip, n - skip, err);
+    v4_state *prefix = NULL;
+    if (rc == 0 && ask->bare && skip == 0 && v4_state_fork(a->state, &prefix, err) == 0)
+        engine_cache_put_prefix(e, ids, n, prefix);
+    free(ids);
+    if (rc != 0) return rc;
     a->rng = ask->seed;
     a->next_id = next_token(e, a);
     return v4_detok_new(e->tokenizer, V4_DETOK_VALID_UTF8, &a->detok, err);
@@ -149,7 +146,7 @@ static int start_ask(tomed_engine *e, active_ask *a, tome_error *err)
 
 /* One token: account for the sampled id, then feed it for the next one.
  * Returns 1 when the question is finished. */
-static int step_ask(tomed_engine *e, active_ask *a, tome_error *err)
+static int step_ask(engine_local *e, active_ask *a, tome_error *err)
 {
     tomed_ask *ask = a->ask;
     if (!a->state) {
@@ -157,6 +154,10 @@ static int step_ask(tomed_engine *e, active_ask *a, tome_error *err)
         return rc != 0 ? rc : 0;
     }
     int32_t id = a->next_id;
+    if (e->token_delay_ms) {
+        struct timespec pause = {e->token_delay_ms / 1000, (e->token_delay_ms % 1000) * 1000000L};
+        nanosleep(&pause, NULL);
+    }
     if (ask->completion_tokens == 0) ask->t_first_token = tome_now();
     ask->completion_tokens++;
     atomic_fetch_add(&tomed_stats.decode_tokens, 1);
@@ -180,7 +181,7 @@ static int step_ask(tomed_engine *e, active_ask *a, tome_error *err)
     return 0;
 }
 
-void engine_run_asks(tomed_engine *e)
+void engine_run_asks(engine_local *e)
 {
     for (int i = 0; i < e->n_active;) {
         active_ask *a = &e->active[i];

@@ -33,22 +33,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* "tiny" is the built-in model, made once with tome-mkmodel into the state
- * directory; anything else is a checkpoint directory. */
-static void resolve_model_dir(tomed_engine *e, const char *model)
-{
-    if (strcmp(model, "tiny") == 0)
-        snprintf(e->model_dir, sizeof e->model_dir, "%s/models/tiny", e->server->cfg.state_dir);
-    else
-        snprintf(e->model_dir, sizeof e->model_dir, "%s", model);
-}
-
 /* The test hook: TOMED_TEST_ANSWER_IDS names a file holding a JSON array of
  * token ids (as `tome-tokenize` writes them), and every answer is then
  * those ids and the end of sequence, whatever the model computes, so that
  * a test can check the citations of a known answer end to end with a model
  * whose own text is noise. */
-static int load_answer_ids(tomed_engine *e, tome_error *err)
+static int load_answer_ids(engine_local *e, tome_error *err)
 {
     const char *path = getenv("TOMED_TEST_ANSWER_IDS");
     if (!path || !*path) return 0;
@@ -69,6 +59,16 @@ static int load_answer_ids(tomed_engine *e, tome_error *err)
     return 0;
 }
 
+/* The other test hook: TOMED_TEST_TOKEN_DELAY_MS slows every answer token
+ * down, so that a test can stop a server while it streams an answer. */
+static void load_token_delay(engine_local *e)
+{
+    const char *ms = getenv("TOMED_TEST_TOKEN_DELAY_MS");
+    if (!ms || !*ms) return;
+    e->token_delay_ms = atoi(ms);
+    tomed_log(TOMED_LOG_WARN, "test hook: %d ms before each answer token", e->token_delay_ms);
+}
+
 static void log_plan_line(void *ctx, const char *line)
 {
     tomed_log(TOMED_LOG_INFO, "plan: %s", line);
@@ -77,7 +77,7 @@ static void log_plan_line(void *ctx, const char *line)
 /* The fit check of `tome-model plan` for one question at the context
  * budget (max_context, else the model's whole context), logged; a budget
  * whose KV state cannot fit on the state directory's disk is refused. */
-static int check_fit(tomed_engine *e, const v4_config *cfg, tome_error *err)
+static int check_fit(engine_local *e, const v4_config *cfg, tome_error *err)
 {
     int64_t budget = e->server->cfg.max_context;
     if (budget > cfg->max_position)
@@ -102,7 +102,7 @@ static int check_fit(tomed_engine *e, const v4_config *cfg, tome_error *err)
     return 0;
 }
 
-static int load_model(tomed_engine *e, tome_error *err)
+static int load_model(engine_local *e, tome_error *err)
 {
     struct stat st;
     if (stat(e->model_dir, &st) != 0)
@@ -131,6 +131,7 @@ static int load_model(tomed_engine *e, tome_error *err)
     const v4_config *cfg = v4_model_config(e->model);
     e->eos_id = cfg->eos_id;
     if ((rc = load_answer_ids(e, err)) != 0) return rc;
+    load_token_delay(e);
     /* The model's embedding may be wider than the tokenizer's vocabulary
      * (padding rows); an id the tokenizer cannot decode is never sampled. */
     e->vocab = cfg->vocab_size;
@@ -143,14 +144,14 @@ static int load_model(tomed_engine *e, tome_error *err)
     return tomed_sampler_new(e->sample_vocab, &e->sampler, err);
 }
 
-static int has_work(tomed_engine *e)
+static int has_work(engine_local *e)
 {
     return e->n_active > 0 || e->job || e->jobs_head ||
            (e->asks_head && e->n_active < e->server->cfg.max_active_asks);
 }
 
 /* Under the lock: move waiting questions in and pick the next job. */
-static void take_work(tomed_engine *e)
+static void take_work(engine_local *e)
 {
     while (e->asks_head && e->n_active < e->server->cfg.max_active_asks) {
         ask_node *node = e->asks_head;
@@ -172,7 +173,7 @@ static void take_work(tomed_engine *e)
     }
 }
 
-static void cancel_everything(tomed_engine *e)
+static void cancel_everything(engine_local *e)
 {
     tome_error err;
     tome_errorf(&err, TOME_ECANCELED, "tomed is shutting down");
@@ -203,7 +204,7 @@ static void cancel_everything(tomed_engine *e)
 
 static void *engine_main(void *arg)
 {
-    tomed_engine *e = arg;
+    engine_local *e = arg;
     tome_error err = {0};
     if (load_model(e, &err) != 0) {
         snprintf(e->why, sizeof e->why, "%s", err.msg);
@@ -229,12 +230,15 @@ static void *engine_main(void *arg)
     return NULL;
 }
 
-int tomed_engine_start(tomed_server *s, const char *model, tomed_engine **out, tome_error *err)
+static const tomed_engine_ops local_ops;
+
+int tomed_engine_start_local(tomed_server *s, tomed_engine **out, tome_error *err)
 {
-    tomed_engine *e = calloc(1, sizeof *e);
+    engine_local *e = calloc(1, sizeof *e);
     if (!e) return tome_errorf(err, TOME_ENOMEM, "engine");
+    e->base.ops = &local_ops;
     e->server = s;
-    resolve_model_dir(e, model);
+    tomed_config_model_dir(&s->cfg, e->model_dir, sizeof e->model_dir);
     snprintf(e->why, sizeof e->why, "loading model %s", e->model_dir);
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->wake, NULL);
@@ -242,20 +246,23 @@ int tomed_engine_start(tomed_server *s, const char *model, tomed_engine **out, t
         free(e);
         return tome_errorf(err, TOME_EINTERNAL, "cannot start the engine thread");
     }
-    *out = e;
+    *out = &e->base;
     return 0;
 }
 
-void tomed_engine_stop(tomed_engine *e)
+static void local_stop(tomed_engine *base)
 {
-    if (!e) return;
+    engine_local *e = (engine_local *)base;
     pthread_mutex_lock(&e->lock);
     e->stopping = 1;
     if (e->job) atomic_store(&e->job->cancel, 2);
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->thread, NULL);
-    for (int i = 0; i < e->n_cache; i++) v4_state_free(e->cache[i].state);
+    for (int i = 0; i < e->n_cache; i++) {
+        v4_state_free(e->cache[i].state);
+        free(e->cache[i].ids);
+    }
     free(e->points);
     v4_tokenizer_free(e->tokenizer);
     v4_model_free(e->model);
@@ -267,29 +274,44 @@ void tomed_engine_stop(tomed_engine *e)
     free(e);
 }
 
-int tomed_engine_ready(tomed_engine *e, const char **why)
+static int local_ready(tomed_engine *base, const char **why)
 {
+    engine_local *e = (engine_local *)base;
     int ready = atomic_load(&e->ready);
     if (!ready && why) *why = e->why;
     return ready;
 }
 
-const struct v4_model *tomed_engine_model(tomed_engine *e, const char **fingerprint)
+static const struct v4_model *local_model(tomed_engine *base, const char **fingerprint)
 {
+    engine_local *e = (engine_local *)base;
     if (!atomic_load(&e->ready)) return NULL;
     *fingerprint = e->model_fingerprint;
     return e->model;
 }
 
-const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint)
+static const struct v4_tokenizer *local_tokenizer(tomed_engine *base, const char **fingerprint)
 {
+    engine_local *e = (engine_local *)base;
     if (!atomic_load(&e->ready)) return NULL;
     *fingerprint = e->tokenizer_fingerprint;
     return e->tokenizer;
 }
 
-int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err)
+static const char *local_state_fingerprint(tomed_engine *base)
 {
+    engine_local *e = (engine_local *)base;
+    return atomic_load(&e->ready) ? e->model_fingerprint : NULL;
+}
+
+static json_t *local_status(tomed_engine *base)
+{
+    return json_pack("{s:s, s:b}", "kind", "local", "healthy", local_ready(base, NULL));
+}
+
+static int local_submit_prefill(tomed_engine *base, tomed_job *job, tome_error *err)
+{
+    engine_local *e = (engine_local *)base;
     pthread_mutex_lock(&e->lock);
     int stopping = e->stopping;
     if (!stopping) {
@@ -305,8 +327,9 @@ int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err
     return stopping ? tome_errorf(err, TOME_EBUSY, "tomed is shutting down") : 0;
 }
 
-int tomed_engine_submit_ask(tomed_engine *e, tomed_ask *ask, tome_error *err)
+static int local_submit_ask(tomed_engine *base, tomed_ask *ask, tome_error *err)
 {
+    engine_local *e = (engine_local *)base;
     ask_node *node = malloc(sizeof *node);
     if (!node) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     node->ask = ask;
@@ -332,3 +355,19 @@ int tomed_engine_submit_ask(tomed_engine *e, tomed_ask *ask, tome_error *err)
     if (rc != 0) free(node);
     return rc;
 }
+
+static const tomed_engine_ops local_ops = {
+    .kind = "local",
+    .stop = local_stop,
+    .ready = local_ready,
+    .model = local_model,
+    .tokenizer = local_tokenizer,
+    .state_fingerprint = local_state_fingerprint,
+    .submit_prefill = local_submit_prefill,
+    .submit_ask = local_submit_ask,
+    .has_state = engine_local_has_state,
+    .forget = engine_local_forget,
+    .drop_state = engine_local_drop_state,
+    .states = engine_local_states,
+    .status = local_status,
+};

@@ -1,6 +1,7 @@
 /*
- * engine_internal.h - what the engine executor's files share (private to
- * daemon/engine_*.c; the rest of the daemon sees tomed_engine only through
+ * engine_internal.h - what the local engine executor's files share
+ * (private to daemon/engine_*.c but engine_remote.c; the rest of the
+ * daemon sees it only through the tomed_engine interface of
  * daemon/jobs.h).
  *
  * The executor is split by job: engine_exec.c (the thread, its queues and
@@ -34,6 +35,7 @@ typedef struct cached_state {
     v4_state *state;
     int64_t tokens;
     int64_t serial;
+    int32_t *ids; /* a bare prompt's state (corpus TOMED_BARE_MODEL): its ids */
 } cached_state;
 
 /* A question the engine is working on. */
@@ -54,7 +56,8 @@ typedef struct ask_node {
     struct ask_node *next;
 } ask_node;
 
-struct tomed_engine {
+typedef struct engine_local {
+    tomed_engine base; /* first: the interface's ops */
     tomed_server *server;
     char model_dir[TOMED_PATH_MAX];
     pthread_t thread;
@@ -75,6 +78,9 @@ struct tomed_engine {
     /* TOMED_TEST_ANSWER_IDS (tests only): every answer is these ids */
     int32_t *answer_ids;
     size_t n_answer_ids;
+    /* TOMED_TEST_TOKEN_DELAY_MS (tests only): a pause before each answer
+     * token, so a test can act while an answer streams */
+    int token_delay_ms;
     /* queues, under lock */
     tomed_job *jobs_head, *jobs_tail;
     ask_node *asks_head, *asks_tail;
@@ -97,53 +103,67 @@ struct tomed_engine {
     int point_failures;
     float *logits;
     tomed_sampler *sampler; /* the sampling workspace (engine thread) */
-};
+} engine_local;
 
 /* ---- the state cache (engine_cache.c); callers hold e->lock ---------------- */
 
+/* The interface's state operations (tomed_engine_has_state and so on). */
+int engine_local_has_state(tomed_engine *base, const char *corpus, int64_t version_id,
+                           int64_t *tokens, char id[48]);
+void engine_local_forget(tomed_engine *base, const char *corpus);
+int engine_local_drop_state(tomed_engine *base, const char *id);
+json_t *engine_local_states(tomed_engine *base);
 /* The cached state of a corpus version, or NULL. */
-cached_state *engine_cache_find(tomed_engine *e, const char *corpus, int64_t version_id);
+cached_state *engine_cache_find(engine_local *e, const char *corpus, int64_t version_id);
+/* The prefix cache of bare prompts (an OpenAI-compatible server's, which
+ * a remote engine in front warms): the cached prompt with the most ids
+ * that begins ids[0..n) and is shorter, or NULL; a hit counts as its use. */
+cached_state *engine_cache_find_prefix(engine_local *e, const int32_t *ids, size_t n);
+/* Take `state`, the state after the bare prompt ids[0..n) (copied), as a
+ * prefix; the least recently used prefix goes past ENGINE_MAX_PREFIXES.
+ * Takes the lock itself. */
+void engine_cache_put_prefix(engine_local *e, const int32_t *ids, size_t n, v4_state *state);
 /* The id clients see for a cached state. */
 void engine_state_id(const cached_state *c, char *out, size_t cap);
 /* Take `state` as the version's (replacing an older one); `saved_id` is its
  * file's id, NULL while it is in memory only.  Takes the lock itself. */
-void engine_cache_put(tomed_engine *e, const char *corpus, int64_t version_id, v4_state *state,
+void engine_cache_put(engine_local *e, const char *corpus, int64_t version_id, v4_state *state,
                       const char *saved_id);
 
 /* ---- states on disk (engine_persist.c) ------------------------------------ */
 
 /* STATE_DIR/kv/KIND-ID.kv */
-void engine_kv_path(const tomed_engine *e, const char *kind, int64_t id, char *out, size_t cap);
+void engine_kv_path(const engine_local *e, const char *kind, int64_t id, char *out, size_t cap);
 /* Restore the state a file holds (its longest point). */
-int engine_restore_file(tomed_engine *e, const char *path, v4_state **out, tome_error *err);
+int engine_restore_file(engine_local *e, const char *path, v4_state **out, tome_error *err);
 /* Forget the running job's restart points. */
-void engine_drop_points(tomed_engine *e);
+void engine_drop_points(engine_local *e);
 /* Save the running job's state at `done` tokens as its restart point;
  * after a failure the next try waits (see engine_persist.c). */
-void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, int64_t interval);
+void engine_save_restart_point(engine_local *e, tomed_job *job, int64_t done, int64_t interval);
 /* A state to resume `job` from, with *done its tokens; NULL: none fits. */
-v4_state *engine_resume_from_restart_point(tomed_engine *e, tomed_job *job, int64_t *done);
-v4_state *engine_start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_t *done);
+v4_state *engine_resume_from_restart_point(engine_local *e, tomed_job *job, int64_t *done);
+v4_state *engine_start_from_saved_prefix(engine_local *e, tomed_job *job, int64_t *done);
 /* Save the finished job's state; its store id into `id`. */
-int engine_save_final_state(tomed_engine *e, tomed_job *job, char id[48]);
+int engine_save_final_state(engine_local *e, tomed_job *job, char id[48]);
 
 /* ---- answers (engine_answer.c) -------------------------------------------- */
 
 /* Take decoded text; 1 when a stop string ended the answer. */
-int engine_take_text(tomed_engine *e, active_ask *a, const char *text, size_t len);
+int engine_take_text(engine_local *e, active_ask *a, const char *text, size_t len);
 /* The answer is over: send what is still held back. */
-void engine_flush_answer(tomed_engine *e, active_ask *a);
+void engine_flush_answer(engine_local *e, active_ask *a);
 
 /* ---- questions and prefills (engine_asks.c, engine_prefill.c) -------------- */
 
 /* One step of every active question. */
-void engine_run_asks(tomed_engine *e);
+void engine_run_asks(engine_local *e);
 /* End active question `index` with `rc` and hand it back to the loop. */
-void engine_finish_ask(tomed_engine *e, int index, int rc, const tome_error *err);
+void engine_finish_ask(engine_local *e, int index, int rc, const tome_error *err);
 /* One chunk of the current prefill job. */
-void engine_run_prefill_chunk(tomed_engine *e);
+void engine_run_prefill_chunk(engine_local *e);
 /* End the current job with `rc`; post a job's progress or its end. */
-void engine_finish_job(tomed_engine *e, int rc, const tome_error *err);
-void engine_report_job(tomed_engine *e, tomed_job *job, int final);
+void engine_finish_job(engine_local *e, int rc, const tome_error *err);
+void engine_report_job(engine_local *e, tomed_job *job, int final);
 
 #endif

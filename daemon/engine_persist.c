@@ -18,13 +18,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void engine_kv_path(const tomed_engine *e, const char *kind, int64_t id, char *out, size_t cap)
+void engine_kv_path(const engine_local *e, const char *kind, int64_t id, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/kv/%s-%lld.kv", e->server->cfg.state_dir, kind, (long long)id);
 }
 
 /* The state saved at `path`. */
-int engine_restore_file(tomed_engine *e, const char *path, v4_state **out, tome_error *err)
+int engine_restore_file(engine_local *e, const char *path, v4_state **out, tome_error *err)
 {
     kvstate_file *f;
     int rc = kvstate_open(path, e->model, &f, err);
@@ -38,7 +38,7 @@ int engine_restore_file(tomed_engine *e, const char *path, v4_state **out, tome_
  * share its compressed rows) and written with every save, so a saved state
  * also serves any later prefill whose ids agree with it up to one of them,
  * such as a re-ingest that changed a document in the middle. */
-static void keep_point(tomed_engine *e, v4_state *point)
+static void keep_point(engine_local *e, v4_state *point)
 {
     if (e->n_points == e->cap_points) {
         size_t cap = e->cap_points ? e->cap_points * 2 : 16;
@@ -53,14 +53,14 @@ static void keep_point(tomed_engine *e, v4_state *point)
     e->points[e->n_points++] = point;
 }
 
-void engine_drop_points(tomed_engine *e)
+void engine_drop_points(engine_local *e)
 {
     for (size_t i = 0; i < e->n_points; i++) v4_state_free(e->points[i]);
     e->n_points = 0;
 }
 
 /* Restore the file's restart points below `below` tokens into the list. */
-static void restore_points(tomed_engine *e, kvstate_file *f, int64_t below)
+static void restore_points(engine_local *e, kvstate_file *f, int64_t below)
 {
     for (size_t p = 1; p <= kvstate_points(f); p++) {
         v4_state *point;
@@ -75,7 +75,7 @@ static void restore_points(tomed_engine *e, kvstate_file *f, int64_t below)
  * previous one atomically.  A disk that refused one will likely refuse the
  * next, so after a failure the next try waits 2, 4, 8... intervals (at most
  * 1024) instead of coming at every chunk. */
-void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, int64_t interval)
+void engine_save_restart_point(engine_local *e, tomed_job *job, int64_t done, int64_t interval)
 {
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};
@@ -97,7 +97,7 @@ void engine_save_restart_point(tomed_engine *e, tomed_job *job, int64_t done, in
 
 /* The job's latest restart point, if there is one and it still matches,
  * with the restart points before it. */
-v4_state *engine_resume_from_restart_point(tomed_engine *e, tomed_job *job, int64_t *done)
+v4_state *engine_resume_from_restart_point(engine_local *e, tomed_job *job, int64_t *done)
 {
     char path[TOMED_PATH_MAX + 64];
     struct stat st;
@@ -130,7 +130,7 @@ v4_state *engine_resume_from_restart_point(tomed_engine *e, tomed_job *job, int6
 /* The longest prefix of the job's ids held by a saved state of an earlier
  * version (or one of its restart points): after an ingest that appended
  * documents, only the new tail is prefilled. */
-v4_state *engine_start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_t *done)
+v4_state *engine_start_from_saved_prefix(engine_local *e, tomed_job *job, int64_t *done)
 {
     int64_t best_tokens = 0;
     int best = -1;
@@ -171,7 +171,7 @@ v4_state *engine_start_from_saved_prefix(tomed_engine *e, tomed_job *job, int64_
 
 /* cache_budget: least recently used states evicted, never the one just
  * saved.  A failure costs disk space, not the state, so it is logged. */
-static void enforce_cache_budget(tomed_engine *e, store *db, int64_t saved)
+static void enforce_cache_budget(engine_local *e, store *db, int64_t saved)
 {
     int64_t budget = tomed_config_cache_budget(&e->server->cfg);
     size_t evicted = 0;
@@ -187,7 +187,7 @@ static void enforce_cache_budget(tomed_engine *e, store *db, int64_t saved)
 /* A finished prefill, saved and recorded in the store; `id` gets the
  * store's id of it.  Failing here costs a prefill after a restart, not the
  * answer, so it is logged, not fatal. */
-int engine_save_final_state(tomed_engine *e, tomed_job *job, char id[48])
+int engine_save_final_state(engine_local *e, tomed_job *job, char id[48])
 {
     char path[TOMED_PATH_MAX + 64];
     tome_error err = {0};

@@ -12,12 +12,12 @@
 #define DEFAULT_PREFILL_CHUNK 256
 #define PROGRESS_INTERVAL_S   1.0
 
-void engine_report_job(tomed_engine *e, tomed_job *job, int final)
+void engine_report_job(engine_local *e, tomed_job *job, int final)
 {
     tomed_post(e->server->pool, final ? tomed_job_finished : tomed_job_progress, job);
 }
 
-void engine_finish_job(tomed_engine *e, int rc, const tome_error *err)
+void engine_finish_job(engine_local *e, int rc, const tome_error *err)
 {
     tomed_job *job = e->job;
     job->rc = rc;
@@ -50,7 +50,7 @@ static int progress_hook(void *ctx, int64_t done, int64_t total)
 }
 
 /* One chunk of the current prefill. */
-void engine_run_prefill_chunk(tomed_engine *e)
+void engine_run_prefill_chunk(engine_local *e)
 {
     tomed_job *job = e->job;
     tome_error err = {0};

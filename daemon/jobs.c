@@ -289,6 +289,7 @@ typedef struct prefill_call {
     int32_t *ids;
     size_t n_ids;
     int already_cached;
+    int rewarm; /* a remote engine's: prefill even when it has the state */
     int rc;
     tome_error err;
 } prefill_call;
@@ -305,14 +306,14 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
     if (rc == 0) rc = store_version_number(db, pc->version_id, &pc->version_number, err);
     if (rc != 0) return rc;
     tomed_engine *e = pc->jobs->engine;
-    const char *fingerprint;
+    const char *fingerprint = tomed_engine_state_fingerprint(e);
     char path[TOMED_PATH_MAX], id[32];
     int64_t tokens = 0;
-    if (!tomed_engine_model(e, &fingerprint))
-        return tome_errorf(err, TOME_EBUSY, "the model is not loaded");
+    if (!fingerprint) return tome_errorf(err, TOME_EBUSY, "the model is not loaded");
     rc = tomed_saved_state(db, corpus_id, pc->version_id, fingerprint, path, id, &tokens, err);
     if (rc < 0) return rc;
-    if (rc == 1 || tomed_engine_has_state(e, pc->corpus, pc->version_id, &tokens, NULL)) {
+    if (rc == 1 ||
+        (!pc->rewarm && tomed_engine_has_state(e, pc->corpus, pc->version_id, &tokens, NULL))) {
         rc = 0;
         pc->already_cached = 1;
         pc->n_ids = (size_t)tokens;
@@ -475,13 +476,15 @@ static tomed_job *active_job(const tomed_jobs *j, const char *corpus)
     return NULL;
 }
 
-static int submit_prefill(tomed_jobs *j, tomed_request *r, const char *corpus, int64_t job_id)
+static int submit_prefill(tomed_jobs *j, tomed_request *r, const char *corpus, int64_t job_id,
+                          int rewarm)
 {
     prefill_call *pc = calloc(1, sizeof *pc);
     if (!pc) return TOME_ENOMEM;
     pc->jobs = j;
     pc->r = r;
     pc->job_id = job_id;
+    pc->rewarm = rewarm;
     snprintf(pc->corpus, sizeof pc->corpus, "%s", corpus);
     if (r) {
         r->on_abort = prefill_aborted;
@@ -510,9 +513,17 @@ void tomed_jobs_start_prefill(tomed_jobs *j, tomed_request *r, const char *corpu
         if (add_waiter(pending, r) != 0) tomed_reply_error(r, TOME_ENOMEM, "out of memory");
     } else if (!tomed_engine_ready(j->engine, &why)) {
         tomed_reply_error_ex(r, 503, TOME_EBUSY, NULL, "the model is not ready: %s", why);
-    } else if (submit_prefill(j, r, corpus, 0) != 0) {
+    } else if (submit_prefill(j, r, corpus, 0, 0) != 0) {
         tomed_reply_error(r, TOME_ENOMEM, "cannot queue the prefill");
     }
+}
+
+void tomed_jobs_rewarm(tomed_jobs *j, const char *corpus)
+{
+    if (j->server->draining || active_job(j, corpus) || rendering_call(j, corpus)) return;
+    tomed_log(TOMED_LOG_INFO, "re-warming '%s' on another replica", corpus);
+    if (submit_prefill(j, NULL, corpus, 0, 1) != 0)
+        tomed_log(TOMED_LOG_WARN, "cannot queue the re-warm of '%s'", corpus);
 }
 
 /* ------------------------------------------------------------------------
@@ -560,7 +571,7 @@ static void resume_done(void *arg)
         if (!rc->corpora || !rc->corpora[i][0]) continue;
         tomed_log(TOMED_LOG_INFO, "resuming job %lld (prefill of '%s')", (long long)rc->ids[i],
                   rc->corpora[i]);
-        submit_prefill(rc->jobs, NULL, rc->corpora[i], rc->ids[i]);
+        submit_prefill(rc->jobs, NULL, rc->corpora[i], rc->ids[i], 0);
     }
     free(rc->ids);
     free(rc->corpora);
@@ -681,7 +692,7 @@ int tomed_jobs_new(tomed_server *s, tomed_jobs **out, tome_error *err)
         tomed_jobs_free(j);
         return tome_errorf(err, TOME_ENOMEM, "keepalive timer");
     }
-    int rc = tomed_engine_start(s, s->cfg.model, &j->engine, err);
+    int rc = tomed_engine_start(s, &j->engine, err);
     if (rc != 0) {
         tomed_jobs_free(j);
         return rc;

@@ -14,6 +14,8 @@
 #include "daemon/storecall.h"
 #include "daemon/types.h"
 
+struct v4_model;
+struct v4_tokenizer;
 
 int tomed_jobs_new(tomed_server *s, tomed_jobs **out, tome_error *err);
 void tomed_jobs_free(tomed_jobs *j);
@@ -27,6 +29,9 @@ int tomed_jobs_model_ready(const tomed_jobs *j, const char **model, const char *
 /* Does a job of the corpus wait or run? */
 int tomed_jobs_corpus_busy(const tomed_jobs *j, const char *corpus);
 tomed_engine *tomed_jobs_engine(const tomed_jobs *j);
+/* A remote engine moved the corpus to another replica: warm it there with
+ * a prefill job (loop thread; nothing when a job of the corpus runs). */
+void tomed_jobs_rewarm(tomed_jobs *j, const char *corpus);
 
 /* A prefill job.  Created and owned by jobs.c on the loop thread, which
  * keeps it until exit; the engine thread reads `ids` and writes the atomic
@@ -112,6 +117,7 @@ typedef struct tomed_ask {
     size_t answer_len;
     const char *finish_reason;
     int64_t corpus_tokens, prompt_tokens, completion_tokens, context_tokens;
+    int64_t cached_tokens; /* of prompt_tokens, those the engine's cache served */
     double t_queued, t_first_token, t_question_fed, t_end;
     double question_tokens_per_s, decode_tokens_per_s;
     char state_id[48];
@@ -120,15 +126,18 @@ typedef struct tomed_ask {
     /* set by routes_openai.c for a chat completion or a completion, which
      * reply in OpenAI's format (loop thread only, but for `turns` and
      * `bare`, which the engine reads) */
-    int openai; /* 0, TOMED_OPENAI_CHAT or TOMED_OPENAI_COMPLETION */
-    int bare;   /* no corpus: `turns` starts a fresh context */
+    int openai;              /* 0, TOMED_OPENAI_CHAT or TOMED_OPENAI_COMPLETION */
+    int bare;                /* no corpus: `turns` starts a fresh context */
     struct v4_prompt *turns; /* what follows the corpus's prefix, rendered;
                                 NULL: `question` as a document-QA turn */
+    int32_t *prompt_ids;     /* a bare completion's prompt given as token ids
+                                (malloc'd; the engine reads it): used, not `turns` */
+    size_t n_prompt_ids;
     char completion_id[48];
     int64_t created;
-    int sent_role;   /* the first chunk, which names the role, has gone */
-    int in_content;  /* thinking: the reasoning's end has been streamed */
-    char held[8];    /* thinking: streamed text that may begin "</think>" */
+    int sent_role;  /* the first chunk, which names the role, has gone */
+    int in_content; /* thinking: the reasoning's end has been streamed */
+    char held[8];   /* thinking: streamed text that may begin "</think>" */
     size_t held_len;
 } tomed_ask;
 
@@ -171,30 +180,72 @@ json_t *tomed_openai_error_json(int status, int code, const char *message);
 json_t *tomed_citations_json(const char *state_dir, int64_t version_id, const char *answer);
 json_t *tomed_sources_json(const char *state_dir, int64_t version_id, const char *question);
 
+/* engine.c, on an engine's thread: post a piece of a streaming answer to
+ * the loop, where tomed_ask_text sends it. */
+void tomed_ask_post_text(tomed_ask *ask, const char *text, size_t len);
+
+/* engine.c, on an engine's thread: the ids that follow the corpus (or,
+ * bare, start the context): `prompt_ids`, else `turns`, else `question` as
+ * a document-QA turn; the ask's copy is taken (malloc'd ids). */
+int tomed_ask_prompt_ids(const struct v4_tokenizer *t, tomed_ask *ask, int32_t **ids, size_t *n,
+                         tome_error *err);
+
 /* routes_ask.c, called on the loop thread by the engine's reports */
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len);
 void tomed_ask_finished(void *ask);
 
-/* engine_exec.c: the engine executor, one thread per model */
+/* engine.c: the engine interface.  tomed runs questions and prefills on
+ * one engine, chosen by `engine` in tomed.conf: the local executor
+ * (engine_exec.c and the engine_*.c beside it: the model in this process)
+ * or a remote one (engine_remote.c: OpenAI-compatible completions servers
+ * such as vLLM, SGLang or other tomeds).  Both implement these operations;
+ * the functions below dispatch to them, so the rest of tomed never knows
+ * which one serves.  An implementation's struct starts with tomed_engine. */
+typedef struct tomed_engine_ops {
+    const char *kind; /* "local" or "remote" */
+    void (*stop)(tomed_engine *e);
+    int (*ready)(tomed_engine *e, const char **why);
+    const struct v4_model *(*model)(tomed_engine *e, const char **fingerprint);
+    const struct v4_tokenizer *(*tokenizer)(tomed_engine *e, const char **fingerprint);
+    const char *(*state_fingerprint)(tomed_engine *e);
+    int (*submit_prefill)(tomed_engine *e, tomed_job *job, tome_error *err);
+    int (*submit_ask)(tomed_engine *e, tomed_ask *ask, tome_error *err);
+    int (*has_state)(tomed_engine *e, const char *corpus, int64_t version_id, int64_t *tokens,
+                     char id[48]);
+    void (*forget)(tomed_engine *e, const char *corpus);
+    int (*drop_state)(tomed_engine *e, const char *id);
+    json_t *(*states)(tomed_engine *e);
+    json_t *(*status)(tomed_engine *e);
+} tomed_engine_ops;
 
-/* Starts the thread, which loads the model from `model_dir` (reported by
- * tomed_engine_ready once done). */
-int tomed_engine_start(tomed_server *s, const char *model_dir, tomed_engine **out, tome_error *err);
+struct tomed_engine {
+    const tomed_engine_ops *ops;
+};
+
+/* Starts the engine that s->cfg names: the local one loads the model
+ * `s->cfg.model` on its thread, the remote one its tokenizer (both
+ * reported by tomed_engine_ready once done). */
+int tomed_engine_start(tomed_server *s, tomed_engine **out, tome_error *err);
+int tomed_engine_start_local(tomed_server *s, tomed_engine **out, tome_error *err);
+int tomed_engine_start_remote(tomed_server *s, tomed_engine **out, tome_error *err);
 /* Stops at the next chunk boundary (a running job is reported interrupted,
- * questions cancelled) and joins the thread. */
+ * questions cancelled) and joins the engine's threads. */
 void tomed_engine_stop(tomed_engine *e);
 int tomed_engine_ready(tomed_engine *e, const char **why);
 /* The model and its fingerprint (hex), once ready (immutable; any thread
- * may use them), else NULL. */
+ * may use them), else NULL; a remote engine has no model here. */
 const struct v4_model *tomed_engine_model(tomed_engine *e, const char **fingerprint);
 /* The tokenizer and its fingerprint, once ready (immutable; any thread
- * may use them), else NULL. */
+ * may use them), else NULL.  Every engine has one: tokens are counted here. */
 const struct v4_tokenizer *tomed_engine_tokenizer(tomed_engine *e, const char **fingerprint);
+/* The fingerprint saved states (KV state files) are kept under, or NULL
+ * before the engine is ready; a remote engine's matches no file. */
+const char *tomed_engine_state_fingerprint(tomed_engine *e);
 int tomed_engine_submit_prefill(tomed_engine *e, tomed_job *job, tome_error *err);
 /* TOME_EBUSY when ask_queue_limit questions are already waiting. */
 int tomed_engine_submit_ask(tomed_engine *e, tomed_ask *ask, tome_error *err);
-/* Is a state of this corpus version in memory?  Its tokens and id (both
- * optional) are filled when it is. */
+/* Can a question on this corpus version start without a prefill?  Its
+ * tokens and id (both optional) are filled when it can. */
 int tomed_engine_has_state(tomed_engine *e, const char *corpus, int64_t version_id, int64_t *tokens,
                            char id[48]);
 /* Drop the corpus's states (the corpus is gone), or one state by id. */
@@ -202,5 +253,8 @@ void tomed_engine_forget(tomed_engine *e, const char *corpus);
 int tomed_engine_drop_state(tomed_engine *e, const char *id);
 /* The states in memory, as tome-protocol(7) state objects. */
 json_t *tomed_engine_states(tomed_engine *e);
+/* {"kind", "healthy"[, "replicas": [{"url", "up", "corpora", "error"}]]}
+ * for GET /v1/ready. */
+json_t *tomed_engine_status(tomed_engine *e);
 
 #endif

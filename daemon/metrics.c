@@ -84,6 +84,14 @@ void tomed_metrics_render(struct evbuffer *out, const char *state_dir, const int
     counter_header(out, "tome_cache_misses_total", "counter", "Asks without a cached state.");
     evbuffer_add_printf(out, "tome_cache_misses_total %llu\n",
                         (unsigned long long)tomed_stats.cache_misses);
+    counter_header(out, "tome_cached_prompt_tokens_total", "counter",
+                   "Prompt tokens served from the engine's cache.");
+    evbuffer_add_printf(out, "tome_cached_prompt_tokens_total %llu\n",
+                        (unsigned long long)tomed_stats.cached_tokens);
+    counter_header(out, "tome_remote_rewarms_total", "counter",
+                   "Corpora warmed again on another replica for a question.");
+    evbuffer_add_printf(out, "tome_remote_rewarms_total %llu\n",
+                        (unsigned long long)tomed_stats.remote_rewarms);
     counter_header(out, "tome_queue_depth", "gauge", "Questions waiting for the engine.");
     evbuffer_add_printf(out, "tome_queue_depth %d\n", (int)tomed_stats.queue_depth);
     char path[TOMED_PATH_MAX + 32];

@@ -19,6 +19,8 @@ typedef struct tomed_metrics {
     atomic_uint_fast64_t decode_tokens;
     atomic_uint_fast64_t cache_hits;
     atomic_uint_fast64_t cache_misses;
+    atomic_uint_fast64_t cached_tokens;  /* prompt tokens an engine's cache served */
+    atomic_uint_fast64_t remote_rewarms; /* corpora warmed again on another replica */
     _Atomic double prefill_tokens_per_s;
     _Atomic double decode_tokens_per_s;
     atomic_int queue_depth;

@@ -71,6 +71,7 @@ static void ask_free(ask_ctx *ctx)
     free(ask->logit_bias);
     if (ask->turns) v4_prompt_free(ask->turns);
     free(ask->turns);
+    free(ask->prompt_ids);
     json_decref(ctx->sources);
     json_decref(ctx->citations);
     free(ctx);
@@ -99,8 +100,9 @@ static void send_keepalive(evutil_socket_t fd, short what, void *arg)
 
 static json_t *usage_json(const tomed_ask *ask)
 {
-    return json_pack("{s:I, s:I, s:I, s:I}", "corpus_tokens", (json_int_t)ask->corpus_tokens,
-                     "prompt_tokens", (json_int_t)ask->prompt_tokens, "completion_tokens",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "corpus_tokens", (json_int_t)ask->corpus_tokens,
+                     "prompt_tokens", (json_int_t)ask->prompt_tokens, "cached_tokens",
+                     (json_int_t)ask->cached_tokens, "completion_tokens",
                      (json_int_t)ask->completion_tokens, "context_tokens",
                      (json_int_t)ask->context_tokens);
 }
@@ -116,8 +118,9 @@ static json_t *answer_json(const ask_ctx *ctx)
                      (ask->t_queued - ask->t_request) * ms, "ttft_ms", ttft, "prefill_tokens_per_s",
                      ask->question_tokens_per_s, "decode_tokens_per_s", ask->decode_tokens_per_s,
                      "total_ms", (ask->t_end - ask->t_request) * ms, "state", "id", ask->state_id,
-                     "tokens", (json_int_t)ask->corpus_tokens, "hit", 1, "citations",
-                     ctx->citations, "sources", ctx->sources);
+                     "tokens", (json_int_t)ask->corpus_tokens, "hit",
+                     ask->cached_tokens >= ask->corpus_tokens, "citations", ctx->citations,
+                     "sources", ctx->sources);
 }
 
 void tomed_ask_text(tomed_ask *ask, const char *text, size_t len)
@@ -283,9 +286,9 @@ static void find_version(void *arg)
             tome_errorf(&v->err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", ask->corpus);
     if (v->rc != 0) return;
     /* A state saved by an earlier daemon serves when none is in memory. */
-    const char *fingerprint;
+    const char *fingerprint = tomed_engine_state_fingerprint(tomed_jobs_engine(ask->server->jobs));
     int64_t tokens;
-    if (!tomed_engine_model(tomed_jobs_engine(ask->server->jobs), &fingerprint)) return;
+    if (!fingerprint) return;
     int found = tomed_saved_state(db, v->ctx->corpus_id, ask->version_id, fingerprint,
                                   ask->saved_path, ask->saved_id, &tokens, &v->err);
     if (found < 0) v->rc = found;

@@ -36,6 +36,7 @@ void tomed_route_ready(tomed_request *r)
                   "store", "ok", "draining", draining, "kernels",
                   v4_kernels_name((v4_kernels)r->server->cfg.kernels), "isa", v4_kernels_isa());
     if (why) json_object_set_new(body, "reason", json_string(why));
+    json_object_set_new(body, "engine", tomed_engine_status(tomed_jobs_engine(r->server->jobs)));
     tomed_reply_json(r, loaded && !draining ? 200 : 503, body);
 }
 

@@ -5,7 +5,8 @@
  *   GET  /openai/v1/models            the corpora with a prefilled state,
  *                                     and the bare model (TOMED_BARE_MODEL)
  *   POST /openai/v1/chat/completions  a conversation with one of them
- *   POST /openai/v1/completions       a raw prompt to one of them
+ *   POST /openai/v1/completions       a raw prompt to one of them (text, or
+ *                                     for the bare model token ids)
  *
  * A "model" is a corpus: its prefilled state is the long shared prompt.  The
  * request's messages are rendered with V4's chat encoding as what follows
@@ -72,9 +73,9 @@ static int has_state(tomed_call *c, store *db, const char *name, tome_error *err
     if (rc != 0) return rc;
     tomed_engine *engine = tomed_jobs_engine(c->server->jobs);
     if (tomed_engine_has_state(engine, name, version_id, NULL, NULL)) return 1;
-    const char *fingerprint;
+    const char *fingerprint = tomed_engine_state_fingerprint(engine);
     char path[TOMED_PATH_MAX], id[32];
-    if (!tomed_engine_model(engine, &fingerprint)) return 0;
+    if (!fingerprint) return 0;
     return tomed_saved_state(db, corpus_id, version_id, fingerprint, path, id, &tokens, err);
 }
 
@@ -303,10 +304,44 @@ static int parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
     return parse_messages(r, json_object_get(body, "messages"), ask);
 }
 
+/* A bare completion's prompt as token ids, as vLLM and SGLang take them:
+ * the whole context (BOS included when wanted), each id one the tokenizer
+ * knows.  What a remote engine in front of this tomed sends. */
+static int parse_prompt_ids(tomed_request *r, json_t *prompt, tomed_ask *ask)
+{
+    const char *fingerprint;
+    const v4_tokenizer *t =
+        tomed_engine_tokenizer(tomed_jobs_engine(r->server->jobs), &fingerprint);
+    size_t n = json_array_size(prompt), i;
+    json_t *id;
+    if (!ask->bare)
+        return invalid(r, "a prompt of token ids is the whole context: the bare model's only");
+    if (!t || !(ask->prompt_ids = malloc(n * sizeof *ask->prompt_ids)))
+        return invalid(r, "out of memory");
+    json_array_foreach(prompt, i, id)
+    {
+        json_int_t v = json_integer_value(id);
+        if (!json_is_integer(id) || v < 0 || v >= (json_int_t)v4_tokenizer_n_ids(t)) {
+            tomed_reply_error(r, TOME_EINVAL, "prompt[%zu] must be a token id from 0 to %d", i,
+                              (int)v4_tokenizer_n_ids(t) - 1);
+            return -1;
+        }
+        ask->prompt_ids[i] = (int32_t)v;
+    }
+    ask->n_prompt_ids = n;
+    return (ask->question = strdup("")) ? 0 : invalid(r, "out of memory");
+}
+
 /* A completion's prompt is plain text (special-token text in it stays
- * text) after the corpus, or after BOS for the bare model. */
+ * text) after the corpus, or after BOS for the bare model; or token ids. */
 static int parse_prompt(tomed_request *r, json_t *prompt, tomed_ask *ask)
 {
+    if (json_is_array(prompt) && json_array_size(prompt) == 1 &&
+        json_is_array(json_array_get(prompt, 0)))
+        prompt = json_array_get(prompt, 0); /* a batch of one prompt of ids */
+    if (json_is_array(prompt) && json_array_size(prompt) > 0 &&
+        json_is_integer(json_array_get(prompt, 0)))
+        return parse_prompt_ids(r, prompt, ask);
     if (json_is_array(prompt) && json_array_size(prompt) == 1) prompt = json_array_get(prompt, 0);
     const char *text = json_string_value(prompt);
     if (!text || !*text)
@@ -435,7 +470,7 @@ static json_t *usage_json(const tomed_ask *ask)
     return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)ask->prompt_tokens,
                      "completion_tokens", (json_int_t)ask->completion_tokens, "total_tokens",
                      (json_int_t)(ask->prompt_tokens + ask->completion_tokens),
-                     "prompt_tokens_details", "cached_tokens", (json_int_t)ask->corpus_tokens);
+                     "prompt_tokens_details", "cached_tokens", (json_int_t)ask->cached_tokens);
 }
 
 static json_t *extras_json(const tomed_ask *ask, json_t *citations, json_t *sources)

@@ -4,7 +4,7 @@
 set -eu
 PACKAGES="build-essential autoconf automake pkg-config
 libsqlite3-dev libevent-dev libpcre2-dev libarchive-dev libssl-dev libjansson-dev libxxhash-dev libcurl4-openssl-dev
-mandoc man-db openssl curl ca-certificates zsh
+mandoc man-db openssl curl ca-certificates zsh python3 python3-jsonschema
 libarchive-tools zip unzip p7zip-full cpio xorriso zstd lz4 xz-utils bzip2 gzip
 cppcheck clang-format"
 missing=""

@@ -117,6 +117,51 @@ static void test_config(const char *dir)
     free(cfg);
 }
 
+/* engine = remote: the endpoints with their options, and what is refused. */
+static void test_remote_config(const char *dir)
+{
+    tomed_config *cfg = malloc(sizeof *cfg);
+    REQUIRE(cfg != NULL, "out of memory");
+    tome_error err = {0};
+    char conf[4200], key[4200], text[9000];
+    snprintf(conf, sizeof conf, "%s/remote.conf", dir);
+    snprintf(key, sizeof key, "%s/api.key", dir);
+    write_text(key, "secret\n");
+    char *args[] = {"tomed", "--config", conf, "--state-dir", "/s", NULL};
+
+    snprintf(text, sizeof text,
+             "engine = remote\n"
+             "remote = http://gpu1:8000/v1\n"
+             "remote = https://tome2:7433/openai/v1 ca=%s api_key_file=%s\n"
+             "remote_model = deepseek-ai/DeepSeek-V4-Flash\n"
+             "remote_timeout = 60\n",
+             key, key);
+    write_text(conf, text);
+    CHECK_OK(build(cfg, &err, 5, args), &err);
+    CHECK_OK(tomed_config_check(cfg, &err), &err);
+    CHECK(cfg->engine == TOMED_ENGINE_REMOTE && cfg->n_remotes == 2);
+    CHECK(strcmp(cfg->remotes[0].url, "http://gpu1:8000/v1") == 0 && !cfg->remotes[0].ca[0]);
+    CHECK(strcmp(cfg->remotes[1].ca, key) == 0 && strcmp(cfg->remotes[1].api_key_file, key) == 0);
+    CHECK(strcmp(cfg->remote_model, "deepseek-ai/DeepSeek-V4-Flash") == 0);
+    CHECK(cfg->remote_timeout_s == 60 && cfg->remote_connect_timeout_s == 10);
+
+    write_text(conf, "remote = gpu1:8000\n"); /* no scheme */
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    write_text(conf, "remote = http://gpu1 tls=off\n");
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    write_text(conf, "engine = cluster\n");
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    write_text(conf, "engine = remote\n");
+    CHECK_OK(build(cfg, &err, 5, args), &err);
+    CHECK(tomed_config_check(cfg, &err) == TOME_EINVAL);
+    write_text(conf, "engine = remote\nremote = http://x/v1 api_key_file=/no/such/key\n");
+    CHECK_OK(build(cfg, &err, 5, args), &err);
+    CHECK(tomed_config_check(cfg, &err) == TOME_EIO);
+    unlink(conf);
+    unlink(key);
+    free(cfg);
+}
+
 static void test_names_and_rights(void)
 {
     CHECK(tomed_corpus_name_valid("src"));
@@ -296,6 +341,7 @@ int main(void)
 {
     const char *dir = check_tmpdir();
     test_config(dir);
+    test_remote_config(dir);
     test_names_and_rights();
     test_principals(dir);
     test_peer_access(dir);

@@ -93,7 +93,7 @@ unix_http 409 "/v1/jobs/$job" -X DELETE && body_has 'has finished'
 q='"question":"Which rule mentions token 7?","max_tokens":6,"temperature":0'
 unix_http 200 /v1/corpora/docs/ask -d "{$q,\"stream\":false}"
 body_has '"finish_reason":"(length|stop)"'
-body_has "\"usage\":\\{\"corpus_tokens\":$total,\"prompt_tokens\":[0-9]+,\"completion_tokens\":[1-6],\"context_tokens\":1048576\\}"
+body_has "\"usage\":\\{\"corpus_tokens\":$total,\"prompt_tokens\":[0-9]+,\"cached_tokens\":$total,\"completion_tokens\":[1-6],\"context_tokens\":1048576\\}"
 body_has '"timings":\{"queue_ms":[0-9.e-]+,"ttft_ms":[0-9.e-]+,"prefill_tokens_per_s":[0-9.e+-]+,"decode_tokens_per_s":[0-9.e+-]+,"total_ms":[0-9.e+-]+\}'
 body_has "\"state\":\\{\"id\":\"$state\",\"tokens\":$total,\"hit\":true\\}"
 answer=$(sed -n 's/^{"answer":"\(.*\)","finish_reason".*/\1/p' "$tmp/body")
