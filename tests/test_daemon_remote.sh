@@ -13,8 +13,13 @@
 . "$TOME_SRCDIR/tests/daemon-lib.sh"
 require_model
 make_pki
-command -v python3 >/dev/null || { echo "FAIL: python3 is missing"; exit 1; }
-python3 -c 'import jsonschema' 2>/dev/null || { echo "FAIL: python3-jsonschema is missing"; exit 1; }
+# The Python with jsonschema: the one on PATH, or Debian's (where
+# scripts/install-deps.sh puts python3-jsonschema) when PATH has another.
+py=""
+for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -c 'import jsonschema' 2>/dev/null; then py=$candidate; break; fi
+done
+[ -n "$py" ] || { echo "FAIL: no python3 with jsonschema (apt-get install python3-jsonschema)"; exit 1; }
 
 # The answers: 30 fixed ids, 60 ms apart, so a test can act mid-answer.
 echo '[3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,3742,
@@ -136,7 +141,7 @@ body_has '^tome_cache_misses_total 0$'
 
 # ---- the requests the front sent are OpenAI completions requests ----
 check "the front sent requests" [ -s "$tmp/requests.jsonl" ]
-python3 - "$TOME_SRCDIR/tests/data/openai-completions-request.schema.json" "$tmp/requests.jsonl" \
+"$py" - "$TOME_SRCDIR/tests/data/openai-completions-request.schema.json" "$tmp/requests.jsonl" \
     >"$tmp/schema.out" 2>&1 <<'EOF'
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))
