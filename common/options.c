@@ -169,12 +169,18 @@ static int apply(const tome_option *o, const char *opt, const char *arg, void *c
     case TOME_OPT_CHOICE:
         return parse_choice(o, opt, arg, err);
     case TOME_OPT_CALL: {
-        int rc = o->call(ctx, arg, err);
+        int rc = o->call(ctx, o->data, arg, err);
         if (rc) tome_error_wrap(err, "%s", opt);
         return rc;
     }
     }
     return tome_errorf(err, TOME_EINVAL, "%s: bad option table", opt);
+}
+
+/* Whether the option takes a value. */
+static int takes_value(const tome_option *o)
+{
+    return !(o->kind == TOME_OPT_FLAG || (o->kind == TOME_OPT_CALL && !o->arg));
 }
 
 /* "--name" for messages (also for options met as -x). */
@@ -195,7 +201,7 @@ static int take_long(const tome_cli *cli, int argc, char **argv, int *i, void *c
     if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option --%.*s", (int)len, text);
     char name[128];
     display(o, name, sizeof name);
-    if (o->kind == TOME_OPT_FLAG) {
+    if (!takes_value(o)) {
         if (eq) return tome_errorf(err, TOME_EINVAL, "%s takes no value", name);
         return apply(o, name, NULL, ctx, err);
     }
@@ -214,7 +220,7 @@ static int take_short(const tome_cli *cli, int argc, char **argv, int *i, void *
         if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option -%c", *p);
         char name[128];
         display(o, name, sizeof name);
-        if (o->kind == TOME_OPT_FLAG) {
+        if (!takes_value(o)) {
             int rc = apply(o, name, NULL, ctx, err);
             if (rc) return rc;
             continue;
@@ -230,21 +236,31 @@ static int take_short(const tome_cli *cli, int argc, char **argv, int *i, void *
 int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
                        tome_error *err)
 {
-    int n = 0, rc = 0, i = 1;
+    char **options = malloc((size_t)(argc > 0 ? argc : 1) * sizeof *options);
+    if (!options) return tome_errorf(err, TOME_ENOMEM, "out of memory parsing the command line");
+    int n = 0, n_options = 0, rc = 0, i = 1;
     for (; i < argc && rc == 0; i++) {
         const char *a = argv[i];
+        int first = i;
         if (strcmp(a, "--") == 0) {
-            i++;
+            options[n_options++] = argv[i++];
             break;
         }
         if (a[0] == '-' && a[1] == '-')
             rc = take_long(cli, argc, argv, &i, ctx, err);
         else if (a[0] == '-' && a[1])
             rc = take_short(cli, argc, argv, &i, ctx, err);
-        else
+        else {
             argv[1 + n++] = argv[i]; /* never overtakes i: the slot is free */
+            continue;
+        }
+        for (int k = first; k <= i && k < argc; k++) options[n_options++] = argv[k];
     }
     while (rc == 0 && i < argc) argv[1 + n++] = argv[i++];
+    /* The options go back after the operands, so argv still holds every
+     * string. */
+    if (rc == 0) memcpy(argv + 1 + n, options, (size_t)n_options * sizeof *options);
+    free(options);
     *n_operands = n;
     return rc;
 }

@@ -31,7 +31,8 @@ typedef enum tome_option_kind {
                         allowed, in [.min, .max], stored like TOME_OPT_INT */
     TOME_OPT_REAL,   /* a finite number in [.min, .max], stored in a double */
     TOME_OPT_CHOICE, /* one of the '|'-separated words in .choices; its index in an int */
-    TOME_OPT_CALL    /* hands the argument to .call (repeatable options, lists) */
+    TOME_OPT_CALL    /* hands the argument (NULL when .arg is NULL: a flag) and .data to
+                        .call: repeatable options, lists, settings kept elsewhere */
 } tome_option_kind;
 
 typedef struct tome_option {
@@ -45,8 +46,9 @@ typedef struct tome_option {
     int64_t min, max; /* TOME_OPT_INT/SIZE/REAL: inclusive range */
     int is_unsigned;  /* TOME_OPT_INT/SIZE: the target is unsigned (max may be -1: all) */
     int flag_value;   /* TOME_OPT_FLAG: the value stored (0 is read as 1) */
-    const char *choices;                                       /* TOME_OPT_CHOICE */
-    int (*call)(void *ctx, const char *arg, tome_error *err); /* TOME_OPT_CALL */
+    const char *choices; /* TOME_OPT_CHOICE */
+    int (*call)(void *ctx, const void *data, const char *arg, tome_error *err); /* TOME_OPT_CALL */
+    const void *data; /* TOME_OPT_CALL: handed to .call */
 } tome_option;
 
 /* Row builders for the common cases; `target` is an lvalue. */
@@ -70,8 +72,9 @@ typedef struct tome_option {
 #define TOME_CHOICE(nm, sh, words, target, text)                                                   \
     {.name = nm, .short_name = sh, .kind = TOME_OPT_CHOICE, .arg = words, .help = text,            \
      .value = &(target), .choices = words}
-#define TOME_CALL(nm, sh, argname, fn, text)                                                       \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text, .call = fn}
+#define TOME_CALL(nm, sh, argname, fn, datum, text)                                                \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,            \
+     .call = fn, .data = datum}
 
 /* A program's command line: its name, the usage lines after "usage: ",
  * and its options.  `--help`/`-h` is understood without a row. */
@@ -87,7 +90,8 @@ typedef struct tome_cli {
 
 /* Parse argv[1..argc) against `cli`, storing values as the rows say (the
  * caller sets defaults first).  The operands, in order, are moved to
- * argv[1..*n_operands] (the array is reordered, never the strings).
+ * argv[1..*n_operands], the options after them (the array is reordered,
+ * never the strings).
  * `ctx` is passed to TOME_OPT_CALL rows.  Returns 0, TOME_OPTIONS_HELP,
  * or TOME_EINVAL with a message naming the option and the problem. */
 int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,

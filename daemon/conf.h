@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "common/common.h"
+#include "common/options.h"
 
 #define TOMED_PATH_MAX        4096
 #define TOMED_MAX_IDS         32
@@ -117,6 +118,9 @@ static inline int64_t tomed_config_cache_budget(const tomed_config *c)
  * if it exists), then the command-line flags in argv.  `check_only` is set
  * when --check-config was given. */
 int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err);
+/* tomed's command line, for --help (its flags are read by
+ * tomed_config_build). */
+extern const tome_cli tomed_cli;
 /* SIGHUP: copy what may change while running (TLS files and policy, log
  * settings, rights, limits, timeouts, and the engine's prefill_chunk,
  * restart_interval and cache_budget) from `fresh` into the running

@@ -13,6 +13,7 @@
  * man/tomed.conf.5; an unknown key is an error naming the file and line, so
  * a typo never silently falls back to a default.
  */
+#include "common/options.h"
 #include "daemon/conf.h"
 #include "daemon/log.h"
 #include "daemon/tls.h"
@@ -20,7 +21,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,91 +353,84 @@ static int load_file(tomed_config *c, const char *path, tome_error *err)
     return rc;
 }
 
-enum {
-    OPT_CONFIG = 256,
-    OPT_FOREGROUND,
-    OPT_STATE_DIR,
-    OPT_SOCKET,
-    OPT_LISTEN,
-    OPT_TLS_CERT,
-    OPT_TLS_KEY,
-    OPT_TLS_CLIENT_CA,
-    OPT_MODEL,
-    OPT_LOG_LEVEL,
-    OPT_PIDFILE,
-    OPT_CHECK_CONFIG,
-};
+/* The command line is read twice: pass 1 finds --config (and the flags),
+ * pass 2 applies the settings over the file's. */
+typedef struct flag_pass {
+    tomed_config *c;
+    int apply;
+    int *check_only;
+} flag_pass;
 
-static const struct option long_options[] = {
-    {"config", required_argument, NULL, OPT_CONFIG},
-    {"foreground", no_argument, NULL, OPT_FOREGROUND},
-    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
-    {"socket", required_argument, NULL, OPT_SOCKET},
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"pidfile", required_argument, NULL, OPT_PIDFILE},
-    {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
-    {NULL, 0, NULL, 0},
-};
-
-/* The config key each path-valued flag overrides. */
-static const char *flag_key(int opt)
+static int take_config_path(void *ctx, const void *data, const char *arg, tome_error *err)
 {
-    switch (opt) {
-    case OPT_STATE_DIR:
-        return "state_dir";
-    case OPT_SOCKET:
-        return "socket";
-    case OPT_LISTEN:
-        return "listen";
-    case OPT_TLS_CERT:
-        return "tls_cert";
-    case OPT_TLS_KEY:
-        return "tls_key";
-    case OPT_TLS_CLIENT_CA:
-        return "tls_client_ca";
-    case OPT_MODEL:
-        return "model";
-    case OPT_LOG_LEVEL:
-        return "log_level";
-    case OPT_PIDFILE:
-        return "pidfile";
-    default:
-        return NULL;
-    }
+    flag_pass *f = ctx;
+    (void)data;
+    (void)err;
+    if (!f->apply) snprintf(f->c->config_path, sizeof f->c->config_path, "%s", arg);
+    return 0;
 }
 
-/* Pass 1 finds --config; pass 2 applies the other flags over the file. */
+static int take_foreground(void *ctx, const void *data, const char *arg, tome_error *err)
+{
+    (void)data, (void)arg, (void)err;
+    ((flag_pass *)ctx)->c->foreground = 1;
+    return 0;
+}
+
+static int take_check_config(void *ctx, const void *data, const char *arg, tome_error *err)
+{
+    flag_pass *f = ctx;
+    (void)data, (void)arg, (void)err;
+    if (f->check_only) *f->check_only = 1;
+    return 0;
+}
+
+/* A flag that overrides the tomed.conf key `data` (pass 2). */
+static int take_setting(void *ctx, const void *key, const char *arg, tome_error *err)
+{
+    flag_pass *f = ctx;
+    if (f->apply && set_key(f->c, key, arg) != 0)
+        return tome_errorf(err, TOME_EINVAL, "bad value '%s'", arg);
+    return 0;
+}
+
+static const tome_option flag_table[] = {
+    TOME_CALL("config", 0, "FILE", take_config_path, NULL,
+              "read this tomed.conf (default " DEFAULT_CONFIG_PATH " if present)"),
+    TOME_CALL("foreground", 0, NULL, take_foreground, NULL, "stay in the foreground, log to stderr"),
+    TOME_CALL("state-dir", 0, "DIR", take_setting, "state_dir", "the state directory"),
+    TOME_CALL("socket", 0, "PATH", take_setting, "socket", "the Unix socket"),
+    TOME_CALL("listen", 0, "ADDR:PORT", take_setting, "listen", "the TLS listener"),
+    TOME_CALL("tls-cert", 0, "FILE", take_setting, "tls_cert", "its certificate chain"),
+    TOME_CALL("tls-key", 0, "FILE", take_setting, "tls_key", "its private key"),
+    TOME_CALL("tls-client-ca", 0, "FILE", take_setting, "tls_client_ca",
+              "CAs of client certificates (mutual TLS)"),
+    TOME_CALL("model", 0, "DIR", take_setting, "model", "the model (\"tiny\": the built-in one)"),
+    TOME_CALL("log-level", 0, "LEVEL", take_setting, "log_level", "error, warn, info or debug"),
+    TOME_CALL("pidfile", 0, "FILE", take_setting, "pidfile", "the pidfile"),
+    TOME_CALL("check-config", 0, NULL, take_check_config, NULL,
+              "check the configuration and exit"),
+};
+
+const tome_cli tomed_cli = {
+    "tomed",
+    "[--config FILE] [--foreground] [--state-dir DIR] [--socket PATH]\n"
+    "             [--listen ADDR:PORT --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+    "             [--model DIR] [--log-level LEVEL] [--pidfile FILE]\n"
+    "       tomed --check-config [options]\n"
+    "       tomed --version",
+    flag_table, sizeof flag_table / sizeof flag_table[0]};
+
 static int scan_flags(int argc, char **argv, tomed_config *c, int apply, int *check_only,
                       tome_error *err)
 {
-    optind = 0;
-    opterr = 0;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        if (opt == '?' || opt == ':')
-            return tome_errorf(err, TOME_EINVAL, "unknown option or missing argument: %s",
-                               argv[optind - 1]);
-        if (opt == OPT_CONFIG) {
-            if (!apply) snprintf(c->config_path, sizeof c->config_path, "%s", optarg);
-        } else if (opt == OPT_CHECK_CONFIG) {
-            if (check_only) *check_only = 1;
-        } else if (opt == OPT_FOREGROUND) {
-            c->foreground = 1;
-        } else if (apply) {
-            const char *key = flag_key(opt);
-            if (set_key(c, key, optarg) != 0)
-                return tome_errorf(err, TOME_EINVAL, "bad value for --%s: '%s'",
-                                   long_options[opt - OPT_CONFIG].name, optarg);
-        }
-    }
-    if (optind < argc)
-        return tome_errorf(err, TOME_EINVAL, "unexpected argument '%s'", argv[optind]);
-    return 0;
+    flag_pass f = {c, apply, check_only};
+    int n_operands = 0;
+    int rc = tome_options_parse(&tomed_cli, argc, argv, &f, &n_operands, err);
+    if (rc == TOME_OPTIONS_HELP) return tome_errorf(err, TOME_EINVAL, "--help is answered by main");
+    if (rc == 0 && n_operands > 0)
+        rc = tome_errorf(err, TOME_EINVAL, "unexpected argument '%s'", argv[1]);
+    return rc;
 }
 
 int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only, tome_error *err)

@@ -41,12 +41,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char usage[] =
-    "usage: tomed [--config FILE] [--foreground] [--state-dir DIR] [--socket PATH]\n"
-    "             [--listen ADDR:PORT --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
-    "             [--model DIR] [--log-level LEVEL] [--pidfile FILE]\n"
-    "       tomed --check-config [options]\n";
-
 typedef struct daemon_state {
     tomed_server server;
     struct event *signals[3];
@@ -262,7 +256,7 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(usage, stdout);
+            tome_options_help(&tomed_cli, stdout);
             return 0;
         }
         if (strcmp(argv[i], "--version") == 0) {
@@ -282,7 +276,7 @@ int main(int argc, char **argv)
     int rc = tomed_config_build(argc, argv, &s->cfg, &check_only, &err);
     if (rc == 0) rc = tomed_config_check(&s->cfg, &err);
     if (rc != 0) {
-        fprintf(stderr, "tomed: %s\n%s", err.msg, rc == TOME_EINVAL ? usage : "");
+        fprintf(stderr, "tomed: %s%s\n", err.msg, rc == TOME_EINVAL ? " (see tomed --help)" : "");
         return check_only ? 1 : 2;
     }
     if (check_only) {

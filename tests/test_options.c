@@ -18,12 +18,12 @@ typedef struct values {
     char list[64];
 } values;
 
-static int add_to_list(void *ctx, const char *arg, tome_error *err)
+static int add_to_list(void *ctx, const void *separator, const char *arg, tome_error *err)
 {
     values *v = ctx;
     if (strchr(arg, ',')) return tome_errorf(err, TOME_EINVAL, "no commas in \"%s\"", arg);
     strncat(v->list, arg, sizeof v->list - strlen(v->list) - 2);
-    strcat(v->list, ";");
+    strcat(v->list, separator);
     return 0;
 }
 
@@ -44,7 +44,7 @@ static const tome_option table[] = {
     TOME_UINT("small", 0, "N", vals.small, 0, 1000, "a byte-wide target"),
     TOME_REAL("ratio", 0, "R", vals.ratio, 0, 1000, "a ratio"),
     TOME_CHOICE("order", 0, "path|source|size", vals.order, "document order"),
-    TOME_CALL("add", 'a', "WORD", add_to_list, "append a word (repeatable)"),
+    TOME_CALL("add", 'a', "WORD", add_to_list, ";", "append a word (repeatable)"),
 };
 static const tome_cli cli = {"prog", "[options] A B", table, sizeof table / sizeof table[0]};
 

@@ -45,22 +45,14 @@ static int add_rule(cli *cl, ingest_rule_kind kind, const char *pattern, tome_er
     return 0;
 }
 
-static int exclude_glob(void *ctx, const char *arg, tome_error *err)
+/* --exclude, --include and their -regex forms: `kind` is the rule's. */
+static int add_rule_option(void *ctx, const void *kind, const char *arg, tome_error *err)
 {
-    return add_rule(ctx, INGEST_EXCLUDE_GLOB, arg, err);
+    return add_rule(ctx, *(const ingest_rule_kind *)kind, arg, err);
 }
-static int exclude_regex(void *ctx, const char *arg, tome_error *err)
-{
-    return add_rule(ctx, INGEST_EXCLUDE_REGEX, arg, err);
-}
-static int include_glob(void *ctx, const char *arg, tome_error *err)
-{
-    return add_rule(ctx, INGEST_INCLUDE_GLOB, arg, err);
-}
-static int include_regex(void *ctx, const char *arg, tome_error *err)
-{
-    return add_rule(ctx, INGEST_INCLUDE_REGEX, arg, err);
-}
+
+static const ingest_rule_kind rule_kinds[] = {INGEST_EXCLUDE_GLOB, INGEST_EXCLUDE_REGEX,
+                                              INGEST_INCLUDE_GLOB, INGEST_INCLUDE_REGEX};
 
 static const tome_option option_table[] = {
     TOME_STRING("db", 0, "FILE", cmd.db, "the store (an SQLite file; created if absent)"),
@@ -68,10 +60,14 @@ static const tome_option option_table[] = {
     TOME_FLAG("render", 0, render, "print the latest version's rendered documents"),
     TOME_STRING("search", 0, "QUERY", cmd.query, "full-text search (FTS5 syntax)"),
     TOME_STRING("grep", 0, "REGEX", cmd.grep, "regular-expression search (PCRE2)"),
-    TOME_CALL("exclude", 0, "GLOB", exclude_glob, "leave out matching paths (repeatable)"),
-    TOME_CALL("exclude-regex", 0, "RE", exclude_regex, "the same with a regular expression"),
-    TOME_CALL("include", 0, "GLOB", include_glob, "keep only matching paths (repeatable)"),
-    TOME_CALL("include-regex", 0, "RE", include_regex, "the same with a regular expression"),
+    TOME_CALL("exclude", 0, "GLOB", add_rule_option, &rule_kinds[0],
+              "leave out matching paths (repeatable)"),
+    TOME_CALL("exclude-regex", 0, "RE", add_rule_option, &rule_kinds[1],
+              "the same with a regular expression"),
+    TOME_CALL("include", 0, "GLOB", add_rule_option, &rule_kinds[2],
+              "keep only matching paths (repeatable)"),
+    TOME_CALL("include-regex", 0, "RE", add_rule_option, &rule_kinds[3],
+              "the same with a regular expression"),
     TOME_FLAG("no-default-excludes", 0, no_defaults, "keep .git, build outputs, ..."),
     TOME_CHOICE("order", 0, "path|source", order, "document order (default path)"),
     TOME_FLAG("changed-to-end", 0, cmd.opts.changed_to_end, "changed documents last"),
