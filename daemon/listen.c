@@ -246,15 +246,38 @@ static int socket_in_use(const char *path)
     return live;
 }
 
+/* The socket's directory, and the parents made for it, created and then
+ * opened to 0755: others must reach the socket through them, whatever the
+ * daemon's private umask.  (Loosening the umask around mkdir instead would
+ * race with files other threads create meanwhile: a store file made then
+ * would be readable by others.) */
+static int make_socket_dir(const char *dir, tome_error *err)
+{
+    char path[TOMED_PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    size_t have = strlen(path); /* the longest prefix that exists */
+    struct stat st;
+    while (have > 0 && (path[have] = '\0', stat(path, &st) != 0)) {
+        while (have > 0 && path[have - 1] != '/') have--;
+        while (have > 1 && path[have - 1] == '/') have--;
+    }
+    snprintf(path, sizeof path, "%s", dir);
+    int rc = tome_mkdir_p(path, 0755, err);
+    for (size_t i = have + 1; rc == 0 && i <= strlen(dir); i++) {
+        if (dir[i] != '/' && dir[i] != '\0') continue;
+        path[i] = '\0';
+        if (chmod(path, 0755) != 0)
+            rc = tome_errorf(err, TOME_EIO, "%s: %s", path, strerror(errno));
+        path[i] = dir[i];
+    }
+    return rc;
+}
+
 static int open_unix(tomed_listeners *l, const tomed_config *cfg, tome_error *err)
 {
     char dir[TOMED_PATH_MAX];
     snprintf(dir, sizeof dir, "%s", cfg->socket_path);
-    /* Others must reach the socket through its directory, whatever the
-     * daemon's private umask. */
-    mode_t private_mask = umask(022);
-    int rc = tome_mkdir_p(dirname(dir), 0755, err);
-    umask(private_mask);
+    int rc = make_socket_dir(dirname(dir), err);
     if (rc != 0) return rc;
     if (socket_in_use(cfg->socket_path))
         return tome_errorf(err, TOME_EBUSY, "%s: another daemon is listening there",
