@@ -17,8 +17,9 @@
  *
  * A tensor whose rows are not whole blocks of its type falls back to Q8_0
  * (or F32 when rows are not whole 32s), and says so on stderr, like
- * llama.cpp's quantiser does for such shapes.  --no-mtp leaves the MTP
- * layers out, as llama.cpp's deepseek4 model needs.
+ * llama.cpp's quantiser does for such shapes.  --keep-float keeps BF16,
+ * F16 and F32 matrices as they are; --no-mtp leaves the MTP layers out, as
+ * llama.cpp's deepseek4 model needs.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@
 
 typedef struct options {
     const char *type, *experts, *down, *small;
-    int no_mtp;
+    int no_mtp, keep_float;
 } options;
 
 static options opt;
@@ -46,6 +47,9 @@ static const tome_option option_table[] = {
     TOME_STRING("down", 0, "T", opt.down, "routed experts' down projection (default: --experts)"),
     TOME_STRING("small", 0, "T", opt.small,
                 "embedding, router, indexer, compressor, HC (default F32)"),
+    TOME_FLAG("keep-float", 0, opt.keep_float,
+              "matrices stored as BF16, F16 or F32 keep that type (lossless);\n"
+              "--type and --small then apply to the FP8 ones"),
     TOME_FLAG("no-mtp", 0, opt.no_mtp,
               "leave out the MTP layers (llama.cpp's deepseek4 loads none)"),
 };
@@ -148,11 +152,17 @@ static int is_small(const char *n)
            strstr(n, "compressor.") || strstr(n, "hc_");
 }
 
+static int kept_float(const v4_tensor_spec *s)
+{
+    return opt.keep_float && (s->dtype == V4_BF16 || s->dtype == V4_F16 || s->dtype == V4_F32);
+}
+
 /* The type of a tensor by its role, with the block fallback. */
 static v4_dtype choose_type(const v4_tensor_spec *s, int expert, int64_t row, const v4_dtype *types)
 {
     v4_dtype t = s->dtype == V4_I64 ? V4_I32
                  : s->ndim == 1     ? V4_F32
+                 : kept_float(s)    ? s->dtype
                  : expert >= 0      ? types[strstr(s->name, ".w2.") ? 2 : 1]
                  : is_small(s->name) ? types[3]
                                      : types[0];

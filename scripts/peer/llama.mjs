@@ -12,7 +12,7 @@
 // and of every decode step, position after position, as little-endian
 // float32 rows of the vocabulary's width.  Prints one JSON object on
 // stdout: prefill and decode token counts, seconds and tokens/s, the
-// decoded ids, the CPU backend llama.cpp chose and the vocabulary size.
+// decoded ids and the CPU backend llama.cpp chose.
 import {readFileSync, writeFileSync} from "node:fs";
 import {createRequire} from "node:module";
 import {join} from "node:path";
@@ -55,7 +55,7 @@ async function loadLlama(peer) {
     const llama = await getLlama({
         gpu: false,
         build: "never",
-        logLevel: LlamaLogLevel.info,
+        logLevel: LlamaLogLevel.log, // "log" carries the chosen CPU backend
         logger: (level, message) => {
             const m = /loaded CPU backend from .*libggml-cpu-([\w-]+)\.so/.exec(message);
             if (m) backend = m[1];
@@ -79,13 +79,29 @@ function argmax(row) {
     return best;
 }
 
-// Evaluate `ids` as one batch; the last position's logits always, every
-// position's when `all`.
-async function evaluate(seq, ids, all) {
+// Evaluate `ids` as one batch and return logits rows: the last position's,
+// or every position's when `all`.
+async function logitsOf(seq, ids, all) {
     const wanted = (i) => all || i === ids.length - 1;
     const input = ids.map((t, i) => (wanted(i) ? [t, {generateNext: {logits: true}}] : t));
     const out = await seq.controlledEvaluate(input);
     return ids.map((_, i) => (wanted(i) ? denseRow(out[i]) : null)).filter(Boolean);
+}
+
+// Evaluate `ids` as one batch and return the greedy next token (chosen by
+// llama.cpp's sampler at temperature 0, with no logits copied out).
+async function greedyNext(seq, ids) {
+    const last = ids.length - 1;
+    const input = ids.map((t, i) => (i === last ? [t, {generateNext: {token: true, options: {temperature: 0}}}] : t));
+    const out = await seq.controlledEvaluate(input);
+    return out[last].next.token;
+}
+
+// One evaluation: the next greedy token, and the logits rows when asked.
+async function step(seq, ids, o) {
+    if (!o.logits) return {next: await greedyNext(seq, ids), rows: []};
+    const rows = await logitsOf(seq, ids, true);
+    return {next: argmax(rows[rows.length - 1]), rows};
 }
 
 async function main() {
@@ -100,26 +116,23 @@ async function main() {
         sequences: 1,
     });
     const seq = context.getSequence();
-    const rows = [];
     let t0 = performance.now();
-    const prompt = await evaluate(seq, o.ids, Boolean(o.logits));
+    const prompt = await step(seq, o.ids, o);
     const prefillS = (performance.now() - t0) / 1000;
-    rows.push(...prompt);
-    const tokens = [];
-    let next = o.feed ? o.feed[0] : argmax(prompt[prompt.length - 1]);
+    const rows = [...prompt.rows], tokens = [];
+    let next = o.feed ? o.feed[0] : prompt.next;
     t0 = performance.now();
     for (let i = 0; i < steps; i++) {
         tokens.push(next);
-        const [row] = await evaluate(seq, [next], false);
-        if (o.logits) rows.push(row);
-        next = o.feed ? o.feed[i + 1] : argmax(row);
+        const r = await step(seq, [next], o);
+        rows.push(...r.rows);
+        next = o.feed ? o.feed[i + 1] : r.next;
     }
     const decodeS = (performance.now() - t0) / 1000;
     if (o.logits) writeFileSync(o.logits, Buffer.concat(rows.map((r) => Buffer.from(r.buffer))));
     process.stdout.write(JSON.stringify({
         backend: backend(),
         threads: o.threads,
-        vocab: prompt[0].length,
         prefill_tokens: o.ids.length,
         prefill_s: prefillS,
         prefill_tok_s: o.ids.length / prefillS,
