@@ -28,8 +28,8 @@ typedef struct strings {
 static strings string_array(const v4_gguf *g, const char *key)
 {
     const v4_gguf_kv *kv = v4_gguf_find(g, key);
-    REQUIRE(kv && kv->type == V4_GGUF_ARRAY && kv->elem_type == V4_GGUF_STRING, "%s: no string array",
-            key);
+    REQUIRE(kv && kv->type == V4_GGUF_ARRAY && kv->elem_type == V4_GGUF_STRING,
+            "%s: no string array", key);
     strings s = {malloc(kv->count * sizeof(char *) + 1), malloc(kv->count * sizeof(size_t) + 1),
                  kv->count};
     const uint8_t *p = kv->data;
@@ -94,8 +94,10 @@ static void check_tokens(const v4_gguf *g, const strings *tok, json_t *root)
     for (size_t k = 0; k < n && bad < 5; k++) {
         char pad[32];
         snprintf(pad, sizeof pad, "[PAD%zu]", k);
-        int ok = same(tok, k, text[k] ? text[k] : pad) && token_type(g, k) == (text[k] ? type[k] : 5);
-        CHECKF(ok, "token %zu: \"%.*s\" type %d", k, (int)tok->len[k], tok->at[k], token_type(g, k));
+        int ok =
+            same(tok, k, text[k] ? text[k] : pad) && token_type(g, k) == (text[k] ? type[k] : 5);
+        CHECKF(ok, "token %zu: \"%.*s\" type %d", k, (int)tok->len[k], tok->at[k],
+               token_type(g, k));
         bad += !ok;
     }
     free(text);

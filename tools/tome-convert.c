@@ -3,10 +3,11 @@
  * in llama.cpp's DeepSeek V4 layout, quantised by tome's own quantiser.
  *
  * The metadata is the config (engine/gguf_model.c reads it back the same
- * way) and the vocabulary (tools/convert/vocab.c), the tensors are the manifest's (engine/config.c) under their GGUF
- * names (v4_gguf_name), routed experts stacked per projection.  Every
- * weight is decoded exactly to F32 (FP8 and FP4 with their scales) and
- * written in the type its role gets:
+ * way) and the vocabulary (tools/convert/vocab.c), the tensors are the
+ * manifest's (engine/config.c) under their GGUF names (v4_gguf_name),
+ * routed experts stacked per projection.  Every weight is decoded exactly
+ * to F32 (FP8 and FP4 with their scales) and written in the type its role
+ * gets:
  *
  *   --experts T / --down T   routed experts (gate/up, and down)
  *   --type T                 the other matrices (attention, shared experts,
@@ -95,8 +96,10 @@ static void write_metadata(cv_meta *w, const v4_config *c)
     cv_kv_u32(w, "hyper_connection.count", (uint32_t)c->hc_mult);
     cv_kv_u32(w, "hyper_connection.sinkhorn_iterations", (uint32_t)c->hc_sinkhorn_iters);
     cv_kv_f32(w, "hyper_connection.epsilon", c->hc_eps);
-    cv_kv_array(w, "attention.compress_ratios", V4_GGUF_U32, (uint64_t)(c->n_layers + c->n_mtp_layers));
-    for (int i = 0; i < c->n_layers + c->n_mtp_layers; i++) cv_put_u32(&w->b, (uint32_t)c->compress_ratio[i]);
+    cv_kv_array(w, "attention.compress_ratios", V4_GGUF_U32,
+                (uint64_t)(c->n_layers + c->n_mtp_layers));
+    for (int i = 0; i < c->n_layers + c->n_mtp_layers; i++)
+        cv_put_u32(&w->b, (uint32_t)c->compress_ratio[i]);
     if (c->rope_original_len > 0) {
         cv_kv_str(w, "rope.scaling.type", "yarn");
         cv_kv_f32(w, "rope.scaling.factor", c->rope_factor);
@@ -148,8 +151,8 @@ static int parse_type(const char *name, v4_dtype dflt, v4_dtype *out, tome_error
 
 static int is_small(const char *n)
 {
-    return strcmp(n, "embed.weight") == 0 || strstr(n, "ffn.gate.weight") || strstr(n, "indexer.") ||
-           strstr(n, "compressor.") || strstr(n, "hc_");
+    return strcmp(n, "embed.weight") == 0 || strstr(n, "ffn.gate.weight") ||
+           strstr(n, "indexer.") || strstr(n, "compressor.") || strstr(n, "hc_");
 }
 
 static int kept_float(const v4_tensor_spec *s)
@@ -160,16 +163,16 @@ static int kept_float(const v4_tensor_spec *s)
 /* The type of a tensor by its role, with the block fallback. */
 static v4_dtype choose_type(const v4_tensor_spec *s, int expert, int64_t row, const v4_dtype *types)
 {
-    v4_dtype t = s->dtype == V4_I64 ? V4_I32
-                 : s->ndim == 1     ? V4_F32
-                 : kept_float(s)    ? s->dtype
-                 : expert >= 0      ? types[strstr(s->name, ".w2.") ? 2 : 1]
+    v4_dtype t = s->dtype == V4_I64  ? V4_I32
+                 : s->ndim == 1      ? V4_F32
+                 : kept_float(s)     ? s->dtype
+                 : expert >= 0       ? types[strstr(s->name, ".w2.") ? 2 : 1]
                  : is_small(s->name) ? types[3]
                                      : types[0];
     if (row % v4_dtype_block(t) == 0) return t;
     v4_dtype fb = row % 32 == 0 ? V4_Q8_0 : V4_F32;
-    fprintf(stderr, "tome-convert: %s: rows of %lld are not whole %s blocks; writing %s\n",
-            s->name, (long long)row, v4_dtype_name(t), v4_dtype_name(fb));
+    fprintf(stderr, "tome-convert: %s: rows of %lld are not whole %s blocks; writing %s\n", s->name,
+            (long long)row, v4_dtype_name(t), v4_dtype_name(fb));
     return fb;
 }
 
@@ -308,7 +311,8 @@ static int build_header(const char *dir, const v4_config *c, const plan *p, cv_b
     write_infos(head, p);
     static const uint8_t zeros[ALIGN];
     cv_put(head, zeros, (ALIGN - head->n % ALIGN) % ALIGN);
-    if (rc == 0 && (head->failed || meta.b.failed)) rc = tome_errorf(err, TOME_ENOMEM, "out of memory");
+    if (rc == 0 && (head->failed || meta.b.failed))
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory");
     free(meta.b.p);
     return rc;
 }
@@ -326,7 +330,8 @@ static int write_file(const char *path, const char *dir, const v4_config *c, con
         rc = tome_errorf(err, TOME_EIO, "%s: write failed", tmp);
     if (rc == 0) rc = write_data(f, p, ck, specs, err);
     if (f && fclose(f) != 0 && rc == 0) rc = tome_errorf(err, TOME_EIO, "%s: write failed", tmp);
-    if (rc == 0 && rename(tmp, path) != 0) rc = tome_errorf(err, TOME_EIO, "%s: rename failed", path);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = tome_errorf(err, TOME_EIO, "%s: rename failed", path);
     if (rc && f) remove(tmp);
     free(head.p);
     return rc;

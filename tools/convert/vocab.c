@@ -67,7 +67,8 @@ static void byte_token(int b, char out[3])
 static int standin(vocab *v, const v4_config *c, tome_error *err)
 {
     int rc = set_token(v, c->bos_id, "<｜begin▁of▁sentence｜>", TOKEN_CONTROL, "config", err);
-    if (rc == 0) rc = set_token(v, c->eos_id, "<｜end▁of▁sentence｜>", TOKEN_CONTROL, "config", err);
+    if (rc == 0)
+        rc = set_token(v, c->eos_id, "<｜end▁of▁sentence｜>", TOKEN_CONTROL, "config", err);
     int64_t id = 0;
     for (int b = 0; b < 256 && rc == 0; b++) {
         while (id < v->n && v->text[id]) id++;
@@ -103,7 +104,8 @@ static int from_json(vocab *v, json_t *root, const char *path, tome_error *err)
         json_t *tid = json_object_get(t, "id");
         const char *content = json_string_value(json_object_get(t, "content"));
         if (rc == 0 && (!json_is_integer(tid) || !content))
-            rc = tome_errorf(err, TOME_EFORMAT, "%s: added_tokens[%zu] lacks id or content", path, i);
+            rc = tome_errorf(err, TOME_EFORMAT, "%s: added_tokens[%zu] lacks id or content", path,
+                             i);
         int32_t type = json_is_true(json_object_get(t, "special")) ? TOKEN_CONTROL : TOKEN_USER;
         if (rc == 0) rc = set_token(v, json_integer_value(tid), content, type, path, err);
     }
@@ -150,7 +152,8 @@ static void write_tokens(cv_meta *m, vocab *v, const v4_config *c)
         cv_put_str(&m->b, v->text[i] ? v->text[i] : pad);
     }
     cv_kv_array(m, "tokenizer.ggml.token_type", V4_GGUF_I32, (uint64_t)v->n);
-    for (int64_t i = 0; i < v->n; i++) cv_put_u32(&m->b, (uint32_t)(v->text[i] ? v->type[i] : TOKEN_UNUSED));
+    for (int64_t i = 0; i < v->n; i++)
+        cv_put_u32(&m->b, (uint32_t)(v->text[i] ? v->type[i] : TOKEN_UNUSED));
     cv_kv_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
     cv_kv_u32(m, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
 }
@@ -172,7 +175,8 @@ int cv_vocab(cv_meta *m, const char *dir, const v4_config *c, tome_error *err)
     else if (rc == 0)
         rc = from_json(&v, root, path, err);
     if (rc == 0) write_tokens(m, &v, c);
-    if (rc == 0) rc = write_merges(m, json_object_get(json_object_get(root, "model"), "merges"), path, err);
+    if (rc == 0)
+        rc = write_merges(m, json_object_get(json_object_get(root, "model"), "merges"), path, err);
     json_decref(root);
     vocab_free(&v);
     return rc;
