@@ -3,7 +3,10 @@
 # lossless types (F32, BF16, MXFP4 experts of the FP4 model: logits equal to
 # the safetensors model's, bit for bit) and quantised ones (Q8_0, Q4_K, and
 # ds4's 2-bit recipe IQ2_XXS gate/up + Q2_K down: they load and run; the
-# figures are printed), then checked by tests/test_gguf.
+# figures are printed), then checked by tests/test_gguf.  The vocabulary
+# tome-convert writes is checked by tests/test_convert_vocab: the built-in
+# model's tokenizer.json (that file, converted --no-mtp, also runs in
+# tome-run) and the stand-in of the golden models.
 set -e
 : "${TOME_SHARED:?TOME_SHARED is not set (run through make check)}"
 top=$(pwd)
@@ -27,4 +30,10 @@ convert v4-tiny-a v4-tiny-a-mxfp4.gguf --experts MXFP4
     "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run"
 "$top/tests/test_gguf" v4-tiny-b "$work/v4-tiny-b-f32.gguf:same" "$work/v4-tiny-b-bf16.gguf:same" \
     "$work/v4-tiny-b-q8_0.gguf:run" "$work/v4-tiny-b-q4_k.gguf:run" "$work/v4-tiny-b-q2.gguf:run"
+"$top/tests/test_convert_vocab" "$work/v4-tiny-a-f32.gguf" -
+"$top/tools/tome-convert" --no-mtp --type Q8_0 --experts MXFP4 "$top/models/tiny" "$work/tiny.gguf" \
+    2>>"$work/convert.log"
+"$top/tests/test_convert_vocab" "$work/tiny.gguf" "$top/models/tiny/tokenizer.json"
+echo 0 1 2 3 | "$top/tools/tome-run" --model "$work/tiny.gguf" --ids - --decode 2 2>"$work/run.log" ||
+    { cat "$work/run.log"; exit 1; }
 sed 's/^/  /' "$work/convert.log" | sort -u

@@ -3,10 +3,11 @@
  * in llama.cpp's DeepSeek V4 layout, quantised by tome's own quantiser.
  *
  * The metadata is the config (engine/gguf_model.c reads it back the same
- * way), the tensors are the manifest's (engine/config.c) under their GGUF
- * names (v4_gguf_name), routed experts stacked per projection.  Every
- * weight is decoded exactly to F32 (FP8 and FP4 with their scales) and
- * written in the type its role gets:
+ * way) and the vocabulary (tools/convert/vocab.c), the tensors are the
+ * manifest's (engine/config.c) under their GGUF names (v4_gguf_name),
+ * routed experts stacked per projection.  Every weight is decoded exactly
+ * to F32 (FP8 and FP4 with their scales) and written in the type its role
+ * gets:
  *
  *   --experts T / --down T   routed experts (gate/up, and down)
  *   --type T                 the other matrices (attention, shared experts,
@@ -17,7 +18,9 @@
  *
  * A tensor whose rows are not whole blocks of its type falls back to Q8_0
  * (or F32 when rows are not whole 32s), and says so on stderr, like
- * llama.cpp's quantiser does for such shapes.
+ * llama.cpp's quantiser does for such shapes.  --keep-float keeps BF16,
+ * F16 and F32 matrices as they are; --no-mtp leaves the MTP layers out, as
+ * llama.cpp's deepseek4 model needs.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -28,11 +31,14 @@
 #include "common/options.h"
 #include "engine/gguf.h"
 #include "engine/kernels/blocks.h"
+#include "tools/convert/meta.h"
+#include "tools/convert/vocab.h"
 
 #define ALIGN 32
 
 typedef struct options {
     const char *type, *experts, *down, *small;
+    int no_mtp, keep_float;
 } options;
 
 static options opt;
@@ -42,132 +48,66 @@ static const tome_option option_table[] = {
     TOME_STRING("down", 0, "T", opt.down, "routed experts' down projection (default: --experts)"),
     TOME_STRING("small", 0, "T", opt.small,
                 "embedding, router, indexer, compressor, HC (default F32)"),
+    TOME_FLAG("keep-float", 0, opt.keep_float,
+              "matrices stored as BF16, F16 or F32 keep that type (lossless);\n"
+              "--type and --small then apply to the FP8 ones"),
+    TOME_FLAG("no-mtp", 0, opt.no_mtp,
+              "leave out the MTP layers (llama.cpp's deepseek4 loads none)"),
 };
 static const tome_cli cli = {"tome-convert", "[options] DIR OUT.gguf", option_table,
                              sizeof option_table / sizeof option_table[0]};
 
-/* ---- the output buffer --------------------------------------------------------- */
-
-typedef struct buf {
-    uint8_t *p;
-    size_t n, cap;
-    int failed;
-} buf;
-
-static void put(buf *b, const void *data, size_t n)
-{
-    if (b->failed) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n) cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void put_u32(buf *b, uint32_t v)
-{
-    put(b, &v, 4); /* GGUF is little-endian, as is every machine tome builds for */
-}
-
-static void put_u64(buf *b, uint64_t v)
-{
-    put(b, &v, 8);
-}
-
-static void put_str(buf *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
-
 /* ---- metadata ------------------------------------------------------------------- */
 
-typedef struct kvw {
-    buf b;
-    uint64_t n;
-} kvw;
-
-static void key(kvw *w, const char *k, uint32_t type)
+static void write_metadata(cv_meta *w, const v4_config *c)
 {
-    char full[128];
-    snprintf(full, sizeof full, "%s%s", strncmp(k, "general.", 8) == 0 ? "" : "deepseek4.", k);
-    put_str(&w->b, full);
-    put_u32(&w->b, type);
-    w->n++;
-}
-
-static void kv_u32(kvw *w, const char *k, uint32_t v)
-{
-    key(w, k, V4_GGUF_U32);
-    put_u32(&w->b, v);
-}
-
-static void kv_f32(kvw *w, const char *k, double v)
-{
-    float f = (float)v;
-    key(w, k, V4_GGUF_F32);
-    put(&w->b, &f, 4);
-}
-
-static void write_metadata(kvw *w, const v4_config *c)
-{
-    key(w, "general.architecture", V4_GGUF_STRING);
-    put_str(&w->b, "deepseek4");
-    kv_u32(w, "block_count", (uint32_t)(c->n_layers + c->n_mtp_layers));
-    kv_u32(w, "nextn_predict_layers", (uint32_t)c->n_mtp_layers);
-    kv_u32(w, "context_length", (uint32_t)c->max_position);
-    kv_u32(w, "embedding_length", (uint32_t)c->dim);
-    kv_u32(w, "vocab_size", (uint32_t)c->vocab_size);
-    kv_u32(w, "attention.head_count", (uint32_t)c->n_heads);
-    kv_u32(w, "attention.head_count_kv", 1);
-    kv_u32(w, "attention.key_length", (uint32_t)c->head_dim);
-    kv_u32(w, "attention.value_length", (uint32_t)c->head_dim);
-    kv_u32(w, "attention.q_lora_rank", (uint32_t)c->q_lora_rank);
-    kv_u32(w, "attention.output_lora_rank", (uint32_t)c->o_lora_rank);
-    kv_u32(w, "attention.output_group_count", (uint32_t)c->o_groups);
-    kv_u32(w, "attention.sliding_window", (uint32_t)c->window);
-    kv_f32(w, "attention.compress_rope_freq_base", c->compress_rope_theta);
-    kv_f32(w, "attention.layer_norm_rms_epsilon", c->norm_eps);
-    kv_u32(w, "attention.indexer.head_count", (uint32_t)c->index_n_heads);
-    kv_u32(w, "attention.indexer.key_length", (uint32_t)c->index_head_dim);
-    kv_u32(w, "attention.indexer.top_k", (uint32_t)c->index_topk);
-    kv_u32(w, "rope.dimension_count", (uint32_t)c->rope_dim);
-    kv_f32(w, "rope.freq_base", c->rope_theta);
-    kv_u32(w, "expert_count", (uint32_t)c->n_routed_experts);
-    kv_u32(w, "expert_used_count", (uint32_t)c->n_active_experts);
-    kv_u32(w, "expert_shared_count", (uint32_t)c->n_shared_experts);
-    kv_u32(w, "expert_feed_forward_length", (uint32_t)c->moe_inter_dim);
-    kv_f32(w, "expert_weights_scale", c->route_scale);
-    key(w, "expert_weights_norm", V4_GGUF_BOOL);
-    put(&w->b, "\1", 1);
-    kv_u32(w, "expert_gating_func", 4);
-    kv_u32(w, "hash_layer_count", (uint32_t)c->n_hash_layers);
-    kv_f32(w, "swiglu_clamp_exp", c->swiglu_limit);
-    kv_u32(w, "hyper_connection.count", (uint32_t)c->hc_mult);
-    kv_u32(w, "hyper_connection.sinkhorn_iterations", (uint32_t)c->hc_sinkhorn_iters);
-    kv_f32(w, "hyper_connection.epsilon", c->hc_eps);
-    key(w, "attention.compress_ratios", V4_GGUF_ARRAY);
-    put_u32(&w->b, V4_GGUF_U32);
-    put_u64(&w->b, (uint64_t)(c->n_layers + c->n_mtp_layers));
-    for (int i = 0; i < c->n_layers + c->n_mtp_layers; i++) put_u32(&w->b, (uint32_t)c->compress_ratio[i]);
+    cv_kv_str(w, "general.architecture", "deepseek4");
+    cv_kv_str(w, "general.name", "DeepSeek V4 (tome-convert)");
+    cv_kv_u32(w, "general.quantization_version", 2);
+    cv_kv_u32(w, "block_count", (uint32_t)(c->n_layers + c->n_mtp_layers));
+    cv_kv_u32(w, "nextn_predict_layers", (uint32_t)c->n_mtp_layers);
+    cv_kv_u32(w, "context_length", (uint32_t)c->max_position);
+    cv_kv_u32(w, "embedding_length", (uint32_t)c->dim);
+    cv_kv_u32(w, "vocab_size", (uint32_t)c->vocab_size);
+    cv_kv_u32(w, "attention.head_count", (uint32_t)c->n_heads);
+    cv_kv_u32(w, "attention.head_count_kv", 1);
+    cv_kv_u32(w, "attention.key_length", (uint32_t)c->head_dim);
+    cv_kv_u32(w, "attention.value_length", (uint32_t)c->head_dim);
+    cv_kv_u32(w, "attention.q_lora_rank", (uint32_t)c->q_lora_rank);
+    cv_kv_u32(w, "attention.output_lora_rank", (uint32_t)c->o_lora_rank);
+    cv_kv_u32(w, "attention.output_group_count", (uint32_t)c->o_groups);
+    cv_kv_u32(w, "attention.sliding_window", (uint32_t)c->window);
+    cv_kv_f32(w, "attention.compress_rope_freq_base", c->compress_rope_theta);
+    cv_kv_f32(w, "attention.layer_norm_rms_epsilon", c->norm_eps);
+    cv_kv_u32(w, "attention.indexer.head_count", (uint32_t)c->index_n_heads);
+    cv_kv_u32(w, "attention.indexer.key_length", (uint32_t)c->index_head_dim);
+    cv_kv_u32(w, "attention.indexer.top_k", (uint32_t)c->index_topk);
+    cv_kv_u32(w, "rope.dimension_count", (uint32_t)c->rope_dim);
+    cv_kv_f32(w, "rope.freq_base", c->rope_theta);
+    cv_kv_u32(w, "expert_count", (uint32_t)c->n_routed_experts);
+    cv_kv_u32(w, "expert_used_count", (uint32_t)c->n_active_experts);
+    cv_kv_u32(w, "expert_shared_count", (uint32_t)c->n_shared_experts);
+    cv_kv_u32(w, "expert_feed_forward_length", (uint32_t)c->moe_inter_dim);
+    cv_kv_f32(w, "expert_weights_scale", c->route_scale);
+    cv_kv_bool(w, "expert_weights_norm", 1);
+    cv_kv_u32(w, "expert_gating_func", 4);
+    cv_kv_u32(w, "hash_layer_count", (uint32_t)c->n_hash_layers);
+    cv_kv_f32(w, "swiglu_clamp_exp", c->swiglu_limit);
+    cv_kv_u32(w, "hyper_connection.count", (uint32_t)c->hc_mult);
+    cv_kv_u32(w, "hyper_connection.sinkhorn_iterations", (uint32_t)c->hc_sinkhorn_iters);
+    cv_kv_f32(w, "hyper_connection.epsilon", c->hc_eps);
+    cv_kv_array(w, "attention.compress_ratios", V4_GGUF_U32,
+                (uint64_t)(c->n_layers + c->n_mtp_layers));
+    for (int i = 0; i < c->n_layers + c->n_mtp_layers; i++)
+        cv_put_u32(&w->b, (uint32_t)c->compress_ratio[i]);
     if (c->rope_original_len > 0) {
-        key(w, "rope.scaling.type", V4_GGUF_STRING);
-        put_str(&w->b, "yarn");
-        kv_f32(w, "rope.scaling.factor", c->rope_factor);
-        kv_u32(w, "rope.scaling.original_context_length", (uint32_t)c->rope_original_len);
-        kv_f32(w, "rope.scaling.yarn_beta_fast", c->beta_fast);
-        kv_f32(w, "rope.scaling.yarn_beta_slow", c->beta_slow);
+        cv_kv_str(w, "rope.scaling.type", "yarn");
+        cv_kv_f32(w, "rope.scaling.factor", c->rope_factor);
+        cv_kv_u32(w, "rope.scaling.original_context_length", (uint32_t)c->rope_original_len);
+        cv_kv_f32(w, "rope.scaling.yarn_beta_fast", c->beta_fast);
+        cv_kv_f32(w, "rope.scaling.yarn_beta_slow", c->beta_slow);
     }
-    key(w, "general.alignment", V4_GGUF_U32);
-    put_u32(&w->b, ALIGN);
+    cv_kv_u32(w, "general.alignment", ALIGN);
 }
 
 /* ---- the tensors ------------------------------------------------------------------- */
@@ -211,22 +151,28 @@ static int parse_type(const char *name, v4_dtype dflt, v4_dtype *out, tome_error
 
 static int is_small(const char *n)
 {
-    return strcmp(n, "embed.weight") == 0 || strstr(n, "ffn.gate.weight") || strstr(n, "indexer.") ||
-           strstr(n, "compressor.") || strstr(n, "hc_");
+    return strcmp(n, "embed.weight") == 0 || strstr(n, "ffn.gate.weight") ||
+           strstr(n, "indexer.") || strstr(n, "compressor.") || strstr(n, "hc_");
+}
+
+static int kept_float(const v4_tensor_spec *s)
+{
+    return opt.keep_float && (s->dtype == V4_BF16 || s->dtype == V4_F16 || s->dtype == V4_F32);
 }
 
 /* The type of a tensor by its role, with the block fallback. */
 static v4_dtype choose_type(const v4_tensor_spec *s, int expert, int64_t row, const v4_dtype *types)
 {
-    v4_dtype t = s->dtype == V4_I64 ? V4_I32
-                 : s->ndim == 1     ? V4_F32
-                 : expert >= 0      ? types[strstr(s->name, ".w2.") ? 2 : 1]
+    v4_dtype t = s->dtype == V4_I64  ? V4_I32
+                 : s->ndim == 1      ? V4_F32
+                 : kept_float(s)     ? s->dtype
+                 : expert >= 0       ? types[strstr(s->name, ".w2.") ? 2 : 1]
                  : is_small(s->name) ? types[3]
                                      : types[0];
     if (row % v4_dtype_block(t) == 0) return t;
     v4_dtype fb = row % 32 == 0 ? V4_Q8_0 : V4_F32;
-    fprintf(stderr, "tome-convert: %s: rows of %lld are not whole %s blocks; writing %s\n",
-            s->name, (long long)row, v4_dtype_name(t), v4_dtype_name(fb));
+    fprintf(stderr, "tome-convert: %s: rows of %lld are not whole %s blocks; writing %s\n", s->name,
+            (long long)row, v4_dtype_name(t), v4_dtype_name(fb));
     return fb;
 }
 
@@ -335,35 +281,47 @@ static int write_data(FILE *f, const plan *p, const v4_checkpoint *ck, const v4_
     return rc;
 }
 
-static void write_infos(buf *b, const plan *p)
+static void write_infos(cv_buf *b, const plan *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         const out_tensor *t = &p->t[i];
-        put_str(b, t->name);
-        put_u32(b, (uint32_t)t->ndim);
-        for (int d = 0; d < t->ndim; d++) put_u64(b, (uint64_t)t->ne[d]);
-        put_u32(b, (uint32_t)v4_gguf_type_of(t->type));
-        put_u64(b, t->offset);
+        cv_put_str(b, t->name);
+        cv_put_u32(b, (uint32_t)t->ndim);
+        for (int d = 0; d < t->ndim; d++) cv_put_u64(b, (uint64_t)t->ne[d]);
+        cv_put_u32(b, (uint32_t)v4_gguf_type_of(t->type));
+        cv_put_u64(b, t->offset);
     }
 }
 
 /* ---- the command ---------------------------------------------------------------------- */
 
-static int write_file(const char *path, const v4_config *c, const plan *p, const v4_checkpoint *ck,
-                      const v4_tensor_spec *specs, tome_error *err)
+/* The file's header: magic, version, counts, the metadata (the config's
+ * keys and the vocabulary of `dir`), the tensor infos, padding. */
+static int build_header(const char *dir, const v4_config *c, const plan *p, cv_buf *head,
+                        tome_error *err)
 {
-    kvw meta = {{0}, 0};
+    cv_meta meta = {{0}, 0};
     write_metadata(&meta, c);
-    buf head = {0};
-    put(&head, "GGUF", 4);
-    put_u32(&head, 3);
-    put_u64(&head, p->n);
-    put_u64(&head, meta.n);
-    put(&head, meta.b.p, meta.b.n);
-    write_infos(&head, p);
+    int rc = cv_vocab(&meta, dir, c, err);
+    cv_put(head, "GGUF", 4);
+    cv_put_u32(head, 3);
+    cv_put_u64(head, p->n);
+    cv_put_u64(head, meta.n);
+    cv_put(head, meta.b.p, meta.b.n);
+    write_infos(head, p);
     static const uint8_t zeros[ALIGN];
-    put(&head, zeros, (ALIGN - head.n % ALIGN) % ALIGN);
-    int rc = head.failed || meta.b.failed ? tome_errorf(err, TOME_ENOMEM, "out of memory") : 0;
+    cv_put(head, zeros, (ALIGN - head->n % ALIGN) % ALIGN);
+    if (rc == 0 && (head->failed || meta.b.failed))
+        rc = tome_errorf(err, TOME_ENOMEM, "out of memory");
+    free(meta.b.p);
+    return rc;
+}
+
+static int write_file(const char *path, const char *dir, const v4_config *c, const plan *p,
+                      const v4_checkpoint *ck, const v4_tensor_spec *specs, tome_error *err)
+{
+    cv_buf head = {0};
+    int rc = build_header(dir, c, p, &head, err);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = rc ? NULL : fopen(tmp, "wb");
@@ -372,10 +330,10 @@ static int write_file(const char *path, const v4_config *c, const plan *p, const
         rc = tome_errorf(err, TOME_EIO, "%s: write failed", tmp);
     if (rc == 0) rc = write_data(f, p, ck, specs, err);
     if (f && fclose(f) != 0 && rc == 0) rc = tome_errorf(err, TOME_EIO, "%s: write failed", tmp);
-    if (rc == 0 && rename(tmp, path) != 0) rc = tome_errorf(err, TOME_EIO, "%s: rename failed", path);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = tome_errorf(err, TOME_EIO, "%s: rename failed", path);
     if (rc && f) remove(tmp);
     free(head.p);
-    free(meta.b.p);
     return rc;
 }
 
@@ -391,6 +349,7 @@ static int convert(const char *dir, const char *out, const v4_dtype *types, tome
     plan p = {0};
     int rc = tome_read_file(path, 16u << 20, &text, &len, err);
     if (rc == 0) rc = v4_config_parse(text, len, path, &c, err);
+    if (opt.no_mtp) c.n_mtp_layers = 0;
     if (rc == 0) rc = v4_manifest(&c, &specs, &n, err);
     if (rc == 0) rc = v4_checkpoint_open(dir, &ck, err);
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -401,7 +360,7 @@ static int convert(const char *dir, const char *out, const v4_dtype *types, tome
     }
     if (rc == 0) {
         place(&p);
-        rc = write_file(out, &c, &p, ck, specs, err);
+        rc = write_file(out, dir, &c, &p, ck, specs, err);
     }
     for (size_t i = 0; i < p.n; i++) free(p.t[i].specs);
     free(p.t);

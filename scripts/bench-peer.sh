@@ -1,0 +1,112 @@
+#!/bin/sh
+# bench-peer.sh - tome against llama.cpp in one run (`make bench`).
+#
+# The flash-shape model (tome-mkmodel --preset flash-shape --layers 4
+# --experts 16 --seed 7, cached in BUILDDIR/models) is converted once by
+# tome-convert into llama.cpp's DeepSeek V4 GGUF layout (FP8 -> Q8_0, FP4
+# experts -> MXFP4 losslessly, BF16 and F32 kept, MTP left out: cached as
+# BUILDDIR/models/flash-shape-4x16.gguf).  Then, in this one run: the
+# machine's limits (tome-limits: FP32 FMA peak, read bandwidth, 1 and 2
+# threads), tome-run on the safetensors model and on the GGUF, and llama.cpp
+# (node-llama-cpp 3.22.1's CPU build, scripts/peer) on the same GGUF, each
+# with the same 512 prompt ids (prefill, one batch) and 32 greedy decode
+# steps, at 2 threads and 1.  Prints a table and writes a CSV to
+# $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
+#   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
+#   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
+#   vs llama.cpp:    tome's tokens/s / llama.cpp's, same file and threads
+# Both engines read the same GGUF, so the same costs per token apply.
+# Without npm/node (or when the install fails) the llama.cpp rows are left
+# out and the table compares against the limits only.  Figures only: it
+# never fails on speed.  BENCH_PEER_PROMPT / BENCH_PEER_DECODE change the
+# 512 / 32.
+set -eu
+build=${1:?usage: bench-peer.sh BUILDDIR}
+src=$(cd "$(dirname "$0")/.." && pwd)
+csv=${BENCH_PEER_CSV:-$build/bench-peer.csv}
+prompt=${BENCH_PEER_PROMPT:-512}
+decode=${BENCH_PEER_DECODE:-32}
+make -C "$build" -s bench/tome-limits tools/tome-run tools/tome-convert tools/tome-mkmodel
+flash=$build/models/flash-shape-4x16
+gguf=$flash.gguf
+[ -f "$flash/config.json" ] ||
+    "$build/tools/tome-mkmodel" --preset flash-shape --layers 4 --experts 16 --seed 7 \
+        -o "$flash" >/dev/null
+[ -f "$gguf" ] ||
+    "$build/tools/tome-convert" --no-mtp --keep-float --type Q8_0 --experts MXFP4 "$flash" "$gguf"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+seq 1000 $((999 + prompt)) >"$tmp/ids"
+
+peer=$(sh "$src/scripts/peer/setup.sh" 2>"$tmp/setup.err") ||
+    { echo "llama.cpp: not run ($(cat "$tmp/setup.err")); limits only"; peer=; }
+
+echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits.csv"
+# limit NAME THREADS: the limit at 1 thread or at 2 (tome-limits' columns).
+limit() {
+    awk -F, -v n="$1" -v col=$((2 + $2)) '$1 == n { print $col }' "$tmp/limits.csv"
+}
+fma() {
+    v=$(limit fp32_fma_avx512 "$1")
+    case $v in '' | 0 | 0.*) limit fp32_fma_avx2 "$1" ;; *) echo "$v" ;; esac
+}
+for t in 1 2; do
+    echo "  limit at $t thread(s): FP32 FMA $(fma $t) GFLOP/s, read bandwidth $(limit read_bandwidth $t) GB/s"
+done
+
+# One result line per run in $tmp/results: ENGINE FILE THREADS PREFILL DECODE
+# GFLOP MB (tokens/s; the costs per token come from tome-run on that file).
+tome() { # NAME MODEL THREADS
+    if ! "$build/tools/tome-run" --model "$2" --ids "$tmp/ids" --decode "$decode" --threads "$3" \
+        >/dev/null 2>"$tmp/out"; then
+        echo "tome-run failed on $1: $(tail -2 "$tmp/out")"
+        return 0
+    fi
+    sed -n -e 's/.*cost per token: \([0-9.]*\) GFLOP in matrix products, \([0-9.]*\) MB of weights (LM head: [0-9.]* GFLOP, \([0-9.]*\) MB).*/\1 \2 \3/p' \
+        -e 's/.*prefill [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s); decode [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1 \2/p' \
+        "$tmp/out" | tr '\n' ' ' |
+        awk -v e=tome -v f="$1" -v t="$3" '{ print e, f, t, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
+    [ "$1" = gguf ] && awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/gguf-cost"
+    return 0
+}
+llama() { # THREADS
+    [ -n "$peer" ] || return 0
+    if ! node "$src/scripts/peer/llama.mjs" "$peer" --model "$gguf" --ids "$tmp/ids" \
+        --decode "$decode" --threads "$1" >"$tmp/llama.json" 2>"$tmp/llama.err"; then
+        echo "llama.cpp failed: $(tail -3 "$tmp/llama.err")"
+        return 0
+    fi
+    node -e 'const r = JSON.parse(require("fs").readFileSync(0, "utf8"));
+             console.log(r.prefill_tok_s, r.decode_tok_s, r.backend)' <"$tmp/llama.json" >"$tmp/llama.txt"
+    read -r pf df backend <"$tmp/llama.txt"
+    echo "llama.cpp $1 thread(s): CPU backend $backend"
+    echo "llama.cpp gguf $1 $pf $df $(cat "$tmp/gguf-cost")" >>"$tmp/results"
+}
+: >"$tmp/results"
+for t in 2 1; do
+    tome gguf "$gguf" "$t"
+    tome safetensors "$flash" "$t"
+    llama "$t"
+done
+
+echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama" >"$csv"
+printf '%-9s %-11s %3s | %9s %6s | %8s %6s | %-15s\n' engine file thr "prefill/s" "of FMA" \
+    "decode/s" "of BW" "vs llama.cpp"
+while read -r engine file t pf df gflop mb; do
+    peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
+    awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
+        -v peak="$peak" -v bw="$bw" -v p="$prompt" -v d="$decode" -v csv="$csv" '
+        $1 == "llama.cpp" && $3 == t { lpf = $4; ldf = $5 }
+        END {
+            pfrac = peak > 0 ? g * pf / peak : 0
+            dfrac = bw > 0 ? mb / 1000 * df / bw : 0
+            rp = e != "llama.cpp" && lpf > 0 ? pf / lpf : 0
+            rd = e != "llama.cpp" && ldf > 0 ? df / ldf : 0
+            ratio = rp > 0 ? sprintf("%.2fx / %.2fx", rp, rd) : "-"
+            printf "%-9s %-11s %3d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s\n", e, f, t, pf, 100 * pfrac, df, 100 * dfrac, ratio
+            printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd >> csv
+        }' "$tmp/results"
+done <"$tmp/results"
+echo "(vs llama.cpp: prefill / decode tokens/s ratio at the same thread count)"
+echo "csv: $csv"
