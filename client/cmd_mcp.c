@@ -11,7 +11,7 @@
  *
  *   list_corpora    {}                                GET /v1/corpora
  *   search          {corpus, query, regex?, limit?}   GET .../search
- *   read_document   {corpus, path, from?, to?}        GET .../document
+ *   read_document   {corpus, path, from?, to?, version?}  GET .../document
  *   ask             {corpus, question, max_tokens?, prefill?}  POST .../ask
  *   prefill_status  {corpus}                          GET .../NAME, /v1/jobs
  *
@@ -120,12 +120,16 @@ static json_t *tool_list(void)
                    search_req));
     json_array_append_new(
         list, tool("read_document",
-                   "Read lines of one document of a corpus's current version, numbered as "
-                   "citations number them (path:line:text), e.g. to check a citation.",
-                   json_pack("{s:o, s:o, s:o, s:o}", "corpus", string_prop(corpus), "path",
+                   "Read lines of one document of a corpus's current version (or of an "
+                   "earlier one), numbered as citations number them (path:line:text), e.g. "
+                   "to check a citation.",
+                   json_pack("{s:o, s:o, s:o, s:o, s:o}", "corpus", string_prop(corpus), "path",
                              string_prop("the document's path in the corpus"), "from",
                              integer_prop("first line (default 1)", 1, 0), "to",
-                             integer_prop("last line (default: up to 2000 lines on)", 1, 0)),
+                             integer_prop("last line (default: up to 2000 lines on)", 1, 0),
+                             "version",
+                             integer_prop("the corpus version (default: the current one)", 1,
+                                          0)),
                    read_req));
     json_array_append_new(
         list, tool("ask",
@@ -325,9 +329,13 @@ static json_t *call_read_document(mcp_call *call, json_t *args, tome_error *err)
 {
     json_int_t from = json_integer_value(json_object_get(args, "from"));
     json_int_t to = json_integer_value(json_object_get(args, "to"));
-    char after[96];
+    json_int_t version = json_integer_value(json_object_get(args, "version"));
+    char after[128];
     int used = snprintf(after, sizeof after, "/document?from=%lld", (long long)(from ? from : 1));
     if (to) used += snprintf(after + used, sizeof after - (size_t)used, "&to=%lld", (long long)to);
+    if (version)
+        used += snprintf(after + used, sizeof after - (size_t)used, "&version=%lld",
+                         (long long)version);
     snprintf(after + used, sizeof after - (size_t)used, "&path=");
     json_t *out;
     if (get_corpus(call, json_string_value(json_object_get(args, "corpus")), after,

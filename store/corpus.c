@@ -262,6 +262,25 @@ int store_version_latest(store *s, int64_t corpus_id, int64_t *version_id, tome_
     return store_fail(s, rc, err, "finding the newest version");
 }
 
+int store_version_by_number(store *s, int64_t corpus_id, int64_t number, int64_t *version_id,
+                            tome_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = store_prepare(s, "SELECT id FROM corpus_versions WHERE corpus_id = ?1 AND number = ?2",
+                           &st, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, corpus_id);
+    sqlite3_bind_int64(st, 2, number);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *version_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) return 0;
+    if (rc == SQLITE_DONE)
+        return tome_errorf(err, TOME_ENOTFOUND, "corpus #%lld has no version %lld",
+                           (long long)corpus_id, (long long)number);
+    return store_fail(s, rc, err, "finding a version by its number");
+}
+
 int store_version_number(store *s, int64_t version_id, int64_t *number, tome_error *err)
 {
     sqlite3_stmt *st;

@@ -134,6 +134,10 @@ int store_version_latest(store *s, int64_t corpus_id, int64_t *version_id, tome_
 
 /* The number (1, 2, ...) of a version within its corpus. */
 int store_version_number(store *s, int64_t version_id, int64_t *number, tome_error *err);
+/* The id of version `number` (1, 2, ...) of a corpus; TOME_ENOTFOUND when
+ * the corpus has no such version. */
+int store_version_by_number(store *s, int64_t corpus_id, int64_t number, int64_t *version_id,
+                            tome_error *err);
 
 /* A version's documents in order, without their texts. */
 typedef struct store_document_list {

@@ -97,6 +97,20 @@ checks=$((checks + 1))
 grep -qF "$tmp/state" "$tmp/body" && fail "a search error shows the state directory: $(cat "$tmp/body")"
 unix_http 400 '/v1/corpora/src/search?q=x&limit=0'
 
+# ---- a document's lines, now and in an earlier version ----
+mkdir -p "$tmp/versioned"
+printf 'first\nsecond\n' >"$tmp/versioned/notes.txt"
+unix_http 201 /v1/corpora -d '{"name":"versioned"}'
+unix_http 200 /v1/corpora/versioned/ingest -d "{\"path\":\"$tmp/versioned\"}"
+printf 'first\nchanged\nthird\n' >"$tmp/versioned/notes.txt"
+unix_http 200 /v1/corpora/versioned/ingest -d "{\"path\":\"$tmp/versioned\"}"
+unix_http 200 '/v1/corpora/versioned/document?path=notes.txt' &&
+    body_has '"version":2' && body_has '"text":"first\\nchanged\\nthird' && body_has '"line_count":3'
+unix_http 200 '/v1/corpora/versioned/document?path=notes.txt&version=1&from=2' &&
+    body_has '"version":1' && body_has '"text":"second' && body_has '"line_count":2'
+unix_http 404 '/v1/corpora/versioned/document?path=notes.txt&version=9' && body_has 'no version 9'
+unix_http 400 '/v1/corpora/versioned/document?path=notes.txt&version=0' && body_has "'version'"
+
 # ---- jobs and cache without a prefill ----
 unix_http 200 /v1/jobs && body_has '"jobs":\[\]'
 unix_http 404 /v1/jobs/99
