@@ -47,8 +47,9 @@ while [ "$have" -lt "$bytes" ]; do
         mkdir -p "$(dirname "$dst")"
         { echo "Revision $copy of $f, reviewed by team $((copy * 7 % 13)) on day $((copy * 3))."
           cat "$top/$f"; } >"$dst"
+        have=$((have + $(wc -c <"$dst")))
+        [ "$have" -lt "$bytes" ] || break
     done
-    have=$(du -sb "$work/corpus" | cut -f1)
 done
 echo "corpus: $copy copies of $(echo "$files" | wc -w) files, $have bytes"
 
@@ -75,7 +76,7 @@ t0=$(now)
 waiter=$!
 kill_after=${TOME_MILLION_KILL_AFTER:-$((tokens / 2000 / 3 + 5))}
 sleep "$kill_after"
-done_before=$("$tome" --json jobs | sed -n 's/.*"tokens_done":\([0-9]*\).*/\1/p' | head -1)
+done_before=$("$tome" --json jobs | sed -n 's/.*"tokens_done": *\([0-9]*\).*/\1/p' | head -1)
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 pid=""
@@ -99,8 +100,8 @@ for q in "Which file defines the KV state file format?" \
     "Where is the chat template rendered?" \
     "Which limits does ingest enforce on archives?"; do
     "$tome" ask big "$q" --max-tokens 64 --json >"$work/ask.json"
-    ttft=$(sed -n 's/.*"ttft_ms":\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
-    total=$(sed -n 's/.*"total_ms":\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
-    rate=$(sed -n 's/.*"decode_tokens_per_s":\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
+    ttft=$(sed -n 's/.*"ttft_ms": *\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
+    total=$(sed -n 's/.*"total_ms": *\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
+    rate=$(sed -n 's/.*"decode_tokens_per_s": *\([0-9.e+-]*\).*/\1/p' "$work/ask.json" | head -1)
     echo "question: first token ${ttft} ms, total ${total} ms, decode ${rate} tok/s: $q"
 done
