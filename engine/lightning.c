@@ -65,6 +65,18 @@ static void topk_push(topk_heap *h, float score, int32_t index)
     heap_sift_down(h->sc, h->ix, h->k, 0);
 }
 
+/* Push scores[0..n), the keys first, first + 1, ...: once the heap is full,
+ * a score below its last-ranked one cannot enter and is passed over
+ * without a call (the common case, by far, over a long context). */
+static void topk_push_run(topk_heap *h, const float *scores, int64_t n, int32_t first)
+{
+    int64_t i = 0;
+    if (h->k == 0) return;
+    for (; i < n && h->size < h->k; i++) topk_push(h, scores[i], first + (int32_t)i);
+    for (; i < n; i++)
+        if (!(scores[i] < h->sc[0])) topk_push(h, scores[i], first + (int32_t)i);
+}
+
 /* Sort the selection best first (in place); returns its size. */
 static int topk_finish(topk_heap *h)
 {
@@ -88,7 +100,7 @@ static int topk_finish(topk_heap *h)
 static int select_topk(const float *scores, int64_t n, int k, int32_t *out, float *heap_sc)
 {
     topk_heap h = {heap_sc, out, k > n ? (int)n : k, 0};
-    for (int64_t i = 0; i < n; i++) topk_push(&h, scores[i], (int32_t)i);
+    topk_push_run(&h, scores, n, 0);
     return topk_finish(&h);
 }
 
@@ -171,7 +183,7 @@ static void score_block(void *ctx, int64_t t0, int64_t t1)
                            j->qi + (size_t)t * j->queries[t].heads * j->queries[t].dim,
                            j->queries[t].dim};
         j->score(j->keys, &j->queries[t], j->kb, hi, scores, float_pair_dot, &fb);
-        for (int64_t i = j->kb; i < hi; i++) topk_push(&j->heaps[t], scores[i - j->kb], (int32_t)i);
+        topk_push_run(&j->heaps[t], scores, hi - j->kb, (int32_t)j->kb);
     }
 }
 
@@ -247,7 +259,7 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
             int64_t visible = visible_keys(a, t);
             v4_parallel_for(a->m->pool, (visible + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP, 64, score_groups,
                             &one);
-            for (int64_t i = 0; i < visible; i++) topk_push(&heaps[t], scores[i], (int32_t)i);
+            topk_push_run(&heaps[t], scores, visible, 0);
         }
     } else {
         int64_t most = visible_keys(a, n - 1);
