@@ -8,7 +8,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* The next token of a question, from the logits just computed: its
  * logit_bias added first (ids were checked against the vocabulary when the
@@ -154,10 +153,7 @@ static int step_ask(engine_local *e, active_ask *a, tome_error *err)
         return rc != 0 ? rc : 0;
     }
     int32_t id = a->next_id;
-    if (e->token_delay_ms) {
-        struct timespec pause = {e->token_delay_ms / 1000, (e->token_delay_ms % 1000) * 1000000L};
-        nanosleep(&pause, NULL);
-    }
+    if (e->token_delay_ms) engine_pause_ms(e->token_delay_ms);
     if (ask->completion_tokens == 0) ask->t_first_token = tome_now();
     ask->completion_tokens++;
     atomic_fetch_add(&tomed_stats.decode_tokens, 1);

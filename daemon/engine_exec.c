@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* The test hook: TOMED_TEST_ANSWER_IDS names a file holding a JSON array of
  * token ids (as `tome-tokenize` writes them), and every answer is then
@@ -59,14 +60,23 @@ static int load_answer_ids(engine_local *e, tome_error *err)
     return 0;
 }
 
-/* The other test hook: TOMED_TEST_TOKEN_DELAY_MS slows every answer token
- * down, so that a test can stop a server while it streams an answer. */
-static void load_token_delay(engine_local *e)
+/* The other test hooks: TOMED_TEST_TOKEN_DELAY_MS before every answer
+ * token, TOMED_TEST_CHUNK_DELAY_MS after every prefill chunk, so that a
+ * test can act while an answer streams or a prefill runs, however fast the
+ * engine is. */
+static int load_delay(const char *name, const char *what)
 {
-    const char *ms = getenv("TOMED_TEST_TOKEN_DELAY_MS");
-    if (!ms || !*ms) return;
-    e->token_delay_ms = atoi(ms);
-    tomed_log(TOMED_LOG_WARN, "test hook: %d ms before each answer token", e->token_delay_ms);
+    const char *ms = getenv(name);
+    if (!ms || !*ms) return 0;
+    int v = atoi(ms);
+    tomed_log(TOMED_LOG_WARN, "test hook: %d ms %s", v, what);
+    return v;
+}
+
+void engine_pause_ms(int ms)
+{
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
 }
 
 static void log_plan_line(void *ctx, const char *line)
@@ -131,7 +141,8 @@ static int load_model(engine_local *e, tome_error *err)
     const v4_config *cfg = v4_model_config(e->model);
     e->eos_id = cfg->eos_id;
     if ((rc = load_answer_ids(e, err)) != 0) return rc;
-    load_token_delay(e);
+    e->token_delay_ms = load_delay("TOMED_TEST_TOKEN_DELAY_MS", "before each answer token");
+    e->chunk_delay_ms = load_delay("TOMED_TEST_CHUNK_DELAY_MS", "after each prefill chunk");
     /* The model's embedding may be wider than the tokenizer's vocabulary
      * (padding rows); an id the tokenizer cannot decode is never sampled. */
     e->vocab = cfg->vocab_size;

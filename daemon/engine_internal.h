@@ -80,7 +80,7 @@ typedef struct engine_local {
     size_t n_answer_ids;
     /* TOMED_TEST_TOKEN_DELAY_MS (tests only): a pause before each answer
      * token, so a test can act while an answer streams */
-    int token_delay_ms;
+    int token_delay_ms, chunk_delay_ms; /* test hooks (engine_exec.c) */
     /* queues, under lock */
     tomed_job *jobs_head, *jobs_tail;
     ask_node *asks_head, *asks_tail;
@@ -165,5 +165,8 @@ void engine_run_prefill_chunk(engine_local *e);
 /* End the current job with `rc`; post a job's progress or its end. */
 void engine_finish_job(engine_local *e, int rc, const tome_error *err);
 void engine_report_job(engine_local *e, tomed_job *job, int final);
+
+/* Sleep `ms` milliseconds (the test hooks' delays). */
+void engine_pause_ms(int ms);
 
 #endif

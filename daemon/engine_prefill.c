@@ -89,6 +89,7 @@ void engine_run_prefill_chunk(engine_local *e)
                   .part_first = done,
                   .part_total = (int64_t)job->n_ids};
     int rc = v4_eval_tokens(e->job_state, job->ids + done, n, &ev, &err);
+    if (rc == 0 && e->chunk_delay_ms) engine_pause_ms(e->chunk_delay_ms);
     if (rc != 0) {
         engine_finish_job(e, rc, &err);
         return;

@@ -25,6 +25,10 @@ while [ "$i" -le 120 ]; do
     i=$((i + 1))
 done >"$tmp/corpus/rules.txt"
 tar -C "$tmp/corpus" -czf "$tmp/corpus.tar.gz" rules.txt
+# Each prefill chunk (64 tokens) takes at least 40 ms, so that a prefill
+# of this corpus lasts seconds however fast the engine is: long enough to
+# be followed, and to be interrupted mid-way.
+export TOMED_TEST_CHUNK_DELAY_MS=40
 cat >"$tmp/tomed.conf" <<EOF
 prefill_chunk = 64
 restart_interval = 256
