@@ -18,6 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Where the tensors' bytes are read to. */
+volatile uint8_t sink;
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0) return 0;
@@ -42,7 +45,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     v4_checkpoint *ck;
     tome_error err = {0};
     if (v4_checkpoint_open(dir, &ck, &err) != 0) return 0;
-    volatile uint8_t sink = 0;
     for (size_t i = 0; i < ck->n_tensors; i++) {
         const v4_ckpt_tensor *t = &ck->tensors[i];
         if (v4_checkpoint_find(ck, t->name) != t)
