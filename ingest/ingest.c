@@ -216,7 +216,9 @@ static int by_arrival(const void *a, const void *b)
  * (as extracting the archive would), with a warning. */
 static int drop_duplicates(run *ru, tome_error *err)
 {
-    qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_path_then_arrival);
+    /* An archive may hold nothing at all, and qsort's array may not be NULL. */
+    if (ru->n_entries > 1)
+        qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_path_then_arrival);
     size_t k = 0;
     for (size_t i = 0; i < ru->n_entries; i++) {
         if (i + 1 < ru->n_entries && strcmp(ru->entries[i].path, ru->entries[i + 1].path) == 0) {
@@ -293,7 +295,7 @@ static int plan_version(run *ru, const store_document_list *prev, int64_t **ids,
             placed[i] = 1;
         }
     }
-    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE)
+    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE && ru->n_entries > 1)
         qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_arrival);
     for (size_t i = 0; i < ru->n_entries && !rc; i++) {
         entry *e = &ru->entries[i];
