@@ -18,6 +18,8 @@
  */
 #include "ingest/ingest-internal.h"
 
+#include "common/fault.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +194,7 @@ static int on_file(ingest_reader *r, const char *path, const unsigned char *data
         rc = 0; /* binary: skipped */
     else if (!rc)
         rc = push_entry(ru, path, id, (int64_t)len, err);
+    tome_fault_point("ingest-file");
     if (!rc && ru->opts->progress &&
         ru->opts->progress(ru->opts->progress_ctx, r->entries, r->total_bytes) != 0)
         rc = tome_errorf(err, TOME_ECANCELED, "ingest of %s canceled after %s", rep->source, path);
