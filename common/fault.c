@@ -13,7 +13,7 @@
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char armed_name[64];
-static long armed_after;       /* 0: no point is armed */
+static long armed_after; /* 0: no point is armed */
 static atomic_long passes;
 
 static void read_environment(void)

@@ -159,11 +159,12 @@ int store_check(store *s, tome_error *err)
     if (rc) return rc;
     rc = sqlite3_step(st);
     const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-    if (verdict && strcmp(verdict, "ok") == 0) rc = 0;
-    else if (verdict)
+    if (!verdict)
+        rc = store_fail(s, rc, err, "checking the database");
+    else if (strcmp(verdict, "ok") != 0)
         rc = tome_errorf(err, TOME_EFORMAT, "%s: the database is damaged: %s", s->path, verdict);
     else
-        rc = store_fail(s, rc, err, "checking the database");
+        rc = 0;
     sqlite3_finalize(st);
     return rc;
 }

@@ -35,9 +35,10 @@
 void __wrap_tomed_dispatch(tomed_request *r);
 void __wrap_tomed_dispatch(tomed_request *r)
 {
-    off_t n = r->body_fd >= 0 ? lseek(r->body_fd, 0, SEEK_END) : (off_t)evbuffer_get_length(r->body);
-    tomed_reply_json(r, 200, json_pack("{s:s, s:I}", "route", r->route->pattern, "bytes",
-                                       (json_int_t)n));
+    off_t n =
+        r->body_fd >= 0 ? lseek(r->body_fd, 0, SEEK_END) : (off_t)evbuffer_get_length(r->body);
+    tomed_reply_json(r, 200,
+                     json_pack("{s:s, s:I}", "route", r->route->pattern, "bytes", (json_int_t)n));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -35,8 +35,8 @@ static v4_model *model;
 static uint8_t *good;
 static size_t good_len;
 static char path[128];
-static const int32_t ids[GOOD_TOKENS] = {5, 77, 300, 12, 901, 44, 2, 650,
-                                         19, 1000, 3, 512, 87, 240, 66, 9};
+static const int32_t ids[GOOD_TOKENS] = {5,  77,   300, 12,  901, 44,  2,  650,
+                                         19, 1000, 3,   512, 87,  240, 66, 9};
 
 static void *read_file(const char *p, size_t *n)
 {

@@ -29,14 +29,13 @@
 #include <string.h>
 
 static const char *const paths[] = {
-    "/v1/corpora/docs/ask", "/openai/v1/chat/completions", "/openai/v1/completions",
-    "/v1/tokens",           "/v1/corpora",                 "/v1/corpora/docs/ingest",
-    "/v1/corpora/docs/prefill",
+    "/v1/corpora/docs/ask", "/openai/v1/chat/completions", "/openai/v1/completions",   "/v1/tokens",
+    "/v1/corpora",          "/v1/corpora/docs/ingest",     "/v1/corpora/docs/prefill",
 };
 #define N_PATHS (sizeof paths / sizeof paths[0])
 
-static const tomed_ask_parser ask_parsers[] = {
-    tomed_ask_parse_question, tomed_openai_parse_chat, tomed_openai_parse_completion};
+static const tomed_ask_parser ask_parsers[] = {tomed_ask_parse_question, tomed_openai_parse_chat,
+                                               tomed_openai_parse_completion};
 
 static tomed_conn conn;
 static tomed_peer peer;
