@@ -168,13 +168,14 @@ int tome_questions_parse(const char *text, const char *name, tome_question_list 
     while (rc == 0 && *s) {
         const char *nl = strchr(s, '\n');
         size_t len = nl ? (size_t)(nl - s) : strlen(s);
+        const char *next = nl ? nl + 1 : s + len;
         char *line = strndup(s, len);
         if (!line) return tome_errorf(err, TOME_ENOMEM, "out of memory");
         if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
         p.line++;
         rc = parse_line(&p, line, len, err);
         free(line);
-        s = nl ? nl + 1 : s + len;
+        s = next;
     }
     if (rc == 0) rc = finish_question(&p, err);
     if (rc == 0 && out->count == 0)

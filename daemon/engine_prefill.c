@@ -6,6 +6,8 @@
  */
 #include "daemon/engine_internal.h"
 
+#include "common/fault.h"
+
 #include <stdio.h>
 #include <unistd.h>
 
@@ -88,6 +90,7 @@ void engine_run_prefill_chunk(engine_local *e)
                   .progress_ctx = job,
                   .part_first = done,
                   .part_total = (int64_t)job->n_ids};
+    tome_fault_point("prefill-chunk");
     int rc = v4_eval_tokens(e->job_state, job->ids + done, n, &ev, &err);
     if (rc == 0 && e->chunk_delay_ms) engine_pause_ms(e->chunk_delay_ms);
     if (rc != 0) {

@@ -26,6 +26,7 @@
  * is called if the connection dies first, so the pointer is never used after
  * it is freed.  Everything here runs on the loop thread.
  */
+#include "common/fault.h"
 #include "daemon/http_internal.h"
 #include "daemon/jobs.h"
 #include "daemon/log.h"
@@ -117,6 +118,7 @@ static int take_body_bytes(tomed_conn *c, struct evbuffer *in, int64_t want)
         return -1;
     }
     if (is_upload) {
+        tome_fault_point("upload");
         while (n > 0) {
             int w = evbuffer_write_atmost(in, r->body_fd, (ev_ssize_t)n);
             if (w <= 0) {

@@ -161,6 +161,14 @@ int tomed_ask_parse_sampling(tomed_request *r, json_t *body, const char *max_tok
                              tomed_ask *ask);
 /* "stream": a boolean, `by_default` when absent. */
 int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed_ask *ask);
+/* The parsers of the three asking routes: POST /v1/corpora/NAME/ask,
+ * /openai/v1/chat/completions and /openai/v1/completions.  Exported for
+ * the fuzz target of request bodies (tests/fuzz/fuzz_request_json.c). */
+int tomed_ask_parse_question(tomed_request *r, json_t *body, tomed_ask *ask);
+int tomed_openai_parse_chat(tomed_request *r, json_t *body, tomed_ask *ask);
+int tomed_openai_parse_completion(tomed_request *r, json_t *body, tomed_ask *ask);
+/* Free what a parser put in `ask` (its fields, not `ask` itself). */
+void tomed_ask_clear(tomed_ask *ask);
 
 /* routes_openai.c: OpenAI's shapes of an answer, on the loop thread.  A
  * piece of the answer's text streamed to ask->r as OpenAI chunks (a

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "common/common.h"
+#include "daemon/conf.h"
 #include "daemon/types.h"
 
 enum {
@@ -64,6 +65,9 @@ void tomed_route_cache_delete(tomed_request *r);
 void tomed_route_token_list(tomed_request *r);
 void tomed_route_token_create(tomed_request *r);
 void tomed_route_token_revoke(tomed_request *r);
+/* A token's "scopes": 1 to TOMED_MAX_SCOPES objects {"corpus", "rights"}
+ * into scopes[] and *n, or a 400 reply and -1. */
+int tomed_scopes_parse(tomed_request *r, json_t *list, tomed_scope *scopes, int *n);
 
 /* Checks the principal's right on the corpus named by the first path
  * parameter; replies 400/403 and returns -1 when it may not go on. */

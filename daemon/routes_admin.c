@@ -33,7 +33,7 @@ void tomed_route_token_list(tomed_request *r)
     tomed_reply_json(r, 200, json_pack("{s:o}", "tokens", tomed_tokens_list(r->server->tokens)));
 }
 
-static int parse_scopes(tomed_request *r, json_t *list, tomed_scope *scopes, int *n)
+int tomed_scopes_parse(tomed_request *r, json_t *list, tomed_scope *scopes, int *n)
 {
     if (!json_is_array(list) || json_array_size(list) == 0 ||
         json_array_size(list) > TOMED_MAX_SCOPES) {
@@ -70,7 +70,7 @@ void tomed_route_token_create(tomed_request *r)
     int n = 0;
     if (!name || !tomed_corpus_name_valid(name)) {
         tomed_reply_error(r, TOME_EINVAL, "'name' must be 1-64 characters of [A-Za-z0-9._-]");
-    } else if (parse_scopes(r, json_object_get(body, "scopes"), scopes, &n) == 0) {
+    } else if (tomed_scopes_parse(r, json_object_get(body, "scopes"), scopes, &n) == 0) {
         json_t *token;
         char *secret;
         tome_error err = {0};

@@ -61,10 +61,8 @@ typedef struct ask_ctx {
     json_t *citations; /* filled by a worker */
 } ask_ctx;
 
-static void ask_free(ask_ctx *ctx)
+void tomed_ask_clear(tomed_ask *ask)
 {
-    tomed_ask *ask = &ctx->ask;
-    if (ctx->keepalive) event_free(ctx->keepalive);
     free(ask->question);
     free(ask->answer);
     for (int i = 0; i < ask->n_stop; i++) free(ask->stop[i]);
@@ -72,6 +70,12 @@ static void ask_free(ask_ctx *ctx)
     if (ask->turns) v4_prompt_free(ask->turns);
     free(ask->turns);
     free(ask->prompt_ids);
+}
+
+static void ask_free(ask_ctx *ctx)
+{
+    if (ctx->keepalive) event_free(ctx->keepalive);
+    tomed_ask_clear(&ctx->ask);
     json_decref(ctx->sources);
     json_decref(ctx->citations);
     free(ctx);
@@ -450,7 +454,7 @@ int tomed_ask_parse_stream(tomed_request *r, json_t *body, int by_default, tomed
     return 0;
 }
 
-static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
+int tomed_ask_parse_question(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     const char *question = json_string_value(json_object_get(body, "question"));
     if (!question || !*question) {
@@ -476,7 +480,7 @@ static int parse_ask(tomed_request *r, json_t *body, tomed_ask *ask)
 
 void tomed_route_ask(tomed_request *r)
 {
-    if (tomed_require_corpus(r, TOMED_RIGHT_READ) == 0) tomed_ask_run(r, parse_ask);
+    if (tomed_require_corpus(r, TOMED_RIGHT_READ) == 0) tomed_ask_run(r, tomed_ask_parse_question);
 }
 
 void tomed_ask_run(tomed_request *r, tomed_ask_parser parse)

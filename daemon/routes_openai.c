@@ -294,7 +294,7 @@ static int parse_common(tomed_request *r, json_t *body, int kind, tomed_ask *ask
     return 0;
 }
 
-static int parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
+int tomed_openai_parse_chat(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     json_t *tools = json_object_get(body, "tools");
     if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
@@ -365,7 +365,7 @@ static int parse_prompt(tomed_request *r, json_t *prompt, tomed_ask *ask)
     return set_turns(r, &p, ask);
 }
 
-static int parse_completion(tomed_request *r, json_t *body, tomed_ask *ask)
+int tomed_openai_parse_completion(tomed_request *r, json_t *body, tomed_ask *ask)
 {
     json_t *echo = json_object_get(body, "echo"), *suffix = json_object_get(body, "suffix");
     if (json_is_true(echo)) return invalid(r, "'echo' is not supported");
@@ -376,12 +376,12 @@ static int parse_completion(tomed_request *r, json_t *body, tomed_ask *ask)
 
 void tomed_route_openai_chat(tomed_request *r)
 {
-    tomed_ask_run(r, parse_chat);
+    tomed_ask_run(r, tomed_openai_parse_chat);
 }
 
 void tomed_route_openai_completions(tomed_request *r)
 {
-    tomed_ask_run(r, parse_completion);
+    tomed_ask_run(r, tomed_openai_parse_completion);
 }
 
 /* ------------------------------------------------------------------------

@@ -112,11 +112,26 @@ static int prepare_subdirs(const char *dir, tome_error *err)
     return tomed_clean_tmp(path, err);
 }
 
+/* A damaged store is refused before anything is served from it. */
+static int check_store(const char *dir, tome_error *err)
+{
+    char path[TOMED_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/tome.db", dir);
+    store *db;
+    int rc = store_open(path, &db, err);
+    if (rc == 0) {
+        rc = store_check(db, err);
+        store_close(db);
+    }
+    return rc;
+}
+
 int tomed_state_dir_prepare(const tomed_config *cfg, int *lock_fd, tome_error *err)
 {
     int rc = tome_mkdir_p(cfg->state_dir, 0700, err);
     if (rc == 0) rc = check_state_dir(cfg->state_dir, err);
     if (rc == 0) rc = lock_state_dir(cfg->state_dir, lock_fd, err);
     if (rc == 0) rc = prepare_subdirs(cfg->state_dir, err);
+    if (rc == 0) rc = check_store(cfg->state_dir, err);
     return rc;
 }

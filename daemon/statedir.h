@@ -13,8 +13,10 @@
  * written by other users, locks STATE_DIR/lock (TOME_EBUSY, naming the
  * directory and the holder's pid, when another daemon holds it; nothing is
  * touched then), and only then makes kv/ and tmp/ and removes what a crash
- * left in them.  *lock_fd holds the lock until the process closes it or
- * exits.  Called once at start, before anything else there. */
+ * left in them; then it opens the store (creating or migrating it) and
+ * refuses a damaged one (store_check).  *lock_fd holds the lock until the
+ * process closes it or exits.  Called once at start, before anything else
+ * there. */
 int tomed_state_dir_prepare(const tomed_config *cfg, int *lock_fd, tome_error *err);
 
 #endif

@@ -18,6 +18,8 @@
  */
 #include "ingest/ingest-internal.h"
 
+#include "common/fault.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +194,7 @@ static int on_file(ingest_reader *r, const char *path, const unsigned char *data
         rc = 0; /* binary: skipped */
     else if (!rc)
         rc = push_entry(ru, path, id, (int64_t)len, err);
+    tome_fault_point("ingest-file");
     if (!rc && ru->opts->progress &&
         ru->opts->progress(ru->opts->progress_ctx, r->entries, r->total_bytes) != 0)
         rc = tome_errorf(err, TOME_ECANCELED, "ingest of %s canceled after %s", rep->source, path);
@@ -216,7 +219,9 @@ static int by_arrival(const void *a, const void *b)
  * (as extracting the archive would), with a warning. */
 static int drop_duplicates(run *ru, tome_error *err)
 {
-    qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_path_then_arrival);
+    /* An archive may hold nothing at all, and qsort's array may not be NULL. */
+    if (ru->n_entries > 1)
+        qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_path_then_arrival);
     size_t k = 0;
     for (size_t i = 0; i < ru->n_entries; i++) {
         if (i + 1 < ru->n_entries && strcmp(ru->entries[i].path, ru->entries[i + 1].path) == 0) {
@@ -293,7 +298,7 @@ static int plan_version(run *ru, const store_document_list *prev, int64_t **ids,
             placed[i] = 1;
         }
     }
-    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE)
+    if (!rc && ru->opts->order == INGEST_ORDER_SOURCE && ru->n_entries > 1)
         qsort(ru->entries, ru->n_entries, sizeof *ru->entries, by_arrival);
     for (size_t i = 0; i < ru->n_entries && !rc; i++) {
         entry *e = &ru->entries[i];

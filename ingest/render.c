@@ -269,7 +269,7 @@ static int over_budget(ingest_rendering *r, int64_t budget, tome_error *err)
 {
     char largest[1024] = "";
     size_t k = 0;
-    qsort(r->ctx.docs, r->ctx.n_docs, sizeof *r->ctx.docs, by_tokens_desc);
+    if (r->ctx.n_docs > 1) qsort(r->ctx.docs, r->ctx.n_docs, sizeof *r->ctx.docs, by_tokens_desc);
     for (size_t i = 0; i < r->ctx.n_docs && i < 5; i++) {
         const store_context_doc *d = &r->ctx.docs[i];
         k += (size_t)snprintf(largest + k, sizeof largest - k, "%s%s (%lld tokens)", i ? ", " : "",

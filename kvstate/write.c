@@ -18,6 +18,7 @@
  */
 #include "kvstate/kvstate.h"
 
+#include "common/fault.h"
 #include "engine/v4.h"
 #include "kvstate/layout.h"
 
@@ -64,6 +65,7 @@ typedef struct kv_writer {
 static int pwrite_all(kv_writer *w, const void *data, size_t len, uint64_t off, tome_error *err)
 {
     const uint8_t *p = data;
+    tome_fault_point("kv-write");
     while (len > 0) {
         ssize_t n = pwrite(w->fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR) continue;

@@ -2,7 +2,11 @@
 # The README's test command: install what is missing, build from a clean
 # tree, run `make check`, `make distcheck` and the demo (scripts/demo.sh),
 # and end with the line "N passed, N failed".
-# Extra arguments go to configure (for example --enable-sanitizers).
+#
+# With --sanitize first, the build (in _build-sanitize) has AddressSanitizer
+# and UBSan, and only `make check` runs: every unit and daemon test, and the
+# fuzz corpora, under the sanitizers.  CI (.ci/run) runs both.
+# Other arguments go to configure.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
@@ -10,6 +14,19 @@ sh scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 jobs=$(nproc 2>/dev/null || echo 2)
 build="$top/_build"
+sanitize=0
+if [ "${1:-}" = "--sanitize" ]; then
+    shift
+    set -- --enable-sanitizers "$@"
+    sanitize=1
+    build="$top/_build-sanitize"
+    # ASan keeps freed memory in a quarantine (256 MB by default) to catch
+    # uses after free; the daemon tests that bound memory growth need it
+    # small and returned to the system.  A UBSan report stops the program.
+    ASAN_OPTIONS=quarantine_size_mb=4:allocator_release_to_os_interval_ms=100:detect_leaks=1
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    export ASAN_OPTIONS UBSAN_OPTIONS
+fi
 rm -rf "$build"
 status=0
 { autoreconf -fi >/dev/null && mkdir -p "$build" && cd "$build" &&
@@ -36,7 +53,7 @@ done
 if [ "$check_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 # make distcheck: the release tarball builds out of tree from a read-only
 # source and passes the same tests.  It counts as one more test.
-if [ "$failed" -eq 0 ]; then
+if [ "$failed" -eq 0 ] && [ "$sanitize" -eq 0 ]; then
     shared=${TOME_SHARED:-$top/../shared}
     if TOME_SHARED=$(cd "$shared" && pwd) make -j"$jobs" distcheck >distcheck.out 2>&1; then
         passed=$((passed + 1))
@@ -48,7 +65,7 @@ if [ "$failed" -eq 0 ]; then
 fi
 # The README's main command, the first thing a user runs, on the same
 # build: it must exit 0.  It counts as one more test.
-if [ "$failed" -eq 0 ]; then
+if [ "$failed" -eq 0 ] && [ "$sanitize" -eq 0 ]; then
     if sh "$top/scripts/demo.sh" >"$build/demo.out" 2>&1; then
         passed=$((passed + 1))
         echo "PASS: scripts/demo.sh"

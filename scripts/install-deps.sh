@@ -1,12 +1,15 @@
 #!/bin/sh
 # Install what tome needs to build and test on Debian 12, skipping what is
 # already there (idempotent; needs root or sudo for the missing packages).
+# clang and its libFuzzer runtime are for ./configure --enable-fuzz;
+# util-linux gives the fault tests unshare(1) and mount(8).
 set -eu
 PACKAGES="build-essential autoconf automake pkg-config
 libsqlite3-dev libevent-dev libpcre2-dev libarchive-dev libssl-dev libjansson-dev libxxhash-dev libcurl4-openssl-dev
 mandoc man-db openssl curl ca-certificates zsh python3 python3-jsonschema
 libarchive-tools zip unzip p7zip-full cpio xorriso zstd lz4 xz-utils bzip2 gzip
-cppcheck clang-format"
+cppcheck clang-format
+clang libclang-rt-14-dev util-linux"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -18,6 +18,8 @@
  */
 #include "store/store-internal.h"
 
+#include "common/fault.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +152,23 @@ int store_schema_version(store *s, int *version, tome_error *err)
     return read_user_version(s, version, err);
 }
 
+int store_check(store *s, tome_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = store_prepare(s, "PRAGMA quick_check(1)", &st, err);
+    if (rc) return rc;
+    rc = sqlite3_step(st);
+    const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    if (!verdict)
+        rc = store_fail(s, rc, err, "checking the database");
+    else if (strcmp(verdict, "ok") != 0)
+        rc = tome_errorf(err, TOME_EFORMAT, "%s: the database is damaged: %s", s->path, verdict);
+    else
+        rc = 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* Apply migration `index` unless another process got there first. */
 static int apply_migration(store *s, int index, tome_error *err)
 {
@@ -264,12 +283,14 @@ int store_commit(store *s, tome_error *err)
 {
     if (!s->in_transaction)
         return tome_errorf(err, TOME_EINTERNAL, "%s: commit without a transaction", s->path);
+    tome_fault_point("store-commit");
     int rc = store_exec(s, "COMMIT", err);
     if (rc) {
         store_rollback(s);
         return rc;
     }
     s->in_transaction = 0;
+    tome_fault_point("store-committed");
     return 0;
 }
 

@@ -64,6 +64,10 @@ int store_set_busy_timeout(store *s, int ms, tome_error *err);
 const char *store_path(const store *s);
 /* PRAGMA user_version of the open database. */
 int store_schema_version(store *s, int *version, tome_error *err);
+/* SQLite's quick_check: 0, or TOME_EFORMAT naming the first damage found
+ * (a page that is not a valid b-tree page, a broken free list, ...).  It
+ * reads every page once; tomed runs it at start. */
+int store_check(store *s, tome_error *err);
 
 /* An explicit write transaction (BEGIN IMMEDIATE): nothing written between
  * store_begin and store_commit is visible to others or survives a crash

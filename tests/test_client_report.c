@@ -5,6 +5,8 @@
 #include "tests/check.h"
 #include "tests/client_schema.h"
 
+#include <unistd.h>
+
 static void test_questions(void)
 {
     tome_question_list list;
@@ -30,6 +32,22 @@ static void test_questions(void)
     CHECK(list.items[1].params.has_seed && list.items[1].params.seed == 3);
     CHECK(list.items[1].params.max_tokens == -1);
     CHECK(list.items[1].params.question == list.items[1].text);
+    tome_questions_free(&list);
+}
+
+/* A last line ending in CR without a newline (a file saved on Windows and
+ * cut) once made the parser loop on it forever (found by fuzz_questions);
+ * the alarm in main() turns a hang into a failure. */
+static void test_questions_cr_at_end(void)
+{
+    tome_question_list list;
+    tome_error err = {0};
+    CHECK_OK(tome_questions_parse("## a\r\nquestion text\r", "q.txt", &list, &err), &err);
+    REQUIRE(list.count == 1, "count %zu", list.count);
+    CHECK(!strcmp(list.items[0].text, "question text"));
+    tome_questions_free(&list);
+    CHECK_OK(tome_questions_parse("## a\nq\n\r", "q.txt", &list, &err), &err);
+    CHECK(list.count == 1 && !strcmp(list.items[0].text, "q"));
     tome_questions_free(&list);
 }
 
@@ -149,7 +167,9 @@ static void test_formats(void)
 
 int main(void)
 {
+    alarm(60);
     test_questions();
+    test_questions_cr_at_end();
     test_question_errors();
     tome_question_list list;
     tome_error err = {0};
