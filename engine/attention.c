@@ -109,10 +109,7 @@ static void attend_block(const attn_ctx *a, head_fold *f, int nh, const float **
         int64_t slot = entry_slot(s0 + i, window, window_slots) - base;
         for (int h = 0; h < nh; h++) {
             f[h].p[slot] = f[h].e[i];
-            if (a->fast)
-                v4_fast_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
-            else
-                v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
+            v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
         }
     }
     for (int h = 0; h < nh; h++) {
@@ -138,6 +135,35 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
     return a->comp_tiles ? n - (a->p0 + t + 1) / a->bw->ratio : n;
 }
 
+/* The fast kernels' attention for heads h0..h1 of token t over its n rows:
+ * every score at once (register tiles), one softmax per head over all of
+ * them with the sink in the denominator, then P.V in one pass that reads
+ * each row once per head.  The order of every sum is fixed by the rows
+ * alone, so chunking, threads and batching leave the bits unchanged; the
+ * reference's blockwise online softmax is the exact kernels' (below). */
+static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const float **rows,
+                              int64_t n, float *z, int64_t zstride)
+{
+    const v4_fast_kernels *k = v4_fast_kernels_active();
+    int hd = a->hd, nh = h1 - h0;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    const float *q = a->q + ((size_t)t * a->H + h0) * hd;
+    v4_fast_scores(k, rows, n, q, nh, hd, z, zstride);
+    for (int h = 0; h < nh; h++) {
+        float *p = z + (size_t)h * zstride, m = -INFINITY;
+        float *o = a->o + ((size_t)t * a->H + h0 + h) * hd;
+        for (int64_t s = 0; s < n; s++) {
+            p[s] *= scale;
+            m = p[s] > m ? p[s] : m;
+        }
+        for (int64_t s = 0; s < n; s++) p[s] -= m;
+        v4_exp_vector_n(p, p, n);
+        float den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h0 + h] - m);
+        k->weighted_sum(rows, n, p, zstride, 1, hd, o, hd);
+        for (int i = 0; i < hd; i++) o[i] /= den;
+    }
+}
+
 /* Heads h0..h1 of token t: scores against the packed rows (the first
  * own_entries in `tiles`, the rest in a->comp_tiles), then the online
  * softmax over blocks of ATTN_BLOCK slots of the reference's index list
@@ -154,13 +180,11 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
     int64_t slots = a->window_slots + list_comp_slots(a, pos);
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
     if (a->fast) {
-        for (int64_t s = 0; s < n; s++)
-            for (int h = 0; h < nh; h++)
-                z[(size_t)h * zstride + s] = v4_fast_dot(rows[s], q + (size_t)h * hd, hd);
-    } else {
-        v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
-        if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
+        attend_heads_fast(a, t, h0, h1, rows, n, z, zstride);
+        return;
     }
+    v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
+    if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
     for (int h = 0; h < nh; h++) {
         head_fold *g = &fold[h];
         g->z = z + (size_t)h * zstride;

@@ -215,28 +215,19 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
         v4_index_keys_add(&bs->index_codes, ihd, bs->index_kv.n, index_row, &bs->index_kv, err);
     if (rc) return rc;
     int failed = 0;
+    size_t qbytes = v4_index_query_bytes(ih, ihd);
     v4_index_query *q = calloc((size_t)n, sizeof *q);
-    int8_t *c2 = malloc((size_t)n * ih * ihd);
-    uint8_t *e = malloc((size_t)n * ih * nb);
-    int32_t *off = malloc((size_t)n * ih * nb * sizeof *off);
-    uint32_t *q4 = malloc((size_t)n * ih * ihd);
+    uint8_t *qmem = malloc((size_t)n * qbytes);
     topk_heap *heaps = calloc((size_t)n, sizeof *heaps);
     float *heap_sc = v4_attn_floats((size_t)n * a->k, &failed);
     float *scores = n <= 2 ? v4_attn_floats((size_t)visible_keys(a, n - 1) + 1, &failed) : NULL;
-    if (failed || !q || !c2 || !e || !off || !q4 || !heaps) {
+    if (failed || !q || !qmem || !heaps) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer");
         goto done;
     }
     size_t row = (size_t)ihd / 2 + (size_t)nb;
     for (int t = 0; t < n; t++) {
-        q[t] = (v4_index_query){ih,
-                                ihd,
-                                nb,
-                                c2 + (size_t)t * ih * ihd,
-                                e + (size_t)t * ih * nb,
-                                off + (size_t)t * ih * nb,
-                                q4 + (size_t)t * ih * ihd / 4,
-                                wts + (size_t)t * ih};
+        v4_index_query_bind(&q[t], ih, ihd, qmem + (size_t)t * qbytes, wts + (size_t)t * ih);
         for (int h = 0; h < ih; h++) {
             const uint8_t *code = qcodes + ((size_t)t * ih + h) * row;
             v4_index_query_set(&q[t], h, code, code + ihd / 2);
@@ -268,10 +259,7 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
     for (int t = 0; t < n; t++) a->n_topk[t] = topk_finish(&heaps[t]);
 done:
     free(q);
-    free(c2);
-    free(e);
-    free(off);
-    free(q4);
+    free(qmem);
     free(heaps);
     free(heap_sc);
     free(scores);

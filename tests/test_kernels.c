@@ -295,9 +295,12 @@ static float case_dot(const void *ctx, int64_t key, int h)
     return sum;
 }
 
-/* Random codes and scales (exponents drawn from [lo, lo + span)); the
- * scores of every kernel must equal the F32 computation bit for bit. */
-static void check_index_scores(int dim, int span, int want_fallbacks)
+/* Random codes and scales (exponents drawn from [kbase, kbase + span) for
+ * keys, [qbase, qbase + span) for the query; key 77 has a NaN scale when
+ * `nan`); the scores of every kernel must equal the F32 computation bit for
+ * bit. */
+static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
+                               int want_fallbacks)
 {
     index_case c = {.dim = dim, .heads = 4, .n = 101};
     int nb = dim / 32, row = dim / 2 + nb;
@@ -307,14 +310,15 @@ static void check_index_scores(int dim, int span, int want_fallbacks)
     uint8_t qpacked[4][64], qscales[4][4];
     for (int64_t i = 0; i < c.n; i++) {
         uint8_t *r = c.rows + (size_t)i * row;
-        for (int b = 0; b < nb; b++) r[dim / 2 + b] = (uint8_t)(124 + next_random() % span);
+        for (int b = 0; b < nb; b++) r[dim / 2 + b] = (uint8_t)(kbase + next_random() % span);
+        if (nan && i == 77) r[dim / 2 + nb - 1] = 255;
         for (int j = 0; j < dim; j += 2) r[j / 2] = (uint8_t)next_random();
         for (int j = 0; j < dim; j++)
             c.keys[(size_t)i * dim + j] = e2m1_by_definition((r[j / 2] >> (4 * (j & 1))) & 15) *
                                           ldexpf(1.0f, r[dim / 2 + j / 32] - 127);
     }
     for (int h = 0; h < c.heads; h++) {
-        for (int b = 0; b < nb; b++) qscales[h][b] = (uint8_t)(120 + next_random() % span);
+        for (int b = 0; b < nb; b++) qscales[h][b] = (uint8_t)(qbase + next_random() % span);
         for (int j = 0; j < dim; j += 2) qpacked[h][j / 2] = (uint8_t)next_random();
         for (int j = 0; j < dim; j++)
             c.q[h * dim + j] = e2m1_by_definition((qpacked[h][j / 2] >> (4 * (j & 1))) & 15) *
@@ -333,11 +337,9 @@ static void check_index_scores(int dim, int span, int want_fallbacks)
     v4_index_keys ik = {0};
     CHECK_OK(v4_index_keys_add(&ik, dim, 40, case_row, &c, &err), &err);
     CHECK_OK(v4_index_keys_add(&ik, dim, c.n, case_row, &c, &err), &err); /* in two steps */
-    int8_t c2[4 * 128];
-    uint8_t e[4 * 4];
-    int32_t off[4 * 4];
-    uint32_t q4[4 * 32];
-    v4_index_query q = {c.heads, dim, nb, c2, e, off, q4, w};
+    void *qmem = malloc(v4_index_query_bytes(c.heads, dim));
+    v4_index_query q;
+    v4_index_query_bind(&q, c.heads, dim, qmem, w);
     for (int h = 0; h < c.heads; h++) v4_index_query_set(&q, h, qpacked[h], qscales[h]);
     v4_index_score_fn fns[2] = {v4_index_score_scalar, v4_index_score_active()};
     for (int f = 0; f < 2; f++) {
@@ -347,12 +349,13 @@ static void check_index_scores(int dim, int span, int want_fallbacks)
         fns[f](&ik, &q, 48, c.n, got + 48, case_dot, &c);
         int bad = 0;
         for (int64_t i = 0; i < c.n; i++) bad += memcmp(&got[i], &want[i], sizeof(float)) != 0;
-        CHECKF(bad == 0, "index scores (dim %d, span %d, kernel %d): %d of %lld differ", dim, span,
-               f, bad, (long long)c.n);
+        CHECKF(bad == 0, "index scores (dim %d, exponents %d/%d+%d, kernel %d): %d of %lld differ",
+               dim, kbase, qbase, span, f, bad, (long long)c.n);
         CHECKF(want_fallbacks ? c.fallbacks > 0 : c.fallbacks == 0,
                "dim %d span %d kernel %d: %d pairs fell back", dim, span, f, c.fallbacks);
     }
     v4_index_keys_free(&ik);
+    free(qmem);
     free(c.rows);
     free(c.keys);
     free(c.q);
@@ -360,9 +363,13 @@ static void check_index_scores(int dim, int span, int want_fallbacks)
 
 static void test_index_scores(void)
 {
-    check_index_scores(64, 4, 0); /* exponents close: every pair from the codes */
-    check_index_scores(128, 4, 0);
-    check_index_scores(128, 12, 1); /* spread past 9: some pairs the F32 way */
+    check_index_scores(64, 124, 120, 4, 0, 0); /* exponents close: every pair from the codes */
+    check_index_scores(128, 124, 120, 4, 0, 0);
+    check_index_scores(128, 124, 120, 12, 0, 1); /* spread past 9: some pairs the F32 way */
+    check_index_scores(128, 124, 120, 4, 1, 1);  /* a NaN scale */
+    check_index_scores(64, 63, 64, 4, 0, 1);     /* products near the least normal float */
+    check_index_scores(64, 200, 150, 6, 0, 1);   /* and near the largest allowed */
+    check_index_scores(64, 1, 2, 3, 0, 1);       /* below it: all the F32 way */
 }
 
 static void test_tiles(void)
@@ -528,33 +535,51 @@ static void test_refmath(void)
     }
 }
 
-/* The fast kernels' row dot product (attention's scores): every ISA gives
- * the scalar table's bits, which follow fast.h's order (checked against a
- * literal lane-by-lane evaluation). */
-static void test_fast_dot(void)
+/* Attention's fast kernels: the scores (register tiles of the matrix
+ * product) follow fast.h's order, checked against a literal lane-by-lane
+ * evaluation, and P.V is an in-order chain of fused multiply-adds per
+ * output; every ISA gives those bits, for head sizes on and off the vector
+ * widths and any number of rows and heads. */
+static void test_fast_attention(void)
 {
-    static float a[1024], b[1024];
-    for (int i = 0; i < 1024; i++) {
-        a[i] = (float)((int)(next_random() % 20001) - 10000) / 997.0f;
-        b[i] = (float)((int)(next_random() % 20001) - 10000) / 1009.0f;
+    enum { ROWS = 23, HEADS = 7, DIM = 208 };
+    static float data[ROWS][DIM], q[HEADS][DIM], p[HEADS][ROWS];
+    const float *rows[ROWS];
+    for (int s = 0; s < ROWS; s++) {
+        rows[s] = data[s];
+        for (int k = 0; k < DIM; k++) data[s][k] = (float)((int)(next_random() % 20001) - 10000) / 997.0f;
+    }
+    for (int h = 0; h < HEADS; h++) {
+        for (int k = 0; k < DIM; k++) q[h][k] = (float)((int)(next_random() % 20001) - 10000) / 1009.0f;
+        for (int s = 0; s < ROWS; s++) p[h][s] = (float)(next_random() % 10007) / 10007.0f;
     }
     static const char *const names[] = {"scalar", "avx2", "avx512"};
-    for (int n = 16; n <= 1024; n += 48) {
-        float lanes[V4_FAST_LANES] = {0};
-        for (int k = 0; k < n; k++) lanes[k % 16] = fmaf(a[k], b[k], lanes[k % 16]);
-        float want = v4_fast_reduce(lanes);
+    static const int dims[] = {16, 48, 64, 128, 208};
+    for (int d = 0; d < 5; d++) {
+        int hd = dims[d];
         for (int i = 0; i < 3; i++) {
             const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
             if (!k) continue;
-            float got = k->dot(a, b, n);
-            CHECKF(memcmp(&got, &want, sizeof got) == 0, "%s dot of %d: %a, want %a", names[i],
-                   n, (double)got, (double)want);
-            float y[1024], yw[1024];
-            int m = n + 5 < 1024 ? n + 5 : 1021; /* lengths off the vector width too */
-            for (int j = 0; j < m; j++) y[j] = yw[j] = b[j] * 0.5f;
-            k->axpy(y, a[7], a, m);
-            for (int j = 0; j < m; j++) yw[j] = fmaf(a[7], a[j], yw[j]);
-            CHECKF(memcmp(y, yw, (size_t)m * sizeof(float)) == 0, "%s axpy of %d", names[i], m);
+            float z[HEADS][ROWS], o[HEADS][DIM], packed[HEADS * DIM]; /* heads hd apart */
+            for (int h = 0; h < HEADS; h++) memcpy(packed + h * hd, q[h], (size_t)hd * sizeof(float));
+            v4_fast_scores(k, rows, ROWS, packed, HEADS, hd, &z[0][0], ROWS);
+            k->weighted_sum(rows, ROWS, &p[0][0], ROWS, HEADS, hd, &o[0][0], DIM);
+            int bad_z = 0, bad_o = 0;
+            for (int h = 0; h < HEADS; h++) {
+                for (int s = 0; s < ROWS; s++) {
+                    float lanes[V4_FAST_LANES] = {0};
+                    for (int j = 0; j < hd; j++) lanes[j % 16] = fmaf(data[s][j], q[h][j], lanes[j % 16]);
+                    float want = v4_fast_reduce(lanes);
+                    bad_z += memcmp(&z[h][s], &want, sizeof want) != 0;
+                }
+                for (int j = 0; j < hd; j++) {
+                    float want = 0;
+                    for (int s = 0; s < ROWS; s++) want = fmaf(p[h][s], data[s][j], want);
+                    bad_o += memcmp(&o[h][j], &want, sizeof want) != 0;
+                }
+            }
+            CHECKF(bad_z == 0, "%s scores at head size %d: %d differ", names[i], hd, bad_z);
+            CHECKF(bad_o == 0, "%s weighted sums at head size %d: %d differ", names[i], hd, bad_o);
         }
     }
 }
@@ -579,7 +604,7 @@ int main(void)
     test_tiles();
     test_refmath();
     test_exp_lanes();
-    test_fast_dot();
+    test_fast_attention();
     v4_pool_free(pool);
     return check_finish();
 }

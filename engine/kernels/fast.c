@@ -72,14 +72,24 @@ void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel)
                     panel + (size_t)i * w->cols);
 }
 
-float v4_fast_dot(const float *a, const float *b, int64_t n)
+void v4_fast_scores(const v4_fast_kernels *k, const float *const *rows, int64_t n, const float *q,
+                    int nh, int64_t hd, float *z, int64_t zstride)
 {
-    return v4_fast_kernels_active()->dot(a, b, n);
-}
-
-void v4_fast_axpy(float *y, float a, const float *x, int64_t n)
-{
-    v4_fast_kernels_active()->axpy(y, a, x, n);
+    v4_fast_acc acc;
+    for (int h0 = 0; h0 < nh; h0 += V4_FAST_TOKENS) {
+        int nt = nh - h0 < V4_FAST_TOKENS ? nh - h0 : V4_FAST_TOKENS;
+        const float *xs[V4_FAST_TOKENS];
+        for (int t = 0; t < nt; t++) xs[t] = q + (size_t)(h0 + t) * hd;
+        for (int64_t s0 = 0; s0 < n; s0 += V4_FAST_ROWS) {
+            int nr = n - s0 < V4_FAST_ROWS ? (int)(n - s0) : V4_FAST_ROWS;
+            /* rows past nr repeat the last one; their results are not stored */
+            const float *rp[V4_FAST_ROWS];
+            for (int i = 0; i < V4_FAST_ROWS; i++) rp[i] = rows[s0 + (i < nr ? i : nr - 1)];
+            memset(acc, 0, (size_t)nt * sizeof acc[0]);
+            k->tile_acc(rp, xs, nt, hd, acc);
+            k->reduce(acc, nt, nr, z + (size_t)h0 * zstride + s0, zstride);
+        }
+    }
 }
 
 /* ---- the matrix product --------------------------------------------------- */

@@ -52,11 +52,12 @@ typedef struct v4_fast_kernels {
      * decoding the weights in registers: one token's matrix-vector
      * product. */
     void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const float *x, float *y);
-    /* The dot product of two F32 rows of n values (a multiple of
-     * V4_FAST_LANES), in the order above: attention's scores. */
-    float (*dot)(const float *a, const float *b, int64_t n);
-    /* y[k] = fma(a, x[k], y[k]) for k < n (any n): attention's P.V. */
-    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    /* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] *
+     * rows[s][k], for h < nh and k < hd (a multiple of V4_FAST_LANES): one
+     * fused multiply-add per s, in increasing s, from +0.  Attention's P.V,
+     * each row read once per head. */
+    void (*weighted_sum)(const float *const *rows, int64_t n, const float *p, int64_t pstride,
+                         int nh, int64_t hd, float *o, int64_t ostride);
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
@@ -72,11 +73,12 @@ extern const v4_fast_kernels v4_fast_avx512;
  * environment variable TOME_ISA ("scalar", "avx2", "avx512"; one this CPU
  * cannot run is refused and the best is used).  Chosen once per process. */
 const v4_fast_kernels *v4_fast_kernels_active(void);
-/* The active kernels' dot product of two F32 rows (n a multiple of
- * V4_FAST_LANES). */
-float v4_fast_dot(const float *a, const float *b, int64_t n);
-/* The active kernels' y += a * x, one fused multiply-add per element. */
-void v4_fast_axpy(float *y, float a, const float *x, int64_t n);
+/* z[h * zstride + s] = the dot product, in the order above, of rows[s]
+ * and query head h (q + h * hd), for s < n and h < nh; hd a multiple of
+ * V4_FAST_LANES.  Attention's scores, as register tiles of the matrix
+ * product (the rows as weight rows, the heads as tokens). */
+void v4_fast_scores(const v4_fast_kernels *k, const float *const *rows, int64_t n, const float *q,
+                    int nh, int64_t hd, float *z, int64_t zstride);
 /* The table for `name`, or NULL if this CPU (or build) cannot run it. */
 const v4_fast_kernels *v4_fast_kernels_named(const char *name);
 

@@ -205,20 +205,38 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < nr; i++) y[i] = reduce16(lo[i], hi[i]);
 }
 
-KERNEL static float dot_avx2(const float *a, const float *b, int64_t n)
+/* Four vectors (32 dims) of one head's output at a time, as the AVX-512
+ * kernel does with 64. */
+KERNEL static void weighted_sum_avx2(const float *const *rows, int64_t n, const float *p,
+                                     int64_t pstride, int nh, int64_t hd, float *o, int64_t ostride)
 {
-    return dot16(a, b, n);
+    for (int h = 0; h < nh; h++) {
+        const float *ph = p + h * pstride;
+        float *oh = o + h * ostride;
+        int64_t k = 0;
+        for (; k + 32 <= hd; k += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t s = 0; s < n; s++) {
+                __m256 w = _mm256_set1_ps(ph[s]);
+                const float *r = rows[s] + k;
+                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r), a0);
+                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 8), a1);
+                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 16), a2);
+                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 24), a3);
+            }
+            _mm256_storeu_ps(oh + k, a0);
+            _mm256_storeu_ps(oh + k + 8, a1);
+            _mm256_storeu_ps(oh + k + 16, a2);
+            _mm256_storeu_ps(oh + k + 24, a3);
+        }
+        for (; k < hd; k += 8) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (int64_t s = 0; s < n; s++)
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[s]), _mm256_loadu_ps(rows[s] + k), a0);
+            _mm256_storeu_ps(oh + k, a0);
+        }
+    }
 }
-
-KERNEL static void axpy_avx2(float *y, float a, const float *x, int64_t n)
-{
-    __m256 av = _mm256_set1_ps(a);
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
-    for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
-}
-
 KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
 {
     for (int t = 0; t < nt; t++)
@@ -226,6 +244,6 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
             y[t * ystride + i] = reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2", decode_rows_avx2, tile_acc_avx2, rows_dot_avx2,
-                                      dot_avx2, axpy_avx2,      reduce_avx2};
+const v4_fast_kernels v4_fast_avx2 = {"avx2",        decode_rows_avx2,  tile_acc_avx2,
+                                      rows_dot_avx2, weighted_sum_avx2, reduce_avx2};
 #endif

@@ -326,31 +326,83 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-KERNEL static float dot_avx512(const float *a, const float *b, int64_t n)
+/* Four vectors (64 dims) of one head's output at a time: four independent
+ * chains of fused multiply-adds over the rows, each row vector loaded
+ * once; a tail of 16-dim steps for head sizes off 64. */
+KERNEL static void weighted_sum_avx512(const float *const *rows, int64_t n, const float *p,
+                                       int64_t pstride, int nh, int64_t hd, float *o,
+                                       int64_t ostride)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t k = 0; k < n; k += 16)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc);
-    return reduce16(acc);
+    for (int h = 0; h < nh; h++) {
+        const float *ph = p + h * pstride;
+        float *oh = o + h * ostride;
+        int64_t k = 0;
+        for (; k + 64 <= hd; k += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t s = 0; s < n; s++) {
+                __m512 w = _mm512_set1_ps(ph[s]);
+                const float *r = rows[s] + k;
+                a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r), a0);
+                a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 16), a1);
+                a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 32), a2);
+                a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 48), a3);
+            }
+            _mm512_storeu_ps(oh + k, a0);
+            _mm512_storeu_ps(oh + k + 16, a1);
+            _mm512_storeu_ps(oh + k + 32, a2);
+            _mm512_storeu_ps(oh + k + 48, a3);
+        }
+        for (; k < hd; k += 16) {
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t s = 0; s < n; s++)
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(ph[s]), _mm512_loadu_ps(rows[s] + k), a0);
+            _mm512_storeu_ps(oh + k, a0);
+        }
+    }
+}
+/* The lane trees of sixteen vectors at once, with the very additions
+ * reduce16 makes (so the same bits), two vectors' halves per add: level by
+ * level, a[i] + a[i+8] for pairs of vectors, + [i+4] for fours, + [i+2] and
+ * + [i+1] within 128-bit lanes.  Element 4 j + m of the result is the sum
+ * of v[4 m + j]. */
+INLINE __m512 reduce16x16(const __m512 v[16])
+{
+    __m512 l1[8], l2[4], l3[2];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        l1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        l2[k] = _mm512_add_ps(_mm512_shuffle_f32x4(l1[2 * k], l1[2 * k + 1], 0x88),
+                              _mm512_shuffle_f32x4(l1[2 * k], l1[2 * k + 1], 0xDD));
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++)
+        l3[k] = _mm512_add_ps(_mm512_shuffle_ps(l2[2 * k], l2[2 * k + 1], 0x44),
+                              _mm512_shuffle_ps(l2[2 * k], l2[2 * k + 1], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(l3[0], l3[1], 0x88),
+                         _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
 }
 
-KERNEL static void axpy_avx512(float *y, float a, const float *x, int64_t n)
-{
-    __m512 av = _mm512_set1_ps(a);
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16)
-        _mm512_storeu_ps(y + k, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k)));
-    for (; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
-}
-
+/* Four tokens' tiles at a time: sixteen sums in one reduce16x16, put back
+ * as token t's four rows in 128-bit lane t. */
 KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y,
                                  int64_t ystride)
 {
-    for (int t = 0; t < nt; t++)
-        for (int i = 0; i < nr; i++) y[t * ystride + i] = reduce16(_mm512_loadu_ps(acc[t][i]));
+    const __m512i by_token =
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; k++)
+            v[k] = t0 + k / 4 < nt ? _mm512_loadu_ps(acc[t0 + k / 4][k % 4]) : _mm512_setzero_ps();
+        __m512 sums = _mm512_permutexvar_ps(by_token, reduce16x16(v));
+        float out[16];
+        _mm512_storeu_ps(out, sums);
+        for (int t = t0; t < nt && t < t0 + 4; t++)
+            for (int i = 0; i < nr; i++) y[t * ystride + i] = out[4 * (t - t0) + i];
+    }
 }
-
-const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512, tile_acc_avx512,
-                                        rows_dot_avx512, dot_avx512,         axpy_avx512,
-                                        reduce_avx512};
+const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512,  tile_acc_avx512,
+                                        rows_dot_avx512, weighted_sum_avx512, reduce_avx512};
 #endif

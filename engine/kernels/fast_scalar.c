@@ -46,9 +46,15 @@ static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *
     }
 }
 
-static void axpy_fast(float *y, float a, const float *x, int64_t n)
+static void weighted_sum_scalar(const float *const *rows, int64_t n, const float *p,
+                                int64_t pstride, int nh, int64_t hd, float *o, int64_t ostride)
 {
-    for (int64_t k = 0; k < n; k++) y[k] = fmaf(a, x[k], y[k]);
+    for (int h = 0; h < nh; h++)
+        for (int64_t k = 0; k < hd; k++) {
+            float acc = 0;
+            for (int64_t s = 0; s < n; s++) acc = fmaf(p[h * pstride + s], rows[s][k], acc);
+            o[h * ostride + k] = acc;
+        }
 }
 
 static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
@@ -57,6 +63,5 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar, tile_acc_scalar,
-                                        rows_dot_scalar, dot_fast,           axpy_fast,
-                                        reduce_scalar};
+const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar,  tile_acc_scalar,
+                                        rows_dot_scalar, weighted_sum_scalar, reduce_scalar};

@@ -27,30 +27,71 @@ static const int8_t c2_of_code[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4
 
 /* ---- keys ------------------------------------------------------------------ */
 
+/* Reallocate *p from `groups` to `new_groups` groups of `per_group`
+ * bytes; the new groups' bytes are `fill` (with `fill_word`, 4-byte words,
+ * when fill < 0). */
+static int grow_array(void *p, size_t groups, size_t new_groups, size_t per_group, int fill,
+                      uint32_t fill_word)
+{
+    uint8_t **array = p;
+    uint8_t *grown = realloc(*array, new_groups * per_group);
+    if (!grown) return -1;
+    *array = grown;
+    uint8_t *first = grown + groups * per_group;
+    size_t bytes = (new_groups - groups) * per_group;
+    if (fill >= 0)
+        memset(first, fill, bytes);
+    else
+        for (size_t i = 0; i < bytes / 4; i++) memcpy(first + 4 * i, &fill_word, 4);
+    return 0;
+}
+
+/* Room for n keys.  Lanes past the last key hold zeros (code 12) with
+ * scale 1 (exponent 127), so that a kernel reading a whole group reads
+ * defined values that pass the exactness test. */
 static int grow(v4_index_keys *ik, int64_t n, tome_error *err)
 {
     if (n <= ik->cap) return 0;
     int64_t cap = ik->cap ? ik->cap : 1024;
     while (cap < n) cap *= 2;
-    size_t per_group_codes = (size_t)ik->dim * V4_INDEX_GROUP;
-    size_t per_group_exps = (size_t)ik->blocks * V4_INDEX_GROUP;
-    uint8_t *codes = realloc(ik->codes, (size_t)(cap / V4_INDEX_GROUP) * per_group_codes);
-    if (!codes)
+    size_t groups = (size_t)(ik->cap / V4_INDEX_GROUP), new_groups = (size_t)(cap / V4_INDEX_GROUP);
+    size_t lanes = V4_INDEX_GROUP, blocks = (size_t)ik->blocks;
+    uint32_t one;
+    float f1 = 1.0f;
+    memcpy(&one, &f1, 4);
+    if (grow_array(&ik->codes, groups, new_groups, (size_t)ik->dim * lanes, 12, 0) ||
+        grow_array(&ik->exps, groups, new_groups, blocks * lanes, 127, 0) ||
+        grow_array(&ik->emin, groups, new_groups, lanes, 127, 0) ||
+        grow_array(&ik->emax, groups, new_groups, lanes, 127, 0) ||
+        grow_array(&ik->scale, groups, new_groups, blocks * lanes * sizeof(float), -1, one))
         return tome_errorf(err, TOME_ENOMEM, "out of memory for %lld indexer keys", (long long)cap);
-    ik->codes = codes;
-    uint8_t *exps = realloc(ik->exps, (size_t)(cap / V4_INDEX_GROUP) * per_group_exps);
-    if (!exps)
-        return tome_errorf(err, TOME_ENOMEM, "out of memory for %lld indexer keys", (long long)cap);
-    ik->exps = exps;
-    /* Lanes past the last key hold zeros (code 12) with scale 1, so that a
-     * kernel reading a whole group reads defined bytes. */
-    size_t old_groups = (size_t)((ik->cap + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP);
-    size_t new_groups = (size_t)(cap / V4_INDEX_GROUP);
-    memset(ik->codes + old_groups * per_group_codes, 12,
-           (new_groups - old_groups) * per_group_codes);
-    memset(ik->exps + old_groups * per_group_exps, 127, (new_groups - old_groups) * per_group_exps);
     ik->cap = cap;
     return 0;
+}
+
+/* Key i's lane of the layout from its stored row. */
+static void key_set(v4_index_keys *ik, int64_t i, const uint8_t *r)
+{
+    int64_t g = i / V4_INDEX_GROUP;
+    int lane = (int)(i % V4_INDEX_GROUP), dim = ik->dim;
+    uint8_t *codes = ik->codes + (size_t)g * dim * V4_INDEX_GROUP;
+    for (int j = 0; j < dim; j++) {
+        int code = (r[j / 2] >> (4 * (j & 1))) & 15;
+        codes[((size_t)(j / 4) * V4_INDEX_GROUP + lane) * 4 + j % 4] =
+            (uint8_t)(c2_of_code[code] + 12);
+    }
+    int lo = 255, hi = 0;
+    for (int b = 0; b < ik->blocks; b++) {
+        int e = r[dim / 2 + b];
+        size_t at = ((size_t)g * ik->blocks + b) * V4_INDEX_GROUP + lane;
+        ik->exps[at] = (uint8_t)e;
+        ik->scale[at] = ldexpf(1.0f, e - 127);
+        lo = e < lo ? e : lo;
+        hi = e > hi ? e : hi;
+    }
+    if (hi == 255) lo = 0; /* a NaN scale: a spread no query passes */
+    ik->emin[(size_t)g * V4_INDEX_GROUP + lane] = (uint8_t)lo;
+    ik->emax[(size_t)g * V4_INDEX_GROUP + lane] = (uint8_t)hi;
 }
 
 int v4_index_keys_add(v4_index_keys *ik, int dim, int64_t n,
@@ -63,21 +104,7 @@ int v4_index_keys_add(v4_index_keys *ik, int dim, int64_t n,
     }
     int rc = grow(ik, n, err);
     if (rc != 0) return rc;
-    int dim4 = dim / 4;
-    for (int64_t i = ik->n; i < n; i++) {
-        const uint8_t *r = row(ctx, i);
-        int64_t g = i / V4_INDEX_GROUP;
-        int lane = (int)(i % V4_INDEX_GROUP);
-        uint8_t *codes = ik->codes + (size_t)g * dim * V4_INDEX_GROUP;
-        for (int j = 0; j < dim; j++) {
-            int code = (r[j / 2] >> (4 * (j & 1))) & 15;
-            codes[((size_t)(j / 4) * V4_INDEX_GROUP + lane) * 4 + j % 4] =
-                (uint8_t)(c2_of_code[code] + 12);
-        }
-        (void)dim4;
-        for (int b = 0; b < ik->blocks; b++)
-            ik->exps[((size_t)g * ik->blocks + b) * V4_INDEX_GROUP + lane] = r[dim / 2 + b];
-    }
+    for (int64_t i = ik->n; i < n; i++) key_set(ik, i, row(ctx, i));
     ik->n = n;
     return 0;
 }
@@ -86,10 +113,42 @@ void v4_index_keys_free(v4_index_keys *ik)
 {
     free(ik->codes);
     free(ik->exps);
+    free(ik->emin);
+    free(ik->emax);
+    free(ik->scale);
     memset(ik, 0, sizeof *ik);
 }
 
 /* ---- queries ----------------------------------------------------------------- */
+
+/* The query's arrays, each rounded up to 64 bytes: scale, off, q4, e, c2. */
+static size_t round64(size_t n)
+{
+    return (n + 63) / 64 * 64;
+}
+
+size_t v4_index_query_bytes(int heads, int dim)
+{
+    size_t hb = (size_t)heads * (dim / V4_FP4_BLOCK), hd = (size_t)heads * dim;
+    return round64(hb * sizeof(float)) + round64(hb * sizeof(int32_t)) + round64(hd) +
+           round64(hb) + round64(hd);
+}
+
+void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const float *w)
+{
+    uint8_t *p = mem;
+    size_t hb = (size_t)heads * (dim / V4_FP4_BLOCK), hd = (size_t)heads * dim;
+    *q = (v4_index_query){.heads = heads, .dim = dim, .blocks = dim / V4_FP4_BLOCK, .w = w};
+    q->scale = (float *)(void *)p;
+    p += round64(hb * sizeof(float));
+    q->off = (int32_t *)(void *)p;
+    p += round64(hb * sizeof(int32_t));
+    q->q4 = (uint32_t *)(void *)p;
+    p += round64(hd);
+    q->e = p;
+    p += round64(hb);
+    q->c2 = (int8_t *)p;
+}
 
 void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const uint8_t *scales)
 {
@@ -99,6 +158,7 @@ void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const u
         int32_t sum = 0;
         for (int j = 32 * b; j < 32 * b + 32; j++) sum += c2[j];
         q->e[(size_t)h * q->blocks + b] = scales[b];
+        q->scale[(size_t)h * q->blocks + b] = ldexpf(1.0f, scales[b] - 129);
         q->off[(size_t)h * q->blocks + b] = 12 * sum;
     }
     for (int g = 0; g < q->dim / 4; g++) {
@@ -199,29 +259,140 @@ VNNI static __m512 group_dots(const v4_index_keys *ik, const v4_index_query *q, 
     return d;
 }
 
+/* The query's exponents over all heads, for the groups' quick test: the
+ * least and greatest, and the widest spread within one head. */
+typedef struct query_bounds {
+    int lo, hi, spread;
+} query_bounds;
+
+static query_bounds bounds_of(const v4_index_query *q)
+{
+    query_bounds qb = {255, 0, 0};
+    for (int h = 0; h < q->heads; h++) {
+        int lo = 255, hi = 0;
+        for (int b = 0; b < q->blocks; b++) {
+            int e = q->e[(size_t)h * q->blocks + b];
+            lo = e < lo ? e : lo;
+            hi = e > hi ? e : hi;
+        }
+        if (hi == 255) qb.spread = 1 << 20; /* NaN: no group passes */
+        qb.lo = lo < qb.lo ? lo : qb.lo;
+        qb.hi = hi > qb.hi ? hi : qb.hi;
+        qb.spread = hi - lo > qb.spread ? hi - lo : qb.spread;
+    }
+    return qb;
+}
+
+/* The lanes of group g whose block exponents, with any head's, surely lie
+ * within the bounds: X_b = Ek_b + Eq_b - 256 spreads at most (key spread)
+ * + (query spread) and lies in [kmin + qlo, kmax + qhi] - 256. */
+VNNI static __mmask16 group_sure(const v4_index_keys *ik, int64_t g, const query_bounds *qb)
+{
+    __m512i lo = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128((const __m128i *)(const void *)(ik->emin + (size_t)g * V4_INDEX_GROUP)));
+    __m512i hi = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128((const __m128i *)(const void *)(ik->emax + (size_t)g * V4_INDEX_GROUP)));
+    __mmask16 sure =
+        _mm512_cmple_epi32_mask(_mm512_sub_epi32(hi, lo), _mm512_set1_epi32(SPREAD - qb->spread));
+    sure &= _mm512_cmpge_epi32_mask(lo, _mm512_set1_epi32(X_MIN + 256 - qb->lo));
+    sure &= _mm512_cmple_epi32_mask(hi, _mm512_set1_epi32(X_MAX + 256 - qb->hi));
+    return sure;
+}
+
+/* Four heads of the query (h[0..3], repeats allowed) against the sixteen
+ * keys of group g, when group_sure holds for them: every block's product
+ * and every partial sum is exact, so the blocks are summed with FMAs and
+ * no test.  The integer sums are exact in any order, so each head's block
+ * runs as two chains (even and odd 4-dim steps) and the heads share each
+ * load of the codes: eight independent chains hide vpdpbusd's latency. */
+#define HEADS 4
+VNNI static void group_dots_sure(const v4_index_keys *ik, const v4_index_query *q, int64_t g,
+                                 const int h[HEADS], __m512 d[HEADS])
+{
+    const uint8_t *codes = ik->codes + (size_t)g * ik->dim * V4_INDEX_GROUP;
+    const float *kscale = ik->scale + (size_t)g * ik->blocks * V4_INDEX_GROUP;
+    int dim4 = ik->dim / 4, nb = q->blocks;
+    const uint32_t *q0 = q->q4 + (size_t)h[0] * dim4, *q1 = q->q4 + (size_t)h[1] * dim4;
+    const uint32_t *q2 = q->q4 + (size_t)h[2] * dim4, *q3 = q->q4 + (size_t)h[3] * dim4;
+    __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
+    for (int b = 0; b < nb; b++) {
+        __m512i e0 = _mm512_set1_epi32(-q->off[(size_t)h[0] * nb + b]);
+        __m512i e1 = _mm512_set1_epi32(-q->off[(size_t)h[1] * nb + b]);
+        __m512i e2 = _mm512_set1_epi32(-q->off[(size_t)h[2] * nb + b]);
+        __m512i e3 = _mm512_set1_epi32(-q->off[(size_t)h[3] * nb + b]);
+        __m512i o0 = _mm512_setzero_si512(), o1 = o0, o2 = o0, o3 = o0;
+        for (int gi = 8 * b; gi < 8 * b + 8; gi += 2) {
+            __m512i c0 = _mm512_loadu_si512((const void *)(codes + (size_t)gi * 64));
+            __m512i c1 = _mm512_loadu_si512((const void *)(codes + (size_t)(gi + 1) * 64));
+            e0 = _mm512_dpbusd_epi32(e0, c0, _mm512_set1_epi32((int)q0[gi]));
+            o0 = _mm512_dpbusd_epi32(o0, c1, _mm512_set1_epi32((int)q0[gi + 1]));
+            e1 = _mm512_dpbusd_epi32(e1, c0, _mm512_set1_epi32((int)q1[gi]));
+            o1 = _mm512_dpbusd_epi32(o1, c1, _mm512_set1_epi32((int)q1[gi + 1]));
+            e2 = _mm512_dpbusd_epi32(e2, c0, _mm512_set1_epi32((int)q2[gi]));
+            o2 = _mm512_dpbusd_epi32(o2, c1, _mm512_set1_epi32((int)q2[gi + 1]));
+            e3 = _mm512_dpbusd_epi32(e3, c0, _mm512_set1_epi32((int)q3[gi]));
+            o3 = _mm512_dpbusd_epi32(o3, c1, _mm512_set1_epi32((int)q3[gi + 1]));
+        }
+        __m512 ks = _mm512_loadu_ps(kscale + (size_t)b * V4_INDEX_GROUP);
+#define BLOCK_SUM(d, e, o, hk)                                                                     \
+    d = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(e, o)),                               \
+                        _mm512_mul_ps(ks, _mm512_set1_ps(q->scale[(size_t)(hk) * nb + b])), d)
+        BLOCK_SUM(d0, e0, o0, h[0]);
+        BLOCK_SUM(d1, e1, o1, h[1]);
+        BLOCK_SUM(d2, e2, o2, h[2]);
+        BLOCK_SUM(d3, e3, o3, h[3]);
+#undef BLOCK_SUM
+    }
+    d[0] = d0;
+    d[1] = d1;
+    d[2] = d2;
+    d[3] = d3;
+}
+
+/* Head h's dot products for group g with the per-lane test, the inexact
+ * lanes through the fallback. */
+VNNI static __m512 group_dots_checked(const v4_index_keys *ik, const v4_index_query *q, int64_t g,
+                                      int h, int m, v4_index_fallback fb, const void *fb_ctx)
+{
+    __mmask16 inexact;
+    __m512 d = group_dots(ik, q, g, h, &inexact);
+    inexact &= (__mmask16)((1u << m) - 1);
+    if (!inexact) return d;
+    float lanes[V4_INDEX_GROUP];
+    _mm512_storeu_ps(lanes, d);
+    for (int l = 0; l < m; l++)
+        if (inexact >> l & 1) lanes[l] = fb(fb_ctx, g * V4_INDEX_GROUP + l, h);
+    return _mm512_loadu_ps(lanes);
+}
+
 VNNI void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
                               int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx)
 {
+    query_bounds qb = bounds_of(q);
     for (int64_t g0 = k0; g0 < k1; g0 += V4_INDEX_GROUP) {
         int64_t g = g0 / V4_INDEX_GROUP;
         int m = k1 - g0 < V4_INDEX_GROUP ? (int)(k1 - g0) : V4_INDEX_GROUP;
+        __mmask16 lanes = (__mmask16)((1u << m) - 1);
+        int sure = (group_sure(ik, g, &qb) & lanes) == lanes;
         __m512 s = _mm512_setzero_ps();
-        for (int h = 0; h < q->heads; h++) {
-            __mmask16 inexact;
-            __m512 d = group_dots(ik, q, g, h, &inexact);
-            inexact &= (__mmask16)((1u << m) - 1);
-            if (inexact) {
-                float lanes[V4_INDEX_GROUP];
-                _mm512_storeu_ps(lanes, d);
-                for (int l = 0; l < m; l++)
-                    if (inexact >> l & 1) lanes[l] = fb(fb_ctx, g0 + l, h);
-                d = _mm512_loadu_ps(lanes);
+        for (int h = 0; h < q->heads; h += HEADS) {
+            int heads = q->heads - h < HEADS ? q->heads - h : HEADS;
+            __m512 d[HEADS];
+            if (sure) {
+                /* the last heads repeated to make up four */
+                int hk[HEADS];
+                for (int k = 0; k < HEADS; k++) hk[k] = h + (k < heads ? k : heads - 1);
+                group_dots_sure(ik, q, g, hk, d);
+            } else
+                for (int k = 0; k < heads; k++)
+                    d[k] = group_dots_checked(ik, q, g, h + k, m, fb, fb_ctx);
+            /* relu(d) * w, then the add, head by head: as the scalar loop rounds */
+            for (int k = 0; k < heads; k++) {
+                __m512 r = _mm512_max_ps(d[k], _mm512_setzero_ps());
+                s = _mm512_add_ps(s, _mm512_mul_ps(r, _mm512_set1_ps(q->w[h + k])));
             }
-            /* relu(d) * w, then the add: as the scalar loop rounds */
-            __m512 r = _mm512_max_ps(d, _mm512_setzero_ps());
-            s = _mm512_add_ps(s, _mm512_mul_ps(r, _mm512_set1_ps(q->w[h])));
         }
-        _mm512_mask_storeu_ps(scores + (g0 - k0), (__mmask16)((1u << m) - 1), s);
+        _mm512_mask_storeu_ps(scores + (g0 - k0), lanes, s);
     }
 }
 #endif

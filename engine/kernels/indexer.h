@@ -23,6 +23,14 @@
  * bytes whose lane i holds four dims of key i, as 2k + 12 (0..24, unsigned),
  * which is what vpdpbusd multiplies; the query's constant 12 * sum(2q) is
  * subtracted afterwards.
+ *
+ * Checking those bounds per (key, head, block) costs more than the dot
+ * products, so each key also keeps the least and greatest of its block
+ * exponents and each block's scale as a float: a group of keys whose
+ * bounds, widened by the query's, are surely inside the limits is scored
+ * without any per-block check (the usual case), and only the other groups
+ * take the exact per-lane test.  Either way every kernel gives the scalar
+ * reference's bits.
  */
 #ifndef TOME_ENGINE_KERNELS_INDEXER_H
 #define TOME_ENGINE_KERNELS_INDEXER_H
@@ -39,6 +47,9 @@ typedef struct v4_index_keys {
     int64_t n, cap;  /* keys held; capacity in keys (a multiple of 16) */
     uint8_t *codes;  /* [cap/16][dim/4][16][4] */
     uint8_t *exps;   /* [cap/16][blocks][16] E8M0 scale of each key's block */
+    uint8_t *emin;   /* [cap/16][16] least block exponent of each key (0 if any is NaN) */
+    uint8_t *emax;   /* [cap/16][16] greatest (255 if any is NaN) */
+    float *scale;    /* [cap/16][blocks][16] 2^(exponent - 127): the block's scale */
 } v4_index_keys;
 
 /* Append keys from their stored rows (dim/2 packed code bytes, low nibble
@@ -49,15 +60,23 @@ int v4_index_keys_add(v4_index_keys *ik, int dim, int64_t n,
 void v4_index_keys_free(v4_index_keys *ik);
 
 /* One token's query heads as codes (from v4_fp4_roundtrip's packed codes
- * and scales) and head weights.  Owned by the caller. */
+ * and scales) and head weights, in memory the caller owns (v4_index_query_bind). */
 typedef struct v4_index_query {
     int heads, dim, blocks;
     int8_t *c2;     /* [heads][dim]: 2 * the e2m1 value */
     uint8_t *e;     /* [heads][blocks] */
     int32_t *off;   /* [heads][blocks]: 12 * sum of c2 over the block */
     uint32_t *q4;   /* [heads][dim/4]: c2 bytes four at a time */
+    float *scale;   /* [heads][blocks]: 2^(e - 129), the block's scale over the 2 * 2 of c2 */
     const float *w; /* [heads] */
 } v4_index_query;
+
+/* The bytes a query of `heads` heads of `dim` dims needs (a multiple of 64). */
+size_t v4_index_query_bytes(int heads, int dim);
+
+/* Lay q out in mem (v4_index_query_bytes, 4-byte aligned) with head weights
+ * w; the heads are then filled with v4_index_query_set. */
+void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const float *w);
 
 /* Fill head h of q from packed codes and scales as v4_fp4_roundtrip left
  * them. */
