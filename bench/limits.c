@@ -34,8 +34,10 @@ int main(int argc, char **argv)
         TOME_INT("threads", 't', "N", threads, 1, 4096, "threads for the all-threads column"),
         TOME_FLAG("csv", 0, csv, "comma-separated output with a header line"),
     };
-    const tome_cli cli = {"tome-limits", "[--threads N] [--csv]", options,
-                          sizeof options / sizeof options[0]};
+    const tome_cli cli = {.program = "tome-limits",
+                          .usage = "[--threads N] [--csv]",
+                          .options = options,
+                          .n_options = sizeof options / sizeof options[0]};
     tome_error err = {0};
     int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
     if (rc == TOME_OPTIONS_HELP) {

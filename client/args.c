@@ -6,19 +6,19 @@
  * people type `tome ask src "why?" --think` as often as `tome --quiet ask`;
  * "--" ends the options so a question may start with a dash.
  *
- * The parser is our own rather than getopt_long: options must be checked
- * against the command that turns up later on the line, and a parser that
- * only fills a struct (no globals, no exit) is easy to unit-test.  Every
- * option is in one table; each command lists the command options it takes,
- * and anything else is a usage error that names the option and command.
+ * The options are rows of common/options' tables, like every other tome
+ * program's: the global ones, and the commands' ones, which the parser
+ * takes anywhere on the line and notes; once the words have named the
+ * command, tome_options_scope refuses those the command does not list.
+ * The usage text is generated from the same tables.
  *
  * The bearer token is deliberately not an option: argv is visible to every
  * user in ps(1).  It comes from TOME_TOKEN or --token-file (see api.c).
  */
 #include "client/client.h"
 
-#include <errno.h>
-#include <stdlib.h>
+#include "common/options.h"
+
 #include <string.h>
 
 #define ASK_OPTIONS "think no-think max-tokens temperature seed"
@@ -51,243 +51,81 @@ const tome_command tome_commands[] = {
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL},
 };
 
-enum option_id {
-    OPT_SOCKET,
-    OPT_HOST,
-    OPT_CACERT,
-    OPT_CERT,
-    OPT_KEY,
-    OPT_TOKEN_FILE,
-    OPT_QUIET,
-    OPT_NO_COLOR,
-    OPT_JSON,
-    OPT_HELP,
-    OPT_VERSION,
-    OPT_THINK,
-    OPT_NO_THINK,
-    OPT_MAX_TOKENS,
-    OPT_TEMPERATURE,
-    OPT_SEED,
-    OPT_WAIT,
-    OPT_DETACH,
-    OPT_REGEX,
-    OPT_LIMIT,
-    OPT_SERVER_PATH,
-    OPT_OUTPUT,
-    OPT_FORMAT,
-    OPT_CANCEL,
-    OPT_CORPUS,
-    OPT_RIGHTS,
-    OPT_NO_SOURCES,
-    OPT_COUNT
+/* The rows below fill this struct; tome_parse_args starts it with the
+ * defaults and copies it out, so callers still get a struct of their own. */
+static tome_options parsed;
+
+/* --think[=LEVEL] and --no-think: `level` is the word a bare option means. */
+static int set_thinking(void *ctx, const void *level, const char *arg, tome_error *err)
+{
+    tome_options *opt = ctx;
+    if (arg && strcmp(arg, "high") != 0 && strcmp(arg, "max") != 0)
+        return tome_errorf(err, TOME_EINVAL, "\"%s\": the level is high or max", arg);
+    opt->thinking = arg ? arg : level;
+    return 0;
+}
+
+/* The daemon takes the rights as the word itself, so it is kept as given. */
+static int set_rights(void *ctx, const void *data, const char *arg, tome_error *err)
+{
+    tome_options *opt = ctx;
+    if (strcmp(arg, "read") != 0 && strcmp(arg, "write") != 0)
+        return tome_errorf(err, TOME_EINVAL, "\"%s\": rights are read or write", arg);
+    opt->rights = arg;
+    return 0;
+}
+
+static const tome_option global_options[] = {
+    TOME_STRING("socket", 0, "PATH", parsed.socket_path, "the daemon's Unix socket"),
+    TOME_STRING("host", 0, "HOST:PORT", parsed.host, "a remote daemon, over TLS"),
+    TOME_STRING("cacert", 0, "FILE", parsed.cacert, "the CAs to trust for --host (PEM)"),
+    TOME_STRING("cert", 0, "FILE", parsed.cert, "a client certificate (PEM; with --key)"),
+    TOME_STRING("key", 0, "FILE", parsed.key, "its private key (PEM)"),
+    TOME_STRING("token-file", 0, "FILE", parsed.token_file, "the bearer token (mode 0600)"),
+    TOME_FLAG("quiet", 'q', parsed.quiet, "no notes or progress on stderr"),
+    TOME_FLAG("no-color", 0, parsed.no_color, "never use colour"),
+    TOME_FLAG("json", 0, parsed.json, "JSON on stdout instead of text"),
+    TOME_FLAG("help", 'h', parsed.help, "this help, or with a command, the command's"),
+    TOME_FLAG("version", 0, parsed.version, "print the version"),
 };
 
-enum option_arg { ARG_NONE, ARG_REQUIRED, ARG_OPTIONAL };
-
-typedef struct option_spec {
-    const char *name;
-    char short_name;
-    enum option_arg arg;
-    int global;
-} option_spec;
-
-static const option_spec options[OPT_COUNT] = {
-    [OPT_SOCKET] = {"socket", 0, ARG_REQUIRED, 1},
-    [OPT_HOST] = {"host", 0, ARG_REQUIRED, 1},
-    [OPT_CACERT] = {"cacert", 0, ARG_REQUIRED, 1},
-    [OPT_CERT] = {"cert", 0, ARG_REQUIRED, 1},
-    [OPT_KEY] = {"key", 0, ARG_REQUIRED, 1},
-    [OPT_TOKEN_FILE] = {"token-file", 0, ARG_REQUIRED, 1},
-    [OPT_QUIET] = {"quiet", 'q', ARG_NONE, 1},
-    [OPT_NO_COLOR] = {"no-color", 0, ARG_NONE, 1},
-    [OPT_JSON] = {"json", 0, ARG_NONE, 1},
-    [OPT_HELP] = {"help", 'h', ARG_NONE, 1},
-    [OPT_VERSION] = {"version", 0, ARG_NONE, 1},
-    [OPT_THINK] = {"think", 0, ARG_OPTIONAL, 0},
-    [OPT_NO_THINK] = {"no-think", 0, ARG_NONE, 0},
-    [OPT_MAX_TOKENS] = {"max-tokens", 0, ARG_REQUIRED, 0},
-    [OPT_TEMPERATURE] = {"temperature", 0, ARG_REQUIRED, 0},
-    [OPT_SEED] = {"seed", 0, ARG_REQUIRED, 0},
-    [OPT_WAIT] = {"wait", 0, ARG_NONE, 0},
-    [OPT_DETACH] = {"detach", 0, ARG_NONE, 0},
-    [OPT_REGEX] = {"regex", 0, ARG_NONE, 0},
-    [OPT_LIMIT] = {"limit", 0, ARG_REQUIRED, 0},
-    [OPT_SERVER_PATH] = {"server-path", 0, ARG_NONE, 0},
-    [OPT_OUTPUT] = {"output", 'o', ARG_REQUIRED, 0},
-    [OPT_FORMAT] = {"format", 0, ARG_REQUIRED, 0},
-    [OPT_CANCEL] = {"cancel", 0, ARG_NONE, 0},
-    [OPT_CORPUS] = {"corpus", 0, ARG_REQUIRED, 0},
-    [OPT_RIGHTS] = {"rights", 0, ARG_REQUIRED, 0},
-    [OPT_NO_SOURCES] = {"no-sources", 0, ARG_NONE, 0},
+/* The options of the commands; each command lists those it takes. */
+static const tome_option command_options[] = {
+    TOME_CALL_OPTIONAL("think", 0, "LEVEL", set_thinking, "high",
+                       "think before answering: high (the default) or max"),
+    TOME_CALL("no-think", 0, NULL, set_thinking, "none", "answer without thinking"),
+    TOME_INT("max-tokens", 0, "N", parsed.max_tokens, 1, 1 << 30, "stop after N tokens"),
+    TOME_REAL("temperature", 0, "T", parsed.temperature, 0, 100,
+              "sampling temperature (0: greedy)"),
+    TOME_INT("seed", 0, "N", parsed.seed, 0, INT32_MAX, "the sampling seed"),
+    TOME_FLAG("wait", 0, parsed.wait, "follow the job until it ends"),
+    TOME_FLAG("detach", 0, parsed.detach, "print the job id and return at once"),
+    TOME_FLAG("regex", 0, parsed.regex, "the pattern is a PCRE2 regular expression"),
+    TOME_INT("limit", 0, "N", parsed.limit, 1, 1000, "at most N matches (default 100)"),
+    TOME_FLAG("server-path", 0, parsed.server_path, "PATH is on the daemon's machine"),
+    TOME_STRING("output", 'o', "FILE", parsed.output, "write the report to FILE"),
+    TOME_STRING("format", 0, "FORMAT", parsed.format, "markdown (the default), json or text"),
+    TOME_FLAG("cancel", 0, parsed.cancel, "cancel the job"),
+    TOME_STRING("corpus", 0, "NAME", parsed.scope_corpus, "the corpus the token may use"),
+    TOME_CALL("rights", 0, "read|write", set_rights, NULL, "what it may do there"),
+    TOME_FLAG("no-sources", 0, parsed.no_sources, "the answer without its sources"),
 };
 
-static int parse_long(const char *name, const char *text, long min, long max, long *out,
-                      tome_error *err)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        return tome_errorf(err, TOME_EINVAL, "--%s: '%s' is not a whole number from %ld to %ld",
-                           name, text, min, max);
-    *out = v;
-    return 0;
-}
+#define N_GLOBAL  (sizeof global_options / sizeof global_options[0])
+#define N_COMMAND (sizeof command_options / sizeof command_options[0])
 
-static int parse_thinking(const char *value, tome_options *opt, tome_error *err)
-{
-    if (!value) value = "high";
-    if (strcmp(value, "high") != 0 && strcmp(value, "max") != 0)
-        return tome_errorf(err, TOME_EINVAL, "--think=%s: the level is high or max", value);
-    opt->thinking = value;
-    return 0;
-}
+static const tome_cli cli = {.program = "tome",
+                             .usage = "[OPTIONS] COMMAND ARGS [COMMAND OPTIONS]",
+                             .options = global_options,
+                             .n_options = N_GLOBAL,
+                             .command_options = command_options,
+                             .n_command_options = N_COMMAND};
 
-/* Store one option's effect in `opt`. */
-static int apply_option(enum option_id id, const char *value, tome_options *opt, tome_error *err)
+/* "corpus ls" or "ask": the command as typed. */
+static const char *command_words(const tome_command *c, char *buf, size_t cap)
 {
-    long n;
-    char *end;
-    switch (id) {
-    case OPT_SOCKET:
-        opt->socket_path = value;
-        break;
-    case OPT_HOST:
-        opt->host = value;
-        break;
-    case OPT_CACERT:
-        opt->cacert = value;
-        break;
-    case OPT_CERT:
-        opt->cert = value;
-        break;
-    case OPT_KEY:
-        opt->key = value;
-        break;
-    case OPT_TOKEN_FILE:
-        opt->token_file = value;
-        break;
-    case OPT_QUIET:
-        opt->quiet = 1;
-        break;
-    case OPT_NO_COLOR:
-        opt->no_color = 1;
-        break;
-    case OPT_JSON:
-        opt->json = 1;
-        break;
-    case OPT_HELP:
-        opt->help = 1;
-        break;
-    case OPT_VERSION:
-        opt->version = 1;
-        break;
-    case OPT_THINK:
-        return parse_thinking(value, opt, err);
-    case OPT_NO_THINK:
-        opt->thinking = "none";
-        break;
-    case OPT_MAX_TOKENS:
-        if (parse_long("max-tokens", value, 1, 1L << 30, &n, err)) return err->code;
-        opt->max_tokens = n;
-        break;
-    case OPT_TEMPERATURE:
-        opt->temperature = strtod(value, &end);
-        if (end == value || *end || opt->temperature < 0)
-            return tome_errorf(err, TOME_EINVAL, "--temperature: '%s' is not a number >= 0", value);
-        opt->has_temperature = 1;
-        break;
-    case OPT_SEED:
-        if (parse_long("seed", value, 0, 0x7fffffffL, &n, err)) return err->code;
-        opt->seed = n;
-        opt->has_seed = 1;
-        break;
-    case OPT_WAIT:
-        opt->wait = 1;
-        break;
-    case OPT_DETACH:
-        opt->detach = 1;
-        break;
-    case OPT_REGEX:
-        opt->regex = 1;
-        break;
-    case OPT_LIMIT:
-        if (parse_long("limit", value, 1, 1000, &n, err)) return err->code;
-        opt->limit = n;
-        break;
-    case OPT_SERVER_PATH:
-        opt->server_path = 1;
-        break;
-    case OPT_OUTPUT:
-        opt->output = value;
-        break;
-    case OPT_FORMAT:
-        opt->format = value;
-        break;
-    case OPT_CANCEL:
-        opt->cancel = 1;
-        break;
-    case OPT_CORPUS:
-        opt->scope_corpus = value;
-        break;
-    case OPT_RIGHTS:
-        if (strcmp(value, "read") != 0 && strcmp(value, "write") != 0)
-            return tome_errorf(err, TOME_EINVAL, "--rights=%s: rights are read or write", value);
-        opt->rights = value;
-        break;
-    case OPT_NO_SOURCES:
-        opt->no_sources = 1;
-        break;
-    case OPT_COUNT:
-        break;
-    }
-    return 0;
-}
-
-static int find_long_option(const char *name, size_t len)
-{
-    for (int i = 0; i < OPT_COUNT; i++)
-        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0) return i;
-    return -1;
-}
-
-static int find_short_option(char c)
-{
-    for (int i = 0; i < OPT_COUNT; i++)
-        if (options[i].short_name == c) return i;
-    return -1;
-}
-
-/* Parse the option at argv[*i] (which starts with '-'), taking its value from
- * the same word or the next one.  `seen` records command options so they can
- * be checked once the command is known. */
-static int parse_option(int argc, char **argv, int *i, tome_options *opt, int *seen,
-                        tome_error *err)
-{
-    const char *word = argv[*i];
-    const char *inline_value = NULL;
-    int id;
-    if (word[1] == '-') {
-        const char *name = word + 2;
-        const char *eq = strchr(name, '=');
-        id = find_long_option(name, eq ? (size_t)(eq - name) : strlen(name));
-        if (eq) inline_value = eq + 1;
-    } else {
-        id = find_short_option(word[1]);
-        if (id >= 0 && word[2]) inline_value = word + 2;
-    }
-    if (id < 0) return tome_errorf(err, TOME_EINVAL, "unknown option '%s'", word);
-    const option_spec *spec = &options[id];
-    const char *value = inline_value;
-    if (spec->arg == ARG_NONE && inline_value)
-        return tome_errorf(err, TOME_EINVAL, "option --%s takes no value", spec->name);
-    if (spec->arg == ARG_REQUIRED && !value) {
-        if (*i + 1 >= argc)
-            return tome_errorf(err, TOME_EINVAL, "option --%s needs a value", spec->name);
-        value = argv[++*i];
-    }
-    seen[id] = 1;
-    return apply_option((enum option_id)id, value, opt, err);
+    snprintf(buf, cap, "%s%s%s", c->group ? c->group : "", c->group ? " " : "", c->name);
+    return buf;
 }
 
 static const tome_command *find_command(const char *group, const char *name)
@@ -306,19 +144,8 @@ static int is_group(const char *word)
     return 0;
 }
 
-/* Whether `name` is in the command's space-separated option list. */
-static int command_takes(const tome_command *cmd, const char *name)
-{
-    size_t len = strlen(name);
-    for (const char *p = cmd->options; (p = strstr(p, name)) != NULL; p += len) {
-        int starts = p == cmd->options || p[-1] == ' ';
-        int ends = p[len] == '\0' || p[len] == ' ';
-        if (starts && ends) return 1;
-    }
-    return 0;
-}
-
-/* A positional word: the command (one or two words), then its arguments. */
+/* A word that is not an option: the command (one or two words), then its
+ * arguments. */
 static int take_word(const char *word, const char **group, tome_options *opt, tome_error *err)
 {
     if (!*word) return tome_errorf(err, TOME_EINVAL, "an argument is empty");
@@ -349,7 +176,10 @@ static int take_word(const char *word, const char **group, tome_options *opt, to
     return 0;
 }
 
-static int check_command(const tome_options *opt, const char *group, const int *seen,
+/* The rules that need the whole line: a command, its options and its
+ * number of arguments, and the options that go together or exclude each
+ * other. */
+static int check_command(const tome_options *opt, const char *group, const unsigned char *seen,
                          tome_error *err)
 {
     const tome_command *cmd = opt->command;
@@ -358,15 +188,12 @@ static int check_command(const tome_options *opt, const char *group, const int *
     if (!cmd && !opt->help && !opt->version)
         return tome_errorf(err, TOME_EINVAL, "no command given (try tome --help)");
     if (!cmd) return 0;
-    for (int i = 0; i < OPT_COUNT; i++)
-        if (seen[i] && !options[i].global && !command_takes(cmd, options[i].name))
-            return tome_errorf(err, TOME_EINVAL, "option --%s does not apply to '%s%s%s'",
-                               options[i].name, cmd->group ? cmd->group : "", cmd->group ? " " : "",
-                               cmd->name);
+    char words[64];
+    command_words(cmd, words, sizeof words);
+    if (tome_options_scope(&cli, seen, cmd->options, words, err)) return err->code;
     if (opt->help) return 0;
     if (opt->nargs < cmd->min_args || opt->nargs > cmd->max_args)
-        return tome_errorf(err, TOME_EINVAL, "usage: tome %s%s%s %s", cmd->group ? cmd->group : "",
-                           cmd->group ? " " : "", cmd->name, cmd->params);
+        return tome_errorf(err, TOME_EINVAL, "usage: tome %s %s", words, cmd->params);
     if (opt->wait && opt->detach)
         return tome_errorf(err, TOME_EINVAL, "--wait and --detach exclude each other");
     if (!opt->cert != !opt->key)
@@ -376,54 +203,51 @@ static int check_command(const tome_options *opt, const char *group, const int *
 
 int tome_parse_args(int argc, char **argv, tome_options *opt, tome_error *err)
 {
-    memset(opt, 0, sizeof *opt);
-    opt->max_tokens = -1;
-    opt->limit = -1;
-    int seen[OPT_COUNT] = {0};
+    unsigned char seen[N_GLOBAL + N_COMMAND] = {0};
+    int n_words;
+    parsed = (tome_options){.max_tokens = -1, .temperature = -1, .seed = -1, .limit = -1};
+    int rc = tome_options_parse_seen(&cli, argc, argv, &parsed, &n_words, seen, err);
+    *opt = parsed;
     const char *group = NULL;
-    int options_ended = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *word = argv[i];
-        int rc;
-        if (!options_ended && strcmp(word, "--") == 0) {
-            options_ended = 1;
-            continue;
-        }
-        if (!options_ended && word[0] == '-' && word[1] != '\0')
-            rc = parse_option(argc, argv, &i, opt, seen, err);
-        else
-            rc = take_word(word, &group, opt, err);
-        if (rc) return rc;
-    }
-    return check_command(opt, group, seen, err);
+    /* The parser moved the words that are not options to argv[1..n_words]. */
+    for (int i = 1; rc == 0 && i <= n_words; i++) rc = take_word(argv[i], &group, opt, err);
+    return rc ? rc : check_command(opt, group, seen, err);
 }
 
 static void print_command_line(FILE *f, const tome_command *c)
 {
-    char words[64];
-    snprintf(words, sizeof words, "%s%s%s %s", c->group ? c->group : "", c->group ? " " : "",
-             c->name, c->params);
-    fprintf(f, "  tome %-29s %s\n", words, c->summary);
+    char words[64], line[96];
+    snprintf(line, sizeof line, "%s %s", command_words(c, words, sizeof words), c->params);
+    fprintf(f, "  tome %-29s %s\n", line, c->summary);
+}
+
+/* One command's usage: its line, the names of its options (one line that
+ * scripts read), then each option with its help. */
+static void print_command_usage(FILE *f, const tome_command *cmd)
+{
+    fprintf(f, "usage:\n");
+    print_command_line(f, cmd);
+    if (*cmd->options) {
+        fprintf(f, "options:");
+        for (size_t i = 0; i < N_COMMAND; i++)
+            if (tome_options_listed(cmd->options, command_options[i].name))
+                fprintf(f, " --%s", command_options[i].name);
+        fprintf(f, " (and the global options)\n");
+        tome_options_help_rows(command_options, N_COMMAND, cmd->options, f);
+    }
+    fprintf(f, "See tome(1) for details.\n");
 }
 
 void tome_print_usage(FILE *f, const tome_command *cmd)
 {
     if (cmd) {
-        fprintf(f, "usage:\n");
-        print_command_line(f, cmd);
-        if (*cmd->options) {
-            fprintf(f, "options:");
-            for (int i = 0; i < OPT_COUNT; i++)
-                if (!options[i].global && command_takes(cmd, options[i].name))
-                    fprintf(f, " --%s", options[i].name);
-            fprintf(f, " (and the global options)\n");
-        }
-        fprintf(f, "See tome(1) for details.\n");
+        print_command_usage(f, cmd);
         return;
     }
-    fprintf(f, "usage: tome [--socket PATH | --host HOST:PORT [--cacert FILE]\n"
-               "            [--cert FILE --key FILE]] [--token-file FILE]\n"
-               "            [--quiet] [--no-color] [--json] COMMAND ARGS\n\ncommands:\n");
+    fprintf(f, "usage: %s %s\n\ncommands:\n", cli.program, cli.usage);
     for (const tome_command *c = tome_commands; c->name; c++) print_command_line(f, c);
-    fprintf(f, "\nThe bearer token comes from TOME_TOKEN or --token-file.  See tome(1).\n");
+    fprintf(f, "\nglobal options:\n");
+    tome_options_help_rows(global_options, N_GLOBAL, NULL, f);
+    fprintf(f, "\nOptions may come before or after the command; \"--\" ends them.\n"
+               "The bearer token comes from TOME_TOKEN or --token-file.  See tome(1).\n");
 }

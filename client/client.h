@@ -93,13 +93,11 @@ struct tome_options {
     const tome_command *command;
     const char *args[TOME_MAX_ARGS];
     int nargs;
-    /* command options; unset numbers are -1 or have a has_* flag */
+    /* command options; numbers left unset are -1 */
     const char *thinking; /* none, high, max, or NULL for the daemon default */
     long max_tokens;
     double temperature;
-    int has_temperature;
     long long seed;
-    int has_seed;
     int wait, detach, cancel;
     int regex;
     int no_sources; /* ask: no sources or citations after the answer */
@@ -107,7 +105,6 @@ struct tome_options {
     int server_path;
     const char *output;
     const char *format; /* markdown, json, text */
-    const char *name;
     const char *scope_corpus;
     const char *rights;
 };
@@ -137,7 +134,8 @@ int tome_cmd_mcp(tome_client *c, const tome_options *opt, tome_error *err);
 
 /* Parse argv into `opt`.  Options may come before or after the command;
  * "--" ends them.  A TOME_EINVAL return is a usage error whose message says
- * what is wrong. */
+ * what is wrong.  argv is reordered (the words that are not options first),
+ * never its strings. */
 int tome_parse_args(int argc, char **argv, tome_options *opt, tome_error *err);
 /* The usage text: all commands, or one command's line when `cmd` is set. */
 void tome_print_usage(FILE *f, const tome_command *cmd);

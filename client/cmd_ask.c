@@ -187,9 +187,9 @@ void tome_ask_params_from_options(const tome_options *opt, const char *question,
     q->max_tokens = opt->max_tokens;
     q->thinking = opt->thinking;
     q->temperature = opt->temperature;
-    q->has_temperature = opt->has_temperature;
+    q->has_temperature = opt->temperature >= 0;
     q->seed = opt->seed;
-    q->has_seed = opt->has_seed;
+    q->has_seed = opt->seed >= 0;
 }
 
 /* A question of "-" is read from standard input, for questions too long or

@@ -14,20 +14,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const tome_option *find_long(const tome_cli *cli, const char *name, size_t len)
+/* The rows are numbered through cli->options and then cli->command_options,
+ * so that one index names a row for `seen`. */
+static size_t row_count(const tome_cli *cli)
 {
-    for (size_t i = 0; i < cli->n_options; i++)
-        if (strlen(cli->options[i].name) == len && memcmp(cli->options[i].name, name, len) == 0)
-            return &cli->options[i];
-    return NULL;
+    return cli->n_options + cli->n_command_options;
 }
 
-static const tome_option *find_short(const tome_cli *cli, char c)
+static const tome_option *row(const tome_cli *cli, size_t i)
 {
-    for (size_t i = 0; i < cli->n_options; i++)
-        if (cli->options[i].short_name && cli->options[i].short_name == c)
-            return &cli->options[i];
-    return NULL;
+    return i < cli->n_options ? &cli->options[i] : &cli->command_options[i - cli->n_options];
+}
+
+/* The index of the row named name[0..len), or -1. */
+static long find_long(const tome_cli *cli, const char *name, size_t len)
+{
+    for (size_t i = 0; i < row_count(cli); i++) {
+        const char *candidate = row(cli, i)->name;
+        if (strlen(candidate) == len && memcmp(candidate, name, len) == 0) return (long)i;
+    }
+    return -1;
+}
+
+static long find_short(const tome_cli *cli, char c)
+{
+    for (size_t i = 0; i < row_count(cli); i++)
+        if (row(cli, i)->short_name && row(cli, i)->short_name == c) return (long)i;
+    return -1;
 }
 
 /* K, M, G, T as powers of 1024; 1 for no suffix, 0 for anything else. */
@@ -95,8 +108,8 @@ static int parse_unsigned(const tome_option *o, const char *opt, const char *arg
     uint64_t hi = o->max < 0 ? width_max(o) : (uint64_t)o->max;
     if (hi > width_max(o)) hi = width_max(o);
     if (errno == ERANGE || v > UINT64_MAX / scale || v * scale > hi || v * scale < (uint64_t)o->min)
-        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %llu)", opt, arg,
-                           (long long)o->min, (unsigned long long)hi);
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is not a whole number from %lld to %llu", opt,
+                           arg, (long long)o->min, (unsigned long long)hi);
     store_integer(o, v * scale);
     return 0;
 }
@@ -113,8 +126,8 @@ static int parse_signed(const tome_option *o, const char *opt, const char *arg, 
     long long hi = o->max > (int64_t)width_max(o) ? (long long)width_max(o) : o->max;
     long long lo = o->min < -(long long)width_max(o) - 1 ? -(long long)width_max(o) - 1 : o->min;
     if (errno == ERANGE || v < lo || v > hi)
-        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %lld)", opt, arg,
-                           lo, hi);
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is not a whole number from %lld to %lld", opt,
+                           arg, lo, hi);
     store_integer(o, (uint64_t)v);
     return 0;
 }
@@ -127,7 +140,7 @@ static int parse_real(const tome_option *o, const char *opt, const char *arg, to
     if (!*arg || arg[0] == ' ' || end == arg || *end || !isfinite(v))
         return tome_errorf(err, TOME_EINVAL, "%s: \"%s\" is not a number", opt, arg);
     if (errno == ERANGE || v < (double)o->min || v > (double)o->max)
-        return tome_errorf(err, TOME_EINVAL, "%s: %s is out of range (%lld to %lld)", opt, arg,
+        return tome_errorf(err, TOME_EINVAL, "%s: %s is not a number from %lld to %lld", opt, arg,
                            (long long)o->min, (long long)o->max);
     memcpy(o->value, &v, sizeof v);
     return 0;
@@ -149,8 +162,7 @@ static int parse_choice(const tome_option *o, const char *opt, const char *arg, 
 }
 
 /* Apply one option with its value (NULL for a flag). */
-static int apply(const tome_option *o, const char *opt, const char *arg, void *ctx,
-                 tome_error *err)
+static int apply(const tome_option *o, const char *opt, const char *arg, void *ctx, tome_error *err)
 {
     switch (o->kind) {
     case TOME_OPT_FLAG: {
@@ -183,61 +195,69 @@ static int takes_value(const tome_option *o)
     return !(o->kind == TOME_OPT_FLAG || (o->kind == TOME_OPT_CALL && !o->arg));
 }
 
-/* "--name" for messages (also for options met as -x). */
-static const char *display(const tome_option *o, char *buf, size_t cap)
+/* What one parse works on, handed down to the helpers below. */
+typedef struct parse_state {
+    const tome_cli *cli;
+    int argc;
+    char **argv;
+    void *ctx;
+    unsigned char *seen; /* may be NULL */
+    tome_error *err;
+} parse_state;
+
+/* Apply row `index` met at argv[*i], its value inline (after '=' or a
+ * short name; NULL: none there) or in the next word. */
+static int take(parse_state *ps, long index, int *i, const char *inline_value)
 {
-    snprintf(buf, cap, "--%s", o->name);
-    return buf;
+    const tome_option *o = row(ps->cli, (size_t)index);
+    char opt[128];
+    snprintf(opt, sizeof opt, "--%s", o->name); /* also for options met as -x */
+    if (ps->seen) ps->seen[index] = 1;
+    if (!takes_value(o)) {
+        if (inline_value) return tome_errorf(ps->err, TOME_EINVAL, "%s takes no value", opt);
+        return apply(o, opt, NULL, ps->ctx, ps->err);
+    }
+    if (inline_value || o->optional) return apply(o, opt, inline_value, ps->ctx, ps->err);
+    if (*i + 1 >= ps->argc)
+        return tome_errorf(ps->err, TOME_EINVAL, "%s needs a value (%s)", opt, o->arg);
+    return apply(o, opt, ps->argv[++*i], ps->ctx, ps->err);
 }
 
 /* A long option at argv[*i] ("--name" or "--name=value"). */
-static int take_long(const tome_cli *cli, int argc, char **argv, int *i, void *ctx,
-                     tome_error *err)
+static int take_long(parse_state *ps, int *i)
 {
-    const char *text = argv[*i] + 2, *eq = strchr(text, '=');
+    const char *text = ps->argv[*i] + 2, *eq = strchr(text, '=');
     size_t len = eq ? (size_t)(eq - text) : strlen(text);
-    if (len == 4 && memcmp(text, "help", 4) == 0 && !eq) return TOME_OPTIONS_HELP;
-    const tome_option *o = find_long(cli, text, len);
-    if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option --%.*s", (int)len, text);
-    char name[128];
-    display(o, name, sizeof name);
-    if (!takes_value(o)) {
-        if (eq) return tome_errorf(err, TOME_EINVAL, "%s takes no value", name);
-        return apply(o, name, NULL, ctx, err);
-    }
-    if (eq) return apply(o, name, eq + 1, ctx, err);
-    if (*i + 1 >= argc) return tome_errorf(err, TOME_EINVAL, "%s needs a value (%s)", name, o->arg);
-    return apply(o, name, argv[++*i], ctx, err);
+    long index = find_long(ps->cli, text, len);
+    if (index < 0 && len == 4 && memcmp(text, "help", 4) == 0 && !eq) return TOME_OPTIONS_HELP;
+    if (index < 0)
+        return tome_errorf(ps->err, TOME_EINVAL, "unknown option '--%.*s'", (int)len, text);
+    return take(ps, index, i, eq ? eq + 1 : NULL);
 }
 
 /* A cluster of short options at argv[*i] ("-v", "-abc", "-oFILE", "-o FILE"). */
-static int take_short(const tome_cli *cli, int argc, char **argv, int *i, void *ctx,
-                      tome_error *err)
+static int take_short(parse_state *ps, int *i)
 {
-    for (const char *p = argv[*i] + 1; *p; p++) {
-        if (*p == 'h' && !find_short(cli, 'h')) return TOME_OPTIONS_HELP;
-        const tome_option *o = find_short(cli, *p);
-        if (!o) return tome_errorf(err, TOME_EINVAL, "unknown option -%c", *p);
-        char name[128];
-        display(o, name, sizeof name);
-        if (!takes_value(o)) {
-            int rc = apply(o, name, NULL, ctx, err);
+    for (const char *p = ps->argv[*i] + 1; *p; p++) {
+        long index = find_short(ps->cli, *p);
+        if (index < 0 && *p == 'h') return TOME_OPTIONS_HELP;
+        if (index < 0) return tome_errorf(ps->err, TOME_EINVAL, "unknown option '-%c'", *p);
+        if (!takes_value(row(ps->cli, (size_t)index))) {
+            int rc = take(ps, index, i, NULL);
             if (rc) return rc;
             continue;
         }
-        if (p[1]) return apply(o, name, p + 1, ctx, err);
-        if (*i + 1 >= argc)
-            return tome_errorf(err, TOME_EINVAL, "%s needs a value (%s)", name, o->arg);
-        return apply(o, name, argv[++*i], ctx, err);
+        return take(ps, index, i, p[1] ? p + 1 : NULL);
     }
     return 0;
 }
 
-int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
-                       tome_error *err)
+int tome_options_parse_seen(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
+                            unsigned char *seen, tome_error *err)
 {
     char **options = malloc((size_t)(argc > 0 ? argc : 1) * sizeof *options);
     if (!options) return tome_errorf(err, TOME_ENOMEM, "out of memory parsing the command line");
+    parse_state ps = {cli, argc, argv, ctx, seen, err};
     int n = 0, n_options = 0, rc = 0, i = 1;
     for (; i < argc && rc == 0; i++) {
         const char *a = argv[i];
@@ -247,9 +267,9 @@ int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, in
             break;
         }
         if (a[0] == '-' && a[1] == '-')
-            rc = take_long(cli, argc, argv, &i, ctx, err);
+            rc = take_long(&ps, &i);
         else if (a[0] == '-' && a[1])
-            rc = take_short(cli, argc, argv, &i, ctx, err);
+            rc = take_short(&ps, &i);
         else {
             argv[1 + n++] = argv[i]; /* never overtakes i: the slot is free */
             continue;
@@ -265,14 +285,44 @@ int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, in
     return rc;
 }
 
+int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
+                       tome_error *err)
+{
+    return tome_options_parse_seen(cli, argc, argv, ctx, n_operands, NULL, err);
+}
+
+int tome_options_listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += len) {
+        int starts = p == list || p[-1] == ' ';
+        int ends = p[len] == '\0' || p[len] == ' ';
+        if (starts && ends) return 1;
+    }
+    return 0;
+}
+
+int tome_options_scope(const tome_cli *cli, const unsigned char *seen, const char *takes,
+                       const char *command, tome_error *err)
+{
+    for (size_t i = 0; i < cli->n_command_options; i++) {
+        const char *name = cli->command_options[i].name;
+        if (seen[cli->n_options + i] && !tome_options_listed(takes, name))
+            return tome_errorf(err, TOME_EINVAL, "option --%s does not apply to '%s'", name,
+                               command);
+    }
+    return 0;
+}
+
 /* One option's help: the names at the left, the text from column 28 (or
  * two spaces after long names), one line per '\n'. */
-static void help_row(FILE *out, char short_name, const char *name, const char *arg,
-                     const char *help)
+static void help_row(FILE *out, const tome_option *o)
 {
-    int len = fprintf(out, "  %c%c%c --%s%s%s", short_name ? '-' : ' ',
-                      short_name ? short_name : ' ', short_name ? ',' : ' ', name,
-                      arg ? " " : "", arg ? arg : "");
+    char c = o->short_name;
+    const char *arg = o->arg ? o->arg : "", *help = o->help;
+    const char *before = !o->arg ? "" : o->optional ? "[=" : " ", *after = o->optional ? "]" : "";
+    int len = fprintf(out, "  %c%c%c --%s%s%s%s", c ? '-' : ' ', c ? c : ' ', c ? ',' : ' ',
+                      o->name, before, arg, after);
     do {
         size_t line = strcspn(help, "\n");
         fprintf(out, "%*s%.*s\n", len < 28 ? 28 - len : 2, "", (int)line, help);
@@ -281,14 +331,19 @@ static void help_row(FILE *out, char short_name, const char *name, const char *a
     } while (*help);
 }
 
+void tome_options_help_rows(const tome_option *rows, size_t n, const char *only, FILE *out)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!only || tome_options_listed(only, rows[i].name)) help_row(out, &rows[i]);
+}
+
 void tome_options_help(const tome_cli *cli, FILE *out)
 {
+    static const tome_option help = {
+        .name = "help", .short_name = 'h', .kind = TOME_OPT_FLAG, .help = "show this help"};
     fprintf(out, "usage: %s %s\n", cli->program, cli->usage);
-    for (size_t i = 0; i < cli->n_options; i++) {
-        const tome_option *o = &cli->options[i];
-        help_row(out, o->short_name, o->name, o->arg, o->help);
-    }
-    help_row(out, 'h', "help", NULL, "show this help");
+    tome_options_help_rows(cli->options, cli->n_options, NULL, out);
+    if (find_long(cli, "help", 4) < 0) help_row(out, &help);
 }
 
 int tome_options_start(const tome_cli *cli, int argc, char **argv, void *ctx,

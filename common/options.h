@@ -13,6 +13,12 @@
  * between options; `--` ends the options.  The parser keeps no state
  * between calls and never prints or exits: the program decides what a
  * usage error costs.
+ *
+ * A program with commands (`tome ask CORPUS QUESTION --think`) puts the
+ * options of its commands in a second table.  They too are accepted
+ * anywhere on the line, since the command may come after them; the parser
+ * notes which rows were given, and tome_options_scope then refuses those
+ * the command does not take, once the program knows the command.
  */
 #ifndef TOME_COMMON_OPTIONS_H
 #define TOME_COMMON_OPTIONS_H
@@ -49,6 +55,9 @@ typedef struct tome_option {
     const char *choices; /* TOME_OPT_CHOICE */
     int (*call)(void *ctx, const void *data, const char *arg, tome_error *err); /* TOME_OPT_CALL */
     const void *data; /* TOME_OPT_CALL: handed to .call */
+    int optional;     /* TOME_OPT_CALL with .arg: the value may be left out (.call gets
+                         NULL); it comes only as --name=VALUE, so that a bare --name
+                         never swallows the operand after it */
 } tome_option;
 
 /* Row builders for the common cases; `target` is an lvalue. */
@@ -75,14 +84,20 @@ typedef struct tome_option {
 #define TOME_CALL(nm, sh, argname, fn, datum, text)                                                \
     {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,            \
      .call = fn, .data = datum}
+#define TOME_CALL_OPTIONAL(nm, sh, argname, fn, datum, text)                                       \
+    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,            \
+     .call = fn, .data = datum, .optional = 1}
 
 /* A program's command line: its name, the usage lines after "usage: ",
- * and its options.  `--help`/`-h` is understood without a row. */
+ * its options, and, for a program with commands, the commands' options.
+ * `--help`/`-h` is understood without a row (a row of that name wins). */
 typedef struct tome_cli {
     const char *program;
     const char *usage; /* e.g. "--model DIR (--ids FILE | --text TEXT) [options]" */
     const tome_option *options;
     size_t n_options;
+    const tome_option *command_options; /* see tome_options_scope; may be NULL */
+    size_t n_command_options;
 } tome_cli;
 
 /* TOME_OPTIONS_HELP: returned by tome_options_parse when --help was given. */
@@ -96,6 +111,22 @@ typedef struct tome_cli {
  * or TOME_EINVAL with a message naming the option and the problem. */
 int tome_options_parse(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
                        tome_error *err);
+
+/* tome_options_parse that also sets seen[i] to 1 for each row given, the
+ * rows counted through .options and then .command_options (seen has
+ * n_options + n_command_options entries, cleared by the caller). */
+int tome_options_parse_seen(const tome_cli *cli, int argc, char **argv, void *ctx, int *n_operands,
+                            unsigned char *seen, tome_error *err);
+
+/* Whether `name` is one of the space-separated words of `list`. */
+int tome_options_listed(const char *list, const char *name);
+
+/* Refuse the command options given (`seen`, as tome_options_parse_seen
+ * set it) that `takes`, the command's space-separated list of option
+ * names, does not name: TOME_EINVAL with "option --NAME does not apply to
+ * 'COMMAND'", else 0. */
+int tome_options_scope(const tome_cli *cli, const unsigned char *seen, const char *takes,
+                       const char *command, tome_error *err);
 
 /* A program's own rules over its parsed values and operands
  * (argv[1..n_operands]): 0, or TOME_EINVAL with a message. */
@@ -111,5 +142,9 @@ int tome_options_start(const tome_cli *cli, int argc, char **argv, void *ctx,
 
 /* Write "usage: PROGRAM USAGE" and one aligned line per option. */
 void tome_options_help(const tome_cli *cli, FILE *out);
+
+/* One aligned help line per row of rows[0..n) that `only` (a space-
+ * separated list of names; NULL: every row) names. */
+void tome_options_help_rows(const tome_option *rows, size_t n, const char *only, FILE *out);
 
 #endif

@@ -413,13 +413,15 @@ static const tome_option flag_table[] = {
 };
 
 const tome_cli tomed_cli = {
-    "tomed",
-    "[--config FILE] [--foreground] [--state-dir DIR] [--socket PATH]\n"
-    "             [--listen ADDR:PORT --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
-    "             [--model DIR] [--log-level LEVEL] [--pidfile FILE]\n"
-    "       tomed --check-config [options]\n"
-    "       tomed --version",
-    flag_table, sizeof flag_table / sizeof flag_table[0]};
+    .program = "tomed",
+    .usage =
+        "[--config FILE] [--foreground] [--state-dir DIR] [--socket PATH]\n"
+        "             [--listen ADDR:PORT --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+        "             [--model DIR] [--log-level LEVEL] [--pidfile FILE]\n"
+        "       tomed --check-config [options]\n"
+        "       tomed --version",
+    .options = flag_table,
+    .n_options = sizeof flag_table / sizeof flag_table[0]};
 
 static int scan_flags(int argc, char **argv, tomed_config *c, int apply, int *check_only,
                       tome_error *err)

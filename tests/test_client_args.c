@@ -26,14 +26,14 @@ static void test_commands(void)
     CHECK_OK(parse(&opt, &err, ARGV("--socket", "/tmp/s", "ask", "src", "why?", "--think")), &err);
     CHECK(!strcmp(opt.socket_path, "/tmp/s") && !strcmp(opt.command->name, "ask"));
     CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "why?") && !strcmp(opt.thinking, "high"));
-    CHECK(opt.max_tokens == -1 && !opt.has_seed && !opt.has_temperature);
+    CHECK(opt.max_tokens == -1 && opt.seed == -1 && opt.temperature == -1);
 
     CHECK_OK(parse(&opt, &err,
                    ARGV("ask", "--think=max", "--max-tokens=64", "--seed", "7", "--temperature",
                         "0.5", "src", "--", "--why?")),
              &err);
-    CHECK(!strcmp(opt.thinking, "max") && opt.max_tokens == 64 && opt.has_seed && opt.seed == 7);
-    CHECK(opt.has_temperature && opt.temperature == 0.5);
+    CHECK(!strcmp(opt.thinking, "max") && opt.max_tokens == 64 && opt.seed == 7);
+    CHECK(opt.temperature == 0.5);
     CHECK(opt.nargs == 2 && !strcmp(opt.args[1], "--why?"));
 
     CHECK_OK(parse(&opt, &err,
@@ -59,6 +59,11 @@ static void test_commands(void)
         parse(&opt, &err, ARGV("--host", "h:1", "--cert", "c.pem", "--key", "k.pem", "status")),
         &err);
     CHECK(!strcmp(opt.host, "h:1") && !strcmp(opt.cert, "c.pem") && !strcmp(opt.key, "k.pem"));
+    /* A bare --think never takes the next word as its level. */
+    CHECK_OK(parse(&opt, &err, ARGV("ask", "--think", "src", "why?")), &err);
+    CHECK(!strcmp(opt.thinking, "high") && opt.nargs == 2 && !strcmp(opt.args[0], "src"));
+    CHECK_OK(parse(&opt, &err, ARGV("ask", "src", "why?", "--no-think", "--seed=0")), &err);
+    CHECK(!strcmp(opt.thinking, "none") && opt.seed == 0);
     CHECK_OK(parse(&opt, &err, ARGV("--help")), &err);
     CHECK(opt.help && !opt.command);
     CHECK_OK(parse(&opt, &err, ARGV("help", "ask")), &err);
@@ -107,6 +112,12 @@ static void test_usage_errors(void)
     expect_usage_error("go together", parse(&opt, &err, ARGV("--cert", "c", "status")), &err);
     expect_usage_error("read or write",
                        parse(&opt, &err, ARGV("token", "create", "t", "--rights", "all")), &err);
+    expect_usage_error("--temperature: 101 is not a number from 0 to 100",
+                       parse(&opt, &err, ARGV("ask", "a", "b", "--temperature", "101")), &err);
+    expect_usage_error("--seed: -1 is not a whole number",
+                       parse(&opt, &err, ARGV("ask", "a", "b", "--seed", "-1")), &err);
+    expect_usage_error("option --think does not apply to 'search'",
+                       parse(&opt, &err, ARGV("--think", "search", "a", "b")), &err);
     expect_usage_error("not a whole number from 1 to 1000",
                        parse(&opt, &err, ARGV("search", "a", "b", "--limit", "5000")), &err);
 }

@@ -176,7 +176,9 @@ static void test_names_and_rights(void)
     CHECK(tomed_rights_parse("admin", &rights) != 0);
 }
 
-static void test_principals(const char *dir)
+/* A configuration with an admin, an allowed uid and gid, and a certificate
+ * rule for alice (read on src). */
+static tomed_config *principals_config(void)
 {
     tomed_config *cfg = malloc(sizeof *cfg);
     REQUIRE(cfg != NULL, "out of memory");
@@ -193,10 +195,16 @@ static void test_principals(const char *dir)
     snprintf(cfg->cert_rules[0].common_name, sizeof cfg->cert_rules[0].common_name, "alice");
     snprintf(cfg->cert_rules[0].scope.corpus, sizeof cfg->cert_rules[0].scope.corpus, "src");
     cfg->cert_rules[0].scope.rights = TOMED_RIGHT_READ;
+    return cfg;
+}
+
+/* Unix peers by uid and gid, TLS peers by certificate. */
+static void check_peers(tomed_config *cfg, const char *dir)
+{
+    tome_error err = {0};
+    tomed_principal p;
     tomed_tokens *tokens;
     CHECK_OK(tomed_tokens_open(dir, &tokens, &err), &err);
-    tomed_principal p;
-
     tomed_peer root = {.transport = TOMED_TRANSPORT_UNIX, .uid = 0, .gid = 0};
     CHECK_OK(tomed_authenticate(cfg, tokens, &root, NULL, &p, &err), &err);
     CHECK(p.admin && tomed_principal_can(&p, "any", TOMED_RIGHT_WRITE));
@@ -225,7 +233,17 @@ static void test_principals(const char *dir)
     snprintf(carol.cert_cn, sizeof carol.cert_cn, "carol");
     CHECK_OK(tomed_authenticate(cfg, tokens, &carol, NULL, &p, &err), &err);
     CHECK(p.kind == TOMED_PRINCIPAL_NONE && strcmp(p.name, "cert:carol") == 0);
+    tomed_tokens_free(tokens);
+}
 
+/* Bearer tokens: created with their secret shown once, kept on disk as a
+ * hash, scoped, and refused once revoked. */
+static void check_tokens(tomed_config *cfg, const char *dir)
+{
+    tome_error err = {0};
+    tomed_principal p;
+    tomed_tokens *tokens;
+    CHECK_OK(tomed_tokens_open(dir, &tokens, &err), &err);
     tomed_scope scopes[2] = {{"src", TOMED_RIGHT_READ},
                              {"docs", TOMED_RIGHT_READ | TOMED_RIGHT_WRITE}};
     json_t *token;
@@ -263,6 +281,13 @@ static void test_principals(const char *dir)
     json_decref(token);
     free(secret);
     tomed_tokens_free(tokens);
+}
+
+static void test_principals(const char *dir)
+{
+    tomed_config *cfg = principals_config();
+    check_peers(cfg, dir);
+    check_tokens(cfg, dir);
     free(cfg);
 }
 

@@ -219,6 +219,45 @@ static int cancel_at_second(void *ctx, uint64_t entries, uint64_t bytes)
     return ++*calls == 2;
 }
 
+/* After test_incremental's version 3 (`v3`): a cancelled ingest and two
+ * that break limits leave it current and store nothing. */
+static void check_failed_ingests(store *s, const char *db, const char *src, int64_t v1, int64_t v3)
+{
+    tome_error err = {0};
+    ingest_options o;
+    ingest_options_default(&o);
+    ingest_report *r;
+    char gone[4400];
+    /* Progress is reported per file, and cancelling leaves version 3. */
+    int calls = 0;
+    o.progress = cancel_at_second;
+    o.progress_ctx = &calls;
+    write_file("late.txt", "late\n");
+    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ECANCELED && r == NULL);
+    CHECK(calls == 2 && strstr(err.msg, "canceled") != NULL);
+    o.progress = NULL;
+    CHECK(count_rows(db, "SELECT count(*) FROM documents WHERE path = 'late.txt'") == 0);
+
+    /* A limit violation fails the ingest and leaves version 3 current. */
+    write_file("big.txt", "0123456789012345678901234567890123456789\n");
+    o.limits.max_file_bytes = 20;
+    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ELIMIT && r == NULL);
+    CHECK(strstr(err.msg, "big.txt") && strstr(err.msg, "max_file_bytes"));
+    int64_t corpus, latest;
+    CHECK_OK(store_corpus_find(s, "code", &corpus, &err), &err);
+    CHECK_OK(store_version_latest(s, corpus, &latest, &err), &err);
+    CHECK(latest == v3 && v1 < v3);
+    CHECK(count_rows(db, "SELECT count(*) FROM documents WHERE path = 'big.txt'") == 0);
+    o.limits.max_file_bytes = INGEST_DEFAULT_MAX_FILE_BYTES;
+    o.limits.max_entries = 3;
+    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ELIMIT);
+    CHECK(strstr(err.msg, "max_entries") != NULL);
+    snprintf(gone, sizeof gone, "%s/big.txt", src);
+    unlink(gone);
+    snprintf(gone, sizeof gone, "%s/late.txt", src);
+    unlink(gone);
+}
+
 static void test_incremental(store *s, const char *db)
 {
     tome_error err = {0};
@@ -275,36 +314,8 @@ static void test_incremental(store *s, const char *db)
     CHECK(r->first_changed_position == 0);
     int64_t v3 = r->version_id;
     ingest_report_free(r);
-    o.changed_to_end = 0;
 
-    /* Progress is reported per file, and cancelling leaves version 3. */
-    int calls = 0;
-    o.progress = cancel_at_second;
-    o.progress_ctx = &calls;
-    write_file("late.txt", "late\n");
-    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ECANCELED && r == NULL);
-    CHECK(calls == 2 && strstr(err.msg, "canceled") != NULL);
-    o.progress = NULL;
-    CHECK(count_rows(db, "SELECT count(*) FROM documents WHERE path = 'late.txt'") == 0);
-
-    /* A limit violation fails the ingest and leaves version 3 current. */
-    write_file("big.txt", "0123456789012345678901234567890123456789\n");
-    o.limits.max_file_bytes = 20;
-    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ELIMIT && r == NULL);
-    CHECK(strstr(err.msg, "big.txt") && strstr(err.msg, "max_file_bytes"));
-    int64_t corpus, latest;
-    CHECK_OK(store_corpus_find(s, "code", &corpus, &err), &err);
-    CHECK_OK(store_version_latest(s, corpus, &latest, &err), &err);
-    CHECK(latest == v3 && v1 < v3);
-    CHECK(count_rows(db, "SELECT count(*) FROM documents WHERE path = 'big.txt'") == 0);
-    o.limits.max_file_bytes = INGEST_DEFAULT_MAX_FILE_BYTES;
-    o.limits.max_entries = 3;
-    CHECK(ingest_run(s, "code", src, &o, &r, &err) == TOME_ELIMIT);
-    CHECK(strstr(err.msg, "max_entries") != NULL);
-    snprintf(gone, sizeof gone, "%s/big.txt", src);
-    unlink(gone);
-    snprintf(gone, sizeof gone, "%s/late.txt", src);
-    unlink(gone);
+    check_failed_ingests(s, db, src, v1, v3);
 }
 
 /* Source order follows the walk (each directory sorted by name, depth

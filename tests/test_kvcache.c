@@ -542,6 +542,38 @@ static void load_ids(void)
     golden_close(&g);
 }
 
+/* Two forks of one restored state, two continuations: each equals a fresh
+ * prefill followed by the same continuation (A: `want`, from `orig`). */
+static void check_forks(v4_model *m, const char *path, const v4_state *orig, const float *want)
+{
+    tome_error err = {0};
+    v4_state *base = restore(m, path), *fa, *fb;
+    REQUIRE(v4_state_fork(base, &fa, &err) == 0 && v4_state_fork(base, &fb, &err) == 0, "%s",
+            err.msg);
+    float *la = logits_new(), *lb = logits_new(), *fresh_b = logits_new(), *got = logits_new();
+    decode(fb, cont_b, lb);
+    decode(fa, ids + PREFIX, la);
+    v4_state *fresh = prefill(m, PREFIX, NULL);
+    decode(fresh, cont_b, fresh_b);
+    CHECKF(same_logits(la, want), "fork A of a restored state differs from a fresh prefill");
+    CHECKF(same_logits(lb, fresh_b), "fork B of a restored state differs from a fresh prefill");
+    CHECKF(same_state(fa, orig) && same_state(fb, fresh), "a fork's state differs");
+    CHECK(!same_logits(la, lb));
+    /* The forks' appends (copies of the borrowed last chunks) left the
+     * restored state as it was. */
+    decode(base, ids + PREFIX, got);
+    CHECKF(same_logits(got, want), "the restored state changed under its forks");
+    CHECK(same_state(base, orig));
+    v4_state_free(fa);
+    v4_state_free(fb);
+    v4_state_free(base);
+    v4_state_free(fresh);
+    free(la);
+    free(lb);
+    free(fresh_b);
+    free(got);
+}
+
 int main(int argc, char **argv)
 {
     model_dir = check_shared_path("golden/v4-tiny-a");
@@ -595,29 +627,7 @@ int main(int argc, char **argv)
     check_other_process(argv[0], path, dir, want);
     check_engine_load(m, &in_memory, want);
 
-    /* Two forks of one restored state, two continuations: each equals a
-     * fresh prefill followed by the same continuation (A: `want`). */
-    v4_state *base = restore(m, path), *fa, *fb;
-    REQUIRE(v4_state_fork(base, &fa, &err) == 0 && v4_state_fork(base, &fb, &err) == 0, "%s",
-            err.msg);
-    float *la = logits_new(), *lb = logits_new(), *fresh_b = logits_new();
-    decode(fb, cont_b, lb);
-    decode(fa, ids + PREFIX, la);
-    v4_state *fresh = prefill(m, PREFIX, NULL);
-    decode(fresh, cont_b, fresh_b);
-    CHECKF(same_logits(la, want), "fork A of a restored state differs from a fresh prefill");
-    CHECKF(same_logits(lb, fresh_b), "fork B of a restored state differs from a fresh prefill");
-    CHECKF(same_state(fa, orig) && same_state(fb, fresh), "a fork's state differs");
-    CHECK(!same_logits(la, lb));
-    /* The forks' appends (copies of the borrowed last chunks) left the
-     * restored state as it was. */
-    decode(base, ids + PREFIX, got);
-    CHECKF(same_logits(got, want), "the restored state changed under its forks");
-    CHECK(same_state(base, orig));
-    v4_state_free(fa);
-    v4_state_free(fb);
-    v4_state_free(base);
-    v4_state_free(fresh);
+    check_forks(m, path, orig, want);
 
     check_points(m, path, points);
     check_empty_and_failures(m, dir);
@@ -636,9 +646,6 @@ int main(int argc, char **argv)
     free(file);
     free(want);
     free(got);
-    free(la);
-    free(lb);
-    free(fresh_b);
     v4_state_free(orig);
     v4_state_free(points[0]);
     v4_state_free(points[1]);

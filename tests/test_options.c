@@ -46,7 +46,10 @@ static const tome_option table[] = {
     TOME_CHOICE("order", 0, "path|source|size", vals.order, "document order"),
     TOME_CALL("add", 'a', "WORD", add_to_list, ";", "append a word (repeatable)"),
 };
-static const tome_cli cli = {"prog", "[options] A B", table, sizeof table / sizeof table[0]};
+static const tome_cli cli = {.program = "prog",
+                             .usage = "[options] A B",
+                             .options = table,
+                             .n_options = sizeof table / sizeof table[0]};
 
 /* Parse a NULL-terminated argument list; returns the code, operands in out. */
 static int parse(tome_error *err, int *n, char **out, const char *first, ...)
@@ -97,10 +100,10 @@ static void test_numbers(void)
     CHECK(parse(&err, &n, ops, "--chunk", "12x", NULL) == TOME_EINVAL);
     CHECKF(strcmp(err.msg, "--chunk: \"12x\" is not a whole number") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "-c", "0", NULL) == TOME_EINVAL);
-    CHECKF(strcmp(err.msg, "--chunk: 0 is out of range (1 to 4096)") == 0, "%s", err.msg);
+    CHECKF(strcmp(err.msg, "--chunk: 0 is not a whole number from 1 to 4096") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--chunk", "99999999999999999999", NULL) == TOME_EINVAL);
     CHECK(parse(&err, &n, ops, "--small", "256", NULL) == TOME_EINVAL);
-    CHECKF(strstr(err.msg, "out of range (0 to 255)") != NULL, "%s", err.msg);
+    CHECKF(strstr(err.msg, "not a whole number from 0 to 255") != NULL, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--seed", "-1", NULL) == TOME_EINVAL);
     CHECK(parse(&err, &n, ops, "--seed", "18446744073709551616", NULL) == TOME_EINVAL);
     CHECK(parse(&err, &n, ops, "--shard-size", "0", NULL) == TOME_EINVAL);
@@ -119,16 +122,15 @@ static void test_errors(void)
     char *ops[32];
     int n;
     CHECK(parse(&err, &n, ops, "--modle", "x", NULL) == TOME_EINVAL);
-    CHECKF(strcmp(err.msg, "unknown option --modle") == 0, "%s", err.msg);
+    CHECKF(strcmp(err.msg, "unknown option '--modle'") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "-x", NULL) == TOME_EINVAL);
-    CHECKF(strcmp(err.msg, "unknown option -x") == 0, "%s", err.msg);
+    CHECKF(strcmp(err.msg, "unknown option '-x'") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--model", NULL) == TOME_EINVAL);
     CHECKF(strcmp(err.msg, "--model needs a value (DIR)") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--verbose=1", NULL) == TOME_EINVAL);
     CHECKF(strcmp(err.msg, "--verbose takes no value") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--order", "date", NULL) == TOME_EINVAL);
-    CHECKF(strcmp(err.msg, "--order: \"date\" is not one of path|source|size") == 0, "%s",
-           err.msg);
+    CHECKF(strcmp(err.msg, "--order: \"date\" is not one of path|source|size") == 0, "%s", err.msg);
     CHECK(parse(&err, &n, ops, "--order", "source", NULL) == 0 && vals.order == 1);
     CHECK(parse(&err, &n, ops, "--add", "a,b", NULL) == TOME_EINVAL);
     CHECKF(strcmp(err.msg, "--add: no commas in \"a,b\"") == 0, "%s", err.msg);
@@ -151,8 +153,79 @@ static void test_help(void)
     free(text);
 }
 
+/* A program with commands: "go" takes --fast and --level, "stop" takes
+ * --fast only; --level's value is optional. */
+static int fast, verbose_cmd;
+static const char *level;
+
+static int set_level(void *ctx, const void *fallback, const char *arg, tome_error *err)
+{
+    (void)ctx;
+    if (arg && strcmp(arg, "1") != 0 && strcmp(arg, "2") != 0)
+        return tome_errorf(err, TOME_EINVAL, "the level is 1 or 2");
+    level = arg ? arg : fallback;
+    return 0;
+}
+
+static const tome_option globals[] = {
+    TOME_FLAG("verbose", 'v', verbose_cmd, "say more"),
+};
+static const tome_option per_command[] = {
+    TOME_FLAG("fast", 'f', fast, "hurry"),
+    TOME_CALL_OPTIONAL("level", 0, "L", set_level, "1", "how hard"),
+};
+static const tome_cli commands_cli = {.program = "prog",
+                                      .usage = "COMMAND",
+                                      .options = globals,
+                                      .n_options = 1,
+                                      .command_options = per_command,
+                                      .n_command_options = 2};
+
+static int parse_command(tome_error *err, unsigned char *seen, const char *a, const char *b,
+                         const char *c)
+{
+    char *argv[] = {"prog", (char *)a, (char *)b, (char *)c, NULL};
+    int argc = c ? 4 : b ? 3 : 2, n;
+    fast = verbose_cmd = 0;
+    level = NULL;
+    memset(seen, 0, 3);
+    tome_error_clear(err);
+    int rc = tome_options_parse_seen(&commands_cli, argc, argv, NULL, &n, seen, err);
+    if (rc == 0)
+        rc = tome_options_scope(&commands_cli, seen,
+                                strcmp(argv[1], "go") == 0 ? "fast level" : "fast", argv[1], err);
+    return rc;
+}
+
+static void test_command_options(void)
+{
+    tome_error err;
+    unsigned char seen[3];
+    CHECK(parse_command(&err, seen, "--fast", "go", "--level") == 0);
+    CHECK(fast && level && strcmp(level, "1") == 0 && seen[1] && seen[2] && !seen[0]);
+    CHECK(parse_command(&err, seen, "go", "--level=2", "-v") == 0);
+    CHECK(strcmp(level, "2") == 0 && verbose_cmd && seen[0]);
+    /* A bare optional value never takes the next word. */
+    CHECK(parse_command(&err, seen, "go", "--level", "2") == 0 && strcmp(level, "1") == 0);
+    CHECK(parse_command(&err, seen, "go", "--level=3", NULL) == TOME_EINVAL);
+    CHECKF(strcmp(err.msg, "--level: the level is 1 or 2") == 0, "%s", err.msg);
+    CHECK(parse_command(&err, seen, "-f", "stop", NULL) == 0 && fast);
+    CHECK(parse_command(&err, seen, "stop", "--level", NULL) == TOME_EINVAL);
+    CHECKF(strcmp(err.msg, "option --level does not apply to 'stop'") == 0, "%s", err.msg);
+    CHECK(tome_options_listed("fast level", "level") && !tome_options_listed("fast level", "lev"));
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    tome_options_help_rows(per_command, 2, "level", f);
+    fclose(f);
+    CHECKF(strcmp(text, "      --level[=L]           how hard\n") == 0, "%s", text);
+    free(text);
+}
+
 int main(void)
 {
+    test_command_options();
     test_spellings();
     test_numbers();
     test_errors();

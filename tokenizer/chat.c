@@ -6,17 +6,11 @@
  * reproduces byte for byte (shared/docs/V4-CHAT-ENCODING.md describes the
  * format).  It runs the same stages in the same order, because the stages
  * interact (dropping a message changes which index is "the last user
- * message"):
- *
- *   1. merge: tool results become <tool_result> blocks of a user turn, and
- *      consecutive user messages merge into one turn;
- *   2. sort: results in one turn follow the order of the calls that the
- *      preceding assistant message made;
- *   3. drop (thinking mode, no tools anywhere): assistant turns before the
- *      last user message lose their reasoning, developer messages before
- *      it disappear;
- *   4. render each message, then the transition to what follows (the
- *      assistant opener with <think> or </think>, or a task token).
+ * message"): stages 1 to 3 (merge, sort, drop) reshape the message list
+ * (chat_messages.c); this file owns stage 4, which renders each message
+ * and then the transition to what follows (the assistant opener with
+ * <think> or </think>, or a task token), with the tools block and the DSML
+ * tool calls, and the entry points.
  *
  * Messages are jansson values throughout, since tools, schemas and tool
  * arguments are free-form JSON that is re-serialized the way Python does
@@ -25,7 +19,6 @@
  * returns TOME_EINVAL naming the message; a null content is rendered as
  * empty text.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer/chat_internal.h"
@@ -85,46 +78,6 @@ typedef struct renderer {
     tome_error *err;
 } renderer;
 
-/* ---- Python-style access to messages ------------------------------------ */
-
-static int truthy(const json_t *v)
-{
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT:
-        return json_object_size(v) > 0;
-    case JSON_ARRAY:
-        return json_array_size(v) > 0;
-    case JSON_STRING:
-        return json_string_length(v) > 0;
-    case JSON_INTEGER:
-        return json_integer_value(v) != 0;
-    case JSON_REAL:
-        return json_real_value(v) != 0;
-    case JSON_TRUE:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static const char *role_of(const json_t *m)
-{
-    const char *r = json_string_value(json_object_get(m, "role"));
-    return r ? r : "";
-}
-
-static int has_role(const json_t *m, const char *role)
-{
-    return strcmp(role_of(m), role) == 0;
-}
-
-/* `key` is present and not null (Python's `m.get(key) is not None`). */
-static int is_set(const json_t *m, const char *key)
-{
-    const json_t *v = json_object_get(m, key);
-    return v && !json_is_null(v);
-}
-
 /* Append the text field `key` of message `index`, as content; a missing or
  * null field is empty. */
 static int put_field(renderer *r, const json_t *m, const char *key, size_t index)
@@ -134,177 +87,6 @@ static int put_field(renderer *r, const json_t *m, const char *key, size_t index
     if (!json_is_string(v))
         return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"%s\" must be a string", index, key);
     return chat_put_content(r->out, json_string_value(v), json_string_length(v), r->err);
-}
-
-static long find_last_user(const json_t *msgs)
-{
-    for (size_t i = json_array_size(msgs); i-- > 0;) {
-        const json_t *m = json_array_get(msgs, i);
-        if (has_role(m, "user") || has_role(m, "developer")) return (long)i;
-    }
-    return -1;
-}
-
-/* ---- Stage 1: merge tool results and user messages ----------------------- */
-
-/* m[key] if present (even null), else an empty string; a new reference. */
-static json_t *get_or_empty(const json_t *m, const char *key)
-{
-    json_t *v = json_object_get(m, key);
-    return v ? json_incref(v) : json_string("");
-}
-
-static json_t *new_user_turn(const json_t *first_block)
-{
-    json_t *turn = json_object();
-    json_t *blocks = json_array();
-    json_array_append(blocks, (json_t *)first_block);
-    json_object_set_new(turn, "role", json_string("user"));
-    json_object_set_new(turn, "content_blocks", blocks);
-    return turn;
-}
-
-static int merge_messages(const json_t *in, json_t *merged, tome_error *err)
-{
-    size_t i;
-    const json_t *m;
-    json_array_foreach(in, i, m)
-    {
-        if (!json_is_object(m))
-            return tome_errorf(err, TOME_EINVAL, "message %zu is not an object", i);
-        size_t n = json_array_size(merged);
-        json_t *last = n ? json_array_get(merged, n - 1) : NULL;
-        json_t *last_blocks =
-            last && has_role(last, "user") ? json_object_get(last, "content_blocks") : NULL;
-        if (has_role(m, "tool")) {
-            json_t *block =
-                json_pack("{s:s, s:o, s:o}", "type", "tool_result", "tool_use_id",
-                          get_or_empty(m, "tool_call_id"), "content", get_or_empty(m, "content"));
-            if (last_blocks)
-                json_array_append(last_blocks, block);
-            else
-                json_array_append_new(merged, new_user_turn(block));
-            json_decref(block);
-        } else if (has_role(m, "user")) {
-            json_t *block =
-                json_pack("{s:s, s:o}", "type", "text", "text", get_or_empty(m, "content"));
-            if (last_blocks && !is_set(last, "task")) {
-                json_array_append(last_blocks, block);
-            } else {
-                json_t *turn = new_user_turn(block);
-                json_object_set_new(turn, "content", get_or_empty(m, "content"));
-                static const char *const kept[] = {"task", "wo_eos", "mask"};
-                for (size_t k = 0; k < 3; k++)
-                    if (json_object_get(m, kept[k]))
-                        json_object_set(turn, kept[k], json_object_get(m, kept[k]));
-                json_array_append_new(merged, turn);
-            }
-            json_decref(block);
-        } else {
-            json_array_append(merged, (json_t *)m);
-        }
-    }
-    return 0;
-}
-
-/* ---- Stage 2: tool results in call order -------------------------------- */
-
-static json_int_t call_position(const json_t *order, const json_t *block)
-{
-    const char *id = json_string_value(json_object_get(block, "tool_use_id"));
-    const json_t *pos = id ? json_object_get(order, id) : NULL;
-    return pos ? json_integer_value(pos) : 0;
-}
-
-static void record_call_order(json_t *order, const json_t *calls)
-{
-    json_object_clear(order);
-    size_t i;
-    const json_t *tc;
-    json_array_foreach(calls, i, tc)
-    {
-        const json_t *id = json_object_get(tc, "id");
-        if (!truthy(id)) id = json_object_get(json_object_get(tc, "function"), "id");
-        if (json_is_string(id) && truthy(id))
-            json_object_set_new(order, json_string_value(id), json_integer((json_int_t)i));
-    }
-}
-
-/* Stable-sort the tool_result blocks of one turn in place, leaving the
- * other blocks where they are. */
-static void sort_results(json_t *blocks, const json_t *order)
-{
-    size_t n = json_array_size(blocks), k = 0;
-    size_t *slot = malloc((n ? n : 1) * sizeof *slot);
-    json_t **result = malloc((n ? n : 1) * sizeof *result);
-    if (!slot || !result) {
-        free(slot);
-        free(result);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *b = json_array_get(blocks, i);
-        const char *type = json_string_value(json_object_get(b, "type"));
-        if (type && strcmp(type, "tool_result") == 0) {
-            slot[k] = i;
-            result[k++] = json_incref(b);
-        }
-    }
-    if (k > 1) {
-        for (size_t i = 1; i < k; i++) /* insertion sort: stable, and k is tiny */
-            for (size_t j = i;
-                 j > 0 && call_position(order, result[j - 1]) > call_position(order, result[j]);
-                 j--) {
-                json_t *tmp = result[j];
-                result[j] = result[j - 1];
-                result[j - 1] = tmp;
-            }
-        for (size_t i = 0; i < k; i++) json_array_set(blocks, slot[i], result[i]);
-    }
-    for (size_t i = 0; i < k; i++) json_decref(result[i]);
-    free(slot);
-    free(result);
-}
-
-static void sort_tool_results(json_t *msgs)
-{
-    json_t *order = json_object();
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        if (has_role(m, "assistant") && truthy(json_object_get(m, "tool_calls")))
-            record_call_order(order, json_object_get(m, "tool_calls"));
-        else if (has_role(m, "user") && json_object_size(order) > 0)
-            sort_results(json_object_get(m, "content_blocks"), order);
-    }
-    json_decref(order);
-}
-
-/* ---- Stage 3: drop earlier reasoning ------------------------------------ */
-
-static json_t *drop_thinking(const json_t *msgs)
-{
-    static const char *const kept[] = {"user", "system", "tool", "latest_reminder",
-                                       "direct_search_results"};
-    long last_user = find_last_user(msgs);
-    json_t *out = json_array();
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        int keep = (long)i >= last_user;
-        for (size_t k = 0; k < sizeof kept / sizeof kept[0] && !keep; k++)
-            keep = has_role(m, kept[k]);
-        if (keep) {
-            json_array_append(out, m);
-        } else if (has_role(m, "assistant")) {
-            json_t *copy = json_copy(m);
-            json_object_del(copy, "reasoning_content");
-            json_array_append_new(out, copy);
-        }
-    }
-    return out;
 }
 
 /* ---- Stage 4: rendering ------------------------------------------------- */
@@ -333,12 +115,12 @@ static int put_attachments(renderer *r, const json_t *m, size_t index)
     const json_t *tools = json_object_get(m, "tools");
     const json_t *format = json_object_get(m, "response_format");
     int rc = 0;
-    if (truthy(tools)) {
+    if (chat_truthy(tools)) {
         if (!json_is_array(tools))
             return tome_errorf(r->err, TOME_EINVAL, "message %zu: \"tools\" is not a list", index);
         rc = put_tools(r, tools, index);
     }
-    if (rc == 0 && truthy(format)) {
+    if (rc == 0 && chat_truthy(format)) {
         rc = chat_template(r->out, response_format_head, r->err);
         if (rc == 0) rc = chat_put_pyjson(r->out, format, r->err);
     }
@@ -379,7 +161,7 @@ static int put_user(renderer *r, const json_t *m, size_t index)
 {
     int rc = chat_template(r->out, V4_USER, r->err);
     const json_t *blocks = json_object_get(m, "content_blocks");
-    if (!truthy(blocks)) return rc ? rc : put_field(r, m, "content", index);
+    if (!chat_truthy(blocks)) return rc ? rc : put_field(r, m, "content", index);
     size_t i;
     const json_t *b;
     json_array_foreach(blocks, i, b)
@@ -479,14 +261,14 @@ static int put_assistant(renderer *r, const json_t *m, size_t index)
 {
     const json_t *prev = index > 0 ? json_array_get(r->msgs, index - 1) : NULL;
     int rc = 0;
-    if (r->o->thinking && !(prev && is_set(prev, "task")) &&
+    if (r->o->thinking && !(prev && chat_is_set(prev, "task")) &&
         (!r->drop || (long)index > r->last_user)) {
         rc = put_field(r, m, "reasoning_content", index);
         if (rc == 0) rc = chat_template(r->out, V4_THINK_END, r->err);
     }
     if (rc == 0) rc = put_field(r, m, "content", index);
     const json_t *calls = json_object_get(m, "tool_calls");
-    if (rc == 0 && truthy(calls)) {
+    if (rc == 0 && chat_truthy(calls)) {
         if (!json_is_array(calls))
             return tome_errorf(r->err, TOME_EINVAL,
                                "message %zu: \"tool_calls\" is not a "
@@ -494,7 +276,7 @@ static int put_assistant(renderer *r, const json_t *m, size_t index)
                                index);
         rc = put_tool_calls(r, calls, index);
     }
-    if (rc == 0 && !truthy(json_object_get(m, "wo_eos")))
+    if (rc == 0 && !chat_truthy(json_object_get(m, "wo_eos")))
         rc = chat_template(r->out, V4_EOS, r->err);
     return rc;
 }
@@ -502,12 +284,12 @@ static int put_assistant(renderer *r, const json_t *m, size_t index)
 static int put_body(renderer *r, const json_t *m, size_t index)
 {
     int rc;
-    if (has_role(m, "system")) {
+    if (chat_has_role(m, "system")) {
         rc = put_field(r, m, "content", index);
         return rc ? rc : put_attachments(r, m, index);
     }
-    if (has_role(m, "developer")) {
-        if (!truthy(json_object_get(m, "content")))
+    if (chat_has_role(m, "developer")) {
+        if (!chat_truthy(json_object_get(m, "content")))
             return tome_errorf(r->err, TOME_EINVAL,
                                "message %zu: a developer message needs "
                                "content",
@@ -516,13 +298,14 @@ static int put_body(renderer *r, const json_t *m, size_t index)
         if (rc == 0) rc = put_field(r, m, "content", index);
         return rc ? rc : put_attachments(r, m, index);
     }
-    if (has_role(m, "user")) return put_user(r, m, index);
-    if (has_role(m, "latest_reminder")) {
+    if (chat_has_role(m, "user")) return put_user(r, m, index);
+    if (chat_has_role(m, "latest_reminder")) {
         rc = chat_template(r->out, "<｜latest_reminder｜>", r->err);
         return rc ? rc : put_field(r, m, "content", index);
     }
-    if (has_role(m, "assistant")) return put_assistant(r, m, index);
-    return tome_errorf(r->err, TOME_EINVAL, "message %zu: unknown role \"%s\"", index, role_of(m));
+    if (chat_has_role(m, "assistant")) return put_assistant(r, m, index);
+    return tome_errorf(r->err, TOME_EINVAL, "message %zu: unknown role \"%s\"", index,
+                       chat_role_of(m));
 }
 
 /* What follows message `index`: nothing if the next message starts a turn
@@ -530,10 +313,11 @@ static int put_body(renderer *r, const json_t *m, size_t index)
 static int put_transition(renderer *r, const json_t *m, size_t index)
 {
     const json_t *next = json_array_get(r->msgs, index + 1);
-    if (next && !has_role(next, "assistant") && !has_role(next, "latest_reminder")) return 0;
+    if (next && !chat_has_role(next, "assistant") && !chat_has_role(next, "latest_reminder"))
+        return 0;
     const char *opener = V4_THINK_END;
     if (r->o->thinking && (!r->drop || (long)index >= r->last_user)) opener = V4_THINK;
-    if (is_set(m, "task")) {
+    if (chat_is_set(m, "task")) {
         const char *task = json_string_value(json_object_get(m, "task"));
         for (size_t i = 0; task && i < sizeof tasks / sizeof tasks[0]; i++) {
             if (strcmp(task, tasks[i].name) != 0) continue;
@@ -545,7 +329,7 @@ static int put_transition(renderer *r, const json_t *m, size_t index)
         }
         return tome_errorf(r->err, TOME_EINVAL, "message %zu: invalid task", index);
     }
-    if (!has_role(m, "user") && !has_role(m, "developer")) return 0;
+    if (!chat_has_role(m, "user") && !chat_has_role(m, "developer")) return 0;
     int rc = chat_template(r->out, V4_ASSISTANT, r->err);
     return rc ? rc : chat_template(r->out, opener, r->err);
 }
@@ -570,24 +354,9 @@ static int render_messages(const json_t *messages, const v4_chat_options *o, v4_
 {
     static const v4_chat_options defaults = {0};
     renderer r = {.o = o ? o : &defaults, .out = out, .err = err};
-    json_t *merged = json_array();
-    int rc = merge_messages(messages, merged, err);
-    if (rc) {
-        json_decref(merged);
-        return rc;
-    }
-    sort_tool_results(merged);
-    r.drop = !r.o->keep_reasoning;
-    size_t i;
-    const json_t *m;
-    json_array_foreach(merged, i, m) if (truthy(json_object_get(m, "tools"))) r.drop = 0;
-    if (r.o->thinking && r.drop) {
-        r.msgs = drop_thinking(merged);
-        json_decref(merged);
-    } else {
-        r.msgs = merged;
-    }
-    r.last_user = find_last_user(r.msgs);
+    int rc = chat_prepare(messages, r.o, &r.msgs, &r.drop, err);
+    if (rc) return rc;
+    r.last_user = chat_last_user(r.msgs);
     size_t len = out->len, n_spans = out->n_spans;
     rc = render_all(&r);
     json_decref(r.msgs);

@@ -54,8 +54,10 @@ static const tome_option option_table[] = {
     TOME_FLAG("no-mtp", 0, opt.no_mtp,
               "leave out the MTP layers (llama.cpp's deepseek4 loads none)"),
 };
-static const tome_cli cli = {"tome-convert", "[options] DIR OUT.gguf", option_table,
-                             sizeof option_table / sizeof option_table[0]};
+static const tome_cli cli = {.program = "tome-convert",
+                             .usage = "[options] DIR OUT.gguf",
+                             .options = option_table,
+                             .n_options = sizeof option_table / sizeof option_table[0]};
 
 /* ---- metadata ------------------------------------------------------------------- */
 

@@ -89,14 +89,15 @@ static const tome_option option_table[] = {
     TOME_SIZE("max-path-bytes", 0, "N", cmd.opts.limits.max_path_bytes, 1, -1, "a normalised path"),
     TOME_UINT("max-hits", 0, "N", cmd.max_hits, 0, -1, "search results at most (default 1000)"),
 };
-static const tome_cli command_line = {
-    "tome-ingest",
-    "--db FILE [options] CORPUS PATH-OR-ARCHIVE\n"
-    "       tome-ingest --db FILE --render CORPUS\n"
-    "       tome-ingest --db FILE --search QUERY CORPUS\n"
-    "       tome-ingest --db FILE --grep REGEX CORPUS\n"
-    "see tome-ingest(1)",
-    option_table, sizeof option_table / sizeof option_table[0]};
+static const tome_cli command_line = {.program = "tome-ingest",
+                                      .usage =
+                                          "--db FILE [options] CORPUS PATH-OR-ARCHIVE\n"
+                                          "       tome-ingest --db FILE --render CORPUS\n"
+                                          "       tome-ingest --db FILE --search QUERY CORPUS\n"
+                                          "       tome-ingest --db FILE --grep REGEX CORPUS\n"
+                                          "see tome-ingest(1)",
+                                      .options = option_table,
+                                      .n_options = sizeof option_table / sizeof option_table[0]};
 
 /* The mode the options chose, its operands, and the options that are
  * the negations of settings. */

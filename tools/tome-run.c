@@ -178,8 +178,10 @@ static const tome_option option_table[] = {
                 "start from the longest state or restart point in FILE whose\n"
                 "ids start the prompt; prefill only the rest"),
 };
-static const tome_cli cli = {"tome-run", "--model DIR|FILE.gguf (--ids FILE | --text TEXT) [options]",
-                             option_table, sizeof option_table / sizeof option_table[0]};
+static const tome_cli cli = {.program = "tome-run",
+                             .usage = "--model DIR|FILE.gguf (--ids FILE | --text TEXT) [options]",
+                             .options = option_table,
+                             .n_options = sizeof option_table / sizeof option_table[0]};
 
 /* The combinations tome-run refuses. */
 static int check_options(void *ctx, int n_operands, char **argv, tome_error *err)

@@ -142,12 +142,13 @@ static const tome_option option_table[] = {
     TOME_FLAG("ids", 'i', opt.ids, "--chat: print the prompt's ids, not its text"),
 };
 static const tome_cli cli = {
-    "tome-tokenize",
-    "(--model DIR | --tokenizer FILE) [--special] [--stats]\n"
-    "       tome-tokenize (--model DIR | --tokenizer FILE) --decode\n"
-    "       tome-tokenize [--model DIR | --tokenizer FILE] --chat FILE.json\n"
-    "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]",
-    option_table, sizeof option_table / sizeof option_table[0]};
+    .program = "tome-tokenize",
+    .usage = "(--model DIR | --tokenizer FILE) [--special] [--stats]\n"
+             "       tome-tokenize (--model DIR | --tokenizer FILE) --decode\n"
+             "       tome-tokenize [--model DIR | --tokenizer FILE] --chat FILE.json\n"
+             "                     [--thinking] [--effort max] [--keep-reasoning] [--ids]",
+    .options = option_table,
+    .n_options = sizeof option_table / sizeof option_table[0]};
 
 /* The combinations the modes allow. */
 static int check_args(void *ctx, int n_operands, char **argv, tome_error *err)

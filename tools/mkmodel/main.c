@@ -68,14 +68,17 @@ static const tome_option option_table[] = {
                 "the model directory (must not exist, or be empty)"),
 };
 static const tome_cli cli = {
-    "tome-mkmodel",
-    "--preset tiny|flash-shape|pro-shape [--layers N] [--experts N]\n"
-    "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
-    "                    -o DIR\n"
-    "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE] [--shard-size BYTES] -o DIR\n"
-    "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
-    "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.",
-    option_table, sizeof option_table / sizeof option_table[0]};
+    .program = "tome-mkmodel",
+    .usage =
+        "--preset tiny|flash-shape|pro-shape [--layers N] [--experts N]\n"
+        "                    [--seed S] [--tokenizer FILE] [--shard-size BYTES] [--threads N]\n"
+        "                    -o DIR\n"
+        "       tome-mkmodel --config FILE [--seed S] [--tokenizer FILE]"
+        " [--shard-size BYTES] -o DIR\n"
+        "       tome-mkmodel --preset NAME|--config FILE --print-config\n"
+        "Writes a random DeepSeek V4 checkpoint in the official layout to DIR.",
+    .options = option_table,
+    .n_options = sizeof option_table / sizeof option_table[0]};
 
 /* The combinations tome-mkmodel refuses; the default thread count. */
 static int check_options(void *ctx, int n_operands, char **argv, tome_error *err)

@@ -342,8 +342,10 @@ int model_fetch_main(int argc, char **argv)
         TOME_INT("retries", 0, "N", retries, 0, 1000,
                  "resumptions of a dropped transfer before giving up (default 5)"),
     };
-    const tome_cli cli = {"tome-model fetch", "REPO DIR [options]", options,
-                          sizeof options / sizeof options[0]};
+    const tome_cli cli = {.program = "tome-model fetch",
+                          .usage = "REPO DIR [options]",
+                          .options = options,
+                          .n_options = sizeof options / sizeof options[0]};
     int status;
     if (model_parse(&cli, argc, argv, 2, &status) != 0) return status;
     hub h;

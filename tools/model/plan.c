@@ -168,8 +168,10 @@ int model_plan_main(int argc, char **argv)
         TOME_INT("threads", 't', "N", o.threads, 1, 4096, "threads for the measurements"),
         TOME_FLAG("no-measure", 0, o.no_measure, "measure nothing; speeds only where given"),
     };
-    const tome_cli cli = {"tome-model plan", "MODEL [options]", options,
-                          sizeof options / sizeof options[0]};
+    const tome_cli cli = {.program = "tome-model plan",
+                          .usage = "MODEL [options]",
+                          .options = options,
+                          .n_options = sizeof options / sizeof options[0]};
     int status;
     if (model_parse(&cli, argc, argv, 1, &status) != 0) return status;
     tome_error err = {0};

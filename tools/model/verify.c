@@ -40,7 +40,8 @@ static int verify_dir(const char *dir, int *bad, tome_error *err)
 
 int model_verify_main(int argc, char **argv)
 {
-    const tome_cli cli = {"tome-model verify", "DIR", NULL, 0};
+    const tome_cli cli = {
+        .program = "tome-model verify", .usage = "DIR", .options = NULL, .n_options = 0};
     int status, bad = 0;
     if (model_parse(&cli, argc, argv, 1, &status) != 0) return status;
     tome_error err = {0};
