@@ -33,6 +33,24 @@ void *v4_attn_floats(size_t n, int *failed)
     return p;
 }
 
+typedef struct items_job {
+    attn_ctx *a;
+    attn_item_fn fn;
+    void *arg;
+} items_job;
+
+static void items_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const items_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) j->fn(j->a, j->arg, i);
+}
+
+void v4_attn_for_each(attn_ctx *a, int64_t n, attn_item_fn fn, void *arg)
+{
+    items_job j = {a, fn, arg};
+    v4_parallel_for(a->m->pool, n, 4, items_range, &j);
+}
+
 /* ---- sparse attention ---------------------------------------------------------------- */
 
 /* The raw window entry at absolute position p, from the chunk or the ring. */
@@ -137,31 +155,33 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
 
 /* The fast kernels' attention for heads h0..h1 of token t over its n rows:
  * every score at once (register tiles), one softmax per head over all of
- * them with the sink in the denominator, then P.V in one pass that reads
- * each row once per head.  The order of every sum is fixed by the rows
- * alone, so chunking, threads and batching leave the bits unchanged; the
- * reference's blockwise online softmax is the exact kernels' (below). */
+ * them with the sink in the denominator (kept in fold[h].den), then P.V
+ * in one pass that reads each row once for up to four heads.  The order of
+ * every sum is fixed by the rows alone, so chunking, threads and batching
+ * leave the bits unchanged; the reference's blockwise online softmax is the
+ * exact kernels' (below). */
 static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const float **rows,
-                              int64_t n, float *z, int64_t zstride)
+                              int64_t n, float *z, int64_t zstride, head_fold *fold)
 {
     const v4_fast_kernels *k = v4_fast_kernels_active();
     int hd = a->hd, nh = h1 - h0;
     float scale = (float)(1.0 / sqrt((double)hd));
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
+    float *o = a->o + ((size_t)t * a->H + h0) * hd;
     v4_fast_scores(k, rows, n, q, nh, hd, z, zstride);
     for (int h = 0; h < nh; h++) {
         float *p = z + (size_t)h * zstride, m = -INFINITY;
-        float *o = a->o + ((size_t)t * a->H + h0 + h) * hd;
         for (int64_t s = 0; s < n; s++) {
             p[s] *= scale;
             m = p[s] > m ? p[s] : m;
         }
         for (int64_t s = 0; s < n; s++) p[s] -= m;
         v4_exp_vector_n(p, p, n);
-        float den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h0 + h] - m);
-        k->weighted_sum(rows, n, p, zstride, 1, hd, o, hd);
-        for (int i = 0; i < hd; i++) o[i] /= den;
+        fold[h].den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h0 + h] - m);
     }
+    k->weighted_sum(rows, n, z, zstride, nh, hd, o, hd);
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < hd; i++) o[(size_t)h * hd + i] /= fold[h].den;
 }
 
 /* Heads h0..h1 of token t: scores against the packed rows (the first
@@ -180,7 +200,7 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
     int64_t slots = a->window_slots + list_comp_slots(a, pos);
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
     if (a->fast) {
-        attend_heads_fast(a, t, h0, h1, rows, n, z, zstride);
+        attend_heads_fast(a, t, h0, h1, rows, n, z, zstride, fold);
         return;
     }
     v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
@@ -339,31 +359,39 @@ static int pack_comp(attn_ctx *a, tome_error *err)
 
 /* ---- the whole attention ------------------------------------------------------------------ */
 
+/* Token t's query heads: each head RMS-normalised, then rotated. */
+static void query_token(attn_ctx *a, void *arg, int64_t t)
+{
+    (void)arg;
+    float *qt = a->q + (size_t)t * a->H * a->hd;
+    for (int h = 0; h < a->H; h++)
+        v4_rmsnorm(qt + (size_t)h * a->hd, qt + (size_t)h * a->hd, NULL, a->hd,
+                   (float)a->m->cfg.norm_eps);
+    v4_rope_apply_rows(v4_block_rope(a->m, a->bw), qt + a->hd - a->rd, a->hd, a->H, a->p0 + t, 0);
+}
+
 static void queries(attn_ctx *a, const float *qr)
 {
-    const v4_model *m = a->m;
     v4_matmul(&a->bw->wq_b, qr, a->n, a->q, (int64_t)a->H * a->hd);
-    for (int t = 0; t < a->n; t++)
-        for (int h = 0; h < a->H; h++) {
-            float *qh = a->q + ((size_t)t * a->H + h) * a->hd;
-            v4_rmsnorm(qh, qh, NULL, a->hd, (float)m->cfg.norm_eps);
-            v4_rope_apply(v4_block_rope(m, a->bw), qh + a->hd - a->rd, a->p0 + t, 0);
-        }
+    v4_attn_for_each(a, a->n, query_token, NULL);
+}
+
+/* Token t's raw entry: normalised, rotated, stored to row form and back. */
+static void raw_kv_token(attn_ctx *a, void *rows, int64_t t)
+{
+    const v4_model *m = a->m;
+    float *kv = a->kv + (size_t)t * a->hd;
+    v4_rmsnorm(kv, kv, &a->bw->kv_norm, a->hd, (float)m->cfg.norm_eps);
+    v4_rope_apply(v4_block_rope(m, a->bw), kv + a->hd - a->rd, a->p0 + t, 0);
+    v4_kv_store(m, kv, (uint8_t *)rows + (size_t)t * m->kv_row_bytes);
 }
 
 /* The chunk's raw KV entries, stored to row form and back so that the
  * chunk attends to exactly what later tokens will read from the ring. */
-static int raw_kv(attn_ctx *a, const float *x, uint8_t *rows)
+static void raw_kv(attn_ctx *a, const float *x, uint8_t *rows)
 {
-    const v4_model *m = a->m;
     v4_matmul(&a->bw->wkv, x, a->n, a->kv, a->hd);
-    for (int t = 0; t < a->n; t++) {
-        float *kv = a->kv + (size_t)t * a->hd;
-        v4_rmsnorm(kv, kv, &a->bw->kv_norm, a->hd, (float)m->cfg.norm_eps);
-        v4_rope_apply(v4_block_rope(m, a->bw), kv + a->hd - a->rd, a->p0 + t, 0);
-        v4_kv_store(m, kv, rows + (size_t)t * m->kv_row_bytes);
-    }
-    return 0;
+    v4_attn_for_each(a, a->n, raw_kv_token, rows);
 }
 
 static void load_ring(attn_ctx *a)
@@ -384,12 +412,36 @@ static void write_ring(attn_ctx *a, const uint8_t *rows)
         memcpy(a->bs->window + (size_t)((a->p0 + t) % W) * rb, rows + (size_t)t * rb, rb);
 }
 
-static void load_selected(attn_ctx *a)
+/* Token t's selected compressed entries, decoded. */
+static void load_selected(attn_ctx *a, void *arg, int64_t t)
 {
-    for (int t = 0; t < a->n; t++)
-        for (int j = 0; j < a->n_topk[t]; j++)
-            v4_kv_load(a->m, v4_rows_at(&a->bs->kv, a->topk[(size_t)t * a->k + j]),
-                       a->topk_rows + ((size_t)t * a->k + j) * a->hd);
+    (void)arg;
+    for (int j = 0; j < a->n_topk[t]; j++)
+        v4_kv_load(a->m, v4_rows_at(&a->bs->kv, a->topk[(size_t)t * a->k + j]),
+                   a->topk_rows + ((size_t)t * a->k + j) * a->hd);
+}
+
+/* Compressed entry i of a ratio-128 block, decoded. */
+static void load_compressed(attn_ctx *a, void *arg, int64_t i)
+{
+    (void)arg;
+    v4_kv_load(a->m, v4_rows_at(&a->bs->kv, i), a->comp + (size_t)i * a->hd);
+}
+
+/* Token t's heads rotated back (the output's inverse RoPE). */
+static void unrotate_output(attn_ctx *a, void *arg, int64_t t)
+{
+    (void)arg;
+    v4_rope_apply_rows(v4_block_rope(a->m, a->bw), a->o + (size_t)t * a->H * a->hd + a->hd - a->rd,
+                       a->hd, a->H, a->p0 + t, 1);
+}
+
+/* Token t's low-rank query, normalised. */
+static void norm_query_rank(attn_ctx *a, void *qr, int64_t t)
+{
+    const v4_config *c = &a->m->cfg;
+    float *row = (float *)qr + (size_t)t * c->q_lora_rank;
+    v4_rmsnorm(row, row, &a->bw->q_norm, c->q_lora_rank, (float)c->norm_eps);
 }
 
 static void output_projection(attn_ctx *a, float *out, float *u)
@@ -398,10 +450,7 @@ static void output_projection(attn_ctx *a, float *out, float *u)
     const v4_config *c = &m->cfg;
     int G = c->o_groups, olr = c->o_lora_rank;
     int64_t group_in = (int64_t)a->H * a->hd / G;
-    for (int t = 0; t < a->n; t++)
-        for (int h = 0; h < a->H; h++)
-            v4_rope_apply(v4_block_rope(m, a->bw),
-                          a->o + ((size_t)t * a->H + h) * a->hd + a->hd - a->rd, a->p0 + t, 1);
+    v4_attn_for_each(a, a->n, unrotate_output, NULL);
     /* Group g's heads are consecutive in o; its rows of wo_a are a slice. */
     for (int g = 0; g < G; g++) {
         v4_weight wg = a->bw->wo_a;
@@ -454,9 +503,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
         goto done;
     }
     v4_matmul(&a.bw->wq_a, x, n, qr, c->q_lora_rank);
-    for (int t = 0; t < n; t++)
-        v4_rmsnorm(qr + (size_t)t * c->q_lora_rank, qr + (size_t)t * c->q_lora_rank, &a.bw->q_norm,
-                   c->q_lora_rank, (float)c->norm_eps);
+    v4_attn_for_each(&a, n, norm_query_rank, qr);
     queries(&a, qr);
     raw_kv(&a, x, rows);
     if (a.bw->kind == V4_LAYER_CSA && (rc = v4_attn_index(&a, x, qr, err)) != 0) goto done;
@@ -464,7 +511,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
                                             &a.bs->kv, x, err)) != 0)
         goto done;
     load_ring(&a);
-    if (a.bw->kind == V4_LAYER_CSA) load_selected(&a);
+    if (a.bw->kind == V4_LAYER_CSA) v4_attn_for_each(&a, n, load_selected, NULL);
     if (a.bw->kind == V4_LAYER_HCA) {
         a.n_comp = (a.p0 + n) / a.bw->ratio;
         a.comp = v4_attn_floats((size_t)a.n_comp * a.hd, &failed);
@@ -473,8 +520,7 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
                              (long long)a.n_comp);
             goto done;
         }
-        for (int64_t i = 0; i < a.n_comp; i++)
-            v4_kv_load(m, v4_rows_at(&a.bs->kv, i), a.comp + (size_t)i * a.hd);
+        v4_attn_for_each(&a, a.n_comp, load_compressed, NULL);
         if (!a.fast && (rc = pack_comp(&a, err)) != 0) goto done;
     }
     if ((rc = attend_all(&a, err)) != 0) goto done;

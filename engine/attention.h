@@ -40,7 +40,7 @@ typedef struct attn_ctx {
     int32_t *topk; /* [n][k] indexer selections (ratio 4) */
     int *n_topk;   /* [n] */
     int k;
-    int fast;          /* fast kernels: scores by v4_fast_dot, rows never packed */
+    int fast;          /* fast kernels: scores by register tiles, rows never packed */
     float *topk_rows;  /* [n][k][hd] decoded selected entries */
     float *o;          /* [n][H][hd] */
     atomic_int failed; /* a worker could not get scratch memory */
@@ -48,6 +48,11 @@ typedef struct attn_ctx {
 
 /* v4_floats(n), setting *failed when out of memory. */
 void *v4_attn_floats(size_t n, int *failed);
+
+/* fn(a, arg, i) for every i in [0, n), on the model's threads: for the
+ * steps of one token or one entry that read nothing another's writes. */
+typedef void (*attn_item_fn)(attn_ctx *a, void *arg, int64_t i);
+void v4_attn_for_each(attn_ctx *a, int64_t n, attn_item_fn fn, void *arg);
 
 /* Run a compressor over the chunk's tokens and append what it emits to
  * `out`; its state rows are st_kv/st_sc (compressor.c). */

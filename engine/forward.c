@@ -77,67 +77,99 @@ static void sinkhorn(float *C, int hc, int iters, float eps)
     }
 }
 
-/* mixes[t] = (fn . X[t]) / rms(X[t]) for every token (X rows hc*dim). */
-static void hc_mixes(const v4_model *m, const v4_hc_weights *h, const float *X, int n, float *mixes)
+/* Working memory of one chunk, sized for n tokens. */
+typedef struct chunk_buffers {
+    float *x, *f, *post, *comb, *mixes;
+} chunk_buffers;
+
+/* HCPre and HCPost of a chunk run token by token on the model's threads;
+ * each token's arithmetic is the same whichever thread does it. */
+typedef struct hc_job {
+    const v4_model *m;
+    const v4_hc_weights *h;
+    const span *sp;
+    float *X;                /* [n][hc][dim] */
+    float *x, *post, *comb;  /* HCPre's outputs: [n][dim], [n][hc], [n][hc][hc] */
+    const float *mixes, *f;  /* HCPre's fn . X; HCPost's block output [n][dim] */
+    const v4_weight *norm;   /* the RMSNorm applied to HCPre's x */
+} hc_job;
+
+/* 1 / rms of a token's hc * dim values (HCPre's and HCHead's mix scale). */
+static float hc_inv_rms(const v4_model *m, const float *Xt)
 {
     int width = m->cfg.hc_mult * m->cfg.dim;
-    int mix = (int)h->fn.rows;
-    v4_matmul(&h->fn, X, n, mixes, mix);
-    for (int t = 0; t < n; t++) {
-        float r =
-            1.0f / sqrtf(v4_mean_square(X + (size_t)t * width, width) + (float)m->cfg.norm_eps);
-        for (int i = 0; i < mix; i++) mixes[(size_t)t * mix + i] *= r;
-    }
+    return 1.0f / sqrtf(v4_mean_square(Xt, width) + (float)m->cfg.norm_eps);
 }
 
-/* HCPre: x[t] = sum_h pre[h] X[t][h]; keeps post and comb for HCPost. */
-static void hc_pre(const v4_model *m, const v4_hc_weights *h, const float *X, int n, const span *sp,
-                   float *x, float *post, float *comb, float *mixes)
+/* HCPre of one token: mixes = (fn . X[t]) / rms(X[t]), then pre, post and
+ * the Sinkhorn-normalised comb; x[t] = sum_h pre[h] X[t][h], normalised. */
+static void hc_pre_token(const hc_job *j, int t)
 {
-    int hc = m->cfg.hc_mult, d = m->cfg.dim, mix = (2 + hc) * hc;
+    const v4_model *m = j->m;
+    const v4_hc_weights *h = j->h;
+    int hc = m->cfg.hc_mult, d = m->cfg.dim, mix = (2 + hc) * hc, width = hc * d;
     float eps = (float)m->cfg.hc_eps;
-    hc_mixes(m, h, X, n, mixes);
-    for (int t = 0; t < n; t++) {
-        const float *mx = mixes + (size_t)t * mix;
-        float pre[MAX_HC];
-        for (int i = 0; i < hc; i++) {
-            pre[i] = sigmoid_in(sp, t, i, hc, mx[i] * h->scale[0] + h->base[i]) + eps;
-            post[(size_t)t * hc + i] =
-                2.0f * sigmoid_in(sp, t, i, hc, mx[hc + i] * h->scale[1] + h->base[hc + i]);
-        }
-        float *C = comb + (size_t)t * hc * hc;
-        for (int i = 0; i < hc * hc; i++) C[i] = mx[2 * hc + i] * h->scale[2] + h->base[2 * hc + i];
-        sinkhorn(C, hc, m->cfg.hc_sinkhorn_iters, eps);
-        float *xt = x + (size_t)t * d;
-        memset(xt, 0, (size_t)d * sizeof *xt);
-        for (int s = 0; s < hc; s++) v4_axpy(xt, pre[s], X + ((size_t)t * hc + s) * d, d);
+    const float *Xt = j->X + (size_t)t * width;
+    float r = hc_inv_rms(m, Xt);
+    float mx[(2 + MAX_HC) * MAX_HC], pre[MAX_HC];
+    for (int i = 0; i < mix; i++) mx[i] = j->mixes[(size_t)t * mix + i] * r;
+    for (int i = 0; i < hc; i++) {
+        pre[i] = sigmoid_in(j->sp, t, i, hc, mx[i] * h->scale[0] + h->base[i]) + eps;
+        j->post[(size_t)t * hc + i] =
+            2.0f * sigmoid_in(j->sp, t, i, hc, mx[hc + i] * h->scale[1] + h->base[hc + i]);
     }
+    float *C = j->comb + (size_t)t * hc * hc;
+    for (int i = 0; i < hc * hc; i++) C[i] = mx[2 * hc + i] * h->scale[2] + h->base[2 * hc + i];
+    sinkhorn(C, hc, m->cfg.hc_sinkhorn_iters, eps);
+    float *xt = j->x + (size_t)t * d;
+    memset(xt, 0, (size_t)d * sizeof *xt);
+    for (int s = 0; s < hc; s++) v4_axpy(xt, pre[s], Xt + (size_t)s * d, d);
+    v4_rmsnorm(xt, xt, j->norm, d, (float)m->cfg.norm_eps);
 }
 
-/* HCPost: X[t][k] = post[k] f[t] + sum_j comb[j][k] X[t][j], the sum over
- * j formed first, as the reference does. */
-static void hc_post(const v4_model *m, const float *f, float *X, int n, const float *post,
-                    const float *comb, float *tmp)
+static void hc_pre_tokens(void *ctx, int64_t t0, int64_t t1)
 {
-    int hc = m->cfg.hc_mult, d = m->cfg.dim;
-    for (int t = 0; t < n; t++) {
-        float *Xt = X + (size_t)t * hc * d;
-        const float *C = comb + (size_t)t * hc * hc;
+    for (int64_t t = t0; t < t1; t++) hc_pre_token(ctx, (int)t);
+}
+
+/* HCPre followed by the block's RMSNorm: x[t] = norm(sum_h pre[h] X[t][h]);
+ * keeps post and comb for HCPost. */
+static void hc_pre(const v4_model *m, const v4_hc_weights *h, const v4_weight *norm, float *X,
+                   int n, const span *sp, chunk_buffers *b)
+{
+    v4_matmul(&h->fn, X, n, b->mixes, (int)h->fn.rows);
+    hc_job j = {m, h, sp, X, b->x, b->post, b->comb, b->mixes, NULL, norm};
+    v4_parallel_for(m->pool, n, 4, hc_pre_tokens, &j);
+}
+
+/* HCPost of tokens [t0, t1): X[t][k] = post[k] f[t] + sum_j comb[j][k]
+ * X[t][j], the sum over j formed first, as the reference does; the new
+ * rows are formed in the running thread's scratch (hc * dim floats, less
+ * than the kernels' scratch for the hc * dim wide fn). */
+static void hc_post_tokens(void *ctx, int64_t t0, int64_t t1)
+{
+    const hc_job *j = ctx;
+    int hc = j->m->cfg.hc_mult, d = j->m->cfg.dim;
+    float *tmp = v4_pool_scratch(j->m->pool);
+    for (int64_t t = t0; t < t1; t++) {
+        float *Xt = j->X + (size_t)t * hc * d;
+        const float *C = j->comb + (size_t)t * hc * hc, *f = j->f + (size_t)t * d;
         for (int k = 0; k < hc; k++) {
             float *y = tmp + (size_t)k * d;
             memset(y, 0, (size_t)d * sizeof *y);
-            for (int j = 0; j < hc; j++) v4_axpy(y, C[j * hc + k], Xt + (size_t)j * d, d);
-            float p = post[(size_t)t * hc + k];
-            for (int i = 0; i < d; i++) y[i] = p * f[(size_t)t * d + i] + y[i];
+            for (int i = 0; i < hc; i++) v4_axpy(y, C[i * hc + k], Xt + (size_t)i * d, d);
+            float p = j->post[(size_t)t * hc + k];
+            for (int i = 0; i < d; i++) y[i] = p * f[i] + y[i];
         }
         memcpy(Xt, tmp, (size_t)hc * d * sizeof *tmp);
     }
 }
 
-/* Working memory of one chunk, sized for n tokens. */
-typedef struct chunk_buffers {
-    float *x, *f, *post, *comb, *mixes, *tmp;
-} chunk_buffers;
+static void hc_post(const v4_model *m, float *X, int n, const chunk_buffers *b)
+{
+    hc_job j = {m, NULL, NULL, X, NULL, b->post, b->comb, NULL, b->f, NULL};
+    v4_parallel_for(m->pool, n, 4, hc_post_tokens, &j);
+}
 
 static void buffers_free(chunk_buffers *b)
 {
@@ -146,7 +178,6 @@ static void buffers_free(chunk_buffers *b)
     free(b->post);
     free(b->comb);
     free(b->mixes);
-    free(b->tmp);
 }
 
 static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error *err)
@@ -157,8 +188,7 @@ static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error 
     b->post = malloc((size_t)n * hc * sizeof(float));
     b->comb = malloc((size_t)n * hc * hc * sizeof(float));
     b->mixes = malloc((size_t)n * (2 + hc) * hc * sizeof(float));
-    b->tmp = v4_floats((size_t)hc * d);
-    if (b->x && b->f && b->post && b->comb && b->mixes && b->tmp) return 0;
+    if (b->x && b->f && b->post && b->comb && b->mixes) return 0;
     buffers_free(b);
     return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
 }
@@ -168,20 +198,14 @@ static int block_forward(v4_state *s, int l, float *X, const int32_t *ids, int n
 {
     const v4_model *m = s->m;
     const v4_block_weights *bw = &m->blocks[l];
-    int d = m->cfg.dim;
-    float eps = (float)m->cfg.norm_eps;
-    hc_pre(m, &bw->hc_attn, X, n, sp, b->x, b->post, b->comb, b->mixes);
-    for (int t = 0; t < n; t++)
-        v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->attn_norm, d, eps);
+    hc_pre(m, &bw->hc_attn, &bw->attn_norm, X, n, sp, b);
     int rc = v4_attention(s, l, b->x, n, sp->first, sp->total, b->f, ev, err);
     if (rc) return rc;
-    hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
-    hc_pre(m, &bw->hc_ffn, X, n, sp, b->x, b->post, b->comb, b->mixes);
-    for (int t = 0; t < n; t++)
-        v4_rmsnorm(b->x + (size_t)t * d, b->x + (size_t)t * d, &bw->ffn_norm, d, eps);
+    hc_post(m, X, n, b);
+    hc_pre(m, &bw->hc_ffn, &bw->ffn_norm, X, n, sp, b);
     rc = v4_moe(m, l, b->x, ids, n, sp->first, sp->total, b->f, err);
     if (rc) return rc;
-    hc_post(m, b->f, X, n, b->post, b->comb, b->tmp);
+    hc_post(m, X, n, b);
     return 0;
 }
 
@@ -197,14 +221,13 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
         free(y);
         return tome_errorf(err, TOME_ENOMEM, "out of memory in the LM head");
     }
-    hc_mixes(m, h, X, n, mixes);
+    v4_matmul(&h->fn, X, n, mixes, hc);
     for (int t = 0; t < n; t++) {
-        float *yt = y + (size_t)t * d;
+        float *yt = y + (size_t)t * d, r = hc_inv_rms(m, X + (size_t)t * hc * d);
         memset(yt, 0, (size_t)d * sizeof *yt);
         for (int i = 0; i < hc; i++) {
-            float w =
-                sigmoid_in(sp, t, i, hc, mixes[(size_t)t * hc + i] * h->scale[0] + h->base[i]) +
-                (float)m->cfg.hc_eps;
+            float mix = mixes[(size_t)t * hc + i] * r;
+            float w = sigmoid_in(sp, t, i, hc, mix * h->scale[0] + h->base[i]) + (float)m->cfg.hc_eps;
             v4_axpy(yt, w, X + ((size_t)t * hc + i) * d, d);
         }
         v4_rmsnorm(yt, yt, norm, d, (float)m->cfg.norm_eps);

@@ -65,16 +65,31 @@ static void topk_push(topk_heap *h, float score, int32_t index)
     heap_sift_down(h->sc, h->ix, h->k, 0);
 }
 
+/* Could any of s[0..16) enter a full heap whose last-ranked score is
+ * `last` (a NaN could)?  No early exit, so the compiler can vectorise it. */
+static int run_may_enter(const float *s, float last)
+{
+    int any = 0;
+    for (int j = 0; j < 16; j++) any |= !(s[j] < last);
+    return any;
+}
+
 /* Push scores[0..n), the keys first, first + 1, ...: once the heap is full,
  * a score below its last-ranked one cannot enter and is passed over
- * without a call (the common case, by far, over a long context). */
+ * without a call, sixteen at a time (the common case, by far, over a long
+ * context). */
 static void topk_push_run(topk_heap *h, const float *scores, int64_t n, int32_t first)
 {
     int64_t i = 0;
     if (h->k == 0) return;
     for (; i < n && h->size < h->k; i++) topk_push(h, scores[i], first + (int32_t)i);
-    for (; i < n; i++)
+    for (; i < n; i++) {
+        if (i % 16 == 0 && i + 16 <= n && !run_may_enter(scores + i, h->sc[0])) {
+            i += 15;
+            continue;
+        }
         if (!(scores[i] < h->sc[0])) topk_push(h, scores[i], first + (int32_t)i);
+    }
 }
 
 /* Sort the selection best first (in place); returns its size. */
@@ -307,6 +322,35 @@ done:
     return rc;
 }
 
+/* The chunk's indexer queries: heads [n][ih][ihd], head weights [n][ih],
+ * and in qat numerics the heads' FP4 codes. */
+typedef struct index_queries {
+    float *qi, *wts;
+    uint8_t *qcodes;
+} index_queries;
+
+/* Token t's query heads rotated and Hadamard-transformed (and rounded to
+ * FP4 codes in qat numerics); its head weights scaled. */
+static void index_query_token(attn_ctx *a, void *arg, int64_t t)
+{
+    const index_queries *iq = arg;
+    const v4_config *c = &a->m->cfg;
+    int ih = c->index_n_heads, ihd = c->index_head_dim;
+    size_t row = (size_t)ihd / 2 + (size_t)ihd / V4_FP4_BLOCK;
+    float wscale = (float)(1.0 / sqrt((double)ihd) * (1.0 / sqrt((double)ih)));
+    float *qt = iq->qi + (size_t)t * ih * ihd;
+    v4_rope_apply_rows(v4_block_rope(a->m, a->bw), qt + ihd - a->rd, ihd, ih, a->p0 + t, 0);
+    for (int h = 0; h < ih; h++) {
+        float *qh = qt + (size_t)h * ihd;
+        v4_hadamard(qh, ihd);
+        if (iq->qcodes) {
+            uint8_t *code = iq->qcodes + ((size_t)t * ih + h) * row;
+            v4_fp4_roundtrip(qh, ihd, code, code + ihd / 2);
+        }
+        iq->wts[(size_t)t * ih + h] *= wscale;
+    }
+}
+
 /* The lightning indexer: its compressor consumes the chunk, then each token
  * scores every visible indexer key and keeps the top-k. */
 int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
@@ -331,19 +375,8 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
     }
     v4_matmul(&bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd);
     v4_matmul(&bw->index_weights_proj, x, n, wts, ih);
-    float wscale = (float)(1.0 / sqrt((double)ihd) * (1.0 / sqrt((double)ih)));
-    for (int t = 0; t < n; t++) {
-        for (int h = 0; h < ih; h++) {
-            float *qh = qi + ((size_t)t * ih + h) * ihd;
-            v4_rope_apply(v4_block_rope(m, bw), qh + ihd - a->rd, a->p0 + t, 0);
-            v4_hadamard(qh, ihd);
-            if (qat) {
-                uint8_t *code = qcodes + ((size_t)t * ih + h) * row;
-                v4_fp4_roundtrip(qh, ihd, code, code + ihd / 2);
-            }
-            wts[(size_t)t * ih + h] *= wscale;
-        }
-    }
+    index_queries iq = {qi, wts, qcodes};
+    v4_attn_for_each(a, n, index_query_token, &iq);
     rc = qat ? select_by_codes(a, qi, wts, qcodes, err) : select_by_floats(a, qi, wts, err);
     for (int t = 0; rc == 0 && t < n; t++)
         if (a->ev && a->ev->on_topk)

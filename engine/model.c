@@ -50,16 +50,28 @@ static void rope_init(v4_rope *r, int rope_dim, double base, const v4_config *c,
     }
 }
 
-void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse)
+void v4_rope_apply_rows(const v4_rope *r, float *x, int64_t stride, int rows, int64_t pos,
+                        int inverse)
 {
+    float c[sizeof r->freq / sizeof r->freq[0]], s[sizeof r->freq / sizeof r->freq[0]];
     for (int i = 0; i < r->pairs; i++) {
         float angle = (float)pos * r->freq[i];
-        float c = cosf(angle), s = sinf(angle); /* the reference's float cos/sin */
-        if (inverse) s = -s;
-        float a = x[2 * i], b = x[2 * i + 1];
-        x[2 * i] = a * c - b * s;
-        x[2 * i + 1] = a * s + b * c;
+        c[i] = cosf(angle); /* the reference's float cos/sin */
+        s[i] = inverse ? -sinf(angle) : sinf(angle);
     }
+    for (int row = 0; row < rows; row++) {
+        float *v = x + row * stride;
+        for (int i = 0; i < r->pairs; i++) {
+            float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c[i] - b * s[i];
+            v[2 * i + 1] = a * s[i] + b * c[i];
+        }
+    }
+}
+
+void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse)
+{
+    v4_rope_apply_rows(r, x, 0, 1, pos, inverse);
 }
 
 /* ---- binding ------------------------------------------------------------------- */

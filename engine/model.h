@@ -95,6 +95,10 @@ static inline const v4_rope *v4_block_rope(const v4_model *m, const v4_block_wei
 /* Rotate the interleaved pairs of x[0..2*pairs) by the angles of `pos`
  * (inverse: by -pos). */
 void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse);
+/* The same for `rows` vectors `stride` floats apart (a token's heads),
+ * each angle's cosine and sine computed once. */
+void v4_rope_apply_rows(const v4_rope *r, float *x, int64_t stride, int rows, int64_t pos,
+                        int inverse);
 
 /* ---- state ---------------------------------------------------------------- */
 

@@ -68,6 +68,40 @@ static void route(const v4_model *m, const v4_block_weights *bw, const float *lo
     for (int j = 0; j < k; j++) wts[j] = wts[j] / sum * (float)c->route_scale;
 }
 
+/* The gated activation of an expert's rows: g[t] = silu(g[t]) * u[t]
+ * (both clamped at swiglu_limit first), times weight[t] when weighted. */
+typedef struct swiglu_job {
+    const v4_model *m;
+    float *g, *u;
+    const float *weight;
+    int I;
+} swiglu_job;
+
+static void swiglu_tokens(void *ctx, int64_t t0, int64_t t1)
+{
+    const swiglu_job *j = ctx;
+    int I = j->I;
+    float lim = (float)j->m->cfg.swiglu_limit;
+    float *ex = v4_pool_scratch(j->m->pool); /* I floats: the exp arguments, then exps */
+    for (int64_t t = t0; t < t1; t++) {
+        float *gt = j->g + (size_t)t * I, *ut = j->u + (size_t)t * I;
+        for (int i = 0; i < I; i++) {
+            if (lim > 0) {
+                ut[i] = fminf(fmaxf(ut[i], -lim), lim);
+                gt[i] = fminf(gt[i], lim);
+            }
+            ex[i] = -gt[i];
+        }
+        /* silu runs over whole rows of moe_intermediate_size, a multiple of
+         * 16: always the vector exp */
+        v4_exp_vector_n(ex, ex, I);
+        for (int i = 0; i < I; i++) {
+            float act = gt[i] / (1.0f + ex[i]) * ut[i];
+            gt[i] = j->weight ? act * j->weight[t] : act;
+        }
+    }
+}
+
 /* One SwiGLU expert over `n` gathered rows; adds weight[t] * expert(x[t])
  * into y rows (y row stride dim). */
 static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w2,
@@ -75,39 +109,21 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
 {
     const v4_config *c = &m->cfg;
     int I = (int)w1->rows, d = c->dim;
-    float lim = (float)c->swiglu_limit;
     float *g = v4_floats((size_t)n * I);
     float *u = v4_floats((size_t)n * I);
     float *o = v4_floats((size_t)n * d);
-    float *ex = v4_floats((size_t)I); /* one token's exp arguments, then exps */
-    int rc = (g && u && o && ex) ? 0 : TOME_ENOMEM;
+    int rc = (g && u && o) ? 0 : TOME_ENOMEM;
     if (rc == 0) {
         v4_matmul(w1, x, n, g, I);
         v4_matmul(w3, x, n, u, I);
-        for (int t = 0; t < n; t++) {
-            float *gt = g + (size_t)t * I, *ut = u + (size_t)t * I;
-            for (int i = 0; i < I; i++) {
-                if (lim > 0) {
-                    ut[i] = fminf(fmaxf(ut[i], -lim), lim);
-                    gt[i] = fminf(gt[i], lim);
-                }
-                ex[i] = -gt[i];
-            }
-            /* silu runs over whole rows of moe_intermediate_size, a
-             * multiple of 16: always the vector exp */
-            v4_exp_vector_n(ex, ex, I);
-            for (int i = 0; i < I; i++) {
-                float act = gt[i] / (1.0f + ex[i]) * ut[i];
-                gt[i] = weight ? act * weight[t] : act;
-            }
-        }
+        swiglu_job j = {m, g, u, weight, I};
+        v4_parallel_for(m->pool, n, 4, swiglu_tokens, &j);
         v4_matmul(w2, g, n, o, d);
         for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
     }
     free(g);
     free(u);
     free(o);
-    free(ex);
     return rc;
 }
 

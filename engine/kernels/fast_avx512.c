@@ -326,40 +326,95 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Four vectors (64 dims) of one head's output at a time: four independent
- * chains of fused multiply-adds over the rows, each row vector loaded
- * once; a tail of 16-dim steps for head sizes off 64. */
+/* Dims [k, hd) of one head's output, four vectors (64 dims) at a time:
+ * four independent chains of fused multiply-adds over the rows; a tail of
+ * 16-dim steps for head sizes off 64. */
+INLINE void weighted_sum_head(const float *const *rows, int64_t n, const float *ph, int64_t k,
+                              int64_t hd, float *oh)
+{
+    for (; k + 64 <= hd; k += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t s = 0; s < n; s++) {
+            __m512 w = _mm512_set1_ps(ph[s]);
+            const float *r = rows[s] + k;
+            a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r), a0);
+            a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 16), a1);
+            a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 32), a2);
+            a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 48), a3);
+        }
+        _mm512_storeu_ps(oh + k, a0);
+        _mm512_storeu_ps(oh + k + 16, a1);
+        _mm512_storeu_ps(oh + k + 32, a2);
+        _mm512_storeu_ps(oh + k + 48, a3);
+    }
+    for (; k < hd; k += 16) {
+        __m512 a0 = _mm512_setzero_ps();
+        for (int64_t s = 0; s < n; s++)
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(ph[s]), _mm512_loadu_ps(rows[s] + k), a0);
+        _mm512_storeu_ps(oh + k, a0);
+    }
+}
+
+/* Four heads' outputs, 64 dims at a time: each row's slice is loaded once
+ * for the four heads (sixteen chains), which cuts the rows' traffic from
+ * the L2 cache fourfold when a long context's rows do not fit in L1. */
+INLINE void weighted_sum_heads4(const float *const *rows, int64_t n, const float *p,
+                                int64_t pstride, int64_t hd, float *o, int64_t ostride)
+{
+    const float *p0 = p, *p1 = p + pstride, *p2 = p + 2 * pstride, *p3 = p + 3 * pstride;
+    int64_t k = 0;
+    for (; k + 64 <= hd; k += 64) {
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+        __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+        __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        for (int64_t s = 0; s < n; s++) {
+            const float *r = rows[s] + k;
+            __m512 r0 = _mm512_loadu_ps(r), r1 = _mm512_loadu_ps(r + 16);
+            __m512 r2 = _mm512_loadu_ps(r + 32), r3 = _mm512_loadu_ps(r + 48);
+#define HEAD_STEP(h)                                                                               \
+    do {                                                                                           \
+        __m512 w = _mm512_set1_ps(p##h[s]);                                                        \
+        a##h##0 = _mm512_fmadd_ps(w, r0, a##h##0);                                                 \
+        a##h##1 = _mm512_fmadd_ps(w, r1, a##h##1);                                                 \
+        a##h##2 = _mm512_fmadd_ps(w, r2, a##h##2);                                                 \
+        a##h##3 = _mm512_fmadd_ps(w, r3, a##h##3);                                                 \
+    } while (0)
+            HEAD_STEP(0);
+            HEAD_STEP(1);
+            HEAD_STEP(2);
+            HEAD_STEP(3);
+#undef HEAD_STEP
+        }
+#define HEAD_STORE(h)                                                                              \
+    do {                                                                                           \
+        float *oh = o + h * ostride + k;                                                           \
+        _mm512_storeu_ps(oh, a##h##0);                                                             \
+        _mm512_storeu_ps(oh + 16, a##h##1);                                                        \
+        _mm512_storeu_ps(oh + 32, a##h##2);                                                        \
+        _mm512_storeu_ps(oh + 48, a##h##3);                                                        \
+    } while (0)
+        HEAD_STORE(0);
+        HEAD_STORE(1);
+        HEAD_STORE(2);
+        HEAD_STORE(3);
+#undef HEAD_STORE
+    }
+    if (k < hd) /* a tail off 64 dims: head by head */
+        for (int h = 0; h < 4; h++)
+            weighted_sum_head(rows, n, p + h * pstride, k, hd, o + h * ostride);
+}
+
 KERNEL static void weighted_sum_avx512(const float *const *rows, int64_t n, const float *p,
                                        int64_t pstride, int nh, int64_t hd, float *o,
                                        int64_t ostride)
 {
-    for (int h = 0; h < nh; h++) {
-        const float *ph = p + h * pstride;
-        float *oh = o + h * ostride;
-        int64_t k = 0;
-        for (; k + 64 <= hd; k += 64) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t s = 0; s < n; s++) {
-                __m512 w = _mm512_set1_ps(ph[s]);
-                const float *r = rows[s] + k;
-                a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r), a0);
-                a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 16), a1);
-                a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 32), a2);
-                a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 48), a3);
-            }
-            _mm512_storeu_ps(oh + k, a0);
-            _mm512_storeu_ps(oh + k + 16, a1);
-            _mm512_storeu_ps(oh + k + 32, a2);
-            _mm512_storeu_ps(oh + k + 48, a3);
-        }
-        for (; k < hd; k += 16) {
-            __m512 a0 = _mm512_setzero_ps();
-            for (int64_t s = 0; s < n; s++)
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(ph[s]), _mm512_loadu_ps(rows[s] + k), a0);
-            _mm512_storeu_ps(oh + k, a0);
-        }
-    }
+    int h = 0;
+    for (; h + 4 <= nh; h += 4)
+        weighted_sum_heads4(rows, n, p + h * pstride, pstride, hd, o + h * ostride, ostride);
+    for (; h < nh; h++) weighted_sum_head(rows, n, p + h * pstride, 0, hd, o + h * ostride);
 }
+
 /* The lane trees of sixteen vectors at once, with the very additions
  * reduce16 makes (so the same bits), two vectors' halves per add: level by
  * level, a[i] + a[i+8] for pairs of vectors, + [i+4] for fours, + [i+2] and
@@ -383,7 +438,6 @@ INLINE __m512 reduce16x16(const __m512 v[16])
     return _mm512_add_ps(_mm512_shuffle_ps(l3[0], l3[1], 0x88),
                          _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
 }
-
 /* Four tokens' tiles at a time: sixteen sums in one reduce16x16, put back
  * as token t's four rows in 128-bit lane t. */
 KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y,
@@ -403,6 +457,7 @@ KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y
             for (int i = 0; i < nr; i++) y[t * ystride + i] = out[4 * (t - t0) + i];
     }
 }
+
 const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512,  tile_acc_avx512,
                                         rows_dot_avx512, weighted_sum_avx512, reduce_avx512};
 #endif

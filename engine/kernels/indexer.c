@@ -321,6 +321,7 @@ VNNI static void group_dots_sure(const v4_index_keys *ik, const v4_index_query *
         __m512i e2 = _mm512_set1_epi32(-q->off[(size_t)h[2] * nb + b]);
         __m512i e3 = _mm512_set1_epi32(-q->off[(size_t)h[3] * nb + b]);
         __m512i o0 = _mm512_setzero_si512(), o1 = o0, o2 = o0, o3 = o0;
+#pragma GCC unroll 4
         for (int gi = 8 * b; gi < 8 * b + 8; gi += 2) {
             __m512i c0 = _mm512_loadu_si512((const void *)(codes + (size_t)gi * 64));
             __m512i c1 = _mm512_loadu_si512((const void *)(codes + (size_t)(gi + 1) * 64));
