@@ -141,6 +141,10 @@ void engine_drop_points(engine_local *e);
 /* Save the running job's state at `done` tokens as its restart point;
  * after a failure the next try waits (see engine_persist.c). */
 void engine_save_restart_point(engine_local *e, tomed_job *job, int64_t done, int64_t interval);
+/* The token count from which the restart point after the one at `last`
+ * is due, for restart_interval `interval` (> 0): the next multiple of it
+ * early on, then a gap that grows with the state (engine_persist.c). */
+int64_t engine_next_restart_point(int64_t last, int64_t interval);
 /* A state to resume `job` from, with *done its tokens; NULL: none fits. */
 v4_state *engine_resume_from_restart_point(engine_local *e, tomed_job *job, int64_t *done);
 v4_state *engine_start_from_saved_prefix(engine_local *e, tomed_job *job, int64_t *done);

@@ -106,7 +106,7 @@ void engine_run_prefill_chunk(engine_local *e)
     atomic_store(&tomed_stats.prefill_tokens_per_s, rate);
     int64_t interval = tomed_config_restart_interval(&e->server->cfg);
     if (interval > 0 && done < (int64_t)job->n_ids && done >= e->point_retry_at &&
-        done / interval > atomic_load(&job->restart_point) / interval)
+        done >= engine_next_restart_point(atomic_load(&job->restart_point), interval))
         engine_save_restart_point(e, job, done, interval);
     if (done == (int64_t)job->n_ids) {
         engine_finish_job(e, 0, NULL);
