@@ -11,8 +11,8 @@
 #
 #   sh scripts/bench-million.sh BUILDDIR [TOKENS]
 #
-# TOKENS (default 1048576) sizes the corpus (estimated at 3.6 bytes a
-# token; the prefill reports the exact count).  TOME_MILLION_KILL_AFTER
+# TOKENS (default 1048576) sizes the corpus (measured on the first copy;
+# the prefill reports the exact count).  TOME_MILLION_KILL_AFTER
 # (seconds, default a third of the expected prefill) sets when the kill
 # comes.
 set -eu
@@ -34,13 +34,15 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---- the corpus: copies of the tree's text files, each copy headed by a
-# line of its own so no two documents are the same ----
+# line of its own so no two documents are the same.  The first copy is
+# rendered and tokenized as tomed will, to learn the bytes per token of
+# this text; the copies then stop 2% short of the budget (the rendering's
+# per-document lines vary a little from copy to copy). ----
 mkdir -p "$work/corpus"
-bytes=$(awk -v t="$tokens" 'BEGIN { printf "%d", t * 3.6 }')
-copy=0 have=0
 files=$(cd "$top" && git ls-files '*.c' '*.h' '*.md' 'man/*' 'scripts/*.sh' 2>/dev/null ||
     find . -name '*.[ch]')
-while [ "$have" -lt "$bytes" ]; do
+copy=0 have=0 bytes=""
+while [ -z "$bytes" ] || [ "$have" -lt "$bytes" ]; do
     copy=$((copy + 1))
     for f in $files; do
         dst="$work/corpus/copy$copy/$f"
@@ -48,8 +50,17 @@ while [ "$have" -lt "$bytes" ]; do
         { echo "Revision $copy of $f, reviewed by team $((copy * 7 % 13)) on day $((copy * 3))."
           cat "$top/$f"; } >"$dst"
         have=$((have + $(wc -c <"$dst")))
-        [ "$have" -lt "$bytes" ] || break
+        [ -z "$bytes" ] || [ "$have" -lt "$bytes" ] || break
     done
+    if [ -z "$bytes" ]; then
+        "$build/tools/tome-ingest" --db "$work/probe.db" probe "$work/corpus/copy1" >/dev/null
+        rendered=$("$build/tools/tome-ingest" --db "$work/probe.db" --render probe |
+            "$build/tools/tome-tokenize" --model "$build/models/tiny" --stats 2>&1 >/dev/null |
+            awk '{ for (i = 1; i < NF; i++) if ($i == "ids") print $(i + 1) }')
+        bytes=$(awk -v t="$tokens" -v b="$have" -v r="$rendered" 'BEGIN { printf "%d", t * 0.98 * b / r }')
+        echo "one copy: $have bytes render to $rendered tokens"
+        rm -f "$work/probe.db"
+    fi
 done
 echo "corpus: $copy copies of $(echo "$files" | wc -w) files, $have bytes"
 
@@ -75,7 +86,16 @@ t0=$(now)
 "$tome" prefill big --wait >"$work/prefill1.out" 2>&1 &
 waiter=$!
 kill_after=${TOME_MILLION_KILL_AFTER:-$((tokens / 2000 / 3 + 5))}
-sleep "$kill_after"
+waited=0
+while [ "$waited" -lt "$kill_after" ]; do
+    if ! kill -0 "$waiter" 2>/dev/null; then
+        echo "the prefill ended before the kill:"
+        tr '\r' '\n' <"$work/prefill1.out" | tail -3
+        exit 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+done
 done_before=$("$tome" --json jobs | sed -n 's/.*"tokens_done": *\([0-9]*\).*/\1/p' | head -1)
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
@@ -83,7 +103,12 @@ pid=""
 wait "$waiter" 2>/dev/null || true
 echo "killed tomed with SIGKILL after ${kill_after}s at ${done_before:-?} tokens"
 start_daemon
-"$tome" prefill big --wait 2>&1 | tail -1
+if ! "$tome" prefill big --wait >"$work/prefill2.out" 2>&1; then
+    echo "the resumed prefill failed:"
+    tr '\r' '\n' <"$work/prefill2.out" | tail -3
+    exit 1
+fi
+tr '\r' '\n' <"$work/prefill2.out" | tail -1
 prefill_s=$(since "$t0")
 resumed=$(grep -o 'resumes from its restart point at token [0-9]*' "$work/tomed.log" | tail -1 || true)
 state=$(du -sb "$work/state/kv" | cut -f1)
