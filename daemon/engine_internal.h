@@ -149,7 +149,8 @@ int64_t engine_next_restart_point(int64_t last, int64_t interval);
 v4_state *engine_resume_from_restart_point(engine_local *e, tomed_job *job, int64_t *done);
 v4_state *engine_start_from_saved_prefix(engine_local *e, tomed_job *job, int64_t *done);
 /* Save the finished job's state; its store id into `id`. */
-int engine_save_final_state(engine_local *e, tomed_job *job, char id[48]);
+int engine_save_final_state(engine_local *e, tomed_job *job, char id[48], tome_error *err);
+v4_state *engine_adopt_unsaved_state(engine_local *e, tomed_job *job, int64_t *done);
 
 /* ---- answers (engine_answer.c) -------------------------------------------- */
 

@@ -112,6 +112,26 @@ void engine_save_restart_point(engine_local *e, tomed_job *job, int64_t done, in
     if (v4_state_fork(e->job_state, &point, &err) == 0) keep_point(e, point);
 }
 
+/* A fork of the job's whole state when it lives in memory only (an earlier
+ * job finished it but could not save it): the job then just saves it. */
+v4_state *engine_adopt_unsaved_state(engine_local *e, tomed_job *job, int64_t *done)
+{
+    v4_state *state = NULL;
+    tome_error err = {0};
+    pthread_mutex_lock(&e->lock);
+    cached_state *c = engine_cache_find(e, job->corpus, job->version_id);
+    if (c && strncmp(c->id, "mem-", 4) == 0 && c->tokens == (int64_t)job->n_ids &&
+        v4_state_fork(c->state, &state, &err) != 0)
+        state = NULL;
+    pthread_mutex_unlock(&e->lock);
+    if (state) {
+        *done = (int64_t)job->n_ids;
+        tomed_log(TOMED_LOG_INFO, "job %lld saves the state tomed holds in memory",
+                  (long long)job->id);
+    }
+    return state;
+}
+
 /* The job's latest restart point, if there is one and it still matches,
  * with the restart points before it. */
 v4_state *engine_resume_from_restart_point(engine_local *e, tomed_job *job, int64_t *done)
@@ -202,20 +222,19 @@ static void enforce_cache_budget(engine_local *e, store *db, int64_t saved)
 }
 
 /* A finished prefill, saved and recorded in the store; `id` gets the
- * store's id of it.  Failing here costs a prefill after a restart, not the
- * answer, so it is logged, not fatal. */
-int engine_save_final_state(engine_local *e, tomed_job *job, char id[48])
+ * store's id of it.  On failure nothing of it is left on disk or in the
+ * store; the caller decides what the job reports. */
+int engine_save_final_state(engine_local *e, tomed_job *job, char id[48], tome_error *err)
 {
     char path[TOMED_PATH_MAX + 64];
-    tome_error err = {0};
     engine_kv_path(e, "state", job->id, path, sizeof path);
     struct stat st;
     store *db;
     int64_t row;
     int rc = kvstate_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points,
-                           job->ids, job->n_ids, &err);
-    if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(&err, TOME_EIO, "%s vanished", path);
-    if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, &err);
+                           job->ids, job->n_ids, err);
+    if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(err, TOME_EIO, "%s vanished", path);
+    if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, err);
     if (rc == 0) {
         store_kv_state rec = {.version_id = job->version_id,
                               .token_count = (int64_t)job->n_ids,
@@ -223,12 +242,12 @@ int engine_save_final_state(engine_local *e, tomed_job *job, char id[48])
                               .bytes = (int64_t)st.st_size,
                               .status = STORE_STATE_READY};
         snprintf(rec.model_fingerprint, sizeof rec.model_fingerprint, "%s", e->model_fingerprint);
-        rc = store_state_add(db, &rec, &row, &err);
+        rc = store_state_add(db, &rec, &row, err);
     }
     if (rc == 0) enforce_cache_budget(e, db, row);
     if (rc != 0) {
         tomed_log(TOMED_LOG_WARN, "job %lld: the state stays in memory only: %s",
-                  (long long)job->id, err.msg);
+                  (long long)job->id, err->msg);
         unlink(path);
         return rc;
     }

@@ -26,7 +26,18 @@ void engine_finish_job(engine_local *e, int rc, const tome_error *err)
     if (rc != 0 && err) job->err = *err;
     char id[48];
     if (rc == 0) {
-        int saved = engine_save_final_state(e, job, id) == 0;
+        /* A state that cannot be saved still answers questions until tomed
+         * stops, but the job fails, naming why: a prefill reported done
+         * would be taken as saved, and never run again after a restart. */
+        tome_error save_err = {0};
+        int saved = engine_save_final_state(e, job, id, &save_err) == 0;
+        if (!saved) {
+            job->rc = save_err.code ? save_err.code : TOME_EIO;
+            tome_errorf(&job->err, job->rc,
+                        "the prefill finished but its state could not be saved (%s); it answers "
+                        "from memory until tomed stops: make room and prefill again",
+                        save_err.msg);
+        }
         engine_cache_put(e, job->corpus, job->version_id, e->job_state, saved ? id : NULL);
         e->job_state = NULL;
     } else if (e->job_state) {
@@ -66,7 +77,8 @@ void engine_run_prefill_chunk(engine_local *e)
     }
     if (!e->job_state) {
         int64_t from = 0;
-        e->job_state = engine_resume_from_restart_point(e, job, &from);
+        e->job_state = engine_adopt_unsaved_state(e, job, &from);
+        if (!e->job_state) e->job_state = engine_resume_from_restart_point(e, job, &from);
         if (!e->job_state) e->job_state = engine_start_from_saved_prefix(e, job, &from);
         int rc = e->job_state ? 0 : v4_state_new(e->model, &e->job_state, &err);
         if (rc != 0) {
@@ -82,6 +94,10 @@ void engine_run_prefill_chunk(engine_local *e)
     int chunk = tomed_config_prefill_chunk(&e->server->cfg); /* one read: SIGHUP may change it */
     if (chunk <= 0) chunk = DEFAULT_PREFILL_CHUNK;
     int64_t done = atomic_load(&job->tokens_done);
+    if (done == (int64_t)job->n_ids) { /* an adopted state: nothing left to run */
+        engine_finish_job(e, 0, NULL);
+        return;
+    }
     size_t n = (size_t)((int64_t)job->n_ids - done < chunk ? (int64_t)job->n_ids - done : chunk);
     /* The job's prompt is one evaluation fed a chunk per call, so that the
      * result does not depend on the chunk size (see v4_eval.part_first). */
