@@ -341,8 +341,18 @@ static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
     v4_index_query q;
     v4_index_query_bind(&q, c.heads, dim, qmem, w);
     for (int h = 0; h < c.heads; h++) v4_index_query_set(&q, h, qpacked[h], qscales[h]);
-    v4_index_score_fn fns[2] = {v4_index_score_scalar, v4_index_score_active()};
-    for (int f = 0; f < 2; f++) {
+    /* the scalar reference, then each SIMD kernel this CPU runs */
+    v4_index_score_fn fns[3] = {v4_index_score_scalar};
+    int n_fns = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        fns[n_fns++] = v4_index_score_avx2;
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        fns[n_fns++] = v4_index_score_vnni;
+#endif
+    for (int f = 0; f < n_fns; f++) {
         float got[101];
         c.fallbacks = 0;
         fns[f](&ik, &q, 0, 48, got, case_dot, &c);

@@ -212,6 +212,38 @@ void v4_index_score_scalar(const v4_index_keys *ik, const v4_index_query *q, int
     }
 }
 
+/* The query's exponents over all heads, for the groups' quick test: the
+ * least and greatest, and the widest spread within one head. */
+typedef struct query_bounds {
+    int lo, hi, spread;
+} query_bounds;
+
+static query_bounds bounds_of(const v4_index_query *q)
+{
+    query_bounds qb = {255, 0, 0};
+    for (int h = 0; h < q->heads; h++) {
+        int lo = 255, hi = 0;
+        for (int b = 0; b < q->blocks; b++) {
+            int e = q->e[(size_t)h * q->blocks + b];
+            lo = e < lo ? e : lo;
+            hi = e > hi ? e : hi;
+        }
+        if (hi == 255) qb.spread = 1 << 20; /* NaN: no group passes */
+        qb.lo = lo < qb.lo ? lo : qb.lo;
+        qb.hi = hi > qb.hi ? hi : qb.hi;
+        qb.spread = hi - lo > qb.spread ? hi - lo : qb.spread;
+    }
+    return qb;
+}
+
+/* Does key lane l of group g pass group_sure's test (scalar form)? */
+static int lane_sure(const v4_index_keys *ik, int64_t g, int l, const query_bounds *qb)
+{
+    int lo = ik->emin[g * V4_INDEX_GROUP + l], hi = ik->emax[g * V4_INDEX_GROUP + l];
+    return hi - lo <= SPREAD - qb->spread && lo >= X_MIN + 256 - qb->lo &&
+           hi <= X_MAX + 256 - qb->hi;
+}
+
 /* ---- scoring: AVX-512 VNNI --------------------------------------------------- */
 
 #if defined(__x86_64__)
@@ -257,30 +289,6 @@ VNNI static __m512 group_dots(const v4_index_keys *ik, const v4_index_query *q, 
     bad |= _mm512_cmpgt_epi32_mask(xmax, _mm512_set1_epi32(X_MAX));
     *inexact = bad;
     return d;
-}
-
-/* The query's exponents over all heads, for the groups' quick test: the
- * least and greatest, and the widest spread within one head. */
-typedef struct query_bounds {
-    int lo, hi, spread;
-} query_bounds;
-
-static query_bounds bounds_of(const v4_index_query *q)
-{
-    query_bounds qb = {255, 0, 0};
-    for (int h = 0; h < q->heads; h++) {
-        int lo = 255, hi = 0;
-        for (int b = 0; b < q->blocks; b++) {
-            int e = q->e[(size_t)h * q->blocks + b];
-            lo = e < lo ? e : lo;
-            hi = e > hi ? e : hi;
-        }
-        if (hi == 255) qb.spread = 1 << 20; /* NaN: no group passes */
-        qb.lo = lo < qb.lo ? lo : qb.lo;
-        qb.hi = hi > qb.hi ? hi : qb.hi;
-        qb.spread = hi - lo > qb.spread ? hi - lo : qb.spread;
-    }
-    return qb;
 }
 
 /* The lanes of group g whose block exponents, with any head's, surely lie
@@ -396,6 +404,61 @@ VNNI void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, 
         _mm512_mask_storeu_ps(scores + (g0 - k0), lanes, s);
     }
 }
+
+/* ---- scoring: AVX2 ---------------------------------------------------------- */
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* Keys 8 * half .. 8 * half + 7 of group g against head h, for keys that
+ * pass the test: vpmaddubsw then vpmaddwd by ones make the same four-product
+ * integer sums as vpdpbusd (|2k+12| * |2q| <= 288, so the 16-bit pairs
+ * never saturate), and the blocks are summed as the VNNI kernel does. */
+AVX2 static __m256 half_dots_sure(const v4_index_keys *ik, const v4_index_query *q, int64_t g,
+                                  int half, int h)
+{
+    const uint8_t *codes = ik->codes + (size_t)g * ik->dim * V4_INDEX_GROUP + 32 * half;
+    const float *kscale = ik->scale + (size_t)g * ik->blocks * V4_INDEX_GROUP + 8 * half;
+    const uint32_t *q4 = q->q4 + (size_t)h * (ik->dim / 4);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 d = _mm256_setzero_ps();
+    for (int b = 0; b < ik->blocks; b++) {
+        __m256i acc = _mm256_set1_epi32(-q->off[(size_t)h * q->blocks + b]);
+        for (int gi = 8 * b; gi < 8 * b + 8; gi++) {
+            __m256i c = _mm256_loadu_si256((const __m256i *)(const void *)(codes + (size_t)gi * 64));
+            __m256i pairs = _mm256_maddubs_epi16(c, _mm256_set1_epi32((int)q4[gi]));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+        }
+        __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(kscale + (size_t)b * V4_INDEX_GROUP),
+                                     _mm256_set1_ps(q->scale[(size_t)h * q->blocks + b]));
+        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), scale, d);
+    }
+    return d;
+}
+
+AVX2 void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
+                              int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx)
+{
+    query_bounds qb = bounds_of(q);
+    for (int64_t g0 = k0; g0 < k1; g0 += V4_INDEX_GROUP) {
+        int64_t g = g0 / V4_INDEX_GROUP;
+        int m = k1 - g0 < V4_INDEX_GROUP ? (int)(k1 - g0) : V4_INDEX_GROUP, sure = 1;
+        for (int l = 0; l < m && sure; l++) sure = lane_sure(ik, g, l, &qb);
+        if (!sure) { /* the scalar reference, with its per-pair test */
+            v4_index_score_scalar(ik, q, g0, g0 + m, scores + (g0 - k0), fb, fb_ctx);
+            continue;
+        }
+        float out[V4_INDEX_GROUP];
+        for (int half = 0; half < 2; half++) {
+            __m256 s = _mm256_setzero_ps();
+            for (int h = 0; h < q->heads; h++) {
+                __m256 r = _mm256_max_ps(half_dots_sure(ik, q, g, half, h), _mm256_setzero_ps());
+                s = _mm256_add_ps(s, _mm256_mul_ps(r, _mm256_set1_ps(q->w[h])));
+            }
+            _mm256_storeu_ps(out + 8 * half, s);
+        }
+        memcpy(scores + (g0 - k0), out, (size_t)m * sizeof(float));
+    }
+}
 #endif
 
 /* ---- dispatch ------------------------------------------------------------------ */
@@ -413,6 +476,9 @@ static void choose(void)
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512vnni"))
         active = v4_index_score_vnni;
+    else if ((!forced || strcmp(forced, "avx512") == 0 || strcmp(forced, "avx2") == 0) &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        active = v4_index_score_avx2;
 #endif
 }
 

@@ -93,10 +93,14 @@ typedef void (*v4_index_score_fn)(const v4_index_keys *ik, const v4_index_query 
 void v4_index_score_scalar(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
                            float *scores, v4_index_fallback fb, const void *fb_ctx);
 #if defined(__x86_64__)
+void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
+                         float *scores, v4_index_fallback fb, const void *fb_ctx);
 void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
                          float *scores, v4_index_fallback fb, const void *fb_ctx);
 #endif
-/* The best this CPU runs (TOME_ISA=scalar forces the reference). */
+/* The best this CPU runs: VNNI, AVX2 (groups that fail the quick test go
+ * to the scalar reference), or the scalar reference; TOME_ISA=avx2 or
+ * scalar forces one. */
 v4_index_score_fn v4_index_score_active(void);
 
 #endif
