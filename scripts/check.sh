@@ -47,7 +47,13 @@ for trs in $(find "$build/tests" -name '*.trs' 2>/dev/null); do
     case "$r" in
         PASS|XFAIL) passed=$((passed + 1)) ;;
         SKIP) skipped=$((skipped + 1)) ;;
-        *) failed=$((failed + 1)); echo "--- $(basename "$trs" .trs) ---"; tail -30 "${trs%.trs}.log" ;;
+        *) failed=$((failed + 1))
+           log="${trs%.trs}.log"
+           # The failures first (a long log's tail may not hold them).
+           echo "--- $(basename "$trs" .trs): its failures ---"
+           grep -E '^(FAIL|ERROR|not ok)|runtime error|Sanitizer' "$log" | head -20
+           echo "--- $(basename "$trs" .trs): the end of its log ---"
+           tail -30 "$log" ;;
     esac
 done
 if [ "$check_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi

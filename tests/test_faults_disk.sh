@@ -132,10 +132,16 @@ unix_http 200 /v1/corpora/more/ingest -H 'Content-Type: application/octet-stream
 intact
 stop_tomed
 
-# A damaged page of tome.db: found and reported.
-size=$(wc -c <"$tmp/state/tome.db")
-check "the database has pages to damage" [ "$size" -gt 16384 ]
-dd if=/dev/urandom of="$tmp/state/tome.db" bs=4096 seek=2 count=1 conv=notrunc 2>/dev/null
+# A damaged page of tome.db: found and reported.  The page is the root of
+# the documents table, zeroed (as a lost write leaves it): a page on the
+# freelist, which a fixed offset may hit, holds nothing to find.
+set -- $(python3 -c 'import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+print(db.execute("PRAGMA page_size").fetchone()[0],
+      db.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?", ("documents",)).fetchone()[0])
+db.close()' "$tmp/state/tome.db")
+check "the documents table has a root page to damage" [ "${2:-0}" -gt 1 ]
+dd if=/dev/zero of="$tmp/state/tome.db" bs="$1" seek=$(($2 - 1)) count=1 conv=notrunc 2>/dev/null
 launch_tomed --config "$tmp/tomed.conf" --model "$model" --log-level info
 # settled: tomed is ready, or it has exited (a zombie until waited for).
 settled() {
