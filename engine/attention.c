@@ -53,24 +53,50 @@ void v4_attn_for_each(attn_ctx *a, int64_t n, attn_item_fn fn, void *arg)
 
 /* ---- sparse attention ---------------------------------------------------------------- */
 
-/* The raw window entry at absolute position p, from the chunk or the ring. */
-static const float *window_entry(const attn_ctx *a, int64_t p)
+/* The first window position token t sees. */
+static int64_t window_first(const attn_ctx *a, int t)
 {
-    if (p >= a->p0) return a->kv + (size_t)(p - a->p0) * a->hd;
-    return a->prev + (size_t)(p % a->m->cfg.window) * a->hd;
+    int64_t lo = a->p0 + t - a->m->cfg.window + 1;
+    return lo < 0 ? 0 : lo;
 }
 
-/* The rows token t attends to: its window, then its compressed entries. */
+/* How many compressed entries token t sees, and which is its i-th: all of
+ * them for ratio 128, the indexer's picks for ratio 4. */
+static int64_t comp_count(const attn_ctx *a, int t)
+{
+    if (a->bw->kind == V4_LAYER_HCA) return (a->p0 + t + 1) / a->bw->ratio;
+    return a->bw->kind == V4_LAYER_CSA ? a->n_topk[t] : 0;
+}
+
+static int64_t comp_entry(const attn_ctx *a, int t, int64_t i)
+{
+    return a->bw->kind == V4_LAYER_HCA ? i : a->topk[(size_t)t * a->k + i];
+}
+
+/* The rows token t attends to, decoded (the exact kernels'): its window
+ * from the chunk or the ring, then its compressed entries. */
 static int64_t gather_entries(const attn_ctx *a, int t, const float **rows)
 {
-    int64_t pos = a->p0 + t, n = 0;
-    int64_t lo = pos - a->m->cfg.window + 1;
-    for (int64_t p = lo < 0 ? 0 : lo; p <= pos; p++) rows[n++] = window_entry(a, p);
-    if (a->bw->kind == V4_LAYER_HCA)
-        for (int64_t i = 0; i < (pos + 1) / a->bw->ratio; i++) rows[n++] = a->comp + (size_t)i * a->hd;
-    if (a->bw->kind == V4_LAYER_CSA)
-        for (int i = 0; i < a->n_topk[t]; i++)
-            rows[n++] = a->topk_rows + ((size_t)t * a->k + i) * a->hd;
+    int64_t n = 0, hd = a->hd, comp = comp_count(a, t);
+    for (int64_t p = window_first(a, t); p <= a->p0 + t; p++)
+        rows[n++] = p >= a->p0 ? a->kv + (size_t)(p - a->p0) * hd
+                               : a->prev + (size_t)(p % a->m->cfg.window) * hd;
+    for (int64_t i = 0; i < comp; i++)
+        rows[n++] = a->bw->kind == V4_LAYER_HCA ? a->comp + (size_t)i * hd
+                                                : a->topk_rows + ((size_t)t * a->k + i) * hd;
+    return n;
+}
+
+/* The same rows where they are stored (the fast kernels'): the chunk's new
+ * rows, the ring, the state's compressed rows. */
+static int64_t gather_stored(const attn_ctx *a, int t, const uint8_t **rows)
+{
+    size_t rb = a->m->kv_row_bytes;
+    int64_t n = 0, comp = comp_count(a, t);
+    for (int64_t p = window_first(a, t); p <= a->p0 + t; p++)
+        rows[n++] = p >= a->p0 ? a->new_rows + (size_t)(p - a->p0) * rb
+                               : a->bs->window + (size_t)(p % a->m->cfg.window) * rb;
+    for (int64_t i = 0; i < comp; i++) rows[n++] = v4_rows_at(&a->bs->kv, comp_entry(a, t, i));
     return n;
 }
 
@@ -153,14 +179,15 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
     return a->comp_tiles ? n - (a->p0 + t + 1) / a->bw->ratio : n;
 }
 
-/* The fast kernels' attention for heads h0..h1 of token t over its n rows:
- * every score at once (register tiles), one softmax per head over all of
- * them with the sink in the denominator (kept in fold[h].den), then P.V
- * in one pass that reads each row once for up to four heads.  The order of
+/* The fast kernels' attention for heads h0..h1 of token t over its n rows
+ * where they are stored (decoded in registers, never copied): every score
+ * at once (register tiles), one softmax per head over all of them with the
+ * sink in the denominator (kept in fold[h].den), then P.V in one pass that
+ * decodes each row once for several heads.  The order of
  * every sum is fixed by the rows alone, so chunking, threads and batching
  * leave the bits unchanged; the reference's blockwise online softmax is the
  * exact kernels' (below). */
-static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const float **rows,
+static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const uint8_t **rows,
                               int64_t n, float *z, int64_t zstride, head_fold *fold)
 {
     const v4_fast_kernels *k = v4_fast_kernels_active();
@@ -168,7 +195,7 @@ static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const fl
     float scale = (float)(1.0 / sqrt((double)hd));
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
     float *o = a->o + ((size_t)t * a->H + h0) * hd;
-    v4_fast_scores(k, rows, n, q, nh, hd, z, zstride);
+    v4_fast_scores(k, &a->kvf, rows, n, q, nh, z, zstride);
     for (int h = 0; h < nh; h++) {
         float *p = z + (size_t)h * zstride, m = -INFINITY;
         for (int64_t s = 0; s < n; s++) {
@@ -179,31 +206,40 @@ static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const fl
         v4_exp_vector_n(p, p, n);
         fold[h].den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h0 + h] - m);
     }
-    k->weighted_sum(rows, n, z, zstride, nh, hd, o, hd);
+    k->kv_weighted_sum(&a->kvf, rows, n, z, zstride, nh, o, hd);
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < hd; i++) o[(size_t)h * hd + i] /= fold[h].den;
 }
 
-/* Heads h0..h1 of token t: scores against the packed rows (the first
- * own_entries in `tiles`, the rest in a->comp_tiles), then the online
- * softmax over blocks of ATTN_BLOCK slots of the reference's index list
- * (entry_slot), with the sink in the denominator only.  `z` holds
- * (h1 - h0) rows of `zstride` >= n scores, `fold` (h1 - h0) heads' state
- * with their p and pv scratch. */
-static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float **rows, int64_t n,
-                         const float *tiles, float *z, int64_t zstride, head_fold *fold)
+/* A token's rows, as the kernels in use read them: decoded (`rows`, the
+ * first own_entries of them packed in `tiles`) or stored (`stored`). */
+typedef struct token_rows {
+    const float **rows;
+    const float *tiles;
+    const uint8_t **stored;
+    int64_t n;
+} token_rows;
+
+/* Heads h0..h1 of token t over its rows.  The exact kernels: scores
+ * against the packed rows (the first own_entries in `tiles`, the rest in
+ * a->comp_tiles), then the online softmax over blocks of ATTN_BLOCK slots
+ * of the reference's index list (entry_slot), with the sink in the
+ * denominator only.  `z` holds (h1 - h0) rows of `zstride` >= n scores,
+ * `fold` (h1 - h0) heads' state with their p and pv scratch. */
+static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const token_rows *tr, float *z,
+                         int64_t zstride, head_fold *fold)
 {
-    int64_t own = own_entries(a, t, n);
+    if (a->fast) {
+        attend_heads_fast(a, t, h0, h1, tr->stored, tr->n, z, zstride, fold);
+        return;
+    }
+    int64_t n = tr->n, own = own_entries(a, t, n);
     int hd = a->hd, nh = h1 - h0;
     float scale = (float)(1.0 / sqrt((double)hd));
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
     int64_t slots = a->window_slots + list_comp_slots(a, pos);
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
-    if (a->fast) {
-        attend_heads_fast(a, t, h0, h1, rows, n, z, zstride, fold);
-        return;
-    }
-    v4_tiles_dot_many(tiles, own, hd, q, nh, hd, z, zstride);
+    v4_tiles_dot_many(tr->tiles, own, hd, q, nh, hd, z, zstride);
     if (own < n) v4_tiles_dot_many(a->comp_tiles, n - own, hd, q, nh, hd, z + own, zstride);
     for (int h = 0; h < nh; h++) {
         head_fold *g = &fold[h];
@@ -220,7 +256,7 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
         int64_t width = slots - base < ATTN_BLOCK ? slots - base : ATTN_BLOCK;
         int64_t used = entry_slot(s1 - 1, window, a->window_slots) - base + 1;
         if (width < used) width = used; /* never drop an entry from the sum */
-        attend_block(a, fold, nh, rows, s0, s1, window, a->window_slots, base, width, scale);
+        attend_block(a, fold, nh, tr->rows, s0, s1, window, a->window_slots, base, width, scale);
         s0 = s1;
     }
     for (int h = 0; h < nh; h++) {
@@ -234,6 +270,7 @@ static void attend_heads(const attn_ctx *a, int t, int h0, int h1, const float *
  * of this chunk can see. */
 typedef struct attend_scratch {
     const float **rows;
+    const uint8_t **stored;
     float *tiles, *z, *blocks;
     head_fold *fold;
     int64_t zstride;
@@ -248,16 +285,16 @@ static int64_t max_entries(const attn_ctx *a)
     return n;
 }
 
-/* The entries' part (rows and tiles) when `entries`, and nh heads' part. */
+/* The entries' part (row pointers, and tiles for the exact kernels) when
+ * `entries`, and nh heads' part. */
 static int scratch_new(const attn_ctx *a, int entries, int nh, attend_scratch *sc)
 {
     int64_t n = max_entries(a), padded = (n + 7) / 8 * 8;
     sc->zstride = padded;
-    if (entries) {
-        sc->rows = malloc((size_t)n * sizeof *sc->rows);
-        if (!a->fast) sc->tiles = malloc((size_t)padded * a->hd * sizeof(float));
-        if (!sc->rows || (!a->fast && !sc->tiles)) return -1;
-    }
+    if (entries && a->fast && !(sc->stored = malloc((size_t)n * sizeof *sc->stored))) return -1;
+    if (entries && a->decoded && !(sc->rows = malloc((size_t)n * sizeof *sc->rows))) return -1;
+    if (entries && !a->fast && !(sc->tiles = malloc((size_t)padded * a->hd * sizeof(float))))
+        return -1;
     if (nh == 0) return 0;
     sc->z = malloc((size_t)nh * padded * sizeof(float));
     sc->blocks = malloc((size_t)nh * (ATTN_BLOCK + a->hd) * sizeof(float));
@@ -273,13 +310,31 @@ static int scratch_new(const attn_ctx *a, int entries, int nh, attend_scratch *s
 static void scratch_free(attend_scratch *sc)
 {
     free(sc->rows);
+    free(sc->stored);
     free(sc->tiles);
     free(sc->z);
     free(sc->blocks);
     free(sc->fold);
 }
 
-/* Prefill: tokens in parallel, each packing its rows once for all heads. */
+/* Token t's rows into the scratch, as the kernels in use read them (the
+ * fast kernels read decoded rows as stored rows of plain floats). */
+static token_rows gather(const attn_ctx *a, int t, const attend_scratch *sc)
+{
+    token_rows tr = {sc->rows, sc->tiles, sc->stored, 0};
+    if (!a->decoded) {
+        tr.n = gather_stored(a, t, sc->stored);
+        return tr;
+    }
+    tr.n = gather_entries(a, t, sc->rows);
+    if (a->fast)
+        for (int64_t i = 0; i < tr.n; i++) sc->stored[i] = (const uint8_t *)sc->rows[i];
+    else
+        v4_tiles_pack(sc->rows, own_entries(a, t, tr.n), a->hd, sc->tiles);
+    return tr;
+}
+
+/* Prefill: tokens in parallel, each gathering its rows once for all heads. */
 static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
 {
     attn_ctx *a = ctx;
@@ -290,31 +345,26 @@ static void attend_tokens(void *ctx, int64_t t0, int64_t t1)
         return;
     }
     for (int64_t t = t0; t < t1; t++) {
-        int64_t n = gather_entries(a, (int)t, sc.rows);
-        if (!a->fast) v4_tiles_pack(sc.rows, own_entries(a, (int)t, n), a->hd, sc.tiles);
-        attend_heads(a, (int)t, 0, a->H, sc.rows, n, sc.tiles, sc.z, sc.zstride, sc.fold);
+        token_rows tr = gather(a, (int)t, &sc);
+        attend_heads(a, (int)t, 0, a->H, &tr, sc.z, sc.zstride, sc.fold);
     }
     scratch_free(&sc);
 }
 
-/* Decode: one token's rows packed once, heads in parallel. */
+/* Decode: one token's rows gathered once, heads in parallel. */
 typedef struct heads_job {
     attn_ctx *a;
-    const float **rows;
-    const float *tiles;
-    int64_t n;
+    token_rows tr;
 } heads_job;
 
 static void attend_head_range(void *ctx, int64_t h0, int64_t h1)
 {
     heads_job *j = ctx;
     attend_scratch sc = {0};
-    if (scratch_new(j->a, 0, (int)(h1 - h0), &sc) != 0) {
+    if (scratch_new(j->a, 0, (int)(h1 - h0), &sc) != 0)
         atomic_store(&j->a->failed, 1);
-    } else {
-        attend_heads(j->a, 0, (int)h0, (int)h1, j->rows, j->n, j->tiles, sc.z, sc.zstride,
-                     sc.fold);
-    }
+    else
+        attend_heads(j->a, 0, (int)h0, (int)h1, &j->tr, sc.z, sc.zstride, sc.fold);
     scratch_free(&sc);
 }
 
@@ -325,8 +375,7 @@ static int attend_all(attn_ctx *a, tome_error *err)
     else {
         attend_scratch sc = {0};
         if (scratch_new(a, 1, 0, &sc) == 0) {
-            heads_job j = {a, sc.rows, sc.tiles, gather_entries(a, 0, sc.rows)};
-            if (!a->fast) v4_tiles_pack(sc.rows, own_entries(a, 0, j.n), a->hd, sc.tiles);
+            heads_job j = {a, gather(a, 0, &sc)};
             v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);
         } else {
             atomic_store(&a->failed, 1);
@@ -428,6 +477,24 @@ static void load_compressed(attn_ctx *a, void *arg, int64_t i)
     v4_kv_load(a->m, v4_rows_at(&a->bs->kv, i), a->comp + (size_t)i * a->hd);
 }
 
+/* The entries decoded ahead (a->decoded): the ring's, each token's
+ * selected ones (ratio 4), or every compressed one, once for the chunk
+ * (ratio 128; packed for the exact kernels). */
+static int decode_entries(attn_ctx *a, tome_error *err)
+{
+    load_ring(a);
+    if (a->bw->kind == V4_LAYER_CSA) v4_attn_for_each(a, a->n, load_selected, NULL);
+    if (a->bw->kind != V4_LAYER_HCA) return 0;
+    int failed = 0;
+    a->n_comp = (a->p0 + a->n) / a->bw->ratio;
+    a->comp = v4_attn_floats((size_t)a->n_comp * a->hd, &failed);
+    if (failed)
+        return tome_errorf(err, TOME_ENOMEM, "out of memory loading %lld compressed entries",
+                           (long long)a->n_comp);
+    v4_attn_for_each(a, a->n_comp, load_compressed, NULL);
+    return a->fast ? 0 : pack_comp(a, err);
+}
+
 /* Token t's heads rotated back (the output's inverse RoPE). */
 static void unrotate_output(attn_ctx *a, void *arg, int64_t t)
 {
@@ -477,25 +544,32 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     if (a.p0 - call_first == 0 && call_tokens > 1) {
         if (call_tokens < c->window) a.window_slots = call_tokens;
         int64_t blocks = a.bw->ratio ? call_tokens / a.bw->ratio : 0;
-        a.comp_slots = a.bw->kind == V4_LAYER_CSA && blocks > c->index_topk ? c->index_topk : blocks;
+        a.comp_slots =
+            a.bw->kind == V4_LAYER_CSA && blocks > c->index_topk ? c->index_topk : blocks;
     }
     a.H = c->n_heads;
     a.hd = c->head_dim;
     a.rd = c->rope_dim;
     a.k = c->index_topk;
-    a.fast = m->opts.kernels == V4_KERNELS_FAST && a.hd % V4_FAST_LANES == 0;
+    a.fast = m->opts.kernels == V4_KERNELS_FAST && a.hd % V4_FAST_LANES == 0 &&
+             a.rd % V4_FAST_LANES == 0;
+    a.decoded = !a.fast || (a.bw->kind == V4_LAYER_HCA && n > 1);
+    if (a.decoded || m->opts.numerics == V4_NUMERICS_FP32)
+        a.kvf = (v4_kv_format){0, a.hd, 0};
+    else
+        a.kvf = (v4_kv_format){a.hd - a.rd, a.rd, m->rope_bf16};
     int failed = 0, rc = 0;
     float *qr = v4_attn_floats((size_t)n * c->q_lora_rank, &failed);
     float *u = v4_attn_floats((size_t)n * c->o_groups * c->o_lora_rank, &failed);
     uint8_t *rows = malloc((size_t)n * m->kv_row_bytes);
     a.q = v4_attn_floats((size_t)n * a.H * a.hd, &failed);
     a.kv = v4_attn_floats((size_t)n * a.hd, &failed);
-    a.prev = v4_attn_floats((size_t)c->window * a.hd, &failed);
     a.o = v4_attn_floats((size_t)n * a.H * a.hd, &failed);
+    if (a.decoded) a.prev = v4_attn_floats((size_t)c->window * a.hd, &failed);
     if (a.bw->kind == V4_LAYER_CSA) {
         a.topk = malloc((size_t)n * a.k * sizeof *a.topk);
         a.n_topk = calloc((size_t)n, sizeof *a.n_topk);
-        a.topk_rows = v4_attn_floats((size_t)n * a.k * a.hd, &failed);
+        if (a.decoded) a.topk_rows = v4_attn_floats((size_t)n * a.k * a.hd, &failed);
         if (!a.topk || !a.n_topk) failed = 1;
     }
     if (failed || !rows) {
@@ -507,22 +581,12 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     queries(&a, qr);
     raw_kv(&a, x, rows);
     if (a.bw->kind == V4_LAYER_CSA && (rc = v4_attn_index(&a, x, qr, err)) != 0) goto done;
-    if (a.bw->kind != V4_LAYER_SWA && (rc = v4_attn_compress(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score,
-                                            &a.bs->kv, x, err)) != 0)
+    if (a.bw->kind != V4_LAYER_SWA &&
+        (rc = v4_attn_compress(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score, &a.bs->kv, x,
+                               err)) != 0)
         goto done;
-    load_ring(&a);
-    if (a.bw->kind == V4_LAYER_CSA) v4_attn_for_each(&a, n, load_selected, NULL);
-    if (a.bw->kind == V4_LAYER_HCA) {
-        a.n_comp = (a.p0 + n) / a.bw->ratio;
-        a.comp = v4_attn_floats((size_t)a.n_comp * a.hd, &failed);
-        if (failed) {
-            rc = tome_errorf(err, TOME_ENOMEM, "out of memory loading %lld compressed entries",
-                             (long long)a.n_comp);
-            goto done;
-        }
-        v4_attn_for_each(&a, a.n_comp, load_compressed, NULL);
-        if (!a.fast && (rc = pack_comp(&a, err)) != 0) goto done;
-    }
+    a.new_rows = rows;
+    if (a.decoded && (rc = decode_entries(&a, err)) != 0) goto done;
     if ((rc = attend_all(&a, err)) != 0) goto done;
     write_ring(&a, rows);
     output_projection(&a, out, u);

@@ -9,6 +9,7 @@
 #ifndef TOME_ENGINE_ATTENTION_H
 #define TOME_ENGINE_ATTENTION_H
 
+#include "engine/kernels/fast.h"
 #include "engine/kernels/indexer.h"
 #include "engine/model.h"
 
@@ -33,17 +34,27 @@ typedef struct attn_ctx {
     int H, hd, rd;
     float *q;          /* [n][H][hd] */
     float *kv;         /* [n][hd] the chunk's raw entries, as stored */
-    float *prev;       /* [window][hd] ring entries before the chunk, by slot */
-    float *comp;       /* [n_comp][hd] decoded compressed entries (ratio 128) */
+    float *prev;       /* [window][hd] ring entries before the chunk, by slot (exact) */
+    float *comp;       /* [n_comp][hd] decoded compressed entries (ratio 128, exact) */
     float *comp_tiles; /* the same packed once for all tokens (v4_tiles_pack) */
     int64_t n_comp;
     int32_t *topk; /* [n][k] indexer selections (ratio 4) */
     int *n_topk;   /* [n] */
     int k;
-    int fast;          /* fast kernels: scores by register tiles, rows never packed */
-    float *topk_rows;  /* [n][k][hd] decoded selected entries */
-    float *o;          /* [n][H][hd] */
-    atomic_int failed; /* a worker could not get scratch memory */
+    /* The fast kernels: scores by register tiles over the entries where
+     * they are stored (the ring, the chunk's new rows, the compressed
+     * rows), decoded in registers; nothing is decoded or packed ahead. */
+    int fast;
+    /* Rows decoded ahead into the float arrays below: always for the exact
+     * kernels, and for the fast ones at ratio 128 with many tokens, whose
+     * compressed rows serve every token of the chunk (decoding them once
+     * costs less than once per token). */
+    int decoded;
+    v4_kv_format kvf;        /* how the rows the fast kernels read are stored */
+    const uint8_t *new_rows; /* [n] the chunk's raw entries, stored */
+    float *topk_rows;        /* [n][k][hd] decoded selected entries (exact kernels) */
+    float *o;                /* [n][H][hd] */
+    atomic_int failed;       /* a worker could not get scratch memory */
 } attn_ctx;
 
 /* v4_floats(n), setting *failed when out of memory. */

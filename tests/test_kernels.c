@@ -207,8 +207,13 @@ static void test_fast_fp8_scales(void)
     static uint8_t data[R * C];
     uint8_t scale[2] = {100, 160}; /* 2^-27 and 2^33 for the two column blocks */
     for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
-    v4_weight w = {.dtype = V4_F8_E4M3, .rows = R, .cols = C, .data = data, .scale = scale,
-                   .scale_stride = 2, .pool = pool};
+    v4_weight w = {.dtype = V4_F8_E4M3,
+                   .rows = R,
+                   .cols = C,
+                   .data = data,
+                   .scale = scale,
+                   .scale_stride = 2,
+                   .pool = pool};
     static float x[C], want[R], got[R];
     for (int k = 0; k < C; k++) x[k] = k < 128 ? (k % 3 ? 1.5f : 1e-33f) : (k % 3 ? 1.5f : 1e30f);
     const v4_fast_kernels *ref = v4_fast_kernels_named("scalar");
@@ -218,8 +223,7 @@ static void test_fast_fp8_scales(void)
         const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
         if (!k) continue;
         v4_fast_matmul(k, &w, x, C, 1, got, R);
-        CHECKF(memcmp(got, want, sizeof got) == 0, "%s: FP8 rows with extreme x * scale",
-               names[i]);
+        CHECKF(memcmp(got, want, sizeof got) == 0, "%s: FP8 rows with extreme x * scale", names[i]);
     }
 }
 
@@ -299,8 +303,7 @@ static float case_dot(const void *ctx, int64_t key, int h)
  * keys, [qbase, qbase + span) for the query; key 77 has a NaN scale when
  * `nan`); the scores of every kernel must equal the F32 computation bit for
  * bit. */
-static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
-                               int want_fallbacks)
+static void check_index_scores(int dim, int kbase, int qbase, int span, int nan, int want_fallbacks)
 {
     index_case c = {.dim = dim, .heads = 4, .n = 101};
     int nb = dim / 32, row = dim / 2 + nb;
@@ -416,7 +419,8 @@ static void test_quant(void)
         if (i < 127 * 8) {
             int c = i / 8, k = i % 8;
             float lo = v4_e4m3_table[c], hi = c < 126 ? v4_e4m3_table[c + 1] : 480.0f;
-            float mid = (lo + hi) / 2, pts[4] = {lo, mid, nextafterf(mid, 0), nextafterf(mid, 1e9f)};
+            float mid = (lo + hi) / 2,
+                  pts[4] = {lo, mid, nextafterf(mid, 0), nextafterf(mid, 1e9f)};
             f = pts[k % 4] * (k < 4 ? 1.0f : -1.0f);
         } else {
             uint32_t u = (uint32_t)next_random() << 8 ^ (uint32_t)next_random();
@@ -437,9 +441,10 @@ static void test_quant(void)
     /* e2m1 the same way: every value and midpoint, then random floats. */
     wrong = 0;
     for (int i = 0; i < 400000; i++) {
-        float f = i < 64 ? (i < 32 ? v4_e2m1_values[i % 8] * (1 + (i / 8) * 0.25f)
-                                   : (v4_e2m1_values[i % 8] + v4_e2m1_values[(i % 8) + (i % 8 < 7)]) / 2)
-                         : (float)((int)(next_random() % 1600001) - 800000) / 100000.0f;
+        float f =
+            i < 64 ? (i < 32 ? v4_e2m1_values[i % 8] * (1 + (i / 8) * 0.25f)
+                             : (v4_e2m1_values[i % 8] + v4_e2m1_values[(i % 8) + (i % 8 < 7)]) / 2)
+                   : (float)((int)(next_random() % 1600001) - 800000) / 100000.0f;
         float a = fabsf(f);
         int best = 0;
         for (int c = 1; c < 8; c++) {
@@ -479,9 +484,10 @@ static void test_exp_lanes(void)
 {
     enum { N = 20000 + 13 };
     static float d[N], want[N], got[N];
-    static const float edges[] = {-INFINITY, -104.0001f, -104.0f, -103.9999f, -100.0f, -87.5f,
-                                  -87.3f, -0.0f, 0.0f, 1e-30f, 87.9f, 88.0f, 88.0001f, 89.0f,
-                                  100.0f, 1e38f, 2e38f, INFINITY, NAN};
+    static const float edges[] = {-INFINITY, -104.0001f, -104.0f,  -103.9999f, -100.0f,
+                                  -87.5f,    -87.3f,     -0.0f,    0.0f,       1e-30f,
+                                  87.9f,     88.0f,      88.0001f, 89.0f,      100.0f,
+                                  1e38f,     2e38f,      INFINITY, NAN};
     int n_edges = (int)(sizeof edges / sizeof edges[0]);
     for (int i = 0; i < N; i++)
         d[i] = i < n_edges ? edges[i] : (float)((int)(next_random() % 240000) - 120000) / 1000.0f;
@@ -545,52 +551,115 @@ static void test_refmath(void)
     }
 }
 
-/* Attention's fast kernels: the scores (register tiles of the matrix
- * product) follow fast.h's order, checked against a literal lane-by-lane
- * evaluation, and P.V is an in-order chain of fused multiply-adds per
- * output; every ISA gives those bits, for head sizes on and off the vector
- * widths and any number of rows and heads. */
+/* Attention's fast kernels read KV rows where they are stored and decode
+ * them in registers: the scores (register tiles of the matrix product)
+ * must be fast.h's order over the decoded values, checked against a
+ * literal lane-by-lane evaluation, and P.V an in-order chain of fused
+ * multiply-adds per output; every ISA gives those bits, for each row
+ * format (FP8 with a BF16 or F32 tail, plain floats), head sizes on and
+ * off the vector widths, any number of rows and heads, NaN codes, and
+ * scales at the edges of the quick decoding (2^8 times the scale finite). */
+enum { KV_ROWS = 23, KV_HEADS = 11, KV_MAXDIM = 512 };
+
+/* Column k of a stored row, decoded as the definition says. */
+static float kv_decoded(const v4_kv_format *f, const uint8_t *row, int k)
+{
+    if (k < f->fp8)
+        return v4_e4m3_table[row[k]] * v4_e8m0_to_f32(row[f->fp8 + k / V4_KV_FP8_BLOCK]);
+    const uint8_t *tail = v4_kv_tail(f, row);
+    k -= f->fp8;
+    if (f->tail_bf16) return v4_bf16_to_f32((uint16_t)(tail[2 * k] | tail[2 * k + 1] << 8));
+    float v;
+    memcpy(&v, tail + 4 * k, sizeof v);
+    return v;
+}
+
+static int same_value(float got, float want)
+{
+    return memcmp(&got, &want, sizeof got) == 0 || (isnan(got) && isnan(want));
+}
+
+/* Random stored rows of format f: row s gets NaN codes when s % 7 == 3,
+ * and block scales from `scales` in turn (the rest near 2^0). */
+static void kv_fill(const v4_kv_format *f, uint8_t *rows, size_t rb, const uint8_t *scales,
+                    int n_sc)
+{
+    for (int s = 0; s < KV_ROWS; s++) {
+        uint8_t *row = rows + (size_t)s * rb;
+        for (int k = 0; k < f->fp8; k++)
+            row[k] = (uint8_t)(next_random() % 0x7F) | (next_random() & 0x80);
+        if (s % 7 == 3 && f->fp8) row[next_random() % (uint32_t)f->fp8] |= 0x7F;
+        for (int b = 0; b < f->fp8 / V4_KV_FP8_BLOCK; b++)
+            row[f->fp8 + b] =
+                s % 5 == 1 ? scales[(s + b) % n_sc] : (uint8_t)(122 + next_random() % 10);
+        uint8_t *tail = (uint8_t *)v4_kv_tail(f, row);
+        for (int k = 0; k < f->tail; k++) {
+            float v = (float)((int)(next_random() % 20001) - 10000) / 997.0f;
+            if (f->tail_bf16) {
+                uint16_t h = v4_f32_to_bf16(v);
+                tail[2 * k] = (uint8_t)h, tail[2 * k + 1] = (uint8_t)(h >> 8);
+            } else {
+                memcpy(tail + 4 * k, &v, sizeof v);
+            }
+        }
+    }
+}
+
 static void test_fast_attention(void)
 {
-    enum { ROWS = 23, HEADS = 7, DIM = 208 };
-    static float data[ROWS][DIM], q[HEADS][DIM], p[HEADS][ROWS];
-    const float *rows[ROWS];
-    for (int s = 0; s < ROWS; s++) {
-        rows[s] = data[s];
-        for (int k = 0; k < DIM; k++) data[s][k] = (float)((int)(next_random() % 20001) - 10000) / 997.0f;
-    }
-    for (int h = 0; h < HEADS; h++) {
-        for (int k = 0; k < DIM; k++) q[h][k] = (float)((int)(next_random() % 20001) - 10000) / 1009.0f;
-        for (int s = 0; s < ROWS; s++) p[h][s] = (float)(next_random() % 10007) / 10007.0f;
-    }
+    static const v4_kv_format formats[] = {
+        {64, 64, 1}, {448, 64, 1}, {128, 16, 0}, {64, 48, 1}, {192, 32, 0}, {0, 208, 0}, {0, 16, 0},
+    };
+    static const uint8_t scales[] = {0, 1, 100, 127, 140, 246, 247, 254, 255};
     static const char *const names[] = {"scalar", "avx2", "avx512"};
-    static const int dims[] = {16, 48, 64, 128, 208};
-    for (int d = 0; d < 5; d++) {
-        int hd = dims[d];
+    static float q[KV_HEADS][KV_MAXDIM], p[KV_HEADS][KV_ROWS], dec[KV_ROWS][KV_MAXDIM];
+    static float z[KV_HEADS][KV_ROWS], o[KV_HEADS][KV_MAXDIM];
+    for (int h = 0; h < KV_HEADS; h++) {
+        for (int k = 0; k < KV_MAXDIM; k++)
+            q[h][k] = (float)((int)(next_random() % 20001) - 10000) / 1009.0f;
+        for (int s = 0; s < KV_ROWS; s++) p[h][s] = (float)(next_random() % 10007) / 10007.0f;
+    }
+    for (size_t fi = 0; fi < sizeof formats / sizeof formats[0]; fi++) {
+        const v4_kv_format *f = &formats[fi];
+        int hd = f->fp8 + f->tail;
+        size_t rb = (size_t)(f->fp8 + f->fp8 / V4_KV_FP8_BLOCK + f->tail * (f->tail_bf16 ? 2 : 4));
+        uint8_t *data = malloc(KV_ROWS * rb);
+        const uint8_t *rows[KV_ROWS];
+        kv_fill(f, data, rb, scales, (int)sizeof scales);
+        for (int s = 0; s < KV_ROWS; s++) {
+            rows[s] = data + (size_t)s * rb;
+            for (int k = 0; k < hd; k++) dec[s][k] = kv_decoded(f, rows[s], k);
+        }
         for (int i = 0; i < 3; i++) {
             const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
             if (!k) continue;
-            float z[HEADS][ROWS], o[HEADS][DIM], packed[HEADS * DIM]; /* heads hd apart */
-            for (int h = 0; h < HEADS; h++) memcpy(packed + h * hd, q[h], (size_t)hd * sizeof(float));
-            v4_fast_scores(k, rows, ROWS, packed, HEADS, hd, &z[0][0], ROWS);
-            k->weighted_sum(rows, ROWS, &p[0][0], ROWS, HEADS, hd, &o[0][0], DIM);
-            int bad_z = 0, bad_o = 0;
-            for (int h = 0; h < HEADS; h++) {
-                for (int s = 0; s < ROWS; s++) {
-                    float lanes[V4_FAST_LANES] = {0};
-                    for (int j = 0; j < hd; j++) lanes[j % 16] = fmaf(data[s][j], q[h][j], lanes[j % 16]);
-                    float want = v4_fast_reduce(lanes);
-                    bad_z += memcmp(&z[h][s], &want, sizeof want) != 0;
+            for (int nh = 1; nh <= KV_HEADS; nh += 5) {
+                float packed[KV_HEADS * KV_MAXDIM]; /* heads hd apart */
+                for (int h = 0; h < nh; h++)
+                    memcpy(packed + h * hd, q[h], (size_t)hd * sizeof(float));
+                v4_fast_scores(k, f, rows, KV_ROWS, packed, nh, &z[0][0], KV_ROWS);
+                k->kv_weighted_sum(f, rows, KV_ROWS, &p[0][0], KV_ROWS, nh, &o[0][0], KV_MAXDIM);
+                int bad_z = 0, bad_o = 0;
+                for (int h = 0; h < nh; h++) {
+                    for (int s = 0; s < KV_ROWS; s++) {
+                        float lanes[V4_FAST_LANES] = {0};
+                        for (int j = 0; j < hd; j++)
+                            lanes[j % 16] = fmaf(dec[s][j], q[h][j], lanes[j % 16]);
+                        bad_z += !same_value(z[h][s], v4_fast_reduce(lanes));
+                    }
+                    for (int j = 0; j < hd; j++) {
+                        float want = 0;
+                        for (int s = 0; s < KV_ROWS; s++) want = fmaf(p[h][s], dec[s][j], want);
+                        bad_o += !same_value(o[h][j], want);
+                    }
                 }
-                for (int j = 0; j < hd; j++) {
-                    float want = 0;
-                    for (int s = 0; s < ROWS; s++) want = fmaf(p[h][s], data[s][j], want);
-                    bad_o += memcmp(&o[h][j], &want, sizeof want) != 0;
-                }
+                CHECKF(bad_z == 0, "%s scores, rows of %d FP8 + %d %s, %d heads: %d differ",
+                       names[i], f->fp8, f->tail, f->tail_bf16 ? "BF16" : "F32", nh, bad_z);
+                CHECKF(bad_o == 0, "%s weighted sums, rows of %d FP8 + %d %s, %d heads: %d differ",
+                       names[i], f->fp8, f->tail, f->tail_bf16 ? "BF16" : "F32", nh, bad_o);
             }
-            CHECKF(bad_z == 0, "%s scores at head size %d: %d differ", names[i], hd, bad_z);
-            CHECKF(bad_o == 0, "%s weighted sums at head size %d: %d differ", names[i], hd, bad_o);
         }
+        free(data);
     }
 }
 

@@ -72,9 +72,10 @@ void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel)
                     panel + (size_t)i * w->cols);
 }
 
-void v4_fast_scores(const v4_fast_kernels *k, const float *const *rows, int64_t n, const float *q,
-                    int nh, int64_t hd, float *z, int64_t zstride)
+void v4_fast_scores(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
+                    int64_t n, const float *q, int nh, float *z, int64_t zstride)
 {
+    int64_t hd = f->fp8 + f->tail;
     v4_fast_acc acc;
     for (int h0 = 0; h0 < nh; h0 += V4_FAST_TOKENS) {
         int nt = nh - h0 < V4_FAST_TOKENS ? nh - h0 : V4_FAST_TOKENS;
@@ -83,10 +84,10 @@ void v4_fast_scores(const v4_fast_kernels *k, const float *const *rows, int64_t 
         for (int64_t s0 = 0; s0 < n; s0 += V4_FAST_ROWS) {
             int nr = n - s0 < V4_FAST_ROWS ? (int)(n - s0) : V4_FAST_ROWS;
             /* rows past nr repeat the last one; their results are not stored */
-            const float *rp[V4_FAST_ROWS];
+            const uint8_t *rp[V4_FAST_ROWS];
             for (int i = 0; i < V4_FAST_ROWS; i++) rp[i] = rows[s0 + (i < nr ? i : nr - 1)];
             memset(acc, 0, (size_t)nt * sizeof acc[0]);
-            k->tile_acc(rp, xs, nt, hd, acc);
+            k->kv_tile_acc(f, rp, xs, nt, acc);
             k->reduce(acc, nt, nr, z + (size_t)h0 * zstride + s0, zstride);
         }
     }

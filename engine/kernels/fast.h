@@ -37,6 +37,21 @@
  * l of the dot product of row i with token t. */
 typedef float v4_fast_acc[V4_FAST_TOKENS][V4_FAST_ROWS][V4_FAST_LANES];
 
+/* How attention's stored KV rows read (engine/state.c writes them): `fp8`
+ * e4m3 codes, then one E8M0 scale per V4_KV_FP8_BLOCK codes, then `tail`
+ * values in BF16 (tail_bf16) or F32.  Rows of plain floats are
+ * {0, hd, 0}.  fp8 is a multiple of V4_KV_FP8_BLOCK, tail of
+ * V4_FAST_LANES. */
+typedef struct v4_kv_format {
+    int fp8, tail, tail_bf16;
+} v4_kv_format;
+
+/* Where a stored row's tail values begin. */
+static inline const uint8_t *v4_kv_tail(const v4_kv_format *f, const uint8_t *row)
+{
+    return row + f->fp8 + f->fp8 / V4_KV_FP8_BLOCK;
+}
+
 typedef struct v4_fast_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* Decode weight rows [r, r + nr) into `panel`, row i at
@@ -52,12 +67,20 @@ typedef struct v4_fast_kernels {
      * decoding the weights in registers: one token's matrix-vector
      * product. */
     void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const float *x, float *y);
-    /* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] *
-     * rows[s][k], for h < nh and k < hd (a multiple of V4_FAST_LANES): one
-     * fused multiply-add per s, in increasing s, from +0.  Attention's P.V,
-     * each row read once per head. */
-    void (*weighted_sum)(const float *const *rows, int64_t n, const float *p, int64_t pstride,
-                         int nh, int64_t hd, float *o, int64_t ostride);
+    /* Attention reads the KV state where it is stored: the rows below are
+     * in format f (hd = f->fp8 + f->tail columns) and are decoded in
+     * registers, exactly, so the results are those of decoding them first.
+     *
+     * acc[t][i] continues the dot product of rows[i] (i < V4_FAST_ROWS)
+     * with xs[t] (t < nt <= V4_FAST_TOKENS) over all hd columns, in the
+     * order above: the scores' register tile. */
+    void (*kv_tile_acc)(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
+                        int nt, v4_fast_acc acc);
+    /* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] times
+     * column k of rows[s], for h < nh and k < hd: one fused multiply-add
+     * per s, in increasing s, from +0.  Attention's P.V. */
+    void (*kv_weighted_sum)(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
+                            const float *p, int64_t pstride, int nh, float *o, int64_t ostride);
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
@@ -73,12 +96,12 @@ extern const v4_fast_kernels v4_fast_avx512;
  * environment variable TOME_ISA ("scalar", "avx2", "avx512"; one this CPU
  * cannot run is refused and the best is used).  Chosen once per process. */
 const v4_fast_kernels *v4_fast_kernels_active(void);
-/* z[h * zstride + s] = the dot product, in the order above, of rows[s]
- * and query head h (q + h * hd), for s < n and h < nh; hd a multiple of
- * V4_FAST_LANES.  Attention's scores, as register tiles of the matrix
- * product (the rows as weight rows, the heads as tokens). */
-void v4_fast_scores(const v4_fast_kernels *k, const float *const *rows, int64_t n, const float *q,
-                    int nh, int64_t hd, float *z, int64_t zstride);
+/* z[h * zstride + s] = the dot product, in the order above, of stored row
+ * rows[s] (format f) and query head h (q + h * hd, hd = f->fp8 + f->tail),
+ * for s < n and h < nh.  Attention's scores, as register tiles of the
+ * matrix product (the rows as weight rows, the heads as tokens). */
+void v4_fast_scores(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
+                    int64_t n, const float *q, int nh, float *z, int64_t zstride);
 /* The table for `name`, or NULL if this CPU (or build) cannot run it. */
 const v4_fast_kernels *v4_fast_kernels_named(const char *name);
 

@@ -63,14 +63,16 @@ INLINE half2 decode16(const v4_weight *w, int64_t row, int64_t k)
     switch (w->dtype) {
     case V4_F8_E4M3: {
         const uint8_t *p = w->data + row * w->cols + k;
-        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
+        __m256 s = _mm256_set1_ps(
+            v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
         h.lo = fp8x8(p, s);
         h.hi = fp8x8(p + 8, s);
         break;
     }
     case V4_I8: {
         const uint8_t *p = w->data + row * (w->cols / 2) + k / 2;
-        __m256 s = _mm256_set1_ps(v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]));
+        __m256 s =
+            _mm256_set1_ps(v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]));
         h.lo = fp4x8(p, s);
         h.hi = fp4x8(p + 4, s);
         break;
@@ -205,45 +207,135 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < nr; i++) y[i] = reduce16(lo[i], hi[i]);
 }
 
-/* Four vectors (32 dims) of one head's output at a time, as the AVX-512
- * kernel does with 64. */
-KERNEL static void weighted_sum_avx2(const float *const *rows, int64_t n, const float *p,
-                                     int64_t pstride, int nh, int64_t hd, float *o, int64_t ostride)
+/* ---- attention over stored KV rows ---------------------------------------- */
+
+/* Columns [k, k + 16) of a stored row, decoded. */
+INLINE half2 kv16(const v4_kv_format *f, const uint8_t *row, int64_t k)
 {
-    for (int h = 0; h < nh; h++) {
-        const float *ph = p + h * pstride;
-        float *oh = o + h * ostride;
-        int64_t k = 0;
-        for (; k + 32 <= hd; k += 32) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t s = 0; s < n; s++) {
-                __m256 w = _mm256_set1_ps(ph[s]);
-                const float *r = rows[s] + k;
-                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r), a0);
-                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 8), a1);
-                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 16), a2);
-                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(r + 24), a3);
-            }
-            _mm256_storeu_ps(oh + k, a0);
-            _mm256_storeu_ps(oh + k + 8, a1);
-            _mm256_storeu_ps(oh + k + 16, a2);
-            _mm256_storeu_ps(oh + k + 24, a3);
+    half2 h;
+    if (k < f->fp8) {
+        __m256 s = _mm256_set1_ps(v4_fast_scale(row[f->fp8 + k / V4_KV_FP8_BLOCK]));
+        h.lo = fp8x8(row + k, s);
+        h.hi = fp8x8(row + k + 8, s);
+        return h;
+    }
+    const uint8_t *tail = v4_kv_tail(f, row);
+    k -= f->fp8;
+    if (f->tail_bf16) {
+        h.lo = bf16x8(tail + 2 * k);
+        h.hi = bf16x8(tail + 2 * k + 16);
+    } else {
+        h.lo = _mm256_loadu_ps((const float *)(const void *)(tail + 4 * k));
+        h.hi = _mm256_loadu_ps((const float *)(const void *)(tail + 4 * k + 32));
+    }
+    return h;
+}
+
+/* subtile's 2 x 3 tile over stored rows: each sixteen columns of the two
+ * rows decoded once for the three heads. */
+INLINE void kv_subtile(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
+                       int i0, int t0, v4_fast_acc acc)
+{
+    __m256 lo[2][3], hi[2][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            lo[i][t] = _mm256_loadu_ps(acc[t0 + t][i0 + i]);
+            hi[i][t] = _mm256_loadu_ps(acc[t0 + t][i0 + i] + 8);
         }
-        for (; k < hd; k += 8) {
-            __m256 a0 = _mm256_setzero_ps();
-            for (int64_t s = 0; s < n; s++)
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[s]), _mm256_loadu_ps(rows[s] + k), a0);
-            _mm256_storeu_ps(oh + k, a0);
+    for (int64_t k = 0; k < f->fp8 + f->tail; k += 16) {
+        half2 w[2] = {kv16(f, rows[i0], k), kv16(f, rows[i0 + 1], k)};
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            __m256 xl = _mm256_loadu_ps(xs[t0 + t] + k), xh = _mm256_loadu_ps(xs[t0 + t] + k + 8);
+#pragma GCC unroll 8
+            for (int i = 0; i < 2; i++) {
+                lo[i][t] = _mm256_fmadd_ps(w[i].lo, xl, lo[i][t]);
+                hi[i][t] = _mm256_fmadd_ps(w[i].hi, xh, hi[i][t]);
+            }
         }
     }
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < 3; t++) {
+            _mm256_storeu_ps(acc[t0 + t][i0 + i], lo[i][t]);
+            _mm256_storeu_ps(acc[t0 + t][i0 + i] + 8, hi[i][t]);
+        }
 }
+
+KERNEL static void kv_tile_acc_avx2(const v4_kv_format *f, const uint8_t *const *rows,
+                                    const float *const *xs, int nt, v4_fast_acc acc)
+{
+    /* As tile_acc_avx2: tokens past nt repeat the last one. */
+    const float *x[V4_FAST_TOKENS];
+    for (int t = 0; t < V4_FAST_TOKENS; t++) x[t] = xs[t < nt ? t : nt - 1];
+    for (int t0 = 0; t0 < nt; t0 += 3)
+        for (int i0 = 0; i0 < V4_FAST_ROWS; i0 += 2) kv_subtile(f, rows, x, i0, t0, acc);
+}
+
+/* P.V for G heads (a constant where it is inlined) over sixteen columns
+ * from k: each row's columns decoded once for the G heads. */
+INLINE void kv_sum_heads(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
+                         const float *p, int64_t pstride, const int G, int64_t k, float *o,
+                         int64_t ostride)
+{
+    __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int h = 0; h < G; h++) lo[h] = hi[h] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < n; s++) {
+        half2 v = kv16(f, rows[s], k);
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++) {
+            __m256 w = _mm256_set1_ps(p[h * pstride + s]);
+            lo[h] = _mm256_fmadd_ps(w, v.lo, lo[h]);
+            hi[h] = _mm256_fmadd_ps(w, v.hi, hi[h]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < G; h++) {
+        _mm256_storeu_ps(o + h * ostride + k, lo[h]);
+        _mm256_storeu_ps(o + h * ostride + k + 8, hi[h]);
+    }
+}
+
+/* kv_sum_heads for each group size, as a table. */
+typedef void kv_sum_fn(const v4_kv_format *f, const uint8_t *const *rows, int64_t n, const float *p,
+                       int64_t pstride, int64_t k, float *o, int64_t ostride);
+#define KV_SUM(G)                                                                                  \
+    KERNEL static void kv_sum_##G(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,    \
+                                  const float *p, int64_t pstride, int64_t k, float *o,            \
+                                  int64_t ostride)                                                 \
+    {                                                                                              \
+        kv_sum_heads(f, rows, n, p, pstride, G, k, o, ostride);                                    \
+    }
+KV_SUM(1)
+KV_SUM(2)
+KV_SUM(3)
+KV_SUM(4)
+#undef KV_SUM
+static kv_sum_fn *const kv_sums[4] = {kv_sum_1, kv_sum_2, kv_sum_3, kv_sum_4};
+
+KERNEL static void kv_weighted_sum_avx2(const v4_kv_format *f, const uint8_t *const *rows,
+                                        int64_t n, const float *p, int64_t pstride, int nh,
+                                        float *o, int64_t ostride)
+{
+    for (int64_t k = 0; k < f->fp8 + f->tail; k += 16)
+        for (int h = 0; h < nh; h += 4)
+            kv_sums[(nh - h < 4 ? nh - h : 4) - 1](f, rows, n, p + h * pstride, pstride, k,
+                                                   o + h * ostride, ostride);
+}
+
 KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
 {
     for (int t = 0; t < nt; t++)
         for (int i = 0; i < nr; i++)
-            y[t * ystride + i] = reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
+            y[t * ystride + i] =
+                reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2",        decode_rows_avx2,  tile_acc_avx2,
-                                      rows_dot_avx2, weighted_sum_avx2, reduce_avx2};
+const v4_fast_kernels v4_fast_avx2 = {"avx2",        decode_rows_avx2, tile_acc_avx2,
+                                      rows_dot_avx2, kv_tile_acc_avx2, kv_weighted_sum_avx2,
+                                      reduce_avx2};
 #endif

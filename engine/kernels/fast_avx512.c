@@ -56,8 +56,9 @@ INLINE __m512 decode16(const v4_weight *w, int64_t row, int64_t k)
 {
     switch (w->dtype) {
     case V4_F8_E4M3:
-        return fp8x16(w->data + row * w->cols + k,
-                      v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
+        return fp8x16(
+            w->data + row * w->cols + k,
+            v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]));
     case V4_I8:
         return fp4x16(w->data + row * (w->cols / 2) + k / 2,
                       v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]));
@@ -140,14 +141,15 @@ KERNEL static void tile_acc_avx512(const float *const *rows, const float *const 
     }
 }
 
-/* Whether `n` (a multiple of 64) bytes hold an e4m3 NaN code (S.1111.111). */
+/* Whether the `n` bytes at p hold an e4m3 NaN code (S.1111.111). */
 INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
 {
     const __m512i mag = _mm512_set1_epi8(0x7F);
     __mmask64 any = 0;
     for (int64_t i = 0; i < n; i += 64) {
-        __m512i b = _mm512_and_si512(_mm512_loadu_si512((const void *)(p + i)), mag);
-        any |= _mm512_cmpeq_epi8_mask(b, mag);
+        __mmask64 in = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        __m512i b = _mm512_and_si512(_mm512_maskz_loadu_epi8(in, p + i), mag);
+        any |= _mm512_mask_cmpeq_epi8_mask(in, b, mag);
     }
     return any != 0;
 }
@@ -250,8 +252,9 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
-            __m512 scaled = _mm512_mul_ps(
-                table, _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
+            __m512 scaled =
+                _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(
+                                         w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
             __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
             __m128i hi = _mm_srli_epi16(b, 4);
             __m512i c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, hi));
@@ -326,93 +329,196 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Dims [k, hd) of one head's output, four vectors (64 dims) at a time:
- * four independent chains of fused multiply-adds over the rows; a tail of
- * 16-dim steps for head sizes off 64. */
-INLINE void weighted_sum_head(const float *const *rows, int64_t n, const float *ph, int64_t k,
-                              int64_t hd, float *oh)
+/* ---- attention over stored KV rows ---------------------------------------- */
+
+/* Sixteen e4m3 bytes with no NaN code, as floats times `sc` (2^8 times
+ * their scale, finite): fp8x32_f16's f16 patterns, half the width. */
+INLINE __m512 fp8x16_quick(const uint8_t *p, __m512 sc)
 {
-    for (; k + 64 <= hd; k += 64) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t s = 0; s < n; s++) {
-            __m512 w = _mm512_set1_ps(ph[s]);
-            const float *r = rows[s] + k;
-            a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r), a0);
-            a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 16), a1);
-            a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 32), a2);
-            a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(r + 48), a3);
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
+    __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1),
+                                 _mm256_set1_epi16((short)0xBF80));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), sc);
+}
+
+/* Columns [k, k + 16) of a stored row, decoded whatever its codes. */
+INLINE __m512 kv16(const v4_kv_format *f, const uint8_t *row, int64_t k)
+{
+    if (k < f->fp8) return fp8x16(row + k, v4_fast_scale(row[f->fp8 + k / V4_KV_FP8_BLOCK]));
+    const uint8_t *tail = v4_kv_tail(f, row);
+    k -= f->fp8;
+    if (f->tail_bf16) return bf16x16(tail + 2 * k);
+    return _mm512_loadu_ps((const float *)(const void *)(tail + 4 * k));
+}
+
+/* 2^8 times the scale of the FP8 codes [k, k + n) of a row (one scale
+ * block) when fp8x16_quick decodes them exactly (no NaN code, a finite
+ * product), else 0. */
+INLINE float kv_quick_scale(const v4_kv_format *f, const uint8_t *row, int64_t k, int64_t n)
+{
+    uint8_t e = row[f->fp8 + k / V4_KV_FP8_BLOCK];
+    if ((e >= 247 && e != 0xFF) || has_fp8_nan(row + k, n)) return 0;
+    return v4_fast_scale(e) * 256.0f;
+}
+
+/* The scores' tile for NT heads (a constant where it is inlined): each
+ * sixteen columns of the four rows decoded once for all NT heads; an FP8
+ * block's scales and NaN test once per block. */
+INLINE void kv_tile(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
+                    const int NT, v4_fast_acc acc)
+{
+    __m512 a[V4_FAST_ROWS][V4_FAST_TOKENS], wv[V4_FAST_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) a[i][t] = _mm512_loadu_ps(acc[t][i]);
+#define KV_STEP(k)                                                                                 \
+    do {                                                                                           \
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                                       \
+        {                                                                                          \
+            __m512 xv = _mm512_loadu_ps(xs[t] + (k));                                              \
+            _Pragma("GCC unroll 8") for (int i = 0; i < V4_FAST_ROWS; i++) a[i][t] =               \
+                _mm512_fmadd_ps(wv[i], xv, a[i][t]);                                               \
+        }                                                                                          \
+    } while (0)
+    for (int64_t k0 = 0; k0 < f->fp8; k0 += V4_KV_FP8_BLOCK) {
+        float sc[V4_FAST_ROWS];
+        int quick = 1;
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            sc[i] = kv_quick_scale(f, rows[i], k0, V4_KV_FP8_BLOCK);
+            quick &= sc[i] != 0;
         }
-        _mm512_storeu_ps(oh + k, a0);
-        _mm512_storeu_ps(oh + k + 16, a1);
-        _mm512_storeu_ps(oh + k + 32, a2);
-        _mm512_storeu_ps(oh + k + 48, a3);
+        for (int64_t k = k0; k < k0 + V4_KV_FP8_BLOCK; k += 16) {
+#pragma GCC unroll 8
+            for (int i = 0; i < V4_FAST_ROWS; i++)
+                wv[i] =
+                    quick ? fp8x16_quick(rows[i] + k, _mm512_set1_ps(sc[i])) : kv16(f, rows[i], k);
+            KV_STEP(k);
+        }
     }
-    for (; k < hd; k += 16) {
-        __m512 a0 = _mm512_setzero_ps();
+    for (int64_t k = f->fp8; k < f->fp8 + f->tail; k += 16) {
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) wv[i] = kv16(f, rows[i], k);
+        KV_STEP(k);
+    }
+#undef KV_STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) _mm512_storeu_ps(acc[t][i], a[i][t]);
+}
+
+/* kv_tile for each head count, as a table. */
+typedef void kv_tile_fn(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
+                        v4_fast_acc acc);
+#define KV_TILE(NT)                                                                                \
+    KERNEL static void kv_tile_##NT(const v4_kv_format *f, const uint8_t *const *rows,             \
+                                    const float *const *xs, v4_fast_acc acc)                       \
+    {                                                                                              \
+        kv_tile(f, rows, xs, NT, acc);                                                             \
+    }
+KV_TILE(1)
+KV_TILE(2)
+KV_TILE(3)
+KV_TILE(4)
+KV_TILE(5)
+KV_TILE(6)
+#undef KV_TILE
+static kv_tile_fn *const kv_tiles[V4_FAST_TOKENS] = {kv_tile_1, kv_tile_2, kv_tile_3,
+                                                     kv_tile_4, kv_tile_5, kv_tile_6};
+
+KERNEL static void kv_tile_acc_avx512(const v4_kv_format *f, const uint8_t *const *rows,
+                                      const float *const *xs, int nt, v4_fast_acc acc)
+{
+    kv_tiles[nt - 1](f, rows, xs, acc);
+}
+
+/* Columns [k, k + 32) of a stored row (an FP8 slice lies in one scale
+ * block: k is a multiple of 32), decoded. */
+INLINE void kv32(const v4_kv_format *f, const uint8_t *row, int64_t k, __m512 *v0, __m512 *v1)
+{
+    float sc = k < f->fp8 ? kv_quick_scale(f, row, k, 32) : 0;
+    if (sc != 0) {
+        *v0 = fp8x16_quick(row + k, _mm512_set1_ps(sc));
+        *v1 = fp8x16_quick(row + k + 16, _mm512_set1_ps(sc));
+    } else {
+        *v0 = kv16(f, row, k);
+        *v1 = kv16(f, row, k + 16);
+    }
+}
+
+/* P.V for G heads (a constant where it is inlined) over 32 columns from
+ * k: each row's slice decoded once for the G heads, 2 G chains of fused
+ * multiply-adds, the weights broadcast from p. */
+INLINE void kv_sum_heads(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
+                         const float *p, int64_t pstride, const int G, int64_t k, float *o,
+                         int64_t ostride)
+{
+    __m512 lo[8], hi[8];
+#pragma GCC unroll 8
+    for (int h = 0; h < G; h++) lo[h] = hi[h] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n; s++) {
+        __m512 v0, v1;
+        kv32(f, rows[s], k, &v0, &v1);
+#pragma GCC unroll 8
+        for (int h = 0; h < G; h++) {
+            __m512 w = _mm512_set1_ps(p[h * pstride + s]);
+            lo[h] = _mm512_fmadd_ps(w, v0, lo[h]);
+            hi[h] = _mm512_fmadd_ps(w, v1, hi[h]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < G; h++) {
+        _mm512_storeu_ps(o + h * ostride + k, lo[h]);
+        _mm512_storeu_ps(o + h * ostride + k + 16, hi[h]);
+    }
+}
+
+/* The same over 16 columns (a head size off 32), head by head. */
+INLINE void kv_sum_tail16(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
+                          const float *p, int64_t pstride, int nh, int64_t k, float *o,
+                          int64_t ostride)
+{
+    for (int h = 0; h < nh; h++) {
+        __m512 acc = _mm512_setzero_ps();
         for (int64_t s = 0; s < n; s++)
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(ph[s]), _mm512_loadu_ps(rows[s] + k), a0);
-        _mm512_storeu_ps(oh + k, a0);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[h * pstride + s]), kv16(f, rows[s], k), acc);
+        _mm512_storeu_ps(o + h * ostride + k, acc);
     }
 }
 
-/* Four heads' outputs, 64 dims at a time: each row's slice is loaded once
- * for the four heads (sixteen chains), which cuts the rows' traffic from
- * the L2 cache fourfold when a long context's rows do not fit in L1. */
-INLINE void weighted_sum_heads4(const float *const *rows, int64_t n, const float *p,
-                                int64_t pstride, int64_t hd, float *o, int64_t ostride)
-{
-    const float *p0 = p, *p1 = p + pstride, *p2 = p + 2 * pstride, *p3 = p + 3 * pstride;
-    int64_t k = 0;
-    for (; k + 64 <= hd; k += 64) {
-        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-        __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-        __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-        __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-        for (int64_t s = 0; s < n; s++) {
-            const float *r = rows[s] + k;
-            __m512 r0 = _mm512_loadu_ps(r), r1 = _mm512_loadu_ps(r + 16);
-            __m512 r2 = _mm512_loadu_ps(r + 32), r3 = _mm512_loadu_ps(r + 48);
-#define HEAD_STEP(h)                                                                               \
-    do {                                                                                           \
-        __m512 w = _mm512_set1_ps(p##h[s]);                                                        \
-        a##h##0 = _mm512_fmadd_ps(w, r0, a##h##0);                                                 \
-        a##h##1 = _mm512_fmadd_ps(w, r1, a##h##1);                                                 \
-        a##h##2 = _mm512_fmadd_ps(w, r2, a##h##2);                                                 \
-        a##h##3 = _mm512_fmadd_ps(w, r3, a##h##3);                                                 \
-    } while (0)
-            HEAD_STEP(0);
-            HEAD_STEP(1);
-            HEAD_STEP(2);
-            HEAD_STEP(3);
-#undef HEAD_STEP
-        }
-#define HEAD_STORE(h)                                                                              \
-    do {                                                                                           \
-        float *oh = o + h * ostride + k;                                                           \
-        _mm512_storeu_ps(oh, a##h##0);                                                             \
-        _mm512_storeu_ps(oh + 16, a##h##1);                                                        \
-        _mm512_storeu_ps(oh + 32, a##h##2);                                                        \
-        _mm512_storeu_ps(oh + 48, a##h##3);                                                        \
-    } while (0)
-        HEAD_STORE(0);
-        HEAD_STORE(1);
-        HEAD_STORE(2);
-        HEAD_STORE(3);
-#undef HEAD_STORE
+/* kv_sum_heads for each group size, as a table. */
+typedef void kv_sum_fn(const v4_kv_format *f, const uint8_t *const *rows, int64_t n, const float *p,
+                       int64_t pstride, int64_t k, float *o, int64_t ostride);
+#define KV_SUM(G)                                                                                  \
+    KERNEL static void kv_sum_##G(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,    \
+                                  const float *p, int64_t pstride, int64_t k, float *o,            \
+                                  int64_t ostride)                                                 \
+    {                                                                                              \
+        kv_sum_heads(f, rows, n, p, pstride, G, k, o, ostride);                                    \
     }
-    if (k < hd) /* a tail off 64 dims: head by head */
-        for (int h = 0; h < 4; h++)
-            weighted_sum_head(rows, n, p + h * pstride, k, hd, o + h * ostride);
-}
+KV_SUM(1)
+KV_SUM(2)
+KV_SUM(3)
+KV_SUM(4)
+KV_SUM(5)
+KV_SUM(6)
+KV_SUM(7)
+KV_SUM(8)
+#undef KV_SUM
+static kv_sum_fn *const kv_sums[8] = {kv_sum_1, kv_sum_2, kv_sum_3, kv_sum_4,
+                                      kv_sum_5, kv_sum_6, kv_sum_7, kv_sum_8};
 
-KERNEL static void weighted_sum_avx512(const float *const *rows, int64_t n, const float *p,
-                                       int64_t pstride, int nh, int64_t hd, float *o,
-                                       int64_t ostride)
+KERNEL static void kv_weighted_sum_avx512(const v4_kv_format *f, const uint8_t *const *rows,
+                                          int64_t n, const float *p, int64_t pstride, int nh,
+                                          float *o, int64_t ostride)
 {
-    int h = 0;
-    for (; h + 4 <= nh; h += 4)
-        weighted_sum_heads4(rows, n, p + h * pstride, pstride, hd, o + h * ostride, ostride);
-    for (; h < nh; h++) weighted_sum_head(rows, n, p + h * pstride, 0, hd, o + h * ostride);
+    int64_t hd = f->fp8 + f->tail, k = 0;
+    for (; k + 32 <= hd; k += 32)
+        for (int h = 0; h < nh; h += 8)
+            kv_sums[(nh - h < 8 ? nh - h : 8) - 1](f, rows, n, p + h * pstride, pstride, k,
+                                                   o + h * ostride, ostride);
+    if (k < hd) kv_sum_tail16(f, rows, n, p, pstride, nh, k, o, ostride);
 }
 
 /* The lane trees of sixteen vectors at once, with the very additions
@@ -440,8 +546,7 @@ INLINE __m512 reduce16x16(const __m512 v[16])
 }
 /* Four tokens' tiles at a time: sixteen sums in one reduce16x16, put back
  * as token t's four rows in 128-bit lane t. */
-KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y,
-                                 int64_t ystride)
+KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
 {
     const __m512i by_token =
         _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -458,6 +563,7 @@ KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y
     }
 }
 
-const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512,  tile_acc_avx512,
-                                        rows_dot_avx512, weighted_sum_avx512, reduce_avx512};
+const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512, tile_acc_avx512,
+                                        rows_dot_avx512, kv_tile_acc_avx512, kv_weighted_sum_avx512,
+                                        reduce_avx512};
 #endif

@@ -46,13 +46,40 @@ static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *
     }
 }
 
-static void weighted_sum_scalar(const float *const *rows, int64_t n, const float *p,
-                                int64_t pstride, int nh, int64_t hd, float *o, int64_t ostride)
+/* Column k of a stored KV row, decoded as state.c's v4_kv_load does. */
+static float kv_value(const v4_kv_format *f, const uint8_t *row, int64_t k)
 {
+    if (k < f->fp8)
+        return v4_e4m3_table[row[k]] * v4_e8m0_to_f32(row[f->fp8 + k / V4_KV_FP8_BLOCK]);
+    const uint8_t *tail = v4_kv_tail(f, row);
+    k -= f->fp8;
+    if (f->tail_bf16) return v4_bf16_to_f32((uint16_t)(tail[2 * k] | tail[2 * k + 1] << 8));
+    float v;
+    memcpy(&v, tail + 4 * k, sizeof v);
+    return v;
+}
+
+static void kv_tile_acc_scalar(const v4_kv_format *f, const uint8_t *const *rows,
+                               const float *const *xs, int nt, v4_fast_acc acc)
+{
+    int64_t hd = f->fp8 + f->tail;
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < V4_FAST_ROWS; i++)
+            for (int64_t k = 0; k < hd; k += V4_FAST_LANES)
+                for (int l = 0; l < V4_FAST_LANES; l++)
+                    acc[t][i][l] = fmaf(kv_value(f, rows[i], k + l), xs[t][k + l], acc[t][i][l]);
+}
+
+static void kv_weighted_sum_scalar(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
+                                   const float *p, int64_t pstride, int nh, float *o,
+                                   int64_t ostride)
+{
+    int64_t hd = f->fp8 + f->tail;
     for (int h = 0; h < nh; h++)
         for (int64_t k = 0; k < hd; k++) {
             float acc = 0;
-            for (int64_t s = 0; s < n; s++) acc = fmaf(p[h * pstride + s], rows[s][k], acc);
+            for (int64_t s = 0; s < n; s++)
+                acc = fmaf(p[h * pstride + s], kv_value(f, rows[s], k), acc);
             o[h * ostride + k] = acc;
         }
 }
@@ -63,5 +90,6 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar,  tile_acc_scalar,
-                                        rows_dot_scalar, weighted_sum_scalar, reduce_scalar};
+const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar, tile_acc_scalar,
+                                        rows_dot_scalar, kv_tile_acc_scalar, kv_weighted_sum_scalar,
+                                        reduce_scalar};
