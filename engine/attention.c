@@ -179,36 +179,95 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
     return a->comp_tiles ? n - (a->p0 + t + 1) / a->bw->ratio : n;
 }
 
+/* Head h's scores p[0..n) turned into the fast path's softmax numerators
+ * (scaled, less their maximum, exponentiated); returns the denominator,
+ * the sink included. */
+static float fast_softmax(const attn_ctx *a, int h, float *p, int64_t n)
+{
+    float scale = (float)(1.0 / sqrt((double)a->hd)), m = -INFINITY;
+    for (int64_t s = 0; s < n; s++) {
+        p[s] *= scale;
+        m = p[s] > m ? p[s] : m;
+    }
+    for (int64_t s = 0; s < n; s++) p[s] -= m;
+    v4_exp_vector_n(p, p, n);
+    return v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h] - m);
+}
+
 /* The fast kernels' attention for heads h0..h1 of token t over its n rows
  * where they are stored (decoded in registers, never copied): every score
  * at once (register tiles), one softmax per head over all of them with the
  * sink in the denominator (kept in fold[h].den), then P.V in one pass that
- * decodes each row once for several heads.  The order of
- * every sum is fixed by the rows alone, so chunking, threads and batching
- * leave the bits unchanged; the reference's blockwise online softmax is the
- * exact kernels' (below). */
+ * decodes each row once for several heads.  The order of every sum is
+ * fixed by the rows alone, so chunking, threads and batching leave the
+ * bits unchanged; the reference's blockwise online softmax is the exact
+ * kernels' (below). */
 static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const uint8_t **rows,
                               int64_t n, float *z, int64_t zstride, head_fold *fold)
 {
     const v4_fast_kernels *k = v4_fast_kernels_active();
     int hd = a->hd, nh = h1 - h0;
-    float scale = (float)(1.0 / sqrt((double)hd));
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
     float *o = a->o + ((size_t)t * a->H + h0) * hd;
     v4_fast_scores(k, &a->kvf, rows, n, q, nh, z, zstride);
-    for (int h = 0; h < nh; h++) {
-        float *p = z + (size_t)h * zstride, m = -INFINITY;
-        for (int64_t s = 0; s < n; s++) {
-            p[s] *= scale;
-            m = p[s] > m ? p[s] : m;
-        }
-        for (int64_t s = 0; s < n; s++) p[s] -= m;
-        v4_exp_vector_n(p, p, n);
-        fold[h].den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h0 + h] - m);
-    }
-    k->kv_weighted_sum(&a->kvf, rows, n, z, zstride, nh, o, hd);
+    for (int h = 0; h < nh; h++) fold[h].den = fast_softmax(a, h0 + h, z + (size_t)h * zstride, n);
+    k->kv_weighted_sum(&a->kvf, rows, n, z, zstride, nh, 0, hd, o, hd);
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < hd; i++) o[(size_t)h * hd + i] /= fold[h].den;
+}
+
+/* One token on all threads (a decode step): its scores split between them
+ * by rows, the softmax by heads, P.V by columns, so that each row is
+ * decoded once per pass however many heads there are.  Every sum is the
+ * one attend_heads_fast makes. */
+typedef struct split_job {
+    const attn_ctx *a;
+    const uint8_t **rows;
+    int64_t n, zstride;
+    float *z, *den;
+} split_job;
+
+#define SPLIT_COLUMNS 32 /* P.V's columns per task (kv_weighted_sum's step) */
+
+static void split_scores(void *ctx, int64_t s0, int64_t s1)
+{
+    const split_job *j = ctx;
+    v4_fast_scores(v4_fast_kernels_active(), &j->a->kvf, j->rows + s0, s1 - s0, j->a->q, j->a->H,
+                   j->z + s0, j->zstride);
+}
+
+static void split_softmax(void *ctx, int64_t h0, int64_t h1)
+{
+    const split_job *j = ctx;
+    for (int64_t h = h0; h < h1; h++)
+        j->den[h] = fast_softmax(j->a, (int)h, j->z + (size_t)h * j->zstride, j->n);
+}
+
+static void split_values(void *ctx, int64_t c0, int64_t c1)
+{
+    const split_job *j = ctx;
+    const attn_ctx *a = j->a;
+    int64_t k0 = c0 * SPLIT_COLUMNS, k1 = c1 * SPLIT_COLUMNS < a->hd ? c1 * SPLIT_COLUMNS : a->hd;
+    v4_fast_kernels_active()->kv_weighted_sum(&a->kvf, j->rows, j->n, j->z, j->zstride, a->H, k0,
+                                              k1, a->o, a->hd);
+    for (int h = 0; h < a->H; h++)
+        for (int64_t i = k0; i < k1; i++) a->o[(size_t)h * a->hd + i] /= j->den[h];
+}
+
+static int attend_split(attn_ctx *a, const uint8_t **rows, int64_t n)
+{
+    split_job j = {a, rows, n, (n + 7) / 8 * 8, NULL, NULL};
+    j.z = malloc((size_t)a->H * j.zstride * sizeof(float));
+    j.den = malloc((size_t)a->H * sizeof(float));
+    if (j.z && j.den) {
+        v4_pool *pool = a->m->pool;
+        v4_parallel_for(pool, n, 64, split_scores, &j);
+        v4_parallel_for(pool, a->H, 1, split_softmax, &j);
+        v4_parallel_for(pool, (a->hd + SPLIT_COLUMNS - 1) / SPLIT_COLUMNS, 1, split_values, &j);
+    }
+    free(j.z);
+    free(j.den);
+    return j.z && j.den ? 0 : -1;
 }
 
 /* A token's rows, as the kernels in use read them: decoded (`rows`, the
@@ -376,7 +435,11 @@ static int attend_all(attn_ctx *a, tome_error *err)
         attend_scratch sc = {0};
         if (scratch_new(a, 1, 0, &sc) == 0) {
             heads_job j = {a, gather(a, 0, &sc)};
-            v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);
+            if (a->fast && !a->decoded) {
+                if (attend_split(a, j.tr.stored, j.tr.n) != 0) atomic_store(&a->failed, 1);
+            } else {
+                v4_parallel_for(a->m->pool, a->H, 1, attend_head_range, &j);
+            }
         } else {
             atomic_store(&a->failed, 1);
         }

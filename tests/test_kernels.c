@@ -638,7 +638,12 @@ static void test_fast_attention(void)
                 for (int h = 0; h < nh; h++)
                     memcpy(packed + h * hd, q[h], (size_t)hd * sizeof(float));
                 v4_fast_scores(k, f, rows, KV_ROWS, packed, nh, &z[0][0], KV_ROWS);
-                k->kv_weighted_sum(f, rows, KV_ROWS, &p[0][0], KV_ROWS, nh, &o[0][0], KV_MAXDIM);
+                /* P.V in two slices of columns, as a decode step splits it */
+                int cut = hd > 32 ? 32 : hd;
+                k->kv_weighted_sum(f, rows, KV_ROWS, &p[0][0], KV_ROWS, nh, cut, hd, &o[0][0],
+                                   KV_MAXDIM);
+                k->kv_weighted_sum(f, rows, KV_ROWS, &p[0][0], KV_ROWS, nh, 0, cut, &o[0][0],
+                                   KV_MAXDIM);
                 int bad_z = 0, bad_o = 0;
                 for (int h = 0; h < nh; h++) {
                     for (int s = 0; s < KV_ROWS; s++) {

@@ -77,10 +77,12 @@ typedef struct v4_fast_kernels {
     void (*kv_tile_acc)(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
                         int nt, v4_fast_acc acc);
     /* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] times
-     * column k of rows[s], for h < nh and k < hd: one fused multiply-add
-     * per s, in increasing s, from +0.  Attention's P.V. */
+     * column k of rows[s], for h < nh and c0 <= k < c1 (multiples of 32,
+     * or c1 = hd): one fused multiply-add per s, in increasing s, from +0.
+     * Attention's P.V, or a slice of its columns. */
     void (*kv_weighted_sum)(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
-                            const float *p, int64_t pstride, int nh, float *o, int64_t ostride);
+                            const float *p, int64_t pstride, int nh, int64_t c0, int64_t c1,
+                            float *o, int64_t ostride);
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);

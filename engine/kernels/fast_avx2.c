@@ -319,9 +319,9 @@ static kv_sum_fn *const kv_sums[4] = {kv_sum_1, kv_sum_2, kv_sum_3, kv_sum_4};
 
 KERNEL static void kv_weighted_sum_avx2(const v4_kv_format *f, const uint8_t *const *rows,
                                         int64_t n, const float *p, int64_t pstride, int nh,
-                                        float *o, int64_t ostride)
+                                        int64_t c0, int64_t c1, float *o, int64_t ostride)
 {
-    for (int64_t k = 0; k < f->fp8 + f->tail; k += 16)
+    for (int64_t k = c0; k < c1; k += 16)
         for (int h = 0; h < nh; h += 4)
             kv_sums[(nh - h < 4 ? nh - h : 4) - 1](f, rows, n, p + h * pstride, pstride, k,
                                                    o + h * ostride, ostride);

@@ -511,14 +511,14 @@ static kv_sum_fn *const kv_sums[8] = {kv_sum_1, kv_sum_2, kv_sum_3, kv_sum_4,
 
 KERNEL static void kv_weighted_sum_avx512(const v4_kv_format *f, const uint8_t *const *rows,
                                           int64_t n, const float *p, int64_t pstride, int nh,
-                                          float *o, int64_t ostride)
+                                          int64_t c0, int64_t c1, float *o, int64_t ostride)
 {
-    int64_t hd = f->fp8 + f->tail, k = 0;
-    for (; k + 32 <= hd; k += 32)
+    int64_t k = c0;
+    for (; k + 32 <= c1; k += 32)
         for (int h = 0; h < nh; h += 8)
             kv_sums[(nh - h < 8 ? nh - h : 8) - 1](f, rows, n, p + h * pstride, pstride, k,
                                                    o + h * ostride, ostride);
-    if (k < hd) kv_sum_tail16(f, rows, n, p, pstride, nh, k, o, ostride);
+    if (k < c1) kv_sum_tail16(f, rows, n, p, pstride, nh, k, o, ostride);
 }
 
 /* The lane trees of sixteen vectors at once, with the very additions

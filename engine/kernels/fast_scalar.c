@@ -71,12 +71,11 @@ static void kv_tile_acc_scalar(const v4_kv_format *f, const uint8_t *const *rows
 }
 
 static void kv_weighted_sum_scalar(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
-                                   const float *p, int64_t pstride, int nh, float *o,
-                                   int64_t ostride)
+                                   const float *p, int64_t pstride, int nh, int64_t c0, int64_t c1,
+                                   float *o, int64_t ostride)
 {
-    int64_t hd = f->fp8 + f->tail;
     for (int h = 0; h < nh; h++)
-        for (int64_t k = 0; k < hd; k++) {
+        for (int64_t k = c0; k < c1; k++) {
             float acc = 0;
             for (int64_t s = 0; s < n; s++)
                 acc = fmaf(p[h * pstride + s], kv_value(f, rows[s], k), acc);
