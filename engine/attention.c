@@ -211,7 +211,7 @@ static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const ui
     float *o = a->o + ((size_t)t * a->H + h0) * hd;
     v4_fast_scores(k, &a->kvf, rows, n, q, nh, z, zstride);
     for (int h = 0; h < nh; h++) fold[h].den = fast_softmax(a, h0 + h, z + (size_t)h * zstride, n);
-    k->kv_weighted_sum(&a->kvf, rows, n, z, zstride, nh, 0, hd, o, hd);
+    v4_fast_values(k, &a->kvf, rows, n, z, zstride, nh, 0, hd, o, hd);
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < hd; i++) o[(size_t)h * hd + i] /= fold[h].den;
 }
@@ -248,8 +248,8 @@ static void split_values(void *ctx, int64_t c0, int64_t c1)
     const split_job *j = ctx;
     const attn_ctx *a = j->a;
     int64_t k0 = c0 * SPLIT_COLUMNS, k1 = c1 * SPLIT_COLUMNS < a->hd ? c1 * SPLIT_COLUMNS : a->hd;
-    v4_fast_kernels_active()->kv_weighted_sum(&a->kvf, j->rows, j->n, j->z, j->zstride, a->H, k0,
-                                              k1, a->o, a->hd);
+    v4_fast_values(v4_fast_kernels_active(), &a->kvf, j->rows, j->n, j->z, j->zstride, a->H, k0, k1,
+                   a->o, a->hd);
     for (int h = 0; h < a->H; h++)
         for (int64_t i = k0; i < k1; i++) a->o[(size_t)h * a->hd + i] /= j->den[h];
 }

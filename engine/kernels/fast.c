@@ -72,23 +72,66 @@ void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel)
                     panel + (size_t)i * w->cols);
 }
 
+/* Head sizes up to this decode a tile's rows into a stack buffer when the
+ * heads need more than one tile (V4's is 512). */
+#define MAX_BUFFERED_HD 1024
+
 void v4_fast_scores(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
                     int64_t n, const float *q, int nh, float *z, int64_t zstride)
 {
     int64_t hd = f->fp8 + f->tail;
+    const v4_kv_format plain = {0, (int)hd, 0};
+    int buffer = nh > V4_FAST_TOKENS && hd <= MAX_BUFFERED_HD;
+    float decoded[V4_FAST_ROWS * MAX_BUFFERED_HD];
     v4_fast_acc acc;
-    for (int h0 = 0; h0 < nh; h0 += V4_FAST_TOKENS) {
-        int nt = nh - h0 < V4_FAST_TOKENS ? nh - h0 : V4_FAST_TOKENS;
-        const float *xs[V4_FAST_TOKENS];
-        for (int t = 0; t < nt; t++) xs[t] = q + (size_t)(h0 + t) * hd;
-        for (int64_t s0 = 0; s0 < n; s0 += V4_FAST_ROWS) {
-            int nr = n - s0 < V4_FAST_ROWS ? (int)(n - s0) : V4_FAST_ROWS;
-            /* rows past nr repeat the last one; their results are not stored */
-            const uint8_t *rp[V4_FAST_ROWS];
-            for (int i = 0; i < V4_FAST_ROWS; i++) rp[i] = rows[s0 + (i < nr ? i : nr - 1)];
+    for (int64_t s0 = 0; s0 < n; s0 += V4_FAST_ROWS) {
+        int nr = n - s0 < V4_FAST_ROWS ? (int)(n - s0) : V4_FAST_ROWS;
+        /* rows past nr repeat the last one; their results are not stored */
+        const uint8_t *rp[V4_FAST_ROWS];
+        for (int i = 0; i < V4_FAST_ROWS; i++) rp[i] = rows[s0 + (i < nr ? i : nr - 1)];
+        if (buffer)
+            for (int i = 0; i < V4_FAST_ROWS; i++) {
+                k->kv_decode(f, rp[i], 0, hd, decoded + i * hd);
+                rp[i] = (const uint8_t *)(decoded + i * hd);
+            }
+        for (int h0 = 0; h0 < nh; h0 += V4_FAST_TOKENS) {
+            int nt = nh - h0 < V4_FAST_TOKENS ? nh - h0 : V4_FAST_TOKENS;
+            const float *xs[V4_FAST_TOKENS];
+            for (int t = 0; t < nt; t++) xs[t] = q + (size_t)(h0 + t) * hd;
             memset(acc, 0, (size_t)nt * sizeof acc[0]);
-            k->kv_tile_acc(f, rp, xs, nt, acc);
+            k->kv_tile_acc(buffer ? &plain : f, rp, xs, nt, acc);
             k->reduce(acc, nt, nr, z + (size_t)h0 * zstride + s0, zstride);
+        }
+    }
+}
+
+/* P.V's blocks when the heads are many: VALUE_ROWS rows' VALUE_COLUMNS
+ * columns decoded at a time (8 kB). */
+#define VALUE_ROWS    64
+#define VALUE_COLUMNS 32
+#define FEW_HEADS     8 /* up to this many, the kernel decodes in registers */
+
+void v4_fast_values(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
+                    int64_t n, const float *p, int64_t pstride, int nh, int64_t c0, int64_t c1,
+                    float *o, int64_t ostride)
+{
+    for (int h = 0; h < nh; h++) memset(o + h * ostride + c0, 0, (size_t)(c1 - c0) * sizeof *o);
+    if (nh <= FEW_HEADS) {
+        k->kv_weighted_sum(f, rows, n, p, pstride, nh, c0, c1, o, ostride);
+        return;
+    }
+    float block[VALUE_ROWS][VALUE_COLUMNS];
+    const uint8_t *decoded[VALUE_ROWS];
+    for (int64_t s0 = 0; s0 < n; s0 += VALUE_ROWS) {
+        int64_t nb = n - s0 < VALUE_ROWS ? n - s0 : VALUE_ROWS;
+        for (int64_t k0 = c0; k0 < c1; k0 += VALUE_COLUMNS) {
+            int64_t w = c1 - k0 < VALUE_COLUMNS ? c1 - k0 : VALUE_COLUMNS;
+            const v4_kv_format slice = {0, (int)w, 0};
+            for (int64_t i = 0; i < nb; i++) {
+                k->kv_decode(f, rows[s0 + i], k0, k0 + w, block[i]);
+                decoded[i] = (const uint8_t *)block[i];
+            }
+            k->kv_weighted_sum(&slice, decoded, nb, p + s0, pstride, nh, 0, w, o + k0, ostride);
         }
     }
 }

@@ -76,13 +76,17 @@ typedef struct v4_fast_kernels {
      * order above: the scores' register tile. */
     void (*kv_tile_acc)(const v4_kv_format *f, const uint8_t *const *rows, const float *const *xs,
                         int nt, v4_fast_acc acc);
-    /* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] times
+    /* o[h * ostride + k] += the sum over s < n of p[h * pstride + s] times
      * column k of rows[s], for h < nh and c0 <= k < c1 (multiples of 32,
-     * or c1 = hd): one fused multiply-add per s, in increasing s, from +0.
-     * Attention's P.V, or a slice of its columns. */
+     * or c1 = hd): one fused multiply-add per s, in increasing s, continuing
+     * from the value o holds (+0 for a fresh sum).  Attention's P.V. */
     void (*kv_weighted_sum)(const v4_kv_format *f, const uint8_t *const *rows, int64_t n,
                             const float *p, int64_t pstride, int nh, int64_t c0, int64_t c1,
                             float *o, int64_t ostride);
+    /* Columns [c0, c1) (multiples of V4_FAST_LANES) of a stored row into
+     * out[0 .. c1 - c0), exactly. */
+    void (*kv_decode)(const v4_kv_format *f, const uint8_t *row, int64_t c0, int64_t c1,
+                      float *out);
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
@@ -101,9 +105,20 @@ const v4_fast_kernels *v4_fast_kernels_active(void);
 /* z[h * zstride + s] = the dot product, in the order above, of stored row
  * rows[s] (format f) and query head h (q + h * hd, hd = f->fp8 + f->tail),
  * for s < n and h < nh.  Attention's scores, as register tiles of the
- * matrix product (the rows as weight rows, the heads as tokens). */
+ * matrix product (the rows as weight rows, the heads as tokens); with
+ * more heads than a tile holds, each tile's rows are decoded once into
+ * cache for all of them. */
 void v4_fast_scores(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
                     int64_t n, const float *q, int nh, float *z, int64_t zstride);
+/* o[h * ostride + k] = the sum over s < n of p[h * pstride + s] times
+ * column k of stored row rows[s], for h < nh and c0 <= k < c1 (as
+ * kv_weighted_sum's, from +0).  With many heads the rows are decoded a
+ * block at a time into cache and the heads run over the block, so each
+ * row is decoded once rather than once per group of heads; the sums are
+ * the same. */
+void v4_fast_values(const v4_fast_kernels *k, const v4_kv_format *f, const uint8_t *const *rows,
+                    int64_t n, const float *p, int64_t pstride, int nh, int64_t c0, int64_t c1,
+                    float *o, int64_t ostride);
 /* The table for `name`, or NULL if this CPU (or build) cannot run it. */
 const v4_fast_kernels *v4_fast_kernels_named(const char *name);
 

@@ -283,7 +283,10 @@ INLINE void kv_sum_heads(const v4_kv_format *f, const uint8_t *const *rows, int6
 {
     __m256 lo[4], hi[4];
 #pragma GCC unroll 4
-    for (int h = 0; h < G; h++) lo[h] = hi[h] = _mm256_setzero_ps();
+    for (int h = 0; h < G; h++) {
+        lo[h] = _mm256_loadu_ps(o + h * ostride + k);
+        hi[h] = _mm256_loadu_ps(o + h * ostride + k + 8);
+    }
     for (int64_t s = 0; s < n; s++) {
         half2 v = kv16(f, rows[s], k);
 #pragma GCC unroll 4
@@ -327,6 +330,16 @@ KERNEL static void kv_weighted_sum_avx2(const v4_kv_format *f, const uint8_t *co
                                                    o + h * ostride, ostride);
 }
 
+KERNEL static void kv_decode_avx2(const v4_kv_format *f, const uint8_t *row, int64_t c0, int64_t c1,
+                                  float *out)
+{
+    for (int64_t k = c0; k < c1; k += 16) {
+        half2 h = kv16(f, row, k);
+        _mm256_storeu_ps(out + (k - c0), h.lo);
+        _mm256_storeu_ps(out + (k - c0) + 8, h.hi);
+    }
+}
+
 KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
 {
     for (int t = 0; t < nt; t++)
@@ -335,7 +348,7 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
                 reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2",        decode_rows_avx2, tile_acc_avx2,
-                                      rows_dot_avx2, kv_tile_acc_avx2, kv_weighted_sum_avx2,
-                                      reduce_avx2};
+const v4_fast_kernels v4_fast_avx2 = {"avx2",         decode_rows_avx2, tile_acc_avx2,
+                                      rows_dot_avx2,  kv_tile_acc_avx2, kv_weighted_sum_avx2,
+                                      kv_decode_avx2, reduce_avx2};
 #endif

@@ -456,7 +456,10 @@ INLINE void kv_sum_heads(const v4_kv_format *f, const uint8_t *const *rows, int6
 {
     __m512 lo[8], hi[8];
 #pragma GCC unroll 8
-    for (int h = 0; h < G; h++) lo[h] = hi[h] = _mm512_setzero_ps();
+    for (int h = 0; h < G; h++) {
+        lo[h] = _mm512_loadu_ps(o + h * ostride + k);
+        hi[h] = _mm512_loadu_ps(o + h * ostride + k + 16);
+    }
     for (int64_t s = 0; s < n; s++) {
         __m512 v0, v1;
         kv32(f, rows[s], k, &v0, &v1);
@@ -480,7 +483,7 @@ INLINE void kv_sum_tail16(const v4_kv_format *f, const uint8_t *const *rows, int
                           int64_t ostride)
 {
     for (int h = 0; h < nh; h++) {
-        __m512 acc = _mm512_setzero_ps();
+        __m512 acc = _mm512_loadu_ps(o + h * ostride + k);
         for (int64_t s = 0; s < n; s++)
             acc = _mm512_fmadd_ps(_mm512_set1_ps(p[h * pstride + s]), kv16(f, rows[s], k), acc);
         _mm512_storeu_ps(o + h * ostride + k, acc);
@@ -519,6 +522,12 @@ KERNEL static void kv_weighted_sum_avx512(const v4_kv_format *f, const uint8_t *
             kv_sums[(nh - h < 8 ? nh - h : 8) - 1](f, rows, n, p + h * pstride, pstride, k,
                                                    o + h * ostride, ostride);
     if (k < c1) kv_sum_tail16(f, rows, n, p, pstride, nh, k, o, ostride);
+}
+
+KERNEL static void kv_decode_avx512(const v4_kv_format *f, const uint8_t *row, int64_t c0,
+                                    int64_t c1, float *out)
+{
+    for (int64_t k = c0; k < c1; k += 16) _mm512_storeu_ps(out + (k - c0), kv16(f, row, k));
 }
 
 /* The lane trees of sixteen vectors at once, with the very additions
@@ -563,7 +572,7 @@ KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y
     }
 }
 
-const v4_fast_kernels v4_fast_avx512 = {"avx512",        decode_rows_avx512, tile_acc_avx512,
-                                        rows_dot_avx512, kv_tile_acc_avx512, kv_weighted_sum_avx512,
-                                        reduce_avx512};
+const v4_fast_kernels v4_fast_avx512 = {
+    "avx512",           decode_rows_avx512,     tile_acc_avx512,  rows_dot_avx512,
+    kv_tile_acc_avx512, kv_weighted_sum_avx512, kv_decode_avx512, reduce_avx512};
 #endif

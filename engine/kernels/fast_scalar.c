@@ -76,11 +76,17 @@ static void kv_weighted_sum_scalar(const v4_kv_format *f, const uint8_t *const *
 {
     for (int h = 0; h < nh; h++)
         for (int64_t k = c0; k < c1; k++) {
-            float acc = 0;
+            float acc = o[h * ostride + k];
             for (int64_t s = 0; s < n; s++)
                 acc = fmaf(p[h * pstride + s], kv_value(f, rows[s], k), acc);
             o[h * ostride + k] = acc;
         }
+}
+
+static void kv_decode_scalar(const v4_kv_format *f, const uint8_t *row, int64_t c0, int64_t c1,
+                             float *out)
+{
+    for (int64_t k = c0; k < c1; k++) out[k - c0] = kv_value(f, row, k);
 }
 
 static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
@@ -89,6 +95,6 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {"scalar",        decode_rows_scalar, tile_acc_scalar,
-                                        rows_dot_scalar, kv_tile_acc_scalar, kv_weighted_sum_scalar,
-                                        reduce_scalar};
+const v4_fast_kernels v4_fast_scalar = {
+    "scalar",           decode_rows_scalar,     tile_acc_scalar,  rows_dot_scalar,
+    kv_tile_acc_scalar, kv_weighted_sum_scalar, kv_decode_scalar, reduce_scalar};
