@@ -18,8 +18,8 @@
 #include "engine/kernels/fast.h"
 #include "tests/check.h"
 
-static const v4_dtype types[] = {V4_F16,  V4_Q8_0, V4_MXFP4,  V4_Q2_K,   V4_Q3_K,
-                                 V4_Q4_K, V4_Q5_K, V4_Q6_K, V4_IQ4_XS, V4_IQ2_XXS};
+static const v4_dtype types[] = {V4_F16,  V4_Q8_0, V4_MXFP4, V4_Q2_K,   V4_Q3_K,
+                                 V4_Q4_K, V4_Q5_K, V4_Q6_K,  V4_IQ4_XS, V4_IQ2_XXS};
 
 static uint32_t rng = 12345;
 static uint32_t next(void)
@@ -40,7 +40,8 @@ static float gauss(void)
 /* A finite half between 2^-12 and 2^-4 (a block's scale). */
 static void put_scale(uint8_t *p)
 {
-    uint16_t h = v4_f32_to_f16(ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, -(int)(4 + next() % 8)));
+    uint16_t h =
+        v4_f32_to_f16(ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, -(int)(4 + next() % 8)));
     p[0] = (uint8_t)h;
     p[1] = (uint8_t)(h >> 8);
 }
@@ -57,13 +58,27 @@ static void random_row(v4_dtype t, uint8_t *row, int64_t cols)
     for (size_t b = 0; b < bytes; b += block) {
         uint8_t *p = row + b;
         switch (t) {
-        case V4_Q2_K: put_scale(p + 80); put_scale(p + 82); break;
-        case V4_Q3_K: put_scale(p + 108); break;
-        case V4_Q6_K: put_scale(p + 208); break;
+        case V4_Q2_K:
+            put_scale(p + 80);
+            put_scale(p + 82);
+            break;
+        case V4_Q3_K:
+            put_scale(p + 108);
+            break;
+        case V4_Q6_K:
+            put_scale(p + 208);
+            break;
         case V4_Q4_K:
-        case V4_Q5_K: put_scale(p); put_scale(p + 2); break;
-        case V4_MXFP4: p[0] = (uint8_t)(110 + next() % 30); break;
-        default: put_scale(p); break; /* Q8_0, IQ4_XS, IQ2_XXS: d first */
+        case V4_Q5_K:
+            put_scale(p);
+            put_scale(p + 2);
+            break;
+        case V4_MXFP4:
+            p[0] = (uint8_t)(110 + next() % 30);
+            break;
+        default:
+            put_scale(p);
+            break; /* Q8_0, IQ4_XS, IQ2_XXS: d first */
         }
     }
 }
@@ -94,8 +109,8 @@ static void test_products(v4_dtype t, const uint8_t *data, int64_t rows, int64_t
             for (int tok = 0; tok < n; tok++)
                 for (int64_t r = 0; r < rows; r++)
                     same &= y[tok * rows + r] == fast_dot(decoded + r * cols, x + tok * cols, cols);
-            CHECKF(same, "%s: %s product of %d tokens differs from the fast order", v4_dtype_name(t),
-                   isas[k], n);
+            CHECKF(same, "%s: %s product of %d tokens differs from the fast order",
+                   v4_dtype_name(t), isas[k], n);
         }
     }
     free(x);
@@ -133,8 +148,8 @@ static void test_half(void)
         if (!isnan(f) && v4_f32_to_f16(f) != h) bad++;
     }
     CHECKF(bad == 0, "%d halves do not round-trip", bad);
-    CHECK(v4_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3C00);      /* tie: to even */
-    CHECK(v4_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)) == 0x3C02);  /* tie: to even (up) */
+    CHECK(v4_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3C00);     /* tie: to even */
+    CHECK(v4_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)) == 0x3C02); /* tie: to even (up) */
     CHECK(v4_f32_to_f16(70000.0f) == 0x7C00);
 }
 
@@ -183,6 +198,17 @@ static void test_quantiser(void)
     CHECK(quant_error(V4_MXFP4, x, N, back) == 0);
 }
 
+/* MXFP4's scale by bits equals ldexpf's for every exponent byte. */
+static void test_mxfp4_scale(void)
+{
+    int bad = 0;
+    for (int e = 0; e < 256; e++) {
+        float got = v4_mxfp4_scale((uint8_t)e), want = ldexpf(1.0f, e - 128);
+        bad += memcmp(&got, &want, sizeof got) != 0;
+    }
+    CHECKF(bad == 0, "MXFP4 scales: %d of 256 differ from ldexpf", bad);
+}
+
 int main(void)
 {
     v4_quant_init();
@@ -191,6 +217,7 @@ int main(void)
     REQUIRE(v4_pool_new(2, v4_kernel_scratch_bytes(512), &pool, &err) == 0, "%s", err.msg);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) test_type(types[i], pool);
     test_half();
+    test_mxfp4_scale();
     test_quantiser();
     v4_pool_free(pool);
     return check_finish();

@@ -168,7 +168,7 @@ static void unpack_q8_0(const uint8_t *b, v4_block_codes *c)
  * (low nibble) and value j + 16 (high).  v = level * 2^(e - 128). */
 static void unpack_mxfp4(const uint8_t *b, v4_block_codes *c)
 {
-    c->mul[0] = ldexpf(1.0f, (int)b[0] - 128);
+    c->mul[0] = v4_mxfp4_scale(b[0]);
     c->sub[0] = 0;
     for (int j = 0; j < 16; j++) {
         c->q[j] = mxfp4_levels[b[1 + j] & 15];

@@ -48,6 +48,17 @@ void v4_gguf_row_scalar(v4_dtype t, const uint8_t *row, int64_t cols, float *out
 float v4_f16_to_f32(uint16_t h);
 uint16_t v4_f32_to_f16(float f);
 
+/* MXFP4's block scale 2^(e - 128) (as ldexpf gives it, without its cost:
+ * the decoders call it once per 32 values), subnormal for e < 2. */
+static inline float v4_mxfp4_scale(uint8_t e)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = e >= 2 ? (uint32_t)(e - 1) << 23 : (uint32_t)1 << (21 + e)};
+    return v.f;
+}
+
 /* IQ2_XXS: codebook point i (8 magnitudes), and the 8 sign bits of a 7-bit
  * sign index (the 8th bit makes the count of negatives even). */
 const uint8_t *v4_iq2xxs_point(int i);

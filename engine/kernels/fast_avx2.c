@@ -9,6 +9,8 @@
  */
 #include "engine/kernels/fast.h"
 
+#include "engine/kernels/blocks.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -185,9 +187,47 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, x, w->cols);
 }
 
+/* Values [k, k + 16) of a Q8_0 or MXFP4 row (half of a 32-value block),
+ * each d * q or 2^(e - 128) * level exactly as the block decoder makes it.
+ * MXFP4's sixteen levels are two tables of eight, picked by bit 3. */
+INLINE half2 gguf16(const v4_weight *w, int64_t row, int64_t k)
+{
+    const uint8_t *b = w->data + (size_t)row * v4_dtype_row_bytes(w->dtype, w->cols);
+    half2 h;
+    if (w->dtype == V4_Q8_0) {
+        b += (size_t)(k / 32) * 34;
+        __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+        const uint8_t *q = b + 2 + k % 32;
+        h.lo = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                    _mm_loadl_epi64((const __m128i *)(const void *)q))));
+        h.hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                    _mm_loadl_epi64((const __m128i *)(const void *)(q + 8)))));
+        return h;
+    }
+    b += (size_t)(k / 32) * 17;
+    const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
+    const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
+    __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
+    for (int half = 0; half < 2; half++) {
+        __m256i c = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64((const __m128i *)(const void *)(b + 1 + 8 * half)));
+        if (k % 32) c = _mm256_srli_epi32(c, 4);
+        __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)); /* bit 3 on top */
+        __m256 level = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, c),
+                                        _mm256_permutevar8x32_ps(neg, c), sign);
+        __m256 v = _mm256_mul_ps(scale, level);
+        if (half)
+            h.hi = v;
+        else
+            h.lo = v;
+    }
+    return h;
+}
+
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    if (v4_fast_gguf(w->dtype)) {
+    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
+    if (v4_fast_gguf(w->dtype) && !in_registers) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
@@ -199,7 +239,7 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            half2 h = decode16(w, row[i], k);
+            half2 h = in_registers ? gguf16(w, row[i], k) : decode16(w, row[i], k);
             lo[i] = _mm256_fmadd_ps(h.lo, xl, lo[i]);
             hi[i] = _mm256_fmadd_ps(h.hi, xh, hi[i]);
         }

@@ -10,6 +10,8 @@
  */
 #include "engine/kernels/fast.h"
 
+#include "engine/kernels/blocks.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -293,6 +295,57 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
+/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes): each value
+ * d * q is exact in F32, as the decoder makes it. */
+INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        size_t at = (size_t)(k / 32) * 34;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+            __m512i q0 =
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 2)));
+            __m512i q1 =
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 18)));
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q0)), x0, acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q1)), x1, acc[i]);
+        }
+    }
+}
+
+/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
+ * byte j's low nibble and value j + 16 in its high one): each value
+ * 2^(e - 128) * level, by table, as the decoder makes it. */
+INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+{
+    static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512 table = _mm512_loadu_ps(levels);
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        size_t at = (size_t)(k / 32) * 17;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            __m512 scale = _mm512_set1_ps(v4_mxfp4_scale(b[0]));
+            __m512i codes =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
+            __m512 lo = _mm512_permutexvar_ps(codes, table); /* the index's low 4 bits */
+            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table);
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, lo), x0, acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, hi), x1, acc[i]);
+        }
+    }
+}
+
 /* GGUF's types: the rows decoded into the running thread's scratch (which
  * holds BLOCK_ROWS rows), then dotted in fast.h's order. */
 KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
@@ -310,7 +363,8 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
 
 KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    if (v4_fast_gguf(w->dtype)) {
+    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
+    if (v4_fast_gguf(w->dtype) && !in_registers) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
@@ -318,7 +372,11 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
     __m512 acc[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
-    if (w->dtype == V4_F8_E4M3)
+    if (w->dtype == V4_Q8_0)
+        rows_dot_q8_0(w, row, x, acc);
+    else if (w->dtype == V4_MXFP4)
+        rows_dot_mxfp4(w, row, x, acc);
+    else if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
     else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
         rows_dot_fp4(w, row, x, acc);
