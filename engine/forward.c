@@ -18,6 +18,7 @@
  */
 #include "engine/model.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,20 @@ static int eval_chunk(v4_state *s, const int32_t *ids, int n, const span *sp, fl
     return rc;
 }
 
+/* A chunk this long frees buffers of many megabytes.  glibc keeps what
+ * they freed resident (its dynamic mmap threshold moves such buffers into
+ * the heap, and the heap shrinks only from its top), so it is handed back
+ * after each: a 256K-token prefill of the tiny model peaked at 580 MB of
+ * RSS for about 115 MB of live data without this, 117 MB with it. */
+#define TRIM_AFTER_TOKENS 64
+
+static void return_free_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev, tome_error *err)
 {
     const v4_model *m = s->m;
@@ -313,6 +328,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
             s->broken = 1;
             break;
         }
+        if (len >= TRIM_AFTER_TOKENS) return_free_memory();
         if (ev && ev->hc_out) memcpy(ev->hc_out + done * width, X, len * width * sizeof *X);
         if (ev && ev->logits)
             rc = head_logits(m, &m->hc_head, &m->norm, X, len, &sp, ev->logits + done * vocab, err);
