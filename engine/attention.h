@@ -1,10 +1,10 @@
 /*
  * attention.h - what the attention files share (private to engine/):
- * attention.c (queries, raw KV, the window, sparse attention with the
- * sink, the output projection, and the driver v4_attention), compressor.c
- * (the compressors that turn every `ratio` tokens into an entry) and
- * lightning.c (the lightning indexer that picks each CSA token's top-k
- * compressed entries).
+ * attention.c (queries, raw KV, the window, the output projection, and
+ * the driver v4_attention), attend.c (sparse attention with the sink),
+ * compressor.c (the compressors that turn every `ratio` tokens into an
+ * entry) and lightning.c (the lightning indexer that picks each CSA
+ * token's top-k compressed entries).
  */
 #ifndef TOME_ENGINE_ATTENTION_H
 #define TOME_ENGINE_ATTENTION_H
@@ -74,5 +74,12 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
  * scores every visible indexer key and keeps the top-k in a->topk
  * (lightning.c).  `qr` is the chunk's query latent. */
 int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err);
+
+/* Sparse attention for every token of the chunk: a->o gets each head's
+ * softmax-weighted sum of the token's window and compressed entries, the
+ * sink in the denominator (attend.c).  Needs the queries, the chunk's
+ * stored rows (a->new_rows), the indexer's picks at ratio 4 and, when
+ * a->decoded, the entries decoded ahead. */
+int v4_attn_attend(attn_ctx *a, tome_error *err);
 
 #endif
