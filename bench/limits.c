@@ -51,7 +51,8 @@ int main(int argc, char **argv)
     if (csv) printf("limit,unit,one_thread,all_threads,threads\n");
     for (int i = 0; i < TOME_LIMIT_COUNT; i++) {
         double one = measure_g((tome_limit_id)i, 1), all = measure_g((tome_limit_id)i, threads);
-        const char *name = tome_limit_name((tome_limit_id)i), *unit = tome_limit_unit((tome_limit_id)i);
+        const char *name = tome_limit_name((tome_limit_id)i),
+                   *unit = tome_limit_unit((tome_limit_id)i);
         if (csv)
             printf("%s,%s,%.2f,%.2f,%d\n", name, unit, one, all, threads);
         else

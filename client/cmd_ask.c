@@ -163,14 +163,12 @@ static void print_references(json_t *result)
     size_t i;
     json_t *ref;
     if (json_array_size(sources)) printf("\nSources:\n");
-    json_array_foreach(sources, i, ref)
-    {
+    json_array_foreach(sources, i, ref) {
         print_place(ref);
         printf("  %s\n", json_string_value(json_object_get(ref, "snippet")));
     }
     if (json_array_size(citations)) printf("\nCitations:\n");
-    json_array_foreach(citations, i, ref)
-    {
+    json_array_foreach(citations, i, ref) {
         print_place(ref);
         const char *text = json_string_value(json_object_get(ref, "text"));
         if (!json_is_true(json_object_get(ref, "exists")))

@@ -39,8 +39,7 @@ static void print_ingest_report(json_t *report)
         printf("the cached state stays valid up to token %lld\n", json_integer_value(first));
     size_t i;
     json_t *skipped;
-    json_array_foreach(json_object_get(report, "skipped"), i, skipped)
-    {
+    json_array_foreach(json_object_get(report, "skipped"), i, skipped) {
         printf("skipped %s (%s)\n", json_string_value(json_object_get(skipped, "path")),
                json_string_value(json_object_get(skipped, "reason")));
     }

@@ -119,18 +119,17 @@ static json_t *tool_list(void)
                              integer_prop("most lines returned (default 100)", 1, 1000)),
                    search_req));
     json_array_append_new(
-        list, tool("read_document",
-                   "Read lines of one document of a corpus's current version (or of an "
-                   "earlier one), numbered as citations number them (path:line:text), e.g. "
-                   "to check a citation.",
-                   json_pack("{s:o, s:o, s:o, s:o, s:o}", "corpus", string_prop(corpus), "path",
-                             string_prop("the document's path in the corpus"), "from",
-                             integer_prop("first line (default 1)", 1, 0), "to",
-                             integer_prop("last line (default: up to 2000 lines on)", 1, 0),
-                             "version",
-                             integer_prop("the corpus version (default: the current one)", 1,
-                                          0)),
-                   read_req));
+        list,
+        tool("read_document",
+             "Read lines of one document of a corpus's current version (or of an "
+             "earlier one), numbered as citations number them (path:line:text), e.g. "
+             "to check a citation.",
+             json_pack("{s:o, s:o, s:o, s:o, s:o}", "corpus", string_prop(corpus), "path",
+                       string_prop("the document's path in the corpus"), "from",
+                       integer_prop("first line (default 1)", 1, 0), "to",
+                       integer_prop("last line (default: up to 2000 lines on)", 1, 0), "version",
+                       integer_prop("the corpus version (default: the current one)", 1, 0)),
+             read_req));
     json_array_append_new(
         list, tool("ask",
                    "Ask DeepSeek V4 a question about a whole corpus, which it has read in full; "
@@ -166,14 +165,10 @@ static int check_args(json_t *schema, json_t *args, char *why, size_t cap)
     const char *key;
     size_t i;
     if (!json_is_object(args)) return snprintf(why, cap, "the arguments must be an object");
-    json_array_foreach(
-        json_object_get(schema, "required"), i,
-        need) if (!json_object_get(args,
-                                   json_string_value(
-                                       need))) return snprintf(why, cap, "'%s' is required",
-                                                               json_string_value(need));
-    json_object_foreach(args, key, v)
-    {
+    json_array_foreach(json_object_get(schema, "required"), i, need)
+        if (!json_object_get(args, json_string_value(need)))
+            return snprintf(why, cap, "'%s' is required", json_string_value(need));
+    json_object_foreach(args, key, v) {
         json_t *p = json_object_get(props, key);
         const char *type = json_string_value(json_object_get(p, "type"));
         json_t *lo = json_object_get(p, "minimum"), *hi = json_object_get(p, "maximum");
@@ -251,8 +246,7 @@ static json_t *call_list_corpora(mcp_call *call, json_t *args, tome_error *err)
     size_t i;
     json_t *corpus;
     char *text = strdup("");
-    json_array_foreach(json_object_get(out, "corpora"), i, corpus)
-    {
+    json_array_foreach(json_object_get(out, "corpora"), i, corpus) {
         const char *name = json_string_value(json_object_get(corpus, "name"));
         size_t len = strlen(text) + strlen(name ? name : "") + 2;
         char *grown = text ? realloc(text, len) : NULL;
@@ -271,8 +265,7 @@ static char *numbered_text(json_t *lines, const char *path)
 {
     size_t i, len = 1;
     json_t *m;
-    json_array_foreach(lines, i, m)
-    {
+    json_array_foreach(lines, i, m) {
         const char *p = json_string_value(json_object_get(m, "path"));
         len += strlen(p ? p : path) + strlen(json_string_value(json_object_get(m, "text"))) + 24;
     }
@@ -280,8 +273,7 @@ static char *numbered_text(json_t *lines, const char *path)
     if (!text) return NULL;
     size_t used = 0;
     text[0] = '\0';
-    json_array_foreach(lines, i, m)
-    {
+    json_array_foreach(lines, i, m) {
         const char *p = json_string_value(json_object_get(m, "path"));
         used += (size_t)snprintf(text + used, len - used, "%s:%lld:%s\n", p ? p : path,
                                  json_integer_value(json_object_get(m, "line")),
@@ -437,8 +429,7 @@ static json_t *latest_job(json_t *jobs, const char *corpus)
 {
     json_t *job, *latest = NULL;
     size_t i;
-    json_array_foreach(json_object_get(jobs, "jobs"), i, job)
-    {
+    json_array_foreach(json_object_get(jobs, "jobs"), i, job) {
         const char *name = json_string_value(json_object_get(job, "corpus"));
         const char *id = json_string_value(json_object_get(job, "id"));
         if (name && id && strcmp(name, corpus) == 0 &&
@@ -498,9 +489,9 @@ static json_t *schema_of(json_t *list, const char *name)
 {
     json_t *t;
     size_t i;
-    json_array_foreach(json_object_get(list, "tools"), i,
-                       t) if (strcmp(json_string_value(json_object_get(t, "name")), name) ==
-                              0) return json_object_get(t, "inputSchema");
+    json_array_foreach(json_object_get(list, "tools"), i, t)
+        if (strcmp(json_string_value(json_object_get(t, "name")), name) == 0)
+            return json_object_get(t, "inputSchema");
     return NULL;
 }
 

@@ -34,8 +34,7 @@ static void print_matches(json_t *reply)
     size_t i;
     json_t *match;
     json_t *matches = json_object_get(reply, "matches");
-    json_array_foreach(matches, i, match)
-    {
+    json_array_foreach(matches, i, match) {
         printf("%s%s%s:%lld:%s\n", tome_style_on(stdout, TOME_STYLE_BOLD),
                json_string_value(json_object_get(match, "path")), tome_style_off(stdout),
                json_integer_value(json_object_get(match, "line")),

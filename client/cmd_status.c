@@ -30,8 +30,7 @@ static void print_engine(json_t *engine)
     }
     printf(", model %s, %zu of %zu replicas up\n", text_of(engine, "model"), up,
            json_array_size(replicas));
-    json_array_foreach(replicas, i, r)
-    {
+    json_array_foreach(replicas, i, r) {
         const char *error = json_string_value(json_object_get(r, "error"));
         printf("  %s %s, %lld corpora%s%s\n", text_of(r, "url"),
                json_is_true(json_object_get(r, "up")) ? "up" : "down",

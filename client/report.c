@@ -135,8 +135,7 @@ static void write_markdown(FILE *f, json_t *report)
     write_summary_line(f, report);
     size_t i;
     json_t *result;
-    json_array_foreach(json_object_get(report, "results"), i, result)
-    {
+    json_array_foreach(json_object_get(report, "results"), i, result) {
         int failed = strcmp(str(result, "status"), "failed") == 0;
         fprintf(f, "\n## %s%s\n\n", str(result, "id"), failed ? " (failed)" : "");
         write_quoted(f, str(result, "question"));
@@ -157,8 +156,7 @@ static void write_text(FILE *f, json_t *report)
     write_summary_line(f, report);
     size_t i;
     json_t *result;
-    json_array_foreach(json_object_get(report, "results"), i, result)
-    {
+    json_array_foreach(json_object_get(report, "results"), i, result) {
         fprintf(f, "\n[%s] %s\n", str(result, "id"), str(result, "question"));
         json_t *error = json_object_get(result, "error");
         if (json_is_object(error)) {

@@ -46,8 +46,7 @@ void tome_view_corpora(json_t *reply)
     print_header(header);
     size_t i;
     json_t *corpus;
-    json_array_foreach(json_object_get(reply, "corpora"), i, corpus)
-    {
+    json_array_foreach(json_object_get(reply, "corpora"), i, corpus) {
         corpus_state_text(corpus, state, sizeof state);
         printf("%-24s %8lld %10lld %14lld  %s\n", text_of(corpus, "name"),
                number_of(corpus, "version"), number_of(corpus, "documents"),
@@ -84,8 +83,7 @@ void tome_view_jobs(json_t *reply)
     print_header(header);
     size_t i;
     json_t *job;
-    json_array_foreach(json_object_get(reply, "jobs"), i, job)
-    {
+    json_array_foreach(json_object_get(reply, "jobs"), i, job) {
         tome_view_job_row(job);
     }
 }
@@ -98,8 +96,7 @@ void tome_view_states(json_t *reply)
     print_header(header);
     size_t i;
     json_t *state;
-    json_array_foreach(json_object_get(reply, "states"), i, state)
-    {
+    json_array_foreach(json_object_get(reply, "states"), i, state) {
         printf("%-20s %-20s %7lld %10lld %14lld %6lld  %s\n", text_of(state, "id"),
                text_of(state, "corpus"), number_of(state, "version"), number_of(state, "tokens"),
                number_of(state, "bytes"), number_of(state, "hits"), text_of(state, "last_used_at"));
@@ -113,8 +110,7 @@ static void scopes_text(json_t *token, char *buf, size_t cap)
     size_t i, used = 0;
     json_t *scope;
     buf[0] = '\0';
-    json_array_foreach(json_object_get(token, "scopes"), i, scope)
-    {
+    json_array_foreach(json_object_get(token, "scopes"), i, scope) {
         int n = snprintf(buf + used, cap - used, "%s%s:%s", i ? "," : "", text_of(scope, "corpus"),
                          text_of(scope, "rights"));
         if (n < 0 || (size_t)n >= cap - used) break;
@@ -129,8 +125,7 @@ void tome_view_tokens(json_t *reply)
     print_header(header);
     size_t i;
     json_t *token;
-    json_array_foreach(json_object_get(reply, "tokens"), i, token)
-    {
+    json_array_foreach(json_object_get(reply, "tokens"), i, token) {
         scopes_text(token, scopes, sizeof scopes);
         printf("%-8s %-20s %-22s %s\n", text_of(token, "id"), text_of(token, "name"),
                text_of(token, "created_at"), scopes);

@@ -45,13 +45,13 @@ typedef struct tome_option {
     const char *name; /* long name, without the dashes */
     char short_name;  /* 0: none */
     tome_option_kind kind;
-    const char *arg;  /* the value's name in --help ("N", "FILE"); NULL for flags */
-    const char *help; /* one line; more lines with '\n' */
-    void *value;      /* where the value goes (not for TOME_OPT_CALL) */
-    size_t size;      /* TOME_OPT_INT/SIZE: sizeof the target (1, 2, 4 or 8) */
-    int64_t min, max; /* TOME_OPT_INT/SIZE/REAL: inclusive range */
-    int is_unsigned;  /* TOME_OPT_INT/SIZE: the target is unsigned (max may be -1: all) */
-    int flag_value;   /* TOME_OPT_FLAG: the value stored (0 is read as 1) */
+    const char *arg;     /* the value's name in --help ("N", "FILE"); NULL for flags */
+    const char *help;    /* one line; more lines with '\n' */
+    void *value;         /* where the value goes (not for TOME_OPT_CALL) */
+    size_t size;         /* TOME_OPT_INT/SIZE: sizeof the target (1, 2, 4 or 8) */
+    int64_t min, max;    /* TOME_OPT_INT/SIZE/REAL: inclusive range */
+    int is_unsigned;     /* TOME_OPT_INT/SIZE: the target is unsigned (max may be -1: all) */
+    int flag_value;      /* TOME_OPT_FLAG: the value stored (0 is read as 1) */
     const char *choices; /* TOME_OPT_CHOICE */
     int (*call)(void *ctx, const void *data, const char *arg, tome_error *err); /* TOME_OPT_CALL */
     const void *data; /* TOME_OPT_CALL: handed to .call */
@@ -61,32 +61,50 @@ typedef struct tome_option {
 } tome_option;
 
 /* Row builders for the common cases; `target` is an lvalue. */
-#define TOME_FLAG(nm, sh, target, text)                                                        \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_FLAG, .help = text, .value = &(target)}
+#define TOME_FLAG(nm, sh, target, text)                                                            \
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_FLAG, .help = text, .value = &(target)      \
+    }
 #define TOME_STRING(nm, sh, argname, target, text)                                                 \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_STRING, .arg = argname, .help = text,          \
-     .value = &(target)}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_STRING, .arg = argname, .help = text,       \
+        .value = &(target)                                                                         \
+    }
 #define TOME_INT(nm, sh, argname, target, lo, hi, text)                                            \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,             \
-     .value = &(target), .size = sizeof(target), .min = lo, .max = hi}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,          \
+        .value = &(target), .size = sizeof(target), .min = lo, .max = hi                           \
+    }
 #define TOME_UINT(nm, sh, argname, target, lo, hi, text)                                           \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,             \
-     .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_INT, .arg = argname, .help = text,          \
+        .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1         \
+    }
 #define TOME_SIZE(nm, sh, argname, target, lo, hi, text)                                           \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_SIZE, .arg = argname, .help = text,            \
-     .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_SIZE, .arg = argname, .help = text,         \
+        .value = &(target), .size = sizeof(target), .min = lo, .max = hi, .is_unsigned = 1         \
+    }
 #define TOME_REAL(nm, sh, argname, target, lo, hi, text)                                           \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_REAL, .arg = argname, .help = text,            \
-     .value = &(target), .size = sizeof(double), .min = lo, .max = hi}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_REAL, .arg = argname, .help = text,         \
+        .value = &(target), .size = sizeof(double), .min = lo, .max = hi                           \
+    }
 #define TOME_CHOICE(nm, sh, words, target, text)                                                   \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_CHOICE, .arg = words, .help = text,            \
-     .value = &(target), .choices = words}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_CHOICE, .arg = words, .help = text,         \
+        .value = &(target), .choices = words                                                       \
+    }
 #define TOME_CALL(nm, sh, argname, fn, datum, text)                                                \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,            \
-     .call = fn, .data = datum}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,         \
+        .call = fn, .data = datum                                                                  \
+    }
 #define TOME_CALL_OPTIONAL(nm, sh, argname, fn, datum, text)                                       \
-    {.name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,            \
-     .call = fn, .data = datum, .optional = 1}
+    {                                                                                              \
+        .name = nm, .short_name = sh, .kind = TOME_OPT_CALL, .arg = argname, .help = text,         \
+        .call = fn, .data = datum, .optional = 1                                                   \
+    }
 
 /* A program's command line: its name, the usage lines after "usage: ",
  * its options, and, for a program with commands, the commands' options.

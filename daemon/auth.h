@@ -27,7 +27,6 @@ typedef struct tomed_principal {
 
 int tomed_principal_can(const tomed_principal *p, const char *corpus, int rights);
 
-
 /* Loads STATE_DIR/tokens.json (absent = no tokens).  Owned by the caller. */
 int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err);
 void tomed_tokens_free(tomed_tokens *t);

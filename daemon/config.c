@@ -397,7 +397,8 @@ static int take_setting(void *ctx, const void *key, const char *arg, tome_error 
 static const tome_option flag_table[] = {
     TOME_CALL("config", 0, "FILE", take_config_path, NULL,
               "read this tomed.conf (default " DEFAULT_CONFIG_PATH " if present)"),
-    TOME_CALL("foreground", 0, NULL, take_foreground, NULL, "stay in the foreground, log to stderr"),
+    TOME_CALL("foreground", 0, NULL, take_foreground, NULL,
+              "stay in the foreground, log to stderr"),
     TOME_CALL("state-dir", 0, "DIR", take_setting, "state_dir", "the state directory"),
     TOME_CALL("socket", 0, "PATH", take_setting, "socket", "the Unix socket"),
     TOME_CALL("listen", 0, "ADDR:PORT", take_setting, "listen", "the TLS listener"),
@@ -408,8 +409,7 @@ static const tome_option flag_table[] = {
     TOME_CALL("model", 0, "DIR", take_setting, "model", "the model (\"tiny\": the built-in one)"),
     TOME_CALL("log-level", 0, "LEVEL", take_setting, "log_level", "error, warn, info or debug"),
     TOME_CALL("pidfile", 0, "FILE", take_setting, "pidfile", "the pidfile"),
-    TOME_CALL("check-config", 0, NULL, take_check_config, NULL,
-              "check the configuration and exit"),
+    TOME_CALL("check-config", 0, NULL, take_check_config, NULL, "check the configuration and exit"),
 };
 
 const tome_cli tomed_cli = {

@@ -52,8 +52,9 @@ static int load_answer_ids(engine_local *e, tome_error *err)
         return tome_errorf(err, TOME_EINVAL, "TOMED_TEST_ANSWER_IDS: %s is no JSON array of ids",
                            path);
     }
-    json_array_foreach(ids, i, id) e->answer_ids[e->n_answer_ids++] =
-        (int32_t)json_integer_value(id);
+    json_array_foreach(ids, i, id) {
+        e->answer_ids[e->n_answer_ids++] = (int32_t)json_integer_value(id);
+    }
     json_decref(ids);
     tomed_log(TOMED_LOG_WARN, "test hook: every answer is the %zu ids of %s", e->n_answer_ids,
               path);

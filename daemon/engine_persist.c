@@ -232,7 +232,7 @@ int engine_save_final_state(engine_local *e, tomed_job *job, char id[48], tome_e
     store *db;
     int64_t row;
     int rc = kvstate_save(path, e->job_state, (const v4_state *const *)e->points, e->n_points,
-                           job->ids, job->n_ids, err);
+                          job->ids, job->n_ids, err);
     if (rc == 0 && stat(path, &st) != 0) rc = tome_errorf(err, TOME_EIO, "%s vanished", path);
     if (rc == 0) rc = tomed_thread_store(e->server->cfg.state_dir, &db, err);
     if (rc == 0) {

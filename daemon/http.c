@@ -251,8 +251,8 @@ static enum step read_head(tomed_conn *c, struct evbuffer *in)
         return STEP_WAIT;
     }
     struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-    int too_large = end.pos < 0 ? evbuffer_get_length(in) > MAX_HEADER_BYTES
-                                : end.pos > MAX_HEADER_BYTES;
+    int too_large =
+        end.pos < 0 ? evbuffer_get_length(in) > MAX_HEADER_BYTES : end.pos > MAX_HEADER_BYTES;
     if (too_large) return head_too_large(c) != 0 ? STEP_GONE : STEP_AGAIN;
     if (end.pos < 0) {
         if (!c->deadline_is_header) arm_deadline(c, c->server->cfg.header_timeout_s, 1);

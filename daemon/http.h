@@ -16,7 +16,6 @@
 
 struct evbuffer;
 
-
 typedef struct tomed_header {
     char *name; /* lower case */
     char *value;

@@ -72,9 +72,9 @@ static int render_prefix(prefill_call *pc, store *db, tome_error *err)
     /* A state that lives in memory only (its file could not be written)
      * does not count: the job that runs adopts it and saves it. */
     char warm[48] = "";
-    if (rc == 1 || (!pc->rewarm &&
-                    tomed_engine_has_state(e, pc->corpus, pc->version_id, &tokens, warm) &&
-                    strncmp(warm, "mem-", 4) != 0)) {
+    if (rc == 1 ||
+        (!pc->rewarm && tomed_engine_has_state(e, pc->corpus, pc->version_id, &tokens, warm) &&
+         strncmp(warm, "mem-", 4) != 0)) {
         rc = 0;
         pc->already_cached = 1;
         pc->n_ids = (size_t)tokens;

@@ -43,8 +43,7 @@ int tomed_scopes_parse(tomed_request *r, json_t *list, tomed_scope *scopes, int 
     }
     size_t i;
     json_t *item;
-    json_array_foreach(list, i, item)
-    {
+    json_array_foreach(list, i, item) {
         const char *corpus = json_string_value(json_object_get(item, "corpus"));
         const char *rights = json_string_value(json_object_get(item, "rights"));
         if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus))) {
@@ -234,8 +233,7 @@ void tomed_route_cache_verify(tomed_request *r)
     size_t i;
     json_t *st;
     int found = 0;
-    json_array_foreach(states, i, st)
-    {
+    json_array_foreach(states, i, st) {
         found |= strcmp(json_string_value(json_object_get(st, "id")), r->params[0]) == 0;
     }
     json_decref(states);

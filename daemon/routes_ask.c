@@ -378,8 +378,7 @@ static int parse_stop(tomed_request *r, json_t *stop, tomed_ask *ask)
     }
     size_t i;
     json_t *s;
-    json_array_foreach(stop, i, s)
-    {
+    json_array_foreach(stop, i, s) {
         const char *text = json_string_value(s);
         if (!text || !*text || strlen(text) > MAX_STOP_BYTES) {
             tomed_reply_error(r, TOME_EINVAL, "stop[%zu] must be a string of 1 to %d bytes", i,
@@ -407,8 +406,7 @@ static int parse_logit_bias(tomed_request *r, json_t *bias, tomed_ask *ask)
     if (!ask->logit_bias) return out_of_memory(r);
     const char *key;
     json_t *v;
-    json_object_foreach(bias, key, v)
-    {
+    json_object_foreach(bias, key, v) {
         char *end;
         errno = 0;
         long id = strtol(key, &end, 10);

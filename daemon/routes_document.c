@@ -36,8 +36,7 @@ static int read_document(tomed_call *c, store *db, tome_error *err)
     } else if (rc == 0) {
         rc = store_version_latest(db, corpus_id, &version_id, err);
         if (rc == TOME_ENOTFOUND)
-            return tome_errorf(err, TOME_EMISMATCH, "corpus '%s' has nothing ingested",
-                               c->corpus);
+            return tome_errorf(err, TOME_EMISMATCH, "corpus '%s' has nothing ingested", c->corpus);
     }
     if (rc == 0) rc = store_version_number(db, version_id, &number, err);
     if (rc != 0) return rc;

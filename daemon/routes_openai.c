@@ -130,8 +130,7 @@ static char *message_text(json_t *content)
     if (!json_is_array(content)) return NULL;
     size_t len = 0, i;
     json_t *part;
-    json_array_foreach(content, i, part)
-    {
+    json_array_foreach(content, i, part) {
         const char *text = json_string_value(json_object_get(part, "text"));
         if (!text || !json_is_string(json_object_get(part, "type")) ||
             strcmp(json_string_value(json_object_get(part, "type")), "text") != 0)
@@ -140,8 +139,9 @@ static char *message_text(json_t *content)
     }
     char *out = calloc(1, len + 1);
     if (!out) return NULL;
-    json_array_foreach(content, i, part)
+    json_array_foreach(content, i, part) {
         strcat(out, json_string_value(json_object_get(part, "text")));
+    }
     return out;
 }
 
@@ -195,8 +195,7 @@ static int parse_messages(tomed_request *r, json_t *messages, tomed_ask *ask)
         return invalid(r, "'messages' must be a non-empty array");
     json_t *clean = json_array(), *m;
     size_t i;
-    json_array_foreach(messages, i, m)
-    {
+    json_array_foreach(messages, i, m) {
         json_t *one = clean ? clean_message(r, m, i, ask->bare) : NULL;
         if (!one) {
             if (!clean) tomed_reply_error(r, TOME_ENOMEM, "out of memory");
@@ -318,8 +317,7 @@ static int parse_prompt_ids(tomed_request *r, json_t *prompt, tomed_ask *ask)
         return invalid(r, "a prompt of token ids is the whole context: the bare model's only");
     if (!t || !(ask->prompt_ids = malloc(n * sizeof *ask->prompt_ids)))
         return invalid(r, "out of memory");
-    json_array_foreach(prompt, i, id)
-    {
+    json_array_foreach(prompt, i, id) {
         json_int_t v = json_integer_value(id);
         if (!json_is_integer(id) || v < 0 || v >= (json_int_t)v4_tokenizer_n_ids(t)) {
             tomed_reply_error(r, TOME_EINVAL, "prompt[%zu] must be a token id from 0 to %d", i,

@@ -97,8 +97,7 @@ int tomed_tokens_create(tomed_tokens *t, const char *name, const tomed_scope *sc
     json_t *list = json_object_get(t->doc, "tokens");
     size_t i;
     json_t *rec;
-    json_array_foreach(list, i, rec)
-    {
+    json_array_foreach(list, i, rec) {
         if (strcmp(json_string_value(json_object_get(rec, "name")), name) == 0)
             return tome_errorf(err, TOME_EEXIST, "a token named '%s' exists", name);
     }
@@ -138,8 +137,7 @@ int tomed_tokens_revoke(tomed_tokens *t, const char *id, tome_error *err)
     json_t *list = json_object_get(t->doc, "tokens");
     size_t i;
     json_t *rec;
-    json_array_foreach(list, i, rec)
-    {
+    json_array_foreach(list, i, rec) {
         if (strcmp(json_string_value(json_object_get(rec, "id")), id) == 0) {
             json_incref(rec);
             json_array_remove(list, i);
@@ -157,8 +155,7 @@ json_t *tomed_tokens_list(const tomed_tokens *t)
     json_t *out = json_array();
     size_t i;
     json_t *rec;
-    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec)
-    {
+    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec) {
         json_array_append_new(out, public_view(rec));
     }
     return out;
@@ -172,8 +169,7 @@ int tomed_tokens_authenticate(const tomed_tokens *t, const char *secret, tomed_p
     tome_hex(hash, sizeof hash, hash_hex);
     size_t i;
     json_t *rec;
-    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec)
-    {
+    json_array_foreach(json_object_get(t->doc, "tokens"), i, rec) {
         const char *stored = json_string_value(json_object_get(rec, "sha256"));
         if (!stored || strlen(stored) != 64 || CRYPTO_memcmp(stored, hash_hex, 64) != 0) continue;
         memset(p, 0, sizeof *p);
@@ -182,8 +178,7 @@ int tomed_tokens_authenticate(const tomed_tokens *t, const char *secret, tomed_p
                  json_string_value(json_object_get(rec, "name")));
         size_t k;
         json_t *scope;
-        json_array_foreach(json_object_get(rec, "scopes"), k, scope)
-        {
+        json_array_foreach(json_object_get(rec, "scopes"), k, scope) {
             if (p->n_scopes == TOMED_MAX_SCOPES) break;
             tomed_scope *s = &p->scopes[p->n_scopes];
             snprintf(s->corpus, sizeof s->corpus, "%s",

@@ -20,17 +20,25 @@
 
 static const struct {
     const char *name;
-    size_t size;  /* bytes per block */
-    int block;    /* values per block */
+    size_t size; /* bytes per block */
+    int block;   /* values per block */
 } dtype_table[V4_DTYPE_COUNT] = {
-    [V4_F32] = {"F32", 4, 1},         [V4_BF16] = {"BF16", 2, 1},
-    [V4_F8_E4M3] = {"F8_E4M3", 1, 1}, [V4_F8_E8M0] = {"F8_E8M0", 1, 1},
-    [V4_I8] = {"I8", 1, 1},           [V4_I64] = {"I64", 8, 1},
-    [V4_I32] = {"I32", 4, 1},         [V4_F16] = {"F16", 2, 1},
-    [V4_Q8_0] = {"Q8_0", 34, 32},     [V4_MXFP4] = {"MXFP4", 17, 32},
-    [V4_Q2_K] = {"Q2_K", 84, 256},    [V4_Q3_K] = {"Q3_K", 110, 256},
-    [V4_Q4_K] = {"Q4_K", 144, 256},   [V4_Q5_K] = {"Q5_K", 176, 256},
-    [V4_Q6_K] = {"Q6_K", 210, 256},   [V4_IQ4_XS] = {"IQ4_XS", 136, 256},
+    [V4_F32] = {"F32", 4, 1},
+    [V4_BF16] = {"BF16", 2, 1},
+    [V4_F8_E4M3] = {"F8_E4M3", 1, 1},
+    [V4_F8_E8M0] = {"F8_E8M0", 1, 1},
+    [V4_I8] = {"I8", 1, 1},
+    [V4_I64] = {"I64", 8, 1},
+    [V4_I32] = {"I32", 4, 1},
+    [V4_F16] = {"F16", 2, 1},
+    [V4_Q8_0] = {"Q8_0", 34, 32},
+    [V4_MXFP4] = {"MXFP4", 17, 32},
+    [V4_Q2_K] = {"Q2_K", 84, 256},
+    [V4_Q3_K] = {"Q3_K", 110, 256},
+    [V4_Q4_K] = {"Q4_K", 144, 256},
+    [V4_Q5_K] = {"Q5_K", 176, 256},
+    [V4_Q6_K] = {"Q6_K", 210, 256},
+    [V4_IQ4_XS] = {"IQ4_XS", 136, 256},
     [V4_IQ2_XXS] = {"IQ2_XXS", 66, 256},
 };
 
@@ -357,7 +365,8 @@ static int64_t ceil_div(int64_t a, int64_t b)
 static void add_fp8(manifest *m, const char *prefix, const char *name, int64_t out, int64_t in)
 {
     add(m, V4_F8_E4M3, 2, out, in, "%s%s.weight", prefix, name);
-    add(m, V4_F8_E8M0, 2, ceil_div(out, V4_FP8_BLOCK), ceil_div(in, V4_FP8_BLOCK), "%s%s.scale", prefix, name);
+    add(m, V4_F8_E8M0, 2, ceil_div(out, V4_FP8_BLOCK), ceil_div(in, V4_FP8_BLOCK), "%s%s.scale",
+        prefix, name);
 }
 
 /* A routed-expert matrix: FP4 pairs with per-32 scales, or FP8. */

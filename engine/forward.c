@@ -89,10 +89,10 @@ typedef struct hc_job {
     const v4_model *m;
     const v4_hc_weights *h;
     const span *sp;
-    float *X;                /* [n][hc][dim] */
-    float *x, *post, *comb;  /* HCPre's outputs: [n][dim], [n][hc], [n][hc][hc] */
-    const float *mixes, *f;  /* HCPre's fn . X; HCPost's block output [n][dim] */
-    const v4_weight *norm;   /* the RMSNorm applied to HCPre's x */
+    float *X;               /* [n][hc][dim] */
+    float *x, *post, *comb; /* HCPre's outputs: [n][dim], [n][hc], [n][hc][hc] */
+    const float *mixes, *f; /* HCPre's fn . X; HCPost's block output [n][dim] */
+    const v4_weight *norm;  /* the RMSNorm applied to HCPre's x */
 } hc_job;
 
 /* 1 / rms of a token's hc * dim values (HCPre's and HCHead's mix scale). */
@@ -115,6 +115,8 @@ static void hc_pre_token(const hc_job *j, int t)
     float mx[(2 + MAX_HC) * MAX_HC], pre[MAX_HC];
     for (int i = 0; i < mix; i++) mx[i] = j->mixes[(size_t)t * mix + i] * r;
     for (int i = 0; i < hc; i++) {
+        /* mix >= 2 * hc, so mx[0 .. 2 * hc) is set above. */
+        // cppcheck-suppress uninitvar
         pre[i] = sigmoid_in(j->sp, t, i, hc, mx[i] * h->scale[0] + h->base[i]) + eps;
         j->post[(size_t)t * hc + i] =
             2.0f * sigmoid_in(j->sp, t, i, hc, mx[hc + i] * h->scale[1] + h->base[hc + i]);
@@ -228,7 +230,8 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
         memset(yt, 0, (size_t)d * sizeof *yt);
         for (int i = 0; i < hc; i++) {
             float mix = mixes[(size_t)t * hc + i] * r;
-            float w = sigmoid_in(sp, t, i, hc, mix * h->scale[0] + h->base[i]) + (float)m->cfg.hc_eps;
+            float w =
+                sigmoid_in(sp, t, i, hc, mix * h->scale[0] + h->base[i]) + (float)m->cfg.hc_eps;
             v4_axpy(yt, w, X + ((size_t)t * hc + i) * d, d);
         }
         v4_rmsnorm(yt, yt, norm, d, (float)m->cfg.norm_eps);

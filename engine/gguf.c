@@ -32,17 +32,17 @@ static const struct {
     const char *name;
     int dtype; /* v4_dtype, or -1: not read */
 } ggml_types[] = {
-    {0, "F32", V4_F32},         {1, "F16", V4_F16},      {2, "Q4_0", -1},
-    {3, "Q4_1", -1},            {6, "Q5_0", -1},         {7, "Q5_1", -1},
-    {8, "Q8_0", V4_Q8_0},       {9, "Q8_1", -1},         {10, "Q2_K", V4_Q2_K},
-    {11, "Q3_K", V4_Q3_K},      {12, "Q4_K", V4_Q4_K},   {13, "Q5_K", V4_Q5_K},
-    {14, "Q6_K", V4_Q6_K},      {15, "Q8_K", -1},        {16, "IQ2_XXS", V4_IQ2_XXS},
-    {17, "IQ2_XS", -1},         {18, "IQ3_XXS", -1},     {19, "IQ1_S", -1},
-    {20, "IQ4_NL", -1},         {21, "IQ3_S", -1},       {22, "IQ2_S", -1},
-    {23, "IQ4_XS", V4_IQ4_XS},  {24, "I8", -1},          {25, "I16", -1},
-    {26, "I32", V4_I32},        {27, "I64", -1},         {28, "F64", -1},
-    {29, "IQ1_M", -1},          {30, "BF16", V4_BF16},   {34, "TQ1_0", -1},
-    {35, "TQ2_0", -1},          {39, "MXFP4", V4_MXFP4},
+    {0, "F32", V4_F32},        {1, "F16", V4_F16},      {2, "Q4_0", -1},
+    {3, "Q4_1", -1},           {6, "Q5_0", -1},         {7, "Q5_1", -1},
+    {8, "Q8_0", V4_Q8_0},      {9, "Q8_1", -1},         {10, "Q2_K", V4_Q2_K},
+    {11, "Q3_K", V4_Q3_K},     {12, "Q4_K", V4_Q4_K},   {13, "Q5_K", V4_Q5_K},
+    {14, "Q6_K", V4_Q6_K},     {15, "Q8_K", -1},        {16, "IQ2_XXS", V4_IQ2_XXS},
+    {17, "IQ2_XS", -1},        {18, "IQ3_XXS", -1},     {19, "IQ1_S", -1},
+    {20, "IQ4_NL", -1},        {21, "IQ3_S", -1},       {22, "IQ2_S", -1},
+    {23, "IQ4_XS", V4_IQ4_XS}, {24, "I8", -1},          {25, "I16", -1},
+    {26, "I32", V4_I32},       {27, "I64", -1},         {28, "F64", -1},
+    {29, "IQ1_M", -1},         {30, "BF16", V4_BF16},   {34, "TQ1_0", -1},
+    {35, "TQ2_0", -1},         {39, "MXFP4", V4_MXFP4},
 };
 
 #define N_TYPES (sizeof ggml_types / sizeof ggml_types[0])
@@ -237,10 +237,14 @@ static double scalar_number(uint32_t type, const uint8_t *p)
 {
     uint64_t v = rd_le(p, scalar_size(type));
     switch (type) {
-    case V4_GGUF_I8: return (int8_t)v;
-    case V4_GGUF_I16: return (int16_t)v;
-    case V4_GGUF_I32: return (int32_t)v;
-    case V4_GGUF_I64: return (double)(int64_t)v;
+    case V4_GGUF_I8:
+        return (int8_t)v;
+    case V4_GGUF_I16:
+        return (int16_t)v;
+    case V4_GGUF_I32:
+        return (int32_t)v;
+    case V4_GGUF_I64:
+        return (double)(int64_t)v;
     case V4_GGUF_F32: {
         uint32_t u = (uint32_t)v;
         float f;
@@ -252,12 +256,12 @@ static double scalar_number(uint32_t type, const uint8_t *p)
         memcpy(&d, &v, 8);
         return d;
     }
-    default: return (double)v;
+    default:
+        return (double)v;
     }
 }
 
-int v4_gguf_number(const v4_gguf *g, const v4_gguf_kv *kv, uint64_t i, double *out,
-                   tome_error *err)
+int v4_gguf_number(const v4_gguf *g, const v4_gguf_kv *kv, uint64_t i, double *out, tome_error *err)
 {
     int array = kv->type == V4_GGUF_ARRAY;
     uint32_t type = array ? kv->elem_type : kv->type;
@@ -399,8 +403,7 @@ static void check_names(cursor *c, v4_gguf *g)
     }
 }
 
-int v4_gguf_parse(const uint8_t *map, size_t size, const char *path, v4_gguf **out,
-                  tome_error *err)
+int v4_gguf_parse(const uint8_t *map, size_t size, const char *path, v4_gguf **out, tome_error *err)
 {
     *out = NULL;
     v4_gguf *g = calloc(1, sizeof *g);

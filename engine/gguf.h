@@ -39,9 +39,9 @@ enum {
 
 typedef struct v4_gguf_kv {
     char *key;
-    uint32_t type;      /* V4_GGUF_*; for arrays, ARRAY */
-    uint32_t elem_type; /* arrays: the elements' type (never ARRAY) */
-    uint64_t count;     /* arrays: elements; strings: bytes */
+    uint32_t type;       /* V4_GGUF_*; for arrays, ARRAY */
+    uint32_t elem_type;  /* arrays: the elements' type (never ARRAY) */
+    uint64_t count;      /* arrays: elements; strings: bytes */
     const uint8_t *data; /* the value (strings: the bytes, not terminated;
                             arrays: the first element) */
 } v4_gguf_kv;
@@ -113,7 +113,6 @@ int v4_gguf_name(const v4_config *c, const char *hf, int variant, char *out, siz
                  int *expert);
 /* SHA-256 of a GGUF model: a tag of its own, the whole header (metadata and
  * tensor infos), the engine's mode bytes and each tensor's first 64 bytes. */
-void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len,
-                         uint8_t out[32]);
+void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len, uint8_t out[32]);
 
 #endif

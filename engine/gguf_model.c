@@ -85,8 +85,8 @@ static const v4_gguf_kv *arch_key(meta *m, const char *name, int required)
     snprintf(full, sizeof full, "deepseek4.%s", name);
     const v4_gguf_kv *kv = v4_gguf_find(m->g, full);
     if (!kv && required && m->rc == 0)
-        m->rc = tome_errorf(m->err, TOME_EFORMAT, "%s: metadata key %s is missing", m->g->path,
-                            full);
+        m->rc =
+            tome_errorf(m->err, TOME_EFORMAT, "%s: metadata key %s is missing", m->g->path, full);
     return kv;
 }
 
@@ -137,7 +137,8 @@ static void copy_rope_scaling(meta *m)
         const v4_gguf_kv *kv = arch_key(m, pairs[i][0], i < 2);
         double v;
         if (kv && number(m, kv, &v) == 0)
-            json_object_set_new(rs, pairs[i][1], i == 1 ? json_integer((json_int_t)v) : json_real(v));
+            json_object_set_new(rs, pairs[i][1],
+                                i == 1 ? json_integer((json_int_t)v) : json_real(v));
     }
 }
 
@@ -179,15 +180,18 @@ static void check_fixed(meta *m)
                             m->g->path);
         return;
     }
-    const v4_gguf_kv *gf = arch_key(m, "expert_gating_func", 0), *wn = arch_key(m, "expert_weights_norm", 0);
+    const v4_gguf_kv *gf = arch_key(m, "expert_gating_func", 0),
+                     *wn = arch_key(m, "expert_weights_norm", 0);
     double v;
     if (gf && number(m, gf, &v) == 0 && v != 4)
-        m->rc = tome_errorf(m->err, TOME_EFORMAT,
-                            "%s: deepseek4.expert_gating_func = %.0f; V4 routes by sqrt(softplus) (4)",
-                            m->g->path, v);
+        m->rc =
+            tome_errorf(m->err, TOME_EFORMAT,
+                        "%s: deepseek4.expert_gating_func = %.0f; V4 routes by sqrt(softplus) (4)",
+                        m->g->path, v);
     if (wn && number(m, wn, &v) == 0 && v != 1)
-        m->rc = tome_errorf(m->err, TOME_EFORMAT,
-                            "%s: deepseek4.expert_weights_norm is false; V4 normalises", m->g->path);
+        m->rc =
+            tome_errorf(m->err, TOME_EFORMAT,
+                        "%s: deepseek4.expert_weights_norm is false; V4 normalises", m->g->path);
 }
 
 static void copy_tokens(meta *m)
@@ -403,8 +407,8 @@ static int bind_spec(binder *b, const v4_tensor_spec *s)
     int expert;
     const v4_gguf_tensor *t = lookup(b, s, &expert, name, sizeof name);
     if (!t)
-        return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s (%s) is missing", b->g->path,
-                           name, s->name);
+        return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s (%s) is missing", b->g->path, name,
+                           s->name);
     const char *want;
     if (!type_allowed(s, t, &want))
         return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s has type %s; it must be %s",
@@ -413,8 +417,9 @@ static int bind_spec(binder *b, const v4_tensor_spec *s)
     memset(ct, 0, sizeof *ct);
     logical_shape(s, ct->shape);
     int first = !b->used[t - b->g->tensors];
-    int rc = first ? check_dims(b, t, ct->shape, s->ndim, expert >= 0 ? b->cfg->n_routed_experts : 0)
-                   : 0;
+    int rc = first
+                 ? check_dims(b, t, ct->shape, s->ndim, expert >= 0 ? b->cfg->n_routed_experts : 0)
+                 : 0;
     if (rc) return rc;
     b->used[t - b->g->tensors] = 1;
     if (!(ct->name = strdup(s->name))) return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
@@ -504,8 +509,9 @@ int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **out, to
     v4_tensor_spec *specs = NULL;
     size_t n = 0;
     int rc = map_file(ck, path, err);
-    if (rc == 0) rc = v4_gguf_parse(ck->shards[0].map, ck->shards[0].size, ck->shards[0].path,
-                                    &ck->gguf, err);
+    if (rc == 0)
+        rc = v4_gguf_parse(ck->shards[0].map, ck->shards[0].size, ck->shards[0].path, &ck->gguf,
+                           err);
     if (rc == 0) rc = gguf_config(ck->gguf, cfg, err);
     if (rc == 0) rc = v4_manifest(cfg, &specs, &n, err);
     binder b = {ck->gguf, cfg, ck, NULL, err};

@@ -263,13 +263,14 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
             one.queries = &q[t];
             one.qi = qi + (size_t)t * ih * ihd;
             int64_t visible = visible_keys(a, t);
-            v4_parallel_for(a->m->pool, (visible + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP, 64, score_groups,
-                            &one);
+            v4_parallel_for(a->m->pool, (visible + V4_INDEX_GROUP - 1) / V4_INDEX_GROUP, 64,
+                            score_groups, &one);
             topk_push_run(&heaps[t], scores, visible, 0);
         }
     } else {
         int64_t most = visible_keys(a, n - 1);
-        for (j.kb = 0; j.kb < most; j.kb += KEY_BLOCK) v4_parallel_for(a->m->pool, n, 1, score_block, &j);
+        for (j.kb = 0; j.kb < most; j.kb += KEY_BLOCK)
+            v4_parallel_for(a->m->pool, n, 1, score_block, &j);
     }
     for (int t = 0; t < n; t++) a->n_topk[t] = topk_finish(&heaps[t]);
 done:
@@ -361,8 +362,8 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
     v4_block_state *bs = a->bs;
     int n = a->n, ih = c->index_n_heads, ihd = c->index_head_dim;
     int qat = m->opts.numerics == V4_NUMERICS_QAT;
-    int rc = v4_attn_compress(a, &bw->index_compressor, bs->icomp_kv, bs->icomp_score, &bs->index_kv,
-                            x, err);
+    int rc = v4_attn_compress(a, &bw->index_compressor, bs->icomp_kv, bs->icomp_score,
+                              &bs->index_kv, x, err);
     if (rc) return rc;
     int failed = 0;
     float *qi = v4_attn_floats((size_t)n * ih * ihd, &failed);

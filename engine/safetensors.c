@@ -151,8 +151,7 @@ static int parse_header(v4_checkpoint *ck, int shard, tome_error *err)
     const char *name;
     json_t *info;
     int rc = 0;
-    json_object_foreach(root, name, info)
-    {
+    json_object_foreach(root, name, info) {
         if (strcmp(name, "__metadata__") == 0) continue;
         if ((rc = parse_entry(ck, shard, name, info, err)) != 0) break;
     }
@@ -208,8 +207,7 @@ static int load_shards(v4_checkpoint *ck, tome_error *err)
     }
     const char *name;
     json_t *file;
-    json_object_foreach(map, name, file)
-    {
+    json_object_foreach(map, name, file) {
         if (!json_is_string(file)) {
             rc =
                 tome_errorf(err, TOME_EFORMAT, "%s: weight_map[%s] is not a file name", path, name);
@@ -255,8 +253,7 @@ static int build_name_table(v4_checkpoint *ck, tome_error *err)
     if (ck->index) {
         const char *name;
         json_t *file;
-        json_object_foreach(ck->index, name, file)
-        {
+        json_object_foreach(ck->index, name, file) {
             if (!json_object_get(ck->by_name, name))
                 return tome_errorf(err, TOME_EFORMAT,
                                    "tensor %s: the index places it in %s, "

@@ -145,7 +145,8 @@ void v4_kv_load(const v4_model *m, const uint8_t *row, float *kv)
     const uint8_t *scales = row + nope;
     for (int b = 0; b < nope / V4_KV_FP8_BLOCK; b++) {
         float s = v4_e8m0_to_f32(scales[b]);
-        for (int i = b * V4_KV_FP8_BLOCK; i < (b + 1) * V4_KV_FP8_BLOCK; i++) kv[i] = v4_e4m3_table[row[i]] * s;
+        for (int i = b * V4_KV_FP8_BLOCK; i < (b + 1) * V4_KV_FP8_BLOCK; i++)
+            kv[i] = v4_e4m3_table[row[i]] * s;
     }
     const uint8_t *rope = row + nope + nope / V4_KV_FP8_BLOCK;
     for (int i = 0; i < c->rope_dim; i++) {
@@ -218,7 +219,8 @@ static int block_state_init(const v4_model *m, int l, v4_block_state *bs)
     v4_rows_init(&bs->index_kv, m->index_row_bytes);
     bs->window = calloc((size_t)m->cfg.window, m->kv_row_bytes);
     if (!bs->window) return -1;
-    if (bw->kind != V4_LAYER_SWA && compressor_state_new(&bw->compressor, &bs->comp_kv, &bs->comp_score))
+    if (bw->kind != V4_LAYER_SWA &&
+        compressor_state_new(&bw->compressor, &bs->comp_kv, &bs->comp_score))
         return -1;
     if (bw->kind == V4_LAYER_CSA &&
         compressor_state_new(&bw->index_compressor, &bs->icomp_kv, &bs->icomp_score))

@@ -117,8 +117,9 @@ int v4_pool_new(int n_threads, size_t scratch_bytes, v4_pool **out, tome_error *
         p->scratch[i] = bytes ? aligned_alloc(64, bytes) : NULL;
         if (bytes && !p->scratch[i]) {
             v4_pool_free(p);
-            return tome_errorf(err, TOME_ENOMEM, "out of memory for %d threads' scratch (%zu bytes each)",
-                               n_threads, bytes);
+            return tome_errorf(err, TOME_ENOMEM,
+                               "out of memory for %d threads' scratch (%zu bytes each)", n_threads,
+                               bytes);
         }
     }
     /* A pool with fewer threads than asked still computes the same bits. */

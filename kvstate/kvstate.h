@@ -42,7 +42,7 @@ typedef struct v4_state v4_state;
  * parts (positions, window rings, compressor states): its compressed rows
  * are the first rows of `st`'s, which is checked (TOME_EINVAL if not). */
 int kvstate_save(const char *path, const v4_state *st, const v4_state *const *points,
-                  size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err);
+                 size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err);
 
 /* A save killed before its rename leaves a temporary file "PATH.tmpXXXXXX"
  * beside the target (the target itself is the old file or absent).  The
@@ -79,7 +79,7 @@ int kvstate_match(const kvstate_file *f, const int32_t *ids, size_t n, tome_erro
 /* The longest point (the state or a restart point) whose ids start the
  * caller's ids[0..n), into *point; TOME_EMISMATCH when none does. */
 int kvstate_longest(const kvstate_file *f, const int32_t *ids, size_t n, size_t *point,
-                     tome_error *err);
+                    tome_error *err);
 /* Check every section's checksum (TOME_EFORMAT names the damaged one). */
 int kvstate_verify(kvstate_file *f, tome_error *err);
 /* A new state equal to the saved one at `point` (0: the state itself).

@@ -305,7 +305,7 @@ int kvstate_match(const kvstate_file *f, const int32_t *ids, size_t n, tome_erro
 }
 
 int kvstate_longest(const kvstate_file *f, const int32_t *ids, size_t n, size_t *point,
-                     tome_error *err)
+                    tome_error *err)
 {
     int64_t same = common_prefix(f, ids, n);
     if (same == f->tokens[0]) {

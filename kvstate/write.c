@@ -368,7 +368,7 @@ static int write_file(const char *path, const v4_state *st, kv_plan *p, const in
 }
 
 int kvstate_save(const char *path, const v4_state *st, const v4_state *const *points,
-                  size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err)
+                 size_t n_points, const int32_t *ids, size_t n_ids, tome_error *err)
 {
     if (!kv_host_little_endian())
         return tome_errorf(err, TOME_EINVAL, "%s: state files need a little-endian host", path);

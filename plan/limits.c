@@ -79,7 +79,8 @@ __attribute__((target("avx2,fma"))) static double fma256(const tome_buffer *buf,
 }
 
 /* vdpbf16ps: 32 BF16 products per instruction, each 2 FLOP. */
-__attribute__((target("avx512f,avx512bf16"))) static double bf16dot(const tome_buffer *buf, double seconds)
+__attribute__((target("avx512f,avx512bf16"))) static double bf16dot(const tome_buffer *buf,
+                                                                    double seconds)
 {
     __m512 a[CHAINS];
     __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = x;
@@ -97,7 +98,8 @@ __attribute__((target("avx512f,avx512bf16"))) static double bf16dot(const tome_b
 }
 
 /* vpdpbusd: 64 u8 x s8 products per instruction, each 2 OPS. */
-__attribute__((target("avx512f,avx512vnni"))) static double int8dot(const tome_buffer *buf, double seconds)
+__attribute__((target("avx512f,avx512vnni"))) static double int8dot(const tome_buffer *buf,
+                                                                    double seconds)
 {
     __m512i a[CHAINS], x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-2);
     for (int i = 0; i < CHAINS; i++) a[i] = _mm512_setzero_si512();

@@ -18,9 +18,9 @@
 typedef enum tome_limit_id {
     TOME_LIMIT_FMA_AVX512, /* FP32 FMA, GFLOP (2 per multiply-add) */
     TOME_LIMIT_FMA_AVX2,
-    TOME_LIMIT_BF16_DOT,  /* vdpbf16ps, GFLOP */
-    TOME_LIMIT_INT8_DOT,  /* vpdpbusd, GOPS */
-    TOME_LIMIT_READ_BW,   /* summing a resident buffer, bytes */
+    TOME_LIMIT_BF16_DOT, /* vdpbf16ps, GFLOP */
+    TOME_LIMIT_INT8_DOT, /* vpdpbusd, GOPS */
+    TOME_LIMIT_READ_BW,  /* summing a resident buffer, bytes */
     TOME_LIMIT_COUNT
 } tome_limit_id;
 

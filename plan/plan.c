@@ -20,11 +20,11 @@
 
 /* Keep a tenth of RAM for the system, the page cache and the activations. */
 #define RAM_SPARE 0.10
-#define GIB (1024.0 * 1024 * 1024)
+#define GIB       (1024.0 * 1024 * 1024)
 
 static const char *const kind_names[TOME_WEIGHT_KINDS] = {
-    "attention", "shared experts", "routed experts", "embeddings", "head", "norms/routers/HC",
-    "MTP block"};
+    "attention", "shared experts",   "routed experts", "embeddings",
+    "head",      "norms/routers/HC", "MTP block"};
 
 const char *tome_weight_kind_name(tome_weight_kind k)
 {
@@ -161,7 +161,6 @@ int tome_plan_make(const v4_config *cfg, int64_t context, int questions, const t
     return 0;
 }
 
-
 /* A report line, formatted. */
 static void say(tome_plan_line_fn line, void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -180,18 +179,23 @@ static void report_speed(const tome_plan *p, const tome_machine *m, tome_plan_li
 {
     const tome_weights *w = &p->weights;
     if (p->decode_tps > 0)
-        say(line, ctx, "decode       at most %.1f tokens/s (%.2f GiB of weights per token at %.1f "
-            "GB/s read bandwidth)", p->decode_tps, w->decode_bytes / GIB, m->read_bw / 1e9);
+        say(line, ctx,
+            "decode       at most %.1f tokens/s (%.2f GiB of weights per token at %.1f "
+            "GB/s read bandwidth)",
+            p->decode_tps, w->decode_bytes / GIB, m->read_bw / 1e9);
     else
         say(line, ctx, "decode       %.2f GiB of weights per token (read bandwidth not measured)",
             w->decode_bytes / GIB);
     if (p->decode_disk_tps > 0)
-        say(line, ctx, "             at most %.2f tokens/s if every routed expert comes from disk "
-            "(%.2f GiB per token at %.2f GB/s)", p->decode_disk_tps, w->routed_decode_bytes / GIB,
-            m->disk_read / 1e9);
+        say(line, ctx,
+            "             at most %.2f tokens/s if every routed expert comes from disk "
+            "(%.2f GiB per token at %.2f GB/s)",
+            p->decode_disk_tps, w->routed_decode_bytes / GIB, m->disk_read / 1e9);
     if (p->prefill_tps > 0)
-        say(line, ctx, "prefill      at most %.0f tokens/s (%.1f GFLOP per token at %.0f GFLOP/s "
-            "FMA peak)", p->prefill_tps, w->prefill_flop / 1e9, m->flops / 1e9);
+        say(line, ctx,
+            "prefill      at most %.0f tokens/s (%.1f GFLOP per token at %.0f GFLOP/s "
+            "FMA peak)",
+            p->prefill_tps, w->prefill_flop / 1e9, m->flops / 1e9);
     else
         say(line, ctx, "prefill      %.1f GFLOP per token (FMA peak not measured)",
             w->prefill_flop / 1e9);

@@ -98,7 +98,6 @@ const char *tome_verdict_name(tome_verdict v);
 /* The report, one line at a time (no newline), as `tome-model plan`
  * prints it and tomed logs it. */
 typedef void (*tome_plan_line_fn)(void *ctx, const char *line);
-void tome_plan_report(const tome_plan *p, const tome_machine *m, tome_plan_line_fn line,
-                      void *ctx);
+void tome_plan_report(const tome_plan *p, const tome_machine *m, tome_plan_line_fn line, void *ctx);
 
 #endif

@@ -32,7 +32,8 @@ static int schema_check_type(json_t *type, json_t *v)
     if (json_is_string(type)) return schema_type_matches(json_string_value(type), v);
     size_t i;
     json_t *t;
-    json_array_foreach(type, i, t) if (schema_type_matches(json_string_value(t), v)) return 1;
+    json_array_foreach(type, i, t)
+        if (schema_type_matches(json_string_value(t), v)) return 1;
     return 0;
 }
 
@@ -41,8 +42,7 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
 {
     const char *key;
     json_t *rule;
-    json_object_foreach(schema, key, rule)
-    {
+    json_object_foreach(schema, key, rule) {
         if (!strcmp(key, "$schema") || !strcmp(key, "$id") || !strcmp(key, "title")) continue;
         if (!strcmp(key, "type")) {
             if (!schema_check_type(rule, v)) {
@@ -52,8 +52,7 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "required")) {
             size_t i;
             json_t *name;
-            json_array_foreach(rule, i, name)
-            {
+            json_array_foreach(rule, i, name) {
                 if (json_is_object(v) && !json_object_get(v, json_string_value(name))) {
                     snprintf(why, cap, "%s: missing %s", path, json_string_value(name));
                     return 1;
@@ -62,8 +61,7 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "properties")) {
             const char *field;
             json_t *sub;
-            json_object_foreach(rule, field, sub)
-            {
+            json_object_foreach(rule, field, sub) {
                 json_t *child = json_is_object(v) ? json_object_get(v, field) : NULL;
                 char child_path[512];
                 snprintf(child_path, sizeof child_path, "%s.%s", path, field);
@@ -72,8 +70,7 @@ static int schema_validate(json_t *schema, json_t *v, const char *path, char *wh
         } else if (!strcmp(key, "items")) {
             size_t i;
             json_t *item;
-            json_array_foreach(v, i, item)
-            {
+            json_array_foreach(v, i, item) {
                 char child_path[512];
                 snprintf(child_path, sizeof child_path, "%s[%zu]", path, i);
                 if (schema_validate(rule, item, child_path, why, cap)) return 1;

@@ -75,8 +75,7 @@ static void check_tokens(const v4_gguf *g, const strings *tok, json_t *root)
     int *type = calloc(n, sizeof *type);
     const char *word;
     json_t *id;
-    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), word, id)
-    {
+    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), word, id) {
         REQUIRE((size_t)json_integer_value(id) < n, "id %lld beyond the file's tokens",
                 (long long)json_integer_value(id));
         text[json_integer_value(id)] = (char *)word;
@@ -84,8 +83,7 @@ static void check_tokens(const v4_gguf *g, const strings *tok, json_t *root)
     }
     size_t i;
     json_t *t;
-    json_array_foreach(json_object_get(root, "added_tokens"), i, t)
-    {
+    json_array_foreach(json_object_get(root, "added_tokens"), i, t) {
         size_t at = (size_t)json_integer_value(json_object_get(t, "id"));
         text[at] = (char *)json_string_value(json_object_get(t, "content"));
         type[at] = json_is_true(json_object_get(t, "special")) ? 3 : 4;

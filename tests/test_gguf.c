@@ -63,7 +63,8 @@ static void test_hostile(const char *path)
             end = (size_t)(g->tensors[i].data + g->tensors[i].nbytes - p);
     v4_gguf_free(g);
     /* Every truncation inside the header, and one in the data. */
-    for (size_t cut = 0; cut < header; cut += 1 + cut / 64) refused(p, cut, NULL, "truncated header");
+    for (size_t cut = 0; cut < header; cut += 1 + cut / 64)
+        refused(p, cut, NULL, "truncated header");
     refused(p, end - 1, "outside the file", "truncated data");
     memcpy(q, p, n);
     q[0] = 'X';
@@ -136,7 +137,8 @@ static int argmax(const float *v, int n)
 /* Top-1 agreement with the qat file's argmax at its logged positions. */
 static double agreement(const logits *l, const golden_file *g)
 {
-    golden_tensor pos = golden_get(g, "prefill_logit_positions"), pa = golden_get(g, "prefill_argmax");
+    golden_tensor pos = golden_get(g, "prefill_logit_positions"),
+                  pa = golden_get(g, "prefill_argmax");
     golden_tensor da = golden_get(g, "decode_argmax");
     int64_t prefill = l->rows - da.count, agree = 0;
     for (int64_t i = 0; i < pos.count; i++) {

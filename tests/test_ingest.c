@@ -381,8 +381,7 @@ static const char *tokenizer_path(void)
     static char path[4200];
     const char *dir = getenv("TOME_TOKENIZER_DIR"), *build = getenv("TOME_BUILDDIR");
     REQUIRE(dir || build, "set TOME_TOKENIZER_DIR or run through make check");
-    snprintf(path, sizeof path, "%s%s/v4/tokenizer.json", dir ? dir : build,
-             dir ? "" : "/vocab");
+    snprintf(path, sizeof path, "%s%s/v4/tokenizer.json", dir ? dir : build, dir ? "" : "/vocab");
     REQUIRE(access(path, R_OK) == 0, "%s is missing (scripts/fetch-tokenizer.sh)", path);
     return path;
 }

@@ -604,8 +604,7 @@ int main(int argc, char **argv)
             plain_len, PREFIX, (double)plain_len / PREFIX, v4_model_state_bytes_per_token(m),
             t_save);
     /* From here on the file has two restart points. */
-    CHECK_OK(kvstate_save(path, orig, (const v4_state *const *)points, 2, ids, PREFIX, &err),
-             &err);
+    CHECK_OK(kvstate_save(path, orig, (const v4_state *const *)points, 2, ids, PREFIX, &err), &err);
     size_t len;
     uint8_t *file = read_all(path, &len);
     fprintf(stderr, "with 2 restart points: %zu bytes (%.0f per point)\n", len,

@@ -162,8 +162,7 @@ static void read_shard(model *m, int s, const char *file)
     size_t data_len = len - 8 - hlen;
     const char *name;
     json_t *e;
-    json_object_foreach(h, name, e)
-    {
+    json_object_foreach(h, name, e) {
         if (strcmp(name, "__metadata__") == 0) continue;
         tensor *t = &m->t[m->n++];
         memset(t, 0, sizeof *t);
@@ -232,8 +231,7 @@ static void load_model(model *m, const char *dir)
     char names[MAX_SHARDS][64];
     const char *key;
     json_t *v;
-    json_object_foreach(map, key, v)
-    {
+    json_object_foreach(map, key, v) {
         const char *file = json_string_value(v);
         REQUIRE(file && strlen(file) < 64, "%s: bad weight_map entry for %s", dir, key);
         int found = 0;
@@ -590,12 +588,10 @@ static json_int_t tokenizer_max_id(const char *path)
     const char *key;
     json_t *v;
     size_t i;
-    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), key, v)
-    {
+    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), key, v) {
         if (json_integer_value(v) > max) max = json_integer_value(v);
     }
-    json_array_foreach(json_object_get(root, "added_tokens"), i, v)
-    {
+    json_array_foreach(json_object_get(root, "added_tokens"), i, v) {
         json_int_t id = json_integer_value(json_object_get(v, "id"));
         if (id > max) max = id;
     }
@@ -657,8 +653,8 @@ static void test_errors(const char *tmp)
             cfg, "-o", out);
     REFUSED(tmp, 1, "preset tiny has a fixed shape", "--preset", "tiny", "--layers", "3", "-o",
             out);
-    REFUSED(tmp, 2, "--shard-size: \"4X\" is not a whole number (suffixes: K, M, G, T)", "--config", cfg, "--shard-size",
-            "4X", "-o", out);
+    REFUSED(tmp, 2, "--shard-size: \"4X\" is not a whole number (suffixes: K, M, G, T)", "--config",
+            cfg, "--shard-size", "4X", "-o", out);
     REFUSED(tmp, 1, "absent.json: No such file or directory", "--config", cfg, "--tokenizer",
             path_in(dir, "absent.json"), "-o", out);
     REFUSED(tmp, 1, "token ids go up to 5000 but the model's vocab_size is 1024", "--config", cfg,

@@ -97,8 +97,7 @@ static int put_tools(renderer *r, const json_t *tools, size_t index)
     if (rc == 0) rc = chat_template(r->out, tools_head, r->err);
     size_t i;
     const json_t *tool;
-    json_array_foreach(tools, i, tool)
-    {
+    json_array_foreach(tools, i, tool) {
         const json_t *function = json_object_get(tool, "function");
         if (rc == 0 && !function)
             rc = tome_errorf(r->err, TOME_EINVAL, "message %zu: tool %zu has no \"function\"",
@@ -142,8 +141,7 @@ static int put_tool_content(renderer *r, const json_t *content, size_t index)
     size_t i;
     const json_t *part;
     int rc = 0;
-    json_array_foreach(content, i, part)
-    {
+    json_array_foreach(content, i, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         if (rc == 0 && i > 0) rc = chat_content(r->out, "\n\n", r->err);
         if (rc == 0 && type && strcmp(type, "text") == 0) {
@@ -164,8 +162,7 @@ static int put_user(renderer *r, const json_t *m, size_t index)
     if (!chat_truthy(blocks)) return rc ? rc : put_field(r, m, "content", index);
     size_t i;
     const json_t *b;
-    json_array_foreach(blocks, i, b)
-    {
+    json_array_foreach(blocks, i, b) {
         const char *type = json_string_value(json_object_get(b, "type"));
         if (rc == 0 && i > 0) rc = chat_content(r->out, "\n\n", r->err);
         if (rc) break;
@@ -235,8 +232,7 @@ static int put_tool_calls(renderer *r, const json_t *calls, size_t index)
     int rc = chat_template(r->out, "\n\n<" DSML "tool_calls>\n", r->err);
     size_t i;
     const json_t *tc;
-    json_array_foreach(calls, i, tc)
-    {
+    json_array_foreach(calls, i, tc) {
         const json_t *function = json_object_get(tc, "function");
         const json_t *name = json_object_get(function, "name");
         const json_t *arguments = json_object_get(function, "arguments");
@@ -339,8 +335,7 @@ static int render_all(renderer *r)
     int rc = r->o->omit_bos ? 0 : chat_template(r->out, V4_BOS, r->err);
     size_t i;
     const json_t *m;
-    json_array_foreach(r->msgs, i, m)
-    {
+    json_array_foreach(r->msgs, i, m) {
         if (rc == 0 && i == 0 && r->o->thinking && r->o->effort_max)
             rc = chat_template(r->out, v4_effort_max_text, r->err);
         if (rc == 0) rc = put_body(r, m, i);

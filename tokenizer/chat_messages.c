@@ -90,8 +90,7 @@ static int merge_messages(const json_t *in, json_t *merged, tome_error *err)
 {
     size_t i;
     const json_t *m;
-    json_array_foreach(in, i, m)
-    {
+    json_array_foreach(in, i, m) {
         if (!json_is_object(m))
             return tome_errorf(err, TOME_EINVAL, "message %zu is not an object", i);
         size_t n = json_array_size(merged);
@@ -143,8 +142,7 @@ static void record_call_order(json_t *order, const json_t *calls)
     json_object_clear(order);
     size_t i;
     const json_t *tc;
-    json_array_foreach(calls, i, tc)
-    {
+    json_array_foreach(calls, i, tc) {
         const json_t *id = json_object_get(tc, "id");
         if (!chat_truthy(id)) id = json_object_get(json_object_get(tc, "function"), "id");
         if (json_is_string(id) && chat_truthy(id))
@@ -193,8 +191,7 @@ static void sort_tool_results(json_t *msgs)
     json_t *order = json_object();
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach(msgs, i, m) {
         if (chat_has_role(m, "assistant") && chat_truthy(json_object_get(m, "tool_calls")))
             record_call_order(order, json_object_get(m, "tool_calls"));
         else if (chat_has_role(m, "user") && json_object_size(order) > 0)
@@ -213,8 +210,7 @@ static json_t *drop_thinking(const json_t *msgs)
     json_t *out = json_array();
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach(msgs, i, m) {
         int keep = (long)i >= last_user;
         for (size_t k = 0; k < sizeof kept / sizeof kept[0] && !keep; k++)
             keep = chat_has_role(m, kept[k]);
@@ -246,7 +242,8 @@ int chat_prepare(const json_t *messages, const v4_chat_options *o, json_t **out,
     *drop = !o->keep_reasoning;
     size_t i;
     const json_t *m;
-    json_array_foreach(merged, i, m) if (chat_truthy(json_object_get(m, "tools"))) *drop = 0;
+    json_array_foreach(merged, i, m)
+        if (chat_truthy(json_object_get(m, "tools"))) *drop = 0;
     *out = merged;
     if (o->thinking && *drop) {
         *out = drop_thinking(merged);

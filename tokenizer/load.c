@@ -257,14 +257,12 @@ static int count_ids(loader *l, const json_t *added)
     int32_t max = -1, id = -1;
     const char *key;
     const json_t *value;
-    json_object_foreach((json_t *)l->vocab, key, value)
-    {
+    json_object_foreach((json_t *)l->vocab, key, value) {
         if (read_id(l, value, key, &id)) return TOME_EFORMAT;
         if (id > max) max = id;
     }
     size_t i;
-    json_array_foreach(added, i, value)
-    {
+    json_array_foreach(added, i, value) {
         if (read_id(l, json_object_get(value, "id"), "an added token", &id)) return TOME_EFORMAT;
         if (id > max) max = id;
     }
@@ -280,8 +278,7 @@ static int read_vocab(loader *l)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(l->vocab, key, value)
-    {
+    json_object_foreach(l->vocab, key, value) {
         int32_t id = (int32_t)json_integer_value(value);
         l->text_of[id] = key;
         l->len_of[id] = strlen(key);
@@ -324,8 +321,7 @@ static int read_added(loader *l, const json_t *added)
     size_t i;
     const json_t *tok;
     int32_t max_added = -1;
-    json_array_foreach(added, i, tok)
-    {
+    json_array_foreach(added, i, tok) {
         const json_t *content = json_object_get(tok, "content");
         int32_t id = (int32_t)json_integer_value(json_object_get(tok, "id"));
         if (!json_is_string(content))
@@ -391,8 +387,7 @@ static int read_merges(loader *l, const json_t *model)
     char *joined = NULL;
     size_t cap = 0, i;
     const json_t *m;
-    json_array_foreach(merges, i, m)
-    {
+    json_array_foreach(merges, i, m) {
         if (rc) break;
         if (json_is_string(m)) {
             const char *s = json_string_value(m);

@@ -124,8 +124,7 @@ int chat_put_pyjson(v4_prompt *p, const json_t *v, tome_error *err)
         size_t i;
         const json_t *item;
         rc = chat_content(p, "[", err);
-        json_array_foreach(v, i, item)
-        {
+        json_array_foreach(v, i, item) {
             if (rc == 0 && i > 0) rc = chat_content(p, ", ", err);
             if (rc == 0) rc = chat_put_pyjson(p, item, err);
         }

@@ -51,7 +51,8 @@ static float amax_of(const float *x, int n)
 static void quant_q8_0(const float *x, uint8_t *b)
 {
     float d = half_scale(amax_of(x, 32) / 127.0f, b);
-    for (int i = 0; i < 32; i++) b[2 + i] = (uint8_t)(int8_t)(d > 0 ? clampi(x[i] / d, -127, 127) : 0);
+    for (int i = 0; i < 32; i++)
+        b[2 + i] = (uint8_t)(int8_t)(d > 0 ? clampi(x[i] / d, -127, 127) : 0);
 }
 
 static void quant_mxfp4(const float *x, uint8_t *b)
@@ -96,8 +97,8 @@ static void pack_k_scales(const int *sc, const int *mn, uint8_t *s)
 
 /* Group scales (steps, offsets) of `groups` groups as integers 0..top
  * times the block's two F16 scales, stored at b and b + 2. */
-static void k_super(const float *step, const float *off, int groups, int top, uint8_t *b,
-                    int *sc, int *mn, float *d, float *dmin)
+static void k_super(const float *step, const float *off, int groups, int top, uint8_t *b, int *sc,
+                    int *mn, float *d, float *dmin)
 {
     float ms = 0, mo = 0;
     for (int g = 0; g < groups; g++) {
@@ -263,12 +264,23 @@ int v4_gguf_quantize(v4_dtype t, const float *x, int64_t n, uint8_t *out)
     case V4_BF16:
         for (int64_t i = 0; i < n; i++) put16(out + 2 * i, v4_f32_to_bf16(x[i]));
         return 0;
-    case V4_Q8_0: block = quant_q8_0; break;
-    case V4_MXFP4: block = quant_mxfp4; break;
-    case V4_Q4_K: block = quant_q4_k; break;
-    case V4_Q2_K: block = quant_q2_k; break;
-    case V4_IQ2_XXS: block = quant_iq2_xxs; break;
-    default: return TOME_EINVAL;
+    case V4_Q8_0:
+        block = quant_q8_0;
+        break;
+    case V4_MXFP4:
+        block = quant_mxfp4;
+        break;
+    case V4_Q4_K:
+        block = quant_q4_k;
+        break;
+    case V4_Q2_K:
+        block = quant_q2_k;
+        break;
+    case V4_IQ2_XXS:
+        block = quant_iq2_xxs;
+        break;
+    default:
+        return TOME_EINVAL;
     }
     int values = v4_dtype_block(t);
     size_t bytes = v4_dtype_block_bytes(t);

@@ -2,9 +2,9 @@
  * exact.c - the engine's compute kernels over v4_weight and F32 rows.
  *
  * Weights stay in the checkpoint's own formats and are decoded row by row
- * (rows.c) into F32 scratch right before use.  A matmul decodes a tile of weight rows once and applies it
- * to every token row of the batch, so prefill amortises the decoding over
- * the chunk while decode (one token) pays it once per row as it must.
+ * (rows.c) into F32 scratch right before use.  A matmul decodes a tile of weight rows once and
+ * applies it to every token row of the batch, so prefill amortises the decoding over the chunk
+ * while decode (one token) pays it once per row as it must.
  *
  * Each inner loop has a plain C reference version and, where it pays, an
  * AVX2 version selected at run time (the default build stays portable;
@@ -180,7 +180,8 @@ decode8(const v4_weight *w, int64_t row, int64_t k)
     switch (w->dtype) {
     case V4_F8_E4M3: {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + row * w->cols + k));
-        float s = v4_e8m0_to_f32(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]);
+        float s =
+            v4_e8m0_to_f32(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]);
         return _mm256_mul_ps(e4m3x8(_mm256_cvtepu8_epi32(b)), _mm256_set1_ps(s));
     }
     case V4_I8: {

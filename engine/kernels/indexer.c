@@ -130,8 +130,8 @@ static size_t round64(size_t n)
 size_t v4_index_query_bytes(int heads, int dim)
 {
     size_t hb = (size_t)heads * (dim / V4_FP4_BLOCK), hd = (size_t)heads * dim;
-    return round64(hb * sizeof(float)) + round64(hb * sizeof(int32_t)) + round64(hd) +
-           round64(hb) + round64(hd);
+    return round64(hb * sizeof(float)) + round64(hb * sizeof(int32_t)) + round64(hd) + round64(hb) +
+           round64(hd);
 }
 
 void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const float *w)
@@ -344,8 +344,8 @@ VNNI static void group_dots_sure(const v4_index_keys *ik, const v4_index_query *
         }
         __m512 ks = _mm512_loadu_ps(kscale + (size_t)b * V4_INDEX_GROUP);
 #define BLOCK_SUM(d, e, o, hk)                                                                     \
-    d = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(e, o)),                               \
-                        _mm512_mul_ps(ks, _mm512_set1_ps(q->scale[(size_t)(hk) * nb + b])), d)
+    d = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(e, o)),                                \
+                        _mm512_mul_ps(ks, _mm512_set1_ps(q->scale[(size_t)(hk)*nb + b])), d)
         BLOCK_SUM(d0, e0, o0, h[0]);
         BLOCK_SUM(d1, e1, o1, h[1]);
         BLOCK_SUM(d2, e2, o2, h[2]);
@@ -424,7 +424,8 @@ AVX2 static __m256 half_dots_sure(const v4_index_keys *ik, const v4_index_query 
     for (int b = 0; b < ik->blocks; b++) {
         __m256i acc = _mm256_set1_epi32(-q->off[(size_t)h * q->blocks + b]);
         for (int gi = 8 * b; gi < 8 * b + 8; gi++) {
-            __m256i c = _mm256_loadu_si256((const __m256i *)(const void *)(codes + (size_t)gi * 64));
+            __m256i c =
+                _mm256_loadu_si256((const __m256i *)(const void *)(codes + (size_t)gi * 64));
             __m256i pairs = _mm256_maddubs_epi16(c, _mm256_set1_epi32((int)q4[gi]));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
         }

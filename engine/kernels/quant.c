@@ -92,8 +92,8 @@ uint8_t v4_f32_to_e2m1(float f)
      * only if the code above it is the even one (ties to even).  NaN gives
      * 0, like every comparison with it. */
     float a = fabsf(f);
-    int code = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
-               (a >= 3.5f) + (a > 5.0f);
+    int code = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+               (a > 5.0f);
     return (uint8_t)((signbit(f) ? 8 : 0) | code);
 }
 

@@ -67,8 +67,8 @@ float v4_exp_vector(float d)
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define EXP_CONSTANTS(V, set1)                                                                    \
-    const V log2e = set1(1.442695040888963407359924681001892137426645954152985934135449406931f), \
+#define EXP_CONSTANTS(V, set1)                                                                     \
+    const V log2e = set1(1.442695040888963407359924681001892137426645954152985934135449406931f),   \
             ln2_hi = set1(-0.693145751953125f), ln2_lo = set1(-1.428606765330187045e-06f),         \
             c6 = set1(0.000198527617612853646278381f), c5 = set1(0.00139304355252534151077271f),   \
             c4 = set1(0.00833336077630519866943359f), c3 = set1(0.0416664853692054748535156f),     \
@@ -89,8 +89,8 @@ __attribute__((target("avx512f,avx512dq"))) static void exp16(const float *d, fl
     __m512i qi = _mm512_cvttps_epi32(q), h = _mm512_srai_epi32(qi, 1);
     __m512i bias = _mm512_set1_epi32(127);
     __m512 p1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h, bias), 23));
-    __m512 p2 = _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(qi, h), bias), 23));
+    __m512 p2 =
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(qi, h), bias), 23));
     __m512 r = _mm512_mul_ps(_mm512_mul_ps(u, p1), p2);
     r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ),
                            _mm512_setzero_ps());
@@ -101,8 +101,8 @@ __attribute__((target("avx2,fma"))) static void exp8(const float *d, float *out)
 {
     EXP_CONSTANTS(__m256, _mm256_set1_ps);
     __m256 x = _mm256_loadu_ps(d);
-    __m256 q = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT |
-                                                             _MM_FROUND_NO_EXC);
+    __m256 q =
+        _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 s = _mm256_fmadd_ps(q, ln2_lo, _mm256_fmadd_ps(q, ln2_hi, x));
     __m256 u = _mm256_fmadd_ps(c6, s, c5);
     u = _mm256_fmadd_ps(u, s, c4);
@@ -113,8 +113,8 @@ __attribute__((target("avx2,fma"))) static void exp8(const float *d, float *out)
     __m256i qi = _mm256_cvttps_epi32(q), h = _mm256_srai_epi32(qi, 1);
     __m256i bias = _mm256_set1_epi32(127);
     __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
-    __m256 p2 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(qi, h), bias), 23));
+    __m256 p2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(qi, h), bias), 23));
     __m256 r = _mm256_mul_ps(_mm256_mul_ps(u, p1), p2);
     r = _mm256_blendv_ps(r, _mm256_setzero_ps(),
                          _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LT_OQ));

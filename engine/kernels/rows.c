@@ -54,7 +54,8 @@ __attribute__((target("avx2,fma"))) static void row_fp8_avx2(const uint8_t *row,
     for (; c + 8 <= cols; c += 8) {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + c));
         __m256 v = e4m3x8(_mm256_cvtepu8_epi32(b));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]))));
+        _mm256_storeu_ps(out + c,
+                         _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]))));
     }
     for (; c < cols; c++) out[c] = v4_e4m3_table[row[c]] * v4_e8m0_to_f32(sc[c / V4_FP8_BLOCK]);
 }
@@ -64,7 +65,8 @@ __attribute__((target("avx2,fma"))) static void row_fp4_avx2(const uint8_t *row,
 {
     for (int64_t c = 0; c < cols; c += 8) {
         __m256 v = e2m1x8(nibbles8(row + c / 2));
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP4_BLOCK]))));
+        _mm256_storeu_ps(out + c,
+                         _mm256_mul_ps(v, _mm256_set1_ps(v4_e8m0_to_f32(sc[c / V4_FP4_BLOCK]))));
     }
 }
 
@@ -103,7 +105,8 @@ void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out)
 {
     switch (w->dtype) {
     case V4_F8_E4M3:
-        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / V4_FP8_BLOCK) * w->scale_stride, w->cols, out);
+        row_fp8_scalar(w->data + r * w->cols, w->scale + (r / V4_FP8_BLOCK) * w->scale_stride,
+                       w->cols, out);
         break;
     case V4_I8:
         row_fp4_scalar(w->data + r * (w->cols / 2), w->scale + r * w->scale_stride, w->cols, out);
@@ -126,7 +129,8 @@ void v4_weight_row(const v4_weight *w, int64_t r, float *out)
     int simd = v4_cpu_has_avx2();
     switch (w->dtype) {
     case V4_F8_E4M3: {
-        const uint8_t *row = w->data + r * w->cols, *sc = w->scale + (r / V4_FP8_BLOCK) * w->scale_stride;
+        const uint8_t *row = w->data + r * w->cols,
+                      *sc = w->scale + (r / V4_FP8_BLOCK) * w->scale_stride;
 #ifdef V4_HAVE_X86
         if (simd) {
             row_fp8_avx2(row, sc, w->cols, out);

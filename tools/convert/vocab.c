@@ -91,16 +91,14 @@ static int from_json(vocab *v, json_t *root, const char *path, tome_error *err)
     const char *word;
     json_t *id;
     int rc = 0;
-    json_object_foreach(words, word, id)
-    {
+    json_object_foreach(words, word, id) {
         if (rc == 0 && !json_is_integer(id))
             rc = tome_errorf(err, TOME_EFORMAT, "%s: the id of %s is not an integer", path, word);
         if (rc == 0) rc = set_token(v, json_integer_value(id), word, TOKEN_NORMAL, path, err);
     }
     size_t i;
     json_t *t;
-    json_array_foreach(added, i, t)
-    {
+    json_array_foreach(added, i, t) {
         json_t *tid = json_object_get(t, "id");
         const char *content = json_string_value(json_object_get(t, "content"));
         if (rc == 0 && (!json_is_integer(tid) || !content))
@@ -129,8 +127,7 @@ static int write_merges(cv_meta *m, json_t *merges, const char *path, tome_error
     cv_kv_array(m, "tokenizer.ggml.merges", V4_GGUF_STRING, json_array_size(merges));
     size_t i;
     json_t *merge;
-    json_array_foreach(merges, i, merge)
-    {
+    json_array_foreach(merges, i, merge) {
         char text[1024];
         if (!merge_text(merge, text, sizeof text))
             return tome_errorf(err, TOME_EFORMAT, "%s: model.merges[%zu] is not a pair", path, i);

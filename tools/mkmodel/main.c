@@ -49,8 +49,9 @@ typedef struct options {
 
 static options opt = {.seed = DEFAULT_SEED, .shard_bytes = DEFAULT_SHARD_BYTES};
 static const tome_option option_table[] = {
-    TOME_STRING("preset", 0, "NAME", opt.preset,
-                "tiny (built-in demo model), flash-shape or pro-shape (V4-Flash/V4-Pro layer sizes)"),
+    TOME_STRING(
+        "preset", 0, "NAME", opt.preset,
+        "tiny (built-in demo model), flash-shape or pro-shape (V4-Flash/V4-Pro layer sizes)"),
     TOME_INT("layers", 0, "N", opt.layers, 1, 1000000, "flash-/pro-shape: main layers (default 2)"),
     TOME_INT("experts", 0, "N", opt.experts, 1, 1000000,
              "flash-/pro-shape: routed experts per layer (default 16)"),
@@ -121,12 +122,10 @@ static int tokenizer_ids(const char *path, const char *text, size_t len, int64_t
     json_t *v;
     size_t i;
     *n = 0;
-    json_object_foreach(vocab, key, v)
-    {
+    json_object_foreach(vocab, key, v) {
         if (json_integer_value(v) + 1 > *n) *n = json_integer_value(v) + 1;
     }
-    json_array_foreach(added, i, v)
-    {
+    json_array_foreach(added, i, v) {
         json_int_t id = json_integer_value(json_object_get(v, "id"));
         if (id + 1 > *n) *n = id + 1;
     }

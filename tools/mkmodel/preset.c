@@ -64,14 +64,34 @@ static void tiny_shape(shape *s)
 /* The published models' per-layer sizes (their config.json files, as in
  * tools/model/published/); layers, experts and ratios are filled in by
  * scaled_shape. */
-static const shape flash_dims = {.vocab = 129280, .hidden = 4096, .heads = 64, .head_dim = 512,
-                                 .rope_dim = 64, .q_lora = 1024, .o_groups = 8, .o_lora = 1024,
-                                 .window = 128, .index_heads = 64, .index_dim = 128,
-                                 .index_topk = 512, .moe_inter = 2048, .route_scale = 1.5};
-static const shape pro_dims = {.vocab = 129280, .hidden = 7168, .heads = 128, .head_dim = 512,
-                               .rope_dim = 64, .q_lora = 1536, .o_groups = 16, .o_lora = 1024,
-                               .window = 128, .index_heads = 64, .index_dim = 128,
-                               .index_topk = 1024, .moe_inter = 3072, .route_scale = 2.5};
+static const shape flash_dims = {.vocab = 129280,
+                                 .hidden = 4096,
+                                 .heads = 64,
+                                 .head_dim = 512,
+                                 .rope_dim = 64,
+                                 .q_lora = 1024,
+                                 .o_groups = 8,
+                                 .o_lora = 1024,
+                                 .window = 128,
+                                 .index_heads = 64,
+                                 .index_dim = 128,
+                                 .index_topk = 512,
+                                 .moe_inter = 2048,
+                                 .route_scale = 1.5};
+static const shape pro_dims = {.vocab = 129280,
+                               .hidden = 7168,
+                               .heads = 128,
+                               .head_dim = 512,
+                               .rope_dim = 64,
+                               .q_lora = 1536,
+                               .o_groups = 16,
+                               .o_lora = 1024,
+                               .window = 128,
+                               .index_heads = 64,
+                               .index_dim = 128,
+                               .index_topk = 1024,
+                               .moe_inter = 3072,
+                               .route_scale = 2.5};
 
 /* Layer `layer` of `layers`: the model's two leading layers of ratio
  * `lead` (0 in Flash, 128 in Pro) when there are four layers or more,
@@ -212,8 +232,8 @@ static int shape_for(const char *preset, int layers, int experts, shape *s, tome
     }
     int flash = strcmp(preset, "flash-shape") == 0, pro = strcmp(preset, "pro-shape") == 0;
     if (!flash && !pro)
-        return tome_errorf(err, TOME_EINVAL,
-                           "unknown preset \"%s\" (tiny, flash-shape, pro-shape)", preset);
+        return tome_errorf(err, TOME_EINVAL, "unknown preset \"%s\" (tiny, flash-shape, pro-shape)",
+                           preset);
     layers = layers ? layers : MK_FLASH_DEFAULT_LAYERS;
     experts = experts ? experts : MK_FLASH_DEFAULT_EXPERTS;
     if (layers < 1 || layers > V4_MAX_LAYERS)

@@ -28,8 +28,8 @@ typedef struct transfer {
     const model_file *f;
     char final[4096], part[4096];
     FILE *out;
-    int64_t offset;     /* bytes in the .part when this request started */
-    int64_t got;        /* bytes written by this request */
+    int64_t offset; /* bytes in the .part when this request started */
+    int64_t got;    /* bytes written by this request */
     int attempts;
     int checked_status; /* the response code was looked at (first write) */
     CURL *easy;
@@ -207,10 +207,11 @@ static int finish(fetch *F, transfer *t, CURLcode cc, tome_error *err)
     if (cc == CURLE_OK && have == t->f->size) return settle(F, t, err);
     const char *why = cc != CURLE_OK ? curl_easy_strerror(cc) : "the body ended early";
     if (t->attempts > F->retries)
-        return tome_errorf(err, TOME_EIO, "%s: %s after %d attempts (run the fetch again to resume)",
-                           t->f->path, why, t->attempts);
-    fprintf(stderr, "%stome-model: %s: %s; resuming at byte %lld\n", F->tty ? "\n" : "",
-            t->f->path, why, (long long)have);
+        return tome_errorf(err, TOME_EIO,
+                           "%s: %s after %d attempts (run the fetch again to resume)", t->f->path,
+                           why, t->attempts);
+    fprintf(stderr, "%stome-model: %s: %s; resuming at byte %lld\n", F->tty ? "\n" : "", t->f->path,
+            why, (long long)have);
     return start(F, t, err);
 }
 
@@ -354,7 +355,10 @@ int model_fetch_main(int argc, char **argv)
     if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         rc = tome_errorf(&err, TOME_EIO, "cannot start libcurl");
     if (rc == 0) {
-        fetch F = {.h = &h, .dir = argv[2], .jobs = jobs, .retries = retries,
+        fetch F = {.h = &h,
+                   .dir = argv[2],
+                   .jobs = jobs,
+                   .retries = retries,
                    .tty = isatty(STDERR_FILENO)};
         rc = fetch_repo(&F, &err);
         curl_global_cleanup();

@@ -80,8 +80,8 @@ int model_list_save(const char *dir, const model_list *l, tome_error *err)
         json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s}", "path", l->files[i].path,
                                                "size", (json_int_t)l->files[i].size, "sha256",
                                                l->files[i].sha256, "git_oid", l->files[i].git_oid));
-    json_t *root = json_pack("{s:s, s:s, s:o}", "repo", l->repo, "revision", l->revision, "files",
-                             files);
+    json_t *root =
+        json_pack("{s:s, s:s, s:o}", "repo", l->repo, "revision", l->revision, "files", files);
     char *text = root ? json_dumps(root, JSON_INDENT(1)) : NULL;
     json_decref(root);
     if (!text) return tome_errorf(err, TOME_ENOMEM, "cannot write the file list");
@@ -96,8 +96,7 @@ static int load_files(json_t *files, const char *origin, model_list *l, tome_err
 {
     size_t i;
     json_t *f;
-    json_array_foreach(files, i, f)
-    {
+    json_array_foreach(files, i, f) {
         json_t *path = json_object_get(f, "path"), *size = json_object_get(f, "size");
         json_t *sha = json_object_get(f, "sha256"), *oid = json_object_get(f, "git_oid");
         if (!json_is_string(path) || !json_is_integer(size) || !json_is_string(sha) ||
@@ -165,7 +164,8 @@ int model_file_check(const char *path, const model_file *f, tome_error *err)
     int fd = open(path, O_RDONLY);
     if (fd < 0) return tome_errorf(err, TOME_ENOTFOUND, "%s: %s", f->path, strerror(errno));
     struct stat st;
-    int rc = fstat(fd, &st) == 0 ? 0 : tome_errorf(err, TOME_EIO, "%s: %s", f->path, strerror(errno));
+    int rc =
+        fstat(fd, &st) == 0 ? 0 : tome_errorf(err, TOME_EIO, "%s: %s", f->path, strerror(errno));
     if (rc == 0 && st.st_size != f->size)
         rc = tome_errorf(err, TOME_EMISMATCH, "%s: %lld bytes, expected %lld", f->path,
                          (long long)st.st_size, (long long)f->size);

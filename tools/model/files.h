@@ -16,7 +16,7 @@
 
 #include "common/common.h"
 
-#define MODEL_LIST_NAME ".tome-fetch.json"
+#define MODEL_LIST_NAME       ".tome-fetch.json"
 #define MODEL_INCOMPLETE_NAME ".tome-incomplete"
 
 typedef struct model_file {

@@ -81,8 +81,8 @@ int hub_http_error(const hub *h, long status, const char *url, tome_error *err)
 
 char *hub_file_url(const hub *h, CURL *curl, const char *path)
 {
-    size_t cap = strlen(h->endpoint) + strlen(h->repo) + 3 * strlen(h->revision) +
-                 3 * strlen(path) + 32;
+    size_t cap =
+        strlen(h->endpoint) + strlen(h->repo) + 3 * strlen(h->revision) + 3 * strlen(path) + 32;
     char *url = malloc(cap);
     char *rev = curl_easy_escape(curl, h->revision, 0);
     if (!url || !rev) {
@@ -173,7 +173,8 @@ static int parse_page(const page *p, const char *url, model_list *out, tome_erro
     int rc = 0;
     size_t i;
     json_t *e;
-    json_array_foreach(root, i, e) if (rc == 0) rc = add_entry(e, url, out, err);
+    json_array_foreach(root, i, e)
+        if (rc == 0) rc = add_entry(e, url, out, err);
     json_decref(root);
     return rc;
 }
@@ -194,7 +195,8 @@ static int get_page(const hub *h, const char *url, page *p, tome_error *err)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     int rc = 0;
     if (p->too_big)
-        rc = tome_errorf(err, TOME_ELIMIT, "%s: the listing is over %zu bytes", url, LIST_MAX_BYTES);
+        rc =
+            tome_errorf(err, TOME_ELIMIT, "%s: the listing is over %zu bytes", url, LIST_MAX_BYTES);
     else if (cc != CURLE_OK)
         rc = tome_errorf(err, TOME_EIO, "%s: %s", url, curl_easy_strerror(cc));
     else if (status >= 400)

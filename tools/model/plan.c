@@ -23,8 +23,8 @@
 #include "plan/plan.h"
 #include "tools/model/model.h"
 
-#define BANDWIDTH_BUFFER ((size_t)256 << 20)
-#define DISK_READ_MAX ((size_t)512 << 20)
+#define BANDWIDTH_BUFFER  ((size_t)256 << 20)
+#define DISK_READ_MAX     ((size_t)512 << 20)
 #define DISK_READ_SECONDS 2.0
 
 typedef struct plan_options {
@@ -139,8 +139,9 @@ static int run_plan(const plan_options *o, const char *model, tome_error *err)
     if (rc == 0) rc = v4_config_parse(text, len, config, &cfg, err);
     free(text);
     if (rc == 0) rc = machine_of(o, dir, &m, err);
-    if (rc == 0) rc = tome_plan_make(&cfg, o->context ? o->context : cfg.max_position,
-                                     o->questions, &m, &p, err);
+    if (rc == 0)
+        rc = tome_plan_make(&cfg, o->context ? o->context : cfg.max_position, o->questions, &m, &p,
+                            err);
     if (rc) return rc;
     printf("model        %s\n", config);
     tome_plan_report(&p, &m, print_line, stdout);
@@ -155,7 +156,8 @@ int model_plan_main(int argc, char **argv)
                   "tokens per question (default: the model's max_position_embeddings)"),
         TOME_INT("questions", 'q', "Q", o.questions, 1, 1 << 20,
                  "concurrent questions, each over its own corpus (default 1)"),
-        TOME_SIZE("ram", 0, "SIZE", o.ram, 1, INT64_MAX, "plan for this much RAM (default: this machine's)"),
+        TOME_SIZE("ram", 0, "SIZE", o.ram, 1, INT64_MAX,
+                  "plan for this much RAM (default: this machine's)"),
         TOME_SIZE("free-disk", 0, "SIZE", o.free_disk, 1, INT64_MAX,
                   "plan for this much free disk (default: the state directory's)"),
         TOME_STRING("state-dir", 0, "DIR", o.state_dir,

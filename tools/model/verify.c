@@ -20,8 +20,10 @@ static int verify_dir(const char *dir, int *bad, tome_error *err)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, MODEL_INCOMPLETE_NAME);
     if (access(path, F_OK) == 0) {
-        fprintf(stderr, "tome-model verify: %s: incomplete: a fetch did not finish (run "
-                        "`tome-model fetch %s %s` again to resume)\n", dir, l.repo, dir);
+        fprintf(stderr,
+                "tome-model verify: %s: incomplete: a fetch did not finish (run "
+                "`tome-model fetch %s %s` again to resume)\n",
+                dir, l.repo, dir);
         (*bad)++;
     }
     for (size_t i = 0; i < l.n; i++) {
