@@ -1,10 +1,11 @@
 /*
  * test_mkmodel.c - tome-mkmodel's checkpoints, read back independently.
  *
- * The reader here shares no code with the writer: it parses the index and
- * the safetensors headers with jansson, decodes FP8/FP4/BF16 from their
- * definitions, and checks the files against the tensor manifest the engine
- * will load them with (v4_manifest) and against the official golden
+ * The reader (ckpt_reader.c) shares no code with the writer: it parses
+ * the index and the safetensors headers with jansson and decodes
+ * FP8/FP4/BF16 from their definitions.  The tests check the files against
+ * the tensor manifest the engine will load them with (v4_manifest) and
+ * against the official golden
  * checkpoints in $TOME_SHARED (same tensor order, dtypes and shapes).  It
  * also checks what the official scale rules imply about the stored bytes,
  * that the weights have the intended size, that a seed fixes every byte
@@ -23,8 +24,7 @@
 #include "common/common.h"
 #include "engine/v4.h"
 #include "tests/check.h"
-
-#define MAX_SHARDS 64
+#include "tests/ckpt_reader.h"
 
 /* ---- running the tool ------------------------------------------------ */
 
@@ -80,239 +80,10 @@ static void check_refused(int line, const char *dir, int status, const char *mes
 #define REFUSED(dir, status, message, ...)                                                         \
     check_refused(__LINE__, dir, status, message, (const char *const[]){__VA_ARGS__, NULL})
 
-static char *path_in(const char *dir, const char *name)
-{
-    static char buf[8][4096];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
-    return p;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    char *text;
-    size_t n;
-    tome_error err;
-    REQUIRE(tome_read_file(path, (size_t)1 << 31, &text, &n, &err) == 0, "%s", err.msg);
-    if (len) *len = n;
-    return text;
-}
-
 static void spit(const char *path, const char *text)
 {
     tome_error err;
     REQUIRE(tome_write_file_atomic(path, text, strlen(text), &err) == 0, "%s", err.msg);
-}
-
-/* ---- an independent checkpoint reader -------------------------------- */
-
-typedef struct tensor {
-    const char *name; /* points into the shard's parsed header */
-    v4_dtype dtype;
-    int ndim;
-    int64_t shape[4];
-    const uint8_t *data;
-    size_t size;
-    int shard;
-    size_t begin;
-} tensor;
-
-typedef struct model {
-    char dir[4096];
-    int n_shards;
-    char *shard[MAX_SHARDS];
-    size_t shard_len[MAX_SHARDS];
-    json_t *headers[MAX_SHARDS];
-    tensor *t;
-    size_t n;
-    v4_config cfg;
-} model;
-
-static int by_file_order(const void *a, const void *b)
-{
-    const tensor *x = a, *y = b;
-    if (x->shard != y->shard) return x->shard - y->shard;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
-}
-
-/* Parse one shard's header; checks layout rules that need the header only. */
-static void read_shard(model *m, int s, const char *file)
-{
-    size_t len;
-    char *bytes = slurp(path_in(m->dir, file), &len);
-    m->shard[s] = bytes;
-    m->shard_len[s] = len;
-    REQUIRE(len >= 8, "%s: shorter than its length field", file);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (uint8_t)bytes[i];
-    REQUIRE(8 + hlen <= len, "%s: header length %llu beyond the file", file,
-            (unsigned long long)hlen);
-    CHECKF((8 + hlen) % 8 == 0, "%s: data starts at %llu, not 8-byte aligned", file,
-           (unsigned long long)(8 + hlen));
-    json_error_t jerr;
-    json_t *h = json_loadb(bytes + 8, hlen, 0, &jerr);
-    REQUIRE(h && json_is_object(h), "%s: header is not a JSON object: %s", file, jerr.text);
-    m->headers[s] = h;
-    json_t *meta = json_object_get(h, "__metadata__");
-    CHECKF(meta && json_is_string(json_object_get(meta, "format")) &&
-               strcmp(json_string_value(json_object_get(meta, "format")), "pt") == 0,
-           "%s: __metadata__.format is not \"pt\"", file);
-    const uint8_t *data = (const uint8_t *)bytes + 8 + hlen;
-    size_t data_len = len - 8 - hlen;
-    const char *name;
-    json_t *e;
-    json_object_foreach(h, name, e) {
-        if (strcmp(name, "__metadata__") == 0) continue;
-        tensor *t = &m->t[m->n++];
-        memset(t, 0, sizeof *t);
-        t->name = name;
-        t->shard = s;
-        json_t *shape = json_object_get(e, "shape"), *off = json_object_get(e, "data_offsets");
-        const char *dtype = json_string_value(json_object_get(e, "dtype"));
-        REQUIRE(dtype && v4_dtype_from_name(dtype, &t->dtype) == 0, "%s: %s: bad dtype", file,
-                name);
-        REQUIRE(json_is_array(shape) && json_array_size(shape) <= 4, "%s: %s: bad shape", file,
-                name);
-        t->ndim = (int)json_array_size(shape);
-        uint64_t count = v4_dtype_size(t->dtype);
-        for (int d = 0; d < t->ndim; d++) {
-            t->shape[d] = json_integer_value(json_array_get(shape, (size_t)d));
-            count *= (uint64_t)t->shape[d];
-        }
-        REQUIRE(json_is_array(off) && json_array_size(off) == 2, "%s: %s: bad data_offsets", file,
-                name);
-        uint64_t b = (uint64_t)json_integer_value(json_array_get(off, 0));
-        uint64_t en = (uint64_t)json_integer_value(json_array_get(off, 1));
-        REQUIRE(b <= en && en <= data_len, "%s: %s: offsets [%llu, %llu] outside %zu data bytes",
-                file, name, (unsigned long long)b, (unsigned long long)en, data_len);
-        CHECKF(en - b == count, "%s: %s: %llu bytes for a shape of %llu", file, name,
-               (unsigned long long)(en - b), (unsigned long long)count);
-        t->begin = b;
-        t->data = data + b;
-        t->size = en - b;
-    }
-}
-
-/* Offsets in a shard must tile its data exactly: no gap, no overlap. */
-static void check_contiguous(const model *m)
-{
-    size_t i = 0;
-    for (int s = 0; s < m->n_shards; s++) {
-        size_t expect = 0;
-        for (; i < m->n && m->t[i].shard == s; i++) {
-            CHECKF(m->t[i].begin == expect, "shard %d: %s starts at %zu, previous ended at %zu", s,
-                   m->t[i].name, m->t[i].begin, expect);
-            expect = m->t[i].begin + m->t[i].size;
-        }
-        size_t data_len = (size_t)((const char *)m->t[i - 1].data + m->t[i - 1].size - m->shard[s]);
-        CHECKF(data_len == m->shard_len[s], "shard %d: %zu trailing bytes", s,
-               m->shard_len[s] - data_len);
-    }
-}
-
-static void load_model(model *m, const char *dir)
-{
-    memset(m, 0, sizeof *m);
-    snprintf(m->dir, sizeof m->dir, "%s", dir);
-    size_t len;
-    char *cfg = slurp(path_in(dir, "config.json"), &len);
-    tome_error err;
-    REQUIRE(v4_config_parse(cfg, len, dir, &m->cfg, &err) == 0, "%s", err.msg);
-    free(cfg);
-    char *index = slurp(path_in(dir, "model.safetensors.index.json"), &len);
-    json_error_t jerr;
-    json_t *root = json_loadb(index, len, 0, &jerr);
-    free(index);
-    REQUIRE(root, "%s: index: %s", dir, jerr.text);
-    json_t *map = json_object_get(root, "weight_map");
-    REQUIRE(json_is_object(map), "%s: index has no weight_map", dir);
-    /* Shard names in sorted order are the shard order. */
-    char names[MAX_SHARDS][64];
-    const char *key;
-    json_t *v;
-    json_object_foreach(map, key, v) {
-        const char *file = json_string_value(v);
-        REQUIRE(file && strlen(file) < 64, "%s: bad weight_map entry for %s", dir, key);
-        int found = 0;
-        for (int s = 0; s < m->n_shards && !found; s++) found = strcmp(names[s], file) == 0;
-        if (!found) {
-            REQUIRE(m->n_shards < MAX_SHARDS, "%s: too many shards", dir);
-            snprintf(names[m->n_shards++], 64, "%s", file);
-        }
-    }
-    qsort(names, (size_t)m->n_shards, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-    m->t = calloc(json_object_size(map) + 1, sizeof *m->t);
-    REQUIRE(m->t, "out of memory");
-    uint64_t total = 0;
-    for (int s = 0; s < m->n_shards; s++) {
-        char want[64];
-        snprintf(want, sizeof want, "model-%05d-of-%05d.safetensors", s + 1, m->n_shards);
-        CHECKF(strcmp(names[s], want) == 0, "%s: shard %s, expected %s", dir, names[s], want);
-        size_t before = m->n;
-        read_shard(m, s, names[s]);
-        for (size_t i = before; i < m->n; i++) {
-            total += m->t[i].size;
-            const char *listed = json_string_value(json_object_get(map, m->t[i].name));
-            CHECKF(listed && strcmp(listed, names[s]) == 0, "%s: %s is in %s, index says %s", dir,
-                   m->t[i].name, names[s], listed ? listed : "nothing");
-        }
-    }
-    CHECKF(m->n == json_object_size(map), "%s: %zu tensors in shards, %zu in the index", dir, m->n,
-           json_object_size(map));
-    json_int_t stated =
-        json_integer_value(json_object_get(json_object_get(root, "metadata"), "total_size"));
-    CHECKF((uint64_t)stated == total, "%s: total_size %lld, tensors hold %llu", dir,
-           (long long)stated, (unsigned long long)total);
-    json_decref(root);
-    qsort(m->t, m->n, sizeof *m->t, by_file_order);
-    check_contiguous(m);
-}
-
-static void free_model(model *m)
-{
-    for (int s = 0; s < m->n_shards; s++) {
-        free(m->shard[s]);
-        json_decref(m->headers[s]);
-    }
-    free(m->t);
-}
-
-static const tensor *find(const model *m, const char *name)
-{
-    for (size_t i = 0; i < m->n; i++)
-        if (strcmp(m->t[i].name, name) == 0) return &m->t[i];
-    return NULL;
-}
-
-/* ---- decoding, from the format definitions --------------------------- */
-
-static double e4m3(uint8_t b)
-{
-    int e = b >> 3 & 0xf, mant = b & 7;
-    double v = e == 0 ? ldexp(mant, -9) : ldexp(8 + mant, e - 10);
-    return b & 0x80 ? -v : v;
-}
-
-static double e2m1(uint8_t c)
-{
-    static const double grid[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
-    return c & 8 ? -grid[c & 7] : grid[c & 7];
-}
-
-static double bf16(const uint8_t *p)
-{
-    uint32_t b = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 24;
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
-
-static double f32(const uint8_t *p)
-{
-    float f;
-    memcpy(&f, p, sizeof f);
-    return f;
 }
 
 /* ---- value checks ------------------------------------------------------ */
@@ -323,11 +94,11 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-static const tensor *scale_of(const model *m, const tensor *w)
+static const ckpt_tensor *scale_of(const ckpt_model *m, const ckpt_tensor *w)
 {
     char name[128];
     snprintf(name, sizeof name, "%.*s.scale", (int)(strlen(w->name) - strlen(".weight")), w->name);
-    const tensor *s = find(m, name);
+    const ckpt_tensor *s = ckpt_find(m, name);
     REQUIRE(s && s->dtype == V4_F8_E8M0, "%s: no F8_E8M0 scale %s", m->dir, name);
     return s;
 }
@@ -341,9 +112,9 @@ static void check_rms(const char *name, double sum_sq, double count, double fan_
 
 /* FP8: 128x128 blocks whose largest |e4m3| lies in [224, 448] (the scale
  * rule puts amax/scale in (224, 448]), no NaN bytes. */
-static void check_fp8(const model *m, const tensor *w)
+static void check_fp8(const ckpt_model *m, const ckpt_tensor *w)
 {
-    const tensor *s = scale_of(m, w);
+    const ckpt_tensor *s = scale_of(m, w);
     int64_t rows = w->shape[0], cols = w->shape[1], bc = (cols + 127) / 128;
     CHECKF(s->shape[0] == (rows + 127) / 128 && s->shape[1] == bc, "%s: scale shape", s->name);
     int bad_block = 0, nan = 0;
@@ -356,7 +127,7 @@ static void check_fp8(const model *m, const tensor *w)
                 for (int64_t c = b * 128; c < cols && c < b * 128 + 128; c++) {
                     uint8_t q = w->data[r * cols + c];
                     nan += (q & 0x7f) == 0x7f;
-                    double v = e4m3(q);
+                    double v = ckpt_e4m3(q);
                     max = fmax(max, fabs(v));
                     sum_sq += ldexp(v, sb - 127) * ldexp(v, sb - 127);
                 }
@@ -370,9 +141,9 @@ static void check_fp8(const model *m, const tensor *w)
 
 /* FP4: in each 32-input group the largest |e2m1| lies in [3, 6]; element
  * 2j is the low nibble. */
-static void check_fp4(const model *m, const tensor *w)
+static void check_fp4(const ckpt_model *m, const ckpt_tensor *w)
 {
-    const tensor *s = scale_of(m, w);
+    const ckpt_tensor *s = scale_of(m, w);
     int64_t rows = w->shape[0], cols = 2 * w->shape[1], groups = cols / 32;
     CHECKF(s->shape[0] == rows && s->shape[1] == groups, "%s: scale shape", s->name);
     int bad = 0;
@@ -383,7 +154,7 @@ static void check_fp4(const model *m, const tensor *w)
             double max = 0;
             for (int64_t i = g * 32; i < g * 32 + 32; i++) {
                 uint8_t byte = w->data[(r * cols + i) / 2];
-                double v = e2m1(i % 2 ? byte >> 4 : byte & 0xf);
+                double v = ckpt_e2m1(i % 2 ? byte >> 4 : byte & 0xf);
                 max = fmax(max, fabs(v));
                 sum_sq += ldexp(v, sb - 127) * ldexp(v, sb - 127);
             }
@@ -393,7 +164,7 @@ static void check_fp4(const model *m, const tensor *w)
     check_rms(w->name, sum_sq, (double)(rows * cols), (double)cols);
 }
 
-static void check_tid2eid(const model *m, const tensor *t)
+static void check_tid2eid(const ckpt_model *m, const ckpt_tensor *t)
 {
     int64_t rows = t->shape[0], k = t->shape[1];
     int bad = 0;
@@ -411,13 +182,13 @@ static void check_tid2eid(const model *m, const tensor *t)
     CHECKF(bad == 0, "%s: %d ids repeated or out of range", t->name, bad);
 }
 
-static void check_floats(const tensor *t)
+static void check_floats(const ckpt_tensor *t)
 {
     size_t width = v4_dtype_size(t->dtype), n = t->size / width;
     double sum = 0, sum_sq = 0;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        double v = t->dtype == V4_BF16 ? bf16(t->data + i * 2) : f32(t->data + i * 4);
+        double v = t->dtype == V4_BF16 ? ckpt_bf16(t->data + i * 2) : ckpt_f32(t->data + i * 4);
         bad += !isfinite(v);
         sum += v;
         sum_sq += v * v;
@@ -432,7 +203,7 @@ static void check_floats(const tensor *t)
 
 /* Everything v4_manifest lists is present with its dtype and shape, nothing
  * else is, and every value passes the checks above. */
-static void check_model(const model *m)
+static void check_model(const ckpt_model *m)
 {
     v4_tensor_spec *specs;
     size_t n;
@@ -440,7 +211,7 @@ static void check_model(const model *m)
     REQUIRE(v4_manifest(&m->cfg, &specs, &n, &err) == 0, "%s", err.msg);
     CHECKF(n == m->n, "%s: %zu tensors, the manifest has %zu", m->dir, m->n, n);
     for (size_t i = 0; i < n; i++) {
-        const tensor *t = find(m, specs[i].name);
+        const ckpt_tensor *t = ckpt_find(m, specs[i].name);
         if (!t) {
             CHECKF(t, "%s: %s is missing", m->dir, specs[i].name);
             continue;
@@ -472,11 +243,11 @@ static void check_model(const model *m)
 
 /* ---- the tests ------------------------------------------------------------ */
 
-static void check_same_tensors(const model *a, const model *b, int expect_equal)
+static void check_same_tensors(const ckpt_model *a, const ckpt_model *b, int expect_equal)
 {
     CHECK(a->n == b->n);
     for (size_t i = 0; i < a->n; i++) {
-        const tensor *x = &a->t[i], *y = find(b, x->name);
+        const ckpt_tensor *x = &a->t[i], *y = ckpt_find(b, x->name);
         if (!y || x->size != y->size) {
             CHECKF(0, "%s: missing or resized in %s", x->name, b->dir);
             continue;
@@ -498,7 +269,8 @@ static void check_same_files(const char *a, const char *b)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
         size_t la, lb;
-        char *x = slurp(path_in(a, e->d_name), &la), *y = slurp(path_in(b, e->d_name), &lb);
+        char *x = ckpt_slurp(ckpt_path(a, e->d_name), &la),
+             *y = ckpt_slurp(ckpt_path(b, e->d_name), &lb);
         CHECKF(la == lb && memcmp(x, y, la) == 0, "%s differs between %s and %s", e->d_name, a, b);
         free(x);
         free(y);
@@ -510,13 +282,13 @@ static void check_same_files(const char *a, const char *b)
 
 /* The golden checkpoints were written by other tools from the official
  * code: ours must list the same tensors in the same order. */
-static void check_matches_golden(const model *ours, const char *golden_dir)
+static void check_matches_golden(const ckpt_model *ours, const char *golden_dir)
 {
-    model g;
-    load_model(&g, golden_dir);
+    ckpt_model g;
+    ckpt_load(&g, golden_dir);
     CHECKF(g.n == ours->n, "%s: %zu tensors, golden has %zu", ours->dir, ours->n, g.n);
     for (size_t i = 0; i < g.n && i < ours->n; i++) {
-        const tensor *x = &ours->t[i], *y = &g.t[i];
+        const ckpt_tensor *x = &ours->t[i], *y = &g.t[i];
         int same = strcmp(x->name, y->name) == 0 && x->dtype == y->dtype && x->ndim == y->ndim &&
                    memcmp(x->shape, y->shape, sizeof x->shape) == 0;
         if (!same) {
@@ -524,7 +296,7 @@ static void check_matches_golden(const model *ours, const char *golden_dir)
             break;
         }
     }
-    free_model(&g);
+    ckpt_free(&g);
 }
 
 static void test_golden_config(const char *tmp, const char *which)
@@ -536,7 +308,7 @@ static void test_golden_config(const char *tmp, const char *which)
     snprintf(b, sizeof b, "%s/%s-seed7-again", tmp, which);
     snprintf(c, sizeof c, "%s/%s-seed7-sharded", tmp, which);
     snprintf(d, sizeof d, "%s/%s-seed8", tmp, which);
-    const char *tok = path_in(tmp, "tokenizer.json");
+    const char *tok = ckpt_path(tmp, "tokenizer.json");
     spit(tok, "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}}, "
               "\"added_tokens\": [{\"id\": 1023, \"content\": \"<x>\"}]}");
     CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "7", "--threads", "2", "--tokenizer", tok, "-o",
@@ -546,23 +318,23 @@ static void test_golden_config(const char *tmp, const char *which)
     CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "7", "--shard-size", "1M", "-o", c) == 0);
     CHECK(RUN_TOOL(NULL, "--config", cfg, "--seed", "8", "-o", d) == 0);
     size_t la, lb;
-    char *x = slurp(cfg, &la), *y = slurp(path_in(a, "config.json"), &lb);
+    char *x = ckpt_slurp(cfg, &la), *y = ckpt_slurp(ckpt_path(a, "config.json"), &lb);
     CHECKF(la == lb && memcmp(x, y, la) == 0, "%s: config.json is not the given file", a);
     free(x);
     free(y);
-    x = slurp(tok, &la);
-    y = slurp(path_in(a, "tokenizer.json"), &lb);
+    x = ckpt_slurp(tok, &la);
+    y = ckpt_slurp(ckpt_path(a, "tokenizer.json"), &lb);
     CHECKF(la == lb && memcmp(x, y, la) == 0, "%s: tokenizer.json is not the given file", a);
     free(x);
     free(y);
     check_same_files(a, b);
-    model ma, mc, md;
-    load_model(&ma, a);
-    load_model(&mc, c);
-    load_model(&md, d);
+    ckpt_model ma, mc, md;
+    ckpt_load(&ma, a);
+    ckpt_load(&mc, c);
+    ckpt_load(&md, d);
     check_model(&ma);
     check_model(&mc);
-    check_matches_golden(&ma, path_in(check_shared_path("golden"), which));
+    check_matches_golden(&ma, ckpt_path(check_shared_path("golden"), which));
     CHECKF(ma.n_shards == 1, "%s: %d shards for a few MB", a, ma.n_shards);
     CHECKF(mc.n_shards > 2, "%s: only %d shards at 1 MiB each", c, mc.n_shards);
     for (int s = 0; s < mc.n_shards; s++) {
@@ -573,9 +345,9 @@ static void test_golden_config(const char *tmp, const char *which)
     }
     check_same_tensors(&ma, &mc, 1);
     check_same_tensors(&ma, &md, 0);
-    free_model(&ma);
-    free_model(&mc);
-    free_model(&md);
+    ckpt_free(&ma);
+    ckpt_free(&mc);
+    ckpt_free(&md);
 }
 
 /* The largest id a tokenizer.json defines (model.vocab and added_tokens). */
@@ -604,8 +376,8 @@ static void test_builtin_tiny(void)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/models/tiny", getenv("TOME_BUILDDIR"));
-    model m;
-    load_model(&m, dir);
+    ckpt_model m;
+    ckpt_load(&m, dir);
     check_model(&m);
     const v4_config *c = &m.cfg;
     CHECK(c->vocab_size == 129280);
@@ -621,10 +393,10 @@ static void test_builtin_tiny(void)
     for (int s = 0; s < m.n_shards; s++) bytes += m.shard_len[s];
     CHECKF(bytes > 10e6 && bytes < 100e6, "tiny is %zu bytes, want tens of MB", bytes);
     /* The real DeepSeek vocabulary, all of it inside the embedding. */
-    json_int_t max_id = tokenizer_max_id(path_in(dir, "tokenizer.json"));
+    json_int_t max_id = tokenizer_max_id(ckpt_path(dir, "tokenizer.json"));
     CHECKF(max_id > 128000 && max_id < c->vocab_size, "tokenizer ids up to %lld, vocab_size %d",
            (long long)max_id, c->vocab_size);
-    free_model(&m);
+    ckpt_free(&m);
 }
 
 static int count_entries(const char *dir)
@@ -643,9 +415,9 @@ static void test_errors(const char *tmp)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/errors", tmp);
     REQUIRE(tome_mkdir_p(dir, 0755, &(tome_error){0}) == 0, "mkdir %s", dir);
-    const char *out = path_in(dir, "model"),
+    const char *out = ckpt_path(dir, "model"),
                *cfg = check_shared_path("golden/v4-tiny-a/config.json");
-    const char *big_tok = path_in(dir, "big-tokenizer.json");
+    const char *big_tok = ckpt_path(dir, "big-tokenizer.json");
     spit(big_tok, "{\"model\": {\"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 5000}]}");
     REFUSED(tmp, 1, "unknown preset \"huge\"", "--preset", "huge", "-o", out);
     REFUSED(tmp, 2, "no output directory (-o DIR)", "--preset", "tiny");
@@ -656,18 +428,18 @@ static void test_errors(const char *tmp)
     REFUSED(tmp, 2, "--shard-size: \"4X\" is not a whole number (suffixes: K, M, G, T)", "--config",
             cfg, "--shard-size", "4X", "-o", out);
     REFUSED(tmp, 1, "absent.json: No such file or directory", "--config", cfg, "--tokenizer",
-            path_in(dir, "absent.json"), "-o", out);
+            ckpt_path(dir, "absent.json"), "-o", out);
     REFUSED(tmp, 1, "token ids go up to 5000 but the model's vocab_size is 1024", "--config", cfg,
             "--tokenizer", big_tok, "-o", out);
     REFUSED(tmp, 1, "required field \"vocab_size\" is missing", "--config", big_tok, "-o", out);
     CHECKF(count_entries(dir) == 1, "a failed run left files in %s", dir);
     /* An existing non-empty directory is never replaced. */
     REQUIRE(tome_mkdir_p(out, 0755, &(tome_error){0}) == 0, "mkdir %s", out);
-    spit(path_in(out, "keep"), "x");
+    spit(ckpt_path(out, "keep"), "x");
     REFUSED(tmp, 1, "already exists and is not an empty directory", "--config", cfg, "-o", out);
     CHECK(count_entries(out) == 1 && count_entries(dir) == 2);
     /* An empty one is. */
-    CHECK(unlink(path_in(out, "keep")) == 0);
+    CHECK(unlink(ckpt_path(out, "keep")) == 0);
     CHECK(RUN_TOOL(NULL, "--config", cfg, "-o", out) == 0);
     CHECK(count_entries(out) == 3 && count_entries(dir) == 2);
 }
@@ -685,13 +457,13 @@ static void test_flash_shape(const char *tmp)
         {{"--layers", "1", "--experts", "4"}, 1, 4, 4, 1, {4, 0}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *out = path_in(tmp, "flash.json");
+        const char *out = ckpt_path(tmp, "flash.json");
         const char *args[] = {
             "--preset",       "flash-shape",    "--print-config", cases[i].args[0],
             cases[i].args[1], cases[i].args[2], cases[i].args[3], NULL};
         CHECK(run_tool_argv(out, NULL, args) == 0);
         size_t len;
-        char *text = slurp(out, &len);
+        char *text = ckpt_slurp(out, &len);
         v4_config c;
         tome_error err;
         REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
@@ -724,15 +496,15 @@ static void test_pro_shape(const char *tmp)
     snprintf(pub_path, sizeof pub_path, "%s/tools/model/published/DeepSeek-V4-Pro.config.json",
              src);
     size_t len;
-    char *text = slurp(pub_path, &len);
+    char *text = ckpt_slurp(pub_path, &len);
     v4_config pro, c;
     tome_error err;
     REQUIRE(v4_config_parse(text, len, pub_path, &pro, &err) == 0, "%s", err.msg);
     free(text);
-    const char *out = path_in(tmp, "pro.json");
+    const char *out = ckpt_path(tmp, "pro.json");
     CHECK(RUN_TOOL(out, "--preset", "pro-shape", "--layers", "5", "--experts", "8",
                    "--print-config") == 0);
-    text = slurp(out, &len);
+    text = ckpt_slurp(out, &len);
     REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
     free(text);
     CHECK(c.n_layers == 5 && c.n_routed_experts == 8 && c.n_active_experts == 6);
@@ -742,7 +514,7 @@ static void test_pro_shape(const char *tmp)
     memcpy(c.compress_ratio, pro.compress_ratio, sizeof c.compress_ratio);
     CHECK(memcmp(&c, &pro, sizeof c) == 0);
     static const int want[] = {128, 128, 4, 128, 4, 0};
-    text = slurp(out, &len);
+    text = ckpt_slurp(out, &len);
     REQUIRE(v4_config_parse(text, len, out, &c, &err) == 0, "%s", err.msg);
     free(text);
     for (int l = 0; l <= 5; l++)
