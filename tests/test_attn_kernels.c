@@ -154,15 +154,25 @@ static void test_tiles(void)
  * times the scale finite). */
 enum { KV_ROWS = 71, KV_HEADS = 11, KV_MAXDIM = 512 };
 
-/* Column k of a stored row, decoded as the definition says. */
+/* Column k of a stored row, decoded as the definitions say: an e4m3 code
+ * (S.1111.111 is NaN) times its block's E8M0 scale 2^(e - 127) (0xFF is
+ * NaN), then the tail's BF16 (a float's high half) or F32 values. */
 static float kv_decoded(const v4_kv_format *f, const uint8_t *row, int k)
 {
-    if (k < f->fp8)
-        return v4_e4m3_table[row[k]] * v4_e8m0_to_f32(row[f->fp8 + k / V4_KV_FP8_BLOCK]);
+    uint32_t bits;
+    float v;
+    if (k < f->fp8) {
+        uint8_t c = row[k], e = row[f->fp8 + k / V4_KV_FP8_BLOCK];
+        float code = (c & 0x7F) == 0x7F ? NAN : e4m3_by_definition(c);
+        return code * (e == 0xFF ? NAN : ldexpf(1.0f, e - 127));
+    }
     const uint8_t *tail = v4_kv_tail(f, row);
     k -= f->fp8;
-    if (f->tail_bf16) return v4_bf16_to_f32((uint16_t)(tail[2 * k] | tail[2 * k + 1] << 8));
-    float v;
+    if (f->tail_bf16) {
+        bits = (uint32_t)(tail[2 * k] | tail[2 * k + 1] << 8) << 16;
+        memcpy(&v, &bits, sizeof v);
+        return v;
+    }
     memcpy(&v, tail + 4 * k, sizeof v);
     return v;
 }
@@ -263,7 +273,7 @@ static void test_fast_attention(void)
 
 int main(void)
 {
-    v4_quant_init(); /* kv_decoded reads the e4m3 table */
+    v4_quant_init(); /* the scalar kernels' e4m3 table, filled as v4_open does */
     test_index_scores();
     test_tiles();
     test_fast_attention();
