@@ -187,41 +187,240 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, x, w->cols);
 }
 
-/* Values [k, k + 16) of a Q8_0 or MXFP4 row (half of a 32-value block),
- * each d * q or 2^(e - 128) * level exactly as the block decoder makes it.
- * MXFP4's sixteen levels are two tables of eight, picked by bit 3. */
-INLINE half2 gguf16(const v4_weight *w, int64_t row, int64_t k)
+/* Whether the `n` bytes at p (a multiple of 32) hold an e4m3 NaN code
+ * (S.1111.111). */
+INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
 {
-    const uint8_t *b = w->data + (size_t)row * v4_dtype_row_bytes(w->dtype, w->cols);
-    half2 h;
-    if (w->dtype == V4_Q8_0) {
-        b += (size_t)(k / 32) * 34;
-        __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-        const uint8_t *q = b + 2 + k % 32;
-        h.lo = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                    _mm_loadl_epi64((const __m128i *)(const void *)q))));
-        h.hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                    _mm_loadl_epi64((const __m128i *)(const void *)(q + 8)))));
-        return h;
+    const __m256i mag = _mm256_set1_epi8(0x7F);
+    __m256i any = _mm256_setzero_si256();
+    for (int64_t i = 0; i < n; i += 32) {
+        __m256i b =
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + i)), mag);
+        any = _mm256_or_si256(any, _mm256_cmpeq_epi8(b, mag));
     }
-    b += (size_t)(k / 32) * 17;
+    return !_mm256_testz_si256(any, any);
+}
+
+/* x[k0, end) times `scale256` into xs, when that is exact in every lane
+ * (no nonzero x underflows to a subnormal or zero, no finite x becomes
+ * infinite); 0 otherwise.  A weight times x*scale256 is then the same real
+ * number as (weight*scale256) times x, so the FMA rounds it the same. */
+INLINE int prescale(const float *x, int64_t k0, int64_t end, __m256 scale256, float *xs)
+{
+    const __m256 tiny = _mm256_set1_ps(0x1p-126f), inf = _mm256_set1_ps(INFINITY);
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 bad = _mm256_setzero_ps();
+    for (int64_t k = k0; k < end; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k), v = _mm256_mul_ps(xv, scale256);
+        __m256 av = _mm256_and_ps(v, abs), ax = _mm256_and_ps(xv, abs);
+        bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_cmp_ps(av, tiny, _CMP_LT_OQ),
+                                              _mm256_cmp_ps(ax, _mm256_setzero_ps(), _CMP_NEQ_OQ)));
+        bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_cmp_ps(av, inf, _CMP_EQ_OQ),
+                                              _mm256_cmp_ps(ax, inf, _CMP_NEQ_OQ)));
+        _mm256_storeu_ps(xs + (k - k0), v);
+    }
+    return _mm256_movemask_ps(bad) == 0;
+}
+
+/* Sixteen e4m3 bytes (no NaN codes) as f16 bit patterns: each byte moved
+ * to the top of its 16-bit lane, shifted right arithmetically by one (sign
+ * on bits 15 and 14, exponent and mantissa on 13..7), bit 14 cleared.  As
+ * f16 they are the e4m3 values times 2^-8. */
+INLINE __m256i fp8x16_f16(const uint8_t *p)
+{
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1),
+                            _mm256_set1_epi16((short)0xBF80));
+}
+
+/* The short path of a 128-column block: the four rows share one scale
+ * (they lie in one 128-row block), folded into x once. */
+INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int64_t len, half2 *acc)
+{
+    half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < len; k += 16) {
+        __m256 xl = _mm256_loadu_ps(xs + k), xh = _mm256_loadu_ps(xs + k + 8);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m256i h = fp8x16_f16(p[i] + k0 + k);                                                     \
+        a.lo = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), xl, a.lo);              \
+        a.hi = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), xh, a.hi);         \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Sixteen weights of the general way, into a row's two accumulators. */
+INLINE void fma16(half2 *acc, half2 w, __m256 xl, __m256 xh)
+{
+    acc->lo = _mm256_fmadd_ps(w.lo, xl, acc->lo);
+    acc->hi = _mm256_fmadd_ps(w.hi, xh, acc->hi);
+}
+
+/* FP8 rows: the scale of each row's 128-column block is read once per
+ * block and folded into x where that is exact (fast_avx512.c's way). */
+INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    float xs[V4_FP8_BLOCK];
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        const uint8_t *p[V4_FAST_ROWS];
+        /* The short path needs one finite 2^8 * scale for the four rows, no
+         * NaN codes and an exact x * scale; anything else goes the general
+         * way. */
+        uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+        int general = (end - k0) % 64 != 0 || (e >= 247 && e != 0xFF);
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            p[i] = w->data + row[i] * w->cols;
+            general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
+            general |= !general && has_fp8_nan(p[i] + k0, end - k0);
+        }
+        general |= !general && !prescale(x, k0, end, _mm256_set1_ps(v4_fast_scale(e) * 256.0f), xs);
+        if (!general) {
+            block_fp8(p, k0, xs, end - k0, acc);
+            continue;
+        }
+        for (int64_t k = k0; k < end; k += 16) {
+            __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 8
+            for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
+        }
+    }
+}
+
+/* Eight e2m1 codes (int32 lanes) against a table of the eight magnitudes
+ * already scaled (exact: a power-of-two scale): the lookup reads the low
+ * three bits, bit 3 is the sign. */
+INLINE __m256 fp4_scaled8(__m256i codes, __m256 mags)
+{
+    __m256i sign = _mm256_and_si256(_mm256_slli_epi32(codes, 28), _mm256_set1_epi32(INT32_MIN));
+    return _mm256_xor_ps(_mm256_permutevar8x32_ps(mags, codes), _mm256_castsi256_ps(sign));
+}
+
+/* FP4 rows: one scale per 32 columns, scaled into the magnitude table once
+ * per block; byte j holds codes 2j (low nibble) and 2j + 1. */
+INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    const __m256 mags = _mm256_loadu_ps(v4_e2m1_values);
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
+            __m256 scaled =
+                _mm256_mul_ps(mags, _mm256_set1_ps(v4_fast_scale(
+                                        w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+            __m128i c01 = _mm_unpacklo_epi8(lo, hi), c23 = _mm_unpackhi_epi8(lo, hi);
+            half2 w01 = {fp4_scaled8(_mm256_cvtepu8_epi32(c01), scaled),
+                         fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c01, 8)), scaled)};
+            half2 w23 = {fp4_scaled8(_mm256_cvtepu8_epi32(c23), scaled),
+                         fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c23, 8)), scaled)};
+            fma16(&acc[i], w01, x0, x1);
+            fma16(&acc[i], w23, x2, x3);
+        }
+    }
+}
+
+/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes): each value
+ * d * q is exact in F32, as the block decoder makes it. */
+INLINE __m256 q8x8(const uint8_t *q, __m256 d)
+{
+    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)q);
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+}
+
+INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
+        size_t at = (size_t)(k / 32) * 34;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+            fma16(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)}, x0, x1);
+            fma16(&acc[i], (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, x2, x3);
+        }
+    }
+}
+
+/* Eight MXFP4 codes (int32 lanes) against its two tables of eight levels
+ * already scaled, picked by bit 3 (the negative table's zero is +0, as in
+ * the block decoder's). */
+INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
+{
+    __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)); /* bit 3 on top */
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, c), _mm256_permutevar8x32_ps(neg, c),
+                            sign);
+}
+
+/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
+ * byte j's low nibble and value j + 16 in its high one): each value
+ * 2^(e - 128) * level, the scale multiplied into the tables once per block
+ * (the same products). */
+INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
     const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
     const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
-    __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
-    for (int half = 0; half < 2; half++) {
-        __m256i c = _mm256_cvtepu8_epi32(
-            _mm_loadl_epi64((const __m128i *)(const void *)(b + 1 + 8 * half)));
-        if (k % 32) c = _mm256_srli_epi32(c, 4);
-        __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)); /* bit 3 on top */
-        __m256 level = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, c),
-                                        _mm256_permutevar8x32_ps(neg, c), sign);
-        __m256 v = _mm256_mul_ps(scale, level);
-        if (half)
-            h.hi = v;
-        else
-            h.lo = v;
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
+        size_t at = (size_t)(k / 32) * 17;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
+            __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
+            __m256i c0 =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
+            __m256i c1 =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
+            fma16(&acc[i], (half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)}, x0, x1);
+            fma16(&acc[i],
+                  (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
+                          mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
+                  x2, x3);
+        }
     }
-    return h;
+}
+
+/* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
+INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + row[i] * w->cols * 2;
+    for (int64_t k = 0; k < w->cols; k += 16) {
+        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++)
+            fma16(&acc[i], (half2){bf16x8(p[i] + k * 2), bf16x8(p[i] + k * 2 + 16)}, xl, xh);
+    }
+}
+
+/* F32 rows, and FP4 rows whose width is no multiple of its blocks. */
+INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    for (int64_t k = 0; k < w->cols; k += 16) {
+        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
+    }
 }
 
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
@@ -233,18 +432,21 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     }
     int64_t row[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    __m256 lo[V4_FAST_ROWS], hi[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) lo[i] = hi[i] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < w->cols; k += 16) {
-        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            half2 h = in_registers ? gguf16(w, row[i], k) : decode16(w, row[i], k);
-            lo[i] = _mm256_fmadd_ps(h.lo, xl, lo[i]);
-            hi[i] = _mm256_fmadd_ps(h.hi, xh, hi[i]);
-        }
-    }
-    for (int i = 0; i < nr; i++) y[i] = reduce16(lo[i], hi[i]);
+    half2 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
+    if (w->dtype == V4_Q8_0)
+        rows_dot_q8_0(w, row, x, acc);
+    else if (w->dtype == V4_MXFP4)
+        rows_dot_mxfp4(w, row, x, acc);
+    else if (w->dtype == V4_F8_E4M3)
+        rows_dot_fp8(w, row, x, acc);
+    else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
+        rows_dot_fp4(w, row, x, acc);
+    else if (w->dtype == V4_BF16)
+        rows_dot_bf16(w, row, x, acc);
+    else
+        rows_dot_plain(w, row, x, acc);
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
