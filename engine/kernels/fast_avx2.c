@@ -303,29 +303,28 @@ INLINE __m256 fp4_scaled8(__m256i codes, __m256 mags)
 }
 
 /* FP4 rows: one scale per 32 columns, scaled into the magnitude table once
- * per block; byte j holds codes 2j (low nibble) and 2j + 1. */
+ * per block and half; byte j holds codes 2j (low nibble) and 2j + 1.  A
+ * half of sixteen at a time keeps the eight accumulators, two x vectors
+ * and the tables in the sixteen registers. */
 INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
     const __m256 mags = _mm256_loadu_ps(v4_e2m1_values);
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
+    const __m128i low4 = _mm_set1_epi8(15);
+    for (int64_t k = 0; k < w->cols; k += 16) {
+        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
             __m256 scaled =
                 _mm256_mul_ps(mags, _mm256_set1_ps(v4_fast_scale(
                                         w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
-            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
-            __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-            __m128i c01 = _mm_unpacklo_epi8(lo, hi), c23 = _mm_unpackhi_epi8(lo, hi);
-            half2 w01 = {fp4_scaled8(_mm256_cvtepu8_epi32(c01), scaled),
-                         fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c01, 8)), scaled)};
-            half2 w23 = {fp4_scaled8(_mm256_cvtepu8_epi32(c23), scaled),
-                         fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c23, 8)), scaled)};
-            fma16(&acc[i], w01, x0, x1);
-            fma16(&acc[i], w23, x2, x3);
+            __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+            __m128i c = _mm_unpacklo_epi8(_mm_and_si128(b, low4),
+                                          _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+            fma16(&acc[i],
+                  (half2){fp4_scaled8(_mm256_cvtepu8_epi32(c), scaled),
+                          fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), scaled)},
+                  xl, xh);
         }
     }
 }
