@@ -208,6 +208,18 @@ static void test_fast_fp8_scales(void)
     }
 }
 
+/* The kernels' call-free scale gives v4_e8m0_to_f32's bits for every
+ * code, the subnormal 2^-127 and the NaN included. */
+static void test_fast_scale(void)
+{
+    int bad = 0;
+    for (int e = 0; e < 256; e++) {
+        float a = v4_fast_scale((uint8_t)e), b = v4_e8m0_to_f32((uint8_t)e);
+        bad += memcmp(&a, &b, sizeof a) != 0;
+    }
+    CHECKF(bad == 0, "v4_fast_scale differs from v4_e8m0_to_f32 on %d codes", bad);
+}
+
 static void test_fast_nan(void)
 {
     enum { R = 8, C = 512 };
@@ -417,6 +429,7 @@ int main(void)
     test_fast(V4_F8_E4M3);
     test_fast(V4_I8);
     test_fast(V4_BF16);
+    test_fast_scale();
     test_fast_nan();
     test_fast_fp8_scales();
     test_refmath();

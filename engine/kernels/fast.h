@@ -133,14 +133,16 @@ static inline float v4_fast_reduce(const float a[V4_FAST_LANES])
     return s2[0] + s2[1];
 }
 
-/* An E8M0 block scale as a float (2^(e-127); NaN for 0xFF). */
+/* An E8M0 block scale as a float (2^(e-127); NaN for 0xFF): the exponent
+ * field, except the subnormal 2^-127 for e = 0 and the quiet NaN
+ * v4_e8m0_to_f32 gives for 0xFF.  No call, even on the rare codes: a call
+ * in a kernel's loop makes the compiler keep its accumulators in memory. */
 static inline float v4_fast_scale(uint8_t e)
 {
-    if (e == 0 || e == 0xFF) return v4_e8m0_to_f32(e);
     union {
         uint32_t u;
         float f;
-    } v = {.u = (uint32_t)e << 23};
+    } v = {.u = e == 0 ? 0x00400000u : e == 0xFF ? 0x7FC00000u : (uint32_t)e << 23};
     return v.f;
 }
 

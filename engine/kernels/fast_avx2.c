@@ -293,38 +293,38 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
     }
 }
 
-/* Eight e2m1 codes (int32 lanes) against a table of the eight magnitudes
- * already scaled (exact: a power-of-two scale): the lookup reads the low
- * three bits, bit 3 is the sign. */
-INLINE __m256 fp4_scaled8(__m256i codes, __m256 mags)
+/* Sixteen e2m1 codes from eight bytes (byte j holds codes 2j, low nibble,
+ * and 2j + 1) as f16 bit patterns: every e2m1 value is an f16 whose low
+ * byte is zero, so one byte shuffle gives the high bytes (S.EEEEE.MM) and
+ * an unpack against zero makes the halves.  Exact, -0 included. */
+INLINE __m256i fp4x16_f16(const uint8_t *p)
 {
-    __m256i sign = _mm256_and_si256(_mm256_slli_epi32(codes, 28), _mm256_set1_epi32(INT32_MIN));
-    return _mm256_xor_ps(_mm256_permutevar8x32_ps(mags, codes), _mm256_castsi256_ps(sign));
+    const __m128i high_bytes =
+        _mm_setr_epi8(0x00, 0x38, 0x3C, 0x3E, 0x40, 0x42, 0x44, 0x46, (char)0x80, (char)0xB8,
+                      (char)0xBC, (char)0xBE, (char)0xC0, (char)0xC2, (char)0xC4, (char)0xC6);
+    const __m128i low4 = _mm_set1_epi8(15);
+    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    __m128i codes =
+        _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+    __m128i h = _mm_shuffle_epi8(high_bytes, codes);
+    return _mm256_set_m128i(_mm_unpackhi_epi8(_mm_setzero_si128(), h),
+                            _mm_unpacklo_epi8(_mm_setzero_si128(), h));
 }
 
-/* FP4 rows: one scale per 32 columns, scaled into the magnitude table once
- * per block and half; byte j holds codes 2j (low nibble) and 2j + 1.  A
- * half of sixteen at a time keeps the eight accumulators, two x vectors
- * and the tables in the sixteen registers. */
+/* FP4 rows: one scale per 32 columns; each weight its e2m1 value (by f16)
+ * times the scale, the product the general decoder makes. */
 INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
-    const __m256 mags = _mm256_loadu_ps(v4_e2m1_values);
-    const __m128i low4 = _mm_set1_epi8(15);
     for (int64_t k = 0; k < w->cols; k += 16) {
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
-            __m256 scaled =
-                _mm256_mul_ps(mags, _mm256_set1_ps(v4_fast_scale(
-                                        w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
-            __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
-            __m128i c = _mm_unpacklo_epi8(_mm_and_si128(b, low4),
-                                          _mm_and_si128(_mm_srli_epi16(b, 4), low4));
-            fma16(&acc[i],
-                  (half2){fp4_scaled8(_mm256_cvtepu8_epi32(c), scaled),
-                          fp4_scaled8(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), scaled)},
-                  xl, xh);
+            __m256 scale = _mm256_set1_ps(
+                v4_fast_scale(w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK]));
+            __m256i h = fp4x16_f16(w->data + row[i] * (w->cols / 2) + k / 2);
+            half2 v = {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), scale),
+                       _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), scale)};
+            fma16(&acc[i], v, xl, xh);
         }
     }
 }
