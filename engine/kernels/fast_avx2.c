@@ -201,25 +201,46 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return !_mm256_testz_si256(any, any);
 }
 
-/* x[k0, end) times `scale256` into xs, when that is exact in every lane
- * (no nonzero x underflows to a subnormal or zero, no finite x becomes
- * infinite); 0 otherwise.  A weight times x*scale256 is then the same real
- * number as (weight*scale256) times x, so the FMA rounds it the same. */
-INLINE int prescale(const float *x, int64_t k0, int64_t end, __m256 scale256, float *xs)
+/* The largest and smallest of eight unsigned lanes. */
+INLINE uint32_t max8_epu32(__m256i v)
 {
-    const __m256 tiny = _mm256_set1_ps(0x1p-126f), inf = _mm256_set1_ps(INFINITY);
-    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    __m256 bad = _mm256_setzero_ps();
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    return (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1)));
+}
+
+INLINE uint32_t min8_epu32(__m256i v)
+{
+    __m128i m = _mm_min_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_min_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    return (uint32_t)_mm_cvtsi128_si32(_mm_min_epu32(m, _mm_shuffle_epi32(m, 0xB1)));
+}
+
+/* x[k0, end) times 2^8 times the scale of E8M0 code e into xs; returns
+ * whether that is exact in every lane, so that a weight times the scaled x
+ * is the same real number as (weight * 2^8 * scale) times x and the FMA
+ * rounds it the same.  Multiplying by 2^m is exact unless a nonzero x
+ * leaves the normal range, which the largest and smallest nonzero |x| of
+ * the block tell by their exponents (a subnormal or an infinite x counts
+ * as not exact: the general way takes it).  A NaN scale (0xFF) makes every
+ * product NaN either way. */
+INLINE int prescale(const float *x, int64_t k0, int64_t end, uint8_t e, float *xs)
+{
+    const __m256 scale256 = _mm256_set1_ps(v4_fast_scale(e) * 256.0f);
+    const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF), one = _mm256_set1_epi32(1);
+    __m256i largest = _mm256_setzero_si256(), smallest = _mm256_set1_epi32(-1);
     for (int64_t k = k0; k < end; k += 8) {
-        __m256 xv = _mm256_loadu_ps(x + k), v = _mm256_mul_ps(xv, scale256);
-        __m256 av = _mm256_and_ps(v, abs), ax = _mm256_and_ps(xv, abs);
-        bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_cmp_ps(av, tiny, _CMP_LT_OQ),
-                                              _mm256_cmp_ps(ax, _mm256_setzero_ps(), _CMP_NEQ_OQ)));
-        bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_cmp_ps(av, inf, _CMP_EQ_OQ),
-                                              _mm256_cmp_ps(ax, inf, _CMP_NEQ_OQ)));
-        _mm256_storeu_ps(xs + (k - k0), v);
+        __m256 xv = _mm256_loadu_ps(x + k);
+        _mm256_storeu_ps(xs + (k - k0), _mm256_mul_ps(xv, scale256));
+        __m256i a = _mm256_and_si256(_mm256_castps_si256(xv), abs);
+        largest = _mm256_max_epu32(largest, a);
+        smallest = _mm256_min_epu32(smallest, _mm256_sub_epi32(a, one)); /* 0 wraps: ignored */
     }
-    return _mm256_movemask_ps(bad) == 0;
+    uint32_t least = min8_epu32(smallest);
+    if (e == 0xFF || least == UINT32_MAX) return 1;
+    int m = (int)e - 127 + 8, top = (int)(max8_epu32(largest) >> 23);
+    int bottom = (int)((least + 1) >> 23);
+    return top + m <= 254 && bottom >= 1 && bottom + m >= 1;
 }
 
 /* Sixteen e4m3 bytes (no NaN codes) as f16 bit patterns: each byte moved
@@ -280,7 +301,7 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
             general |= !general && has_fp8_nan(p[i] + k0, end - k0);
         }
-        general |= !general && !prescale(x, k0, end, _mm256_set1_ps(v4_fast_scale(e) * 256.0f), xs);
+        general |= !general && !prescale(x, k0, end, e, xs);
         if (!general) {
             block_fp8(p, k0, xs, end - k0, acc);
             continue;
