@@ -125,14 +125,14 @@ static int load_model(engine_local *e, tome_error *err)
     int rc = v4_model_open(e->model_dir, &opts, &e->model, err);
     if (rc != 0) return rc;
     tomed_log(TOMED_LOG_INFO, "%s kernels (%s)", v4_kernels_name(opts.kernels), v4_kernels_isa());
-    char path[TOMED_PATH_MAX + 32];
-    v4_model_tokenizer_path(e->model_dir, path, sizeof path);
-    rc = v4_tokenizer_load(path, &e->tokenizer, err);
-    if (rc != 0) return rc;
-    char *text;
+    char name[TOMED_PATH_MAX + 32], *text;
     size_t len;
-    rc = tome_read_file(path, (size_t)1 << 30, &text, &len, err);
-    if (rc != 0) return rc;
+    rc = v4_model_tokenizer(e->model_dir, &text, &len, name, sizeof name, err);
+    if (rc == 0) rc = v4_tokenizer_from_json(name, text, len, &e->tokenizer, err);
+    if (rc != 0) {
+        free(text);
+        return rc;
+    }
     uint8_t digest[32];
     tome_sha256(text, len, digest);
     free(text);

@@ -111,6 +111,13 @@ int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **ck, tom
  * FP8/FP4 ".scale" tensors). */
 int v4_gguf_name(const v4_config *c, const char *hf, int variant, char *out, size_t cap,
                  int *expert);
+/* The file's own vocabulary (tokenizer.ggml.*) as the Hugging Face
+ * tokenizer.json document it stands for (gguf_vocab.c): byte-level BPE
+ * with DeepSeek's pre-tokenizer ("deepseek-v3"); any other kind is refused
+ * by name.  *json is NUL-terminated, *len its length; free() it. */
+int v4_gguf_vocab_json(const v4_gguf *g, char **json, size_t *len, tome_error *err);
+/* The same for the GGUF file at `path` (mapped for the call only). */
+int v4_gguf_tokenizer_json(const char *path, char **json, size_t *len, tome_error *err);
 /* SHA-256 of a GGUF model: a tag of its own, the whole header (metadata and
  * tensor infos), the engine's mode bytes and each tensor's first 64 bytes. */
 void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len, uint8_t out[32]);

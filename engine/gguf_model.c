@@ -527,6 +527,20 @@ int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **out, to
     return 0;
 }
 
+int v4_gguf_tokenizer_json(const char *path, char **json, size_t *len, tome_error *err)
+{
+    *json = NULL;
+    v4_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    int rc = map_file(ck, path, err);
+    if (rc == 0)
+        rc = v4_gguf_parse(ck->shards[0].map, ck->shards[0].size, ck->shards[0].path, &ck->gguf,
+                           err);
+    if (rc == 0) rc = v4_gguf_vocab_json(ck->gguf, json, len, err);
+    v4_checkpoint_free(ck);
+    return rc;
+}
+
 void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len, uint8_t out[32])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- RoPE -------------------------------------------------------------------- */
 
@@ -477,7 +478,9 @@ void v4_model_free(v4_model *m)
     free(m);
 }
 
-void v4_model_tokenizer_path(const char *model, char *out, size_t cap)
+/* Where a tokenizer.json for `model` would be: inside a checkpoint
+ * directory, or beside a GGUF file. */
+static void tokenizer_path(const char *model, char *out, size_t cap)
 {
     if (!v4_gguf_is_file(model)) {
         snprintf(out, cap, "%s/tokenizer.json", model);
@@ -488,6 +491,17 @@ void v4_model_tokenizer_path(const char *model, char *out, size_t cap)
         snprintf(out, cap, "tokenizer.json");
     else
         snprintf(out, cap, "%.*s/tokenizer.json", (int)(slash - model), model);
+}
+
+int v4_model_tokenizer(const char *model, char **json, size_t *len, char *name, size_t cap,
+                       tome_error *err)
+{
+    tokenizer_path(model, name, cap);
+    if (v4_gguf_is_file(model) && access(name, F_OK) != 0) {
+        snprintf(name, cap, "%s", model);
+        return v4_gguf_tokenizer_json(model, json, len, err);
+    }
+    return tome_read_file(name, (size_t)1 << 30, json, len, err);
 }
 
 const v4_config *v4_model_config(const v4_model *m)

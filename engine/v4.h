@@ -183,9 +183,13 @@ typedef struct v4_open_options {
  * tensor is checked against the manifest. `opts` may be NULL. */
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err);
 void v4_model_free(v4_model *m);
-/* Where the model's tokenizer.json is: inside a checkpoint directory, or
- * beside a GGUF file (tome does not yet read a GGUF's own vocabulary). */
-void v4_model_tokenizer_path(const char *model, char *out, size_t cap);
+/* The model's tokenizer as a tokenizer.json document (*json, *len; free
+ * it): the one inside a checkpoint directory, or for a GGUF file the
+ * tokenizer.json beside it when there is one, else the file's own
+ * vocabulary (v4_gguf_vocab_json).  `name` gets where it came from (the
+ * tokenizer.json's path, or the GGUF's), for messages. */
+int v4_model_tokenizer(const char *model, char **json, size_t *len, char *name, size_t cap,
+                       tome_error *err);
 const v4_config *v4_model_config(const v4_model *m);
 /* SHA-256 over config.json and every tensor's name, dtype and shape, plus the
  * numerics mode: two models with equal fingerprints produce the same states. */

@@ -6,7 +6,8 @@
 # figures are printed), then checked by tests/test_gguf.  The vocabulary
 # tome-convert writes is checked by tests/test_convert_vocab: the built-in
 # model's tokenizer.json (that file, converted --no-mtp, also runs in
-# tome-run) and the stand-in of the golden models.
+# tome-run) and the stand-in of the golden models; tests/test_gguf_vocab
+# reads that vocabulary back as a tokenizer.
 set -e
 : "${TOME_SHARED:?TOME_SHARED is not set (run through make check)}"
 top=$(pwd)
@@ -34,6 +35,15 @@ convert v4-tiny-a v4-tiny-a-mxfp4.gguf --experts MXFP4
 "$top/tools/tome-convert" --no-mtp --type Q8_0 --experts MXFP4 "$top/models/tiny" "$work/tiny.gguf" \
     2>>"$work/convert.log"
 "$top/tests/test_convert_vocab" "$work/tiny.gguf" "$top/models/tiny/tokenizer.json"
+# Without a tokenizer.json beside it, the GGUF's own vocabulary tokenizes as
+# the file it came from; a pre-tokenizer tome does not know is refused by name.
+"$top/tests/test_gguf_vocab" "$work/tiny.gguf" "$top/models/tiny/tokenizer.json"
+perl -pe 's/deepseek-v3/deepseek-v9/' <"$work/tiny.gguf" >"$work/other-pre.gguf"
+if echo hi | "$top/tools/tome-tokenize" --model "$work/other-pre.gguf" >/dev/null 2>"$work/pre.err" ||
+    ! grep -q 'tokenizer.ggml.pre is "deepseek-v9"' "$work/pre.err"; then
+    echo "FAIL: a GGUF with an unknown pre-tokenizer: $(cat "$work/pre.err")"
+    exit 1
+fi
 echo 0 1 2 3 | "$top/tools/tome-run" --model "$work/tiny.gguf" --ids - --decode 2 2>"$work/run.log" ||
     { cat "$work/run.log"; exit 1; }
 sed 's/^/  /' "$work/convert.log" | sort -u

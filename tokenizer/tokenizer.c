@@ -99,26 +99,34 @@ static void workspace_give_back(const v4_tokenizer *ct, tok_workspace *w)
 
 /* ---- Loading ------------------------------------------------------------- */
 
-int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err)
+int v4_tokenizer_from_json(const char *name, const char *json, size_t len, v4_tokenizer **out,
+                           tome_error *err)
 {
     *out = NULL;
     v4_tokenizer *t = calloc(1, sizeof *t);
-    if (!t || !(t->path = strdup(path))) {
+    if (!t || !(t->path = strdup(name))) {
         free(t);
-        return tome_errorf(err, TOME_ENOMEM, "out of memory loading %s", path);
+        return tome_errorf(err, TOME_ENOMEM, "out of memory loading %s", name);
     }
     pthread_mutex_init(&t->pool_lock, NULL);
-    char *json = NULL;
-    size_t len = 0;
-    int rc = tome_read_file(path, MAX_TOKENIZER_FILE, &json, &len, err);
-    if (rc == 0) rc = tok_load_json(t, json, len, err);
-    free(json);
+    int rc = tok_load_json(t, json, len, err);
     if (rc) {
         v4_tokenizer_free(t);
         return rc;
     }
     *out = t;
     return 0;
+}
+
+int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err)
+{
+    *out = NULL;
+    char *json = NULL;
+    size_t len = 0;
+    int rc = tome_read_file(path, MAX_TOKENIZER_FILE, &json, &len, err);
+    if (rc == 0) rc = v4_tokenizer_from_json(path, json, len, out, err);
+    free(json);
+    return rc;
 }
 
 void v4_tokenizer_free(v4_tokenizer *t)

@@ -34,6 +34,10 @@ typedef struct v4_ids {
 
 /* Load a Hugging Face tokenizer.json (byte-level BPE). */
 int v4_tokenizer_load(const char *path, v4_tokenizer **out, tome_error *err);
+/* The same from the document's text in memory; `name` (where it came
+ * from) is for messages. */
+int v4_tokenizer_from_json(const char *name, const char *json, size_t len, v4_tokenizer **out,
+                           tome_error *err);
 void v4_tokenizer_free(v4_tokenizer *t);
 /* Number of ids (base vocabulary plus added tokens; max id + 1). */
 int v4_tokenizer_n_ids(const v4_tokenizer *t);

@@ -247,10 +247,12 @@ static int save_state(const char *path, const v4_state *s, const v4_ids *ids, to
 
 static int load_prompt(const options *o, v4_tokenizer **tok, v4_ids *ids, tome_error *err)
 {
-    char path[4096];
-    v4_model_tokenizer_path(o->model, path, sizeof path);
     if (o->text || o->print_tokens) {
-        int rc = v4_tokenizer_load(path, tok, err);
+        char name[4096], *json = NULL;
+        size_t len;
+        int rc = v4_model_tokenizer(o->model, &json, &len, name, sizeof name, err);
+        if (rc == 0) rc = v4_tokenizer_from_json(name, json, len, tok, err);
+        free(json);
         if (rc && o->text) return rc;
         if (rc) *tok = NULL;
     }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/options.h"
+#include "engine/v4.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_INPUT ((size_t)4 << 30)
@@ -129,7 +130,9 @@ static int render_chat(const v4_tokenizer *t, const options *o, tome_error *err)
 static options opt;
 static int effort; /* the index in "high|max" */
 static const tome_option option_table[] = {
-    TOME_STRING("model", 'm', "DIR", opt.model_dir, "use DIR/tokenizer.json"),
+    TOME_STRING("model", 'm', "DIR|FILE.gguf", opt.model_dir,
+                "use the model's tokenizer (DIR/tokenizer.json; for a GGUF file the "
+                "tokenizer.json beside it, else its own vocabulary)"),
     TOME_STRING("tokenizer", 't', "FILE", opt.tokenizer, "use this tokenizer.json"),
     TOME_FLAG("decode", 'd', opt.decode, "JSON ids on stdin -> bytes on stdout"),
     TOME_FLAG("special", 's', opt.special, "special-token text becomes special tokens"),
@@ -175,13 +178,16 @@ int main(int argc, char **argv)
     const options o = opt;
     tome_error err = {0};
     v4_tokenizer *t = NULL;
-    char in_model[4096];
-    const char *path = o.tokenizer;
     if (o.model_dir) {
-        snprintf(in_model, sizeof in_model, "%s/tokenizer.json", o.model_dir);
-        path = in_model;
+        char name[4096], *json = NULL;
+        size_t len;
+        int rc = v4_model_tokenizer(o.model_dir, &json, &len, name, sizeof name, &err);
+        if (rc == 0) rc = v4_tokenizer_from_json(name, json, len, &t, &err);
+        free(json);
+        if (rc) return fail(&err);
+    } else if (o.tokenizer && v4_tokenizer_load(o.tokenizer, &t, &err)) {
+        return fail(&err);
     }
-    if (path && v4_tokenizer_load(path, &t, &err)) return fail(&err);
     int rc = o.chat     ? render_chat(t, &o, &err)
              : o.decode ? decode_stdin(t, &err)
                         : encode_stdin(t, &o, &err);
