@@ -3,14 +3,18 @@
 #
 # The flash-shape model (tome-mkmodel --preset flash-shape --layers 4
 # --experts 16 --seed 7, cached in BUILDDIR/models) is converted once by
-# tome-convert into llama.cpp's DeepSeek V4 GGUF layout (FP8 -> Q8_0, FP4
-# experts -> MXFP4 losslessly, BF16 and F32 kept, MTP left out: cached as
-# BUILDDIR/models/flash-shape-4x16.gguf).  Then, in this one run: the
-# machine's limits (tome-limits: FP32 FMA peak, read bandwidth, 1 and 2
-# threads), tome-run on the safetensors model and on the GGUF, and llama.cpp
-# (node-llama-cpp 3.22.1's CPU build, scripts/peer) on the same GGUF, each
-# with the same 512 prompt ids (prefill, one batch) and 32 greedy decode
-# steps, at 2 threads and 1.  Prints a table and writes a CSV to
+# tome-convert into llama.cpp's DeepSeek V4 GGUF layout, MTP left out, in
+# three recipes (cached as BUILDDIR/models/flash-shape-4x16*.gguf):
+#   gguf   FP8 -> Q8_0, FP4 experts -> MXFP4 losslessly, BF16 and F32 kept
+#   q4_k   Q8_0, routed experts Q4_K, small tensors F16 (ds4's 256 GB recipe)
+#   q2     Q8_0, routed experts IQ2_XXS (gate, up) and Q2_K (down), small
+#          tensors F16 (ds4's 128 GB recipe)
+# Then, in this one run: the machine's limits (tome-limits: FP32 FMA peak,
+# read bandwidth, 1 and 2 threads), tome-run on the safetensors model and on
+# each GGUF, and llama.cpp (node-llama-cpp 3.22.1's CPU build, scripts/peer)
+# on the same GGUFs, each with the same 512 prompt ids (prefill, one batch)
+# and 32 greedy decode steps, at 2 threads and 1.  BENCH_PEER_QUANTS picks
+# the quantised recipes (default "q4_k q2"; "" for none).  Prints a table and writes a CSV to
 # $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
 #   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
@@ -32,8 +36,25 @@ gguf=$flash.gguf
 [ -f "$flash/config.json" ] ||
     "$build/tools/tome-mkmodel" --preset flash-shape --layers 4 --experts 16 --seed 7 \
         -o "$flash" >/dev/null
-[ -f "$gguf" ] ||
-    "$build/tools/tome-convert" --no-mtp --keep-float --type Q8_0 --experts MXFP4 "$flash" "$gguf"
+quants=${BENCH_PEER_QUANTS-q4_k q2}
+# recipe NAME: tome-convert's options for that GGUF.
+recipe() {
+    case $1 in
+    gguf) echo --keep-float --type Q8_0 --experts MXFP4 ;;
+    q4_k) echo --type Q8_0 --experts Q4_K --small F16 ;;
+    q2) echo --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16 ;;
+    *) echo "bench-peer.sh: unknown recipe $1 in BENCH_PEER_QUANTS" >&2; return 1 ;;
+    esac
+}
+file_of() { # NAME
+    if [ "$1" = gguf ]; then echo "$gguf"; else echo "$flash-$1.gguf"; fi
+}
+for q in gguf $quants; do
+    opts=$(recipe "$q")
+    # shellcheck disable=SC2086 # the options are words
+    [ -f "$(file_of "$q")" ] ||
+        "$build/tools/tome-convert" --no-mtp $opts "$flash" "$(file_of "$q")" 2>/dev/null
+done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 seq 1000 $((999 + prompt)) >"$tmp/ids"
@@ -67,27 +88,29 @@ tome() { # NAME MODEL THREADS
         -e 's/.*prefill [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s); decode [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1 \2/p' \
         "$tmp/out" | tr '\n' ' ' |
         awk -v e=tome -v f="$1" -v t="$3" '{ print e, f, t, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
-    [ "$1" = gguf ] && awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/gguf-cost"
+    [ "$1" != safetensors ] && awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/$1-cost"
     return 0
 }
-llama() { # THREADS
+llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
     [ -n "$peer" ] || return 0
-    if ! node "$src/scripts/peer/llama.mjs" "$peer" --model "$gguf" --ids "$tmp/ids" \
-        --decode "$decode" --threads "$1" >"$tmp/llama.json" 2>"$tmp/llama.err"; then
-        echo "llama.cpp failed: $(tail -3 "$tmp/llama.err")"
+    if ! node "$src/scripts/peer/llama.mjs" "$peer" --model "$2" --ids "$tmp/ids" \
+        --decode "$decode" --threads "$3" >"$tmp/llama.json" 2>"$tmp/llama.err"; then
+        echo "llama.cpp failed on $1: $(tail -3 "$tmp/llama.err")"
         return 0
     fi
     node -e 'const r = JSON.parse(require("fs").readFileSync(0, "utf8"));
              console.log(r.prefill_tok_s, r.decode_tok_s, r.backend)' <"$tmp/llama.json" >"$tmp/llama.txt"
     read -r pf df backend <"$tmp/llama.txt"
-    echo "llama.cpp $1 thread(s): CPU backend $backend"
-    echo "llama.cpp gguf $1 $pf $df $(cat "$tmp/gguf-cost")" >>"$tmp/results"
+    echo "llama.cpp $1 $3 thread(s): CPU backend $backend"
+    echo "llama.cpp $1 $3 $pf $df $(cat "$tmp/$1-cost")" >>"$tmp/results"
 }
 : >"$tmp/results"
 for t in 2 1; do
-    tome gguf "$gguf" "$t"
     tome safetensors "$flash" "$t"
-    llama "$t"
+    for q in gguf $quants; do
+        tome "$q" "$(file_of "$q")" "$t"
+        llama "$q" "$(file_of "$q")" "$t"
+    done
 done
 
 echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama" >"$csv"
@@ -97,7 +120,9 @@ while read -r engine file t pf df gflop mb; do
     peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
     awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
         -v peak="$peak" -v bw="$bw" -v p="$prompt" -v d="$decode" -v csv="$csv" '
-        $1 == "llama.cpp" && $3 == t { lpf = $4; ldf = $5 }
+        $1 == "llama.cpp" && $3 == t && ($2 == f || f == "safetensors" && $2 == "gguf") {
+            lpf = $4; ldf = $5
+        }
         END {
             pfrac = peak > 0 ? g * pf / peak : 0
             dfrac = bw > 0 ? mb / 1000 * df / bw : 0
@@ -108,5 +133,6 @@ while read -r engine file t pf df gflop mb; do
             printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd >> csv
         }' "$tmp/results"
 done <"$tmp/results"
-echo "(vs llama.cpp: prefill / decode tokens/s ratio at the same thread count)"
+echo "(vs llama.cpp: prefill / decode tokens/s ratio on the same file and thread count;"
+echo " safetensors against llama.cpp on the lossless gguf)"
 echo "csv: $csv"
