@@ -26,6 +26,15 @@ for m in v4-tiny-a v4-tiny-b; do
     convert $m $m-q2.gguf --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16
 done
 convert v4-tiny-a v4-tiny-a-mxfp4.gguf --experts MXFP4
+# Quantising on more threads writes the same bytes.
+convert v4-tiny-a v4-tiny-a-q2-t1.gguf --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16 \
+    --threads 1
+convert v4-tiny-a v4-tiny-a-q2-t3.gguf --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16 \
+    --threads 3
+cmp "$work/v4-tiny-a-q2-t1.gguf" "$work/v4-tiny-a-q2-t3.gguf" ||
+    { echo "FAIL: tome-convert --threads 1 and 3 wrote different files"; exit 1; }
+cmp "$work/v4-tiny-a-q2-t1.gguf" "$work/v4-tiny-a-q2.gguf" ||
+    { echo "FAIL: tome-convert --threads 1 and the default wrote different files"; exit 1; }
 "$top/tests/test_gguf" v4-tiny-a "$work/v4-tiny-a-f32.gguf:same" "$work/v4-tiny-a-bf16.gguf:same" \
     "$work/v4-tiny-a-mxfp4.gguf:same" "$work/v4-tiny-a-q8_0.gguf:run" \
     "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run"

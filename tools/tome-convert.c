@@ -23,9 +23,11 @@
  * llama.cpp's deepseek4 model needs.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "common/options.h"
@@ -34,11 +36,15 @@
 #include "tools/convert/meta.h"
 #include "tools/convert/vocab.h"
 
-#define ALIGN 32
+#define ALIGN       32
+#define MAX_THREADS 256
+/* Rows quantised at once: each thread takes every n-th row of the batch. */
+#define BATCH_ROWS 256
+#define ROW_FLOATS (2 * V4_MAX_COLS)
 
 typedef struct options {
     const char *type, *experts, *down, *small;
-    int no_mtp, keep_float;
+    int no_mtp, keep_float, threads;
 } options;
 
 static options opt;
@@ -53,6 +59,8 @@ static const tome_option option_table[] = {
               "--type and --small then apply to the FP8 ones"),
     TOME_FLAG("no-mtp", 0, opt.no_mtp,
               "leave out the MTP layers (llama.cpp's deepseek4 loads none)"),
+    TOME_INT("threads", 0, "N", opt.threads, 0, MAX_THREADS,
+             "quantise on N threads (default 0: all cores; the file is the same)"),
 };
 static const tome_cli cli = {.program = "tome-convert",
                              .usage = "[options] DIR OUT.gguf",
@@ -242,8 +250,62 @@ static v4_weight source(const v4_checkpoint *ck, const v4_tensor_spec *s)
     return w;
 }
 
-static int write_one(FILE *f, const v4_checkpoint *ck, const v4_tensor_spec *s, v4_dtype type,
-                     float *row, uint8_t *bytes)
+/* One thread's share of a batch of rows: rows thread, thread + threads,
+ * ... of [r0, r0 + n), each decoded and quantised alone into its place in
+ * `out`, so the bytes do not depend on the thread count. */
+typedef struct quant_share {
+    const v4_weight *w;
+    v4_dtype type;
+    int64_t r0, n;
+    size_t row_bytes;
+    uint8_t *out;
+    int thread, threads;
+    float *row; /* the thread's decoded row */
+} quant_share;
+
+static void *quantise_share(void *arg)
+{
+    const quant_share *q = arg;
+    for (int64_t i = q->thread; i < q->n; i += q->threads) {
+        v4_weight_row_scalar(q->w, q->r0 + i, q->row);
+        v4_gguf_quantize(q->type, q->row, q->w->cols, q->out + (size_t)i * q->row_bytes);
+    }
+    return NULL;
+}
+
+/* The writer's threads and buffers: a decoded row per thread and one batch
+ * of quantised rows. */
+typedef struct writer {
+    int threads;
+    float *rows;    /* threads x ROW_FLOATS */
+    uint8_t *batch; /* BATCH_ROWS quantised rows of the widest tensor */
+} writer;
+
+/* Rows [r0, r0 + n) quantised on the writer's threads (a thread that cannot
+ * start leaves its share to the caller). */
+static void quantise_batch(const writer *wr, const v4_weight *w, v4_dtype type, int64_t r0,
+                           int64_t n, size_t row_bytes)
+{
+    quant_share share[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t < wr->threads; t++) {
+        share[t] = (quant_share){w, type,        r0,
+                                 n, row_bytes,   wr->batch,
+                                 t, wr->threads, wr->rows + (size_t)t * ROW_FLOATS};
+        if (t > 0) started[t] = pthread_create(&tid[t], NULL, quantise_share, &share[t]) == 0;
+    }
+    quantise_share(&share[0]);
+    for (int t = 1; t < wr->threads; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            quantise_share(&share[t]);
+    }
+}
+
+static int write_one(FILE *f, const writer *wr, const v4_checkpoint *ck, const v4_tensor_spec *s,
+                     v4_dtype type)
 {
     v4_weight w = source(ck, s);
     if (s->dtype == V4_I64) { /* tid2eid: I64 -> I32 */
@@ -256,10 +318,10 @@ static int write_one(FILE *f, const v4_checkpoint *ck, const v4_tensor_spec *s, 
         return 0;
     }
     size_t row_bytes = v4_dtype_row_bytes(type, w.cols);
-    for (int64_t r = 0; r < w.rows; r++) {
-        v4_weight_row_scalar(&w, r, row);
-        v4_gguf_quantize(type, row, w.cols, bytes);
-        if (fwrite(bytes, 1, row_bytes, f) != row_bytes) return TOME_EIO;
+    for (int64_t r = 0; r < w.rows; r += BATCH_ROWS) {
+        int64_t n = w.rows - r < BATCH_ROWS ? w.rows - r : BATCH_ROWS;
+        quantise_batch(wr, &w, type, r, n, row_bytes);
+        if (fwrite(wr->batch, row_bytes, (size_t)n, f) != (size_t)n) return TOME_EIO;
     }
     return 0;
 }
@@ -267,19 +329,25 @@ static int write_one(FILE *f, const v4_checkpoint *ck, const v4_tensor_spec *s, 
 static int write_data(FILE *f, const plan *p, const v4_checkpoint *ck, const v4_tensor_spec *specs,
                       tome_error *err)
 {
-    float *row = malloc(V4_MAX_COLS * 2 * sizeof *row);
-    uint8_t *bytes = malloc(V4_MAX_COLS * 8);
-    int rc = row && bytes ? 0 : tome_errorf(err, TOME_ENOMEM, "out of memory");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    writer wr = {0};
+    wr.threads = opt.threads > 0      ? opt.threads
+                 : cpus < 1           ? 1
+                 : cpus > MAX_THREADS ? MAX_THREADS
+                                      : (int)cpus;
+    wr.rows = malloc((size_t)wr.threads * ROW_FLOATS * sizeof *wr.rows);
+    wr.batch = malloc((size_t)BATCH_ROWS * V4_MAX_COLS * 8);
+    int rc = wr.rows && wr.batch ? 0 : tome_errorf(err, TOME_ENOMEM, "out of memory");
     static const uint8_t zeros[ALIGN];
     for (size_t i = 0; i < p->n && rc == 0; i++) {
         for (int e = 0; e < p->t[i].n_specs && rc == 0; e++)
-            rc = write_one(f, ck, &specs[p->t[i].specs[e]], p->t[i].type, row, bytes);
+            rc = write_one(f, &wr, ck, &specs[p->t[i].specs[e]], p->t[i].type);
         uint64_t pad = (ALIGN - p->t[i].nbytes % ALIGN) % ALIGN;
         if (rc == 0 && pad && fwrite(zeros, 1, pad, f) != pad) rc = TOME_EIO;
         if (rc) rc = tome_errorf(err, TOME_EIO, "writing %s failed", p->t[i].name);
     }
-    free(row);
-    free(bytes);
+    free(wr.rows);
+    free(wr.batch);
     return rc;
 }
 

@@ -404,15 +404,23 @@ void v4_gguf_row_scalar(v4_dtype t, const uint8_t *row, int64_t cols, float *out
     block_row(v4_block_format_of(t), row, cols, out, v4_block_apply_scalar);
 }
 
+#if defined(__x86_64__)
+static int blocks_simd;
+
+static void probe_simd(void)
+{
+    __builtin_cpu_init();
+    blocks_simd = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+}
+#endif
+
 int v4_blocks_simd(void)
 {
 #if defined(__x86_64__)
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
+    /* Once, under pthread_once: the decoders run on many threads. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, probe_simd);
+    return blocks_simd;
 #else
     return 0;
 #endif
