@@ -188,14 +188,14 @@ static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
     }
 }
 
-static void k_pairs(const uint8_t *b, const uint8_t *scales, v4_block_codes *c)
+void v4_k_pairs(const uint8_t *b, float mul[8], float sub[8])
 {
     float d = half_at(b), dmin = half_at(b + 2);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
-        k_scale_min(scales, j, &sc, &mn);
-        c->mul[j] = d * (float)sc;
-        c->sub[j] = dmin * (float)mn;
+        k_scale_min(b + 4, j, &sc, &mn);
+        mul[j] = d * (float)sc;
+        sub[j] = dmin * (float)mn;
     }
 }
 
@@ -204,7 +204,7 @@ static void k_pairs(const uint8_t *b, const uint8_t *scales, v4_block_codes *c)
  * low nibbles then high.  v = d*sc * q - dmin*m. */
 static void unpack_q4_k(const uint8_t *b, v4_block_codes *c)
 {
-    k_pairs(b, b + 4, c);
+    v4_k_pairs(b, c->mul, c->sub);
     const uint8_t *qs = b + 16;
     for (int g = 0; g < 8; g++)
         for (int l = 0; l < 32; l++) {
@@ -217,7 +217,7 @@ static void unpack_q4_k(const uint8_t *b, v4_block_codes *c)
  * bit g of qh[l] belongs to value l of group g) and the nibbles @48. */
 static void unpack_q5_k(const uint8_t *b, v4_block_codes *c)
 {
-    k_pairs(b, b + 4, c);
+    v4_k_pairs(b, c->mul, c->sub);
     const uint8_t *qh = b + 16, *qs = b + 48;
     for (int g = 0; g < 8; g++)
         for (int l = 0; l < 32; l++) {

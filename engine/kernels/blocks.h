@@ -38,6 +38,10 @@ void v4_block_apply_avx2(const v4_block_codes *c, int values, int group, float *
 #endif
 /* Whether this CPU runs the AVX2 paths (AVX2 and F16C). */
 int v4_blocks_simd(void);
+/* A Q4_K or Q5_K block's eight group factors, as its unpacker makes them:
+ * mul[j] = d * scale_j and sub[j] = dmin * min_j (f16 d at 0, dmin at 2,
+ * the 6-bit pairs in the 12 bytes at 4), so that value = mul * q - sub. */
+void v4_k_pairs(const uint8_t *block, float mul[8], float sub[8]);
 
 /* Decode a row of `cols` values of type t (F16 or a block type): the SIMD
  * path where the CPU has it, or the scalar reference. */

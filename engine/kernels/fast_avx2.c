@@ -430,6 +430,48 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
+/* Sixteen Q4_K codes (bytes holding one code each) as mul * q - sub, the
+ * block decoder's two operations, against x[0, 16). */
+INLINE void q4_k_step(half2 *acc, __m128i codes, __m256 mul, __m256 sub, const float *x)
+{
+    __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
+    __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
+    half2 v = {_mm256_sub_ps(_mm256_mul_ps(mul, lo), sub),
+               _mm256_sub_ps(_mm256_mul_ps(mul, hi), sub)};
+    fma16(acc, v, _mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+}
+
+/* Q4_K rows (144-byte blocks of 256: the group factors of v4_k_pairs, then
+ * 128 bytes of nibbles, groups 2p and 2p + 1 in the low and high nibbles of
+ * bytes 32p .. 32p + 31), a row at a time, its columns in order. */
+INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const __m256i low4 = _mm256_set1_epi8(15);
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
+        half2 a = acc[i];
+        for (int64_t k = 0; k < w->cols; k += 256, b += 144) {
+            float mul[8], sub[8];
+            v4_k_pairs(b, mul, sub);
+            for (int p = 0; p < 4; p++) {
+                __m256i bytes =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * p));
+                __m256i nib[2] = {_mm256_and_si256(bytes, low4),
+                                  _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)};
+                for (int h = 0; h < 2; h++) {
+                    int g = 2 * p + h;
+                    __m256 m = _mm256_set1_ps(mul[g]), s = _mm256_set1_ps(sub[g]);
+                    const float *xg = x + k + 32 * g;
+                    q4_k_step(&a, _mm256_castsi256_si128(nib[h]), m, s, xg);
+                    q4_k_step(&a, _mm256_extracti128_si256(nib[h], 1), m, s, xg + 16);
+                }
+            }
+        }
+        acc[i] = a;
+    }
+}
+
 /* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
 INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
@@ -455,7 +497,7 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
+    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K;
     if (v4_fast_gguf(w->dtype) && !in_registers) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
@@ -468,6 +510,8 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         rows_dot_q8_0(w, row, x, acc);
     else if (w->dtype == V4_MXFP4)
         rows_dot_mxfp4(w, row, x, acc);
+    else if (w->dtype == V4_Q4_K)
+        rows_dot_q4_k(w, row, x, acc);
     else if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
     else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
