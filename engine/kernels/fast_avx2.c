@@ -430,9 +430,9 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
-/* Sixteen Q4_K codes (bytes holding one code each) as mul * q - sub, the
- * block decoder's two operations, against x[0, 16). */
-INLINE void q4_k_step(half2 *acc, __m128i codes, __m256 mul, __m256 sub, const float *x)
+/* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
+ * the block decoder's two operations, against x[0, 16). */
+INLINE void k_step(half2 *acc, __m128i codes, __m256 mul, __m256 sub, const float *x)
 {
     __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
     __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
@@ -463,8 +463,42 @@ INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x
                     int g = 2 * p + h;
                     __m256 m = _mm256_set1_ps(mul[g]), s = _mm256_set1_ps(sub[g]);
                     const float *xg = x + k + 32 * g;
-                    q4_k_step(&a, _mm256_castsi256_si128(nib[h]), m, s, xg);
-                    q4_k_step(&a, _mm256_extracti128_si256(nib[h], 1), m, s, xg + 16);
+                    k_step(&a, _mm256_castsi256_si128(nib[h]), m, s, xg);
+                    k_step(&a, _mm256_extracti128_si256(nib[h], 1), m, s, xg + 16);
+                }
+            }
+        }
+        acc[i] = a;
+    }
+}
+
+/* Q2_K rows (84-byte blocks of 256: sixteen (scale, min) nibble pairs, 64
+ * bytes of 2-bit codes, f16 d and dmin at 80 and 82): groups 8n + 2j and
+ * 8n + 2j + 1 are bits 2j..2j+1 of bytes 32n .. 32n + 31 (16 bytes each),
+ * so each shift of the 32 bytes gives the next 32 columns in order. */
+INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const __m256i low2 = _mm256_set1_epi8(3);
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
+        half2 a = acc[i];
+        for (int64_t k = 0; k < w->cols; k += 256, b += 84) {
+            float d = v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8));
+            float dmin = v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8));
+            for (int n = 0; n < 2; n++) {
+                __m256i bytes =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * n));
+                for (int j = 0; j < 4; j++) {
+                    __m256i codes = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * j), low2);
+                    for (int h = 0; h < 2; h++) {
+                        int g = 8 * n + 2 * j + h;
+                        __m256 m = _mm256_set1_ps(d * (float)(b[g] & 15));
+                        __m256 s = _mm256_set1_ps(dmin * (float)(b[g] >> 4));
+                        __m128i c =
+                            h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
+                        k_step(&a, c, m, s, x + k + 16 * g);
+                    }
                 }
             }
         }
@@ -497,7 +531,8 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K;
+    int in_registers =
+        w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K || w->dtype == V4_Q2_K;
     if (v4_fast_gguf(w->dtype) && !in_registers) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
@@ -512,6 +547,8 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         rows_dot_mxfp4(w, row, x, acc);
     else if (w->dtype == V4_Q4_K)
         rows_dot_q4_k(w, row, x, acc);
+    else if (w->dtype == V4_Q2_K)
+        rows_dot_q2_k(w, row, x, acc);
     else if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
     else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
