@@ -506,6 +506,53 @@ INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x
     }
 }
 
+/* Eight IQ2_XXS values: codebook point `point` (eight bytes) with the
+ * signs of the 7-bit set s7 (the eighth sign makes the count of negatives
+ * even), times the group's factor: mul * (+-point), as the decoder makes
+ * it (the point's values are never zero). */
+INLINE __m256 iq2_xxs8(const uint8_t *point, unsigned s7, __m256 mul)
+{
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    unsigned signs = s7 | (unsigned)__builtin_parity(s7) << 7;
+    __m256 v = _mm256_cvtepi32_ps(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)point)));
+    __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)signs), bit), bit);
+    v = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(neg, 31)));
+    return _mm256_mul_ps(mul, v);
+}
+
+/* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
+ * of 32: four codebook indices and a u32 of four 7-bit sign sets and the
+ * 4-bit scale ls); the group's factor is d * (0.5 + ls) * 0.25. */
+INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *grid = v4_iq2xxs_point(0); /* the 256 points, 8 bytes each */
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
+        half2 a = acc[i];
+        for (int64_t k = 0; k < w->cols; k += 256, b += 66) {
+            float d = v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+            for (int g = 0; g < 8; g++) {
+                const uint8_t *p = b + 2 + 8 * g;
+                uint32_t aux;
+                __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
+                __m256 m = _mm256_set1_ps(d * (0.5f + (float)(aux >> 28)) * 0.25f);
+                const float *xg = x + k + 32 * g;
+                fma16(&a,
+                      (half2){iq2_xxs8(grid + 8 * p[0], aux & 127, m),
+                              iq2_xxs8(grid + 8 * p[1], (aux >> 7) & 127, m)},
+                      _mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8));
+                fma16(&a,
+                      (half2){iq2_xxs8(grid + 8 * p[2], (aux >> 14) & 127, m),
+                              iq2_xxs8(grid + 8 * p[3], (aux >> 21) & 127, m)},
+                      _mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24));
+            }
+        }
+        acc[i] = a;
+    }
+}
+
 /* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
 INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
@@ -531,8 +578,8 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    int in_registers =
-        w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K || w->dtype == V4_Q2_K;
+    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K ||
+                       w->dtype == V4_Q2_K || w->dtype == V4_IQ2_XXS;
     if (v4_fast_gguf(w->dtype) && !in_registers) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
@@ -549,6 +596,8 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         rows_dot_q4_k(w, row, x, acc);
     else if (w->dtype == V4_Q2_K)
         rows_dot_q2_k(w, row, x, acc);
+    else if (w->dtype == V4_IQ2_XXS)
+        rows_dot_iq2_xxs(w, row, x, acc);
     else if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
     else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
