@@ -289,14 +289,16 @@ static void quantise_batch(const writer *wr, const v4_weight *w, v4_dtype type, 
     quant_share share[MAX_THREADS];
     pthread_t tid[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    for (int t = 0; t < wr->threads; t++) {
-        share[t] = (quant_share){w, type,        r0,
-                                 n, row_bytes,   wr->batch,
-                                 t, wr->threads, wr->rows + (size_t)t * ROW_FLOATS};
-        if (t > 0) started[t] = pthread_create(&tid[t], NULL, quantise_share, &share[t]) == 0;
+    int threads = wr->threads < 1 ? 1 : wr->threads;
+    for (int t = threads - 1; t >= 0; t--) {
+        share[t] = (quant_share){
+            w, type, r0, n, row_bytes, wr->batch, t, threads, wr->rows + (size_t)t * ROW_FLOATS};
+        if (t > 0)
+            started[t] = pthread_create(&tid[t], NULL, quantise_share, &share[t]) == 0;
+        else
+            quantise_share(&share[t]); /* the caller's share, while the others run */
     }
-    quantise_share(&share[0]);
-    for (int t = 1; t < wr->threads; t++) {
+    for (int t = 1; t < threads; t++) {
         if (started[t])
             pthread_join(tid[t], NULL);
         else
