@@ -7,22 +7,12 @@
  * 2 rows x 3 tokens (12 accumulators), run over the 4 x 6 tile in up to
  * four passes.  Compiled for any x86-64 and chosen at run time (fast.c).
  */
-#include "engine/kernels/fast.h"
+#include "engine/kernels/fast_avx2.h"
 
 #include "engine/kernels/blocks.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 #include <math.h>
-
-#define TARGET "avx2,fma,f16c"
-#define KERNEL __attribute__((target(TARGET)))
-#define INLINE __attribute__((target(TARGET), always_inline)) static inline
-
-/* Sixteen weights as two halves. */
-typedef struct half2 {
-    __m256 lo, hi;
-} half2;
 
 /* Eight e4m3 bytes as floats, exactly (the f16 trick of fast_avx512.c). */
 INLINE __m256 fp8x8(const uint8_t *p, __m256 scale)
@@ -286,13 +276,6 @@ INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int6
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-/* Sixteen weights of the general way, into a row's two accumulators. */
-INLINE void fma16(half2 *acc, half2 w, __m256 xl, __m256 xh)
-{
-    acc->lo = _mm256_fmadd_ps(w.lo, xl, acc->lo);
-    acc->hi = _mm256_fmadd_ps(w.hi, xh, acc->hi);
-}
-
 /* FP8 rows: the scale of each row's 128-column block is read once per
  * block and folded into x where that is exact (fast_avx512.c's way). */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
@@ -360,199 +343,6 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
     }
 }
 
-/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes): each value
- * d * q is exact in F32, as the block decoder makes it. */
-INLINE __m256 q8x8(const uint8_t *q, __m256 d)
-{
-    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)q);
-    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
-}
-
-INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
-        size_t at = (size_t)(k / 32) * 34;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-            fma16(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)}, x0, x1);
-            fma16(&acc[i], (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, x2, x3);
-        }
-    }
-}
-
-/* Eight MXFP4 codes (int32 lanes) against its two tables of eight levels
- * already scaled, picked by bit 3 (the negative table's zero is +0, as in
- * the block decoder's). */
-INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
-{
-    __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)); /* bit 3 on top */
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, c), _mm256_permutevar8x32_ps(neg, c),
-                            sign);
-}
-
-/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
- * byte j's low nibble and value j + 16 in its high one): each value
- * 2^(e - 128) * level, the scale multiplied into the tables once per block
- * (the same products). */
-INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
-    const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
-        size_t at = (size_t)(k / 32) * 17;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
-            __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
-            __m256i c0 =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
-            __m256i c1 =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
-            fma16(&acc[i], (half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)}, x0, x1);
-            fma16(&acc[i],
-                  (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
-                          mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
-                  x2, x3);
-        }
-    }
-}
-
-/* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
- * the block decoder's two operations, against x[0, 16). */
-INLINE void k_step(half2 *acc, __m128i codes, __m256 mul, __m256 sub, const float *x)
-{
-    __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
-    __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
-    half2 v = {_mm256_sub_ps(_mm256_mul_ps(mul, lo), sub),
-               _mm256_sub_ps(_mm256_mul_ps(mul, hi), sub)};
-    fma16(acc, v, _mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
-}
-
-/* Q4_K rows (144-byte blocks of 256: the group factors of v4_k_pairs, then
- * 128 bytes of nibbles, groups 2p and 2p + 1 in the low and high nibbles of
- * bytes 32p .. 32p + 31), a row at a time, its columns in order. */
-INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const __m256i low4 = _mm256_set1_epi8(15);
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 144) {
-            float mul[8], sub[8];
-            v4_k_pairs(b, mul, sub);
-            for (int p = 0; p < 4; p++) {
-                __m256i bytes =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * p));
-                __m256i nib[2] = {_mm256_and_si256(bytes, low4),
-                                  _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)};
-                for (int h = 0; h < 2; h++) {
-                    int g = 2 * p + h;
-                    __m256 m = _mm256_set1_ps(mul[g]), s = _mm256_set1_ps(sub[g]);
-                    const float *xg = x + k + 32 * g;
-                    k_step(&a, _mm256_castsi256_si128(nib[h]), m, s, xg);
-                    k_step(&a, _mm256_extracti128_si256(nib[h], 1), m, s, xg + 16);
-                }
-            }
-        }
-        acc[i] = a;
-    }
-}
-
-/* Q2_K rows (84-byte blocks of 256: sixteen (scale, min) nibble pairs, 64
- * bytes of 2-bit codes, f16 d and dmin at 80 and 82): groups 8n + 2j and
- * 8n + 2j + 1 are bits 2j..2j+1 of bytes 32n .. 32n + 31 (16 bytes each),
- * so each shift of the 32 bytes gives the next 32 columns in order. */
-INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const __m256i low2 = _mm256_set1_epi8(3);
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 84) {
-            float d = v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8));
-            float dmin = v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8));
-            for (int n = 0; n < 2; n++) {
-                __m256i bytes =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * n));
-                for (int j = 0; j < 4; j++) {
-                    __m256i codes = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * j), low2);
-                    for (int h = 0; h < 2; h++) {
-                        int g = 8 * n + 2 * j + h;
-                        __m256 m = _mm256_set1_ps(d * (float)(b[g] & 15));
-                        __m256 s = _mm256_set1_ps(dmin * (float)(b[g] >> 4));
-                        __m128i c =
-                            h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-                        k_step(&a, c, m, s, x + k + 16 * g);
-                    }
-                }
-            }
-        }
-        acc[i] = a;
-    }
-}
-
-/* Eight IQ2_XXS values: codebook point `point` (eight bytes) with the
- * signs of the 7-bit set s7 (the eighth sign makes the count of negatives
- * even), times the group's factor: mul * (+-point), as the decoder makes
- * it (the point's values are never zero). */
-INLINE __m256 iq2_xxs8(const uint8_t *point, unsigned s7, __m256 mul)
-{
-    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    unsigned signs = s7 | (unsigned)__builtin_parity(s7) << 7;
-    __m256 v = _mm256_cvtepi32_ps(
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)point)));
-    __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)signs), bit), bit);
-    v = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(neg, 31)));
-    return _mm256_mul_ps(mul, v);
-}
-
-/* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
- * of 32: four codebook indices and a u32 of four 7-bit sign sets and the
- * 4-bit scale ls); the group's factor is d * (0.5 + ls) * 0.25. */
-INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *grid = v4_iq2xxs_point(0); /* the 256 points, 8 bytes each */
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 66) {
-            float d = v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
-            for (int g = 0; g < 8; g++) {
-                const uint8_t *p = b + 2 + 8 * g;
-                uint32_t aux;
-                __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
-                __m256 m = _mm256_set1_ps(d * (0.5f + (float)(aux >> 28)) * 0.25f);
-                const float *xg = x + k + 32 * g;
-                fma16(&a,
-                      (half2){iq2_xxs8(grid + 8 * p[0], aux & 127, m),
-                              iq2_xxs8(grid + 8 * p[1], (aux >> 7) & 127, m)},
-                      _mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8));
-                fma16(&a,
-                      (half2){iq2_xxs8(grid + 8 * p[2], (aux >> 14) & 127, m),
-                              iq2_xxs8(grid + 8 * p[3], (aux >> 21) & 127, m)},
-                      _mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24));
-            }
-        }
-        acc[i] = a;
-    }
-}
-
 /* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
 INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
@@ -578,9 +368,8 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4 || w->dtype == V4_Q4_K ||
-                       w->dtype == V4_Q2_K || w->dtype == V4_IQ2_XXS;
-    if (v4_fast_gguf(w->dtype) && !in_registers) {
+    int gguf = v4_fast_gguf(w->dtype);
+    if (gguf && !v4_avx2_gguf_in_registers(w->dtype)) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
@@ -588,16 +377,8 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
     half2 acc[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
-    if (w->dtype == V4_Q8_0)
-        rows_dot_q8_0(w, row, x, acc);
-    else if (w->dtype == V4_MXFP4)
-        rows_dot_mxfp4(w, row, x, acc);
-    else if (w->dtype == V4_Q4_K)
-        rows_dot_q4_k(w, row, x, acc);
-    else if (w->dtype == V4_Q2_K)
-        rows_dot_q2_k(w, row, x, acc);
-    else if (w->dtype == V4_IQ2_XXS)
-        rows_dot_iq2_xxs(w, row, x, acc);
+    if (gguf)
+        v4_avx2_gguf_rows_dot(w, row, x, acc);
     else if (w->dtype == V4_F8_E4M3)
         rows_dot_fp8(w, row, x, acc);
     else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
