@@ -225,7 +225,7 @@ got=$(nobody curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http:/
 checks=$((checks + 1))
 got=$(nobody curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" http://tome/v1/health)
 [ "$got" = 200 ] || fail "uid 65534 cannot read /v1/health (status $got)"
-grep -q 'uid:65534 is not allowed' "$tmp/tomed.log" || fail "the refused uid is not logged"
+wait_for "the refused uid is logged" grep -q 'uid:65534 is not allowed' "$tmp/tomed.log"
 
 # ---- a server-side path only for a peer that could read it itself ----
 as_user() { setpriv --reuid=1234 --regid=1234 --clear-groups "$@"; }
