@@ -82,7 +82,8 @@ typedef struct tomed_config {
     int max_active_asks;
     int workers;
     int max_answer_tokens;
-    int kernels; /* v4_kernels: fast or exact (at start only) */
+    int kernels;  /* v4_kernels: fast or exact (at start only) */
+    int numerics; /* v4_numerics: qat, fp32 or official (at start only) */
     /* The engine (at start only): local, or remote endpoints */
     int engine;
     tomed_remote remotes[TOMED_MAX_REMOTES];

@@ -290,8 +290,15 @@ static int set_key(tomed_config *c, const char *key, const char *v)
     }
     if (strcmp(key, "log_level") == 0) return tomed_log_level_parse(v, &c->log_level);
     if (strcmp(key, "kernels") == 0) {
-        if (strcmp(v, "fast") != 0 && strcmp(v, "exact") != 0) return TOME_EINVAL;
-        c->kernels = strcmp(v, "exact") == 0 ? V4_KERNELS_EXACT : V4_KERNELS_FAST;
+        int k = v4_kernels_parse(v);
+        if (k < 0) return TOME_EINVAL;
+        c->kernels = k;
+        return 0;
+    }
+    if (strcmp(key, "numerics") == 0) {
+        int n = v4_numerics_parse(v);
+        if (n < 0) return TOME_EINVAL;
+        c->numerics = n;
         return 0;
     }
     if (strcmp(key, "engine") == 0) {
@@ -462,6 +469,7 @@ int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
                         strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
                         strcmp(fresh->pidfile, live->pidfile) ||
                         fresh->max_context != live->max_context || fresh->engine != live->engine ||
+                        fresh->kernels != live->kernels || fresh->numerics != live->numerics ||
                         fresh->n_remotes != live->n_remotes ||
                         memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
                         strcmp(fresh->remote_model, live->remote_model);

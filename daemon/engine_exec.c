@@ -121,10 +121,12 @@ static int load_model(engine_local *e, tome_error *err)
                            "model %s does not exist (make the built-in model with "
                            "`tome-mkmodel --preset tiny -o %s`)",
                            e->model_dir, e->model_dir);
-    v4_open_options opts = {.kernels = (v4_kernels)e->server->cfg.kernels};
+    v4_open_options opts = {.kernels = (v4_kernels)e->server->cfg.kernels,
+                            .numerics = (v4_numerics)e->server->cfg.numerics};
     int rc = v4_model_open(e->model_dir, &opts, &e->model, err);
     if (rc != 0) return rc;
-    tomed_log(TOMED_LOG_INFO, "%s kernels (%s)", v4_kernels_name(opts.kernels), v4_kernels_isa());
+    tomed_log(TOMED_LOG_INFO, "%s kernels (%s), %s numerics", v4_kernels_name(opts.kernels),
+              v4_kernels_isa(), v4_numerics_name(opts.numerics));
     char name[TOMED_PATH_MAX + 32], *text;
     size_t len;
     rc = v4_model_tokenizer(e->model_dir, &text, &len, name, sizeof name, err);

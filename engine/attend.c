@@ -119,11 +119,13 @@ static void attend_block(const attn_ctx *a, head_fold *f, int nh, const float **
     }
     for (int64_t i = 0; i < n; i++) {
         int64_t slot = entry_slot(s0 + i, window, window_slots) - base;
-        for (int h = 0; h < nh; h++) {
-            f[h].p[slot] = f[h].e[i];
-            v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
-        }
+        for (int h = 0; h < nh; h++) f[h].p[slot] = f[h].e[i];
     }
+    /* The denominator sums the exps as they are; in official numerics P.V
+     * reads them rounded to BF16. */
+    for (int h = 0; h < nh; h++) v4_official_bf16(a->m, f[h].e, (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        for (int h = 0; h < nh; h++) v4_axpy(f[h].pv, f[h].e[i], rows[s0 + i], hd);
     for (int h = 0; h < nh; h++) {
         head_fold *g = &f[h];
         g->den = g->den * g->rescale + v4_sum(g->p, width);
@@ -159,7 +161,12 @@ static float fast_softmax(const attn_ctx *a, int h, float *p, int64_t n)
     }
     for (int64_t s = 0; s < n; s++) p[s] -= m;
     v4_exp_vector_n(p, p, n);
-    return v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h] - m);
+    float den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h] - m);
+    /* In official numerics P.V reads the numerators in BF16 (the
+     * reference's kernel rounds them against its running maximum, block
+     * by block; here against the final one). */
+    v4_official_bf16(a->m, p, (size_t)n);
+    return den;
 }
 
 /* The fast kernels' attention for heads h0..h1 of token t over its n rows

@@ -81,16 +81,20 @@ static void query_token(attn_ctx *a, void *arg, int64_t t)
 {
     (void)arg;
     float *qt = a->q + (size_t)t * a->H * a->hd;
+    size_t width = (size_t)a->H * a->hd;
     for (int h = 0; h < a->H; h++)
         v4_rmsnorm(qt + (size_t)h * a->hd, qt + (size_t)h * a->hd, NULL, a->hd,
                    (float)a->m->cfg.norm_eps);
+    v4_official_bf16(a->m, qt, width);
     v4_rope_apply_rows(v4_block_rope(a->m, a->bw), qt + a->hd - a->rd, a->hd, a->H, a->p0 + t, 0);
+    v4_official_bf16(a->m, qt, width);
 }
 
-static void queries(attn_ctx *a, const float *qr)
+static int queries(attn_ctx *a, const float *qr, tome_error *err)
 {
-    v4_matmul(&a->bw->wq_b, qr, a->n, a->q, (int64_t)a->H * a->hd);
-    v4_attn_for_each(a, a->n, query_token, NULL);
+    int rc = v4_linear(a->m, &a->bw->wq_b, qr, a->n, a->q, (int64_t)a->H * a->hd, err);
+    if (rc == 0) v4_attn_for_each(a, a->n, query_token, NULL);
+    return rc;
 }
 
 /* Token t's raw entry: normalised, rotated, stored to row form and back. */
@@ -99,16 +103,18 @@ static void raw_kv_token(attn_ctx *a, void *rows, int64_t t)
     const v4_model *m = a->m;
     float *kv = a->kv + (size_t)t * a->hd;
     v4_rmsnorm(kv, kv, &a->bw->kv_norm, a->hd, (float)m->cfg.norm_eps);
+    v4_official_bf16(m, kv, (size_t)a->hd); /* the RoPE dims: when stored */
     v4_rope_apply(v4_block_rope(m, a->bw), kv + a->hd - a->rd, a->p0 + t, 0);
     v4_kv_store(m, kv, (uint8_t *)rows + (size_t)t * m->kv_row_bytes);
 }
 
 /* The chunk's raw KV entries, stored to row form and back so that the
  * chunk attends to exactly what later tokens will read from the ring. */
-static void raw_kv(attn_ctx *a, const float *x, uint8_t *rows)
+static int raw_kv(attn_ctx *a, const float *x, uint8_t *rows, tome_error *err)
 {
-    v4_matmul(&a->bw->wkv, x, a->n, a->kv, a->hd);
-    v4_attn_for_each(a, a->n, raw_kv_token, rows);
+    int rc = v4_linear(a->m, &a->bw->wkv, x, a->n, a->kv, a->hd, err);
+    if (rc == 0) v4_attn_for_each(a, a->n, raw_kv_token, rows);
+    return rc;
 }
 
 static void load_ring(attn_ctx *a)
@@ -167,8 +173,11 @@ static int decode_entries(attn_ctx *a, tome_error *err)
 static void unrotate_output(attn_ctx *a, void *arg, int64_t t)
 {
     (void)arg;
-    v4_rope_apply_rows(v4_block_rope(a->m, a->bw), a->o + (size_t)t * a->H * a->hd + a->hd - a->rd,
-                       a->hd, a->H, a->p0 + t, 1);
+    float *ot = a->o + (size_t)t * a->H * a->hd;
+    size_t width = (size_t)a->H * a->hd;
+    v4_official_bf16(a->m, ot, width);
+    v4_rope_apply_rows(v4_block_rope(a->m, a->bw), ot + a->hd - a->rd, a->hd, a->H, a->p0 + t, 1);
+    v4_official_bf16(a->m, ot, width);
 }
 
 /* Token t's low-rank query, normalised. */
@@ -177,9 +186,10 @@ static void norm_query_rank(attn_ctx *a, void *qr, int64_t t)
     const v4_config *c = &a->m->cfg;
     float *row = (float *)qr + (size_t)t * c->q_lora_rank;
     v4_rmsnorm(row, row, &a->bw->q_norm, c->q_lora_rank, (float)c->norm_eps);
+    v4_official_bf16(a->m, row, (size_t)c->q_lora_rank);
 }
 
-static void output_projection(attn_ctx *a, float *out, float *u)
+static int output_projection(attn_ctx *a, float *out, float *u, tome_error *err)
 {
     const v4_model *m = a->m;
     const v4_config *c = &m->cfg;
@@ -196,7 +206,8 @@ static void output_projection(attn_ctx *a, float *out, float *u)
         v4_matmul_strided(&wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
                           u + (size_t)g * olr, (int64_t)G * olr);
     }
-    v4_matmul(&a->bw->wo_b, u, a->n, out, c->dim);
+    v4_official_bf16(m, u, (size_t)a->n * G * olr); /* wo_a is a BF16 product there */
+    return v4_linear(m, &a->bw->wo_b, u, a->n, out, c->dim, err);
 }
 
 int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_first,
@@ -244,10 +255,9 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in attention (chunk of %d tokens)", n);
         goto done;
     }
-    v4_matmul(&a.bw->wq_a, x, n, qr, c->q_lora_rank);
+    if ((rc = v4_linear(m, &a.bw->wq_a, x, n, qr, c->q_lora_rank, err)) != 0) goto done;
     v4_attn_for_each(&a, n, norm_query_rank, qr);
-    queries(&a, qr);
-    raw_kv(&a, x, rows);
+    if ((rc = queries(&a, qr, err)) != 0 || (rc = raw_kv(&a, x, rows, err)) != 0) goto done;
     if (a.bw->kind == V4_LAYER_CSA && (rc = v4_attn_index(&a, x, qr, err)) != 0) goto done;
     if (a.bw->kind != V4_LAYER_SWA &&
         (rc = v4_attn_compress(&a, &a.bw->compressor, a.bs->comp_kv, a.bs->comp_score, &a.bs->kv, x,
@@ -257,8 +267,8 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     if (a.decoded && (rc = decode_entries(&a, err)) != 0) goto done;
     if ((rc = v4_attn_attend(&a, err)) != 0) goto done;
     write_ring(&a, rows);
-    output_projection(&a, out, u);
     a.bs->pos += n;
+    rc = output_projection(&a, out, u, err);
 done:
     free(qr);
     free(u);

@@ -94,8 +94,11 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
         if (!compressor_feed(cw, st_kv, st_sc, kvp + (size_t)t * w, sc + (size_t)t * w, pos, e,
                              scratch))
             continue;
+        v4_official_bf16(m, e, (size_t)hd);
         v4_rmsnorm(e, e, &cw->norm, hd, (float)m->cfg.norm_eps);
+        v4_official_bf16(m, e, (size_t)hd);
         v4_rope_apply(v4_block_rope(m, a->bw), e + hd - a->rd, pos + 1 - cw->ratio, 0);
+        v4_official_bf16(m, e, (size_t)hd);
         uint8_t *row = v4_rows_append(out);
         if (!row) {
             rc = tome_errorf(err, TOME_ENOMEM, "out of memory growing the compressed KV");
@@ -103,6 +106,7 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
         }
         if (cw->rotate) {
             v4_hadamard(e, hd);
+            v4_official_bf16(m, e, (size_t)hd);
             v4_index_store(m, e, row);
         } else {
             v4_kv_store(m, e, row);

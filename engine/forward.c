@@ -127,7 +127,9 @@ static void hc_pre_token(const hc_job *j, int t)
     float *xt = j->x + (size_t)t * d;
     memset(xt, 0, (size_t)d * sizeof *xt);
     for (int s = 0; s < hc; s++) v4_axpy(xt, pre[s], Xt + (size_t)s * d, d);
+    v4_official_bf16(m, xt, (size_t)d);
     v4_rmsnorm(xt, xt, j->norm, d, (float)m->cfg.norm_eps);
+    v4_official_bf16(m, xt, (size_t)d);
 }
 
 static void hc_pre_tokens(void *ctx, int64_t t0, int64_t t1)
@@ -164,6 +166,7 @@ static void hc_post_tokens(void *ctx, int64_t t0, int64_t t1)
             float p = j->post[(size_t)t * hc + k];
             for (int i = 0; i < d; i++) y[i] = p * f[i] + y[i];
         }
+        v4_official_bf16(j->m, tmp, (size_t)hc * d);
         memcpy(Xt, tmp, (size_t)hc * d * sizeof *tmp);
     }
 }
@@ -234,7 +237,9 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
                 sigmoid_in(sp, t, i, hc, mix * h->scale[0] + h->base[i]) + (float)m->cfg.hc_eps;
             v4_axpy(yt, w, X + ((size_t)t * hc + i) * d, d);
         }
+        v4_official_bf16(m, yt, (size_t)d);
         v4_rmsnorm(yt, yt, norm, d, (float)m->cfg.norm_eps);
+        v4_official_bf16(m, yt, (size_t)d);
     }
     v4_matmul(&m->head, y, n, out, m->cfg.vocab_size);
     free(mixes);
@@ -351,6 +356,25 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
 
 /* ---- MTP ------------------------------------------------------------------------------ */
 
+/* The MTP block's inputs for n tokens: e [n][dim] the next tokens'
+ * embeddings normed, hn [n][hc][dim] the main model's streams `hc` normed. */
+static void mtp_inputs(const v4_model *m, const v4_block_weights *bw, const float *hc,
+                       const int32_t *next_ids, int n, float *e, float *hn)
+{
+    const v4_config *c = &m->cfg;
+    int hcm = c->hc_mult, d = c->dim;
+    for (int t = 0; t < n; t++) {
+        float *et = e + (size_t)t * d;
+        v4_weight_row(&m->embed, next_ids[t], et);
+        v4_rmsnorm(et, et, &bw->enorm, d, (float)c->norm_eps);
+        for (int k = 0; k < hcm; k++)
+            v4_rmsnorm(hn + ((size_t)t * hcm + k) * d, hc + ((size_t)t * hcm + k) * d, &bw->hnorm,
+                       d, (float)c->norm_eps);
+    }
+    v4_official_bf16(m, e, (size_t)n * d);
+    v4_official_bf16(m, hn, (size_t)n * hcm * d);
+}
+
 int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n, float *logits,
                 const v4_eval *ev, tome_error *err)
 {
@@ -377,19 +401,14 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
     }
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
         int len = (int)(n - done < chunk ? n - done : chunk);
-        for (int t = 0; t < len; t++) {
-            float *et = e + (size_t)t * d;
-            v4_weight_row(&m->embed, next_ids[done + t], et);
-            v4_rmsnorm(et, et, &bw->enorm, d, (float)c->norm_eps);
-            for (int k = 0; k < hcm; k++)
-                v4_rmsnorm(hn + ((size_t)t * hcm + k) * d, hc + ((done + t) * hcm + k) * d,
-                           &bw->hnorm, d, (float)c->norm_eps);
-        }
-        v4_matmul(&bw->e_proj, e, len, ep, d);
-        v4_matmul(&bw->h_proj, hn, len * hcm, X, d);
+        mtp_inputs(m, bw, hc + done * width, next_ids + done, len, e, hn);
+        if ((rc = v4_linear(m, &bw->e_proj, e, len, ep, d, err)) != 0 ||
+            (rc = v4_linear(m, &bw->h_proj, hn, len * hcm, X, d, err)) != 0)
+            break;
         for (int t = 0; t < len; t++)
             for (int k = 0; k < hcm; k++)
                 v4_axpy(X + ((size_t)t * hcm + k) * d, 1.0f, ep + (size_t)t * d, d);
+        v4_official_bf16(m, X, (size_t)len * width);
         span sp = call_span(ev, done, n);
         rc = block_forward(s, l, X, next_ids + done, len, &sp, &b, ev, err);
         if (rc) {

@@ -12,6 +12,7 @@
 #define TOME_ENGINE_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/v4.h"
@@ -44,6 +45,9 @@ float v4_e8m0_to_f32(uint8_t e);
 /* Round-to-nearest-even float -> bf16 bits, and float -> e4m3 byte (the
  * input must already be within +-448). */
 uint16_t v4_f32_to_bf16(float f);
+/* x[i] = the BF16 value nearest x[i] (ties to even; NaN stays NaN), in
+ * place: a tensor the reference keeps in BF16. */
+void v4_bf16_round(float *x, size_t n);
 uint8_t v4_f32_to_e4m3(float f);
 /* float in [-6, 6] -> e2m1 code (bit 3 sign), nearest, ties to even code. */
 uint8_t v4_f32_to_e2m1(float f);

@@ -125,7 +125,22 @@ typedef struct score_job {
     const float *tiles; /* the keys packed with v4_tiles_pack */
     float *scores;
     int ih, ihd;
+    int bf16; /* official numerics: each product and the sum in BF16 */
 } score_job;
+
+/* out[i] += relu(d[i]) * w for i < n; in BF16 steps (the dot, then the
+ * weighted term) when `bf16`. */
+static void add_weighted_relu(float *out, float *d, int64_t n, float w, int bf16)
+{
+    if (!bf16) {
+        for (int64_t i = 0; i < n; i++) out[i] += (d[i] > 0 ? d[i] : 0) * w;
+        return;
+    }
+    v4_bf16_round(d, (size_t)n);
+    for (int64_t i = 0; i < n; i++) d[i] = (d[i] > 0 ? d[i] : 0) * w;
+    v4_bf16_round(d, (size_t)n);
+    for (int64_t i = 0; i < n; i++) out[i] += d[i];
+}
 
 /* score[i] = sum over heads of relu(q_h . key_i) * w_h, heads in order, for
  * the entries of tiles [t0, t1). */
@@ -141,8 +156,9 @@ static void score_tiles(void *ctx, int64_t t0, int64_t t1)
         for (int64_t i = 0; i < m; i++) out[i] = 0;
         for (int h = 0; h < j->ih; h++) {
             v4_tiles_dot(tiles, m, j->ihd, j->q + (size_t)h * j->ihd, d);
-            for (int64_t i = 0; i < m; i++) out[i] += (d[i] > 0 ? d[i] : 0) * j->w[h];
+            add_weighted_relu(out, d, m, j->w[h], j->bf16);
         }
+        if (j->bf16) v4_bf16_round(out, (size_t)m);
     }
 }
 
@@ -283,7 +299,8 @@ done:
 }
 
 /* Each token's top-k from F32 scores over every visible key (fp32
- * numerics, where keys are not codes). */
+ * numerics, where keys are not codes), or from BF16 ones (official
+ * numerics, whose rounding the integer scores cannot follow). */
 static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome_error *err)
 {
     const v4_model *m = a->m;
@@ -310,7 +327,13 @@ static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome
     v4_tiles_pack(key_rows, n_keys, ihd, tiles);
     for (int t = 0; t < n; t++) {
         int64_t visible = visible_keys(a, t);
-        score_job j = {qi + (size_t)t * ih * ihd, wts + (size_t)t * ih, tiles, scores, ih, ihd};
+        score_job j = {qi + (size_t)t * ih * ihd,
+                       wts + (size_t)t * ih,
+                       tiles,
+                       scores,
+                       ih,
+                       ihd,
+                       v4_official(m)};
         v4_parallel_for(a->m->pool, (visible + 7) / 8, 32, score_tiles, &j);
         a->n_topk[t] = select_topk(scores, visible, a->k, a->topk + (size_t)t * a->k, heap);
     }
@@ -328,10 +351,11 @@ done:
 typedef struct index_queries {
     float *qi, *wts;
     uint8_t *qcodes;
+    int roundtrip; /* the FP4 round trip: all numerics but fp32 */
 } index_queries;
 
-/* Token t's query heads rotated and Hadamard-transformed (and rounded to
- * FP4 codes in qat numerics); its head weights scaled. */
+/* Token t's query heads rotated and Hadamard-transformed (and given the FP4
+ * round trip, keeping the codes in qat numerics); its head weights scaled. */
 static void index_query_token(attn_ctx *a, void *arg, int64_t t)
 {
     const index_queries *iq = arg;
@@ -339,17 +363,18 @@ static void index_query_token(attn_ctx *a, void *arg, int64_t t)
     int ih = c->index_n_heads, ihd = c->index_head_dim;
     size_t row = (size_t)ihd / 2 + (size_t)ihd / V4_FP4_BLOCK;
     float wscale = (float)(1.0 / sqrt((double)ihd) * (1.0 / sqrt((double)ih)));
-    float *qt = iq->qi + (size_t)t * ih * ihd;
+    float *qt = iq->qi + (size_t)t * ih * ihd, *wt = iq->wts + (size_t)t * ih;
     v4_rope_apply_rows(v4_block_rope(a->m, a->bw), qt + ihd - a->rd, ihd, ih, a->p0 + t, 0);
+    v4_official_bf16(a->m, qt, (size_t)ih * ihd);
     for (int h = 0; h < ih; h++) {
         float *qh = qt + (size_t)h * ihd;
         v4_hadamard(qh, ihd);
-        if (iq->qcodes) {
-            uint8_t *code = iq->qcodes + ((size_t)t * ih + h) * row;
-            v4_fp4_roundtrip(qh, ihd, code, code + ihd / 2);
-        }
-        iq->wts[(size_t)t * ih + h] *= wscale;
+        v4_official_bf16(a->m, qh, (size_t)ihd);
+        uint8_t *code = iq->qcodes ? iq->qcodes + ((size_t)t * ih + h) * row : NULL;
+        if (iq->roundtrip) v4_fp4_roundtrip(qh, ihd, code, code ? code + ihd / 2 : NULL);
+        wt[h] *= wscale;
     }
+    v4_official_bf16(a->m, wt, (size_t)ih);
 }
 
 /* The lightning indexer: its compressor consumes the chunk, then each token
@@ -374,9 +399,10 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer");
         goto done;
     }
-    v4_matmul(&bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd);
+    if ((rc = v4_linear(m, &bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd, err)) != 0) goto done;
     v4_matmul(&bw->index_weights_proj, x, n, wts, ih);
-    index_queries iq = {qi, wts, qcodes};
+    v4_official_bf16(m, wts, (size_t)n * ih); /* a BF16 product there */
+    index_queries iq = {qi, wts, qcodes, m->opts.numerics != V4_NUMERICS_FP32};
     v4_attn_for_each(a, n, index_query_token, &iq);
     rc = qat ? select_by_codes(a, qi, wts, qcodes, err) : select_by_floats(a, qi, wts, err);
     for (int t = 0; rc == 0 && t < n; t++)

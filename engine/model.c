@@ -404,14 +404,14 @@ static void row_sizes(const v4_config *c, const v4_open_options *opts, size_t *k
         *index = (size_t)c->index_head_dim * 4;
         return;
     }
-    int rope_bf16 = opts && opts->kv_rope_bf16;
+    int rope_bf16 = opts && (opts->kv_rope_bf16 || opts->numerics == V4_NUMERICS_OFFICIAL);
     *kv = (size_t)nope + (size_t)nope / V4_KV_FP8_BLOCK + (size_t)c->rope_dim * (rope_bf16 ? 2 : 4);
     *index = (size_t)c->index_head_dim / 2 + (size_t)c->index_head_dim / V4_FP4_BLOCK;
 }
 
 static void size_rows(v4_model *m)
 {
-    m->rope_bf16 = m->opts.kv_rope_bf16 != 0;
+    m->rope_bf16 = m->opts.kv_rope_bf16 || v4_official(m);
     row_sizes(&m->cfg, &m->opts, &m->kv_row_bytes, &m->index_row_bytes);
 }
 
@@ -435,6 +435,10 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
     v4_model *m = calloc(1, sizeof *m);
     if (!m) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     if (opts) m->opts = *opts;
+    if ((unsigned)m->opts.numerics > V4_NUMERICS_OFFICIAL) {
+        free(m);
+        return tome_errorf(err, TOME_EINVAL, "unknown numerics %d", (int)opts->numerics);
+    }
     char *config_text = NULL;
     size_t config_len = 0;
     v4_tensor_spec *specs = NULL;

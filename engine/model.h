@@ -161,6 +161,24 @@ void v4_kv_load(const v4_model *m, const uint8_t *row, float *kv);
 void v4_index_store(const v4_model *m, float *key, uint8_t *row);
 void v4_index_load(const v4_model *m, const uint8_t *row, float *key);
 
+/* ---- official numerics (official.c) ---------------------------------------- */
+
+static inline int v4_official(const v4_model *m)
+{
+    return m->opts.numerics == V4_NUMERICS_OFFICIAL;
+}
+
+/* In official numerics, round x[0..n) to BF16 in place (a tensor the
+ * reference holds in BF16); in the others, nothing. */
+void v4_official_bf16(const v4_model *m, float *x, size_t n);
+
+/* A linear layer y = W x as the numerics compute it: v4_matmul, except
+ * that in official numerics a quantised weight's (FP8, FP4, GGUF block
+ * types) input rows are rounded to BF16 and quantised to e4m3 in blocks of
+ * 128 first, and its outputs rounded to BF16.  0, or TOME_ENOMEM in err. */
+int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, float *y,
+              int64_t ystride, tome_error *err);
+
 /* ---- forward pieces -------------------------------------------------------- */
 
 /* Attention of block `b` for n tokens at positions s->pos .. s->pos+n-1;

@@ -113,14 +113,14 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
     float *u = v4_floats((size_t)n * I);
     float *o = v4_floats((size_t)n * d);
     int rc = (g && u && o) ? 0 : TOME_ENOMEM;
-    if (rc == 0) {
-        v4_matmul(w1, x, n, g, I);
-        v4_matmul(w3, x, n, u, I);
+    if (rc == 0 && (rc = v4_linear(m, w1, x, n, g, I, NULL)) == 0 &&
+        (rc = v4_linear(m, w3, x, n, u, I, NULL)) == 0) {
         swiglu_job j = {m, g, u, weight, I};
         v4_parallel_for(m->pool, n, 4, swiglu_tokens, &j);
-        v4_matmul(w2, g, n, o, d);
-        for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
+        rc = v4_linear(m, w2, g, n, o, d, NULL); /* which rounds g to BF16 first */
     }
+    if (rc == 0)
+        for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
     free(g);
     free(u);
     free(o);
@@ -186,6 +186,7 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
     }
     if (rc == 0 && run_expert(m, &bw->shared_w1, &bw->shared_w2, &bw->shared_w3, x, NULL, n, out))
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the shared expert");
+    v4_official_bf16(m, out, (size_t)n * d);
 done:
     free(logits);
     free(idx);

@@ -142,11 +142,23 @@ int v4_manifest(const v4_config *cfg, v4_tensor_spec **specs, size_t *n, tome_er
 
 typedef struct v4_model v4_model;
 
+/* What the model rounds (the golden data's three modes).  qat, the
+ * default: FP32 compute plus the trained graph's two round trips (KV FP8,
+ * indexer FP4).  fp32: those round trips off, for debugging.  official:
+ * what DeepSeek's inference code computes (engine/official.c): the inputs
+ * of FP8/FP4 linear layers quantised to e4m3 in 128-wide blocks, BF16
+ * hidden states and layer outputs, BF16 attention probabilities and
+ * indexer scores; it implies BF16 RoPE dims in stored KV entries. */
 typedef enum v4_numerics {
-    V4_NUMERICS_QAT =
-        0, /* default: FP32 compute plus the trained KV-FP8 / indexer-FP4 round trips */
-    V4_NUMERICS_FP32 = 1 /* debugging: the two round trips disabled */
+    V4_NUMERICS_QAT = 0,
+    V4_NUMERICS_FP32 = 1,
+    V4_NUMERICS_OFFICIAL = 2
 } v4_numerics;
+
+/* "qat" / "fp32" / "official", and the parse of such a name (-1 if
+ * unknown). */
+const char *v4_numerics_name(v4_numerics n);
+int v4_numerics_parse(const char *name);
 
 /* How the engine computes, independently of the numerics.  Fast kernels
  * (the default) use SIMD and fused multiply-adds in one fixed order of
@@ -173,7 +185,8 @@ typedef struct v4_open_options {
     /* Store the RoPE dims of KV entries in BF16, as the official bf16 model
      * does (583 bytes per 512-wide entry instead of 711).  Off by default:
      * the trained graph's qat numerics keep them in F32, and rounding them
-     * moves logits by ~0.05 on the golden models. */
+     * moves logits by ~0.05 on the golden models.  Official numerics
+     * always store them so. */
     int kv_rope_bf16;
 } v4_open_options;
 

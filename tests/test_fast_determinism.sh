@@ -4,7 +4,8 @@
 # (TOME_ISA scalar, avx2, avx512: every one this CPU runs), the thread
 # count (1, 2), the prefill chunk size (1, 3, 128, 129, 512) or the prompt
 # being resumed from a saved state; and a state saved with one kind of
-# kernels is refused by the other.
+# kernels is refused by the other.  The same in official numerics (threads,
+# chunks, resuming), whose states qat numerics refuse.
 set -eu
 build=${TOME_BUILDDIR:?}
 model="$TOME_SHARED/golden/v4-tiny-a"
@@ -75,5 +76,37 @@ if "$run" --model "$model" --kernels quick --ids "$dir/p300" 2>"$dir/err"; then
     fail=1
 fi
 grep -q -- '--kernels: "quick" is not one of fast|exact' "$dir/err" || { echo "FAIL: bad --kernels message"; fail=1; }
+# Official numerics: as deterministic, and their states are their own.
+dump official --numerics official --threads 2
+grep -q 'numerics official' "$dir/official.err" || { echo "FAIL: --numerics official not reported"; fail=1; }
+checks=$((checks + 1))
+if cmp -s "$dir/base.st" "$dir/official.st"; then
+    echo "FAIL: official and qat numerics gave the same bits"
+    fail=1
+fi
+mv "$dir/base.st" "$dir/qat.st"
+mv "$dir/official.st" "$dir/base.st"
+dump official-t1 --numerics official --threads 1
+same official-t1 "official numerics: one thread instead of two"
+for chunk in 3 129; do
+    dump "official-chunk$chunk" --numerics official --chunk "$chunk"
+    same "official-chunk$chunk" "official numerics: prefill chunk $chunk"
+done
+"$run" --model "$model" --numerics official --ids "$dir/p300" --decode 12 --print-tokens \
+    >"$dir/ofull.out" 2>/dev/null
+"$run" --model "$model" --numerics official --ids "$dir/p200" --save-state "$dir/official.kv" \
+    2>/dev/null
+"$run" --model "$model" --numerics official --ids "$dir/p300" --decode 12 --print-tokens \
+    --load-state "$dir/official.kv" >"$dir/oresumed.out" 2>/dev/null
+checks=$((checks + 1))
+cmp -s "$dir/ofull.out" "$dir/oresumed.out" || { echo "FAIL: official numerics: resumed decode differs"; fail=1; }
+checks=$((checks + 1))
+if "$run" --model "$model" --ids "$dir/p300" --load-state "$dir/official.kv" 2>"$dir/err"; then
+    echo "FAIL: an official-numerics state was used with qat numerics"
+    fail=1
+fi
+checks=$((checks + 1))
+grep -q numerics "$dir/err" || { echo "FAIL: the refusal does not name the numerics: $(cat "$dir/err")"; fail=1; }
+
 echo "$checks checks, fast kernels deterministic: $([ $fail -eq 0 ] && echo yes || echo NO)"
 exit $fail

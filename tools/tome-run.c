@@ -24,7 +24,7 @@
 typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
-    int numerics; /* v4_numerics: the index in "qat|fp32" */
+    int numerics; /* v4_numerics: the index in "qat|fp32|official" */
     int kernels;  /* v4_kernels: the index in "fast|exact" */
 } options;
 
@@ -162,8 +162,9 @@ static const tome_option option_table[] = {
                 "feed these tokens one step at a time instead"),
     TOME_FLAG("mtp", 0, opt.mtp, "also compute the MTP head's logits (needs a decode step)"),
     TOME_STRING("dump", 0, "FILE", opt.dump, "write logits and tokens as safetensors"),
-    TOME_CHOICE("numerics", 0, "qat|fp32", opt.numerics,
-                "qat (default) or fp32 (round trips off, for debugging)"),
+    TOME_CHOICE("numerics", 0, "qat|fp32|official", opt.numerics,
+                "qat (default), fp32 (round trips off, for debugging) or\n"
+                "official (DeepSeek's own: FP8 activations, BF16 states)"),
     TOME_CHOICE("kernels", 0, "fast|exact", opt.kernels,
                 "fast (default: SIMD, fixed order) or exact (the reference's\n"
                 "rounding, bit for bit; slower)"),
@@ -285,7 +286,7 @@ static void print_model_lines(const run *r)
             1e-6 * cost.head_bytes);
     fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads\n",
             v4_kernels_name((v4_kernels)o->kernels), v4_kernels_isa(),
-            o->numerics == V4_NUMERICS_FP32 ? "fp32" : "qat",
+            v4_numerics_name((v4_numerics)o->numerics),
             o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
 }
 

@@ -66,6 +66,20 @@ uint16_t v4_f32_to_bf16(float f)
     return (uint16_t)((v.u + round) >> 16);
 }
 
+void v4_bf16_round(float *x, size_t n)
+{
+    /* On the bits, so that the loop vectorises: add half an ulp of BF16
+     * (less one, plus the kept lowest bit: ties to even) and cut. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+        int nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+        r = nan ? u | 0x00400000u : r;
+        memcpy(&x[i], &r, 4);
+    }
+}
+
 uint8_t v4_f32_to_e4m3(float f)
 {
     /* Codes 0..126 are the non-negative finite values in ascending order,
