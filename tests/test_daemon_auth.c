@@ -12,6 +12,7 @@
 #include "daemon/conf.h"
 #include "daemon/log.h"
 #include "daemon/types.h"
+#include "engine/v4.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -113,6 +114,32 @@ static void test_config(const char *dir)
     CHECK_OK(build(fresh, &err, 3, first), &err);
     CHECK(tomed_config_reload_into(cfg, fresh) == 0);
     CHECK(cfg->max_upload_bytes == (int64_t)4 << 30);
+    free(fresh);
+    free(cfg);
+}
+
+/* kernels and numerics: the engine's names, read at start only. */
+static void test_engine_keys(const char *dir)
+{
+    tomed_config *cfg = malloc(sizeof *cfg), *fresh = malloc(sizeof *fresh);
+    REQUIRE(cfg && fresh, "out of memory");
+    tome_error err = {0};
+    char conf[4200];
+    snprintf(conf, sizeof conf, "%s/engine.conf", dir);
+    char *args[] = {"tomed", "--config", conf, "--state-dir", "/s", NULL};
+    char *plain[] = {"tomed", "--state-dir", "/s", NULL};
+    write_text(conf, "kernels = exact\nnumerics = official\n");
+    CHECK_OK(build(cfg, &err, 5, args), &err);
+    CHECK(cfg->kernels == V4_KERNELS_EXACT && cfg->numerics == V4_NUMERICS_OFFICIAL);
+    CHECK_OK(build(fresh, &err, 3, plain), &err);
+    CHECK(fresh->kernels == V4_KERNELS_FAST && fresh->numerics == V4_NUMERICS_QAT);
+    /* a reload reports them changed and keeps what the engine runs */
+    CHECK(tomed_config_reload_into(cfg, fresh) == 1);
+    CHECK(cfg->numerics == V4_NUMERICS_OFFICIAL);
+    write_text(conf, "numerics = bf16\n");
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    CHECKF(strstr(err.msg, "bad value for 'numerics'") != NULL, "%s", err.msg);
+    unlink(conf);
     free(fresh);
     free(cfg);
 }
@@ -366,6 +393,7 @@ int main(void)
 {
     const char *dir = check_tmpdir();
     test_config(dir);
+    test_engine_keys(dir);
     test_remote_config(dir);
     test_names_and_rights();
     test_principals(dir);
