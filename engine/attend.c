@@ -149,24 +149,47 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
     return a->comp_tiles ? n - (a->p0 + t + 1) / a->bw->ratio : n;
 }
 
-/* Head h's scores p[0..n) turned into the fast path's softmax numerators
- * (scaled, less their maximum, exponentiated); returns the denominator,
- * the sink included. */
-static float fast_softmax(const attn_ctx *a, int h, float *p, int64_t n)
+/* Official numerics: token t's scaled scores p[0..n) (maximum m) become
+ * the weights the reference's P.V gives its entries.  Its kernel rounds
+ * each numerator to BF16 against the running maximum of the blocks of
+ * ATTN_BLOCK list slots seen so far and rescales the sum as the maximum
+ * grows: entry s weighs bf16(exp(p[s] - m_b)) * exp(m_b - m), m_b its
+ * block's running maximum.  Returns the denominator's sum of exps. */
+static float official_weights(const attn_ctx *a, int t, float *p, int64_t n, float m)
+{
+    int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
+    float run = -INFINITY, den = 0;
+    for (int64_t s0 = 0, s1; s0 < n; s0 = s1) {
+        int64_t block = entry_slot(s0, window, a->window_slots) / ATTN_BLOCK;
+        for (s1 = s0; s1 < n && entry_slot(s1, window, a->window_slots) / ATTN_BLOCK == block; s1++)
+            run = p[s1] > run ? p[s1] : run;
+        float rescale = v4_exp_vector(run - m);
+        for (int64_t s = s0; s < s1; s++) {
+            den += v4_exp_vector(p[s] - m);
+            float e = v4_exp_vector(p[s] - run);
+            v4_bf16_round(&e, 1);
+            p[s] = e * rescale;
+        }
+    }
+    return den;
+}
+
+/* Token t's head h's scores p[0..n) turned into the fast path's softmax
+ * numerators (scaled, less their maximum, exponentiated; in official
+ * numerics official_weights'); returns the denominator, the sink
+ * included. */
+static float fast_softmax(const attn_ctx *a, int t, int h, float *p, int64_t n)
 {
     float scale = (float)(1.0 / sqrt((double)a->hd)), m = -INFINITY;
     for (int64_t s = 0; s < n; s++) {
         p[s] *= scale;
         m = p[s] > m ? p[s] : m;
     }
+    float sink = v4_exp_vector(a->bw->attn_sink[h] - m);
+    if (v4_official(a->m)) return official_weights(a, t, p, n, m) + sink;
     for (int64_t s = 0; s < n; s++) p[s] -= m;
     v4_exp_vector_n(p, p, n);
-    float den = v4_sum(p, n) + v4_exp_vector(a->bw->attn_sink[h] - m);
-    /* In official numerics P.V reads the numerators in BF16 (the
-     * reference's kernel rounds them against its running maximum, block
-     * by block; here against the final one). */
-    v4_official_bf16(a->m, p, (size_t)n);
-    return den;
+    return v4_sum(p, n) + sink;
 }
 
 /* The fast kernels' attention for heads h0..h1 of token t over its n rows
@@ -185,7 +208,8 @@ static void attend_heads_fast(const attn_ctx *a, int t, int h0, int h1, const ui
     const float *q = a->q + ((size_t)t * a->H + h0) * hd;
     float *o = a->o + ((size_t)t * a->H + h0) * hd;
     v4_fast_scores(k, &a->kvf, rows, n, q, nh, z, zstride);
-    for (int h = 0; h < nh; h++) fold[h].den = fast_softmax(a, h0 + h, z + (size_t)h * zstride, n);
+    for (int h = 0; h < nh; h++)
+        fold[h].den = fast_softmax(a, t, h0 + h, z + (size_t)h * zstride, n);
     v4_fast_values(k, &a->kvf, rows, n, z, zstride, nh, 0, hd, o, hd);
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < hd; i++) o[(size_t)h * hd + i] /= fold[h].den;
@@ -215,7 +239,7 @@ static void split_softmax(void *ctx, int64_t h0, int64_t h1)
 {
     const split_job *j = ctx;
     for (int64_t h = h0; h < h1; h++)
-        j->den[h] = fast_softmax(j->a, (int)h, j->z + (size_t)h * j->zstride, j->n);
+        j->den[h] = fast_softmax(j->a, 0, (int)h, j->z + (size_t)h * j->zstride, j->n);
 }
 
 static void split_values(void *ctx, int64_t c0, int64_t c1)

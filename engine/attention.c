@@ -82,10 +82,14 @@ static void query_token(attn_ctx *a, void *arg, int64_t t)
     (void)arg;
     float *qt = a->q + (size_t)t * a->H * a->hd;
     size_t width = (size_t)a->H * a->hd;
-    for (int h = 0; h < a->H; h++)
-        v4_rmsnorm(qt + (size_t)h * a->hd, qt + (size_t)h * a->hd, NULL, a->hd,
-                   (float)a->m->cfg.norm_eps);
-    v4_official_bf16(a->m, qt, width);
+    float eps = (float)a->m->cfg.norm_eps;
+    for (int h = 0; h < a->H; h++) {
+        float *qh = qt + (size_t)h * a->hd;
+        if (v4_official(a->m))
+            v4_official_rms_scale(qh, a->hd, eps);
+        else
+            v4_rmsnorm(qh, qh, NULL, a->hd, eps);
+    }
     v4_rope_apply_rows(v4_block_rope(a->m, a->bw), qt + a->hd - a->rd, a->hd, a->H, a->p0 + t, 0);
     v4_official_bf16(a->m, qt, width);
 }

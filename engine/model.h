@@ -172,6 +172,10 @@ static inline int v4_official(const v4_model *m)
  * reference holds in BF16); in the others, nothing. */
 void v4_official_bf16(const v4_model *m, float *x, size_t n);
 
+/* The reference's per-head query scaling x *= rsqrt(mean(x^2) + eps) in
+ * BF16 arithmetic, every step rounded (official numerics). */
+void v4_official_rms_scale(float *x, int n, float eps);
+
 /* A linear layer y = W x as the numerics compute it: v4_matmul, except
  * that in official numerics a quantised weight's (FP8, FP4, GGUF block
  * types) input rows are rounded to BF16 and quantised to e4m3 in blocks of

@@ -18,7 +18,11 @@
  *  - every FP8/FP4 linear layer's output (v4_linear), and the BF16 ones'
  *    (the grouped wo_a, the indexer's weights_proj);
  *  - queries and KV after their norms and RoPE, compressed entries after
- *    pooling, norm and RoPE, the Hadamard rotation's output;
+ *    pooling, norm and RoPE, the Hadamard rotation's output; the query
+ *    heads' RMS scaling is BF16 arithmetic throughout (it is the one step
+ *    the reference computes on a BF16 tensor rather than in F32: without
+ *    it the first block's output was 2.7% from the official files, with
+ *    it identical);
  *  - sparse attention's probabilities before P.V (the denominator stays
  *    F32) and its output, before and after the inverse RoPE;
  *  - the indexer's per-head dot products, their weighted ReLUs and the
@@ -30,6 +34,7 @@
  */
 #include "engine/model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +61,27 @@ int v4_numerics_parse(const char *name)
 void v4_official_bf16(const v4_model *m, float *x, size_t n)
 {
     if (v4_official(m)) v4_bf16_round(x, n);
+}
+
+void v4_official_rms_scale(float *x, int n, float eps)
+{
+    /* q *= rsqrt(q.square().mean() + eps) on a BF16 tensor: each step's
+     * result is BF16 (the mean and the reciprocal root are formed in F32
+     * and rounded). */
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        float sq = x[i] * x[i];
+        v4_bf16_round(&sq, 1);
+        sum += sq;
+    }
+    float mean = sum / (float)n;
+    v4_bf16_round(&mean, 1);
+    float den = mean + eps;
+    v4_bf16_round(&den, 1);
+    float r = 1.0f / sqrtf(den);
+    v4_bf16_round(&r, 1);
+    for (int i = 0; i < n; i++) x[i] *= r;
+    v4_bf16_round(x, (size_t)n);
 }
 
 /* Weights whose linear layer quantises its input in the reference: FP8

@@ -375,8 +375,11 @@ static void check_hidden(const golden_file *g, const run *r, int exact)
 
 typedef enum mode { FP32, QAT, STATISTICAL } mode;
 
-static void compare_file(const golden_file *g, const run *r, mode how, int exact, float med,
-                         float mean, float agree)
+/* The engine's logits against a file's: prefill, decode, MTP prefill, MTP
+ * decode (stat_names). */
+static const char *const stat_names[4] = {"prefill logits", "decode logits", "mtp prefill logits",
+                                          "mtp decode logits"};
+static void file_stats(const golden_file *g, const run *r, logit_stats s[4])
 {
     int V = r->vocab;
     golden_tensor pl = golden_get(g, "prefill_logits"),
@@ -384,14 +387,18 @@ static void compare_file(const golden_file *g, const run *r, mode how, int exact
     golden_tensor ml = golden_get(g, "mtp_prefill_logits");
     golden_tensor mp = golden_get(g, "mtp_prefill_logit_positions");
     golden_tensor dl = golden_get(g, "decode_logits"), mdl = golden_get(g, "mtp_decode_logits");
-    logit_stats s[4] = {
-        compare_rows(pl.data, r->prefill, pp.data, (int)pp.count, V),
-        compare_rows(dl.data, r->decode, NULL, (int)r->N, V),
-        compare_rows(ml.data, r->mtp_prefill, mp.data, (int)mp.count, V),
-        compare_rows(mdl.data, r->mtp_decode, NULL, (int)r->N, V),
-    };
-    const char *names[4] = {"prefill logits", "decode logits", "mtp prefill logits",
-                            "mtp decode logits"};
+    s[0] = compare_rows(pl.data, r->prefill, pp.data, (int)pp.count, V);
+    s[1] = compare_rows(dl.data, r->decode, NULL, (int)r->N, V);
+    s[2] = compare_rows(ml.data, r->mtp_prefill, mp.data, (int)mp.count, V);
+    s[3] = compare_rows(mdl.data, r->mtp_decode, NULL, (int)r->N, V);
+}
+
+static void compare_file(const golden_file *g, const run *r, mode how, int exact, float med,
+                         float mean, float agree)
+{
+    logit_stats s[4];
+    file_stats(g, r, s);
+    const char *const *names = stat_names;
     for (int i = 0; i < 4; i++) {
         if (how == STATISTICAL)
             check_statistical(names[i], s[i], med, mean, agree);
@@ -403,7 +410,9 @@ static void compare_file(const golden_file *g, const run *r, mode how, int exact
     if (how != STATISTICAL) check_hidden(g, r, exact);
     if (how != STATISTICAL && exact) {
         /* positions 0-3 are the file's first four prefill rows */
-        logit_stats first = compare_rows(pl.data, r->prefill, pp.data, 4, V);
+        golden_tensor pl = golden_get(g, "prefill_logits"),
+                      pp = golden_get(g, "prefill_logit_positions");
+        logit_stats first = compare_rows(pl.data, r->prefill, pp.data, 4, r->vocab);
         CHECKF(first.identical == 4, "prefill logits at positions 0-3: %d of 4 rows bit-identical",
                first.identical);
     }
@@ -441,31 +450,67 @@ static double hidden_distance(const golden_file *g, const run *r)
     return worst;
 }
 
-/* Official numerics against the official files.  The golden README's
- * suggested limits (median per-position max |dlogit| <= 0.5 (a) / 1.0 (b),
- * mean |dlogit| <= 0.2 / 0.4, argmax >= 85% / 70%) are not met yet: the
- * engine's official numerics measure prefill medians of 0.73-0.76 (a) and
- * 1.39-1.71 (b), against qat's 0.85-0.89 and 1.51-1.66.  What is held:
- * the first block's output at positions 0-3, where no flip carried
- * through later blocks adds to the difference, is closer to the official
- * files than qat's (relative RMS 4.8% against 6.5% on v4-tiny-a, 5.5%
- * against 7.6% on v4-tiny-b, with either kernels), and the logits stay
- * within bounds like qat's. */
+/* Hidden-state entries at positions 0-3 of layers 1..last (positions
+ * 0-3: before any indexer choice) more than one BF16 ulp from the file's. */
+static int hidden_ulps_over_one(const golden_file *g, const run *r, int last)
+{
+    const float *ref = golden_get(g, "hidden_states").data;
+    int over = 0;
+    for (int l = 1; l <= last; l++)
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < r->width; j++) {
+                size_t at = ((size_t)l * 5 + i) * r->width + j;
+                float ulp = ldexpf(1.0f, ilogbf(fabsf(ref[at])) - 7);
+                over += fabsf(ref[at] - r->hidden[at]) > ulp;
+            }
+    return over;
+}
+
+/* Official numerics against the official files.  Prefill logits within
+ * the golden README's suggested limits (median per-position max |dlogit|
+ * <= 0.5 (a) / 1.0 (b), mean |dlogit| <= 0.2 / 0.4, argmax >= 85% / 70%;
+ * measured with the exact kernels 0.15 / 0.39 on the long cases, 0 on the
+ * short ones, with the fast kernels 0.43 / 0.71); so the MTP head's with
+ * the exact kernels, while the fast kernels' MTP prefill measured 0.54 /
+ * 1.29 (the MTP block runs after the whole main model's rounding flips).
+ * Decode steps within the reference's own decode-against-prefill spread
+ * (README: median 0.61 (a) / 0.97 (b); measured here up to 0.82 / 2.2 for
+ * the MTP head).  Hidden states at positions 0-3 of every layer to one
+ * BF16 ulp (measured: identical with either kernels). */
 static void check_official_numerics(const char *dir, const char *name, const char *kase,
                                     v4_kernels kernels, const golden_file *off, double qat_hidden)
 {
-    int tiny_b = strstr(name, "-b") != NULL;
+    int b = strstr(name, "-b") != NULL, exact = kernels == V4_KERNELS_EXACT;
+    /* median, mean, argmax agreement: prefill, decode, MTP prefill (exact
+     * kernels, fast ones), MTP decode; for v4-tiny-a, then v4-tiny-b */
+    static const float limits[2][5][3] = {{{0.5f, 0.2f, 0.85f},
+                                           {1.0f, 0.3f, 0.5f},
+                                           {0.5f, 0.2f, 0.85f},
+                                           {0.8f, 0.25f, 0.8f},
+                                           {1.0f, 0.3f, 0.5f}},
+                                          {{1.0f, 0.4f, 0.7f},
+                                           {2.5f, 0.8f, 0.5f},
+                                           {1.0f, 0.4f, 0.7f},
+                                           {1.6f, 0.5f, 0.7f},
+                                           {2.5f, 0.8f, 0.5f}}};
     run r;
     fprintf(stderr, "%s %s official numerics, %s kernels:\n", name, kase, v4_kernels_name(kernels));
     run_case(dir, V4_NUMERICS_OFFICIAL, kernels, off, 0, 0, &r);
-    compare_file(off, &r, STATISTICAL, kernels == V4_KERNELS_EXACT, tiny_b ? 3.0f : 1.4f,
-                 tiny_b ? 1.1f : 0.35f, tiny_b ? 0.50f : 0.60f);
+    logit_stats s[4];
+    file_stats(off, &r, s);
+    for (int i = 0; i < 4; i++) {
+        const float *l = limits[b][i + (i == 3 || (i == 2 && !exact))];
+        check_statistical(stat_names[i], s[i], l[0], l[1], l[2]);
+    }
     double d = hidden_distance(off, &r);
+    int over = hidden_ulps_over_one(off, &r, r.n_layers);
     fprintf(stderr,
-            "  hidden states (positions 0-3) to the official file: %.3g (qat numerics %.3g)\n", d,
-            qat_hidden);
-    CHECKF(d < 0.8 * qat_hidden, "official numerics' hidden states %.3g, qat's %.3g", d,
+            "  hidden states (positions 0-3): first block %.3g from the file (qat numerics "
+            "%.3g); %d entries of all layers over one BF16 ulp\n",
+            d, qat_hidden, over);
+    CHECKF(d < 0.5 * qat_hidden, "official numerics' hidden states %.3g, qat's %.3g", d,
            qat_hidden);
+    if (exact) CHECKF(over == 0, "%d hidden-state entries over one BF16 ulp", over);
     run_free(&r);
 }
 
