@@ -24,7 +24,9 @@
  *    it the first block's output was 2.7% from the official files, with
  *    it identical);
  *  - sparse attention's probabilities before P.V (the denominator stays
- *    F32) and its output, before and after the inverse RoPE;
+ *    F32), each against the running maximum of the kernel's blocks of 64
+ *    entries (attend.c), and its output, before and after the inverse
+ *    RoPE;
  *  - the indexer's per-head dot products, their weighted ReLUs and the
  *    sum over heads (so many more keys tie, and the tie rule decides);
  *  - each expert's gated activation before its down projection, and the
