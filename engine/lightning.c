@@ -3,8 +3,9 @@
  * score per visible compressed key (ReLU of per-head dot products,
  * weighted by the token's head weights), and the top index_topk keys.
  *
- * Scores come from the FP4 codes where that is exact (qat numerics:
- * engine/kernels/indexer.h, integer dot products), from F32 otherwise; a
+ * Scores come from the FP4 codes where that is exact (qat and official
+ * numerics: engine/kernels/indexer.h, integer dot products; official ones
+ * combine the heads in BF16 steps), from F32 otherwise (fp32); a
  * chunk's tokens score each L2-sized block of keys into running top-k
  * heaps, so the keys stream through memory once per chunk.  Ties go to the
  * lower index, as in the reference.
@@ -125,22 +126,7 @@ typedef struct score_job {
     const float *tiles; /* the keys packed with v4_tiles_pack */
     float *scores;
     int ih, ihd;
-    int bf16; /* official numerics: each product and the sum in BF16 */
 } score_job;
-
-/* out[i] += relu(d[i]) * w for i < n; in BF16 steps (the dot, then the
- * weighted term) when `bf16`. */
-static void add_weighted_relu(float *out, float *d, int64_t n, float w, int bf16)
-{
-    if (!bf16) {
-        for (int64_t i = 0; i < n; i++) out[i] += (d[i] > 0 ? d[i] : 0) * w;
-        return;
-    }
-    v4_bf16_round(d, (size_t)n);
-    for (int64_t i = 0; i < n; i++) d[i] = (d[i] > 0 ? d[i] : 0) * w;
-    v4_bf16_round(d, (size_t)n);
-    for (int64_t i = 0; i < n; i++) out[i] += d[i];
-}
 
 /* score[i] = sum over heads of relu(q_h . key_i) * w_h, heads in order, for
  * the entries of tiles [t0, t1). */
@@ -156,9 +142,8 @@ static void score_tiles(void *ctx, int64_t t0, int64_t t1)
         for (int64_t i = 0; i < m; i++) out[i] = 0;
         for (int h = 0; h < j->ih; h++) {
             v4_tiles_dot(tiles, m, j->ihd, j->q + (size_t)h * j->ihd, d);
-            add_weighted_relu(out, d, m, j->w[h], j->bf16);
+            for (int64_t i = 0; i < m; i++) out[i] += (d[i] > 0 ? d[i] : 0) * j->w[h];
         }
-        if (j->bf16) v4_bf16_round(out, (size_t)m);
     }
 }
 
@@ -194,11 +179,44 @@ typedef struct code_job {
     float *scores;                 /* n <= 2: [visible of the last token] */
     int64_t kb;                    /* the key block */
     v4_index_score_fn score;
+    int bf16; /* official numerics: heads combined in BF16 steps */
 } code_job;
 
 static int64_t visible_keys(const attn_ctx *a, int t)
 {
     return (a->p0 + t + 1) / 4;
+}
+
+/* Keys [k0, k1) scored against query q into out: the kernel's own sum over
+ * heads, or in official numerics each head's ReLU'd dot product (the
+ * kernel on the head alone, weight 1) combined as the reference's BF16
+ * tensors round it: the dot, its product with the head weight, the sum
+ * over heads. */
+static void score_keys(const code_job *j, const v4_index_query *q, const fallback_ctx *fb,
+                       int64_t k0, int64_t k1, float *out)
+{
+    if (!j->bf16) {
+        j->score(j->keys, q, k0, k1, out, float_pair_dot, fb);
+        return;
+    }
+    static const float one = 1.0f;
+    float dot[KEY_BLOCK];
+    for (int64_t c0 = k0; c0 < k1; c0 += KEY_BLOCK) {
+        int64_t n = k1 - c0 < KEY_BLOCK ? k1 - c0 : KEY_BLOCK;
+        float *o = out + (c0 - k0);
+        memset(o, 0, (size_t)n * sizeof *o);
+        for (int h = 0; h < q->heads; h++) {
+            v4_index_query head = v4_index_query_head(q, h, &one);
+            fallback_ctx fh = *fb;
+            fh.q += (size_t)h * fb->ihd;
+            j->score(j->keys, &head, c0, c0 + n, dot, float_pair_dot, &fh);
+            v4_bf16_round(dot, (size_t)n);
+            for (int64_t i = 0; i < n; i++) dot[i] *= q->w[h];
+            v4_bf16_round(dot, (size_t)n);
+            for (int64_t i = 0; i < n; i++) o[i] += dot[i];
+        }
+        v4_bf16_round(o, (size_t)n);
+    }
 }
 
 /* Tokens [t0, t1) against key block j->kb, into their selections. */
@@ -213,7 +231,7 @@ static void score_block(void *ctx, int64_t t0, int64_t t1)
         fallback_ctx fb = {j->a->m, &j->a->bs->index_kv,
                            j->qi + (size_t)t * j->queries[t].heads * j->queries[t].dim,
                            j->queries[t].dim};
-        j->score(j->keys, &j->queries[t], j->kb, hi, scores, float_pair_dot, &fb);
+        score_keys(j, &j->queries[t], &fb, j->kb, hi, scores);
         topk_push_run(&j->heaps[t], scores, hi - j->kb, (int32_t)j->kb);
     }
 }
@@ -225,7 +243,7 @@ static void score_groups(void *ctx, int64_t g0, int64_t g1)
     int64_t hi = visible_keys(j->a, 0), k0 = g0 * V4_INDEX_GROUP, k1 = g1 * V4_INDEX_GROUP;
     if (k1 > hi) k1 = hi;
     fallback_ctx fb = {j->a->m, &j->a->bs->index_kv, j->qi, j->queries[0].dim};
-    if (k1 > k0) j->score(j->keys, &j->queries[0], k0, k1, j->scores + k0, float_pair_dot, &fb);
+    if (k1 > k0) score_keys(j, &j->queries[0], &fb, k0, k1, j->scores + k0);
 }
 
 static const uint8_t *index_row(const void *rows, int64_t i)
@@ -267,7 +285,8 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
         heaps[t] = (topk_heap){heap_sc + (size_t)t * a->k, a->topk + (size_t)t * a->k,
                                visible < a->k ? (int)visible : a->k, 0};
     }
-    code_job j = {a, &bs->index_codes, q, qi, heaps, scores, 0, v4_index_score_active()};
+    code_job j = {
+        a, &bs->index_codes, q, qi, heaps, scores, 0, v4_index_score_active(), v4_official(a->m)};
     if (n <= 2) {
         /* Decode: too few tokens to share out; the keys are shared instead. */
         for (int t = 0; t < n; t++) {
@@ -299,8 +318,7 @@ done:
 }
 
 /* Each token's top-k from F32 scores over every visible key (fp32
- * numerics, where keys are not codes), or from BF16 ones (official
- * numerics, whose rounding the integer scores cannot follow). */
+ * numerics, where keys are not codes). */
 static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome_error *err)
 {
     const v4_model *m = a->m;
@@ -327,13 +345,7 @@ static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome
     v4_tiles_pack(key_rows, n_keys, ihd, tiles);
     for (int t = 0; t < n; t++) {
         int64_t visible = visible_keys(a, t);
-        score_job j = {qi + (size_t)t * ih * ihd,
-                       wts + (size_t)t * ih,
-                       tiles,
-                       scores,
-                       ih,
-                       ihd,
-                       v4_official(m)};
+        score_job j = {qi + (size_t)t * ih * ihd, wts + (size_t)t * ih, tiles, scores, ih, ihd};
         v4_parallel_for(a->m->pool, (visible + 7) / 8, 32, score_tiles, &j);
         a->n_topk[t] = select_topk(scores, visible, a->k, a->topk + (size_t)t * a->k, heap);
     }
@@ -347,15 +359,14 @@ done:
 }
 
 /* The chunk's indexer queries: heads [n][ih][ihd], head weights [n][ih],
- * and in qat numerics the heads' FP4 codes. */
+ * and, but in fp32 numerics, the heads' FP4 codes. */
 typedef struct index_queries {
     float *qi, *wts;
     uint8_t *qcodes;
-    int roundtrip; /* the FP4 round trip: all numerics but fp32 */
 } index_queries;
 
-/* Token t's query heads rotated and Hadamard-transformed (and given the FP4
- * round trip, keeping the codes in qat numerics); its head weights scaled. */
+/* Token t's query heads rotated and Hadamard-transformed (and, but in fp32
+ * numerics, rounded to FP4 codes); its head weights scaled. */
 static void index_query_token(attn_ctx *a, void *arg, int64_t t)
 {
     const index_queries *iq = arg;
@@ -370,8 +381,10 @@ static void index_query_token(attn_ctx *a, void *arg, int64_t t)
         float *qh = qt + (size_t)h * ihd;
         v4_hadamard(qh, ihd);
         v4_official_bf16(a->m, qh, (size_t)ihd);
-        uint8_t *code = iq->qcodes ? iq->qcodes + ((size_t)t * ih + h) * row : NULL;
-        if (iq->roundtrip) v4_fp4_roundtrip(qh, ihd, code, code ? code + ihd / 2 : NULL);
+        if (iq->qcodes) {
+            uint8_t *code = iq->qcodes + ((size_t)t * ih + h) * row;
+            v4_fp4_roundtrip(qh, ihd, code, code + ihd / 2);
+        }
         wt[h] *= wscale;
     }
     v4_official_bf16(a->m, wt, (size_t)ih);
@@ -386,7 +399,7 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
     const v4_block_weights *bw = a->bw;
     v4_block_state *bs = a->bs;
     int n = a->n, ih = c->index_n_heads, ihd = c->index_head_dim;
-    int qat = m->opts.numerics == V4_NUMERICS_QAT;
+    int codes = m->opts.numerics != V4_NUMERICS_FP32; /* FP4 keys and queries */
     int rc = v4_attn_compress(a, &bw->index_compressor, bs->icomp_kv, bs->icomp_score,
                               &bs->index_kv, x, err);
     if (rc) return rc;
@@ -394,17 +407,17 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
     float *qi = v4_attn_floats((size_t)n * ih * ihd, &failed);
     float *wts = v4_attn_floats((size_t)n * ih, &failed);
     size_t row = (size_t)ihd / 2 + (size_t)ihd / V4_FP4_BLOCK;
-    uint8_t *qcodes = qat ? malloc((size_t)n * ih * row) : NULL;
-    if (failed || (qat && !qcodes)) {
+    uint8_t *qcodes = codes ? malloc((size_t)n * ih * row) : NULL;
+    if (failed || (codes && !qcodes)) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer");
         goto done;
     }
     if ((rc = v4_linear(m, &bw->index_wq_b, qr, n, qi, (int64_t)ih * ihd, err)) != 0) goto done;
     v4_matmul(&bw->index_weights_proj, x, n, wts, ih);
     v4_official_bf16(m, wts, (size_t)n * ih); /* a BF16 product there */
-    index_queries iq = {qi, wts, qcodes, m->opts.numerics != V4_NUMERICS_FP32};
+    index_queries iq = {qi, wts, qcodes};
     v4_attn_for_each(a, n, index_query_token, &iq);
-    rc = qat ? select_by_codes(a, qi, wts, qcodes, err) : select_by_floats(a, qi, wts, err);
+    rc = codes ? select_by_codes(a, qi, wts, qcodes, err) : select_by_floats(a, qi, wts, err);
     for (int t = 0; rc == 0 && t < n; t++)
         if (a->ev && a->ev->on_topk)
             a->ev->on_topk(a->ev->tap_ctx, bw->is_mtp ? -1 : a->block, a->p0 + t,

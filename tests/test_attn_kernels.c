@@ -40,6 +40,28 @@ static float case_dot(const void *ctx, int64_t key, int h)
     return sum;
 }
 
+/* Each head of q alone (v4_index_query_head, weight 1), as official
+ * numerics score them: its scores must be relu(q_h . key) bit for bit.
+ * Returns the number that differ. */
+static int head_view_mismatches(v4_index_score_fn fn, const v4_index_keys *ik,
+                                const v4_index_query *q, const index_case *c)
+{
+    static const float one = 1.0f;
+    int bad = 0;
+    for (int h = 0; h < q->heads; h++) {
+        v4_index_query qh = v4_index_query_head(q, h, &one);
+        index_case ch = *c;
+        ch.q = c->q + (size_t)h * c->dim; /* the fallback sees head 0 */
+        float got[101];
+        fn(ik, &qh, 0, c->n, got, case_dot, &ch);
+        for (int64_t i = 0; i < c->n; i++) {
+            float d = case_dot(c, i, h), want = d > 0 ? d : 0;
+            bad += memcmp(&got[i], &want, sizeof want) != 0;
+        }
+    }
+    return bad;
+}
+
 /* Random codes and scales (exponents drawn from [kbase, kbase + span) for
  * keys, [qbase, qbase + span) for the query; key 77 has a NaN scale when
  * `nan`); the scores of every kernel must equal the F32 computation bit for
@@ -107,6 +129,8 @@ static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
                dim, kbase, qbase, span, f, bad, (long long)c.n);
         CHECKF(want_fallbacks ? c.fallbacks > 0 : c.fallbacks == 0,
                "dim %d span %d kernel %d: %d pairs fell back", dim, span, f, c.fallbacks);
+        bad = head_view_mismatches(fns[f], &ik, &q, &c);
+        CHECKF(bad == 0, "one-head views (dim %d, kernel %d): %d scores differ", dim, f, bad);
     }
     v4_index_keys_free(&ik);
     free(qmem);

@@ -150,6 +150,20 @@ void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const
     q->c2 = (int8_t *)p;
 }
 
+v4_index_query v4_index_query_head(const v4_index_query *q, int h, const float *w)
+{
+    v4_index_query v = *q;
+    size_t hb = (size_t)h * q->blocks;
+    v.heads = 1;
+    v.w = w;
+    v.c2 += (size_t)h * q->dim;
+    v.q4 += (size_t)h * (q->dim / 4);
+    v.e += hb;
+    v.off += hb;
+    v.scale += hb;
+    return v;
+}
+
 void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const uint8_t *scales)
 {
     int8_t *c2 = q->c2 + (size_t)h * q->dim;

@@ -82,6 +82,10 @@ void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const
  * them. */
 void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const uint8_t *scales);
 
+/* Head h of q alone, with weight *w: a one-head query sharing q's memory
+ * (official numerics score the heads one by one). */
+v4_index_query v4_index_query_head(const v4_index_query *q, int h, const float *w);
+
 /* The F32 way for one (key, head) pair, for pairs the integer path cannot
  * give exactly. */
 typedef float (*v4_index_fallback)(const void *ctx, int64_t key, int head);
