@@ -7,11 +7,11 @@
 #   decode:  weight bytes per token (with the LM head) x tokens/s / read
 #            bandwidth
 # on the built-in tiny model and a flash-shape model (V4-Flash's real layer
-# sizes, 4 layers, 16 experts), with the fast kernels and the exact ones,
-# with all threads and one.  Writes the table to standard output and a CSV
-# to $BENCH_CSV (default BUILDDIR/bench-engine.csv).  BENCH_LONG=1 adds
-# prompts of 2048 and 8192 tokens on the flash-shape model (many minutes on
-# a small machine).  Reports figures only; it never fails on speed.
+# sizes, 4 layers, 16 experts), for every pair of numerics (qat, official)
+# and kernels (fast, exact), with all threads and one.  Writes the table to
+# standard output and a CSV to $BENCH_CSV (default
+# BUILDDIR/bench-engine.csv).  BENCH_LONG=1 adds prompts of 2048 and 8192
+# tokens on the flash-shape model (many minutes on a small machine).  Reports figures only; it never fails on speed.
 set -eu
 build=${1:?usage: bench-engine.sh BUILDDIR}
 run="$build/tools/tome-run"
@@ -37,15 +37,15 @@ fma_all=$(limit fp32_fma_avx512 4)
 bw_one=$(limit read_bandwidth 3)
 bw_all=$(limit read_bandwidth 4)
 
-echo "model,kernels,isa,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,decode_mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth" >"$csv"
-printf '%-16s %-6s %-7s %2s %6s | %9s %6s | %8s %6s\n' model kernels isa thr prompt \
+echo "model,numerics,kernels,isa,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,decode_mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth" >"$csv"
+printf '%-16s %-8s %-6s %-7s %2s %6s | %9s %6s | %8s %6s\n' model numerics kernels isa thr prompt \
     "prefill/s" "of FMA" "decode/s" "of BW"
-bench() { # MODEL PROMPT DECODE THREADS KERNELS
+bench() { # MODEL PROMPT DECODE THREADS KERNELS NUMERICS
     seq 1000 $((999 + $2)) >"$tmp/ids"
     "$run" --model "$1" --ids "$tmp/ids" --decode "$3" --threads "$4" --kernels "$5" \
-        >/dev/null 2>"$tmp/out" || { echo "tome-run failed: $(cat "$tmp/out")"; return 0; }
+        --numerics "$6" >/dev/null 2>"$tmp/out" || { echo "tome-run failed: $(cat "$tmp/out")"; return 0; }
     if [ "$4" -eq 1 ]; then fma=$fma_one bw=$bw_one; else fma=$fma_all bw=$bw_all; fi
-    awk -v model="$(basename "$1")" -v k="$5" -v t="$4" -v p="$2" -v d="$3" -v fma="$fma" \
+    awk -v model="$(basename "$1")" -v k="$5" -v nu="$6" -v t="$4" -v p="$2" -v d="$3" -v fma="$fma" \
         -v bw="$bw" -v csv="$csv" '
         /cost per token/ { gflop = $5; mb = $10; head_mb = $18 }
         /kernels/ && /numerics/ { isa = $4; gsub(/[(),]/, "", isa) }
@@ -56,18 +56,20 @@ bench() { # MODEL PROMPT DECODE THREADS KERNELS
         END {
             pfrac = fma > 0 ? pf * gflop / fma : 0
             dfrac = bw > 0 ? df * (mb + head_mb) / 1000 / bw : 0
-            printf "%-16s %-6s %-7s %2d %6d | %9.1f %5.0f%% | %8.2f %5.0f%%\n", model, k, isa, t, p, pf, 100 * pfrac, df, 100 * dfrac
-            printf "%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f\n", model, k, isa, t, p, d, pf, df, gflop, mb + head_mb, pfrac, dfrac >> csv
+            printf "%-16s %-8s %-6s %-7s %2d %6d | %9.1f %5.0f%% | %8.2f %5.0f%%\n", model, nu, k, isa, t, p, pf, 100 * pfrac, df, 100 * dfrac
+            printf "%s,%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f\n", model, nu, k, isa, t, p, d, pf, df, gflop, mb + head_mb, pfrac, dfrac >> csv
         }' "$tmp/out"
 }
-for kernels in fast exact; do
-    for t in "$threads" 1; do
-        bench "$build/models/tiny" 2048 32 "$t" "$kernels"
-        bench "$flash" 512 8 "$t" "$kernels"
+for numerics in qat official; do
+    for kernels in fast exact; do
+        for t in "$threads" 1; do
+            bench "$build/models/tiny" 2048 32 "$t" "$kernels" "$numerics"
+            bench "$flash" 512 8 "$t" "$kernels" "$numerics"
+        done
     done
 done
 if [ "${BENCH_LONG:-0}" = 1 ]; then
-    bench "$flash" 2048 8 "$threads" fast
-    bench "$flash" 8192 8 "$threads" fast
+    bench "$flash" 2048 8 "$threads" fast qat
+    bench "$flash" 8192 8 "$threads" fast qat
 fi
 echo "csv: $csv"

@@ -58,7 +58,8 @@ if ! awk '$2 != "NaN" || $3 != "NaN" { found = 1 } END { exit !found }' "$tmp/lo
     exit 1
 fi
 
-# bench-engine.csv: the rows of the fast kernels at the most threads in the
+# bench-engine.csv: the rows of the fast kernels and qat numerics (the
+# defaults, as bench-long runs them) at the most threads in the
 # file, one file per model ("prompt prefill decode"), and the models' names
 # in order in models.txt.
 : >"$tmp/models.txt"
@@ -69,6 +70,7 @@ if [ -f "$engine" ]; then
             for (r = 2; r <= NR; r++) {
                 split(row[r], f, ",")
                 if (f[col["kernels"]] != "fast" || f[col["threads"]] + 0 != most) continue
+                if (("numerics" in col) && f[col["numerics"]] != "qat") continue
                 m = f[col["model"]]
                 if (!(m in id)) { id[m] = ++n; print m > (dir "/models.txt") }
                 p = f[col["prefill_tok_s"]] + 0; d = f[col["decode_tok_s"]] + 0
