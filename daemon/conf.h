@@ -52,7 +52,8 @@ typedef struct tomed_config {
     char socket_path[TOMED_PATH_MAX];
     char pidfile[TOMED_PATH_MAX];
     char model[TOMED_PATH_MAX];
-    char listen[256]; /* ADDR:PORT, [V6ADDR]:PORT, or empty for no TCP */
+    char mtp_model[TOMED_PATH_MAX]; /* a GGUF model's separate MTP file, or "" */
+    char listen[256];               /* ADDR:PORT, [V6ADDR]:PORT, or empty for no TCP */
     char tls_cert[TOMED_PATH_MAX];
     char tls_key[TOMED_PATH_MAX];
     char tls_client_ca[TOMED_PATH_MAX];

@@ -229,6 +229,7 @@ static const struct string_key {
     STRING_KEY("socket", socket_path),
     STRING_KEY("pidfile", pidfile),
     STRING_KEY("model", model),
+    STRING_KEY("mtp_model", mtp_model),
     STRING_KEY("listen", listen),
     STRING_KEY("tls_cert", tls_cert),
     STRING_KEY("tls_key", tls_key),
@@ -464,15 +465,15 @@ int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only
 
 int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
 {
-    int fixed_changed = strcmp(fresh->state_dir, live->state_dir) ||
-                        strcmp(fresh->socket_path, live->socket_path) ||
-                        strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
-                        strcmp(fresh->pidfile, live->pidfile) ||
-                        fresh->max_context != live->max_context || fresh->engine != live->engine ||
-                        fresh->kernels != live->kernels || fresh->numerics != live->numerics ||
-                        fresh->n_remotes != live->n_remotes ||
-                        memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
-                        strcmp(fresh->remote_model, live->remote_model);
+    int fixed_changed =
+        strcmp(fresh->state_dir, live->state_dir) ||
+        strcmp(fresh->socket_path, live->socket_path) || strcmp(fresh->listen, live->listen) ||
+        strcmp(fresh->model, live->model) || strcmp(fresh->mtp_model, live->mtp_model) ||
+        strcmp(fresh->pidfile, live->pidfile) || fresh->max_context != live->max_context ||
+        fresh->engine != live->engine || fresh->kernels != live->kernels ||
+        fresh->numerics != live->numerics || fresh->n_remotes != live->n_remotes ||
+        memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
+        strcmp(fresh->remote_model, live->remote_model);
     memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);
     memcpy(live->tls_key, fresh->tls_key, sizeof live->tls_key);
     memcpy(live->tls_client_ca, fresh->tls_client_ca, sizeof live->tls_client_ca);

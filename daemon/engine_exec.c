@@ -121,8 +121,10 @@ static int load_model(engine_local *e, tome_error *err)
                            "model %s does not exist (make the built-in model with "
                            "`tome-mkmodel --preset tiny -o %s`)",
                            e->model_dir, e->model_dir);
-    v4_open_options opts = {.kernels = (v4_kernels)e->server->cfg.kernels,
-                            .numerics = (v4_numerics)e->server->cfg.numerics};
+    const tomed_config *conf = &e->server->cfg;
+    v4_open_options opts = {.kernels = (v4_kernels)conf->kernels,
+                            .numerics = (v4_numerics)conf->numerics,
+                            .mtp_gguf = conf->mtp_model[0] ? conf->mtp_model : NULL};
     int rc = v4_model_open(e->model_dir, &opts, &e->model, err);
     if (rc != 0) return rc;
     tomed_log(TOMED_LOG_INFO, "%s kernels (%s), %s numerics", v4_kernels_name(opts.kernels),

@@ -40,9 +40,10 @@ typedef struct v4_checkpoint {
     int n_shards;
     v4_ckpt_tensor *tensors;
     size_t n_tensors;
-    json_t *index;        /* weight_map of the index file, or NULL for a single file */
-    json_t *by_name;      /* name -> position in tensors[] */
-    struct v4_gguf *gguf; /* a GGUF file (gguf_model.c): its parse; the file is shards[0] */
+    json_t *index;            /* weight_map of the index file, or NULL for a single file */
+    json_t *by_name;          /* name -> position in tensors[] */
+    struct v4_gguf *gguf;     /* a GGUF file (gguf_model.c): its parse; the file is shards[0] */
+    struct v4_gguf *gguf_mtp; /* a separate GGUF with the MTP block (shards[1]), or NULL */
 } v4_checkpoint;
 
 int v4_checkpoint_open(const char *dir, v4_checkpoint **out, tome_error *err);

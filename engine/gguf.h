@@ -102,8 +102,12 @@ int v4_gguf_is_file(const char *path);
  * gguf_model.c), and present its tensors under the manifest's names:
  * every tensor the config implies is present with a type the engine reads
  * and the shape the manifest gives (stacked experts split per expert),
- * none is left over.  ck->gguf keeps the parsed file. */
-int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **ck, tome_error *err);
+ * none is left over.  ck->gguf keeps the parsed file.  `mtp_path`, when
+ * not NULL, is a separate GGUF holding the MTP block (ds4 publishes one,
+ * with "mtp.0." names): the model file must have none, and its
+ * compress_ratios must list the MTP block's; ck->gguf_mtp keeps it. */
+int v4_gguf_checkpoint(const char *path, const char *mtp_path, v4_config *cfg, v4_checkpoint **ck,
+                       tome_error *err);
 /* The GGUF name of manifest tensor `hf` (variant 0: llama.cpp's names;
  * 1: ds4's "mtp.K." names for the MTP block); *expert gets the expert index
  * for a routed expert (whose GGUF tensor stacks all experts), else -1.
@@ -119,7 +123,9 @@ int v4_gguf_vocab_json(const v4_gguf *g, char **json, size_t *len, tome_error *e
 /* The same for the GGUF file at `path` (mapped for the call only). */
 int v4_gguf_tokenizer_json(const char *path, char **json, size_t *len, tome_error *err);
 /* SHA-256 of a GGUF model: a tag of its own, the whole header (metadata and
- * tensor infos), the engine's mode bytes and each tensor's first 64 bytes. */
-void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len, uint8_t out[32]);
+ * tensor infos), the engine's mode bytes and each tensor's first 64 bytes;
+ * then, with a separate MTP file, the same of it. */
+void v4_gguf_fingerprint(const v4_checkpoint *ck, const uint8_t *mode, size_t mode_len,
+                         uint8_t out[32]);
 
 #endif

@@ -77,6 +77,7 @@ typedef struct meta {
     json_t *root;
     tome_error *err;
     int rc;
+    int attach_mtp; /* a separate file brings the MTP block */
 } meta;
 
 static const v4_gguf_kv *arch_key(meta *m, const char *name, int required)
@@ -143,7 +144,8 @@ static void copy_rope_scaling(meta *m)
 }
 
 /* block_count counts the appended MTP block; compress_ratios may list one
- * more value than the blocks present (ds4's main file keeps the MTP's). */
+ * more value than the blocks present (ds4's main file keeps the MTP's),
+ * which is the attached MTP block's when a separate file brings it. */
 static void copy_layers(meta *m)
 {
     double blocks = 0, nextn = 0;
@@ -152,34 +154,45 @@ static void copy_layers(meta *m)
     if (bc) number(m, bc, &blocks);
     if (nx) number(m, nx, &nextn);
     set_number(m, "num_hidden_layers", blocks - nextn, 0);
+    if (m->rc == 0 && m->attach_mtp && nextn > 0)
+        m->rc = tome_errorf(m->err, TOME_EINVAL,
+                            "%s already holds an MTP block; a separate MTP file cannot be added",
+                            m->g->path);
     const v4_gguf_kv *cr = arch_key(m, "attention.compress_ratios", 1);
     if (m->rc) return;
-    if (cr->type != V4_GGUF_ARRAY || cr->count < (uint64_t)blocks)
+    uint64_t want = (uint64_t)blocks + (m->attach_mtp ? 1 : 0);
+    if (cr->type != V4_GGUF_ARRAY || cr->count < want)
         m->rc = tome_errorf(m->err, TOME_EFORMAT,
                             "%s: deepseek4.attention.compress_ratios must be an array of at least "
-                            "block_count = %.0f numbers",
-                            m->g->path, blocks);
+                            "%llu numbers (block_count%s)",
+                            m->g->path, (unsigned long long)want,
+                            m->attach_mtp ? ", then the separate MTP block's" : "");
+    if (m->attach_mtp) set_number(m, "num_nextn_predict_layers", 1, 0);
     json_t *arr = json_array();
     json_object_set_new(m->root, "compress_ratios", arr);
-    for (uint64_t i = 0; m->rc == 0 && i < (uint64_t)blocks; i++) {
+    for (uint64_t i = 0; m->rc == 0 && i < want; i++) {
         double v;
         if ((m->rc = v4_gguf_number(m->g, cr, i, &v, m->err)) == 0)
             json_array_append_new(arr, json_integer((json_int_t)v));
     }
 }
 
+static int check_architecture(const v4_gguf *g, tome_error *err)
+{
+    const v4_gguf_kv *arch = v4_gguf_find(g, "general.architecture");
+    if (!arch || arch->type != V4_GGUF_STRING || arch->count != 9 ||
+        memcmp(arch->data, "deepseek4", 9) != 0)
+        return tome_errorf(err, TOME_EFORMAT,
+                           "%s: general.architecture is not \"deepseek4\" (tome runs DeepSeek V4 "
+                           "only)",
+                           g->path);
+    return 0;
+}
+
 /* Settings V4 fixes that the file may state: refuse any other value. */
 static void check_fixed(meta *m)
 {
-    const v4_gguf_kv *arch = v4_gguf_find(m->g, "general.architecture");
-    if (!arch || arch->type != V4_GGUF_STRING || arch->count != 9 ||
-        memcmp(arch->data, "deepseek4", 9) != 0) {
-        m->rc = tome_errorf(m->err, TOME_EFORMAT,
-                            "%s: general.architecture is not \"deepseek4\" (tome runs DeepSeek V4 "
-                            "only)",
-                            m->g->path);
-        return;
-    }
+    if ((m->rc = check_architecture(m->g, m->err)) != 0) return;
     const v4_gguf_kv *gf = arch_key(m, "expert_gating_func", 0),
                      *wn = arch_key(m, "expert_weights_norm", 0);
     double v;
@@ -216,9 +229,9 @@ static void copy_tokens(meta *m)
     set_number(m, "vocab_size", v, 0);
 }
 
-static int gguf_config(const v4_gguf *g, v4_config *cfg, tome_error *err)
+static int gguf_config(const v4_gguf *g, int attach_mtp, v4_config *cfg, tome_error *err)
 {
-    meta m = {g, json_object(), err, 0};
+    meta m = {g, json_object(), err, 0, attach_mtp};
     if (!m.root) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     json_object_set_new(m.root, "model_type", json_string("deepseek_v4"));
     check_fixed(&m);
@@ -332,13 +345,21 @@ int v4_gguf_name(const v4_config *c, const char *hf, int variant, char *out, siz
 
 /* ---- checking and presenting the tensors ------------------------------------------- */
 
+/* Binding the manifest to the file's tensors: files[0] the model, files[1]
+ * a separate MTP file (or NULL), each with its tensors' used marks. */
 typedef struct binder {
-    const v4_gguf *g;
+    const v4_gguf *files[2];
     const v4_config *cfg;
     v4_checkpoint *ck;
-    uint8_t *used; /* per GGUF tensor */
+    uint8_t *used[2];
     tome_error *err;
 } binder;
+
+/* The file that holds manifest tensor `name`. */
+static int file_of(const binder *b, const char *name)
+{
+    return b->files[1] && strncmp(name, "mtp.", 4) == 0;
+}
 
 static int is_scale(const char *name)
 {
@@ -367,8 +388,8 @@ static int type_allowed(const v4_tensor_spec *s, const v4_gguf_tensor *t, const 
     return t->dtype != V4_I32;
 }
 
-static int check_dims(binder *b, const v4_gguf_tensor *t, const int64_t *shape, int ndim,
-                      int experts)
+static int check_dims(binder *b, const v4_gguf *g, const v4_gguf_tensor *t, const int64_t *shape,
+                      int ndim, int experts)
 {
     int64_t want[4];
     int n = 0;
@@ -385,43 +406,45 @@ static int check_dims(binder *b, const v4_gguf_tensor *t, const int64_t *shape, 
         snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? ", " : "",
                  (long long)want[i]);
     return tome_errorf(b->err, TOME_EFORMAT,
-                       "%s: tensor %s has dims [%s], the metadata implies [%s]", b->g->path,
-                       t->name, got, exp);
+                       "%s: tensor %s has dims [%s], the metadata implies [%s]", g->path, t->name,
+                       got, exp);
 }
 
-static const v4_gguf_tensor *lookup(binder *b, const v4_tensor_spec *s, int *expert, char *name,
-                                    size_t cap)
+static const v4_gguf_tensor *lookup(binder *b, const v4_gguf *g, const v4_tensor_spec *s,
+                                    int *expert, char *name, size_t cap)
 {
     for (int variant = 0; variant < 2; variant++) {
         if (v4_gguf_name(b->cfg, s->name, variant, name, cap, expert) != 0) return NULL;
-        const v4_gguf_tensor *t = v4_gguf_tensor_find(b->g, name);
+        const v4_gguf_tensor *t = v4_gguf_tensor_find(g, name);
         if (t || strncmp(s->name, "mtp.", 4) != 0) return t;
     }
-    v4_gguf_name(b->cfg, s->name, 0, name, cap, expert);
+    /* missing: named as a separate MTP file would name it, else as llama.cpp */
+    v4_gguf_name(b->cfg, s->name, g == b->files[1], name, cap, expert);
     return NULL;
 }
 
 static int bind_spec(binder *b, const v4_tensor_spec *s)
 {
     char name[160];
-    int expert;
-    const v4_gguf_tensor *t = lookup(b, s, &expert, name, sizeof name);
+    int expert, f = file_of(b, s->name);
+    const v4_gguf *g = b->files[f];
+    const v4_gguf_tensor *t = lookup(b, g, s, &expert, name, sizeof name);
     if (!t)
-        return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s (%s) is missing", b->g->path, name,
+        return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s (%s) is missing", g->path, name,
                            s->name);
     const char *want;
     if (!type_allowed(s, t, &want))
         return tome_errorf(b->err, TOME_EFORMAT, "%s: tensor %s has type %s; it must be %s",
-                           b->g->path, t->name, v4_dtype_name(t->dtype), want);
+                           g->path, t->name, v4_dtype_name(t->dtype), want);
     v4_ckpt_tensor *ct = &b->ck->tensors[b->ck->n_tensors];
     memset(ct, 0, sizeof *ct);
     logical_shape(s, ct->shape);
-    int first = !b->used[t - b->g->tensors];
-    int rc = first
-                 ? check_dims(b, t, ct->shape, s->ndim, expert >= 0 ? b->cfg->n_routed_experts : 0)
-                 : 0;
+    uint8_t *used = &b->used[f][t - g->tensors];
+    int rc =
+        *used ? 0
+              : check_dims(b, g, t, ct->shape, s->ndim, expert >= 0 ? b->cfg->n_routed_experts : 0);
     if (rc) return rc;
-    b->used[t - b->g->tensors] = 1;
+    *used = 1;
     if (!(ct->name = strdup(s->name))) return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
     b->ck->n_tensors++;
     ct->dtype = t->dtype;
@@ -435,19 +458,29 @@ static int bind_spec(binder *b, const v4_tensor_spec *s)
     return 0;
 }
 
+/* Every tensor of file f was bound. */
+static int none_left(const binder *b, int f)
+{
+    const v4_gguf *g = b->files[f];
+    for (size_t i = 0; g && i < g->n_tensors; i++)
+        if (!b->used[f][i])
+            return tome_errorf(b->err, TOME_EFORMAT,
+                               "%s: unexpected tensor %s (not implied by the metadata)", g->path,
+                               g->tensors[i].name);
+    return 0;
+}
+
 static int bind_specs(binder *b, const v4_tensor_spec *specs, size_t n)
 {
     b->ck->tensors = calloc(n ? n : 1, sizeof *b->ck->tensors);
-    b->used = calloc(b->g->n_tensors ? b->g->n_tensors : 1, 1);
-    if (!b->ck->tensors || !b->used) return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
+    if (!b->ck->tensors) return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
+    for (int f = 0; f < 2; f++)
+        if (b->files[f] && !(b->used[f] = calloc(b->files[f]->n_tensors + 1, 1)))
+            return tome_errorf(b->err, TOME_ENOMEM, "out of memory");
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
         if (!is_scale(specs[i].name)) rc = bind_spec(b, &specs[i]);
-    for (size_t i = 0; i < b->g->n_tensors && rc == 0; i++)
-        if (!b->used[i])
-            rc = tome_errorf(b->err, TOME_EFORMAT,
-                             "%s: unexpected tensor %s (not implied by the metadata)", b->g->path,
-                             b->g->tensors[i].name);
+    for (int f = 0; f < 2 && rc == 0; f++) rc = none_left(b, f);
     return rc;
 }
 
@@ -465,13 +498,14 @@ int v4_gguf_is_file(const char *path)
     return yes;
 }
 
-/* The file as the checkpoint's one shard. */
-static int map_file(v4_checkpoint *ck, const char *path, tome_error *err)
+/* The file mapped as the checkpoint's next shard, and parsed into *g. */
+static int map_gguf(v4_checkpoint *ck, const char *path, v4_gguf **g, tome_error *err)
 {
-    ck->shards = calloc(1, sizeof *ck->shards);
-    if (!ck->shards) return tome_errorf(err, TOME_ENOMEM, "out of memory");
-    ck->n_shards = 1;
-    v4_shard *s = &ck->shards[0];
+    v4_shard *grown = realloc(ck->shards, (size_t)(ck->n_shards + 1) * sizeof *grown);
+    if (!grown) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    ck->shards = grown;
+    v4_shard *s = &ck->shards[ck->n_shards++];
+    memset(s, 0, sizeof *s);
     s->fd = open(path, O_RDONLY | O_CLOEXEC);
     s->path = strdup(path);
     s->file = strdup(path);
@@ -486,7 +520,7 @@ static int map_file(v4_checkpoint *ck, const char *path, tome_error *err)
         s->map = NULL;
         return tome_errorf(err, TOME_EIO, "%s: mmap failed: %s", path, strerror(errno));
     }
-    return 0;
+    return v4_gguf_parse(s->map, s->size, s->path, g, err);
 }
 
 static int name_table(v4_checkpoint *ck, tome_error *err)
@@ -498,7 +532,8 @@ static int name_table(v4_checkpoint *ck, tome_error *err)
     return 0;
 }
 
-int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **out, tome_error *err)
+int v4_gguf_checkpoint(const char *path, const char *mtp_path, v4_config *cfg, v4_checkpoint **out,
+                       tome_error *err)
 {
     *out = NULL;
     v4_checkpoint *ck = calloc(1, sizeof *ck);
@@ -508,16 +543,16 @@ int v4_gguf_checkpoint(const char *path, v4_config *cfg, v4_checkpoint **out, to
     }
     v4_tensor_spec *specs = NULL;
     size_t n = 0;
-    int rc = map_file(ck, path, err);
-    if (rc == 0)
-        rc = v4_gguf_parse(ck->shards[0].map, ck->shards[0].size, ck->shards[0].path, &ck->gguf,
-                           err);
-    if (rc == 0) rc = gguf_config(ck->gguf, cfg, err);
+    int rc = map_gguf(ck, path, &ck->gguf, err);
+    if (rc == 0 && mtp_path && (rc = map_gguf(ck, mtp_path, &ck->gguf_mtp, err)) == 0)
+        rc = check_architecture(ck->gguf_mtp, err);
+    if (rc == 0) rc = gguf_config(ck->gguf, mtp_path != NULL, cfg, err);
     if (rc == 0) rc = v4_manifest(cfg, &specs, &n, err);
-    binder b = {ck->gguf, cfg, ck, NULL, err};
+    binder b = {{ck->gguf, ck->gguf_mtp}, cfg, ck, {NULL, NULL}, err};
     if (rc == 0) rc = bind_specs(&b, specs, n);
     if (rc == 0) rc = name_table(ck, err);
-    free(b.used);
+    free(b.used[0]);
+    free(b.used[1]);
     free(specs);
     if (rc) {
         v4_checkpoint_free(ck);
@@ -532,16 +567,25 @@ int v4_gguf_tokenizer_json(const char *path, char **json, size_t *len, tome_erro
     *json = NULL;
     v4_checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck) return tome_errorf(err, TOME_ENOMEM, "out of memory");
-    int rc = map_file(ck, path, err);
-    if (rc == 0)
-        rc = v4_gguf_parse(ck->shards[0].map, ck->shards[0].size, ck->shards[0].path, &ck->gguf,
-                           err);
+    int rc = map_gguf(ck, path, &ck->gguf, err);
     if (rc == 0) rc = v4_gguf_vocab_json(ck->gguf, json, len, err);
     v4_checkpoint_free(ck);
     return rc;
 }
 
-void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len, uint8_t out[32])
+/* The header (metadata and tensor infos), `mode` and each tensor's first
+ * bytes. */
+static void hash_file(EVP_MD_CTX *ctx, const v4_gguf *g, const uint8_t *mode, size_t mode_len)
+{
+    EVP_DigestUpdate(ctx, g->map, g->header_bytes);
+    EVP_DigestUpdate(ctx, mode, mode_len);
+    for (size_t i = 0; i < g->n_tensors; i++)
+        EVP_DigestUpdate(ctx, g->tensors[i].data,
+                         g->tensors[i].nbytes < 64 ? g->tensors[i].nbytes : 64);
+}
+
+void v4_gguf_fingerprint(const v4_checkpoint *ck, const uint8_t *mode, size_t mode_len,
+                         uint8_t out[32])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned int len = 32;
@@ -551,11 +595,11 @@ void v4_gguf_fingerprint(const v4_gguf *g, const uint8_t *mode, size_t mode_len,
         return;
     }
     EVP_DigestUpdate(ctx, "tome-v4-gguf-1", 14);
-    EVP_DigestUpdate(ctx, g->map, g->header_bytes);
-    EVP_DigestUpdate(ctx, mode, mode_len);
-    for (size_t i = 0; i < g->n_tensors; i++)
-        EVP_DigestUpdate(ctx, g->tensors[i].data,
-                         g->tensors[i].nbytes < 64 ? g->tensors[i].nbytes : 64);
+    hash_file(ctx, ck->gguf, mode, mode_len);
+    if (ck->gguf_mtp) {
+        EVP_DigestUpdate(ctx, "tome-v4-gguf-mtp", 16);
+        hash_file(ctx, ck->gguf_mtp, NULL, 0);
+    }
     EVP_DigestFinal_ex(ctx, out, &len);
     EVP_MD_CTX_free(ctx);
 }

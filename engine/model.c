@@ -358,7 +358,7 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
 {
     uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels};
     if (m->ck->gguf) { /* gguf_model.c's definition: never equal to this one */
-        v4_gguf_fingerprint(m->ck->gguf, mode, sizeof mode, m->fingerprint);
+        v4_gguf_fingerprint(m->ck, mode, sizeof mode, m->fingerprint);
         return 0;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -444,8 +444,12 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
     v4_tensor_spec *specs = NULL;
     size_t n_specs = 0;
     int gguf = v4_gguf_is_file(dir);
-    int rc = gguf ? v4_gguf_checkpoint(dir, &m->cfg, &m->ck, err)
+    int rc = gguf ? v4_gguf_checkpoint(dir, m->opts.mtp_gguf, &m->cfg, &m->ck, err)
                   : read_config(dir, m, &config_text, &config_len, err);
+    if (rc == 0 && !gguf && m->opts.mtp_gguf)
+        rc = tome_errorf(err, TOME_EINVAL,
+                         "%s: a separate MTP file (%s) attaches to a GGUF model only", dir,
+                         m->opts.mtp_gguf);
     if (rc == 0) rc = v4_manifest(&m->cfg, &specs, &n_specs, err);
     if (rc == 0 && !gguf) rc = v4_checkpoint_open(dir, &m->ck, err);
     if (rc == 0 && !gguf) rc = validate(m, specs, n_specs, err); /* GGUF: checked as bound */

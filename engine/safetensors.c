@@ -298,6 +298,7 @@ void v4_checkpoint_free(v4_checkpoint *ck)
     json_decref(ck->index);
     json_decref(ck->by_name);
     v4_gguf_free(ck->gguf);
+    v4_gguf_free(ck->gguf_mtp);
     free(ck->dir);
     free(ck);
 }

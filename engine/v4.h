@@ -188,6 +188,9 @@ typedef struct v4_open_options {
      * moves logits by ~0.05 on the golden models.  Official numerics
      * always store them so. */
     int kv_rope_bf16;
+    /* A GGUF model's MTP block from a separate GGUF file (ds4 publishes
+     * V4-Flash's so), or NULL. */
+    const char *mtp_gguf;
 } v4_open_options;
 
 /* Open a checkpoint directory (config.json, model.safetensors.index.json or a

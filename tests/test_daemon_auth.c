@@ -118,7 +118,8 @@ static void test_config(const char *dir)
     free(cfg);
 }
 
-/* kernels and numerics: the engine's names, read at start only. */
+/* kernels, numerics and mtp_model: the engine's settings, read at start
+ * only. */
 static void test_engine_keys(const char *dir)
 {
     tomed_config *cfg = malloc(sizeof *cfg), *fresh = malloc(sizeof *fresh);
@@ -128,9 +129,10 @@ static void test_engine_keys(const char *dir)
     snprintf(conf, sizeof conf, "%s/engine.conf", dir);
     char *args[] = {"tomed", "--config", conf, "--state-dir", "/s", NULL};
     char *plain[] = {"tomed", "--state-dir", "/s", NULL};
-    write_text(conf, "kernels = exact\nnumerics = official\n");
+    write_text(conf, "kernels = exact\nnumerics = official\nmtp_model = /m/mtp.gguf\n");
     CHECK_OK(build(cfg, &err, 5, args), &err);
     CHECK(cfg->kernels == V4_KERNELS_EXACT && cfg->numerics == V4_NUMERICS_OFFICIAL);
+    CHECK(strcmp(cfg->mtp_model, "/m/mtp.gguf") == 0);
     CHECK_OK(build(fresh, &err, 3, plain), &err);
     CHECK(fresh->kernels == V4_KERNELS_FAST && fresh->numerics == V4_NUMERICS_QAT);
     /* a reload reports them changed and keeps what the engine runs */

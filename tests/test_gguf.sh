@@ -3,7 +3,8 @@
 # lossless types (F32, BF16, MXFP4 experts of the FP4 model: logits equal to
 # the safetensors model's, bit for bit) and quantised ones (Q8_0, Q4_K, and
 # ds4's 2-bit recipe IQ2_XXS gate/up + Q2_K down: they load and run; the
-# figures are printed), then checked by tests/test_gguf.  The vocabulary
+# figures are printed), then checked by tests/test_gguf; and ds4's split
+# layout, the MTP block in a file of its own.  The vocabulary
 # tome-convert writes is checked by tests/test_convert_vocab: the built-in
 # model's tokenizer.json (that file, converted --no-mtp, also runs in
 # tome-run) and the stand-in of the golden models; tests/test_gguf_vocab
@@ -35,6 +36,38 @@ cmp "$work/v4-tiny-a-q2-t1.gguf" "$work/v4-tiny-a-q2-t3.gguf" ||
     { echo "FAIL: tome-convert --threads 1 and 3 wrote different files"; exit 1; }
 cmp "$work/v4-tiny-a-q2-t1.gguf" "$work/v4-tiny-a-q2.gguf" ||
     { echo "FAIL: tome-convert --threads 1 and the default wrote different files"; exit 1; }
+
+# ds4's layout: the MTP block in a GGUF of its own ("mtp.0." names),
+# attached with --mtp-gguf, gives the one-file conversion's logits, the MTP
+# head's (a compressor and an indexer in v4-tiny-b's) included, bit for bit.
+convert v4-tiny-b v4-tiny-b-main.gguf --mtp-out "$work/v4-tiny-b-mtp.gguf"
+run_ids() { # out options...
+    out=$1
+    shift
+    seq 3 200 | "$top/tools/tome-run" --ids - --decode 4 "$@" >"$work/$out" 2>"$work/$out.err"
+}
+run_ids one.out --mtp --dump "$work/one.st" --model "$work/v4-tiny-b-f32.gguf" ||
+    { cat "$work/one.out.err"; exit 1; }
+run_ids split.out --mtp --dump "$work/split.st" --model "$work/v4-tiny-b-main.gguf" \
+    --mtp-gguf "$work/v4-tiny-b-mtp.gguf" || { cat "$work/split.out.err"; exit 1; }
+cmp "$work/one.st" "$work/split.st" ||
+    { echo "FAIL: the MTP block from a separate file changes the logits"; exit 1; }
+refused() { # what pattern options...
+    what=$1 pattern=$2
+    shift 2
+    if run_ids refused.out "$@" || ! grep -q "$pattern" "$work/refused.out.err"; then
+        echo "FAIL: $what: $(cat "$work/refused.out.err")"
+        exit 1
+    fi
+}
+refused "an MTP file on a model with its own" "already holds an MTP block" \
+    --model "$work/v4-tiny-b-f32.gguf" --mtp-gguf "$work/v4-tiny-b-mtp.gguf"
+refused "MTP logits without the MTP file" "has no MTP block" --mtp \
+    --model "$work/v4-tiny-b-main.gguf"
+refused "an MTP file without its tensors" "tensor mtp\.0\..* is missing" \
+    --model "$work/v4-tiny-b-main.gguf" --mtp-gguf "$work/v4-tiny-b-main.gguf"
+refused "an MTP file beside a safetensors model" "attaches to a GGUF model only" \
+    --model "$TOME_SHARED/golden/v4-tiny-b" --mtp-gguf "$work/v4-tiny-b-mtp.gguf"
 "$top/tests/test_gguf" v4-tiny-a "$work/v4-tiny-a-f32.gguf:same" "$work/v4-tiny-a-bf16.gguf:same" \
     "$work/v4-tiny-a-mxfp4.gguf:same" "$work/v4-tiny-a-q8_0.gguf:run" \
     "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run"

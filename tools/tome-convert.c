@@ -43,7 +43,7 @@
 #define ROW_FLOATS (2 * V4_MAX_COLS)
 
 typedef struct options {
-    const char *type, *experts, *down, *small;
+    const char *type, *experts, *down, *small, *mtp_out;
     int no_mtp, keep_float, threads;
 } options;
 
@@ -59,6 +59,9 @@ static const tome_option option_table[] = {
               "--type and --small then apply to the FP8 ones"),
     TOME_FLAG("no-mtp", 0, opt.no_mtp,
               "leave out the MTP layers (llama.cpp's deepseek4 loads none)"),
+    TOME_STRING("mtp-out", 0, "FILE", opt.mtp_out,
+                "write the MTP block to FILE, a GGUF of its own with \"mtp.0.\"\n"
+                "names (ds4's layout), not to OUT.gguf"),
     TOME_INT("threads", 0, "N", opt.threads, 0, MAX_THREADS,
              "quantise on N threads (default 0: all cores; the file is the same)"),
 };
@@ -69,13 +72,16 @@ static const tome_cli cli = {.program = "tome-convert",
 
 /* ---- metadata ------------------------------------------------------------------- */
 
-static void write_metadata(cv_meta *w, const v4_config *c)
+/* The model file's metadata; `mtp_blocks` of the config's MTP blocks are
+ * in it (compress_ratios lists them all: ds4's main file keeps the
+ * separate MTP block's). */
+static void write_metadata(cv_meta *w, const v4_config *c, int mtp_blocks)
 {
     cv_kv_str(w, "general.architecture", "deepseek4");
     cv_kv_str(w, "general.name", "DeepSeek V4 (tome-convert)");
     cv_kv_u32(w, "general.quantization_version", 2);
-    cv_kv_u32(w, "block_count", (uint32_t)(c->n_layers + c->n_mtp_layers));
-    cv_kv_u32(w, "nextn_predict_layers", (uint32_t)c->n_mtp_layers);
+    cv_kv_u32(w, "block_count", (uint32_t)(c->n_layers + mtp_blocks));
+    cv_kv_u32(w, "nextn_predict_layers", (uint32_t)mtp_blocks);
     cv_kv_u32(w, "context_length", (uint32_t)c->max_position);
     cv_kv_u32(w, "embedding_length", (uint32_t)c->dim);
     cv_kv_u32(w, "vocab_size", (uint32_t)c->vocab_size);
@@ -186,13 +192,15 @@ static v4_dtype choose_type(const v4_tensor_spec *s, int expert, int64_t row, co
     return fb;
 }
 
+/* Manifest entry i into plan p under its GGUF name (`variant` as
+ * v4_gguf_name's). */
 static int add_tensor(plan *p, const v4_config *c, const v4_tensor_spec *specs, size_t i,
-                      const v4_dtype *types, tome_error *err)
+                      int variant, const v4_dtype *types, tome_error *err)
 {
     const v4_tensor_spec *s = &specs[i];
     char name[160];
     int expert;
-    if (v4_gguf_name(c, s->name, 0, name, sizeof name, &expert) != 0) return 0; /* a .scale */
+    if (v4_gguf_name(c, s->name, variant, name, sizeof name, &expert) != 0) return 0; /* .scale */
     out_tensor *t = NULL;
     if (expert > 0)
         for (size_t k = p->n; !t && k-- > 0;)
@@ -368,13 +376,22 @@ static void write_infos(cv_buf *b, const plan *p)
 /* ---- the command ---------------------------------------------------------------------- */
 
 /* The file's header: magic, version, counts, the metadata (the config's
- * keys and the vocabulary of `dir`), the tensor infos, padding. */
-static int build_header(const char *dir, const v4_config *c, const plan *p, cv_buf *head,
-                        tome_error *err)
+ * keys and the vocabulary of `dir`; for a separate MTP file only what
+ * names it), the tensor infos, padding. */
+static int build_header(const char *dir, const v4_config *c, const plan *p, int mtp_file,
+                        cv_buf *head, tome_error *err)
 {
     cv_meta meta = {{0}, 0};
-    write_metadata(&meta, c);
-    int rc = cv_vocab(&meta, dir, c, err);
+    int rc = 0;
+    if (mtp_file) {
+        cv_kv_str(&meta, "general.architecture", "deepseek4");
+        cv_kv_str(&meta, "general.name", "DeepSeek V4 MTP block (tome-convert)");
+        cv_kv_u32(&meta, "nextn_predict_layers", (uint32_t)c->n_mtp_layers);
+        cv_kv_u32(&meta, "general.alignment", ALIGN);
+    } else {
+        write_metadata(&meta, c, opt.mtp_out ? 0 : c->n_mtp_layers);
+        rc = cv_vocab(&meta, dir, c, err);
+    }
     cv_put(head, "GGUF", 4);
     cv_put_u32(head, 3);
     cv_put_u64(head, p->n);
@@ -390,10 +407,11 @@ static int build_header(const char *dir, const v4_config *c, const plan *p, cv_b
 }
 
 static int write_file(const char *path, const char *dir, const v4_config *c, const plan *p,
-                      const v4_checkpoint *ck, const v4_tensor_spec *specs, tome_error *err)
+                      int mtp_file, const v4_checkpoint *ck, const v4_tensor_spec *specs,
+                      tome_error *err)
 {
     cv_buf head = {0};
-    int rc = build_header(dir, c, p, &head, err);
+    int rc = build_header(dir, c, p, mtp_file, &head, err);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = rc ? NULL : fopen(tmp, "wb");
@@ -418,24 +436,31 @@ static int convert(const char *dir, const char *out, const v4_dtype *types, tome
     v4_checkpoint *ck = NULL;
     v4_tensor_spec *specs = NULL;
     size_t n = 0;
-    plan p = {0};
+    plan p = {0}, pm = {0}; /* the model file's tensors; the separate MTP file's */
     int rc = tome_read_file(path, 16u << 20, &text, &len, err);
     if (rc == 0) rc = v4_config_parse(text, len, path, &c, err);
     if (opt.no_mtp) c.n_mtp_layers = 0;
     if (rc == 0) rc = v4_manifest(&c, &specs, &n, err);
     if (rc == 0) rc = v4_checkpoint_open(dir, &ck, err);
+    if (rc == 0 && opt.mtp_out && c.n_mtp_layers == 0)
+        rc = tome_errorf(err, TOME_EINVAL, "--mtp-out: this model has no MTP block");
     for (size_t i = 0; i < n && rc == 0; i++) {
+        int apart = opt.mtp_out && strncmp(specs[i].name, "mtp.", 4) == 0;
         if (!v4_checkpoint_find(ck, specs[i].name))
             rc = tome_errorf(err, TOME_EFORMAT, "%s: tensor %s is missing", dir, specs[i].name);
         else
-            rc = add_tensor(&p, &c, specs, i, types, err);
+            rc = add_tensor(apart ? &pm : &p, &c, specs, i, apart, types, err);
     }
     if (rc == 0) {
         place(&p);
-        rc = write_file(out, dir, &c, &p, ck, specs, err);
+        place(&pm);
+        rc = write_file(out, dir, &c, &p, 0, ck, specs, err);
     }
+    if (rc == 0 && opt.mtp_out) rc = write_file(opt.mtp_out, dir, &c, &pm, 1, ck, specs, err);
     for (size_t i = 0; i < p.n; i++) free(p.t[i].specs);
+    for (size_t i = 0; i < pm.n; i++) free(pm.t[i].specs);
     free(p.t);
+    free(pm.t);
     free(specs);
     free(text);
     v4_checkpoint_free(ck);

@@ -23,6 +23,7 @@
 
 typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
+    const char *mtp_gguf;
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
     int numerics; /* v4_numerics: the index in "qat|fp32|official" */
     int kernels;  /* v4_kernels: the index in "fast|exact" */
@@ -169,6 +170,9 @@ static const tome_option option_table[] = {
                 "fast (default: SIMD, fixed order) or exact (the reference's\n"
                 "rounding, bit for bit; slower)"),
     TOME_INT("threads", 0, "N", opt.threads, 0, 256, "kernel threads (default 0: all cores)"),
+    TOME_STRING("mtp-gguf", 0, "FILE", opt.mtp_gguf,
+                "a GGUF model's MTP block from FILE, a GGUF of its own\n"
+                "(ds4's layout, \"mtp.0.\" names)"),
     TOME_FLAG("kv-rope-bf16", 0, opt.kv_rope_bf16,
               "keep the RoPE dims of stored KV entries in BF16 (smaller state)"),
     TOME_FLAG("print-tokens", 0, opt.print_tokens,
@@ -298,7 +302,8 @@ static int run_open(run *r, tome_error *err)
     v4_open_options opts = {.numerics = (v4_numerics)o->numerics,
                             .kernels = (v4_kernels)o->kernels,
                             .n_threads = o->threads,
-                            .kv_rope_bf16 = o->kv_rope_bf16};
+                            .kv_rope_bf16 = o->kv_rope_bf16,
+                            .mtp_gguf = o->mtp_gguf};
     double t0 = tome_now();
     int rc = v4_model_open(o->model, &opts, &r->m, err);
     if (rc) return rc;
