@@ -208,6 +208,64 @@ static void test_fast_fp8_scales(void)
     }
 }
 
+/* Whether a[i] and b[i] have the same bits or are both NaN (NaN's sign
+ * and payload are not part of the order), for i < n. */
+static int same_or_both_nan(const float *a, const float *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!(isnan(a[i]) && isnan(b[i])) && memcmp(&a[i], &b[i], sizeof a[i]) != 0) return 0;
+    return 1;
+}
+
+/* Every E8M0 code, as the scale of FP8 and FP4 blocks: the decode kernels'
+ * short paths (which fold the scale into the weights' exponent range or
+ * into x, and leave the large codes, the subnormal-product codes and NaN's
+ * 0xFF to the general path) give the scalar table's bits on every ISA, for
+ * one token and for a prefill chunk, with subnormal weight codes
+ * included. */
+static void test_fast_every_scale(v4_dtype t)
+{
+    enum { R = 128, C = 1024, N = 5 };
+    int fp4 = t == V4_I8;
+    int scols = fp4 ? C / 32 : C / 128, srows = fp4 ? R : 1;
+    static uint8_t data[R * C], scale[R * (C / 32)];
+    for (int i = 0; i < R * C; i++) {
+        uint8_t b = (uint8_t)next_random();
+        if (i % 5 == 0) b &= 0x87; /* zero exponent: subnormal (and zero) codes */
+        data[i] = !fp4 && (b & 0x7F) == 0x7F ? b & 0xFE : b;
+    }
+    static float x[N * C], want[N * R], got[N * R];
+    for (int k = 0; k < N * C; k++) { /* blocks of x from about 2^-24 to 2^22 */
+        int low = -34 + 12 * ((k / 128 + k / C) % 4);
+        x[k] = ldexpf((float)((int)(next_random() % 2001) - 1000), low + (int)(next_random() % 5));
+    }
+    static const char *const names[] = {"avx2", "avx512"};
+    const v4_fast_kernels *ref = v4_fast_kernels_named("scalar");
+    int bad[2] = {0, 0};
+    for (int e0 = 0; e0 < 256; e0++) {
+        for (int i = 0; i < srows * scols; i++) scale[i] = (uint8_t)(e0 + i % 3);
+        v4_weight w = {.dtype = t,
+                       .rows = R,
+                       .cols = C,
+                       .data = data,
+                       .scale = scale,
+                       .scale_stride = scols,
+                       .pool = pool};
+        for (int n = 1; n <= N; n += N - 1) {
+            v4_fast_matmul(ref, &w, x, C, n, want, R);
+            for (int i = 0; i < 2; i++) {
+                const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+                if (!k) continue;
+                v4_fast_matmul(k, &w, x, C, n, got, R);
+                bad[i] += !same_or_both_nan(got, want, n * R);
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        CHECKF(bad[i] == 0, "%s: %s weights differ from the scalar kernels under %d scale codes",
+               names[i], fp4 ? "FP4" : "FP8", bad[i]);
+}
+
 /* The kernels' call-free scale gives v4_e8m0_to_f32's bits for every
  * code, the subnormal 2^-127 and the NaN included. */
 static void test_fast_scale(void)
@@ -432,6 +490,8 @@ int main(void)
     test_fast_scale();
     test_fast_nan();
     test_fast_fp8_scales();
+    test_fast_every_scale(V4_F8_E4M3);
+    test_fast_every_scale(V4_I8);
     test_refmath();
     test_exp_lanes();
     v4_pool_free(pool);

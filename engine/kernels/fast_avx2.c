@@ -201,71 +201,53 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return !_mm256_testz_si256(any, any);
 }
 
-/* The largest and smallest of eight unsigned lanes. */
-INLINE uint32_t max8_epu32(__m256i v)
+/* a * b, rounded once as a multiplication rounds it, by a fused
+ * multiply-add of -0 (x + -0 is x for every x, zeros included): AMD's Zen 3
+ * slows a multiplication with a subnormal operand down several times over,
+ * a fused multiply-add not at all, and the tiny decoders below make
+ * subnormals of small codes. */
+INLINE __m256 mul_exact(__m256 a, __m256 b)
 {
-    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
-    return (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1)));
+    return _mm256_fmadd_ps(a, b, _mm256_set1_ps(-0.0f));
 }
 
-INLINE uint32_t min8_epu32(__m256i v)
+/* Eight e4m3 bytes (no NaN codes) as floats times 2^-120, by integer
+ * operations alone (no conversion instruction, the slow part of decoding
+ * them as f16): each byte sign-extended to its lane and shifted left by 20
+ * has the sign on bit 31 (copies on 30..27) and exponent and mantissa on
+ * 26..20, where the mask keeps them.  An exponent field of e makes the F32
+ * exponent e, so every code, subnormals included, is its value times
+ * 2^-120, exactly. */
+INLINE __m256 fp8x8_tiny(const uint8_t *p)
 {
-    __m128i m = _mm_min_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    m = _mm_min_epu32(m, _mm_shuffle_epi32(m, 0x4E));
-    return (uint32_t)_mm_cvtsi128_si32(_mm_min_epu32(m, _mm_shuffle_epi32(m, 0xB1)));
+    __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32((int)0x87F00000)));
 }
 
-/* x[k0, end) times 2^8 times the scale of E8M0 code e into xs; returns
- * whether that is exact in every lane, so that a weight times the scaled x
- * is the same real number as (weight * 2^8 * scale) times x and the FMA
- * rounds it the same.  Multiplying by 2^m is exact unless a nonzero x
- * leaves the normal range, which the largest and smallest nonzero |x| of
- * the block tell by their exponents (a subnormal or an infinite x counts
- * as not exact: the general way takes it).  A NaN scale (0xFF) makes every
- * product NaN either way. */
-INLINE int prescale(const float *x, int64_t k0, int64_t end, uint8_t e, float *xs)
+/* 2^120 times the scale of E8M0 code e, for e <= 134 (finite) or NaN's
+ * 0xFF: fp8x8_tiny's value times it is the same real number as the
+ * weight times its scale, so one multiplication rounds it as the general
+ * decoder's does (exact, but for products that leave the F32 range in
+ * both). */
+INLINE float fp8_factor(uint8_t e)
 {
-    const __m256 scale256 = _mm256_set1_ps(v4_fast_scale(e) * 256.0f);
-    const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF), one = _mm256_set1_epi32(1);
-    __m256i largest = _mm256_setzero_si256(), smallest = _mm256_set1_epi32(-1);
-    for (int64_t k = k0; k < end; k += 8) {
-        __m256 xv = _mm256_loadu_ps(x + k);
-        _mm256_storeu_ps(xs + (k - k0), _mm256_mul_ps(xv, scale256));
-        __m256i a = _mm256_and_si256(_mm256_castps_si256(xv), abs);
-        largest = _mm256_max_epu32(largest, a);
-        smallest = _mm256_min_epu32(smallest, _mm256_sub_epi32(a, one)); /* 0 wraps: ignored */
-    }
-    uint32_t least = min8_epu32(smallest);
-    if (e == 0xFF || least == UINT32_MAX) return 1;
-    int m = (int)e - 127 + 8, top = (int)(max8_epu32(largest) >> 23);
-    int bottom = (int)((least + 1) >> 23);
-    return top + m <= 254 && bottom >= 1 && bottom + m >= 1;
+    return v4_fast_scale(e) * 0x1p120f;
 }
 
-/* Sixteen e4m3 bytes (no NaN codes) as f16 bit patterns: each byte moved
- * to the top of its 16-bit lane, shifted right arithmetically by one (sign
- * on bits 15 and 14, exponent and mantissa on 13..7), bit 14 cleared.  As
- * f16 they are the e4m3 values times 2^-8. */
-INLINE __m256i fp8x16_f16(const uint8_t *p)
-{
-    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p));
-    return _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1),
-                            _mm256_set1_epi16((short)0xBF80));
-}
-
-/* The short path of a 128-column block: the four rows share one scale
- * (they lie in one 128-row block), folded into x once. */
-INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int64_t len, half2 *acc)
+/* The short path of a 128-column block: each weight fp8x8_tiny's value
+ * times its row's factor f[i]. */
+INLINE void block_fp8(const uint8_t *const *p, const float *f, const float *x, int64_t len,
+                      half2 *acc)
 {
     half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int64_t k = 0; k < len; k += 16) {
-        __m256 xl = _mm256_loadu_ps(xs + k), xh = _mm256_loadu_ps(xs + k + 8);
+        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #define ROW(a, i)                                                                                  \
     do {                                                                                           \
-        __m256i h = fp8x16_f16(p[i] + k0 + k);                                                     \
-        a.lo = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), xl, a.lo);              \
-        a.hi = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), xh, a.hi);         \
+        __m256 fi = _mm256_broadcast_ss(f + i);                                                    \
+        a.lo = _mm256_fmadd_ps(mul_exact(fp8x8_tiny(p[i] + k), fi), xl, a.lo);                     \
+        a.hi = _mm256_fmadd_ps(mul_exact(fp8x8_tiny(p[i] + k + 8), fi), xh, a.hi);                 \
     } while (0)
         ROW(a0, 0);
         ROW(a1, 1);
@@ -276,30 +258,28 @@ INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int6
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-/* FP8 rows: the scale of each row's 128-column block is read once per
- * block and folded into x where that is exact (fast_avx512.c's way). */
+/* FP8 rows, a 128-column block at a time: the short path unless a row's
+ * block holds a NaN code (which fp8x8_tiny would make finite) or a scale
+ * above 2^7. */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
-    float xs[V4_FP8_BLOCK];
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        int64_t len = k0 + V4_FP8_BLOCK < w->cols ? V4_FP8_BLOCK : w->cols - k0;
         const uint8_t *p[V4_FAST_ROWS];
-        /* The short path needs one finite 2^8 * scale for the four rows, no
-         * NaN codes and an exact x * scale; anything else goes the general
-         * way. */
-        uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-        int general = (end - k0) % 64 != 0 || (e >= 247 && e != 0xFF);
+        float f[V4_FAST_ROWS];
+        int general = len % 32 != 0; /* has_fp8_nan's steps */
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            p[i] = w->data + row[i] * w->cols;
-            general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
-            general |= !general && has_fp8_nan(p[i] + k0, end - k0);
+            uint8_t e = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+            p[i] = w->data + row[i] * w->cols + k0;
+            f[i] = fp8_factor(e);
+            general |= e > 134 && e != 0xFF;
+            general |= !general && has_fp8_nan(p[i], len);
         }
-        general |= !general && !prescale(x, k0, end, e, xs);
         if (!general) {
-            block_fp8(p, k0, xs, end - k0, acc);
+            block_fp8(p, f, x + k0, len, acc);
             continue;
         }
-        for (int64_t k = k0; k < end; k += 16) {
+        for (int64_t k = k0; k < k0 + len; k += 16) {
             __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
             for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
@@ -307,40 +287,93 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
     }
 }
 
-/* Sixteen e2m1 codes from eight bytes (byte j holds codes 2j, low nibble,
- * and 2j + 1) as f16 bit patterns: every e2m1 value is an f16 whose low
- * byte is zero, so one byte shuffle gives the high bytes (S.EEEEE.MM) and
- * an unpack against zero makes the halves.  Exact, -0 included. */
-INLINE __m256i fp4x16_f16(const uint8_t *p)
-{
-    const __m128i high_bytes =
-        _mm_setr_epi8(0x00, 0x38, 0x3C, 0x3E, 0x40, 0x42, 0x44, 0x46, (char)0x80, (char)0xB8,
-                      (char)0xBC, (char)0xBE, (char)0xC0, (char)0xC2, (char)0xC4, (char)0xC6);
-    const __m128i low4 = _mm_set1_epi8(15);
-    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
-    __m128i codes =
-        _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
-    __m128i h = _mm_shuffle_epi8(high_bytes, codes);
-    return _mm256_set_m128i(_mm_unpackhi_epi8(_mm_setzero_si128(), h),
-                            _mm_unpacklo_epi8(_mm_setzero_si128(), h));
-}
-
-/* FP4 rows: one scale per 32 columns; each weight its e2m1 value (by f16)
- * times the scale, the product the general decoder makes. */
-INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+/* F32 rows, and FP4 rows that the short path below leaves. */
+INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
     for (int64_t k = 0; k < w->cols; k += 16) {
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            __m256 scale = _mm256_set1_ps(
-                v4_fast_scale(w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK]));
-            __m256i h = fp4x16_f16(w->data + row[i] * (w->cols / 2) + k / 2);
-            half2 v = {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), scale),
-                       _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), scale)};
-            fma16(&acc[i], v, xl, xh);
+        for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
+    }
+}
+
+/* Eight e2m1 codes from four bytes (code j in bits 4j..4j+3) as floats
+ * times 2^-126, by integer operations alone: a variable shift moves code j
+ * to the top of lane j, an arithmetic shift right by six puts the sign on
+ * bit 31 (copies on 30..25), the exponent bits on 24..23 and the mantissa
+ * bit on 22, which the mask keeps.  Exponent field e becomes the F32
+ * exponent e, so 0.5 (e = 0) is the subnormal 2^-127 and every code is its
+ * value times 2^-126, exactly. */
+INLINE __m256 fp4x8_tiny(const uint8_t *p)
+{
+    uint32_t four;
+    __builtin_memcpy(&four, p, 4);
+    __m256i v = _mm256_sllv_epi32(_mm256_set1_epi32((int)four),
+                                  _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0));
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_srai_epi32(v, 6), _mm256_set1_epi32((int)0x81C00000)));
+}
+
+/* 2^126 times the scale of E8M0 code e <= 128 (2^(e - 1): normal, and
+ * exact times fp4x8_tiny's values, subnormal products included). */
+INLINE __m256 fp4_factor(uint8_t e)
+{
+    return _mm256_castsi256_ps(_mm256_set1_epi32((int)(((uint32_t)e + 126) << 23)));
+}
+
+/* Whether the n E8M0 codes at e are all <= 128 (none with its top bit
+ * set but 128 itself). */
+INLINE int fp4_scales_small(const uint8_t *e, int64_t n)
+{
+    __m256i over = _mm256_setzero_si256();
+    const __m256i limit = _mm256_set1_epi8((char)128);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(e + j));
+        over = _mm256_or_si256(over, _mm256_xor_si256(_mm256_max_epu8(v, limit), limit));
+    }
+    int small = _mm256_testz_si256(over, over);
+    for (; j < n; j++) small &= e[j] <= 128;
+    return small;
+}
+
+/* FP4 rows: one scale per 32 columns.  Each weight is its e2m1 value
+ * times the scale, exactly as the general decoder makes it, by one
+ * multiplication of fp4x8_tiny's value by fp4_factor.  Rows with a scale
+ * above 2^1 (e > 128, NaN's 0xFF among them) go the general way, checked
+ * before the loop so that it keeps its eight sums in registers. */
+INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
+    int64_t blocks = w->cols / V4_FP4_BLOCK;
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + row[i] * (w->cols / 2);
+        e[i] = w->scale + row[i] * w->scale_stride;
+        if (!fp4_scales_small(e[i], blocks)) {
+            rows_dot_plain(w, row, x, acc);
+            return;
         }
     }
+    half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);                                             \
+        const uint8_t *q = p[i] + k / 2;                                                           \
+        a.lo = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q), f), _mm256_loadu_ps(x + k), a.lo);         \
+        a.hi = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 4), f), _mm256_loadu_ps(x + k + 8), a.hi); \
+        a.lo =                                                                                     \
+            _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 8), f), _mm256_loadu_ps(x + k + 16), a.lo);   \
+        a.hi =                                                                                     \
+            _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 12), f), _mm256_loadu_ps(x + k + 24), a.hi);  \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
 /* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
@@ -353,16 +386,6 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++)
             fma16(&acc[i], (half2){bf16x8(p[i] + k * 2), bf16x8(p[i] + k * 2 + 16)}, xl, xh);
-    }
-}
-
-/* F32 rows, and FP4 rows whose width is no multiple of its blocks. */
-INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    for (int64_t k = 0; k < w->cols; k += 16) {
-        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
     }
 }
 
