@@ -157,18 +157,36 @@ static int64_t own_entries(const attn_ctx *a, int t, int64_t n)
  * block's running maximum.  Returns the denominator's sum of exps. */
 static float official_weights(const attn_ctx *a, int t, float *p, int64_t n, float m)
 {
+    /* The exps run a chunk at a time through the vector exp (the scalar
+     * one's bits), the sums in increasing s as before. */
+    enum { CHUNK = 256 };
+    float less_m[CHUNK], less_run[CHUNK], rescale[CHUNK];
     int64_t pos = a->p0 + t, window = pos + 1 < a->m->cfg.window ? pos + 1 : a->m->cfg.window;
-    float run = -INFINITY, den = 0;
-    for (int64_t s0 = 0, s1; s0 < n; s0 = s1) {
-        int64_t block = entry_slot(s0, window, a->window_slots) / ATTN_BLOCK;
-        for (s1 = s0; s1 < n && entry_slot(s1, window, a->window_slots) / ATTN_BLOCK == block; s1++)
-            run = p[s1] > run ? p[s1] : run;
-        float rescale = v4_exp_vector(run - m);
-        for (int64_t s = s0; s < s1; s++) {
-            den += v4_exp_vector(p[s] - m);
-            float e = v4_exp_vector(p[s] - run);
-            v4_bf16_round(&e, 1);
-            p[s] = e * rescale;
+    float run = -INFINITY, block_rescale = 0, den = 0;
+    int64_t block_end = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        int64_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int64_t i = 0; i < len; i++) {
+            int64_t s = c0 + i;
+            if (s == block_end) { /* a new block: its running maximum (p past s is unchanged) */
+                int64_t block = entry_slot(s, window, a->window_slots) / ATTN_BLOCK;
+                while (block_end < n &&
+                       entry_slot(block_end, window, a->window_slots) / ATTN_BLOCK == block) {
+                    run = p[block_end] > run ? p[block_end] : run;
+                    block_end++;
+                }
+                block_rescale = v4_exp_vector(run - m);
+            }
+            less_m[i] = p[s] - m;
+            less_run[i] = p[s] - run;
+            rescale[i] = block_rescale;
+        }
+        v4_exp_vector_n(less_m, less_m, len);
+        v4_exp_vector_n(less_run, less_run, len);
+        v4_bf16_round(less_run, (size_t)len);
+        for (int64_t i = 0; i < len; i++) {
+            den += less_m[i];
+            p[c0 + i] = less_run[i] * rescale[i];
         }
     }
     return den;

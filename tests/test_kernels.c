@@ -389,6 +389,58 @@ static void test_quant(void)
         CHECK(x[i] == v4_e4m3_table[codes[i]] * ldexpf(1.0f, scales[0] - 127));
 }
 
+/* A float for the round-trip tests: random bits of every kind (NaNs,
+ * infinities, subnormals, zeros of both signs) one time in four, else a
+ * modest value of random sign and magnitude, some on e4m3 midpoints. */
+static float awkward_float(void)
+{
+    uint32_t u = (uint32_t)next_random() << 8 ^ (uint32_t)next_random();
+    float f;
+    memcpy(&f, &u, sizeof f);
+    switch (next_random() % 8) {
+    case 0:
+        return f;
+    case 1:
+        return (float)(int)(next_random() % 33 - 16) * 0x1p-12f; /* subnormal-code range */
+    case 2:
+        return (next_random() & 1 ? -1.0f : 1.0f) * (1.0f + (float)(next_random() % 16) / 16.0f);
+    default:
+        return ldexpf((float)((int)(next_random() % 20001) - 10000),
+                      (int)(next_random() % 40) - 30);
+    }
+}
+
+/* The vectorised round trips give the scalar loops' bits: the FP8 act
+ * round trip without codes (SIMD where the CPU has AVX2) against the same
+ * call with codes (always the scalar loop), blocks of 128 and 64 and a
+ * short one; BF16 rounding against v4_f32_to_bf16, value by value. */
+static void test_roundtrip_simd(void)
+{
+    enum { N = 128 * 64 };
+    static float x[N], y[N];
+    static uint8_t codes[N], scales[N / 8];
+    int64_t bad = 0, bad_bf16 = 0;
+    for (int round = 0; round < 20; round++) {
+        int block = round % 3 == 0 ? 128 : round % 3 == 1 ? 64 : 24;
+        for (int i = 0; i < N; i++) x[i] = y[i] = awkward_float();
+        if (round == 5) x[7] = y[7] = INFINITY; /* a block whose scale is infinite */
+        v4_fp8_roundtrip(x, N / block * block, block, NULL, NULL);
+        v4_fp8_roundtrip(y, N / block * block, block, codes, scales);
+        for (int i = 0; i < N; i++)
+            bad += memcmp(&x[i], &y[i], sizeof x[i]) != 0 && !(isnan(x[i]) && isnan(y[i]));
+        for (int i = 0; i < N; i++) y[i] = x[i] = awkward_float();
+        v4_bf16_round(x, N - round); /* lengths with and without a tail */
+        for (int i = 0; i < N - round; i++) {
+            uint32_t want = (uint32_t)v4_f32_to_bf16(y[i]) << 16, got;
+            memcpy(&got, &x[i], sizeof got);
+            bad_bf16 += isnan(y[i]) ? !isnan(x[i]) : got != want;
+        }
+    }
+    CHECKF(bad == 0, "%lld values differ between the FP8 round trip with and without codes",
+           (long long)bad);
+    CHECKF(bad_bf16 == 0, "%lld values rounded to BF16 wrongly", (long long)bad_bf16);
+}
+
 /* ulps between two floats of the same sign */
 static int64_t ulps(float a, float b)
 {
@@ -481,6 +533,7 @@ int main(void)
         return 1;
     }
     test_quant();
+    test_roundtrip_simd();
     test_format(V4_F8_E4M3);
     test_format(V4_I8);
     test_format(V4_BF16);

@@ -21,6 +21,10 @@
 #include <pthread.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 float v4_e4m3_table[256];
 const float v4_e2m1_values[16] = {0,  0.5f,  1,  1.5f,  2,  3,  4,  6,
                                   -0, -0.5f, -1, -1.5f, -2, -3, -4, -6};
@@ -66,11 +70,38 @@ uint16_t v4_f32_to_bf16(float f)
     return (uint16_t)((v.u + round) >> 16);
 }
 
+#if defined(__x86_64__)
+/* v4_bf16_round's bits, eight at a time (the compiler does not vectorise
+ * the loop below for a plain x86-64 target). */
+__attribute__((target("avx2"))) static size_t bf16_round_avx2(float *x, size_t n)
+{
+    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(x + i));
+        __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r =
+            _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd),
+                             _mm256_set1_epi32((int)0xFFFF0000u));
+        /* NaN: |u| > inf's bits, a signed compare as both are below 2^31 */
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, magnitude), inf);
+        __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+        r = _mm256_blendv_epi8(r, quiet, nan);
+        _mm256_storeu_si256((__m256i *)(void *)(x + i), r);
+    }
+    return i;
+}
+#endif
+
 void v4_bf16_round(float *x, size_t n)
 {
-    /* On the bits, so that the loop vectorises: add half an ulp of BF16
-     * (less one, plus the kept lowest bit: ties to even) and cut. */
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#if defined(__x86_64__)
+    if (n >= 8 && v4_cpu_has_avx2()) i = bf16_round_avx2(x, n);
+#endif
+    /* On the bits: add half an ulp of BF16 (less one, plus the kept lowest
+     * bit: ties to even) and cut. */
+    for (; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
         uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
@@ -130,20 +161,85 @@ static float pow2f(int exp)
     return v.f;
 }
 
+/* The largest |x[i]|, NaNs (quiet or signalling) ignored; not fmaxf,
+ * which lets a signalling NaN reset the maximum. */
 static float block_amax(const float *x, int n)
 {
     float m = 0;
-    for (int i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    for (int i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
     return m;
 }
 
+#if defined(__x86_64__)
+/* The largest |x| of a block, NaNs ignored (block_amax's value: the
+ * maximum does not depend on the order). */
+__attribute__((target("avx2"))) static float block_amax_avx2(const float *x, int n)
+{
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) /* a NaN first operand yields the second */
+        m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), magnitude), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
+/* One block's round trip without its codes, eight values at a time, with
+ * the bits of the scalar loop below: q = clamp(x / s) (a NaN x clamps to
+ * -448, as fmaxf(NaN, -448) does), then e4m3's nearest value of |q| ties
+ * to even, by rintf on multiples of 2^-9 below 2^-6 and by rounding the
+ * float's bits to three mantissa bits above (v4_f32_to_e4m3's two cases,
+ * whose codes decode to exactly these values), the sign put back, times
+ * s. */
+__attribute__((target("avx2,fma"))) static void fp8_block_avx2(float *v, int n, float s)
+{
+    const __m256 scale = _mm256_set1_ps(s), low = _mm256_set1_ps(-448.0f),
+                 high = _mm256_set1_ps(448.0f), subnormal = _mm256_set1_ps(0x1p-6f);
+    const __m256i sign_bit = _mm256_set1_epi32((int)0x80000000u);
+    for (int i = 0; i < n; i += 8) {
+        __m256 q = _mm256_div_ps(_mm256_loadu_ps(v + i), scale);
+        q = _mm256_min_ps(_mm256_max_ps(q, low), high);
+        __m256i bits = _mm256_castps_si256(q);
+        __m256i sign = _mm256_and_si256(bits, sign_bit);
+        __m256i u = _mm256_andnot_si256(sign_bit, bits);
+        __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 20), _mm256_set1_epi32(1));
+        __m256i up = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFFF)), odd);
+        __m256 normal =
+            _mm256_castsi256_ps(_mm256_and_si256(up, _mm256_set1_epi32((int)0xFFF00000u)));
+        __m256 a = _mm256_castsi256_ps(u);
+        __m256 tiny = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(512.0f)),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                    _mm256_set1_ps(0x1p-9f));
+        __m256 mag = _mm256_blendv_ps(normal, tiny, _mm256_cmp_ps(a, subnormal, _CMP_LT_OQ));
+        __m256 value = _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
+        _mm256_storeu_ps(v + i, _mm256_mul_ps(value, scale));
+    }
+}
+#endif
+
 void v4_fp8_roundtrip(float *x, int n, int block, uint8_t *codes, uint8_t *scales)
 {
+#if defined(__x86_64__)
+    int simd = !codes && block % 8 == 0 && v4_cpu_has_avx2();
+#else
+    int simd = 0;
+#endif
     for (int b = 0; b < n / block; b++) {
         float *v = x + b * block;
-        int exp = v4_pow2_scale_exp(fmaxf(block_amax(v, block), 1e-4f), 1.0f / 448.0f);
+#if defined(__x86_64__)
+        float amax = simd ? block_amax_avx2(v, block) : block_amax(v, block);
+#else
+        float amax = block_amax(v, block);
+#endif
+        int exp = v4_pow2_scale_exp(fmaxf(amax, 1e-4f), 1.0f / 448.0f);
         float s = pow2f(exp);
         if (scales) scales[b] = (uint8_t)(exp + 127);
+#if defined(__x86_64__)
+        if (simd) {
+            fp8_block_avx2(v, block, s);
+            continue;
+        }
+#endif
         for (int i = 0; i < block; i++) {
             float q = fminf(fmaxf(v[i] / s, -448.0f), 448.0f);
             uint8_t c = v4_f32_to_e4m3(q);
