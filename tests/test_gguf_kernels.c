@@ -142,12 +142,20 @@ static void test_type(v4_dtype t, v4_pool *pool)
 /* Every half survives half -> float -> half; rounding is to nearest even. */
 static void test_half(void)
 {
-    int bad = 0;
+    int bad = 0, wrong = 0;
     for (uint32_t h = 0; h < 65536; h++) {
         float f = v4_f16_to_f32((uint16_t)h);
         if (!isnan(f) && v4_f32_to_f16(f) != h) bad++;
+        /* against the format's definition, in double */
+        int exp = (int)(h >> 10) & 31, man = (int)(h & 1023);
+        double want = exp == 0    ? ldexp(man, -24)
+                      : exp == 31 ? (man ? NAN : INFINITY)
+                                  : ldexp(1024 + man, exp - 25);
+        want = h & 0x8000 ? -want : want;
+        wrong += isnan(want) ? !isnan(f) : (double)f != want || !signbit(f) != !signbit(want);
     }
     CHECKF(bad == 0, "%d halves do not round-trip", bad);
+    CHECKF(wrong == 0, "%d halves decode to the wrong float", wrong);
     CHECK(v4_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3C00);     /* tie: to even */
     CHECK(v4_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)) == 0x3C02); /* tie: to even (up) */
     CHECK(v4_f32_to_f16(70000.0f) == 0x7C00);

@@ -38,12 +38,17 @@ float v4_f16_to_f32(uint16_t h)
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     int exp = (h >> 10) & 31, man = h & 1023;
     float mag;
-    if (exp == 0)
-        mag = ldexpf((float)man, -24); /* zero and subnormals */
-    else if (exp == 31)
+    if (exp == 0) {
+        mag = (float)man * 0x1p-24f; /* zero and subnormals: exact */
+    } else if (exp == 31) {
         mag = man ? NAN : INFINITY;
-    else
-        mag = ldexpf((float)(man | 1024), exp - 25);
+    } else { /* a normal f16 is a normal float: rebias the exponent (no ldexpf call) */
+        union {
+            uint32_t u;
+            float f;
+        } n = {(uint32_t)(exp + 112) << 23 | (uint32_t)man << 13};
+        mag = n.f;
+    }
     union {
         float f;
         uint32_t u;

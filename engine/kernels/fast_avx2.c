@@ -275,6 +275,8 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             general |= e > 134 && e != 0xFF;
             general |= !general && has_fp8_nan(p[i], len);
         }
+        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (see next_rows) */
+            next_rows(p[i], V4_FAST_ROWS * w->cols, len);
         if (!general) {
             block_fp8(p, f, x + k0, len, acc);
             continue;
@@ -360,6 +362,7 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
     do {                                                                                           \
         __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);                                             \
         const uint8_t *q = p[i] + k / 2;                                                           \
+        next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                                \
         a.lo = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q), f), _mm256_loadu_ps(x + k), a.lo);         \
         a.hi = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 4), f), _mm256_loadu_ps(x + k + 8), a.hi); \
         a.lo =                                                                                     \
@@ -384,8 +387,10 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
     for (int64_t k = 0; k < w->cols; k += 16) {
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++)
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            next_rows(p[i] + k * 2, V4_FAST_ROWS * w->cols * 2, 32);
             fma16(&acc[i], (half2){bf16x8(p[i] + k * 2), bf16x8(p[i] + k * 2 + 16)}, xl, xh);
+        }
     }
 }
 

@@ -31,6 +31,16 @@ INLINE void fma16(half2 *acc, half2 w, __m256 xl, __m256 xh)
     acc->hi = _mm256_fmadd_ps(w.hi, xh, acc->hi);
 }
 
+/* Decode runs four rows at a time, each row a page or two that the
+ * hardware prefetchers, which stop at page boundaries, meet cold: so while
+ * it reads `len` bytes at p it asks for the bytes `ahead` further on, where
+ * the next call's rows lie (past the weight's end a prefetch is only a
+ * wasted hint, never a fault). */
+INLINE void next_rows(const uint8_t *p, int64_t ahead, int64_t len)
+{
+    for (int64_t o = 0; o < len; o += 64) _mm_prefetch((const char *)(p + ahead + o), _MM_HINT_T0);
+}
+
 /* Whether v4_avx2_gguf_rows_dot reads GGUF type t in registers (Q8_0,
  * MXFP4, Q4_K, Q2_K, IQ2_XXS); the others are decoded into a buffer. */
 int v4_avx2_gguf_in_registers(v4_dtype t);
