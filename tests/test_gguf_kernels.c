@@ -206,6 +206,26 @@ static void test_quantiser(void)
     CHECK(quant_error(V4_MXFP4, x, N, back) == 0);
 }
 
+/* MXFP4 rows whose blocks all share one scale byte, for every byte from
+ * the subnormal scales up to where the products would overflow: the
+ * decode kernels' integer path (scales up to 2^0) and their tables (above)
+ * against the fast order over the decoded rows, codes for -0 included. */
+static void test_mxfp4_every_scale(v4_pool *pool)
+{
+    enum { ROWS = 8, COLS = 64 };
+    size_t row_bytes = v4_dtype_row_bytes(V4_MXFP4, COLS);
+    static uint8_t data[ROWS * 2 * 17];
+    static float decoded[ROWS * COLS];
+    for (int e = 0; e <= 200; e++) {
+        for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)next();
+        for (size_t b = 0; b < sizeof data; b += 17) data[b] = (uint8_t)e;
+        data[1] = 0x88; /* two codes for -0 */
+        for (int r = 0; r < ROWS; r++)
+            v4_gguf_row_scalar(V4_MXFP4, data + r * row_bytes, COLS, decoded + r * COLS);
+        test_products(V4_MXFP4, data, ROWS, COLS, decoded, pool);
+    }
+}
+
 /* MXFP4's scale by bits equals ldexpf's for every exponent byte. */
 static void test_mxfp4_scale(void)
 {
@@ -226,6 +246,7 @@ int main(void)
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) test_type(types[i], pool);
     test_half();
     test_mxfp4_scale();
+    test_mxfp4_every_scale(pool);
     test_quantiser();
     v4_pool_free(pool);
     return check_finish();

@@ -201,16 +201,6 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return !_mm256_testz_si256(any, any);
 }
 
-/* a * b, rounded once as a multiplication rounds it, by a fused
- * multiply-add of -0 (x + -0 is x for every x, zeros included): AMD's Zen 3
- * slows a multiplication with a subnormal operand down several times over,
- * a fused multiply-add not at all, and the tiny decoders below make
- * subnormals of small codes. */
-INLINE __m256 mul_exact(__m256 a, __m256 b)
-{
-    return _mm256_fmadd_ps(a, b, _mm256_set1_ps(-0.0f));
-}
-
 /* Eight e4m3 bytes (no NaN codes) as floats times 2^-120, by integer
  * operations alone (no conversion instruction, the slow part of decoding
  * them as f16): each byte sign-extended to its lane and shifted left by 20
@@ -300,27 +290,13 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 }
 
 /* Eight e2m1 codes from four bytes (code j in bits 4j..4j+3) as floats
- * times 2^-126, by integer operations alone: a variable shift moves code j
- * to the top of lane j, an arithmetic shift right by six puts the sign on
- * bit 31 (copies on 30..25), the exponent bits on 24..23 and the mantissa
- * bit on 22, which the mask keeps.  Exponent field e becomes the F32
- * exponent e, so 0.5 (e = 0) is the subnormal 2^-127 and every code is its
- * value times 2^-126, exactly. */
+ * times 2^-126: a variable shift moves code j to the top of lane j. */
 INLINE __m256 fp4x8_tiny(const uint8_t *p)
 {
     uint32_t four;
     __builtin_memcpy(&four, p, 4);
-    __m256i v = _mm256_sllv_epi32(_mm256_set1_epi32((int)four),
-                                  _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0));
-    return _mm256_castsi256_ps(
-        _mm256_and_si256(_mm256_srai_epi32(v, 6), _mm256_set1_epi32((int)0x81C00000)));
-}
-
-/* 2^126 times the scale of E8M0 code e <= 128 (2^(e - 1): normal, and
- * exact times fp4x8_tiny's values, subnormal products included). */
-INLINE __m256 fp4_factor(uint8_t e)
-{
-    return _mm256_castsi256_ps(_mm256_set1_epi32((int)(((uint32_t)e + 126) << 23)));
+    return e2m1_top_tiny(_mm256_sllv_epi32(_mm256_set1_epi32((int)four),
+                                           _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0)));
 }
 
 /* Whether the n E8M0 codes at e are all <= 128 (none with its top bit
@@ -356,27 +332,19 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
             return;
         }
     }
-    half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
     for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
-#define ROW(a, i)                                                                                  \
-    do {                                                                                           \
-        __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);                                             \
-        const uint8_t *q = p[i] + k / 2;                                                           \
-        next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                                \
-        a.lo = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q), f), _mm256_loadu_ps(x + k), a.lo);         \
-        a.hi = _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 4), f), _mm256_loadu_ps(x + k + 8), a.hi); \
-        a.lo =                                                                                     \
-            _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 8), f), _mm256_loadu_ps(x + k + 16), a.lo);   \
-        a.hi =                                                                                     \
-            _mm256_fmadd_ps(mul_exact(fp4x8_tiny(q + 12), f), _mm256_loadu_ps(x + k + 24), a.hi);  \
-    } while (0)
-        ROW(a0, 0);
-        ROW(a1, 1);
-        ROW(a2, 2);
-        ROW(a3, 3);
-#undef ROW
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);
+            const uint8_t *q = p[i] + k / 2;
+            next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);
+            __m256 v[4] = {mul_exact(fp4x8_tiny(q), f), mul_exact(fp4x8_tiny(q + 4), f),
+                           mul_exact(fp4x8_tiny(q + 8), f), mul_exact(fp4x8_tiny(q + 12), f)};
+            fma32(&a[i], v, x + k);
+        }
     }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* BF16 rows (the LM head's): each weight a shift of its 16 bits. */

@@ -54,22 +54,18 @@ INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
 /* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
  * byte j's low nibble and value j + 16 in its high one): each value
  * 2^(e - 128) * level, the scale multiplied into the tables once per block
- * (the same products). */
-INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+ * (the same products).  The general way, for any scale. */
+INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *x, int64_t cols, half2 *acc)
 {
     const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
     const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
+    for (int64_t k = 0; k < cols; k += 32) {
         __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
         __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
         size_t at = (size_t)(k / 32) * 17;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
             __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
             __m256i c0 =
@@ -83,6 +79,51 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
                   x2, x3);
         }
     }
+}
+
+/* Eight MXFP4 values from the low (shift 28) or high (shift 24) nibbles of
+ * eight bytes, times the block's fp4_factor: a level is twice an e2m1
+ * value and the scale 2^(e - 128), so this is the same real number as the
+ * table's product, rounded once.  (The code for -0 gives -0 here, +0 in
+ * the tables: the same sums, as a lane's sum is never -0.) */
+INLINE __m256 mxfp4x8_tiny(const uint8_t *b, int shift, __m256 factor)
+{
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)b));
+    return mul_exact(e2m1_top_tiny(_mm256_sll_epi32(v, _mm_cvtsi32_si128(shift))), factor);
+}
+
+/* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny) unless a
+ * block's scale exceeds 2^0 (code above 128), checked before the loop so
+ * that the sums stay in registers. */
+INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    uint8_t largest = 0;
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + (size_t)row[i] * row_bytes;
+        for (int64_t k = 0; k < w->cols; k += 32) {
+            uint8_t e = p[i][(k / 32) * 17];
+            largest = e > largest ? e : largest;
+        }
+    }
+    if (largest > 128) {
+        mxfp4_by_tables(p, x, w->cols, acc);
+        return;
+    }
+    half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
+    for (int64_t k = 0; k < w->cols; k += 32) {
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
+            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
+            __m256 f = fp4_factor(b[0]);
+            __m256 v[4] = {mxfp4x8_tiny(b + 1, 28, f), mxfp4x8_tiny(b + 9, 28, f),
+                           mxfp4x8_tiny(b + 1, 24, f), mxfp4x8_tiny(b + 9, 24, f)};
+            fma32(&a[i], v, x + k);
+        }
+    }
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
