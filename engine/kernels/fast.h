@@ -146,6 +146,16 @@ static inline float v4_fast_scale(uint8_t e)
     return v.f;
 }
 
+/* Decode runs V4_FAST_ROWS rows at a time, each row a page or two that
+ * the hardware prefetchers, which stop at page boundaries, meet cold: so
+ * while a kernel reads `len` bytes at p it asks for the bytes `ahead`
+ * further on, where the next call's rows lie (past the weight's end a
+ * prefetch is only a wasted hint, never a fault). */
+static inline void v4_fast_next_rows(const uint8_t *p, int64_t ahead, int64_t len)
+{
+    for (int64_t o = 0; o < len; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
+}
+
 /* GGUF's types (F16 and the block formats) are decoded a row at a time by
  * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;
  * each ISA then runs its own dot over the decoded rows, in the order above. */

@@ -265,8 +265,8 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             general |= e > 134 && e != 0xFF;
             general |= !general && has_fp8_nan(p[i], len);
         }
-        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (see next_rows) */
-            next_rows(p[i], V4_FAST_ROWS * w->cols, len);
+        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
+            v4_fast_next_rows(p[i], V4_FAST_ROWS * w->cols, len);
         if (!general) {
             block_fp8(p, f, x + k0, len, acc);
             continue;
@@ -338,7 +338,7 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);
             const uint8_t *q = p[i] + k / 2;
-            next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);
+            v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);
             __m256 v[4] = {mul_exact(fp4x8_tiny(q), f), mul_exact(fp4x8_tiny(q + 4), f),
                            mul_exact(fp4x8_tiny(q + 8), f), mul_exact(fp4x8_tiny(q + 12), f)};
             fma32(&a[i], v, x + k);
@@ -356,7 +356,7 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            next_rows(p[i] + k * 2, V4_FAST_ROWS * w->cols * 2, 32);
+            v4_fast_next_rows(p[i] + k * 2, V4_FAST_ROWS * w->cols * 2, 32);
             fma16(&acc[i], (half2){bf16x8(p[i] + k * 2), bf16x8(p[i] + k * 2 + 16)}, xl, xh);
         }
     }

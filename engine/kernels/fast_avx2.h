@@ -60,16 +60,6 @@ INLINE __m256 fp4_factor(uint8_t e)
     return _mm256_castsi256_ps(_mm256_set1_epi32((int)(((uint32_t)e + 126) << 23)));
 }
 
-/* Decode runs four rows at a time, each row a page or two that the
- * hardware prefetchers, which stop at page boundaries, meet cold: so while
- * it reads `len` bytes at p it asks for the bytes `ahead` further on, where
- * the next call's rows lie (past the weight's end a prefetch is only a
- * wasted hint, never a fault). */
-INLINE void next_rows(const uint8_t *p, int64_t ahead, int64_t len)
-{
-    for (int64_t o = 0; o < len; o += 64) _mm_prefetch((const char *)(p + ahead + o), _MM_HINT_T0);
-}
-
 /* Thirty-two weights w[0..3] (columns in order, eight each) against
  * x[0, 32) into a row's two accumulators. */
 INLINE void fma32(half2 *acc, const __m256 *w, const float *x)

@@ -33,7 +33,7 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
             __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
             fma16(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)}, x0, x1);
             fma16(&acc[i], (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, x2, x3);
@@ -116,7 +116,7 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             __m256 f = fp4_factor(b[0]);
             __m256 v[4] = {mxfp4x8_tiny(b + 1, 28, f), mxfp4x8_tiny(b + 9, 28, f),
                            mxfp4x8_tiny(b + 1, 24, f), mxfp4x8_tiny(b + 9, 24, f)};
@@ -148,7 +148,7 @@ INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x
         const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
         half2 a = acc[i];
         for (int64_t k = 0; k < w->cols; k += 256, b += 144) {
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 144);
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 144);
             float mul[8], sub[8];
             v4_k_pairs(b, mul, sub);
             for (int p = 0; p < 4; p++) {
@@ -181,7 +181,7 @@ INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x
         const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
         half2 a = acc[i];
         for (int64_t k = 0; k < w->cols; k += 256, b += 84) {
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 84);
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 84);
             float d = v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8));
             float dmin = v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8));
             for (int n = 0; n < 2; n++) {
@@ -230,7 +230,7 @@ INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float
         const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
         half2 a = acc[i];
         for (int64_t k = 0; k < w->cols; k += 256, b += 66) {
-            next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 66);
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 66);
             float d = v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
             for (int g = 0; g < 8; g++) {
                 const uint8_t *p = b + 2 + 8 * g;

@@ -228,6 +228,8 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
             general |= !general && has_fp8_nan(p[i] + k0, end - k0);
         }
+        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
+            v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
         general |= !general && !prescale(x, k0, end, _mm512_set1_ps(v4_fast_scale(e) * 256.0f), xs);
         if (general) {
             for (int64_t k = k0; k < end; k += 16) {
@@ -254,6 +256,7 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
+            v4_fast_next_rows(p, V4_FAST_ROWS * w->cols / 2, 16);
             __m512 scaled =
                 _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(
                                          w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
@@ -276,6 +279,11 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int64_t k = 0; k < w->cols; k += 16) {
         __m512 xv = _mm512_loadu_ps(x + k);
+        int64_t ahead = V4_FAST_ROWS * w->cols * 2; /* the next call's rows (fast.h) */
+        v4_fast_next_rows(p0 + k * 2, ahead, 32);
+        v4_fast_next_rows(p1 + k * 2, ahead, 32);
+        v4_fast_next_rows(p2 + k * 2, ahead, 32);
+        v4_fast_next_rows(p3 + k * 2, ahead, 32);
         a0 = _mm512_fmadd_ps(bf16x16(p0 + k * 2), xv, a0);
         a1 = _mm512_fmadd_ps(bf16x16(p1 + k * 2), xv, a1);
         a2 = _mm512_fmadd_ps(bf16x16(p2 + k * 2), xv, a2);
@@ -308,6 +316,7 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
             __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
             __m512i q0 =
                 _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 2)));
@@ -335,6 +344,7 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             __m512 scale = _mm512_set1_ps(v4_mxfp4_scale(b[0]));
             __m512i codes =
                 _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
