@@ -33,30 +33,6 @@
 
 /* ---- scalars -------------------------------------------------------------- */
 
-float v4_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    int exp = (h >> 10) & 31, man = h & 1023;
-    float mag;
-    if (exp == 0) {
-        mag = (float)man * 0x1p-24f; /* zero and subnormals: exact */
-    } else if (exp == 31) {
-        mag = man ? NAN : INFINITY;
-    } else { /* a normal f16 is a normal float: rebias the exponent (no ldexpf call) */
-        union {
-            uint32_t u;
-            float f;
-        } n = {(uint32_t)(exp + 112) << 23 | (uint32_t)man << 13};
-        mag = n.f;
-    }
-    union {
-        float f;
-        uint32_t u;
-    } v = {mag};
-    v.u |= sign;
-    return v.f;
-}
-
 uint16_t v4_f32_to_f16(float f)
 {
     union {
@@ -175,32 +151,6 @@ static void unpack_mxfp4(const uint8_t *b, v4_block_codes *c)
     for (int j = 0; j < 16; j++) {
         c->q[j] = mxfp4_levels[b[1 + j] & 15];
         c->q[j + 16] = mxfp4_levels[b[1 + j] >> 4];
-    }
-}
-
-/* The eight 6-bit (scale, min) pairs of Q4_K and Q5_K in 12 bytes: pairs
- * 0-3 are the low 6 bits of bytes 0-3 (scale) and 4-7 (min); pairs 4-7
- * take their low 4 bits from the nibbles of bytes 8-11 and their top 2
- * bits from the top bits of bytes 0-3 (scale) and 4-7 (min). */
-static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
-void v4_k_pairs(const uint8_t *b, float mul[8], float sub[8])
-{
-    float d = half_at(b), dmin = half_at(b + 2);
-    for (int j = 0; j < 8; j++) {
-        int sc, mn;
-        k_scale_min(b + 4, j, &sc, &mn);
-        mul[j] = d * (float)sc;
-        sub[j] = dmin * (float)mn;
     }
 }
 

@@ -79,7 +79,7 @@ static void fit_min_max(const float *x, int n, int levels, float *step, float *o
     *offset = -lo;
 }
 
-/* The 6-bit scale/min packing of Q4_K (blocks.c, k_scale_min). */
+/* The 6-bit scale/min packing of Q4_K (blocks.h, v4_k_scale_min). */
 static void pack_k_scales(const int *sc, const int *mn, uint8_t *s)
 {
     memset(s, 0, 12);
