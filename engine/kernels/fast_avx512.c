@@ -156,24 +156,14 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return any != 0;
 }
 
-/* x[k0, end) times `scale256` into xs, when that is exact in every lane
- * (no nonzero x underflows to a subnormal or zero, no finite x becomes
- * infinite); 0 otherwise.  A weight times x*scale256 is then the same real
- * number as (weight*scale256) times x, so the FMA rounds it the same. */
-INLINE int prescale(const float *x, int64_t k0, int64_t end, __m512 scale256, float *xs)
+/* a * b, rounded once as a multiplication rounds it, by a fused
+ * multiply-add of -0 (x + -0 is x for every x, zeros included): AMD's
+ * cores slow a multiplication with a subnormal operand down several times
+ * over, a fused multiply-add not at all, and fp8x16_tiny makes
+ * subnormals of small codes. */
+INLINE __m512 mul_exact(__m512 a, __m512 b)
 {
-    const __m512 tiny = _mm512_set1_ps(0x1p-126f), inf = _mm512_set1_ps(INFINITY);
-    __mmask16 bad = 0;
-    for (int64_t k = k0; k < end; k += 16) {
-        __m512 xv = _mm512_loadu_ps(x + k), v = _mm512_mul_ps(xv, scale256);
-        __m512 av = _mm512_abs_ps(v);
-        bad |= _mm512_cmp_ps_mask(av, tiny, _CMP_LT_OQ) &
-               _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_NEQ_OQ);
-        bad |= _mm512_cmp_ps_mask(av, inf, _CMP_EQ_OQ) &
-               _mm512_cmp_ps_mask(_mm512_abs_ps(xv), inf, _CMP_NEQ_OQ);
-        _mm512_storeu_ps(xs + (k - k0), v);
-    }
-    return bad == 0;
+    return _mm512_fmadd_ps(a, b, _mm512_set1_ps(-0.0f));
 }
 
 /* Thirty-two e4m3 bytes (no NaN codes) as f16 bit patterns: each byte
@@ -187,25 +177,58 @@ INLINE __m512i fp8x32_f16(const uint8_t *p)
                             _mm512_set1_epi16((short)0xBF80));
 }
 
+/* Whether columns [k0, k0 + len) (len a multiple of 64) of the four rows
+ * at p hold an e4m3 NaN code (S.1111.111): with the sign bit set, a NaN
+ * code is 0xFF, the largest byte, so one comparison of the lanes' maximum
+ * over all rows and columns finds any. */
+INLINE int rows_have_fp8_nan(const uint8_t *const *p, int64_t k0, int64_t len)
+{
+    const __m512i sign = _mm512_set1_epi8((char)0x80);
+    __m512i top = sign;
+    for (int64_t k = k0; k < k0 + len; k += 64)
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++)
+            top = _mm512_max_epu8(
+                top, _mm512_or_si512(_mm512_loadu_si512((const void *)(p[i] + k)), sign));
+    return _mm512_cmpeq_epi8_mask(top, _mm512_set1_epi8((char)0xFF)) != 0;
+}
+
+/* 2^120 times the E8M0 scale 2^(e - 127), e <= 134 or 0xFF (2^(e - 7), a
+ * normal float; NaN for 0xFF, as the decoder's). */
+INLINE __m512 fp8_factor(uint8_t e)
+{
+    uint32_t bits = e == 0xFF ? 0x7FC00000u : ((uint32_t)e + 120) << 23;
+    return _mm512_castsi512_ps(_mm512_set1_epi32((int)bits));
+}
+
+/* Sixteen e4m3 bytes as floats times 2^-120, by integer operations: each
+ * byte moved to the top of its lane and shifted right arithmetically by
+ * four puts the sign on bit 31 (copies on 30..27) and the exponent and
+ * mantissa on 26..20, which the mask keeps.  Exponent field e becomes the
+ * F32 exponent e, so every code, subnormals included, is its value times
+ * 2^-120, exactly (the NaN codes become 480 * 2^-120: callers exclude
+ * them). */
+INLINE __m512 fp8x16_tiny(const uint8_t *p)
+{
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    b = _mm512_srai_epi32(_mm512_slli_epi32(b, 24), 4);
+    return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0x87F00000)));
+}
+
 /* The short path of a 128-column block: the four rows share one scale
- * (they lie in one 128-row block), folded into x once. */
-INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int64_t len,
+ * (they lie in one 128-row block); each fp8x16_tiny value times `f` (2^120
+ * times the scale, a normal float) is the weight, rounded once as the
+ * decoder rounds it. */
+INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *x, int64_t len, __m512 f,
                       __m512 *acc)
 {
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < len; k += 32) {
-        __m512 x0 = _mm512_loadu_ps(xs + k), x1 = _mm512_loadu_ps(xs + k + 16);
-#define ROW(a, i)                                                                                  \
-    do {                                                                                           \
-        __m512i h = fp8x32_f16(p[i] + k0 + k);                                                     \
-        a = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), x0, a);                    \
-        a = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), x1, a);              \
-    } while (0)
-        ROW(a0, 0);
-        ROW(a1, 1);
-        ROW(a2, 2);
-        ROW(a3, 3);
-#undef ROW
+    for (int64_t k = 0; k < len; k += 16) {
+        __m512 xv = _mm512_loadu_ps(x + k);
+        a0 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[0] + k0 + k), f), xv, a0);
+        a1 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[1] + k0 + k), f), xv, a1);
+        a2 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[2] + k0 + k), f), xv, a2);
+        a3 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[3] + k0 + k), f), xv, a3);
     }
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
@@ -214,23 +237,21 @@ INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *xs, int6
  * block, not per sixteen weights. */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
-    float xs[V4_FP8_BLOCK];
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         const uint8_t *p[V4_FAST_ROWS];
-        /* The short path needs one finite 2^8 * scale for the four rows, no
-         * NaN codes and an exact x * scale; anything else goes the general
-         * way. */
+        /* The short path needs one scale for the four rows with 2^120 times
+         * it a normal float, and no NaN codes; anything else goes the
+         * general way. */
         uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-        int general = (end - k0) % 64 != 0 || (e >= 247 && e != 0xFF);
+        int general = (end - k0) % 64 != 0 || (e > 134 && e != 0xFF);
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             p[i] = w->data + row[i] * w->cols;
             general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
-            general |= !general && has_fp8_nan(p[i] + k0, end - k0);
         }
+        general |= !general && rows_have_fp8_nan(p, k0, end - k0);
         for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
             v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
-        general |= !general && !prescale(x, k0, end, _mm512_set1_ps(v4_fast_scale(e) * 256.0f), xs);
         if (general) {
             for (int64_t k = k0; k < end; k += 16) {
                 __m512 xv = _mm512_loadu_ps(x + k);
@@ -240,34 +261,55 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             }
             continue;
         }
-        block_fp8(p, k0, xs, end - k0, acc);
+        block_fp8(p, k0, x + k0, end - k0, fp8_factor(e), acc);
     }
 }
 
+/* The indices of sixteen e2m1 codes from eight bytes (code j in bits
+ * 4j..4j+3): lanes 0-7 take the first four bytes, lanes 8-15 the next
+ * four, and a variable shift brings code j to the low bits of lane j (a
+ * lookup reads only those four).  One shuffle per sixteen codes, where
+ * unpacking the nibbles and widening them took three. */
+INLINE __m512i fp4x16_codes(const uint8_t *p)
+{
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i shifts =
+        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    __m512i v = _mm512_permutexvar_epi32(
+        halves, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+    return _mm512_srlv_epi32(v, shifts);
+}
+
 /* FP4 rows: one scale per 32 columns, two steps of sixteen.  The sixteen
- * code values are scaled once per block (exact: a power-of-two scale), so
- * a lookup gives the scaled weight; the lookup reads only the low four
- * bits of each index, so the low nibbles need no mask. */
+ * code values are scaled once per block (rounded once, as the decoder
+ * rounds code times scale), so a lookup gives the weight. */
 INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
     const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *p = w->data + row[i] * (w->cols / 2) + k / 2;
-            v4_fast_next_rows(p, V4_FAST_ROWS * w->cols / 2, 16);
-            __m512 scaled =
-                _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(
-                                         w->scale[row[i] * w->scale_stride + k / V4_FP4_BLOCK])));
-            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i hi = _mm_srli_epi16(b, 4);
-            __m512i c0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, hi));
-            __m512i c1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(b, hi));
-            acc[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(c0, scaled), x0, acc[i]);
-            acc[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(c1, scaled), x1, acc[i]);
-        }
+    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + row[i] * (w->cols / 2);
+        e[i] = w->scale + row[i] * w->scale_stride;
     }
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        const uint8_t *q = p[i] + k / 2;                                                           \
+        v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                        \
+        __m512 scaled =                                                                            \
+            _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(e[i][k / V4_FP4_BLOCK])));           \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q), scaled), x0, a);                \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), x1, a);            \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
 /* BF16 rows (the LM head's): four named accumulators, so they stay in
