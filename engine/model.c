@@ -352,13 +352,17 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
  * that a state saved by such an engine is refused rather than continued
  * with results a fresh prefill would not give.  2: the reference's rounding
  * order.  The kernels (fast or exact) are part of the mode: each rounds its
- * own way. */
+ * own way; with fast kernels, official numerics' FP8/FP4 products take the
+ * pair order (engine/kernels/fast.h), named by a fourth byte, so states
+ * saved before that order are refused (GGUF weights keep the F32 order). */
 static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
                        const v4_tensor_spec *specs, size_t n, tome_error *err)
 {
-    uint8_t mode[3] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels};
+    uint8_t mode[4] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels,
+                       v4_official(m) && m->opts.kernels == V4_KERNELS_FAST};
+    size_t mode_len = mode[3] ? 4 : 3;
     if (m->ck->gguf) { /* gguf_model.c's definition: never equal to this one */
-        v4_gguf_fingerprint(m->ck, mode, sizeof mode, m->fingerprint);
+        v4_gguf_fingerprint(m->ck, mode, 3, m->fingerprint);
         return 0;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -368,7 +372,7 @@ static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
     }
     EVP_DigestUpdate(ctx, "tome-v4-model-2", 15);
     EVP_DigestUpdate(ctx, config_text, config_len);
-    EVP_DigestUpdate(ctx, mode, sizeof mode);
+    EVP_DigestUpdate(ctx, mode, mode_len);
     for (size_t i = 0; i < n; i++) {
         const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);
         EVP_DigestUpdate(ctx, specs[i].name, strlen(specs[i].name) + 1);

@@ -36,6 +36,8 @@
  */
 #include "engine/model.h"
 
+#include "engine/kernels/fast.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,7 +129,10 @@ int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, floa
     memcpy(xq, x, (size_t)n * cols * sizeof *xq);
     quant_job j = {xq, cols};
     v4_parallel_for(m->pool, n, 16, quant_rows, &j);
-    v4_matmul(w, xq, n, y, ystride);
+    if (w->fast && v4_fast_pairs_weight(w))
+        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, n, y, ystride);
+    else
+        v4_matmul(w, xq, n, y, ystride);
     free(xq);
     for (int t = 0; t < n; t++) v4_bf16_round(y + (size_t)t * ystride, (size_t)w->rows);
     return 0;

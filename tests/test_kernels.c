@@ -15,6 +15,32 @@
  * would: two threads, rows up to V4_MAX_COLS wide. */
 static v4_pool *pool;
 
+/* w's values decoded by definition into ref. */
+static void make_weight_values(const v4_weight *w, float *ref)
+{
+    int64_t rows = w->rows, cols = w->cols, scols = w->scale_stride;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float v;
+            if (w->dtype == V4_F8_E4M3 && (w->data[r * cols + c] & 0x7F) == 0x7F)
+                v = NAN; /* e4m3 has no infinities; S.1111.111 is NaN */
+            else if (w->dtype == V4_F8_E4M3)
+                v = e4m3_by_definition(w->data[r * cols + c]) *
+                    ldexpf(1.0f, w->scale[(r / 128) * scols + c / 128] - 127);
+            else if (w->dtype == V4_I8) {
+                uint8_t b = w->data[(r * cols + c) / 2];
+                v = e2m1_by_definition(c & 1 ? b >> 4 : b & 15) *
+                    ldexpf(1.0f, w->scale[r * scols + c / 32] - 127);
+            } else {
+                uint32_t bits =
+                    (uint32_t)(w->data[2 * (r * cols + c)] | w->data[2 * (r * cols + c) + 1] << 8)
+                    << 16;
+                memcpy(&v, &bits, 4);
+            }
+            ref[r * cols + c] = v;
+        }
+}
+
 /* A random weight of the given format, its values decoded by definition. */
 static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uint8_t **scale,
                              float *ref)
@@ -35,24 +61,7 @@ static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uin
     w.data = *data;
     w.scale = *scale;
     w.scale_stride = scols;
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) {
-            float v;
-            if (t == V4_F8_E4M3)
-                v = e4m3_by_definition((*data)[(size_t)r * cols + c]) *
-                    ldexpf(1.0f, (*scale)[(r / 128) * scols + c / 128] - 127);
-            else if (t == V4_I8) {
-                uint8_t b = (*data)[((size_t)r * cols + c) / 2];
-                v = e2m1_by_definition(c & 1 ? b >> 4 : b & 15) *
-                    ldexpf(1.0f, (*scale)[r * scols + c / 32] - 127);
-            } else {
-                uint32_t bits = (uint32_t)((*data)[2 * ((size_t)r * cols + c)] |
-                                           (*data)[2 * ((size_t)r * cols + c) + 1] << 8)
-                                << 16;
-                memcpy(&v, &bits, 4);
-            }
-            ref[(size_t)r * cols + c] = v;
-        }
+    make_weight_values(&w, ref);
     return w;
 }
 
@@ -264,6 +273,78 @@ static void test_fast_every_scale(v4_dtype t)
     for (int i = 0; i < 2; i++)
         CHECKF(bad[i] == 0, "%s: %s weights differ from the scalar kernels under %d scale codes",
                names[i], fp4 ? "FP4" : "FP8", bad[i]);
+}
+
+/* x rows as official numerics quantise them: e4m3 values times a power
+ * of two per 128 columns, 2^lo to 2^(lo + spread - 1). */
+static void quantised_rows(float *x, int n, int cols, int lo, int spread)
+{
+    for (int t = 0; t < n; t++)
+        for (int c0 = 0; c0 < cols; c0 += 128) {
+            int e = lo + (int)(next_random() % (unsigned)spread);
+            for (int c = c0; c < c0 + 128; c++) {
+                uint8_t b = (uint8_t)next_random();
+                if ((b & 0x7F) == 0x7F) b &= 0xFE;
+                x[(size_t)t * cols + c] = e4m3_by_definition(b) * ldexpf(1.0f, e);
+            }
+        }
+}
+
+/* Official numerics' products (fast.h's pair order): every ISA's
+ * v4_fast_matmul_pairs (vdpbf16ps where the CPU has AVX512-BF16, the fast
+ * order over permuted columns elsewhere) gives v4_pairs_dot's bits over
+ * the decoded rows, for one, two and seven tokens; with ordinary scales,
+ * and with weights and inputs small enough that the flushing of subnormals
+ * decides some sums.  v4_pairs_dot itself is the exact sum where every
+ * partial sum is exact (small integers). */
+static void test_pairs(v4_dtype t)
+{
+    enum { R = 76, C = 512, N = 7 };
+    static float ref[R * C], x[N * C], want[N * R], got[N * R];
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    /* case 0: ordinary scales; 1: weights at 2^-127 .. 2^-118 times
+     * inputs up to 2^24, so products straddle 2^-126 and subnormal weights
+     * meet large inputs; 2: inputs at 2^-140 .. 2^-125 times ordinary
+     * weights. */
+    for (int tiny = 0; tiny < 3; tiny++) {
+        uint8_t *data, *scale;
+        v4_weight w = make_weight(t, R, C, &data, &scale, ref);
+        if (tiny == 1) {
+            int blocks = t == V4_I8 ? R * (C / 32) : ((R + 127) / 128) * (C / 128);
+            for (int i = 0; i < blocks; i++) scale[i] = (uint8_t)(next_random() % 10);
+        } else if (t == V4_F8_E4M3) { /* the decode kernels' general FP8 path */
+            data[5 * C + 130] = 0x7F; /* a NaN code */
+            scale[3] = 135;           /* a scale just past the short paths' range */
+        }
+        make_weight_values(&w, ref);
+        /* ordinary inputs within a factor of 4, so that no block's sums
+         * drown another's */
+        quantised_rows(x, N, C, tiny == 0 ? -10 : tiny == 1 ? 0 : -140, tiny == 0 ? 3 : 16);
+        for (int n = 1; n <= N; n += n < 2 ? 1 : N - 2) {
+            for (int tk = 0; tk < n; tk++)
+                for (int r = 0; r < R; r++)
+                    want[tk * R + r] = v4_pairs_dot(ref + (size_t)r * C, x + (size_t)tk * C, C);
+            for (int i = 0; i < 3; i++) {
+                const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+                if (!k) continue;
+                memset(got, 0, sizeof got);
+                v4_fast_matmul_pairs(k, &w, x, n, got, R);
+                CHECKF(same_or_both_nan(got, want, n * R),
+                       "%s: %s pair-order products of %d token(s)%s differ from v4_pairs_dot",
+                       names[i], t == V4_I8 ? "FP4" : "FP8", n, tiny ? " (tiny scales)" : "");
+            }
+        }
+        free(data);
+        free(scale);
+    }
+    float a[64], b[64];
+    double exact = 0;
+    for (int i = 0; i < 64; i++) {
+        a[i] = (float)((int)(next_random() % 41) - 20);
+        b[i] = (float)((int)(next_random() % 41) - 20);
+        exact += (double)a[i] * b[i];
+    }
+    CHECKF(v4_pairs_dot(a, b, 64) == (float)exact, "v4_pairs_dot of small integers is exact");
 }
 
 /* The kernels' call-free scale gives v4_e8m0_to_f32's bits for every
@@ -545,6 +626,8 @@ int main(void)
     test_fast_fp8_scales();
     test_fast_every_scale(V4_F8_E4M3);
     test_fast_every_scale(V4_I8);
+    test_pairs(V4_F8_E4M3);
+    test_pairs(V4_I8);
     test_refmath();
     test_exp_lanes();
     v4_pool_free(pool);

@@ -6,13 +6,17 @@
  * With one or two tokens (decode) the weights are decoded in registers per
  * token and each weight byte is read once per token, at memory speed; with
  * more (prefill) a block of rows is decoded once into a per-thread buffer
- * and then serves all of the call's tokens from cache.  Both paths compute fast.h's order, so which
- * one runs, and how the rows are split, never shows in the results.
+ * and then serves all of the call's tokens from cache.  Both paths compute
+ * fast.h's order, so which one runs, and how the rows are split, never
+ * shows in the results.  v4_fast_matmul_pairs drives the same blocks in
+ * fast.h's pair order: through vdpbf16ps tiles over BF16 copies of the
+ * rows and inputs, or through the F32 tiles over permuted ones.
  */
 #include "engine/kernels/fast.h"
 
 #include "engine/kernels/blocks.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +150,15 @@ typedef struct fast_job {
     int n;
     float *y;
     int64_t ystride;
+    /* The pair order (v4_fast_matmul_pairs): with vdpbf16ps (hw, over the
+     * inputs' BF16 copy xh), or as the fast order over permuted columns (x
+     * is then the permuted inputs, unpermuted the originals, and
+     * x_flushes says some input is outside the bounds of fast.h). */
+    int pairs;
+    const v4_pairs_kernels *hw;
+    const uint16_t *xh;
+    const float *unpermuted;
+    int x_flushes;
 } fast_job;
 
 /* Prefill works on blocks: BLOCK_ROWS weight rows are decoded at once (8
@@ -180,12 +193,26 @@ static int min_int(int64_t a, int64_t b)
     return (int)(a < b ? a : b);
 }
 
-/* The sums of tokens [t0, t0 + nb) against the decoded rows, column block
- * by column block. */
-static void sum_tokens(const fast_job *j, const float *const *rows, int nr, int t0, int nb,
+/* One register tile's step: F32 rows and inputs through the kernels'
+ * tile, or BF16 ones (bf16: the row and input pointers are uint16_t)
+ * through the pair kernels'. */
+static void tile_step(const fast_job *j, const void *const *rows, const void *const *xs, int nt,
+                      int64_t klen, v4_fast_acc acc)
+{
+    if (j->hw)
+        j->hw->tile_acc((const uint16_t *const *)rows, (const uint16_t *const *)xs, nt, klen, acc);
+    else
+        j->k->tile_acc((const float *const *)rows, (const float *const *)xs, nt, klen, acc);
+}
+
+/* The sums of tokens [t0, t0 + nb) against the decoded rows (F32, or BF16
+ * with the pair kernels), column block by column block. */
+static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t0, int nb,
                        workspace *ws)
 {
     int64_t cols = j->w->cols;
+    size_t size = j->hw ? sizeof(uint16_t) : sizeof(float);
+    const char *x = j->hw ? (const char *)j->xh : (const char *)j->x;
     int groups = (nb + V4_FAST_TOKENS - 1) / V4_FAST_TOKENS;
     int tiles = (nr + V4_FAST_ROWS - 1) / V4_FAST_ROWS;
     for (int g = 0; g < groups; g++) memset(ws->sums[g], 0, (size_t)tiles * sizeof(v4_fast_acc));
@@ -193,27 +220,23 @@ static void sum_tokens(const fast_job *j, const float *const *rows, int nr, int 
         int64_t klen = min_int(BLOCK_COLS, cols - kb);
         for (int g = 0; g * V4_FAST_TOKENS < nb; g++) {
             int nt = min_int(V4_FAST_TOKENS, nb - g * V4_FAST_TOKENS);
-            const float *xs[V4_FAST_TOKENS];
+            const void *xs[V4_FAST_TOKENS];
             for (int t = 0; t < nt; t++)
-                xs[t] = j->x + (int64_t)(t0 + g * V4_FAST_TOKENS + t) * j->xstride + kb;
+                xs[t] = x + ((int64_t)(t0 + g * V4_FAST_TOKENS + t) * j->xstride + kb) * size;
             for (int p = 0; p * V4_FAST_ROWS < nr; p++) {
-                const float *rp[V4_FAST_ROWS];
-                for (int i = 0; i < V4_FAST_ROWS; i++) rp[i] = rows[p * V4_FAST_ROWS + i] + kb;
-                j->k->tile_acc(rp, xs, nt, klen, ws->sums[g][p]);
+                const void *rp[V4_FAST_ROWS];
+                for (int i = 0; i < V4_FAST_ROWS; i++)
+                    rp[i] = (const char *)rows[p * V4_FAST_ROWS + i] + kb * size;
+                tile_step(j, rp, xs, nt, klen, ws->sums[g][p]);
             }
         }
     }
 }
 
-/* Rows [r, r + nr) (nr <= BLOCK_ROWS) for all of the call's tokens. */
-static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
+/* The call's tokens against the decoded rows (ws->decoded, row i at
+ * rows[i]), BLOCK_TOKENS at a time, into y's rows [r, r + nr). */
+static void sum_block(const fast_job *j, const void *const *rows, int64_t r, int nr, workspace *ws)
 {
-    int64_t cols = j->w->cols;
-    j->k->decode_rows(j->w, r, nr, ws->decoded);
-    /* Rows past nr repeat the last one; their results are not stored. */
-    const float *rows[BLOCK_ROWS];
-    for (int i = 0; i < BLOCK_ROWS; i++)
-        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * cols;
     for (int t0 = 0; t0 < j->n; t0 += BLOCK_TOKENS) {
         int nb = min_int(BLOCK_TOKENS, j->n - t0);
         sum_tokens(j, rows, nr, t0, nb, ws);
@@ -223,6 +246,105 @@ static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
                              min_int(V4_FAST_TOKENS, nb - t), min_int(V4_FAST_ROWS, nr - i),
                              j->y + (int64_t)(t0 + t) * j->ystride + r + i, j->ystride);
     }
+}
+
+/* Rows [r, r + nr) (nr <= BLOCK_ROWS) for all of the call's tokens. */
+static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
+{
+    int64_t cols = j->w->cols;
+    j->k->decode_rows(j->w, r, nr, ws->decoded);
+    /* Rows past nr repeat the last one; their results are not stored. */
+    const void *rows[BLOCK_ROWS];
+    for (int i = 0; i < BLOCK_ROWS; i++)
+        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * cols;
+    sum_block(j, rows, r, nr, ws);
+}
+
+/* ---- the pair order -------------------------------------------------------- */
+
+/* Whether any of the n values at v is nonzero and below `bound` in
+ * magnitude (NaN is not). */
+static int any_below(const float *v, int64_t n, float bound)
+{
+    int below = 0;
+    for (int64_t i = 0; i < n; i++) below |= v[i] != 0 && fabsf(v[i]) < bound;
+    return below;
+}
+
+void v4_fast_permute_pairs(float *v, int64_t n)
+{
+    float chunk[V4_PAIRS_COLUMNS];
+    for (int64_t c = 0; c < n; c += V4_PAIRS_COLUMNS) {
+        memcpy(chunk, v + c, sizeof chunk);
+        for (int l = 0; l < V4_PAIRS_COLUMNS / 2; l++) {
+            v[c + l] = chunk[2 * l + 1];
+            v[c + V4_PAIRS_COLUMNS / 2 + l] = chunk[2 * l];
+        }
+    }
+}
+
+/* Whether one of the n bytes at e is below `least` (< 128), eight at a
+ * time: with the top bit set, a byte minus `least` keeps that bit exactly
+ * when the byte is at least `least` (no borrow crosses bytes), and bytes
+ * with the top bit set are above it anyway. */
+static int any_byte_below(const uint8_t *e, int64_t n, uint8_t least)
+{
+    const uint64_t top = 0x8080808080808080u, low = least * 0x0101010101010101u;
+    uint64_t flags = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint64_t v;
+        memcpy(&v, e + j, sizeof v);
+        flags |= ~v & ~((v | top) - low) & top;
+    }
+    for (; j < n; j++) flags |= e[j] < least;
+    return flags != 0;
+}
+
+int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr)
+{
+    /* FP8 codes are at least 2^-9, FP4 ones 2^-1: scales of at least
+     * 2^-51 (code 76) or 2^-59 (68) */
+    int fp4 = w->dtype == V4_I8;
+    int64_t n = fp4 ? w->cols / V4_FP4_BLOCK : (w->cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK;
+    int64_t first = fp4 ? r : r / V4_FP8_BLOCK,
+            last = fp4 ? r + nr - 1 : (r + nr - 1) / V4_FP8_BLOCK;
+    for (int64_t s = first; s <= last; s++)
+        if (any_byte_below(w->scale + s * w->scale_stride, n, fp4 ? 68 : 76)) return 0;
+    return 1;
+}
+
+/* Rows [r, r + nr) in the pair order without vdpbf16ps: the fast order over
+ * permuted rows and inputs, or v4_pairs_dot where something would flush. */
+static void pairs_block_emulated(const fast_job *j, int64_t r, int nr, workspace *ws)
+{
+    int64_t cols = j->w->cols;
+    if (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr)) {
+        j->k->decode_rows(j->w, r, nr, ws->decoded);
+        for (int t = 0; t < j->n; t++)
+            for (int i = 0; i < nr; i++)
+                j->y[(int64_t)t * j->ystride + r + i] = v4_pairs_dot(
+                    ws->decoded + (size_t)i * cols, j->unpermuted + (int64_t)t * cols, cols);
+        return;
+    }
+    j->k->pairs_decode_rows(j->w, r, nr, ws->decoded);
+    const void *rows[BLOCK_ROWS];
+    for (int i = 0; i < BLOCK_ROWS; i++)
+        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * cols;
+    sum_block(j, rows, r, nr, ws);
+}
+
+/* Rows [r, r + nr) with vdpbf16ps: decoded, made BF16 in place, and run
+ * through the pair kernels' tiles. */
+static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws)
+{
+    int64_t cols = j->w->cols;
+    j->k->decode_rows(j->w, r, nr, ws->decoded);
+    uint16_t *half = (uint16_t *)(void *)ws->decoded;
+    j->hw->to_bf16(ws->decoded, (int64_t)nr * cols, half);
+    const void *rows[BLOCK_ROWS];
+    for (int i = 0; i < BLOCK_ROWS; i++) rows[i] = half + (size_t)(i < nr ? i : nr - 1) * cols;
+    sum_block(j, rows, r, nr, ws);
 }
 
 /* One or two tokens: each weight decoded in registers and used at once. */
@@ -238,27 +360,96 @@ static void decode_block(const fast_job *j, int64_t r, int nr)
     }
 }
 
+/* One or two tokens in the pair order: weights decoded in registers, with
+ * vdpbf16ps or the kernels' pairs_rows_dot. */
+static void pairs_decode_block(const fast_job *j, int64_t r, int nr)
+{
+    float y[V4_FAST_ROWS];
+    int64_t cols = j->w->cols;
+    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
+        int n = min_int(V4_FAST_ROWS, nr - i0);
+        for (int t = 0; t < j->n; t++) {
+            if (j->hw)
+                j->hw->rows_dot(j->w, r + i0, n, j->xh + (int64_t)t * cols, y);
+            else
+                j->k->pairs_rows_dot(j->w, r + i0, n, j->x + (int64_t)t * cols,
+                                     j->unpermuted + (int64_t)t * cols, y);
+            memcpy(j->y + (int64_t)t * j->ystride + r + i0, y, (size_t)n * sizeof(float));
+        }
+    }
+}
+
 static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const fast_job *j = ctx;
-    workspace *ws = j->n > 2 ? v4_pool_scratch(j->w->pool) : NULL;
+    int pairs_in_registers = j->hw || (j->k->pairs_rows_dot && !j->x_flushes);
+    int in_registers = j->n <= 2 && (!j->pairs || pairs_in_registers);
+    workspace *ws = in_registers ? NULL : v4_pool_scratch(j->w->pool);
     for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
         int nr = min_int(BLOCK_ROWS, r1 - r);
-        if (ws)
+        if (j->pairs && !ws)
+            pairs_decode_block(j, r, nr);
+        else if (j->pairs && !j->hw)
+            pairs_block_emulated(j, r, nr, ws);
+        else if (j->pairs)
+            pairs_block_bf16(j, r, nr, ws);
+        else if (ws)
             prefill_block(j, r, nr, ws);
         else
             decode_block(j, r, nr);
     }
 }
 
+static void run_job(fast_job *j)
+{
+    /* Tasks of about a million multiply-adds: enough to pay for a task
+     * hand-off, small enough to balance two to a few dozen threads. */
+    int64_t per_row = j->w->cols * (int64_t)j->n;
+    int64_t grain = ((int64_t)1 << 20) / (per_row + 1);
+    grain = grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
+    v4_parallel_for(j->w->pool, j->w->rows, grain, fast_rows, j);
+}
+
 void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
                     int n, float *y, int64_t ystride)
 {
-    fast_job j = {k, w, x, xstride, n, y, ystride};
-    /* Tasks of about a million multiply-adds: enough to pay for a task
-     * hand-off, small enough to balance two to a few dozen threads. */
-    int64_t per_row = w->cols * (int64_t)n;
-    int64_t grain = ((int64_t)1 << 20) / (per_row + 1);
-    grain = grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
-    v4_parallel_for(w->pool, w->rows, grain, fast_rows, &j);
+    fast_job j = {k, w, x, xstride, n, y, ystride, 0, NULL, NULL, NULL, 0};
+    run_job(&j);
+}
+
+int v4_fast_pairs_weight(const v4_weight *w)
+{
+    return (w->dtype == V4_F8_E4M3 || w->dtype == V4_I8) && w->cols % V4_PAIRS_COLUMNS == 0;
+}
+
+/* The pair kernels for the fast kernels k on this CPU, or NULL. */
+static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
+{
+#if defined(__x86_64__)
+    if (k == &v4_fast_avx512 && __builtin_cpu_supports("avx512bf16")) return &v4_pairs_avx512bf16;
+#endif
+    (void)k;
+    return NULL;
+}
+
+void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x, int n,
+                          float *y, int64_t ystride)
+{
+    fast_job j = {k, w, x, w->cols, n, y, ystride, 1, pairs_hardware(k), NULL, x, 0};
+    size_t values = (size_t)n * (size_t)w->cols;
+    void *copy = j.hw ? malloc(values * sizeof(uint16_t)) : v4_floats(values);
+    if (!copy) { /* no memory for the copy: the definition, row by row */
+        j.hw = NULL;
+        j.x_flushes = 1;
+    } else if (j.hw) {
+        j.hw->to_bf16(x, (int64_t)values, copy);
+        j.xh = copy;
+    } else {
+        memcpy(copy, x, values * sizeof(float));
+        v4_fast_permute_pairs(copy, (int64_t)values);
+        j.x = copy;
+        j.x_flushes = any_below(x, (int64_t)values, 0x1p-52f);
+    }
+    run_job(&j);
+    free(copy);
 }

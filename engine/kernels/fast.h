@@ -23,6 +23,27 @@
  *
  * Each ISA provides the table below; fast.c picks one at run time and
  * drives it.
+ *
+ * Official numerics feed their FP8/FP4 linear layers activations quantised
+ * to e4m3 (engine/official.c), so every weight and every input there is a
+ * BF16 value and every product is exact in F32: the order for those
+ * products (v4_fast_matmul_pairs) is the one AVX512-BF16's vdpbf16ps
+ * computes, at twice the FMA rate:
+ *
+ *   lane l takes, for each 32 columns c = 0, 32, 64, ... in increasing
+ *   order, acc = fma(w[c + 2l + 1], x[c + 2l + 1], acc), then
+ *   acc = fma(w[c + 2l], x[c + 2l], acc), from acc = +0, with inputs and
+ *   results below 2^-126 in magnitude flushed to zero of the same sign;
+ *   then the lane tree above.
+ *
+ * v4_pairs_dot is its definition.  CPUs without AVX512-BF16 compute it as
+ * the order above over each 32 columns permuted (odd columns first, then
+ * even), which is the same sum whenever nothing is flushed: every input at
+ * least 2^-52 (activations) or 2^-60 (weights) in magnitude, or zero, makes
+ * every nonzero sum a multiple of at least 2^-126 (a BF16 value at least
+ * 2^e is a multiple of 2^(e - 7)), so never below it; rows and inputs
+ * outside those bounds (scales no checkpoint has) go through
+ * v4_pairs_dot.
  */
 #ifndef TOME_ENGINE_KERNELS_FAST_H
 #define TOME_ENGINE_KERNELS_FAST_H
@@ -90,12 +111,27 @@ typedef struct v4_fast_kernels {
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
+    /* rows_dot in the pair order below without vdpbf16ps, for FP8 and FP4
+     * weights and inputs at least 2^-52 (or zero): xp holds the inputs
+     * with each 32 columns permuted (odd, then even), x them as they are.
+     * NULL where the blocked path serves one token too. */
+    void (*pairs_rows_dot)(const v4_weight *w, int64_t r, int nr, const float *xp, const float *x,
+                           float *y);
+    /* decode_rows with each 32 columns permuted (v4_fast_permute_pairs),
+     * for FP8 and FP4 weights: the pair order's panel without
+     * vdpbf16ps. */
+    void (*pairs_decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;
 #if defined(__x86_64__)
 extern const v4_fast_kernels v4_fast_avx2;
 extern const v4_fast_kernels v4_fast_avx512;
+/* The AVX2 pairs_rows_dot and pairs_decode_rows, which the AVX-512 table
+ * shares. */
+void v4_avx2_pairs_rows_dot(const v4_weight *w, int64_t r, int nr, const float *xp, const float *x,
+                            float *y);
+void v4_avx2_pairs_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel);
 #endif
 
 /* The kernels in use: the best this CPU runs, or the one named by the
@@ -155,6 +191,49 @@ static inline void v4_fast_next_rows(const uint8_t *p, int64_t ahead, int64_t le
 {
     for (int64_t o = 0; o < len; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
 }
+
+/* ---- official numerics' products (the pair order above) ---------------- */
+
+#define V4_PAIRS_COLUMNS 32 /* columns per step of the pair order */
+
+/* The pair order's dot product of w and x (cols a multiple of 32): its
+ * definition, one lane at a time. */
+float v4_pairs_dot(const float *w, const float *x, int64_t cols);
+
+/* The pair order in hardware: vdpbf16ps over BF16 copies of the weights
+ * and inputs. */
+typedef struct v4_pairs_kernels {
+    /* out[i] = the BF16 bits of in[i], for n (a multiple of 32) values
+     * that BF16 holds (any rounding is then exact); out may be in. */
+    void (*to_bf16)(const float *in, int64_t n, uint16_t *out);
+    /* tile_acc's contract with BF16 rows and inputs, klen a multiple of
+     * 32: the pair order's steps. */
+    void (*tile_acc)(const uint16_t *const *rows, const uint16_t *const *xs, int nt, int64_t klen,
+                     v4_fast_acc acc);
+    /* rows_dot's contract in the pair order, for FP8 and FP4 weights and
+     * BF16 inputs. */
+    void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const uint16_t *x, float *y);
+} v4_pairs_kernels;
+
+#if defined(__x86_64__)
+extern const v4_pairs_kernels v4_pairs_avx512bf16;
+#endif
+
+/* Each 32 of the n values at v (n a multiple of 32) as their odd columns,
+ * then their even ones: the fast order over them is the pair order. */
+void v4_fast_permute_pairs(float *v, int64_t n);
+/* Whether the scales of rows [r, r + nr) of an FP8/FP4 weight keep every
+ * nonzero weight at least 2^-60 (the permuted route's bound above). */
+int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr);
+
+/* Whether w's products with quantised inputs take the pair order: FP8 and
+ * FP4 weights whose rows are a multiple of 32 wide. */
+int v4_fast_pairs_weight(const v4_weight *w);
+/* v4_fast_matmul in the pair order, for such a weight and inputs x ([n]
+ * rows of w->cols values BF16 holds): with vdpbf16ps where kernels `k` are
+ * AVX-512 and the CPU has AVX512-BF16, else as described above. */
+void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x, int n,
+                          float *y, int64_t ystride);
 
 /* GGUF's types (F16 and the block formats) are decoded a row at a time by
  * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;

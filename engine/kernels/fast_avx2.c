@@ -527,7 +527,196 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
                 reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2",         decode_rows_avx2, tile_acc_avx2,
-                                      rows_dot_avx2,  kv_tile_acc_avx2, kv_weighted_sum_avx2,
-                                      kv_decode_avx2, reduce_avx2};
+/* ---- the pair order without vdpbf16ps (fast.h) ------------------------------ */
+
+/* The odd columns of sixteen (a: columns 0-7, b: 8-15), in order: a shuffle
+ * within 128-bit lanes gives 1 3 9 11 | 5 7 13 15, and the 64-bit pairs
+ * are put in order. */
+INLINE __m256 odd8(__m256 a, __m256 b)
+{
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* The even columns of sixteen, likewise. */
+INLINE __m256 even8(__m256 a, __m256 b)
+{
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* Thirty-two weights of a row in the pair order: odd columns (o: 1..15,
+ * 17..31, as halves of eight) against the first sixteen permuted inputs,
+ * then the even ones (e) against the next sixteen. */
+INLINE void pair_step(half2 *acc, half2 o, half2 e, const float *xp)
+{
+    acc->lo = _mm256_fmadd_ps(o.lo, _mm256_loadu_ps(xp), acc->lo);
+    acc->hi = _mm256_fmadd_ps(o.hi, _mm256_loadu_ps(xp + 8), acc->hi);
+    acc->lo = _mm256_fmadd_ps(e.lo, _mm256_loadu_ps(xp + 16), acc->lo);
+    acc->hi = _mm256_fmadd_ps(e.hi, _mm256_loadu_ps(xp + 24), acc->hi);
+}
+
+/* Sign-extended e4m3 bytes in 32-bit lanes as fp8x8_tiny makes them. */
+INLINE __m256 fp8_lanes_tiny(__m256i b)
+{
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32((int)0x87F00000)));
+}
+
+/* Thirty-two e4m3 codes (no NaN) times factor f (fp8_factor's): the odd
+ * bytes of each 16-bit pair are its top half, the even ones its bottom,
+ * so arithmetic shifts split them without a shuffle. */
+INLINE void fp8_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
+{
+    __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p),
+            b = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+    o->lo = mul_exact(fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(a, 8))), f);
+    o->hi = mul_exact(fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(b, 8))), f);
+    e->lo = mul_exact(
+        fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(a, 8), 8))), f);
+    e->hi = mul_exact(
+        fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(b, 8), 8))), f);
+}
+
+/* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor's): the
+ * odd columns are the high nibbles, the even ones the low. */
+INLINE void fp4_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
+{
+    __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)),
+            b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p + 8)));
+    o->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 24)), f);
+    o->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 24)), f);
+    e->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 28)), f);
+    e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 28)), f);
+}
+
+/* Thirty-two weights of a row by the general decoder, split by shuffles. */
+INLINE void general_pairs(const v4_weight *w, int64_t row, int64_t k, half2 *o, half2 *e)
+{
+    half2 a = decode16(w, row, k), b = decode16(w, row, k + 16);
+    *o = (half2){odd8(a.lo, a.hi), odd8(b.lo, b.hi)};
+    *e = (half2){even8(a.lo, a.hi), even8(b.lo, b.hi)};
+}
+
+/* Where pair_rows puts each row's 32 weights: into the row's
+ * accumulators against the permuted inputs (decode), or into a panel row in
+ * permuted order (prefill). */
+typedef struct pair_sink {
+    half2 *acc;
+    const float *xp;
+    float *panel;
+} pair_sink;
+
+INLINE void pair_put(const pair_sink *s, half2 *a, int i, int64_t cols, int64_t k, half2 o, half2 e)
+{
+    if (s->acc) {
+        pair_step(a, o, e, s->xp + k);
+        return;
+    }
+    float *p = s->panel + (size_t)i * cols + k;
+    _mm256_storeu_ps(p, o.lo);
+    _mm256_storeu_ps(p + 8, o.hi);
+    _mm256_storeu_ps(p + 16, e.lo);
+    _mm256_storeu_ps(p + 24, e.hi);
+}
+
+/* FP8 rows, 32 columns at a time split into odd and even: a 128-column
+ * block of a row by shifts where its scale is at most 2^7 and it holds no
+ * NaN code, else generally. */
+INLINE void pairs_fp8(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
+{
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t len = k0 + V4_FP8_BLOCK < w->cols ? V4_FP8_BLOCK : w->cols - k0;
+        for (int i = 0; i < nr; i++) {
+            uint8_t s = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+            const uint8_t *p = w->data + row[i] * w->cols + k0;
+            v4_fast_next_rows(p, V4_FAST_ROWS * w->cols, len);
+            int quick = (s <= 134 || s == 0xFF) && !has_fp8_nan(p, len);
+            __m256 f = _mm256_set1_ps(fp8_factor(s));
+            half2 a = sink->acc ? sink->acc[i] : (half2){f, f}; /* a register copy */
+            for (int64_t k = 0; k < len; k += V4_PAIRS_COLUMNS) {
+                half2 o, e;
+                if (quick)
+                    fp8_pairs(p + k, f, &o, &e);
+                else
+                    general_pairs(w, row[i], k0 + k, &o, &e);
+                pair_put(sink, &a, i, w->cols, k0 + k, o, e);
+            }
+            if (sink->acc) sink->acc[i] = a;
+        }
+    }
+}
+
+/* FP4 rows likewise: by shifts where the row's scales are at most 2^1,
+ * else generally. */
+INLINE void pairs_fp4(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
+{
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *p = w->data + row[i] * (w->cols / 2),
+                      *e = w->scale + row[i] * w->scale_stride;
+        int quick = fp4_scales_small(e, w->cols / V4_FP4_BLOCK);
+        half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+            half2 o, ev;
+            v4_fast_next_rows(p + k / 2, V4_FAST_ROWS * w->cols / 2, V4_PAIRS_COLUMNS / 2);
+            if (quick)
+                fp4_pairs(p + k / 2, fp4_factor(e[k / V4_FP4_BLOCK]), &o, &ev);
+            else
+                general_pairs(w, row[i], k, &o, &ev);
+            pair_put(sink, &a, i, w->cols, k, o, ev);
+        }
+        if (sink->acc) sink->acc[i] = a;
+    }
+}
+
+INLINE void pair_rows(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
+{
+    if (w->dtype == V4_F8_E4M3)
+        pairs_fp8(w, row, nr, sink);
+    else
+        pairs_fp4(w, row, nr, sink);
+}
+
+KERNEL void v4_avx2_pairs_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
+        int64_t row[V4_FAST_ROWS];
+        int n = nr - i0 < V4_FAST_ROWS ? nr - i0 : V4_FAST_ROWS;
+        for (int i = 0; i < n; i++) row[i] = r + i0 + i;
+        pair_sink sink = {NULL, NULL, panel + (size_t)i0 * w->cols};
+        pair_rows(w, row, n, &sink);
+    }
+}
+
+/* Rows whose scales could make a sum flush go through v4_pairs_dot. */
+KERNEL void v4_avx2_pairs_rows_dot(const v4_weight *w, int64_t r, int nr, const float *xp,
+                                   const float *x, float *y)
+{
+    if (!v4_fast_pairs_scales_plain(w, r, nr)) {
+        float *decoded = v4_pool_scratch(w->pool);
+        for (int i = 0; i < nr; i++) {
+            v4_weight_row(w, r + i, decoded);
+            y[i] = v4_pairs_dot(decoded, x, w->cols);
+        }
+        return;
+    }
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    half2 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
+    pair_sink sink = {acc, xp, NULL};
+    pair_rows(w, row, nr, &sink);
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
+}
+
+const v4_fast_kernels v4_fast_avx2 = {"avx2",
+                                      decode_rows_avx2,
+                                      tile_acc_avx2,
+                                      rows_dot_avx2,
+                                      kv_tile_acc_avx2,
+                                      kv_weighted_sum_avx2,
+                                      kv_decode_avx2,
+                                      reduce_avx2,
+                                      v4_avx2_pairs_rows_dot,
+                                      v4_avx2_pairs_decode_rows};
 #endif

@@ -235,33 +235,42 @@ INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *x, int64
 
 /* FP8 rows: the scale of each row's 128-column block is read once per
  * block, not per sixteen weights. */
+/* The four rows' codes p[i] and whether columns [k0, end) of them (one
+ * 128-column block) take the short path: one scale for the four rows with
+ * 2^120 times it a normal float (*factor), no NaN codes, whole steps of 64
+ * columns.  Prefetches the next call's rows (fast.h) as it goes. */
+INLINE int fp8_block_short(const v4_weight *w, const int64_t *row, int64_t k0, int64_t end,
+                           const uint8_t **p, __m512 *factor)
+{
+    uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+    int general = (end - k0) % 64 != 0 || (e > 134 && e != 0xFF);
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + row[i] * w->cols;
+        general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
+    }
+    general |= !general && rows_have_fp8_nan(p, k0, end - k0);
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+        v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
+    *factor = fp8_factor(e);
+    return !general;
+}
+
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         const uint8_t *p[V4_FAST_ROWS];
-        /* The short path needs one scale for the four rows with 2^120 times
-         * it a normal float, and no NaN codes; anything else goes the
-         * general way. */
-        uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-        int general = (end - k0) % 64 != 0 || (e > 134 && e != 0xFF);
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            p[i] = w->data + row[i] * w->cols;
-            general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
-        }
-        general |= !general && rows_have_fp8_nan(p, k0, end - k0);
-        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
-            v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
-        if (general) {
-            for (int64_t k = k0; k < end; k += 16) {
-                __m512 xv = _mm512_loadu_ps(x + k);
-#pragma GCC unroll 8
-                for (int i = 0; i < V4_FAST_ROWS; i++)
-                    acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
-            }
+        __m512 f;
+        if (fp8_block_short(w, row, k0, end, p, &f)) {
+            block_fp8(p, k0, x + k0, end - k0, f, acc);
             continue;
         }
-        block_fp8(p, k0, x + k0, end - k0, fp8_factor(e), acc);
+        for (int64_t k = k0; k < end; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < V4_FAST_ROWS; i++)
+                acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
+        }
     }
 }
 
@@ -682,7 +691,172 @@ KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y
     }
 }
 
-const v4_fast_kernels v4_fast_avx512 = {
-    "avx512",           decode_rows_avx512,     tile_acc_avx512,  rows_dot_avx512,
-    kv_tile_acc_avx512, kv_weighted_sum_avx512, kv_decode_avx512, reduce_avx512};
+/* ---- the pair order with vdpbf16ps (fast.h) ------------------------------- */
+
+#define KERNEL_BF16 __attribute__((target(TARGET ",avx512bf16")))
+#define INLINE_BF16 __attribute__((target(TARGET ",avx512bf16"), always_inline)) static inline
+
+/* Thirty-two floats that BF16 holds as BF16, columns in order. */
+INLINE_BF16 __m512bh bf16x32(__m512 lo, __m512 hi)
+{
+    return _mm512_cvtne2ps_pbh(hi, lo);
+}
+
+INLINE_BF16 __m512bh load_bf16x32(const uint16_t *p)
+{
+    return (__m512bh)_mm512_loadu_si512((const void *)p);
+}
+
+/* The input is read in full before any output is written, and the output
+ * lies no further on than the input: so out may be in. */
+KERNEL_BF16 static void to_bf16_avx512(const float *in, int64_t n, uint16_t *out)
+{
+    for (int64_t i = 0; i < n; i += 32) {
+        __m512bh v = bf16x32(_mm512_loadu_ps(in + i), _mm512_loadu_ps(in + i + 16));
+        _mm512_storeu_si512((void *)(out + i), (__m512i)v);
+    }
+}
+
+/* The register tile of the pair order for NT tokens (a constant where it is
+ * inlined): one vdpbf16ps per row, token and 32 columns. */
+INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *xs, const int NT,
+                            int64_t klen, v4_fast_acc acc)
+{
+    __m512 a[V4_FAST_ROWS][V4_FAST_TOKENS];
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) a[i][t] = _mm512_loadu_ps(acc[t][i]);
+    for (int64_t k = 0; k < klen; k += V4_PAIRS_COLUMNS) {
+        __m512bh wv[V4_FAST_ROWS];
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) wv[i] = load_bf16x32(rows[i] + k);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m512bh xv = load_bf16x32(xs[t] + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < V4_FAST_ROWS; i++) a[i][t] = _mm512_dpbf16_ps(a[i][t], wv[i], xv);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V4_FAST_ROWS; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) _mm512_storeu_ps(acc[t][i], a[i][t]);
+}
+
+KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uint16_t *const *xs,
+                                          int nt, int64_t klen, v4_fast_acc acc)
+{
+    switch (nt) {
+    case 1:
+        pairs_tile(rows, xs, 1, klen, acc);
+        break;
+    case 2:
+        pairs_tile(rows, xs, 2, klen, acc);
+        break;
+    case 3:
+        pairs_tile(rows, xs, 3, klen, acc);
+        break;
+    case 4:
+        pairs_tile(rows, xs, 4, klen, acc);
+        break;
+    case 5:
+        pairs_tile(rows, xs, 5, klen, acc);
+        break;
+    default:
+        pairs_tile(rows, xs, 6, klen, acc);
+        break;
+    }
+}
+
+/* Thirty-two weights of row i (columns k, k + 16) in a pair step. */
+#define PAIR_STEP(a, w0, w1, xv) ((a) = _mm512_dpbf16_ps((a), bf16x32((w0), (w1)), (xv)))
+
+/* FP8 rows in the pair order: the short path's decoding (rows_dot_fp8)
+ * where a block allows it, else decode16. */
+INLINE_BF16 void pairs_fp8(const v4_weight *w, const int64_t *row, const uint16_t *x, __m512 *acc)
+{
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        const uint8_t *p[V4_FAST_ROWS];
+        __m512 f;
+        if (fp8_block_short(w, row, k0, end, p, &f)) {
+            for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+                __m512bh xv = load_bf16x32(x + k);
+#define ROW(a, i)                                                                                  \
+    PAIR_STEP(a, mul_exact(fp8x16_tiny(p[i] + k), f), mul_exact(fp8x16_tiny(p[i] + k + 16), f), xv)
+                ROW(a0, 0);
+                ROW(a1, 1);
+                ROW(a2, 2);
+                ROW(a3, 3);
+#undef ROW
+            }
+            continue;
+        }
+        for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+            __m512bh xv = load_bf16x32(x + k);
+#define ROW(a, i) PAIR_STEP(a, decode16(w, row[i], k), decode16(w, row[i], k + 16), xv)
+            ROW(a0, 0);
+            ROW(a1, 1);
+            ROW(a2, 2);
+            ROW(a3, 3);
+#undef ROW
+        }
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* FP4 rows in the pair order: rows_dot_fp4's table lookups. */
+INLINE_BF16 void pairs_fp4(const v4_weight *w, const int64_t *row, const uint16_t *x, __m512 *acc)
+{
+    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
+        __m512bh xv = load_bf16x32(x + k);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        const uint8_t *q = w->data + row[i] * (w->cols / 2) + k / 2;                               \
+        v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                        \
+        __m512 scaled = _mm512_mul_ps(                                                             \
+            table, _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / 32])));    \
+        PAIR_STEP(a, _mm512_permutexvar_ps(fp4x16_codes(q), scaled),                               \
+                  _mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), xv);                         \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+KERNEL_BF16 static void pairs_rows_dot_avx512(const v4_weight *w, int64_t r, int nr,
+                                              const uint16_t *x, float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    __m512 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    if (w->dtype == V4_F8_E4M3)
+        pairs_fp8(w, row, x, acc);
+    else
+        pairs_fp4(w, row, x, acc);
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
+}
+
+const v4_pairs_kernels v4_pairs_avx512bf16 = {to_bf16_avx512, pairs_tile_avx512,
+                                              pairs_rows_dot_avx512};
+
+const v4_fast_kernels v4_fast_avx512 = {"avx512",
+                                        decode_rows_avx512,
+                                        tile_acc_avx512,
+                                        rows_dot_avx512,
+                                        kv_tile_acc_avx512,
+                                        kv_weighted_sum_avx512,
+                                        kv_decode_avx512,
+                                        reduce_avx512,
+                                        v4_avx2_pairs_rows_dot,
+                                        v4_avx2_pairs_decode_rows};
 #endif

@@ -19,6 +19,25 @@ static float dot_fast(const float *w, const float *x, int64_t cols)
     return v4_fast_reduce(acc);
 }
 
+/* v to zero of its sign when below 2^-126 in magnitude (vdpbf16ps's
+ * treatment of subnormal inputs and results). */
+static float flush(float v)
+{
+    return fabsf(v) < 0x1p-126f ? copysignf(0.0f, v) : v;
+}
+
+float v4_pairs_dot(const float *w, const float *x, int64_t cols)
+{
+    float acc[V4_FAST_LANES] = {0};
+    for (int64_t c = 0; c < cols; c += V4_PAIRS_COLUMNS)
+        for (int l = 0; l < V4_FAST_LANES; l++) {
+            const float *wl = w + c + 2 * l, *xl = x + c + 2 * l;
+            acc[l] = flush(fmaf(flush(wl[1]), flush(xl[1]), acc[l]));
+            acc[l] = flush(fmaf(flush(wl[0]), flush(xl[0]), acc[l]));
+        }
+    return v4_fast_reduce(acc);
+}
+
 static void decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     for (int i = 0; i < nr; i++) v4_weight_row_scalar(w, r + i, panel + (size_t)i * w->cols);
@@ -32,6 +51,12 @@ static void tile_acc_scalar(const float *const *rows, const float *const *xs, in
             for (int64_t k = 0; k < klen; k += V4_FAST_LANES)
                 for (int l = 0; l < V4_FAST_LANES; l++)
                     acc[t][i][l] = fmaf(rows[i][k + l], xs[t][k + l], acc[t][i][l]);
+}
+
+static void pairs_decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    decode_rows_scalar(w, r, nr, panel);
+    v4_fast_permute_pairs(panel, nr * w->cols);
 }
 
 /* One decoded row at a time, in the pool's scratch of the running thread
@@ -95,6 +120,13 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {
-    "scalar",           decode_rows_scalar,     tile_acc_scalar,  rows_dot_scalar,
-    kv_tile_acc_scalar, kv_weighted_sum_scalar, kv_decode_scalar, reduce_scalar};
+const v4_fast_kernels v4_fast_scalar = {"scalar",
+                                        decode_rows_scalar,
+                                        tile_acc_scalar,
+                                        rows_dot_scalar,
+                                        kv_tile_acc_scalar,
+                                        kv_weighted_sum_scalar,
+                                        kv_decode_scalar,
+                                        reduce_scalar,
+                                        NULL,
+                                        pairs_decode_rows_scalar};
