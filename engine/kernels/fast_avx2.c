@@ -633,7 +633,7 @@ INLINE void pairs_fp8(const v4_weight *w, const int64_t *row, int nr, const pair
             v4_fast_next_rows(p, V4_FAST_ROWS * w->cols, len);
             int quick = (s <= 134 || s == 0xFF) && !has_fp8_nan(p, len);
             __m256 f = _mm256_set1_ps(fp8_factor(s));
-            half2 a = sink->acc ? sink->acc[i] : (half2){f, f}; /* a register copy */
+            half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
             for (int64_t k = 0; k < len; k += V4_PAIRS_COLUMNS) {
                 half2 o, e;
                 if (quick)

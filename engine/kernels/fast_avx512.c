@@ -91,6 +91,33 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
             _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
 }
 
+/* TILE(rows, xs, NT, klen, acc) with NT the constant nt (1 to
+ * V4_FAST_TOKENS), so that each count inlines its own tile and keeps its
+ * accumulators in registers. */
+#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, acc)                                              \
+    do {                                                                                           \
+        switch (nt) {                                                                              \
+        case 1:                                                                                    \
+            TILE(rows, xs, 1, klen, acc);                                                          \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            TILE(rows, xs, 2, klen, acc);                                                          \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            TILE(rows, xs, 3, klen, acc);                                                          \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            TILE(rows, xs, 4, klen, acc);                                                          \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            TILE(rows, xs, 5, klen, acc);                                                          \
+            break;                                                                                 \
+        default:                                                                                   \
+            TILE(rows, xs, 6, klen, acc);                                                          \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
 /* The register tile for NT tokens (a constant where it is inlined, so the
  * accumulators stay in registers). */
 INLINE void tile(const float *const *rows, const float *const *xs, const int NT, int64_t klen,
@@ -121,26 +148,7 @@ INLINE void tile(const float *const *rows, const float *const *xs, const int NT,
 KERNEL static void tile_acc_avx512(const float *const *rows, const float *const *xs, int nt,
                                    int64_t klen, v4_fast_acc acc)
 {
-    switch (nt) {
-    case 1:
-        tile(rows, xs, 1, klen, acc);
-        break;
-    case 2:
-        tile(rows, xs, 2, klen, acc);
-        break;
-    case 3:
-        tile(rows, xs, 3, klen, acc);
-        break;
-    case 4:
-        tile(rows, xs, 4, klen, acc);
-        break;
-    case 5:
-        tile(rows, xs, 5, klen, acc);
-        break;
-    default:
-        tile(rows, xs, 6, klen, acc);
-        break;
-    }
+    TILE_FOR_COUNT(tile, rows, xs, nt, klen, acc);
 }
 
 /* Whether the `n` bytes at p hold an e4m3 NaN code (S.1111.111). */
@@ -747,26 +755,7 @@ INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *
 KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uint16_t *const *xs,
                                           int nt, int64_t klen, v4_fast_acc acc)
 {
-    switch (nt) {
-    case 1:
-        pairs_tile(rows, xs, 1, klen, acc);
-        break;
-    case 2:
-        pairs_tile(rows, xs, 2, klen, acc);
-        break;
-    case 3:
-        pairs_tile(rows, xs, 3, klen, acc);
-        break;
-    case 4:
-        pairs_tile(rows, xs, 4, klen, acc);
-        break;
-    case 5:
-        pairs_tile(rows, xs, 5, klen, acc);
-        break;
-    default:
-        pairs_tile(rows, xs, 6, klen, acc);
-        break;
-    }
+    TILE_FOR_COUNT(pairs_tile, rows, xs, nt, klen, acc);
 }
 
 /* Thirty-two weights of row i (columns k, k + 16) in a pair step. */
