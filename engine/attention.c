@@ -207,8 +207,8 @@ static int output_projection(attn_ctx *a, float *out, float *u, tome_error *err)
         wg.data += (size_t)g * olr * v4_dtype_row_bytes(wg.dtype, wg.cols);
         if (wg.scale) wg.scale += (size_t)(g * olr / V4_FP8_BLOCK) * wg.scale_stride;
         /* The token rows of o are H*hd apart; group g reads its slice of each. */
-        v4_matmul_strided(&wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
-                          u + (size_t)g * olr, (int64_t)G * olr);
+        v4_bf16_product(m, &wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
+                        u + (size_t)g * olr, (int64_t)G * olr);
     }
     v4_official_bf16(m, u, (size_t)a->n * G * olr); /* wo_a is a BF16 product there */
     return v4_linear(m, &a->bw->wo_b, u, a->n, out, c->dim, err);

@@ -354,12 +354,13 @@ static int validate(v4_model *m, const v4_tensor_spec *specs, size_t n, tome_err
  * order.  The kernels (fast or exact) are part of the mode: each rounds its
  * own way; with fast kernels, official numerics' FP8/FP4 products take the
  * pair order (engine/kernels/fast.h), named by a fourth byte, so states
- * saved before that order are refused (GGUF weights keep the F32 order). */
+ * saved before that order are refused (GGUF weights keep the F32 order):
+ * 1 for the quantised layers, 2 since the grouped wo_a takes it too. */
 static int fingerprint(v4_model *m, const char *config_text, size_t config_len,
                        const v4_tensor_spec *specs, size_t n, tome_error *err)
 {
     uint8_t mode[4] = {(uint8_t)m->opts.numerics, (uint8_t)m->rope_bf16, (uint8_t)m->opts.kernels,
-                       v4_official(m) && m->opts.kernels == V4_KERNELS_FAST};
+                       v4_official(m) && m->opts.kernels == V4_KERNELS_FAST ? 2 : 0};
     size_t mode_len = mode[3] ? 4 : 3;
     if (m->ck->gguf) { /* gguf_model.c's definition: never equal to this one */
         v4_gguf_fingerprint(m->ck, mode, 3, m->fingerprint);

@@ -182,6 +182,13 @@ void v4_official_rms_scale(float *x, int n, float eps);
  * 128 first, and its outputs rounded to BF16.  0, or TOME_ENOMEM in err. */
 int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, float *y,
               int64_t ystride, tome_error *err);
+/* A product the reference computes in BF16 (the weight dequantised to
+ * BF16, inputs BF16 values, rows xstride apart), as v4_matmul_strided
+ * would; in official numerics with fast kernels an FP8/FP4 weight's
+ * products, exact, take the pair order as v4_linear's.  The caller rounds
+ * the outputs. */
+void v4_bf16_product(const v4_model *m, const v4_weight *w, const float *x, int64_t xstride, int n,
+                     float *y, int64_t ystride);
 
 /* ---- forward pieces -------------------------------------------------------- */
 

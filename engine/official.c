@@ -116,6 +116,15 @@ static void quant_rows(void *ctx, int64_t t0, int64_t t1)
     for (int64_t t = t0; t < t1; t++) act_quant_row(j->x + (size_t)t * j->cols, j->cols);
 }
 
+void v4_bf16_product(const v4_model *m, const v4_weight *w, const float *x, int64_t xstride, int n,
+                     float *y, int64_t ystride)
+{
+    if (v4_official(m) && w->fast && v4_fast_pairs_weight(w))
+        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
+    else
+        v4_matmul_strided(w, x, xstride, n, y, ystride);
+}
+
 int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, float *y,
               int64_t ystride, tome_error *err)
 {
@@ -130,7 +139,7 @@ int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, floa
     quant_job j = {xq, cols};
     v4_parallel_for(m->pool, n, 16, quant_rows, &j);
     if (w->fast && v4_fast_pairs_weight(w))
-        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, n, y, ystride);
+        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, cols, n, y, ystride);
     else
         v4_matmul(w, xq, n, y, ystride);
     free(xq);

@@ -299,8 +299,8 @@ static void quantised_rows(float *x, int n, int cols, int lo, int spread)
  * partial sum is exact (small integers). */
 static void test_pairs(v4_dtype t)
 {
-    enum { R = 76, C = 512, N = 7 };
-    static float ref[R * C], x[N * C], want[N * R], got[N * R];
+    enum { R = 76, C = 512, N = 7, XS = C + 32 };
+    static float ref[R * C], x[N * C], wide[N * XS], want[N * R], got[N * R];
     static const char *const names[] = {"scalar", "avx2", "avx512"};
     /* case 0: ordinary scales; 1: weights at 2^-127 .. 2^-118 times
      * inputs up to 2^24, so products straddle 2^-126 and subnormal weights
@@ -320,6 +320,9 @@ static void test_pairs(v4_dtype t)
         /* ordinary inputs within a factor of 4, so that no block's sums
          * drown another's */
         quantised_rows(x, N, C, tiny == 0 ? -10 : tiny == 1 ? 0 : -140, tiny == 0 ? 3 : 16);
+        /* the same rows XS apart, NaN between them (a column slice) */
+        for (int i = 0; i < N * XS; i++) wide[i] = NAN;
+        for (int tk = 0; tk < N; tk++) memcpy(wide + tk * XS, x + tk * C, C * sizeof *x);
         for (int n = 1; n <= N; n += n < 2 ? 1 : N - 2) {
             for (int tk = 0; tk < n; tk++)
                 for (int r = 0; r < R; r++)
@@ -327,11 +330,15 @@ static void test_pairs(v4_dtype t)
             for (int i = 0; i < 3; i++) {
                 const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
                 if (!k) continue;
-                memset(got, 0, sizeof got);
-                v4_fast_matmul_pairs(k, &w, x, n, got, R);
-                CHECKF(same_or_both_nan(got, want, n * R),
-                       "%s: %s pair-order products of %d token(s)%s differ from v4_pairs_dot",
-                       names[i], t == V4_I8 ? "FP4" : "FP8", n, tiny ? " (tiny scales)" : "");
+                for (int strided = 0; strided < 2; strided++) {
+                    memset(got, 0, sizeof got);
+                    v4_fast_matmul_pairs(k, &w, strided ? wide : x, strided ? XS : C, n, got, R);
+                    CHECKF(same_or_both_nan(got, want, n * R),
+                           "%s: %s pair-order products of %d token(s)%s%s differ from "
+                           "v4_pairs_dot",
+                           names[i], t == V4_I8 ? "FP4" : "FP8", n, tiny ? " (tiny scales)" : "",
+                           strided ? " (strided inputs)" : "");
+                }
             }
         }
         free(data);

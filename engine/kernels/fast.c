@@ -158,6 +158,7 @@ typedef struct fast_job {
     const v4_pairs_kernels *hw;
     const uint16_t *xh;
     const float *unpermuted;
+    int64_t ustride; /* of unpermuted's rows */
     int x_flushes;
 } fast_job;
 
@@ -324,7 +325,7 @@ static void pairs_block_emulated(const fast_job *j, int64_t r, int nr, workspace
         for (int t = 0; t < j->n; t++)
             for (int i = 0; i < nr; i++)
                 j->y[(int64_t)t * j->ystride + r + i] = v4_pairs_dot(
-                    ws->decoded + (size_t)i * cols, j->unpermuted + (int64_t)t * cols, cols);
+                    ws->decoded + (size_t)i * cols, j->unpermuted + (int64_t)t * j->ustride, cols);
         return;
     }
     j->k->pairs_decode_rows(j->w, r, nr, ws->decoded);
@@ -334,14 +335,13 @@ static void pairs_block_emulated(const fast_job *j, int64_t r, int nr, workspace
     sum_block(j, rows, r, nr, ws);
 }
 
-/* Rows [r, r + nr) with vdpbf16ps: decoded, made BF16 in place, and run
+/* Rows [r, r + nr) with vdpbf16ps: decoded straight to BF16 and run
  * through the pair kernels' tiles. */
 static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws)
 {
     int64_t cols = j->w->cols;
-    j->k->decode_rows(j->w, r, nr, ws->decoded);
     uint16_t *half = (uint16_t *)(void *)ws->decoded;
-    j->hw->to_bf16(ws->decoded, (int64_t)nr * cols, half);
+    j->hw->decode_rows(j->w, r, nr, half);
     const void *rows[BLOCK_ROWS];
     for (int i = 0; i < BLOCK_ROWS; i++) rows[i] = half + (size_t)(i < nr ? i : nr - 1) * cols;
     sum_block(j, rows, r, nr, ws);
@@ -373,7 +373,7 @@ static void pairs_decode_block(const fast_job *j, int64_t r, int nr)
                 j->hw->rows_dot(j->w, r + i0, n, j->xh + (int64_t)t * cols, y);
             else
                 j->k->pairs_rows_dot(j->w, r + i0, n, j->x + (int64_t)t * cols,
-                                     j->unpermuted + (int64_t)t * cols, y);
+                                     j->unpermuted + (int64_t)t * j->ustride, y);
             memcpy(j->y + (int64_t)t * j->ystride + r + i0, y, (size_t)n * sizeof(float));
         }
     }
@@ -413,7 +413,7 @@ static void run_job(fast_job *j)
 void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
                     int n, float *y, int64_t ystride)
 {
-    fast_job j = {k, w, x, xstride, n, y, ystride, 0, NULL, NULL, NULL, 0};
+    fast_job j = {k, w, x, xstride, n, y, ystride, 0, NULL, NULL, NULL, 0, 0};
     run_job(&j);
 }
 
@@ -432,23 +432,41 @@ static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
     return NULL;
 }
 
-void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x, int n,
-                          float *y, int64_t ystride)
+/* The n input rows, xstride apart, as one block of rows w->cols apart:
+ * BF16 (hw) or F32 with each 32 columns permuted (else); NULL without
+ * memory for it. */
+static void *pairs_inputs(const fast_job *j, const float *x, int64_t xstride)
 {
-    fast_job j = {k, w, x, w->cols, n, y, ystride, 1, pairs_hardware(k), NULL, x, 0};
-    size_t values = (size_t)n * (size_t)w->cols;
-    void *copy = j.hw ? malloc(values * sizeof(uint16_t)) : v4_floats(values);
+    int64_t cols = j->w->cols;
+    size_t values = (size_t)j->n * (size_t)cols;
+    void *copy = j->hw ? malloc(values * sizeof(uint16_t)) : v4_floats(values);
+    for (int t = 0; copy && t < j->n; t++) {
+        const float *row = x + (size_t)t * xstride;
+        if (j->hw) {
+            j->hw->to_bf16(row, cols, (uint16_t *)copy + (size_t)t * cols);
+        } else {
+            float *to = (float *)copy + (size_t)t * cols;
+            memcpy(to, row, (size_t)cols * sizeof *to);
+            v4_fast_permute_pairs(to, cols);
+        }
+    }
+    return copy;
+}
+
+void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
+                          int64_t xstride, int n, float *y, int64_t ystride)
+{
+    fast_job j = {k, w, x, w->cols, n, y, ystride, 1, pairs_hardware(k), NULL, x, xstride, 0};
+    void *copy = pairs_inputs(&j, x, xstride);
     if (!copy) { /* no memory for the copy: the definition, row by row */
         j.hw = NULL;
         j.x_flushes = 1;
     } else if (j.hw) {
-        j.hw->to_bf16(x, (int64_t)values, copy);
         j.xh = copy;
     } else {
-        memcpy(copy, x, values * sizeof(float));
-        v4_fast_permute_pairs(copy, (int64_t)values);
         j.x = copy;
-        j.x_flushes = any_below(x, (int64_t)values, 0x1p-52f);
+        for (int t = 0; t < n; t++)
+            j.x_flushes |= any_below(x + (size_t)t * xstride, w->cols, 0x1p-52f);
     }
     run_job(&j);
     free(copy);

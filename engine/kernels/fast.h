@@ -206,6 +206,10 @@ typedef struct v4_pairs_kernels {
     /* out[i] = the BF16 bits of in[i], for n (a multiple of 32) values
      * that BF16 holds (any rounding is then exact); out may be in. */
     void (*to_bf16)(const float *in, int64_t n, uint16_t *out);
+    /* Rows [r, r + nr) of an FP8 or FP4 weight (cols a multiple of 32)
+     * decoded straight to BF16, row i at panel + i * w->cols: the bits
+     * the fast kernels' decode_rows then to_bf16 give. */
+    void (*decode_rows)(const v4_weight *w, int64_t r, int nr, uint16_t *panel);
     /* tile_acc's contract with BF16 rows and inputs, klen a multiple of
      * 32: the pair order's steps. */
     void (*tile_acc)(const uint16_t *const *rows, const uint16_t *const *xs, int nt, int64_t klen,
@@ -230,10 +234,11 @@ int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr);
  * FP4 weights whose rows are a multiple of 32 wide. */
 int v4_fast_pairs_weight(const v4_weight *w);
 /* v4_fast_matmul in the pair order, for such a weight and inputs x ([n]
- * rows of w->cols values BF16 holds): with vdpbf16ps where kernels `k` are
- * AVX-512 and the CPU has AVX512-BF16, else as described above. */
-void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x, int n,
-                          float *y, int64_t ystride);
+ * rows of w->cols values BF16 holds, xstride apart): with vdpbf16ps where
+ * kernels `k` are AVX-512 and the CPU has AVX512-BF16, else as described
+ * above. */
+void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
+                          int64_t xstride, int n, float *y, int64_t ystride);
 
 /* GGUF's types (F16 and the block formats) are decoded a row at a time by
  * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;

@@ -100,8 +100,12 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
         v4_fast_gguf_rows(w, r, nr, panel);
         return;
     }
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
     for (int i = 0; i < nr; i++)
         for (int64_t k = 0; k < w->cols; k += 16) {
+            if (k % V4_FP8_BLOCK == 0) /* fast.h: a panel's rows are cold too */
+                v4_fast_next_rows(w->data + (r + i) * row_bytes + k * row_bytes / w->cols,
+                                  V4_FAST_ROWS * row_bytes, V4_FP8_BLOCK * row_bytes / w->cols);
             half2 h = decode16(w, r + i, k);
             float *dst = panel + (size_t)i * w->cols + k;
             _mm256_storeu_ps(dst, h.lo);

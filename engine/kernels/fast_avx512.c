@@ -86,9 +86,16 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
         v4_fast_gguf_rows(w, r, nr, panel);
         return;
     }
-    for (int i = 0; i < nr; i++)
-        for (int64_t k = 0; k < w->cols; k += 16)
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *bytes = w->data + (r + i) * row_bytes;
+        for (int64_t k = 0; k < w->cols; k += 16) {
+            if (k % V4_FP8_BLOCK == 0) /* fast.h: a panel's rows are cold too */
+                v4_fast_next_rows(bytes + k * row_bytes / w->cols, V4_FAST_ROWS * row_bytes,
+                                  V4_FP8_BLOCK * row_bytes / w->cols);
             _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
+        }
+    }
 }
 
 /* TILE(rows, xs, NT, klen, acc) with NT the constant nt (1 to
@@ -835,8 +842,54 @@ KERNEL_BF16 static void pairs_rows_dot_avx512(const v4_weight *w, int64_t r, int
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-const v4_pairs_kernels v4_pairs_avx512bf16 = {to_bf16_avx512, pairs_tile_avx512,
-                                              pairs_rows_dot_avx512};
+/* Row `row` of an FP8 weight as BF16: each 128-column block by the short
+ * path's decoding where its scale and codes allow, else by decode16. */
+INLINE_BF16 void fp8_row_bf16(const v4_weight *w, int64_t row, uint16_t *out)
+{
+    const uint8_t *p = w->data + row * w->cols;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+        v4_fast_next_rows(p + k0, V4_FAST_ROWS * w->cols, end - k0);
+        int short_path = (e <= 134 || e == 0xFF) && !has_fp8_nan(p + k0, end - k0);
+        __m512 f = fp8_factor(e);
+        for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+            __m512 lo = short_path ? mul_exact(fp8x16_tiny(p + k), f) : decode16(w, row, k);
+            __m512 hi =
+                short_path ? mul_exact(fp8x16_tiny(p + k + 16), f) : decode16(w, row, k + 16);
+            _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
+        }
+    }
+}
+
+/* Row `row` of an FP4 weight as BF16: a table scaled once per 32 columns. */
+INLINE_BF16 void fp4_row_bf16(const v4_weight *w, int64_t row, uint16_t *out)
+{
+    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    const uint8_t *q = w->data + row * (w->cols / 2), *e = w->scale + row * w->scale_stride;
+    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
+        if (k % (4 * V4_FP4_BLOCK) == 0) v4_fast_next_rows(q + k / 2, V4_FAST_ROWS * w->cols / 2, 64);
+        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(e[k / V4_FP4_BLOCK])));
+        __m512 lo = _mm512_permutexvar_ps(fp4x16_codes(q + k / 2), scaled);
+        __m512 hi = _mm512_permutexvar_ps(fp4x16_codes(q + k / 2 + 8), scaled);
+        _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
+    }
+}
+
+KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, int nr,
+                                                 uint16_t *panel)
+{
+    for (int i = 0; i < nr; i++) {
+        uint16_t *out = panel + (size_t)i * w->cols;
+        if (w->dtype == V4_F8_E4M3)
+            fp8_row_bf16(w, r + i, out);
+        else
+            fp4_row_bf16(w, r + i, out);
+    }
+}
+
+const v4_pairs_kernels v4_pairs_avx512bf16 = {to_bf16_avx512, pairs_decode_rows_avx512,
+                                              pairs_tile_avx512, pairs_rows_dot_avx512};
 
 const v4_fast_kernels v4_fast_avx512 = {"avx512",
                                         decode_rows_avx512,
