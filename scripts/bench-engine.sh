@@ -11,12 +11,16 @@
 # and kernels (fast, exact), with all threads and one.  Writes the table to
 # standard output and a CSV to $BENCH_CSV (default
 # BUILDDIR/bench-engine.csv).  BENCH_LONG=1 adds prompts of 2048 and 8192
-# tokens on the flash-shape model (many minutes on a small machine).  Reports figures only; it never fails on speed.
+# tokens on the flash-shape model (many minutes on a small machine).  Runs
+# are warm (tome-run --warmup: the prompt prefilled once, untimed, first;
+# bench-peer.sh says why); BENCH_WARM=0 times cold ones.  Reports figures
+# only; it never fails on speed.
 set -eu
 build=${1:?usage: bench-engine.sh BUILDDIR}
 run="$build/tools/tome-run"
 mk="$build/tools/tome-mkmodel"
 csv=${BENCH_CSV:-$build/bench-engine.csv}
+warm=; [ "${BENCH_WARM:-1}" = 0 ] || warm=--warmup
 make -C "$build" -s models/tiny/config.json bench/tome-limits
 flash="$build/models/flash-shape-4x16"
 [ -f "$flash/config.json" ] ||
@@ -42,8 +46,9 @@ printf '%-16s %-8s %-6s %-7s %2s %6s | %9s %6s | %8s %6s\n' model numerics kerne
     "prefill/s" "of FMA" "decode/s" "of BW"
 bench() { # MODEL PROMPT DECODE THREADS KERNELS NUMERICS
     seq 1000 $((999 + $2)) >"$tmp/ids"
+    # shellcheck disable=SC2086 # $warm is a word or nothing
     "$run" --model "$1" --ids "$tmp/ids" --decode "$3" --threads "$4" --kernels "$5" \
-        --numerics "$6" >/dev/null 2>"$tmp/out" || { echo "tome-run failed: $(cat "$tmp/out")"; return 0; }
+        --numerics "$6" $warm >/dev/null 2>"$tmp/out" || { echo "tome-run failed: $(cat "$tmp/out")"; return 0; }
     if [ "$4" -eq 1 ]; then fma=$fma_one bw=$bw_one; else fma=$fma_all bw=$bw_all; fi
     awk -v model="$(basename "$1")" -v k="$5" -v nu="$6" -v t="$4" -v p="$2" -v d="$3" -v fma="$fma" \
         -v bw="$bw" -v csv="$csv" '

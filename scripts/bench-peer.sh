@@ -23,12 +23,18 @@
 # Without npm/node (or when the install fails) the llama.cpp rows are left
 # out and the table compares against the limits only.  Figures only: it
 # never fails on speed.  BENCH_PEER_PROMPT / BENCH_PEER_DECODE change the
-# 512 / 32.
+# 512 / 32.  Both engines run warm: each prefills the prompt once, untimed,
+# before the timed prefill (tome-run --warmup, llama.mjs --warmup), as a
+# running tomed or llama.cpp server would be; the first touch of a mapped
+# weight is an operating system's cost, and in some virtual machines it
+# costs more than the whole prefill's arithmetic.  BENCH_WARM=0 times cold
+# runs instead.
 set -eu
 build=${1:?usage: bench-peer.sh BUILDDIR}
 src=$(cd "$(dirname "$0")/.." && pwd)
 csv=${BENCH_PEER_CSV:-$build/bench-peer.csv}
 prompt=${BENCH_PEER_PROMPT:-512}
+warm=; [ "${BENCH_WARM:-1}" = 0 ] || warm=--warmup
 decode=${BENCH_PEER_DECODE:-32}
 make -C "$build" -s bench/tome-limits tools/tome-run tools/tome-convert tools/tome-mkmodel
 flash=$build/models/flash-shape-4x16
@@ -62,7 +68,7 @@ seq 1000 $((999 + prompt)) >"$tmp/ids"
 peer=$(sh "$src/scripts/peer/setup.sh" 2>"$tmp/setup.err") ||
     { echo "llama.cpp: not run ($(cat "$tmp/setup.err")); limits only"; peer=; }
 
-echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load: $(cut -d' ' -f1-3 /proc/loadavg); $(if [ -n "$warm" ]; then echo warm; else echo cold; fi) runs"
 "$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits.csv"
 # limit NAME THREADS: the limit at 1 thread or at 2 (tome-limits' columns).
 limit() {
@@ -79,8 +85,9 @@ done
 # One result line per run in $tmp/results: ENGINE FILE THREADS PREFILL DECODE
 # GFLOP MB (tokens/s; the costs per token come from tome-run on that file).
 tome() { # NAME MODEL THREADS
+    # shellcheck disable=SC2086 # $warm is a word or nothing
     if ! "$build/tools/tome-run" --model "$2" --ids "$tmp/ids" --decode "$decode" --threads "$3" \
-        >/dev/null 2>"$tmp/out"; then
+        $warm >/dev/null 2>"$tmp/out"; then
         echo "tome-run failed on $1: $(tail -2 "$tmp/out")"
         return 0
     fi
@@ -93,8 +100,9 @@ tome() { # NAME MODEL THREADS
 }
 llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
     [ -n "$peer" ] || return 0
+    # shellcheck disable=SC2086 # $warm is a word or nothing
     if ! node "$src/scripts/peer/llama.mjs" "$peer" --model "$2" --ids "$tmp/ids" \
-        --decode "$decode" --threads "$3" >"$tmp/llama.json" 2>"$tmp/llama.err"; then
+        --decode "$decode" --threads "$3" $warm >"$tmp/llama.json" 2>"$tmp/llama.err"; then
         echo "llama.cpp failed on $1: $(tail -3 "$tmp/llama.err")"
         return 0
     fi

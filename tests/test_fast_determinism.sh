@@ -2,8 +2,9 @@
 # The fast kernels' promise, end to end through tome-run on a golden model:
 # the logits and decoded tokens do not depend on the instruction set
 # (TOME_ISA scalar, avx2, avx512: every one this CPU runs), the thread
-# count (1, 2), the prefill chunk size (1, 3, 128, 129, 512) or the prompt
-# being resumed from a saved state; and a state saved with one kind of
+# count (1, 2), the prefill chunk size (1, 3, 128, 129, 512), a warm-up
+# prefill before it (tome-run --warmup) or the prompt being resumed from a
+# saved state; and a state saved with one kind of
 # kernels is refused by the other.  The same in official numerics (threads,
 # chunks, resuming), whose states qat numerics refuse.
 set -eu
@@ -42,6 +43,10 @@ for isa in scalar avx2 avx512; do
 done
 dump threads1 --threads 1
 same threads1 "one thread instead of two"
+# --warmup's prefill is thrown away: the timed run is a run from scratch
+dump warm --threads 2 --warmup
+grep -q 'warm-up prefill' "$dir/warm.err" || { echo "FAIL: --warmup did not prefill"; fail=1; }
+same warm "--warmup"
 for chunk in 1 3 128 129 512; do
     dump "chunk$chunk" --chunk "$chunk"
     same "chunk$chunk" "prefill chunk $chunk"

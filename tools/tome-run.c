@@ -24,7 +24,7 @@
 typedef struct options {
     const char *model, *ids_file, *text, *decode_ids_file, *dump, *save_state, *load_state;
     const char *mtp_gguf;
-    int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16;
+    int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16, warmup;
     int numerics; /* v4_numerics: the index in "qat|fp32|official" */
     int kernels;  /* v4_kernels: the index in "fast|exact" */
 } options;
@@ -163,6 +163,9 @@ static const tome_option option_table[] = {
                 "feed these tokens one step at a time instead"),
     TOME_FLAG("mtp", 0, opt.mtp, "also compute the MTP head's logits (needs a decode step)"),
     TOME_STRING("dump", 0, "FILE", opt.dump, "write logits and tokens as safetensors"),
+    TOME_FLAG("warmup", 0, opt.warmup,
+              "prefill the prompt once, untimed, before the timed prefill\n"
+              "(weights and buffers then start warm, as in a running tomed)"),
     TOME_CHOICE("numerics", 0, "qat|fp32|official", opt.numerics,
                 "qat (default), fp32 (round trips off, for debugging) or\n"
                 "official (DeepSeek's own: FP8 activations, BF16 states)"),
@@ -327,12 +330,31 @@ static int run_open(run *r, tome_error *err)
     return 0;
 }
 
+/* --warmup: the whole prompt on a state of its own, thrown away.  The
+ * first touch of a mapped weight or a fresh buffer costs more than the
+ * arithmetic on it (page faults; in some virtual machines the host's
+ * faults too): this leaves those costs out of the timed prefill. */
+static int run_warmup(run *r, tome_error *err)
+{
+    v4_state *s;
+    double t0 = tome_now();
+    int rc = v4_state_new(r->m, &s, err);
+    if (rc) return rc;
+    v4_eval ev = {.chunk = r->o->chunk, .last_logits = r->last};
+    rc = v4_eval_tokens(s, r->ids.ids, r->ids.n, &ev, err);
+    v4_state_free(s);
+    if (rc == 0) fprintf(stderr, "tome-run: warm-up prefill %.3f s (untimed)\n", tome_now() - t0);
+    return rc;
+}
+
 /* A new state or the saved one, then the rest of the prompt; --save-state. */
 static int run_prefill(run *r, tome_error *err)
 {
     const options *o = r->o;
+    int rc = o->warmup ? run_warmup(r, err) : 0;
+    if (rc) return rc;
     double t0 = tome_now();
-    int rc = o->load_state ? load_state(r->m, o->load_state, &r->ids, &r->s, &r->done_ids, err)
+    rc = o->load_state ? load_state(r->m, o->load_state, &r->ids, &r->s, &r->done_ids, err)
                            : v4_state_new(r->m, &r->s, err);
     if (rc == 0 && o->load_state)
         rc = report_restore(o->load_state, r->s, r->done_ids, r->ids.n, t0, err);

@@ -4,7 +4,7 @@
 // step at a time; CPU only, with a given thread count.
 //
 //   node llama.mjs PEER_DIR --model FILE.gguf --ids FILE [--threads N]
-//                  [--decode N | --decode-ids FILE] [--logits OUT]
+//                  [--decode N | --decode-ids FILE] [--logits OUT] [--warmup]
 //
 // PEER_DIR is what scripts/peer/setup.sh prints (it holds node_modules).
 // --ids and --decode-ids files hold token ids (a JSON array or whitespace-
@@ -12,7 +12,8 @@
 // and of every decode step, position after position, as little-endian
 // float32 rows of the vocabulary's width.  Prints one JSON object on
 // stdout: prefill and decode token counts, seconds and tokens/s, the
-// decoded ids and the CPU backend llama.cpp chose.
+// decoded ids and the CPU backend llama.cpp chose.  --warmup first
+// prefills the prompt once, untimed, and clears it (tome-run --warmup).
 import {readFileSync, writeFileSync} from "node:fs";
 import {createRequire} from "node:module";
 import {join} from "node:path";
@@ -24,8 +25,13 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-    const o = {peer: argv[0], threads: 1, decode: 0};
+    const o = {peer: argv[0], threads: 1, decode: 0, warmup: false};
     for (let i = 1; i < argv.length; i += 2) {
+        if (argv[i] === "--warmup") {
+            o.warmup = true;
+            i -= 1;
+            continue;
+        }
         const v = argv[i + 1];
         if (v === undefined) usage(`${argv[i]} needs a value`);
         if (argv[i] === "--model") o.model = v;
@@ -116,6 +122,10 @@ async function main() {
         sequences: 1,
     });
     const seq = context.getSequence();
+    if (o.warmup) {
+        await greedyNext(seq, o.ids);
+        await seq.clearHistory();
+    }
     let t0 = performance.now();
     const prompt = await step(seq, o.ids, o);
     const prefillS = (performance.now() - t0) / 1000;
