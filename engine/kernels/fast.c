@@ -198,12 +198,13 @@ static int min_int(int64_t a, int64_t b)
  * tile, or BF16 ones (bf16: the row and input pointers are uint16_t)
  * through the pair kernels'. */
 static void tile_step(const fast_job *j, const void *const *rows, const void *const *xs, int nt,
-                      int64_t klen, v4_fast_acc acc)
+                      int64_t klen, int fresh, v4_fast_acc acc)
 {
     if (j->hw)
-        j->hw->tile_acc((const uint16_t *const *)rows, (const uint16_t *const *)xs, nt, klen, acc);
+        j->hw->tile_acc((const uint16_t *const *)rows, (const uint16_t *const *)xs, nt, klen, fresh,
+                        acc);
     else
-        j->k->tile_acc((const float *const *)rows, (const float *const *)xs, nt, klen, acc);
+        j->k->tile_acc((const float *const *)rows, (const float *const *)xs, nt, klen, fresh, acc);
 }
 
 /* The sums of tokens [t0, t0 + nb) against the decoded rows (F32, or BF16
@@ -214,9 +215,6 @@ static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t
     int64_t cols = j->w->cols;
     size_t size = j->hw ? sizeof(uint16_t) : sizeof(float);
     const char *x = j->hw ? (const char *)j->xh : (const char *)j->x;
-    int groups = (nb + V4_FAST_TOKENS - 1) / V4_FAST_TOKENS;
-    int tiles = (nr + V4_FAST_ROWS - 1) / V4_FAST_ROWS;
-    for (int g = 0; g < groups; g++) memset(ws->sums[g], 0, (size_t)tiles * sizeof(v4_fast_acc));
     for (int64_t kb = 0; kb < cols; kb += BLOCK_COLS) {
         int64_t klen = min_int(BLOCK_COLS, cols - kb);
         for (int g = 0; g * V4_FAST_TOKENS < nb; g++) {
@@ -228,7 +226,7 @@ static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t
                 const void *rp[V4_FAST_ROWS];
                 for (int i = 0; i < V4_FAST_ROWS; i++)
                     rp[i] = (const char *)rows[p * V4_FAST_ROWS + i] + kb * size;
-                tile_step(j, rp, xs, nt, klen, ws->sums[g][p]);
+                tile_step(j, rp, xs, nt, klen, kb == 0, ws->sums[g][p]);
             }
         }
     }

@@ -80,10 +80,11 @@ typedef struct v4_fast_kernels {
     void (*decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
     /* Continue the tile's sums over `klen` more columns (a multiple of
      * V4_FAST_LANES): rows[i] and xs[t] point at the first of them, for
-     * i < V4_FAST_ROWS and t < nt (nt <= V4_FAST_TOKENS).  Slots of acc
+     * i < V4_FAST_ROWS and t < nt (nt <= V4_FAST_TOKENS).  With `fresh`
+     * the sums start at +0 instead (acc is only written).  Slots of acc
      * for tokens nt and beyond are scratch: the kernel may write them. */
     void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,
-                     v4_fast_acc acc);
+                     int fresh, v4_fast_acc acc);
     /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_ROWS),
      * decoding the weights in registers: one token's matrix-vector
      * product. */
@@ -213,7 +214,7 @@ typedef struct v4_pairs_kernels {
     /* tile_acc's contract with BF16 rows and inputs, klen a multiple of
      * 32: the pair order's steps. */
     void (*tile_acc)(const uint16_t *const *rows, const uint16_t *const *xs, int nt, int64_t klen,
-                     v4_fast_acc acc);
+                     int fresh, v4_fast_acc acc);
     /* rows_dot's contract in the pair order, for FP8 and FP4 weights and
      * BF16 inputs. */
     void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const uint16_t *x, float *y);

@@ -129,7 +129,7 @@ INLINE __m256 load_once(const float *p)
  * for x, each input vector loaded once for both rows: 10 loads per 12 FMAs
  * instead of 16, which two loads a cycle cannot feed at the FMA rate. */
 INLINE void subtile(const float *const *rows, const float *const *xs, int i0, int t0, int64_t klen,
-                    v4_fast_acc acc)
+                    int fresh, v4_fast_acc acc)
 {
     __m256 a[2][2][3];
 #pragma GCC unroll 8
@@ -137,7 +137,9 @@ INLINE void subtile(const float *const *rows, const float *const *xs, int i0, in
 #pragma GCC unroll 8
         for (int i = 0; i < 2; i++)
 #pragma GCC unroll 8
-            for (int t = 0; t < 3; t++) a[h][i][t] = _mm256_loadu_ps(acc[t0 + t][i0 + i] + 8 * h);
+            for (int t = 0; t < 3; t++)
+                a[h][i][t] =
+                    fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[t0 + t][i0 + i] + 8 * h);
     const float *w0 = rows[i0], *w1 = rows[i0 + 1];
     const float *x[3] = {xs[t0], xs[t0 + 1], xs[t0 + 2]};
     for (int64_t k = 0; k < klen; k += 16) {
@@ -161,14 +163,14 @@ INLINE void subtile(const float *const *rows, const float *const *xs, int i0, in
 }
 
 KERNEL static void tile_acc_avx2(const float *const *rows, const float *const *xs, int nt,
-                                 int64_t klen, v4_fast_acc acc)
+                                 int64_t klen, int fresh, v4_fast_acc acc)
 {
     /* The tile is always 2 x 3: tokens past nt repeat the last one, into
      * slots of acc that the contract leaves to the kernel. */
     const float *x[V4_FAST_TOKENS];
     for (int t = 0; t < V4_FAST_TOKENS; t++) x[t] = xs[t < nt ? t : nt - 1];
     for (int t0 = 0; t0 < nt; t0 += 3)
-        for (int i0 = 0; i0 < V4_FAST_ROWS; i0 += 2) subtile(rows, x, i0, t0, klen, acc);
+        for (int i0 = 0; i0 < V4_FAST_ROWS; i0 += 2) subtile(rows, x, i0, t0, klen, fresh, acc);
 }
 
 /* One decoded row against x in fast.h's order. */

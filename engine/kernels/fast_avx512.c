@@ -98,29 +98,29 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
     }
 }
 
-/* TILE(rows, xs, NT, klen, acc) with NT the constant nt (1 to
+/* TILE(rows, xs, NT, klen, fresh, acc) with NT the constant nt (1 to
  * V4_FAST_TOKENS), so that each count inlines its own tile and keeps its
  * accumulators in registers. */
-#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, acc)                                              \
+#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, fresh, acc)                                              \
     do {                                                                                           \
         switch (nt) {                                                                              \
         case 1:                                                                                    \
-            TILE(rows, xs, 1, klen, acc);                                                          \
+            TILE(rows, xs, 1, klen, fresh, acc);                                                          \
             break;                                                                                 \
         case 2:                                                                                    \
-            TILE(rows, xs, 2, klen, acc);                                                          \
+            TILE(rows, xs, 2, klen, fresh, acc);                                                          \
             break;                                                                                 \
         case 3:                                                                                    \
-            TILE(rows, xs, 3, klen, acc);                                                          \
+            TILE(rows, xs, 3, klen, fresh, acc);                                                          \
             break;                                                                                 \
         case 4:                                                                                    \
-            TILE(rows, xs, 4, klen, acc);                                                          \
+            TILE(rows, xs, 4, klen, fresh, acc);                                                          \
             break;                                                                                 \
         case 5:                                                                                    \
-            TILE(rows, xs, 5, klen, acc);                                                          \
+            TILE(rows, xs, 5, klen, fresh, acc);                                                          \
             break;                                                                                 \
         default:                                                                                   \
-            TILE(rows, xs, 6, klen, acc);                                                          \
+            TILE(rows, xs, 6, klen, fresh, acc);                                                          \
             break;                                                                                 \
         }                                                                                          \
     } while (0)
@@ -128,13 +128,13 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
 /* The register tile for NT tokens (a constant where it is inlined, so the
  * accumulators stay in registers). */
 INLINE void tile(const float *const *rows, const float *const *xs, const int NT, int64_t klen,
-                 v4_fast_acc acc)
+                 int fresh, v4_fast_acc acc)
 {
     __m512 a[V4_FAST_ROWS][V4_FAST_TOKENS];
 #pragma GCC unroll 8
     for (int i = 0; i < V4_FAST_ROWS; i++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) a[i][t] = _mm512_loadu_ps(acc[t][i]);
+        for (int t = 0; t < NT; t++) a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
     for (int64_t k = 0; k < klen; k += 16) {
         __m512 wv[V4_FAST_ROWS];
 #pragma GCC unroll 8
@@ -153,9 +153,9 @@ INLINE void tile(const float *const *rows, const float *const *xs, const int NT,
 }
 
 KERNEL static void tile_acc_avx512(const float *const *rows, const float *const *xs, int nt,
-                                   int64_t klen, v4_fast_acc acc)
+                                   int64_t klen, int fresh, v4_fast_acc acc)
 {
-    TILE_FOR_COUNT(tile, rows, xs, nt, klen, acc);
+    TILE_FOR_COUNT(tile, rows, xs, nt, klen, fresh, acc);
 }
 
 /* Whether the `n` bytes at p hold an e4m3 NaN code (S.1111.111). */
@@ -701,8 +701,10 @@ KERNEL static void reduce_avx512(const v4_fast_acc acc, int nt, int nr, float *y
         __m512 sums = _mm512_permutexvar_ps(by_token, reduce16x16(v));
         float out[16];
         _mm512_storeu_ps(out, sums);
+        /* a masked store: a loop over nr floats became a call to memmove */
+        const __mmask8 rows = (__mmask8)((1u << nr) - 1);
         for (int t = t0; t < nt && t < t0 + 4; t++)
-            for (int i = 0; i < nr; i++) y[t * ystride + i] = out[4 * (t - t0) + i];
+            _mm_mask_storeu_ps(y + t * ystride, rows, _mm_loadu_ps(out + 4 * (t - t0)));
     }
 }
 
@@ -735,13 +737,13 @@ KERNEL_BF16 static void to_bf16_avx512(const float *in, int64_t n, uint16_t *out
 /* The register tile of the pair order for NT tokens (a constant where it is
  * inlined): one vdpbf16ps per row, token and 32 columns. */
 INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *xs, const int NT,
-                            int64_t klen, v4_fast_acc acc)
+                            int64_t klen, int fresh, v4_fast_acc acc)
 {
     __m512 a[V4_FAST_ROWS][V4_FAST_TOKENS];
 #pragma GCC unroll 8
     for (int i = 0; i < V4_FAST_ROWS; i++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) a[i][t] = _mm512_loadu_ps(acc[t][i]);
+        for (int t = 0; t < NT; t++) a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
     for (int64_t k = 0; k < klen; k += V4_PAIRS_COLUMNS) {
         __m512bh wv[V4_FAST_ROWS];
 #pragma GCC unroll 8
@@ -760,9 +762,9 @@ INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *
 }
 
 KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uint16_t *const *xs,
-                                          int nt, int64_t klen, v4_fast_acc acc)
+                                          int nt, int64_t klen, int fresh, v4_fast_acc acc)
 {
-    TILE_FOR_COUNT(pairs_tile, rows, xs, nt, klen, acc);
+    TILE_FOR_COUNT(pairs_tile, rows, xs, nt, klen, fresh, acc);
 }
 
 /* Thirty-two weights of row i (columns k, k + 16) in a pair step. */

@@ -44,8 +44,9 @@ static void decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *pan
 }
 
 static void tile_acc_scalar(const float *const *rows, const float *const *xs, int nt, int64_t klen,
-                            v4_fast_acc acc)
+                            int fresh, v4_fast_acc acc)
 {
+    if (fresh) memset(acc, 0, (size_t)nt * sizeof acc[0]);
     for (int t = 0; t < nt; t++)
         for (int i = 0; i < V4_FAST_ROWS; i++)
             for (int64_t k = 0; k < klen; k += V4_FAST_LANES)
