@@ -72,11 +72,12 @@ void v4_official_rms_scale(float *x, int n, float eps)
     /* q *= rsqrt(q.square().mean() + eps) on a BF16 tensor: each step's
      * result is BF16 (the mean and the reciprocal root are formed in F32
      * and rounded). */
-    float sum = 0;
-    for (int i = 0; i < n; i++) {
-        float sq = x[i] * x[i];
-        v4_bf16_round(&sq, 1);
-        sum += sq;
+    float sum = 0, sq[256]; /* the squares a block at a time, rounded together */
+    for (int i0 = 0; i0 < n; i0 += 256) {
+        int len = n - i0 < 256 ? n - i0 : 256;
+        for (int i = 0; i < len; i++) sq[i] = x[i0 + i] * x[i0 + i];
+        v4_bf16_round(sq, (size_t)len);
+        for (int i = 0; i < len; i++) sum += sq[i];
     }
     float mean = sum / (float)n;
     v4_bf16_round(&mean, 1);
@@ -105,15 +106,23 @@ static void act_quant_row(float *x, int n)
     if (n > full) v4_fp8_roundtrip(x + full, n - full, n - full, NULL, NULL);
 }
 
-typedef struct quant_job {
+/* Rows of a linear layer's inputs (quantised) or outputs (rounded to
+ * BF16), spread over the pool's threads. */
+typedef struct rows_job {
     float *x;
-    int cols;
-} quant_job;
+    int64_t stride, cols;
+} rows_job;
 
 static void quant_rows(void *ctx, int64_t t0, int64_t t1)
 {
-    const quant_job *j = ctx;
-    for (int64_t t = t0; t < t1; t++) act_quant_row(j->x + (size_t)t * j->cols, j->cols);
+    const rows_job *j = ctx;
+    for (int64_t t = t0; t < t1; t++) act_quant_row(j->x + (size_t)t * j->stride, (int)j->cols);
+}
+
+static void round_rows(void *ctx, int64_t t0, int64_t t1)
+{
+    const rows_job *j = ctx;
+    for (int64_t t = t0; t < t1; t++) v4_bf16_round(j->x + (size_t)t * j->stride, (size_t)j->cols);
 }
 
 void v4_bf16_product(const v4_model *m, const v4_weight *w, const float *x, int64_t xstride, int n,
@@ -136,13 +145,14 @@ int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, floa
     float *xq = v4_floats((size_t)n * cols);
     if (!xq) return tome_errorf(err, TOME_ENOMEM, "out of memory quantising %d activation rows", n);
     memcpy(xq, x, (size_t)n * cols * sizeof *xq);
-    quant_job j = {xq, cols};
-    v4_parallel_for(m->pool, n, 16, quant_rows, &j);
+    rows_job in = {xq, cols, cols};
+    v4_parallel_for(m->pool, n, 16, quant_rows, &in);
     if (w->fast && v4_fast_pairs_weight(w))
         v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, cols, n, y, ystride);
     else
         v4_matmul(w, xq, n, y, ystride);
     free(xq);
-    for (int t = 0; t < n; t++) v4_bf16_round(y + (size_t)t * ystride, (size_t)w->rows);
+    rows_job out = {y, ystride, w->rows};
+    v4_parallel_for(m->pool, n, 16, round_rows, &out);
     return 0;
 }
