@@ -80,24 +80,6 @@ INLINE float reduce16(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
-{
-    if (v4_fast_gguf(w->dtype)) {
-        v4_fast_gguf_rows(w, r, nr, panel);
-        return;
-    }
-    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
-    for (int i = 0; i < nr; i++) {
-        const uint8_t *bytes = w->data + (r + i) * row_bytes;
-        for (int64_t k = 0; k < w->cols; k += 16) {
-            if (k % V4_FP8_BLOCK == 0) /* fast.h: a panel's rows are cold too */
-                v4_fast_next_rows(bytes + k * row_bytes / w->cols, V4_FAST_ROWS * row_bytes,
-                                  V4_FP8_BLOCK * row_bytes / w->cols);
-            _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
-        }
-    }
-}
-
 /* TILE(rows, xs, NT, klen, fresh, acc) with NT the constant nt (1 to
  * V4_FAST_TOKENS), so that each count inlines its own tile and keeps its
  * accumulators in registers. */
@@ -302,6 +284,97 @@ INLINE __m512i fp4x16_codes(const uint8_t *p)
     __m512i v = _mm512_permutexvar_epi32(
         halves, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(const void *)p)));
     return _mm512_srlv_epi32(v, shifts);
+}
+
+/* A 128-column block of an FP8 row, ready to decode: its codes, whether
+ * the short path's decoding serves it (a scale it covers, no NaN code) and
+ * that path's factor. */
+typedef struct fp8_block {
+    const uint8_t *p;
+    int short_path;
+    __m512 f;
+} fp8_block;
+
+INLINE fp8_block fp8_block_at(const v4_weight *w, int64_t row, int64_t k0, int64_t end)
+{
+    fp8_block b = {w->data + row * w->cols, 0, _mm512_setzero_ps()};
+    uint8_t e = w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+    b.short_path = (e <= 134 || e == 0xFF) && !has_fp8_nan(b.p + k0, end - k0);
+    b.f = fp8_factor(e);
+    return b;
+}
+
+/* Columns k .. k + 15 of the block's row, exactly. */
+INLINE __m512 fp8_block16(const fp8_block *b, const v4_weight *w, int64_t row, int64_t k)
+{
+    return b->short_path ? mul_exact(fp8x16_tiny(b->p + k), b->f) : decode16(w, row, k);
+}
+
+/* An FP4 row: its codes and scales, read once (a store to a panel could
+ * alias the weight's fields, so the compiler would reload them). */
+typedef struct fp4_row {
+    const uint8_t *q, *e;
+} fp4_row;
+
+INLINE fp4_row fp4_row_at(const v4_weight *w, int64_t row)
+{
+    return (fp4_row){w->data + row * (w->cols / 2), w->scale + row * w->scale_stride};
+}
+
+/* The e2m1 table times the scale of the row's columns k .. k + 31. */
+INLINE __m512 fp4_scaled_table(fp4_row r, int64_t k)
+{
+    return _mm512_mul_ps(_mm512_loadu_ps(v4_e2m1_values),
+                         _mm512_set1_ps(v4_fast_scale(r.e[k / V4_FP4_BLOCK])));
+}
+
+/* Columns k .. k + 15 of the row through its scaled table. */
+INLINE __m512 fp4_16(fp4_row r, int64_t k, __m512 scaled)
+{
+    return _mm512_permutexvar_ps(fp4x16_codes(r.q + k / 2), scaled);
+}
+
+/* Prefetch columns [k0, end) of the row V4_FAST_ROWS past `row` (fast.h:
+ * a panel's rows are cold too). */
+INLINE void panel_next_rows(const v4_weight *w, int64_t row, int64_t k0, int64_t end)
+{
+    /* bytes per column, in halves: FP4 1, FP8 2, BF16 4, F32 8 */
+    int64_t halves = w->dtype == V4_I8 ? 1 : w->dtype == V4_F8_E4M3 ? 2 : w->dtype == V4_BF16 ? 4 : 8;
+    v4_fast_next_rows(w->data + (row * w->cols + k0) * halves / 2,
+                      V4_FAST_ROWS * w->cols * halves / 2, (end - k0) * halves / 2);
+}
+
+/* Columns [k0, end) (one 128-column block) of row `row` into out,
+ * exactly. */
+INLINE void block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, float *out)
+{
+    panel_next_rows(w, row, k0, end);
+    if (w->dtype == V4_F8_E4M3) {
+        fp8_block b = fp8_block_at(w, row, k0, end);
+        for (int64_t k = k0; k < end; k += 16)
+            _mm512_storeu_ps(out + (k - k0), fp8_block16(&b, w, row, k));
+    } else if (w->dtype == V4_I8) {
+        fp4_row r = fp4_row_at(w, row);
+        for (int64_t k = k0; k < end; k += V4_FP4_BLOCK) {
+            __m512 scaled = fp4_scaled_table(r, k);
+            _mm512_storeu_ps(out + (k - k0), fp4_16(r, k, scaled));
+            _mm512_storeu_ps(out + (k - k0) + 16, fp4_16(r, k + 16, scaled));
+        }
+    } else {
+        for (int64_t k = k0; k < end; k += 16) _mm512_storeu_ps(out + (k - k0), decode16(w, row, k));
+    }
+}
+
+KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    if (v4_fast_gguf(w->dtype)) {
+        v4_fast_gguf_rows(w, r, nr, panel);
+        return;
+    }
+    for (int i = 0; i < nr; i++)
+        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK)
+            block_f32(w, r + i, k0, k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols,
+                      panel + (size_t)i * w->cols + k0);
 }
 
 /* FP4 rows: one scale per 32 columns, two steps of sixteen.  The sixteen
@@ -844,49 +917,32 @@ KERNEL_BF16 static void pairs_rows_dot_avx512(const v4_weight *w, int64_t r, int
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Row `row` of an FP8 weight as BF16: each 128-column block by the short
- * path's decoding where its scale and codes allow, else by decode16. */
-INLINE_BF16 void fp8_row_bf16(const v4_weight *w, int64_t row, uint16_t *out)
-{
-    const uint8_t *p = w->data + row * w->cols;
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
-        uint8_t e = w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-        v4_fast_next_rows(p + k0, V4_FAST_ROWS * w->cols, end - k0);
-        int short_path = (e <= 134 || e == 0xFF) && !has_fp8_nan(p + k0, end - k0);
-        __m512 f = fp8_factor(e);
-        for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
-            __m512 lo = short_path ? mul_exact(fp8x16_tiny(p + k), f) : decode16(w, row, k);
-            __m512 hi =
-                short_path ? mul_exact(fp8x16_tiny(p + k + 16), f) : decode16(w, row, k + 16);
-            _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
-        }
-    }
-}
-
-/* Row `row` of an FP4 weight as BF16: a table scaled once per 32 columns. */
-INLINE_BF16 void fp4_row_bf16(const v4_weight *w, int64_t row, uint16_t *out)
-{
-    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
-    const uint8_t *q = w->data + row * (w->cols / 2), *e = w->scale + row * w->scale_stride;
-    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
-        if (k % (4 * V4_FP4_BLOCK) == 0) v4_fast_next_rows(q + k / 2, V4_FAST_ROWS * w->cols / 2, 64);
-        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(e[k / V4_FP4_BLOCK])));
-        __m512 lo = _mm512_permutexvar_ps(fp4x16_codes(q + k / 2), scaled);
-        __m512 hi = _mm512_permutexvar_ps(fp4x16_codes(q + k / 2 + 8), scaled);
-        _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
-    }
-}
-
+/* FP8/FP4 rows as BF16, by block_f32's pieces, 32 columns a store. */
 KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, int nr,
                                                  uint16_t *panel)
 {
     for (int i = 0; i < nr; i++) {
+        int64_t row = r + i;
         uint16_t *out = panel + (size_t)i * w->cols;
-        if (w->dtype == V4_F8_E4M3)
-            fp8_row_bf16(w, r + i, out);
-        else
-            fp4_row_bf16(w, r + i, out);
+        int fp8 = w->dtype == V4_F8_E4M3;
+        fp4_row r4 = fp4_row_at(w, row);
+        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+            int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+            panel_next_rows(w, row, k0, end);
+            fp8_block b = fp8 ? fp8_block_at(w, row, k0, end) : (fp8_block){0};
+            for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+                __m512 lo, hi;
+                if (fp8) {
+                    lo = fp8_block16(&b, w, row, k);
+                    hi = fp8_block16(&b, w, row, k + 16);
+                } else {
+                    __m512 scaled = fp4_scaled_table(r4, k);
+                    lo = fp4_16(r4, k, scaled);
+                    hi = fp4_16(r4, k + 16, scaled);
+                }
+                _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
+            }
+        }
     }
 }
 
