@@ -13,7 +13,8 @@
 # read bandwidth, 1 and 2 threads), tome-run on the safetensors model and on
 # each GGUF, and llama.cpp (node-llama-cpp 3.22.1's CPU build, scripts/peer)
 # on the same GGUFs, each with the same 512 prompt ids (prefill, one batch)
-# and 32 greedy decode steps, at 2 threads and 1.  BENCH_PEER_QUANTS picks
+# and 32 greedy decode steps, at 2 threads and 1; the safetensors model runs
+# in qat numerics and in official ones (row "official").  BENCH_PEER_QUANTS picks
 # the quantised recipes (default "q4_k q2"; "" for none).  Prints a table and writes a CSV to
 # $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
@@ -84,18 +85,20 @@ done
 
 # One result line per run in $tmp/results: ENGINE FILE THREADS PREFILL DECODE
 # GFLOP MB (tokens/s; the costs per token come from tome-run on that file).
-tome() { # NAME MODEL THREADS
+tome() { # NAME MODEL THREADS [tome-run options]
+    name=$1 model=$2 threads=$3
+    shift 3
     # shellcheck disable=SC2086 # $warm is a word or nothing
-    if ! "$build/tools/tome-run" --model "$2" --ids "$tmp/ids" --decode "$decode" --threads "$3" \
-        $warm >/dev/null 2>"$tmp/out"; then
-        echo "tome-run failed on $1: $(tail -2 "$tmp/out")"
+    if ! "$build/tools/tome-run" --model "$model" --ids "$tmp/ids" --decode "$decode" \
+        --threads "$threads" $warm "$@" >/dev/null 2>"$tmp/out"; then
+        echo "tome-run failed on $name: $(tail -2 "$tmp/out")"
         return 0
     fi
     sed -n -e 's/.*cost per token: \([0-9.]*\) GFLOP in matrix products, \([0-9.]*\) MB of weights (LM head: [0-9.]* GFLOP, \([0-9.]*\) MB).*/\1 \2 \3/p' \
         -e 's/.*prefill [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s); decode [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1 \2/p' \
         "$tmp/out" | tr '\n' ' ' |
-        awk -v e=tome -v f="$1" -v t="$3" '{ print e, f, t, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
-    [ "$1" != safetensors ] && awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/$1-cost"
+        awk -v e=tome -v f="$name" -v t="$threads" '{ print e, f, t, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
+    [ -e "$model/config.json" ] || awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/$name-cost"
     return 0
 }
 llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
@@ -115,6 +118,7 @@ llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
 : >"$tmp/results"
 for t in 2 1; do
     tome safetensors "$flash" "$t"
+    tome official "$flash" "$t" --numerics official
     for q in gguf $quants; do
         tome "$q" "$(file_of "$q")" "$t"
         llama "$q" "$(file_of "$q")" "$t"
@@ -128,7 +132,7 @@ while read -r engine file t pf df gflop mb; do
     peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
     awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
         -v peak="$peak" -v bw="$bw" -v p="$prompt" -v d="$decode" -v csv="$csv" '
-        $1 == "llama.cpp" && $3 == t && ($2 == f || f == "safetensors" && $2 == "gguf") {
+        $1 == "llama.cpp" && $3 == t && ($2 == f || (f == "safetensors" || f == "official") && $2 == "gguf") {
             lpf = $4; ldf = $5
         }
         END {
@@ -142,5 +146,5 @@ while read -r engine file t pf df gflop mb; do
         }' "$tmp/results"
 done <"$tmp/results"
 echo "(vs llama.cpp: prefill / decode tokens/s ratio on the same file and thread count;"
-echo " safetensors against llama.cpp on the lossless gguf)"
+echo " safetensors, in qat and in official numerics, against llama.cpp on the lossless gguf)"
 echo "csv: $csv"
