@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #if defined(__x86_64__)
@@ -116,19 +117,50 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8dot(const tome_b
 }
 #endif
 
-/* Sum a buffer of 8-byte words, 8 chains; returns bytes read. */
+/* One pass over the buffer's words (n a multiple of 8), 8 sums.  Each sum
+ * is its own local, so that it lives in a register: with the sums in an
+ * array GCC added them in memory, a store-to-load chain per line that held
+ * this loop to about 60% of what the memory delivers. */
+static uint64_t read_pass(const uint64_t *w, size_t n)
+{
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        s0 += w[i];
+        s1 += w[i + 1];
+        s2 += w[i + 2];
+        s3 += w[i + 3];
+        s4 += w[i + 4];
+        s5 += w[i + 5];
+        s6 += w[i + 6];
+        s7 += w[i + 7];
+    }
+    return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+}
+
+/* A buffer for the bandwidth loop on 2 MB boundaries, offered to the
+ * kernel as huge pages (a hint): in a virtual machine a 4 kB page's TLB
+ * miss costs a two-level walk, which took about 10% off the rate. */
+static uint64_t *huge_buffer(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    bytes = (bytes + huge - 1) / huge * huge;
+    uint64_t *p = aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+    if (p) (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+/* Sum a buffer of 8-byte words, pass after pass; returns bytes read. */
 static double read_bw(const tome_buffer *buf, double seconds)
 {
-    const uint64_t *bw_buf = buf->words;
-    size_t bw_words = buf->n_words;
     double bytes = 0, t0 = now();
-    uint64_t s[8] = {0};
+    uint64_t sum = 0;
     while (now() - t0 < seconds) {
-        for (size_t i = 0; i + 8 <= bw_words; i += 8)
-            for (int j = 0; j < 8; j++) s[j] += bw_buf[i + j];
-        bytes += (double)bw_words * 8;
+        sum += read_pass(buf->words, buf->n_words);
+        bytes += (double)buf->n_words * 8;
     }
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7] == 42 ? 0 : bytes;
+    return sum == 42 ? 0 : bytes;
 }
 
 typedef struct worker {
@@ -238,7 +270,7 @@ int tome_limit_measure(tome_limit_id id, int threads, size_t buffer_bytes, doubl
     uint64_t *words = NULL;
     if (id == TOME_LIMIT_READ_BW) {
         buf.n_words = buffer_bytes / 8 < 8 ? 8 : buffer_bytes / 8;
-        words = malloc(buf.n_words * 8);
+        words = huge_buffer(buf.n_words * 8);
         if (!words)
             return tome_errorf(err, TOME_ENOMEM, "no memory for a %zu-byte bandwidth buffer",
                                buf.n_words * 8);
