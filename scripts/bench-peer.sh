@@ -14,7 +14,12 @@
 # each GGUF, and llama.cpp (node-llama-cpp 3.22.1's CPU build, scripts/peer)
 # on the same GGUFs, each with the same 512 prompt ids (prefill, one batch)
 # and 32 greedy decode steps, at 2 threads and 1; the safetensors model runs
-# in qat numerics and in official ones (row "official").  BENCH_PEER_QUANTS picks
+# in qat numerics and in official ones (row "official").  Then decode at
+# depth: for each length in BENCH_PEER_DEPTHS (default 8192; "" for none),
+# the safetensors model (qat, official) and the lossless GGUF in both
+# engines, 2 threads, a prompt that long prefilled cold (its own prefill
+# warms the weights) and BENCH_PEER_DEPTH_DECODE (default 128) decode steps
+# after it: short decode runs are a second or two, too short to compare.  BENCH_PEER_QUANTS picks
 # the quantised recipes (default "q4_k q2"; "" for none).  Prints a table and writes a CSV to
 # $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
@@ -37,6 +42,8 @@ csv=${BENCH_PEER_CSV:-$build/bench-peer.csv}
 prompt=${BENCH_PEER_PROMPT:-512}
 warm=; [ "${BENCH_WARM:-1}" = 0 ] || warm=--warmup
 decode=${BENCH_PEER_DECODE:-32}
+depths=${BENCH_PEER_DEPTHS-8192}
+depth_decode=${BENCH_PEER_DEPTH_DECODE:-128}
 make -C "$build" -s bench/tome-limits tools/tome-run tools/tome-convert tools/tome-mkmodel
 flash=$build/models/flash-shape-4x16
 gguf=$flash.gguf
@@ -64,7 +71,6 @@ for q in gguf $quants; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-seq 1000 $((999 + prompt)) >"$tmp/ids"
 
 peer=$(sh "$src/scripts/peer/setup.sh" 2>"$tmp/setup.err") ||
     { echo "llama.cpp: not run ($(cat "$tmp/setup.err")); limits only"; peer=; }
@@ -83,13 +89,20 @@ for t in 1 2; do
     echo "  limit at $t thread(s): FP32 FMA $(fma $t) GFLOP/s, read bandwidth $(limit read_bandwidth $t) GB/s"
 done
 
-# One result line per run in $tmp/results: ENGINE FILE THREADS PREFILL DECODE
-# GFLOP MB (tokens/s; the costs per token come from tome-run on that file).
+# The runs below use a prompt of $length ids, $steps decode steps and $warm
+# (--warmup or nothing), which run_at sets.
+run_at() { # LENGTH STEPS WARM
+    length=$1 steps=$2 warm=$3
+    seq 1000 $((999 + length)) >"$tmp/ids"
+}
+# One result line per run in $tmp/results: ENGINE FILE THREADS PROMPT PREFILL
+# DECODE GFLOP MB (tokens/s; the costs per token come from tome-run on that
+# file).
 tome() { # NAME MODEL THREADS [tome-run options]
     name=$1 model=$2 threads=$3
     shift 3
     # shellcheck disable=SC2086 # $warm is a word or nothing
-    if ! "$build/tools/tome-run" --model "$model" --ids "$tmp/ids" --decode "$decode" \
+    if ! "$build/tools/tome-run" --model "$model" --ids "$tmp/ids" --decode "$steps" \
         --threads "$threads" $warm "$@" >/dev/null 2>"$tmp/out"; then
         echo "tome-run failed on $name: $(tail -2 "$tmp/out")"
         return 0
@@ -97,15 +110,16 @@ tome() { # NAME MODEL THREADS [tome-run options]
     sed -n -e 's/.*cost per token: \([0-9.]*\) GFLOP in matrix products, \([0-9.]*\) MB of weights (LM head: [0-9.]* GFLOP, \([0-9.]*\) MB).*/\1 \2 \3/p' \
         -e 's/.*prefill [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s); decode [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1 \2/p' \
         "$tmp/out" | tr '\n' ' ' |
-        awk -v e=tome -v f="$name" -v t="$threads" '{ print e, f, t, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
-    [ -e "$model/config.json" ] || awk '{ print $6, $7 }' "$tmp/results" | tail -1 >"$tmp/$name-cost"
+        awk -v e=tome -v f="$name" -v t="$threads" -v p="$length" \
+            '{ print e, f, t, p, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
+    [ -e "$model/config.json" ] || awk '{ print $7, $8 }' "$tmp/results" | tail -1 >"$tmp/$name-cost"
     return 0
 }
 llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
     [ -n "$peer" ] || return 0
     # shellcheck disable=SC2086 # $warm is a word or nothing
     if ! node "$src/scripts/peer/llama.mjs" "$peer" --model "$2" --ids "$tmp/ids" \
-        --decode "$decode" --threads "$3" $warm >"$tmp/llama.json" 2>"$tmp/llama.err"; then
+        --decode "$steps" --threads "$3" $warm >"$tmp/llama.json" 2>"$tmp/llama.err"; then
         echo "llama.cpp failed on $1: $(tail -3 "$tmp/llama.err")"
         return 0
     fi
@@ -113,9 +127,10 @@ llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
              console.log(r.prefill_tok_s, r.decode_tok_s, r.backend)' <"$tmp/llama.json" >"$tmp/llama.txt"
     read -r pf df backend <"$tmp/llama.txt"
     echo "llama.cpp $1 $3 thread(s): CPU backend $backend"
-    echo "llama.cpp $1 $3 $pf $df $(cat "$tmp/$1-cost")" >>"$tmp/results"
+    echo "llama.cpp $1 $3 $length $pf $df $(cat "$tmp/$1-cost")" >>"$tmp/results"
 }
 : >"$tmp/results"
+run_at "$prompt" "$decode" "$warm"
 for t in 2 1; do
     tome safetensors "$flash" "$t"
     tome official "$flash" "$t" --numerics official
@@ -124,16 +139,24 @@ for t in 2 1; do
         llama "$q" "$(file_of "$q")" "$t"
     done
 done
+for depth in $depths; do
+    run_at "$depth" "$depth_decode" ""
+    tome safetensors "$flash" 2
+    tome official "$flash" 2 --numerics official
+    tome gguf "$gguf" 2
+    llama gguf "$gguf" 2
+done
 
 echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama" >"$csv"
-printf '%-9s %-11s %3s | %9s %6s | %8s %6s | %-15s\n' engine file thr "prefill/s" "of FMA" \
-    "decode/s" "of BW" "vs llama.cpp"
-while read -r engine file t pf df gflop mb; do
+printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s\n' engine file thr prompt "prefill/s" \
+    "of FMA" "decode/s" "of BW" "vs llama.cpp"
+while read -r engine file t p pf df gflop mb; do
     peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
     awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
-        -v peak="$peak" -v bw="$bw" -v p="$prompt" -v d="$decode" -v csv="$csv" '
-        $1 == "llama.cpp" && $3 == t && ($2 == f || (f == "safetensors" || f == "official") && $2 == "gguf") {
-            lpf = $4; ldf = $5
+        -v peak="$peak" -v bw="$bw" -v p="$p" -v d="$([ "$p" = "$prompt" ] && echo "$decode" || echo "$depth_decode")" \
+        -v csv="$csv" '
+        $1 == "llama.cpp" && $3 == t && $4 == p && ($2 == f || (f == "safetensors" || f == "official") && $2 == "gguf") {
+            lpf = $5; ldf = $6
         }
         END {
             pfrac = peak > 0 ? g * pf / peak : 0
@@ -141,10 +164,11 @@ while read -r engine file t pf df gflop mb; do
             rp = e != "llama.cpp" && lpf > 0 ? pf / lpf : 0
             rd = e != "llama.cpp" && ldf > 0 ? df / ldf : 0
             ratio = rp > 0 ? sprintf("%.2fx / %.2fx", rp, rd) : "-"
-            printf "%-9s %-11s %3d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s\n", e, f, t, pf, 100 * pfrac, df, 100 * dfrac, ratio
+            printf "%-9s %-11s %3d %6d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s\n", e, f, t, p, pf, 100 * pfrac, df, 100 * dfrac, ratio
             printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd >> csv
         }' "$tmp/results"
 done <"$tmp/results"
 echo "(vs llama.cpp: prefill / decode tokens/s ratio on the same file and thread count;"
-echo " safetensors, in qat and in official numerics, against llama.cpp on the lossless gguf)"
+echo " safetensors, in qat and in official numerics, against llama.cpp on the lossless gguf;"
+echo " rows with a longer prompt: decode at that depth, prefill cold)"
 echo "csv: $csv"
