@@ -355,7 +355,7 @@ static int run_prefill(run *r, tome_error *err)
     if (rc) return rc;
     double t0 = tome_now();
     rc = o->load_state ? load_state(r->m, o->load_state, &r->ids, &r->s, &r->done_ids, err)
-                           : v4_state_new(r->m, &r->s, err);
+                       : v4_state_new(r->m, &r->s, err);
     if (rc == 0 && o->load_state)
         rc = report_restore(o->load_state, r->s, r->done_ids, r->ids.n, t0, err);
     if (rc) return rc;
