@@ -79,6 +79,10 @@ typedef struct v4_weight {
     int64_t scale_stride; /* scale bytes per scale row */
     int fast;             /* products with the fast kernels (v4_kernels) */
     v4_pool *pool;        /* the model's threads, which run its products */
+    /* FP8 weights of a model, or NULL: per 128x128 block (laid out as the
+     * scales), whether the fast kernels found it free of NaN codes (1) or
+     * not (2), or have not looked (0); written by v4_fast_fp8_clean. */
+    uint8_t *fp8_clean;
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */

@@ -411,6 +411,50 @@ static void test_fast_nan(void)
     }
 }
 
+/* A model's FP8 weights carry marks of the 128 x 128 blocks found free of
+ * NaN codes (v4_weight.fp8_clean), which let the decode kernels skip their
+ * own check: with marks, every ISA gives the scalar kernels' results, the
+ * first time (marks being set) and again (marks read), for one token and
+ * for five; the block with a NaN code is marked so and its row stays NaN,
+ * every other block is marked clean. */
+static void test_fast_fp8_marks(void)
+{
+    enum { R = 256, C = 512, SC = C / 128, N = 5 };
+    static uint8_t data[R * C], scale[2 * SC], marks[2 * SC];
+    for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
+    data[200 * C + 300] = 0x7F; /* row block 1, column block 2 */
+    memset(scale, 120, sizeof scale);
+    v4_weight w = {.dtype = V4_F8_E4M3,
+                   .rows = R,
+                   .cols = C,
+                   .data = data,
+                   .scale = scale,
+                   .scale_stride = SC,
+                   .pool = pool};
+    static float x[N * C], want[N * R], got[N * R];
+    for (int i = 0; i < N * C; i++) x[i] = (float)((int)(next_random() % 2001) - 1000) / 999.0f;
+    v4_fast_matmul(v4_fast_kernels_named("scalar"), &w, x, C, N, want, R);
+    CHECKF(isnan(want[200]) && !isnan(want[199]),
+           "the NaN code's row is NaN in the scalar kernels");
+    static const char *const names[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        const v4_fast_kernels *k = v4_fast_kernels_named(names[i]);
+        if (!k) continue;
+        memset(marks, 0, sizeof marks);
+        w.fp8_clean = marks;
+        for (int pass = 0; pass < 2; pass++)
+            for (int n = 1; n <= N; n += N - 1) {
+                v4_fast_matmul(k, &w, x, C, n, got, R);
+                CHECKF(same_or_both_nan(got, want, n * R), "%s, pass %d, %d tokens: marked FP8",
+                       names[i], pass, n);
+            }
+        int wrong = 0;
+        for (int b = 0; b < 2 * SC; b++) wrong += marks[b] != (b == SC + 2 ? 2 : 1);
+        CHECKF(wrong == 0, "%s: %d blocks marked wrongly", names[i], wrong);
+        w.fp8_clean = NULL;
+    }
+}
+
 static void test_quant(void)
 {
     v4_quant_init();
@@ -630,6 +674,7 @@ int main(void)
     test_fast(V4_BF16);
     test_fast_scale();
     test_fast_nan();
+    test_fast_fp8_marks();
     test_fast_fp8_scales();
     test_fast_every_scale(V4_F8_E4M3);
     test_fast_every_scale(V4_I8);

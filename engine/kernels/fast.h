@@ -196,6 +196,23 @@ static inline void v4_fast_next_rows(const uint8_t *p, int64_t ahead, int64_t le
     for (int64_t o = 0; o < len; o += 64) __builtin_prefetch(p + ahead + o, 0, 2);
 }
 
+/* Whether the 128 x 128 FP8 block holding row `row`, columns k0.. of w is
+ * free of NaN codes, as far as w->fp8_clean knows: the kernels' short
+ * paths decode codes without looking for NaN (which must stay NaN), so
+ * they check the rows they read first, unless the block is known clean.
+ * The first call for a block scans all of it once and remembers the
+ * answer; the marks are shared by every thread (a race only repeats a
+ * scan).  0 without marks (weights that are not a model's). */
+int v4_fast_fp8_scan_block(const v4_weight *w, int64_t row, int64_t k0);
+
+static inline int v4_fast_fp8_clean(const v4_weight *w, int64_t row, int64_t k0)
+{
+    if (!w->fp8_clean) return 0;
+    int64_t at = (row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK;
+    uint8_t known = __atomic_load_n(&w->fp8_clean[at], __ATOMIC_RELAXED);
+    return known ? known == 1 : v4_fast_fp8_scan_block(w, row, k0);
+}
+
 /* ---- official numerics' products (the pair order above) ---------------- */
 
 #define V4_PAIRS_COLUMNS 32 /* columns per step of the pair order */

@@ -269,7 +269,7 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
             p[i] = w->data + row[i] * w->cols + k0;
             f[i] = fp8_factor(e);
             general |= e > 134 && e != 0xFF;
-            general |= !general && has_fp8_nan(p[i], len);
+            general |= !general && !v4_fast_fp8_clean(w, row[i], k0) && has_fp8_nan(p[i], len);
         }
         for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
             v4_fast_next_rows(p[i], V4_FAST_ROWS * w->cols, len);
@@ -637,7 +637,8 @@ INLINE void pairs_fp8(const v4_weight *w, const int64_t *row, int nr, const pair
             uint8_t s = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
             const uint8_t *p = w->data + row[i] * w->cols + k0;
             v4_fast_next_rows(p, V4_FAST_ROWS * w->cols, len);
-            int quick = (s <= 134 || s == 0xFF) && !has_fp8_nan(p, len);
+            int quick = (s <= 134 || s == 0xFF) &&
+                        (v4_fast_fp8_clean(w, row[i], k0) || !has_fp8_nan(p, len));
             __m256 f = _mm256_set1_ps(fp8_factor(s));
             half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
             for (int64_t k = 0; k < len; k += V4_PAIRS_COLUMNS) {

@@ -83,26 +83,26 @@ INLINE float reduce16(__m512 v)
 /* TILE(rows, xs, NT, klen, fresh, acc) with NT the constant nt (1 to
  * V4_FAST_TOKENS), so that each count inlines its own tile and keeps its
  * accumulators in registers. */
-#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, fresh, acc)                                              \
+#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, fresh, acc)                                       \
     do {                                                                                           \
         switch (nt) {                                                                              \
         case 1:                                                                                    \
-            TILE(rows, xs, 1, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 1, klen, fresh, acc);                                                   \
             break;                                                                                 \
         case 2:                                                                                    \
-            TILE(rows, xs, 2, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 2, klen, fresh, acc);                                                   \
             break;                                                                                 \
         case 3:                                                                                    \
-            TILE(rows, xs, 3, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 3, klen, fresh, acc);                                                   \
             break;                                                                                 \
         case 4:                                                                                    \
-            TILE(rows, xs, 4, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 4, klen, fresh, acc);                                                   \
             break;                                                                                 \
         case 5:                                                                                    \
-            TILE(rows, xs, 5, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 5, klen, fresh, acc);                                                   \
             break;                                                                                 \
         default:                                                                                   \
-            TILE(rows, xs, 6, klen, fresh, acc);                                                          \
+            TILE(rows, xs, 6, klen, fresh, acc);                                                   \
             break;                                                                                 \
         }                                                                                          \
     } while (0)
@@ -116,7 +116,8 @@ INLINE void tile(const float *const *rows, const float *const *xs, const int NT,
 #pragma GCC unroll 8
     for (int i = 0; i < V4_FAST_ROWS; i++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
+        for (int t = 0; t < NT; t++)
+            a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
     for (int64_t k = 0; k < klen; k += 16) {
         __m512 wv[V4_FAST_ROWS];
 #pragma GCC unroll 8
@@ -245,7 +246,7 @@ INLINE int fp8_block_short(const v4_weight *w, const int64_t *row, int64_t k0, i
         p[i] = w->data + row[i] * w->cols;
         general |= row[i] / V4_FP8_BLOCK != row[0] / V4_FP8_BLOCK;
     }
-    general |= !general && rows_have_fp8_nan(p, k0, end - k0);
+    general |= !general && !v4_fast_fp8_clean(w, row[0], k0) && rows_have_fp8_nan(p, k0, end - k0);
     for (int i = 0; i < V4_FAST_ROWS; i++)
         v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
     *factor = fp8_factor(e);
@@ -299,7 +300,8 @@ INLINE fp8_block fp8_block_at(const v4_weight *w, int64_t row, int64_t k0, int64
 {
     fp8_block b = {w->data + row * w->cols, 0, _mm512_setzero_ps()};
     uint8_t e = w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-    b.short_path = (e <= 134 || e == 0xFF) && !has_fp8_nan(b.p + k0, end - k0);
+    b.short_path = (e <= 134 || e == 0xFF) &&
+                   (v4_fast_fp8_clean(w, row, k0) || !has_fp8_nan(b.p + k0, end - k0));
     b.f = fp8_factor(e);
     return b;
 }
@@ -339,7 +341,10 @@ INLINE __m512 fp4_16(fp4_row r, int64_t k, __m512 scaled)
 INLINE void panel_next_rows(const v4_weight *w, int64_t row, int64_t k0, int64_t end)
 {
     /* bytes per column, in halves: FP4 1, FP8 2, BF16 4, F32 8 */
-    int64_t halves = w->dtype == V4_I8 ? 1 : w->dtype == V4_F8_E4M3 ? 2 : w->dtype == V4_BF16 ? 4 : 8;
+    int64_t halves = w->dtype == V4_I8        ? 1
+                     : w->dtype == V4_F8_E4M3 ? 2
+                     : w->dtype == V4_BF16    ? 4
+                                              : 8;
     v4_fast_next_rows(w->data + (row * w->cols + k0) * halves / 2,
                       V4_FAST_ROWS * w->cols * halves / 2, (end - k0) * halves / 2);
 }
@@ -361,7 +366,8 @@ INLINE void block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, 
             _mm512_storeu_ps(out + (k - k0) + 16, fp4_16(r, k + 16, scaled));
         }
     } else {
-        for (int64_t k = k0; k < end; k += 16) _mm512_storeu_ps(out + (k - k0), decode16(w, row, k));
+        for (int64_t k = k0; k < end; k += 16)
+            _mm512_storeu_ps(out + (k - k0), decode16(w, row, k));
     }
 }
 
@@ -816,7 +822,8 @@ INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *
 #pragma GCC unroll 8
     for (int i = 0; i < V4_FAST_ROWS; i++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
+        for (int t = 0; t < NT; t++)
+            a[i][t] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[t][i]);
     for (int64_t k = 0; k < klen; k += V4_PAIRS_COLUMNS) {
         __m512bh wv[V4_FAST_ROWS];
 #pragma GCC unroll 8
