@@ -115,6 +115,19 @@ static void test_format(v4_dtype t)
     free(y1);
 }
 
+/* A weight over caller-owned codes and scales, run on the test's pool. */
+static v4_weight scaled_weight(v4_dtype t, int64_t rows, int64_t cols, const uint8_t *data,
+                               const uint8_t *scale, int64_t scale_stride)
+{
+    return (v4_weight){.dtype = t,
+                       .rows = rows,
+                       .cols = cols,
+                       .data = data,
+                       .scale = scale,
+                       .scale_stride = scale_stride,
+                       .pool = pool};
+}
+
 /* fast.h's order, written from its definition: 16 lanes of fused
  * multiply-adds over k = l, l + 16, ..., then the fixed tree. */
 static float fast_order(const float *w, const float *x, int cols)
@@ -197,13 +210,7 @@ static void test_fast_fp8_scales(void)
     static uint8_t data[R * C];
     uint8_t scale[2] = {100, 160}; /* 2^-27 and 2^33 for the two column blocks */
     for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
-    v4_weight w = {.dtype = V4_F8_E4M3,
-                   .rows = R,
-                   .cols = C,
-                   .data = data,
-                   .scale = scale,
-                   .scale_stride = 2,
-                   .pool = pool};
+    v4_weight w = scaled_weight(V4_F8_E4M3, R, C, data, scale, 2);
     static float x[C], want[R], got[R];
     for (int k = 0; k < C; k++) x[k] = k < 128 ? (k % 3 ? 1.5f : 1e-33f) : (k % 3 ? 1.5f : 1e30f);
     const v4_fast_kernels *ref = v4_fast_kernels_named("scalar");
@@ -253,13 +260,7 @@ static void test_fast_every_scale(v4_dtype t)
     int bad[2] = {0, 0};
     for (int e0 = 0; e0 < 256; e0++) {
         for (int i = 0; i < srows * scols; i++) scale[i] = (uint8_t)(e0 + i % 3);
-        v4_weight w = {.dtype = t,
-                       .rows = R,
-                       .cols = C,
-                       .data = data,
-                       .scale = scale,
-                       .scale_stride = scols,
-                       .pool = pool};
+        v4_weight w = scaled_weight(t, R, C, data, scale, scols);
         for (int n = 1; n <= N; n += N - 1) {
             v4_fast_matmul(ref, &w, x, C, n, want, R);
             for (int i = 0; i < 2; i++) {
@@ -373,13 +374,7 @@ static void test_fast_nan(void)
     for (int i = 0; i < R * C; i++) wide[i] = (uint8_t)(0x30 + i % 7);
     memset(wscale, 127, sizeof wscale);
     wide[5 * C + 300] = 0xFF;
-    v4_weight ww = {.dtype = V4_F8_E4M3,
-                    .rows = R,
-                    .cols = C,
-                    .data = wide,
-                    .scale = wscale,
-                    .scale_stride = 4,
-                    .pool = pool};
+    v4_weight ww = scaled_weight(V4_F8_E4M3, R, C, wide, wscale, 4);
     static float xw[C], yw[R];
     for (int i = 0; i < C; i++) xw[i] = 0.5f;
     static const char *const names[] = {"scalar", "avx2", "avx512"};
@@ -392,13 +387,7 @@ static void test_fast_nan(void)
     }
     uint8_t data[16 * 16], scale[1] = {127};
     for (int i = 0; i < 256; i++) data[i] = (uint8_t)i;
-    v4_weight w = {.dtype = V4_F8_E4M3,
-                   .rows = 16,
-                   .cols = 16,
-                   .data = data,
-                   .scale = scale,
-                   .scale_stride = 1,
-                   .pool = pool};
+    v4_weight w = scaled_weight(V4_F8_E4M3, 16, 16, data, scale, 1);
     float x[16], y[16];
     for (int i = 0; i < 16; i++) x[i] = 1;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
@@ -424,13 +413,7 @@ static void test_fast_fp8_marks(void)
     for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
     data[200 * C + 300] = 0x7F; /* row block 1, column block 2 */
     memset(scale, 120, sizeof scale);
-    v4_weight w = {.dtype = V4_F8_E4M3,
-                   .rows = R,
-                   .cols = C,
-                   .data = data,
-                   .scale = scale,
-                   .scale_stride = SC,
-                   .pool = pool};
+    v4_weight w = scaled_weight(V4_F8_E4M3, R, C, data, scale, SC);
     static float x[N * C], want[N * R], got[N * R];
     for (int i = 0; i < N * C; i++) x[i] = (float)((int)(next_random() % 2001) - 1000) / 999.0f;
     v4_fast_matmul(v4_fast_kernels_named("scalar"), &w, x, C, N, want, R);
