@@ -28,11 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-void *v4_attn_floats(size_t n, int *failed)
+float *v4_attn_floats(const attn_ctx *a, size_t n, int *failed)
 {
-    void *p = v4_floats(n);
+    float *p = v4_buffers_get(a->m->buffers, n);
     if (!p) *failed = 1;
     return p;
+}
+
+void v4_attn_put(const attn_ctx *a, void *p)
+{
+    v4_buffers_put(a->m->buffers, p);
 }
 
 typedef struct items_job {
@@ -62,7 +67,7 @@ static int pack_comp(attn_ctx *a, tome_error *err)
     int failed = 0;
     int64_t padded = (a->n_comp + 7) / 8 * 8;
     const float **ptr = malloc((size_t)(a->n_comp ? a->n_comp : 1) * sizeof *ptr);
-    a->comp_tiles = v4_attn_floats((size_t)(padded ? padded : 8) * a->hd, &failed);
+    a->comp_tiles = v4_attn_floats(a, (size_t)(padded ? padded : 8) * a->hd, &failed);
     if (failed || !ptr) {
         free(ptr);
         return tome_errorf(err, TOME_ENOMEM, "out of memory packing %lld compressed entries",
@@ -165,7 +170,7 @@ static int decode_entries(attn_ctx *a, tome_error *err)
     if (a->bw->kind != V4_LAYER_HCA) return 0;
     int failed = 0;
     a->n_comp = (a->p0 + a->n) / a->bw->ratio;
-    a->comp = v4_attn_floats((size_t)a->n_comp * a->hd, &failed);
+    a->comp = v4_attn_floats(a, (size_t)a->n_comp * a->hd, &failed);
     if (failed)
         return tome_errorf(err, TOME_ENOMEM, "out of memory loading %lld compressed entries",
                            (long long)a->n_comp);
@@ -242,17 +247,17 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     else
         a.kvf = (v4_kv_format){a.hd - a.rd, a.rd, m->rope_bf16};
     int failed = 0, rc = 0;
-    float *qr = v4_attn_floats((size_t)n * c->q_lora_rank, &failed);
-    float *u = v4_attn_floats((size_t)n * c->o_groups * c->o_lora_rank, &failed);
+    float *qr = v4_attn_floats(&a, (size_t)n * c->q_lora_rank, &failed);
+    float *u = v4_attn_floats(&a, (size_t)n * c->o_groups * c->o_lora_rank, &failed);
     uint8_t *rows = malloc((size_t)n * m->kv_row_bytes);
-    a.q = v4_attn_floats((size_t)n * a.H * a.hd, &failed);
-    a.kv = v4_attn_floats((size_t)n * a.hd, &failed);
-    a.o = v4_attn_floats((size_t)n * a.H * a.hd, &failed);
-    if (a.decoded) a.prev = v4_attn_floats((size_t)c->window * a.hd, &failed);
+    a.q = v4_attn_floats(&a, (size_t)n * a.H * a.hd, &failed);
+    a.kv = v4_attn_floats(&a, (size_t)n * a.hd, &failed);
+    a.o = v4_attn_floats(&a, (size_t)n * a.H * a.hd, &failed);
+    if (a.decoded) a.prev = v4_attn_floats(&a, (size_t)c->window * a.hd, &failed);
     if (a.bw->kind == V4_LAYER_CSA) {
         a.topk = malloc((size_t)n * a.k * sizeof *a.topk);
         a.n_topk = calloc((size_t)n, sizeof *a.n_topk);
-        if (a.decoded) a.topk_rows = v4_attn_floats((size_t)n * a.k * a.hd, &failed);
+        if (a.decoded) a.topk_rows = v4_attn_floats(&a, (size_t)n * a.k * a.hd, &failed);
         if (!a.topk || !a.n_topk) failed = 1;
     }
     if (failed || !rows) {
@@ -274,17 +279,17 @@ int v4_attention(v4_state *s, int block, const float *x, int n, int64_t call_fir
     a.bs->pos += n;
     rc = output_projection(&a, out, u, err);
 done:
-    free(qr);
-    free(u);
+    v4_attn_put(&a, qr);
+    v4_attn_put(&a, u);
     free(rows);
-    free(a.q);
-    free(a.kv);
-    free(a.prev);
-    free(a.o);
-    free(a.comp);
-    free(a.comp_tiles);
+    v4_attn_put(&a, a.q);
+    v4_attn_put(&a, a.kv);
+    v4_attn_put(&a, a.prev);
+    v4_attn_put(&a, a.o);
+    v4_attn_put(&a, a.comp);
+    v4_attn_put(&a, a.comp_tiles);
     free(a.topk);
     free(a.n_topk);
-    free(a.topk_rows);
+    v4_attn_put(&a, a.topk_rows);
     return rc;
 }

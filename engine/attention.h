@@ -57,8 +57,10 @@ typedef struct attn_ctx {
     atomic_int failed;       /* a worker could not get scratch memory */
 } attn_ctx;
 
-/* v4_floats(n), setting *failed when out of memory. */
-void *v4_attn_floats(size_t n, int *failed);
+/* n floats from the model's work buffers (v4_buffers_get), setting
+ * *failed when out of memory; v4_attn_put gives them back. */
+float *v4_attn_floats(const attn_ctx *a, size_t n, int *failed);
+void v4_attn_put(const attn_ctx *a, void *p);
 
 /* fn(a, arg, i) for every i in [0, n), on the model's threads: for the
  * steps of one token or one entry that read nothing another's writes. */

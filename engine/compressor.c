@@ -76,10 +76,10 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
     const v4_model *m = a->m;
     int n = a->n, w = cw->width, hd = cw->head_dim;
     int failed = 0;
-    float *kvp = v4_attn_floats((size_t)n * w, &failed);
-    float *sc = v4_attn_floats((size_t)n * w, &failed);
-    float *e = v4_attn_floats((size_t)hd, &failed);
-    float *scratch = v4_attn_floats(feed_scratch_floats(cw), &failed);
+    float *kvp = v4_attn_floats(a, (size_t)n * w, &failed);
+    float *sc = v4_attn_floats(a, (size_t)n * w, &failed);
+    float *e = v4_attn_floats(a, (size_t)hd, &failed);
+    float *scratch = v4_attn_floats(a, feed_scratch_floats(cw), &failed);
     int rc = 0;
     if (failed) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the compressor");
@@ -113,9 +113,9 @@ int v4_attn_compress(attn_ctx *a, const v4_compressor_weights *cw, float *st_kv,
         }
     }
 done:
-    free(kvp);
-    free(sc);
-    free(e);
-    free(scratch);
+    v4_attn_put(a, kvp);
+    v4_attn_put(a, sc);
+    v4_attn_put(a, e);
+    v4_attn_put(a, scratch);
     return rc;
 }

@@ -177,10 +177,10 @@ static void hc_post(const v4_model *m, float *X, int n, const chunk_buffers *b)
     v4_parallel_for(m->pool, n, 4, hc_post_tokens, &j);
 }
 
-static void buffers_free(chunk_buffers *b)
+static void buffers_free(const v4_model *m, chunk_buffers *b)
 {
-    free(b->x);
-    free(b->f);
+    v4_buffers_put(m->buffers, b->x);
+    v4_buffers_put(m->buffers, b->f);
     free(b->post);
     free(b->comb);
     free(b->mixes);
@@ -189,13 +189,13 @@ static void buffers_free(chunk_buffers *b)
 static int buffers_alloc(const v4_model *m, int n, chunk_buffers *b, tome_error *err)
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
-    b->x = v4_floats((size_t)n * d);
-    b->f = v4_floats((size_t)n * d);
+    b->x = v4_buffers_get(m->buffers, (size_t)n * d);
+    b->f = v4_buffers_get(m->buffers, (size_t)n * d);
     b->post = malloc((size_t)n * hc * sizeof(float));
     b->comb = malloc((size_t)n * hc * hc * sizeof(float));
     b->mixes = malloc((size_t)n * (2 + hc) * hc * sizeof(float));
     if (b->x && b->f && b->post && b->comb && b->mixes) return 0;
-    buffers_free(b);
+    buffers_free(m, b);
     return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %d tokens", n);
 }
 
@@ -221,10 +221,10 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
 {
     int hc = m->cfg.hc_mult, d = m->cfg.dim;
     float *mixes = malloc((size_t)n * hc * sizeof *mixes);
-    float *y = v4_floats((size_t)n * d);
+    float *y = v4_buffers_get(m->buffers, (size_t)n * d);
     if (!mixes || !y) {
         free(mixes);
-        free(y);
+        v4_buffers_put(m->buffers, y);
         return tome_errorf(err, TOME_ENOMEM, "out of memory in the LM head");
     }
     v4_matmul(&h->fn, X, n, mixes, hc);
@@ -243,7 +243,7 @@ static int head_logits(const v4_model *m, const v4_hc_weights *h, const v4_weigh
     }
     v4_matmul(&m->head, y, n, out, m->cfg.vocab_size);
     free(mixes);
-    free(y);
+    v4_buffers_put(m->buffers, y);
     return 0;
 }
 
@@ -300,7 +300,7 @@ static int eval_chunk(v4_state *s, const int32_t *ids, int n, const span *sp, fl
         if ((rc = block_forward(s, l, X, ids, n, sp, &b, ev, err)) != 0) break;
         tap_hidden(ev, l, p0, X, n, width);
     }
-    buffers_free(&b);
+    buffers_free(m, &b);
     return rc;
 }
 
@@ -326,7 +326,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
     if (rc) return rc;
     size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
     size_t width = (size_t)m->cfg.hc_mult * m->cfg.dim, vocab = (size_t)m->cfg.vocab_size;
-    float *X = v4_floats((chunk < n ? chunk : n) * width);
+    float *X = v4_buffers_get(m->buffers, (chunk < n ? chunk : n) * width);
     if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
         int len = (int)(n - done < chunk ? n - done : chunk);
@@ -350,7 +350,8 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
             rc =
                 tome_errorf(err, TOME_ECANCELED, "canceled after %zu of %zu tokens", done + len, n);
     }
-    free(X);
+    v4_buffers_put(m->buffers, X);
+    v4_buffers_trim(m->buffers);
     return rc;
 }
 
@@ -390,10 +391,10 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
     size_t width = (size_t)hcm * d;
     size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
     size_t cap = chunk < n ? chunk : n;
-    float *X = v4_floats(cap * width);
-    float *e = v4_floats(cap * d);
-    float *ep = v4_floats(cap * d);
-    float *hn = v4_floats(cap * width);
+    float *X = v4_buffers_get(m->buffers, cap * width);
+    float *e = v4_buffers_get(m->buffers, cap * d);
+    float *ep = v4_buffers_get(m->buffers, cap * d);
+    float *hn = v4_buffers_get(m->buffers, cap * width);
     chunk_buffers b = {0};
     if (!X || !e || !ep || !hn || buffers_alloc(m, (int)cap, &b, err) != 0) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the MTP block");
@@ -419,10 +420,11 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
                          err);
     }
 done:
-    buffers_free(&b);
-    free(X);
-    free(e);
-    free(ep);
-    free(hn);
+    buffers_free(m, &b);
+    v4_buffers_put(m->buffers, X);
+    v4_buffers_put(m->buffers, e);
+    v4_buffers_put(m->buffers, ep);
+    v4_buffers_put(m->buffers, hn);
+    v4_buffers_trim(m->buffers);
     return rc;
 }

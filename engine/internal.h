@@ -144,6 +144,23 @@ void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps
  * `max_cols` wide (exact.c, fast.c). */
 size_t v4_kernel_scratch_bytes(int64_t max_cols);
 
+/* ---- work buffers (buffers.c) -------------------------------------------- */
+
+/* The large work buffers a model's forward passes give back, kept for the
+ * next layer or chunk (fresh ones cost page faults and zeroing). */
+typedef struct v4_buffers v4_buffers;
+int v4_buffers_new(v4_buffers **out, tome_error *err);
+/* Frees every buffer, handed out or not. */
+void v4_buffers_free(v4_buffers *b);
+/* n floats, as v4_floats(n) gives (NULL without memory): a kept buffer of
+ * n's size class where one is idle.  b NULL: v4_floats(n). */
+float *v4_buffers_get(v4_buffers *b, size_t n);
+/* Give back p (NULL, or from v4_buffers_get(b, ...)): kept for reuse, or
+ * freed. */
+void v4_buffers_put(v4_buffers *b, void *p);
+/* Free the buffers kept idle (at the end of a call). */
+void v4_buffers_trim(v4_buffers *b);
+
 /* ---- thread pool (threads.c) --------------------------------------------- */
 
 /* A model's threads: n_threads (0 = the online CPUs, at most 256) including

@@ -268,8 +268,8 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
     v4_index_query *q = calloc((size_t)n, sizeof *q);
     uint8_t *qmem = malloc((size_t)n * qbytes);
     topk_heap *heaps = calloc((size_t)n, sizeof *heaps);
-    float *heap_sc = v4_attn_floats((size_t)n * a->k, &failed);
-    float *scores = n <= 2 ? v4_attn_floats((size_t)visible_keys(a, n - 1) + 1, &failed) : NULL;
+    float *heap_sc = v4_attn_floats(a, (size_t)n * a->k, &failed);
+    float *scores = n <= 2 ? v4_attn_floats(a, (size_t)visible_keys(a, n - 1) + 1, &failed) : NULL;
     if (failed || !q || !qmem || !heaps) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer");
         goto done;
@@ -312,8 +312,8 @@ done:
     free(q);
     free(qmem);
     free(heaps);
-    free(heap_sc);
-    free(scores);
+    v4_attn_put(a, heap_sc);
+    v4_attn_put(a, scores);
     return rc;
 }
 
@@ -328,11 +328,11 @@ static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome
     int64_t n_keys = bs->index_kv.n;
     int failed = 0, rc = 0;
     int64_t padded = (n_keys + 7) / 8 * 8;
-    float *keys = v4_attn_floats((size_t)padded * ihd, &failed);
-    float *tiles = v4_attn_floats((size_t)padded * ihd, &failed);
+    float *keys = v4_attn_floats(a, (size_t)padded * ihd, &failed);
+    float *tiles = v4_attn_floats(a, (size_t)padded * ihd, &failed);
     const float **key_rows = malloc((size_t)(n_keys ? n_keys : 1) * sizeof *key_rows);
-    float *scores = v4_attn_floats((size_t)padded, &failed);
-    float *heap = v4_attn_floats((size_t)a->k, &failed);
+    float *scores = v4_attn_floats(a, (size_t)padded, &failed);
+    float *heap = v4_attn_floats(a, (size_t)a->k, &failed);
     if (failed || !key_rows) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the indexer (%lld keys)",
                          (long long)n_keys);
@@ -350,11 +350,11 @@ static int select_by_floats(attn_ctx *a, const float *qi, const float *wts, tome
         a->n_topk[t] = select_topk(scores, visible, a->k, a->topk + (size_t)t * a->k, heap);
     }
 done:
-    free(keys);
-    free(tiles);
+    v4_attn_put(a, keys);
+    v4_attn_put(a, tiles);
     free(key_rows);
-    free(scores);
-    free(heap);
+    v4_attn_put(a, scores);
+    v4_attn_put(a, heap);
     return rc;
 }
 
@@ -404,8 +404,8 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
                               &bs->index_kv, x, err);
     if (rc) return rc;
     int failed = 0;
-    float *qi = v4_attn_floats((size_t)n * ih * ihd, &failed);
-    float *wts = v4_attn_floats((size_t)n * ih, &failed);
+    float *qi = v4_attn_floats(a, (size_t)n * ih * ihd, &failed);
+    float *wts = v4_attn_floats(a, (size_t)n * ih, &failed);
     size_t row = (size_t)ihd / 2 + (size_t)ihd / V4_FP4_BLOCK;
     uint8_t *qcodes = codes ? malloc((size_t)n * ih * row) : NULL;
     if (failed || (codes && !qcodes)) {
@@ -423,8 +423,8 @@ int v4_attn_index(attn_ctx *a, const float *x, const float *qr, tome_error *err)
             a->ev->on_topk(a->ev->tap_ctx, bw->is_mtp ? -1 : a->block, a->p0 + t,
                            a->topk + (size_t)t * a->k, a->n_topk[t]);
 done:
-    free(qi);
-    free(wts);
+    v4_attn_put(a, qi);
+    v4_attn_put(a, wts);
     free(qcodes);
     return rc;
 }

@@ -469,6 +469,7 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
     if (rc == 0)
         rc = v4_pool_new(m->opts.n_threads, v4_kernel_scratch_bytes(widest(specs, n_specs)),
                          &m->pool, err);
+    if (rc == 0) rc = v4_buffers_new(&m->buffers, err);
     if (rc == 0) rc = bind_all(m, err);
     free(config_text);
     free(specs);
@@ -492,6 +493,7 @@ void v4_model_free(v4_model *m)
     free(m->owned);
     v4_checkpoint_free(m->ck);
     v4_pool_free(m->pool);
+    v4_buffers_free(m->buffers);
     free(m);
 }
 

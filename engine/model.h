@@ -73,7 +73,8 @@ struct v4_model {
     v4_config cfg;
     v4_open_options opts;
     v4_checkpoint *ck;
-    v4_pool *pool; /* its threads and their scratch, made before the weights */
+    v4_pool *pool;       /* its threads and their scratch, made before the weights */
+    v4_buffers *buffers; /* its forward passes' large work buffers, kept for reuse */
     v4_weight embed, head, norm;
     v4_hc_weights hc_head;
     v4_block_weights *blocks; /* n_layers main blocks, then the MTP blocks */

@@ -109,9 +109,9 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
 {
     const v4_config *c = &m->cfg;
     int I = (int)w1->rows, d = c->dim;
-    float *g = v4_floats((size_t)n * I);
-    float *u = v4_floats((size_t)n * I);
-    float *o = v4_floats((size_t)n * d);
+    float *g = v4_buffers_get(m->buffers, (size_t)n * I);
+    float *u = v4_buffers_get(m->buffers, (size_t)n * I);
+    float *o = v4_buffers_get(m->buffers, (size_t)n * d);
     int rc = (g && u && o) ? 0 : TOME_ENOMEM;
     if (rc == 0 && (rc = v4_linear(m, w1, x, n, g, I, NULL)) == 0 &&
         (rc = v4_linear(m, w3, x, n, u, I, NULL)) == 0) {
@@ -121,9 +121,9 @@ static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w
     }
     if (rc == 0)
         for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
-    free(g);
-    free(u);
-    free(o);
+    v4_buffers_put(m->buffers, g);
+    v4_buffers_put(m->buffers, u);
+    v4_buffers_put(m->buffers, o);
     return rc;
 }
 
@@ -135,11 +135,11 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
     int E = c->n_routed_experts, k = c->n_active_experts, d = c->dim;
     if (k > MAX_ACTIVE)
         return tome_errorf(err, TOME_EINVAL, "num_experts_per_tok %d exceeds %d", k, MAX_ACTIVE);
-    float *logits = v4_floats((size_t)n * E);
+    float *logits = v4_buffers_get(m->buffers, (size_t)n * E);
     int32_t *idx = malloc((size_t)n * k * sizeof *idx);
     float *wts = malloc((size_t)n * k * sizeof *wts);
-    float *xs = v4_floats((size_t)n * d);
-    float *ys = v4_floats((size_t)n * d);
+    float *xs = v4_buffers_get(m->buffers, (size_t)n * d);
+    float *ys = v4_buffers_get(m->buffers, (size_t)n * d);
     float *ws = malloc((size_t)n * sizeof *ws);
     int *rows = malloc((size_t)n * sizeof *rows);
     int rc = 0;
@@ -188,11 +188,11 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the shared expert");
     v4_official_bf16(m, out, (size_t)n * d);
 done:
-    free(logits);
+    v4_buffers_put(m->buffers, logits);
     free(idx);
     free(wts);
-    free(xs);
-    free(ys);
+    v4_buffers_put(m->buffers, xs);
+    v4_buffers_put(m->buffers, ys);
     free(ws);
     free(rows);
     return rc;

@@ -129,7 +129,7 @@ void v4_bf16_product(const v4_model *m, const v4_weight *w, const float *x, int6
                      float *y, int64_t ystride)
 {
     if (v4_official(m) && w->fast && v4_fast_pairs_weight(w))
-        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
+        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, x, xstride, n, y, ystride, m->buffers);
     else
         v4_matmul_strided(w, x, xstride, n, y, ystride);
 }
@@ -142,16 +142,16 @@ int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, floa
         return 0;
     }
     int cols = (int)w->cols;
-    float *xq = v4_floats((size_t)n * cols);
+    float *xq = v4_buffers_get(m->buffers, (size_t)n * cols);
     if (!xq) return tome_errorf(err, TOME_ENOMEM, "out of memory quantising %d activation rows", n);
     memcpy(xq, x, (size_t)n * cols * sizeof *xq);
     rows_job in = {xq, cols, cols};
     v4_parallel_for(m->pool, n, 16, quant_rows, &in);
     if (w->fast && v4_fast_pairs_weight(w))
-        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, cols, n, y, ystride);
+        v4_fast_matmul_pairs(v4_fast_kernels_active(), w, xq, cols, n, y, ystride, m->buffers);
     else
         v4_matmul(w, xq, n, y, ystride);
-    free(xq);
+    v4_buffers_put(m->buffers, xq);
     rows_job out = {y, ystride, w->rows};
     v4_parallel_for(m->pool, n, 16, round_rows, &out);
     return 0;

@@ -333,7 +333,8 @@ static void test_pairs(v4_dtype t)
                 if (!k) continue;
                 for (int strided = 0; strided < 2; strided++) {
                     memset(got, 0, sizeof got);
-                    v4_fast_matmul_pairs(k, &w, strided ? wide : x, strided ? XS : C, n, got, R);
+                    v4_fast_matmul_pairs(k, &w, strided ? wide : x, strided ? XS : C, n, got, R,
+                                         NULL);
                     CHECKF(same_or_both_nan(got, want, n * R),
                            "%s: %s pair-order products of %d token(s)%s%s differ from "
                            "v4_pairs_dot",

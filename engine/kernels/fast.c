@@ -464,14 +464,14 @@ static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
     return NULL;
 }
 
-/* The n input rows, xstride apart, as one block of rows w->cols apart:
- * BF16 (hw) or F32 with each 32 columns permuted (else); NULL without
- * memory for it. */
-static void *pairs_inputs(const fast_job *j, const float *x, int64_t xstride)
+/* The n input rows, xstride apart, as one block of rows w->cols apart
+ * from the work buffers b: BF16 (hw) or F32 with each 32 columns permuted
+ * (else); NULL without memory for it. */
+static void *pairs_inputs(const fast_job *j, const float *x, int64_t xstride, v4_buffers *b)
 {
     int64_t cols = j->w->cols;
     size_t values = (size_t)j->n * (size_t)cols;
-    void *copy = j->hw ? malloc(values * sizeof(uint16_t)) : v4_floats(values);
+    void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
     for (int t = 0; copy && t < j->n; t++) {
         const float *row = x + (size_t)t * xstride;
         if (j->hw) {
@@ -486,10 +486,10 @@ static void *pairs_inputs(const fast_job *j, const float *x, int64_t xstride)
 }
 
 void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
-                          int64_t xstride, int n, float *y, int64_t ystride)
+                          int64_t xstride, int n, float *y, int64_t ystride, v4_buffers *b)
 {
     fast_job j = {k, w, x, w->cols, n, y, ystride, 1, pairs_hardware(k), NULL, x, xstride, 0};
-    void *copy = pairs_inputs(&j, x, xstride);
+    void *copy = pairs_inputs(&j, x, xstride, b);
     if (!copy) { /* no memory for the copy: the definition, row by row */
         j.hw = NULL;
         j.x_flushes = 1;
@@ -501,5 +501,5 @@ void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const fl
             j.x_flushes |= any_below(x + (size_t)t * xstride, w->cols, 0x1p-52f);
     }
     run_job(&j);
-    free(copy);
+    v4_buffers_put(b, copy);
 }

@@ -254,9 +254,9 @@ int v4_fast_pairs_weight(const v4_weight *w);
 /* v4_fast_matmul in the pair order, for such a weight and inputs x ([n]
  * rows of w->cols values BF16 holds, xstride apart): with vdpbf16ps where
  * kernels `k` are AVX-512 and the CPU has AVX512-BF16, else as described
- * above. */
+ * above.  The inputs' copy comes from the work buffers b (NULL: malloc). */
 void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
-                          int64_t xstride, int n, float *y, int64_t ystride);
+                          int64_t xstride, int n, float *y, int64_t ystride, v4_buffers *b);
 
 /* GGUF's types (F16 and the block formats) are decoded a row at a time by
  * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;
