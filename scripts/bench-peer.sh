@@ -20,8 +20,13 @@
 # engines, 2 threads, a prompt that long prefilled cold (its own prefill
 # warms the weights) and BENCH_PEER_DEPTH_DECODE (default 128) decode steps
 # after it: short decode runs are a second or two, too short to compare.  BENCH_PEER_QUANTS picks
-# the quantised recipes (default "q4_k q2"; "" for none).  Prints a table and writes a CSV to
-# $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
+# the quantised recipes (default "q4_k q2"; "" for none).  Speeds on shared
+# or virtual machines move by 10-40% within minutes, so the prompt's runs
+# are repeated BENCH_PEER_REPEAT times (default 3) in rounds, each round
+# running every engine once, and the depth runs BENCH_PEER_DEPTH_REPEAT
+# times (default 1: each takes minutes); each row is the median of its
+# runs, with the lowest and highest decode rate beside it.  Prints a table
+# and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
 #   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
 #   vs llama.cpp:    tome's tokens/s / llama.cpp's, same file and threads
@@ -44,6 +49,8 @@ warm=; [ "${BENCH_WARM:-1}" = 0 ] || warm=--warmup
 decode=${BENCH_PEER_DECODE:-32}
 depths=${BENCH_PEER_DEPTHS-8192}
 depth_decode=${BENCH_PEER_DEPTH_DECODE:-128}
+repeat=${BENCH_PEER_REPEAT:-3}
+depth_repeat=${BENCH_PEER_DEPTH_REPEAT:-1}
 make -C "$build" -s bench/tome-limits tools/tome-run tools/tome-convert tools/tome-mkmodel
 flash=$build/models/flash-shape-4x16
 gguf=$flash.gguf
@@ -131,30 +138,57 @@ llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
 }
 : >"$tmp/results"
 run_at "$prompt" "$decode" "$warm"
-for t in 2 1; do
-    tome safetensors "$flash" "$t"
-    tome official "$flash" "$t" --numerics official
-    for q in gguf $quants; do
-        tome "$q" "$(file_of "$q")" "$t"
-        llama "$q" "$(file_of "$q")" "$t"
+for round in $(seq "$repeat"); do
+    for t in 2 1; do
+        tome safetensors "$flash" "$t"
+        tome official "$flash" "$t" --numerics official
+        for q in gguf $quants; do
+            tome "$q" "$(file_of "$q")" "$t"
+            llama "$q" "$(file_of "$q")" "$t"
+        done
     done
 done
 for depth in $depths; do
     run_at "$depth" "$depth_decode" ""
-    tome safetensors "$flash" 2
-    tome official "$flash" 2 --numerics official
-    tome gguf "$gguf" 2
-    llama gguf "$gguf" 2
+    for round in $(seq "$depth_repeat"); do
+        tome safetensors "$flash" 2
+        tome official "$flash" 2 --numerics official
+        tome gguf "$gguf" 2
+        llama gguf "$gguf" 2
+    done
 done
+# One line per row, in first-run order: the medians of its runs' prefill
+# and decode rates (each on its own), the runs' count and decode range.
+awk '
+    function median(list,    v, n, i, j, t) {
+        n = split(list, v, " ")
+        for (i = 2; i <= n; i++)
+            for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    {
+        key = $1 " " $2 " " $3 " " $4
+        if (!(key in runs)) { order[++rows] = key; cost[key] = $7 " " $8 }
+        runs[key]++
+        pf[key] = pf[key] " " $5; df[key] = df[key] " " $6
+        if (!(key in lo) || $6 + 0 < lo[key]) lo[key] = $6 + 0
+        if (!(key in hi) || $6 + 0 > hi[key]) hi[key] = $6 + 0
+    }
+    END {
+        for (i = 1; i <= rows; i++) {
+            k = order[i]
+            print k, median(pf[k]), median(df[k]), cost[k], runs[k], lo[k], hi[k]
+        }
+    }' "$tmp/results" >"$tmp/rows"
 
-echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama" >"$csv"
-printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s\n' engine file thr prompt "prefill/s" \
-    "of FMA" "decode/s" "of BW" "vs llama.cpp"
-while read -r engine file t p pf df gflop mb; do
+echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama,runs,decode_min_tok_s,decode_max_tok_s" >"$csv"
+printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s | %s\n' engine file thr prompt "prefill/s" \
+    "of FMA" "decode/s" "of BW" "vs llama.cpp" "runs: decode range"
+while read -r engine file t p pf df gflop mb n dlo dhi; do
     peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
     awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
         -v peak="$peak" -v bw="$bw" -v p="$p" -v d="$([ "$p" = "$prompt" ] && echo "$decode" || echo "$depth_decode")" \
-        -v csv="$csv" '
+        -v n="$n" -v dlo="$dlo" -v dhi="$dhi" -v csv="$csv" '
         $1 == "llama.cpp" && $3 == t && $4 == p && ($2 == f || (f == "safetensors" || f == "official") && $2 == "gguf") {
             lpf = $5; ldf = $6
         }
@@ -164,11 +198,11 @@ while read -r engine file t p pf df gflop mb; do
             rp = e != "llama.cpp" && lpf > 0 ? pf / lpf : 0
             rd = e != "llama.cpp" && ldf > 0 ? df / ldf : 0
             ratio = rp > 0 ? sprintf("%.2fx / %.2fx", rp, rd) : "-"
-            printf "%-9s %-11s %3d %6d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s\n", e, f, t, p, pf, 100 * pfrac, df, 100 * dfrac, ratio
-            printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd >> csv
-        }' "$tmp/results"
-done <"$tmp/results"
-echo "(vs llama.cpp: prefill / decode tokens/s ratio on the same file and thread count;"
-echo " safetensors, in qat and in official numerics, against llama.cpp on the lossless gguf;"
-echo " rows with a longer prompt: decode at that depth, prefill cold)"
+            printf "%-9s %-11s %3d %6d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s | %d: %.2f-%.2f\n", e, f, t, p, pf, 100 * pfrac, df, 100 * dfrac, ratio, n, dlo, dhi
+            printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f,%d,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd, n, dlo, dhi >> csv
+        }' "$tmp/rows"
+done <"$tmp/rows"
+echo "(medians of each row's runs; vs llama.cpp: prefill / decode tokens/s ratio on the same file"
+echo " and thread count; safetensors, in qat and in official numerics, against llama.cpp on the"
+echo " lossless gguf; rows with a longer prompt: decode at that depth, prefill cold)"
 echo "csv: $csv"
