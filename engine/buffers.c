@@ -26,6 +26,7 @@
 #include "engine/internal.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,11 +107,12 @@ static size_t size_class(size_t bytes)
 
 float *v4_buffers_get(v4_buffers *b, size_t n)
 {
+    if (n > SIZE_MAX / (2 * sizeof(float))) return NULL; /* no size class holds it */
     size_t bytes = (n ? n : 1) * sizeof(float);
     if (!b || bytes < TRACKED_BYTES) return v4_floats(n);
     bytes = size_class(bytes);
     pthread_mutex_lock(&b->lock);
-    buffer_slot *empty = NULL;
+    buffer_slot *empty = NULL, *stale = NULL;
     for (int i = 0; i < SLOTS; i++) {
         buffer_slot *s = &b->slot[i];
         if (s->p && !s->busy && s->bytes == bytes) {
@@ -119,11 +121,17 @@ float *v4_buffers_get(v4_buffers *b, size_t n)
             return handed_out(s->p, bytes);
         }
         if (!s->p && !empty) empty = s;
+        if (s->p && !s->busy && !stale) stale = s;
+    }
+    if (!empty && stale) { /* a full table: an idle buffer of another class makes room */
+        freed(stale->p, stale->bytes);
+        *stale = (buffer_slot){NULL, 0, 0};
+        empty = stale;
     }
     float *p = v4_floats(bytes / sizeof(float));
     if (p && empty) *empty = (buffer_slot){p, bytes, 1};
     pthread_mutex_unlock(&b->lock);
-    return p ? handed_out(p, bytes) : NULL; /* untracked when the table is full: free()d */
+    return p ? handed_out(p, bytes) : NULL; /* untracked when all are busy: free()d */
 }
 
 void v4_buffers_put(v4_buffers *b, void *p)
@@ -141,6 +149,16 @@ void v4_buffers_put(v4_buffers *b, void *p)
         pthread_mutex_unlock(&b->lock);
     }
     free(p);
+}
+
+size_t v4_buffers_kept(v4_buffers *b)
+{
+    size_t kept = 0;
+    pthread_mutex_lock(&b->lock);
+    for (int i = 0; i < SLOTS; i++)
+        if (b->slot[i].p && !b->slot[i].busy) kept += b->slot[i].bytes;
+    pthread_mutex_unlock(&b->lock);
+    return kept;
 }
 
 void v4_buffers_trim(v4_buffers *b)

@@ -351,7 +351,11 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
                 tome_errorf(err, TOME_ECANCELED, "canceled after %zu of %zu tokens", done + len, n);
     }
     v4_buffers_put(m->buffers, X);
-    v4_buffers_trim(m->buffers);
+    /* A caller that feeds one evaluation a part per call (tomed's prefill,
+     * v4_eval.part_first) has the same buffers to fill in its next call;
+     * after the last part they go, so that a model at rest holds none. */
+    if (rc != 0 || !ev || ev->part_first + (int64_t)n >= ev->part_total)
+        v4_buffers_trim(m->buffers);
     return rc;
 }
 

@@ -160,6 +160,8 @@ float *v4_buffers_get(v4_buffers *b, size_t n);
 void v4_buffers_put(v4_buffers *b, void *p);
 /* Free the buffers kept idle (at the end of a call). */
 void v4_buffers_trim(v4_buffers *b);
+/* Bytes of the buffers kept idle (by size class), for tests. */
+size_t v4_buffers_kept(v4_buffers *b);
 
 /* ---- thread pool (threads.c) --------------------------------------------- */
 

@@ -265,7 +265,9 @@ typedef struct v4_eval {
      * part_total.  Both 0 (the default): this call is the whole evaluation.
      * The reference rounds a few element-wise operations by a token's index
      * in its evaluation (engine/kernels/refmath.c), so a prompt fed in pieces that
-     * say so gives the same bits as the prompt fed at once. */
+     * say so gives the same bits as the prompt fed at once.  Between such
+     * calls the model keeps its large work buffers for the next part; they
+     * are freed when a call ends the evaluation (or fails). */
     int64_t part_first, part_total;
     /* Debug taps (used by the golden tests).  hidden: the HC state after
      * layer `layer` (-1 = embedding) at absolute position `pos`, hc_mult*dim

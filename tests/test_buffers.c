@@ -1,6 +1,7 @@
 /* engine/buffers.c: a model's kept work buffers.  A buffer given back is
- * handed out again for a request of its size class and never to two
- * holders at once; trimming frees only idle ones; a full table and a NULL
+ * kept, and handed out again for a request of its size class, never to two
+ * holders at once; trimming frees only idle ones; a table full of idle
+ * buffers makes room for a new class; a table of busy ones and a NULL
  * table still serve every request.  Run under AddressSanitizer too, which
  * checks that nothing kept is freed twice or used after a trim. */
 #include "engine/internal.h"
@@ -22,7 +23,9 @@ static void reuse_by_class(v4_buffers *b)
     REQUIRE(p, "8 MB");
     CHECK(aligned(p, 64));
     p[8 * MB - 1] = 1.0f;
+    CHECK(v4_buffers_kept(b) == 0);
     v4_buffers_put(b, p);
+    CHECK(v4_buffers_kept(b) == 8 * MB * sizeof(float));
     /* 7.5 MB is in 8 MB's class (a quarter of 8 MB's power of two) */
     float *q = v4_buffers_get(b, 8 * MB - MB / 2);
     CHECK(q == p);
@@ -39,6 +42,9 @@ static void reuse_by_class(v4_buffers *b)
     float *t = v4_buffers_get(b, 6 * MB);
     CHECK(t == s);
     v4_buffers_put(b, t);
+    CHECK(v4_buffers_kept(b) == (8 + 8 + 6) * MB * sizeof(float));
+    v4_buffers_trim(b);
+    CHECK(v4_buffers_kept(b) == 0);
 }
 
 /* Small requests are malloc's: still aligned, still given back. */
@@ -48,6 +54,8 @@ static void small_requests(v4_buffers *b)
     CHECK(p && aligned(p, 64));
     v4_buffers_put(b, p);
     v4_buffers_put(b, NULL);
+    CHECK(v4_buffers_kept(b) == 0); /* malloc's, not kept */
+    CHECK(v4_buffers_get(b, SIZE_MAX / 4) == NULL);
     float *q = v4_buffers_get(NULL, 2 * MB);
     CHECK(q && aligned(q, 64));
     v4_buffers_put(NULL, q);
@@ -84,6 +92,26 @@ static void more_than_the_table(v4_buffers *b)
     for (int i = 0; i < N; i++) CHECK(p[i] && p[i][0] == (float)i);
     for (int i = 0; i < N; i++) v4_buffers_put(b, p[i]);
     v4_buffers_trim(b);
+}
+
+/* A table full of idle buffers of other classes still keeps a new class:
+ * an idle one makes room. */
+static void full_table_makes_room(v4_buffers *b)
+{
+    enum { N = 100 };
+    float *p[N];
+    size_t each = 2 * MB; /* one class for all */
+    for (int i = 0; i < N; i++) p[i] = v4_buffers_get(b, each);
+    for (int i = 0; i < N; i++) v4_buffers_put(b, p[i]);
+    size_t full = v4_buffers_kept(b);
+    CHECKF(full > 0 && full % (each * sizeof(float)) == 0, "kept %zu", full);
+    float *other = v4_buffers_get(b, 3 * MB);
+    REQUIRE(other, "3 MB");
+    v4_buffers_put(b, other);
+    CHECKF(v4_buffers_kept(b) == full - each * sizeof(float) + 3 * MB * sizeof(float),
+           "kept %zu after a new class, %zu before", v4_buffers_kept(b), full);
+    v4_buffers_trim(b);
+    CHECK(v4_buffers_kept(b) == 0);
 }
 
 /* Threads taking and giving back buffers of a few classes: each holder
@@ -126,6 +154,8 @@ static void threads_never_share(v4_buffers *b)
         CHECKF(w[i].clashes == 0 && w[i].failures == 0, "thread %d: %d clashes, %d failures", i,
                w[i].clashes, w[i].failures);
     }
+    v4_buffers_trim(b);
+    CHECK(v4_buffers_kept(b) == 0);
 }
 
 int main(void)
@@ -137,6 +167,7 @@ int main(void)
     small_requests(b);
     trim_keeps_busy(b);
     more_than_the_table(b);
+    full_table_makes_room(b);
     threads_never_share(b);
     float *held = v4_buffers_get(b, 3 * MB); /* freed with the table */
     CHECK(held != NULL);
