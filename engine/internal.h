@@ -116,7 +116,8 @@ void v4_tiles_dot_many(const float *tiles, int64_t n, int dim, const float *q, i
 
 /* A malloc'd array of `n` floats (free() it) on a 64-byte boundary, so the
  * SIMD kernels' 64-byte loads of activation rows never split a cache
- * line; NULL when out of memory. */
+ * line; NULL when out of memory.  A forward pass's work buffers come from
+ * the model's v4_buffers instead, which keeps the large ones. */
 float *v4_floats(size_t n);
 
 /* Plain F32 helpers (scalar reference beside the SIMD versions). */

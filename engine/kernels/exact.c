@@ -475,9 +475,10 @@ const char *v4_kernels_isa(void)
 
 /* Buffers from this size up are placed on 2 MB boundaries and offered to
  * the kernel as huge pages: a prefill chunk's activations (tens of MB per
- * product) are fresh memory from mmap every time, and touching them 4 kB
- * at a time cost a page fault each, which in a virtual machine was 8% of
- * prefill. */
+ * product) are fresh memory from mmap the first time an evaluation asks
+ * for them (engine/buffers.c keeps them after that), and touching them
+ * 4 kB at a time cost a page fault each, which in a virtual machine was 8%
+ * of prefill. */
 #define HUGE_BYTES ((size_t)4 << 20)
 #define HUGE_PAGE  ((size_t)2 << 20)
 
