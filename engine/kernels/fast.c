@@ -172,7 +172,7 @@ typedef struct fast_job {
  * input row is then read from memory once per BLOCK_ROWS rows.  Continuing
  * a lane's sum in the next block of columns is the same sum, in the same
  * order. */
-#define BLOCK_ROWS   32
+#define BLOCK_ROWS   V4_FAST_BLOCK_ROWS
 #define BLOCK_TOKENS 96
 #define BLOCK_COLS   1024
 
@@ -382,14 +382,9 @@ static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws
 /* One or two tokens: each weight decoded in registers and used at once. */
 static void decode_block(const fast_job *j, int64_t r, int nr)
 {
-    float y[V4_FAST_ROWS];
-    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
-        int n = min_int(V4_FAST_ROWS, nr - i0);
-        for (int t = 0; t < j->n; t++) {
-            j->k->rows_dot(j->w, r + i0, n, j->x + (int64_t)t * j->xstride, y);
-            memcpy(j->y + (int64_t)t * j->ystride + r + i0, y, (size_t)n * sizeof(float));
-        }
-    }
+    for (int t = 0; t < j->n; t++)
+        j->k->rows_dot(j->w, r, nr, j->x + (int64_t)t * j->xstride,
+                       j->y + (int64_t)t * j->ystride + r);
 }
 
 /* One or two tokens in the pair order: weights decoded in registers, with

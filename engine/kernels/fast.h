@@ -53,6 +53,10 @@
 #define V4_FAST_LANES  16 /* partial sums per dot product */
 #define V4_FAST_ROWS   4  /* weight rows per register tile */
 #define V4_FAST_TOKENS 6  /* input rows per register tile */
+/* Weight rows per block: prefill decodes a block's rows at once, decode
+ * hands a block's rows to one rows_dot call, and a thread's share of a
+ * product is a whole number of blocks (the last one may be short). */
+#define V4_FAST_BLOCK_ROWS 32
 
 /* The partial sums of a register tile between calls: acc[t][i][l] is lane
  * l of the dot product of row i with token t. */
@@ -85,9 +89,10 @@ typedef struct v4_fast_kernels {
      * for tokens nt and beyond are scratch: the kernel may write them. */
     void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,
                      int fresh, v4_fast_acc acc);
-    /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_ROWS),
+    /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_BLOCK_ROWS),
      * decoding the weights in registers: one token's matrix-vector
-     * product. */
+     * product.  Runs as a task of w->pool and may use its per-thread
+     * scratch (v4_fast_scratch_bytes). */
     void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const float *x, float *y);
     /* Attention reads the KV state where it is stored: the rows below are
      * in format f (hd = f->fp8 + f->tail columns) and are decoded in

@@ -368,13 +368,10 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
     }
 }
 
-KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers. */
+INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     int gguf = v4_fast_gguf(w->dtype);
-    if (gguf && !v4_avx2_gguf_in_registers(w->dtype)) {
-        rows_dot_gguf(w, r, nr, x, y);
-        return;
-    }
     int64_t row[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
     half2 acc[V4_FAST_ROWS];
@@ -390,6 +387,16 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     else
         rows_dot_plain(w, row, x, acc);
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
+}
+
+KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    if (v4_fast_gguf(w->dtype) && !v4_avx2_gguf_in_registers(w->dtype)) {
+        rows_dot_gguf(w, r, nr, x, y);
+        return;
+    }
+    for (int i = 0; i < nr; i += V4_FAST_ROWS)
+        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, y + i);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */

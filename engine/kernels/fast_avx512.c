@@ -200,16 +200,15 @@ INLINE __m512 fp8_factor(uint8_t e)
 }
 
 /* Sixteen e4m3 bytes as floats times 2^-120, by integer operations: each
- * byte moved to the top of its lane and shifted right arithmetically by
- * four puts the sign on bit 31 (copies on 30..27) and the exponent and
- * mantissa on 26..20, which the mask keeps.  Exponent field e becomes the
- * F32 exponent e, so every code, subnormals included, is its value times
- * 2^-120, exactly (the NaN codes become 480 * 2^-120: callers exclude
- * them). */
+ * byte sign-extended to its lane and shifted left by 20 puts the sign on
+ * bit 31 (copies on 30..27) and the exponent and mantissa on 26..20, which
+ * the mask keeps.  Exponent field e becomes the F32 exponent e, so every
+ * code, subnormals included, is its value times 2^-120, exactly (the NaN
+ * codes become 480 * 2^-120: callers exclude them). */
 INLINE __m512 fp8x16_tiny(const uint8_t *p)
 {
-    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
-    b = _mm512_srai_epi32(_mm512_slli_epi32(b, 24), 4);
+    __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    b = _mm512_slli_epi32(b, 20);
     return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0x87F00000)));
 }
 
@@ -231,8 +230,62 @@ INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *x, int64
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-/* FP8 rows: the scale of each row's 128-column block is read once per
- * block, not per sixteen weights. */
+/* Decode's FP8 inputs for one 128-row block of a weight: x times each
+ * 128-column block's factor (fp8_factor of the block's scale), and whether
+ * that product is exact in every column of the block.  Where it is,
+ * fma(fp8x16_tiny, x times factor, acc) is fma(weight, x, acc) bit for bit
+ * (the two products are one real number, rounded once), which saves the
+ * short path a multiplication per sixteen weights.  Made once per
+ * rows_dot call and row block, in the thread's scratch, for all the rows
+ * the call reads. */
+typedef struct fp8_folded {
+    int64_t row_block; /* the block the inputs are for, -1 before any */
+    float *x;          /* w->cols inputs, each times its block's factor */
+    uint8_t *exact;    /* per 128-column block: every product exact */
+} fp8_folded;
+
+INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *x, fp8_folded *f)
+{
+    const uint8_t *scale = w->scale + row_block * w->scale_stride;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = scale[k0 / V4_FP8_BLOCK];
+        __m512 factor = fp8_factor(e);
+        /* Powers of two: x * factor * inverse is x again exactly when the
+         * first product is exact, and never otherwise (an overflow stays
+         * infinite, an underflow's lost bits stay lost, NaN stays NaN). */
+        __m512 inverse = _mm512_div_ps(_mm512_set1_ps(1.0f), factor);
+        __mmask16 inexact = 0;
+        for (int64_t k = k0; k < end; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k), v = _mm512_mul_ps(xv, factor);
+            inexact |= _mm512_cmp_ps_mask(_mm512_mul_ps(v, inverse), xv, _CMP_NEQ_UQ);
+            _mm512_storeu_ps(f->x + k, v);
+        }
+        f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
+    }
+    f->row_block = row_block;
+}
+
+/* block_fp8 over folded inputs xf (the block's first column), len a
+ * multiple of 64 as the short path has it: four steps per iteration. */
+INLINE void block_fp8_folded(const uint8_t *const *p, int64_t k0, const float *xf, int64_t len,
+                             __m512 *acc)
+{
+    const uint8_t *p0 = p[0] + k0, *p1 = p[1] + k0, *p2 = p[2] + k0, *p3 = p[3] + k0;
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < len; k += 64) {
+#pragma GCC unroll 4
+        for (int64_t s = k; s < k + 64; s += 16) {
+            __m512 xv = _mm512_loadu_ps(xf + s);
+            a0 = _mm512_fmadd_ps(fp8x16_tiny(p0 + s), xv, a0);
+            a1 = _mm512_fmadd_ps(fp8x16_tiny(p1 + s), xv, a1);
+            a2 = _mm512_fmadd_ps(fp8x16_tiny(p2 + s), xv, a2);
+            a3 = _mm512_fmadd_ps(fp8x16_tiny(p3 + s), xv, a3);
+        }
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
 /* The four rows' codes p[i] and whether columns [k0, end) of them (one
  * 128-column block) take the short path: one scale for the four rows with
  * 2^120 times it a normal float (*factor), no NaN codes, whole steps of 64
@@ -253,14 +306,21 @@ INLINE int fp8_block_short(const v4_weight *w, const int64_t *row, int64_t k0, i
     return !general;
 }
 
-INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+/* FP8 rows: the scale of each row's 128-column block is read once per
+ * block, not per sixteen weights; `folded` holds the inputs for row[0]'s
+ * row block. */
+INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
+                         const fp8_folded *folded, __m512 *acc)
 {
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         const uint8_t *p[V4_FAST_ROWS];
         __m512 f;
         if (fp8_block_short(w, row, k0, end, p, &f)) {
-            block_fp8(p, k0, x + k0, end - k0, f, acc);
+            if (folded->exact[k0 / V4_FP8_BLOCK])
+                block_fp8_folded(p, k0, folded->x + k0, end - k0, acc);
+            else
+                block_fp8(p, k0, x + k0, end - k0, f, acc);
             continue;
         }
         for (int64_t k = k0; k < end; k += 16) {
@@ -516,6 +576,33 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
     }
 }
 
+/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
+ * FP8 weights' inputs, made here when row r's block is not the one they
+ * hold). */
+INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, fp8_folded *folded,
+                      float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
+    __m512 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    if (w->dtype == V4_Q8_0) {
+        rows_dot_q8_0(w, row, x, acc);
+    } else if (w->dtype == V4_MXFP4) {
+        rows_dot_mxfp4(w, row, x, acc);
+    } else if (w->dtype == V4_F8_E4M3) {
+        if (folded->row_block != r / V4_FP8_BLOCK)
+            fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
+        rows_dot_fp8(w, row, x, folded, acc);
+    } else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
+        rows_dot_fp4(w, row, x, acc);
+    else if (w->dtype == V4_BF16)
+        rows_dot_bf16(w, row, x, acc);
+    else
+        rows_dot_plain(w, row, x, acc);
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
+}
+
 KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
@@ -523,23 +610,11 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    __m512 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
-    if (w->dtype == V4_Q8_0)
-        rows_dot_q8_0(w, row, x, acc);
-    else if (w->dtype == V4_MXFP4)
-        rows_dot_mxfp4(w, row, x, acc);
-    else if (w->dtype == V4_F8_E4M3)
-        rows_dot_fp8(w, row, x, acc);
-    else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
-        rows_dot_fp4(w, row, x, acc);
-    else if (w->dtype == V4_BF16)
-        rows_dot_bf16(w, row, x, acc);
-    else
-        rows_dot_plain(w, row, x, acc);
-    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
+    /* The folded inputs and their marks fit the scratch's decoded rows. */
+    float *scratch = w->dtype == V4_F8_E4M3 ? v4_pool_scratch(w->pool) : NULL;
+    fp8_folded folded = {-1, scratch, scratch ? (uint8_t *)(scratch + w->cols) : NULL};
+    for (int i = 0; i < nr; i += V4_FAST_ROWS)
+        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
