@@ -591,8 +591,7 @@ INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, fp8
     } else if (w->dtype == V4_MXFP4) {
         rows_dot_mxfp4(w, row, x, acc);
     } else if (w->dtype == V4_F8_E4M3) {
-        if (folded->row_block != r / V4_FP8_BLOCK)
-            fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
+        if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
         rows_dot_fp8(w, row, x, folded, acc);
     } else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
         rows_dot_fp4(w, row, x, acc);
