@@ -196,23 +196,20 @@ static void test_fast(v4_dtype t)
     free(want);
 }
 
-/* The FP8 NaN codes decode to NaN in every fast kernel, as in the exact
- * decoder (a damaged checkpoint must not turn into finite numbers): in a
- * narrow matrix, and in one NaN among full 128-column blocks, which the
- * decode kernels otherwise take a shorter path through. */
-/* Decode's FP8 short path folds the block scale into x; where that is not
- * exact (x so small that x * scale underflows, or so large that it
- * overflows) the general path must take over, so every ISA still gives the
- * scalar table's bits. */
+/* Decode's FP8 short path folds each block's factor (2^120 times its
+ * scale) into x; where that is not exact (x so small that x * factor
+ * underflows and loses bits, or so large that it overflows) the multiply
+ * path must take over, so every ISA still gives the scalar table's bits. */
 static void test_fast_fp8_scales(void)
 {
     enum { R = 8, C = 256 };
     static uint8_t data[R * C];
-    uint8_t scale[2] = {100, 160}; /* 2^-27 and 2^33 for the two column blocks */
+    uint8_t scale[2] = {2, 134}; /* factors 2^-5 and 2^127 for the two column blocks */
     for (int i = 0; i < R * C; i++) data[i] = (uint8_t)(next_random() % 0x7E) | (i & 0x80);
     v4_weight w = scaled_weight(V4_F8_E4M3, R, C, data, scale, 2);
     static float x[C], want[R], got[R];
-    for (int k = 0; k < C; k++) x[k] = k < 128 ? (k % 3 ? 1.5f : 1e-33f) : (k % 3 ? 1.5f : 1e30f);
+    for (int k = 0; k < C; k++) /* 1.2345e-37 has low bits a factor of 2^-5 drops */
+        x[k] = k < 128 ? (k % 3 ? 1.5f : 1.2345e-37f) : (k % 3 ? 1.5f : 1e30f);
     const v4_fast_kernels *ref = v4_fast_kernels_named("scalar");
     v4_fast_matmul(ref, &w, x, C, 1, want, R);
     static const char *const names[] = {"avx2", "avx512"};
@@ -368,6 +365,10 @@ static void test_fast_scale(void)
     CHECKF(bad == 0, "v4_fast_scale differs from v4_e8m0_to_f32 on %d codes", bad);
 }
 
+/* The FP8 NaN codes decode to NaN in every fast kernel, as in the exact
+ * decoder (a damaged checkpoint must not turn into finite numbers): in a
+ * narrow matrix, and in one NaN among full 128-column blocks, which the
+ * decode kernels otherwise take a shorter path through. */
 static void test_fast_nan(void)
 {
     enum { R = 8, C = 512 };

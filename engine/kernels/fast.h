@@ -215,6 +215,28 @@ static inline int v4_fast_fp8_clean(const v4_weight *w, int64_t row, int64_t k0)
     return known ? known == 1 : v4_fast_fp8_scan_block(w, row, k0);
 }
 
+/* Decode's FP8 inputs folded with the scales of one 128-row block (the
+ * AVX2 and AVX-512 rows_dot): x times each 128-column block's factor 2^120
+ * times its scale, and whether that product is exact in every column of
+ * the block.  Where it is, fma(code value times 2^-120, x times factor,
+ * acc) is fma(weight, x, acc) bit for bit (the two products are one real
+ * number, rounded once), so a kernel skips a multiplication per weight
+ * vector.  Made once per rows_dot call and row block, in the running
+ * thread's scratch, for all the rows the call reads. */
+typedef struct v4_fp8_folded {
+    int64_t row_block; /* the block the inputs are for, -1 before any */
+    float *x;          /* w->cols inputs, each times its block's factor */
+    uint8_t *exact;    /* per 128-column block: every product exact */
+} v4_fp8_folded;
+
+/* Empty folded inputs in the running thread's scratch (which holds them:
+ * v4_fast_scratch_bytes) for an FP8 weight; for others, none. */
+static inline v4_fp8_folded v4_fp8_folded_none(const v4_weight *w)
+{
+    float *scratch = w->dtype == V4_F8_E4M3 ? v4_pool_scratch(w->pool) : NULL;
+    return (v4_fp8_folded){-1, scratch, scratch ? (uint8_t *)(scratch + w->cols) : NULL};
+}
+
 /* ---- official numerics' products (the pair order above) ---------------- */
 
 #define V4_PAIRS_COLUMNS 32 /* columns per step of the pair order */

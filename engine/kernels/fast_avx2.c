@@ -232,33 +232,64 @@ INLINE float fp8_factor(uint8_t e)
 }
 
 /* The short path of a 128-column block: each weight fp8x8_tiny's value
- * times its row's factor f[i]. */
+ * times its row's factor f[i].  With `folded` (a constant where this is
+ * inlined) the inputs x already carry the factors, one for all four rows
+ * (v4_fp8_folded), and the values go to the FMAs as they are. */
 INLINE void block_fp8(const uint8_t *const *p, const float *f, const float *x, int64_t len,
-                      half2 *acc)
+                      const int folded, half2 *acc)
 {
     half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int64_t k = 0; k < len; k += 16) {
         __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+#define WEIGHTS(i, o)                                                                              \
+    (folded ? fp8x8_tiny(p[i] + k + (o))                                                           \
+            : mul_exact(fp8x8_tiny(p[i] + k + (o)), _mm256_broadcast_ss(f + (i))))
 #define ROW(a, i)                                                                                  \
     do {                                                                                           \
-        __m256 fi = _mm256_broadcast_ss(f + i);                                                    \
-        a.lo = _mm256_fmadd_ps(mul_exact(fp8x8_tiny(p[i] + k), fi), xl, a.lo);                     \
-        a.hi = _mm256_fmadd_ps(mul_exact(fp8x8_tiny(p[i] + k + 8), fi), xh, a.hi);                 \
+        a.lo = _mm256_fmadd_ps(WEIGHTS(i, 0), xl, a.lo);                                           \
+        a.hi = _mm256_fmadd_ps(WEIGHTS(i, 8), xh, a.hi);                                           \
     } while (0)
         ROW(a0, 0);
         ROW(a1, 1);
         ROW(a2, 2);
         ROW(a3, 3);
 #undef ROW
+#undef WEIGHTS
     }
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
+/* v4_fp8_folded's inputs for the block of row_block (each x times
+ * fp8_factor, checked by multiplying back as fast_avx512.c's are). */
+INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *x, v4_fp8_folded *f)
+{
+    const uint8_t *scale = w->scale + row_block * w->scale_stride;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = scale[k0 / V4_FP8_BLOCK];
+        __m256 factor = _mm256_set1_ps(fp8_factor(e));
+        __m256 inverse = _mm256_div_ps(_mm256_set1_ps(1.0f), factor);
+        int inexact = 0;
+        for (int64_t k = k0; k < end; k += 8) {
+            __m256 xv = _mm256_loadu_ps(x + k), v = _mm256_mul_ps(xv, factor);
+            inexact |=
+                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_mul_ps(v, inverse), xv, _CMP_NEQ_UQ));
+            _mm256_storeu_ps(f->x + k, v);
+        }
+        f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
+    }
+    f->row_block = row_block;
+}
+
 /* FP8 rows, a 128-column block at a time: the short path unless a row's
  * block holds a NaN code (which fp8x8_tiny would make finite) or a scale
- * above 2^7. */
-INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+ * above 2^7, over folded inputs where the four rows share `folded`'s row
+ * block and its product is exact. */
+INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
+                         const v4_fp8_folded *folded, half2 *acc)
 {
+    int shared = 1;
+    for (int i = 0; i < V4_FAST_ROWS; i++) shared &= row[i] / V4_FP8_BLOCK == folded->row_block;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t len = k0 + V4_FP8_BLOCK < w->cols ? V4_FP8_BLOCK : w->cols - k0;
         const uint8_t *p[V4_FAST_ROWS];
@@ -273,8 +304,12 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
         }
         for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
             v4_fast_next_rows(p[i], V4_FAST_ROWS * w->cols, len);
+        if (!general && shared && folded->exact[k0 / V4_FP8_BLOCK]) {
+            block_fp8(p, f, folded->x + k0, len, 1, acc);
+            continue;
+        }
         if (!general) {
-            block_fp8(p, f, x + k0, len, acc);
+            block_fp8(p, f, x + k0, len, 0, acc);
             continue;
         }
         for (int64_t k = k0; k < k0 + len; k += 16) {
@@ -368,8 +403,11 @@ INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x
     }
 }
 
-/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers. */
-INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
+ * FP8 weights' inputs, made here when row r's block is not the one they
+ * hold). */
+INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_fp8_folded *folded,
+                      float *y)
 {
     int gguf = v4_fast_gguf(w->dtype);
     int64_t row[V4_FAST_ROWS];
@@ -378,9 +416,10 @@ INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, flo
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
     if (gguf)
         v4_avx2_gguf_rows_dot(w, row, x, acc);
-    else if (w->dtype == V4_F8_E4M3)
-        rows_dot_fp8(w, row, x, acc);
-    else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
+    else if (w->dtype == V4_F8_E4M3) {
+        if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
+        rows_dot_fp8(w, row, x, folded, acc);
+    } else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
         rows_dot_fp4(w, row, x, acc);
     else if (w->dtype == V4_BF16)
         rows_dot_bf16(w, row, x, acc);
@@ -395,8 +434,9 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
+    v4_fp8_folded folded = v4_fp8_folded_none(w);
     for (int i = 0; i < nr; i += V4_FAST_ROWS)
-        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, y + i);
+        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */

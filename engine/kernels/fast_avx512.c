@@ -215,36 +215,27 @@ INLINE __m512 fp8x16_tiny(const uint8_t *p)
 /* The short path of a 128-column block: the four rows share one scale
  * (they lie in one 128-row block); each fp8x16_tiny value times `f` (2^120
  * times the scale, a normal float) is the weight, rounded once as the
- * decoder rounds it. */
+ * decoder rounds it.  With `folded` (a constant where this is inlined) the
+ * inputs x already carry f (v4_fp8_folded) and the values go to the FMAs
+ * as they are. */
 INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *x, int64_t len, __m512 f,
-                      __m512 *acc)
+                      const int folded, __m512 *acc)
 {
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int64_t k = 0; k < len; k += 16) {
         __m512 xv = _mm512_loadu_ps(x + k);
-        a0 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[0] + k0 + k), f), xv, a0);
-        a1 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[1] + k0 + k), f), xv, a1);
-        a2 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[2] + k0 + k), f), xv, a2);
-        a3 = _mm512_fmadd_ps(mul_exact(fp8x16_tiny(p[3] + k0 + k), f), xv, a3);
+#define WEIGHTS(i) (folded ? fp8x16_tiny(p[i] + k0 + k) : mul_exact(fp8x16_tiny(p[i] + k0 + k), f))
+        a0 = _mm512_fmadd_ps(WEIGHTS(0), xv, a0);
+        a1 = _mm512_fmadd_ps(WEIGHTS(1), xv, a1);
+        a2 = _mm512_fmadd_ps(WEIGHTS(2), xv, a2);
+        a3 = _mm512_fmadd_ps(WEIGHTS(3), xv, a3);
+#undef WEIGHTS
     }
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-/* Decode's FP8 inputs for one 128-row block of a weight: x times each
- * 128-column block's factor (fp8_factor of the block's scale), and whether
- * that product is exact in every column of the block.  Where it is,
- * fma(fp8x16_tiny, x times factor, acc) is fma(weight, x, acc) bit for bit
- * (the two products are one real number, rounded once), which saves the
- * short path a multiplication per sixteen weights.  Made once per
- * rows_dot call and row block, in the thread's scratch, for all the rows
- * the call reads. */
-typedef struct fp8_folded {
-    int64_t row_block; /* the block the inputs are for, -1 before any */
-    float *x;          /* w->cols inputs, each times its block's factor */
-    uint8_t *exact;    /* per 128-column block: every product exact */
-} fp8_folded;
-
-INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *x, fp8_folded *f)
+/* v4_fp8_folded's inputs for the block of row_block. */
+INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *x, v4_fp8_folded *f)
 {
     const uint8_t *scale = w->scale + row_block * w->scale_stride;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
@@ -264,26 +255,6 @@ INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *
         f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
     }
     f->row_block = row_block;
-}
-
-/* block_fp8 over folded inputs xf (the block's first column), len a
- * multiple of 64 as the short path has it: four steps per iteration. */
-INLINE void block_fp8_folded(const uint8_t *const *p, int64_t k0, const float *xf, int64_t len,
-                             __m512 *acc)
-{
-    const uint8_t *p0 = p[0] + k0, *p1 = p[1] + k0, *p2 = p[2] + k0, *p3 = p[3] + k0;
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < len; k += 64) {
-#pragma GCC unroll 4
-        for (int64_t s = k; s < k + 64; s += 16) {
-            __m512 xv = _mm512_loadu_ps(xf + s);
-            a0 = _mm512_fmadd_ps(fp8x16_tiny(p0 + s), xv, a0);
-            a1 = _mm512_fmadd_ps(fp8x16_tiny(p1 + s), xv, a1);
-            a2 = _mm512_fmadd_ps(fp8x16_tiny(p2 + s), xv, a2);
-            a3 = _mm512_fmadd_ps(fp8x16_tiny(p3 + s), xv, a3);
-        }
-    }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
 /* The four rows' codes p[i] and whether columns [k0, end) of them (one
@@ -310,7 +281,7 @@ INLINE int fp8_block_short(const v4_weight *w, const int64_t *row, int64_t k0, i
  * block, not per sixteen weights; `folded` holds the inputs for row[0]'s
  * row block. */
 INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
-                         const fp8_folded *folded, __m512 *acc)
+                         const v4_fp8_folded *folded, __m512 *acc)
 {
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
@@ -318,9 +289,9 @@ INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
         __m512 f;
         if (fp8_block_short(w, row, k0, end, p, &f)) {
             if (folded->exact[k0 / V4_FP8_BLOCK])
-                block_fp8_folded(p, k0, folded->x + k0, end - k0, acc);
+                block_fp8(p, k0, folded->x + k0, end - k0, f, 1, acc);
             else
-                block_fp8(p, k0, x + k0, end - k0, f, acc);
+                block_fp8(p, k0, x + k0, end - k0, f, 0, acc);
             continue;
         }
         for (int64_t k = k0; k < end; k += 16) {
@@ -579,7 +550,7 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
 /* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
  * FP8 weights' inputs, made here when row r's block is not the one they
  * hold). */
-INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, fp8_folded *folded,
+INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_fp8_folded *folded,
                       float *y)
 {
     int64_t row[V4_FAST_ROWS];
@@ -609,9 +580,7 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
-    /* The folded inputs and their marks fit the scratch's decoded rows. */
-    float *scratch = w->dtype == V4_F8_E4M3 ? v4_pool_scratch(w->pool) : NULL;
-    fp8_folded folded = {-1, scratch, scratch ? (uint8_t *)(scratch + w->cols) : NULL};
+    v4_fp8_folded folded = v4_fp8_folded_none(w);
     for (int i = 0; i < nr; i += V4_FAST_ROWS)
         rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
 }
