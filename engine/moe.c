@@ -77,6 +77,19 @@ typedef struct swiglu_job {
     int I;
 } swiglu_job;
 
+/* fminf(v, hi) and fmaxf(v, lo) for a bound that is a nonzero number: a
+ * NaN v gives the bound, as there (only zeros of opposite signs could tell
+ * them apart); inline, where the libm calls cost a call per activation. */
+static inline float at_most(float v, float hi)
+{
+    return v < hi ? v : hi;
+}
+
+static inline float at_least(float v, float lo)
+{
+    return v > lo ? v : lo;
+}
+
 static void swiglu_tokens(void *ctx, int64_t t0, int64_t t1)
 {
     const swiglu_job *j = ctx;
@@ -87,8 +100,8 @@ static void swiglu_tokens(void *ctx, int64_t t0, int64_t t1)
         float *gt = j->g + (size_t)t * I, *ut = j->u + (size_t)t * I;
         for (int i = 0; i < I; i++) {
             if (lim > 0) {
-                ut[i] = fminf(fmaxf(ut[i], -lim), lim);
-                gt[i] = fminf(gt[i], lim);
+                ut[i] = at_most(at_least(ut[i], -lim), lim);
+                gt[i] = at_most(gt[i], lim);
             }
             ex[i] = -gt[i];
         }
