@@ -104,6 +104,23 @@ void v4_matmul(const v4_weight *w, const float *x, int n, float *y, int64_t ystr
 void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int n, float *y,
                        int64_t ystride);
 
+/* One product of a set for v4_matmul_set: y = W x for n input rows of
+ * w->cols floats, outputs ystride apart. */
+typedef struct v4_product {
+    const v4_weight *w;
+    const float *x;
+    int n;
+    float *y;
+    int64_t ystride;
+} v4_product;
+
+/* Each product of set[0 .. count) as v4_matmul computes it, bit for bit.
+ * Where all take the fast kernels and share a pool, they run as one
+ * parallel region over their rows laid end to end: a decode step's small
+ * products (an expert's takes a fifth of a millisecond) then share one
+ * hand-off and one wait instead of paying each their own. */
+void v4_matmul_set(const v4_product *set, int count);
+
 /* Many dot products against one query: rows are packed into transposed
  * tiles of 8 (v4_tiles_pack; `tiles` holds ceil(n/8)*8*dim floats) and
  * v4_tiles_dot writes out[i] = v4_dot(rows[i], q) bit for bit. */

@@ -183,6 +183,10 @@ void v4_official_rms_scale(float *x, int n, float eps);
  * 128 first, and its outputs rounded to BF16.  0, or TOME_ENOMEM in err. */
 int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, float *y,
               int64_t ystride, tome_error *err);
+/* v4_linear for each product of set[0 .. count): in qat and fp32
+ * numerics as one v4_matmul_set, in official numerics one by one.  0, or
+ * TOME_ENOMEM in err. */
+int v4_linear_set(const v4_model *m, const v4_product *set, int count, tome_error *err);
 /* A product the reference computes in BF16 (the weight dequantised to
  * BF16, inputs BF16 values, rows xstride apart), as v4_matmul_strided
  * would; in official numerics with fast kernels an FP8/FP4 weight's

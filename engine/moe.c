@@ -11,7 +11,10 @@
  * Each expert is a SwiGLU with an asymmetric clamp (up to [-limit, limit],
  * gate to at most limit) whose routing weight multiplies the activation
  * before the down projection, as the reference does.  Tokens are grouped
- * per expert so that a prefill chunk decodes each expert's weights once.
+ * per expert so that a prefill chunk decodes each expert's weights once,
+ * and experts with few tokens (all of a decode step's) run as a group
+ * whose products share parallel regions (v4_linear_set); the outputs are
+ * added in expert order, the shared expert last, however they ran.
  */
 #include "engine/model.h"
 
@@ -115,29 +118,133 @@ static void swiglu_tokens(void *ctx, int64_t t0, int64_t t1)
     }
 }
 
-/* One SwiGLU expert over `n` gathered rows; adds weight[t] * expert(x[t])
- * into y rows (y row stride dim). */
-static int run_expert(const v4_model *m, const v4_weight *w1, const v4_weight *w2,
-                      const v4_weight *w3, const float *x, const float *weight, int n, float *y)
+/* Rows of a group of experts run together: a decode step's experts (and
+ * a short chunk's) share each product's parallel region, while a prefill
+ * chunk's experts, each with more rows than this, run one at a time.  It
+ * also bounds a group's work buffers. */
+#define GROUP_ROWS 64
+
+/* One v4_moe call's tokens, grouped by expert: expert e's are the tokens
+ * token[start[e] + i] for i < count[e], in increasing order, with routing
+ * weights weight[start[e] + i].  Expert E (one past the routed ones)
+ * stands for the shared expert: every token, unweighted. */
+typedef struct moe_call {
+    const v4_model *m;
+    const v4_block_weights *bw;
+    const float *x;
+    int n;
+    int *count, *start, *token;
+    float *weight;
+    float *out;
+} moe_call;
+
+/* An expert of a group: its cnt input rows, and where its rows sit in the
+ * group's buffers (gate and up I wide, down d wide). */
+typedef struct member {
+    int e, cnt;
+    const v4_weight *w1, *w2, *w3;
+    const float *x;
+    size_t at_i, at_d;
+} member;
+
+static int moe_rows(const moe_call *c, int e)
 {
-    const v4_config *c = &m->cfg;
-    int I = (int)w1->rows, d = c->dim;
-    float *g = v4_buffers_get(m->buffers, (size_t)n * I);
-    float *u = v4_buffers_get(m->buffers, (size_t)n * I);
-    float *o = v4_buffers_get(m->buffers, (size_t)n * d);
-    int rc = (g && u && o) ? 0 : TOME_ENOMEM;
-    if (rc == 0 && (rc = v4_linear(m, w1, x, n, g, I, NULL)) == 0 &&
-        (rc = v4_linear(m, w3, x, n, u, I, NULL)) == 0) {
-        swiglu_job j = {m, g, u, weight, I};
-        v4_parallel_for(m->pool, n, 4, swiglu_tokens, &j);
-        rc = v4_linear(m, w2, g, n, o, d, NULL); /* which rounds g to BF16 first */
+    return e < c->m->cfg.n_routed_experts ? c->count[e] : c->n;
+}
+
+/* The members of experts [e0, e1) that have tokens, their inputs gathered
+ * into xs (the shared expert reads x itself); returns how many. */
+static int group_members(const moe_call *c, int e0, int e1, float *xs, member *mem)
+{
+    int E = c->m->cfg.n_routed_experts, d = c->m->cfg.dim, nm = 0;
+    size_t at_i = 0, at_d = 0;
+    for (int e = e0; e < e1; e++) {
+        member *p = &mem[nm];
+        *p = (member){.e = e, .cnt = moe_rows(c, e), .at_i = at_i, .at_d = at_d};
+        if (p->cnt == 0) continue;
+        if (e < E) {
+            const v4_weight *ew = &c->bw->experts[3 * e];
+            p->w1 = &ew[0], p->w2 = &ew[1], p->w3 = &ew[2];
+            p->x = xs + at_d;
+            for (int r = 0; r < p->cnt; r++)
+                memcpy(xs + at_d + (size_t)r * d, c->x + (size_t)c->token[c->start[e] + r] * d,
+                       (size_t)d * sizeof *xs);
+        } else {
+            p->w1 = &c->bw->shared_w1, p->w2 = &c->bw->shared_w2, p->w3 = &c->bw->shared_w3;
+            p->x = c->x;
+        }
+        at_i += (size_t)p->cnt * p->w1->rows;
+        at_d += (size_t)p->cnt * d;
+        nm++;
     }
-    if (rc == 0)
-        for (size_t i = 0; i < (size_t)n * d; i++) y[i] += o[i];
+    return nm;
+}
+
+/* Experts [e0, e1) (E: the shared one) as one group: every member's gate
+ * and up products in one set, the SwiGLUs, the down products in another,
+ * each member's output then added into the call's rows in expert order. */
+static int run_group(const moe_call *c, int e0, int e1, int rows, tome_error *err)
+{
+    const v4_model *m = c->m;
+    int E = m->cfg.n_routed_experts, d = m->cfg.dim;
+    int64_t I = e0 < E ? c->bw->experts[0].rows : c->bw->shared_w1.rows;
+    if (e1 > E && c->bw->shared_w1.rows > I) I = c->bw->shared_w1.rows;
+    float *xs = v4_buffers_get(m->buffers, (size_t)rows * d);
+    float *g = v4_buffers_get(m->buffers, (size_t)rows * I);
+    float *u = v4_buffers_get(m->buffers, (size_t)rows * I);
+    float *o = v4_buffers_get(m->buffers, (size_t)rows * d);
+    member mem[GROUP_ROWS + 1];
+    v4_product set[2 * (GROUP_ROWS + 1)];
+    int rc = (xs && g && u && o) ? 0 : tome_errorf(err, TOME_ENOMEM, "out of memory in the MoE");
+    int nm = rc == 0 ? group_members(c, e0, e1, xs, mem) : 0;
+    for (int i = 0; i < nm; i++) {
+        const member *p = &mem[i];
+        int64_t pi = p->w1->rows;
+        set[2 * i] = (v4_product){p->w1, p->x, p->cnt, g + p->at_i, pi};
+        set[2 * i + 1] = (v4_product){p->w3, p->x, p->cnt, u + p->at_i, pi};
+    }
+    if (rc == 0) rc = v4_linear_set(m, set, 2 * nm, err);
+    for (int i = 0; i < nm && rc == 0; i++) {
+        const member *p = &mem[i];
+        swiglu_job j = {m, g + p->at_i, u + p->at_i, p->e < E ? c->weight + c->start[p->e] : NULL,
+                        (int)p->w1->rows};
+        v4_parallel_for(m->pool, p->cnt, 4, swiglu_tokens, &j);
+        /* v4_linear rounds the activation to BF16 first in official numerics */
+        set[i] = (v4_product){p->w2, g + p->at_i, p->cnt, o + p->at_d, d};
+    }
+    if (rc == 0) rc = v4_linear_set(m, set, nm, err);
+    for (int i = 0; i < nm && rc == 0; i++) {
+        const member *p = &mem[i];
+        for (int r = 0; r < p->cnt; r++) {
+            int t = p->e < E ? c->token[c->start[p->e] + r] : r;
+            v4_axpy(c->out + (size_t)t * d, 1.0f, o + p->at_d + (size_t)r * d, d);
+        }
+    }
+    v4_buffers_put(m->buffers, xs);
     v4_buffers_put(m->buffers, g);
     v4_buffers_put(m->buffers, u);
     v4_buffers_put(m->buffers, o);
     return rc;
+}
+
+/* Sort the call's (token, expert) pairs by expert: counting, then placing
+ * each in token order. */
+static void group_by_expert(moe_call *c, const int32_t *idx, const float *wts, int k)
+{
+    int E = c->m->cfg.n_routed_experts;
+    memset(c->count, 0, (size_t)E * sizeof *c->count);
+    for (int i = 0; i < c->n * k; i++) c->count[idx[i]]++;
+    for (int e = 0, at = 0; e < E; e++) {
+        c->start[e] = at;
+        at += c->count[e];
+    }
+    int *next = c->count + E; /* E more ints of scratch */
+    memcpy(next, c->start, (size_t)E * sizeof *next);
+    for (int i = 0; i < c->n * k; i++) {
+        int at = next[idx[i]]++;
+        c->token[at] = i / k;
+        c->weight[at] = wts[i];
+    }
 }
 
 int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int n, int64_t first,
@@ -151,12 +258,17 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
     float *logits = v4_buffers_get(m->buffers, (size_t)n * E);
     int32_t *idx = malloc((size_t)n * k * sizeof *idx);
     float *wts = malloc((size_t)n * k * sizeof *wts);
-    float *xs = v4_buffers_get(m->buffers, (size_t)n * d);
-    float *ys = v4_buffers_get(m->buffers, (size_t)n * d);
-    float *ws = malloc((size_t)n * sizeof *ws);
-    int *rows = malloc((size_t)n * sizeof *rows);
+    moe_call call = {m,
+                     bw,
+                     x,
+                     n,
+                     malloc(2 * (size_t)E * sizeof(int)),
+                     malloc((size_t)E * sizeof(int)),
+                     malloc((size_t)n * k * sizeof(int)),
+                     malloc((size_t)n * k * sizeof(float)),
+                     out};
     int rc = 0;
-    if (!logits || !idx || !wts || !xs || !ys || !ws || !rows) {
+    if (!logits || !idx || !wts || !call.count || !call.start || !call.token || !call.weight) {
         rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the MoE");
         goto done;
     }
@@ -177,36 +289,25 @@ int v4_moe(const v4_model *m, int block, const float *x, const int32_t *ids, int
                 goto done;
             }
     }
+    group_by_expert(&call, idx, wts, k);
     memset(out, 0, (size_t)n * d * sizeof *out);
-    for (int e = 0; e < E && rc == 0; e++) {
-        int cnt = 0;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < k; j++)
-                if (idx[(size_t)t * k + j] == e) {
-                    memcpy(xs + (size_t)cnt * d, x + (size_t)t * d, (size_t)d * sizeof *xs);
-                    ws[cnt] = wts[(size_t)t * k + j];
-                    rows[cnt++] = t;
-                }
-        if (cnt == 0) continue;
-        memset(ys, 0, (size_t)cnt * d * sizeof *ys);
-        const v4_weight *ew = &bw->experts[3 * e];
-        if (run_expert(m, &ew[0], &ew[1], &ew[2], xs, ws, cnt, ys) != 0) {
-            rc = tome_errorf(err, TOME_ENOMEM, "out of memory in expert %d", e);
-            break;
-        }
-        for (int r = 0; r < cnt; r++)
-            v4_axpy(out + (size_t)rows[r] * d, 1.0f, ys + (size_t)r * d, d);
+    /* experts in order, the shared one (E) last, grouped while their rows
+     * fit GROUP_ROWS (an expert with more runs alone) */
+    for (int e = 0; e <= E && rc == 0;) {
+        int e1 = e, rows = 0;
+        while (e1 <= E && (rows == 0 || rows + moe_rows(&call, e1) <= GROUP_ROWS))
+            rows += moe_rows(&call, e1++);
+        if (rows > 0) rc = run_group(&call, e, e1, rows, err);
+        e = e1;
     }
-    if (rc == 0 && run_expert(m, &bw->shared_w1, &bw->shared_w2, &bw->shared_w3, x, NULL, n, out))
-        rc = tome_errorf(err, TOME_ENOMEM, "out of memory in the shared expert");
-    v4_official_bf16(m, out, (size_t)n * d);
+    if (rc == 0) v4_official_bf16(m, out, (size_t)n * d);
 done:
     v4_buffers_put(m->buffers, logits);
     free(idx);
     free(wts);
-    v4_buffers_put(m->buffers, xs);
-    v4_buffers_put(m->buffers, ys);
-    free(ws);
-    free(rows);
+    free(call.count);
+    free(call.start);
+    free(call.token);
+    free(call.weight);
     return rc;
 }

@@ -156,3 +156,17 @@ int v4_linear(const v4_model *m, const v4_weight *w, const float *x, int n, floa
     v4_parallel_for(m->pool, n, 16, round_rows, &out);
     return 0;
 }
+
+int v4_linear_set(const v4_model *m, const v4_product *set, int count, tome_error *err)
+{
+    if (!v4_official(m)) {
+        v4_matmul_set(set, count);
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        const v4_product *p = &set[i];
+        int rc = v4_linear(m, p->w, p->x, p->n, p->y, p->ystride, err);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}

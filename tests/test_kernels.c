@@ -196,6 +196,51 @@ static void test_fast(v4_dtype t)
     free(want);
 }
 
+/* v4_matmul_set gives each product's v4_matmul bits, whatever the mix of
+ * formats, widths, row counts (multiples of a task's rows or not) and
+ * token counts, over more products than one region takes, and with a
+ * product on the exact kernels among them. */
+static void test_matmul_set(void)
+{
+    enum { COUNT = V4_FAST_SET + 7 };
+    static const v4_dtype types[] = {V4_F8_E4M3, V4_I8, V4_BF16};
+    static const int rows_of[] = {264, 100, 40, 1000}, cols_of[] = {384, 256}, n_of[] = {1, 2, 5};
+    v4_weight w[COUNT];
+    v4_product set[COUNT];
+    uint8_t *data[COUNT], *scale[COUNT];
+    float *x[COUNT], *y[COUNT], *want[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        int rows = rows_of[i % 4], cols = cols_of[i % 2], n = n_of[i % 3];
+        float *ref = malloc((size_t)rows * cols * sizeof *ref);
+        w[i] = make_weight(types[i % 3], rows, cols, &data[i], &scale[i], ref);
+        free(ref);
+        w[i].fast = 1;
+        x[i] = malloc((size_t)n * cols * sizeof *x[i]);
+        for (int e = 0; e < n * cols; e++)
+            x[i][e] = (float)((int)(next_random() % 2001) - 1000) / 999.0f;
+        y[i] = calloc((size_t)n * (rows + 3), sizeof *y[i]);
+        want[i] = calloc((size_t)n * (rows + 3), sizeof *want[i]);
+        set[i] = (v4_product){&w[i], x[i], n, y[i], rows + 3};
+    }
+    for (int exact = 0; exact < 2; exact++) {
+        w[5].fast = !exact;
+        for (int i = 0; i < COUNT; i++) v4_matmul(&w[i], x[i], set[i].n, want[i], set[i].ystride);
+        v4_matmul_set(set, COUNT);
+        int bad = 0;
+        for (int i = 0; i < COUNT; i++)
+            bad += memcmp(y[i], want[i], (size_t)set[i].n * set[i].ystride * sizeof(float)) != 0;
+        CHECKF(bad == 0, "v4_matmul_set%s: %d of %d products differ from v4_matmul's",
+               exact ? " with an exact product" : "", bad, COUNT);
+    }
+    for (int i = 0; i < COUNT; i++) {
+        free(data[i]);
+        free(scale[i]);
+        free(x[i]);
+        free(y[i]);
+        free(want[i]);
+    }
+}
+
 /* Decode's FP8 short path folds each block's factor (2^120 times its
  * scale) into x; where that is not exact (x so small that x * factor
  * underflows and loses bits, or so large that it overflows) the multiply
@@ -657,6 +702,7 @@ int main(void)
     test_fast(V4_F8_E4M3);
     test_fast(V4_I8);
     test_fast(V4_BF16);
+    test_matmul_set();
     test_fast_scale();
     test_fast_nan();
     test_fast_fp8_marks();

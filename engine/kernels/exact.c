@@ -436,6 +436,20 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
 }
 
+void v4_matmul_set(const v4_product *set, int count)
+{
+    int together = count > 1;
+    for (int i = 0; i < count && together; i++)
+        together = set[i].w->fast && set[i].w->cols % V4_FAST_LANES == 0 &&
+                   set[i].w->pool == set[0].w->pool;
+    if (together) {
+        v4_fast_matmul_set(v4_fast_kernels_active(), set, count);
+        return;
+    }
+    for (int i = 0; i < count; i++)
+        v4_matmul(set[i].w, set[i].x, set[i].n, set[i].y, set[i].ystride);
+}
+
 void v4_rmsnorm(float *out, const float *x, const v4_weight *w, int n, float eps)
 {
     float r = 1.0f / sqrtf(v4_mean_square(x, n) + eps);

@@ -427,14 +427,58 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1)
     }
 }
 
-static void run_job(fast_job *j)
+/* Rows per task for a job: about a million multiply-adds, enough to pay
+ * for a task hand-off, small enough to balance two to a few dozen
+ * threads; a whole number of blocks. */
+static int64_t job_grain(const fast_job *j)
 {
-    /* Tasks of about a million multiply-adds: enough to pay for a task
-     * hand-off, small enough to balance two to a few dozen threads. */
     int64_t per_row = j->w->cols * (int64_t)j->n;
     int64_t grain = ((int64_t)1 << 20) / (per_row + 1);
-    grain = grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
-    v4_parallel_for(j->w->pool, j->w->rows, grain, fast_rows, j);
+    return grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
+}
+
+static void run_job(fast_job *j)
+{
+    v4_parallel_for(j->w->pool, j->w->rows, job_grain(j), fast_rows, j);
+}
+
+/* Products run as one region: job i's rows are tasks' indices
+ * [first[i], first[i] + rows), each job's start a multiple of the
+ * region's grain, so that every task starts its job's rows on a block
+ * boundary as run_job's tasks do (the indices up to the next job's start
+ * are no rows). */
+typedef struct fast_set {
+    fast_job jobs[V4_FAST_SET];
+    int64_t first[V4_FAST_SET + 1];
+    int count;
+} fast_set;
+
+static void set_rows(void *ctx, int64_t a, int64_t b)
+{
+    fast_set *s = ctx; /* fast_rows only reads its job */
+    for (int i = 0; i < s->count; i++) {
+        int64_t lo = a > s->first[i] ? a : s->first[i];
+        int64_t end = s->first[i] + s->jobs[i].w->rows, hi = b < end ? b : end;
+        if (lo < hi) fast_rows(&s->jobs[i], lo - s->first[i], hi - s->first[i]);
+    }
+}
+
+void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count)
+{
+    for (int done = 0; done < count; done += V4_FAST_SET) {
+        fast_set s = {.count = min_int(V4_FAST_SET, count - done)};
+        int64_t grain = 0;
+        for (int i = 0; i < s.count; i++) {
+            const v4_product *p = &set[done + i];
+            s.jobs[i] = (fast_job){k, p->w, p->x, p->w->cols, p->n, p->y, p->ystride,
+                                   0, NULL, NULL, NULL,       0,    0};
+            int64_t g = job_grain(&s.jobs[i]);
+            if (grain == 0 || g < grain) grain = g;
+        }
+        for (int i = 0; i < s.count; i++)
+            s.first[i + 1] = s.first[i] + (s.jobs[i].w->rows + grain - 1) / grain * grain;
+        v4_parallel_for(s.jobs[0].w->pool, s.first[s.count], grain, set_rows, &s);
+    }
 }
 
 void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,

@@ -303,6 +303,11 @@ void v4_fast_gguf_rows(const v4_weight *w, int64_t r, int nr, float *panel);
  * as tasks of w->pool and use its per-thread scratch. */
 void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
                     int n, float *y, int64_t ystride);
+/* v4_matmul_set's products with the kernels `k`, in parallel regions of
+ * up to V4_FAST_SET products each (every weight w->cols a multiple of
+ * V4_FAST_LANES, all on one pool). */
+#define V4_FAST_SET 32
+void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count);
 /* The per-thread scratch the fast kernels need for rows `cols` wide. */
 size_t v4_fast_scratch_bytes(int64_t cols);
 
