@@ -414,6 +414,47 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
                       panel + (size_t)i * w->cols + k0);
 }
 
+/* FP4 blocks whose scales decode converts at once. */
+#define FP4_SPAN 16
+
+/* v4_fast_scale of the n <= FP4_SPAN scales at e, into out: in vector
+ * registers, where one at a time cost a scalar chain and two moves between
+ * register files per block, as much as the block's lookups. */
+INLINE void fp4_scales(const uint8_t *e, int n, float *out)
+{
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), e));
+    __m512i bits = _mm512_slli_epi32(v, 23);
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
+                                 _mm512_set1_epi32(0x00400000));
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(0xFF)),
+                                 _mm512_set1_epi32(0x7FC00000));
+    _mm512_storeu_si512(out, bits);
+}
+
+/* The code and scale rows of rows row[0 .. V4_FAST_ROWS) of an FP4 weight. */
+INLINE void fp4_rows(const v4_weight *w, const int64_t *row, const uint8_t **p, const uint8_t **e)
+{
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + row[i] * (w->cols / 2);
+        e[i] = w->scale + row[i] * w->scale_stride;
+    }
+}
+
+/* The span of FP4_SPAN blocks from column k0 of those rows: their scales
+ * as floats into sc, and a later call's bytes at the same place
+ * prefetched; returns the span's blocks (fewer at the rows' end). */
+INLINE int fp4_span(const v4_weight *w, const uint8_t *const *p, const uint8_t *const *e,
+                    int64_t k0, float sc[][FP4_SPAN])
+{
+    int64_t left = (w->cols - k0) / V4_FP4_BLOCK;
+    int nb = left < FP4_SPAN ? (int)left : FP4_SPAN;
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        fp4_scales(e[i] + k0 / V4_FP4_BLOCK, nb, sc[i]);
+        v4_fast_next_rows(p[i] + k0 / 2, V4_FAST_ROWS * w->cols / 2, nb * V4_FP4_BLOCK / 2);
+    }
+    return nb;
+}
+
 /* FP4 rows: one scale per 32 columns, two steps of sixteen.  The sixteen
  * code values are scaled once per block (rounded once, as the decoder
  * rounds code times scale), so a lookup gives the weight. */
@@ -421,27 +462,27 @@ INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x,
 {
     const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
     const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        p[i] = w->data + row[i] * (w->cols / 2);
-        e[i] = w->scale + row[i] * w->scale_stride;
-    }
+    fp4_rows(w, row, p, e);
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
-        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
+        float sc[V4_FAST_ROWS][FP4_SPAN];
+        int nb = fp4_span(w, p, e, k0, sc);
+        for (int b = 0; b < nb; b++) {
+            int64_t k = k0 + b * V4_FP4_BLOCK;
+            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
 #define ROW(a, i)                                                                                  \
     do {                                                                                           \
         const uint8_t *q = p[i] + k / 2;                                                           \
-        v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                        \
-        __m512 scaled =                                                                            \
-            _mm512_mul_ps(table, _mm512_set1_ps(v4_fast_scale(e[i][k / V4_FP4_BLOCK])));           \
+        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b]));                            \
         a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q), scaled), x0, a);                \
         a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), x1, a);            \
     } while (0)
-        ROW(a0, 0);
-        ROW(a1, 1);
-        ROW(a2, 2);
-        ROW(a3, 3);
+            ROW(a0, 0);
+            ROW(a1, 1);
+            ROW(a2, 2);
+            ROW(a3, 3);
 #undef ROW
+        }
     }
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
@@ -932,23 +973,28 @@ INLINE_BF16 void pairs_fp8(const v4_weight *w, const int64_t *row, const uint16_
 INLINE_BF16 void pairs_fp4(const v4_weight *w, const int64_t *row, const uint16_t *x, __m512 *acc)
 {
     const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
+    fp4_rows(w, row, p, e);
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
-        __m512bh xv = load_bf16x32(x + k);
+    for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
+        float sc[V4_FAST_ROWS][FP4_SPAN];
+        int nb = fp4_span(w, p, e, k0, sc);
+        for (int b = 0; b < nb; b++) {
+            int64_t k = k0 + b * V4_FP4_BLOCK;
+            __m512bh xv = load_bf16x32(x + k);
 #define ROW(a, i)                                                                                  \
     do {                                                                                           \
-        const uint8_t *q = w->data + row[i] * (w->cols / 2) + k / 2;                               \
-        v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);                        \
-        __m512 scaled = _mm512_mul_ps(                                                             \
-            table, _mm512_set1_ps(v4_fast_scale(w->scale[row[i] * w->scale_stride + k / 32])));    \
+        const uint8_t *q = p[i] + k / 2;                                                           \
+        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b]));                            \
         PAIR_STEP(a, _mm512_permutexvar_ps(fp4x16_codes(q), scaled),                               \
                   _mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), xv);                         \
     } while (0)
-        ROW(a0, 0);
-        ROW(a1, 1);
-        ROW(a2, 2);
-        ROW(a3, 3);
+            ROW(a0, 0);
+            ROW(a1, 1);
+            ROW(a2, 2);
+            ROW(a3, 3);
 #undef ROW
+        }
     }
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
