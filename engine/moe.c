@@ -187,8 +187,9 @@ static int run_group(const moe_call *c, int e0, int e1, int rows, tome_error *er
 {
     const v4_model *m = c->m;
     int E = m->cfg.n_routed_experts, d = m->cfg.dim;
-    int64_t I = e0 < E ? c->bw->experts[0].rows : c->bw->shared_w1.rows;
-    if (e1 > E && c->bw->shared_w1.rows > I) I = c->bw->shared_w1.rows;
+    /* the widest intermediate a member may have */
+    int64_t I = c->bw->experts[0].rows > c->bw->shared_w1.rows ? c->bw->experts[0].rows
+                                                               : c->bw->shared_w1.rows;
     float *xs = v4_buffers_get(m->buffers, (size_t)rows * d);
     float *g = v4_buffers_get(m->buffers, (size_t)rows * I);
     float *u = v4_buffers_get(m->buffers, (size_t)rows * I);

@@ -470,8 +470,13 @@ void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int cou
         int64_t grain = 0;
         for (int i = 0; i < s.count; i++) {
             const v4_product *p = &set[done + i];
-            s.jobs[i] = (fast_job){k, p->w, p->x, p->w->cols, p->n, p->y, p->ystride,
-                                   0, NULL, NULL, NULL,       0,    0};
+            s.jobs[i] = (fast_job){.k = k,
+                                   .w = p->w,
+                                   .x = p->x,
+                                   .xstride = p->w->cols,
+                                   .n = p->n,
+                                   .y = p->y,
+                                   .ystride = p->ystride};
             int64_t g = job_grain(&s.jobs[i]);
             if (grain == 0 || g < grain) grain = g;
         }
