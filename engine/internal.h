@@ -79,6 +79,9 @@ typedef struct v4_weight {
     int64_t scale_stride; /* scale bytes per scale row */
     int fast;             /* products with the fast kernels (v4_kernels) */
     v4_pool *pool;        /* the model's threads, which run its products */
+    /* The model's work buffers (NULL: malloc), for the fast kernels'
+     * copies of a product's inputs. */
+    struct v4_buffers *buffers;
     /* FP8 weights of a model, or NULL: per 128x128 block (laid out as the
      * scales), whether the fast kernels found it free of NaN codes (1) or
      * not (2), or have not looked (0); written by v4_fast_fp8_clean. */

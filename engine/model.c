@@ -147,6 +147,7 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
     w.data = t->data;
     w.fast = b->m->opts.kernels == V4_KERNELS_FAST;
     w.pool = b->m->pool;
+    w.buffers = b->m->buffers;
     if (t->dtype == V4_F32) w.data = (const uint8_t *)f32_data(b, t);
     if (t->ndim == 1 && t->dtype != V4_BF16 && t->dtype != V4_F32) { /* GGUF F16 norms */
         w.data = (const uint8_t *)f32_data(b, t);

@@ -83,12 +83,19 @@ static void random_row(v4_dtype t, uint8_t *row, int64_t cols)
     }
 }
 
-/* fast.h's order over a decoded row. */
+/* fast.h's order over a decoded row, from its definition: the pair order
+ * (odd column, then even, of each 32 per lane) where n is a multiple of
+ * 32, else lanes over k = l, l + 16, ... */
 static float fast_dot(const float *w, const float *x, int64_t n)
 {
     float acc[V4_FAST_LANES] = {0};
-    for (int64_t k = 0; k < n; k += V4_FAST_LANES)
-        for (int l = 0; l < V4_FAST_LANES; l++) acc[l] = fmaf(w[k + l], x[k + l], acc[l]);
+    for (int64_t k = 0; k < n; k += 2 * V4_FAST_LANES)
+        for (int l = 0; l < V4_FAST_LANES; l++) {
+            int64_t first = n % 32 ? k + l : k + 2 * l + 1,
+                    second = n % 32 ? first + 16 : first - 1;
+            acc[l] = fmaf(w[first], x[first], acc[l]);
+            if (second < n) acc[l] = fmaf(w[second], x[second], acc[l]);
+        }
     return v4_fast_reduce(acc);
 }
 

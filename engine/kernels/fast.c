@@ -145,21 +145,23 @@ void v4_fast_values(const v4_fast_kernels *k, const v4_kv_format *f, const uint8
 typedef struct fast_job {
     const v4_fast_kernels *k;
     const v4_weight *w;
-    const float *x;
-    int64_t xstride;
+    const float *in; /* the caller's inputs, instride apart */
+    int64_t instride;
     int n;
     float *y;
     int64_t ystride;
-    /* The pair order (v4_fast_matmul_pairs): with vdpbf16ps (hw, over the
-     * inputs' BF16 copy xh), or as the fast order over permuted columns (x
-     * is then the permuted inputs, unpermuted the originals, and
-     * x_flushes says some input is outside the bounds of fast.h). */
-    int pairs;
+    /* What the prefill tiles read: the inputs, or for the pair order a
+     * copy with each 32 columns permuted, or (hw: vdpbf16ps, official
+     * numerics on AVX512-BF16) a BF16 copy xh; both w->cols apart.  NULL
+     * where no copy could be had: every token then takes rows_dot. */
+    const float *x;
+    int64_t xstride;
     const v4_pairs_kernels *hw;
     const uint16_t *xh;
-    const float *unpermuted;
-    int64_t ustride; /* of unpermuted's rows */
-    int x_flushes;
+    /* Official numerics (v4_fast_matmul_pairs) without vdpbf16ps: sums
+     * that could flush (x_flushes: some input is outside fast.h's bounds)
+     * go through v4_pairs_dot. */
+    int flushing, x_flushes;
 } fast_job;
 
 /* Prefill works on blocks: BLOCK_ROWS weight rows are decoded at once (8
@@ -178,7 +180,8 @@ typedef struct fast_job {
 
 /* A thread's scratch (the pool's, v4_pool_scratch): the partial sums of a
  * block of tokens, then BLOCK_ROWS decoded rows (64-byte aligned, so that
- * no 64-byte load of a decoded row splits a cache line). */
+ * no 64-byte load of a decoded row splits a cache line), then one row of
+ * permuted inputs (v4_fast_scratch_inputs). */
 typedef struct workspace {
     v4_fast_acc sums[BLOCK_TOKENS / V4_FAST_TOKENS][BLOCK_ROWS / V4_FAST_ROWS];
     _Alignas(64) float decoded[];
@@ -186,7 +189,13 @@ typedef struct workspace {
 
 size_t v4_fast_scratch_bytes(int64_t cols)
 {
-    return sizeof(workspace) + (size_t)BLOCK_ROWS * (size_t)cols * sizeof(float);
+    return sizeof(workspace) + (size_t)(BLOCK_ROWS + 1) * (size_t)cols * sizeof(float);
+}
+
+float *v4_fast_scratch_inputs(const v4_weight *w)
+{
+    workspace *ws = v4_pool_scratch(w->pool);
+    return ws->decoded + (size_t)BLOCK_ROWS * (size_t)w->cols;
 }
 
 static int min_int(int64_t a, int64_t b)
@@ -347,24 +356,17 @@ int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr)
     return 1;
 }
 
-/* Rows [r, r + nr) in the pair order without vdpbf16ps: the fast order over
- * permuted rows and inputs, or v4_pairs_dot where something would flush. */
-static void pairs_block_emulated(const fast_job *j, int64_t r, int nr, workspace *ws)
+/* Rows [r, r + nr) by the definitions, one decoded row at a time in the
+ * thread's scratch: official numerics' sums that could flush. */
+static void definition_block(const fast_job *j, int64_t r, int nr)
 {
-    int64_t cols = j->w->cols;
-    if (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr)) {
-        j->k->decode_rows(j->w, r, nr, ws->decoded);
+    float *row = v4_pool_scratch(j->w->pool);
+    for (int i = 0; i < nr; i++) {
+        v4_weight_row(j->w, r + i, row);
         for (int t = 0; t < j->n; t++)
-            for (int i = 0; i < nr; i++)
-                j->y[(int64_t)t * j->ystride + r + i] = v4_pairs_dot(
-                    ws->decoded + (size_t)i * cols, j->unpermuted + (int64_t)t * j->ustride, cols);
-        return;
+            j->y[(int64_t)t * j->ystride + r + i] =
+                v4_pairs_dot(row, j->in + (int64_t)t * j->instride, j->w->cols);
     }
-    j->k->pairs_decode_rows(j->w, r, nr, ws->decoded);
-    const void *rows[BLOCK_ROWS];
-    for (int i = 0; i < BLOCK_ROWS; i++)
-        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * cols;
-    sum_block(j, rows, r, nr, ws);
 }
 
 /* Rows [r, r + nr) with vdpbf16ps: decoded straight to BF16 and run
@@ -379,51 +381,35 @@ static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws
     sum_block(j, rows, r, nr, ws);
 }
 
-/* One or two tokens: each weight decoded in registers and used at once. */
+/* Each token on its own: each weight decoded in registers and used at
+ * once, with vdpbf16ps (hw) or the kernels' rows_dot. */
 static void decode_block(const fast_job *j, int64_t r, int nr)
 {
-    for (int t = 0; t < j->n; t++)
-        j->k->rows_dot(j->w, r, nr, j->x + (int64_t)t * j->xstride,
-                       j->y + (int64_t)t * j->ystride + r);
-}
-
-/* One or two tokens in the pair order: weights decoded in registers, with
- * vdpbf16ps or the kernels' pairs_rows_dot. */
-static void pairs_decode_block(const fast_job *j, int64_t r, int nr)
-{
-    float y[V4_FAST_ROWS];
-    int64_t cols = j->w->cols;
-    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
-        int n = min_int(V4_FAST_ROWS, nr - i0);
-        for (int t = 0; t < j->n; t++) {
-            if (j->hw)
-                j->hw->rows_dot(j->w, r + i0, n, j->xh + (int64_t)t * cols, y);
-            else
-                j->k->pairs_rows_dot(j->w, r + i0, n, j->x + (int64_t)t * cols,
-                                     j->unpermuted + (int64_t)t * j->ustride, y);
-            memcpy(j->y + (int64_t)t * j->ystride + r + i0, y, (size_t)n * sizeof(float));
-        }
+    for (int t = 0; t < j->n; t++) {
+        float *y = j->y + (int64_t)t * j->ystride + r;
+        if (j->hw)
+            for (int i = 0; i < nr; i += V4_FAST_ROWS)
+                j->hw->rows_dot(j->w, r + i, min_int(V4_FAST_ROWS, nr - i),
+                                j->xh + (int64_t)t * j->w->cols, y + i);
+        else
+            j->k->rows_dot(j->w, r, nr, j->in + (int64_t)t * j->instride, y);
     }
 }
 
 static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const fast_job *j = ctx;
-    int pairs_in_registers = j->hw || (j->k->pairs_rows_dot && !j->x_flushes);
-    int in_registers = j->n <= 2 && (!j->pairs || pairs_in_registers);
-    workspace *ws = in_registers ? NULL : v4_pool_scratch(j->w->pool);
+    workspace *ws = j->n > 2 && (j->x || j->xh) ? v4_pool_scratch(j->w->pool) : NULL;
     for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
         int nr = min_int(BLOCK_ROWS, r1 - r);
-        if (j->pairs && !ws)
-            pairs_decode_block(j, r, nr);
-        else if (j->pairs && !j->hw)
-            pairs_block_emulated(j, r, nr, ws);
-        else if (j->pairs)
-            pairs_block_bf16(j, r, nr, ws);
-        else if (ws)
-            prefill_block(j, r, nr, ws);
-        else
+        if (j->flushing && (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr)))
+            definition_block(j, r, nr);
+        else if (!ws)
             decode_block(j, r, nr);
+        else if (j->hw)
+            pairs_block_bf16(j, r, nr, ws);
+        else
+            prefill_block(j, r, nr, ws);
     }
 }
 
@@ -463,41 +449,6 @@ static void set_rows(void *ctx, int64_t a, int64_t b)
     }
 }
 
-void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count)
-{
-    for (int done = 0; done < count; done += V4_FAST_SET) {
-        fast_set s = {.count = min_int(V4_FAST_SET, count - done)};
-        int64_t grain = 0;
-        for (int i = 0; i < s.count; i++) {
-            const v4_product *p = &set[done + i];
-            s.jobs[i] = (fast_job){.k = k,
-                                   .w = p->w,
-                                   .x = p->x,
-                                   .xstride = p->w->cols,
-                                   .n = p->n,
-                                   .y = p->y,
-                                   .ystride = p->ystride};
-            int64_t g = job_grain(&s.jobs[i]);
-            if (grain == 0 || g < grain) grain = g;
-        }
-        for (int i = 0; i < s.count; i++)
-            s.first[i + 1] = s.first[i] + (s.jobs[i].w->rows + grain - 1) / grain * grain;
-        v4_parallel_for(s.jobs[0].w->pool, s.first[s.count], grain, set_rows, &s);
-    }
-}
-
-void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
-                    int n, float *y, int64_t ystride)
-{
-    fast_job j = {k, w, x, xstride, n, y, ystride, 0, NULL, NULL, NULL, 0, 0};
-    run_job(&j);
-}
-
-int v4_fast_pairs_weight(const v4_weight *w)
-{
-    return (w->dtype == V4_F8_E4M3 || w->dtype == V4_I8) && w->cols % V4_PAIRS_COLUMNS == 0;
-}
-
 /* The pair kernels for the fast kernels k on this CPU, or NULL. */
 static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
 {
@@ -508,39 +459,91 @@ static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
     return NULL;
 }
 
-/* The n input rows, xstride apart, as one block of rows w->cols apart
- * from the work buffers b: BF16 (hw) or F32 with each 32 columns permuted
- * (else); NULL without memory for it. */
-static void *pairs_inputs(const fast_job *j, const float *x, int64_t xstride, v4_buffers *b)
+/* A job over the caller's inputs: prefill tiles read them as they are. */
+static fast_job job_over(const v4_fast_kernels *k, const v4_weight *w, const float *x,
+                         int64_t xstride, int n, float *y, int64_t ystride)
+{
+    return (fast_job){.k = k,
+                      .w = w,
+                      .in = x,
+                      .instride = xstride,
+                      .n = n,
+                      .y = y,
+                      .ystride = ystride,
+                      .x = x,
+                      .xstride = xstride};
+}
+
+/* The copy of the inputs that j's tiles read, if they need one: BF16 for
+ * vdpbf16ps (j->hw), or each 32 columns permuted for the pair order's
+ * tiles (more than two tokens); rows w->cols apart, from the work buffers
+ * b, or NULL (none needed, or no memory for it: then j->x or j->xh is
+ * NULL too).  Give it back with v4_buffers_put. */
+static void *job_inputs(fast_job *j, v4_buffers *b)
 {
     int64_t cols = j->w->cols;
+    if (!j->hw && (j->n <= 2 || !v4_fast_pair_order(j->w))) return NULL;
     size_t values = (size_t)j->n * (size_t)cols;
     void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
     for (int t = 0; copy && t < j->n; t++) {
-        const float *row = x + (size_t)t * xstride;
+        const float *row = j->in + (size_t)t * j->instride;
         if (j->hw) {
             j->hw->to_bf16(row, cols, (uint16_t *)copy + (size_t)t * cols);
         } else {
-            float *to = (float *)copy + (size_t)t * cols;
-            memcpy(to, row, (size_t)cols * sizeof *to);
-            v4_fast_permute_pairs(to, cols);
+            j->k->permute_pairs(row, cols, (float *)copy + (size_t)t * cols);
         }
     }
+    j->x = j->hw ? NULL : copy;
+    j->xh = j->hw ? copy : NULL;
+    j->xstride = cols;
     return copy;
+}
+
+void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count)
+{
+    for (int done = 0; done < count; done += V4_FAST_SET) {
+        fast_set s = {.count = min_int(V4_FAST_SET, count - done)};
+        void *copies[V4_FAST_SET];
+        int64_t grain = 0;
+        for (int i = 0; i < s.count; i++) {
+            const v4_product *p = &set[done + i];
+            s.jobs[i] = job_over(k, p->w, p->x, p->w->cols, p->n, p->y, p->ystride);
+            copies[i] = job_inputs(&s.jobs[i], p->w->buffers);
+            int64_t g = job_grain(&s.jobs[i]);
+            if (grain == 0 || g < grain) grain = g;
+        }
+        for (int i = 0; i < s.count; i++)
+            s.first[i + 1] = s.first[i] + (s.jobs[i].w->rows + grain - 1) / grain * grain;
+        v4_parallel_for(s.jobs[0].w->pool, s.first[s.count], grain, set_rows, &s);
+        for (int i = 0; i < s.count; i++) v4_buffers_put(s.jobs[i].w->buffers, copies[i]);
+    }
+}
+
+void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x, int64_t xstride,
+                    int n, float *y, int64_t ystride)
+{
+    fast_job j = job_over(k, w, x, xstride, n, y, ystride);
+    void *copy = job_inputs(&j, w->buffers);
+    run_job(&j);
+    v4_buffers_put(w->buffers, copy);
+}
+
+int v4_fast_pairs_weight(const v4_weight *w)
+{
+    return (w->dtype == V4_F8_E4M3 || w->dtype == V4_I8) && v4_fast_pair_order(w);
 }
 
 void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
                           int64_t xstride, int n, float *y, int64_t ystride, v4_buffers *b)
 {
-    fast_job j = {k, w, x, w->cols, n, y, ystride, 1, pairs_hardware(k), NULL, x, xstride, 0};
-    void *copy = pairs_inputs(&j, x, xstride, b);
-    if (!copy) { /* no memory for the copy: the definition, row by row */
+    fast_job j = job_over(k, w, x, xstride, n, y, ystride);
+    j.hw = pairs_hardware(k);
+    void *copy = job_inputs(&j, b);
+    if (j.hw && !copy) { /* no memory for the BF16 copy: the definition, row by row */
         j.hw = NULL;
-        j.x_flushes = 1;
-    } else if (j.hw) {
-        j.xh = copy;
-    } else {
-        j.x = copy;
+        j.flushing = j.x_flushes = 1;
+    } else if (!j.hw) {
+        j.flushing = 1;
         for (int t = 0; t < n; t++)
             j.x_flushes |= any_below(x + (size_t)t * xstride, w->cols, 0x1p-52f);
     }

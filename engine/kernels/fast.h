@@ -14,6 +14,16 @@
  *   are then added as a fixed tree: a[i] + a[i+8], then + [i+4], + [i+2],
  *   + [i+1].
  *
+ *   Where cols is a multiple of V4_PAIRS_COLUMNS (32; every matrix of a
+ *   real checkpoint), the columns of each 32 are first permuted, odd ones
+ *   then even ones: lane l takes, for each 32 columns c = 0, 32, ... in
+ *   increasing order, acc = fma(w[c + 2l + 1], x[c + 2l + 1], acc), then
+ *   acc = fma(w[c + 2l], x[c + 2l], acc).  This is the pair order.  It
+ *   lets a kernel split packed weights by shifts where the plain order
+ *   needed shuffles: the two e2m1 codes of a byte, the two e4m3 or BF16
+ *   values of a 16- or 32-bit lane go to the same lane of the sums (on a
+ *   Zen 4 this cut the operations of an FP8 decode by a third).
+ *
  * Weights are decoded exactly (an FP8/FP4/BF16 value times its power-of-two
  * block scale is exact in F32), so each output depends only on its weight
  * row and input row: not on the ISA (scalar, AVX2 and AVX-512 give the same
@@ -26,33 +36,27 @@
  *
  * Official numerics feed their FP8/FP4 linear layers activations quantised
  * to e4m3 (engine/official.c), so every weight and every input there is a
- * BF16 value and every product is exact in F32: the order for those
- * products (v4_fast_matmul_pairs) is the one AVX512-BF16's vdpbf16ps
- * computes, at twice the FMA rate:
- *
- *   lane l takes, for each 32 columns c = 0, 32, 64, ... in increasing
- *   order, acc = fma(w[c + 2l + 1], x[c + 2l + 1], acc), then
- *   acc = fma(w[c + 2l], x[c + 2l], acc), from acc = +0, with inputs and
- *   results below 2^-126 in magnitude flushed to zero of the same sign;
- *   then the lane tree above.
- *
- * v4_pairs_dot is its definition.  CPUs without AVX512-BF16 compute it as
- * the order above over each 32 columns permuted (odd columns first, then
- * even), which is the same sum whenever nothing is flushed: every input at
- * least 2^-52 (activations) or 2^-60 (weights) in magnitude, or zero, makes
- * every nonzero sum a multiple of at least 2^-126 (a BF16 value at least
- * 2^e is a multiple of 2^(e - 7)), so never below it; rows and inputs
- * outside those bounds (scales no checkpoint has) go through
- * v4_pairs_dot.
+ * BF16 value and every product is exact in F32: AVX512-BF16's vdpbf16ps
+ * computes the pair order over them at twice the FMA rate, but flushes
+ * inputs and results below 2^-126 in magnitude to zero of the same sign.
+ * Those products (v4_fast_matmul_pairs) keep the flushes, whatever the
+ * CPU: v4_pairs_dot is their definition.  CPUs without AVX512-BF16
+ * compute them with the kernels below, which give the same sum whenever
+ * nothing is flushed: every input at least 2^-52 (activations) or 2^-60
+ * (weights) in magnitude, or zero, makes every nonzero sum a multiple of
+ * at least 2^-126 (a BF16 value at least 2^e is a multiple of 2^(e - 7)),
+ * so never below it; rows and inputs outside those bounds (scales no
+ * checkpoint has) go through v4_pairs_dot.
  */
 #ifndef TOME_ENGINE_KERNELS_FAST_H
 #define TOME_ENGINE_KERNELS_FAST_H
 
 #include "engine/internal.h"
 
-#define V4_FAST_LANES  16 /* partial sums per dot product */
-#define V4_FAST_ROWS   4  /* weight rows per register tile */
-#define V4_FAST_TOKENS 6  /* input rows per register tile */
+#define V4_FAST_LANES    16 /* partial sums per dot product */
+#define V4_PAIRS_COLUMNS 32 /* columns per step of the pair order */
+#define V4_FAST_ROWS     4  /* weight rows per register tile */
+#define V4_FAST_TOKENS   6  /* input rows per register tile */
 /* Weight rows per block: prefill decodes a block's rows at once, decode
  * hands a block's rows to one rows_dot call, and a thread's share of a
  * product is a whole number of blocks (the last one may be short). */
@@ -80,7 +84,10 @@ static inline const uint8_t *v4_kv_tail(const v4_kv_format *f, const uint8_t *ro
 typedef struct v4_fast_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* Decode weight rows [r, r + nr) into `panel`, row i at
-     * panel + i * w->cols, exactly. */
+     * panel + i * w->cols, exactly, in the order's layout: for rows a
+     * multiple of V4_PAIRS_COLUMNS wide each 32 columns permuted (odd,
+     * then even; v4_fast_permute_pairs), so that tile_acc over them and
+     * inputs permuted alike computes the pair order. */
     void (*decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
     /* Continue the tile's sums over `klen` more columns (a multiple of
      * V4_FAST_LANES): rows[i] and xs[t] point at the first of them, for
@@ -89,7 +96,8 @@ typedef struct v4_fast_kernels {
      * for tokens nt and beyond are scratch: the kernel may write them. */
     void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,
                      int fresh, v4_fast_acc acc);
-    /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_BLOCK_ROWS),
+    /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_BLOCK_ROWS)
+     * in the order above (the pair order where it applies; x as it is),
      * decoding the weights in registers: one token's matrix-vector
      * product.  Runs as a task of w->pool and may use its per-thread
      * scratch (v4_fast_scratch_bytes). */
@@ -117,27 +125,16 @@ typedef struct v4_fast_kernels {
     /* y[t * ystride + i] = the lane tree of acc[t][i], for t < nt and
      * i < nr: a register tile's finished dot products. */
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
-    /* rows_dot in the pair order below without vdpbf16ps, for FP8 and FP4
-     * weights and inputs at least 2^-52 (or zero): xp holds the inputs
-     * with each 32 columns permuted (odd, then even), x them as they are.
-     * NULL where the blocked path serves one token too. */
-    void (*pairs_rows_dot)(const v4_weight *w, int64_t r, int nr, const float *xp, const float *x,
-                           float *y);
-    /* decode_rows with each 32 columns permuted (v4_fast_permute_pairs),
-     * for FP8 and FP4 weights: the pair order's panel without
-     * vdpbf16ps. */
-    void (*pairs_decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
+    /* out = the n values at in (n a multiple of 32) with each 32 permuted
+     * as v4_fast_permute_pairs does (out may be in): the inputs of the
+     * pair order's tiles. */
+    void (*permute_pairs)(const float *in, int64_t n, float *out);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;
 #if defined(__x86_64__)
 extern const v4_fast_kernels v4_fast_avx2;
 extern const v4_fast_kernels v4_fast_avx512;
-/* The AVX2 pairs_rows_dot and pairs_decode_rows, which the AVX-512 table
- * shares. */
-void v4_avx2_pairs_rows_dot(const v4_weight *w, int64_t r, int nr, const float *xp, const float *x,
-                            float *y);
-void v4_avx2_pairs_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel);
 #endif
 
 /* The kernels in use: the best this CPU runs, or the one named by the
@@ -230,6 +227,10 @@ typedef struct v4_fp8_folded {
     int64_t row_block; /* the block the inputs are for, -1 before any */
     float *x;          /* w->cols inputs, each times its block's factor */
     uint8_t *exact;    /* per 128-column block: every product exact */
+    /* Every column block exact and known free of NaN codes (w->fp8_clean):
+     * a kernel may then run the rows through without looking at blocks
+     * (the AVX-512 pair order's). */
+    int whole;
 } v4_fp8_folded;
 
 /* Empty folded inputs in the running thread's scratch (which holds them:
@@ -237,15 +238,24 @@ typedef struct v4_fp8_folded {
 static inline v4_fp8_folded v4_fp8_folded_none(const v4_weight *w)
 {
     float *scratch = w->dtype == V4_F8_E4M3 ? v4_pool_scratch(w->pool) : NULL;
-    return (v4_fp8_folded){-1, scratch, scratch ? (uint8_t *)(scratch + w->cols) : NULL};
+    return (v4_fp8_folded){-1, scratch, scratch ? (uint8_t *)(scratch + w->cols) : NULL, 0};
 }
 
-/* ---- official numerics' products (the pair order above) ---------------- */
-
-#define V4_PAIRS_COLUMNS 32 /* columns per step of the pair order */
-
-/* The pair order's dot product of w and x (cols a multiple of 32): its
+/* The order's dot product of w and x (cols a multiple of V4_FAST_LANES;
+ * the pair order where cols is a multiple of V4_PAIRS_COLUMNS): its
  * definition, one lane at a time. */
+float v4_fast_dot(const float *w, const float *x, int64_t cols);
+
+/* Whether products with w take the pair order. */
+static inline int v4_fast_pair_order(const v4_weight *w)
+{
+    return w->cols % V4_PAIRS_COLUMNS == 0;
+}
+
+/* ---- official numerics' products (the pair order, flushing) ------------- */
+
+/* The pair order's dot product of w and x (cols a multiple of 32) with
+ * vdpbf16ps's flushes: its definition, one lane at a time. */
 float v4_pairs_dot(const float *w, const float *x, int64_t cols);
 
 /* The pair order in hardware: vdpbf16ps over BF16 copies of the weights
@@ -272,7 +282,7 @@ extern const v4_pairs_kernels v4_pairs_avx512bf16;
 #endif
 
 /* Each 32 of the n values at v (n a multiple of 32) as their odd columns,
- * then their even ones: the fast order over them is the pair order. */
+ * then their even ones: the plain order over them is the pair order. */
 void v4_fast_permute_pairs(float *v, int64_t n);
 /* Whether the scales of rows [r, r + nr) of an FP8/FP4 weight keep every
  * nonzero weight at least 2^-60 (the permuted route's bound above). */
@@ -310,5 +320,10 @@ void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x
 void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count);
 /* The per-thread scratch the fast kernels need for rows `cols` wide. */
 size_t v4_fast_scratch_bytes(int64_t cols);
+/* w->cols floats of the running thread's scratch (in a task of w->pool)
+ * where rows_dot keeps its inputs permuted for the pair order: apart from
+ * the decoded rows and the FP8 folded inputs (v4_fp8_folded), which the
+ * scratch's start holds. */
+float *v4_fast_scratch_inputs(const v4_weight *w);
 
 #endif

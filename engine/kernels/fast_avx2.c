@@ -94,7 +94,8 @@ INLINE float reduce16(__m256 lo, __m256 hi)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float *panel)
+/* decode_rows in the plain order (rows not a multiple of 32 wide). */
+KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     if (v4_fast_gguf(w->dtype)) {
         v4_fast_gguf_rows(w, r, nr, panel);
@@ -428,7 +429,8 @@ INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
 }
 
-KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+/* rows_dot in the plain order. */
+KERNEL static void plain_rows_dot(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     if (v4_fast_gguf(w->dtype) && !v4_avx2_gguf_in_registers(w->dtype)) {
         rows_dot_gguf(w, r, nr, x, y);
@@ -580,7 +582,7 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
                 reduce16(_mm256_loadu_ps(acc[t][i]), _mm256_loadu_ps(acc[t][i] + 8));
 }
 
-/* ---- the pair order without vdpbf16ps (fast.h) ------------------------------ */
+/* ---- the pair order (fast.h) ------------------------------------------------ */
 
 /* The odd columns of sixteen (a: columns 0-7, b: 8-15), in order: a shuffle
  * within 128-bit lanes gives 1 3 9 11 | 5 7 13 15, and the 64-bit pairs
@@ -641,6 +643,33 @@ INLINE void fp4_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
     o->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 24)), f);
     e->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 28)), f);
     e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 28)), f);
+}
+
+/* Thirty-two BF16 weights: the odd ones are the top halves of the 32-bit
+ * lanes, the even ones the bottom halves. */
+INLINE void bf16_pairs(const uint8_t *p, half2 *o, half2 *e)
+{
+    const __m256i top = _mm256_set1_epi32((int)0xFFFF0000);
+    __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)p),
+            b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 32));
+    o->lo = _mm256_castsi256_ps(_mm256_and_si256(a, top));
+    o->hi = _mm256_castsi256_ps(_mm256_and_si256(b, top));
+    e->lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+    e->hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+}
+
+/* The n values at in (a multiple of 32) with each 32 permuted, into out
+ * (which may be in). */
+INLINE void permute_pairs(const float *in, int64_t n, float *out)
+{
+    for (int64_t k = 0; k < n; k += V4_PAIRS_COLUMNS) {
+        __m256 a = _mm256_loadu_ps(in + k), b = _mm256_loadu_ps(in + k + 8),
+               c = _mm256_loadu_ps(in + k + 16), d = _mm256_loadu_ps(in + k + 24);
+        _mm256_storeu_ps(out + k, odd8(a, b));
+        _mm256_storeu_ps(out + k + 8, odd8(c, d));
+        _mm256_storeu_ps(out + k + 16, even8(a, b));
+        _mm256_storeu_ps(out + k + 24, even8(c, d));
+    }
 }
 
 /* Thirty-two weights of a row by the general decoder, split by shuffles. */
@@ -723,15 +752,38 @@ INLINE void pairs_fp4(const v4_weight *w, const int64_t *row, int nr, const pair
     }
 }
 
+/* BF16 and F32 rows: BF16 by shifts, F32 by the general decoder. */
+INLINE void pairs_plain(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
+{
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *p = w->data + row[i] * row_bytes;
+        half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+            half2 o, e;
+            int64_t at = k * row_bytes / w->cols, len = V4_PAIRS_COLUMNS * row_bytes / w->cols;
+            v4_fast_next_rows(p + at, V4_FAST_ROWS * row_bytes, len);
+            if (w->dtype == V4_BF16)
+                bf16_pairs(p + at, &o, &e);
+            else
+                general_pairs(w, row[i], k, &o, &e);
+            pair_put(sink, &a, i, w->cols, k, o, e);
+        }
+        if (sink->acc) sink->acc[i] = a;
+    }
+}
+
 INLINE void pair_rows(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
 {
     if (w->dtype == V4_F8_E4M3)
         pairs_fp8(w, row, nr, sink);
-    else
+    else if (w->dtype == V4_I8)
         pairs_fp4(w, row, nr, sink);
+    else
+        pairs_plain(w, row, nr, sink);
 }
 
-KERNEL void v4_avx2_pairs_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
+KERNEL static void pairs_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
         int64_t row[V4_FAST_ROWS];
@@ -742,35 +794,55 @@ KERNEL void v4_avx2_pairs_decode_rows(const v4_weight *w, int64_t r, int nr, flo
     }
 }
 
-/* Rows whose scales could make a sum flush go through v4_pairs_dot. */
-KERNEL void v4_avx2_pairs_rows_dot(const v4_weight *w, int64_t r, int nr, const float *xp,
-                                   const float *x, float *y)
+KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float *panel)
 {
-    if (!v4_fast_pairs_scales_plain(w, r, nr)) {
-        float *decoded = v4_pool_scratch(w->pool);
-        for (int i = 0; i < nr; i++) {
-            v4_weight_row(w, r + i, decoded);
-            y[i] = v4_pairs_dot(decoded, x, w->cols);
-        }
-        return;
+    if (!v4_fast_pair_order(w)) {
+        plain_decode_rows(w, r, nr, panel);
+    } else if (v4_fast_gguf(w->dtype)) {
+        v4_fast_gguf_rows(w, r, nr, panel);
+        permute_pairs(panel, nr * w->cols, panel);
+    } else {
+        pairs_decode_rows(w, r, nr, panel);
     }
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    half2 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
-    pair_sink sink = {acc, xp, NULL};
-    pair_rows(w, row, nr, &sink);
-    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2",
-                                      decode_rows_avx2,
-                                      tile_acc_avx2,
-                                      rows_dot_avx2,
-                                      kv_tile_acc_avx2,
-                                      kv_weighted_sum_avx2,
-                                      kv_decode_avx2,
-                                      reduce_avx2,
-                                      v4_avx2_pairs_rows_dot,
-                                      v4_avx2_pairs_decode_rows};
+/* Rows in the pair order against x permuted in the thread's scratch; GGUF's
+ * types decoded a row at a time (rows_dot_gguf's way) and permuted too. */
+KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    if (!v4_fast_pair_order(w)) {
+        plain_rows_dot(w, r, nr, x, y);
+        return;
+    }
+    float *xp = v4_fast_scratch_inputs(w);
+    permute_pairs(x, w->cols, xp);
+    if (v4_fast_gguf(w->dtype)) {
+        float *panel = v4_pool_scratch(w->pool);
+        v4_fast_gguf_rows(w, r, nr, panel);
+        permute_pairs(panel, nr * w->cols, panel);
+        for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, xp, w->cols);
+        return;
+    }
+    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
+        int n = nr - i0 < V4_FAST_ROWS ? nr - i0 : V4_FAST_ROWS;
+        int64_t row[V4_FAST_ROWS];
+        half2 acc[V4_FAST_ROWS];
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            row[i] = r + i0 + (i < n ? i : 0);
+            acc[i].lo = acc[i].hi = _mm256_setzero_ps();
+        }
+        pair_sink sink = {acc, xp, NULL};
+        pair_rows(w, row, n, &sink);
+        for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i].lo, acc[i].hi);
+    }
+}
+
+KERNEL static void permute_pairs_avx2(const float *in, int64_t n, float *out)
+{
+    permute_pairs(in, n, out);
+}
+
+const v4_fast_kernels v4_fast_avx2 = {"avx2",         decode_rows_avx2, tile_acc_avx2,
+                                      rows_dot_avx2,  kv_tile_acc_avx2, kv_weighted_sum_avx2,
+                                      kv_decode_avx2, reduce_avx2,      permute_pairs_avx2};
 #endif

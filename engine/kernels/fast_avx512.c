@@ -255,6 +255,10 @@ INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *
         f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
     }
     f->row_block = row_block;
+    f->whole = 1;
+    for (int64_t k0 = 0; k0 < w->cols && f->whole; k0 += V4_FP8_BLOCK)
+        f->whole = f->exact[k0 / V4_FP8_BLOCK] &&
+                   (w->fp8_clean && v4_fast_fp8_clean(w, row_block * V4_FP8_BLOCK, k0));
 }
 
 /* The four rows' codes p[i] and whether columns [k0, end) of them (one
@@ -402,7 +406,8 @@ INLINE void block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, 
     }
 }
 
-KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
+/* decode_rows in the plain order (rows not a multiple of 32 wide). */
+KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     if (v4_fast_gguf(w->dtype)) {
         v4_fast_gguf_rows(w, r, nr, panel);
@@ -573,19 +578,25 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
+/* y[i] = the plain order's dot product of panel row i and x, i < nr. */
+INLINE void panel_dots(const float *panel, int nr, int64_t cols, const float *x, float *y)
+{
+    for (int i = 0; i < nr; i++) {
+        const float *row = panel + (size_t)i * cols;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < cols; k += 16)
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(x + k), acc);
+        y[i] = reduce16(acc);
+    }
+}
+
 /* GGUF's types: the rows decoded into the running thread's scratch (which
  * holds BLOCK_ROWS rows), then dotted in fast.h's order. */
 KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     float *panel = v4_pool_scratch(w->pool);
     v4_fast_gguf_rows(w, r, nr, panel);
-    for (int i = 0; i < nr; i++) {
-        const float *row = panel + (size_t)i * w->cols;
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t k = 0; k < w->cols; k += 16)
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(x + k), acc);
-        y[i] = reduce16(acc);
-    }
+    panel_dots(panel, nr, w->cols, x, y);
 }
 
 /* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
@@ -614,7 +625,8 @@ INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+/* rows_dot in the plain order. */
+KERNEL static void plain_rows_dot(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
     if (v4_fast_gguf(w->dtype) && !in_registers) {
@@ -624,6 +636,314 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     v4_fp8_folded folded = v4_fp8_folded_none(w);
     for (int i = 0; i < nr; i += V4_FAST_ROWS)
         rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
+}
+
+/* ---- the pair order (fast.h) ---------------------------------------------- */
+
+/* The odd columns (*o) and the even ones (*e) of thirty-two values, a
+ * holding columns 0-15 and b 16-31: two vpermt2ps. */
+INLINE void split_pairs(__m512 a, __m512 b, __m512 *o, __m512 *e)
+{
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *o = _mm512_permutex2var_ps(a, odd, b);
+    *e = _mm512_permutex2var_ps(a, even, b);
+}
+
+/* The n values at in (a multiple of 32) with each 32 permuted, into out
+ * (which may be in). */
+INLINE void permute_pairs(const float *in, int64_t n, float *out)
+{
+    for (int64_t k = 0; k < n; k += V4_PAIRS_COLUMNS) {
+        __m512 o, e;
+        split_pairs(_mm512_loadu_ps(in + k), _mm512_loadu_ps(in + k + 16), &o, &e);
+        _mm512_storeu_ps(out + k, o);
+        _mm512_storeu_ps(out + k + 16, e);
+    }
+}
+
+/* Thirty-two e4m3 codes (no NaN code) as fp8x16_tiny's values, the odd
+ * columns into *o and the even ones into *e, by shifts alone: a byte
+ * sign-extended to 16 bits and shifted left by 4 has, under the mask,
+ * fp8x16_tiny's top 16 bits, and the odd byte of each pair is the top
+ * half of its 32-bit lane, the even one the bottom half.  Three operations
+ * and one widening per 32 weights, where fp8x16_tiny took two widenings
+ * and four operations. */
+INLINE void fp8_pairs_tiny(const uint8_t *p, __m512 *o, __m512 *e)
+{
+    __m512i h = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    h = _mm512_and_si512(_mm512_slli_epi16(h, 4), _mm512_set1_epi16((short)0x87F0));
+    *o = _mm512_castsi512_ps(_mm512_and_si512(h, _mm512_set1_epi32((int)0xFFFF0000)));
+    *e = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+}
+
+/* Thirty-two e2m1 codes (sixteen bytes) by the scaled table t: the odd
+ * columns are the high nibbles, the even ones the low (vpermps reads an
+ * index's low four bits), so one widening serves both. */
+INLINE void fp4_pairs(const uint8_t *p, __m512 t, __m512 *o, __m512 *e)
+{
+    __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    *o = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), t);
+    *e = _mm512_permutexvar_ps(c, t);
+}
+
+/* Thirty-two BF16 weights: the odd ones are the top halves of the 32-bit
+ * lanes, the even ones the bottom halves. */
+INLINE void bf16_pairs(const uint8_t *p, __m512 *o, __m512 *e)
+{
+    __m512i v = _mm512_loadu_si512((const void *)p);
+    *o = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000)));
+    *e = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/* Thirty-two weights of a row by the general decoder, split by shuffles. */
+INLINE void general_pairs(const v4_weight *w, int64_t row, int64_t k, __m512 *o, __m512 *e)
+{
+    split_pairs(decode16(w, row, k), decode16(w, row, k + 16), o, e);
+}
+
+/* One pair-order step of a row: odd weights against the first sixteen
+ * permuted inputs, then even ones against the next sixteen. */
+INLINE __m512 pair_step(__m512 acc, __m512 o, __m512 e, __m512 xo, __m512 xe)
+{
+    return _mm512_fmadd_ps(e, xe, _mm512_fmadd_ps(o, xo, acc));
+}
+
+/* block_fp8 in the pair order, over permuted inputs xp. */
+INLINE void pairs_block_fp8(const uint8_t *const *p, int64_t k0, const float *xp, int64_t len,
+                            __m512 f, const int folded, __m512 *acc)
+{
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < len; k += V4_PAIRS_COLUMNS) {
+        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m512 o, e;                                                                               \
+        fp8_pairs_tiny(p[i] + k0 + k, &o, &e);                                                     \
+        if (!folded) o = mul_exact(o, f), e = mul_exact(e, f);                                     \
+        a = pair_step(a, o, e, xo, xe);                                                            \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Rows of one row block whose every column block takes the short path with
+ * folded inputs xf (v4_fp8_folded.whole): one pass, no block bounds. */
+INLINE void pairs_whole_fp8(const v4_weight *w, const int64_t *row, const float *xf, __m512 *acc)
+{
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + row[i] * w->cols;
+    int64_t ahead = V4_FAST_ROWS * w->cols; /* the next call's rows (fast.h) */
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+        __m512 xo = _mm512_loadu_ps(xf + k), xe = _mm512_loadu_ps(xf + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m512 o, e;                                                                               \
+        if (k % 64 == 0) v4_fast_next_rows(p[i] + k, ahead, 64);                                   \
+        fp8_pairs_tiny(p[i] + k, &o, &e);                                                          \
+        a = pair_step(a, o, e, xo, xe);                                                            \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* rows_dot_fp8 in the pair order; `folded` holds the permuted inputs for
+ * row[0]'s row block. */
+INLINE void pairs_rows_fp8(const v4_weight *w, const int64_t *row, const float *xp,
+                           const v4_fp8_folded *folded, __m512 *acc)
+{
+    if (folded->whole) {
+        pairs_whole_fp8(w, row, folded->x, acc);
+        return;
+    }
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        const uint8_t *p[V4_FAST_ROWS];
+        __m512 f;
+        if (fp8_block_short(w, row, k0, end, p, &f)) {
+            if (folded->exact[k0 / V4_FP8_BLOCK])
+                pairs_block_fp8(p, k0, folded->x + k0, end - k0, f, 1, acc);
+            else
+                pairs_block_fp8(p, k0, xp + k0, end - k0, f, 0, acc);
+            continue;
+        }
+        for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+            __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+            for (int i = 0; i < V4_FAST_ROWS; i++) {
+                __m512 o, e;
+                general_pairs(w, row[i], k, &o, &e);
+                acc[i] = pair_step(acc[i], o, e, xo, xe);
+            }
+        }
+    }
+}
+
+/* rows_dot_fp4 in the pair order. */
+INLINE void pairs_rows_fp4(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+{
+    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
+    fp4_rows(w, row, p, e);
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
+        float sc[V4_FAST_ROWS][FP4_SPAN];
+        int nb = fp4_span(w, p, e, k0, sc);
+        for (int b = 0; b < nb; b++) {
+            int64_t k = k0 + b * V4_FP4_BLOCK;
+            __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m512 o, ev;                                                                              \
+        fp4_pairs(p[i] + k / 2, _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b])), &o, &ev);          \
+        a = pair_step(a, o, ev, xo, xe);                                                           \
+    } while (0)
+            ROW(a0, 0);
+            ROW(a1, 1);
+            ROW(a2, 2);
+            ROW(a3, 3);
+#undef ROW
+        }
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* BF16 rows (the LM head's) in the pair order: four named accumulators,
+ * so they stay in registers. */
+INLINE void pairs_rows_bf16(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+{
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + row[i] * w->cols * 2;
+    int64_t ahead = V4_FAST_ROWS * w->cols * 2; /* the next call's rows (fast.h) */
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+#define ROW(a, i)                                                                                  \
+    do {                                                                                           \
+        __m512 o, e;                                                                               \
+        v4_fast_next_rows(p[i] + k * 2, ahead, 64);                                                \
+        bf16_pairs(p[i] + k * 2, &o, &e);                                                          \
+        a = pair_step(a, o, e, xo, xe);                                                            \
+    } while (0)
+        ROW(a0, 0);
+        ROW(a1, 1);
+        ROW(a2, 2);
+        ROW(a3, 3);
+#undef ROW
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Any other rows (F32) by the general decoder. */
+INLINE void pairs_rows_general(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+{
+    for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            __m512 o, e;
+            general_pairs(w, row[i], k, &o, &e);
+            acc[i] = pair_step(acc[i], o, e, xo, xe);
+        }
+    }
+}
+
+/* rows_dot4 in the pair order, over permuted inputs xp. */
+INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
+                        v4_fp8_folded *folded, float *y)
+{
+    int64_t row[V4_FAST_ROWS];
+    __m512 acc[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        row[i] = r + (i < nr ? i : 0);
+        acc[i] = _mm512_setzero_ps();
+    }
+    if (w->dtype == V4_F8_E4M3) {
+        if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, xp, folded);
+        pairs_rows_fp8(w, row, xp, folded, acc);
+    } else if (w->dtype == V4_I8) {
+        pairs_rows_fp4(w, row, xp, acc);
+    } else if (w->dtype == V4_BF16) {
+        pairs_rows_bf16(w, row, xp, acc);
+    } else {
+        pairs_rows_general(w, row, xp, acc);
+    }
+    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
+}
+
+/* Rows in the pair order against x permuted in the thread's scratch; GGUF's
+ * types decoded a row at a time (rows_dot_gguf's way) and permuted too. */
+KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+{
+    if (!v4_fast_pair_order(w)) {
+        plain_rows_dot(w, r, nr, x, y);
+        return;
+    }
+    float *xp = v4_fast_scratch_inputs(w);
+    permute_pairs(x, w->cols, xp);
+    if (v4_fast_gguf(w->dtype)) {
+        float *panel = v4_pool_scratch(w->pool);
+        v4_fast_gguf_rows(w, r, nr, panel);
+        permute_pairs(panel, nr * w->cols, panel);
+        panel_dots(panel, nr, w->cols, xp, y);
+        return;
+    }
+    v4_fp8_folded folded = v4_fp8_folded_none(w);
+    for (int i = 0; i < nr; i += V4_FAST_ROWS)
+        pairs_rows4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, xp, &folded, y + i);
+}
+
+/* Columns [k0, end) (one 128-column block) of row `row` into out in the
+ * pair order's layout, exactly: block_f32's values, each 32 permuted. */
+INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, float *out)
+{
+    panel_next_rows(w, row, k0, end);
+    fp8_block b8 = {0};
+    if (w->dtype == V4_F8_E4M3) b8 = fp8_block_at(w, row, k0, end);
+    fp4_row r4 = fp4_row_at(w, row);
+    for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
+        __m512 o, e;
+        if (w->dtype == V4_F8_E4M3 && b8.short_path) {
+            fp8_pairs_tiny(b8.p + k, &o, &e);
+            o = mul_exact(o, b8.f), e = mul_exact(e, b8.f);
+        } else if (w->dtype == V4_I8) {
+            fp4_pairs(r4.q + k / 2, fp4_scaled_table(r4, k), &o, &e);
+        } else if (w->dtype == V4_BF16) {
+            bf16_pairs(w->data + (row * w->cols + k) * 2, &o, &e);
+        } else {
+            general_pairs(w, row, k, &o, &e);
+        }
+        _mm512_storeu_ps(out + (k - k0), o);
+        _mm512_storeu_ps(out + (k - k0) + 16, e);
+    }
+}
+
+KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    if (!v4_fast_pair_order(w)) {
+        plain_decode_rows(w, r, nr, panel);
+        return;
+    }
+    if (v4_fast_gguf(w->dtype)) {
+        v4_fast_gguf_rows(w, r, nr, panel);
+        permute_pairs(panel, nr * w->cols, panel);
+        return;
+    }
+    for (int i = 0; i < nr; i++)
+        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK)
+            pairs_block_f32(w, r + i, k0, k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols,
+                            panel + (size_t)i * w->cols + k0);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
@@ -1045,14 +1365,13 @@ KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, 
 const v4_pairs_kernels v4_pairs_avx512bf16 = {to_bf16_avx512, pairs_decode_rows_avx512,
                                               pairs_tile_avx512, pairs_rows_dot_avx512};
 
-const v4_fast_kernels v4_fast_avx512 = {"avx512",
-                                        decode_rows_avx512,
-                                        tile_acc_avx512,
-                                        rows_dot_avx512,
-                                        kv_tile_acc_avx512,
-                                        kv_weighted_sum_avx512,
-                                        kv_decode_avx512,
-                                        reduce_avx512,
-                                        v4_avx2_pairs_rows_dot,
-                                        v4_avx2_pairs_decode_rows};
+KERNEL static void permute_pairs_avx512(const float *in, int64_t n, float *out)
+{
+    permute_pairs(in, n, out);
+}
+
+const v4_fast_kernels v4_fast_avx512 = {
+    "avx512",         decode_rows_avx512, tile_acc_avx512,
+    rows_dot_avx512,  kv_tile_acc_avx512, kv_weighted_sum_avx512,
+    kv_decode_avx512, reduce_avx512,      permute_pairs_avx512};
 #endif

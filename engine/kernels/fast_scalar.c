@@ -11,9 +11,17 @@
 #include <math.h>
 #include <string.h>
 
-static float dot_fast(const float *w, const float *x, int64_t cols)
+float v4_fast_dot(const float *w, const float *x, int64_t cols)
 {
     float acc[V4_FAST_LANES] = {0};
+    if (cols % V4_PAIRS_COLUMNS == 0) {
+        for (int64_t c = 0; c < cols; c += V4_PAIRS_COLUMNS)
+            for (int l = 0; l < V4_FAST_LANES; l++) {
+                acc[l] = fmaf(w[c + 2 * l + 1], x[c + 2 * l + 1], acc[l]);
+                acc[l] = fmaf(w[c + 2 * l], x[c + 2 * l], acc[l]);
+            }
+        return v4_fast_reduce(acc);
+    }
     for (int64_t k = 0; k < cols; k += V4_FAST_LANES)
         for (int l = 0; l < V4_FAST_LANES; l++) acc[l] = fmaf(w[k + l], x[k + l], acc[l]);
     return v4_fast_reduce(acc);
@@ -41,6 +49,7 @@ float v4_pairs_dot(const float *w, const float *x, int64_t cols)
 static void decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     for (int i = 0; i < nr; i++) v4_weight_row_scalar(w, r + i, panel + (size_t)i * w->cols);
+    if (v4_fast_pair_order(w)) v4_fast_permute_pairs(panel, nr * w->cols);
 }
 
 static void tile_acc_scalar(const float *const *rows, const float *const *xs, int nt, int64_t klen,
@@ -54,12 +63,6 @@ static void tile_acc_scalar(const float *const *rows, const float *const *xs, in
                     acc[t][i][l] = fmaf(rows[i][k + l], xs[t][k + l], acc[t][i][l]);
 }
 
-static void pairs_decode_rows_scalar(const v4_weight *w, int64_t r, int nr, float *panel)
-{
-    decode_rows_scalar(w, r, nr, panel);
-    v4_fast_permute_pairs(panel, nr * w->cols);
-}
-
 /* One decoded row at a time, in the pool's scratch of the running thread
  * (which holds BLOCK_ROWS rows; rows_dot runs inside v4_fast_matmul's
  * tasks). */
@@ -68,7 +71,7 @@ static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *
     float *row_scratch = v4_pool_scratch(w->pool);
     for (int i = 0; i < nr; i++) {
         v4_weight_row_scalar(w, r + i, row_scratch);
-        y[i] = dot_fast(row_scratch, x, w->cols);
+        y[i] = v4_fast_dot(row_scratch, x, w->cols);
     }
 }
 
@@ -115,19 +118,19 @@ static void kv_decode_scalar(const v4_kv_format *f, const uint8_t *row, int64_t 
     for (int64_t k = c0; k < c1; k++) out[k - c0] = kv_value(f, row, k);
 }
 
+static void permute_pairs_scalar(const float *in, int64_t n, float *out)
+{
+    if (out != in) memcpy(out, in, (size_t)n * sizeof *out);
+    v4_fast_permute_pairs(out, n);
+}
+
 static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride)
 {
     for (int t = 0; t < nt; t++)
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {"scalar",
-                                        decode_rows_scalar,
-                                        tile_acc_scalar,
-                                        rows_dot_scalar,
-                                        kv_tile_acc_scalar,
-                                        kv_weighted_sum_scalar,
-                                        kv_decode_scalar,
-                                        reduce_scalar,
-                                        NULL,
-                                        pairs_decode_rows_scalar};
+const v4_fast_kernels v4_fast_scalar = {
+    "scalar",         decode_rows_scalar, tile_acc_scalar,
+    rows_dot_scalar,  kv_tile_acc_scalar, kv_weighted_sum_scalar,
+    kv_decode_scalar, reduce_scalar,      permute_pairs_scalar};
