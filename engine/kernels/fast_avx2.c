@@ -208,22 +208,8 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return !_mm256_testz_si256(any, any);
 }
 
-/* Eight e4m3 bytes (no NaN codes) as floats times 2^-120, by integer
- * operations alone (no conversion instruction, the slow part of decoding
- * them as f16): each byte sign-extended to its lane and shifted left by 20
- * has the sign on bit 31 (copies on 30..27) and exponent and mantissa on
- * 26..20, where the mask keeps them.  An exponent field of e makes the F32
- * exponent e, so every code, subnormals included, is its value times
- * 2^-120, exactly. */
-INLINE __m256 fp8x8_tiny(const uint8_t *p)
-{
-    __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
-    return _mm256_castsi256_ps(
-        _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32((int)0x87F00000)));
-}
-
 /* 2^120 times the scale of E8M0 code e, for e <= 134 (finite) or NaN's
- * 0xFF: fp8x8_tiny's value times it is the same real number as the
+ * 0xFF: fp8_lanes_tiny's value times it is the same real number as the
  * weight times its scale, so one multiplication rounds it as the general
  * decoder's does (exact, but for products that leave the F32 range in
  * both). */
@@ -232,96 +218,19 @@ INLINE float fp8_factor(uint8_t e)
     return v4_fast_scale(e) * 0x1p120f;
 }
 
-/* The short path of a 128-column block: each weight fp8x8_tiny's value
- * times its row's factor f[i].  With `folded` (a constant where this is
- * inlined) the inputs x already carry the factors, one for all four rows
- * (v4_fp8_folded), and the values go to the FMAs as they are. */
-INLINE void block_fp8(const uint8_t *const *p, const float *f, const float *x, int64_t len,
-                      const int folded, half2 *acc)
+/* The next V4_FAST_ROWS rows of a call, from row r with nr left: their
+ * indices (past the call's rows, r again) and zeroed sums; returns how
+ * many are the call's. */
+INLINE int row_group(int64_t r, int nr, int64_t *row, half2 *acc)
 {
-    half2 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < len; k += 16) {
-        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
-#define WEIGHTS(i, o)                                                                              \
-    (folded ? fp8x8_tiny(p[i] + k + (o))                                                           \
-            : mul_exact(fp8x8_tiny(p[i] + k + (o)), _mm256_broadcast_ss(f + (i))))
-#define ROW(a, i)                                                                                  \
-    do {                                                                                           \
-        a.lo = _mm256_fmadd_ps(WEIGHTS(i, 0), xl, a.lo);                                           \
-        a.hi = _mm256_fmadd_ps(WEIGHTS(i, 8), xh, a.hi);                                           \
-    } while (0)
-        ROW(a0, 0);
-        ROW(a1, 1);
-        ROW(a2, 2);
-        ROW(a3, 3);
-#undef ROW
-#undef WEIGHTS
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        row[i] = r + (i < nr ? i : 0);
+        acc[i].lo = acc[i].hi = _mm256_setzero_ps();
     }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    return nr < V4_FAST_ROWS ? nr : V4_FAST_ROWS;
 }
 
-/* v4_fp8_folded's inputs for the block of row_block (each x times
- * fp8_factor, checked by multiplying back as fast_avx512.c's are). */
-INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *x, v4_fp8_folded *f)
-{
-    const uint8_t *scale = w->scale + row_block * w->scale_stride;
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
-        uint8_t e = scale[k0 / V4_FP8_BLOCK];
-        __m256 factor = _mm256_set1_ps(fp8_factor(e));
-        __m256 inverse = _mm256_div_ps(_mm256_set1_ps(1.0f), factor);
-        int inexact = 0;
-        for (int64_t k = k0; k < end; k += 8) {
-            __m256 xv = _mm256_loadu_ps(x + k), v = _mm256_mul_ps(xv, factor);
-            inexact |=
-                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_mul_ps(v, inverse), xv, _CMP_NEQ_UQ));
-            _mm256_storeu_ps(f->x + k, v);
-        }
-        f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
-    }
-    f->row_block = row_block;
-}
-
-/* FP8 rows, a 128-column block at a time: the short path unless a row's
- * block holds a NaN code (which fp8x8_tiny would make finite) or a scale
- * above 2^7, over folded inputs where the four rows share `folded`'s row
- * block and its product is exact. */
-INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
-                         const v4_fp8_folded *folded, half2 *acc)
-{
-    int shared = 1;
-    for (int i = 0; i < V4_FAST_ROWS; i++) shared &= row[i] / V4_FP8_BLOCK == folded->row_block;
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t len = k0 + V4_FP8_BLOCK < w->cols ? V4_FP8_BLOCK : w->cols - k0;
-        const uint8_t *p[V4_FAST_ROWS];
-        float f[V4_FAST_ROWS];
-        int general = len % 32 != 0; /* has_fp8_nan's steps */
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            uint8_t e = w->scale[(row[i] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-            p[i] = w->data + row[i] * w->cols + k0;
-            f[i] = fp8_factor(e);
-            general |= e > 134 && e != 0xFF;
-            general |= !general && !v4_fast_fp8_clean(w, row[i], k0) && has_fp8_nan(p[i], len);
-        }
-        for (int i = 0; i < V4_FAST_ROWS; i++) /* the next call's rows (fast.h) */
-            v4_fast_next_rows(p[i], V4_FAST_ROWS * w->cols, len);
-        if (!general && shared && folded->exact[k0 / V4_FP8_BLOCK]) {
-            block_fp8(p, f, folded->x + k0, len, 1, acc);
-            continue;
-        }
-        if (!general) {
-            block_fp8(p, f, x + k0, len, 0, acc);
-            continue;
-        }
-        for (int64_t k = k0; k < k0 + len; k += 16) {
-            __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
-#pragma GCC unroll 8
-            for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
-        }
-    }
-}
-
-/* F32 rows, and FP4 rows that the short path below leaves. */
+/* Rows of any type the general decoder reads. */
 INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
 {
     for (int64_t k = 0; k < w->cols; k += 16) {
@@ -329,16 +238,6 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) fma16(&acc[i], decode16(w, row[i], k), xl, xh);
     }
-}
-
-/* Eight e2m1 codes from four bytes (code j in bits 4j..4j+3) as floats
- * times 2^-126: a variable shift moves code j to the top of lane j. */
-INLINE __m256 fp4x8_tiny(const uint8_t *p)
-{
-    uint32_t four;
-    __builtin_memcpy(&four, p, 4);
-    return e2m1_top_tiny(_mm256_sllv_epi32(_mm256_set1_epi32((int)four),
-                                           _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0)));
 }
 
 /* Whether the n E8M0 codes at e are all <= 128 (none with its top bit
@@ -357,88 +256,21 @@ INLINE int fp4_scales_small(const uint8_t *e, int64_t n)
     return small;
 }
 
-/* FP4 rows: one scale per 32 columns.  Each weight is its e2m1 value
- * times the scale, exactly as the general decoder makes it, by one
- * multiplication of fp4x8_tiny's value by fp4_factor.  Rows with a scale
- * above 2^1 (e > 128, NaN's 0xFF among them) go the general way, checked
- * before the loop so that it keeps its eight sums in registers. */
-INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
-    int64_t blocks = w->cols / V4_FP4_BLOCK;
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        p[i] = w->data + row[i] * (w->cols / 2);
-        e[i] = w->scale + row[i] * w->scale_stride;
-        if (!fp4_scales_small(e[i], blocks)) {
-            rows_dot_plain(w, row, x, acc);
-            return;
-        }
-    }
-    half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
-    for (int64_t k = 0; k < w->cols; k += V4_FP4_BLOCK) {
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            __m256 f = fp4_factor(e[i][k / V4_FP4_BLOCK]);
-            const uint8_t *q = p[i] + k / 2;
-            v4_fast_next_rows(q, V4_FAST_ROWS * w->cols / 2, V4_FP4_BLOCK / 2);
-            __m256 v[4] = {mul_exact(fp4x8_tiny(q), f), mul_exact(fp4x8_tiny(q + 4), f),
-                           mul_exact(fp4x8_tiny(q + 8), f), mul_exact(fp4x8_tiny(q + 12), f)};
-            fma32(&a[i], v, x + k);
-        }
-    }
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
-}
-
-/* BF16 rows (the LM head's): each weight a shift of its 16 bits. */
-INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
-{
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + row[i] * w->cols * 2;
-    for (int64_t k = 0; k < w->cols; k += 16) {
-        __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            v4_fast_next_rows(p[i] + k * 2, V4_FAST_ROWS * w->cols * 2, 32);
-            fma16(&acc[i], (half2){bf16x8(p[i] + k * 2), bf16x8(p[i] + k * 2 + 16)}, xl, xh);
-        }
-    }
-}
-
-/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
- * FP8 weights' inputs, made here when row r's block is not the one they
- * hold). */
-INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_fp8_folded *folded,
-                      float *y)
-{
-    int gguf = v4_fast_gguf(w->dtype);
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    half2 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i].lo = acc[i].hi = _mm256_setzero_ps();
-    if (gguf)
-        v4_avx2_gguf_rows_dot(w, row, x, acc);
-    else if (w->dtype == V4_F8_E4M3) {
-        if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
-        rows_dot_fp8(w, row, x, folded, acc);
-    } else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
-        rows_dot_fp4(w, row, x, acc);
-    else if (w->dtype == V4_BF16)
-        rows_dot_bf16(w, row, x, acc);
-    else
-        rows_dot_plain(w, row, x, acc);
-    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i].lo, acc[i].hi);
-}
-
-/* rows_dot in the plain order. */
+/* rows_dot in the plain order (rows 16 but not 32 wide, which no
+ * checkpoint has): each weight by the general decoder. */
 KERNEL static void plain_rows_dot(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    if (v4_fast_gguf(w->dtype) && !v4_avx2_gguf_in_registers(w->dtype)) {
+    if (v4_fast_gguf(w->dtype)) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
-    v4_fp8_folded folded = v4_fp8_folded_none(w);
-    for (int i = 0; i < nr; i += V4_FAST_ROWS)
-        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
+    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
+        int64_t row[V4_FAST_ROWS];
+        half2 acc[V4_FAST_ROWS];
+        int n = row_group(r + i0, nr - i0, row, acc);
+        rows_dot_plain(w, row, x, acc);
+        for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i].lo, acc[i].hi);
+    }
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
@@ -584,34 +416,13 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
 
 /* ---- the pair order (fast.h) ------------------------------------------------ */
 
-/* The odd columns of sixteen (a: columns 0-7, b: 8-15), in order: a shuffle
- * within 128-bit lanes gives 1 3 9 11 | 5 7 13 15, and the 64-bit pairs
- * are put in order. */
-INLINE __m256 odd8(__m256 a, __m256 b)
-{
-    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-/* The even columns of sixteen, likewise. */
-INLINE __m256 even8(__m256 a, __m256 b)
-{
-    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-/* Thirty-two weights of a row in the pair order: odd columns (o: 1..15,
- * 17..31, as halves of eight) against the first sixteen permuted inputs,
- * then the even ones (e) against the next sixteen. */
-INLINE void pair_step(half2 *acc, half2 o, half2 e, const float *xp)
-{
-    acc->lo = _mm256_fmadd_ps(o.lo, _mm256_loadu_ps(xp), acc->lo);
-    acc->hi = _mm256_fmadd_ps(o.hi, _mm256_loadu_ps(xp + 8), acc->hi);
-    acc->lo = _mm256_fmadd_ps(e.lo, _mm256_loadu_ps(xp + 16), acc->lo);
-    acc->hi = _mm256_fmadd_ps(e.hi, _mm256_loadu_ps(xp + 24), acc->hi);
-}
-
-/* Sign-extended e4m3 bytes in 32-bit lanes as fp8x8_tiny makes them. */
+/* Sign-extended e4m3 bytes in 32-bit lanes (no NaN codes) as floats times
+ * 2^-120, by integer operations alone (no conversion instruction, the slow
+ * part of decoding them as f16): shifted left by 20, a lane has the sign
+ * on bit 31 (copies on 30..27) and exponent and mantissa on 26..20, where
+ * the mask keeps them.  An exponent field of e makes the F32 exponent e,
+ * so every code, subnormals included, is its value times 2^-120,
+ * exactly. */
 INLINE __m256 fp8_lanes_tiny(__m256i b)
 {
     return _mm256_castsi256_ps(
@@ -806,8 +617,9 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
     }
 }
 
-/* Rows in the pair order against x permuted in the thread's scratch; GGUF's
- * types decoded a row at a time (rows_dot_gguf's way) and permuted too. */
+/* Rows in the pair order against x permuted in the thread's scratch; the
+ * GGUF types fast_avx2_gguf.c does not read in registers are decoded a row
+ * at a time (rows_dot_gguf's way) and permuted too. */
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     if (!v4_fast_pair_order(w)) {
@@ -816,7 +628,8 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
     }
     float *xp = v4_fast_scratch_inputs(w);
     permute_pairs(x, w->cols, xp);
-    if (v4_fast_gguf(w->dtype)) {
+    int gguf = v4_fast_gguf(w->dtype);
+    if (gguf && !v4_avx2_gguf_in_registers(w->dtype)) {
         float *panel = v4_pool_scratch(w->pool);
         v4_fast_gguf_rows(w, r, nr, panel);
         permute_pairs(panel, nr * w->cols, panel);
@@ -824,15 +637,14 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         return;
     }
     for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
-        int n = nr - i0 < V4_FAST_ROWS ? nr - i0 : V4_FAST_ROWS;
         int64_t row[V4_FAST_ROWS];
         half2 acc[V4_FAST_ROWS];
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            row[i] = r + i0 + (i < n ? i : 0);
-            acc[i].lo = acc[i].hi = _mm256_setzero_ps();
-        }
+        int n = row_group(r + i0, nr - i0, row, acc);
         pair_sink sink = {acc, xp, NULL};
-        pair_rows(w, row, n, &sink);
+        if (gguf)
+            v4_avx2_gguf_rows_dot(w, row, xp, acc);
+        else
+            pair_rows(w, row, n, &sink);
         for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i].lo, acc[i].hi);
     }
 }

@@ -60,14 +60,40 @@ INLINE __m256 fp4_factor(uint8_t e)
     return _mm256_castsi256_ps(_mm256_set1_epi32((int)(((uint32_t)e + 126) << 23)));
 }
 
-/* Thirty-two weights w[0..3] (columns in order, eight each) against
- * x[0, 32) into a row's two accumulators. */
-INLINE void fma32(half2 *acc, const __m256 *w, const float *x)
+/* The odd columns of sixteen (a: columns 0-7, b: 8-15), in order: a shuffle
+ * within 128-bit lanes gives 1 3 9 11 | 5 7 13 15, and the 64-bit pairs
+ * are put in order. */
+INLINE __m256 odd8(__m256 a, __m256 b)
 {
-    acc->lo = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(x), acc->lo);
-    acc->hi = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), acc->hi);
-    acc->lo = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + 16), acc->lo);
-    acc->hi = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), acc->hi);
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* The even columns of sixteen, likewise. */
+INLINE __m256 even8(__m256 a, __m256 b)
+{
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* Thirty-two weights of a row in the pair order: odd columns (o: 1..15,
+ * 17..31, as halves of eight) against the first sixteen permuted inputs,
+ * then the even ones (e) against the next sixteen. */
+INLINE void pair_step(half2 *acc, half2 o, half2 e, const float *xp)
+{
+    acc->lo = _mm256_fmadd_ps(o.lo, _mm256_loadu_ps(xp), acc->lo);
+    acc->hi = _mm256_fmadd_ps(o.hi, _mm256_loadu_ps(xp + 8), acc->hi);
+    acc->lo = _mm256_fmadd_ps(e.lo, _mm256_loadu_ps(xp + 16), acc->lo);
+    acc->hi = _mm256_fmadd_ps(e.hi, _mm256_loadu_ps(xp + 24), acc->hi);
+}
+
+/* Thirty-two weights in column order (a: columns 0-15, b: 16-31) into a
+ * row's accumulators in the pair order, against permuted inputs xp: split
+ * into odd and even columns by shuffles. */
+INLINE void pair32(half2 *acc, half2 a, half2 b, const float *xp)
+{
+    half2 o = {odd8(a.lo, a.hi), odd8(b.lo, b.hi)}, e = {even8(a.lo, a.hi), even8(b.lo, b.hi)};
+    pair_step(acc, o, e, xp);
 }
 
 /* Whether v4_avx2_gguf_rows_dot reads GGUF type t in registers (Q8_0,
@@ -75,9 +101,10 @@ INLINE void fma32(half2 *acc, const __m256 *w, const float *x)
 int v4_avx2_gguf_in_registers(v4_dtype t);
 
 /* acc[i] continues the dot product of weight row row[i] (i <
- * V4_FAST_ROWS) with x over all of w->cols, in fast.h's order, each value
- * made as the block decoder makes it (engine/kernels/blocks.c). */
-void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *x, half2 *acc);
+ * V4_FAST_ROWS) with the inputs over all of w->cols, in fast.h's pair
+ * order (xp: the inputs with each 32 columns permuted), each value made as
+ * the block decoder makes it (engine/kernels/blocks.c). */
+void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc);
 
 #endif
 #endif

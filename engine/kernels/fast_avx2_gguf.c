@@ -3,7 +3,8 @@
  * decode kernel (contract in fast_avx2.h): the types of ds4's published
  * recipes and of tome-convert's lossless one (Q8_0, MXFP4, Q4_K, Q2_K,
  * IQ2_XXS).  Each value is made with the block decoder's operations in
- * its order (engine/kernels/blocks.c), so the products have the bits of
+ * its order (engine/kernels/blocks.c) and each 32 split into odd and even
+ * columns for the pair order (fast.h), so the products have the bits of
  * the path that decodes rows into a buffer first; test_gguf_kernels
  * compares them.
  */
@@ -21,22 +22,20 @@ INLINE __m256 q8x8(const uint8_t *q, __m256 d)
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
 }
 
-INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
     for (int64_t k = 0; k < w->cols; k += 32) {
-        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
         size_t at = (size_t)(k / 32) * 34;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
             __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-            fma16(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)}, x0, x1);
-            fma16(&acc[i], (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, x2, x3);
+            pair32(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)},
+                   (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, xp + k);
         }
     }
 }
@@ -55,13 +54,11 @@ INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
  * byte j's low nibble and value j + 16 in its high one): each value
  * 2^(e - 128) * level, the scale multiplied into the tables once per block
  * (the same products).  The general way, for any scale. */
-INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *x, int64_t cols, half2 *acc)
+INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t cols, half2 *acc)
 {
     const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
     const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
     for (int64_t k = 0; k < cols; k += 32) {
-        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-        __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);
         size_t at = (size_t)(k / 32) * 17;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
@@ -72,11 +69,10 @@ INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *x, int64_t col
                 _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
             __m256i c1 =
                 _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
-            fma16(&acc[i], (half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)}, x0, x1);
-            fma16(&acc[i],
-                  (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
-                          mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
-                  x2, x3);
+            pair32(&acc[i], (half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)},
+                   (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
+                           mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
+                   xp + k);
         }
     }
 }
@@ -95,7 +91,7 @@ INLINE __m256 mxfp4x8_tiny(const uint8_t *b, int shift, __m256 factor)
 /* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny) unless a
  * block's scale exceeds 2^0 (code above 128), checked before the loop so
  * that the sums stay in registers. */
-INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
@@ -108,7 +104,7 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
         }
     }
     if (largest > 128) {
-        mxfp4_by_tables(p, x, w->cols, acc);
+        mxfp4_by_tables(p, xp, w->cols, acc);
         return;
     }
     half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
@@ -118,29 +114,27 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             __m256 f = fp4_factor(b[0]);
-            __m256 v[4] = {mxfp4x8_tiny(b + 1, 28, f), mxfp4x8_tiny(b + 9, 28, f),
-                           mxfp4x8_tiny(b + 1, 24, f), mxfp4x8_tiny(b + 9, 24, f)};
-            fma32(&a[i], v, x + k);
+            pair32(&a[i], (half2){mxfp4x8_tiny(b + 1, 28, f), mxfp4x8_tiny(b + 9, 28, f)},
+                   (half2){mxfp4x8_tiny(b + 1, 24, f), mxfp4x8_tiny(b + 9, 24, f)}, xp + k);
         }
     }
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
- * the block decoder's two operations, against x[0, 16). */
-INLINE void k_step(half2 *acc, __m128i codes, __m256 mul, __m256 sub, const float *x)
+ * the block decoder's two operations. */
+INLINE half2 k_values(__m128i codes, __m256 mul, __m256 sub)
 {
     __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
     __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
-    half2 v = {_mm256_sub_ps(_mm256_mul_ps(mul, lo), sub),
-               _mm256_sub_ps(_mm256_mul_ps(mul, hi), sub)};
-    fma16(acc, v, _mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+    return (half2){_mm256_sub_ps(_mm256_mul_ps(mul, lo), sub),
+                   _mm256_sub_ps(_mm256_mul_ps(mul, hi), sub)};
 }
 
 /* Q4_K rows (144-byte blocks of 256: the group factors of v4_k_pairs, then
  * 128 bytes of nibbles, groups 2p and 2p + 1 in the low and high nibbles of
  * bytes 32p .. 32p + 31), a row at a time, its columns in order. */
-INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const __m256i low4 = _mm256_set1_epi8(15);
@@ -159,9 +153,8 @@ INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x
                 for (int h = 0; h < 2; h++) {
                     int g = 2 * p + h;
                     __m256 m = _mm256_set1_ps(mul[g]), s = _mm256_set1_ps(sub[g]);
-                    const float *xg = x + k + 32 * g;
-                    k_step(&a, _mm256_castsi256_si128(nib[h]), m, s, xg);
-                    k_step(&a, _mm256_extracti128_si256(nib[h], 1), m, s, xg + 16);
+                    pair32(&a, k_values(_mm256_castsi256_si128(nib[h]), m, s),
+                           k_values(_mm256_extracti128_si256(nib[h], 1), m, s), xp + k + 32 * g);
                 }
             }
         }
@@ -173,7 +166,7 @@ INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *x
  * bytes of 2-bit codes, f16 d and dmin at 80 and 82): groups 8n + 2j and
  * 8n + 2j + 1 are bits 2j..2j+1 of bytes 32n .. 32n + 31 (16 bytes each),
  * so each shift of the 32 bytes gives the next 32 columns in order. */
-INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const __m256i low2 = _mm256_set1_epi8(3);
@@ -189,14 +182,16 @@ INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *x
                     _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * n));
                 for (int j = 0; j < 4; j++) {
                     __m256i codes = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * j), low2);
+                    half2 v[2];
                     for (int h = 0; h < 2; h++) {
                         int g = 8 * n + 2 * j + h;
                         __m256 m = _mm256_set1_ps(d * (float)(b[g] & 15));
                         __m256 s = _mm256_set1_ps(dmin * (float)(b[g] >> 4));
                         __m128i c =
                             h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-                        k_step(&a, c, m, s, x + k + 16 * g);
+                        v[h] = k_values(c, m, s);
                     }
+                    pair32(&a, v[0], v[1], xp + k + 16 * (8 * n + 2 * j));
                 }
             }
         }
@@ -222,7 +217,7 @@ INLINE __m256 iq2_xxs8(const uint8_t *point, unsigned s7, __m256 mul)
 /* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
  * of 32: four codebook indices and a u32 of four 7-bit sign sets and the
  * 4-bit scale ls); the group's factor is d * (0.5 + ls) * 0.25. */
-INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *x, half2 *acc)
+INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *grid = v4_iq2xxs_point(0); /* the 256 points, 8 bytes each */
@@ -237,15 +232,12 @@ INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float
                 uint32_t aux;
                 __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
                 __m256 m = _mm256_set1_ps(d * (0.5f + (float)(aux >> 28)) * 0.25f);
-                const float *xg = x + k + 32 * g;
-                fma16(&a,
-                      (half2){iq2_xxs8(grid + 8 * p[0], aux & 127, m),
-                              iq2_xxs8(grid + 8 * p[1], (aux >> 7) & 127, m)},
-                      _mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8));
-                fma16(&a,
-                      (half2){iq2_xxs8(grid + 8 * p[2], (aux >> 14) & 127, m),
-                              iq2_xxs8(grid + 8 * p[3], (aux >> 21) & 127, m)},
-                      _mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24));
+                pair32(&a,
+                       (half2){iq2_xxs8(grid + 8 * p[0], aux & 127, m),
+                               iq2_xxs8(grid + 8 * p[1], (aux >> 7) & 127, m)},
+                       (half2){iq2_xxs8(grid + 8 * p[2], (aux >> 14) & 127, m),
+                               iq2_xxs8(grid + 8 * p[3], (aux >> 21) & 127, m)},
+                       xp + k + 32 * g);
             }
         }
         acc[i] = a;
@@ -257,24 +249,24 @@ int v4_avx2_gguf_in_registers(v4_dtype t)
     return t == V4_Q8_0 || t == V4_MXFP4 || t == V4_Q4_K || t == V4_Q2_K || t == V4_IQ2_XXS;
 }
 
-KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *x,
+KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp,
                                   half2 *acc)
 {
     switch (w->dtype) {
     case V4_Q8_0:
-        rows_dot_q8_0(w, row, x, acc);
+        rows_dot_q8_0(w, row, xp, acc);
         break;
     case V4_MXFP4:
-        rows_dot_mxfp4(w, row, x, acc);
+        rows_dot_mxfp4(w, row, xp, acc);
         break;
     case V4_Q4_K:
-        rows_dot_q4_k(w, row, x, acc);
+        rows_dot_q4_k(w, row, xp, acc);
         break;
     case V4_Q2_K:
-        rows_dot_q2_k(w, row, x, acc);
+        rows_dot_q2_k(w, row, xp, acc);
         break;
     default:
-        rows_dot_iq2_xxs(w, row, x, acc);
+        rows_dot_iq2_xxs(w, row, xp, acc);
         break;
     }
 }

@@ -164,17 +164,6 @@ INLINE __m512 mul_exact(__m512 a, __m512 b)
     return _mm512_fmadd_ps(a, b, _mm512_set1_ps(-0.0f));
 }
 
-/* Thirty-two e4m3 bytes (no NaN codes) as f16 bit patterns: each byte
- * moved to the top of its 16-bit lane, shifted right arithmetically by one
- * (sign on bits 15 and 14, exponent and mantissa on 13..7), bit 14
- * cleared.  As f16 they are the e4m3 values times 2^-8. */
-INLINE __m512i fp8x32_f16(const uint8_t *p)
-{
-    __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p));
-    return _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(b, 8), 1),
-                            _mm512_set1_epi16((short)0xBF80));
-}
-
 /* Whether columns [k0, k0 + len) (len a multiple of 64) of the four rows
  * at p hold an e4m3 NaN code (S.1111.111): with the sign bit set, a NaN
  * code is 0xFF, the largest byte, so one comparison of the lanes' maximum
@@ -212,26 +201,19 @@ INLINE __m512 fp8x16_tiny(const uint8_t *p)
     return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0x87F00000)));
 }
 
-/* The short path of a 128-column block: the four rows share one scale
- * (they lie in one 128-row block); each fp8x16_tiny value times `f` (2^120
- * times the scale, a normal float) is the weight, rounded once as the
- * decoder rounds it.  With `folded` (a constant where this is inlined) the
- * inputs x already carry f (v4_fp8_folded) and the values go to the FMAs
- * as they are. */
-INLINE void block_fp8(const uint8_t *const *p, int64_t k0, const float *x, int64_t len, __m512 f,
-                      const int folded, __m512 *acc)
+/* The indices of sixteen e2m1 codes from eight bytes (code j in bits
+ * 4j..4j+3): lanes 0-7 take the first four bytes, lanes 8-15 the next
+ * four, and a variable shift brings code j to the low bits of lane j (a
+ * lookup reads only those four).  One shuffle per sixteen codes, where
+ * unpacking the nibbles and widening them took three. */
+INLINE __m512i fp4x16_codes(const uint8_t *p)
 {
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < len; k += 16) {
-        __m512 xv = _mm512_loadu_ps(x + k);
-#define WEIGHTS(i) (folded ? fp8x16_tiny(p[i] + k0 + k) : mul_exact(fp8x16_tiny(p[i] + k0 + k), f))
-        a0 = _mm512_fmadd_ps(WEIGHTS(0), xv, a0);
-        a1 = _mm512_fmadd_ps(WEIGHTS(1), xv, a1);
-        a2 = _mm512_fmadd_ps(WEIGHTS(2), xv, a2);
-        a3 = _mm512_fmadd_ps(WEIGHTS(3), xv, a3);
-#undef WEIGHTS
-    }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i shifts =
+        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    __m512i v = _mm512_permutexvar_epi32(
+        halves, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+    return _mm512_srlv_epi32(v, shifts);
 }
 
 /* v4_fp8_folded's inputs for the block of row_block. */
@@ -279,47 +261,6 @@ INLINE int fp8_block_short(const v4_weight *w, const int64_t *row, int64_t k0, i
         v4_fast_next_rows(p[i] + k0, V4_FAST_ROWS * w->cols, end - k0);
     *factor = fp8_factor(e);
     return !general;
-}
-
-/* FP8 rows: the scale of each row's 128-column block is read once per
- * block, not per sixteen weights; `folded` holds the inputs for row[0]'s
- * row block. */
-INLINE void rows_dot_fp8(const v4_weight *w, const int64_t *row, const float *x,
-                         const v4_fp8_folded *folded, __m512 *acc)
-{
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
-        const uint8_t *p[V4_FAST_ROWS];
-        __m512 f;
-        if (fp8_block_short(w, row, k0, end, p, &f)) {
-            if (folded->exact[k0 / V4_FP8_BLOCK])
-                block_fp8(p, k0, folded->x + k0, end - k0, f, 1, acc);
-            else
-                block_fp8(p, k0, x + k0, end - k0, f, 0, acc);
-            continue;
-        }
-        for (int64_t k = k0; k < end; k += 16) {
-            __m512 xv = _mm512_loadu_ps(x + k);
-#pragma GCC unroll 8
-            for (int i = 0; i < V4_FAST_ROWS; i++)
-                acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
-        }
-    }
-}
-
-/* The indices of sixteen e2m1 codes from eight bytes (code j in bits
- * 4j..4j+3): lanes 0-7 take the first four bytes, lanes 8-15 the next
- * four, and a variable shift brings code j to the low bits of lane j (a
- * lookup reads only those four).  One shuffle per sixteen codes, where
- * unpacking the nibbles and widening them took three. */
-INLINE __m512i fp4x16_codes(const uint8_t *p)
-{
-    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512i shifts =
-        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-    __m512i v = _mm512_permutexvar_epi32(
-        halves, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(const void *)p)));
-    return _mm512_srlv_epi32(v, shifts);
 }
 
 /* A 128-column block of an FP8 row, ready to decode: its codes, whether
@@ -384,29 +325,8 @@ INLINE void panel_next_rows(const v4_weight *w, int64_t row, int64_t k0, int64_t
                       V4_FAST_ROWS * w->cols * halves / 2, (end - k0) * halves / 2);
 }
 
-/* Columns [k0, end) (one 128-column block) of row `row` into out,
- * exactly. */
-INLINE void block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, float *out)
-{
-    panel_next_rows(w, row, k0, end);
-    if (w->dtype == V4_F8_E4M3) {
-        fp8_block b = fp8_block_at(w, row, k0, end);
-        for (int64_t k = k0; k < end; k += 16)
-            _mm512_storeu_ps(out + (k - k0), fp8_block16(&b, w, row, k));
-    } else if (w->dtype == V4_I8) {
-        fp4_row r = fp4_row_at(w, row);
-        for (int64_t k = k0; k < end; k += V4_FP4_BLOCK) {
-            __m512 scaled = fp4_scaled_table(r, k);
-            _mm512_storeu_ps(out + (k - k0), fp4_16(r, k, scaled));
-            _mm512_storeu_ps(out + (k - k0) + 16, fp4_16(r, k + 16, scaled));
-        }
-    } else {
-        for (int64_t k = k0; k < end; k += 16)
-            _mm512_storeu_ps(out + (k - k0), decode16(w, row, k));
-    }
-}
-
-/* decode_rows in the plain order (rows not a multiple of 32 wide). */
+/* decode_rows in the plain order (rows 16 but not 32 wide, which no
+ * checkpoint has): each weight by the general decoder. */
 KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     if (v4_fast_gguf(w->dtype)) {
@@ -414,9 +334,8 @@ KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, floa
         return;
     }
     for (int i = 0; i < nr; i++)
-        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK)
-            block_f32(w, r + i, k0, k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols,
-                      panel + (size_t)i * w->cols + k0);
+        for (int64_t k = 0; k < w->cols; k += 16)
+            _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
 }
 
 /* FP4 blocks whose scales decode converts at once. */
@@ -460,61 +379,19 @@ INLINE int fp4_span(const v4_weight *w, const uint8_t *const *p, const uint8_t *
     return nb;
 }
 
-/* FP4 rows: one scale per 32 columns, two steps of sixteen.  The sixteen
- * code values are scaled once per block (rounded once, as the decoder
- * rounds code times scale), so a lookup gives the weight. */
-INLINE void rows_dot_fp4(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
+/* The next V4_FAST_ROWS rows of a call, from row r with nr left: their
+ * indices (past the call's rows, r again) and zeroed sums; returns how
+ * many are the call's. */
+INLINE int row_group(int64_t r, int nr, int64_t *row, __m512 *acc)
 {
-    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
-    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
-    fp4_rows(w, row, p, e);
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
-        float sc[V4_FAST_ROWS][FP4_SPAN];
-        int nb = fp4_span(w, p, e, k0, sc);
-        for (int b = 0; b < nb; b++) {
-            int64_t k = k0 + b * V4_FP4_BLOCK;
-            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-#define ROW(a, i)                                                                                  \
-    do {                                                                                           \
-        const uint8_t *q = p[i] + k / 2;                                                           \
-        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b]));                            \
-        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q), scaled), x0, a);                \
-        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), x1, a);            \
-    } while (0)
-            ROW(a0, 0);
-            ROW(a1, 1);
-            ROW(a2, 2);
-            ROW(a3, 3);
-#undef ROW
-        }
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        row[i] = r + (i < nr ? i : 0);
+        acc[i] = _mm512_setzero_ps();
     }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    return nr < V4_FAST_ROWS ? nr : V4_FAST_ROWS;
 }
 
-/* BF16 rows (the LM head's): four named accumulators, so they stay in
- * registers, and each weight a shift of its 16 bits. */
-INLINE void rows_dot_bf16(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
-{
-    const uint8_t *p0 = w->data + row[0] * w->cols * 2, *p1 = w->data + row[1] * w->cols * 2,
-                  *p2 = w->data + row[2] * w->cols * 2, *p3 = w->data + row[3] * w->cols * 2;
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k = 0; k < w->cols; k += 16) {
-        __m512 xv = _mm512_loadu_ps(x + k);
-        int64_t ahead = V4_FAST_ROWS * w->cols * 2; /* the next call's rows (fast.h) */
-        v4_fast_next_rows(p0 + k * 2, ahead, 32);
-        v4_fast_next_rows(p1 + k * 2, ahead, 32);
-        v4_fast_next_rows(p2 + k * 2, ahead, 32);
-        v4_fast_next_rows(p3 + k * 2, ahead, 32);
-        a0 = _mm512_fmadd_ps(bf16x16(p0 + k * 2), xv, a0);
-        a1 = _mm512_fmadd_ps(bf16x16(p1 + k * 2), xv, a1);
-        a2 = _mm512_fmadd_ps(bf16x16(p2 + k * 2), xv, a2);
-        a3 = _mm512_fmadd_ps(bf16x16(p3 + k * 2), xv, a3);
-    }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-}
-
-/* F32 rows: nothing to hoist. */
+/* Rows of any type the general decoder reads. */
 INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
 {
     for (int64_t k = 0; k < w->cols; k += 16) {
@@ -522,59 +399,6 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++)
             acc[i] = _mm512_fmadd_ps(decode16(w, row[i], k), xv, acc[i]);
-    }
-}
-
-/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes): each value
- * d * q is exact in F32, as the decoder makes it. */
-INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-        size_t at = (size_t)(k / 32) * 34;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
-            __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-            __m512i q0 =
-                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 2)));
-            __m512i q1 =
-                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 18)));
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q0)), x0, acc[i]);
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q1)), x1, acc[i]);
-        }
-    }
-}
-
-/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
- * byte j's low nibble and value j + 16 in its high one): each value
- * 2^(e - 128) * level, by table, as the decoder makes it. */
-INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *x, __m512 *acc)
-{
-    static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-    const __m512 table = _mm512_loadu_ps(levels);
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-        size_t at = (size_t)(k / 32) * 17;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
-            __m512 scale = _mm512_set1_ps(v4_mxfp4_scale(b[0]));
-            __m512i codes =
-                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
-            __m512 lo = _mm512_permutexvar_ps(codes, table); /* the index's low 4 bits */
-            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table);
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, lo), x0, acc[i]);
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(scale, hi), x1, acc[i]);
-        }
     }
 }
 
@@ -599,43 +423,20 @@ KERNEL static void rows_dot_gguf(const v4_weight *w, int64_t r, int nr, const fl
     panel_dots(panel, nr, w->cols, x, y);
 }
 
-/* Rows [r, r + nr), nr <= V4_FAST_ROWS, decoded in registers (`folded`:
- * FP8 weights' inputs, made here when row r's block is not the one they
- * hold). */
-INLINE void rows_dot4(const v4_weight *w, int64_t r, int nr, const float *x, v4_fp8_folded *folded,
-                      float *y)
-{
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    __m512 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
-    if (w->dtype == V4_Q8_0) {
-        rows_dot_q8_0(w, row, x, acc);
-    } else if (w->dtype == V4_MXFP4) {
-        rows_dot_mxfp4(w, row, x, acc);
-    } else if (w->dtype == V4_F8_E4M3) {
-        if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, x, folded);
-        rows_dot_fp8(w, row, x, folded, acc);
-    } else if (w->dtype == V4_I8 && w->cols % V4_FP4_BLOCK == 0)
-        rows_dot_fp4(w, row, x, acc);
-    else if (w->dtype == V4_BF16)
-        rows_dot_bf16(w, row, x, acc);
-    else
-        rows_dot_plain(w, row, x, acc);
-    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
-}
-
-/* rows_dot in the plain order. */
+/* rows_dot in the plain order, likewise. */
 KERNEL static void plain_rows_dot(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
-    int in_registers = w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4;
-    if (v4_fast_gguf(w->dtype) && !in_registers) {
+    if (v4_fast_gguf(w->dtype)) {
         rows_dot_gguf(w, r, nr, x, y);
         return;
     }
-    v4_fp8_folded folded = v4_fp8_folded_none(w);
-    for (int i = 0; i < nr; i += V4_FAST_ROWS)
-        rows_dot4(w, r + i, nr - i < V4_FAST_ROWS ? nr - i : V4_FAST_ROWS, x, &folded, y + i);
+    for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
+        int64_t row[V4_FAST_ROWS];
+        __m512 acc[V4_FAST_ROWS];
+        int n = row_group(r + i0, nr - i0, row, acc);
+        rows_dot_plain(w, row, x, acc);
+        for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i]);
+    }
 }
 
 /* ---- the pair order (fast.h) ---------------------------------------------- */
@@ -859,16 +660,71 @@ INLINE void pairs_rows_general(const v4_weight *w, const int64_t *row, const flo
     }
 }
 
+/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes) in the pair
+ * order: each value d * q is exact in F32, as the decoder makes it; the
+ * codes sign-extended to 16 bits give the odd ones as the top halves of
+ * the 32-bit lanes and the even ones as the bottom halves. */
+INLINE void pairs_rows_q8_0(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+        size_t at = (size_t)(k / 32) * 34;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
+            __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+            __m512i q =
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 2)));
+            __m512 o = _mm512_cvtepi32_ps(_mm512_srai_epi32(q, 16));
+            __m512 e = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(q, 16), 16));
+            acc[i] = pair_step(acc[i], _mm512_mul_ps(d, o), _mm512_mul_ps(d, e), xo, xe);
+        }
+    }
+}
+
+/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
+ * byte j's low nibble and value j + 16 in its high one) in the pair order:
+ * each value 2^(e - 128) * level, by table, as the decoder makes it.  Lane
+ * l takes columns 2l and 2l + 1, the low nibbles of bytes 2l and 2l + 1
+ * for l < 8 and the high nibbles of bytes 2l - 16 and 2l - 15 beyond: so
+ * lane l holds 16-bit pair l mod 8, shifted right by 4 from lane 8 on. */
+INLINE void pairs_rows_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+{
+    static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512 table = _mm512_loadu_ps(levels);
+    const __m512i shifts = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t *p[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    for (int64_t k = 0; k < w->cols; k += 32) {
+        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
+        size_t at = (size_t)(k / 32) * 17;
+#pragma GCC unroll 8
+        for (int i = 0; i < V4_FAST_ROWS; i++) {
+            const uint8_t *b = p[i] + at;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
+            __m512 scale = _mm512_set1_ps(v4_mxfp4_scale(b[0]));
+            __m256i twice = _mm256_broadcastsi128_si256(
+                _mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
+            __m512i c = _mm512_srlv_epi32(_mm512_cvtepu16_epi32(twice), shifts);
+            __m512 o = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 8), table); /* low 4 bits */
+            __m512 e = _mm512_permutexvar_ps(c, table);
+            acc[i] = pair_step(acc[i], _mm512_mul_ps(scale, o), _mm512_mul_ps(scale, e), xo, xe);
+        }
+    }
+}
+
 /* rows_dot4 in the pair order, over permuted inputs xp. */
 INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
                         v4_fp8_folded *folded, float *y)
 {
     int64_t row[V4_FAST_ROWS];
     __m512 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        row[i] = r + (i < nr ? i : 0);
-        acc[i] = _mm512_setzero_ps();
-    }
+    row_group(r, nr, row, acc);
     if (w->dtype == V4_F8_E4M3) {
         if (folded->row_block != r / V4_FP8_BLOCK) fp8_fold_inputs(w, r / V4_FP8_BLOCK, xp, folded);
         pairs_rows_fp8(w, row, xp, folded, acc);
@@ -876,14 +732,19 @@ INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
         pairs_rows_fp4(w, row, xp, acc);
     } else if (w->dtype == V4_BF16) {
         pairs_rows_bf16(w, row, xp, acc);
+    } else if (w->dtype == V4_Q8_0) {
+        pairs_rows_q8_0(w, row, xp, acc);
+    } else if (w->dtype == V4_MXFP4) {
+        pairs_rows_mxfp4(w, row, xp, acc);
     } else {
         pairs_rows_general(w, row, xp, acc);
     }
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Rows in the pair order against x permuted in the thread's scratch; GGUF's
- * types decoded a row at a time (rows_dot_gguf's way) and permuted too. */
+/* Rows in the pair order against x permuted in the thread's scratch; the
+ * GGUF types other than Q8_0 and MXFP4 are decoded a row at a time
+ * (rows_dot_gguf's way) and permuted too. */
 KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     if (!v4_fast_pair_order(w)) {
@@ -892,7 +753,7 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     }
     float *xp = v4_fast_scratch_inputs(w);
     permute_pairs(x, w->cols, xp);
-    if (v4_fast_gguf(w->dtype)) {
+    if (v4_fast_gguf(w->dtype) && w->dtype != V4_Q8_0 && w->dtype != V4_MXFP4) {
         float *panel = v4_pool_scratch(w->pool);
         v4_fast_gguf_rows(w, r, nr, panel);
         permute_pairs(panel, nr * w->cols, panel);
