@@ -228,8 +228,7 @@ typedef struct v4_fp8_folded {
     float *x;          /* w->cols inputs, each times its block's factor */
     uint8_t *exact;    /* per 128-column block: every product exact */
     /* Every column block exact and known free of NaN codes (w->fp8_clean):
-     * a kernel may then run the rows through without looking at blocks
-     * (the AVX-512 pair order's). */
+     * a kernel may then run the rows through without looking at blocks. */
     int whole;
 } v4_fp8_folded;
 

@@ -209,7 +209,7 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
 }
 
 /* 2^120 times the scale of E8M0 code e, for e <= 134 (finite) or NaN's
- * 0xFF: fp8_lanes_tiny's value times it is the same real number as the
+ * 0xFF: fp8_pairs_tiny's value times it is the same real number as the
  * weight times its scale, so one multiplication rounds it as the general
  * decoder's does (exact, but for products that leave the F32 range in
  * both). */
@@ -416,32 +416,34 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
 
 /* ---- the pair order (fast.h) ------------------------------------------------ */
 
-/* Sign-extended e4m3 bytes in 32-bit lanes (no NaN codes) as floats times
- * 2^-120, by integer operations alone (no conversion instruction, the slow
- * part of decoding them as f16): shifted left by 20, a lane has the sign
- * on bit 31 (copies on 30..27) and exponent and mantissa on 26..20, where
- * the mask keeps them.  An exponent field of e makes the F32 exponent e,
- * so every code, subnormals included, is its value times 2^-120,
- * exactly. */
-INLINE __m256 fp8_lanes_tiny(__m256i b)
+/* Thirty-two e4m3 codes (no NaN codes) as floats times 2^-120, the odd
+ * columns into *o and the even ones into *e, by integer operations alone
+ * (no conversion instruction, the slow part of decoding them as f16): a
+ * byte sign-extended to 16 bits and shifted left by 4 has, under the mask,
+ * the sign on bit 15 and exponent and mantissa on 10..4, the top half of
+ * an F32 pattern; the odd byte of each pair is the top half of its 32-bit
+ * lane, the even one the bottom half.  An exponent field of e makes the F32
+ * exponent e, so every code, subnormals included, is its value times
+ * 2^-120, exactly. */
+INLINE void fp8_pairs_tiny(const uint8_t *p, half2 *o, half2 *e)
 {
-    return _mm256_castsi256_ps(
-        _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32((int)0x87F00000)));
+    const __m256i mask = _mm256_set1_epi16((short)0x87F0), top = _mm256_set1_epi32((int)0xFFFF0000);
+    __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p)),
+            b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)));
+    a = _mm256_and_si256(_mm256_slli_epi16(a, 4), mask);
+    b = _mm256_and_si256(_mm256_slli_epi16(b, 4), mask);
+    o->lo = _mm256_castsi256_ps(_mm256_and_si256(a, top));
+    o->hi = _mm256_castsi256_ps(_mm256_and_si256(b, top));
+    e->lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+    e->hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
 }
 
-/* Thirty-two e4m3 codes (no NaN) times factor f (fp8_factor's): the odd
- * bytes of each 16-bit pair are its top half, the even ones its bottom,
- * so arithmetic shifts split them without a shuffle. */
+/* The same times factor f (fp8_factor's): the weights. */
 INLINE void fp8_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
 {
-    __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p),
-            b = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
-    o->lo = mul_exact(fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(a, 8))), f);
-    o->hi = mul_exact(fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(b, 8))), f);
-    e->lo = mul_exact(
-        fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(a, 8), 8))), f);
-    e->hi = mul_exact(
-        fp8_lanes_tiny(_mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(b, 8), 8))), f);
+    fp8_pairs_tiny(p, o, e);
+    o->lo = mul_exact(o->lo, f), o->hi = mul_exact(o->hi, f);
+    e->lo = mul_exact(e->lo, f), e->hi = mul_exact(e->hi, f);
 }
 
 /* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor's): the
@@ -511,6 +513,51 @@ INLINE void pair_put(const pair_sink *s, half2 *a, int i, int64_t cols, int64_t 
     _mm256_storeu_ps(p + 8, o.hi);
     _mm256_storeu_ps(p + 16, e.lo);
     _mm256_storeu_ps(p + 24, e.hi);
+}
+
+/* v4_fp8_folded's inputs for the block of row_block, from the permuted
+ * inputs xp (each times fp8_factor, checked by multiplying back as
+ * fast_avx512.c's are), and whether the whole rows take the short path. */
+INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *xp,
+                            v4_fp8_folded *f)
+{
+    const uint8_t *scale = w->scale + row_block * w->scale_stride;
+    f->whole = w->fp8_clean != NULL;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = scale[k0 / V4_FP8_BLOCK];
+        __m256 factor = _mm256_set1_ps(fp8_factor(e));
+        __m256 inverse = _mm256_div_ps(_mm256_set1_ps(1.0f), factor);
+        int inexact = 0;
+        for (int64_t k = k0; k < end; k += 8) {
+            __m256 xv = _mm256_loadu_ps(xp + k), v = _mm256_mul_ps(xv, factor);
+            inexact |=
+                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_mul_ps(v, inverse), xv, _CMP_NEQ_UQ));
+            _mm256_storeu_ps(f->x + k, v);
+        }
+        f->exact[k0 / V4_FP8_BLOCK] = e <= 134 && !inexact;
+        f->whole = f->whole && f->exact[k0 / V4_FP8_BLOCK] &&
+                   v4_fast_fp8_clean(w, row_block * V4_FP8_BLOCK, k0);
+    }
+    f->row_block = row_block;
+}
+
+/* Rows of one row block whose every column block takes the short path with
+ * folded inputs xf (v4_fp8_folded.whole): one pass, no block bounds. */
+INLINE void pairs_whole_fp8(const v4_weight *w, const int64_t *row, const float *xf, half2 *acc)
+{
+    int64_t ahead = V4_FAST_ROWS * w->cols; /* the next call's rows (fast.h) */
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        const uint8_t *p = w->data + row[i] * w->cols;
+        half2 a = acc[i];
+        for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+            half2 o, e;
+            if (k % 64 == 0) v4_fast_next_rows(p + k, ahead, 64);
+            fp8_pairs_tiny(p + k, &o, &e);
+            pair_step(&a, o, e, xf + k);
+        }
+        acc[i] = a;
+    }
 }
 
 /* FP8 rows, 32 columns at a time split into odd and even: a 128-column
@@ -636,13 +683,18 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, xp, w->cols);
         return;
     }
+    v4_fp8_folded folded = v4_fp8_folded_none(w);
     for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
         int64_t row[V4_FAST_ROWS];
         half2 acc[V4_FAST_ROWS];
         int n = row_group(r + i0, nr - i0, row, acc);
         pair_sink sink = {acc, xp, NULL};
+        if (w->dtype == V4_F8_E4M3 && folded.row_block != row[0] / V4_FP8_BLOCK)
+            fp8_fold_inputs(w, row[0] / V4_FP8_BLOCK, xp, &folded);
         if (gguf)
             v4_avx2_gguf_rows_dot(w, row, xp, acc);
+        else if (w->dtype == V4_F8_E4M3 && folded.whole)
+            pairs_whole_fp8(w, row, folded.x, acc);
         else
             pair_rows(w, row, n, &sink);
         for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i].lo, acc[i].hi);
