@@ -6,11 +6,13 @@
  * With one or two tokens (decode) the weights are decoded in registers per
  * token and each weight byte is read once per token, at memory speed; with
  * more (prefill) a block of rows is decoded once into a per-thread buffer
- * and then serves all of the call's tokens from cache.  Both paths compute
+ * and then serves all of the call's tokens from cache, in the pair order's
+ * layout, against a copy of the inputs permuted alike.  Both paths compute
  * fast.h's order, so which one runs, and how the rows are split, never
- * shows in the results.  v4_fast_matmul_pairs drives the same blocks in
- * fast.h's pair order: through vdpbf16ps tiles over BF16 copies of the
- * rows and inputs, or through the F32 tiles over permuted ones.
+ * shows in the results.  v4_fast_matmul_pairs drives the same blocks for
+ * official numerics: through vdpbf16ps tiles over BF16 copies of the rows
+ * and inputs, or through the F32 ones with v4_pairs_dot where a sum could
+ * flush.
  */
 #include "engine/kernels/fast.h"
 
