@@ -384,23 +384,18 @@ static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws
 }
 
 /* Each token on its own: each weight decoded in registers and used at
- * once, with vdpbf16ps (hw) or the kernels' rows_dot. */
+ * once. */
 static void decode_block(const fast_job *j, int64_t r, int nr)
 {
-    for (int t = 0; t < j->n; t++) {
-        float *y = j->y + (int64_t)t * j->ystride + r;
-        if (j->hw)
-            for (int i = 0; i < nr; i += V4_FAST_ROWS)
-                j->hw->rows_dot(j->w, r + i, min_int(V4_FAST_ROWS, nr - i),
-                                j->xh + (int64_t)t * j->w->cols, y + i);
-        else
-            j->k->rows_dot(j->w, r, nr, j->in + (int64_t)t * j->instride, y);
-    }
+    for (int t = 0; t < j->n; t++)
+        j->k->rows_dot(j->w, r, nr, j->in + (int64_t)t * j->instride,
+                       j->y + (int64_t)t * j->ystride + r);
 }
 
 static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const fast_job *j = ctx;
+    /* hw comes with its copy (v4_fast_matmul_pairs) and more than two tokens */
     workspace *ws = j->n > 2 && (j->x || j->xh) ? v4_pool_scratch(j->w->pool) : NULL;
     for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
         int nr = min_int(BLOCK_ROWS, r1 - r);
@@ -539,7 +534,7 @@ void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const fl
                           int64_t xstride, int n, float *y, int64_t ystride, v4_buffers *b)
 {
     fast_job j = job_over(k, w, x, xstride, n, y, ystride);
-    j.hw = pairs_hardware(k);
+    j.hw = n > 2 ? pairs_hardware(k) : NULL;
     void *copy = job_inputs(&j, b);
     if (j.hw && !copy) { /* no memory for the BF16 copy: the definition, row by row */
         j.hw = NULL;

@@ -271,9 +271,6 @@ typedef struct v4_pairs_kernels {
      * 32: the pair order's steps. */
     void (*tile_acc)(const uint16_t *const *rows, const uint16_t *const *xs, int nt, int64_t klen,
                      int fresh, v4_fast_acc acc);
-    /* rows_dot's contract in the pair order, for FP8 and FP4 weights and
-     * BF16 inputs. */
-    void (*rows_dot)(const v4_weight *w, int64_t r, int nr, const uint16_t *x, float *y);
 } v4_pairs_kernels;
 
 #if defined(__x86_64__)
@@ -290,10 +287,15 @@ int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr);
 /* Whether w's products with quantised inputs take the pair order: FP8 and
  * FP4 weights whose rows are a multiple of 32 wide. */
 int v4_fast_pairs_weight(const v4_weight *w);
-/* v4_fast_matmul in the pair order, for such a weight and inputs x ([n]
- * rows of w->cols values BF16 holds, xstride apart): with vdpbf16ps where
- * kernels `k` are AVX-512 and the CPU has AVX512-BF16, else as described
- * above.  The inputs' copy comes from the work buffers b (NULL: malloc). */
+/* v4_fast_matmul in the pair order with vdpbf16ps's flushes, for such a
+ * weight and inputs x ([n] rows of w->cols values BF16 holds, xstride
+ * apart).  Prefill (more than two tokens) runs vdpbf16ps where kernels `k`
+ * are AVX-512 and the CPU has AVX512-BF16; decode, and CPUs without it,
+ * run the kernels' own pair order, which is the same sum wherever nothing
+ * can flush (above), and v4_pairs_dot elsewhere: in decode the F32 loops
+ * take fewer operations per weight than converting each 32 weights to
+ * BF16 for vdpbf16ps did.  The inputs' copy comes from the work buffers b
+ * (NULL: malloc). */
 void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const float *x,
                           int64_t xstride, int n, float *y, int64_t ystride, v4_buffers *b);
 

@@ -1112,89 +1112,7 @@ KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uin
     TILE_FOR_COUNT(pairs_tile, rows, xs, nt, klen, fresh, acc);
 }
 
-/* Thirty-two weights of row i (columns k, k + 16) in a pair step. */
-#define PAIR_STEP(a, w0, w1, xv) ((a) = _mm512_dpbf16_ps((a), bf16x32((w0), (w1)), (xv)))
-
-/* FP8 rows in the pair order: the short path's decoding (rows_dot_fp8)
- * where a block allows it, else decode16. */
-INLINE_BF16 void pairs_fp8(const v4_weight *w, const int64_t *row, const uint16_t *x, __m512 *acc)
-{
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
-        int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
-        const uint8_t *p[V4_FAST_ROWS];
-        __m512 f;
-        if (fp8_block_short(w, row, k0, end, p, &f)) {
-            for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
-                __m512bh xv = load_bf16x32(x + k);
-#define ROW(a, i)                                                                                  \
-    PAIR_STEP(a, mul_exact(fp8x16_tiny(p[i] + k), f), mul_exact(fp8x16_tiny(p[i] + k + 16), f), xv)
-                ROW(a0, 0);
-                ROW(a1, 1);
-                ROW(a2, 2);
-                ROW(a3, 3);
-#undef ROW
-            }
-            continue;
-        }
-        for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
-            __m512bh xv = load_bf16x32(x + k);
-#define ROW(a, i) PAIR_STEP(a, decode16(w, row[i], k), decode16(w, row[i], k + 16), xv)
-            ROW(a0, 0);
-            ROW(a1, 1);
-            ROW(a2, 2);
-            ROW(a3, 3);
-#undef ROW
-        }
-    }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-}
-
-/* FP4 rows in the pair order: rows_dot_fp4's table lookups. */
-INLINE_BF16 void pairs_fp4(const v4_weight *w, const int64_t *row, const uint16_t *x, __m512 *acc)
-{
-    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
-    const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
-    fp4_rows(w, row, p, e);
-    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
-        float sc[V4_FAST_ROWS][FP4_SPAN];
-        int nb = fp4_span(w, p, e, k0, sc);
-        for (int b = 0; b < nb; b++) {
-            int64_t k = k0 + b * V4_FP4_BLOCK;
-            __m512bh xv = load_bf16x32(x + k);
-#define ROW(a, i)                                                                                  \
-    do {                                                                                           \
-        const uint8_t *q = p[i] + k / 2;                                                           \
-        __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b]));                            \
-        PAIR_STEP(a, _mm512_permutexvar_ps(fp4x16_codes(q), scaled),                               \
-                  _mm512_permutexvar_ps(fp4x16_codes(q + 8), scaled), xv);                         \
-    } while (0)
-            ROW(a0, 0);
-            ROW(a1, 1);
-            ROW(a2, 2);
-            ROW(a3, 3);
-#undef ROW
-        }
-    }
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-}
-
-KERNEL_BF16 static void pairs_rows_dot_avx512(const v4_weight *w, int64_t r, int nr,
-                                              const uint16_t *x, float *y)
-{
-    int64_t row[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) row[i] = r + (i < nr ? i : 0);
-    __m512 acc[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = _mm512_setzero_ps();
-    if (w->dtype == V4_F8_E4M3)
-        pairs_fp8(w, row, x, acc);
-    else
-        pairs_fp4(w, row, x, acc);
-    for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
-}
-
-/* FP8/FP4 rows as BF16, by block_f32's pieces, 32 columns a store. */
+/* FP8/FP4 rows as BF16, by the plain order's decoders, 32 columns a store. */
 KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, int nr,
                                                  uint16_t *panel)
 {
@@ -1224,7 +1142,7 @@ KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, 
 }
 
 const v4_pairs_kernels v4_pairs_avx512bf16 = {to_bf16_avx512, pairs_decode_rows_avx512,
-                                              pairs_tile_avx512, pairs_rows_dot_avx512};
+                                              pairs_tile_avx512};
 
 KERNEL static void permute_pairs_avx512(const float *in, int64_t n, float *out)
 {
