@@ -152,10 +152,11 @@ typedef struct fast_job {
     int n;
     float *y;
     int64_t ystride;
-    /* What the prefill tiles read: the inputs, or for the pair order a
-     * copy with each 32 columns permuted, or (hw: vdpbf16ps, official
-     * numerics on AVX512-BF16) a BF16 copy xh; both w->cols apart.  NULL
-     * where no copy could be had: every token then takes rows_dot. */
+    /* What the kernels read: the inputs, or for the pair order a copy
+     * with each 32 columns permuted, made once per product, or (hw:
+     * vdpbf16ps, official numerics' prefill on AVX512-BF16) a BF16 copy
+     * xh; copies are w->cols apart.  Both NULL where no copy could be
+     * had: the rows then go by the definition. */
     const float *x;
     int64_t xstride;
     const v4_pairs_kernels *hw;
@@ -182,8 +183,7 @@ typedef struct fast_job {
 
 /* A thread's scratch (the pool's, v4_pool_scratch): the partial sums of a
  * block of tokens, then BLOCK_ROWS decoded rows (64-byte aligned, so that
- * no 64-byte load of a decoded row splits a cache line), then one row of
- * permuted inputs (v4_fast_scratch_inputs). */
+ * no 64-byte load of a decoded row splits a cache line). */
 typedef struct workspace {
     v4_fast_acc sums[BLOCK_TOKENS / V4_FAST_TOKENS][BLOCK_ROWS / V4_FAST_ROWS];
     _Alignas(64) float decoded[];
@@ -191,13 +191,7 @@ typedef struct workspace {
 
 size_t v4_fast_scratch_bytes(int64_t cols)
 {
-    return sizeof(workspace) + (size_t)(BLOCK_ROWS + 1) * (size_t)cols * sizeof(float);
-}
-
-float *v4_fast_scratch_inputs(const v4_weight *w)
-{
-    workspace *ws = v4_pool_scratch(w->pool);
-    return ws->decoded + (size_t)BLOCK_ROWS * (size_t)w->cols;
+    return sizeof(workspace) + (size_t)BLOCK_ROWS * (size_t)cols * sizeof(float);
 }
 
 static int min_int(int64_t a, int64_t b)
@@ -359,15 +353,18 @@ int v4_fast_pairs_scales_plain(const v4_weight *w, int64_t r, int nr)
 }
 
 /* Rows [r, r + nr) by the definitions, one decoded row at a time in the
- * thread's scratch: official numerics' sums that could flush. */
+ * thread's scratch: official numerics' sums that could flush, and any
+ * product whose inputs' copy could not be had. */
 static void definition_block(const fast_job *j, int64_t r, int nr)
 {
     float *row = v4_pool_scratch(j->w->pool);
     for (int i = 0; i < nr; i++) {
         v4_weight_row(j->w, r + i, row);
-        for (int t = 0; t < j->n; t++)
+        for (int t = 0; t < j->n; t++) {
+            const float *x = j->in + (int64_t)t * j->instride;
             j->y[(int64_t)t * j->ystride + r + i] =
-                v4_pairs_dot(row, j->in + (int64_t)t * j->instride, j->w->cols);
+                j->flushing ? v4_pairs_dot(row, x, j->w->cols) : v4_fast_dot(row, x, j->w->cols);
+        }
     }
 }
 
@@ -388,18 +385,19 @@ static void pairs_block_bf16(const fast_job *j, int64_t r, int nr, workspace *ws
 static void decode_block(const fast_job *j, int64_t r, int nr)
 {
     for (int t = 0; t < j->n; t++)
-        j->k->rows_dot(j->w, r, nr, j->in + (int64_t)t * j->instride,
+        j->k->rows_dot(j->w, r, nr, j->x + (int64_t)t * j->xstride,
                        j->y + (int64_t)t * j->ystride + r);
 }
 
 static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const fast_job *j = ctx;
-    /* hw comes with its copy (v4_fast_matmul_pairs) and more than two tokens */
-    workspace *ws = j->n > 2 && (j->x || j->xh) ? v4_pool_scratch(j->w->pool) : NULL;
+    /* hw comes with more than two tokens (v4_fast_matmul_pairs) */
+    workspace *ws = j->n > 2 ? v4_pool_scratch(j->w->pool) : NULL;
     for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
         int nr = min_int(BLOCK_ROWS, r1 - r);
-        if (j->flushing && (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr)))
+        if ((!j->x && !j->xh) ||
+            (j->flushing && (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr))))
             definition_block(j, r, nr);
         else if (!ws)
             decode_block(j, r, nr);
@@ -471,15 +469,15 @@ static fast_job job_over(const v4_fast_kernels *k, const v4_weight *w, const flo
                       .xstride = xstride};
 }
 
-/* The copy of the inputs that j's tiles read, if they need one: BF16 for
- * vdpbf16ps (j->hw), or each 32 columns permuted for the pair order's
- * tiles (more than two tokens); rows w->cols apart, from the work buffers
- * b, or NULL (none needed, or no memory for it: then j->x or j->xh is
- * NULL too).  Give it back with v4_buffers_put. */
+/* The copy of the inputs that j's kernels read, if they need one: BF16
+ * for vdpbf16ps (j->hw), or each 32 columns permuted for the pair order;
+ * rows w->cols apart, from the work buffers b, or NULL (none needed, or no
+ * memory for it: then j->x and j->xh are both NULL).  Give it back with
+ * v4_buffers_put. */
 static void *job_inputs(fast_job *j, v4_buffers *b)
 {
     int64_t cols = j->w->cols;
-    if (!j->hw && (j->n <= 2 || !v4_fast_pair_order(j->w))) return NULL;
+    if (!j->hw && !v4_fast_pair_order(j->w)) return NULL;
     size_t values = (size_t)j->n * (size_t)cols;
     void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
     for (int t = 0; copy && t < j->n; t++) {

@@ -97,7 +97,9 @@ typedef struct v4_fast_kernels {
     void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,
                      int fresh, v4_fast_acc acc);
     /* y[i] = dot(weight row r + i, x) for i < nr (<= V4_FAST_BLOCK_ROWS)
-     * in the order above (the pair order where it applies; x as it is),
+     * in the order above, x in the order's layout (for rows a multiple of
+     * V4_PAIRS_COLUMNS wide, each 32 permuted as v4_fast_permute_pairs
+     * does: fast.c makes that copy once per product),
      * decoding the weights in registers: one token's matrix-vector
      * product.  Runs as a task of w->pool and may use its per-thread
      * scratch (v4_fast_scratch_bytes). */
@@ -127,7 +129,7 @@ typedef struct v4_fast_kernels {
     void (*reduce)(const v4_fast_acc acc, int nt, int nr, float *y, int64_t ystride);
     /* out = the n values at in (n a multiple of 32) with each 32 permuted
      * as v4_fast_permute_pairs does (out may be in): the inputs of the
-     * pair order's tiles. */
+     * pair order's kernels. */
     void (*permute_pairs)(const float *in, int64_t n, float *out);
 } v4_fast_kernels;
 
@@ -321,10 +323,5 @@ void v4_fast_matmul(const v4_fast_kernels *k, const v4_weight *w, const float *x
 void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count);
 /* The per-thread scratch the fast kernels need for rows `cols` wide. */
 size_t v4_fast_scratch_bytes(int64_t cols);
-/* w->cols floats of the running thread's scratch (in a task of w->pool)
- * where rows_dot keeps its inputs permuted for the pair order: apart from
- * the decoded rows and the FP8 folded inputs (v4_fp8_folded), which the
- * scratch's start holds. */
-float *v4_fast_scratch_inputs(const v4_weight *w);
 
 #endif

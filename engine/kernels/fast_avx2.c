@@ -664,17 +664,16 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
     }
 }
 
-/* Rows in the pair order against x permuted in the thread's scratch; the
+/* Rows in the order's layout (fast.h): plain, or in the pair order against
+ * the permuted inputs xp; the
  * GGUF types fast_avx2_gguf.c does not read in registers are decoded a row
  * at a time (rows_dot_gguf's way) and permuted too. */
-KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *xp, float *y)
 {
     if (!v4_fast_pair_order(w)) {
-        plain_rows_dot(w, r, nr, x, y);
+        plain_rows_dot(w, r, nr, xp, y);
         return;
     }
-    float *xp = v4_fast_scratch_inputs(w);
-    permute_pairs(x, w->cols, xp);
     int gguf = v4_fast_gguf(w->dtype);
     if (gguf && !v4_avx2_gguf_in_registers(w->dtype)) {
         float *panel = v4_pool_scratch(w->pool);

@@ -742,17 +742,16 @@ INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Rows in the pair order against x permuted in the thread's scratch; the
+/* Rows in the order's layout (fast.h): plain, or in the pair order against
+ * the permuted inputs xp; the
  * GGUF types other than Q8_0 and MXFP4 are decoded a row at a time
  * (rows_dot_gguf's way) and permuted too. */
-KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
+KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *xp, float *y)
 {
     if (!v4_fast_pair_order(w)) {
-        plain_rows_dot(w, r, nr, x, y);
+        plain_rows_dot(w, r, nr, xp, y);
         return;
     }
-    float *xp = v4_fast_scratch_inputs(w);
-    permute_pairs(x, w->cols, xp);
     if (v4_fast_gguf(w->dtype) && w->dtype != V4_Q8_0 && w->dtype != V4_MXFP4) {
         float *panel = v4_pool_scratch(w->pool);
         v4_fast_gguf_rows(w, r, nr, panel);

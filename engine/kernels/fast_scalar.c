@@ -11,19 +11,24 @@
 #include <math.h>
 #include <string.h>
 
-float v4_fast_dot(const float *w, const float *x, int64_t cols)
+/* The plain order: lanes over every sixteenth column. */
+static float plain_dot(const float *w, const float *x, int64_t cols)
 {
     float acc[V4_FAST_LANES] = {0};
-    if (cols % V4_PAIRS_COLUMNS == 0) {
-        for (int64_t c = 0; c < cols; c += V4_PAIRS_COLUMNS)
-            for (int l = 0; l < V4_FAST_LANES; l++) {
-                acc[l] = fmaf(w[c + 2 * l + 1], x[c + 2 * l + 1], acc[l]);
-                acc[l] = fmaf(w[c + 2 * l], x[c + 2 * l], acc[l]);
-            }
-        return v4_fast_reduce(acc);
-    }
     for (int64_t k = 0; k < cols; k += V4_FAST_LANES)
         for (int l = 0; l < V4_FAST_LANES; l++) acc[l] = fmaf(w[k + l], x[k + l], acc[l]);
+    return v4_fast_reduce(acc);
+}
+
+float v4_fast_dot(const float *w, const float *x, int64_t cols)
+{
+    if (cols % V4_PAIRS_COLUMNS) return plain_dot(w, x, cols);
+    float acc[V4_FAST_LANES] = {0};
+    for (int64_t c = 0; c < cols; c += V4_PAIRS_COLUMNS)
+        for (int l = 0; l < V4_FAST_LANES; l++) {
+            acc[l] = fmaf(w[c + 2 * l + 1], x[c + 2 * l + 1], acc[l]);
+            acc[l] = fmaf(w[c + 2 * l], x[c + 2 * l], acc[l]);
+        }
     return v4_fast_reduce(acc);
 }
 
@@ -65,13 +70,14 @@ static void tile_acc_scalar(const float *const *rows, const float *const *xs, in
 
 /* One decoded row at a time, in the pool's scratch of the running thread
  * (which holds BLOCK_ROWS rows; rows_dot runs inside v4_fast_matmul's
- * tasks). */
+ * tasks), in the order's layout as the inputs are: the plain order over
+ * both is the order. */
 static void rows_dot_scalar(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
 {
     float *row_scratch = v4_pool_scratch(w->pool);
     for (int i = 0; i < nr; i++) {
-        v4_weight_row_scalar(w, r + i, row_scratch);
-        y[i] = v4_fast_dot(row_scratch, x, w->cols);
+        decode_rows_scalar(w, r + i, 1, row_scratch);
+        y[i] = plain_dot(row_scratch, x, w->cols);
     }
 }
 
