@@ -444,6 +444,35 @@ static void set_rows(void *ctx, int64_t a, int64_t b)
     }
 }
 
+static float e2m1_scaled[256][16], mxfp4_scaled[256][16];
+static pthread_once_t e2m1_scaled_once = PTHREAD_ONCE_INIT, mxfp4_scaled_once = PTHREAD_ONCE_INIT;
+
+static void build_e2m1_scaled(void)
+{
+    for (int e = 0; e < 256; e++)
+        for (int i = 0; i < 16; i++)
+            e2m1_scaled[e][i] = v4_e2m1_values[i] * v4_fast_scale((uint8_t)e);
+}
+
+static void build_mxfp4_scaled(void)
+{
+    static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    for (int e = 0; e < 256; e++)
+        for (int i = 0; i < 16; i++) mxfp4_scaled[e][i] = levels[i] * v4_mxfp4_scale((uint8_t)e);
+}
+
+const float (*v4_fast_e2m1_scaled(void))[16]
+{
+    pthread_once(&e2m1_scaled_once, build_e2m1_scaled);
+    return (const float(*)[16])e2m1_scaled;
+}
+
+const float (*v4_fast_mxfp4_scaled(void))[16]
+{
+    pthread_once(&mxfp4_scaled_once, build_mxfp4_scaled);
+    return (const float(*)[16])mxfp4_scaled;
+}
+
 /* The pair kernels for the fast kernels k on this CPU, or NULL. */
 static const v4_pairs_kernels *pairs_hardware(const v4_fast_kernels *k)
 {

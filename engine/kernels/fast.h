@@ -187,6 +187,18 @@ static inline float v4_fast_scale(uint8_t e)
     return v.f;
 }
 
+/* v4_e2m1_values[i] times v4_fast_scale(e), at [e][i]: an FP4 block's
+ * sixteen values in one load, where multiplying the e2m1 table by the
+ * block's scale cost a broadcast and a product per 32 weights (a quarter
+ * of an AVX-512 FP4 decode's operations).  The products are the ones the
+ * kernels made before, bit for bit.  Built on the first call, read-only
+ * after, so every thread shares it. */
+const float (*v4_fast_e2m1_scaled(void))[16];
+
+/* The same for GGUF's MXFP4: its levels (twice the e2m1 values, +0 for
+ * code 8) times v4_mxfp4_scale(e). */
+const float (*v4_fast_mxfp4_scaled(void))[16];
+
 /* Decode runs V4_FAST_ROWS rows at a time, each row a page or two that
  * the hardware prefetchers, which stop at page boundaries, meet cold: so
  * while a kernel reads `len` bytes at p it asks for the bytes `ahead`

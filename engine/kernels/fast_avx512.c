@@ -292,18 +292,19 @@ INLINE __m512 fp8_block16(const fp8_block *b, const v4_weight *w, int64_t row, i
  * alias the weight's fields, so the compiler would reload them). */
 typedef struct fp4_row {
     const uint8_t *q, *e;
+    const float (*scaled)[16]; /* v4_fast_e2m1_scaled() */
 } fp4_row;
 
 INLINE fp4_row fp4_row_at(const v4_weight *w, int64_t row)
 {
-    return (fp4_row){w->data + row * (w->cols / 2), w->scale + row * w->scale_stride};
+    return (fp4_row){w->data + row * (w->cols / 2), w->scale + row * w->scale_stride,
+                     v4_fast_e2m1_scaled()};
 }
 
 /* The e2m1 table times the scale of the row's columns k .. k + 31. */
 INLINE __m512 fp4_scaled_table(fp4_row r, int64_t k)
 {
-    return _mm512_mul_ps(_mm512_loadu_ps(v4_e2m1_values),
-                         _mm512_set1_ps(v4_fast_scale(r.e[k / V4_FP4_BLOCK])));
+    return _mm512_loadu_ps(r.scaled[r.e[k / V4_FP4_BLOCK]]);
 }
 
 /* Columns k .. k + 15 of the row through its scaled table. */
@@ -338,22 +339,8 @@ KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, floa
             _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
 }
 
-/* FP4 blocks whose scales decode converts at once. */
+/* FP4 blocks a decode prefetches for at once (four cache lines a row). */
 #define FP4_SPAN 16
-
-/* v4_fast_scale of the n <= FP4_SPAN scales at e, into out: in vector
- * registers, where one at a time cost a scalar chain and two moves between
- * register files per block, as much as the block's lookups. */
-INLINE void fp4_scales(const uint8_t *e, int n, float *out)
-{
-    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), e));
-    __m512i bits = _mm512_slli_epi32(v, 23);
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
-                                 _mm512_set1_epi32(0x00400000));
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(0xFF)),
-                                 _mm512_set1_epi32(0x7FC00000));
-    _mm512_storeu_si512(out, bits);
-}
 
 /* The code and scale rows of rows row[0 .. V4_FAST_ROWS) of an FP4 weight. */
 INLINE void fp4_rows(const v4_weight *w, const int64_t *row, const uint8_t **p, const uint8_t **e)
@@ -364,18 +351,15 @@ INLINE void fp4_rows(const v4_weight *w, const int64_t *row, const uint8_t **p, 
     }
 }
 
-/* The span of FP4_SPAN blocks from column k0 of those rows: their scales
- * as floats into sc, and a later call's bytes at the same place
- * prefetched; returns the span's blocks (fewer at the rows' end). */
-INLINE int fp4_span(const v4_weight *w, const uint8_t *const *p, const uint8_t *const *e,
-                    int64_t k0, float sc[][FP4_SPAN])
+/* The span of FP4_SPAN blocks from column k0 of those rows: a later call's
+ * bytes at the same place prefetched; returns the span's blocks (fewer at
+ * the rows' end). */
+INLINE int fp4_span(const v4_weight *w, const uint8_t *const *p, int64_t k0)
 {
     int64_t left = (w->cols - k0) / V4_FP4_BLOCK;
     int nb = left < FP4_SPAN ? (int)left : FP4_SPAN;
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        fp4_scales(e[i] + k0 / V4_FP4_BLOCK, nb, sc[i]);
+    for (int i = 0; i < V4_FAST_ROWS; i++)
         v4_fast_next_rows(p[i] + k0 / 2, V4_FAST_ROWS * w->cols / 2, nb * V4_FP4_BLOCK / 2);
-    }
     return nb;
 }
 
@@ -595,20 +579,19 @@ INLINE void pairs_rows_fp8(const v4_weight *w, const int64_t *row, const float *
 /* rows_dot_fp4 in the pair order. */
 INLINE void pairs_rows_fp4(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
 {
-    const __m512 table = _mm512_loadu_ps(v4_e2m1_values);
+    const float(*scaled)[16] = v4_fast_e2m1_scaled();
     const uint8_t *p[V4_FAST_ROWS], *e[V4_FAST_ROWS];
     fp4_rows(w, row, p, e);
     __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int64_t k0 = 0; k0 < w->cols; k0 += FP4_SPAN * V4_FP4_BLOCK) {
-        float sc[V4_FAST_ROWS][FP4_SPAN];
-        int nb = fp4_span(w, p, e, k0, sc);
+        int nb = fp4_span(w, p, k0);
         for (int b = 0; b < nb; b++) {
             int64_t k = k0 + b * V4_FP4_BLOCK;
             __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
 #define ROW(a, i)                                                                                  \
     do {                                                                                           \
         __m512 o, ev;                                                                              \
-        fp4_pairs(p[i] + k / 2, _mm512_mul_ps(table, _mm512_set1_ps(sc[i][b])), &o, &ev);          \
+        fp4_pairs(p[i] + k / 2, _mm512_loadu_ps(scaled[e[i][k / V4_FP4_BLOCK]]), &o, &ev);         \
         a = pair_step(a, o, ev, xo, xe);                                                           \
     } while (0)
             ROW(a0, 0);
@@ -688,14 +671,14 @@ INLINE void pairs_rows_q8_0(const v4_weight *w, const int64_t *row, const float 
 
 /* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
  * byte j's low nibble and value j + 16 in its high one) in the pair order:
- * each value 2^(e - 128) * level, by table, as the decoder makes it.  Lane
- * l takes columns 2l and 2l + 1, the low nibbles of bytes 2l and 2l + 1
- * for l < 8 and the high nibbles of bytes 2l - 16 and 2l - 15 beyond: so
- * lane l holds 16-bit pair l mod 8, shifted right by 4 from lane 8 on. */
+ * each value 2^(e - 128) * level, from the block's scaled table, as the
+ * decoder makes it.  Lane l takes columns 2l and 2l + 1, the low nibbles
+ * of bytes 2l and 2l + 1 for l < 8 and the high nibbles of bytes 2l - 16
+ * and 2l - 15 beyond: so lane l holds 16-bit pair l mod 8, shifted right by
+ * 4 from lane 8 on. */
 INLINE void pairs_rows_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
 {
-    static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-    const __m512 table = _mm512_loadu_ps(levels);
+    const float(*scaled)[16] = v4_fast_mxfp4_scaled();
     const __m512i shifts = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
@@ -707,13 +690,13 @@ INLINE void pairs_rows_mxfp4(const v4_weight *w, const int64_t *row, const float
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
-            __m512 scale = _mm512_set1_ps(v4_mxfp4_scale(b[0]));
+            __m512 table = _mm512_loadu_ps(scaled[b[0]]);
             __m256i twice = _mm256_broadcastsi128_si256(
                 _mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
             __m512i c = _mm512_srlv_epi32(_mm512_cvtepu16_epi32(twice), shifts);
             __m512 o = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 8), table); /* low 4 bits */
             __m512 e = _mm512_permutexvar_ps(c, table);
-            acc[i] = pair_step(acc[i], _mm512_mul_ps(scale, o), _mm512_mul_ps(scale, e), xo, xe);
+            acc[i] = pair_step(acc[i], o, e, xo, xe);
         }
     }
 }
