@@ -14,12 +14,16 @@
 
 #if defined(__x86_64__)
 
-/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes): each value
- * d * q is exact in F32, as the block decoder makes it. */
-INLINE __m256 q8x8(const uint8_t *q, __m256 d)
+/* Sixteen Q8_0 codes (Q8_0 blocks hold an f16 scale d, then 32 int8
+ * codes) times d, split for the pair order: sign-extended to 16 bits, the
+ * odd ones are the top halves of the 32-bit lanes and the even ones the
+ * bottom halves (a multiply-add of the halves by 1 and 0 takes these).
+ * Each value d * q is exact in F32, as the block decoder makes it. */
+INLINE void q8_pairs16(const uint8_t *q, __m256 d, __m256 *o, __m256 *e)
 {
-    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)q);
-    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+    __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)q));
+    *o = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 16)));
+    *e = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(v, _mm256_set1_epi32(1))));
 }
 
 INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
@@ -34,8 +38,10 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
             const uint8_t *b = p[i] + at;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
             __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-            pair32(&acc[i], (half2){q8x8(b + 2, d), q8x8(b + 10, d)},
-                   (half2){q8x8(b + 18, d), q8x8(b + 26, d)}, xp + k);
+            half2 o, e;
+            q8_pairs16(b + 2, d, &o.lo, &e.lo);
+            q8_pairs16(b + 18, d, &o.hi, &e.hi);
+            pair_step(&acc[i], o, e, xp + k);
         }
     }
 }
@@ -77,15 +83,14 @@ INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t co
     }
 }
 
-/* Eight MXFP4 values from the low (shift 28) or high (shift 24) nibbles of
- * eight bytes, times the block's fp4_factor: a level is twice an e2m1
+/* Eight MXFP4 values from the nibbles at bits 31..28 of v's lanes (see
+ * rows_dot_mxfp4), times the block's fp4_factor: a level is twice an e2m1
  * value and the scale 2^(e - 128), so this is the same real number as the
  * table's product, rounded once.  (The code for -0 gives -0 here, +0 in
  * the tables: the same sums, as a lane's sum is never -0.) */
-INLINE __m256 mxfp4x8_tiny(const uint8_t *b, int shift, __m256 factor)
+INLINE __m256 mxfp4x8_tiny(__m256i v, __m256 factor)
 {
-    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)b));
-    return mul_exact(e2m1_top_tiny(_mm256_sll_epi32(v, _mm_cvtsi32_si128(shift))), factor);
+    return mul_exact(e2m1_top_tiny(v), factor);
 }
 
 /* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny) unless a
@@ -114,8 +119,16 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             __m256 f = fp4_factor(b[0]);
-            pair32(&a[i], (half2){mxfp4x8_tiny(b + 1, 28, f), mxfp4x8_tiny(b + 9, 28, f)},
-                   (half2){mxfp4x8_tiny(b + 1, 24, f), mxfp4x8_tiny(b + 9, 24, f)}, xp + k);
+            /* lane l holds bytes 2l (bits 7..0) and 2l + 1 (23..16): the
+             * pair order's lane l takes columns 2l + 1 and 2l, their low
+             * nibbles for l < 8 and their high ones beyond */
+            __m256i v =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
+            half2 o = {mxfp4x8_tiny(_mm256_slli_epi32(v, 12), f),
+                       mxfp4x8_tiny(_mm256_slli_epi32(v, 8), f)},
+                  e = {mxfp4x8_tiny(_mm256_slli_epi32(v, 28), f),
+                       mxfp4x8_tiny(_mm256_slli_epi32(v, 24), f)};
+            pair_step(&a[i], o, e, xp + k);
         }
     }
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
