@@ -11,8 +11,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define DEFAULT_PREFILL_CHUNK 256
-#define PROGRESS_INTERVAL_S   1.0
+#define PROGRESS_INTERVAL_S 1.0
 
 void engine_report_job(engine_local *e, tomed_job *job, int final)
 {
@@ -92,7 +91,7 @@ void engine_run_prefill_chunk(engine_local *e)
         atomic_store(&job->restart_point, from);
     }
     int chunk = tomed_config_prefill_chunk(&e->server->cfg); /* one read: SIGHUP may change it */
-    if (chunk <= 0) chunk = DEFAULT_PREFILL_CHUNK;
+    if (chunk <= 0) chunk = v4_config_prefill_chunk(v4_model_config(e->model));
     int64_t done = atomic_load(&job->tokens_done);
     if (done == (int64_t)job->n_ids) { /* an adopted state: nothing left to run */
         engine_finish_job(e, 0, NULL);

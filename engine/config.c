@@ -242,6 +242,15 @@ static void check_shapes(reader *r, v4_config *c)
                             r->origin, c->index_head_dim);
 }
 
+int v4_config_prefill_chunk(const v4_config *cfg)
+{
+    enum { STEP = 256, MOST = 2048, TOKENS_PER_EXPERT = 32 };
+    int64_t want = (int64_t)TOKENS_PER_EXPERT * cfg->n_routed_experts /
+                   (cfg->n_active_experts > 0 ? cfg->n_active_experts : 1);
+    int64_t chunk = (want + STEP - 1) / STEP * STEP;
+    return chunk < STEP ? STEP : chunk > MOST ? MOST : (int)chunk;
+}
+
 int v4_config_parse(const char *json, size_t len, const char *origin, v4_config *cfg,
                     tome_error *err)
 {

@@ -23,8 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_CHUNK 256
-#define MAX_HC        16
+#define MAX_HC 16
+
+/* Tokens per chunk of an evaluation: the caller's, or the model's default. */
+static size_t eval_chunk_size(const v4_model *m, const v4_eval *ev)
+{
+    return ev && ev->chunk > 0 ? (size_t)ev->chunk : (size_t)v4_config_prefill_chunk(&m->cfg);
+}
 
 /* Where a chunk's tokens sit in the evaluation call that contains them.
  * The reference evaluates a whole prompt (or one decode token) as one
@@ -324,7 +329,7 @@ int v4_eval_tokens(v4_state *s, const int32_t *ids, size_t n, const v4_eval *ev,
     int rc = check_usable(s, n, err);
     if (rc == 0) rc = check_ids(m, ids, n, err);
     if (rc) return rc;
-    size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
+    size_t chunk = eval_chunk_size(m, ev);
     size_t width = (size_t)m->cfg.hc_mult * m->cfg.dim, vocab = (size_t)m->cfg.vocab_size;
     float *X = v4_buffers_get(m->buffers, (chunk < n ? chunk : n) * width);
     if (!X) return tome_errorf(err, TOME_ENOMEM, "out of memory for a chunk of %zu tokens", chunk);
@@ -393,7 +398,7 @@ int v4_mtp_eval(v4_state *s, const float *hc, const int32_t *next_ids, size_t n,
     int l = c->n_layers, hcm = c->hc_mult, d = c->dim;
     const v4_block_weights *bw = &m->blocks[l];
     size_t width = (size_t)hcm * d;
-    size_t chunk = ev && ev->chunk > 0 ? (size_t)ev->chunk : DEFAULT_CHUNK;
+    size_t chunk = eval_chunk_size(m, ev);
     size_t cap = chunk < n ? chunk : n;
     float *X = v4_buffers_get(m->buffers, cap * width);
     float *e = v4_buffers_get(m->buffers, cap * d);

@@ -84,6 +84,16 @@ typedef struct v4_config {
 int v4_config_parse(const char *json, size_t len, const char *origin, v4_config *cfg,
                     tome_error *err);
 
+/* The prefill chunk (tokens per forward pass) the engine takes where a
+ * caller leaves v4_eval.chunk at 0: 256 tokens, or for models with many
+ * routed experts enough that each expert sees about 32 of a chunk's tokens
+ * on average, in multiples of 256 up to 2048.  An expert's weights are
+ * decoded once per chunk, so with a handful of tokens each the decoding
+ * rivals the arithmetic (V4-Flash's 256 experts, 6 a token: 1536 tokens,
+ * where 256 left 6 tokens an expert).  A chunk's work buffers take about
+ * 0.6 MB per token at V4's layer sizes. */
+int v4_config_prefill_chunk(const v4_config *cfg);
+
 /* ------------------------------------------------------------------------
  * Tensor manifest: what a checkpoint for a config must hold
  * ------------------------------------------------------------------------ */

@@ -72,6 +72,8 @@ if [ -f "$engine" ]; then
                 if (f[col["kernels"]] != "fast" || f[col["threads"]] + 0 != most) continue
                 if (("numerics" in col) && f[col["numerics"]] != "qat") continue
                 m = f[col["model"]]
+                if ((m, f[col["prompt"]]) in seen) continue # another chunk size: the first row stands
+                seen[m, f[col["prompt"]]] = 1
                 if (!(m in id)) { id[m] = ++n; print m > (dir "/models.txt") }
                 p = f[col["prefill_tok_s"]] + 0; d = f[col["decode_tok_s"]] + 0
                 print f[col["prompt"]] + 0, (p > 0 ? p : "NaN"), (d > 0 ? d : "NaN") > (dir "/engine-" id[m] ".dat")

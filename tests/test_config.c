@@ -1,5 +1,6 @@
 /* engine/config.c: config.json parsing and the tensor manifest, checked
- * against the golden checkpoints' own index files. */
+ * against the golden checkpoints' own index files; the default prefill
+ * chunk. */
 #include "engine/v4.h"
 #include "tests/check.h"
 
@@ -53,6 +54,29 @@ static void bad_configs(void)
     CHECKF(strstr(err.msg, "vocab_size") != NULL, "%s", err.msg);
 }
 
+/* The default prefill chunk: 256, or about 32 tokens per routed expert
+ * (experts x 32 / experts per token, up to a multiple of 256), at most
+ * 2048. */
+static void prefill_chunks(void)
+{
+    static const struct {
+        int routed, active, chunk;
+    } cases[] = {
+        {16, 6, 256},    /* the flash-shape bench model: 85 -> 256 */
+        {64, 6, 512},    /* 341.3 */
+        {256, 6, 1536},  /* V4-Flash: 1365.3 */
+        {384, 6, 2048},  /* V4-Pro: exactly 2048 */
+        {4096, 2, 2048}, /* the cap */
+        {8, 8, 256},     /* dense-like: the floor */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        v4_config cfg = {.n_routed_experts = cases[i].routed, .n_active_experts = cases[i].active};
+        int got = v4_config_prefill_chunk(&cfg);
+        CHECKF(got == cases[i].chunk, "%d experts, %d a token: chunk %d, want %d", cases[i].routed,
+               cases[i].active, got, cases[i].chunk);
+    }
+}
+
 int main(void)
 {
     v4_config a, b;
@@ -64,5 +88,6 @@ int main(void)
     manifest_matches_index("v4-tiny-a");
     manifest_matches_index("v4-tiny-b");
     bad_configs();
+    prefill_chunks();
     return check_finish();
 }

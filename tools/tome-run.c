@@ -156,7 +156,8 @@ static const tome_option option_table[] = {
     TOME_STRING("text", 0, "TEXT", opt.text,
                 "text, tokenized with DIR/tokenizer.json (beside a GGUF file;\n"
                 "special tokens parsed)"),
-    TOME_INT("chunk", 0, "N", opt.chunk, 1, 1 << 20, "prefill chunk size (default 256)"),
+    TOME_INT("chunk", 0, "N", opt.chunk, 1, 1 << 20,
+             "prefill chunk size (default: the model's; 256 but for many experts)"),
     TOME_INT("decode", 0, "N", opt.decode, 0, INT32_MAX,
              "decode N tokens greedily after the prefill"),
     TOME_STRING("decode-ids", 0, "FILE", opt.decode_ids_file,
@@ -291,10 +292,11 @@ static void print_model_lines(const run *r)
             "(LM head: %.3f GFLOP, %.1f MB)\n",
             2e-9 * cost.macs, 1e-6 * cost.weight_bytes, 2e-9 * cost.head_macs,
             1e-6 * cost.head_bytes);
-    fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads\n",
+    fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads, chunks of %d tokens\n",
             v4_kernels_name((v4_kernels)o->kernels), v4_kernels_isa(),
             v4_numerics_name((v4_numerics)o->numerics),
-            o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+            o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+            o->chunk > 0 ? o->chunk : v4_config_prefill_chunk(v4_model_config(r->m)));
 }
 
 /* Open the model, read the prompt and the forced tokens, and allocate the
