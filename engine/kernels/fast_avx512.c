@@ -295,10 +295,9 @@ typedef struct fp4_row {
     const float (*scaled)[16]; /* v4_fast_e2m1_scaled() */
 } fp4_row;
 
-INLINE fp4_row fp4_row_at(const v4_weight *w, int64_t row)
+INLINE fp4_row fp4_row_at(const v4_weight *w, int64_t row, const float (*scaled)[16])
 {
-    return (fp4_row){w->data + row * (w->cols / 2), w->scale + row * w->scale_stride,
-                     v4_fast_e2m1_scaled()};
+    return (fp4_row){w->data + row * (w->cols / 2), w->scale + row * w->scale_stride, scaled};
 }
 
 /* The e2m1 table times the scale of the row's columns k .. k + 31. */
@@ -751,12 +750,13 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
 
 /* Columns [k0, end) (one 128-column block) of row `row` into out in the
  * pair order's layout, exactly: block_f32's values, each 32 permuted. */
-INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end, float *out)
+INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end,
+                            const float (*scaled)[16], float *out)
 {
     panel_next_rows(w, row, k0, end);
     fp8_block b8 = {0};
     if (w->dtype == V4_F8_E4M3) b8 = fp8_block_at(w, row, k0, end);
-    fp4_row r4 = fp4_row_at(w, row);
+    fp4_row r4 = fp4_row_at(w, row, scaled);
     for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
         __m512 o, e;
         if (w->dtype == V4_F8_E4M3 && b8.short_path) {
@@ -785,10 +785,11 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
         permute_pairs(panel, nr * w->cols, panel);
         return;
     }
+    const float(*scaled)[16] = w->dtype == V4_I8 ? v4_fast_e2m1_scaled() : NULL;
     for (int i = 0; i < nr; i++)
         for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK)
             pairs_block_f32(w, r + i, k0, k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols,
-                            panel + (size_t)i * w->cols + k0);
+                            scaled, panel + (size_t)i * w->cols + k0);
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
@@ -1100,11 +1101,12 @@ KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uin
 KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, int nr,
                                                  uint16_t *panel)
 {
+    int fp8 = w->dtype == V4_F8_E4M3;
+    const float(*scaled)[16] = fp8 ? NULL : v4_fast_e2m1_scaled();
     for (int i = 0; i < nr; i++) {
         int64_t row = r + i;
         uint16_t *out = panel + (size_t)i * w->cols;
-        int fp8 = w->dtype == V4_F8_E4M3;
-        fp4_row r4 = fp4_row_at(w, row);
+        fp4_row r4 = fp4_row_at(w, row, scaled);
         for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
             int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
             panel_next_rows(w, row, k0, end);
@@ -1115,9 +1117,9 @@ KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, 
                     lo = fp8_block16(&b, w, row, k);
                     hi = fp8_block16(&b, w, row, k + 16);
                 } else {
-                    __m512 scaled = fp4_scaled_table(r4, k);
-                    lo = fp4_16(r4, k, scaled);
-                    hi = fp4_16(r4, k + 16, scaled);
+                    __m512 table = fp4_scaled_table(r4, k);
+                    lo = fp4_16(r4, k, table);
+                    hi = fp4_16(r4, k + 16, table);
                 }
                 _mm512_storeu_si512((void *)(out + k), (__m512i)bf16x32(lo, hi));
             }
