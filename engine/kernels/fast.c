@@ -444,21 +444,27 @@ static void set_rows(void *ctx, int64_t a, int64_t b)
     }
 }
 
+/* The per-scale tables of fast.h, each filled once (pthread_once) and
+ * read-only after. */
 static float e2m1_scaled[256][16], mxfp4_scaled[256][16];
 static pthread_once_t e2m1_scaled_once = PTHREAD_ONCE_INIT, mxfp4_scaled_once = PTHREAD_ONCE_INIT;
 
-static void build_e2m1_scaled(void)
+/* table[e][i] = values[i] * scale(e) for every code e. */
+static void fill_scaled(float table[256][16], const float values[16], float (*scale)(uint8_t))
 {
     for (int e = 0; e < 256; e++)
-        for (int i = 0; i < 16; i++)
-            e2m1_scaled[e][i] = v4_e2m1_values[i] * v4_fast_scale((uint8_t)e);
+        for (int i = 0; i < 16; i++) table[e][i] = values[i] * scale((uint8_t)e);
+}
+
+static void build_e2m1_scaled(void)
+{
+    fill_scaled(e2m1_scaled, v4_e2m1_values, v4_fast_scale);
 }
 
 static void build_mxfp4_scaled(void)
 {
     static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-    for (int e = 0; e < 256; e++)
-        for (int i = 0; i < 16; i++) mxfp4_scaled[e][i] = levels[i] * v4_mxfp4_scale((uint8_t)e);
+    fill_scaled(mxfp4_scaled, levels, v4_mxfp4_scale);
 }
 
 const float (*v4_fast_e2m1_scaled(void))[16]
@@ -498,6 +504,32 @@ static fast_job job_over(const v4_fast_kernels *k, const v4_weight *w, const flo
                       .xstride = xstride};
 }
 
+/* A job's inputs and the copy job_inputs makes of them. */
+typedef struct inputs_copy {
+    const fast_job *j;
+    void *copy;
+} inputs_copy;
+
+/* Tokens [a, b) of the inputs into the copy. */
+static void copy_inputs(void *ctx, int64_t a, int64_t b)
+{
+    const inputs_copy *c = ctx;
+    const fast_job *j = c->j;
+    int64_t cols = j->w->cols;
+    for (int64_t t = a; t < b; t++) {
+        const float *row = j->in + t * j->instride;
+        if (j->hw)
+            j->hw->to_bf16(row, cols, (uint16_t *)c->copy + t * cols);
+        else
+            j->k->permute_pairs(row, cols, (float *)c->copy + t * cols);
+    }
+}
+
+/* Values per task of copy_inputs: a prefill chunk's copy was a few
+ * percent of the samples on the caller's thread alone, while the others
+ * waited for the product it precedes. */
+#define COPY_GRAIN_VALUES 65536
+
 /* The copy of the inputs that j's kernels read, if they need one: BF16
  * for vdpbf16ps (j->hw), or each 32 columns permuted for the pair order;
  * rows w->cols apart, from the work buffers b, or NULL (none needed, or no
@@ -509,14 +541,8 @@ static void *job_inputs(fast_job *j, v4_buffers *b)
     if (!j->hw && !v4_fast_pair_order(j->w)) return NULL;
     size_t values = (size_t)j->n * (size_t)cols;
     void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
-    for (int t = 0; copy && t < j->n; t++) {
-        const float *row = j->in + (size_t)t * j->instride;
-        if (j->hw) {
-            j->hw->to_bf16(row, cols, (uint16_t *)copy + (size_t)t * cols);
-        } else {
-            j->k->permute_pairs(row, cols, (float *)copy + (size_t)t * cols);
-        }
-    }
+    inputs_copy c = {j, copy};
+    if (copy) v4_parallel_for(j->w->pool, j->n, 1 + COPY_GRAIN_VALUES / cols, copy_inputs, &c);
     j->x = j->hw ? NULL : copy;
     j->xh = j->hw ? copy : NULL;
     j->xstride = cols;
