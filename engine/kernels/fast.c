@@ -155,7 +155,7 @@ typedef struct fast_job {
     /* What the kernels read: the inputs, or for the pair order a copy
      * with each 32 columns permuted, made once per product, or (hw:
      * vdpbf16ps, official numerics' prefill on AVX512-BF16) a BF16 copy
-     * xh; copies are w->cols apart.  Both NULL where no copy could be
+     * xh; copies' rows are copy_stride apart.  Both NULL where no copy could be
      * had: the rows then go by the definition. */
     const float *x;
     int64_t xstride;
@@ -519,9 +519,9 @@ static void copy_inputs(void *ctx, int64_t a, int64_t b)
     for (int64_t t = a; t < b; t++) {
         const float *row = j->in + t * j->instride;
         if (j->hw)
-            j->hw->to_bf16(row, cols, (uint16_t *)c->copy + t * cols);
+            j->hw->to_bf16(row, cols, (uint16_t *)c->copy + t * j->xstride);
         else
-            j->k->permute_pairs(row, cols, (float *)c->copy + t * cols);
+            j->k->permute_pairs(row, cols, (float *)c->copy + t * j->xstride);
     }
 }
 
@@ -530,22 +530,35 @@ static void copy_inputs(void *ctx, int64_t a, int64_t b)
  * waited for the product it precedes. */
 #define COPY_GRAIN_VALUES 65536
 
+/* The row stride, in values of `size` bytes, of a copy of inputs `cols`
+ * wide: cols, or one 64-byte line more where the rows would start a whole
+ * number of 4 kB apart.  A register tile reads six tokens' rows and four
+ * weight rows at the same column, and an L1 cache (64 sets of 64-byte
+ * lines, 8 or 12 ways) puts lines 4 kB apart in the same set: ten streams
+ * in one set evict each other before their next use.  The line of padding
+ * spreads the tokens over six sets (measured on Zen 4, one thread, 4096
+ * columns: the tile's rate from 84% to 94% of the FMA peak). */
+static int64_t copy_stride(int64_t cols, size_t size)
+{
+    return (size_t)cols * size % 4096 == 0 ? cols + (int64_t)(64 / size) : cols;
+}
+
 /* The copy of the inputs that j's kernels read, if they need one: BF16
  * for vdpbf16ps (j->hw), or each 32 columns permuted for the pair order;
- * rows w->cols apart, from the work buffers b, or NULL (none needed, or no
- * memory for it: then j->x and j->xh are both NULL).  Give it back with
- * v4_buffers_put. */
+ * rows copy_stride apart, from the work buffers b, or NULL (none needed,
+ * or no memory for it: then j->x and j->xh are both NULL).  Give it back
+ * with v4_buffers_put. */
 static void *job_inputs(fast_job *j, v4_buffers *b)
 {
     int64_t cols = j->w->cols;
     if (!j->hw && !v4_fast_pair_order(j->w)) return NULL;
-    size_t values = (size_t)j->n * (size_t)cols;
+    j->xstride = copy_stride(cols, j->hw ? sizeof(uint16_t) : sizeof(float));
+    size_t values = (size_t)j->n * (size_t)j->xstride;
     void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
     inputs_copy c = {j, copy};
     if (copy) v4_parallel_for(j->w->pool, j->n, 1 + COPY_GRAIN_VALUES / cols, copy_inputs, &c);
     j->x = j->hw ? NULL : copy;
     j->xh = j->hw ? copy : NULL;
-    j->xstride = cols;
     return copy;
 }
 
