@@ -169,17 +169,19 @@ typedef struct fast_job {
 
 /* Prefill works on blocks: BLOCK_ROWS weight rows are decoded at once (8
  * register tiles), and their partial sums for up to BLOCK_TOKENS tokens are
- * kept while the columns go by BLOCK_COLS at a time, so that a block's
- * slice of the tokens (96 x 1024 floats) stays in the L2 cache while the
- * register tiles sweep it; longer column runs also save the tiles' sums a
- * trip through memory (measured: 256 -> 1024 columns cut flash-shape
- * prefill CPU time by about 12%, 4096 gained nothing more).  Each token's
- * input row is then read from memory once per BLOCK_ROWS rows.  Continuing
- * a lane's sum in the next block of columns is the same sum, in the same
- * order. */
+ * kept while the columns go by the kernels' tile_columns at a time, so
+ * that a block's slice of the tokens and of the decoded rows stays in the
+ * cache while the register tiles sweep it; longer column runs also save
+ * the tiles' sums a trip through memory.  Measured on flash-shape prefill
+ * (Zen 4, 1 MB L2), once copy_stride kept the tokens' rows apart: AVX-512's
+ * 4 x 6 tile runs best at 2048 columns (96 x 2048 floats of tokens and 256
+ * kB of rows: about 4% over 1024, and 4096 no better); AVX2's 2 x 3
+ * subtiles, which pass over the same columns four times, at 512 (L1's
+ * reuse: 1024 and 2048 lost 5% and 20%).  Each token's input row is then
+ * read from memory once per BLOCK_ROWS rows.  Continuing a lane's sum in
+ * the next block of columns is the same sum, in the same order. */
 #define BLOCK_ROWS   V4_FAST_BLOCK_ROWS
 #define BLOCK_TOKENS 96
-#define BLOCK_COLS   1024
 
 /* A thread's scratch (the pool's, v4_pool_scratch): the partial sums of a
  * block of tokens, then BLOCK_ROWS decoded rows (64-byte aligned, so that
@@ -220,8 +222,8 @@ static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t
     int64_t cols = j->w->cols;
     size_t size = j->hw ? sizeof(uint16_t) : sizeof(float);
     const char *x = j->hw ? (const char *)j->xh : (const char *)j->x;
-    for (int64_t kb = 0; kb < cols; kb += BLOCK_COLS) {
-        int64_t klen = min_int(BLOCK_COLS, cols - kb);
+    for (int64_t kb = 0; kb < cols; kb += j->k->tile_columns) {
+        int64_t klen = min_int(j->k->tile_columns, cols - kb);
         for (int g = 0; g * V4_FAST_TOKENS < nb; g++) {
             int nt = min_int(V4_FAST_TOKENS, nb - g * V4_FAST_TOKENS);
             const void *xs[V4_FAST_TOKENS];

@@ -83,6 +83,10 @@ static inline const uint8_t *v4_kv_tail(const v4_kv_format *f, const uint8_t *ro
 
 typedef struct v4_fast_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
+    /* Columns a prefill tile_acc call sweeps (a multiple of
+     * V4_PAIRS_COLUMNS; fast.c): as many as the tile's rows and tokens
+     * can take while they stay in the L1 or L2 cache between its passes. */
+    int tile_columns;
     /* Decode weight rows [r, r + nr) into `panel`, row i at
      * panel + i * w->cols, exactly, in the order's layout: for rows a
      * multiple of V4_PAIRS_COLUMNS wide each 32 columns permuted (odd,

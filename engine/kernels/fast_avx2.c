@@ -705,7 +705,14 @@ KERNEL static void permute_pairs_avx2(const float *in, int64_t n, float *out)
     permute_pairs(in, n, out);
 }
 
-const v4_fast_kernels v4_fast_avx2 = {"avx2",         decode_rows_avx2, tile_acc_avx2,
-                                      rows_dot_avx2,  kv_tile_acc_avx2, kv_weighted_sum_avx2,
-                                      kv_decode_avx2, reduce_avx2,      permute_pairs_avx2};
+const v4_fast_kernels v4_fast_avx2 = {"avx2",
+                                      512,
+                                      decode_rows_avx2,
+                                      tile_acc_avx2,
+                                      rows_dot_avx2,
+                                      kv_tile_acc_avx2,
+                                      kv_weighted_sum_avx2,
+                                      kv_decode_avx2,
+                                      reduce_avx2,
+                                      permute_pairs_avx2};
 #endif

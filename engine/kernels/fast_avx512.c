@@ -1135,8 +1135,14 @@ KERNEL static void permute_pairs_avx512(const float *in, int64_t n, float *out)
     permute_pairs(in, n, out);
 }
 
-const v4_fast_kernels v4_fast_avx512 = {
-    "avx512",         decode_rows_avx512, tile_acc_avx512,
-    rows_dot_avx512,  kv_tile_acc_avx512, kv_weighted_sum_avx512,
-    kv_decode_avx512, reduce_avx512,      permute_pairs_avx512};
+const v4_fast_kernels v4_fast_avx512 = {"avx512",
+                                        2048,
+                                        decode_rows_avx512,
+                                        tile_acc_avx512,
+                                        rows_dot_avx512,
+                                        kv_tile_acc_avx512,
+                                        kv_weighted_sum_avx512,
+                                        kv_decode_avx512,
+                                        reduce_avx512,
+                                        permute_pairs_avx512};
 #endif

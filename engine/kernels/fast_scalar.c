@@ -136,7 +136,13 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
         for (int i = 0; i < nr; i++) y[t * ystride + i] = v4_fast_reduce(acc[t][i]);
 }
 
-const v4_fast_kernels v4_fast_scalar = {
-    "scalar",         decode_rows_scalar, tile_acc_scalar,
-    rows_dot_scalar,  kv_tile_acc_scalar, kv_weighted_sum_scalar,
-    kv_decode_scalar, reduce_scalar,      permute_pairs_scalar};
+const v4_fast_kernels v4_fast_scalar = {"scalar",
+                                        1024,
+                                        decode_rows_scalar,
+                                        tile_acc_scalar,
+                                        rows_dot_scalar,
+                                        kv_tile_acc_scalar,
+                                        kv_weighted_sum_scalar,
+                                        kv_decode_scalar,
+                                        reduce_scalar,
+                                        permute_pairs_scalar};
