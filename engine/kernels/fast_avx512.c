@@ -642,61 +642,60 @@ INLINE void pairs_rows_general(const v4_weight *w, const int64_t *row, const flo
     }
 }
 
-/* Q8_0 rows (34-byte blocks: an f16 scale, 32 int8 codes) in the pair
+/* One Q8_0 block (34 bytes: an f16 scale, 32 int8 codes) in the pair
  * order: each value d * q is exact in F32, as the decoder makes it; the
  * codes sign-extended to 16 bits give the odd ones as the top halves of
  * the 32-bit lanes and the even ones as the bottom halves (taken by a
  * multiply-add of the halves by 1 and 0: one operation, off the shift
  * ports, where a shift pair took two). */
-INLINE void pairs_rows_q8_0(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+INLINE void q8_0_pairs(const uint8_t *b, __m512 *o, __m512 *e)
 {
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
-        size_t at = (size_t)(k / 32) * 34;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
-            __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-            __m512i q =
-                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 2)));
-            __m512 o = _mm512_cvtepi32_ps(_mm512_srai_epi32(q, 16));
-            __m512 e = _mm512_cvtepi32_ps(_mm512_madd_epi16(q, _mm512_set1_epi32(1)));
-            acc[i] = pair_step(acc[i], _mm512_mul_ps(d, o), _mm512_mul_ps(d, e), xo, xe);
-        }
-    }
+    __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+    __m512i q = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 2)));
+    *o = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_srai_epi32(q, 16)));
+    *e = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_madd_epi16(q, _mm512_set1_epi32(1))));
 }
 
-/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
+/* One MXFP4 block (17 bytes: an E8M0 scale, 16 bytes of codes, value j in
  * byte j's low nibble and value j + 16 in its high one) in the pair order:
  * each value 2^(e - 128) * level, from the block's scaled table, as the
  * decoder makes it.  Lane l takes columns 2l and 2l + 1, the low nibbles
  * of bytes 2l and 2l + 1 for l < 8 and the high nibbles of bytes 2l - 16
  * and 2l - 15 beyond: so lane l holds 16-bit pair l mod 8, shifted right by
  * 4 from lane 8 on. */
-INLINE void pairs_rows_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc)
+INLINE void mxfp4_pairs(const uint8_t *b, const float (*scaled)[16], __m512 *o, __m512 *e)
 {
-    const float(*scaled)[16] = v4_fast_mxfp4_scaled();
     const __m512i shifts = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    __m512 table = _mm512_loadu_ps(scaled[b[0]]);
+    __m256i twice =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
+    __m512i c = _mm512_srlv_epi32(_mm512_cvtepu16_epi32(twice), shifts);
+    *o = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 8), table); /* low 4 bits */
+    *e = _mm512_permutexvar_ps(c, table);
+}
+
+/* Q8_0 or MXFP4 rows (the GGUF types with 32-value blocks decoded in the
+ * pair order above; `mxfp4` a constant where it is inlined, so that each
+ * type gets a loop of its own) against the permuted inputs xp. */
+INLINE void pairs_rows_gguf32(const v4_weight *w, const int64_t *row, const float *xp, __m512 *acc,
+                              const int mxfp4)
+{
+    const float(*scaled)[16] = mxfp4 ? v4_fast_mxfp4_scaled() : NULL;
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols), block = scaled ? 17 : 34;
     const uint8_t *p[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
     for (int64_t k = 0; k < w->cols; k += 32) {
         __m512 xo = _mm512_loadu_ps(xp + k), xe = _mm512_loadu_ps(xp + k + 16);
-        size_t at = (size_t)(k / 32) * 17;
+        size_t at = (size_t)(k / 32) * block;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
-            __m512 table = _mm512_loadu_ps(scaled[b[0]]);
-            __m256i twice = _mm256_broadcastsi128_si256(
-                _mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
-            __m512i c = _mm512_srlv_epi32(_mm512_cvtepu16_epi32(twice), shifts);
-            __m512 o = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 8), table); /* low 4 bits */
-            __m512 e = _mm512_permutexvar_ps(c, table);
+            __m512 o, e;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, (int64_t)block);
+            if (mxfp4)
+                mxfp4_pairs(b, scaled, &o, &e);
+            else
+                q8_0_pairs(b, &o, &e);
             acc[i] = pair_step(acc[i], o, e, xo, xe);
         }
     }
@@ -717,9 +716,9 @@ INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
     } else if (w->dtype == V4_BF16) {
         pairs_rows_bf16(w, row, xp, acc);
     } else if (w->dtype == V4_Q8_0) {
-        pairs_rows_q8_0(w, row, xp, acc);
+        pairs_rows_gguf32(w, row, xp, acc, 0);
     } else if (w->dtype == V4_MXFP4) {
-        pairs_rows_mxfp4(w, row, xp, acc);
+        pairs_rows_gguf32(w, row, xp, acc, 1);
     } else {
         pairs_rows_general(w, row, xp, acc);
     }
@@ -774,10 +773,37 @@ INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t
     }
 }
 
+/* Q8_0 or MXFP4 rows [r, r + nr) into the panel in the pair order's
+ * layout, a block at a time: what the general decoder and
+ * permute_pairs make, without the round trip through memory between
+ * them (a third of GGUF prefill's time outside the tiles). */
+INLINE void gguf32_panel(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    const float(*scaled)[16] = w->dtype == V4_MXFP4 ? v4_fast_mxfp4_scaled() : NULL;
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols), block = scaled ? 17 : 34;
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *p = w->data + (size_t)(r + i) * row_bytes;
+        float *out = panel + (size_t)i * w->cols;
+        for (int64_t k = 0; k < w->cols; k += 32) {
+            __m512 o, e;
+            if (scaled)
+                mxfp4_pairs(p + (size_t)(k / 32) * block, scaled, &o, &e);
+            else
+                q8_0_pairs(p + (size_t)(k / 32) * block, &o, &e);
+            _mm512_storeu_ps(out + k, o);
+            _mm512_storeu_ps(out + k + 16, e);
+        }
+    }
+}
+
 KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     if (!v4_fast_pair_order(w)) {
         plain_decode_rows(w, r, nr, panel);
+        return;
+    }
+    if (w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4) {
+        gguf32_panel(w, r, nr, panel);
         return;
     }
     if (v4_fast_gguf(w->dtype)) {
