@@ -87,8 +87,9 @@ start_tomed() {
     done
 }
 # A port taken by another program only costs another try.
+. "$src/tests/port-lib.sh"
 for try in 1 2 3; do
-    port=$((20000 + ($$ * 7 + try * 7919) % 40000))
+    port=$(free_port $((try * 7919)))
     start_tomed && break
     kill "$daemon_pid" 2>/dev/null
     wait "$daemon_pid" 2>/dev/null
