@@ -508,11 +508,7 @@ INLINE void pair_put(const pair_sink *s, half2 *a, int i, int64_t cols, int64_t 
         pair_step(a, o, e, s->xp + k);
         return;
     }
-    float *p = s->panel + (size_t)i * cols + k;
-    _mm256_storeu_ps(p, o.lo);
-    _mm256_storeu_ps(p + 8, o.hi);
-    _mm256_storeu_ps(p + 16, e.lo);
-    _mm256_storeu_ps(p + 24, e.hi);
+    pair_store(s->panel + (size_t)i * cols + k, o, e);
 }
 
 /* v4_fp8_folded's inputs for the block of row_block, from the permuted
@@ -656,6 +652,8 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
 {
     if (!v4_fast_pair_order(w)) {
         plain_decode_rows(w, r, nr, panel);
+    } else if (w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4) {
+        v4_avx2_gguf_panel(w, r, nr, panel);
     } else if (v4_fast_gguf(w->dtype)) {
         v4_fast_gguf_rows(w, r, nr, panel);
         permute_pairs(panel, nr * w->cols, panel);

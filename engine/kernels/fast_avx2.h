@@ -87,13 +87,31 @@ INLINE void pair_step(half2 *acc, half2 o, half2 e, const float *xp)
     acc->hi = _mm256_fmadd_ps(e.hi, _mm256_loadu_ps(xp + 24), acc->hi);
 }
 
+/* Thirty-two weights in column order (a: columns 0-15, b: 16-31) split
+ * into the pair order's odd and even columns by shuffles. */
+INLINE void pair_split(half2 a, half2 b, half2 *o, half2 *e)
+{
+    *o = (half2){odd8(a.lo, a.hi), odd8(b.lo, b.hi)};
+    *e = (half2){even8(a.lo, a.hi), even8(b.lo, b.hi)};
+}
+
 /* Thirty-two weights in column order (a: columns 0-15, b: 16-31) into a
- * row's accumulators in the pair order, against permuted inputs xp: split
- * into odd and even columns by shuffles. */
+ * row's accumulators in the pair order, against permuted inputs xp. */
 INLINE void pair32(half2 *acc, half2 a, half2 b, const float *xp)
 {
-    half2 o = {odd8(a.lo, a.hi), odd8(b.lo, b.hi)}, e = {even8(a.lo, a.hi), even8(b.lo, b.hi)};
+    half2 o, e;
+    pair_split(a, b, &o, &e);
     pair_step(acc, o, e, xp);
+}
+
+/* Thirty-two weights in the pair order stored as a decoded panel holds
+ * them (fast.h's decode_rows): the odd columns, then the even ones. */
+INLINE void pair_store(float *out, half2 o, half2 e)
+{
+    _mm256_storeu_ps(out, o.lo);
+    _mm256_storeu_ps(out + 8, o.hi);
+    _mm256_storeu_ps(out + 16, e.lo);
+    _mm256_storeu_ps(out + 24, e.hi);
 }
 
 /* Whether v4_avx2_gguf_rows_dot reads GGUF type t in registers (Q8_0,
@@ -105,6 +123,11 @@ int v4_avx2_gguf_in_registers(v4_dtype t);
  * order (xp: the inputs with each 32 columns permuted), each value made as
  * the block decoder makes it (engine/kernels/blocks.c). */
 void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc);
+
+/* Q8_0 or MXFP4 rows [r, r + nr) of w into panel, row i at
+ * panel + i * w->cols, in the pair order's layout (fast.h's decode_rows),
+ * each value made as the block decoder makes it. */
+void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *panel);
 
 #endif
 #endif

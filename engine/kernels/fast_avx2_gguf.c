@@ -26,6 +26,14 @@ INLINE void q8_pairs16(const uint8_t *q, __m256 d, __m256 *o, __m256 *e)
     *e = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(v, _mm256_set1_epi32(1))));
 }
 
+/* One Q8_0 block (34 bytes) in the pair order. */
+INLINE void q8_0_pairs(const uint8_t *b, half2 *o, half2 *e)
+{
+    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+    q8_pairs16(b + 2, d, &o->lo, &e->lo);
+    q8_pairs16(b + 18, d, &o->hi, &e->hi);
+}
+
 INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
@@ -37,10 +45,8 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + at;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
-            __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
             half2 o, e;
-            q8_pairs16(b + 2, d, &o.lo, &e.lo);
-            q8_pairs16(b + 18, d, &o.hi, &e.hi);
+            q8_0_pairs(b, &o, &e);
             pair_step(&acc[i], o, e, xp + k);
         }
     }
@@ -56,29 +62,34 @@ INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
                             sign);
 }
 
-/* MXFP4 rows (17-byte blocks: an E8M0 scale, 16 bytes of codes, value j in
- * byte j's low nibble and value j + 16 in its high one): each value
- * 2^(e - 128) * level, the scale multiplied into the tables once per block
- * (the same products).  The general way, for any scale. */
-INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t cols, half2 *acc)
+/* One MXFP4 block (17 bytes: an E8M0 scale, 16 bytes of codes, value j in
+ * byte j's low nibble and value j + 16 in its high one) in the pair order:
+ * each value 2^(e - 128) * level, the scale multiplied into the tables
+ * once per block (the same products).  The general way, for any scale. */
+INLINE void mxfp4_pairs_by_tables(const uint8_t *b, half2 *o, half2 *e)
 {
     const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
     const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
+    __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
+    __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
+    __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
+    __m256i c1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
+    pair_split((half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)},
+               (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
+                       mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
+               o, e);
+}
+
+/* MXFP4 rows by mxfp4_pairs_by_tables. */
+INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t cols, half2 *acc)
+{
     for (int64_t k = 0; k < cols; k += 32) {
         size_t at = (size_t)(k / 32) * 17;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
-            __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
-            __m256i c0 =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
-            __m256i c1 =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
-            pair32(&acc[i], (half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)},
-                   (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
-                           mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
-                   xp + k);
+            half2 o, e;
+            mxfp4_pairs_by_tables(p[i] + at, &o, &e);
+            pair_step(&acc[i], o, e, xp + k);
         }
     }
 }
@@ -281,6 +292,29 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
     default:
         rows_dot_iq2_xxs(w, row, xp, acc);
         break;
+    }
+}
+
+/* A panel of Q8_0 or MXFP4 rows, a block at a time (MXFP4 by its tables:
+ * one decoder for every scale, the tiny one's check per row saves nothing
+ * here), with the decode loops' block decoders: the general decoder and a
+ * permutation after it took a third of GGUF prefill's time outside the
+ * tiles. */
+KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *panel)
+{
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    size_t block = w->dtype == V4_MXFP4 ? 17 : 34;
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *p = w->data + (size_t)(r + i) * row_bytes;
+        float *out = panel + (size_t)i * w->cols;
+        for (int64_t k = 0; k < w->cols; k += 32) {
+            half2 o, e;
+            if (block == 17)
+                mxfp4_pairs_by_tables(p + (size_t)(k / 32) * block, &o, &e);
+            else
+                q8_0_pairs(p + (size_t)(k / 32) * block, &o, &e);
+            pair_store(out + k, o, e);
+        }
     }
 }
 
