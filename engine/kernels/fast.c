@@ -564,6 +564,14 @@ static void *job_inputs(fast_job *j, v4_buffers *b)
     return copy;
 }
 
+/* Whether jobs a and b read the same inputs the same way, so that one
+ * copy of them serves both (an expert's gate and up products). */
+static int same_inputs(const fast_job *a, const fast_job *b)
+{
+    return a->in == b->in && a->instride == b->instride && a->n == b->n &&
+           a->w->cols == b->w->cols && a->hw == b->hw;
+}
+
 void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count)
 {
     for (int done = 0; done < count; done += V4_FAST_SET) {
@@ -573,7 +581,14 @@ void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int cou
         for (int i = 0; i < s.count; i++) {
             const v4_product *p = &set[done + i];
             s.jobs[i] = job_over(k, p->w, p->x, p->w->cols, p->n, p->y, p->ystride);
-            copies[i] = job_inputs(&s.jobs[i], p->w->buffers);
+            copies[i] = NULL;
+            if (i > 0 && same_inputs(&s.jobs[i], &s.jobs[i - 1])) {
+                s.jobs[i].x = s.jobs[i - 1].x;
+                s.jobs[i].xh = s.jobs[i - 1].xh;
+                s.jobs[i].xstride = s.jobs[i - 1].xstride;
+            } else {
+                copies[i] = job_inputs(&s.jobs[i], p->w->buffers);
+            }
             int64_t g = job_grain(&s.jobs[i]);
             if (grain == 0 || g < grain) grain = g;
         }
