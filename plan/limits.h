@@ -34,7 +34,8 @@ int tome_limit_supported(tome_limit_id id);
 /* Operations (bytes, for the bandwidth) per second of `id` on `threads`
  * threads at once, best of three runs of 0.3 s; 0 when unsupported.  The
  * bandwidth reads a buffer of `buffer_bytes` (allocated, filled once so it
- * is resident, freed); the others ignore it.  Fails only for memory. */
+ * is resident, freed), each thread its own 1/threads of it; the others
+ * ignore it.  Fails only for memory. */
 int tome_limit_measure(tome_limit_id id, int threads, size_t buffer_bytes, double *per_second,
                        tome_error *err);
 
