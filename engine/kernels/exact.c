@@ -183,19 +183,20 @@ __attribute__((target("avx2,fma"))) static void transpose8_avx2(const float *row
         for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
 }
 
-/* Eight weights of one row from column k, decoded (FP8, FP4 or BF16). */
+/* Eight weights of one row from column k, decoded (FP8, FP4 or BF16);
+ * `dtype` is w->dtype, a constant where this is inlined. */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256
-decode8(const v4_weight *w, int64_t row, int64_t k)
+decode8(const v4_weight *w, v4_dtype dtype, int64_t row, int64_t k)
 {
-    switch (w->dtype) {
+    switch (dtype) {
     case V4_F8_E4M3: {
         __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + row * w->cols + k));
         float s =
-            v4_e8m0_to_f32(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]);
+            v4_fast_scale(w->scale[(row / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK]);
         return _mm256_mul_ps(e4m3x8(_mm256_cvtepu8_epi32(b)), _mm256_set1_ps(s));
     }
     case V4_I8: {
-        float s = v4_e8m0_to_f32(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]);
+        float s = v4_fast_scale(w->scale[row * w->scale_stride + k / V4_FP4_BLOCK]);
         __m256 v = e2m1x8(nibbles8(w->data + row * (w->cols / 2) + k / 2));
         return _mm256_mul_ps(v, _mm256_set1_ps(s));
     }
@@ -211,16 +212,18 @@ decode8(const v4_weight *w, int64_t row, int64_t k)
 
 /* Decode's matrix-vector product for rows r..r+7 (fewer at the end): the
  * weights are decoded and transposed in registers, never stored, and each
- * row still sums in column order. */
-__attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w, int64_t r,
-                                                             int rows, const float *x, float *y)
+ * row still sums in column order.  Inlined once per type (matvec8_avx2),
+ * so that the loop does not choose the type's decoder for every eight
+ * weights. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+matvec8_as(const v4_weight *w, v4_dtype dtype, int64_t r, int rows, const float *x, float *y)
 {
     __m256 acc = _mm256_setzero_ps();
     int64_t row[8];
     for (int j = 0; j < 8; j++) row[j] = r + (j < rows ? j : rows - 1);
     for (int64_t k = 0; k < w->cols; k += 8) {
         __m256 v[8];
-        for (int j = 0; j < 8; j++) v[j] = decode8(w, row[j], k);
+        for (int j = 0; j < 8; j++) v[j] = decode8(w, dtype, row[j], k);
         transpose8x8(v);
         for (int j = 0; j < 8; j++)
             acc = _mm256_add_ps(acc, _mm256_mul_ps(v[j], _mm256_set1_ps(x[k + j])));
@@ -228,6 +231,25 @@ __attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w,
     float out[8];
     _mm256_storeu_ps(out, acc);
     memcpy(y, out, (size_t)rows * sizeof(float));
+}
+
+__attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w, int64_t r,
+                                                             int rows, const float *x, float *y)
+{
+    switch (w->dtype) {
+    case V4_F8_E4M3:
+        matvec8_as(w, V4_F8_E4M3, r, rows, x, y);
+        break;
+    case V4_I8:
+        matvec8_as(w, V4_I8, r, rows, x, y);
+        break;
+    case V4_BF16:
+        matvec8_as(w, V4_BF16, r, rows, x, y);
+        break;
+    default:
+        matvec8_as(w, V4_F32, r, rows, x, y);
+        break;
+    }
 }
 #endif
 
