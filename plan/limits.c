@@ -112,9 +112,12 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8dot(const tome_b
             for (int i = 0; i < CHAINS; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, y);
         ops += 4096.0 * CHAINS * 128;
     }
-    int sink = 0;
-    for (int i = 0; i < CHAINS; i++) sink += _mm512_reduce_add_epi32(a[i]);
-    return sink == 12345 ? 0 : ops;
+    /* The sums wrap (vpdpbusd does), so fold them with XOR: adding them as
+     * ints, as _mm512_reduce_add_epi32 does, overflows, which C leaves
+     * undefined (UBSan stops the test there). */
+    __m512i folded = a[0];
+    for (int i = 1; i < CHAINS; i++) folded = _mm512_xor_si512(folded, a[i]);
+    return _mm512_cvtsi512_si32(folded) == 12345 ? 0 : ops;
 }
 #endif
 
