@@ -25,8 +25,9 @@
 # are repeated BENCH_PEER_REPEAT times (default 3) in rounds, each round
 # running every engine once, and the depth runs BENCH_PEER_DEPTH_REPEAT
 # times (default 1: each takes minutes); each row is the median of its
-# runs, with the lowest and highest decode rate beside it.  Prints a table
-# and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
+# runs, with the lowest and highest decode rate beside it.  The read
+# bandwidth is measured again after the runs and printed beside the first
+# (which the fractions use).  Prints a table and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
 #   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
 #   vs llama.cpp:    tome's tokens/s / llama.cpp's, same file and threads
@@ -138,7 +139,7 @@ llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
 }
 : >"$tmp/results"
 run_at "$prompt" "$decode" "$warm"
-for round in $(seq "$repeat"); do
+for _ in $(seq "$repeat"); do
     for t in 2 1; do
         tome safetensors "$flash" "$t"
         tome official "$flash" "$t" --numerics official
@@ -150,7 +151,7 @@ for round in $(seq "$repeat"); do
 done
 for depth in $depths; do
     run_at "$depth" "$depth_decode" ""
-    for round in $(seq "$depth_repeat"); do
+    for _ in $(seq "$depth_repeat"); do
         tome safetensors "$flash" 2
         tome official "$flash" 2 --numerics official
         tome gguf "$gguf" 2
@@ -180,6 +181,12 @@ awk '
             print k, median(pf[k]), median(df[k]), cost[k], runs[k], lo[k], hi[k]
         }
     }' "$tmp/results" >"$tmp/rows"
+
+# The bandwidth once more, after every run: the fractions below use the
+# first measurement, but a machine whose memory changes speed (seen in a
+# virtual machine: 35 GB/s one minute, 60 the next) shows it here.
+"$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits-end.csv"
+echo "  read bandwidth after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv") GB/s at 1 / 2 threads (the fractions use the first)"
 
 echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama,runs,decode_min_tok_s,decode_max_tok_s" >"$csv"
 printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s | %s\n' engine file thr prompt "prefill/s" \
