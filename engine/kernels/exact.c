@@ -139,11 +139,12 @@ static void dot_tiles(const float *const *tiles, const float *const *xs, int G, 
 }
 
 /* Interleave 8 decoded rows (row j at rows + j*cols) into a tile with
- * tile[k*8 + j] = row j, column k. */
-static void transpose8_scalar(const float *rows, int64_t cols, float *tile)
+ * tile[k*stride + j] = row j, column k (stride 8 for the 8-lane tiles, a
+ * wider block's for AVX-512 prefill). */
+static void transpose8_scalar(const float *rows, int64_t cols, float *tile, int64_t stride)
 {
     for (int64_t k = 0; k < cols; k++)
-        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+        for (int j = 0; j < 8; j++) tile[k * stride + j] = rows[j * cols + k];
 }
 
 #ifdef V4_HAVE_X86
@@ -170,17 +171,17 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void transpose8
 }
 
 __attribute__((target("avx2,fma"))) static void transpose8_avx2(const float *rows, int64_t cols,
-                                                                float *tile)
+                                                                float *tile, int64_t stride)
 {
     int64_t k = 0;
     for (; k + 8 <= cols; k += 8) {
         __m256 r[8];
         for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(rows + j * cols + k);
         transpose8x8(r);
-        for (int j = 0; j < 8; j++) _mm256_storeu_ps(tile + (k + j) * 8, r[j]);
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(tile + (k + j) * stride, r[j]);
     }
     for (; k < cols; k++)
-        for (int j = 0; j < 8; j++) tile[k * 8 + j] = rows[j * cols + k];
+        for (int j = 0; j < 8; j++) tile[k * stride + j] = rows[j * cols + k];
 }
 
 /* Eight weights of one row from column k, decoded (FP8, FP4 or BF16);
@@ -257,11 +258,11 @@ static void transpose8(const float *rows, int64_t cols, float *tile)
 {
 #ifdef V4_HAVE_X86
     if (v4_cpu_has_avx2()) {
-        transpose8_avx2(rows, cols, tile);
+        transpose8_avx2(rows, cols, tile, LANES);
         return;
     }
 #endif
-    transpose8_scalar(rows, cols, tile);
+    transpose8_scalar(rows, cols, tile, LANES);
 }
 
 /* ---- dot products against many rows ---------------------------------------
@@ -380,21 +381,27 @@ size_t v4_kernel_scratch_bytes(int64_t max_cols)
     return exact > fast ? exact : fast;
 }
 
+/* Rows r .. r + n - 1 of w decoded into row_buf (row j at j * cols),
+ * those at or past r_end as zeros. */
+static void decode_rows_padded(const v4_weight *w, int64_t r, int n, int64_t r_end, float *row_buf)
+{
+    for (int j = 0; j < n; j++) {
+        float *dst = row_buf + j * w->cols;
+        if (r + j < r_end)
+            v4_weight_row(w, r + j, dst);
+        else
+            memset(dst, 0, (size_t)w->cols * sizeof(float));
+    }
+}
+
 static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *row_buf, float *tiles,
                         int max_tiles)
 {
     int64_t cols = w->cols;
     int n_tiles = 0;
     for (; n_tiles < max_tiles && r < r_end; n_tiles++, r += LANES) {
-        float *tile = tiles + (size_t)n_tiles * LANES * cols;
-        for (int j = 0; j < LANES; j++) {
-            float *dst = row_buf + j * cols;
-            if (r + j < r_end)
-                v4_weight_row(w, r + j, dst);
-            else
-                memset(dst, 0, (size_t)cols * sizeof(float));
-        }
-        transpose8(row_buf, cols, tile);
+        decode_rows_padded(w, r, LANES, r_end, row_buf);
+        transpose8(row_buf, cols, tiles + (size_t)n_tiles * LANES * cols);
     }
     return n_tiles;
 }
@@ -438,24 +445,9 @@ decode_wide_block(const v4_weight *w, int64_t r, int64_t r_end, float *row_buf, 
 {
     int64_t cols = w->cols;
     for (int j0 = 0; j0 < WIDE_ROWS; j0 += WIDE_LANES) {
-        for (int j = 0; j < WIDE_LANES; j++) {
-            if (r + j0 + j < r_end)
-                v4_weight_row(w, r + j0 + j, row_buf + j * cols);
-            else
-                memset(row_buf + j * cols, 0, (size_t)cols * sizeof(float));
-        }
-        int64_t k = 0;
-        for (; k + 8 <= cols; k += 8)
-            for (int j1 = 0; j1 < WIDE_LANES; j1 += 8) {
-                __m256 v[8];
-                for (int j = 0; j < 8; j++) v[j] = _mm256_loadu_ps(row_buf + (j1 + j) * cols + k);
-                transpose8x8(v);
-                for (int j = 0; j < 8; j++)
-                    _mm256_storeu_ps(block + (k + j) * WIDE_ROWS + j0 + j1, v[j]);
-            }
-        for (; k < cols; k++)
-            for (int j = 0; j < WIDE_LANES; j++)
-                block[k * WIDE_ROWS + j0 + j] = row_buf[j * cols + k];
+        decode_rows_padded(w, r + j0, WIDE_LANES, r_end, row_buf);
+        for (int j1 = 0; j1 < WIDE_LANES; j1 += 8)
+            transpose8_avx2(row_buf + j1 * cols, cols, block + j0 + j1, WIDE_ROWS);
     }
 }
 
