@@ -362,6 +362,7 @@ typedef struct matmul_job {
     int n;
     float *y;
     int64_t ystride;
+    int wide; /* prefill on AVX-512's register tile (matmul_rows_wide) */
 } matmul_job;
 
 /* Per-thread scratch (the pool's, v4_pool_scratch): LANES decoded rows,
@@ -510,10 +511,10 @@ static void matmul_rows_wide(const matmul_job *j, int64_t r0, int64_t r1)
     }
 }
 
-/* Whether matmul_rows takes matmul_rows_wide for this job. */
-static int job_is_wide(const matmul_job *j)
+/* Whether a product of n tokens takes matmul_rows_wide. */
+static int product_is_wide(int n)
 {
-    if (j->n < 2) return 0;
+    if (n < 2) return 0;
     pthread_once(&wide_once, probe_wide);
     return wide_prefill;
 }
@@ -531,7 +532,7 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
             matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
         return;
     }
-    if (job_is_wide(j)) {
+    if (j->wide) {
         matmul_rows_wide(j, r0, r1);
         return;
     }
@@ -579,13 +580,14 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
         v4_fast_matmul(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
         return;
     }
-    matmul_job j = {w, x, xstride, n, y, ystride};
+    matmul_job j = {w, x, xstride, n, y, ystride, 0};
     /* Aim for tasks of a few hundred KiB of weights each, whole blocks of
      * rows (a wide block for prefill on AVX-512). */
     int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1), block = LANES;
 #ifdef V4_HAVE_X86
-    if (job_is_wide(&j)) block = WIDE_ROWS;
+    j.wide = product_is_wide(n);
+    if (j.wide) block = WIDE_ROWS;
 #endif
     grain = grain < block ? block : (grain / block) * block;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
