@@ -207,7 +207,10 @@ static void prefill_done(void *arg)
         atomic_store(&job->tokens_done, (int64_t)job->n_ids);
     } else if (job) {
         job->running_in_engine = 1;
-        pc->rc = tomed_engine_submit_prefill(pc->jobs->engine, job, &pc->err);
+        /* A render that ends while tomed stops runs here after
+         * tomed_jobs_free has let the engine go. */
+        pc->rc = pc->jobs->engine ? tomed_engine_submit_prefill(pc->jobs->engine, job, &pc->err)
+                                  : tome_errorf(&pc->err, TOME_EBUSY, "tomed is shutting down");
         if (pc->rc != 0) {
             job->running_in_engine = 0;
             job->status = STORE_JOB_FAILED;
