@@ -83,7 +83,7 @@ typedef struct v4_weight {
      * copies of a product's inputs. */
     struct v4_buffers *buffers;
     /* FP8 weights of a model, or NULL: per 128x128 block (laid out as the
-     * scales), whether the fast kernels found it free of NaN codes (1) or
+     * scales), whether the kernels found it free of NaN codes (1) or
      * not (2), or have not looked (0); written by v4_fast_fp8_clean. */
     uint8_t *fp8_clean;
 } v4_weight;
@@ -193,9 +193,10 @@ void v4_pool_free(v4_pool *p);
 int v4_pool_threads(const v4_pool *p);
 
 typedef void (*v4_task_fn)(void *ctx, int64_t begin, int64_t end);
-/* Run fn over [0, n) split into chunks of at least `grain` items on the
- * pool (the calling thread takes part).  One region runs at a time: a
- * second caller waits; a call from inside a task runs inline. */
+/* Run fn over [0, n) split into chunks of a multiple of `grain` items
+ * (each starting at a multiple of it) on the pool (the calling thread
+ * takes part).  One region runs at a time: a second caller waits; a call
+ * from inside a task runs inline. */
 void v4_parallel_for(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx);
 /* The running thread's scratch, inside a task or region of `p` (NULL
  * elsewhere). */

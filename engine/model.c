@@ -166,7 +166,7 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
             }
         }
     }
-    if (w.fast && t->dtype == V4_F8_E4M3 && w.scale) {
+    if (t->dtype == V4_F8_E4M3 && w.scale) {
         size_t blocks = (size_t)((w.rows + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK * w.scale_stride);
         if ((w.fp8_clean = owned(b, blocks, full)) != NULL) memset(w.fp8_clean, 0, blocks);
     }

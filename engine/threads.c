@@ -206,9 +206,10 @@ void *v4_pool_scratch(const v4_pool *p)
 /* Run the region's chunks on all threads; the caller holds p->region. */
 static void run_region(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx)
 {
-    /* Enough chunks to balance the threads, but no smaller than `grain`. */
+    /* Enough chunks to balance the threads, but no smaller than `grain`
+     * and a multiple of it (so every chunk starts on one). */
     int64_t per = n / (4 * p->n_threads);
-    if (per > grain) grain = per;
+    if (per > grain) grain = per / grain * grain;
     pthread_mutex_lock(&p->lock);
     /* A worker that woke late for the previous region may still be looking
      * at its (exhausted) counter; let it leave before the fields change. */

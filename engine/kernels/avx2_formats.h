@@ -1,12 +1,14 @@
 /*
  * avx2_formats.h - V4's number formats decoded eight at a time with AVX2,
- * exactly (private to engine/kernels/: the exact row decoders and the
- * exact decode GEMV share them).  V4_HAVE_X86 says whether they exist.
+ * exactly (private to engine/kernels/: the exact row decoders, the exact
+ * decode GEMV and the AVX2 fast kernels share them).  V4_HAVE_X86 says
+ * whether they exist.
  */
 #ifndef TOME_ENGINE_KERNELS_AVX2_FORMATS_H
 #define TOME_ENGINE_KERNELS_AVX2_FORMATS_H
 
 #include "engine/internal.h"
+#include "engine/kernels/fast.h"
 
 #include <math.h>
 #include <string.h>
@@ -54,6 +56,70 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256i nibbles
     return _mm256_and_si256(
         _mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
         _mm256_set1_epi32(15));
+}
+
+/* a * b, rounded once as a multiplication rounds it, by a fused
+ * multiply-add of -0 (x + -0 is x for every x, zeros included): AMD's Zen 3
+ * slows a multiplication with a subnormal operand down several times over,
+ * a fused multiply-add not at all, and the tiny decoders below make
+ * subnormals of small codes. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 mul_exact(__m256 a,
+                                                                                  __m256 b)
+{
+    return _mm256_fmadd_ps(a, b, _mm256_set1_ps(-0.0f));
+}
+
+/* Sixteen e4m3 codes sign-extended to 16-bit words, two to a 32-bit lane
+ * (the even column's in the low word), as floats times 2^-120 by integer
+ * operations alone (no conversion instruction, the slow part of decoding
+ * them as f16): the odd columns (the top words) into *odd, the even ones
+ * into *even.  Shifted left by 4, a word has, under the mask, the sign on
+ * bit 15 and exponent and mantissa on 10..4, the top half of an F32
+ * pattern.  An exponent field of e makes the F32 exponent e, so every
+ * code, subnormals included, is its value times 2^-120, exactly; NaN
+ * codes are not (callers look for them first). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+e4m3_words_tiny(__m256i words, __m256 *odd, __m256 *even)
+{
+    __m256i a = _mm256_and_si256(_mm256_slli_epi16(words, 4), _mm256_set1_epi16((short)0x87F0));
+    *odd = _mm256_castsi256_ps(_mm256_and_si256(a, _mm256_set1_epi32((int)0xFFFF0000)));
+    *even = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+}
+
+/* 2^120 times the scale of E8M0 code e, for e <= 134 (finite) or NaN's
+ * 0xFF: an e4m3_words_tiny value times it is the same real number as the
+ * weight times its scale, so one multiplication rounds it as the general
+ * decoder's does (exact, but for products that leave the F32 range in
+ * both). */
+static inline float fp8_factor(uint8_t e)
+{
+    return v4_fast_scale(e) * 0x1p120f;
+}
+
+/* e2m1 codes on bits 31..28 of each lane (anything below) as floats times
+ * 2^-126, by integer operations alone: an arithmetic shift right by six
+ * puts the sign on bit 31 (copies on 30..25), the exponent bits on 24..23
+ * and the mantissa bit on 22, which the mask keeps.  Exponent field e
+ * becomes the F32 exponent e, so 0.5 (e = 0) is the subnormal 2^-127 and
+ * every code is its value times 2^-126, exactly. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 e2m1_top_tiny(__m256i v)
+{
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_srai_epi32(v, 6), _mm256_set1_epi32((int)0x81C00000)));
+}
+
+/* 2^126 times the E8M0 scales 2^(e - 127) of each lane, e <= 128 (2^(e -
+ * 1): normal, and exact times e2m1_top_tiny's values, subnormal products
+ * included). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fp4_factors(__m256i e)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(126)), 23));
+}
+
+/* The same for one scale, in every lane. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fp4_factor(uint8_t e)
+{
+    return fp4_factors(_mm256_set1_epi32(e));
 }
 
 #endif

@@ -78,9 +78,9 @@ void v4_axpy(float *y, float a, const float *x, int n)
 
 #define LANES 8
 #define GROUP 4
-/* Prefill's register tile on AVX-512 (below): the lanes of a vector, the
- * rows (four vectors) and tokens it takes at once, and the columns of a
- * run. */
+/* Prefill's register tiles (below): the rows decoded at a time, the most
+ * rows a block holds (AVX-512's four vectors), the tokens a tile takes at
+ * once, and the columns of a run. */
 #define WIDE_LANES   16
 #define WIDE_ROWS    64
 #define WIDE_TOKENS  6
@@ -211,44 +211,317 @@ decode8(const v4_weight *w, v4_dtype dtype, int64_t row, int64_t k)
     }
 }
 
-/* Decode's matrix-vector product for rows r..r+7 (fewer at the end): the
- * weights are decoded and transposed in registers, never stored, and each
- * row still sums in column order.  Inlined once per type (matvec8_avx2),
- * so that the loop does not choose the type's decoder for every eight
- * weights. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-matvec8_as(const v4_weight *w, v4_dtype dtype, int64_t r, int rows, const float *x, float *y)
+/* ---- decode's matrix-vector product on AVX2 --------------------------------
+ *
+ * Rows in groups of eight lanes, one row per lane, each row summing in
+ * column order.  The order makes every row's sum one chain of dependent
+ * adds, so a group alone runs at an add's latency per column; GROUPS
+ * groups' chains interleave, column by column.  They walk the columns one
+ * cache line's worth apart (the lag): sixteen rows at one offset would ask
+ * for as many lines of one L1 set (rows 2^n bytes long all start in the
+ * same one), twice its eight ways, and every step would miss; in a
+ * microbenchmark on a Zen 3 that took BF16 rows from 10 to 19 GB/s (in
+ * L2).  Four groups ran FP8 and FP4 rows 10-30% faster in isolation but
+ * BF16 ones (the LM head, half of decode's bytes) slower, and decode as a
+ * whole no faster.
+ *
+ * The general way decodes eight weights of each row and transposes the
+ * floats in registers (span_general: about 37 instructions per sixteen
+ * weights).  BF16, FP8 and FP4 rows transpose their packed 32-bit words
+ * instead (two, four or eight weights each: a half to an eighth of the
+ * data to move) and decode them in place with integer operations
+ * (avx2_formats.h's tiny decoders for FP8 and FP4: each code's value times
+ * a power of two, exactly, and one multiplication that rounds the product
+ * as the weight times its scale is rounded).  An FP8 or FP4 block takes
+ * that way where its scales allow it and, for FP8, it holds no NaN code
+ * and its inputs fold its factor exactly; otherwise the general way.
+ * Multiplications are fused multiply-adds of -0 (mul_exact), as fast as a
+ * multiplication and, on a Zen 3, not slowed down by the subnormals the
+ * tiny decoders make. */
+
+#define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+#define GROUPS      2
+
+/* acc continued by one weight vector (a column of eight rows) times input
+ * *x: the product rounded, then the sum. */
+AVX2_INLINE __m256 add_product(__m256 acc, __m256 weights, const float *x)
 {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t row[8];
-    for (int j = 0; j < 8; j++) row[j] = r + (j < rows ? j : rows - 1);
-    for (int64_t k = 0; k < w->cols; k += 8) {
+    return _mm256_add_ps(acc, mul_exact(weights, _mm256_broadcast_ss(x)));
+}
+
+/* acc continues the sums of rows row[0..7] (lane j: row[j]) over columns
+ * [k0, k1) (multiples of 8), decoding eight weights of a row at a time. */
+AVX2_INLINE __m256 span_general(const v4_weight *w, v4_dtype dtype, const int64_t *row,
+                                const float *x, int64_t k0, int64_t k1, __m256 acc)
+{
+    for (int64_t k = k0; k < k1; k += 8) {
         __m256 v[8];
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) v[j] = decode8(w, dtype, row[j], k);
         transpose8x8(v);
-        for (int j = 0; j < 8; j++)
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(v[j], _mm256_set1_ps(x[k + j])));
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) acc = add_product(acc, v[j], x + k + j);
     }
-    float out[8];
-    _mm256_storeu_ps(out, acc);
+    return acc;
+}
+
+/* Sixteen bytes from offset `at` of the eight rows p[0..7], transposed by
+ * 32-bit words: t[q] holds word q of each row (lane j: row j).  Rows
+ * (j, j + 4) load into the halves of one register, and two rounds of
+ * unpacking within the halves finish it. */
+AVX2_INLINE void transpose_words(const uint8_t *const *p, int64_t at, __m256i t[4])
+{
+    __m256i r[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        r[j] = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p[j] + at))),
+            _mm_loadu_si128((const __m128i *)(const void *)(p[j + 4] + at)), 1);
+    __m256i ab0 = _mm256_unpacklo_epi32(r[0], r[1]), ab1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    __m256i cd0 = _mm256_unpacklo_epi32(r[2], r[3]), cd1 = _mm256_unpackhi_epi32(r[2], r[3]);
+    t[0] = _mm256_unpacklo_epi64(ab0, cd0);
+    t[1] = _mm256_unpackhi_epi64(ab0, cd0);
+    t[2] = _mm256_unpacklo_epi64(ab1, cd1);
+    t[3] = _mm256_unpackhi_epi64(ab1, cd1);
+}
+
+/* The four e4m3 codes of each 32-bit lane of v (columns 4q..4q+3 of a
+ * row) as floats times 2^-120, in column order: each code moved to the
+ * top byte of a 16-bit word, shifted right by 4 with its sign copied
+ * down, and masked, is the pattern e4m3_words_tiny makes (sign on bit 15,
+ * exponent and mantissa on 10..4); the odd bytes are already on top. */
+AVX2_INLINE void e4m3_lanes_tiny(__m256i v, __m256 c[4])
+{
+    const __m256i mask = _mm256_set1_epi16((short)0x87F0), top = _mm256_set1_epi32((int)0xFFFF0000);
+    __m256i odd = _mm256_and_si256(_mm256_srai_epi16(v, 4), mask);
+    __m256i even = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 4), mask);
+    c[0] = _mm256_castsi256_ps(_mm256_slli_epi32(even, 16));
+    c[1] = _mm256_castsi256_ps(_mm256_slli_epi32(odd, 16));
+    c[2] = _mm256_castsi256_ps(_mm256_and_si256(even, top));
+    c[3] = _mm256_castsi256_ps(_mm256_and_si256(odd, top));
+}
+
+/* Where a group is: its rows' indices and weights, and for the column
+ * block it is in, whether it takes the packed way and that way's inputs
+ * or factors. */
+typedef struct group8 {
+    const int64_t *row;
+    const uint8_t *const *p;
+    const uint8_t *scale[8]; /* FP4: each row's scales */
+    int quick;
+    __m256 f;               /* FP4: each row's factor (fp4_factors) */
+    float xf[V4_FP8_BLOCK]; /* FP8: the block's inputs times its factor */
+} group8;
+
+/* One step of G groups (1 or GROUPS, a constant where inlined), group i at
+ * column k[i], interleaved by column: acc[i] continued over BF16 columns
+ * k[i]..k[i] + 7. */
+AVX2_INLINE void steps_bf16(const group8 *g, int G, const float *x, const int64_t *k, __m256 *acc)
+{
+    const __m256i top = _mm256_set1_epi32((int)0xFFFF0000);
+    __m256i t[GROUPS][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < G; i++) transpose_words(g[i].p, 2 * k[i], t[i]);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++)
+#pragma GCC unroll 4
+        for (int i = 0; i < G; i++) {
+            const float *in = x + k[i] + 2 * q;
+            acc[i] = add_product(acc[i], _mm256_castsi256_ps(_mm256_slli_epi32(t[i][q], 16)), in);
+            acc[i] =
+                add_product(acc[i], _mm256_castsi256_ps(_mm256_and_si256(t[i][q], top)), in + 1);
+        }
+}
+
+/* The same over FP8 columns k[i]..k[i] + 15, against the folded inputs:
+ * each code value times 2^-120 times x times the factor is one real
+ * number, the weight times x, rounded once. */
+AVX2_INLINE void steps_fp8(const group8 *g, int G, const int64_t *k, __m256 *acc)
+{
+    __m256i t[GROUPS][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < G; i++) transpose_words(g[i].p, k[i], t[i]);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++)
+#pragma GCC unroll 4
+        for (int i = 0; i < G; i++) {
+            __m256 c[4];
+            e4m3_lanes_tiny(t[i][q], c);
+            const float *in = g[i].xf + k[i] % V4_FP8_BLOCK + 4 * q;
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) acc[i] = add_product(acc[i], c[m], in + m);
+        }
+}
+
+/* The same over the FP4 block of 32 columns from k[i]: nibble m of a
+ * 32-bit word is column 8q + m, moved to the top of the lane for
+ * e2m1_top_tiny. */
+AVX2_INLINE void steps_fp4(const group8 *g, int G, const float *x, const int64_t *k, __m256 *acc)
+{
+    __m256i t[GROUPS][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < G; i++) transpose_words(g[i].p, k[i] / 2, t[i]);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++)
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; m++)
+#pragma GCC unroll 4
+            for (int i = 0; i < G; i++) {
+                __m256 v = e2m1_top_tiny(_mm256_slli_epi32(t[i][q], 28 - 4 * m));
+                acc[i] = add_product(acc[i], mul_exact(v, g[i].f), x + k[i] + 8 * q + m);
+            }
+}
+
+/* x[k0..k1) times f into xf, and whether every product is exact (f is a
+ * power of two: checked by multiplying back). */
+AVX2_INLINE int fold_inputs(const float *x, int64_t k0, int64_t k1, float f, float *xf)
+{
+    __m256 factor = _mm256_set1_ps(f), inverse = _mm256_set1_ps(1.0f / f);
+    int inexact = 0;
+    for (int64_t k = k0; k < k1; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k), v = _mm256_mul_ps(xv, factor);
+        inexact |= _mm256_movemask_ps(_mm256_cmp_ps(_mm256_mul_ps(v, inverse), xv, _CMP_NEQ_UQ));
+        _mm256_storeu_ps(xf + (k - k0), v);
+    }
+    return !inexact;
+}
+
+/* Entering FP8 column block [k0, k1): packed where one scale covers the
+ * group's rows, at most 2^7 (or NaN's), the block holds no NaN code and
+ * the inputs fold its factor exactly. */
+__attribute__((target("avx2,fma"))) static void enter_fp8(const v4_weight *w, group8 *g,
+                                                          const float *x, int64_t k0, int64_t k1)
+{
+    const int64_t *row = g->row;
+    uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+    g->quick = row[0] / V4_FP8_BLOCK == row[7] / V4_FP8_BLOCK && (e <= 134 || e == 0xFF);
+    if (g->quick && !v4_fast_fp8_clean(w, row[0], k0))
+        for (int j = 0; j < 8 && g->quick; j++)
+            g->quick = !v4_fp8_any_nan(w->data + row[j] * w->cols + k0, k1 - k0);
+    if (g->quick) g->quick = fold_inputs(x, k0, k1, fp8_factor(e), g->xf);
+}
+
+/* Entering the FP4 block of 32 columns from k0: each row's factor, packed
+ * where every scale is at most 2^1 (fp4_factors' limit).  The eight
+ * scales are gathered in a general register: stored and read back as one
+ * vector, the read would wait for the stores to retire. */
+AVX2_INLINE void enter_fp4(group8 *g, int64_t k0)
+{
+    uint64_t e = 0;
+    for (int j = 0; j < 8; j++) e |= (uint64_t)g->scale[j][k0 / V4_FP4_BLOCK] << (8 * j);
+    __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)e));
+    g->f = fp4_factors(v);
+    g->quick =
+        _mm256_testz_si256(_mm256_cmpgt_epi32(v, _mm256_set1_epi32(128)), _mm256_set1_epi32(-1));
+}
+
+/* Group g at column k, about to take a step: entering a block where one
+ * starts, and whether it takes the packed way. */
+AVX2_INLINE int enter(const v4_weight *w, v4_dtype dtype, group8 *g, const float *x, int64_t k)
+{
+    if (dtype == V4_F8_E4M3 && k % V4_FP8_BLOCK == 0)
+        enter_fp8(w, g, x, k, k + V4_FP8_BLOCK < w->cols ? k + V4_FP8_BLOCK : w->cols);
+    else if (dtype == V4_I8)
+        enter_fp4(g, k);
+    else if (dtype == V4_BF16)
+        g->quick = 1;
+    else if (dtype != V4_F8_E4M3)
+        g->quick = 0;
+    return g->quick;
+}
+
+/* G groups' steps from k[i], every one packed. */
+AVX2_INLINE void steps(v4_dtype dtype, const group8 *g, int G, const float *x, const int64_t *k,
+                       __m256 *acc)
+{
+    if (dtype == V4_BF16)
+        steps_bf16(g, G, x, k, acc);
+    else if (dtype == V4_F8_E4M3)
+        steps_fp8(g, G, k, acc);
+    else
+        steps_fp4(g, G, x, k, acc);
+}
+
+/* The sums of rows row[0 .. 8 * GROUPS) (weights at p[]) into out, each
+ * group a lag behind the one before.  A step takes
+ * eight BF16 columns, sixteen FP8 or a block of 32 FP4 (eight otherwise). */
+AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
+                         const uint8_t *const *p, const float *x, float *out)
+{
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(dtype, w->cols);
+    int64_t step = dtype == V4_F8_E4M3 ? 16 : dtype == V4_I8 ? V4_FP4_BLOCK : 8;
+    /* a line's columns, a multiple of step dividing the columns */
+    int64_t lag = 64 * w->cols / row_bytes;
+    lag = lag < step ? step : lag / step * step;
+    while (w->cols % lag) lag -= step;
+    group8 g[GROUPS];
+    __m256 acc[GROUPS];
+    for (int i = 0; i < GROUPS; i++) {
+        g[i] = (group8){.row = row + 8 * i, .p = p + 8 * i};
+        for (int j = 0; j < 8 && dtype == V4_I8; j++)
+            g[i].scale[j] = w->scale + row[8 * i + j] * w->scale_stride;
+        acc[i] = _mm256_setzero_ps();
+    }
+    /* Blocks start (FP8), and groups start and end, only where k is a
+     * multiple of lag: the groups step together from one to the next. */
+    int64_t span = dtype == V4_I8 ? step : lag;
+    for (int64_t k = 0; k < w->cols + (GROUPS - 1) * lag; k += span) {
+        int64_t at[GROUPS];
+        int packed = 0;
+        for (int i = 0; i < GROUPS; i++) {
+            at[i] = k - i * lag;
+            if (at[i] >= 0 && at[i] < w->cols) packed += enter(w, dtype, &g[i], x, at[i]);
+        }
+        for (int64_t s = 0; s < span; s += step) {
+            if (packed == GROUPS) {
+                steps(dtype, g, GROUPS, x, at, acc);
+            } else {
+                for (int i = 0; i < GROUPS; i++) {
+                    if (at[i] < 0 || at[i] >= w->cols) continue;
+                    if (g[i].quick)
+                        steps(dtype, &g[i], 1, x, &at[i], &acc[i]);
+                    else
+                        acc[i] = span_general(w, dtype, g[i].row, x, at[i], at[i] + step, acc[i]);
+                }
+            }
+            for (int i = 0; i < GROUPS; i++) at[i] += step;
+        }
+    }
+    for (int i = 0; i < GROUPS; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+/* Decode's product for rows r .. r + 8 * GROUPS - 1 (`rows` of them; the
+ * last repeated past them), inlined once per type (matvec_avx2). */
+AVX2_INLINE void matvec_as(const v4_weight *w, v4_dtype dtype, int64_t r, int rows, const float *x,
+                           float *y)
+{
+    int64_t row[8 * GROUPS];
+    const uint8_t *p[8 * GROUPS];
+    int64_t row_bytes = (int64_t)v4_dtype_row_bytes(dtype, w->cols);
+    for (int j = 0; j < 8 * GROUPS; j++) {
+        row[j] = r + (j < rows ? j : rows - 1);
+        p[j] = w->data + row[j] * row_bytes;
+    }
+    float out[8 * GROUPS];
+    pass_as(w, dtype, row, p, x, out);
     memcpy(y, out, (size_t)rows * sizeof(float));
 }
 
-__attribute__((target("avx2,fma"))) static void matvec8_avx2(const v4_weight *w, int64_t r,
-                                                             int rows, const float *x, float *y)
+__attribute__((target("avx2,fma"))) static void matvec_avx2(const v4_weight *w, int64_t r, int rows,
+                                                            const float *x, float *y)
 {
     switch (w->dtype) {
     case V4_F8_E4M3:
-        matvec8_as(w, V4_F8_E4M3, r, rows, x, y);
+        matvec_as(w, V4_F8_E4M3, r, rows, x, y);
         break;
     case V4_I8:
-        matvec8_as(w, V4_I8, r, rows, x, y);
+        matvec_as(w, V4_I8, r, rows, x, y);
         break;
     case V4_BF16:
-        matvec8_as(w, V4_BF16, r, rows, x, y);
+        matvec_as(w, V4_BF16, r, rows, x, y);
         break;
     default:
-        matvec8_as(w, V4_F32, r, rows, x, y);
+        matvec_as(w, V4_F32, r, rows, x, y);
         break;
     }
 }
@@ -362,13 +635,15 @@ typedef struct matmul_job {
     int n;
     float *y;
     int64_t ystride;
-    int wide; /* prefill on AVX-512's register tile (matmul_rows_wide) */
+#ifdef V4_HAVE_X86
+    const struct wide_kind *wide; /* prefill's register tile (matmul_rows_wide), or NULL */
+#endif
 } matmul_job;
 
 /* Per-thread scratch (the pool's, v4_pool_scratch): LANES decoded rows,
  * then GROUP transposed tiles of LANES rows (tile[k*LANES + j] = row j,
- * column k); or, for prefill on AVX-512, WIDE_LANES decoded rows and a
- * block of WIDE_ROWS transposed rows. */
+ * column k); or, for prefill on a register tile, WIDE_LANES decoded rows
+ * and a block of up to WIDE_ROWS transposed rows. */
 static size_t exact_scratch_floats(int64_t cols)
 {
     size_t narrow = (size_t)(1 + GROUP) * LANES, wide = (size_t)WIDE_LANES + WIDE_ROWS;
@@ -414,58 +689,50 @@ static void store_rows(float *y, const float *vals, int64_t r, int64_t r_end)
 }
 
 #ifdef V4_HAVE_X86
-/* ---- prefill on AVX-512 ----------------------------------------------------
+/* ---- prefill's register tiles ----------------------------------------------
  *
- * The same in-order, unfused sums, WIDE_ROWS rows x WIDE_TOKENS tokens at
- * a time: 24 independent sums of sixteen lanes in registers, each updated
- * once per column, where the 8-lane tiles above keep four.  A multiply and
- * an add per weight cost two instructions where an FMA costs one, but on a
- * Zen 4 they issue to different pipes (multiplies with the FMAs, adds to
- * two pipes of their own): in a microbenchmark this order ran at 79-81% of
- * the FMA peak, and flash-shape prefill with exact kernels went from 32-37
- * to 51-52 tokens/s (2 threads).  Columns go in runs of WIDE_COLUMNS, the
- * sums stored in y between runs (a float kept is the float continued), so
- * that a run of the block stays in the L2 cache while every token passes
- * over it. */
+ * The same in-order, unfused sums, a block of rows x WIDE_TOKENS tokens at
+ * a time: 64 rows on AVX-512 (24 independent sums of sixteen lanes in
+ * registers), 16 on AVX2 (12 sums of eight lanes, with two registers for
+ * the weights and one for a token's input: all sixteen), each updated once
+ * per column, where the 8-lane tiles above keep four.  A multiply and an
+ * add per weight cost two instructions where an FMA costs one, but on Zen
+ * 3 and Zen 4 they issue to different pipes (multiplies with the FMAs,
+ * adds to two pipes of their own): in a microbenchmark this order ran at
+ * 79-81% of the FMA peak on a Zen 4, and flash-shape prefill with exact
+ * kernels went from 32-37 to 51-52 tokens/s (2 threads).  Columns go in
+ * runs of WIDE_COLUMNS, the sums stored in y between runs (a float kept is
+ * the float continued), so that a run of the block stays in the L1 or L2
+ * cache while every token passes over it. */
 
-/* Whether the fast kernels run AVX-512 (TOME_ISA can force less): then
- * prefill takes the tiles below.  Asked once. */
-static int wide_prefill;
-static pthread_once_t wide_once = PTHREAD_ONCE_INIT;
+/* Continue the sums y[t][i] (i < live, at most the block's rows) over
+ * columns [k0, k1) of the block and of xs[t]; from +0 when k0 is 0.  Every
+ * sum adds its products in column order. */
+typedef void wide_tile_fn(const float *block, const float *const *xs, float *const *y, int live,
+                          int64_t k0, int64_t k1);
 
-static void probe_wide(void)
+/* A register tile and the rows of the block it takes. */
+typedef struct wide_kind {
+    int rows;
+    wide_tile_fn *tile;
+} wide_kind;
+
+__attribute__((target("avx512f"))) static void wide_tile_avx512(const float *block,
+                                                                const float *const *xs,
+                                                                float *const *y, int live,
+                                                                int64_t k0, int64_t k1)
 {
-    wide_prefill = strcmp(v4_kernels_isa(), "avx512") == 0;
-}
-
-/* Rows r.. (up to r_end) of w decoded and transposed into a block of
- * WIDE_ROWS lanes: block[k*WIDE_ROWS + j] = row r + j, column k (zero past
- * r_end), decoded WIDE_LANES rows at a time into row_buf. */
-__attribute__((target("avx2,fma"))) static void
-decode_wide_block(const v4_weight *w, int64_t r, int64_t r_end, float *row_buf, float *block)
-{
-    int64_t cols = w->cols;
-    for (int j0 = 0; j0 < WIDE_ROWS; j0 += WIDE_LANES) {
-        decode_rows_padded(w, r + j0, WIDE_LANES, r_end, row_buf);
-        for (int j1 = 0; j1 < WIDE_LANES; j1 += 8)
-            transpose8_avx2(row_buf + j1 * cols, cols, block + j0 + j1, WIDE_ROWS);
+    __mmask16 rows[4];
+    for (int v = 0; v < 4; v++) {
+        int left = live - v * 16;
+        rows[v] = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
-}
-
-/* Continue the sums y[t][i] (i < WIDE_ROWS, `rows` masking each sixteen
- * to those that exist) over columns [k0, k1) of the block and of xs[t];
- * from +0 when k0 is 0.  Every sum adds its products in column order. */
-__attribute__((target("avx512f"))) static void wide_tile(const float *block, const float *const *xs,
-                                                         float *const *y, const __mmask16 *rows,
-                                                         int64_t k0, int64_t k1)
-{
     __m512 a[WIDE_TOKENS][4];
     for (int t = 0; t < WIDE_TOKENS; t++)
         for (int v = 0; v < 4; v++)
-            a[t][v] =
-                k0 ? _mm512_maskz_loadu_ps(rows[v], y[t] + v * WIDE_LANES) : _mm512_setzero_ps();
+            a[t][v] = k0 ? _mm512_maskz_loadu_ps(rows[v], y[t] + v * 16) : _mm512_setzero_ps();
     for (int64_t k = k0; k < k1; k++) {
-        const float *b = block + k * WIDE_ROWS;
+        const float *b = block + k * 64;
         __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16), w2 = _mm512_loadu_ps(b + 32),
                w3 = _mm512_loadu_ps(b + 48);
 #pragma GCC unroll 8
@@ -478,24 +745,75 @@ __attribute__((target("avx512f"))) static void wide_tile(const float *block, con
         }
     }
     for (int t = 0; t < WIDE_TOKENS; t++)
-        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(y[t] + v * WIDE_LANES, rows[v], a[t][v]);
+        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(y[t] + v * 16, rows[v], a[t][v]);
 }
 
-/* matmul_rows for prefill on AVX-512: rows [r0, r1) in blocks of
- * WIDE_ROWS.  Tokens past the last are the last again (their sums are its
- * own, stored twice). */
+__attribute__((target("avx2,fma"))) static void wide_tile_avx2(const float *block,
+                                                               const float *const *xs,
+                                                               float *const *y, int live,
+                                                               int64_t k0, int64_t k1)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i rows[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(live), lane),
+                       _mm256_cmpgt_epi32(_mm256_set1_epi32(live - 8), lane)};
+    __m256 a[WIDE_TOKENS][2];
+    for (int t = 0; t < WIDE_TOKENS; t++)
+        for (int v = 0; v < 2; v++)
+            a[t][v] = k0 ? _mm256_maskload_ps(y[t] + v * 8, rows[v]) : _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; k++) {
+        const float *b = block + k * 16;
+        __m256 w0 = _mm256_loadu_ps(b), w1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 8
+        for (int t = 0; t < WIDE_TOKENS; t++) {
+            __m256 x = _mm256_broadcast_ss(xs[t] + k);
+            a[t][0] = _mm256_add_ps(a[t][0], _mm256_mul_ps(w0, x));
+            a[t][1] = _mm256_add_ps(a[t][1], _mm256_mul_ps(w1, x));
+        }
+    }
+    for (int t = 0; t < WIDE_TOKENS; t++)
+        for (int v = 0; v < 2; v++) _mm256_maskstore_ps(y[t] + v * 8, rows[v], a[t][v]);
+}
+
+/* The tile for the ISA the fast kernels run (TOME_ISA can force less), or
+ * none for the scalar kernels.  Chosen once. */
+static const wide_kind *wide_prefill;
+static pthread_once_t wide_once = PTHREAD_ONCE_INIT;
+
+static void probe_wide(void)
+{
+    static const wide_kind avx512 = {64, wide_tile_avx512}, avx2 = {16, wide_tile_avx2};
+    const char *isa = v4_kernels_isa();
+    wide_prefill = strcmp(isa, "avx512") == 0 ? &avx512 : strcmp(isa, "avx2") == 0 ? &avx2 : NULL;
+}
+
+/* Rows r.. (up to r_end) of w decoded and transposed into a block of
+ * `width` lanes (a multiple of WIDE_LANES): block[k*width + j] = row r + j,
+ * column k (zero past r_end), decoded WIDE_LANES rows at a time into
+ * row_buf. */
+__attribute__((target("avx2,fma"))) static void decode_wide_block(const v4_weight *w, int64_t r,
+                                                                  int64_t r_end, int width,
+                                                                  float *row_buf, float *block)
+{
+    int64_t cols = w->cols;
+    for (int j0 = 0; j0 < width; j0 += WIDE_LANES) {
+        decode_rows_padded(w, r + j0, WIDE_LANES, r_end, row_buf);
+        for (int j1 = 0; j1 < WIDE_LANES; j1 += 8)
+            transpose8_avx2(row_buf + j1 * cols, cols, block + j0 + j1, width);
+    }
+}
+
+/* matmul_rows for prefill on a register tile: rows [r0, r1) in blocks of
+ * the tile's rows.  Tokens past the last are the last again (their sums
+ * are its own, stored twice). */
 static void matmul_rows_wide(const matmul_job *j, int64_t r0, int64_t r1)
 {
     const v4_weight *w = j->w;
+    const wide_kind *kind = j->wide;
     int64_t cols = w->cols;
     float *row_buf = v4_pool_scratch(w->pool), *block = row_buf + (size_t)WIDE_LANES * cols;
-    for (int64_t r = r0; r < r1; r += WIDE_ROWS) {
-        decode_wide_block(w, r, r1, row_buf, block);
-        __mmask16 rows[4];
-        for (int v = 0; v < 4; v++) {
-            int64_t left = r1 - r - v * WIDE_LANES;
-            rows[v] = left >= WIDE_LANES ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        }
+    for (int64_t r = r0; r < r1; r += kind->rows) {
+        decode_wide_block(w, r, r1, kind->rows, row_buf, block);
+        int live = r1 - r < kind->rows ? (int)(r1 - r) : kind->rows;
         for (int64_t k0 = 0; k0 < cols; k0 += WIDE_COLUMNS)
             for (int t0 = 0; t0 < j->n; t0 += WIDE_TOKENS) {
                 const float *xs[WIDE_TOKENS];
@@ -505,16 +823,16 @@ static void matmul_rows_wide(const matmul_job *j, int64_t r0, int64_t r1)
                     xs[t] = j->x + token * j->xstride;
                     y[t] = j->y + token * j->ystride + r;
                 }
-                wide_tile(block, xs, y, rows, k0,
-                          k0 + WIDE_COLUMNS < cols ? k0 + WIDE_COLUMNS : cols);
+                kind->tile(block, xs, y, live, k0,
+                           k0 + WIDE_COLUMNS < cols ? k0 + WIDE_COLUMNS : cols);
             }
     }
 }
 
-/* Whether a product of n tokens takes matmul_rows_wide. */
-static int product_is_wide(int n)
+/* The register tile a product of n tokens takes, or NULL. */
+static const wide_kind *product_tile(int n)
 {
-    if (n < 2) return 0;
+    if (n < 2) return NULL;
     pthread_once(&wide_once, probe_wide);
     return wide_prefill;
 }
@@ -528,8 +846,8 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
 #ifdef V4_HAVE_X86
     if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
         w->dtype != V4_F16) {
-        for (int64_t r = r0; r < r1; r += LANES)
-            matvec8_avx2(w, r, (int)(r1 - r < LANES ? r1 - r : LANES), j->x, j->y + r);
+        for (int64_t r = r0; r < r1; r += 8 * GROUPS)
+            matvec_avx2(w, r, (int)(r1 - r < 8 * GROUPS ? r1 - r : 8 * GROUPS), j->x, j->y + r);
         return;
     }
     if (j->wide) {
@@ -580,14 +898,15 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
         v4_fast_matmul(v4_fast_kernels_active(), w, x, xstride, n, y, ystride);
         return;
     }
-    matmul_job j = {w, x, xstride, n, y, ystride, 0};
+    matmul_job j = {.w = w, .x = x, .xstride = xstride, .n = n, .y = y, .ystride = ystride};
     /* Aim for tasks of a few hundred KiB of weights each, whole blocks of
-     * rows (a wide block for prefill on AVX-512). */
+     * rows (a register tile's block for prefill). */
     int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1), block = LANES;
 #ifdef V4_HAVE_X86
-    j.wide = product_is_wide(n);
-    if (j.wide) block = WIDE_ROWS;
+    if (n == 1) block = 8 * GROUPS; /* matvec_avx2's rows, within a 128-row FP8 block */
+    j.wide = product_tile(n);
+    if (j.wide) block = j.wide->rows;
 #endif
     grain = grain < block ? block : (grain / block) * block;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);

@@ -268,11 +268,10 @@ static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
 
 /* ---- FP8 blocks free of NaN codes ----------------------------------------- */
 
-/* Whether one of the n bytes at p is an e4m3 NaN code (S.1111.111), eight
- * at a time: t = ~v & 0x7F.. is zero in exactly the NaN bytes, and a zero
- * byte of t (whose top bits are clear) is the only way the borrow test
- * sets a top bit. */
-static int any_fp8_nan(const uint8_t *p, int64_t n)
+/* Eight bytes at a time: t = ~v & 0x7F.. is zero in exactly the NaN
+ * bytes, and a zero byte of t (whose top bits are clear) is the only way
+ * the borrow test sets a top bit. */
+int v4_fp8_any_nan(const uint8_t *p, int64_t n)
 {
     const uint64_t low7 = 0x7F7F7F7F7F7F7F7Fu, ones = 0x0101010101010101u,
                    top = 0x8080808080808080u;
@@ -294,7 +293,7 @@ int v4_fast_fp8_scan_block(const v4_weight *w, int64_t row, int64_t k0)
     int64_t r1 = min_int(r0 + V4_FP8_BLOCK, w->rows), c1 = min_int(c0 + V4_FP8_BLOCK, w->cols);
     int clean = 1;
     for (int64_t r = r0; r < r1 && clean; r++)
-        clean = !any_fp8_nan(w->data + r * w->cols + c0, c1 - c0);
+        clean = !v4_fp8_any_nan(w->data + r * w->cols + c0, c1 - c0);
     __atomic_store_n(&w->fp8_clean[(row / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK],
                      (uint8_t)(clean ? 1 : 2), __ATOMIC_RELAXED);
     return clean;

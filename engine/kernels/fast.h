@@ -225,6 +225,9 @@ static inline void v4_fast_next_rows(const uint8_t *p, int64_t ahead, int64_t le
  * scan).  0 without marks (weights that are not a model's). */
 int v4_fast_fp8_scan_block(const v4_weight *w, int64_t row, int64_t k0);
 
+/* Whether one of the n bytes at p is an e4m3 NaN code (S.1111.111). */
+int v4_fp8_any_nan(const uint8_t *p, int64_t n);
+
 static inline int v4_fast_fp8_clean(const v4_weight *w, int64_t row, int64_t k0)
 {
     if (!w->fp8_clean) return 0;

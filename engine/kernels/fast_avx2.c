@@ -208,16 +208,6 @@ INLINE int has_fp8_nan(const uint8_t *p, int64_t n)
     return !_mm256_testz_si256(any, any);
 }
 
-/* 2^120 times the scale of E8M0 code e, for e <= 134 (finite) or NaN's
- * 0xFF: fp8_pairs_tiny's value times it is the same real number as the
- * weight times its scale, so one multiplication rounds it as the general
- * decoder's does (exact, but for products that leave the F32 range in
- * both). */
-INLINE float fp8_factor(uint8_t e)
-{
-    return v4_fast_scale(e) * 0x1p120f;
-}
-
 /* The next V4_FAST_ROWS rows of a call, from row r with nr left: their
  * indices (past the call's rows, r again) and zeroed sums; returns how
  * many are the call's. */
@@ -416,26 +406,14 @@ KERNEL static void reduce_avx2(const v4_fast_acc acc, int nt, int nr, float *y, 
 
 /* ---- the pair order (fast.h) ------------------------------------------------ */
 
-/* Thirty-two e4m3 codes (no NaN codes) as floats times 2^-120, the odd
- * columns into *o and the even ones into *e, by integer operations alone
- * (no conversion instruction, the slow part of decoding them as f16): a
- * byte sign-extended to 16 bits and shifted left by 4 has, under the mask,
- * the sign on bit 15 and exponent and mantissa on 10..4, the top half of
- * an F32 pattern; the odd byte of each pair is the top half of its 32-bit
- * lane, the even one the bottom half.  An exponent field of e makes the F32
- * exponent e, so every code, subnormals included, is its value times
- * 2^-120, exactly. */
+/* Thirty-two e4m3 codes (no NaN codes) as floats times 2^-120
+ * (e4m3_words_tiny), the odd columns into *o and the even ones into *e. */
 INLINE void fp8_pairs_tiny(const uint8_t *p, half2 *o, half2 *e)
 {
-    const __m256i mask = _mm256_set1_epi16((short)0x87F0), top = _mm256_set1_epi32((int)0xFFFF0000);
-    __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p)),
-            b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)));
-    a = _mm256_and_si256(_mm256_slli_epi16(a, 4), mask);
-    b = _mm256_and_si256(_mm256_slli_epi16(b, 4), mask);
-    o->lo = _mm256_castsi256_ps(_mm256_and_si256(a, top));
-    o->hi = _mm256_castsi256_ps(_mm256_and_si256(b, top));
-    e->lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
-    e->hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+    e4m3_words_tiny(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p)), &o->lo,
+                    &e->lo);
+    e4m3_words_tiny(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p + 16))),
+                    &o->hi, &e->hi);
 }
 
 /* The same times factor f (fp8_factor's): the weights. */

@@ -9,6 +9,7 @@
 #ifndef TOME_ENGINE_KERNELS_FAST_AVX2_H
 #define TOME_ENGINE_KERNELS_FAST_AVX2_H
 
+#include "engine/kernels/avx2_formats.h"
 #include "engine/kernels/fast.h"
 
 #if defined(__x86_64__)
@@ -29,35 +30,6 @@ INLINE void fma16(half2 *acc, half2 w, __m256 xl, __m256 xh)
 {
     acc->lo = _mm256_fmadd_ps(w.lo, xl, acc->lo);
     acc->hi = _mm256_fmadd_ps(w.hi, xh, acc->hi);
-}
-
-/* a * b, rounded once as a multiplication rounds it, by a fused
- * multiply-add of -0 (x + -0 is x for every x, zeros included): AMD's Zen 3
- * slows a multiplication with a subnormal operand down several times over,
- * a fused multiply-add not at all, and the tiny decoders below make
- * subnormals of small codes. */
-INLINE __m256 mul_exact(__m256 a, __m256 b)
-{
-    return _mm256_fmadd_ps(a, b, _mm256_set1_ps(-0.0f));
-}
-
-/* e2m1 codes on bits 31..28 of each lane (anything below) as floats times
- * 2^-126, by integer operations alone: an arithmetic shift right by six
- * puts the sign on bit 31 (copies on 30..25), the exponent bits on 24..23
- * and the mantissa bit on 22, which the mask keeps.  Exponent field e
- * becomes the F32 exponent e, so 0.5 (e = 0) is the subnormal 2^-127 and
- * every code is its value times 2^-126, exactly. */
-INLINE __m256 e2m1_top_tiny(__m256i v)
-{
-    return _mm256_castsi256_ps(
-        _mm256_and_si256(_mm256_srai_epi32(v, 6), _mm256_set1_epi32((int)0x81C00000)));
-}
-
-/* 2^126 times the E8M0 scale 2^(e - 127), e <= 128 (2^(e - 1): normal,
- * and exact times e2m1_top_tiny's values, subnormal products included). */
-INLINE __m256 fp4_factor(uint8_t e)
-{
-    return _mm256_castsi256_ps(_mm256_set1_epi32((int)(((uint32_t)e + 126) << 23)));
 }
 
 /* The odd columns of sixteen (a: columns 0-7, b: 8-15), in order: a shuffle
