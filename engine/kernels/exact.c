@@ -456,6 +456,10 @@ AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
     while (w->cols % lag) lag -= step;
     group8 g[GROUPS];
     __m256 acc[GROUPS];
+    /* Loops over the groups are unrolled, and a group's sums pass by
+     * value, so that they stay in registers: kept in memory, every step
+     * would add a store's forwarding delay to the chain. */
+#pragma GCC unroll 4
     for (int i = 0; i < GROUPS; i++) {
         g[i] = (group8){.row = row + 8 * i, .p = p + 8 * i};
         for (int j = 0; j < 8 && dtype == V4_I8; j++)
@@ -468,6 +472,7 @@ AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
     for (int64_t k = 0; k < w->cols + (GROUPS - 1) * lag; k += span) {
         int64_t at[GROUPS];
         int packed = 0;
+#pragma GCC unroll 4
         for (int i = 0; i < GROUPS; i++) {
             at[i] = k - i * lag;
             if (at[i] >= 0 && at[i] < w->cols) packed += enter(w, dtype, &g[i], x, at[i]);
@@ -476,17 +481,22 @@ AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
             if (packed == GROUPS) {
                 steps(dtype, g, GROUPS, x, at, acc);
             } else {
+#pragma GCC unroll 4
                 for (int i = 0; i < GROUPS; i++) {
                     if (at[i] < 0 || at[i] >= w->cols) continue;
+                    __m256 one = acc[i];
                     if (g[i].quick)
-                        steps(dtype, &g[i], 1, x, &at[i], &acc[i]);
+                        steps(dtype, &g[i], 1, x, &at[i], &one);
                     else
-                        acc[i] = span_general(w, dtype, g[i].row, x, at[i], at[i] + step, acc[i]);
+                        one = span_general(w, dtype, g[i].row, x, at[i], at[i] + step, one);
+                    acc[i] = one;
                 }
             }
+#pragma GCC unroll 4
             for (int i = 0; i < GROUPS; i++) at[i] += step;
         }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < GROUPS; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
