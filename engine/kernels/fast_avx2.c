@@ -516,29 +516,37 @@ INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *
     f->row_block = row_block;
 }
 
-/* Rows of one row block whose every column block takes the short path with
- * folded inputs xf (v4_fp8_folded.whole): one pass, no block bounds.  The
- * rows take turns every 32 columns: a row's two sums are chains of FMAs,
- * and one row at a time ran at their latency (decode's FP8 products, one
- * thread on a Zen 3: 12.0 GB/s a row at a time, 13.6 in turns; BF16's
- * 17.6 and 18.7 in pairs_plain).  FP4 rows (pairs_fp4) are bound by their
- * decoding instead and lost 5% in turns. */
-INLINE void pairs_whole_fp8(const v4_weight *w, const int64_t *row, const float *xf, half2 *acc)
+/* Decode's rows in turns every 32 columns, V4_FAST_ROWS of them (rows
+ * past a call's repeat its first: row_group), against inputs x: FP8 rows
+ * of one row block whose every column block takes the short path with
+ * folded inputs (v4_fp8_folded.whole), or BF16 rows.  A row's two sums are
+ * chains of FMAs, and one row at a time ran at their latency (decode's
+ * FP8 products, one thread on a Zen 3: 12.0 GB/s a row at a time, 13.6 in
+ * turns).  Only these two decoders fit the loop in the 16 registers: with
+ * the general decoder beside them (pairs_plain) GCC kept the BF16 rows'
+ * sums on the stack, and decode ran 3-5% slower.  FP4 rows (pairs_fp4) are
+ * bound by their decoding instead and lost 5% in turns. */
+INLINE void pairs_turns(const v4_weight *w, const int64_t *row, const float *x, half2 *acc,
+                        const int width /* bytes per weight: 1 FP8, 2 BF16 */)
 {
-    int64_t ahead = V4_FAST_ROWS * w->cols; /* the next call's rows (fast.h) */
+    int64_t ahead = V4_FAST_ROWS * width * w->cols; /* the next call's rows (fast.h) */
     const uint8_t *p[V4_FAST_ROWS];
     half2 a[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) {
-        p[i] = w->data + row[i] * w->cols;
+        p[i] = w->data + row[i] * width * w->cols;
         a[i] = acc[i];
     }
     for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS)
 #pragma GCC unroll 4
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             half2 o, e;
-            if (k % 64 == 0) v4_fast_next_rows(p[i] + k, ahead, 64);
-            fp8_pairs_tiny(p[i] + k, &o, &e);
-            pair_step(&a[i], o, e, xf + k);
+            const uint8_t *at = p[i] + width * k;
+            if (width * k % 64 == 0) v4_fast_next_rows(at, ahead, 64);
+            if (width == 2)
+                bf16_pairs(at, &o, &e);
+            else
+                fp8_pairs_tiny(at, &o, &e);
+            pair_step(&a[i], o, e, x + k);
         }
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
@@ -594,7 +602,7 @@ INLINE void pairs_fp4(const v4_weight *w, const int64_t *row, int nr, const pair
 }
 
 /* BF16 and F32 rows: BF16 by shifts, F32 by the general decoder; rows in
- * turns, as pairs_whole_fp8's. */
+ * turns, as pairs_turns's (which decode's BF16 rows take). */
 INLINE void pairs_plain(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
 {
     int64_t row_bytes = (int64_t)v4_dtype_row_bytes(w->dtype, w->cols);
@@ -685,7 +693,9 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         if (gguf)
             v4_avx2_gguf_rows_dot(w, row, xp, acc);
         else if (w->dtype == V4_F8_E4M3 && folded.whole)
-            pairs_whole_fp8(w, row, folded.x, acc);
+            pairs_turns(w, row, folded.x, acc, 1);
+        else if (w->dtype == V4_BF16)
+            pairs_turns(w, row, xp, acc, 2);
         else
             pair_rows(w, row, n, &sink);
         for (int i = 0; i < n; i++) y[i0 + i] = reduce16(acc[i].lo, acc[i].hi);
