@@ -34,11 +34,19 @@ INLINE void q8_0_pairs(const uint8_t *b, half2 *o, half2 *e)
     q8_pairs16(b + 18, d, &o->hi, &e->hi);
 }
 
+/* Q8_0 rows, their sums in locals: through acc, which the byte loads may
+ * alias as far as C knows, GCC stored every sum back and loaded it again
+ * at each block (GGUF decode, one thread on a Zen 3, medians of six
+ * interleaved rounds: 5.65 tokens/s that way, 5.72 kept local). */
 INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    half2 a[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + (size_t)row[i] * row_bytes;
+        a[i] = acc[i];
+    }
     for (int64_t k = 0; k < w->cols; k += 32) {
         size_t at = (size_t)(k / 32) * 34;
 #pragma GCC unroll 8
@@ -47,9 +55,10 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
             half2 o, e;
             q8_0_pairs(b, &o, &e);
-            pair_step(&acc[i], o, e, xp + k);
+            pair_step(&a[i], o, e, xp + k);
         }
     }
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* Eight MXFP4 codes (int32 lanes) against its two tables of eight levels
