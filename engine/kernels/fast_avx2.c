@@ -425,15 +425,41 @@ INLINE void fp8_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
 }
 
 /* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor's): the
- * odd columns are the high nibbles, the even ones the low. */
+ * odd columns are the high nibbles, the even ones the low.  One shuffle
+ * puts byte j of eight on the top of lane j, which leaves the high nibble
+ * where e2m1_top_tiny reads it and the low one a shift of 4 below: one
+ * shift to place sixteen nibbles where widening the bytes (vpmovzxbd) took
+ * two.  With the factors read from memory (fp4_row_factors), one thread
+ * on a Zen 3 went from 5.1 to 5.9 GB/s of FP4 rows (in L2 and memory
+ * alike): these rows are bound by their decoding, not by the memory. */
 INLINE void fp4_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
 {
-    __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)),
-            b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p + 8)));
-    o->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 24)), f);
-    o->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 24)), f);
-    e->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 28)), f);
-    e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 28)), f);
+    const __m256i top =
+        _mm256_setr_epi8(-1, -1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2, -1, -1, -1, 3, -1, -1, -1, 4,
+                         -1, -1, -1, 5, -1, -1, -1, 6, -1, -1, -1, 7);
+    long long lo8, hi8;
+    __builtin_memcpy(&lo8, p, 8);
+    __builtin_memcpy(&hi8, p + 8, 8);
+    __m256i a = _mm256_shuffle_epi8(_mm256_set1_epi64x(lo8), top),
+            b = _mm256_shuffle_epi8(_mm256_set1_epi64x(hi8), top);
+    o->lo = mul_exact(e2m1_top_tiny(a), f);
+    o->hi = mul_exact(e2m1_top_tiny(b), f);
+    e->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 4)), f);
+    e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 4)), f);
+}
+
+/* fp4_factor of each of the n E8M0 codes at e, into f: worked out once
+ * per row, so that a block's factor is one broadcast from memory instead
+ * of four vector operations. */
+INLINE void fp4_row_factors(const uint8_t *e, int64_t n, float *f)
+{
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        long long eight;
+        __builtin_memcpy(&eight, e + j, 8);
+        _mm256_storeu_ps(f + j, fp4_factors(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(eight))));
+    }
+    for (; j < n; j++) _mm_store_ss(f + j, _mm256_castps256_ps128(fp4_factor(e[j])));
 }
 
 /* Thirty-two BF16 weights: the odd ones are the top halves of the 32-bit
@@ -583,19 +609,29 @@ INLINE void pairs_fp8(const v4_weight *w, const int64_t *row, int nr, const pair
  * else generally. */
 INLINE void pairs_fp4(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
 {
+    float factor[V4_MAX_COLS / V4_FP4_BLOCK];
+    int64_t blocks = w->cols / V4_FP4_BLOCK, ahead = V4_FAST_ROWS * w->cols / 2;
     for (int i = 0; i < nr; i++) {
         const uint8_t *p = w->data + row[i] * (w->cols / 2),
                       *e = w->scale + row[i] * w->scale_stride;
-        int quick = fp4_scales_small(e, w->cols / V4_FP4_BLOCK);
         half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
-            half2 o, ev;
-            v4_fast_next_rows(p + k / 2, V4_FAST_ROWS * w->cols / 2, V4_PAIRS_COLUMNS / 2);
-            if (quick)
-                fp4_pairs(p + k / 2, fp4_factor(e[k / V4_FP4_BLOCK]), &o, &ev);
-            else
+        /* Two loops, not one with a test in it: GCC then keeps the short
+         * path's constants in registers. */
+        if (fp4_scales_small(e, blocks)) {
+            fp4_row_factors(e, blocks, factor);
+            for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+                half2 o, ev;
+                if (k % 128 == 0) v4_fast_next_rows(p + k / 2, ahead, 64); /* a line */
+                fp4_pairs(p + k / 2, _mm256_broadcast_ss(factor + k / V4_FP4_BLOCK), &o, &ev);
+                pair_put(sink, &a, i, w->cols, k, o, ev);
+            }
+        } else {
+            for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
+                half2 o, ev;
+                if (k % 128 == 0) v4_fast_next_rows(p + k / 2, ahead, 64);
                 general_pairs(w, row[i], k, &o, &ev);
-            pair_put(sink, &a, i, w->cols, k, o, ev);
+                pair_put(sink, &a, i, w->cols, k, o, ev);
+            }
         }
         if (sink->acc) sink->acc[i] = a;
     }
