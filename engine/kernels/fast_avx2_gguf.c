@@ -113,19 +113,42 @@ INLINE __m256 mxfp4x8_tiny(__m256i v, __m256 factor)
     return mul_exact(e2m1_top_tiny(v), factor);
 }
 
+/* Thirty-two MXFP4 codes (a block's sixteen bytes at q) times factor f, in
+ * the pair order: lane l takes columns 2l + 1 and 2l, their low nibbles
+ * for l < 8 and their high ones beyond.  Each half of the register holds
+ * all sixteen bytes, and one shuffle puts byte 2l + 1 (or 2l) on the top
+ * of lane l, where its high nibble is as mxfp4x8_tiny reads it and its
+ * low one a shift of 4 below (fast_avx2.c's fp4_pairs does the same). */
+INLINE void mxfp4_pairs_tiny(const uint8_t *q, __m256 f, half2 *o, half2 *e)
+{
+    const __m256i odd =
+        _mm256_setr_epi8(-1, -1, -1, 1, -1, -1, -1, 3, -1, -1, -1, 5, -1, -1, -1, 7, -1, -1, -1, 9,
+                         -1, -1, -1, 11, -1, -1, -1, 13, -1, -1, -1, 15);
+    const __m256i even =
+        _mm256_setr_epi8(-1, -1, -1, 0, -1, -1, -1, 2, -1, -1, -1, 4, -1, -1, -1, 6, -1, -1, -1, 8,
+                         -1, -1, -1, 10, -1, -1, -1, 12, -1, -1, -1, 14);
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)q));
+    __m256i a = _mm256_shuffle_epi8(v, odd), b = _mm256_shuffle_epi8(v, even);
+    *o = (half2){mxfp4x8_tiny(_mm256_slli_epi32(a, 4), f), mxfp4x8_tiny(a, f)};
+    *e = (half2){mxfp4x8_tiny(_mm256_slli_epi32(b, 4), f), mxfp4x8_tiny(b, f)};
+}
+
 /* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny) unless a
  * block's scale exceeds 2^0 (code above 128), checked before the loop so
- * that the sums stay in registers. */
+ * that the sums stay in registers.  The blocks' factors are worked out
+ * in the same pass, so that the loop reads each from memory. */
 INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
+    float factor[V4_FAST_ROWS][V4_MAX_COLS / 32];
     uint8_t largest = 0;
     for (int i = 0; i < V4_FAST_ROWS; i++) {
         p[i] = w->data + (size_t)row[i] * row_bytes;
         for (int64_t k = 0; k < w->cols; k += 32) {
             uint8_t e = p[i][(k / 32) * 17];
             largest = e > largest ? e : largest;
+            _mm_store_ss(&factor[i][k / 32], _mm256_castps256_ps128(fp4_factor(e)));
         }
     }
     if (largest > 128) {
@@ -138,16 +161,8 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
-            __m256 f = fp4_factor(b[0]);
-            /* lane l holds bytes 2l (bits 7..0) and 2l + 1 (23..16): the
-             * pair order's lane l takes columns 2l + 1 and 2l, their low
-             * nibbles for l < 8 and their high ones beyond */
-            __m256i v =
-                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + 1)));
-            half2 o = {mxfp4x8_tiny(_mm256_slli_epi32(v, 12), f),
-                       mxfp4x8_tiny(_mm256_slli_epi32(v, 8), f)},
-                  e = {mxfp4x8_tiny(_mm256_slli_epi32(v, 28), f),
-                       mxfp4x8_tiny(_mm256_slli_epi32(v, 24), f)};
+            half2 o, e;
+            mxfp4_pairs_tiny(b + 1, _mm256_broadcast_ss(&factor[i][k / 32]), &o, &e);
             pair_step(&a[i], o, e, xp + k);
         }
     }
