@@ -30,7 +30,9 @@ static int cpu_runs(const char *name)
     if (strcmp(name, "scalar") == 0) return 1;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* the AVX2 kernels convert halves with F16C too (fast_avx2.h's TARGET) */
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
     if (strcmp(name, "avx2") == 0) return avx2;
     if (strcmp(name, "avx512") == 0)
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

@@ -459,7 +459,7 @@ INLINE void fp4_row_factors(const uint8_t *e, int64_t n, float *f)
         __builtin_memcpy(&eight, e + j, 8);
         _mm256_storeu_ps(f + j, fp4_factors(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(eight))));
     }
-    for (; j < n; j++) _mm_store_ss(f + j, _mm256_castps256_ps128(fp4_factor(e[j])));
+    for (; j < n; j++) f[j] = fp4_factor_value(e[j]);
 }
 
 /* Thirty-two BF16 weights: the odd ones are the top halves of the 32-bit

@@ -148,7 +148,7 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
         for (int64_t k = 0; k < w->cols; k += 32) {
             uint8_t e = p[i][(k / 32) * 17];
             largest = e > largest ? e : largest;
-            _mm_store_ss(&factor[i][k / 32], _mm256_castps256_ps128(fp4_factor(e)));
+            factor[i][k / 32] = fp4_factor_value(e);
         }
     }
     if (largest > 128) {
