@@ -133,40 +133,34 @@ INLINE void mxfp4_pairs_tiny(const uint8_t *q, __m256 f, half2 *o, half2 *e)
     *e = (half2){mxfp4x8_tiny(_mm256_slli_epi32(b, 4), f), mxfp4x8_tiny(b, f)};
 }
 
-/* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny) unless a
- * block's scale exceeds 2^0 (code above 128), checked before the loop so
- * that the sums stay in registers.  The blocks' factors are worked out
- * in the same pass, so that the loop reads each from memory. */
+/* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny), which
+ * is exact while every block's scale is at most 2^0 (code 128), and again
+ * by tables (mxfp4_by_tables: the same sums for any scale) if a row turns
+ * out to hold a larger one.  Looking for one first, in a pass of its own,
+ * took a quarter of the time: that pass is the first to touch the rows,
+ * and it waited for them. */
 INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *p[V4_FAST_ROWS];
-    float factor[V4_FAST_ROWS][V4_MAX_COLS / 32];
-    uint8_t largest = 0;
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        p[i] = w->data + (size_t)row[i] * row_bytes;
-        for (int64_t k = 0; k < w->cols; k += 32) {
-            uint8_t e = p[i][(k / 32) * 17];
-            largest = e > largest ? e : largest;
-            factor[i][k / 32] = fp4_factor_value(e);
-        }
-    }
-    if (largest > 128) {
-        mxfp4_by_tables(p, xp, w->cols, acc);
-        return;
-    }
     half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
+    unsigned over = 0; /* bit 8 set by a code above 128 */
+    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
     for (int64_t k = 0; k < w->cols; k += 32) {
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             half2 o, e;
-            mxfp4_pairs_tiny(b + 1, _mm256_broadcast_ss(&factor[i][k / 32]), &o, &e);
+            over |= b[0] + 127u;
+            mxfp4_pairs_tiny(b + 1, _mm256_set1_ps(fp4_factor_value(b[0])), &o, &e);
             pair_step(&a[i], o, e, xp + k);
         }
     }
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
+    if (over & 0x100)
+        mxfp4_by_tables(p, xp, w->cols, acc);
+    else
+        for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
