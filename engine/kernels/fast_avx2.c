@@ -424,7 +424,7 @@ INLINE void fp8_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
     e->lo = mul_exact(e->lo, f), e->hi = mul_exact(e->hi, f);
 }
 
-/* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor's): the
+/* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor_value's): the
  * odd columns are the high nibbles, the even ones the low.  One shuffle
  * puts byte j of eight on the top of lane j, which leaves the high nibble
  * where e2m1_top_tiny reads it and the low one a shift of 4 below: one
@@ -448,9 +448,10 @@ INLINE void fp4_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
     e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 4)), f);
 }
 
-/* fp4_factor of each of the n E8M0 codes at e, into f: worked out once
- * per row, so that a block's factor is one broadcast from memory instead
- * of four vector operations. */
+/* fp4_factor_value of each of the n E8M0 codes at e, into f: worked out
+ * once per row, so that a block's factor is one broadcast from memory
+ * instead of four vector operations.  Eight at a time: a scalar loop here
+ * cost a sixth of the row's time (one thread, FP4 rows 5.9 -> 4.9 GB/s). */
 INLINE void fp4_row_factors(const uint8_t *e, int64_t n, float *f)
 {
     int64_t j = 0;

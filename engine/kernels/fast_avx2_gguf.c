@@ -104,9 +104,9 @@ INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t co
 }
 
 /* Eight MXFP4 values from the nibbles at bits 31..28 of v's lanes (see
- * rows_dot_mxfp4), times the block's fp4_factor: a level is twice an e2m1
- * value and the scale 2^(e - 128), so this is the same real number as the
- * table's product, rounded once.  (The code for -0 gives -0 here, +0 in
+ * rows_dot_mxfp4), times the block's fp4_factor_value: a level is twice
+ * an e2m1 value and the scale 2^(e - 128), so this is the same real
+ * number as the table's product, rounded once.  (The code for -0 gives -0 here, +0 in
  * the tables: the same sums, as a lane's sum is never -0.) */
 INLINE __m256 mxfp4x8_tiny(__m256i v, __m256 factor)
 {
