@@ -290,10 +290,31 @@ static int same_or_both_nan(const float *a, const float *b, int n)
     return 1;
 }
 
+/* The BF16 byte tables of fast.h against the F32 tables they are made
+ * from: for every scale and code the two bytes, as the top half of a
+ * float, are the value itself (its bottom half zero, NaN included: AVX2's
+ * FP4 and MXFP4 kernels look up every scale there). */
+static void test_fast_bf16_tables(void)
+{
+    const float(*f32[2])[16] = {v4_fast_e2m1_scaled(), v4_fast_mxfp4_scaled()};
+    const uint8_t(*bf16[2])[32] = {v4_fast_e2m1_bf16(), v4_fast_mxfp4_bf16()};
+    for (int t = 0; t < 2; t++) {
+        int bad = 0;
+        for (int e = 0; e < 256; e++)
+            for (int i = 0; i < 16; i++) {
+                uint32_t u = (uint32_t)bf16[t][e][16 + i] << 24 | (uint32_t)bf16[t][e][i] << 16;
+                bad += memcmp(&u, &f32[t][e][i], sizeof u) != 0;
+            }
+        CHECKF(bad == 0, "%s BF16 table: %d entries not the F32 table's values",
+               t ? "MXFP4" : "e2m1", bad);
+    }
+}
+
 /* Every E8M0 code, as the scale of FP8 and FP4 blocks: the decode kernels'
- * short paths (which fold the scale into the weights' exponent range or
- * into x, and leave the large codes, the subnormal-product codes and NaN's
- * 0xFF to the general path) give the scalar table's bits on every ISA, for
+ * short paths (which look the scaled values up in tables, or fold the
+ * scale into the weights' exponent range or into x and leave the large
+ * codes, the subnormal-product codes and NaN's 0xFF to the general path)
+ * give the scalar table's bits on every ISA, for
  * one token and for a prefill chunk, with subnormal weight codes
  * included. */
 static void test_fast_every_scale(v4_dtype t)
@@ -726,6 +747,7 @@ int main(void)
     test_fast_nan();
     test_fast_fp8_marks();
     test_fast_fp8_scales();
+    test_fast_bf16_tables();
     test_fast_every_scale(V4_F8_E4M3);
     test_fast_every_scale(V4_I8);
     test_pairs(V4_F8_E4M3);

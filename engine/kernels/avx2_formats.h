@@ -116,15 +116,6 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 fp4_fact
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(126)), 23));
 }
 
-/* The same for one scale, as a float (loops broadcast it). */
-static inline float fp4_factor_value(uint8_t e)
-{
-    uint32_t bits = (uint32_t)(e + 126) << 23;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 #endif
 
 #endif

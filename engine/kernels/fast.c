@@ -450,6 +450,7 @@ static void set_rows(void *ctx, int64_t a, int64_t b)
 /* The per-scale tables of fast.h, each filled once (pthread_once) and
  * read-only after. */
 static float e2m1_scaled[256][16], mxfp4_scaled[256][16];
+static uint8_t e2m1_bf16[256][32], mxfp4_bf16[256][32];
 static pthread_once_t e2m1_scaled_once = PTHREAD_ONCE_INIT, mxfp4_scaled_once = PTHREAD_ONCE_INIT;
 
 /* table[e][i] = values[i] * scale(e) for every code e. */
@@ -459,15 +460,30 @@ static void fill_scaled(float table[256][16], const float values[16], float (*sc
         for (int i = 0; i < 16; i++) table[e][i] = values[i] * scale((uint8_t)e);
 }
 
+/* bytes[e][i] and bytes[e][16 + i]: the low and high byte of the top
+ * half of table[e][i]. */
+static void fill_bf16(const float table[256][16], uint8_t bytes[256][32])
+{
+    for (int e = 0; e < 256; e++)
+        for (int i = 0; i < 16; i++) {
+            uint32_t u;
+            memcpy(&u, &table[e][i], sizeof u);
+            bytes[e][i] = (uint8_t)(u >> 16);
+            bytes[e][16 + i] = (uint8_t)(u >> 24);
+        }
+}
+
 static void build_e2m1_scaled(void)
 {
     fill_scaled(e2m1_scaled, v4_e2m1_values, v4_fast_scale);
+    fill_bf16((const float(*)[16])e2m1_scaled, e2m1_bf16);
 }
 
 static void build_mxfp4_scaled(void)
 {
     static const float levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     fill_scaled(mxfp4_scaled, levels, v4_mxfp4_scale);
+    fill_bf16((const float(*)[16])mxfp4_scaled, mxfp4_bf16);
 }
 
 const float (*v4_fast_e2m1_scaled(void))[16]
@@ -480,6 +496,18 @@ const float (*v4_fast_mxfp4_scaled(void))[16]
 {
     pthread_once(&mxfp4_scaled_once, build_mxfp4_scaled);
     return (const float(*)[16])mxfp4_scaled;
+}
+
+const uint8_t (*v4_fast_e2m1_bf16(void))[32]
+{
+    pthread_once(&e2m1_scaled_once, build_e2m1_scaled);
+    return (const uint8_t(*)[32])e2m1_bf16;
+}
+
+const uint8_t (*v4_fast_mxfp4_bf16(void))[32]
+{
+    pthread_once(&mxfp4_scaled_once, build_mxfp4_scaled);
+    return (const uint8_t(*)[32])mxfp4_bf16;
 }
 
 /* The pair kernels for the fast kernels k on this CPU, or NULL. */

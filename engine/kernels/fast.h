@@ -203,6 +203,16 @@ const float (*v4_fast_e2m1_scaled(void))[16];
  * code 8) times v4_mxfp4_scale(e). */
 const float (*v4_fast_mxfp4_scaled(void))[16];
 
+/* The same two tables as BF16 bytes, for lookups by byte shuffles (AVX2's
+ * vpshufb takes sixteen bytes): [e][i] is the low byte and [e][16 + i]
+ * the high byte of the top half of value i at scale e.  Every value of
+ * either table is a code of at most two significant bits times a power of
+ * two, at least 2^-128 in magnitude or zero (or Inf or the quiet NaN of a
+ * NaN scale), so its bottom sixteen bits are zero and the top half is the
+ * value itself, exactly (test_kernels checks every entry). */
+const uint8_t (*v4_fast_e2m1_bf16(void))[32];
+const uint8_t (*v4_fast_mxfp4_bf16(void))[32];
+
 /* Decode runs V4_FAST_ROWS rows at a time, each row a page or two that
  * the hardware prefetchers, which stop at page boundaries, meet cold: so
  * while a kernel reads `len` bytes at p it asks for the bytes `ahead`

@@ -230,22 +230,6 @@ INLINE void rows_dot_plain(const v4_weight *w, const int64_t *row, const float *
     }
 }
 
-/* Whether the n E8M0 codes at e are all <= 128 (none with its top bit
- * set but 128 itself). */
-INLINE int fp4_scales_small(const uint8_t *e, int64_t n)
-{
-    __m256i over = _mm256_setzero_si256();
-    const __m256i limit = _mm256_set1_epi8((char)128);
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(e + j));
-        over = _mm256_or_si256(over, _mm256_xor_si256(_mm256_max_epu8(v, limit), limit));
-    }
-    int small = _mm256_testz_si256(over, over);
-    for (; j < n; j++) small &= e[j] <= 128;
-    return small;
-}
-
 /* rows_dot in the plain order (rows 16 but not 32 wide, which no
  * checkpoint has): each weight by the general decoder. */
 KERNEL static void plain_rows_dot(const v4_weight *w, int64_t r, int nr, const float *x, float *y)
@@ -424,56 +408,29 @@ INLINE void fp8_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
     e->lo = mul_exact(e->lo, f), e->hi = mul_exact(e->hi, f);
 }
 
-/* Thirty-two e2m1 codes (sixteen bytes) times factor f (fp4_factor_value's): the
- * odd columns are the high nibbles, the even ones the low.  One shuffle
- * puts byte j of eight on the top of lane j, which leaves the high nibble
- * where e2m1_top_tiny reads it and the low one a shift of 4 below: one
- * shift to place sixteen nibbles where widening the bytes (vpmovzxbd) took
- * two.  With the factors read from memory (fp4_row_factors), one thread
- * on a Zen 3 went from 5.1 to 5.9 GB/s of FP4 rows (in L2 and memory
- * alike): these rows are bound by their decoding, not by the memory. */
-INLINE void fp4_pairs(const uint8_t *p, __m256 f, half2 *o, half2 *e)
+/* Thirty-two e2m1 codes (sixteen bytes, column 2j in byte j's low
+ * nibble and column 2j + 1 in its high one) at the scale whose table row
+ * is tab, split for the pair order: the byte order 0 8 1 9 2 10 3 11
+ * (and 4 12 ... in the upper half) puts bytes 0-7 in the bottom words of
+ * the 32-bit lanes and bytes 8-15 in the top ones. */
+INLINE void fp4_pairs(const uint8_t *p, const uint8_t *tab, half2 *o, half2 *e)
 {
-    const __m256i top =
-        _mm256_setr_epi8(-1, -1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2, -1, -1, -1, 3, -1, -1, -1, 4,
-                         -1, -1, -1, 5, -1, -1, -1, 6, -1, -1, -1, 7);
-    long long lo8, hi8;
-    __builtin_memcpy(&lo8, p, 8);
-    __builtin_memcpy(&hi8, p + 8, 8);
-    __m256i a = _mm256_shuffle_epi8(_mm256_set1_epi64x(lo8), top),
-            b = _mm256_shuffle_epi8(_mm256_set1_epi64x(hi8), top);
-    o->lo = mul_exact(e2m1_top_tiny(a), f);
-    o->hi = mul_exact(e2m1_top_tiny(b), f);
-    e->lo = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(a, 4)), f);
-    e->hi = mul_exact(e2m1_top_tiny(_mm256_slli_epi32(b, 4)), f);
-}
-
-/* fp4_factor_value of each of the n E8M0 codes at e, into f: worked out
- * once per row, so that a block's factor is one broadcast from memory
- * instead of four vector operations.  Eight at a time: a scalar loop here
- * cost a sixth of the row's time (one thread, FP4 rows 5.9 -> 4.9 GB/s). */
-INLINE void fp4_row_factors(const uint8_t *e, int64_t n, float *f)
-{
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        long long eight;
-        __builtin_memcpy(&eight, e + j, 8);
-        _mm256_storeu_ps(f + j, fp4_factors(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(eight))));
-    }
-    for (; j < n; j++) f[j] = fp4_factor_value(e[j]);
+    const __m256i order = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 0, 8, 1, 9, 2, 10, 3, 11, 4,
+                                           12, 5, 13, 6, 14, 7, 15, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m256i lo, hi;
+    nibbles_bf16(p, tab, order, &lo, &hi);
+    *e = (half2){bf16_bottom(lo), bf16_top(lo)};
+    *o = (half2){bf16_bottom(hi), bf16_top(hi)};
 }
 
 /* Thirty-two BF16 weights: the odd ones are the top halves of the 32-bit
  * lanes, the even ones the bottom halves. */
 INLINE void bf16_pairs(const uint8_t *p, half2 *o, half2 *e)
 {
-    const __m256i top = _mm256_set1_epi32((int)0xFFFF0000);
     __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)p),
             b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 32));
-    o->lo = _mm256_castsi256_ps(_mm256_and_si256(a, top));
-    o->hi = _mm256_castsi256_ps(_mm256_and_si256(b, top));
-    e->lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
-    e->hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+    *o = (half2){bf16_top(a), bf16_top(b)};
+    *e = (half2){bf16_bottom(a), bf16_bottom(b)};
 }
 
 /* The n values at in (a multiple of 32) with each 32 permuted, into out
@@ -551,8 +508,8 @@ INLINE void fp8_fold_inputs(const v4_weight *w, int64_t row_block, const float *
  * FP8 products, one thread on a Zen 3: 12.0 GB/s a row at a time, 13.6 in
  * turns).  Only these two decoders fit the loop in the 16 registers: with
  * the general decoder beside them (pairs_plain) GCC kept the BF16 rows'
- * sums on the stack, and decode ran 3-5% slower.  FP4 rows (pairs_fp4) are
- * bound by their decoding instead and lost 5% in turns. */
+ * sums on the stack, and decode ran 3-5% slower.  FP4 rows take turns in
+ * twos, in a loop of their own (pairs_fp4). */
 INLINE void pairs_turns(const v4_weight *w, const int64_t *row, const float *x, half2 *acc,
                         const int width /* bytes per weight: 1 FP8, 2 BF16 */)
 {
@@ -606,36 +563,43 @@ INLINE void pairs_fp8(const v4_weight *w, const int64_t *row, int nr, const pair
     }
 }
 
-/* FP4 rows likewise: by shifts where the row's scales are at most 2^1,
- * else generally. */
+/* FP4 rows [i0, i0 + R) of row[], by fp4_pairs, in turns (R a constant
+ * where inlined). */
+INLINE void fp4_turns(const v4_weight *w, const int64_t *row, int i0, const int R,
+                      const pair_sink *sink)
+{
+    const uint8_t(*tables)[32] = v4_fast_e2m1_bf16();
+    int64_t ahead = V4_FAST_ROWS * w->cols / 2;
+    const uint8_t *p[2], *e[2];
+    half2 a[2];
+    for (int t = 0; t < R; t++) {
+        p[t] = w->data + row[i0 + t] * (w->cols / 2);
+        e[t] = w->scale + row[i0 + t] * w->scale_stride;
+        a[t] = sink->acc ? sink->acc[i0 + t] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS)
+#pragma GCC unroll 2
+        for (int t = 0; t < R; t++) {
+            half2 o, ev;
+            if (k % 128 == 0) v4_fast_next_rows(p[t] + k / 2, ahead, 64); /* a line */
+            fp4_pairs(p[t] + k / 2, tables[e[t][k / V4_FP4_BLOCK]], &o, &ev);
+            pair_put(sink, &a[t], i0 + t, w->cols, k, o, ev);
+        }
+    for (int t = 0; t < R && sink->acc; t++) sink->acc[i0 + t] = a[t];
+}
+
+/* FP4 rows, by tables, which serve every scale.  Decode's rows take turns
+ * in twos: a row's two sums are chains of two FMAs per 32 columns, and a
+ * row alone ran at their latency (12.8 weights/ns against 16.8 in the
+ * microbenchmark of nibbles_bf16; four in turns, 16.6).  Its rows past nr
+ * repeat the first (row_group), so a pair is always there to take. */
 INLINE void pairs_fp4(const v4_weight *w, const int64_t *row, int nr, const pair_sink *sink)
 {
-    float factor[V4_MAX_COLS / V4_FP4_BLOCK];
-    int64_t blocks = w->cols / V4_FP4_BLOCK, ahead = V4_FAST_ROWS * w->cols / 2;
-    for (int i = 0; i < nr; i++) {
-        const uint8_t *p = w->data + row[i] * (w->cols / 2),
-                      *e = w->scale + row[i] * w->scale_stride;
-        half2 a = sink->acc ? sink->acc[i] : (half2){_mm256_setzero_ps(), _mm256_setzero_ps()};
-        /* Two loops, not one with a test in it: GCC then keeps the short
-         * path's constants in registers. */
-        if (fp4_scales_small(e, blocks)) {
-            fp4_row_factors(e, blocks, factor);
-            for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
-                half2 o, ev;
-                if (k % 128 == 0) v4_fast_next_rows(p + k / 2, ahead, 64); /* a line */
-                fp4_pairs(p + k / 2, _mm256_broadcast_ss(factor + k / V4_FP4_BLOCK), &o, &ev);
-                pair_put(sink, &a, i, w->cols, k, o, ev);
-            }
-        } else {
-            for (int64_t k = 0; k < w->cols; k += V4_PAIRS_COLUMNS) {
-                half2 o, ev;
-                if (k % 128 == 0) v4_fast_next_rows(p + k / 2, ahead, 64);
-                general_pairs(w, row[i], k, &o, &ev);
-                pair_put(sink, &a, i, w->cols, k, o, ev);
-            }
-        }
-        if (sink->acc) sink->acc[i] = a;
-    }
+    for (int i = 0; i < nr; i += sink->acc ? 2 : 1)
+        if (sink->acc)
+            fp4_turns(w, row, i, 2, sink);
+        else
+            fp4_turns(w, row, i, 1, sink);
 }
 
 /* BF16 and F32 rows: BF16 by shifts, F32 by the general decoder; rows in

@@ -61,106 +61,45 @@ INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *x
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
-/* Eight MXFP4 codes (int32 lanes) against its two tables of eight levels
- * already scaled, picked by bit 3 (the negative table's zero is +0, as in
- * the block decoder's). */
-INLINE __m256 mxfp4x8(__m256i c, __m256 pos, __m256 neg)
-{
-    __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)); /* bit 3 on top */
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, c), _mm256_permutevar8x32_ps(neg, c),
-                            sign);
-}
-
 /* One MXFP4 block (17 bytes: an E8M0 scale, 16 bytes of codes, value j in
- * byte j's low nibble and value j + 16 in its high one) in the pair order:
- * each value 2^(e - 128) * level, the scale multiplied into the tables
- * once per block (the same products).  The general way, for any scale. */
-INLINE void mxfp4_pairs_by_tables(const uint8_t *b, half2 *o, half2 *e)
+ * byte j's low nibble and value j + 16 in its high one) in the pair order,
+ * by tables (nibbles_bf16) that hold each level times the scale as the
+ * block decoder multiplies them: lane l takes columns 2l + 1 and 2l, from
+ * low nibbles for l < 8 and high ones beyond, so bytes 0-7 then 8-15 in
+ * each half leave the even columns in the bottom words and the odd ones
+ * in the top words.  Any scale. */
+INLINE void mxfp4_pairs(const uint8_t *b, const uint8_t (*tables)[32], half2 *o, half2 *e)
 {
-    const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
-    const __m256 neg = _mm256_setr_ps(0, -1, -2, -3, -4, -6, -8, -12);
-    __m256 scale = _mm256_set1_ps(v4_mxfp4_scale(b[0]));
-    __m256 sp = _mm256_mul_ps(scale, pos), sn = _mm256_mul_ps(scale, neg);
-    __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 1)));
-    __m256i c1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 9)));
-    pair_split((half2){mxfp4x8(c0, sp, sn), mxfp4x8(c1, sp, sn)},
-               (half2){mxfp4x8(_mm256_srli_epi32(c0, 4), sp, sn),
-                       mxfp4x8(_mm256_srli_epi32(c1, 4), sp, sn)},
-               o, e);
+    const __m256i order = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                           11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m256i lo, hi;
+    nibbles_bf16(b + 1, tables[b[0]], order, &lo, &hi);
+    *e = (half2){bf16_bottom(lo), bf16_bottom(hi)};
+    *o = (half2){bf16_top(lo), bf16_top(hi)};
 }
 
-/* MXFP4 rows by mxfp4_pairs_by_tables. */
-INLINE void mxfp4_by_tables(const uint8_t *const *p, const float *xp, int64_t cols, half2 *acc)
-{
-    for (int64_t k = 0; k < cols; k += 32) {
-        size_t at = (size_t)(k / 32) * 17;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            half2 o, e;
-            mxfp4_pairs_by_tables(p[i] + at, &o, &e);
-            pair_step(&acc[i], o, e, xp + k);
-        }
-    }
-}
-
-/* Eight MXFP4 values from the nibbles at bits 31..28 of v's lanes (see
- * rows_dot_mxfp4), times the block's fp4_factor_value: a level is twice
- * an e2m1 value and the scale 2^(e - 128), so this is the same real
- * number as the table's product, rounded once.  (The code for -0 gives -0 here, +0 in
- * the tables: the same sums, as a lane's sum is never -0.) */
-INLINE __m256 mxfp4x8_tiny(__m256i v, __m256 factor)
-{
-    return mul_exact(e2m1_top_tiny(v), factor);
-}
-
-/* Thirty-two MXFP4 codes (a block's sixteen bytes at q) times factor f, in
- * the pair order: lane l takes columns 2l + 1 and 2l, their low nibbles
- * for l < 8 and their high ones beyond.  Each half of the register holds
- * all sixteen bytes, and one shuffle puts byte 2l + 1 (or 2l) on the top
- * of lane l, where its high nibble is as mxfp4x8_tiny reads it and its
- * low one a shift of 4 below (fast_avx2.c's fp4_pairs does the same). */
-INLINE void mxfp4_pairs_tiny(const uint8_t *q, __m256 f, half2 *o, half2 *e)
-{
-    const __m256i odd =
-        _mm256_setr_epi8(-1, -1, -1, 1, -1, -1, -1, 3, -1, -1, -1, 5, -1, -1, -1, 7, -1, -1, -1, 9,
-                         -1, -1, -1, 11, -1, -1, -1, 13, -1, -1, -1, 15);
-    const __m256i even =
-        _mm256_setr_epi8(-1, -1, -1, 0, -1, -1, -1, 2, -1, -1, -1, 4, -1, -1, -1, 6, -1, -1, -1, 8,
-                         -1, -1, -1, 10, -1, -1, -1, 12, -1, -1, -1, 14);
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)q));
-    __m256i a = _mm256_shuffle_epi8(v, odd), b = _mm256_shuffle_epi8(v, even);
-    *o = (half2){mxfp4x8_tiny(_mm256_slli_epi32(a, 4), f), mxfp4x8_tiny(a, f)};
-    *e = (half2){mxfp4x8_tiny(_mm256_slli_epi32(b, 4), f), mxfp4x8_tiny(b, f)};
-}
-
-/* MXFP4 rows: by integer decoding (fast_avx2.h's e2m1_top_tiny), which
- * is exact while every block's scale is at most 2^0 (code 128), and again
- * by tables (mxfp4_by_tables: the same sums for any scale) if a row turns
- * out to hold a larger one.  Looking for one first, in a pass of its own,
- * took a quarter of the time: that pass is the first to touch the rows,
- * and it waited for them. */
+/* MXFP4 rows, in turns. */
 INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
     const uint8_t *p[V4_FAST_ROWS];
-    half2 a[V4_FAST_ROWS] = {acc[0], acc[1], acc[2], acc[3]};
-    unsigned over = 0; /* bit 8 set by a code above 128 */
-    for (int i = 0; i < V4_FAST_ROWS; i++) p[i] = w->data + (size_t)row[i] * row_bytes;
+    half2 a[V4_FAST_ROWS];
+    for (int i = 0; i < V4_FAST_ROWS; i++) {
+        p[i] = w->data + (size_t)row[i] * row_bytes;
+        a[i] = acc[i];
+    }
     for (int64_t k = 0; k < w->cols; k += 32) {
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
             const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
             v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
             half2 o, e;
-            over |= b[0] + 127u;
-            mxfp4_pairs_tiny(b + 1, _mm256_set1_ps(fp4_factor_value(b[0])), &o, &e);
+            mxfp4_pairs(b, tables, &o, &e);
             pair_step(&a[i], o, e, xp + k);
         }
     }
-    if (over & 0x100)
-        mxfp4_by_tables(p, xp, w->cols, acc);
-    else
-        for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
+    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
 /* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
@@ -314,20 +253,21 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
 }
 
 /* A panel of Q8_0 or MXFP4 rows, a block at a time, with the decode
- * loops' block decoders (MXFP4 by its tables, which serve every scale):
+ * loops' block decoders:
  * the general decoder and a permutation after it had taken 10% of GGUF
  * prefill's samples, 40% of those outside the tiles. */
 KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     size_t block = w->dtype == V4_MXFP4 ? 17 : 34;
+    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
     for (int i = 0; i < nr; i++) {
         const uint8_t *p = w->data + (size_t)(r + i) * row_bytes;
         float *out = panel + (size_t)i * w->cols;
         for (int64_t k = 0; k < w->cols; k += 32) {
             half2 o, e;
             if (w->dtype == V4_MXFP4)
-                mxfp4_pairs_by_tables(p + (size_t)(k / 32) * block, &o, &e);
+                mxfp4_pairs(p + (size_t)(k / 32) * block, tables, &o, &e);
             else
                 q8_0_pairs(p + (size_t)(k / 32) * block, &o, &e);
             pair_store(out + k, o, e);
