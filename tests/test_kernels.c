@@ -290,6 +290,45 @@ static int same_or_both_nan(const float *a, const float *b, int n)
     return 1;
 }
 
+/* The exact kernels' decode product over FP8 rows under every E8M0 code:
+ * each row's in-order sum of the weights by definition times x, bit for
+ * bit (NaN for NaN).  Rows span two whole 128-row blocks of scales and part
+ * of a third, the inputs' column blocks run from 2^-126 to 2^20 so that
+ * folding a scale into them is inexact in some (underflow, overflow), and
+ * two blocks hold NaN codes: every way the AVX2 kernel can take a block. */
+static void test_exact_fp8_scales(void)
+{
+    enum { R = 272, C = 512, SR = 3, SC = 4 };
+    static uint8_t data[R * C], scale[SR * SC];
+    static float x[C], y[R];
+    for (int i = 0; i < R * C; i++) {
+        uint8_t b = (uint8_t)next_random();
+        data[i] = (b & 0x7F) == 0x7F ? b & 0xFE : b;
+    }
+    data[5 * C + 130] = 0x7F, data[200 * C + 300] = 0xFF;
+    for (int c = 0; c < C; c++)
+        x[c] = ldexpf((float)((int)(next_random() % 2001) - 1000), -136 + 48 * (c / 128));
+    int bad = 0;
+    for (int e0 = 0; e0 < 256; e0++) {
+        for (int i = 0; i < SR * SC; i++) scale[i] = (uint8_t)(e0 + 37 * i);
+        v4_weight w = scaled_weight(V4_F8_E4M3, R, C, data, scale, SC);
+        v4_matmul(&w, x, 1, y, R);
+        for (int r = 0; r < R; r++) {
+            float seq = 0;
+            for (int c = 0; c < C; c++) {
+                uint8_t b = data[r * C + c], e = scale[(r / 128) * SC + c / 128];
+                float v = (b & 0x7F) == 0x7F || e == 0xFF
+                              ? NAN
+                              : e4m3_by_definition(b) * ldexpf(1.0f, e - 127);
+                seq += v * x[c];
+            }
+            bad += !same_or_both_nan(&seq, &y[r], 1);
+        }
+    }
+    CHECKF(bad == 0, "exact FP8 decode: %d rows differ from the in-order sum under some scale",
+           bad);
+}
+
 /* The BF16 byte tables of fast.h against the F32 tables they are made
  * from: for every scale and code the two bytes, as the top half of a
  * float, are the value itself (its bottom half zero, NaN included: AVX2's
@@ -748,6 +787,7 @@ int main(void)
     test_fast_fp8_marks();
     test_fast_fp8_scales();
     test_fast_bf16_tables();
+    test_exact_fp8_scales();
     test_fast_every_scale(V4_F8_E4M3);
     test_fast_every_scale(V4_I8);
     test_pairs(V4_F8_E4M3);

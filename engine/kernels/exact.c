@@ -309,9 +309,20 @@ typedef struct group8 {
     const uint8_t *const *p;
     const uint8_t *scale[8]; /* FP4: each row's scales */
     int quick;
-    __m256 f;               /* FP4: each row's factor (fp4_factors) */
-    float xf[V4_FP8_BLOCK]; /* FP8: the block's inputs times its factor */
+    __m256 f;        /* FP4: each row's factor (fp4_factors) */
+    const float *xf; /* FP8: the block's inputs times its factor */
 } group8;
+
+/* FP8 inputs folded for one 128-row block of scales: for each column
+ * block, the inputs times its factor (fp8_factor) and whether every one
+ * is exact.  Made once per row block for every group that passes over it
+ * (fold_row_block), where each group folding its own copy as it entered
+ * a block had cost a fifth of exact FP8 decode. */
+typedef struct fp8_folded_x {
+    int64_t row_block; /* whose scales, -1 for none yet */
+    float *x;          /* cols values */
+    uint8_t exact[V4_MAX_COLS / V4_FP8_BLOCK];
+} fp8_folded_x;
 
 /* One step of G groups (1 or GROUPS, a constant where inlined), group i at
  * column k[i], interleaved by column: acc[i] continued over BF16 columns
@@ -386,19 +397,34 @@ AVX2_INLINE int fold_inputs(const float *x, int64_t k0, int64_t k1, float f, flo
     return !inexact;
 }
 
+/* The inputs x folded for the scales of rows [128 * rb, 128 * rb + 128)
+ * into fx. */
+__attribute__((target("avx2,fma"))) static void fold_row_block(const v4_weight *w, const float *x,
+                                                               int64_t rb, fp8_folded_x *fx)
+{
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t k1 = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = w->scale[rb * w->scale_stride + k0 / V4_FP8_BLOCK];
+        fx->exact[k0 / V4_FP8_BLOCK] = (uint8_t)fold_inputs(x, k0, k1, fp8_factor(e), fx->x + k0);
+    }
+    fx->row_block = rb;
+}
+
 /* Entering FP8 column block [k0, k1): packed where one scale covers the
  * group's rows, at most 2^7 (or NaN's), the block holds no NaN code and
- * the inputs fold its factor exactly. */
-__attribute__((target("avx2,fma"))) static void enter_fp8(const v4_weight *w, group8 *g,
-                                                          const float *x, int64_t k0, int64_t k1)
+ * the inputs fold its factor exactly (fx, folded for the group's row
+ * block). */
+__attribute__((target("avx2,fma"))) static void
+enter_fp8(const v4_weight *w, group8 *g, const fp8_folded_x *fx, int64_t k0, int64_t k1)
 {
     const int64_t *row = g->row;
     uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
-    g->quick = row[0] / V4_FP8_BLOCK == row[7] / V4_FP8_BLOCK && (e <= 134 || e == 0xFF);
+    g->quick = row[0] / V4_FP8_BLOCK == row[7] / V4_FP8_BLOCK && (e <= 134 || e == 0xFF) &&
+               row[0] / V4_FP8_BLOCK == fx->row_block && fx->exact[k0 / V4_FP8_BLOCK];
     if (g->quick && !v4_fast_fp8_clean(w, row[0], k0))
         for (int j = 0; j < 8 && g->quick; j++)
             g->quick = !v4_fp8_any_nan(w->data + row[j] * w->cols + k0, k1 - k0);
-    if (g->quick) g->quick = fold_inputs(x, k0, k1, fp8_factor(e), g->xf);
+    g->xf = fx->x + k0;
 }
 
 /* Entering the FP4 block of 32 columns from k0: each row's factor, packed
@@ -417,10 +443,11 @@ AVX2_INLINE void enter_fp4(group8 *g, int64_t k0)
 
 /* Group g at column k, about to take a step: entering a block where one
  * starts, and whether it takes the packed way. */
-AVX2_INLINE int enter(const v4_weight *w, v4_dtype dtype, group8 *g, const float *x, int64_t k)
+AVX2_INLINE int enter(const v4_weight *w, v4_dtype dtype, group8 *g, const fp8_folded_x *fx,
+                      int64_t k)
 {
     if (dtype == V4_F8_E4M3 && k % V4_FP8_BLOCK == 0)
-        enter_fp8(w, g, x, k, k + V4_FP8_BLOCK < w->cols ? k + V4_FP8_BLOCK : w->cols);
+        enter_fp8(w, g, fx, k, k + V4_FP8_BLOCK < w->cols ? k + V4_FP8_BLOCK : w->cols);
     else if (dtype == V4_I8)
         enter_fp4(g, k);
     else if (dtype == V4_BF16)
@@ -442,11 +469,13 @@ AVX2_INLINE void steps(v4_dtype dtype, const group8 *g, int G, const float *x, c
         steps_fp4(g, G, x, k, acc);
 }
 
-/* The sums of rows row[0 .. 8 * GROUPS) (weights at p[]) into out, each
- * group a lag behind the one before.  A step takes
- * eight BF16 columns, sixteen FP8 or a block of 32 FP4 (eight otherwise). */
+/* The sums of rows row[0 .. 8 * GROUPS) (weights at p[]) against x (FP8:
+ * fx, x folded for their row block) into out, each group a lag behind the
+ * one before.  A step takes eight BF16 columns, sixteen FP8 or a block of
+ * 32 FP4 (eight otherwise). */
 AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
-                         const uint8_t *const *p, const float *x, float *out)
+                         const uint8_t *const *p, const float *x, const fp8_folded_x *fx,
+                         float *out)
 {
     int64_t row_bytes = (int64_t)v4_dtype_row_bytes(dtype, w->cols);
     int64_t step = dtype == V4_F8_E4M3 ? 16 : dtype == V4_I8 ? V4_FP4_BLOCK : 8;
@@ -475,7 +504,7 @@ AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
 #pragma GCC unroll 4
         for (int i = 0; i < GROUPS; i++) {
             at[i] = k - i * lag;
-            if (at[i] >= 0 && at[i] < w->cols) packed += enter(w, dtype, &g[i], x, at[i]);
+            if (at[i] >= 0 && at[i] < w->cols) packed += enter(w, dtype, &g[i], fx, at[i]);
         }
         for (int64_t s = 0; s < span; s += step) {
             if (packed == GROUPS) {
@@ -503,7 +532,7 @@ AVX2_INLINE void pass_as(const v4_weight *w, v4_dtype dtype, const int64_t *row,
 /* Decode's product for rows r .. r + 8 * GROUPS - 1 (`rows` of them; the
  * last repeated past them), inlined once per type (matvec_avx2). */
 AVX2_INLINE void matvec_as(const v4_weight *w, v4_dtype dtype, int64_t r, int rows, const float *x,
-                           float *y)
+                           const fp8_folded_x *fx, float *y)
 {
     int64_t row[8 * GROUPS];
     const uint8_t *p[8 * GROUPS];
@@ -513,25 +542,29 @@ AVX2_INLINE void matvec_as(const v4_weight *w, v4_dtype dtype, int64_t r, int ro
         p[j] = w->data + row[j] * row_bytes;
     }
     float out[8 * GROUPS];
-    pass_as(w, dtype, row, p, x, out);
+    pass_as(w, dtype, row, p, x, fx, out);
     memcpy(y, out, (size_t)rows * sizeof(float));
 }
 
-__attribute__((target("avx2,fma"))) static void matvec_avx2(const v4_weight *w, int64_t r, int rows,
-                                                            const float *x, float *y)
+/* The call's rows start a group of 8 * GROUPS within one 128-row block
+ * (v4_matmul_strided's grain), which fx is folded for first where it is
+ * not already. */
+__attribute__((target("avx2,fma"))) static void
+matvec_avx2(const v4_weight *w, int64_t r, int rows, const float *x, fp8_folded_x *fx, float *y)
 {
     switch (w->dtype) {
     case V4_F8_E4M3:
-        matvec_as(w, V4_F8_E4M3, r, rows, x, y);
+        if (fx->row_block != r / V4_FP8_BLOCK) fold_row_block(w, x, r / V4_FP8_BLOCK, fx);
+        matvec_as(w, V4_F8_E4M3, r, rows, x, fx, y);
         break;
     case V4_I8:
-        matvec_as(w, V4_I8, r, rows, x, y);
+        matvec_as(w, V4_I8, r, rows, x, fx, y);
         break;
     case V4_BF16:
-        matvec_as(w, V4_BF16, r, rows, x, y);
+        matvec_as(w, V4_BF16, r, rows, x, fx, y);
         break;
     default:
-        matvec_as(w, V4_F32, r, rows, x, y);
+        matvec_as(w, V4_F32, r, rows, x, fx, y);
         break;
     }
 }
@@ -867,8 +900,10 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
 #ifdef V4_HAVE_X86
     if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
         w->dtype != V4_F16) {
+        fp8_folded_x fx = {.row_block = -1, .x = v4_pool_scratch(w->pool)};
         for (int64_t r = r0; r < r1; r += 8 * GROUPS)
-            matvec_avx2(w, r, (int)(r1 - r < 8 * GROUPS ? r1 - r : 8 * GROUPS), j->x, j->y + r);
+            matvec_avx2(w, r, (int)(r1 - r < 8 * GROUPS ? r1 - r : 8 * GROUPS), j->x, &fx,
+                        j->y + r);
         return;
     }
     if (j->wide) {
