@@ -157,8 +157,9 @@ typedef struct fast_job {
     /* What the kernels read: the inputs, or for the pair order a copy
      * with each 32 columns permuted, made once per product, or (hw:
      * vdpbf16ps, official numerics' prefill on AVX512-BF16) a BF16 copy
-     * xh; copies' rows are copy_stride apart.  Both NULL where no copy could be
-     * had: the rows then go by the definition. */
+     * xh; copies' rows are copy_stride apart, except prefill's F32 copy
+     * (packed: tile_acc's layout, packed_token).  Both NULL where no copy
+     * could be had: the rows then go by the definition. */
     const float *x;
     int64_t xstride;
     const v4_pairs_kernels *hw;
@@ -175,7 +176,8 @@ typedef struct fast_job {
  * that a block's slice of the tokens and of the decoded rows stays in the
  * cache while the register tiles sweep it; longer column runs also save
  * the tiles' sums a trip through memory.  Measured on flash-shape prefill
- * (Zen 4, 1 MB L2), once copy_stride kept the tokens' rows apart: AVX-512's
+ * (Zen 4, 1 MB L2), with the tokens' rows copy_stride apart (they are
+ * packed now: packed_token): AVX-512's
  * 4 x 6 tile runs best at 2048 columns (96 x 2048 floats of tokens and 256
  * kB of rows: about 4% over 1024, and 4096 no better); AVX2's 2 x 3
  * subtiles, which pass over the same columns four times, at 512 (L1's
@@ -187,20 +189,50 @@ typedef struct fast_job {
 
 /* A thread's scratch (the pool's, v4_pool_scratch): the partial sums of a
  * block of tokens, then BLOCK_ROWS decoded rows (64-byte aligned, so that
- * no 64-byte load of a decoded row splits a cache line). */
+ * no 64-byte load of a decoded row splits a cache line), panel_stride
+ * values apart. */
 typedef struct workspace {
     v4_fast_acc sums[BLOCK_TOKENS / V4_FAST_TOKENS][BLOCK_ROWS / V4_FAST_ROWS];
     _Alignas(64) float decoded[];
 } workspace;
 
+/* Values from one decoded row to the next in a workspace, for rows of
+ * `cols` values of `size` bytes.  Rows a multiple of 4 kB long would put
+ * the same columns of a tile's rows in the same sets of the L1 cache, which
+ * (with the tokens' rows beside them) holds fewer lines per set than the
+ * tile reads: AVX2's register tile ran at 62-66% of the FMA peak on such
+ * rows in a microbenchmark, and at 88-91% with rows 512 bytes further
+ * apart (Zen 3, 32 kB L1, the tile's data all in it); flash-shape prefill
+ * gained about 2%. */
+static int64_t panel_stride(int64_t cols, size_t size)
+{
+    return (size_t)cols * size % 4096 == 0 ? cols + (int64_t)(512 / size) : cols;
+}
+
 size_t v4_fast_scratch_bytes(int64_t cols)
 {
-    return sizeof(workspace) + (size_t)BLOCK_ROWS * (size_t)cols * sizeof(float);
+    return sizeof(workspace) +
+           (size_t)BLOCK_ROWS * (size_t)panel_stride(cols, sizeof(float)) * sizeof(float);
 }
 
 static int min_int(int64_t a, int64_t b)
 {
     return (int)(a < b ? a : b);
+}
+
+/* Where token t's inputs begin in prefill's packed copy of inputs `cols`
+ * wide (a multiple of V4_FAST_LANES): the tokens go in groups of
+ * V4_FAST_TOKENS, a register tile's, and a group's sixteen-column steps
+ * hold each of its tokens' sixteen side by side (tile_acc's layout), so
+ * that a tile reads its tokens' inputs as one stream, not six.  In a
+ * microbenchmark of AVX2's tile sweeping 32 rows for 96 tokens (one
+ * thread, Zen 3) that took it from about 63% of the FMA peak to 72-78%;
+ * with panel_stride, flash-shape prefill went from 24.5 to 27.9 tokens/s
+ * (one thread, medians of three interleaved rounds). */
+static float *packed_token(const float *copy, int64_t cols, int64_t t)
+{
+    return (float *)copy + t / V4_FAST_TOKENS * V4_FAST_TOKENS * cols +
+           t % V4_FAST_TOKENS * V4_FAST_LANES;
 }
 
 /* One register tile's step: F32 rows and inputs through the kernels'
@@ -223,14 +255,16 @@ static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t
 {
     int64_t cols = j->w->cols;
     size_t size = j->hw ? sizeof(uint16_t) : sizeof(float);
-    const char *x = j->hw ? (const char *)j->xh : (const char *)j->x;
     for (int64_t kb = 0; kb < cols; kb += j->k->tile_columns) {
         int64_t klen = min_int(j->k->tile_columns, cols - kb);
         for (int g = 0; g * V4_FAST_TOKENS < nb; g++) {
             int nt = min_int(V4_FAST_TOKENS, nb - g * V4_FAST_TOKENS);
             const void *xs[V4_FAST_TOKENS];
-            for (int t = 0; t < nt; t++)
-                xs[t] = x + ((int64_t)(t0 + g * V4_FAST_TOKENS + t) * j->xstride + kb) * size;
+            for (int t = 0; t < nt; t++) {
+                int64_t token = t0 + g * V4_FAST_TOKENS + t;
+                xs[t] = j->hw ? (const void *)(j->xh + token * j->xstride + kb)
+                              : (const void *)v4_fast_x_at(packed_token(j->x, cols, token), kb);
+            }
             for (int p = 0; p * V4_FAST_ROWS < nr; p++) {
                 const void *rp[V4_FAST_ROWS];
                 for (int i = 0; i < V4_FAST_ROWS; i++)
@@ -259,12 +293,12 @@ static void sum_block(const fast_job *j, const void *const *rows, int64_t r, int
 /* Rows [r, r + nr) (nr <= BLOCK_ROWS) for all of the call's tokens. */
 static void prefill_block(const fast_job *j, int64_t r, int nr, workspace *ws)
 {
-    int64_t cols = j->w->cols;
-    j->k->decode_rows(j->w, r, nr, ws->decoded);
+    int64_t stride = panel_stride(j->w->cols, sizeof(float));
+    for (int i = 0; i < nr; i++) j->k->decode_rows(j->w, r + i, 1, ws->decoded + i * stride);
     /* Rows past nr repeat the last one; their results are not stored. */
     const void *rows[BLOCK_ROWS];
     for (int i = 0; i < BLOCK_ROWS; i++)
-        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * cols;
+        rows[i] = ws->decoded + (size_t)(i < nr ? i : nr - 1) * stride;
     sum_block(j, rows, r, nr, ws);
 }
 
@@ -541,6 +575,30 @@ typedef struct inputs_copy {
     void *copy;
 } inputs_copy;
 
+/* Whether j's kernels read a packed copy of the inputs (packed_token):
+ * prefill's F32 tiles do. */
+static int packed(const fast_job *j)
+{
+    return j->n > 2 && !j->hw;
+}
+
+/* One token's inputs `row` into its place `out` in the packed copy, in
+ * the order's layout (each 32 columns permuted, for rows a multiple of
+ * V4_PAIRS_COLUMNS wide). */
+static void pack_token(const fast_job *j, const float *row, float *out)
+{
+    int64_t cols = j->w->cols;
+    float step[V4_PAIRS_COLUMNS];
+    for (int64_t c = 0; c < cols; c += V4_FAST_LANES) {
+        const float *from = row + c;
+        if (v4_fast_pair_order(j->w)) {
+            if (c % V4_PAIRS_COLUMNS == 0) j->k->permute_pairs(row + c, V4_PAIRS_COLUMNS, step);
+            from = step + c % V4_PAIRS_COLUMNS;
+        }
+        memcpy((float *)v4_fast_x_at(out, c), from, V4_FAST_LANES * sizeof(float));
+    }
+}
+
 /* Tokens [a, b) of the inputs into the copy. */
 static void copy_inputs(void *ctx, int64_t a, int64_t b)
 {
@@ -551,6 +609,8 @@ static void copy_inputs(void *ctx, int64_t a, int64_t b)
         const float *row = j->in + t * j->instride;
         if (j->hw)
             j->hw->to_bf16(row, cols, (uint16_t *)c->copy + t * j->xstride);
+        else if (packed(j))
+            pack_token(j, row, packed_token(c->copy, cols, t));
         else
             j->k->permute_pairs(row, cols, (float *)c->copy + t * j->xstride);
     }
@@ -568,7 +628,9 @@ static void copy_inputs(void *ctx, int64_t a, int64_t b)
  * lines, 8 or 12 ways) puts lines 4 kB apart in the same set: ten streams
  * in one set evict each other before their next use.  The line of padding
  * spreads the tokens over six sets (measured on Zen 4, one thread, 4096
- * columns: the tile's rate from 84% to 94% of the FMA peak). */
+ * columns: the tile's rate from 84% to 94% of the FMA peak).  Prefill's
+ * F32 copy is packed instead (packed_token); the BF16 copy and decode's
+ * are not. */
 static int64_t copy_stride(int64_t cols, size_t size)
 {
     return (size_t)cols * size % 4096 == 0 ? cols + (int64_t)(64 / size) : cols;
@@ -582,9 +644,12 @@ static int64_t copy_stride(int64_t cols, size_t size)
 static void *job_inputs(fast_job *j, v4_buffers *b)
 {
     int64_t cols = j->w->cols;
-    if (!j->hw && !v4_fast_pair_order(j->w)) return NULL;
+    if (!j->hw && !packed(j) && !v4_fast_pair_order(j->w)) return NULL;
     j->xstride = copy_stride(cols, j->hw ? sizeof(uint16_t) : sizeof(float));
     size_t values = (size_t)j->n * (size_t)j->xstride;
+    if (packed(j))
+        values =
+            (size_t)((j->n + V4_FAST_TOKENS - 1) / V4_FAST_TOKENS) * V4_FAST_TOKENS * (size_t)cols;
     void *copy = v4_buffers_get(b, j->hw ? (values + 1) / 2 : values);
     inputs_copy c = {j, copy};
     if (copy) v4_parallel_for(j->w->pool, j->n, 1 + COPY_GRAIN_VALUES / cols, copy_inputs, &c);

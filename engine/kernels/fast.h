@@ -66,6 +66,13 @@
  * l of the dot product of row i with token t. */
 typedef float v4_fast_acc[V4_FAST_TOKENS][V4_FAST_ROWS][V4_FAST_LANES];
 
+/* Where tile_acc finds columns k .. k + 15 of a token whose packed inputs
+ * begin at x (k a multiple of V4_FAST_LANES): see tile_acc. */
+static inline const float *v4_fast_x_at(const float *x, int64_t k)
+{
+    return x + k * V4_FAST_TOKENS;
+}
+
 /* How attention's stored KV rows read (engine/state.c writes them): `fp8`
  * e4m3 codes, then one E8M0 scale per V4_KV_FP8_BLOCK codes, then `tail`
  * values in BF16 (tail_bf16) or F32.  Rows of plain floats are
@@ -95,7 +102,11 @@ typedef struct v4_fast_kernels {
     void (*decode_rows)(const v4_weight *w, int64_t r, int nr, float *panel);
     /* Continue the tile's sums over `klen` more columns (a multiple of
      * V4_FAST_LANES): rows[i] and xs[t] point at the first of them, for
-     * i < V4_FAST_ROWS and t < nt (nt <= V4_FAST_TOKENS).  With `fresh`
+     * i < V4_FAST_ROWS and t < nt (nt <= V4_FAST_TOKENS).  A row's
+     * columns follow each other; the tokens' come packed (fast.c's copy
+     * of the inputs): columns k .. k + 15 of token t, k a multiple of 16
+     * counted from xs[t], are at xs[t] + k * V4_FAST_TOKENS (v4_fast_x_at),
+     * each sixteen of a group of tokens side by side.  With `fresh`
      * the sums start at +0 instead (acc is only written).  Slots of acc
      * for tokens nt and beyond are scratch: the kernel may write them. */
     void (*tile_acc)(const float *const *rows, const float *const *xs, int nt, int64_t klen,

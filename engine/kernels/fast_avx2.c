@@ -149,7 +149,7 @@ INLINE void subtile(const float *const *rows, const float *const *xs, int i0, in
             __m256 wa = _mm256_loadu_ps(w0 + k + 8 * h), wb = _mm256_loadu_ps(w1 + k + 8 * h);
 #pragma GCC unroll 8
             for (int t = 0; t < 3; t++) {
-                __m256 xv = load_once(x[t] + k + 8 * h);
+                __m256 xv = load_once(v4_fast_x_at(x[t], k) + 8 * h);
                 a[h][0][t] = _mm256_fmadd_ps(wa, xv, a[h][0][t]);
                 a[h][1][t] = _mm256_fmadd_ps(wb, xv, a[h][1][t]);
             }

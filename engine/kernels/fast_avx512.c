@@ -124,7 +124,7 @@ INLINE void tile(const float *const *rows, const float *const *xs, const int NT,
         for (int i = 0; i < V4_FAST_ROWS; i++) wv[i] = _mm512_loadu_ps(rows[i] + k);
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
-            __m512 xv = _mm512_loadu_ps(xs[t] + k);
+            __m512 xv = _mm512_loadu_ps(v4_fast_x_at(xs[t], k));
 #pragma GCC unroll 8
             for (int i = 0; i < V4_FAST_ROWS; i++) a[i][t] = _mm512_fmadd_ps(wv[i], xv, a[i][t]);
         }

@@ -63,9 +63,11 @@ static void tile_acc_scalar(const float *const *rows, const float *const *xs, in
     if (fresh) memset(acc, 0, (size_t)nt * sizeof acc[0]);
     for (int t = 0; t < nt; t++)
         for (int i = 0; i < V4_FAST_ROWS; i++)
-            for (int64_t k = 0; k < klen; k += V4_FAST_LANES)
+            for (int64_t k = 0; k < klen; k += V4_FAST_LANES) {
+                const float *x = v4_fast_x_at(xs[t], k);
                 for (int l = 0; l < V4_FAST_LANES; l++)
-                    acc[t][i][l] = fmaf(rows[i][k + l], xs[t][k + l], acc[t][i][l]);
+                    acc[t][i][l] = fmaf(rows[i][k + l], x[l], acc[t][i][l]);
+            }
 }
 
 /* One decoded row at a time, in the pool's scratch of the running thread
