@@ -18,13 +18,14 @@
 typedef enum tome_limit_id {
     TOME_LIMIT_FMA_AVX512, /* FP32 FMA, GFLOP (2 per multiply-add) */
     TOME_LIMIT_FMA_AVX2,
-    TOME_LIMIT_BF16_DOT, /* vdpbf16ps, GFLOP */
-    TOME_LIMIT_INT8_DOT, /* vpdpbusd, GOPS */
-    TOME_LIMIT_READ_BW,  /* summing a resident buffer, bytes */
+    TOME_LIMIT_BF16_DOT,      /* vdpbf16ps, GFLOP */
+    TOME_LIMIT_INT8_DOT,      /* vpdpbusd, GOPS */
+    TOME_LIMIT_INT8_DOT_AVX2, /* vpmaddubsw into 16-bit sums, GOPS */
+    TOME_LIMIT_READ_BW,       /* summing a resident buffer, bytes */
     TOME_LIMIT_COUNT
 } tome_limit_id;
 
-/* Stable name ("fp32_fma_avx512", ..., "read_bandwidth") and unit
+/* Stable name ("fp32_fma_avx512", ..., "int8_dot_avx2", "read_bandwidth") and unit
  * ("GFLOP/s", "GOPS", "GB/s") of a limit. */
 const char *tome_limit_name(tome_limit_id id);
 const char *tome_limit_unit(tome_limit_id id);

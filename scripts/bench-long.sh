@@ -37,8 +37,14 @@ chunk=512 more=2048 question=32
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The machine's int8 dot-product limit, all threads (tome-run's default).
-int8=$("$build/bench/tome-limits" --csv | awk -F, '$1 == "int8_dot_vnni" { print $4 }')
+# The machine's int8 dot-product limit for the indexer's kernel, all
+# threads (tome-run's default): vpdpbusd where the CPU has AVX512-VNNI,
+# else AVX2's vpmaddubsw.
+int8=$("$build/bench/tome-limits" --csv | awk -F, '
+    $1 == "int8_dot_vnni" { vnni = $4 } $1 == "int8_dot_avx2" { avx2 = $4 }
+    END { print (vnni > 0 ? vnni " int8_dot_vnni" : avx2 " int8_dot_avx2") }')
+int8_limit=${int8#* }
+int8=${int8%% *}
 
 # Indexer multiply-adds per earlier position, from config.json (one line
 # or many): ratio-4 layers among the first num_hidden_layers.
@@ -100,7 +106,7 @@ for n in $depths; do
 done
 # Least squares of cost = a + b * p over the depths, p the middle of the
 # chunk measured, cost = 1 / rate.
-awk -F, -v more="$more" -v ops="$ops_per_position" -v int8="${int8:-0}" 'NR > 1 {
+awk -F, -v more="$more" -v ops="$ops_per_position" -v int8="${int8:-0}" -v limit="$int8_limit" 'NR > 1 {
     x = $1 + more / 2; y = 1 / $6; n++; sx += x; sy += y; sxx += x * x; sxy += x * y }
     END {
         if (n < 2) exit
@@ -109,7 +115,7 @@ awk -F, -v more="$more" -v ops="$ops_per_position" -v int8="${int8:-0}" 'NR > 1 
         printf "fit: a = %.3f ms per token, b = %.3f ns per earlier position\n", a * 1e3, b * 1e9
         printf "projected 1M-token prefill: %.1f minutes\n", T / 60
         if (b > 0 && ops > 0 && int8 > 0)
-            printf "b: %d indexer int8 ops per position, %.0f GOPS, %.0f%% of the int8 limit (%.0f GOPS)\n",
-                ops, ops / b / 1e9, 100 * ops / b / 1e9 / int8, int8
+            printf "b: %d indexer int8 ops per position, %.0f GOPS, %.0f%% of the int8 limit (%s, %.0f GOPS)\n",
+                ops, ops / b / 1e9, 100 * ops / b / 1e9 / int8, limit, int8
     }' "$csv"
 echo "csv: $csv"

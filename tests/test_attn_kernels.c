@@ -62,35 +62,52 @@ static int head_view_mismatches(v4_index_score_fn fn, const v4_index_keys *ik,
     return bad;
 }
 
-/* Random codes and scales (exponents drawn from [kbase, kbase + span) for
- * keys, [qbase, qbase + span) for the query; key 77 has a NaN scale when
- * `nan`); the scores of every kernel must equal the F32 computation bit for
- * bit. */
-static void check_index_scores(int dim, int kbase, int qbase, int span, int nan, int want_fallbacks)
+/* What check_index_scores draws: head_dim, heads (at most 6), the key and
+ * query block exponents from [kbase, kbase + span) and [qbase, qbase +
+ * span), key 77 with a NaN scale (nan), whether some pairs must take the
+ * F32 way (fallbacks), and every code the largest magnitude (extreme: key
+ * codes +6, query codes -6, so that every product is -144 and a block's
+ * integer sum the most negative). */
+typedef struct index_params {
+    int dim, heads, kbase, qbase, span, nan, fallbacks, extreme;
+} index_params;
+
+#define MAX_INDEX_HEADS 6
+
+/* A packed code byte: random, or two codes of magnitude 6 with the sign. */
+static uint8_t case_code_byte(const index_params *p, int negative)
 {
-    index_case c = {.dim = dim, .heads = 4, .n = 101};
+    return p->extreme ? (negative ? 0xFF : 0x77) : (uint8_t)next_random();
+}
+
+/* Random codes and scales as p says; the scores of every kernel must equal
+ * the F32 computation bit for bit. */
+static void check_index_scores(index_params p)
+{
+    int dim = p.dim;
+    index_case c = {.dim = dim, .heads = p.heads, .n = 101};
     int nb = dim / 32, row = dim / 2 + nb;
     c.rows = malloc((size_t)c.n * row);
     c.keys = malloc((size_t)c.n * dim * sizeof(float));
     c.q = malloc((size_t)c.heads * dim * sizeof(float));
-    uint8_t qpacked[4][64], qscales[4][4];
+    uint8_t qpacked[MAX_INDEX_HEADS][64], qscales[MAX_INDEX_HEADS][4];
     for (int64_t i = 0; i < c.n; i++) {
         uint8_t *r = c.rows + (size_t)i * row;
-        for (int b = 0; b < nb; b++) r[dim / 2 + b] = (uint8_t)(kbase + next_random() % span);
-        if (nan && i == 77) r[dim / 2 + nb - 1] = 255;
-        for (int j = 0; j < dim; j += 2) r[j / 2] = (uint8_t)next_random();
+        for (int b = 0; b < nb; b++) r[dim / 2 + b] = (uint8_t)(p.kbase + next_random() % p.span);
+        if (p.nan && i == 77) r[dim / 2 + nb - 1] = 255;
+        for (int j = 0; j < dim; j += 2) r[j / 2] = case_code_byte(&p, 0);
         for (int j = 0; j < dim; j++)
             c.keys[(size_t)i * dim + j] = e2m1_by_definition((r[j / 2] >> (4 * (j & 1))) & 15) *
                                           ldexpf(1.0f, r[dim / 2 + j / 32] - 127);
     }
     for (int h = 0; h < c.heads; h++) {
-        for (int b = 0; b < nb; b++) qscales[h][b] = (uint8_t)(qbase + next_random() % span);
-        for (int j = 0; j < dim; j += 2) qpacked[h][j / 2] = (uint8_t)next_random();
+        for (int b = 0; b < nb; b++) qscales[h][b] = (uint8_t)(p.qbase + next_random() % p.span);
+        for (int j = 0; j < dim; j += 2) qpacked[h][j / 2] = case_code_byte(&p, 1);
         for (int j = 0; j < dim; j++)
             c.q[h * dim + j] = e2m1_by_definition((qpacked[h][j / 2] >> (4 * (j & 1))) & 15) *
                                ldexpf(1.0f, qscales[h][j / 32] - 127);
     }
-    float w[4] = {0.75f, -0.5f, 1.25f, 0.0625f}, want[101];
+    float w[MAX_INDEX_HEADS] = {0.75f, -0.5f, 1.25f, 0.0625f, 2.5f, 0.375f}, want[101];
     for (int64_t i = 0; i < c.n; i++) {
         float sc = 0;
         for (int h = 0; h < c.heads; h++) {
@@ -125,10 +142,11 @@ static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
         fns[f](&ik, &q, 48, c.n, got + 48, case_dot, &c);
         int bad = 0;
         for (int64_t i = 0; i < c.n; i++) bad += memcmp(&got[i], &want[i], sizeof(float)) != 0;
-        CHECKF(bad == 0, "index scores (dim %d, exponents %d/%d+%d, kernel %d): %d of %lld differ",
-               dim, kbase, qbase, span, f, bad, (long long)c.n);
-        CHECKF(want_fallbacks ? c.fallbacks > 0 : c.fallbacks == 0,
-               "dim %d span %d kernel %d: %d pairs fell back", dim, span, f, c.fallbacks);
+        CHECKF(bad == 0,
+               "index scores (dim %d, %d heads, exponents %d/%d+%d, kernel %d): %d of %lld differ",
+               dim, c.heads, p.kbase, p.qbase, p.span, f, bad, (long long)c.n);
+        CHECKF(p.fallbacks ? c.fallbacks > 0 : c.fallbacks == 0,
+               "dim %d span %d kernel %d: %d pairs fell back", dim, p.span, f, c.fallbacks);
         bad = head_view_mismatches(fns[f], &ik, &q, &c);
         CHECKF(bad == 0, "one-head views (dim %d, kernel %d): %d scores differ", dim, f, bad);
     }
@@ -141,13 +159,33 @@ static void check_index_scores(int dim, int kbase, int qbase, int span, int nan,
 
 static void test_index_scores(void)
 {
-    check_index_scores(64, 124, 120, 4, 0, 0); /* exponents close: every pair from the codes */
-    check_index_scores(128, 124, 120, 4, 0, 0);
-    check_index_scores(128, 124, 120, 12, 0, 1); /* spread past 9: some pairs the F32 way */
-    check_index_scores(128, 124, 120, 4, 1, 1);  /* a NaN scale */
-    check_index_scores(64, 63, 64, 4, 0, 1);     /* products near the least normal float */
-    check_index_scores(64, 200, 150, 6, 0, 1);   /* and near the largest allowed */
-    check_index_scores(64, 1, 2, 3, 0, 1);       /* below it: all the F32 way */
+    /* exponents close: every pair from the codes */
+    check_index_scores(
+        (index_params){.dim = 64, .heads = 4, .kbase = 124, .qbase = 120, .span = 4});
+    check_index_scores(
+        (index_params){.dim = 128, .heads = 4, .kbase = 124, .qbase = 120, .span = 4});
+    /* heads not a multiple of the kernels' four; one head alone */
+    check_index_scores(
+        (index_params){.dim = 128, .heads = 6, .kbase = 124, .qbase = 120, .span = 4});
+    check_index_scores(
+        (index_params){.dim = 64, .heads = 1, .kbase = 124, .qbase = 120, .span = 4});
+    /* every product at its largest magnitude: the integer sums' bounds */
+    check_index_scores((index_params){
+        .dim = 128, .heads = 5, .kbase = 124, .qbase = 120, .span = 1, .extreme = 1});
+    /* spread past 9: some pairs the F32 way */
+    check_index_scores((index_params){
+        .dim = 128, .heads = 4, .kbase = 124, .qbase = 120, .span = 12, .fallbacks = 1});
+    /* a NaN scale */
+    check_index_scores((index_params){
+        .dim = 128, .heads = 4, .kbase = 124, .qbase = 120, .span = 4, .nan = 1, .fallbacks = 1});
+    /* products near the least normal float, and near the largest allowed */
+    check_index_scores(
+        (index_params){.dim = 64, .heads = 4, .kbase = 63, .qbase = 64, .span = 4, .fallbacks = 1});
+    check_index_scores((index_params){
+        .dim = 64, .heads = 4, .kbase = 200, .qbase = 150, .span = 6, .fallbacks = 1});
+    /* below it: all the F32 way */
+    check_index_scores(
+        (index_params){.dim = 64, .heads = 4, .kbase = 1, .qbase = 2, .span = 3, .fallbacks = 1});
 }
 
 static void test_tiles(void)
