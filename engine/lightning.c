@@ -147,7 +147,7 @@ static void score_tiles(void *ctx, int64_t t0, int64_t t1)
     }
 }
 
-/* ---- indexer scores from FP4 codes (qat numerics; engine/kernels/indexer.h) --- */
+/* ---- indexer scores from FP4 codes (qat, official; engine/kernels/indexer.h) - */
 
 /* Keys per block: a block's codes (128 bytes a key at index_head_dim 128)
  * stay in the L2 cache while every token of the chunk scores them. */
@@ -179,44 +179,11 @@ typedef struct code_job {
     float *scores;                 /* n <= 2: [visible of the last token] */
     int64_t kb;                    /* the key block */
     v4_index_score_fn score;
-    int bf16; /* official numerics: heads combined in BF16 steps */
 } code_job;
 
 static int64_t visible_keys(const attn_ctx *a, int t)
 {
     return (a->p0 + t + 1) / 4;
-}
-
-/* Keys [k0, k1) scored against query q into out: the kernel's own sum over
- * heads, or in official numerics each head's ReLU'd dot product (the
- * kernel on the head alone, weight 1) combined as the reference's BF16
- * tensors round it: the dot, its product with the head weight, the sum
- * over heads. */
-static void score_keys(const code_job *j, const v4_index_query *q, const fallback_ctx *fb,
-                       int64_t k0, int64_t k1, float *out)
-{
-    if (!j->bf16) {
-        j->score(j->keys, q, k0, k1, out, float_pair_dot, fb);
-        return;
-    }
-    static const float one = 1.0f;
-    float dot[KEY_BLOCK];
-    for (int64_t c0 = k0; c0 < k1; c0 += KEY_BLOCK) {
-        int64_t n = k1 - c0 < KEY_BLOCK ? k1 - c0 : KEY_BLOCK;
-        float *o = out + (c0 - k0);
-        memset(o, 0, (size_t)n * sizeof *o);
-        for (int h = 0; h < q->heads; h++) {
-            v4_index_query head = v4_index_query_head(q, h, &one);
-            fallback_ctx fh = *fb;
-            fh.q += (size_t)h * fb->ihd;
-            j->score(j->keys, &head, c0, c0 + n, dot, float_pair_dot, &fh);
-            v4_bf16_round(dot, (size_t)n);
-            for (int64_t i = 0; i < n; i++) dot[i] *= q->w[h];
-            v4_bf16_round(dot, (size_t)n);
-            for (int64_t i = 0; i < n; i++) o[i] += dot[i];
-        }
-        v4_bf16_round(o, (size_t)n);
-    }
 }
 
 /* Tokens [t0, t1) against key block j->kb, into their selections. */
@@ -231,7 +198,7 @@ static void score_block(void *ctx, int64_t t0, int64_t t1)
         fallback_ctx fb = {j->a->m, &j->a->bs->index_kv,
                            j->qi + (size_t)t * j->queries[t].heads * j->queries[t].dim,
                            j->queries[t].dim};
-        score_keys(j, &j->queries[t], &fb, j->kb, hi, scores);
+        j->score(j->keys, &j->queries[t], j->kb, hi, scores, float_pair_dot, &fb);
         topk_push_run(&j->heaps[t], scores, hi - j->kb, (int32_t)j->kb);
     }
 }
@@ -243,7 +210,7 @@ static void score_groups(void *ctx, int64_t g0, int64_t g1)
     int64_t hi = visible_keys(j->a, 0), k0 = g0 * V4_INDEX_GROUP, k1 = g1 * V4_INDEX_GROUP;
     if (k1 > hi) k1 = hi;
     fallback_ctx fb = {j->a->m, &j->a->bs->index_kv, j->qi, j->queries[0].dim};
-    if (k1 > k0) score_keys(j, &j->queries[0], &fb, k0, k1, j->scores + k0);
+    if (k1 > k0) j->score(j->keys, &j->queries[0], k0, k1, j->scores + k0, float_pair_dot, &fb);
 }
 
 static const uint8_t *index_row(const void *rows, int64_t i)
@@ -277,6 +244,7 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
     size_t row = (size_t)ihd / 2 + (size_t)nb;
     for (int t = 0; t < n; t++) {
         v4_index_query_bind(&q[t], ih, ihd, qmem + (size_t)t * qbytes, wts + (size_t)t * ih);
+        q[t].official = v4_official(a->m);
         for (int h = 0; h < ih; h++) {
             const uint8_t *code = qcodes + ((size_t)t * ih + h) * row;
             v4_index_query_set(&q[t], h, code, code + ihd / 2);
@@ -285,8 +253,7 @@ static int select_by_codes(attn_ctx *a, const float *qi, const float *wts, const
         heaps[t] = (topk_heap){heap_sc + (size_t)t * a->k, a->topk + (size_t)t * a->k,
                                visible < a->k ? (int)visible : a->k, 0};
     }
-    code_job j = {
-        a, &bs->index_codes, q, qi, heaps, scores, 0, v4_index_score_active(), v4_official(a->m)};
+    code_job j = {a, &bs->index_codes, q, qi, heaps, scores, 0, v4_index_score_active()};
     if (n <= 2) {
         /* Decode: too few tokens to share out; the keys are shared instead. */
         for (int t = 0; t < n; t++) {

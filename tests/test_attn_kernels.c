@@ -62,6 +62,36 @@ static int head_view_mismatches(v4_index_score_fn fn, const v4_index_keys *ik,
     return bad;
 }
 
+/* x rounded to a BF16 value, by the definition: to nearest, ties to even
+ * (no NaN reaches here). */
+static float bf16_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t low = u & 0xFFFF, r = u & 0xFFFF0000u;
+    if (low > 0x8000 || (low == 0x8000 && (u & 0x10000))) r += 0x10000;
+    memcpy(&x, &r, 4);
+    return x;
+}
+
+/* Official queries' scores (indexer.h: each term and the sum rounded to
+ * BF16), from fn itself and from fn a head at a time through
+ * v4_index_score_by_heads, against want.  Returns how many differ. */
+static int official_mismatches(v4_index_score_fn fn, const v4_index_keys *ik, v4_index_query *q,
+                               index_case *c, const float *want)
+{
+    float got[101], by_heads[101];
+    q->official = 1;
+    fn(ik, q, 0, 48, got, case_dot, c);
+    fn(ik, q, 48, c->n, got + 48, case_dot, c);
+    v4_index_score_by_heads(fn, ik, q, 0, c->n, by_heads, case_dot, c);
+    q->official = 0;
+    int bad = 0;
+    for (int64_t i = 0; i < c->n; i++)
+        bad += memcmp(&got[i], &want[i], 4) != 0 || memcmp(&by_heads[i], &want[i], 4) != 0;
+    return bad;
+}
+
 /* What check_index_scores draws: head_dim, heads (at most 6), the key and
  * query block exponents from [kbase, kbase + span) and [qbase, qbase +
  * span), key 77 with a NaN scale (nan), whether some pairs must take the
@@ -107,14 +137,18 @@ static void check_index_scores(index_params p)
             c.q[h * dim + j] = e2m1_by_definition((qpacked[h][j / 2] >> (4 * (j & 1))) & 15) *
                                ldexpf(1.0f, qscales[h][j / 32] - 127);
     }
-    float w[MAX_INDEX_HEADS] = {0.75f, -0.5f, 1.25f, 0.0625f, 2.5f, 0.375f}, want[101];
+    /* weights with bits below BF16's, so that official's roundings show */
+    float w[MAX_INDEX_HEADS] = {0.75f, -0.5f, 1.2578125f, 0.0625f, 2.5f, 0.3759765625f};
+    float want[101], want_official[101];
     for (int64_t i = 0; i < c.n; i++) {
-        float sc = 0;
+        float sc = 0, so = 0;
         for (int h = 0; h < c.heads; h++) {
-            float d = case_dot(&c, i, h);
-            sc += (d > 0 ? d : 0) * w[h];
+            float d = case_dot(&c, i, h), r = d > 0 ? d : 0;
+            sc += r * w[h];
+            so += bf16_of(bf16_of(r) * w[h]);
         }
         want[i] = sc;
+        want_official[i] = bf16_of(so);
     }
     tome_error err = {0};
     v4_index_keys ik = {0};
@@ -149,6 +183,9 @@ static void check_index_scores(index_params p)
                "dim %d span %d kernel %d: %d pairs fell back", dim, p.span, f, c.fallbacks);
         bad = head_view_mismatches(fns[f], &ik, &q, &c);
         CHECKF(bad == 0, "one-head views (dim %d, kernel %d): %d scores differ", dim, f, bad);
+        bad = official_mismatches(fns[f], &ik, &q, &c, want_official);
+        CHECKF(bad == 0, "official scores (dim %d, %d heads, kernel %d): %d differ", dim, c.heads,
+               f, bad);
     }
     v4_index_keys_free(&ik);
     free(qmem);

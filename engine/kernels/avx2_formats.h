@@ -38,6 +38,23 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 e4m3x8(_
     return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
 }
 
+/* Eight floats rounded to BF16 values, as v4_bf16_round does: add half an
+ * ulp of BF16 (less one, plus the kept lowest bit: ties to even) and cut;
+ * a NaN stays a NaN, made quiet. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 bf16_round8(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r =
+        _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd),
+                         _mm256_set1_epi32((int)0xFFFF0000u));
+    /* NaN: |u| > inf's bits, a signed compare as both are below 2^31 */
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)),
+                                     _mm256_set1_epi32(0x7F800000));
+    __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(r, quiet, nan));
+}
+
 /* Eight e2m1 codes (int32 lanes, bit 3 the sign) to floats. */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 e2m1x8(__m256i codes)
 {

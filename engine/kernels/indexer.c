@@ -4,6 +4,7 @@
  * the AVX-512 VNNI and AVX2 kernels, which give the same scores.
  */
 #include "engine/kernels/indexer.h"
+#include "engine/kernels/avx2_formats.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -156,6 +157,7 @@ v4_index_query v4_index_query_head(const v4_index_query *q, int h, const float *
     size_t hb = (size_t)h * q->blocks;
     v.heads = 1;
     v.w = w;
+    v.official = 0;
     v.c2 += (size_t)h * q->dim;
     v.q4 += (size_t)h * (q->dim / 4);
     v.e += hb;
@@ -212,6 +214,13 @@ static float pair_dot(const v4_index_keys *ik, const v4_index_query *q, int64_t 
     return d;
 }
 
+/* x rounded to a BF16 value (v4_bf16_round). */
+static float bf16_of(float x)
+{
+    v4_bf16_round(&x, 1);
+    return x;
+}
+
 void v4_index_score_scalar(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
                            float *scores, v4_index_fallback fb, const void *fb_ctx)
 {
@@ -220,9 +229,53 @@ void v4_index_score_scalar(const v4_index_keys *ik, const v4_index_query *q, int
         for (int h = 0; h < q->heads; h++) {
             float d = pair_dot(ik, q, i, h, fb, fb_ctx);
             float r = d > 0 ? d : 0;
-            s = s + r * q->w[h];
+            if (q->official)
+                s = s + bf16_of(bf16_of(r) * q->w[h]);
+            else
+                s = s + r * q->w[h];
         }
-        scores[i - k0] = s;
+        scores[i - k0] = q->official ? bf16_of(s) : s;
+    }
+}
+
+/* ---- official queries, a head at a time ------------------------------------------ */
+
+/* A fallback for a one-head view of head `head`: the caller's, told the
+ * head's index in the whole query. */
+typedef struct head_fallback {
+    v4_index_fallback fb;
+    const void *ctx;
+    int head;
+} head_fallback;
+
+static float fallback_of_head(const void *ctx, int64_t key, int head)
+{
+    const head_fallback *hf = ctx;
+    return hf->fb(hf->ctx, key, hf->head + head);
+}
+
+#define BY_HEADS_KEYS 256 /* keys per pass over the heads (a multiple of 16) */
+
+void v4_index_score_by_heads(v4_index_score_fn fn, const v4_index_keys *ik, const v4_index_query *q,
+                             int64_t k0, int64_t k1, float *scores, v4_index_fallback fb,
+                             const void *fb_ctx)
+{
+    static const float one = 1.0f;
+    float dot[BY_HEADS_KEYS];
+    for (int64_t c0 = k0; c0 < k1; c0 += BY_HEADS_KEYS) {
+        size_t n = (size_t)(k1 - c0 < BY_HEADS_KEYS ? k1 - c0 : BY_HEADS_KEYS);
+        float *o = scores + (c0 - k0);
+        memset(o, 0, n * sizeof *o);
+        for (int h = 0; h < q->heads; h++) {
+            v4_index_query head = v4_index_query_head(q, h, &one);
+            head_fallback hf = {fb, fb_ctx, h};
+            fn(ik, &head, c0, c0 + (int64_t)n, dot, fallback_of_head, &hf);
+            v4_bf16_round(dot, n);
+            for (size_t i = 0; i < n; i++) dot[i] *= q->w[h];
+            v4_bf16_round(dot, n);
+            for (size_t i = 0; i < n; i++) o[i] += dot[i];
+        }
+        v4_bf16_round(o, n);
     }
 }
 
@@ -383,6 +436,10 @@ VNNI static __m512 group_dots_checked(const v4_index_keys *ik, const v4_index_qu
 VNNI void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
                               int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx)
 {
+    if (q->official) {
+        v4_index_score_by_heads(v4_index_score_vnni, ik, q, k0, k1, scores, fb, fb_ctx);
+        return;
+    }
     query_bounds qb = bounds_of(q);
     for (int64_t g0 = k0; g0 < k1; g0 += V4_INDEX_GROUP) {
         int64_t g = g0 / V4_INDEX_GROUP;
@@ -495,8 +552,11 @@ AVX2_INLINE void group_dots_sure_avx2(const v4_index_keys *ik, const v4_index_qu
     }
 }
 
-AVX2 void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
-                              int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx)
+/* v4_index_score_avx2 with q->official as a constant (`official`), so that
+ * qat's loop carries no BF16 steps. */
+AVX2_INLINE void score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
+                            int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx,
+                            int official)
 {
     query_bounds qb = bounds_of(q);
     for (int64_t g0 = k0; g0 < k1; g0 += V4_INDEX_GROUP) {
@@ -521,15 +581,27 @@ AVX2 void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, 
             /* relu(d) * w, then the add, head by head: as the scalar loop rounds */
             for (int k = 0; k < heads; k++, h++)
                 for (int half = 0; half < 2; half++) {
-                    __m256 r = _mm256_max_ps(d[k][half], _mm256_setzero_ps());
-                    s[half] = _mm256_add_ps(s[half], _mm256_mul_ps(r, _mm256_set1_ps(q->w[h])));
+                    __m256 r = _mm256_max_ps(d[k][half], _mm256_setzero_ps()),
+                           w = _mm256_set1_ps(q->w[h]);
+                    __m256 term = official ? bf16_round8(_mm256_mul_ps(bf16_round8(r), w))
+                                           : _mm256_mul_ps(r, w);
+                    s[half] = _mm256_add_ps(s[half], term);
                 }
         }
         float out[V4_INDEX_GROUP];
-        _mm256_storeu_ps(out, s[0]);
-        _mm256_storeu_ps(out + 8, s[1]);
+        _mm256_storeu_ps(out, official ? bf16_round8(s[0]) : s[0]);
+        _mm256_storeu_ps(out + 8, official ? bf16_round8(s[1]) : s[1]);
         memcpy(scores + (g0 - k0), out, (size_t)m * sizeof(float));
     }
+}
+
+AVX2 void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64_t k0,
+                              int64_t k1, float *scores, v4_index_fallback fb, const void *fb_ctx)
+{
+    if (q->official)
+        score_avx2(ik, q, k0, k1, scores, fb, fb_ctx, 1);
+    else
+        score_avx2(ik, q, k0, k1, scores, fb, fb_ctx, 0);
 }
 #endif
 

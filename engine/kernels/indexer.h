@@ -16,7 +16,11 @@
  * gives the F32 path's bits: the golden selections and the exact kernels'
  * guarantees are kept.  A (key, head) pair outside those bounds is
  * computed the F32 way, through the caller's fallback.  Then, as in the F32
- * path, score = sum over heads in order of relu(q_h . k) * w_h.
+ * path, score = sum over heads in order of relu(q_h . k) * w_h; or, for a
+ * query marked `official` (official numerics, whose reference holds these
+ * tensors in BF16), each term is bf16(bf16(relu(q_h . k)) * w_h), the
+ * terms are added in F32 in head order and the sum is rounded to BF16
+ * (bf16() as v4_bf16_round rounds).
  *
  * Keys are kept in an interleaved byte layout built once per key (not per
  * chunk or token): groups of 16 keys, each group as dim/4 vectors of 64
@@ -69,21 +73,24 @@ typedef struct v4_index_query {
     uint32_t *q4;   /* [heads][dim/4]: c2 bytes four at a time */
     float *scale;   /* [heads][blocks]: 2^(e - 129), the block's scale over the 2 * 2 of c2 */
     const float *w; /* [heads] */
+    int official;   /* combine the heads as official numerics round them (above) */
 } v4_index_query;
 
 /* The bytes a query of `heads` heads of `dim` dims needs (a multiple of 64). */
 size_t v4_index_query_bytes(int heads, int dim);
 
 /* Lay q out in mem (v4_index_query_bytes, 4-byte aligned) with head weights
- * w; the heads are then filled with v4_index_query_set. */
+ * w, not official (the caller may set q->official); the heads are then
+ * filled with v4_index_query_set. */
 void v4_index_query_bind(v4_index_query *q, int heads, int dim, void *mem, const float *w);
 
 /* Fill head h of q from packed codes and scales as v4_fp4_roundtrip left
  * them. */
 void v4_index_query_set(v4_index_query *q, int h, const uint8_t *packed, const uint8_t *scales);
 
-/* Head h of q alone, with weight *w: a one-head query sharing q's memory
- * (official numerics score the heads one by one). */
+/* Head h of q alone, with weight *w, not official: a one-head query
+ * sharing q's memory (v4_index_score_by_heads scores the heads so).  A
+ * kernel calls the fallback for it with head 0. */
 v4_index_query v4_index_query_head(const v4_index_query *q, int h, const float *w);
 
 /* The F32 way for one (key, head) pair, for pairs the integer path cannot
@@ -102,6 +109,13 @@ void v4_index_score_avx2(const v4_index_keys *ik, const v4_index_query *q, int64
 void v4_index_score_vnni(const v4_index_keys *ik, const v4_index_query *q, int64_t k0, int64_t k1,
                          float *scores, v4_index_fallback fb, const void *fb_ctx);
 #endif
+/* An official query's scores from fn run on each head alone (weight 1:
+ * relu(q_h . k)), combined in BF16 steps as indexer.h says: what the VNNI
+ * kernel does with official queries; the scalar and AVX2 kernels combine
+ * the heads themselves. */
+void v4_index_score_by_heads(v4_index_score_fn fn, const v4_index_keys *ik, const v4_index_query *q,
+                             int64_t k0, int64_t k1, float *scores, v4_index_fallback fb,
+                             const void *fb_ctx);
 /* The best this CPU runs: VNNI, AVX2 (groups that fail the quick test go
  * to the scalar reference), or the scalar reference; TOME_ISA=avx2 or
  * scalar forces one. */

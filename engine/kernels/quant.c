@@ -16,6 +16,7 @@
  * without losing anything; the round-trip functions can emit both.
  */
 #include "engine/internal.h"
+#include "engine/kernels/avx2_formats.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -70,25 +71,13 @@ uint16_t v4_f32_to_bf16(float f)
     return (uint16_t)((v.u + round) >> 16);
 }
 
-#if defined(__x86_64__)
+#ifdef V4_HAVE_X86
 /* v4_bf16_round's bits, eight at a time (the compiler does not vectorise
  * the loop below for a plain x86-64 target). */
-__attribute__((target("avx2"))) static size_t bf16_round_avx2(float *x, size_t n)
+__attribute__((target("avx2,fma"))) static size_t bf16_round_avx2(float *x, size_t n)
 {
-    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(x + i));
-        __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-        __m256i r =
-            _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd),
-                             _mm256_set1_epi32((int)0xFFFF0000u));
-        /* NaN: |u| > inf's bits, a signed compare as both are below 2^31 */
-        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, magnitude), inf);
-        __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
-        r = _mm256_blendv_epi8(r, quiet, nan);
-        _mm256_storeu_si256((__m256i *)(void *)(x + i), r);
-    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, bf16_round8(_mm256_loadu_ps(x + i)));
     return i;
 }
 #endif
@@ -96,7 +85,7 @@ __attribute__((target("avx2"))) static size_t bf16_round_avx2(float *x, size_t n
 void v4_bf16_round(float *x, size_t n)
 {
     size_t i = 0;
-#if defined(__x86_64__)
+#ifdef V4_HAVE_X86
     if (n >= 8 && v4_cpu_has_avx2()) i = bf16_round_avx2(x, n);
 #endif
     /* On the bits: add half an ulp of BF16 (less one, plus the kept lowest
