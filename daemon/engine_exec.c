@@ -88,7 +88,8 @@ static void log_plan_line(void *ctx, const char *line)
 /* The fit check of `tome-model plan` for one question at the context
  * budget (max_context, else the model's whole context), logged; a budget
  * whose KV state cannot fit on the state directory's disk is refused. */
-static int check_fit(engine_local *e, const v4_config *cfg, tome_error *err)
+static int check_fit(engine_local *e, const v4_config *cfg, const v4_open_options *opts,
+                     tome_error *err)
 {
     int64_t budget = e->server->cfg.max_context;
     if (budget > cfg->max_position)
@@ -100,7 +101,7 @@ static int check_fit(engine_local *e, const v4_config *cfg, tome_error *err)
     tome_machine m = {0};
     tome_plan p;
     int rc = tome_machine_probe(e->server->cfg.state_dir, &m, err);
-    if (rc == 0) rc = tome_plan_make(cfg, e->context, 1, &m, &p, err);
+    if (rc == 0) rc = tome_plan_make(cfg, opts, e->context, 1, &m, &p, err);
     if (rc) return rc;
     tome_plan_report(&p, &m, log_plan_line, NULL);
     if (p.kv_at_context > m.free_disk)
@@ -154,7 +155,7 @@ static int load_model(engine_local *e, tome_error *err)
     e->sample_vocab = v4_tokenizer_n_ids(e->tokenizer) < cfg->vocab_size
                           ? v4_tokenizer_n_ids(e->tokenizer)
                           : cfg->vocab_size;
-    if ((rc = check_fit(e, cfg, err)) != 0) return rc;
+    if ((rc = check_fit(e, cfg, &opts, err)) != 0) return rc;
     e->logits = malloc((size_t)e->vocab * sizeof *e->logits);
     if (!e->logits) return tome_errorf(err, TOME_ENOMEM, "logits");
     return tomed_sampler_new(e->sample_vocab, &e->sampler, err);

@@ -86,6 +86,9 @@ typedef struct v4_weight {
      * scales), whether the kernels found it free of NaN codes (1) or
      * not (2), or have not looked (0); written by v4_fast_fp8_clean. */
     uint8_t *fp8_clean;
+    /* A copy of the rows in panels for the exact kernels' decode, or NULL:
+     * eight rows interleaved by unit (v4_panels_fill), owned by the model. */
+    const uint8_t *panels;
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */
@@ -95,6 +98,18 @@ typedef struct v4_weight {
  * decoders where the CPU has them, or the scalar reference. */
 void v4_weight_row(const v4_weight *w, int64_t r, float *out);
 void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out);
+/* The bytes of panels of a matrix of this type and shape: FP8, FP4 and
+ * BF16 rows of whole blocks of 32 columns, the rows rounded up to eight
+ * (FP4 adds its scales); 0 for others. */
+size_t v4_panels_size(v4_dtype dtype, int64_t rows, int64_t cols);
+/* v4_panels_size of w where the CPU runs the panel kernels (AVX2), else 0. */
+size_t v4_panels_bytes(const v4_weight *w);
+/* Fill dst (v4_panels_bytes(w) bytes) with w's rows as panels: panel p
+ * holds rows 8p..8p+7 (zeros past the last), unit t of each row in turn
+ * (FP8 and FP4: a byte; BF16: a column pair), row by row; FP4 panels are
+ * followed by their rows' scales in the same order.  On w's pool where it
+ * has one. */
+void v4_panels_fill(const v4_weight *w, uint8_t *dst);
 /* The CPU has AVX2 and FMA (asked once). */
 int v4_cpu_has_avx2(void);
 

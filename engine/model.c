@@ -134,6 +134,27 @@ static const uint8_t *tid2eid_data(binder *b, const v4_ckpt_tensor *t)
     return (const uint8_t *)wide;
 }
 
+/* Whether the exact kernels keep panels of tensor `name` (ndim
+ * dimensions): every matrix the model multiplies by, which is every
+ * two-dimensional ".weight" but the embedding table (read a row at a
+ * time). */
+static int takes_panels(const char *name, int ndim)
+{
+    size_t len = strlen(name);
+    return ndim == 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0 &&
+           strcmp(name, "embed.weight") != 0;
+}
+
+/* w's panels where the model runs exact kernels and the CPU reads them. */
+static void add_panels(binder *b, v4_weight *w, const char *name)
+{
+    size_t bytes = v4_panels_bytes(w);
+    uint8_t *panels = bytes ? owned(b, bytes, name) : NULL;
+    if (!panels) return;
+    v4_panels_fill(w, panels);
+    w->panels = panels;
+}
+
 static v4_weight weight(binder *b, const char *prefix, const char *name)
 {
     char full[160], scale[160];
@@ -170,6 +191,8 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
         size_t blocks = (size_t)((w.rows + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK * w.scale_stride);
         if ((w.fp8_clean = owned(b, blocks, full)) != NULL) memset(w.fp8_clean, 0, blocks);
     }
+    if (b->m->opts.kernels == V4_KERNELS_EXACT && takes_panels(full, t->ndim))
+        add_panels(b, &w, full);
     return w;
 }
 
@@ -532,6 +555,24 @@ const v4_config *v4_model_config(const v4_model *m)
 void v4_model_fingerprint(const v4_model *m, uint8_t out[32])
 {
     memcpy(out, m->fingerprint, 32);
+}
+
+int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *bytes,
+                          tome_error *err)
+{
+    *bytes = 0;
+    if (!opts || opts->kernels != V4_KERNELS_EXACT) return 0;
+    v4_tensor_spec *specs;
+    size_t n;
+    int rc = v4_manifest(cfg, &specs, &n, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const v4_tensor_spec *t = &specs[i];
+        if (!takes_panels(t->name, t->ndim)) continue;
+        int64_t cols = t->dtype == V4_I8 ? 2 * t->shape[1] : t->shape[1];
+        *bytes += (double)v4_panels_size(t->dtype, t->shape[0], cols);
+    }
+    if (rc == 0) free(specs);
+    return rc;
 }
 
 double v4_config_state_bytes_per_token(const v4_config *cfg, const v4_open_options *opts)

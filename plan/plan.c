@@ -114,7 +114,7 @@ const char *tome_verdict_name(tome_verdict v)
 static void judge(tome_plan *p, const tome_machine *m)
 {
     double usable = m->ram * (1 - RAM_SPARE), gib = GIB;
-    double states = p->memory - p->weights.total;
+    double states = p->memory - p->weights.total - p->panels;
     double without_routed = p->memory - p->weights.bytes[TOME_WEIGHT_ROUTED];
     if (m->free_disk > 0 && p->state_disk > m->free_disk) {
         p->verdict = TOME_FITS_NOT;
@@ -139,20 +139,21 @@ static void judge(tome_plan *p, const tome_machine *m)
     }
 }
 
-int tome_plan_make(const v4_config *cfg, int64_t context, int questions, const tome_machine *m,
-                   tome_plan *p, tome_error *err)
+int tome_plan_make(const v4_config *cfg, const v4_open_options *opts, int64_t context,
+                   int questions, const tome_machine *m, tome_plan *p, tome_error *err)
 {
     memset(p, 0, sizeof *p);
     if (context < 1 || questions < 1)
         return tome_errorf(err, TOME_EINVAL, "a plan needs a context and questions of at least 1");
     int rc = tome_weights_of(cfg, &p->weights, err);
+    if (rc == 0) rc = v4_config_panel_bytes(cfg, opts, &p->panels, err);
     if (rc) return rc;
     p->context = context;
     p->questions = questions;
-    p->kv_per_token = v4_config_state_bytes_per_token(cfg, NULL);
+    p->kv_per_token = v4_config_state_bytes_per_token(cfg, opts);
     p->kv_at_context = p->kv_per_token * (double)context;
     p->state_disk = p->kv_at_context * questions;
-    p->memory = p->weights.total + p->state_disk;
+    p->memory = p->weights.total + p->panels + p->state_disk;
     if (m->read_bw > 0) p->decode_tps = m->read_bw / p->weights.decode_bytes;
     if (m->disk_read > 0 && p->weights.routed_decode_bytes > 0)
         p->decode_disk_tps = m->disk_read / p->weights.routed_decode_bytes;
@@ -214,7 +215,11 @@ void tome_plan_report(const tome_plan *p, const tome_machine *m, tome_plan_line_
         p->kv_at_context / GIB, (long long)p->context);
     say(line, ctx, "questions    %d x %.2f GiB = %.2f GiB (each over its own corpus)", p->questions,
         p->kv_at_context / GIB, p->state_disk / GIB);
-    say(line, ctx, "memory       %.1f GiB (weights and states)", p->memory / GIB);
+    if (p->panels > 0)
+        say(line, ctx, "panels       %.1f GiB (the exact kernels' copy of the matrices, in RAM)",
+            p->panels / GIB);
+    say(line, ctx, "memory       %.1f GiB (weights%s and states)", p->memory / GIB,
+        p->panels > 0 ? ", panels" : "");
     say(line, ctx, "machine      %.1f GiB RAM, %.1f GiB free disk", m->ram / GIB,
         m->free_disk / GIB);
     say(line, ctx, "verdict      %s: %s", tome_verdict_name(p->verdict), p->why);

@@ -77,7 +77,8 @@ typedef struct tome_plan {
     int questions;        /* concurrent questions, each over its own corpus */
     double kv_per_token;  /* bytes of KV state one token adds */
     double kv_at_context; /* ... at `context` tokens */
-    double memory;        /* weights + questions x kv_at_context */
+    double panels;        /* the exact kernels' copy of the matrices (v4_config_panel_bytes) */
+    double memory;        /* weights + panels + questions x kv_at_context */
     double state_disk;    /* questions x kv_at_context, saved */
     tome_verdict verdict;
     char why[160]; /* the verdict's reason, one line */
@@ -88,9 +89,10 @@ typedef struct tome_plan {
 } tome_plan;
 
 /* The plan for `questions` questions of `context` tokens each of a model
- * with `cfg` (opened with the default options) on machine `m`. */
-int tome_plan_make(const v4_config *cfg, int64_t context, int questions, const tome_machine *m,
-                   tome_plan *p, tome_error *err);
+ * with `cfg`, opened with `opts` (NULL: the defaults; the numerics size the
+ * KV state, exact kernels add their panels), on machine `m`. */
+int tome_plan_make(const v4_config *cfg, const v4_open_options *opts, int64_t context,
+                   int questions, const tome_machine *m, tome_plan *p, tome_error *err);
 
 /* "fits in RAM", "runs from the page cache", "does not fit". */
 const char *tome_verdict_name(tome_verdict v);

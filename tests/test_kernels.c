@@ -65,6 +65,19 @@ static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uin
     return w;
 }
 
+/* w's panels (v4_panels_fill), malloc'd into *panels, or w unchanged
+ * where the CPU has no panel kernels. */
+static v4_weight with_panels(v4_weight w, uint8_t **panels)
+{
+    size_t bytes = v4_panels_bytes(&w);
+    *panels = bytes ? malloc(bytes) : NULL;
+    if (*panels) {
+        v4_panels_fill(&w, *panels);
+        w.panels = *panels;
+    }
+    return w;
+}
+
 /* Shapes that leave the exact kernels' tiles part full: 264 rows (the
  * AVX-512 prefill tile takes 64 at a time), 7 tokens (4 and 6 at a time),
  * 640 columns (over one 512-column run of that tile). */
@@ -109,6 +122,16 @@ static void test_format(v4_dtype t)
         }
     }
     CHECKF(worst < 1e-5, "%s: error %.3g of the sum of |terms|", v4_dtype_name(t), worst);
+    /* decode from panels: the same sums, bit for bit */
+    uint8_t *copy;
+    v4_weight wp = with_panels(w, &copy);
+    int moved = 0;
+    for (int t2 = 0; t2 < n; t2++) {
+        v4_matmul(&wp, x + (size_t)t2 * cols, 1, y1, rows);
+        for (int r = 0; r < rows; r++) moved += y1[r] != y[(size_t)t2 * rows + r];
+    }
+    CHECKF(moved == 0, "%s: %d sums from panels differ", v4_dtype_name(t), moved);
+    free(copy);
     free(data);
     free(scale);
     free(ref);
@@ -290,43 +313,99 @@ static int same_or_both_nan(const float *a, const float *b, int n)
     return 1;
 }
 
-/* The exact kernels' decode product over FP8 rows under every E8M0 code:
- * each row's in-order sum of the weights by definition times x, bit for
- * bit (NaN for NaN).  Rows span two whole 128-row blocks of scales and part
- * of a third, the inputs' column blocks run from 2^-126 to 2^20 so that
- * folding a scale into them is inexact in some (underflow, overflow), and
- * two blocks hold NaN codes: every way the AVX2 kernel can take a block. */
-static void test_exact_fp8_scales(void)
+/* The value of weight (r, c) under the given codes and scales, by
+ * definition (NaN for NaN codes and E8M0's NaN scale). */
+static float value_by_definition(v4_dtype t, const uint8_t *data, const uint8_t *scale, int C,
+                                 int SC, int r, int c)
 {
-    enum { R = 272, C = 512, SR = 3, SC = 4 };
-    static uint8_t data[R * C], scale[SR * SC];
-    static float x[C], y[R];
-    for (int i = 0; i < R * C; i++) {
-        uint8_t b = (uint8_t)next_random();
-        data[i] = (b & 0x7F) == 0x7F ? b & 0xFE : b;
+    if (t == V4_F8_E4M3) {
+        uint8_t b = data[r * C + c], e = scale[(r / 128) * SC + c / 128];
+        return (b & 0x7F) == 0x7F || e == 0xFF ? NAN
+                                               : e4m3_by_definition(b) * ldexpf(1.0f, e - 127);
     }
-    data[5 * C + 130] = 0x7F, data[200 * C + 300] = 0xFF;
+    uint8_t b = data[(r * C + c) / 2], e = scale[r * SC + c / 32];
+    return e == 0xFF ? NAN : e2m1_by_definition(c & 1 ? b >> 4 : b & 15) * ldexpf(1.0f, e - 127);
+}
+
+/* The exact kernels' decode product over FP8 and FP4 rows under every E8M0
+ * code, from the rows and from their panels: each row's in-order sum of
+ * the weights by definition times x, bit for bit (NaN for NaN).  FP8 rows
+ * span two whole 128-row blocks of scales and part of a third (and of a
+ * panel), the inputs' column blocks run from 2^-126 to 2^20 so that
+ * folding a scale into them is inexact in some (underflow, overflow), and
+ * two blocks hold NaN codes: every way the AVX2 kernels can take a block. */
+static void test_exact_scales(v4_dtype t)
+{
+    enum { R = 277, C = 512 };
+    int fp8 = t == V4_F8_E4M3, SC = fp8 ? C / 128 : C / 32, SR = fp8 ? (R + 127) / 128 : R;
+    size_t bytes = fp8 ? (size_t)R * C : (size_t)R * C / 2;
+    uint8_t *data = malloc(bytes), *scale = malloc((size_t)SR * SC);
+    float *x = malloc(C * sizeof *x), *y = malloc(R * sizeof *y);
+    for (size_t i = 0; i < bytes; i++) {
+        uint8_t b = (uint8_t)next_random();
+        data[i] = fp8 && (b & 0x7F) == 0x7F ? b & 0xFE : b;
+    }
+    if (fp8) data[5 * C + 130] = 0x7F, data[200 * C + 300] = 0xFF;
     for (int c = 0; c < C; c++)
         x[c] = ldexpf((float)((int)(next_random() % 2001) - 1000), -136 + 48 * (c / 128));
-    int bad = 0;
-    for (int e0 = 0; e0 < 256; e0++) {
-        for (int i = 0; i < SR * SC; i++) scale[i] = (uint8_t)(e0 + 37 * i);
-        v4_weight w = scaled_weight(V4_F8_E4M3, R, C, data, scale, SC);
-        v4_matmul(&w, x, 1, y, R);
-        for (int r = 0; r < R; r++) {
-            float seq = 0;
-            for (int c = 0; c < C; c++) {
-                uint8_t b = data[r * C + c], e = scale[(r / 128) * SC + c / 128];
-                float v = (b & 0x7F) == 0x7F || e == 0xFF
-                              ? NAN
-                              : e4m3_by_definition(b) * ldexpf(1.0f, e - 127);
-                seq += v * x[c];
+    for (int panels = 0; panels < 2; panels++) {
+        int bad = 0;
+        for (int e0 = 0; e0 < 256; e0++) {
+            for (int i = 0; i < SR * SC; i++) scale[i] = (uint8_t)(e0 + 37 * i);
+            uint8_t *copy = NULL;
+            v4_weight w = scaled_weight(t, R, C, data, scale, SC);
+            if (panels) w = with_panels(w, &copy);
+            v4_matmul(&w, x, 1, y, R);
+            for (int r = 0; r < R; r++) {
+                float seq = 0;
+                for (int c = 0; c < C; c++)
+                    seq += value_by_definition(t, data, scale, C, SC, r, c) * x[c];
+                bad += !same_or_both_nan(&seq, &y[r], 1);
             }
-            bad += !same_or_both_nan(&seq, &y[r], 1);
+            free(copy);
         }
+        CHECKF(bad == 0, "exact %s decode%s: %d rows differ from the in-order sum under some scale",
+               v4_dtype_name(t), panels ? " from panels" : "", bad);
     }
-    CHECKF(bad == 0, "exact FP8 decode: %d rows differ from the in-order sum under some scale",
-           bad);
+    free(data);
+    free(scale);
+    free(x);
+    free(y);
+}
+
+/* Panels hold every row's units in place (a weight read back from them
+ * is the weight), and rows past the last (a part-full panel) are zeros. */
+static void test_panels_layout(v4_dtype t)
+{
+    enum { R = 13, C = 64 };
+    uint8_t *data, *scale, *copy;
+    float *ref = malloc((size_t)R * C * sizeof *ref);
+    v4_weight w = with_panels(make_weight(t, R, C, &data, &scale, ref), &copy);
+    size_t row_bytes = v4_dtype_row_bytes(t, C), unit = t == V4_BF16 ? 4 : 1;
+    int bad = 0;
+    if (copy) {
+        for (int r = 0; r < 16; r++)
+            for (size_t b = 0; b < row_bytes; b++) {
+                uint8_t want = r < R ? data[r * row_bytes + b] : 0;
+                size_t at =
+                    (size_t)(r / 8) * 8 * row_bytes + (b / unit * 8 + r % 8) * unit + b % unit;
+                bad += copy[at] != want;
+            }
+        /* FP4: then each panel's scales, block by block (1.0 past the last row) */
+        size_t scales = t == V4_I8 ? C / 32 : 0;
+        for (int r = 0; r < 16 && scales; r++)
+            for (size_t b = 0; b < scales; b++) {
+                uint8_t want = r < R ? scale[r * scales + b] : 127;
+                bad += copy[2 * 8 * row_bytes + ((size_t)(r / 8) * scales + b) * 8 + r % 8] != want;
+            }
+        CHECKF(v4_panels_bytes(&w) == 2 * 8 * (row_bytes + scales),
+               "%s: panels of 13 rows take two", v4_dtype_name(t));
+    }
+    CHECKF(bad == 0, "%s: %d panel bytes out of place", v4_dtype_name(t), bad);
+    free(data);
+    free(scale);
+    free(ref);
+    free(copy);
 }
 
 /* The BF16 byte tables of fast.h against the F32 tables they are made
@@ -787,7 +866,11 @@ int main(void)
     test_fast_fp8_marks();
     test_fast_fp8_scales();
     test_fast_bf16_tables();
-    test_exact_fp8_scales();
+    test_exact_scales(V4_F8_E4M3);
+    test_exact_scales(V4_I8);
+    test_panels_layout(V4_F8_E4M3);
+    test_panels_layout(V4_I8);
+    test_panels_layout(V4_BF16);
     test_fast_every_scale(V4_F8_E4M3);
     test_fast_every_scale(V4_I8);
     test_pairs(V4_F8_E4M3);

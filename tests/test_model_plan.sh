@@ -56,6 +56,33 @@ awk '/^decode       at most/ { tps = $4; gib = substr($6, 2) + 0; want = 100e9 /
      /every routed expert comes from disk/ { disk = 1 }
      END { exit !(ok && ok2 && disk) }' "$tmp/out" || { fail "speeds from the given limits"; cat "$tmp/out"; }
 
+# Exact kernels keep a panel copy of every matrix in RAM: every routed
+# expert (codes and scales, 137.06 GiB as printed above) and at most all
+# the weights but the embedding table; memory adds them to weights and
+# states.  On 256 GB that moves Flash from RAM to the page cache
+# (152.8 GiB fits 230.4 usable; 300 GiB does not, 163 without the routed
+# experts does).
+plan "$flash" --ram 512G --free-disk 2T --kernels exact
+checks=$((checks + 1))
+awk '/^weights/ { w = $2 } /^  routed experts/ { r = $3 } /^  embeddings/ { e = $2 }
+     /^panels/ { p = $2 } /^questions/ { s = $(NF - 6) } /^memory .*weights, panels and states/ { m = $2 }
+     END { exit !(p >= r && p <= w - e + 0.1 && m > w + p + s - 0.2 && m < w + p + s + 0.2) }' \
+    "$tmp/out" || { fail "exact kernels' panels: between the routed experts and all but the embedding"; cat "$tmp/out"; }
+plan "$flash" --ram 256G --free-disk 2T
+expect "Flash on 256 GB fits with fast kernels" "^verdict      fits in RAM"
+plan "$flash" --ram 256G --free-disk 2T --kernels exact
+expect "Flash on 256 GB with exact kernels runs from the page cache" \
+    "^verdict      runs from the page cache"
+# fp32 numerics store F32 rows: a KV entry 512 * 4 = 2048 bytes, an
+# indexer key 128 * 4 = 512; 21 * (2048 + 512) / 4 + 20 * 2048 / 128 = 13760.
+plan "$flash" --ram 512G --free-disk 2T --numerics fp32
+expect "Flash fp32 KV state per token" "^KV state     13760.0 bytes/token"
+"$tool" plan "$flash" --no-measure --kernels quick 2>"$tmp/err" >/dev/null
+rc=$?
+checks=$((checks + 1))
+[ $rc -eq 1 ] && grep -q -- "--kernels quick: expected fast or exact" "$tmp/err" ||
+    fail "an unknown --kernels is named"
+
 # A model directory: the plan measures this machine (bandwidth, FMA,
 # the disk read of its largest shard).
 "$build/tools/tome-mkmodel" --preset tiny --seed 2 -o "$tmp/tiny" 2>/dev/null

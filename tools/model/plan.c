@@ -32,7 +32,7 @@ typedef struct plan_options {
     int questions, threads, no_measure;
     uint64_t ram, free_disk;
     double bandwidth_gbs, gflops, disk_mbs;
-    const char *state_dir;
+    const char *state_dir, *kernels, *numerics;
 } plan_options;
 
 /* The config.json of MODEL, and the directory whose disk counts. */
@@ -121,6 +121,21 @@ static int machine_of(const plan_options *o, const char *dir, tome_machine *m, t
     return rc;
 }
 
+/* The options the model would be opened with: --kernels, --numerics. */
+static int open_options(const plan_options *o, v4_open_options *opts, tome_error *err)
+{
+    int kernels = o->kernels ? v4_kernels_parse(o->kernels) : V4_KERNELS_FAST;
+    int numerics = o->numerics ? v4_numerics_parse(o->numerics) : V4_NUMERICS_QAT;
+    if (kernels < 0)
+        return tome_errorf(err, TOME_EINVAL, "--kernels %s: expected fast or exact", o->kernels);
+    if (numerics < 0)
+        return tome_errorf(err, TOME_EINVAL, "--numerics %s: expected qat, fp32 or official",
+                           o->numerics);
+    opts->kernels = (v4_kernels)kernels;
+    opts->numerics = (v4_numerics)numerics;
+    return 0;
+}
+
 static void print_line(void *ctx, const char *line)
 {
     fprintf((FILE *)ctx, "%s\n", line);
@@ -138,10 +153,12 @@ static int run_plan(const plan_options *o, const char *model, tome_error *err)
     if (rc == 0) rc = tome_read_file(config, 16u << 20, &text, &len, err);
     if (rc == 0) rc = v4_config_parse(text, len, config, &cfg, err);
     free(text);
+    v4_open_options opts = {0};
+    if (rc == 0) rc = open_options(o, &opts, err);
     if (rc == 0) rc = machine_of(o, dir, &m, err);
     if (rc == 0)
-        rc = tome_plan_make(&cfg, o->context ? o->context : cfg.max_position, o->questions, &m, &p,
-                            err);
+        rc = tome_plan_make(&cfg, &opts, o->context ? o->context : cfg.max_position, o->questions,
+                            &m, &p, err);
     if (rc) return rc;
     printf("model        %s\n", config);
     tome_plan_report(&p, &m, print_line, stdout);
@@ -167,6 +184,10 @@ int model_plan_main(int argc, char **argv)
         TOME_REAL("gflops", 0, "GFLOP/s", o.gflops, 0, 1e9, "FP32 FMA peak (default: measured)"),
         TOME_REAL("disk-speed", 0, "MB/s", o.disk_mbs, 0, 1e9,
                   "disk read speed (default: measured on MODEL's largest weights file)"),
+        TOME_STRING("kernels", 0, "fast|exact", o.kernels,
+                    "the kernels the model would run (default fast; exact adds its panels)"),
+        TOME_STRING("numerics", 0, "qat|fp32|official", o.numerics,
+                    "the numerics it would run (default qat; sizes the KV state)"),
         TOME_INT("threads", 't', "N", o.threads, 1, 4096, "threads for the measurements"),
         TOME_FLAG("no-measure", 0, o.no_measure, "measure nothing; speeds only where given"),
     };
