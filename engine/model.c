@@ -21,7 +21,9 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* ---- RoPE -------------------------------------------------------------------- */
@@ -145,7 +147,19 @@ static int takes_panels(const char *name, int ndim)
            strcmp(name, "embed.weight") != 0;
 }
 
-/* w's panels where the model runs exact kernels and the CPU reads them. */
+/* Let the kernel take back the mapped pages wholly inside [p, p + n): the
+ * process no longer reads them (a later read maps them again). */
+static void release_mapped(const uint8_t *p, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = ((uintptr_t)p + page - 1) / page * page,
+              end = ((uintptr_t)p + n) / page * page;
+    if (end > first) madvise((void *)first, end - first, MADV_DONTNEED);
+}
+
+/* w's panels where the model runs exact kernels and the CPU reads them;
+ * the mapped rows (and FP4 scales, which the panels carry) are then let
+ * go, so that the copy does not double the resident weights. */
 static void add_panels(binder *b, v4_weight *w, const char *name)
 {
     size_t bytes = v4_panels_bytes(w);
@@ -153,6 +167,8 @@ static void add_panels(binder *b, v4_weight *w, const char *name)
     if (!panels) return;
     v4_panels_fill(w, panels);
     w->panels = panels;
+    release_mapped(w->data, (size_t)w->rows * v4_dtype_row_bytes(w->dtype, w->cols));
+    if (w->dtype == V4_I8) release_mapped(w->scale, (size_t)w->rows * (size_t)w->scale_stride);
 }
 
 static v4_weight weight(binder *b, const char *prefix, const char *name)
@@ -557,19 +573,42 @@ void v4_model_fingerprint(const v4_model *m, uint8_t out[32])
     memcpy(out, m->fingerprint, 32);
 }
 
-int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *bytes,
-                          tome_error *err)
+/* The manifest's entry named `name`, or NULL. */
+static const v4_tensor_spec *spec_named(const v4_tensor_spec *specs, size_t n, const char *name)
 {
-    *bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(specs[i].name, name) == 0) return &specs[i];
+    return NULL;
+}
+
+static double spec_bytes(const v4_tensor_spec *t)
+{
+    int64_t count = 1;
+    for (int d = 0; d < t->ndim; d++) count *= t->shape[d];
+    return (double)count * (double)v4_dtype_size(t->dtype);
+}
+
+int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *panels,
+                          double *replaced, tome_error *err)
+{
+    *panels = *replaced = 0;
     if (!opts || opts->kernels != V4_KERNELS_EXACT) return 0;
     v4_tensor_spec *specs;
     size_t n;
     int rc = v4_manifest(cfg, &specs, &n, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const v4_tensor_spec *t = &specs[i];
-        if (!takes_panels(t->name, t->ndim)) continue;
         int64_t cols = t->dtype == V4_I8 ? 2 * t->shape[1] : t->shape[1];
-        *bytes += (double)v4_panels_size(t->dtype, t->shape[0], cols);
+        size_t bytes =
+            takes_panels(t->name, t->ndim) ? v4_panels_size(t->dtype, t->shape[0], cols) : 0;
+        if (!bytes) continue;
+        *panels += (double)bytes;
+        *replaced += spec_bytes(t);
+        if (t->dtype != V4_I8) continue; /* FP4 panels carry their scales too */
+        char scale[sizeof t->name + 8];
+        snprintf(scale, sizeof scale, "%.*s.scale", (int)strlen(t->name) - 7, t->name);
+        const v4_tensor_spec *s = spec_named(specs, n, scale);
+        if (s) *replaced += spec_bytes(s);
     }
     if (rc == 0) free(specs);
     return rc;

@@ -228,12 +228,14 @@ double v4_model_state_bytes_per_token(const v4_model *m);
  * with `opts` (NULL: the defaults): what a fit check needs before any
  * weights exist on disk. */
 double v4_config_state_bytes_per_token(const v4_config *cfg, const v4_open_options *opts);
-/* Into *bytes, the memory a model opened with `opts` (NULL: the defaults)
- * holds beside its mapped weights: with exact kernels, the panel copy of
- * every matrix (their decode's layout, made where the CPU has AVX2: counted
- * here whatever the CPU, so a fit check errs on the safe side), else 0. */
-int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *bytes,
-                          tome_error *err);
+/* What a model opened with `opts` (NULL: the defaults) holds beside its
+ * mapped weights: with exact kernels, the panel copy of every matrix (their
+ * layout, made where the CPU has AVX2: counted here whatever the CPU, so
+ * that a fit check errs on the safe side) into *panels, and into *replaced
+ * the bytes of mapped weights the model no longer reads once they are made
+ * (the matrices, and FP4 ones' scales); else both 0. */
+int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *panels,
+                          double *replaced, tome_error *err);
 /* What one token costs in matrix products through the main blocks (the
  * MTP block aside): multiply-adds, and bytes of weights read (each routed
  * expert counted per token, as decode reads them); the LM head apart, since

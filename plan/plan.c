@@ -114,8 +114,10 @@ const char *tome_verdict_name(tome_verdict v)
 static void judge(tome_plan *p, const tome_machine *m)
 {
     double usable = m->ram * (1 - RAM_SPARE), gib = GIB;
-    double states = p->memory - p->weights.total - p->panels;
-    double without_routed = p->memory - p->weights.bytes[TOME_WEIGHT_ROUTED];
+    double states = p->state_disk;
+    /* the routed experts may stay on disk only where they are read mapped */
+    double pageable = p->panels > 0 ? 0 : p->weights.bytes[TOME_WEIGHT_ROUTED];
+    double without_routed = p->memory - pageable;
     if (m->free_disk > 0 && p->state_disk > m->free_disk) {
         p->verdict = TOME_FITS_NOT;
         snprintf(p->why, sizeof p->why, "the saved states need %.1f GiB of disk, %.1f GiB are free",
@@ -124,18 +126,24 @@ static void judge(tome_plan *p, const tome_machine *m)
         p->verdict = TOME_FITS_RAM;
         snprintf(p->why, sizeof p->why, "%.1f GiB needed, %.1f GiB usable (90%% of RAM)",
                  p->memory / gib, usable / gib);
-    } else if (without_routed <= usable) {
+    } else if (pageable > 0 && without_routed <= usable) {
         p->verdict = TOME_FITS_PAGE_CACHE;
         snprintf(p->why, sizeof p->why,
                  "all but the routed experts (%.1f GiB) fit in %.1f GiB; experts are read from "
                  "disk as tokens need them",
                  without_routed / gib, usable / gib);
-    } else {
+    } else if (pageable > 0) {
         p->verdict = TOME_FITS_NOT;
         snprintf(p->why, sizeof p->why,
                  "even without the routed experts %.1f GiB are needed (states %.1f GiB), %.1f GiB "
                  "usable",
                  without_routed / gib, states / gib, usable / gib);
+    } else {
+        p->verdict = TOME_FITS_NOT;
+        snprintf(p->why, sizeof p->why,
+                 "%.1f GiB are needed in RAM with the exact kernels' panels (states %.1f GiB), "
+                 "%.1f GiB usable",
+                 p->memory / gib, states / gib, usable / gib);
     }
 }
 
@@ -146,14 +154,14 @@ int tome_plan_make(const v4_config *cfg, const v4_open_options *opts, int64_t co
     if (context < 1 || questions < 1)
         return tome_errorf(err, TOME_EINVAL, "a plan needs a context and questions of at least 1");
     int rc = tome_weights_of(cfg, &p->weights, err);
-    if (rc == 0) rc = v4_config_panel_bytes(cfg, opts, &p->panels, err);
+    if (rc == 0) rc = v4_config_panel_bytes(cfg, opts, &p->panels, &p->replaced, err);
     if (rc) return rc;
     p->context = context;
     p->questions = questions;
     p->kv_per_token = v4_config_state_bytes_per_token(cfg, opts);
     p->kv_at_context = p->kv_per_token * (double)context;
     p->state_disk = p->kv_at_context * questions;
-    p->memory = p->weights.total + p->panels + p->state_disk;
+    p->memory = p->weights.total - p->replaced + p->panels + p->state_disk;
     if (m->read_bw > 0) p->decode_tps = m->read_bw / p->weights.decode_bytes;
     if (m->disk_read > 0 && p->weights.routed_decode_bytes > 0)
         p->decode_disk_tps = m->disk_read / p->weights.routed_decode_bytes;
@@ -216,10 +224,12 @@ void tome_plan_report(const tome_plan *p, const tome_machine *m, tome_plan_line_
     say(line, ctx, "questions    %d x %.2f GiB = %.2f GiB (each over its own corpus)", p->questions,
         p->kv_at_context / GIB, p->state_disk / GIB);
     if (p->panels > 0)
-        say(line, ctx, "panels       %.1f GiB (the exact kernels' copy of the matrices, in RAM)",
-            p->panels / GIB);
+        say(line, ctx,
+            "panels       %.1f GiB (the exact kernels' copy of the matrices, in RAM; replaces "
+            "%.1f GiB of mapped weights)",
+            p->panels / GIB, p->replaced / GIB);
     say(line, ctx, "memory       %.1f GiB (weights%s and states)", p->memory / GIB,
-        p->panels > 0 ? ", panels" : "");
+        p->panels > 0 ? ", the matrices as panels," : "");
     say(line, ctx, "machine      %.1f GiB RAM, %.1f GiB free disk", m->ram / GIB,
         m->free_disk / GIB);
     say(line, ctx, "verdict      %s: %s", tome_verdict_name(p->verdict), p->why);

@@ -67,7 +67,8 @@ int tome_machine_probe(const char *dir, tome_machine *m, tome_error *err);
 
 typedef enum tome_verdict {
     TOME_FITS_RAM,        /* weights and states in RAM with a tenth to spare */
-    TOME_FITS_PAGE_CACHE, /* all but the routed experts in RAM; those are read from disk */
+    TOME_FITS_PAGE_CACHE, /* all but the routed experts in RAM; those are read from disk
+                           * (never with exact kernels: their copy must stay in RAM) */
     TOME_FITS_NOT         /* not even that, or the states do not fit on the disk */
 } tome_verdict;
 
@@ -77,9 +78,11 @@ typedef struct tome_plan {
     int questions;        /* concurrent questions, each over its own corpus */
     double kv_per_token;  /* bytes of KV state one token adds */
     double kv_at_context; /* ... at `context` tokens */
-    double panels;        /* the exact kernels' copy of the matrices (v4_config_panel_bytes) */
-    double memory;        /* weights + panels + questions x kv_at_context */
-    double state_disk;    /* questions x kv_at_context, saved */
+    /* With exact kernels, their copy of the matrices and the mapped bytes
+     * it replaces (v4_config_panel_bytes); 0 otherwise. */
+    double panels, replaced;
+    double memory;     /* weights - replaced + panels + questions x kv_at_context */
+    double state_disk; /* questions x kv_at_context, saved */
     tome_verdict verdict;
     char why[160]; /* the verdict's reason, one line */
     /* Upper bounds (0: not measured): decode from RAM at the read

@@ -122,7 +122,7 @@ static void test_format(v4_dtype t)
         }
     }
     CHECKF(worst < 1e-5, "%s: error %.3g of the sum of |terms|", v4_dtype_name(t), worst);
-    /* decode from panels: the same sums, bit for bit */
+    /* decode and prefill from panels: the same sums, bit for bit */
     uint8_t *copy;
     v4_weight wp = with_panels(w, &copy);
     int moved = 0;
@@ -130,6 +130,10 @@ static void test_format(v4_dtype t)
         v4_matmul(&wp, x + (size_t)t2 * cols, 1, y1, rows);
         for (int r = 0; r < rows; r++) moved += y1[r] != y[(size_t)t2 * rows + r];
     }
+    float *yp = malloc((size_t)n * rows * sizeof *yp);
+    v4_matmul(&wp, x, n, yp, rows);
+    for (int i = 0; i < n * rows; i++) moved += yp[i] != y[i];
+    free(yp);
     CHECKF(moved == 0, "%s: %d sums from panels differ", v4_dtype_name(t), moved);
     free(copy);
     free(data);
@@ -340,32 +344,45 @@ static void test_exact_scales(v4_dtype t)
     int fp8 = t == V4_F8_E4M3, SC = fp8 ? C / 128 : C / 32, SR = fp8 ? (R + 127) / 128 : R;
     size_t bytes = fp8 ? (size_t)R * C : (size_t)R * C / 2;
     uint8_t *data = malloc(bytes), *scale = malloc((size_t)SR * SC);
-    float *x = malloc(C * sizeof *x), *y = malloc(R * sizeof *y);
+    enum { T = 3 }; /* prefill's tokens: x, x / 8, -x */
+    float *x = malloc(T * C * sizeof *x), *y = malloc(T * R * sizeof *y);
     for (size_t i = 0; i < bytes; i++) {
         uint8_t b = (uint8_t)next_random();
         data[i] = fp8 && (b & 0x7F) == 0x7F ? b & 0xFE : b;
     }
     if (fp8) data[5 * C + 130] = 0x7F, data[200 * C + 300] = 0xFF;
-    for (int c = 0; c < C; c++)
+    for (int c = 0; c < C; c++) {
         x[c] = ldexpf((float)((int)(next_random() % 2001) - 1000), -136 + 48 * (c / 128));
+        x[C + c] = x[c] / 8;
+        x[2 * C + c] = -x[c];
+    }
     for (int panels = 0; panels < 2; panels++) {
-        int bad = 0;
+        int bad = 0, bad_prefill = 0;
         for (int e0 = 0; e0 < 256; e0++) {
             for (int i = 0; i < SR * SC; i++) scale[i] = (uint8_t)(e0 + 37 * i);
             uint8_t *copy = NULL;
             v4_weight w = scaled_weight(t, R, C, data, scale, SC);
             if (panels) w = with_panels(w, &copy);
-            v4_matmul(&w, x, 1, y, R);
-            for (int r = 0; r < R; r++) {
-                float seq = 0;
-                for (int c = 0; c < C; c++)
-                    seq += value_by_definition(t, data, scale, C, SC, r, c) * x[c];
-                bad += !same_or_both_nan(&seq, &y[r], 1);
+            for (int n = 1; n <= T; n += T - 1) {
+                v4_matmul(&w, x, n, y, R);
+                for (int tok = 0; tok < n; tok++)
+                    for (int r = 0; r < R; r++) {
+                        float seq = 0;
+                        for (int c = 0; c < C; c++)
+                            seq +=
+                                value_by_definition(t, data, scale, C, SC, r, c) * x[tok * C + c];
+                        int differs = !same_or_both_nan(&seq, &y[tok * R + r], 1);
+                        bad += n == 1 && differs;
+                        bad_prefill += n > 1 && differs;
+                    }
             }
             free(copy);
         }
         CHECKF(bad == 0, "exact %s decode%s: %d rows differ from the in-order sum under some scale",
                v4_dtype_name(t), panels ? " from panels" : "", bad);
+        CHECKF(bad_prefill == 0,
+               "exact %s prefill%s: %d rows differ from the in-order sum under some scale",
+               v4_dtype_name(t), panels ? " from panels" : "", bad_prefill);
     }
     free(data);
     free(scale);
@@ -374,14 +391,19 @@ static void test_exact_scales(v4_dtype t)
 }
 
 /* Panels hold every row's units in place (a weight read back from them
- * is the weight), and rows past the last (a part-full panel) are zeros. */
+ * is the weight), and rows past the last (a part-full panel) are zeros;
+ * then, block by block, FP8 panels say whether a block holds a NaN code
+ * and FP4 panels give their rows' scales (1.0 past the last row). */
 static void test_panels_layout(v4_dtype t)
 {
-    enum { R = 13, C = 64 };
+    enum { R = 13, C = 192 };
     uint8_t *data, *scale, *copy;
     float *ref = malloc((size_t)R * C * sizeof *ref);
-    v4_weight w = with_panels(make_weight(t, R, C, &data, &scale, ref), &copy);
+    v4_weight w = make_weight(t, R, C, &data, &scale, ref);
+    if (t == V4_F8_E4M3) data[9 * C + 150] = 0xFF; /* panel 1, second block */
+    w = with_panels(w, &copy);
     size_t row_bytes = v4_dtype_row_bytes(t, C), unit = t == V4_BF16 ? 4 : 1;
+    size_t blocks = t == V4_I8 ? C / 32 : t == V4_F8_E4M3 ? 2 : 0, extra = t == V4_I8 ? 8 : 1;
     int bad = 0;
     if (copy) {
         for (int r = 0; r < 16; r++)
@@ -391,14 +413,15 @@ static void test_panels_layout(v4_dtype t)
                     (size_t)(r / 8) * 8 * row_bytes + (b / unit * 8 + r % 8) * unit + b % unit;
                 bad += copy[at] != want;
             }
-        /* FP4: then each panel's scales, block by block (1.0 past the last row) */
-        size_t scales = t == V4_I8 ? C / 32 : 0;
-        for (int r = 0; r < 16 && scales; r++)
-            for (size_t b = 0; b < scales; b++) {
-                uint8_t want = r < R ? scale[r * scales + b] : 127;
-                bad += copy[2 * 8 * row_bytes + ((size_t)(r / 8) * scales + b) * 8 + r % 8] != want;
+        const uint8_t *extras = copy + 2 * 8 * row_bytes;
+        for (int r = 0; r < 16 && t == V4_I8; r++)
+            for (size_t b = 0; b < blocks; b++) {
+                uint8_t want = r < R ? scale[r * blocks + b] : 127;
+                bad += extras[((size_t)(r / 8) * blocks + b) * 8 + r % 8] != want;
             }
-        CHECKF(v4_panels_bytes(&w) == 2 * 8 * (row_bytes + scales),
+        if (t == V4_F8_E4M3)
+            bad += extras[0] != 0 || extras[1] != 0 || extras[2] != 0 || extras[3] != 1;
+        CHECKF(v4_panels_bytes(&w) == 2 * (8 * row_bytes + blocks * extra),
                "%s: panels of 13 rows take two", v4_dtype_name(t));
     }
     CHECKF(bad == 0, "%s: %d panel bytes out of place", v4_dtype_name(t), bad);

@@ -1,10 +1,12 @@
 /*
  * exact.c - the engine's compute kernels over v4_weight and F32 rows.
  *
- * Weights stay in the checkpoint's own formats and are decoded row by row
- * (rows.c) into F32 scratch right before use.  A matmul decodes a tile of weight rows once and
- * applies it to every token row of the batch, so prefill amortises the decoding over the chunk
- * while decode (one token) pays it once per row as it must.
+ * Weights stay in the checkpoint's own formats and are decoded into F32
+ * scratch right before use: row by row (rows.c), or, where the model keeps
+ * panels of a matrix (v4_panels_fill: its rows interleaved eight at a
+ * time, made at open on CPUs with AVX2), a tile of eight rows at once.  A matmul decodes a tile of
+ * weight rows once and applies it to every token row of the batch, so prefill amortises the
+ * decoding over the chunk while decode (one token) pays it once per row as it must.
  *
  * Each inner loop has a plain C reference version and, where it pays, an
  * AVX2 version selected at run time, and prefill's products an AVX-512
@@ -572,8 +574,9 @@ matvec_avx2(const v4_weight *w, int64_t r, int rows, const float *x, fp8_folded_
 /* ---- decode's matrix-vector product over panels ----------------------------
  *
  * The same sums where the model keeps a panel copy of the weight
- * (v4_weight.panels, made when it opens with exact kernels): eight rows
- * interleaved by column, so that a column of a panel is one load of
+ * (v4_weight.panels, made when it opens with exact kernels, in place of
+ * the mapped rows, which prefill then decodes its tiles from too): eight
+ * rows interleaved by column, so that a column of a panel is one load of
  * contiguous bytes, already one row per lane, and needs no transposition.
  * PANELS panels (32 rows) go together, four chains of adds in flight.  In
  * a microbenchmark on a Zen 3 (one thread, rows in memory) this read FP8
@@ -625,20 +628,45 @@ AVX2_INLINE __m256 panel_fp8_general(const uint8_t *p, float scale, const float 
     return acc;
 }
 
+/* After the codes of all panels, what a block of columns of each panel
+ * needs besides them, panel by panel, block by block: FP8 whether its 128
+ * columns hold a NaN code (a byte); FP4 its rows' E8M0 codes for 32
+ * columns (eight bytes; 1.0's past the last row), so they come in one
+ * load. */
+static const uint8_t *panel_extras(const v4_weight *w)
+{
+    return w->panels + (size_t)((w->rows + 7) / 8) * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
+}
+
+/* Column blocks of a panel, and the bytes each has in panel_extras. */
+static int64_t panel_blocks(v4_dtype dtype, int64_t cols)
+{
+    return dtype == V4_F8_E4M3 ? (cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK
+           : dtype == V4_I8    ? cols / V4_FP4_BLOCK
+                               : 0;
+}
+
+static size_t panel_extra_bytes(v4_dtype dtype)
+{
+    return dtype == V4_I8 ? 8 : 1;
+}
+
 /* FP8 panels p[0..G) (rows from row[i]) against x, folded for their
  * 128-row block in fx: each column block takes the quick way for every
  * panel where it can, else panel by panel. */
 AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const int64_t *row, int G,
                             const float *x, const fp8_folded_x *fx, __m256 *acc)
 {
+    int64_t blocks = panel_blocks(V4_F8_E4M3, w->cols);
+    const uint8_t *nan[PANELS];
+    for (int i = 0; i < G; i++) nan[i] = panel_extras(w) + (size_t)(row[i] / 8) * blocks;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t k1 = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
         int quick = (e <= 134 || e == 0xFF) && fx->exact[k0 / V4_FP8_BLOCK], all = quick;
         int clean[PANELS];
         for (int i = 0; i < G; i++) {
-            clean[i] = quick && (v4_fast_fp8_clean(w, row[i], k0) ||
-                                 !v4_fp8_any_nan(p[i] + 8 * k0, 8 * (k1 - k0)));
+            clean[i] = quick && !nan[i][k0 / V4_FP8_BLOCK];
             all &= clean[i];
         }
         if (all && G == PANELS) {
@@ -651,14 +679,6 @@ AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const i
             else
                 acc[i] = panel_fp8_general(p[i], v4_fast_scale(e), x, k0, k1, acc[i]);
     }
-}
-
-/* Where FP4 panels keep their scales: after the codes, panel by panel,
- * the eight rows' E8M0 codes of each 32-column block (1.0's past the
- * last row), so that a block's come in one load. */
-static const uint8_t *panel_scales(const v4_weight *w)
-{
-    return w->panels + (size_t)((w->rows + 7) / 8) * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
 }
 
 /* G FP4 panels' sums continued over the block of 32 columns from k0:
@@ -709,9 +729,9 @@ AVX2_INLINE __m256 panel_fp4_general(const uint8_t *p, __m256i e, const float *x
 AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const int64_t *row, int G,
                             const float *x, __m256 *acc)
 {
-    int64_t blocks = w->cols / V4_FP4_BLOCK;
+    int64_t blocks = panel_blocks(V4_I8, w->cols);
     const uint8_t *scales[PANELS];
-    for (int i = 0; i < G; i++) scales[i] = panel_scales(w) + (size_t)(row[i] / 8) * blocks * 8;
+    for (int i = 0; i < G; i++) scales[i] = panel_extras(w) + (size_t)(row[i] / 8) * blocks * 8;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP4_BLOCK) {
         __m256i e[PANELS];
         __m256 f[PANELS];
@@ -748,6 +768,41 @@ AVX2_INLINE void panels_bf16(const v4_weight *w, const uint8_t *const *p, int G,
             acc[i] = add_product(acc[i], _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), x + k);
             acc[i] = add_product(acc[i], _mm256_castsi256_ps(_mm256_and_si256(v, top)), x + k + 1);
         }
+}
+
+/* The weights of panel `pi` decoded: column k's eight values (rows
+ * 8 pi..8 pi + 7, zeros past the last) at dst + k * stride, as decode8 and
+ * v4_weight_row decode them (a code's value times its scale, NaN for NaN),
+ * for prefill's tiles. */
+__attribute__((target("avx2,fma"))) static void panel_decode(const v4_weight *w, int64_t pi,
+                                                             float *dst, int64_t stride)
+{
+    const uint8_t *p = w->panels + (size_t)pi * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
+    const __m256i nibble = _mm256_set1_epi32(15), top = _mm256_set1_epi32((int)0xFFFF0000);
+    for (int64_t k = 0; k < w->cols; k += 2) {
+        __m256 v0, v1;
+        if (w->dtype == V4_F8_E4M3) {
+            int64_t at = (8 * pi / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK;
+            __m256 scale = _mm256_set1_ps(v4_fast_scale(w->scale[at]));
+            v0 = _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k)), scale);
+            v1 = _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k + 8)), scale);
+        } else if (w->dtype == V4_I8) {
+            int64_t blocks = panel_blocks(V4_I8, w->cols);
+            const uint8_t *e = panel_extras(w) + ((size_t)pi * blocks + k / V4_FP4_BLOCK) * 8;
+            float s[8];
+            for (int j = 0; j < 8; j++) s[j] = v4_fast_scale(e[j]);
+            __m256 scale = _mm256_loadu_ps(s);
+            __m256i b = panel_lanes(p + 4 * k);
+            v0 = _mm256_mul_ps(e2m1x8(_mm256_and_si256(b, nibble)), scale);
+            v1 = _mm256_mul_ps(e2m1x8(_mm256_and_si256(_mm256_srli_epi32(b, 4), nibble)), scale);
+        } else {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p + 16 * k));
+            v0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            v1 = _mm256_castsi256_ps(_mm256_and_si256(v, top));
+        }
+        _mm256_storeu_ps(dst + k * stride, v0);
+        _mm256_storeu_ps(dst + (k + 1) * stride, v1);
+    }
 }
 
 /* Rows [r, r1) of w (r a multiple of 8, at most 8 * PANELS rows, within
@@ -794,9 +849,9 @@ static size_t panel_unit(v4_dtype dtype)
 size_t v4_panels_size(v4_dtype dtype, int64_t rows, int64_t cols)
 {
     if (!panel_unit(dtype) || cols % 32 || rows < 1) return 0;
-    size_t per_row = v4_dtype_row_bytes(dtype, cols);
-    if (dtype == V4_I8) per_row += (size_t)(cols / V4_FP4_BLOCK); /* panel_scales */
-    return (size_t)((rows + 7) / 8) * 8 * per_row;
+    size_t panel = 8 * v4_dtype_row_bytes(dtype, cols) +
+                   (size_t)panel_blocks(dtype, cols) * panel_extra_bytes(dtype);
+    return (size_t)((rows + 7) / 8) * panel;
 }
 
 size_t v4_panels_bytes(const v4_weight *w)
@@ -834,17 +889,26 @@ static void fill_panels(void *ctx, int64_t p0, int64_t p1)
     const panel_fill *f = ctx;
     const v4_weight *w = f->w;
     size_t unit = panel_unit(w->dtype), row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    int64_t blocks = w->cols / V4_FP4_BLOCK;
-    uint8_t *scales = f->dst + (size_t)((w->rows + 7) / 8) * 8 * row_bytes;
+    int64_t blocks = panel_blocks(w->dtype, w->cols);
+    size_t extra = panel_extra_bytes(w->dtype);
+    uint8_t *extras = f->dst + (size_t)((w->rows + 7) / 8) * 8 * row_bytes;
     for (int64_t p = p0; p < p1; p++) {
         const uint8_t *src[8];
+        uint8_t *panel = f->dst + (size_t)p * 8 * row_bytes;
         int n = w->rows - 8 * p < 8 ? (int)(w->rows - 8 * p) : 8;
         for (int j = 0; j < n; j++) src[j] = w->data + (size_t)(8 * p + j) * row_bytes;
-        interleave_rows(src, n, row_bytes / unit, unit, f->dst + (size_t)p * 8 * row_bytes);
-        for (int64_t b = 0; w->dtype == V4_I8 && b < blocks; b++)
-            for (int j = 0; j < 8; j++)
-                scales[(p * blocks + b) * 8 + j] =
-                    j < n ? w->scale[(8 * p + j) * w->scale_stride + b] : 127;
+        interleave_rows(src, n, row_bytes / unit, unit, panel);
+        for (int64_t b = 0; b < blocks; b++) {
+            uint8_t *to = extras + ((size_t)p * blocks + b) * extra;
+            if (w->dtype == V4_F8_E4M3) {
+                int64_t k0 = b * V4_FP8_BLOCK, k1 = k0 + V4_FP8_BLOCK;
+                *to = (uint8_t)v4_fp8_any_nan(panel + 8 * k0,
+                                              8 * ((k1 < w->cols ? k1 : w->cols) - k0));
+            } else {
+                for (int j = 0; j < 8; j++)
+                    to[j] = j < n ? w->scale[(8 * p + j) * w->scale_stride + b] : 127;
+            }
+        }
     }
 }
 
@@ -1001,14 +1065,23 @@ static void decode_rows_padded(const v4_weight *w, int64_t r, int n, int64_t r_e
     }
 }
 
+/* Tiles of LANES rows from r (up to max_tiles, before r_end): decoded
+ * from the panels (a panel is a tile), or row by row and transposed. */
 static int decode_tiles(const v4_weight *w, int64_t r, int64_t r_end, float *row_buf, float *tiles,
                         int max_tiles)
 {
     int64_t cols = w->cols;
     int n_tiles = 0;
     for (; n_tiles < max_tiles && r < r_end; n_tiles++, r += LANES) {
+        float *tile = tiles + (size_t)n_tiles * LANES * cols;
+#ifdef V4_HAVE_X86
+        if (w->panels) {
+            panel_decode(w, r / LANES, tile, LANES);
+            continue;
+        }
+#endif
         decode_rows_padded(w, r, LANES, r_end, row_buf);
-        transpose8(row_buf, cols, tiles + (size_t)n_tiles * LANES * cols);
+        transpose8(row_buf, cols, tile);
     }
     return n_tiles;
 }
@@ -1130,14 +1203,20 @@ static void probe_wide(void)
 
 /* Rows r.. (up to r_end) of w decoded and transposed into a block of
  * `width` lanes (a multiple of WIDE_LANES): block[k*width + j] = row r + j,
- * column k (zero past r_end), decoded WIDE_LANES rows at a time into
- * row_buf. */
+ * column k (zero past r_end), from the panels or decoded WIDE_LANES rows
+ * at a time into row_buf. */
 __attribute__((target("avx2,fma"))) static void decode_wide_block(const v4_weight *w, int64_t r,
                                                                   int64_t r_end, int width,
                                                                   float *row_buf, float *block)
 {
     int64_t cols = w->cols;
-    for (int j0 = 0; j0 < width; j0 += WIDE_LANES) {
+    for (int j0 = 0; j0 < width && w->panels; j0 += 8) {
+        if (r + j0 < r_end)
+            panel_decode(w, (r + j0) / 8, block + j0, width);
+        else
+            for (int64_t k = 0; k < cols; k++) memset(block + k * width + j0, 0, 8 * sizeof(float));
+    }
+    for (int j0 = 0; j0 < width && !w->panels; j0 += WIDE_LANES) {
         decode_rows_padded(w, r + j0, WIDE_LANES, r_end, row_buf);
         for (int j1 = 0; j1 < WIDE_LANES; j1 += 8)
             transpose8_avx2(row_buf + j1 * cols, cols, block + j0 + j1, width);
