@@ -4,9 +4,10 @@
  * Weights stay in the checkpoint's own formats and are decoded into F32
  * scratch right before use: row by row (rows.c), or, where the model keeps
  * panels of a matrix (v4_panels_fill: its rows interleaved eight at a
- * time, made at open on CPUs with AVX2), a tile of eight rows at once.  A matmul decodes a tile of
- * weight rows once and applies it to every token row of the batch, so prefill amortises the
- * decoding over the chunk while decode (one token) pays it once per row as it must.
+ * time, made at open on CPUs with AVX2), a tile of eight rows at once.  A
+ * matmul decodes a tile of weight rows once and applies it to every token
+ * row of the batch, so prefill amortises the decoding over the chunk while
+ * decode (one token) pays it once per row as it must.
  *
  * Each inner loop has a plain C reference version and, where it pays, an
  * AVX2 version selected at run time, and prefill's products an AVX-512
