@@ -14,7 +14,9 @@
 # each GGUF, and llama.cpp (node-llama-cpp 3.22.1's CPU build, scripts/peer)
 # on the same GGUFs, each with the same 512 prompt ids (prefill, one batch)
 # and 32 greedy decode steps, at 2 threads and 1; the safetensors model runs
-# in qat numerics and in official ones (row "official").  Then decode at
+# in qat numerics, in official ones (row "official") and with the exact
+# kernels in qat (row "exact": the bit-exact mode against the peer).  Then
+# decode at
 # depth: for each length in BENCH_PEER_DEPTHS (default 8192; "" for none),
 # the safetensors model (qat, official) and the lossless GGUF in both
 # engines, 2 threads, a prompt that long prefilled cold (its own prefill
@@ -143,6 +145,7 @@ for _ in $(seq "$repeat"); do
     for t in 2 1; do
         tome safetensors "$flash" "$t"
         tome official "$flash" "$t" --numerics official
+        tome exact "$flash" "$t" --kernels exact
         for q in gguf $quants; do
             tome "$q" "$(file_of "$q")" "$t"
             llama "$q" "$(file_of "$q")" "$t"
@@ -196,7 +199,7 @@ while read -r engine file t p pf df gflop mb n dlo dhi; do
     awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
         -v peak="$peak" -v bw="$bw" -v p="$p" -v d="$([ "$p" = "$prompt" ] && echo "$decode" || echo "$depth_decode")" \
         -v n="$n" -v dlo="$dlo" -v dhi="$dhi" -v csv="$csv" '
-        $1 == "llama.cpp" && $3 == t && $4 == p && ($2 == f || (f == "safetensors" || f == "official") && $2 == "gguf") {
+        $1 == "llama.cpp" && $3 == t && $4 == p && ($2 == f || (f == "safetensors" || f == "official" || f == "exact") && $2 == "gguf") {
             lpf = $5; ldf = $6
         }
         END {
@@ -210,6 +213,7 @@ while read -r engine file t p pf df gflop mb n dlo dhi; do
         }' "$tmp/rows"
 done <"$tmp/rows"
 echo "(medians of each row's runs; vs llama.cpp: prefill / decode tokens/s ratio on the same file"
-echo " and thread count; safetensors, in qat and in official numerics, against llama.cpp on the"
-echo " lossless gguf; rows with a longer prompt: decode at that depth, prefill cold)"
+echo " and thread count; safetensors, in qat and in official numerics and with the exact kernels"
+echo " (row exact, qat), against llama.cpp on the lossless gguf; rows with a longer prompt: decode"
+echo " at that depth, prefill cold)"
 echo "csv: $csv"
