@@ -207,13 +207,8 @@ static int output_projection(attn_ctx *a, float *out, float *u, tome_error *err)
     v4_attn_for_each(a, a->n, unrotate_output, NULL);
     /* Group g's heads are consecutive in o; its rows of wo_a are a slice. */
     for (int g = 0; g < G; g++) {
-        v4_weight wg = a->bw->wo_a;
-        size_t skipped = (size_t)g * olr; /* rows; config.c keeps olr whole FP8 blocks */
-        wg.rows = olr;
-        wg.data += skipped * v4_dtype_row_bytes(wg.dtype, wg.cols);
-        if (wg.panels) wg.panels += skipped * v4_dtype_row_bytes(wg.dtype, wg.cols);
-        if (wg.scale) wg.scale += skipped / V4_FP8_BLOCK * (size_t)wg.scale_stride;
-        if (wg.fp8_clean) wg.fp8_clean += skipped / V4_FP8_BLOCK * (size_t)wg.scale_stride;
+        /* config.c keeps olr whole FP8 blocks */
+        v4_weight wg = v4_weight_rows(&a->bw->wo_a, (int64_t)g * olr, olr);
         /* The token rows of o are H*hd apart; group g reads its slice of each. */
         v4_bf16_product(m, &wg, a->o + (size_t)g * group_in, (int64_t)a->H * a->hd, a->n,
                         u + (size_t)g * olr, (int64_t)G * olr);

@@ -87,8 +87,11 @@ typedef struct v4_weight {
      * not (2), or have not looked (0); written by v4_fast_fp8_clean. */
     uint8_t *fp8_clean;
     /* A copy of the rows in panels for the exact kernels' decode, or NULL:
-     * eight rows interleaved by unit (v4_panels_fill), owned by the model. */
+     * eight rows interleaved by unit (v4_panels_attach), owned by the model;
+     * and where what the panels' column blocks need besides the codes (NaN
+     * marks, FP4 scales) begins, for these rows (a slice has its own). */
     const uint8_t *panels;
+    const uint8_t *panel_extras;
 } v4_weight;
 
 /* Widest matrix row the kernels handle (floats); config.c enforces it. */
@@ -104,12 +107,17 @@ void v4_weight_row_scalar(const v4_weight *w, int64_t r, float *out);
 size_t v4_panels_size(v4_dtype dtype, int64_t rows, int64_t cols);
 /* v4_panels_size of w where the CPU runs the panel kernels (AVX2), else 0. */
 size_t v4_panels_bytes(const v4_weight *w);
-/* Fill dst (v4_panels_bytes(w) bytes) with w's rows as panels: panel p
- * holds rows 8p..8p+7 (zeros past the last), unit t of each row in turn
- * (FP8 and FP4: a byte; BF16: a column pair), row by row; FP4 panels are
- * followed by their rows' scales in the same order.  On w's pool where it
- * has one. */
-void v4_panels_fill(const v4_weight *w, uint8_t *dst);
+/* Fill dst (v4_panels_bytes(w) bytes) with w's rows as panels, and point
+ * w's panels into it: panel p holds rows 8p..8p+7 (zeros past the last),
+ * unit t of each row in turn (FP8 and FP4: a byte; BF16: a column pair),
+ * row by row; after all panels come their extras, panel by panel, block
+ * by block (FP8: whether a 128-column block holds a NaN code; FP4: the
+ * rows' scales for 32 columns).  On w's pool where it has one. */
+void v4_panels_attach(v4_weight *w, uint8_t *dst);
+/* Rows [first, first + rows) of w as a weight of their own: its data,
+ * scales, NaN marks and panels.  `first` must start a block of the
+ * scales (128 rows for FP8) and, where w has panels, a panel. */
+v4_weight v4_weight_rows(const v4_weight *w, int64_t first, int64_t rows);
 /* The CPU has AVX2 and FMA (asked once). */
 int v4_cpu_has_avx2(void);
 

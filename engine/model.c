@@ -165,8 +165,7 @@ static void add_panels(binder *b, v4_weight *w, const char *name)
     size_t bytes = v4_panels_bytes(w);
     uint8_t *panels = bytes ? owned(b, bytes, name) : NULL;
     if (!panels) return;
-    v4_panels_fill(w, panels);
-    w->panels = panels;
+    v4_panels_attach(w, panels);
     release_mapped(w->data, (size_t)w->rows * v4_dtype_row_bytes(w->dtype, w->cols));
     if (w->dtype == V4_I8) release_mapped(w->scale, (size_t)w->rows * (size_t)w->scale_stride);
 }

@@ -65,16 +65,13 @@ static v4_weight make_weight(v4_dtype t, int rows, int cols, uint8_t **data, uin
     return w;
 }
 
-/* w's panels (v4_panels_fill), malloc'd into *panels, or w unchanged
+/* w's panels (v4_panels_attach), malloc'd into *panels, or w unchanged
  * where the CPU has no panel kernels. */
 static v4_weight with_panels(v4_weight w, uint8_t **panels)
 {
     size_t bytes = v4_panels_bytes(&w);
     *panels = bytes ? malloc(bytes) : NULL;
-    if (*panels) {
-        v4_panels_fill(&w, *panels);
-        w.panels = *panels;
-    }
+    if (*panels) v4_panels_attach(&w, *panels);
     return w;
 }
 
@@ -388,6 +385,47 @@ static void test_exact_scales(v4_dtype t)
     free(scale);
     free(x);
     free(y);
+}
+
+/* Whether two results agree: the same value, or both NaN. */
+static int same_result(float a, float b)
+{
+    return a == b || (isnan(a) && isnan(b));
+}
+
+/* A slice of a weight's rows (v4_weight_rows: wo_a's groups) computes what
+ * those rows of the whole weight do, from the rows and from panels, in
+ * decode and prefill; an FP8 NaN code in the last slice makes its row NaN
+ * there too (the slice finds its own blocks' NaN marks). */
+static void test_weight_rows(v4_dtype t)
+{
+    enum { R = 384, C = 256, N = 3 };
+    uint8_t *data, *scale, *copy;
+    float *ref = malloc((size_t)R * C * sizeof *ref);
+    float x[N * C], whole[N * R], part[N * 128];
+    v4_weight w = make_weight(t, R, C, &data, &scale, ref);
+    if (t == V4_F8_E4M3) data[300 * C + 17] = 0x7F;
+    for (int i = 0; i < N * C; i++) x[i] = (float)((int)(next_random() % 2001) - 1000) / 1000.0f;
+    v4_matmul(&w, x, N, whole, R);
+    CHECKF(t != V4_F8_E4M3 || isnan(whole[300]), "%s: a NaN code gives a NaN row",
+           v4_dtype_name(t));
+    v4_weight wp = with_panels(w, &copy);
+    int bad = 0;
+    for (int panels = 0; panels < 2; panels++)
+        for (int first = 128; first < R; first += 128) {
+            v4_weight s = v4_weight_rows(panels ? &wp : &w, first, 128);
+            for (int n = 1; n <= N; n += N - 1) {
+                v4_matmul(&s, x, n, part, 128);
+                for (int k = 0; k < n; k++)
+                    for (int r = 0; r < 128; r++)
+                        bad += !same_result(part[k * 128 + r], whole[k * R + first + r]);
+            }
+        }
+    CHECKF(bad == 0, "%s: %d results of row slices differ from the whole's", v4_dtype_name(t), bad);
+    free(data);
+    free(scale);
+    free(ref);
+    free(copy);
 }
 
 /* Panels hold every row's units in place (a weight read back from them
@@ -891,6 +929,9 @@ int main(void)
     test_fast_bf16_tables();
     test_exact_scales(V4_F8_E4M3);
     test_exact_scales(V4_I8);
+    test_weight_rows(V4_F8_E4M3);
+    test_weight_rows(V4_I8);
+    test_weight_rows(V4_BF16);
     test_panels_layout(V4_F8_E4M3);
     test_panels_layout(V4_I8);
     test_panels_layout(V4_BF16);

@@ -3,7 +3,7 @@
  *
  * Weights stay in the checkpoint's own formats and are decoded into F32
  * scratch right before use: row by row (rows.c), or, where the model keeps
- * panels of a matrix (v4_panels_fill: its rows interleaved eight at a
+ * panels of a matrix (v4_panels_attach: its rows interleaved eight at a
  * time, made at open on CPUs with AVX2), a tile of eight rows at once.  A
  * matmul decodes a tile of weight rows once and applies it to every token
  * row of the batch, so prefill amortises the decoding over the chunk while
@@ -629,17 +629,9 @@ AVX2_INLINE __m256 panel_fp8_general(const uint8_t *p, float scale, const float 
     return acc;
 }
 
-/* After the codes of all panels, what a block of columns of each panel
- * needs besides them, panel by panel, block by block: FP8 whether its 128
- * columns hold a NaN code (a byte); FP4 its rows' E8M0 codes for 32
- * columns (eight bytes; 1.0's past the last row), so they come in one
- * load. */
-static const uint8_t *panel_extras(const v4_weight *w)
-{
-    return w->panels + (size_t)((w->rows + 7) / 8) * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
-}
-
-/* Column blocks of a panel, and the bytes each has in panel_extras. */
+/* Column blocks of a panel, and the bytes each has among the extras (FP8:
+ * whether its 128 columns hold a NaN code; FP4: its rows' E8M0 codes for
+ * 32 columns, 1.0's past the last row, so that they come in one load). */
 static int64_t panel_blocks(v4_dtype dtype, int64_t cols)
 {
     return dtype == V4_F8_E4M3 ? (cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK
@@ -660,7 +652,7 @@ AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const i
 {
     int64_t blocks = panel_blocks(V4_F8_E4M3, w->cols);
     const uint8_t *nan[PANELS];
-    for (int i = 0; i < G; i++) nan[i] = panel_extras(w) + (size_t)(row[i] / 8) * blocks;
+    for (int i = 0; i < G; i++) nan[i] = w->panel_extras + (size_t)(row[i] / 8) * blocks;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
         int64_t k1 = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
         uint8_t e = w->scale[(row[0] / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
@@ -732,7 +724,7 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
 {
     int64_t blocks = panel_blocks(V4_I8, w->cols);
     const uint8_t *scales[PANELS];
-    for (int i = 0; i < G; i++) scales[i] = panel_extras(w) + (size_t)(row[i] / 8) * blocks * 8;
+    for (int i = 0; i < G; i++) scales[i] = w->panel_extras + (size_t)(row[i] / 8) * blocks * 8;
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP4_BLOCK) {
         __m256i e[PANELS];
         __m256 f[PANELS];
@@ -789,7 +781,7 @@ __attribute__((target("avx2,fma"))) static void panel_decode(const v4_weight *w,
             v1 = _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k + 8)), scale);
         } else if (w->dtype == V4_I8) {
             int64_t blocks = panel_blocks(V4_I8, w->cols);
-            const uint8_t *e = panel_extras(w) + ((size_t)pi * blocks + k / V4_FP4_BLOCK) * 8;
+            const uint8_t *e = w->panel_extras + ((size_t)pi * blocks + k / V4_FP4_BLOCK) * 8;
             float s[8];
             for (int j = 0; j < 8; j++) s[j] = v4_fast_scale(e[j]);
             __m256 scale = _mm256_loadu_ps(s);
@@ -878,7 +870,7 @@ static void interleave_rows(const uint8_t *const *src, int n, size_t units, size
     }
 }
 
-/* Panels [p0, p1) of w into the buffer at ctx's dst (v4_panels_fill's
+/* Panels [p0, p1) of w into the buffer at ctx's dst (v4_panels_attach's
  * task). */
 typedef struct panel_fill {
     const v4_weight *w;
@@ -913,7 +905,7 @@ static void fill_panels(void *ctx, int64_t p0, int64_t p1)
     }
 }
 
-void v4_panels_fill(const v4_weight *w, uint8_t *dst)
+void v4_panels_attach(v4_weight *w, uint8_t *dst)
 {
     panel_fill f = {w, dst};
     int64_t panels = (w->rows + 7) / 8;
@@ -921,6 +913,26 @@ void v4_panels_fill(const v4_weight *w, uint8_t *dst)
         v4_parallel_for(w->pool, panels, 16, fill_panels, &f);
     else
         fill_panels(&f, 0, panels);
+    w->panels = dst;
+    w->panel_extras = dst + (size_t)panels * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
+}
+
+v4_weight v4_weight_rows(const v4_weight *w, int64_t first, int64_t rows)
+{
+    v4_weight s = *w;
+    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
+    /* scale rows: FP8 one per 128 rows, FP4 one per row */
+    int64_t scale_rows = w->dtype == V4_F8_E4M3 ? first / V4_FP8_BLOCK : first;
+    s.rows = rows;
+    s.data += (size_t)first * row_bytes;
+    if (s.scale) s.scale += (size_t)scale_rows * (size_t)w->scale_stride;
+    if (s.fp8_clean) s.fp8_clean += (size_t)scale_rows * (size_t)w->scale_stride;
+    if (s.panels) {
+        s.panels += (size_t)first * row_bytes;
+        s.panel_extras +=
+            (size_t)(first / 8 * panel_blocks(w->dtype, w->cols)) * panel_extra_bytes(w->dtype);
+    }
+    return s;
 }
 
 static void transpose8(const float *rows, int64_t cols, float *tile)
