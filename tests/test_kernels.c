@@ -387,12 +387,6 @@ static void test_exact_scales(v4_dtype t)
     free(y);
 }
 
-/* Whether two results agree: the same value, or both NaN. */
-static int same_result(float a, float b)
-{
-    return a == b || (isnan(a) && isnan(b));
-}
-
 /* A slice of a weight's rows (v4_weight_rows: wo_a's groups) computes what
  * those rows of the whole weight do, from the rows and from panels, in
  * decode and prefill; an FP8 NaN code in the last slice makes its row NaN
@@ -417,8 +411,7 @@ static void test_weight_rows(v4_dtype t)
             for (int n = 1; n <= N; n += N - 1) {
                 v4_matmul(&s, x, n, part, 128);
                 for (int k = 0; k < n; k++)
-                    for (int r = 0; r < 128; r++)
-                        bad += !same_result(part[k * 128 + r], whole[k * R + first + r]);
+                    bad += !same_or_both_nan(part + k * 128, whole + k * R + first, 128);
             }
         }
     CHECKF(bad == 0, "%s: %d results of row slices differ from the whole's", v4_dtype_name(t), bad);

@@ -589,10 +589,23 @@ matvec_avx2(const v4_weight *w, int64_t r, int rows, const float *x, fp8_folded_
 
 #define PANELS 4
 
-/* One column of a panel: eight FP8 bytes (one per row) as their values
- * times 2^-120: sign-extended to a lane, shifted so that exponent and
- * mantissa land on bits 26..20, the copies of the sign above bit 31 masked
- * off (e4m3_words_tiny's pattern, a lane at a time). */
+/* ---- one column of a panel, decoded ----
+ *
+ * The quick decoders give values times a power of two (e4m3_words_tiny's
+ * and e2m1_top_tiny's patterns, a lane at a time), for a factor that makes
+ * them the weights in one rounding; the general ones give the weights, as
+ * decode8 does (NaN codes and every scale included). */
+
+/* Eight bytes of a panel (one per row) as int32 lanes. */
+AVX2_INLINE __m256i panel_lanes(const uint8_t *p)
+{
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+
+/* An FP8 column's eight codes as their values times 2^-120: sign-extended
+ * to a lane, shifted so that exponent and mantissa land on bits 26..20,
+ * the copies of the sign above bit 31 masked off.  Times fp8_factor, the
+ * weights (but for NaN codes, which the panel's marks tell of). */
 AVX2_INLINE __m256 panel_e4m3_tiny(const uint8_t *p)
 {
     __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
@@ -600,11 +613,75 @@ AVX2_INLINE __m256 panel_e4m3_tiny(const uint8_t *p)
         _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32((int)0x87F00000)));
 }
 
-/* Eight bytes of a panel (one per row) as int32 lanes. */
-AVX2_INLINE __m256i panel_lanes(const uint8_t *p)
+/* An FP8 column's eight weights, their block's scale given. */
+AVX2_INLINE __m256 panel_e4m3(const uint8_t *p, __m256 scale)
 {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    return _mm256_mul_ps(e4m3x8(panel_lanes(p)), scale);
 }
+
+/* An FP4 column pair (k, k + 1: each byte's low and high nibble) as values
+ * times 2^-126, into *lo and *hi; times fp4_factors of the rows' scales,
+ * the weights.  Bytes are sign-extended, so that the high nibble needs no
+ * shift right: shifted left by 18 its sign lands on bit 31 (copies on
+ * 30..25, masked) and exponent and mantissa on 24..22; the low nibble goes
+ * to the top of the lane first. */
+AVX2_INLINE void panel_e2m1_tiny(const uint8_t *p, __m256 *lo, __m256 *hi)
+{
+    __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    *lo = e2m1_top_tiny(_mm256_slli_epi32(b, 28));
+    *hi = _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_slli_epi32(b, 18), _mm256_set1_epi32((int)0x81C00000)));
+}
+
+/* An FP4 column pair's weights, the rows' scales given (panel_scales). */
+AVX2_INLINE void panel_e2m1(const uint8_t *p, __m256 scale, __m256 *lo, __m256 *hi)
+{
+    const __m256i nibble = _mm256_set1_epi32(15);
+    __m256i b = panel_lanes(p);
+    *lo = _mm256_mul_ps(e2m1x8(_mm256_and_si256(b, nibble)), scale);
+    *hi = _mm256_mul_ps(e2m1x8(_mm256_and_si256(_mm256_srli_epi32(b, 4), nibble)), scale);
+}
+
+/* The scales of eight E8M0 codes (a panel block's rows), v4_fast_scale's
+ * values. */
+AVX2_INLINE __m256 panel_scales(const uint8_t *e)
+{
+    float s[8];
+    for (int j = 0; j < 8; j++) s[j] = v4_fast_scale(e[j]);
+    return _mm256_loadu_ps(s);
+}
+
+/* Whether fp4_factors takes every scale of e (each at most 2^1). */
+AVX2_INLINE int panel_fp4_quick_scales(__m256i e)
+{
+    return _mm256_testz_si256(_mm256_cmpgt_epi32(e, _mm256_set1_epi32(128)), _mm256_set1_epi32(-1));
+}
+
+/* A BF16 column pair: each 32-bit lane holds columns (k, k + 1) of its row
+ * in its low and high words. */
+AVX2_INLINE void panel_bf16(const uint8_t *p, __m256 *lo, __m256 *hi)
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    *lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    *hi = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000)));
+}
+
+/* Column blocks of a panel, and the bytes each has among the extras (FP8:
+ * whether its 128 columns hold a NaN code; FP4: its rows' E8M0 codes for
+ * 32 columns, 1.0's past the last row, so that they come in one load). */
+static int64_t panel_blocks(v4_dtype dtype, int64_t cols)
+{
+    return dtype == V4_F8_E4M3 ? (cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK
+           : dtype == V4_I8    ? cols / V4_FP4_BLOCK
+                               : 0;
+}
+
+static size_t panel_extra_bytes(v4_dtype dtype)
+{
+    return dtype == V4_I8 ? 8 : 1;
+}
+
+/* ---- the sums ---- */
 
 /* G panels' sums continued over FP8 columns [k0, k1) of one block, against
  * xf (the inputs folded for the block: panel_e4m3_tiny's values times them
@@ -623,25 +700,9 @@ AVX2_INLINE void panel_fp8_quick(const uint8_t *const *p, int G, const float *xf
 AVX2_INLINE __m256 panel_fp8_general(const uint8_t *p, float scale, const float *x, int64_t k0,
                                      int64_t k1, __m256 acc)
 {
-    for (int64_t k = k0; k < k1; k++)
-        acc = add_product(acc, _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k)), _mm256_set1_ps(scale)),
-                          x + k);
+    __m256 s = _mm256_set1_ps(scale);
+    for (int64_t k = k0; k < k1; k++) acc = add_product(acc, panel_e4m3(p + 8 * k, s), x + k);
     return acc;
-}
-
-/* Column blocks of a panel, and the bytes each has among the extras (FP8:
- * whether its 128 columns hold a NaN code; FP4: its rows' E8M0 codes for
- * 32 columns, 1.0's past the last row, so that they come in one load). */
-static int64_t panel_blocks(v4_dtype dtype, int64_t cols)
-{
-    return dtype == V4_F8_E4M3 ? (cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK
-           : dtype == V4_I8    ? cols / V4_FP4_BLOCK
-                               : 0;
-}
-
-static size_t panel_extra_bytes(v4_dtype dtype)
-{
-    return dtype == V4_I8 ? 8 : 1;
 }
 
 /* FP8 panels p[0..G) (rows from row[i]) against x, folded for their
@@ -674,24 +735,16 @@ AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const i
     }
 }
 
-/* G FP4 panels' sums continued over the block of 32 columns from k0:
- * bytes hold columns (k, k + 1) in their low and high nibbles, decoded as
- * e2m1_top_tiny does (values times 2^-126), times the rows' factors f.
- * Bytes are sign-extended, so that the high nibble needs no shift right:
- * shifted left by 18 its sign lands on bit 31 (copies on 30..25, masked)
- * and exponent and mantissa on 24..22; the low nibble goes to the top of
- * the lane first. */
+/* G FP4 panels' sums continued over the block of 32 columns from k0, the
+ * rows' factors (fp4_factors) in f. */
 AVX2_INLINE void panel_fp4_quick(const uint8_t *const *p, int G, const __m256 *f, const float *x,
                                  int64_t k0, __m256 *acc)
 {
-    const __m256i mask = _mm256_set1_epi32((int)0x81C00000);
     for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2)
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
-            __m256i b = _mm256_cvtepi8_epi32(
-                _mm_loadl_epi64((const __m128i *)(const void *)(p[i] + 4 * k)));
-            __m256 lo = e2m1_top_tiny(_mm256_slli_epi32(b, 28));
-            __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(b, 18), mask));
+            __m256 lo, hi;
+            panel_e2m1_tiny(p[i] + 4 * k, &lo, &hi);
             acc[i] = add_product(acc[i], mul_exact(lo, f[i]), x + k);
             acc[i] = add_product(acc[i], mul_exact(hi, f[i]), x + k + 1);
         }
@@ -700,21 +753,14 @@ AVX2_INLINE void panel_fp4_quick(const uint8_t *const *p, int G, const __m256 *f
 /* One FP4 panel's sums over that block the general way (a scale past
  * fp4_factors' limit): each weight decoded and multiplied by its row's
  * scale, as decode8 does. */
-AVX2_INLINE __m256 panel_fp4_general(const uint8_t *p, __m256i e, const float *x, int64_t k0,
+AVX2_INLINE __m256 panel_fp4_general(const uint8_t *p, __m256 scale, const float *x, int64_t k0,
                                      __m256 acc)
 {
-    float s[8];
-    int32_t code[8];
-    _mm256_storeu_si256((__m256i *)(void *)code, e);
-    for (int j = 0; j < 8; j++) s[j] = v4_fast_scale((uint8_t)code[j]);
-    __m256 scale = _mm256_loadu_ps(s);
-    const __m256i nibble = _mm256_set1_epi32(15);
     for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2) {
-        __m256i b = panel_lanes(p + 4 * k);
-        __m256 lo = e2m1x8(_mm256_and_si256(b, nibble));
-        __m256 hi = e2m1x8(_mm256_and_si256(_mm256_srli_epi32(b, 4), nibble));
-        acc = add_product(acc, _mm256_mul_ps(lo, scale), x + k);
-        acc = add_product(acc, _mm256_mul_ps(hi, scale), x + k + 1);
+        __m256 lo, hi;
+        panel_e2m1(p + 4 * k, scale, &lo, &hi);
+        acc = add_product(acc, lo, x + k);
+        acc = add_product(acc, hi, x + k + 1);
     }
     return acc;
 }
@@ -732,8 +778,7 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
         for (int i = 0; i < G; i++) {
             e[i] = panel_lanes(scales[i] + k0 / V4_FP4_BLOCK * 8);
             f[i] = fp4_factors(e[i]);
-            quick[i] = _mm256_testz_si256(_mm256_cmpgt_epi32(e[i], _mm256_set1_epi32(128)),
-                                          _mm256_set1_epi32(-1));
+            quick[i] = panel_fp4_quick_scales(e[i]);
             all &= quick[i];
         }
         if (all && G == PANELS) {
@@ -744,23 +789,80 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
             if (quick[i])
                 panel_fp4_quick(&p[i], 1, &f[i], x, k0, &acc[i]);
             else
-                acc[i] = panel_fp4_general(p[i], e[i], x, k0, acc[i]);
+                acc[i] = panel_fp4_general(p[i], panel_scales(scales[i] + k0 / V4_FP4_BLOCK * 8), x,
+                                           k0, acc[i]);
     }
 }
 
-/* G BF16 panels: each 32-bit lane of a column pair holds columns (k,
- * k + 1) of its row in its low and high words. */
+/* G BF16 panels' sums. */
 AVX2_INLINE void panels_bf16(const v4_weight *w, const uint8_t *const *p, int G, const float *x,
                              __m256 *acc)
 {
-    const __m256i top = _mm256_set1_epi32((int)0xFFFF0000);
     for (int64_t k = 0; k < w->cols; k += 2)
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p[i] + 16 * k));
-            acc[i] = add_product(acc[i], _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), x + k);
-            acc[i] = add_product(acc[i], _mm256_castsi256_ps(_mm256_and_si256(v, top)), x + k + 1);
+            __m256 lo, hi;
+            panel_bf16(p[i] + 16 * k, &lo, &hi);
+            acc[i] = add_product(acc[i], lo, x + k);
+            acc[i] = add_product(acc[i], hi, x + k + 1);
         }
+}
+
+/* ---- prefill's tiles from panels ---- */
+
+/* Column k's eight weights (or a pair's sixteen) stored at dst + k *
+ * stride. */
+AVX2_INLINE void store_column(float *dst, int64_t stride, int64_t k, __m256 v)
+{
+    _mm256_storeu_ps(dst + k * stride, v);
+}
+
+/* FP8 panel p's columns decoded into dst: per 128-column block the quick
+ * way where the block holds no NaN code and its scale takes a factor. */
+AVX2_INLINE void panel_decode_fp8(const v4_weight *w, int64_t pi, const uint8_t *p, float *dst,
+                                  int64_t stride)
+{
+    int64_t blocks = panel_blocks(V4_F8_E4M3, w->cols);
+    const uint8_t *nan = w->panel_extras + (size_t)pi * blocks;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+        int64_t k1 = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+        uint8_t e = w->scale[(8 * pi / V4_FP8_BLOCK) * w->scale_stride + k0 / V4_FP8_BLOCK];
+        if ((e <= 134 || e == 0xFF) && !nan[k0 / V4_FP8_BLOCK]) {
+            __m256 f = _mm256_set1_ps(fp8_factor(e));
+            for (int64_t k = k0; k < k1; k++)
+                store_column(dst, stride, k, mul_exact(panel_e4m3_tiny(p + 8 * k), f));
+        } else {
+            __m256 s = _mm256_set1_ps(v4_fast_scale(e));
+            for (int64_t k = k0; k < k1; k++)
+                store_column(dst, stride, k, panel_e4m3(p + 8 * k, s));
+        }
+    }
+}
+
+/* FP4 panel p's columns decoded into dst, per 32-column block the quick
+ * way where fp4_factors takes every row's scale. */
+AVX2_INLINE void panel_decode_fp4(const v4_weight *w, int64_t pi, const uint8_t *p, float *dst,
+                                  int64_t stride)
+{
+    const uint8_t *scales = w->panel_extras + (size_t)pi * panel_blocks(V4_I8, w->cols) * 8;
+    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP4_BLOCK) {
+        const uint8_t *codes = scales + k0 / V4_FP4_BLOCK * 8;
+        __m256i e = panel_lanes(codes);
+        int quick = panel_fp4_quick_scales(e);
+        __m256 f = quick ? fp4_factors(e) : panel_scales(codes);
+        for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2) {
+            __m256 lo, hi;
+            if (quick) {
+                panel_e2m1_tiny(p + 4 * k, &lo, &hi);
+                lo = mul_exact(lo, f);
+                hi = mul_exact(hi, f);
+            } else {
+                panel_e2m1(p + 4 * k, f, &lo, &hi);
+            }
+            store_column(dst, stride, k, lo);
+            store_column(dst, stride, k + 1, hi);
+        }
+    }
 }
 
 /* The weights of panel `pi` decoded: column k's eight values (rows
@@ -771,30 +873,17 @@ __attribute__((target("avx2,fma"))) static void panel_decode(const v4_weight *w,
                                                              float *dst, int64_t stride)
 {
     const uint8_t *p = w->panels + (size_t)pi * 8 * v4_dtype_row_bytes(w->dtype, w->cols);
-    const __m256i nibble = _mm256_set1_epi32(15), top = _mm256_set1_epi32((int)0xFFFF0000);
-    for (int64_t k = 0; k < w->cols; k += 2) {
-        __m256 v0, v1;
-        if (w->dtype == V4_F8_E4M3) {
-            int64_t at = (8 * pi / V4_FP8_BLOCK) * w->scale_stride + k / V4_FP8_BLOCK;
-            __m256 scale = _mm256_set1_ps(v4_fast_scale(w->scale[at]));
-            v0 = _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k)), scale);
-            v1 = _mm256_mul_ps(e4m3x8(panel_lanes(p + 8 * k + 8)), scale);
-        } else if (w->dtype == V4_I8) {
-            int64_t blocks = panel_blocks(V4_I8, w->cols);
-            const uint8_t *e = w->panel_extras + ((size_t)pi * blocks + k / V4_FP4_BLOCK) * 8;
-            float s[8];
-            for (int j = 0; j < 8; j++) s[j] = v4_fast_scale(e[j]);
-            __m256 scale = _mm256_loadu_ps(s);
-            __m256i b = panel_lanes(p + 4 * k);
-            v0 = _mm256_mul_ps(e2m1x8(_mm256_and_si256(b, nibble)), scale);
-            v1 = _mm256_mul_ps(e2m1x8(_mm256_and_si256(_mm256_srli_epi32(b, 4), nibble)), scale);
-        } else {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p + 16 * k));
-            v0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-            v1 = _mm256_castsi256_ps(_mm256_and_si256(v, top));
+    if (w->dtype == V4_F8_E4M3) {
+        panel_decode_fp8(w, pi, p, dst, stride);
+    } else if (w->dtype == V4_I8) {
+        panel_decode_fp4(w, pi, p, dst, stride);
+    } else {
+        for (int64_t k = 0; k < w->cols; k += 2) {
+            __m256 lo, hi;
+            panel_bf16(p + 16 * k, &lo, &hi);
+            store_column(dst, stride, k, lo);
+            store_column(dst, stride, k + 1, hi);
         }
-        _mm256_storeu_ps(dst + k * stride, v0);
-        _mm256_storeu_ps(dst + (k + 1) * stride, v1);
     }
 }
 
