@@ -464,6 +464,13 @@ static void add_head(manifest *m, const v4_config *c, const char *p)
     add(m, V4_F32, 1, 1, 0, "%shc_head_scale", p);
 }
 
+uint64_t v4_tensor_spec_bytes(const v4_tensor_spec *t)
+{
+    uint64_t n = v4_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
+    return n;
+}
+
 int v4_manifest(const v4_config *c, v4_tensor_spec **specs, size_t *n, tome_error *err)
 {
     manifest m = {0};

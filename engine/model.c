@@ -580,13 +580,6 @@ static const v4_tensor_spec *spec_named(const v4_tensor_spec *specs, size_t n, c
     return NULL;
 }
 
-static double spec_bytes(const v4_tensor_spec *t)
-{
-    int64_t count = 1;
-    for (int d = 0; d < t->ndim; d++) count *= t->shape[d];
-    return (double)count * (double)v4_dtype_size(t->dtype);
-}
-
 int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *panels,
                           double *replaced, tome_error *err)
 {
@@ -602,12 +595,12 @@ int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, dou
             takes_panels(t->name, t->ndim) ? v4_panels_size(t->dtype, t->shape[0], cols) : 0;
         if (!bytes) continue;
         *panels += (double)bytes;
-        *replaced += spec_bytes(t);
+        *replaced += (double)v4_tensor_spec_bytes(t);
         if (t->dtype != V4_I8) continue; /* FP4 panels carry their scales too */
         char scale[sizeof t->name + 8];
         snprintf(scale, sizeof scale, "%.*s.scale", (int)strlen(t->name) - 7, t->name);
         const v4_tensor_spec *s = spec_named(specs, n, scale);
-        if (s) *replaced += spec_bytes(s);
+        if (s) *replaced += (double)v4_tensor_spec_bytes(s);
     }
     if (rc == 0) free(specs);
     return rc;

@@ -145,6 +145,8 @@ typedef struct v4_tensor_spec {
 /* Every tensor the config implies, in a stable order (weights before their
  * .scale).  The caller frees *specs with free(). */
 int v4_manifest(const v4_config *cfg, v4_tensor_spec **specs, size_t *n, tome_error *err);
+/* The bytes of a tensor's data in the checkpoint. */
+uint64_t v4_tensor_spec_bytes(const v4_tensor_spec *t);
 
 /* ------------------------------------------------------------------------
  * Model

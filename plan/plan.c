@@ -47,13 +47,6 @@ tome_weight_kind tome_weight_kind_of(const char *name)
     return TOME_WEIGHT_OTHER;
 }
 
-static double spec_bytes(const v4_tensor_spec *s)
-{
-    double n = 1;
-    for (int d = 0; d < s->ndim; d++) n *= (double)s->shape[d];
-    return n * (double)v4_dtype_size(s->dtype);
-}
-
 /* Multiply-adds of one product with a matrix tensor (0 for vectors, block
  * scales, integer tables and additive tables such as compressor.ape). */
 static double spec_macs(const v4_tensor_spec *s)
@@ -65,7 +58,7 @@ static double spec_macs(const v4_tensor_spec *s)
         s->dtype == V4_F8_E8M0)
         return 0;
     double per_byte = s->dtype == V4_I8 ? 2.0 : 1.0 / (double)v4_dtype_size(s->dtype);
-    return spec_bytes(s) * per_byte;
+    return (double)v4_tensor_spec_bytes(s) * per_byte;
 }
 
 int tome_weights_of(const v4_config *cfg, tome_weights *w, tome_error *err)
@@ -78,7 +71,7 @@ int tome_weights_of(const v4_config *cfg, tome_weights *w, tome_error *err)
     double active = (double)cfg->n_active_experts / (double)cfg->n_routed_experts;
     for (size_t i = 0; i < n; i++) {
         tome_weight_kind k = tome_weight_kind_of(specs[i].name);
-        double bytes = spec_bytes(&specs[i]), macs = spec_macs(&specs[i]);
+        double bytes = (double)v4_tensor_spec_bytes(&specs[i]), macs = spec_macs(&specs[i]);
         w->bytes[k] += bytes;
         w->total += bytes;
         if (k == TOME_WEIGHT_EMBED || k == TOME_WEIGHT_MTP) continue;

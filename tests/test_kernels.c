@@ -414,7 +414,7 @@ static void test_weight_rows(v4_dtype t)
                     bad += !same_or_both_nan(part + k * 128, whole + k * R + first, 128);
             }
         }
-    CHECKF(bad == 0, "%s: %d results of row slices differ from the whole's", v4_dtype_name(t), bad);
+    CHECKF(bad == 0, "%s: %d slices' token rows differ from the whole's", v4_dtype_name(t), bad);
     free(data);
     free(scale);
     free(ref);

@@ -30,13 +30,6 @@ typedef struct shard_file {
     uint64_t written;
 } shard_file;
 
-static uint64_t tensor_bytes(const v4_tensor_spec *t)
-{
-    uint64_t n = v4_dtype_size(t->dtype);
-    for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
-    return n;
-}
-
 static void shard_name(char *buf, size_t size, size_t index, size_t count)
 {
     snprintf(buf, size, "model-%05zu-of-%05zu.safetensors", index + 1, count);
@@ -50,7 +43,7 @@ static size_t plan_shards(const v4_tensor_spec *specs, size_t n, uint64_t shard_
     size_t shards = 0;
     uint64_t used = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t b = tensor_bytes(&specs[i]);
+        uint64_t b = v4_tensor_spec_bytes(&specs[i]);
         if (i == 0 || (used > 0 && used + b > shard_bytes)) {
             first[shards++] = i;
             used = 0;
@@ -67,7 +60,8 @@ static json_t *tensor_entry(const v4_tensor_spec *t, uint64_t offset)
     for (int d = 0; shape && d < t->ndim; d++)
         json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
     return json_pack("{s:s, s:o, s:[I, I]}", "dtype", v4_dtype_name(t->dtype), "shape", shape,
-                     "data_offsets", (json_int_t)offset, (json_int_t)(offset + tensor_bytes(t)));
+                     "data_offsets", (json_int_t)offset,
+                     (json_int_t)(offset + v4_tensor_spec_bytes(t)));
 }
 
 /* The header of a shard holding specs[begin..end), padded with spaces to
@@ -83,7 +77,7 @@ static int shard_header(const v4_tensor_spec *specs, size_t begin, size_t end, c
             json_decref(root);
             root = NULL;
         }
-        offset += tensor_bytes(&specs[i]);
+        offset += v4_tensor_spec_bytes(&specs[i]);
     }
     char *text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
@@ -121,7 +115,7 @@ static int write_tensors(shard_file *s, const v4_tensor_spec *specs, size_t begi
                          mk_producer produce, void *produce_ctx, tome_error *err)
 {
     for (size_t i = begin; i < end; i++) {
-        uint64_t before = s->written, want = tensor_bytes(&specs[i]);
+        uint64_t before = s->written, want = v4_tensor_spec_bytes(&specs[i]);
         int rc = produce(produce_ctx, &specs[i], sink_to_file, s, err);
         if (rc) return rc;
         if (s->written - before != want)
@@ -205,7 +199,7 @@ int mk_st_write(const char *dir, const v4_tensor_spec *specs, size_t n, uint64_t
         rc = write_shard(path, specs, first[s], first[s + 1], produce, produce_ctx,
                          &summary->file_bytes, err);
     }
-    for (size_t i = 0; i < n; i++) summary->data_bytes += tensor_bytes(&specs[i]);
+    for (size_t i = 0; i < n; i++) summary->data_bytes += v4_tensor_spec_bytes(&specs[i]);
     if (rc == 0) rc = write_index(dir, specs, first, shards, summary->data_bytes, err);
     summary->n_shards = shards;
     free(first);
