@@ -387,6 +387,93 @@ static void test_exact_scales(v4_dtype t)
     free(y);
 }
 
+/* FP4 decode in the frame its sums can take (exact.c: the inputs scaled
+ * once, each row's sum rescaled where its scale changes), across the edges
+ * of the conditions that allow it: inputs spread over 0 to 140 binades
+ * (zeros of both signs, subnormals at the widest), rows whose scale codes
+ * spread by up to 120 around bases from 0 to 254 (NaN's 255 at the top),
+ * so that some rows stay in the frame, some never enter it and some leave
+ * it midway.  Every row is the in-order sum of its weights by definition
+ * times x, bit for bit. */
+static void test_fp4_frame(void)
+{
+    enum { R = 40, C = 512, SC = C / 32 }; /* a pass of four panels, one of one */
+    static const int spreads[] = {0, 20, 60, 124, 130, 140};
+    static const int bases[] = {0, 30, 120, 127, 230, 250};
+    static const int widths[] = {0, 3, 60, 107, 108, 120};
+    uint8_t *data = malloc((size_t)R * C / 2), *scale = malloc((size_t)R * SC);
+    float *x = malloc(C * sizeof *x), y[R];
+    int bad = 0;
+    for (int i = 0; i < R * C / 2; i++) data[i] = (uint8_t)next_random();
+    for (size_t si = 0; si < sizeof spreads / sizeof *spreads; si++)
+        for (size_t bi = 0; bi < sizeof bases / sizeof *bases; bi++)
+            for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+                int spread = spreads[si];
+                for (int k = 0; k < C; k++) {
+                    float m = 1.0f + (float)(next_random() % (1u << 23)) * 0x1p-23f;
+                    int sign = next_random() % 2 ? -1 : 1;
+                    x[k] = k % 17 == 0 ? 0.0f
+                           : k % 29 == 0
+                               ? -0.0f
+                               : sign * ldexpf(m, 10 - (int)(next_random() % (spread + 1)));
+                }
+                for (int i = 0; i < R * SC; i++) {
+                    int e = bases[bi] + (int)(next_random() % (widths[wi] + 1));
+                    scale[i] = (uint8_t)(e > 255 ? 255 : e);
+                }
+                uint8_t *copy;
+                v4_weight w = with_panels(scaled_weight(V4_I8, R, C, data, scale, SC), &copy);
+                v4_matmul(&w, x, 1, y, R);
+                for (int r = 0; r < R; r++) {
+                    float seq = 0;
+                    for (int c = 0; c < C; c++)
+                        seq += value_by_definition(V4_I8, data, scale, C, SC, r, c) * x[c];
+                    bad += !same_or_both_nan(&seq, &y[r], 1);
+                }
+                free(copy);
+            }
+    CHECKF(bad == 0, "FP4 decode in a frame: %d rows differ from the in-order sum", bad);
+    free(data);
+    free(scale);
+    free(x);
+}
+
+/* The frame's bounds where they are tight.  Inputs: two of
+ * (1 + 2^-23) 2^-20, the least (Lx = -20), one 2^4 (Hx = 4) times code 0,
+ * so a frame has A = 121, products normal in both from code e_lo = 22,
+ * and a change of frame exact while a row's codes spread by at most
+ * Lx + A - 1 = 100.  Row 0 weighs the least inputs by 0.5 under codes
+ * (block 0, block 1): at 21 the reference rounds each product to a
+ * subnormal (two of them sum to 2^-126, not (1 + 2^-23) 2^-126); with one
+ * product under (30, 131) a move to block 1's frame would drop its last
+ * bit.  One short of each, the frame holds: 22 and (30, 130). */
+static void test_fp4_frame_edges(void)
+{
+    enum { R = 8, C = 64, SC = C / 32 };
+    static const struct {
+        uint8_t e0, e1, products;
+    } cases[] = {{21, 21, 2}, {22, 22, 2}, {30, 131, 1}, {30, 130, 1}};
+    uint8_t data[R * C / 2] = {0}, scale[R * SC];
+    float x[C] = {0}, y[R];
+    x[0] = x[1] = ldexpf(1.0f + 0x1p-23f, -20);
+    x[2] = 16.0f;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        data[0] = cases[i].products == 2 ? 0x11 : 0x01; /* code 1 is 0.5 */
+        memset(scale, 127, sizeof scale);
+        scale[0] = cases[i].e0;
+        scale[1] = cases[i].e1;
+        uint8_t *copy;
+        v4_weight w = with_panels(scaled_weight(V4_I8, R, C, data, scale, SC), &copy);
+        v4_matmul(&w, x, 1, y, R);
+        float seq = 0;
+        for (int c = 0; c < C; c++)
+            seq += value_by_definition(V4_I8, data, scale, C, SC, 0, c) * x[c];
+        CHECKF(same_or_both_nan(&seq, &y[0], 1), "FP4 codes (%d, %d): %a, in order %a", cases[i].e0,
+               cases[i].e1, y[0], seq);
+        free(copy);
+    }
+}
+
 /* A slice of a weight's rows (v4_weight_rows: wo_a's groups) computes what
  * those rows of the whole weight do, from the rows and from panels, in
  * decode and prefill; an FP8 NaN code in the last slice makes its row NaN
@@ -922,6 +1009,8 @@ int main(void)
     test_fast_bf16_tables();
     test_exact_scales(V4_F8_E4M3);
     test_exact_scales(V4_I8);
+    test_fp4_frame();
+    test_fp4_frame_edges();
     test_weight_rows(V4_F8_E4M3);
     test_weight_rows(V4_I8);
     test_weight_rows(V4_BF16);

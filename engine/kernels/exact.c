@@ -683,16 +683,45 @@ static size_t panel_extra_bytes(v4_dtype dtype)
 
 /* ---- the sums ---- */
 
+/* The quick sums below keep their G panels' sums in registers: copied in
+ * and out of the caller's array (left there, they were stored back at
+ * every column, since any load of codes might read them), and each input
+ * broadcast once for all panels. */
+AVX2_INLINE void sums_in(const __m256 *acc, int G, __m256 *sum)
+{
+#pragma GCC unroll 4
+    for (int i = 0; i < PANELS; i++) sum[i] = i < G ? acc[i] : _mm256_setzero_ps();
+}
+
+AVX2_INLINE void sums_out(const __m256 *sum, int G, __m256 *acc)
+{
+#pragma GCC unroll 4
+    for (int i = 0; i < PANELS; i++)
+        if (i < G) acc[i] = sum[i];
+}
+
+/* sum continued by weights times x (a broadcast input): the product
+ * rounded, then the sum. */
+AVX2_INLINE __m256 add_weighted(__m256 sum, __m256 weights, __m256 x)
+{
+    return _mm256_add_ps(sum, mul_exact(weights, x));
+}
+
 /* G panels' sums continued over FP8 columns [k0, k1) of one block, against
  * xf (the inputs folded for the block: panel_e4m3_tiny's values times them
  * are the weights times the inputs). */
 AVX2_INLINE void panel_fp8_quick(const uint8_t *const *p, int G, const float *xf, int64_t k0,
                                  int64_t k1, __m256 *acc)
 {
-    for (int64_t k = k0; k < k1; k++)
+    __m256 sum[PANELS];
+    sums_in(acc, G, sum);
+    for (int64_t k = k0; k < k1; k++) {
+        __m256 x = _mm256_broadcast_ss(xf + k);
 #pragma GCC unroll 4
-        for (int i = 0; i < G; i++)
-            acc[i] = add_product(acc[i], panel_e4m3_tiny(p[i] + 8 * k), xf + k);
+        for (int i = 0; i < PANELS && i < G; i++)
+            sum[i] = add_weighted(sum[i], panel_e4m3_tiny(p[i] + 8 * k), x);
+    }
+    sums_out(sum, G, acc);
 }
 
 /* One panel's sums over FP8 columns [k0, k1) decoded the general way
@@ -735,19 +764,179 @@ AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const i
     }
 }
 
+/* ---- FP4 sums in a frame ----------------------------------------------
+ *
+ * An FP4 weight is an e2m1 value v times its row's block scale 2^(e-127),
+ * so the quick way multiplies each decoded value by its row's factor
+ * before the product: two multiplications a weight.  Sums in a frame save
+ * the first.  The inputs are scaled once by 2^A (x' = x 2^A) and the
+ * decoded values 2^-126 v taken as they are, so the frame's product
+ * x' (2^-126 v) is the reference's product x (v 2^(e-127)) times 2^D,
+ * D = A + 1 - e; each row's sum is kept times its current block's 2^D,
+ * and multiplied by 2^(e_old - e_new) where the block changes.  Rounding
+ * to nearest commutes with a power of two while neither value leaves the
+ * normal range, so every product, sum and change of frame rounds as the
+ * reference's does when, with 2^Lx <= the least nonzero |x| and |x| <
+ * 2^(Hx+1), cols <= 2^15:
+ *   - products are normal in both frames: e >= 2 - Lx and A >= 1 - Lx
+ *     (sums never round differently: a sum that falls under 2^-126 in
+ *     either frame is a multiple of 2^-149 there, so exact in both);
+ *   - nothing overflows: x' needs A <= 125 - Hx, the reference's sums
+ *     e <= 233 - Hx, the frame's the spread of a row's codes
+ *     e_max - e_min <= 232 - Hx - A;
+ *   - a change of frame is exact: the sum is a multiple of 2^(Lx + e_min
+ *     - 151) (its products' least ulp), so times 2^D_new it stays one of
+ *     2^-149 while e_new - e_min <= Lx + A - 1.
+ * A block whose codes would break one leaves the frame for the rest of
+ * the row (the sum times 2^-D: the reference's own value), to the quick
+ * or general way; so does every row where x is not finite. */
+
+typedef struct fp4_framed_x {
+    int usable;     /* x is finite and leaves the frame some room */
+    int shift;      /* A */
+    int e_lo, e_hi; /* the scale codes a block in the frame may have */
+    int spread;     /* the largest e_max - e_min of a row in the frame */
+    float *x;       /* x times 2^A */
+} fp4_framed_x;
+
+/* x (cols floats, a multiple of 8) prepared for sums in a frame into fr
+ * (fr->x given). */
+__attribute__((target("avx2,fma"))) static void frame_inputs(const float *x, int64_t cols,
+                                                             fp4_framed_x *fr)
+{
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    __m256 big = _mm256_setzero_ps(), small = inf;
+    for (int64_t k = 0; k < cols; k += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), magnitude);
+        big = _mm256_max_ps(big, a); /* NaN lanes keep big: found below */
+        small = _mm256_min_ps(
+            small, _mm256_blendv_ps(a, inf, _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_NLT_UQ))) { /* inf or NaN */
+            fr->usable = 0;
+            return;
+        }
+    }
+    float b[8], s[8], xmax = 0, xmin = INFINITY;
+    _mm256_storeu_ps(b, big);
+    _mm256_storeu_ps(s, small);
+    for (int j = 0; j < 8; j++) {
+        xmax = fmaxf(xmax, b[j]);
+        xmin = fminf(xmin, s[j]);
+    }
+    if (xmax == 0) { /* every product is a zero, in any frame */
+        xmax = xmin = 1;
+    }
+    int hx = ilogbf(xmax), lx = ilogbf(xmin);
+    int a = 125 - hx < 127 ? 125 - hx : 127; /* 2^A a float */
+    fr->shift = a;
+    fr->e_lo = 2 - lx > 0 ? 2 - lx : 0;
+    fr->e_hi = 233 - hx < 254 ? 233 - hx : 254; /* 255 is NaN's */
+    fr->spread = lx + a - 1 < 232 - hx - a ? lx + a - 1 : 232 - hx - a;
+    fr->usable = fr->spread >= 0 && fr->e_lo <= fr->e_hi;
+    __m256 scale = _mm256_set1_ps(ldexpf(1.0f, a));
+    for (int64_t k = 0; k < cols && fr->usable; k += 8)
+        _mm256_storeu_ps(fr->x + k, _mm256_mul_ps(_mm256_loadu_ps(x + k), scale));
+}
+
+/* 2^d of each lane, |d| <= 126. */
+AVX2_INLINE __m256 pow2_lanes(__m256i d)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(d, _mm256_set1_epi32(127)), 23));
+}
+
+/* A panel's sums in the frame: on, and its rows' current codes and their
+ * least and greatest so far. */
+typedef struct panel_frame {
+    int on;
+    __m256i e, least, most;
+} panel_frame;
+
+/* The lanes where codes e, with the least and greatest of a row's codes
+ * so far, break the frame's conditions (a mask). */
+AVX2_INLINE __m256i frame_breaks(const fp4_framed_x *fr, __m256i e, __m256i least, __m256i most)
+{
+    __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(fr->e_lo), e),
+                                  _mm256_cmpgt_epi32(e, _mm256_set1_epi32(fr->e_hi)));
+    return _mm256_or_si256(
+        bad, _mm256_cmpgt_epi32(_mm256_sub_epi32(most, least), _mm256_set1_epi32(fr->spread)));
+}
+
+/* A panel's sums (zeros) entering the frame where its first block's codes
+ * e allow. */
+AVX2_INLINE void frame_start(const fp4_framed_x *fr, panel_frame *pf, __m256i e)
+{
+    __m256i bad = frame_breaks(fr, e, e, e);
+    pf->on = fr->usable && _mm256_testz_si256(bad, bad);
+    pf->e = pf->least = pf->most = e;
+}
+
+/* Whether the panel's sums *acc go on in the frame into a block with
+ * codes e (moved to its frame), or are (or now go) out of it, in the
+ * weights' own scale. */
+AVX2_INLINE int frame_block(const fp4_framed_x *fr, panel_frame *pf, __m256i e, __m256 *acc)
+{
+    if (!pf->on) return 0;
+    __m256i least = _mm256_min_epi32(pf->least, e), most = _mm256_max_epi32(pf->most, e);
+    __m256i bad = frame_breaks(fr, e, least, most);
+    if (!_mm256_testz_si256(bad, bad)) {
+        *acc = _mm256_mul_ps(*acc,
+                             pow2_lanes(_mm256_sub_epi32(pf->e, _mm256_set1_epi32(fr->shift + 1))));
+        pf->on = 0;
+        return 0;
+    }
+    *acc = _mm256_mul_ps(*acc, pow2_lanes(_mm256_sub_epi32(pf->e, e)));
+    pf->e = e;
+    pf->least = least;
+    pf->most = most;
+    return 1;
+}
+
+/* The panel's sums out of the frame at the end of its rows. */
+AVX2_INLINE void frame_end(const fp4_framed_x *fr, panel_frame *pf, __m256 *acc)
+{
+    if (pf->on)
+        *acc = _mm256_mul_ps(*acc,
+                             pow2_lanes(_mm256_sub_epi32(pf->e, _mm256_set1_epi32(fr->shift + 1))));
+}
+
+/* G FP4 panels' sums in the frame continued over the block of 32 columns
+ * from k0, against the scaled inputs xs. */
+AVX2_INLINE void panel_fp4_framed(const uint8_t *const *p, int G, const float *xs, int64_t k0,
+                                  __m256 *acc)
+{
+    __m256 sum[PANELS];
+    sums_in(acc, G, sum);
+    for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2) {
+        __m256 x0 = _mm256_broadcast_ss(xs + k), x1 = _mm256_broadcast_ss(xs + k + 1);
+#pragma GCC unroll 4
+        for (int i = 0; i < PANELS && i < G; i++) {
+            __m256 lo, hi;
+            panel_e2m1_tiny(p[i] + 4 * k, &lo, &hi);
+            sum[i] = add_weighted(add_weighted(sum[i], lo, x0), hi, x1);
+        }
+    }
+    sums_out(sum, G, acc);
+}
+
 /* G FP4 panels' sums continued over the block of 32 columns from k0, the
  * rows' factors (fp4_factors) in f. */
 AVX2_INLINE void panel_fp4_quick(const uint8_t *const *p, int G, const __m256 *f, const float *x,
                                  int64_t k0, __m256 *acc)
 {
-    for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2)
+    __m256 sum[PANELS];
+    sums_in(acc, G, sum);
+    for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2) {
+        __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
 #pragma GCC unroll 4
-        for (int i = 0; i < G; i++) {
+        for (int i = 0; i < PANELS && i < G; i++) {
             __m256 lo, hi;
             panel_e2m1_tiny(p[i] + 4 * k, &lo, &hi);
-            acc[i] = add_product(acc[i], mul_exact(lo, f[i]), x + k);
-            acc[i] = add_product(acc[i], mul_exact(hi, f[i]), x + k + 1);
+            sum[i] = add_weighted(add_weighted(sum[i], mul_exact(lo, f[i]), x0),
+                                  mul_exact(hi, f[i]), x1);
         }
+    }
+    sums_out(sum, G, acc);
 }
 
 /* One FP4 panel's sums over that block the general way (a scale past
@@ -765,47 +954,70 @@ AVX2_INLINE __m256 panel_fp4_general(const uint8_t *p, __m256 scale, const float
     return acc;
 }
 
+/* The ways an FP4 panel takes a block. */
+enum { FP4_FRAMED, FP4_QUICK, FP4_GENERAL };
+
+/* FP4 panels p[0..G) (rows from row[i]) against x, prepared for the frame
+ * in fr: each block in the frame, else the quick way, else the general
+ * one; all panels together where they go the same quick way. */
 AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const int64_t *row, int G,
-                            const float *x, __m256 *acc)
+                            const float *x, const fp4_framed_x *fr, __m256 *acc)
 {
     int64_t blocks = panel_blocks(V4_I8, w->cols);
     const uint8_t *scales[PANELS];
-    for (int i = 0; i < G; i++) scales[i] = w->panel_extras + (size_t)(row[i] / 8) * blocks * 8;
+    panel_frame pf[PANELS];
+    for (int i = 0; i < G; i++) {
+        scales[i] = w->panel_extras + (size_t)(row[i] / 8) * blocks * 8;
+        frame_start(fr, &pf[i], panel_lanes(scales[i]));
+    }
     for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP4_BLOCK) {
-        __m256i e[PANELS];
+        const uint8_t *codes[PANELS];
         __m256 f[PANELS];
-        int quick[PANELS], all = 1;
+        int way[PANELS], same = G == PANELS;
         for (int i = 0; i < G; i++) {
-            e[i] = panel_lanes(scales[i] + k0 / V4_FP4_BLOCK * 8);
-            f[i] = fp4_factors(e[i]);
-            quick[i] = panel_fp4_quick_scales(e[i]);
-            all &= quick[i];
+            codes[i] = scales[i] + k0 / V4_FP4_BLOCK * 8;
+            __m256i e = panel_lanes(codes[i]);
+            way[i] = frame_block(fr, &pf[i], e, &acc[i]) ? FP4_FRAMED
+                     : panel_fp4_quick_scales(e)         ? FP4_QUICK
+                                                         : FP4_GENERAL;
+            f[i] = fp4_factors(e);
+            same &= way[i] == way[0];
         }
-        if (all && G == PANELS) {
+        if (same && way[0] == FP4_FRAMED) {
+            panel_fp4_framed(p, PANELS, fr->x, k0, acc);
+            continue;
+        }
+        if (same && way[0] == FP4_QUICK) {
             panel_fp4_quick(p, PANELS, f, x, k0, acc);
             continue;
         }
         for (int i = 0; i < G; i++)
-            if (quick[i])
+            if (way[i] == FP4_FRAMED)
+                panel_fp4_framed(&p[i], 1, fr->x, k0, &acc[i]);
+            else if (way[i] == FP4_QUICK)
                 panel_fp4_quick(&p[i], 1, &f[i], x, k0, &acc[i]);
             else
-                acc[i] = panel_fp4_general(p[i], panel_scales(scales[i] + k0 / V4_FP4_BLOCK * 8), x,
-                                           k0, acc[i]);
+                acc[i] = panel_fp4_general(p[i], panel_scales(codes[i]), x, k0, acc[i]);
     }
+    for (int i = 0; i < G; i++) frame_end(fr, &pf[i], &acc[i]);
 }
 
 /* G BF16 panels' sums. */
 AVX2_INLINE void panels_bf16(const v4_weight *w, const uint8_t *const *p, int G, const float *x,
                              __m256 *acc)
 {
-    for (int64_t k = 0; k < w->cols; k += 2)
+    __m256 sum[PANELS];
+    sums_in(acc, G, sum);
+    for (int64_t k = 0; k < w->cols; k += 2) {
+        __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
 #pragma GCC unroll 4
-        for (int i = 0; i < G; i++) {
+        for (int i = 0; i < PANELS && i < G; i++) {
             __m256 lo, hi;
             panel_bf16(p[i] + 16 * k, &lo, &hi);
-            acc[i] = add_product(acc[i], lo, x + k);
-            acc[i] = add_product(acc[i], hi, x + k + 1);
+            sum[i] = add_weighted(add_weighted(sum[i], lo, x0), hi, x1);
         }
+    }
+    sums_out(sum, G, acc);
 }
 
 /* ---- prefill's tiles from panels ---- */
@@ -889,8 +1101,10 @@ __attribute__((target("avx2,fma"))) static void panel_decode(const v4_weight *w,
 
 /* Rows [r, r1) of w (r a multiple of 8, at most 8 * PANELS rows, within
  * one 128-row block) against x into y, from the panels. */
-__attribute__((target("avx2,fma"))) static void
-panels_pass(const v4_weight *w, int64_t r, int64_t r1, const float *x, fp8_folded_x *fx, float *y)
+__attribute__((target("avx2,fma"))) static void panels_pass(const v4_weight *w, int64_t r,
+                                                            int64_t r1, const float *x,
+                                                            fp8_folded_x *fx,
+                                                            const fp4_framed_x *fr, float *y)
 {
     size_t stride = 8 * v4_dtype_row_bytes(w->dtype, w->cols); /* a panel's bytes */
     const uint8_t *p[PANELS];
@@ -907,7 +1121,7 @@ panels_pass(const v4_weight *w, int64_t r, int64_t r1, const float *x, fp8_folde
         if (fx->row_block != r / V4_FP8_BLOCK) fold_row_block(w, x, r / V4_FP8_BLOCK, fx);
         panels_fp8(w, p, row, G, x, fx, acc);
     } else if (w->dtype == V4_I8) {
-        panels_fp4(w, p, row, G, x, acc);
+        panels_fp4(w, p, row, G, x, fr, acc);
     } else if (G == PANELS) {
         panels_bf16(w, p, PANELS, x, acc);
     } else {
@@ -1368,9 +1582,12 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
     int64_t cols = w->cols;
 #ifdef V4_HAVE_X86
     if (j->n == 1 && w->panels) {
+        /* FP8 folds x, FP4 scales it: one scratch serves either */
         fp8_folded_x fx = {.row_block = -1, .x = v4_pool_scratch(w->pool)};
+        fp4_framed_x fr = {.x = fx.x};
+        if (w->dtype == V4_I8) frame_inputs(j->x, cols, &fr);
         for (int64_t r = r0; r < r1; r += 8 * PANELS)
-            panels_pass(w, r, r1 - r < 8 * PANELS ? r1 : r + 8 * PANELS, j->x, &fx, j->y);
+            panels_pass(w, r, r1 - r < 8 * PANELS ? r1 : r + 8 * PANELS, j->x, &fx, &fr, j->y);
         return;
     }
     if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
