@@ -900,19 +900,25 @@ AVX2_INLINE void frame_end(const fp4_framed_x *fr, panel_frame *pf, __m256 *acc)
                              pow2_lanes(_mm256_sub_epi32(pf->e, _mm256_set1_epi32(fr->shift + 1))));
 }
 
-/* G FP4 panels' sums in the frame continued over the block of 32 columns
- * from k0, against the scaled inputs xs. */
-AVX2_INLINE void panel_fp4_framed(const uint8_t *const *p, int G, const float *xs, int64_t k0,
-                                  __m256 *acc)
+/* Panels of column pairs: BF16's, or FP4's decoded as values times
+ * 2^-126 (panel_e2m1_tiny), whose sums in the frame take them as they are. */
+enum pair_format { PAIRS_BF16, PAIRS_E2M1_TINY };
+
+/* G panels' sums continued over column pairs [k0, k1) of the format. */
+AVX2_INLINE void panel_pairs(enum pair_format format, const uint8_t *const *p, int G,
+                             const float *x, int64_t k0, int64_t k1, __m256 *acc)
 {
     __m256 sum[PANELS];
     sums_in(acc, G, sum);
-    for (int64_t k = k0; k < k0 + V4_FP4_BLOCK; k += 2) {
-        __m256 x0 = _mm256_broadcast_ss(xs + k), x1 = _mm256_broadcast_ss(xs + k + 1);
+    for (int64_t k = k0; k < k1; k += 2) {
+        __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
 #pragma GCC unroll 4
         for (int i = 0; i < PANELS && i < G; i++) {
             __m256 lo, hi;
-            panel_e2m1_tiny(p[i] + 4 * k, &lo, &hi);
+            if (format == PAIRS_BF16)
+                panel_bf16(p[i] + 16 * k, &lo, &hi);
+            else
+                panel_e2m1_tiny(p[i] + 4 * k, &lo, &hi);
             sum[i] = add_weighted(add_weighted(sum[i], lo, x0), hi, x1);
         }
     }
@@ -984,7 +990,7 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
             same &= way[i] == way[0];
         }
         if (same && way[0] == FP4_FRAMED) {
-            panel_fp4_framed(p, PANELS, fr->x, k0, acc);
+            panel_pairs(PAIRS_E2M1_TINY, p, PANELS, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
             continue;
         }
         if (same && way[0] == FP4_QUICK) {
@@ -993,31 +999,13 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
         }
         for (int i = 0; i < G; i++)
             if (way[i] == FP4_FRAMED)
-                panel_fp4_framed(&p[i], 1, fr->x, k0, &acc[i]);
+                panel_pairs(PAIRS_E2M1_TINY, &p[i], 1, fr->x, k0, k0 + V4_FP4_BLOCK, &acc[i]);
             else if (way[i] == FP4_QUICK)
                 panel_fp4_quick(&p[i], 1, &f[i], x, k0, &acc[i]);
             else
                 acc[i] = panel_fp4_general(p[i], panel_scales(codes[i]), x, k0, acc[i]);
     }
     for (int i = 0; i < G; i++) frame_end(fr, &pf[i], &acc[i]);
-}
-
-/* G BF16 panels' sums. */
-AVX2_INLINE void panels_bf16(const v4_weight *w, const uint8_t *const *p, int G, const float *x,
-                             __m256 *acc)
-{
-    __m256 sum[PANELS];
-    sums_in(acc, G, sum);
-    for (int64_t k = 0; k < w->cols; k += 2) {
-        __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
-#pragma GCC unroll 4
-        for (int i = 0; i < PANELS && i < G; i++) {
-            __m256 lo, hi;
-            panel_bf16(p[i] + 16 * k, &lo, &hi);
-            sum[i] = add_weighted(add_weighted(sum[i], lo, x0), hi, x1);
-        }
-    }
-    sums_out(sum, G, acc);
 }
 
 /* ---- prefill's tiles from panels ---- */
@@ -1123,9 +1111,9 @@ __attribute__((target("avx2,fma"))) static void panels_pass(const v4_weight *w, 
     } else if (w->dtype == V4_I8) {
         panels_fp4(w, p, row, G, x, fr, acc);
     } else if (G == PANELS) {
-        panels_bf16(w, p, PANELS, x, acc);
+        panel_pairs(PAIRS_BF16, p, PANELS, x, 0, w->cols, acc);
     } else {
-        for (int i = 0; i < G; i++) panels_bf16(w, &p[i], 1, x, &acc[i]);
+        for (int i = 0; i < G; i++) panel_pairs(PAIRS_BF16, &p[i], 1, x, 0, w->cols, &acc[i]);
     }
     float out[8 * PANELS];
     for (int i = 0; i < PANELS; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
