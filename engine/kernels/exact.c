@@ -10,8 +10,9 @@
  * decode (one token) pays it once per row as it must.
  *
  * Each inner loop has a plain C reference version and, where it pays, an
- * AVX2 version selected at run time, and prefill's products an AVX-512
- * register tile where the fast kernels run AVX-512 (the default build
+ * AVX2 version selected at run time; where the fast kernels run AVX-512,
+ * prefill's products take an AVX-512 register tile and decode's panel sums
+ * 512-bit registers of two panels each (the default build
  * stays portable; --enable-native lets the compiler tune the reference
  * loops too).  All round every product and sum in the same order, so
  * their results are bit-identical.
@@ -584,8 +585,11 @@ matvec_avx2(const v4_weight *w, int64_t r, int rows, const float *x, fp8_folded_
  * rows at 14.5 GB/s and BF16 at 23, where the transposing way above reads
  * 7.6 and 14 and the fast kernels 15 and 24; FP4, whose every weight also
  * takes its row's scale (a multiplication the fast kernels' per-block sums
- * avoid), at 8 G weights/s against 6.4 and 14.6.  The quick and general
- * ways and their conditions are the transposing way's. */
+ * avoid), at 8 G weights/s against 6.4 and 14.6.  On a Zen 5 with
+ * AVX-512 (2026-12-06), the 512-bit sums below read FP8 at about 21 GB/s
+ * and FP4 at 10 (the AVX2 loops: 15 and 7; the fast kernels: 22 and 17),
+ * BF16 at about 25 either way.  The quick and general ways and their
+ * conditions are the transposing way's. */
 
 #define PANELS 4
 
@@ -707,6 +711,122 @@ AVX2_INLINE __m256 add_weighted(__m256 sum, __m256 weights, __m256 x)
     return _mm256_add_ps(sum, mul_exact(weights, x));
 }
 
+/* ---- the quick sums, two panels to a 512-bit register ----
+ *
+ * Where the fast kernels run AVX-512, the quick sums of all PANELS panels
+ * go in 512-bit registers of two panels each (lanes 0-7 the first panel's
+ * rows, 8-15 the second's): lane for lane the products and sums of the
+ * eight-lane loops, in half the instructions.  They are functions of their
+ * own, called per column block with the sums in the caller's array: an
+ * AVX2 function may not inline them. */
+
+#define AVX512_INLINE                                                                              \
+    __attribute__((target("avx512f,avx512bw,avx2,fma"), always_inline)) static inline
+#define AVX512_SUMS __attribute__((target("avx512f,avx512bw,avx2,fma"), noinline)) static
+
+/* Eight bytes from a and eight from b, sign-extended to sixteen lanes. */
+AVX512_INLINE __m512i two_panels_bytes(const uint8_t *a, const uint8_t *b)
+{
+    return _mm512_cvtepi8_epi32(
+        _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(const void *)a),
+                           _mm_loadl_epi64((const __m128i *)(const void *)b)));
+}
+
+AVX512_INLINE void sums16_in(const __m256 *acc, __m512 *sum)
+{
+#pragma GCC unroll 2
+    for (int i = 0; i < PANELS / 2; i++)
+        sum[i] = _mm512_castpd_ps(
+            _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(acc[2 * i])),
+                               _mm256_castps_pd(acc[2 * i + 1]), 1));
+}
+
+AVX512_INLINE void sums16_out(const __m512 *sum, __m256 *acc)
+{
+#pragma GCC unroll 2
+    for (int i = 0; i < PANELS / 2; i++) {
+        acc[2 * i] = _mm512_castps512_ps256(sum[i]);
+        acc[2 * i + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum[i]), 1));
+    }
+}
+
+/* add_weighted on sixteen lanes (the product a fused multiply-add of -0,
+ * as mul_exact's). */
+AVX512_INLINE __m512 add_weighted16(__m512 sum, __m512 weights, __m512 x)
+{
+    return _mm512_add_ps(sum, _mm512_fmadd_ps(weights, x, _mm512_set1_ps(-0.0f)));
+}
+
+/* panel_fp8_quick of all PANELS panels. */
+AVX512_SUMS void panel_fp8_quick16(const uint8_t *const *p, const float *xf, int64_t k0, int64_t k1,
+                                   __m256 *acc)
+{
+    const __m512i mask = _mm512_set1_epi32((int)0x87F00000); /* panel_e4m3_tiny's */
+    __m512 sum[PANELS / 2];
+    sums16_in(acc, sum);
+    for (int64_t k = k0; k < k1; k++) {
+        __m512 x = _mm512_set1_ps(xf[k]);
+#pragma GCC unroll 2
+        for (int i = 0; i < PANELS / 2; i++) {
+            __m512i b = two_panels_bytes(p[2 * i] + 8 * k, p[2 * i + 1] + 8 * k);
+            __m512 weights = _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(b, 20), mask));
+            sum[i] = add_weighted16(sum[i], weights, x);
+        }
+    }
+    sums16_out(sum, acc);
+}
+
+/* A column pair of two panels of the format, as panel_bf16 and
+ * panel_e2m1_tiny decode one panel's. */
+AVX512_INLINE void two_panels_pair(int bf16, const uint8_t *a, const uint8_t *b, __m512 *lo,
+                                   __m512 *hi)
+{
+    if (bf16) {
+        __m512i v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)a)),
+            _mm256_loadu_si256((const __m256i *)(const void *)b), 1);
+        *lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        *hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000)));
+        return;
+    }
+    const __m512i mask = _mm512_set1_epi32((int)0x81C00000); /* e2m1_top_tiny's */
+    __m512i v = two_panels_bytes(a, b);
+    *lo =
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_srai_epi32(_mm512_slli_epi32(v, 28), 6), mask));
+    *hi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(v, 18), mask));
+}
+
+/* panel_pairs of all PANELS panels, BF16's (bf16) or FP4's. */
+AVX512_INLINE void panel_pairs16(int bf16, const uint8_t *const *p, const float *x, int64_t k0,
+                                 int64_t k1, __m256 *acc)
+{
+    size_t unit = bf16 ? 16 : 4; /* a panel's bytes per column */
+    __m512 sum[PANELS / 2];
+    sums16_in(acc, sum);
+    for (int64_t k = k0; k < k1; k += 2) {
+        __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
+#pragma GCC unroll 2
+        for (int i = 0; i < PANELS / 2; i++) {
+            __m512 lo, hi;
+            two_panels_pair(bf16, p[2 * i] + unit * k, p[2 * i + 1] + unit * k, &lo, &hi);
+            sum[i] = add_weighted16(add_weighted16(sum[i], lo, x0), hi, x1);
+        }
+    }
+    sums16_out(sum, acc);
+}
+
+AVX512_SUMS void panel_pairs16_bf16(const uint8_t *const *p, const float *x, int64_t k0, int64_t k1,
+                                    __m256 *acc)
+{
+    panel_pairs16(1, p, x, k0, k1, acc);
+}
+
+AVX512_SUMS void panel_pairs16_e2m1(const uint8_t *const *p, const float *x, int64_t k0, int64_t k1,
+                                    __m256 *acc)
+{
+    panel_pairs16(0, p, x, k0, k1, acc);
+}
+
 /* G panels' sums continued over FP8 columns [k0, k1) of one block, against
  * xf (the inputs folded for the block: panel_e4m3_tiny's values times them
  * are the weights times the inputs). */
@@ -736,9 +856,10 @@ AVX2_INLINE __m256 panel_fp8_general(const uint8_t *p, float scale, const float 
 
 /* FP8 panels p[0..G) (rows from row[i]) against x, folded for their
  * 128-row block in fx: each column block takes the quick way for every
- * panel where it can, else panel by panel. */
+ * panel where it can (all PANELS of them in 512-bit registers if wide),
+ * else panel by panel. */
 AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const int64_t *row, int G,
-                            const float *x, const fp8_folded_x *fx, __m256 *acc)
+                            const float *x, const fp8_folded_x *fx, int wide, __m256 *acc)
 {
     int64_t blocks = panel_blocks(V4_F8_E4M3, w->cols);
     const uint8_t *nan[PANELS];
@@ -753,7 +874,10 @@ AVX2_INLINE void panels_fp8(const v4_weight *w, const uint8_t *const *p, const i
             all &= clean[i];
         }
         if (all && G == PANELS) {
-            panel_fp8_quick(p, PANELS, fx->x, k0, k1, acc);
+            if (wide)
+                panel_fp8_quick16(p, fx->x, k0, k1, acc);
+            else
+                panel_fp8_quick(p, PANELS, fx->x, k0, k1, acc);
             continue;
         }
         for (int i = 0; i < G; i++)
@@ -965,9 +1089,10 @@ enum { FP4_FRAMED, FP4_QUICK, FP4_GENERAL };
 
 /* FP4 panels p[0..G) (rows from row[i]) against x, prepared for the frame
  * in fr: each block in the frame, else the quick way, else the general
- * one; all panels together where they go the same quick way. */
+ * one; all panels together where they go the same quick way (in the
+ * frame, in 512-bit registers if wide). */
 AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const int64_t *row, int G,
-                            const float *x, const fp4_framed_x *fr, __m256 *acc)
+                            const float *x, const fp4_framed_x *fr, int wide, __m256 *acc)
 {
     int64_t blocks = panel_blocks(V4_I8, w->cols);
     const uint8_t *scales[PANELS];
@@ -990,7 +1115,10 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
             same &= way[i] == way[0];
         }
         if (same && way[0] == FP4_FRAMED) {
-            panel_pairs(PAIRS_E2M1_TINY, p, PANELS, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
+            if (wide)
+                panel_pairs16_e2m1(p, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
+            else
+                panel_pairs(PAIRS_E2M1_TINY, p, PANELS, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
             continue;
         }
         if (same && way[0] == FP4_QUICK) {
@@ -1088,11 +1216,11 @@ __attribute__((target("avx2,fma"))) static void panel_decode(const v4_weight *w,
 }
 
 /* Rows [r, r1) of w (r a multiple of 8, at most 8 * PANELS rows, within
- * one 128-row block) against x into y, from the panels. */
-__attribute__((target("avx2,fma"))) static void panels_pass(const v4_weight *w, int64_t r,
-                                                            int64_t r1, const float *x,
-                                                            fp8_folded_x *fx,
-                                                            const fp4_framed_x *fr, float *y)
+ * one 128-row block) against x into y, from the panels; the quick sums of
+ * all PANELS panels in 512-bit registers if wide. */
+__attribute__((target("avx2,fma"))) static void
+panels_pass(const v4_weight *w, int64_t r, int64_t r1, const float *x, fp8_folded_x *fx,
+            const fp4_framed_x *fr, int wide, float *y)
 {
     size_t stride = 8 * v4_dtype_row_bytes(w->dtype, w->cols); /* a panel's bytes */
     const uint8_t *p[PANELS];
@@ -1107,9 +1235,11 @@ __attribute__((target("avx2,fma"))) static void panels_pass(const v4_weight *w, 
     }
     if (w->dtype == V4_F8_E4M3) {
         if (fx->row_block != r / V4_FP8_BLOCK) fold_row_block(w, x, r / V4_FP8_BLOCK, fx);
-        panels_fp8(w, p, row, G, x, fx, acc);
+        panels_fp8(w, p, row, G, x, fx, wide, acc);
     } else if (w->dtype == V4_I8) {
-        panels_fp4(w, p, row, G, x, fr, acc);
+        panels_fp4(w, p, row, G, x, fr, wide, acc);
+    } else if (G == PANELS && wide) {
+        panel_pairs16_bf16(p, x, 0, w->cols, acc);
     } else if (G == PANELS) {
         panel_pairs(PAIRS_BF16, p, PANELS, x, 0, w->cols, acc);
     } else {
@@ -1336,6 +1466,7 @@ typedef struct matmul_job {
     int64_t ystride;
 #ifdef V4_HAVE_X86
     const struct wide_kind *wide; /* prefill's register tile (matmul_rows_wide), or NULL */
+    int wide_sums;                /* decode's panel sums in 512-bit registers */
 #endif
 } matmul_job;
 
@@ -1496,13 +1627,15 @@ __attribute__((target("avx2,fma"))) static void wide_tile_avx2(const float *bloc
 /* The tile for the ISA the fast kernels run (TOME_ISA can force less), or
  * none for the scalar kernels.  Chosen once. */
 static const wide_kind *wide_prefill;
+static int wide_sums; /* decode's panel sums take 512-bit registers */
 static pthread_once_t wide_once = PTHREAD_ONCE_INIT;
 
 static void probe_wide(void)
 {
     static const wide_kind avx512 = {64, wide_tile_avx512}, avx2 = {16, wide_tile_avx2};
     const char *isa = v4_kernels_isa();
-    wide_prefill = strcmp(isa, "avx512") == 0 ? &avx512 : strcmp(isa, "avx2") == 0 ? &avx2 : NULL;
+    wide_sums = strcmp(isa, "avx512") == 0;
+    wide_prefill = wide_sums ? &avx512 : strcmp(isa, "avx2") == 0 ? &avx2 : NULL;
 }
 
 /* Rows r.. (up to r_end) of w decoded and transposed into a block of
@@ -1575,7 +1708,8 @@ static void matmul_rows(void *ctx, int64_t r0, int64_t r1)
         fp4_framed_x fr = {.x = fx.x};
         if (w->dtype == V4_I8) frame_inputs(j->x, cols, &fr);
         for (int64_t r = r0; r < r1; r += 8 * PANELS)
-            panels_pass(w, r, r1 - r < 8 * PANELS ? r1 : r + 8 * PANELS, j->x, &fx, &fr, j->y);
+            panels_pass(w, r, r1 - r < 8 * PANELS ? r1 : r + 8 * PANELS, j->x, &fx, &fr,
+                        j->wide_sums, j->y);
         return;
     }
     if (j->n == 1 && v4_cpu_has_avx2() && cols % 32 == 0 && v4_dtype_block(w->dtype) == 1 &&
@@ -1643,6 +1777,8 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     if (n == 1) block = w->panels ? 8 * PANELS : 8 * GROUPS; /* within a 128-row FP8 block */
     j.wide = product_tile(n);
     if (j.wide) block = j.wide->rows;
+    pthread_once(&wide_once, probe_wide);
+    j.wide_sums = n == 1 && wide_sums;
 #endif
     grain = grain < block ? block : (grain / block) * block;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
