@@ -18,8 +18,8 @@
 # kernels in qat (row "exact": the bit-exact mode against the peer).  Then
 # decode at
 # depth: for each length in BENCH_PEER_DEPTHS (default 8192; "" for none),
-# the safetensors model (qat, official) and the lossless GGUF in both
-# engines, 2 threads, a prompt that long prefilled cold (its own prefill
+# the safetensors model (qat, official, and qat with the exact kernels)
+# and the lossless GGUF in both engines, 2 threads, a prompt that long prefilled cold (its own prefill
 # warms the weights) and BENCH_PEER_DEPTH_DECODE (default 128) decode steps
 # after it: short decode runs are a second or two, too short to compare.  BENCH_PEER_QUANTS picks
 # the quantised recipes (default "q4_k q2"; "" for none).  Speeds on shared
@@ -157,6 +157,7 @@ for depth in $depths; do
     for _ in $(seq "$depth_repeat"); do
         tome safetensors "$flash" 2
         tome official "$flash" 2 --numerics official
+        tome exact "$flash" 2 --kernels exact
         tome gguf "$gguf" 2
         llama gguf "$gguf" 2
     done
