@@ -92,8 +92,9 @@ typedef struct v4_fast_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* Columns a prefill tile_acc call sweeps (a multiple of
      * V4_PAIRS_COLUMNS; fast.c): as many as the tile's rows and tokens
-     * can take while they stay in the L1 or L2 cache between its passes. */
-    int tile_columns;
+     * can take while they stay in the L1 or L2 cache between its passes;
+     * the second where the core's L1 data cache holds 48 kB or more. */
+    int tile_columns, tile_columns_big_l1;
     /* Decode weight rows [r, r + nr) into `panel`, row i at
      * panel + i * w->cols, exactly, in the order's layout: for rows a
      * multiple of V4_PAIRS_COLUMNS wide each 32 columns permuted (odd,

@@ -710,6 +710,7 @@ KERNEL static void permute_pairs_avx2(const float *in, int64_t n, float *out)
 
 const v4_fast_kernels v4_fast_avx2 = {"avx2",
                                       512,
+                                      512,
                                       decode_rows_avx2,
                                       tile_acc_avx2,
                                       rows_dot_avx2,

@@ -1164,6 +1164,7 @@ KERNEL static void permute_pairs_avx512(const float *in, int64_t n, float *out)
 
 const v4_fast_kernels v4_fast_avx512 = {"avx512",
                                         2048,
+                                        1024,
                                         decode_rows_avx512,
                                         tile_acc_avx512,
                                         rows_dot_avx512,

@@ -140,6 +140,7 @@ static void reduce_scalar(const v4_fast_acc acc, int nt, int nr, float *y, int64
 
 const v4_fast_kernels v4_fast_scalar = {"scalar",
                                         1024,
+                                        1024,
                                         decode_rows_scalar,
                                         tile_acc_scalar,
                                         rows_dot_scalar,
