@@ -1687,12 +1687,13 @@ static void matmul_rows_wide(const matmul_job *j, int64_t r0, int64_t r1)
     }
 }
 
-/* The register tile a product of n tokens takes, or NULL. */
-static const wide_kind *product_tile(int n)
+/* The register tile a product of n tokens takes, or NULL; and in
+ * *sums16 whether its decode sums take 512-bit registers. */
+static const wide_kind *product_tile(int n, int *sums16)
 {
-    if (n < 2) return NULL;
     pthread_once(&wide_once, probe_wide);
-    return wide_prefill;
+    *sums16 = n == 1 && wide_sums;
+    return n < 2 ? NULL : wide_prefill;
 }
 #endif
 
@@ -1775,10 +1776,8 @@ void v4_matmul_strided(const v4_weight *w, const float *x, int64_t xstride, int 
     int64_t grain = (256 * 1024) / (row_bytes * (n > 4 ? 4 : n) + 1), block = LANES;
 #ifdef V4_HAVE_X86
     if (n == 1) block = w->panels ? 8 * PANELS : 8 * GROUPS; /* within a 128-row FP8 block */
-    j.wide = product_tile(n);
+    j.wide = product_tile(n, &j.wide_sums);
     if (j.wide) block = j.wide->rows;
-    pthread_once(&wide_once, probe_wide);
-    j.wide_sums = n == 1 && wide_sums;
 #endif
     grain = grain < block ? block : (grain / block) * block;
     v4_parallel_for(w->pool, w->rows, grain, matmul_rows, &j);
