@@ -157,10 +157,13 @@ void v4_tiles_dot(const float *tiles, int64_t n, int dim, const float *q, float 
 void v4_tiles_dot_many(const float *tiles, int64_t n, int dim, const float *q, int nq,
                        int64_t q_stride, float *out, int64_t out_stride);
 
-/* A malloc'd array of `n` floats (free() it) on a 64-byte boundary, so the
- * SIMD kernels' 64-byte loads of activation rows never split a cache
- * line; NULL when out of memory.  A forward pass's work buffers come from
- * the model's v4_buffers instead, which keeps the large ones. */
+/* `bytes` of malloc'd memory (free() it) on a 64-byte boundary, so the
+ * SIMD kernels' 64-byte loads never split a cache line, and in huge pages
+ * where it is large (exact.c); NULL when out of memory. */
+void *v4_alloc(size_t bytes);
+
+/* v4_alloc of `n` floats.  A forward pass's work buffers come from the
+ * model's v4_buffers instead, which keeps the large ones. */
 float *v4_floats(size_t n);
 
 /* Plain F32 helpers (scalar reference beside the SIMD versions). */

@@ -97,7 +97,7 @@ static const v4_ckpt_tensor *find(binder *b, const char *name)
 static void *owned(binder *b, size_t bytes, const char *name)
 {
     void **grown = realloc(b->m->owned, (b->m->n_owned + 1) * sizeof *grown);
-    void *copy = grown ? malloc(bytes ? bytes : 1) : NULL;
+    void *copy = grown ? v4_alloc(bytes) : NULL;
     if (grown) b->m->owned = grown;
     if (!copy) {
         if (b->rc == 0) b->rc = tome_errorf(b->err, TOME_ENOMEM, "out of memory copying %s", name);
