@@ -446,10 +446,12 @@ static void test_fp4_frame(void)
  * (block 0, block 1): at 21 the reference rounds each product to a
  * subnormal (two of them sum to 2^-126, not (1 + 2^-23) 2^-126); with one
  * product under (30, 131) a move to block 1's frame would drop its last
- * bit.  One short of each, the frame holds: 22 and (30, 130). */
+ * bit.  One short of each, the frame holds: 22 and (30, 130).  Four
+ * panels of rows (the others' weights zeros), so that where the exact
+ * kernels sum all four in 512-bit registers, that loop meets the edges. */
 static void test_fp4_frame_edges(void)
 {
-    enum { R = 8, C = 64, SC = C / 32 };
+    enum { R = 32, C = 64, SC = C / 32 };
     static const struct {
         uint8_t e0, e1, products;
     } cases[] = {{21, 21, 2}, {22, 22, 2}, {30, 131, 1}, {30, 130, 1}};

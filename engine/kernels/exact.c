@@ -796,13 +796,12 @@ AVX512_INLINE void two_panels_pair(int bf16, const uint8_t *a, const uint8_t *b,
     *hi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(v, 18), mask));
 }
 
-/* panel_pairs of all PANELS panels, BF16's (bf16) or FP4's. */
-AVX512_INLINE void panel_pairs16(int bf16, const uint8_t *const *p, const float *x, int64_t k0,
-                                 int64_t k1, __m256 *acc)
+/* panel_pairs' steps over column pairs [k0, k1) of all PANELS panels,
+ * BF16's (bf16) or FP4's, the sums in 512-bit registers. */
+AVX512_INLINE void pairs16_steps(int bf16, const uint8_t *const *p, const float *x, int64_t k0,
+                                 int64_t k1, __m512 *sum)
 {
     size_t unit = bf16 ? 16 : 4; /* a panel's bytes per column */
-    __m512 sum[PANELS / 2];
-    sums16_in(acc, sum);
     for (int64_t k = k0; k < k1; k += 2) {
         __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
 #pragma GCC unroll 2
@@ -812,19 +811,16 @@ AVX512_INLINE void panel_pairs16(int bf16, const uint8_t *const *p, const float 
             sum[i] = add_weighted16(add_weighted16(sum[i], lo, x0), hi, x1);
         }
     }
-    sums16_out(sum, acc);
 }
 
+/* panel_pairs of all PANELS BF16 panels. */
 AVX512_SUMS void panel_pairs16_bf16(const uint8_t *const *p, const float *x, int64_t k0, int64_t k1,
                                     __m256 *acc)
 {
-    panel_pairs16(1, p, x, k0, k1, acc);
-}
-
-AVX512_SUMS void panel_pairs16_e2m1(const uint8_t *const *p, const float *x, int64_t k0, int64_t k1,
-                                    __m256 *acc)
-{
-    panel_pairs16(0, p, x, k0, k1, acc);
+    __m512 sum[PANELS / 2];
+    sums16_in(acc, sum);
+    pairs16_steps(1, p, x, k0, k1, sum);
+    sums16_out(sum, acc);
 }
 
 /* G panels' sums continued over FP8 columns [k0, k1) of one block, against
@@ -1024,6 +1020,99 @@ AVX2_INLINE void frame_end(const fp4_framed_x *fr, panel_frame *pf, __m256 *acc)
                              pow2_lanes(_mm256_sub_epi32(pf->e, _mm256_set1_epi32(fr->shift + 1))));
 }
 
+/* ---- FP4 sums in the frame, two panels to a 512-bit register ----
+ *
+ * While all PANELS panels stay in the frame, a block costs frame_block's
+ * checks and rescaling for each panel and the sums of its column pairs.
+ * The loop below keeps the frames' codes and the sums in 512-bit
+ * registers (two panels each, as panel_pairs16's) from block to block,
+ * where calling the sums per block moved them between register widths
+ * and checked the panels one by one: the same operations lane for lane.
+ * It stops at the first block that would take a panel out of the frame
+ * and leaves that block, and the panels' frames as they stand, to
+ * panels_fp4's way. */
+
+/* Eight scale codes from a and eight from b, zero-extended to sixteen
+ * lanes (panel_lanes of two panels). */
+AVX512_INLINE __m512i two_panels_codes(const uint8_t *a, const uint8_t *b)
+{
+    return _mm512_cvtepu8_epi32(
+        _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(const void *)a),
+                           _mm_loadl_epi64((const __m128i *)(const void *)b)));
+}
+
+/* Two panels' eight lanes as sixteen, and back. */
+AVX512_INLINE __m512i join_lanes(__m256i a, __m256i b)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
+AVX512_INLINE void split_lanes(__m512i v, __m256i *a, __m256i *b)
+{
+    *a = _mm512_castsi512_si256(v);
+    *b = _mm512_extracti64x4_epi64(v, 1);
+}
+
+/* pow2_lanes on sixteen lanes. */
+AVX512_INLINE __m512 pow2_lanes16(__m512i d)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(d, _mm512_set1_epi32(127)), 23));
+}
+
+/* The lanes where codes e, with a row's least and greatest codes, break
+ * the frame's conditions (frame_breaks on sixteen lanes). */
+AVX512_INLINE __mmask16 frame_breaks16(const fp4_framed_x *fr, __m512i e, __m512i least,
+                                       __m512i most)
+{
+    return _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(fr->e_lo), e) |
+           _mm512_cmpgt_epi32_mask(e, _mm512_set1_epi32(fr->e_hi)) |
+           _mm512_cmpgt_epi32_mask(_mm512_sub_epi32(most, least), _mm512_set1_epi32(fr->spread));
+}
+
+/* All PANELS panels' sums acc, each in the frame pf[i] (on), continued
+ * over FP4 blocks from column k0 while each block keeps every panel in
+ * the frame; returns the column where they stopped (a block that does
+ * not, or cols). */
+AVX512_SUMS int64_t panels_fp4_framed16(const fp4_framed_x *fr, const uint8_t *const *p,
+                                        const uint8_t *const *scales, int64_t k0, int64_t cols,
+                                        panel_frame *pf, __m256 *acc)
+{
+    __m512 sum[PANELS / 2];
+    __m512i e[PANELS / 2], least[PANELS / 2], most[PANELS / 2];
+    sums16_in(acc, sum);
+    for (int i = 0; i < PANELS / 2; i++) {
+        e[i] = join_lanes(pf[2 * i].e, pf[2 * i + 1].e);
+        least[i] = join_lanes(pf[2 * i].least, pf[2 * i + 1].least);
+        most[i] = join_lanes(pf[2 * i].most, pf[2 * i + 1].most);
+    }
+    for (; k0 < cols; k0 += V4_FP4_BLOCK) {
+        __m512i next[PANELS / 2], lo[PANELS / 2], hi[PANELS / 2];
+        __mmask16 bad = 0;
+        size_t at = (size_t)(k0 / V4_FP4_BLOCK) * 8;
+        for (int i = 0; i < PANELS / 2; i++) {
+            next[i] = two_panels_codes(scales[2 * i] + at, scales[2 * i + 1] + at);
+            lo[i] = _mm512_min_epi32(least[i], next[i]);
+            hi[i] = _mm512_max_epi32(most[i], next[i]);
+            bad |= frame_breaks16(fr, next[i], lo[i], hi[i]);
+        }
+        if (bad) break;
+        for (int i = 0; i < PANELS / 2; i++) {
+            sum[i] = _mm512_mul_ps(sum[i], pow2_lanes16(_mm512_sub_epi32(e[i], next[i])));
+            e[i] = next[i];
+            least[i] = lo[i];
+            most[i] = hi[i];
+        }
+        pairs16_steps(0, p, fr->x, k0, k0 + V4_FP4_BLOCK, sum);
+    }
+    sums16_out(sum, acc);
+    for (int i = 0; i < PANELS / 2; i++) {
+        split_lanes(e[i], &pf[2 * i].e, &pf[2 * i + 1].e);
+        split_lanes(least[i], &pf[2 * i].least, &pf[2 * i + 1].least);
+        split_lanes(most[i], &pf[2 * i].most, &pf[2 * i + 1].most);
+    }
+    return k0;
+}
+
 /* Panels of column pairs: BF16's, or FP4's decoded as values times
  * 2^-126 (panel_e2m1_tiny), whose sums in the frame take them as they are. */
 enum pair_format { PAIRS_BF16, PAIRS_E2M1_TINY };
@@ -1101,10 +1190,14 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
         scales[i] = w->panel_extras + (size_t)(row[i] / 8) * blocks * 8;
         frame_start(fr, &pf[i], panel_lanes(scales[i]));
     }
-    for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP4_BLOCK) {
+    int64_t k0 = 0;
+    int framed = G == PANELS;
+    for (int i = 0; i < G; i++) framed &= pf[i].on;
+    if (wide && framed) k0 = panels_fp4_framed16(fr, p, scales, 0, w->cols, pf, acc);
+    for (; k0 < w->cols; k0 += V4_FP4_BLOCK) {
         const uint8_t *codes[PANELS];
         __m256 f[PANELS];
-        int way[PANELS], same = G == PANELS;
+        int way[PANELS] = {0}, same = G == PANELS; /* (zeros: for the compiler) */
         for (int i = 0; i < G; i++) {
             codes[i] = scales[i] + k0 / V4_FP4_BLOCK * 8;
             __m256i e = panel_lanes(codes[i]);
@@ -1114,11 +1207,8 @@ AVX2_INLINE void panels_fp4(const v4_weight *w, const uint8_t *const *p, const i
             f[i] = fp4_factors(e);
             same &= way[i] == way[0];
         }
-        if (same && way[0] == FP4_FRAMED) {
-            if (wide)
-                panel_pairs16_e2m1(p, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
-            else
-                panel_pairs(PAIRS_E2M1_TINY, p, PANELS, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
+        if (same && way[0] == FP4_FRAMED) { /* (not wide: panels_fp4_framed16 took those) */
+            panel_pairs(PAIRS_E2M1_TINY, p, PANELS, fr->x, k0, k0 + V4_FP4_BLOCK, acc);
             continue;
         }
         if (same && way[0] == FP4_QUICK) {
