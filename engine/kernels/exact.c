@@ -1939,6 +1939,7 @@ const char *v4_kernels_isa(void)
 
 void *v4_alloc(size_t bytes)
 {
+    if (bytes > SIZE_MAX - HUGE_PAGE) return NULL; /* no rounding wraps around */
     bytes = (bytes ? bytes + 63 : 64) / 64 * 64;
     if (bytes < HUGE_BYTES) return aligned_alloc(64, bytes);
     void *p = NULL;
@@ -1951,5 +1952,5 @@ void *v4_alloc(size_t bytes)
 
 float *v4_floats(size_t n)
 {
-    return v4_alloc(n * sizeof(float));
+    return n > SIZE_MAX / sizeof(float) ? NULL : v4_alloc(n * sizeof(float));
 }
