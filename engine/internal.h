@@ -220,8 +220,11 @@ int v4_pool_threads(const v4_pool *p);
 
 typedef void (*v4_task_fn)(void *ctx, int64_t begin, int64_t end);
 /* Run fn over [0, n) split into chunks of a multiple of `grain` items
- * (each starting at a multiple of it) on the pool (the calling thread
- * takes part).  One region runs at a time: a second caller waits; a call
+ * (each starting at a multiple of it; the last may be cut short at n) on
+ * the pool (the calling thread takes part).  A chunk is at most
+ * 1/(2 x threads) of what is left when it starts, or one grain: `grain`
+ * is the least work worth a hand-off, and bounds how far apart the
+ * threads finish.  One region runs at a time: a second caller waits; a call
  * from inside a task runs inline. */
 void v4_parallel_for(v4_pool *p, int64_t n, int64_t grain, v4_task_fn fn, void *ctx);
 /* The running thread's scratch, inside a task or region of `p` (NULL
