@@ -84,6 +84,7 @@ typedef struct tomed_config {
     int workers;
     int max_answer_tokens;
     int kernels;  /* v4_kernels: fast or exact (at start only) */
+    int weights;  /* v4_weights: auto, copy or map (at start only) */
     int numerics; /* v4_numerics: qat, fp32 or official (at start only) */
     /* The engine (at start only): local, or remote endpoints */
     int engine;

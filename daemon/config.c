@@ -296,6 +296,12 @@ static int set_key(tomed_config *c, const char *key, const char *v)
         c->kernels = k;
         return 0;
     }
+    if (strcmp(key, "weights") == 0) {
+        int w = v4_weights_parse(v);
+        if (w < 0) return TOME_EINVAL;
+        c->weights = w;
+        return 0;
+    }
     if (strcmp(key, "numerics") == 0) {
         int n = v4_numerics_parse(v);
         if (n < 0) return TOME_EINVAL;
@@ -465,15 +471,16 @@ int tomed_config_build(int argc, char **argv, tomed_config *cfg, int *check_only
 
 int tomed_config_reload_into(tomed_config *live, const tomed_config *fresh)
 {
-    int fixed_changed =
-        strcmp(fresh->state_dir, live->state_dir) ||
-        strcmp(fresh->socket_path, live->socket_path) || strcmp(fresh->listen, live->listen) ||
-        strcmp(fresh->model, live->model) || strcmp(fresh->mtp_model, live->mtp_model) ||
-        strcmp(fresh->pidfile, live->pidfile) || fresh->max_context != live->max_context ||
-        fresh->engine != live->engine || fresh->kernels != live->kernels ||
-        fresh->numerics != live->numerics || fresh->n_remotes != live->n_remotes ||
-        memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
-        strcmp(fresh->remote_model, live->remote_model);
+    int fixed_changed = strcmp(fresh->state_dir, live->state_dir) ||
+                        strcmp(fresh->socket_path, live->socket_path) ||
+                        strcmp(fresh->listen, live->listen) || strcmp(fresh->model, live->model) ||
+                        strcmp(fresh->mtp_model, live->mtp_model) ||
+                        strcmp(fresh->pidfile, live->pidfile) ||
+                        fresh->max_context != live->max_context || fresh->engine != live->engine ||
+                        fresh->kernels != live->kernels || fresh->weights != live->weights ||
+                        fresh->numerics != live->numerics || fresh->n_remotes != live->n_remotes ||
+                        memcmp(fresh->remotes, live->remotes, sizeof live->remotes) ||
+                        strcmp(fresh->remote_model, live->remote_model);
     memcpy(live->tls_cert, fresh->tls_cert, sizeof live->tls_cert);
     memcpy(live->tls_key, fresh->tls_key, sizeof live->tls_key);
     memcpy(live->tls_client_ca, fresh->tls_client_ca, sizeof live->tls_client_ca);

@@ -124,12 +124,15 @@ static int load_model(engine_local *e, tome_error *err)
                            e->model_dir, e->model_dir);
     const tomed_config *conf = &e->server->cfg;
     v4_open_options opts = {.kernels = (v4_kernels)conf->kernels,
+                            .weights = (v4_weights)conf->weights,
                             .numerics = (v4_numerics)conf->numerics,
                             .mtp_gguf = conf->mtp_model[0] ? conf->mtp_model : NULL};
     int rc = v4_model_open(e->model_dir, &opts, &e->model, err);
     if (rc != 0) return rc;
-    tomed_log(TOMED_LOG_INFO, "%s kernels (%s), %s numerics", v4_kernels_name(opts.kernels),
-              v4_kernels_isa(), v4_numerics_name(opts.numerics));
+    size_t copied = v4_model_copied_bytes(e->model);
+    tomed_log(TOMED_LOG_INFO, "%s kernels (%s), %s numerics, weights %s (%.1f MB copied)",
+              v4_kernels_name(opts.kernels), v4_kernels_isa(), v4_numerics_name(opts.numerics),
+              copied ? "copied into memory" : "read in place", 1e-6 * (double)copied);
     char name[TOMED_PATH_MAX + 32], *text;
     size_t len;
     rc = v4_model_tokenizer(e->model_dir, &text, &len, name, sizeof name, err);

@@ -153,8 +153,8 @@ static void reload(daemon_state *d)
      * reads the ones that change, but for the engine's three, which the
      * engine thread reads atomically. */
     if (tomed_config_reload_into(&s->cfg, fresh))
-        tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen, model, pidfile, engine, kernels "
-                                  "and numerics change only on restart");
+        tomed_log(TOMED_LOG_WARN, "state_dir, socket, listen, model, pidfile, engine, kernels, "
+                                  "weights and numerics change only on restart");
     free(fresh);
     tomed_log_setup(s->cfg.log_level, s->cfg.log_syslog || !s->cfg.foreground);
     tomed_log(TOMED_LOG_INFO, "configuration and TLS certificates reloaded");

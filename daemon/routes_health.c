@@ -32,10 +32,11 @@ void tomed_route_ready(tomed_request *r)
     int loaded = tomed_jobs_model_ready(r->server->jobs, &model, &why);
     int draining = r->server->draining;
     json_t *body =
-        json_pack("{s:b, s:s, s:s, s:b, s:s, s:s, s:s}", "ready", loaded && !draining, "model",
+        json_pack("{s:b, s:s, s:s, s:b, s:s, s:s, s:s, s:s}", "ready", loaded && !draining, "model",
                   model, "store", "ok", "draining", draining, "kernels",
                   v4_kernels_name((v4_kernels)r->server->cfg.kernels), "isa", v4_kernels_isa(),
-                  "numerics", v4_numerics_name((v4_numerics)r->server->cfg.numerics));
+                  "numerics", v4_numerics_name((v4_numerics)r->server->cfg.numerics), "weights",
+                  v4_weights_name((v4_weights)r->server->cfg.weights));
     if (why) json_object_set_new(body, "reason", json_string(why));
     json_object_set_new(body, "engine", tomed_engine_status(tomed_jobs_engine(r->server->jobs)));
     tomed_reply_json(r, loaded && !draining ? 200 : 503, body);

@@ -170,6 +170,19 @@ static void add_panels(binder *b, v4_weight *w, const char *name)
     if (w->dtype == V4_I8) release_mapped(w->scale, (size_t)w->rows * (size_t)w->scale_stride);
 }
 
+/* The fast kernels' copy of w's matrix (resident.c), its mapped pages let
+ * go.  A tensor f32_data already copied stays where it is. */
+static void copy_matrix(binder *b, v4_weight *w, const v4_ckpt_tensor *t)
+{
+    if (w->data != t->data) return;
+    uint8_t *copy = owned(b, t->nbytes, t->name);
+    if (!copy) return;
+    v4_copy_parallel(b->m->pool, copy, t->data, t->nbytes);
+    release_mapped(t->data, t->nbytes);
+    w->data = copy;
+    b->m->copied_bytes += t->nbytes;
+}
+
 static v4_weight weight(binder *b, const char *prefix, const char *name)
 {
     char full[160], scale[160];
@@ -208,6 +221,8 @@ static v4_weight weight(binder *b, const char *prefix, const char *name)
     }
     if (b->m->opts.kernels == V4_KERNELS_EXACT && takes_panels(full, t->ndim))
         add_panels(b, &w, full);
+    else if (b->m->copying && takes_panels(full, t->ndim))
+        copy_matrix(b, &w, t);
     return w;
 }
 
@@ -476,6 +491,17 @@ static int64_t widest(const v4_tensor_spec *specs, size_t n)
     return most;
 }
 
+/* Bytes of the checkpoint's matrices (those the kernels multiply by). */
+static double matrix_bytes(const v4_model *m, const v4_tensor_spec *specs, size_t n)
+{
+    double bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const v4_ckpt_tensor *t = v4_checkpoint_find(m->ck, specs[i].name);
+        if (t && takes_panels(t->name, t->ndim)) bytes += (double)t->nbytes;
+    }
+    return bytes;
+}
+
 int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, tome_error *err)
 {
     *out = NULL;
@@ -486,6 +512,10 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
     if ((unsigned)m->opts.numerics > V4_NUMERICS_OFFICIAL) {
         free(m);
         return tome_errorf(err, TOME_EINVAL, "unknown numerics %d", (int)opts->numerics);
+    }
+    if ((unsigned)m->opts.weights > V4_WEIGHTS_MAP) {
+        free(m);
+        return tome_errorf(err, TOME_EINVAL, "unknown weights mode %d", (int)opts->weights);
     }
     char *config_text = NULL;
     size_t config_len = 0;
@@ -509,6 +539,9 @@ int v4_model_open(const char *dir, const v4_open_options *opts, v4_model **out, 
         rc = v4_pool_new(m->opts.n_threads, v4_kernel_scratch_bytes(widest(specs, n_specs)),
                          &m->pool, err);
     if (rc == 0) rc = v4_buffers_new(&m->buffers, err);
+    if (rc == 0)
+        m->copying =
+            v4_weights_copying(m->opts.weights, m->opts.kernels, matrix_bytes(m, specs, n_specs));
     if (rc == 0) rc = bind_all(m, err);
     free(config_text);
     free(specs);
@@ -567,6 +600,11 @@ const v4_config *v4_model_config(const v4_model *m)
     return &m->cfg;
 }
 
+size_t v4_model_copied_bytes(const v4_model *m)
+{
+    return m->copied_bytes;
+}
+
 void v4_model_fingerprint(const v4_model *m, uint8_t out[32])
 {
     memcpy(out, m->fingerprint, 32);
@@ -584,19 +622,21 @@ int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, dou
                           double *replaced, tome_error *err)
 {
     *panels = *replaced = 0;
-    if (!opts || opts->kernels != V4_KERNELS_EXACT) return 0;
+    int copies = opts && opts->kernels == V4_KERNELS_FAST && opts->weights == V4_WEIGHTS_COPY;
+    if (!opts || (opts->kernels != V4_KERNELS_EXACT && !copies)) return 0;
     v4_tensor_spec *specs;
     size_t n;
     int rc = v4_manifest(cfg, &specs, &n, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const v4_tensor_spec *t = &specs[i];
         int64_t cols = t->dtype == V4_I8 ? 2 * t->shape[1] : t->shape[1];
-        size_t bytes =
-            takes_panels(t->name, t->ndim) ? v4_panels_size(t->dtype, t->shape[0], cols) : 0;
+        size_t bytes = !takes_panels(t->name, t->ndim) ? 0
+                       : copies                        ? v4_tensor_spec_bytes(t)
+                                : v4_panels_size(t->dtype, t->shape[0], cols);
         if (!bytes) continue;
         *panels += (double)bytes;
         *replaced += (double)v4_tensor_spec_bytes(t);
-        if (t->dtype != V4_I8) continue; /* FP4 panels carry their scales too */
+        if (copies || t->dtype != V4_I8) continue; /* FP4 panels carry their scales too */
         char scale[sizeof t->name + 8];
         snprintf(scale, sizeof scale, "%.*s.scale", (int)strlen(t->name) - 7, t->name);
         const v4_tensor_spec *s = spec_named(specs, n, scale);

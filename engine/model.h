@@ -84,8 +84,10 @@ struct v4_model {
     size_t index_row_bytes;   /* one stored indexer key */
     int rope_bf16;            /* compact rows keep RoPE dims in BF16 */
     uint8_t fingerprint[32];
-    void **owned; /* aligned copies of misaligned F32 tensors */
+    void **owned; /* aligned copies: misaligned F32 tensors, copied matrices, panels */
     size_t n_owned;
+    int copying;         /* the fast kernels read copies of the matrices (resident.c) */
+    size_t copied_bytes; /* bytes of those copies */
 };
 
 static inline const v4_rope *v4_block_rope(const v4_model *m, const v4_block_weights *b)
@@ -100,6 +102,15 @@ void v4_rope_apply(const v4_rope *r, float *x, int64_t pos, int inverse);
  * each angle's cosine and sine computed once. */
 void v4_rope_apply_rows(const v4_rope *r, float *x, int64_t stride, int rows, int64_t pos,
                         int inverse);
+
+/* ---- resident matrices (resident.c) ------------------------------------------ */
+
+/* Whether a model opened with `mode` and `kernels` copies its matrices,
+ * `bytes` in all, into memory (v4_weights): never with exact kernels or
+ * V4_WEIGHTS_MAP, always with COPY, with AUTO where they fit. */
+int v4_weights_copying(v4_weights mode, v4_kernels kernels, double bytes);
+/* memcpy of `bytes` by the pool's threads, a huge page per task. */
+void v4_copy_parallel(v4_pool *pool, uint8_t *to, const uint8_t *from, size_t bytes);
 
 /* ---- state ---------------------------------------------------------------- */
 

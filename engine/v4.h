@@ -190,9 +190,27 @@ int v4_kernels_parse(const char *name);
  * one, for tests). */
 const char *v4_kernels_isa(void);
 
+/* Where the fast kernels read the matrices from.  Mapped: in place, in the
+ * mapped checkpoint (the page cache's 4 kB pages, each tensor wherever
+ * the file put it: few are 64-byte aligned).  Copied: each matrix the
+ * kernels multiply by copied at open into 64-byte aligned memory in 2 MB
+ * huge pages, its mapped pages let go: on a Zen 5, decode read the
+ * weights about 1.5 times as fast, for a few seconds' open and RAM for
+ * every matrix (routed experts can no longer wait on disk).  Auto (the
+ * default): copied when the matrices fit in nine tenths of the memory
+ * available (MemAvailable, and the cgroup's limit where one is set), else
+ * mapped.  Results are the same bits either way.  The exact kernels keep
+ * panels of their own (always in memory) and ignore this. */
+typedef enum v4_weights { V4_WEIGHTS_AUTO = 0, V4_WEIGHTS_COPY = 1, V4_WEIGHTS_MAP = 2 } v4_weights;
+
+/* "auto" / "copy" / "map", and the parse of such a name (-1 if unknown). */
+const char *v4_weights_name(v4_weights w);
+int v4_weights_parse(const char *name);
+
 typedef struct v4_open_options {
     v4_numerics numerics;
     v4_kernels kernels;
+    v4_weights weights;
     int n_threads; /* kernel threads; 0 = number of online CPUs */
     /* Store the RoPE dims of KV entries in BF16, as the official bf16 model
      * does (583 bytes per 512-wide entry instead of 711).  Off by default:
@@ -219,6 +237,10 @@ void v4_model_free(v4_model *m);
 int v4_model_tokenizer(const char *model, char **json, size_t *len, char *name, size_t cap,
                        tome_error *err);
 const v4_config *v4_model_config(const v4_model *m);
+/* Bytes of matrices the model copied into memory at open (V4_WEIGHTS_COPY,
+ * or AUTO where they fit; 0 where the fast kernels read them mapped, and
+ * with exact kernels, whose panels are their own). */
+size_t v4_model_copied_bytes(const v4_model *m);
 /* SHA-256 over config.json and every tensor's name, dtype and shape, plus the
  * numerics mode: two models with equal fingerprints produce the same states. */
 void v4_model_fingerprint(const v4_model *m, uint8_t out[32]);
@@ -235,7 +257,10 @@ double v4_config_state_bytes_per_token(const v4_config *cfg, const v4_open_optio
  * layout, made where the CPU has AVX2: counted here whatever the CPU, so
  * that a fit check errs on the safe side) into *panels, and into *replaced
  * the bytes of mapped weights the model no longer reads once they are made
- * (the matrices, and FP4 ones' scales); else both 0. */
+ * (the matrices, and FP4 ones' scales); with fast kernels and
+ * V4_WEIGHTS_COPY, the matrices' copies and the matrices; else both 0
+ * (V4_WEIGHTS_AUTO copies only where the copies fit, so a fit check
+ * counts it as mapped). */
 int v4_config_panel_bytes(const v4_config *cfg, const v4_open_options *opts, double *panels,
                           double *replaced, tome_error *err);
 /* What one token costs in matrix products through the main blocks (the

@@ -134,7 +134,8 @@ static void judge(tome_plan *p, const tome_machine *m)
     } else {
         p->verdict = TOME_FITS_NOT;
         snprintf(p->why, sizeof p->why,
-                 "%.1f GiB are needed in RAM with the exact kernels' panels (states %.1f GiB), "
+                 "%.1f GiB are needed in RAM with every matrix held there (exact kernels' "
+                 "panels or copied weights; states %.1f GiB), "
                  "%.1f GiB usable",
                  p->memory / gib, states / gib, usable / gib);
     }

@@ -78,8 +78,9 @@ typedef struct tome_plan {
     int questions;        /* concurrent questions, each over its own corpus */
     double kv_per_token;  /* bytes of KV state one token adds */
     double kv_at_context; /* ... at `context` tokens */
-    /* With exact kernels, their copy of the matrices and the mapped bytes
-     * it replaces (v4_config_panel_bytes); 0 otherwise. */
+    /* With exact kernels (or fast ones and V4_WEIGHTS_COPY), their copy of
+     * the matrices and the mapped bytes it replaces (v4_config_panel_bytes);
+     * 0 otherwise. */
     double panels, replaced;
     double memory;     /* weights - replaced + panels + questions x kv_at_context */
     double state_disk; /* questions x kv_at_context, saved */

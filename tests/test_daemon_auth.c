@@ -129,18 +129,24 @@ static void test_engine_keys(const char *dir)
     snprintf(conf, sizeof conf, "%s/engine.conf", dir);
     char *args[] = {"tomed", "--config", conf, "--state-dir", "/s", NULL};
     char *plain[] = {"tomed", "--state-dir", "/s", NULL};
-    write_text(conf, "kernels = exact\nnumerics = official\nmtp_model = /m/mtp.gguf\n");
+    write_text(conf, "kernels = exact\nnumerics = official\nmtp_model = /m/mtp.gguf\n"
+                     "weights = map\n");
     CHECK_OK(build(cfg, &err, 5, args), &err);
     CHECK(cfg->kernels == V4_KERNELS_EXACT && cfg->numerics == V4_NUMERICS_OFFICIAL);
+    CHECK(cfg->weights == V4_WEIGHTS_MAP);
     CHECK(strcmp(cfg->mtp_model, "/m/mtp.gguf") == 0);
     CHECK_OK(build(fresh, &err, 3, plain), &err);
     CHECK(fresh->kernels == V4_KERNELS_FAST && fresh->numerics == V4_NUMERICS_QAT);
+    CHECK(fresh->weights == V4_WEIGHTS_AUTO);
     /* a reload reports them changed and keeps what the engine runs */
     CHECK(tomed_config_reload_into(cfg, fresh) == 1);
     CHECK(cfg->numerics == V4_NUMERICS_OFFICIAL);
     write_text(conf, "numerics = bf16\n");
     CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
     CHECKF(strstr(err.msg, "bad value for 'numerics'") != NULL, "%s", err.msg);
+    write_text(conf, "weights = huge\n");
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    CHECKF(strstr(err.msg, "bad value for 'weights'") != NULL, "%s", err.msg);
     unlink(conf);
     free(fresh);
     free(cfg);

@@ -51,6 +51,22 @@ for chunk in 1 3 128 129 512; do
     dump "chunk$chunk" --chunk "$chunk"
     same "chunk$chunk" "prefill chunk $chunk"
 done
+# Where the kernels read the matrices from changes no bit: copied into
+# aligned memory at open (what auto does with a model this small) or read
+# in place from the mapped checkpoint.
+checks=$((checks + 1))
+grep -q 'weights copied' "$dir/base.err" || { echo "FAIL: auto did not copy a tiny model's weights"; fail=1; }
+dump weights-map --weights map
+checks=$((checks + 1))
+grep -q 'weights mapped' "$dir/weights-map.err" || { echo "FAIL: --weights map not reported"; fail=1; }
+same weights-map "--weights map"
+dump weights-copy --weights copy
+same weights-copy "--weights copy"
+checks=$((checks + 1))
+if "$run" --model "$model" --weights huge --ids "$dir/p300" 2>"$dir/err"; then
+    echo "FAIL: --weights huge accepted"
+    fail=1
+fi
 
 # Resuming from a saved state decodes what a straight run decodes.
 "$run" --model "$model" --ids "$dir/p300" --decode 12 --print-tokens >"$dir/full.out" 2>/dev/null

@@ -73,7 +73,7 @@ awk '/^weights/ { w = $2 } /^  routed experts/ { r = $3 } /^  embeddings/ { e = 
     "$tmp/out" || { fail "exact kernels' panels: between the routed experts and all but the embedding"; cat "$tmp/out"; }
 plan "$flash" --ram 128G --free-disk 2T --kernels exact
 expect "Flash on 128 GB with exact kernels does not fit" \
-    "^verdict      does not fit: .* needed in RAM with the exact kernels' panels"
+    "^verdict      does not fit: .* needed in RAM with every matrix held there (exact kernels' panels"
 # fp32 numerics store F32 rows: a KV entry 512 * 4 = 2048 bytes, an
 # indexer key 128 * 4 = 512; 21 * (2048 + 512) / 4 + 20 * 2048 / 128 = 13760.
 plan "$flash" --ram 512G --free-disk 2T --numerics fp32

@@ -27,6 +27,7 @@ typedef struct options {
     int chunk, decode, mtp, threads, print_tokens, kv_rope_bf16, warmup;
     int numerics; /* v4_numerics: the index in "qat|fp32|official" */
     int kernels;  /* v4_kernels: the index in "fast|exact" */
+    int weights;  /* v4_weights: the index in "auto|copy|map" */
 } options;
 
 static int push_id(v4_ids *ids, int32_t id, tome_error *err)
@@ -173,6 +174,10 @@ static const tome_option option_table[] = {
     TOME_CHOICE("kernels", 0, "fast|exact", opt.kernels,
                 "fast (default: SIMD, fixed order) or exact (the reference's\n"
                 "rounding, bit for bit; slower)"),
+    TOME_CHOICE("weights", 0, "auto|copy|map", opt.weights,
+                "where the fast kernels read the matrices: copied into\n"
+                "aligned huge pages at open (faster), mapped in place, or auto\n"
+                "(default: copied where they fit in the memory available)"),
     TOME_INT("threads", 0, "N", opt.threads, 0, 256, "kernel threads (default 0: all cores)"),
     TOME_STRING("mtp-gguf", 0, "FILE", opt.mtp_gguf,
                 "a GGUF model's MTP block from FILE, a GGUF of its own\n"
@@ -292,11 +297,21 @@ static void print_model_lines(const run *r)
             "(LM head: %.3f GFLOP, %.1f MB)\n",
             2e-9 * cost.macs, 1e-6 * cost.weight_bytes, 2e-9 * cost.head_macs,
             1e-6 * cost.head_bytes);
-    fprintf(stderr, "tome-run: kernels %s (%s), numerics %s, %d threads, chunks of %d tokens\n",
+    size_t copied = v4_model_copied_bytes(r->m);
+    char weights[64];
+    if (o->kernels == V4_KERNELS_EXACT)
+        snprintf(weights, sizeof weights, "in the exact kernels' panels");
+    else if (copied)
+        snprintf(weights, sizeof weights, "copied (%.1f MB)", 1e-6 * (double)copied);
+    else
+        snprintf(weights, sizeof weights, "mapped");
+    fprintf(stderr,
+            "tome-run: kernels %s (%s), numerics %s, %d threads, chunks of %d tokens, "
+            "weights %s\n",
             v4_kernels_name((v4_kernels)o->kernels), v4_kernels_isa(),
             v4_numerics_name((v4_numerics)o->numerics),
             o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
-            o->chunk > 0 ? o->chunk : v4_config_prefill_chunk(v4_model_config(r->m)));
+            o->chunk > 0 ? o->chunk : v4_config_prefill_chunk(v4_model_config(r->m)), weights);
 }
 
 /* Open the model, read the prompt and the forced tokens, and allocate the
@@ -306,6 +321,7 @@ static int run_open(run *r, tome_error *err)
     const options *o = r->o;
     v4_open_options opts = {.numerics = (v4_numerics)o->numerics,
                             .kernels = (v4_kernels)o->kernels,
+                            .weights = (v4_weights)o->weights,
                             .n_threads = o->threads,
                             .kv_rope_bf16 = o->kv_rope_bf16,
                             .mtp_gguf = o->mtp_gguf};
