@@ -45,5 +45,10 @@ stop_tomed
 # With a good model the line comes, and /v1/ready agrees at once.
 start_tomed --model "$model"
 unix_http 200 /v1/ready && body_has '"ready":true'
+body_has '"weights":"auto"'
+# and the log says where the fast kernels read the matrices from (a tiny
+# model fits: auto copies it)
+checks=$((checks + 1))
+grep -q 'weights copied into memory' "$tmp/tomed.log" || fail "the log does not say the weights were copied"
 stop_tomed
 finish
