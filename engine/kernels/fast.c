@@ -228,6 +228,13 @@ typedef struct workspace {
     _Alignas(64) float decoded[];
 } workspace;
 
+/* The lane tile's sums for one group of tokens (v4_fast_kernels.lane_tile)
+ * and for a block of them; in the lane path a workspace's `decoded` holds
+ * the block's sums, then the lane panel (V4_FAST_LANE_ROWS rows), then
+ * decode_lanes' scratch (16 rows). */
+#define LANE_GROUP_SUMS (V4_FAST_LANES * V4_FAST_TOKENS * V4_FAST_LANE_ROWS)
+#define LANE_SUMS       (BLOCK_TOKENS / V4_FAST_TOKENS * LANE_GROUP_SUMS)
+
 /* Values from one decoded row to the next in a workspace, for rows of
  * `cols` values of `size` bytes.  Rows a multiple of 4 kB long would put
  * the same columns of a tile's rows in the same sets of the L1 cache, which
@@ -243,8 +250,10 @@ static int64_t panel_stride(int64_t cols, size_t size)
 
 size_t v4_fast_scratch_bytes(int64_t cols)
 {
-    return sizeof(workspace) +
-           (size_t)BLOCK_ROWS * (size_t)panel_stride(cols, sizeof(float)) * sizeof(float);
+    size_t tiles = (size_t)BLOCK_ROWS * (size_t)panel_stride(cols, sizeof(float)),
+           lanes = LANE_SUMS + V4_FAST_LANES * (size_t)v4_fast_lane_stride(cols / V4_FAST_LANES) +
+                   16 * (size_t)cols;
+    return sizeof(workspace) + (tiles > lanes ? tiles : lanes) * sizeof(float);
 }
 
 static int min_int(int64_t a, int64_t b)
@@ -265,6 +274,23 @@ static float *packed_token(const float *copy, int64_t cols, int64_t t)
 {
     return (float *)copy + t / V4_FAST_TOKENS * V4_FAST_TOKENS * cols +
            t % V4_FAST_TOKENS * V4_FAST_LANES;
+}
+
+/* Whether j's prefill takes the kernels' lane tile: products of more
+ * than two tokens, F32 sums, and at least a lane tile's rows (fewer would
+ * leave lanes idle: the hyper-connections' 24 rows keep tile_acc).  The
+ * packed copy is then in the lane layout (fast.h): a group's tokens share
+ * its 6 x cols values as packed_token's do, token t's value p = 16 j + l
+ * at group + (l * steps + j) * V4_FAST_TOKENS + t % V4_FAST_TOKENS. */
+static int lanes(const fast_job *j)
+{
+    return j->n > 2 && !j->hw && j->k->lane_tile && j->w->rows >= V4_FAST_LANE_ROWS;
+}
+
+/* The rows a prefill block of j takes. */
+static int block_rows(const fast_job *j)
+{
+    return lanes(j) ? V4_FAST_LANE_ROWS : BLOCK_ROWS;
 }
 
 /* One register tile's step: F32 rows and inputs through the kernels'
@@ -304,6 +330,32 @@ static void sum_tokens(const fast_job *j, const void *const *rows, int nr, int t
                     rp[i] = (const char *)rows[p * V4_FAST_ROWS + i] + kb * size;
                 tile_step(j, rp, xs, nt, klen, kb == 0, ws->sums[g][p]);
             }
+        }
+    }
+}
+
+/* Rows [r, r + nr) (nr <= V4_FAST_LANE_ROWS) for all of the call's
+ * tokens through the lane tile: decoded once into the lane panel, then
+ * BLOCK_TOKENS tokens at a time, column run by column run, each group of
+ * tokens' sums continued from run to run, and the lane trees last. */
+static void lane_block(const fast_job *j, int64_t r, int nr, workspace *ws)
+{
+    int64_t cols = j->w->cols, steps = cols / V4_FAST_LANES;
+    int64_t run = tile_columns(j->k) / V4_FAST_LANES;
+    float *sums = ws->decoded, *panel = sums + LANE_SUMS;
+    j->k->decode_lanes(j->w, r, nr, panel + V4_FAST_LANES * v4_fast_lane_stride(steps), panel);
+    for (int t0 = 0; t0 < j->n; t0 += BLOCK_TOKENS) {
+        int nb = min_int(BLOCK_TOKENS, j->n - t0);
+        for (int64_t j0 = 0; j0 < steps; j0 += run)
+            for (int g = 0; g * V4_FAST_TOKENS < nb; g++)
+                j->k->lane_tile(panel, packed_token(j->x, cols, t0 + g * V4_FAST_TOKENS),
+                                min_int(V4_FAST_TOKENS, nb - g * V4_FAST_TOKENS), steps, j0,
+                                min_int(j0 + run, steps), j0 == 0, sums + g * LANE_GROUP_SUMS);
+        for (int g = 0; g * V4_FAST_TOKENS < nb; g++) {
+            int t = t0 + g * V4_FAST_TOKENS;
+            j->k->lane_reduce(sums + g * LANE_GROUP_SUMS,
+                              min_int(V4_FAST_TOKENS, nb - g * V4_FAST_TOKENS), nr,
+                              j->y + (int64_t)t * j->ystride + r, j->ystride);
         }
     }
 }
@@ -464,8 +516,9 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1)
     const fast_job *j = ctx;
     /* hw comes with more than two tokens (v4_fast_matmul_pairs) */
     workspace *ws = j->n > 2 ? v4_pool_scratch(j->w->pool) : NULL;
-    for (int64_t r = r0; r < r1; r += BLOCK_ROWS) {
-        int nr = min_int(BLOCK_ROWS, r1 - r);
+    int step = block_rows(j);
+    for (int64_t r = r0; r < r1; r += step) {
+        int nr = min_int(step, r1 - r);
         if ((!j->x && !j->xh) ||
             (j->flushing && (j->x_flushes || !v4_fast_pairs_scales_plain(j->w, r, nr))))
             definition_block(j, r, nr);
@@ -473,6 +526,8 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1)
             decode_block(j, r, nr);
         else if (j->hw)
             pairs_block_bf16(j, r, nr, ws);
+        else if (lanes(j))
+            lane_block(j, r, nr, ws);
         else
             prefill_block(j, r, nr, ws);
     }
@@ -484,8 +539,8 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1)
 static int64_t job_grain(const fast_job *j)
 {
     int64_t per_row = j->w->cols * (int64_t)j->n;
-    int64_t grain = ((int64_t)1 << 20) / (per_row + 1);
-    return grain < BLOCK_ROWS ? BLOCK_ROWS : grain / BLOCK_ROWS * BLOCK_ROWS;
+    int64_t grain = ((int64_t)1 << 20) / (per_row + 1), block = block_rows(j);
+    return grain < block ? block : grain / block * block;
 }
 
 /* Products run as one region: job i's rows are tasks' indices
@@ -610,20 +665,34 @@ static int packed(const fast_job *j)
     return j->n > 2 && !j->hw;
 }
 
-/* One token's inputs `row` into its place `out` in the packed copy, in
- * the order's layout (each 32 columns permuted, for rows a multiple of
- * V4_PAIRS_COLUMNS wide). */
-static void pack_token(const fast_job *j, const float *row, float *out)
+/* Token t's inputs `row` into its place in the packed copy, in the
+ * order's layout (each 32 columns permuted, for rows a multiple of
+ * V4_PAIRS_COLUMNS wide): packed_token's, or the lane layout (lanes).
+ * The lane layout is written a chunk of columns at a time, lane by lane,
+ * so that the stores go in order along each lane's run. */
+#define PACK_COLUMNS 512
+static void pack_token(const fast_job *j, const float *row, float *copy, int64_t t)
 {
-    int64_t cols = j->w->cols;
-    float step[V4_PAIRS_COLUMNS];
-    for (int64_t c = 0; c < cols; c += V4_FAST_LANES) {
-        const float *from = row + c;
-        if (v4_fast_pair_order(j->w)) {
-            if (c % V4_PAIRS_COLUMNS == 0) j->k->permute_pairs(row + c, V4_PAIRS_COLUMNS, step);
-            from = step + c % V4_PAIRS_COLUMNS;
+    int64_t cols = j->w->cols, steps = cols / V4_FAST_LANES;
+    float chunk[PACK_COLUMNS];
+    float *group = packed_token(copy, cols, t - t % V4_FAST_TOKENS) + t % V4_FAST_TOKENS;
+    for (int64_t c0 = 0; c0 < cols; c0 += PACK_COLUMNS) {
+        int64_t n = min_int(PACK_COLUMNS, cols - c0);
+        if (v4_fast_pair_order(j->w))
+            j->k->permute_pairs(row + c0, n, chunk);
+        else
+            memcpy(chunk, row + c0, (size_t)n * sizeof(float));
+        if (!lanes(j)) {
+            for (int64_t c = 0; c < n; c += V4_FAST_LANES)
+                memcpy((float *)v4_fast_x_at(packed_token(copy, cols, t), c0 + c), chunk + c,
+                       V4_FAST_LANES * sizeof(float));
+            continue;
         }
-        memcpy((float *)v4_fast_x_at(out, c), from, V4_FAST_LANES * sizeof(float));
+        for (int l = 0; l < V4_FAST_LANES; l++) {
+            float *lane = group + (l * steps + c0 / V4_FAST_LANES) * V4_FAST_TOKENS;
+            for (int64_t s = 0; s < n / V4_FAST_LANES; s++)
+                lane[s * V4_FAST_TOKENS] = chunk[s * V4_FAST_LANES + l];
+        }
     }
 }
 
@@ -638,7 +707,7 @@ static void copy_inputs(void *ctx, int64_t a, int64_t b)
         if (j->hw)
             j->hw->to_bf16(row, cols, (uint16_t *)c->copy + t * j->xstride);
         else if (packed(j))
-            pack_token(j, row, packed_token(c->copy, cols, t));
+            pack_token(j, row, c->copy, t);
         else
             j->k->permute_pairs(row, cols, (float *)c->copy + t * j->xstride);
     }
@@ -720,7 +789,7 @@ static fast_job token_slice(const fast_job *j, int t0, int n)
 static void run_job(fast_job *j)
 {
     int threads = v4_pool_threads(j->w->pool);
-    int64_t blocks = (j->w->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    int64_t blocks = (j->w->rows + block_rows(j) - 1) / block_rows(j);
     int groups = (j->n + V4_FAST_TOKENS - 1) / V4_FAST_TOKENS;
     if (j->n <= 2 || blocks >= 2 * (int64_t)threads || groups < 2) {
         v4_parallel_for(j->w->pool, j->w->rows, job_grain(j), fast_rows, j);
@@ -743,7 +812,7 @@ static void run_job(fast_job *j)
 static int same_inputs(const fast_job *a, const fast_job *b)
 {
     return a->in == b->in && a->instride == b->instride && a->n == b->n &&
-           a->w->cols == b->w->cols && a->hw == b->hw;
+           a->w->cols == b->w->cols && a->hw == b->hw && lanes(a) == lanes(b);
 }
 
 void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int count)
@@ -751,7 +820,7 @@ void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int cou
     for (int done = 0; done < count; done += V4_FAST_SET) {
         fast_set s = {.count = min_int(V4_FAST_SET, count - done)};
         void *copies[V4_FAST_SET];
-        int64_t grain = 0;
+        int64_t grain = 0, widest = BLOCK_ROWS; /* every task whole blocks of every job */
         for (int i = 0; i < s.count; i++) {
             const v4_product *p = &set[done + i];
             s.jobs[i] = job_over(k, p->w, p->x, p->w->cols, p->n, p->y, p->ystride);
@@ -765,8 +834,9 @@ void v4_fast_matmul_set(const v4_fast_kernels *k, const v4_product *set, int cou
             }
             int64_t g = job_grain(&s.jobs[i]);
             if (grain == 0 || g < grain) grain = g;
+            widest = block_rows(&s.jobs[i]) > widest ? block_rows(&s.jobs[i]) : widest;
         }
-        run_set(&s, grain);
+        run_set(&s, (grain + widest - 1) / widest * widest);
         for (int i = 0; i < s.count; i++) v4_buffers_put(s.jobs[i].w->buffers, copies[i]);
     }
 }

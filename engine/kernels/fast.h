@@ -62,6 +62,19 @@
  * product is a whole number of blocks (the last one may be short). */
 #define V4_FAST_BLOCK_ROWS 32
 
+/* Weight rows of the lane tile (v4_fast_kernels.lane_tile): four vectors
+ * of sixteen. */
+#define V4_FAST_LANE_ROWS 64
+
+/* Values from one lane's run to the next in a lane panel of `steps`
+ * steps (v4_fast_kernels.decode_lanes): a line more than the run, because
+ * runs a multiple of 4 kB long would put a step's sixteen lanes, which
+ * decode_lanes stores together, in one set of the L1 cache. */
+static inline int64_t v4_fast_lane_stride(int64_t steps)
+{
+    return steps * V4_FAST_LANE_ROWS + 16;
+}
+
 /* The partial sums of a register tile between calls: acc[t][i][l] is lane
  * l of the dot product of row i with token t. */
 typedef float v4_fast_acc[V4_FAST_TOKENS][V4_FAST_ROWS][V4_FAST_LANES];
@@ -147,6 +160,34 @@ typedef struct v4_fast_kernels {
      * as v4_fast_permute_pairs does (out may be in): the inputs of the
      * pair order's kernels. */
     void (*permute_pairs)(const float *in, int64_t n, float *out);
+    /* The lane tile: prefill's sums with the weight rows in the vector
+     * lanes and each token's input broadcast, where tile_acc puts sixteen
+     * columns in the lanes.  It computes the same sums in the same order:
+     * one pass per lane l of the order, each pass a chain of fused
+     * multiply-adds over that lane's columns, for V4_FAST_LANE_ROWS rows
+     * and up to V4_FAST_TOKENS tokens at once, then the lane tree across
+     * the passes.  A step of a pass loads four vectors of weights and
+     * broadcasts six inputs for 24 multiply-adds, where tile_acc loads ten
+     * vectors: on a Zen 5 an FP8 product's sums ran 1.33x as fast.  NULL
+     * in kernels without one (fast.c then runs tile_acc).
+     *
+     * The lane panel of a weight `cols` wide (steps = cols / 16): value p
+     * = 16 j + l of decoded row i (decode_rows' layout) at
+     * panel[l * v4_fast_lane_stride(steps) + j * V4_FAST_LANE_ROWS + i]. */
+    /* Rows [r, r + nr) (nr <= V4_FAST_LANE_ROWS) of w into the lane panel,
+     * exactly, rows nr and beyond zero; scratch holds 16 * w->cols
+     * floats. */
+    void (*decode_lanes)(const v4_weight *w, int64_t r, int nr, float *scratch, float *panel);
+    /* For each lane l: continue sums[(l * V4_FAST_TOKENS + t) *
+     * V4_FAST_LANE_ROWS + i], for every panel row i and tokens t < nt,
+     * over steps [j0, j1) of lane l (from +0 with `fresh`).  xs is a group
+     * of tokens in the lane layout: value p = 16 j + l of token t at
+     * xs[(l * steps + j) * V4_FAST_TOKENS + t] (fast.c's packed copy). */
+    void (*lane_tile)(const float *panel, const float *xs, int nt, int64_t steps, int64_t j0,
+                      int64_t j1, int fresh, float *sums);
+    /* y[t * ystride + i] = the lane tree of lane_tile's sums for token t
+     * and row i, for t < nt and i < nr. */
+    void (*lane_reduce)(const float *sums, int nt, int nr, float *y, int64_t ystride);
 } v4_fast_kernels;
 
 extern const v4_fast_kernels v4_fast_scalar;

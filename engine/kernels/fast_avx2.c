@@ -718,5 +718,8 @@ const v4_fast_kernels v4_fast_avx2 = {"avx2",
                                       kv_weighted_sum_avx2,
                                       kv_decode_avx2,
                                       reduce_avx2,
-                                      permute_pairs_avx2};
+                                      permute_pairs_avx2,
+                                      NULL, /* no lane tile: prefill runs tile_acc */
+                                      NULL,
+                                      NULL};
 #endif

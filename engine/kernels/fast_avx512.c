@@ -80,30 +80,41 @@ INLINE float reduce16(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-/* TILE(rows, xs, NT, klen, fresh, acc) with NT the constant nt (1 to
- * V4_FAST_TOKENS), so that each count inlines its own tile and keeps its
- * accumulators in registers. */
-#define TILE_FOR_COUNT(TILE, rows, xs, nt, klen, fresh, acc)                                       \
+/* CALL with NT the constant nt (1 to V4_FAST_TOKENS), so that each count
+ * inlines a tile of its own and keeps its accumulators in registers. */
+#define FOR_TOKEN_COUNT(nt, CALL)                                                                  \
     do {                                                                                           \
         switch (nt) {                                                                              \
-        case 1:                                                                                    \
-            TILE(rows, xs, 1, klen, fresh, acc);                                                   \
+        case 1: {                                                                                  \
+            const int NT = 1;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
-        case 2:                                                                                    \
-            TILE(rows, xs, 2, klen, fresh, acc);                                                   \
+        }                                                                                          \
+        case 2: {                                                                                  \
+            const int NT = 2;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
-        case 3:                                                                                    \
-            TILE(rows, xs, 3, klen, fresh, acc);                                                   \
+        }                                                                                          \
+        case 3: {                                                                                  \
+            const int NT = 3;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
-        case 4:                                                                                    \
-            TILE(rows, xs, 4, klen, fresh, acc);                                                   \
+        }                                                                                          \
+        case 4: {                                                                                  \
+            const int NT = 4;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
-        case 5:                                                                                    \
-            TILE(rows, xs, 5, klen, fresh, acc);                                                   \
+        }                                                                                          \
+        case 5: {                                                                                  \
+            const int NT = 5;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
-        default:                                                                                   \
-            TILE(rows, xs, 6, klen, fresh, acc);                                                   \
+        }                                                                                          \
+        default: {                                                                                 \
+            const int NT = 6;                                                                      \
+            CALL;                                                                                  \
             break;                                                                                 \
+        }                                                                                          \
         }                                                                                          \
     } while (0)
 
@@ -138,7 +149,7 @@ INLINE void tile(const float *const *rows, const float *const *xs, const int NT,
 KERNEL static void tile_acc_avx512(const float *const *rows, const float *const *xs, int nt,
                                    int64_t klen, int fresh, v4_fast_acc acc)
 {
-    TILE_FOR_COUNT(tile, rows, xs, nt, klen, fresh, acc);
+    FOR_TOKEN_COUNT(nt, tile(rows, xs, NT, klen, fresh, acc));
 }
 
 /* Whether the `n` bytes at p hold an e4m3 NaN code (S.1111.111). */
@@ -312,17 +323,17 @@ INLINE __m512 fp4_16(fp4_row r, int64_t k, __m512 scaled)
     return _mm512_permutexvar_ps(fp4x16_codes(r.q + k / 2), scaled);
 }
 
-/* Prefetch columns [k0, end) of the row V4_FAST_ROWS past `row` (fast.h:
+/* Prefetch columns [k0, end) of the row `ahead` rows past `row` (fast.h:
  * a panel's rows are cold too). */
-INLINE void panel_next_rows(const v4_weight *w, int64_t row, int64_t k0, int64_t end)
+INLINE void panel_next_rows(const v4_weight *w, int64_t row, int64_t ahead, int64_t k0, int64_t end)
 {
     /* bytes per column, in halves: FP4 1, FP8 2, BF16 4, F32 8 */
     int64_t halves = w->dtype == V4_I8        ? 1
                      : w->dtype == V4_F8_E4M3 ? 2
                      : w->dtype == V4_BF16    ? 4
                                               : 8;
-    v4_fast_next_rows(w->data + (row * w->cols + k0) * halves / 2,
-                      V4_FAST_ROWS * w->cols * halves / 2, (end - k0) * halves / 2);
+    v4_fast_next_rows(w->data + (row * w->cols + k0) * halves / 2, ahead * w->cols * halves / 2,
+                      (end - k0) * halves / 2);
 }
 
 /* decode_rows in the plain order (rows 16 but not 32 wide, which no
@@ -752,7 +763,6 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
 INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t end,
                             const float (*scaled)[16], float *out)
 {
-    panel_next_rows(w, row, k0, end);
     fp8_block b8 = {0};
     if (w->dtype == V4_F8_E4M3) b8 = fp8_block_at(w, row, k0, end);
     fp4_row r4 = fp4_row_at(w, row, scaled);
@@ -814,9 +824,165 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
     }
     const float(*scaled)[16] = w->dtype == V4_I8 ? v4_fast_e2m1_scaled() : NULL;
     for (int i = 0; i < nr; i++)
-        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK)
-            pairs_block_f32(w, r + i, k0, k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols,
-                            scaled, panel + (size_t)i * w->cols + k0);
+        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+            int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+            panel_next_rows(w, r + i, V4_FAST_ROWS, k0, end);
+            pairs_block_f32(w, r + i, k0, end, scaled, panel + (size_t)i * w->cols + k0);
+        }
+}
+
+/* ---- the lane tile (fast.h) ---------------------------------------------- */
+
+/* v[i] = element i of each of the sixteen vectors, in place: a 16 x 16
+ * transpose in four rounds of shuffles (pairs of elements, of pairs, of
+ * 128-bit quarters, of halves). */
+INLINE void transpose16(__m512 v[16])
+{
+    __m512 a[16], b[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2) {
+        a[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+        a[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 16; i += 4)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512d x = _mm512_castps_pd(a[i + h]), y = _mm512_castps_pd(a[i + 2 + h]);
+            b[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(x, y));
+            b[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x, y));
+        }
+        /* b[4q + m] holds, in each 128-bit quarter c, column 4c + m of rows
+         * 4q .. 4q + 3 */
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++) {
+        __m512 lo0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88),
+               hi0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD),
+               lo1 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88),
+               hi1 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+        v[m] = _mm512_shuffle_f32x4(lo0, lo1, 0x88);
+        v[8 + m] = _mm512_shuffle_f32x4(lo0, lo1, 0xDD);
+        v[4 + m] = _mm512_shuffle_f32x4(hi0, hi1, 0x88);
+        v[12 + m] = _mm512_shuffle_f32x4(hi0, hi1, 0xDD);
+    }
+}
+
+/* Sixteen decoded rows (`stride` values apart, zero rows past `live`) into
+ * the lane panel's sixteen rows at `lanes`, their steps j0 .. j0 + nj:
+ * each step's sixteen values of the rows transposed to one vector per
+ * lane. */
+INLINE void rows_to_lanes(const float *rows, int64_t stride, int live, int64_t j0, int64_t nj,
+                          int64_t steps, float *lanes)
+{
+    for (int64_t j = 0; j < nj; j++) {
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            v[i] = i < live ? _mm512_loadu_ps(rows + i * stride + j * 16) : _mm512_setzero_ps();
+        transpose16(v);
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++)
+            _mm512_store_ps(lanes + l * v4_fast_lane_stride(steps) + (j0 + j) * V4_FAST_LANE_ROWS,
+                            v[l]);
+    }
+}
+
+/* Rows [r, r + nr) into the lane panel (fast.h).  The pair order's own
+ * types are decoded a 128-column block of sixteen rows at a time, in L1;
+ * the others (GGUF's, the plain order) a whole row at a time into
+ * scratch. */
+KERNEL static void decode_lanes_avx512(const v4_weight *w, int64_t r, int nr, float *scratch,
+                                       float *panel)
+{
+    int64_t steps = w->cols / V4_FAST_LANES;
+    int whole_rows = !v4_fast_pair_order(w) || v4_fast_gguf(w->dtype);
+    const float(*scaled)[16] = w->dtype == V4_I8 ? v4_fast_e2m1_scaled() : NULL;
+    for (int i0 = 0; i0 < V4_FAST_LANE_ROWS; i0 += 16) {
+        int live = nr - i0 < 0 ? 0 : nr - i0 < 16 ? nr - i0 : 16;
+        float *lanes = panel + i0;
+        if (whole_rows) {
+            if (live) decode_rows_avx512(w, r + i0, live, scratch);
+            rows_to_lanes(scratch, w->cols, live, 0, steps, steps, lanes);
+            continue;
+        }
+        float block[16][V4_FP8_BLOCK];
+        for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
+            int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
+            for (int i = 0; i < live; i++) {
+                /* the next sixteen rows': four rows ahead (decode_rows'
+                 * distance) would be only a few blocks ahead here */
+                panel_next_rows(w, r + i0 + i, 16, k0, end);
+                pairs_block_f32(w, r + i0 + i, k0, end, scaled, block[i]);
+            }
+            rows_to_lanes(block[0], V4_FP8_BLOCK, live, k0 / V4_FAST_LANES,
+                          (end - k0) / V4_FAST_LANES, steps, lanes);
+        }
+    }
+}
+
+/* The lane tile for NT tokens (a constant where it is inlined): for one
+ * lane, the panel's 64 rows in four vectors, each token's input broadcast
+ * from the packed copy, steps [j0, j1). */
+INLINE void lane_chain(const float *w, const float *x, const int NT, int64_t j0, int64_t j1,
+                       int fresh, float *sums)
+{
+    __m512 a[V4_FAST_TOKENS][4];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            a[t][v] =
+                fresh ? _mm512_setzero_ps() : _mm512_load_ps(sums + t * V4_FAST_LANE_ROWS + v * 16);
+    for (int64_t j = j0; j < j1; j++) {
+        const float *b = w + j * V4_FAST_LANE_ROWS;
+        __m512 w0 = _mm512_load_ps(b), w1 = _mm512_load_ps(b + 16), w2 = _mm512_load_ps(b + 32),
+               w3 = _mm512_load_ps(b + 48);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m512 xv = _mm512_set1_ps(x[j * V4_FAST_TOKENS + t]);
+            a[t][0] = _mm512_fmadd_ps(w0, xv, a[t][0]);
+            a[t][1] = _mm512_fmadd_ps(w1, xv, a[t][1]);
+            a[t][2] = _mm512_fmadd_ps(w2, xv, a[t][2]);
+            a[t][3] = _mm512_fmadd_ps(w3, xv, a[t][3]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_store_ps(sums + t * V4_FAST_LANE_ROWS + v * 16, a[t][v]);
+}
+
+KERNEL static void lane_tile_avx512(const float *panel, const float *xs, int nt, int64_t steps,
+                                    int64_t j0, int64_t j1, int fresh, float *sums)
+{
+    for (int l = 0; l < V4_FAST_LANES; l++) {
+        const float *w = panel + l * v4_fast_lane_stride(steps),
+                    *x = xs + l * steps * V4_FAST_TOKENS;
+        float *s = sums + l * V4_FAST_TOKENS * V4_FAST_LANE_ROWS;
+        FOR_TOKEN_COUNT(nt, lane_chain(w, x, NT, j0, j1, fresh, s));
+    }
+}
+
+/* The lane tree (fast.h's, a[i] + a[i + 8], then + [i + 4], + [i + 2],
+ * + [i + 1]) of sixteen rows at once: one vector add per node. */
+KERNEL static void lane_reduce_avx512(const float *sums, int nt, int nr, float *y, int64_t ystride)
+{
+    const int64_t lane = V4_FAST_TOKENS * V4_FAST_LANE_ROWS;
+    for (int t = 0; t < nt; t++)
+        for (int v = 0; v * 16 < nr; v++) {
+            const float *s = sums + t * V4_FAST_LANE_ROWS + v * 16;
+            __m512 s8[8], s4[4];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                s8[i] =
+                    _mm512_add_ps(_mm512_load_ps(s + i * lane), _mm512_load_ps(s + (i + 8) * lane));
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) s4[i] = _mm512_add_ps(s8[i], s8[i + 4]);
+            __m512 sum = _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3]));
+            int left = nr - v * 16;
+            __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            _mm512_mask_storeu_ps(y + t * ystride + v * 16, rows, sum);
+        }
 }
 
 /* ---- attention over stored KV rows ---------------------------------------- */
@@ -1128,7 +1294,7 @@ INLINE_BF16 void pairs_tile(const uint16_t *const *rows, const uint16_t *const *
 KERNEL_BF16 static void pairs_tile_avx512(const uint16_t *const *rows, const uint16_t *const *xs,
                                           int nt, int64_t klen, int fresh, v4_fast_acc acc)
 {
-    TILE_FOR_COUNT(pairs_tile, rows, xs, nt, klen, fresh, acc);
+    FOR_TOKEN_COUNT(nt, pairs_tile(rows, xs, NT, klen, fresh, acc));
 }
 
 /* FP8/FP4 rows as BF16, by the plain order's decoders, 32 columns a store. */
@@ -1143,7 +1309,7 @@ KERNEL_BF16 static void pairs_decode_rows_avx512(const v4_weight *w, int64_t r, 
         fp4_row r4 = fp4_row_at(w, row, scaled);
         for (int64_t k0 = 0; k0 < w->cols; k0 += V4_FP8_BLOCK) {
             int64_t end = k0 + V4_FP8_BLOCK < w->cols ? k0 + V4_FP8_BLOCK : w->cols;
-            panel_next_rows(w, row, k0, end);
+            panel_next_rows(w, row, V4_FAST_ROWS, k0, end);
             fp8_block b = fp8 ? fp8_block_at(w, row, k0, end) : (fp8_block){0};
             for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
                 __m512 lo, hi;
@@ -1179,5 +1345,8 @@ const v4_fast_kernels v4_fast_avx512 = {"avx512",
                                         kv_weighted_sum_avx512,
                                         kv_decode_avx512,
                                         reduce_avx512,
-                                        permute_pairs_avx512};
+                                        permute_pairs_avx512,
+                                        decode_lanes_avx512,
+                                        lane_tile_avx512,
+                                        lane_reduce_avx512};
 #endif

@@ -148,4 +148,7 @@ const v4_fast_kernels v4_fast_scalar = {"scalar",
                                         kv_weighted_sum_scalar,
                                         kv_decode_scalar,
                                         reduce_scalar,
-                                        permute_pairs_scalar};
+                                        permute_pairs_scalar,
+                                        NULL, /* no lane tile: prefill runs tile_acc */
+                                        NULL,
+                                        NULL};
