@@ -27,9 +27,12 @@
 # are repeated BENCH_PEER_REPEAT times (default 3) in rounds, each round
 # running every engine once, and the depth runs BENCH_PEER_DEPTH_REPEAT
 # times (default 1: each takes minutes); each row is the median of its
-# runs, with the lowest and highest decode rate beside it.  The read
-# bandwidth is measured again after the runs and printed beside the first
-# (which the fractions use).  Prints a table and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
+# runs, with the lowest and highest decode rate beside it.  The limits
+# are measured again after the runs, and the fractions use the higher of
+# each limit's two readings (a limit is what the machine can do, and a
+# busy or throttled minute only lowers a reading: in one run on a virtual
+# machine the read bandwidth was 28.7 GB/s at the start and 46.0 after).
+# Prints a table and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
 #   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
 #   vs llama.cpp:    tome's tokens/s / llama.cpp's, same file and threads
@@ -87,9 +90,13 @@ peer=$(sh "$src/scripts/peer/setup.sh" 2>"$tmp/setup.err") ||
 
 echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load: $(cut -d' ' -f1-3 /proc/loadavg); $(if [ -n "$warm" ]; then echo warm; else echo cold; fi) runs"
 "$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits.csv"
-# limit NAME THREADS: the limit at 1 thread or at 2 (tome-limits' columns).
+# limit NAME THREADS: the limit at 1 thread or at 2 (tome-limits' columns),
+# the higher of its readings at the start and, once taken, after the runs;
+# 0 where tome-limits has none.
 limit() {
-    awk -F, -v n="$1" -v col=$((2 + $2)) '$1 == n { print $col }' "$tmp/limits.csv"
+    # shellcheck disable=SC2046 # the second file is a word or nothing
+    awk -F, -v n="$1" -v col=$((2 + $2)) '$1 == n && $col + 0 > best { best = $col + 0 }
+        END { print best + 0 }' "$tmp/limits.csv" $([ -f "$tmp/limits-end.csv" ] && echo "$tmp/limits-end.csv")
 }
 fma() {
     v=$(limit fp32_fma_avx512 "$1")
@@ -186,11 +193,12 @@ awk '
         }
     }' "$tmp/results" >"$tmp/rows"
 
-# The bandwidth once more, after every run: the fractions below use the
-# first measurement, but a machine whose memory changes speed (seen in a
-# virtual machine: 35 GB/s one minute, 60 the next) shows it here.
+# The limits once more, after every run (a machine whose memory changes
+# speed, as a virtual machine's did from 35 GB/s one minute to 60 the
+# next, shows it here); the fractions below use each limit's higher
+# reading (limit).
 "$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits-end.csv"
-echo "  read bandwidth after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv") GB/s at 1 / 2 threads (the fractions use the first)"
+echo "  read bandwidth after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv") GB/s at 1 / 2 threads; the fractions use each limit's higher reading: FP32 FMA $(fma 1) / $(fma 2) GFLOP/s, read bandwidth $(limit read_bandwidth 1) / $(limit read_bandwidth 2) GB/s"
 
 echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama,runs,decode_min_tok_s,decode_max_tok_s" >"$csv"
 printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s | %s\n' engine file thr prompt "prefill/s" \
