@@ -235,6 +235,12 @@ typedef struct workspace {
 #define LANE_GROUP_SUMS (V4_FAST_LANES * V4_FAST_TOKENS * V4_FAST_LANE_ROWS)
 #define LANE_SUMS       (BLOCK_TOKENS / V4_FAST_TOKENS * LANE_GROUP_SUMS)
 
+/* Values of a lane panel for rows `cols` wide (fast.h). */
+static size_t lane_panel_values(int64_t cols)
+{
+    return V4_FAST_LANES * (size_t)v4_fast_lane_stride(cols / V4_FAST_LANES);
+}
+
 /* Values from one decoded row to the next in a workspace, for rows of
  * `cols` values of `size` bytes.  Rows a multiple of 4 kB long would put
  * the same columns of a tile's rows in the same sets of the L1 cache, which
@@ -251,8 +257,7 @@ static int64_t panel_stride(int64_t cols, size_t size)
 size_t v4_fast_scratch_bytes(int64_t cols)
 {
     size_t tiles = (size_t)BLOCK_ROWS * (size_t)panel_stride(cols, sizeof(float)),
-           lanes = LANE_SUMS + V4_FAST_LANES * (size_t)v4_fast_lane_stride(cols / V4_FAST_LANES) +
-                   16 * (size_t)cols;
+           lanes = LANE_SUMS + lane_panel_values(cols) + V4_FAST_LANE_SCRATCH_ROWS * (size_t)cols;
     return sizeof(workspace) + (tiles > lanes ? tiles : lanes) * sizeof(float);
 }
 
@@ -347,7 +352,7 @@ static void lane_block(const fast_job *j, int64_t r, int nr, workspace *ws)
     int64_t cols = j->w->cols, steps = cols / V4_FAST_LANES;
     int64_t run = tile_columns(j->k) / V4_FAST_LANES;
     float *sums = ws->decoded, *panel = sums + LANE_SUMS;
-    j->k->decode_lanes(j->w, r, nr, panel + V4_FAST_LANES * v4_fast_lane_stride(steps), panel);
+    j->k->decode_lanes(j->w, r, nr, panel + lane_panel_values(cols), panel);
     for (int t0 = 0; t0 < j->n; t0 += BLOCK_TOKENS) {
         int nb = min_int(BLOCK_TOKENS, j->n - t0);
         for (int64_t j0 = 0; j0 < steps; j0 += run)

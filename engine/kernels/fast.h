@@ -75,6 +75,10 @@ static inline int64_t v4_fast_lane_stride(int64_t steps)
     return steps * V4_FAST_LANE_ROWS + 16;
 }
 
+/* Decoded rows decode_lanes' scratch holds: one vector's worth, the rows
+ * it transposes at a time. */
+#define V4_FAST_LANE_SCRATCH_ROWS 16
+
 /* The partial sums of a register tile between calls: acc[t][i][l] is lane
  * l of the dot product of row i with token t. */
 typedef float v4_fast_acc[V4_FAST_TOKENS][V4_FAST_ROWS][V4_FAST_LANES];
@@ -175,7 +179,8 @@ typedef struct v4_fast_kernels {
      * = 16 j + l of decoded row i (decode_rows' layout) at
      * panel[l * v4_fast_lane_stride(steps) + j * V4_FAST_LANE_ROWS + i]. */
     /* Rows [r, r + nr) (nr <= V4_FAST_LANE_ROWS) of w into the lane panel,
-     * exactly, rows nr and beyond zero; scratch holds 16 * w->cols
+     * exactly, rows nr and beyond zero; scratch holds
+     * V4_FAST_LANE_SCRATCH_ROWS * w->cols
      * floats. */
     void (*decode_lanes)(const v4_weight *w, int64_t r, int nr, float *scratch, float *panel);
     /* For each lane l: continue sums[(l * V4_FAST_TOKENS + t) *
