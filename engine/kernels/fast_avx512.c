@@ -349,8 +349,14 @@ KERNEL static void plain_decode_rows(const v4_weight *w, int64_t r, int nr, floa
             _mm512_storeu_ps(panel + (size_t)i * w->cols + k, decode16(w, r + i, k));
 }
 
-/* FP4 blocks a decode prefetches for at once (four cache lines a row). */
-#define FP4_SPAN 16
+/* FP4 blocks a decode prefetches for at once: one cache line a row, so a
+ * burst is four prefetches.  Sixteen blocks (four lines a row, sixteen
+ * prefetches at once) read FP4 matrices that rotate past the caches at
+ * 20-23 GB/s on two threads of a Zen 5 where four read 27-34 (the FP8 rows,
+ * a line a row at a time, 42-49), and flash-shape decode went from 14.7
+ * to 16.4 tokens/s (2 threads, medians of five interleaved rounds): the
+ * bursts seem to fill the core's queue of misses, stalling the loads. */
+#define FP4_SPAN 4
 
 /* The code and scale rows of rows row[0 .. V4_FAST_ROWS) of an FP4 weight. */
 INLINE void fp4_rows(const v4_weight *w, const int64_t *row, const uint8_t **p, const uint8_t **e)
