@@ -40,6 +40,11 @@ int tome_limit_supported(tome_limit_id id);
 int tome_limit_measure(tome_limit_id id, int threads, size_t buffer_bytes, double *per_second,
                        tome_error *err);
 
+/* `bytes` (rounded up to 2 MB) on a 2 MB boundary, offered to the kernel
+ * as huge pages (a hint), as the engine's resident weights are; NULL
+ * without memory.  The caller frees it with free(). */
+void *tome_huge_buffer(size_t bytes);
+
 /* The FP32 FMA peak of the best instruction set this CPU has (FLOP/s). */
 int tome_limit_fma_peak(int threads, double *flops, tome_error *err);
 

@@ -1,0 +1,18 @@
+#!/bin/sh
+# bench-kernels.sh - the fast kernels' matrix products alone (`make bench`;
+# bench/tome-kbench): flash-shape's decode products (FP8 attention rows
+# 4096 and 1024 wide, FP4 expert rows, the BF16 LM head) as GB/s of
+# weights, a fraction of the read bandwidth, and two prefill products (an
+# FP8 matrix against 256 tokens, an FP4 expert against 96) as GFLOP/s, a
+# fraction of the FP32 FMA peak, at one thread and all; the limits are
+# measured in the same run, before and after, and each fraction is of the
+# higher reading.  Each kind runs over BENCH_KERNELS_MB megabytes of
+# matrices (default 256), so that they rotate past the caches as a decode
+# step's weights do.  Prints a table and writes a CSV to $BENCH_KERNELS_CSV
+# (default BUILDDIR/bench-kernels.csv).  Figures only: it never fails on
+# speed.
+set -eu
+build=${1:?usage: bench-kernels.sh BUILDDIR}
+make -C "$build" -s bench/tome-kbench
+"$build/bench/tome-kbench" --mb "${BENCH_KERNELS_MB:-256}" \
+    --csv "${BENCH_KERNELS_CSV:-$build/bench-kernels.csv}"
