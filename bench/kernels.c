@@ -36,7 +36,15 @@
 #include "plan/limits.h"
 
 #define BANDWIDTH_BUFFER ((size_t)1 << 30)
-#define PASSES           3
+/* Each product kind is timed as the fastest of its passes over its
+ * matrices, at least MIN_PASSES of them and as many more as fit in
+ * MIN_SECONDS: on a virtual machine a kernel's speed drops by a third or
+ * more for stretches of a few hundred milliseconds, and three passes of a
+ * decode kind (about 50 ms in all) often fell in one; a one-thread FP8
+ * decode read 9.7 GB/s as the best of three and 15.9 as the best of
+ * forty, on a Zen 3 whose read bandwidth measured 18.5. */
+#define MIN_PASSES  3
+#define MIN_SECONDS 1.0
 
 /* One product kind: a weight type and shape, and the tokens per product
  * (1: decode). */
@@ -164,17 +172,19 @@ static int set_new(const kernel_case *c, size_t mb, matrix_set *s, tome_error *e
     return 0;
 }
 
-/* Seconds of the fastest of PASSES passes of c's products over the set,
- * after one untimed pass (page faults, the kernels' NaN scans). */
+/* Seconds of the fastest pass of c's products over the set (MIN_PASSES
+ * and MIN_SECONDS), after one untimed pass (page faults, the kernels' NaN
+ * scans). */
 static double time_products(const kernel_case *c, matrix_set *s, v4_pool *pool, v4_buffers *bufs,
                             const float *x, float *y)
 {
     for (int i = 0; i < s->count; i++) s->w[i].pool = pool, s->w[i].buffers = bufs;
-    double best = 0;
-    for (int pass = 0; pass <= PASSES; pass++) {
+    double best = 0, start = 0;
+    for (int pass = 0; pass <= MIN_PASSES || now() - start < MIN_SECONDS; pass++) {
         double t0 = now();
         for (int i = 0; i < s->count; i++) v4_matmul(&s->w[i], x, c->tokens, y, c->rows);
         double t = now() - t0;
+        if (pass == 0) start = now();
         if (pass > 0 && (best == 0 || t < best)) best = t;
     }
     return best;

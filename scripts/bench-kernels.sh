@@ -8,7 +8,9 @@
 # measured in the same run, before and after, and each fraction is of the
 # higher reading.  Each kind runs over BENCH_KERNELS_MB megabytes of
 # matrices (default 256), so that they rotate past the caches as a decode
-# step's weights do.  Prints a table and writes a CSV to $BENCH_KERNELS_CSV
+# step's weights do, and is timed as its fastest pass of at least three
+# and as many as fit in a second (virtual machines slow down for
+# stretches of a few hundred milliseconds).  Prints a table and writes a CSV to $BENCH_KERNELS_CSV
 # (default BUILDDIR/bench-kernels.csv).  Figures only: it never fails on
 # speed.
 set -eu
