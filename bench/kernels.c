@@ -257,16 +257,11 @@ int main(int argc, char **argv)
                           .usage = "[--threads N] [--mb N] [--csv FILE]",
                           .options = options,
                           .n_options = sizeof options / sizeof options[0]};
+    int status;
+    if (tome_options_start(&cli, argc, argv, NULL, tome_options_no_operands, 2, &n_operands,
+                           &status))
+        return status;
     tome_error err = {0};
-    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&cli, stdout);
-        return 0;
-    }
-    if (rc != 0 || n_operands != 0) {
-        fprintf(stderr, "tome-kbench: %s\n", rc ? err.msg : "no operands are taken");
-        return 2;
-    }
     FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
     if (csv_path && !csv) {
         fprintf(stderr, "tome-kbench: cannot write %s: %s\n", csv_path, strerror(errno));

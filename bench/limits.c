@@ -38,16 +38,10 @@ int main(int argc, char **argv)
                           .usage = "[--threads N] [--csv]",
                           .options = options,
                           .n_options = sizeof options / sizeof options[0]};
-    tome_error err = {0};
-    int rc = tome_options_parse(&cli, argc, argv, NULL, &n_operands, &err);
-    if (rc == TOME_OPTIONS_HELP) {
-        tome_options_help(&cli, stdout);
-        return 0;
-    }
-    if (rc != 0 || n_operands != 0) {
-        fprintf(stderr, "tome-limits: %s\n", rc ? err.msg : "no operands are taken");
-        return 2;
-    }
+    int status;
+    if (tome_options_start(&cli, argc, argv, NULL, tome_options_no_operands, 2, &n_operands,
+                           &status))
+        return status;
     if (csv) printf("limit,unit,one_thread,all_threads,threads\n");
     for (int i = 0; i < TOME_LIMIT_COUNT; i++) {
         double one = measure_g((tome_limit_id)i, 1), all = measure_g((tome_limit_id)i, threads);

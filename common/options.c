@@ -346,6 +346,12 @@ void tome_options_help(const tome_cli *cli, FILE *out)
     if (find_long(cli, "help", 4) < 0) help_row(out, &help);
 }
 
+int tome_options_no_operands(void *ctx, int n_operands, char **argv, tome_error *err)
+{
+    (void)ctx;
+    return n_operands ? tome_errorf(err, TOME_EINVAL, "unexpected argument: %s", argv[1]) : 0;
+}
+
 int tome_options_start(const tome_cli *cli, int argc, char **argv, void *ctx,
                        tome_options_check check, int usage_status, int *n_operands, int *status)
 {

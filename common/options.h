@@ -150,6 +150,10 @@ int tome_options_scope(const tome_cli *cli, const unsigned char *seen, const cha
  * (argv[1..n_operands]): 0, or TOME_EINVAL with a message. */
 typedef int (*tome_options_check)(void *ctx, int n_operands, char **argv, tome_error *err);
 
+/* A tome_options_check for programs that take options only: TOME_EINVAL
+ * with "unexpected argument: ARG" for the first operand. */
+int tome_options_no_operands(void *ctx, int n_operands, char **argv, tome_error *err);
+
 /* The start every tome program shares: parse argv (as tome_options_parse),
  * then `check` (may be NULL).  --help prints the help on stdout and asks
  * for exit status 0; an error prints "PROGRAM: MESSAGE (see PROGRAM

@@ -134,6 +134,11 @@ static void test_errors(void)
     CHECK(parse(&err, &n, ops, "--order", "source", NULL) == 0 && vals.order == 1);
     CHECK(parse(&err, &n, ops, "--add", "a,b", NULL) == TOME_EINVAL);
     CHECKF(strcmp(err.msg, "--add: no commas in \"a,b\"") == 0, "%s", err.msg);
+    char *argv[] = {"prog", "stray", NULL};
+    tome_error_clear(&err);
+    CHECK(tome_options_no_operands(NULL, 0, argv, &err) == 0);
+    CHECK(tome_options_no_operands(NULL, 1, argv, &err) == TOME_EINVAL);
+    CHECKF(strcmp(err.msg, "unexpected argument: stray") == 0, "%s", err.msg);
 }
 
 static void test_help(void)
