@@ -27,15 +27,21 @@
 # are repeated BENCH_PEER_REPEAT times (default 3) in rounds, each round
 # running every engine once, and the depth runs BENCH_PEER_DEPTH_REPEAT
 # times (default 1: each takes minutes); each row is the median of its
-# runs, with the lowest and highest decode rate beside it.  The limits
-# are measured again after the runs, and the fractions use the higher of
-# each limit's two readings (a limit is what the machine can do, and a
-# busy or throttled minute only lowers a reading: in one run on a virtual
-# machine the read bandwidth was 28.7 GB/s at the start and 46.0 after).
+# runs, with the lowest and highest rates beside it.  The ratios to
+# llama.cpp come two ways: the ratio of the two rows' medians, and the
+# median of each round's own ratio (paired: the two engines ran minutes
+# apart in one round, so a slow stretch of the machine tends to slow both,
+# where two medians may come from different stretches).  The limits are
+# measured at the start, after every round and after the depth runs, and
+# the fractions use the highest of each limit's readings (a limit is what
+# the machine can do, and a busy or throttled minute only lowers a
+# reading: in one run on a virtual machine the read bandwidth was 28.7
+# GB/s at the start and 46.0 after).
 # Prints a table and writes a CSV to $BENCH_PEER_CSV (default BUILDDIR/bench-peer.csv):
 #   prefill of FMA:  GFLOP/token (tome-run's cost line) x tok/s / FMA peak
 #   decode of BW:    weight MB/token with the LM head x tok/s / bandwidth
 #   vs llama.cpp:    tome's tokens/s / llama.cpp's, same file and threads
+#                    (medians' ratio; paired: the median of the rounds' ratios)
 # Both engines read the same GGUF, so the same costs per token apply.
 # Without npm/node (or when the install fails) the llama.cpp rows are left
 # out and the table compares against the limits only.  Figures only: it
@@ -89,14 +95,16 @@ peer=$(sh "$src/scripts/peer/setup.sh" 2>"$tmp/setup.err") ||
     { echo "llama.cpp: not run ($(cat "$tmp/setup.err")); limits only"; peer=; }
 
 echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load: $(cut -d' ' -f1-3 /proc/loadavg); $(if [ -n "$warm" ]; then echo warm; else echo cold; fi) runs"
-"$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits.csv"
+# read_limits NAME: one reading of the limits, kept as $tmp/limits-NAME.csv.
+read_limits() {
+    "$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits-$1.csv"
+}
+read_limits start
 # limit NAME THREADS: the limit at 1 thread or at 2 (tome-limits' columns),
-# the higher of its readings at the start and, once taken, after the runs;
-# 0 where tome-limits has none.
+# the highest of its readings so far; 0 where tome-limits has none.
 limit() {
-    # shellcheck disable=SC2046 # the second file is a word or nothing
     awk -F, -v n="$1" -v col=$((2 + $2)) '$1 == n && $col + 0 > best { best = $col + 0 }
-        END { print best + 0 }' "$tmp/limits.csv" $([ -f "$tmp/limits-end.csv" ] && echo "$tmp/limits-end.csv")
+        END { print best + 0 }' "$tmp"/limits-*.csv
 }
 fma() {
     v=$(limit fp32_fma_avx512 "$1")
@@ -113,8 +121,8 @@ run_at() { # LENGTH STEPS WARM
     seq 1000 $((999 + length)) >"$tmp/ids"
 }
 # One result line per run in $tmp/results: ENGINE FILE THREADS PROMPT PREFILL
-# DECODE GFLOP MB (tokens/s; the costs per token come from tome-run on that
-# file).
+# DECODE GFLOP MB ROUND (tokens/s; the costs per token come from tome-run on
+# that file; ROUND as $round is, the depth runs' after the prompt's).
 tome() { # NAME MODEL THREADS [tome-run options]
     name=$1 model=$2 threads=$3
     shift 3
@@ -127,8 +135,8 @@ tome() { # NAME MODEL THREADS [tome-run options]
     sed -n -e 's/.*cost per token: \([0-9.]*\) GFLOP in matrix products, \([0-9.]*\) MB of weights (LM head: [0-9.]* GFLOP, \([0-9.]*\) MB).*/\1 \2 \3/p' \
         -e 's/.*prefill [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s); decode [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1 \2/p' \
         "$tmp/out" | tr '\n' ' ' |
-        awk -v e=tome -v f="$name" -v t="$threads" -v p="$length" \
-            '{ print e, f, t, p, $4, $5, $1, $2 + $3 }' >>"$tmp/results"
+        awk -v e=tome -v f="$name" -v t="$threads" -v p="$length" -v r="$round" \
+            '{ print e, f, t, p, $4, $5, $1, $2 + $3, r }' >>"$tmp/results"
     [ -e "$model/config.json" ] || awk '{ print $7, $8 }' "$tmp/results" | tail -1 >"$tmp/$name-cost"
     return 0
 }
@@ -144,11 +152,11 @@ llama() { # NAME MODEL THREADS (after tome on the same file, whose costs apply)
              console.log(r.prefill_tok_s, r.decode_tok_s, r.backend)' <"$tmp/llama.json" >"$tmp/llama.txt"
     read -r pf df backend <"$tmp/llama.txt"
     echo "llama.cpp $1 $3 thread(s): CPU backend $backend"
-    echo "llama.cpp $1 $3 $length $pf $df $(cat "$tmp/$1-cost")" >>"$tmp/results"
+    echo "llama.cpp $1 $3 $length $pf $df $(cat "$tmp/$1-cost") $round" >>"$tmp/results"
 }
 : >"$tmp/results"
 run_at "$prompt" "$decode" "$warm"
-for _ in $(seq "$repeat"); do
+for round in $(seq "$repeat"); do
     for t in 2 1; do
         tome safetensors "$flash" "$t"
         tome official "$flash" "$t" --numerics official
@@ -158,10 +166,11 @@ for _ in $(seq "$repeat"); do
             llama "$q" "$(file_of "$q")" "$t"
         done
     done
+    read_limits "round$round"
 done
 for depth in $depths; do
     run_at "$depth" "$depth_decode" ""
-    for _ in $(seq "$depth_repeat"); do
+    for round in $(seq "$depth_repeat"); do
         tome safetensors "$flash" 2
         tome official "$flash" 2 --numerics official
         tome exact "$flash" 2 --kernels exact
@@ -169,60 +178,81 @@ for depth in $depths; do
         llama gguf "$gguf" 2
     done
 done
-# One line per row, in first-run order: the medians of its runs' prefill
-# and decode rates (each on its own), the runs' count and decode range.
-awk '
+# The limits once more, after every run (a machine whose memory changes
+# speed, as a virtual machine's did from 35 GB/s one minute to 60 the
+# next, shows it here); the fractions below use each limit's highest
+# reading (limit).
+read_limits end
+echo "  read bandwidth after the rounds: $(awk -F, '$1 == "read_bandwidth" { printf "%s%s / %s", sep, $3, $4; sep = ", " }' "$tmp"/limits-round*.csv) GB/s at 1 / 2 threads; after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv"); the fractions use each limit's highest reading: FP32 FMA $(fma 1) / $(fma 2) GFLOP/s, read bandwidth $(limit read_bandwidth 1) / $(limit read_bandwidth 2) GB/s"
+
+# One line of table and of CSV per row, in first-run order: the medians of
+# its runs' prefill and decode rates (each on its own) with their ranges,
+# and its ratios to llama.cpp's row on the same file (the lossless GGUF for
+# the safetensors rows), thread count and prompt: the ratio of the two
+# rows' medians, and the median of the rounds' ratios (paired).
+echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama,runs,decode_min_tok_s,decode_max_tok_s,prefill_min_tok_s,prefill_max_tok_s,prefill_vs_llama_paired,decode_vs_llama_paired" >"$csv"
+printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s | %-15s | %s\n' engine file thr prompt "prefill/s" \
+    "of FMA" "decode/s" "of BW" "vs llama.cpp" "paired" "runs: prefill, decode range"
+awk -v peak1="$(fma 1)" -v peak2="$(fma 2)" -v bw1="$(limit read_bandwidth 1)" \
+    -v bw2="$(limit read_bandwidth 2)" -v prompt="$prompt" -v decode="$decode" \
+    -v depth_decode="$depth_decode" -v csv="$csv" '
     function median(list,    v, n, i, j, t) {
         n = split(list, v, " ")
         for (i = 2; i <= n; i++)
             for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
         return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
+    # The llama.cpp row a row is compared with ("" for llama.cpp rows).
+    function peer(k,    w) {
+        split(k, w, " ")
+        if (w[1] == "llama.cpp") return ""
+        if (w[2] == "safetensors" || w[2] == "official" || w[2] == "exact") w[2] = "gguf"
+        return "llama.cpp " w[2] " " w[3] " " w[4]
+    }
+    function range(k, c) { return sprintf("%.2f-%.2f", lo[k, c], hi[k, c]) }
     {
         key = $1 " " $2 " " $3 " " $4
         if (!(key in runs)) { order[++rows] = key; cost[key] = $7 " " $8 }
         runs[key]++
-        pf[key] = pf[key] " " $5; df[key] = df[key] " " $6
-        if (!(key in lo) || $6 + 0 < lo[key]) lo[key] = $6 + 0
-        if (!(key in hi) || $6 + 0 > hi[key]) hi[key] = $6 + 0
+        rate[key, 5] = rate[key, 5] " " $5; rate[key, 6] = rate[key, 6] " " $6
+        for (c = 5; c <= 6; c++) {
+            if (runs[key] == 1 || $c + 0 < lo[key, c]) lo[key, c] = $c + 0
+            if (runs[key] == 1 || $c + 0 > hi[key, c]) hi[key, c] = $c + 0
+        }
+        round[key] = round[key] " " $9
+        at[key, $9, 5] = $5; at[key, $9, 6] = $6
     }
     END {
         for (i = 1; i <= rows; i++) {
-            k = order[i]
-            print k, median(pf[k]), median(df[k]), cost[k], runs[k], lo[k], hi[k]
+            k = order[i]; split(k, w, " "); split(cost[k], g, " "); pk = peer(k)
+            for (c = 5; c <= 6; c++) {
+                med[c] = median(rate[k, c])
+                ratio[c] = paired[c] = 0
+                if (pk in runs && median(rate[pk, c]) > 0) ratio[c] = med[c] / median(rate[pk, c])
+                list = ""
+                nr = split(round[k], r, " ")
+                for (j = 1; j <= nr; j++)
+                    if ((pk, r[j], c) in at && at[pk, r[j], c] > 0)
+                        list = list " " at[k, r[j], c] / at[pk, r[j], c]
+                if (list != "") paired[c] = median(list)
+            }
+            peak = w[3] == 1 ? peak1 : peak2; bw = w[3] == 1 ? bw1 : bw2
+            pfrac = peak > 0 ? g[1] * med[5] / peak : 0
+            dfrac = bw > 0 ? g[2] / 1000 * med[6] / bw : 0
+            shown = ratio[5] > 0 ? sprintf("%.2fx / %.2fx", ratio[5], ratio[6]) : "-"
+            pshown = paired[5] > 0 ? sprintf("%.2fx / %.2fx", paired[5], paired[6]) : "-"
+            printf "%-9s %-11s %3d %6d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s | %-15s | %d: %s, %s\n", \
+                w[1], w[2], w[3], w[4], med[5], 100 * pfrac, med[6], 100 * dfrac, shown, pshown, \
+                runs[k], range(k, 5), range(k, 6)
+            printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", \
+                w[1], w[2], w[3], w[4], w[4] == prompt ? decode : depth_decode, med[5], med[6], \
+                g[1], g[2], pfrac, dfrac, ratio[5], ratio[6], runs[k], lo[k, 6], hi[k, 6], \
+                lo[k, 5], hi[k, 5], paired[5], paired[6] >> csv
         }
-    }' "$tmp/results" >"$tmp/rows"
-
-# The limits once more, after every run (a machine whose memory changes
-# speed, as a virtual machine's did from 35 GB/s one minute to 60 the
-# next, shows it here); the fractions below use each limit's higher
-# reading (limit).
-"$build/bench/tome-limits" --threads 2 --csv >"$tmp/limits-end.csv"
-echo "  read bandwidth after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv") GB/s at 1 / 2 threads; the fractions use each limit's higher reading: FP32 FMA $(fma 1) / $(fma 2) GFLOP/s, read bandwidth $(limit read_bandwidth 1) / $(limit read_bandwidth 2) GB/s"
-
-echo "engine,file,threads,prompt,decode,prefill_tok_s,decode_tok_s,gflop_per_token,mb_per_token,prefill_fraction_of_fma,decode_fraction_of_bandwidth,prefill_vs_llama,decode_vs_llama,runs,decode_min_tok_s,decode_max_tok_s" >"$csv"
-printf '%-9s %-11s %3s %6s | %9s %6s | %8s %6s | %-15s | %s\n' engine file thr prompt "prefill/s" \
-    "of FMA" "decode/s" "of BW" "vs llama.cpp" "runs: decode range"
-while read -r engine file t p pf df gflop mb n dlo dhi; do
-    peak=$(fma "$t") bw=$(limit read_bandwidth "$t")
-    awk -v e="$engine" -v f="$file" -v t="$t" -v pf="$pf" -v df="$df" -v g="$gflop" -v mb="$mb" \
-        -v peak="$peak" -v bw="$bw" -v p="$p" -v d="$([ "$p" = "$prompt" ] && echo "$decode" || echo "$depth_decode")" \
-        -v n="$n" -v dlo="$dlo" -v dhi="$dhi" -v csv="$csv" '
-        $1 == "llama.cpp" && $3 == t && $4 == p && ($2 == f || (f == "safetensors" || f == "official" || f == "exact") && $2 == "gguf") {
-            lpf = $5; ldf = $6
-        }
-        END {
-            pfrac = peak > 0 ? g * pf / peak : 0
-            dfrac = bw > 0 ? mb / 1000 * df / bw : 0
-            rp = e != "llama.cpp" && lpf > 0 ? pf / lpf : 0
-            rd = e != "llama.cpp" && ldf > 0 ? df / ldf : 0
-            ratio = rp > 0 ? sprintf("%.2fx / %.2fx", rp, rd) : "-"
-            printf "%-9s %-11s %3d %6d | %9.1f %5.1f%% | %8.2f %5.1f%% | %-15s | %d: %.2f-%.2f\n", e, f, t, p, pf, 100 * pfrac, df, 100 * dfrac, ratio, n, dlo, dhi
-            printf "%s,%s,%d,%d,%d,%.3f,%.3f,%.4f,%.1f,%.4f,%.4f,%.3f,%.3f,%d,%.3f,%.3f\n", e, f, t, p, d, pf, df, g, mb, pfrac, dfrac, rp, rd, n, dlo, dhi >> csv
-        }' "$tmp/rows"
-done <"$tmp/rows"
+    }' "$tmp/results"
 echo "(medians of each row's runs; vs llama.cpp: prefill / decode tokens/s ratio on the same file"
-echo " and thread count; safetensors, in qat and in official numerics and with the exact kernels"
-echo " (row exact, qat), against llama.cpp on the lossless gguf; rows with a longer prompt: decode"
-echo " at that depth, prefill cold)"
+echo " and thread count, of the two rows' medians and, paired, the median of each round's ratio;"
+echo " safetensors, in qat and in official numerics and with the exact kernels (row exact, qat),"
+echo " against llama.cpp on the lossless gguf; rows with a longer prompt: decode at that depth,"
+echo " prefill cold)"
 echo "csv: $csv"
