@@ -183,7 +183,8 @@ done
 # next, shows it here); the fractions below use each limit's highest
 # reading (limit).
 read_limits end
-echo "  read bandwidth after the rounds: $(awk -F, '$1 == "read_bandwidth" { printf "%s%s / %s", sep, $3, $4; sep = ", " }' "$tmp"/limits-round*.csv) GB/s at 1 / 2 threads; after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv"); the fractions use each limit's highest reading: FP32 FMA $(fma 1) / $(fma 2) GFLOP/s, read bandwidth $(limit read_bandwidth 1) / $(limit read_bandwidth 2) GB/s"
+echo "  read bandwidth after the rounds: $(cat "$tmp"/limits-start.csv "$tmp"/limits-round*.csv 2>/dev/null |
+    awk -F, '$1 == "read_bandwidth" && n++ { printf "%s%s / %s", sep, $3, $4; sep = ", " }') GB/s at 1 / 2 threads; after the runs: $(awk -F, '$1 == "read_bandwidth" { print $3 " / " $4 }' "$tmp/limits-end.csv"); the fractions use each limit's highest reading: FP32 FMA $(fma 1) / $(fma 2) GFLOP/s, read bandwidth $(limit read_bandwidth 1) / $(limit read_bandwidth 2) GB/s"
 
 # One line of table and of CSV per row, in first-run order: the medians of
 # its runs' prefill and decode rates (each on its own) with their ranges,
