@@ -102,81 +102,128 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
-/* Sixteen K-quant codes (bytes holding one code each) as mul * q - sub,
- * the block decoder's two operations. */
-INLINE half2 k_values(__m128i codes, __m256 mul, __m256 sub)
+/* K-quant codes in the pair order.  Thirty-two codes, one a byte, whose
+ * 64-bit quarters hold columns 0-7, 16-23 | 8-15, 24-31 (k_quarters of
+ * the columns in order): byte `first`, first + 2, + 4 and + 6 of each
+ * 128-bit lane, zero-extended into 32-bit lanes, are one of the pair
+ * order's four vectors (first 1: the odd columns 1..15; 9: 17..31; 0 and
+ * 8: the even ones), made mul * q - sub as the block decoder makes each
+ * value.  A byte shuffle per eight values, where splitting values made in
+ * column order took two shuffles per eight after the conversions. */
+INLINE __m256 k_lanes(__m256i codes, const int first, __m256 mul, __m256 sub)
 {
-    __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
-    __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
-    return (half2){_mm256_sub_ps(_mm256_mul_ps(mul, lo), sub),
-                   _mm256_sub_ps(_mm256_mul_ps(mul, hi), sub)};
+    const __m256i at = _mm256_setr_epi8(first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1,
+                                        -1, first + 6, -1, -1, -1, first, -1, -1, -1, first + 2, -1,
+                                        -1, -1, first + 4, -1, -1, -1, first + 6, -1, -1, -1);
+    __m256 q = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(codes, at));
+    return _mm256_sub_ps(_mm256_mul_ps(mul, q), sub);
 }
 
-/* Q4_K rows (144-byte blocks of 256: the group factors of v4_k_pairs, then
- * 128 bytes of nibbles, groups 2p and 2p + 1 in the low and high nibbles of
- * bytes 32p .. 32p + 31), a row at a time, its columns in order. */
-INLINE void rows_dot_q4_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
+/* Thirty-two bytes of codes in column order, their quarters as k_lanes
+ * takes them (byte operations on the codes commute with this). */
+INLINE __m256i k_quarters(const uint8_t *p)
 {
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const __m256i low4 = _mm256_set1_epi8(15);
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 144) {
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 144);
-            float mul[8], sub[8];
-            v4_k_pairs(b, mul, sub);
-            for (int p = 0; p < 4; p++) {
-                __m256i bytes =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * p));
-                __m256i nib[2] = {_mm256_and_si256(bytes, low4),
-                                  _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)};
-                for (int h = 0; h < 2; h++) {
-                    int g = 2 * p + h;
-                    __m256 m = _mm256_set1_ps(mul[g]), s = _mm256_set1_ps(sub[g]);
-                    pair32(&a, k_values(_mm256_castsi256_si128(nib[h]), m, s),
-                           k_values(_mm256_extracti128_si256(nib[h], 1), m, s), xp + k + 32 * g);
-                }
-            }
-        }
-        acc[i] = a;
+    return _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(const void *)p),
+                                    0xD8 /* quarters 0 2 1 3 */);
+}
+
+/* Thirty-two codes (k_quarters' order) into a row's accumulators, columns
+ * 0-15 with the factors (mul_a, sub_a), 16-31 with (mul_b, sub_b). */
+INLINE void k_step(half2 *acc, __m256i codes, __m256 mul_a, __m256 sub_a, __m256 mul_b,
+                   __m256 sub_b, const float *xp)
+{
+    half2 o = {k_lanes(codes, 1, mul_a, sub_a), k_lanes(codes, 9, mul_b, sub_b)};
+    half2 e = {k_lanes(codes, 0, mul_a, sub_a), k_lanes(codes, 8, mul_b, sub_b)};
+    pair_step(acc, o, e, xp);
+}
+
+/* A Q4_K block's eight group factors: v4_k_pairs' values (the same
+ * products d * scale and dmin * min), its 6-bit pairs unpacked four at a
+ * time in 32-bit words and converted eight at a time: the scalar loop took
+ * a third of a Q4_K product's time. */
+INLINE void k_factors(const uint8_t *b, float mul[8], float sub[8])
+{
+    const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, two = 0x03030303;
+    uint32_t u[3]; /* the 12 bytes of pairs: scales 0-3, mins 0-3, low nibbles of 4-7 */
+    __builtin_memcpy(u, b + 4, sizeof u);
+    __m128i pairs =
+        _mm_setr_epi32((int)(u[0] & six), (int)((u[2] & four) | ((u[0] >> 6) & two) << 4),
+                       (int)(u[1] & six), (int)(((u[2] >> 4) & four) | ((u[1] >> 6) & two) << 4));
+    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+    __m256 dmin = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[2] | b[3] << 8)));
+    _mm256_storeu_ps(mul, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(pairs))));
+    _mm256_storeu_ps(sub, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(
+                                                  _mm256_cvtepu8_epi32(_mm_srli_si128(pairs, 8)))));
+}
+
+/* A Q2_K block's sixteen group factors as its decoder makes them, d times
+ * the scale in the low nibble of byte g and dmin times the min in the high
+ * one, eight groups at a time. */
+INLINE void q2_k_factors(const uint8_t *b, float mul[16], float sub[16])
+{
+    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8)));
+    __m256 dmin = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8)));
+    __m128i pairs = _mm_loadu_si128((const __m128i *)(const void *)b), low4 = _mm_set1_epi8(15);
+    __m128i scales = _mm_and_si128(pairs, low4),
+            mins = _mm_and_si128(_mm_srli_epi16(pairs, 4), low4);
+    for (int h = 0; h < 16; h += 8) {
+        _mm256_storeu_ps(mul + h,
+                         _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scales))));
+        _mm256_storeu_ps(sub + h,
+                         _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins))));
+        scales = _mm_srli_si128(scales, 8), mins = _mm_srli_si128(mins, 8);
     }
 }
 
-/* Q2_K rows (84-byte blocks of 256: sixteen (scale, min) nibble pairs, 64
- * bytes of 2-bit codes, f16 d and dmin at 80 and 82): groups 8n + 2j and
- * 8n + 2j + 1 are bits 2j..2j+1 of bytes 32n .. 32n + 31 (16 bytes each),
- * so each shift of the 32 bytes gives the next 32 columns in order. */
-INLINE void rows_dot_q2_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
+/* The codes of columns 16g .. 16g + 31 (g even) of a block of type t, in
+ * k_quarters' order.  Q4_K (144-byte blocks of 256: the group factors, then
+ * 128 bytes of nibbles, groups 2p and 2p + 1 of 32 in the low and high
+ * nibbles of bytes 32p .. 32p + 31); Q2_K (84-byte blocks: sixteen (scale,
+ * min) nibble pairs, 64 bytes of 2-bit codes, f16 d and dmin at 80 and
+ * 82; groups 8n + 2j and 8n + 2j + 1 of 16 are bits 2j..2j+1 of bytes 32n
+ * .. 32n + 31, so each shift of the 32 bytes gives the next 32 columns). */
+INLINE __m256i k_codes(const v4_dtype t, const uint8_t *b, int g)
 {
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const __m256i low2 = _mm256_set1_epi8(3);
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 84) {
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 84);
-            float d = v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8));
-            float dmin = v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8));
-            for (int n = 0; n < 2; n++) {
-                __m256i bytes =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * n));
-                for (int j = 0; j < 4; j++) {
-                    __m256i codes = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * j), low2);
-                    half2 v[2];
-                    for (int h = 0; h < 2; h++) {
-                        int g = 8 * n + 2 * j + h;
-                        __m256 m = _mm256_set1_ps(d * (float)(b[g] & 15));
-                        __m256 s = _mm256_set1_ps(dmin * (float)(b[g] >> 4));
-                        __m128i c =
-                            h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-                        v[h] = k_values(c, m, s);
-                    }
-                    pair32(&a, v[0], v[1], xp + k + 16 * (8 * n + 2 * j));
-                }
+    if (t == V4_Q4_K) {
+        __m256i bytes = k_quarters(b + 16 + 32 * (g / 4));
+        return _mm256_and_si256(g % 4 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(15));
+    }
+    return _mm256_and_si256(_mm256_srli_epi16(k_quarters(b + 16 + 32 * (g / 8)), g % 8),
+                            _mm256_set1_epi8(3));
+}
+
+/* Q4_K or Q2_K rows (t), rows in twos taking turns: a row's sums are
+ * chains of FMAs, which one row alone ran at their latency.  Each block's
+ * factors (eight of 32 columns or sixteen of 16) are made first, a vector
+ * at a time. */
+INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
+                       const v4_dtype t)
+{
+    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), block = t == V4_Q4_K ? 144 : 84;
+    const int per = t == V4_Q4_K ? 2 : 1; /* sixteen columns per factor index */
+    for (int i = 0; i < V4_FAST_ROWS; i += 2) {
+        const uint8_t *b[2] = {w->data + (size_t)row[i] * row_bytes,
+                               w->data + (size_t)row[i + 1] * row_bytes};
+        half2 a[2] = {acc[i], acc[i + 1]};
+        for (int64_t k = 0; k < w->cols; k += 256, b[0] += block, b[1] += block) {
+            float mul[2][16], sub[2][16];
+            for (int r = 0; r < 2; r++) {
+                v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, (int64_t)block);
+                if (t == V4_Q4_K)
+                    k_factors(b[r], mul[r], sub[r]);
+                else
+                    q2_k_factors(b[r], mul[r], sub[r]);
             }
+            for (int g = 0; g < 16; g += 2)
+#pragma GCC unroll 2
+                for (int r = 0; r < 2; r++) {
+                    int f = g / per, f2 = (g + 1) / per;
+                    k_step(&a[r], k_codes(t, b[r], g), _mm256_set1_ps(mul[r][f]),
+                           _mm256_set1_ps(sub[r][f]), _mm256_set1_ps(mul[r][f2]),
+                           _mm256_set1_ps(sub[r][f2]), xp + k + 16 * g);
+                }
         }
-        acc[i] = a;
+        acc[i] = a[0], acc[i + 1] = a[1];
     }
 }
 
@@ -241,10 +288,10 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
         rows_dot_mxfp4(w, row, xp, acc);
         break;
     case V4_Q4_K:
-        rows_dot_q4_k(w, row, xp, acc);
+        rows_dot_k(w, row, xp, acc, V4_Q4_K);
         break;
     case V4_Q2_K:
-        rows_dot_q2_k(w, row, xp, acc);
+        rows_dot_k(w, row, xp, acc, V4_Q2_K);
         break;
     default:
         rows_dot_iq2_xxs(w, row, xp, acc);
