@@ -227,48 +227,82 @@ INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, 
     }
 }
 
-/* Eight IQ2_XXS values: codebook point `point` (eight bytes) with the
- * signs of the 7-bit set s7 (the eighth sign makes the count of negatives
- * even), times the group's factor: mul * (+-point), as the decoder makes
- * it (the point's values are never zero). */
-INLINE __m256 iq2_xxs8(const uint8_t *point, unsigned s7, __m256 mul)
+/* Thirty-two IQ2_XXS values of a group (eight bytes at p: four codebook
+ * indices, then a u32 of four 7-bit sign sets and the 4-bit scale) as
+ * signed bytes in k_quarters' order: the points of columns 0-7, 16-23 |
+ * 8-15, 24-31, each value negated where its sign bit (the eighth of each
+ * set makes the count of negatives even) is set. */
+INLINE __m256i iq2_xxs_codes(const uint8_t *p, const uint8_t *grid, uint32_t aux)
 {
-    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    unsigned signs = s7 | (unsigned)__builtin_parity(s7) << 7;
-    __m256 v = _mm256_cvtepi32_ps(
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)point)));
-    __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)signs), bit), bit);
-    v = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(neg, 31)));
-    return _mm256_mul_ps(mul, v);
+    /* the four 7-bit sets a byte each, and each byte's parity as its top
+     * bit (the folds reach bit 0 from bits 1-7 of the same byte only) */
+    uint32_t sets =
+        (aux & 127) | (aux << 1 & 127u << 8) | (aux << 2 & 127u << 16) | (aux << 3 & 127u << 24);
+    uint32_t fold = sets ^ sets >> 4;
+    fold ^= fold >> 2;
+    fold ^= fold >> 1;
+    uint32_t signs = sets | (fold & 0x01010101u) << 7;
+    /* the points from registers: built on the stack, the 32-byte load
+     * waited on four 8-byte stores (and ran at half the old loop's rate) */
+#define POINT(j) _mm_loadl_epi64((const __m128i *)(const void *)(grid + 8 * p[j]))
+    __m256i v =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(POINT(0), POINT(2))),
+                                _mm_unpacklo_epi64(POINT(1), POINT(3)), 1);
+#undef POINT
+    /* each byte's sign byte (columns c / 8), then its bit (c % 8) */
+    const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1,
+                                           1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit =
+        _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16,
+                         32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    __m256i neg = _mm256_shuffle_epi8(_mm256_set1_epi32((int)signs), which);
+    neg = _mm256_cmpeq_epi8(_mm256_and_si256(neg, bit), bit);
+    return _mm256_sub_epi8(_mm256_xor_si256(v, neg), neg);
+}
+
+/* k_lanes for signed byte codes: byte first, first + 2, ... of each lane
+ * into the top byte of a 32-bit lane and shifted back with its sign,
+ * times mul (the block decoder's one operation: mul * (+-point)). */
+INLINE __m256 iq2_lanes(__m256i codes, const int first, __m256 mul)
+{
+    const __m256i at = _mm256_setr_epi8(
+        -1, -1, -1, first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1, -1, first + 6, -1,
+        -1, -1, first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1, -1, first + 6);
+    __m256i q = _mm256_srai_epi32(_mm256_shuffle_epi8(codes, at), 24);
+    return _mm256_mul_ps(mul, _mm256_cvtepi32_ps(q));
 }
 
 /* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
- * of 32: four codebook indices and a u32 of four 7-bit sign sets and the
- * 4-bit scale ls); the group's factor is d * (0.5 + ls) * 0.25. */
+ * of 32); the group's factor is d * (0.5 + ls) * 0.25; rows in twos
+ * taking turns, as rows_dot_k's. */
 INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
     const uint8_t *grid = v4_iq2xxs_point(0); /* the 256 points, 8 bytes each */
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        const uint8_t *b = w->data + (size_t)row[i] * row_bytes;
-        half2 a = acc[i];
-        for (int64_t k = 0; k < w->cols; k += 256, b += 66) {
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 66);
-            float d = v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
-            for (int g = 0; g < 8; g++) {
-                const uint8_t *p = b + 2 + 8 * g;
-                uint32_t aux;
-                __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
-                __m256 m = _mm256_set1_ps(d * (0.5f + (float)(aux >> 28)) * 0.25f);
-                pair32(&a,
-                       (half2){iq2_xxs8(grid + 8 * p[0], aux & 127, m),
-                               iq2_xxs8(grid + 8 * p[1], (aux >> 7) & 127, m)},
-                       (half2){iq2_xxs8(grid + 8 * p[2], (aux >> 14) & 127, m),
-                               iq2_xxs8(grid + 8 * p[3], (aux >> 21) & 127, m)},
-                       xp + k + 32 * g);
+    for (int i = 0; i < V4_FAST_ROWS; i += 2) {
+        const uint8_t *b[2] = {w->data + (size_t)row[i] * row_bytes,
+                               w->data + (size_t)row[i + 1] * row_bytes};
+        half2 a[2] = {acc[i], acc[i + 1]};
+        for (int64_t k = 0; k < w->cols; k += 256, b[0] += 66, b[1] += 66) {
+            float d[2];
+            for (int r = 0; r < 2; r++) {
+                v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, 66);
+                d[r] = v4_f16_to_f32((uint16_t)(b[r][0] | b[r][1] << 8));
             }
+            for (int g = 0; g < 8; g++)
+#pragma GCC unroll 2
+                for (int r = 0; r < 2; r++) {
+                    const uint8_t *p = b[r] + 2 + 8 * g;
+                    uint32_t aux;
+                    __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
+                    __m256 m = _mm256_set1_ps(d[r] * (0.5f + (float)(aux >> 28)) * 0.25f);
+                    __m256i codes = iq2_xxs_codes(p, grid, aux);
+                    half2 o = {iq2_lanes(codes, 1, m), iq2_lanes(codes, 9, m)};
+                    half2 e = {iq2_lanes(codes, 0, m), iq2_lanes(codes, 8, m)};
+                    pair_step(&a[r], o, e, xp + k + 32 * g);
+                }
         }
-        acc[i] = a;
+        acc[i] = a[0], acc[i + 1] = a[1];
     }
 }
 
