@@ -3,8 +3,8 @@
  * decode kernel (contract in fast_avx2.h): the types of ds4's published
  * recipes and of tome-convert's lossless one (Q8_0, MXFP4, Q4_K, Q2_K,
  * IQ2_XXS).  Each value is made with the block decoder's operations in
- * its order (engine/kernels/blocks.c) and each 32 split into odd and even
- * columns for the pair order (fast.h), so the products have the bits of
+ * its order (engine/kernels/blocks.c) and each 32 put in the pair order
+ * (fast.h's odd and even columns), so the products have the bits of
  * the path that decodes rows into a buffer first; test_gguf_kernels
  * compares them.
  */
