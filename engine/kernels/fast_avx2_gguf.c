@@ -14,6 +14,19 @@
 
 #if defined(__x86_64__)
 
+/* The f16 at p (little-endian, as x86 is) in all eight lanes, by F16C:
+ * exact, as the block decoder's v4_f16_to_f32 (a NaN keeps its payload,
+ * where that gives the quiet NaN of its sign: a NaN either way), in three
+ * instructions where the portable conversion took a dozen and two
+ * branches, once per block and row (Q8_0 rows, one thread on a Zen 3:
+ * 12.4 to 13.2-13.6 GB/s). */
+INLINE __m256 half_splat(const uint8_t *p)
+{
+    uint16_t h;
+    __builtin_memcpy(&h, p, sizeof h);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
 /* Sixteen Q8_0 codes (Q8_0 blocks hold an f16 scale d, then 32 int8
  * codes) times d, split for the pair order: sign-extended to 16 bits, the
  * odd ones are the top halves of the 32-bit lanes and the even ones the
@@ -29,7 +42,7 @@ INLINE void q8_pairs16(const uint8_t *q, __m256 d, __m256 *o, __m256 *e)
 /* One Q8_0 block (34 bytes) in the pair order. */
 INLINE void q8_0_pairs(const uint8_t *b, half2 *o, half2 *e)
 {
-    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+    __m256 d = half_splat(b);
     q8_pairs16(b + 2, d, &o->lo, &e->lo);
     q8_pairs16(b + 18, d, &o->hi, &e->hi);
 }
@@ -102,24 +115,32 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
     for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
 }
 
-/* K-quant codes in the pair order.  Thirty-two codes, one a byte, whose
- * 64-bit quarters hold columns 0-7, 16-23 | 8-15, 24-31 (k_quarters of
- * the columns in order): byte `first`, first + 2, + 4 and + 6 of each
- * 128-bit lane, zero-extended into 32-bit lanes, are one of the pair
- * order's four vectors (first 1: the odd columns 1..15; 9: 17..31; 0 and
- * 8: the even ones), made mul * q - sub as the block decoder makes each
- * value.  A byte shuffle per eight values, where splitting values made in
+/* Codes in the pair order.  Thirty-two codes, one a byte, whose 64-bit
+ * quarters hold columns 0-7, 16-23 | 8-15, 24-31 (k_quarters of the
+ * columns in order): byte `first`, first + 2, + 4 and + 6 of each 128-bit
+ * lane, zero-extended into 32-bit lanes, are one of the pair order's four
+ * vectors (first 1: the odd columns 1..15; 9: 17..31; 0 and 8: the even
+ * ones).  A byte shuffle per eight values, where splitting values made in
  * column order took two shuffles per eight after the conversions. */
-INLINE __m256 k_lanes(__m256i codes, const int first, __m256 mul, __m256 sub)
+INLINE __m256i pair_bytes(__m256i codes, const int first)
 {
     const __m256i at = _mm256_setr_epi8(first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1,
                                         -1, first + 6, -1, -1, -1, first, -1, -1, -1, first + 2, -1,
                                         -1, -1, first + 4, -1, -1, -1, first + 6, -1, -1, -1);
-    __m256 q = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(codes, at));
-    return _mm256_sub_ps(_mm256_mul_ps(mul, q), sub);
+    return _mm256_shuffle_epi8(codes, at);
 }
 
-/* Thirty-two bytes of codes in column order, their quarters as k_lanes
+/* K-quant codes (pair_bytes') made mul * q - sub as the block decoder
+ * makes each value.  One fused multiply-subtract has the decoder's bits:
+ * mul (an f16 times a scale of at most 6 bits) times q (at most 4 bits)
+ * needs at most 21 bits, so the decoder's product is exact and only its
+ * subtraction rounds (with the multiply and the subtraction apart, 5.7
+ * GB/s of Q4_K rows on one Zen 3 thread; fused, 6.5). */
+INLINE __m256 k_lanes(__m256i codes, const int first, __m256 mul, __m256 sub)
+{
+    return _mm256_fmsub_ps(mul, _mm256_cvtepi32_ps(pair_bytes(codes, first)), sub);
+}
+/* Thirty-two bytes of codes in column order, their quarters as pair_bytes
  * takes them (byte operations on the codes commute with this). */
 INLINE __m256i k_quarters(const uint8_t *p)
 {
@@ -149,8 +170,8 @@ INLINE void k_factors(const uint8_t *b, float mul[8], float sub[8])
     __m128i pairs =
         _mm_setr_epi32((int)(u[0] & six), (int)((u[2] & four) | ((u[0] >> 6) & two) << 4),
                        (int)(u[1] & six), (int)(((u[2] >> 4) & four) | ((u[1] >> 6) & two) << 4));
-    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
-    __m256 dmin = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[2] | b[3] << 8)));
+    __m256 d = half_splat(b);
+    __m256 dmin = half_splat(b + 2);
     _mm256_storeu_ps(mul, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(pairs))));
     _mm256_storeu_ps(sub, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(
                                                   _mm256_cvtepu8_epi32(_mm_srli_si128(pairs, 8)))));
@@ -161,8 +182,8 @@ INLINE void k_factors(const uint8_t *b, float mul[8], float sub[8])
  * one, eight groups at a time. */
 INLINE void q2_k_factors(const uint8_t *b, float mul[16], float sub[16])
 {
-    __m256 d = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[80] | b[81] << 8)));
-    __m256 dmin = _mm256_set1_ps(v4_f16_to_f32((uint16_t)(b[82] | b[83] << 8)));
+    __m256 d = half_splat(b + 80);
+    __m256 dmin = half_splat(b + 82);
     __m128i pairs = _mm_loadu_si128((const __m128i *)(const void *)b), low4 = _mm_set1_epi8(15);
     __m128i scales = _mm_and_si128(pairs, low4),
             mins = _mm_and_si128(_mm_srli_epi16(pairs, 4), low4);
@@ -195,7 +216,9 @@ INLINE __m256i k_codes(const v4_dtype t, const uint8_t *b, int g)
 /* Q4_K or Q2_K rows (t), rows in twos taking turns: a row's sums are
  * chains of FMAs, which one row alone ran at their latency.  Each block's
  * factors (eight of 32 columns or sixteen of 16) are made first, a vector
- * at a time. */
+ * at a time.  The groups are unrolled, so each code shift and factor is
+ * fixed where it is used and Q4_K's two nibble groups share a load (4.5
+ * to 5.7 GB/s of Q4_K rows on one Zen 3 thread). */
 INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
                        const v4_dtype t)
 {
@@ -214,6 +237,7 @@ INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, 
                 else
                     q2_k_factors(b[r], mul[r], sub[r]);
             }
+#pragma GCC unroll 8
             for (int g = 0; g < 16; g += 2)
 #pragma GCC unroll 2
                 for (int r = 0; r < 2; r++) {
@@ -227,54 +251,93 @@ INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, 
     }
 }
 
-/* Thirty-two IQ2_XXS values of a group (eight bytes at p: four codebook
- * indices, then a u32 of four 7-bit sign sets and the 4-bit scale) as
- * signed bytes in k_quarters' order: the points of columns 0-7, 16-23 |
- * 8-15, 24-31, each value negated where its sign bit (the eighth of each
- * set makes the count of negatives even) is set. */
-INLINE __m256i iq2_xxs_codes(const uint8_t *p, const uint8_t *grid, uint32_t aux)
+/* IQ2_XXS's sign sets as index steps: entry s holds, in byte j, 4 where
+ * value j of a point is negative under the 7-bit set s (bit j, and for j
+ * = 7 the parity of s, as v4_iq2xxs_signs makes it), else 0.  A load per
+ * eight values, where folding the parities and spreading the bits took
+ * two dozen instructions per 32. */
+#define IQ2_SIGN(s, j) ((uint64_t)((s) >> (j)&1) << (8 * (j) + 2))
+#define IQ2_PARITY(s)                                                                              \
+    ((uint64_t)(((s) ^ (s) >> 1 ^ (s) >> 2 ^ (s) >> 3 ^ (s) >> 4 ^ (s) >> 5 ^ (s) >> 6) & 1) << 58)
+#define IQ2_STEPS(s)                                                                               \
+    (IQ2_SIGN(s, 0) | IQ2_SIGN(s, 1) | IQ2_SIGN(s, 2) | IQ2_SIGN(s, 3) | IQ2_SIGN(s, 4) |          \
+     IQ2_SIGN(s, 5) | IQ2_SIGN(s, 6) | IQ2_PARITY(s))
+#define IQ2_STEPS4(s)  IQ2_STEPS(s), IQ2_STEPS(s + 1), IQ2_STEPS(s + 2), IQ2_STEPS(s + 3)
+#define IQ2_STEPS16(s) IQ2_STEPS4(s), IQ2_STEPS4(s + 4), IQ2_STEPS4(s + 8), IQ2_STEPS4(s + 12)
+static const uint64_t iq2_sign_steps[128] = {
+    IQ2_STEPS16(0),  IQ2_STEPS16(16), IQ2_STEPS16(32), IQ2_STEPS16(48),
+    IQ2_STEPS16(64), IQ2_STEPS16(80), IQ2_STEPS16(96), IQ2_STEPS16(112),
+};
+#undef IQ2_STEPS16
+#undef IQ2_STEPS4
+#undef IQ2_STEPS
+#undef IQ2_PARITY
+#undef IQ2_SIGN
+
+/* Four 8-byte entries, entry j from base + 8 * index[j], in k_quarters'
+ * order (entries 0, 2 | 1, 3): built in registers, as a 32-byte load of
+ * them stored on the stack waited on the four stores (half the rate). */
+INLINE __m256i iq2_quarters(const uint8_t *base, const unsigned index[4])
 {
-    /* the four 7-bit sets a byte each, and each byte's parity as its top
-     * bit (the folds reach bit 0 from bits 1-7 of the same byte only) */
-    uint32_t sets =
-        (aux & 127) | (aux << 1 & 127u << 8) | (aux << 2 & 127u << 16) | (aux << 3 & 127u << 24);
-    uint32_t fold = sets ^ sets >> 4;
-    fold ^= fold >> 2;
-    fold ^= fold >> 1;
-    uint32_t signs = sets | (fold & 0x01010101u) << 7;
-    /* the points from registers: built on the stack, the 32-byte load
-     * waited on four 8-byte stores (and ran at half the old loop's rate) */
-#define POINT(j) _mm_loadl_epi64((const __m128i *)(const void *)(grid + 8 * p[j]))
-    __m256i v =
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(POINT(0), POINT(2))),
-                                _mm_unpacklo_epi64(POINT(1), POINT(3)), 1);
-#undef POINT
-    /* each byte's sign byte (columns c / 8), then its bit (c % 8) */
-    const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1,
-                                           1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit =
-        _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16,
-                         32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
-    __m256i neg = _mm256_shuffle_epi8(_mm256_set1_epi32((int)signs), which);
-    neg = _mm256_cmpeq_epi8(_mm256_and_si256(neg, bit), bit);
-    return _mm256_sub_epi8(_mm256_xor_si256(v, neg), neg);
+#define ENTRY(j) _mm_loadl_epi64((const __m128i *)(const void *)(base + 8 * index[j]))
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(ENTRY(0), ENTRY(2))),
+                                   _mm_unpacklo_epi64(ENTRY(1), ENTRY(3)), 1);
+#undef ENTRY
 }
 
-/* k_lanes for signed byte codes: byte first, first + 2, ... of each lane
- * into the top byte of a 32-bit lane and shifted back with its sign,
- * times mul (the block decoder's one operation: mul * (+-point)). */
-INLINE __m256 iq2_lanes(__m256i codes, const int first, __m256 mul)
+/* Thirty-two IQ2_XXS values of a group (eight bytes at p: four codebook
+ * indices, then a u32 of four 7-bit sign sets and the 4-bit scale) as
+ * indices into iq2_values' eight, in k_quarters' order (the points of
+ * columns 0-7, 16-23 | 8-15, 24-31): each point's level (8, 25 or 43:
+ * bits 4-5 give 0, 1, 2), plus 4 where the value is negative. */
+INLINE __m256i iq2_xxs_codes(const uint8_t *p, const uint8_t *grid, uint32_t aux)
 {
-    const __m256i at = _mm256_setr_epi8(
-        -1, -1, -1, first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1, -1, first + 6, -1,
-        -1, -1, first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1, -1, first + 6);
-    __m256i q = _mm256_srai_epi32(_mm256_shuffle_epi8(codes, at), 24);
-    return _mm256_mul_ps(mul, _mm256_cvtepi32_ps(q));
+    const unsigned points[4] = {p[0], p[1], p[2], p[3]},
+                   sets[4] = {aux & 127, aux >> 7 & 127, aux >> 14 & 127, aux >> 21 & 127};
+    __m256i level =
+        _mm256_and_si256(_mm256_srli_epi16(iq2_quarters(grid, points), 4), _mm256_set1_epi8(3));
+    return _mm256_or_si256(level, iq2_quarters((const uint8_t *)iq2_sign_steps, sets));
+}
+
+/* An IQ2_XXS block's eight group factors as its decoder makes them, d *
+ * (0.5 + ls) * 0.25 with ls the top four bits of each group's sign word
+ * (bits 60-63 of its eight bytes), eight at a time. */
+INLINE void iq2_xxs_factors(const uint8_t *b, float mul[8])
+{
+    __m256i first = _mm256_loadu_si256((const __m256i *)(const void *)(b + 2)),
+            last = _mm256_loadu_si256((const __m256i *)(const void *)(b + 34));
+    /* groups 0, 4, 1, 5, 2, 6, 3, 7 in the 32-bit lanes, then in order */
+    __m256i ls =
+        _mm256_blend_epi32(_mm256_srli_epi64(first, 60), _mm256_srli_epi64(last, 28), 0xAA);
+    ls = _mm256_permutevar8x32_epi32(ls, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    __m256 f = _mm256_add_ps(_mm256_set1_ps(0.5f), _mm256_cvtepi32_ps(ls));
+    _mm256_storeu_ps(mul, _mm256_mul_ps(_mm256_mul_ps(half_splat(b), f), _mm256_set1_ps(0.25f)));
+}
+
+/* The eight values an IQ2_XXS group's indices pick, mul times 8, 25, 43,
+ * (unused), -8, -25, -43, (unused): the block decoder's one operation,
+ * mul * (+-point), whose products are exact (mul is an f16 times 0.5 +
+ * a 4-bit scale times 0.25, 16 bits; a level, 6), so each value has its
+ * bits however it is made. */
+INLINE __m256 iq2_values(__m256 mul)
+{
+    return _mm256_mul_ps(mul, _mm256_setr_ps(8, 25, 43, 0, -8, -25, -43, 0));
+}
+
+/* Eight IQ2_XXS values in the pair order (pair_bytes' `first`), each
+ * picked from the group's eight by its index: a shuffle and a permute
+ * per eight, where a conversion from signed bytes took four operations. */
+INLINE __m256 iq2_lanes(__m256i codes, const int first, __m256 values)
+{
+    return _mm256_permutevar8x32_ps(values, pair_bytes(codes, first));
 }
 
 /* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
  * of 32); the group's factor is d * (0.5 + ls) * 0.25; rows in twos
- * taking turns, as rows_dot_k's. */
+ * taking turns and groups unrolled, as rows_dot_k's.  With the factors a
+ * vector at a time, the signs from a table and values picked by index
+ * (not converted), 1.4 to 1.9 GB/s of rows on one Zen 3 thread (the best
+ * of six rounds of 64 MB; that machine was noisy). */
 INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
@@ -284,21 +347,22 @@ INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float
                                w->data + (size_t)row[i + 1] * row_bytes};
         half2 a[2] = {acc[i], acc[i + 1]};
         for (int64_t k = 0; k < w->cols; k += 256, b[0] += 66, b[1] += 66) {
-            float d[2];
+            float mul[2][8];
             for (int r = 0; r < 2; r++) {
                 v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, 66);
-                d[r] = v4_f16_to_f32((uint16_t)(b[r][0] | b[r][1] << 8));
+                iq2_xxs_factors(b[r], mul[r]);
             }
+#pragma GCC unroll 8
             for (int g = 0; g < 8; g++)
 #pragma GCC unroll 2
                 for (int r = 0; r < 2; r++) {
                     const uint8_t *p = b[r] + 2 + 8 * g;
                     uint32_t aux;
                     __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
-                    __m256 m = _mm256_set1_ps(d[r] * (0.5f + (float)(aux >> 28)) * 0.25f);
+                    __m256 values = iq2_values(_mm256_set1_ps(mul[r][g]));
                     __m256i codes = iq2_xxs_codes(p, grid, aux);
-                    half2 o = {iq2_lanes(codes, 1, m), iq2_lanes(codes, 9, m)};
-                    half2 e = {iq2_lanes(codes, 0, m), iq2_lanes(codes, 8, m)};
+                    half2 o = {iq2_lanes(codes, 1, values), iq2_lanes(codes, 9, values)};
+                    half2 e = {iq2_lanes(codes, 0, values), iq2_lanes(codes, 8, values)};
                     pair_step(&a[r], o, e, xp + k + 32 * g);
                 }
         }
