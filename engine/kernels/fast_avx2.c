@@ -655,7 +655,7 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
 {
     if (!v4_fast_pair_order(w)) {
         plain_decode_rows(w, r, nr, panel);
-    } else if (w->dtype == V4_Q8_0 || w->dtype == V4_MXFP4) {
+    } else if (v4_avx2_gguf_in_registers(w->dtype)) {
         v4_avx2_gguf_panel(w, r, nr, panel);
     } else if (v4_fast_gguf(w->dtype)) {
         v4_fast_gguf_rows(w, r, nr, panel);

@@ -148,16 +148,6 @@ INLINE __m256i k_quarters(const uint8_t *p)
                                     0xD8 /* quarters 0 2 1 3 */);
 }
 
-/* Thirty-two codes (k_quarters' order) into a row's accumulators, columns
- * 0-15 with the factors (mul_a, sub_a), 16-31 with (mul_b, sub_b). */
-INLINE void k_step(half2 *acc, __m256i codes, __m256 mul_a, __m256 sub_a, __m256 mul_b,
-                   __m256 sub_b, const float *xp)
-{
-    half2 o = {k_lanes(codes, 1, mul_a, sub_a), k_lanes(codes, 9, mul_b, sub_b)};
-    half2 e = {k_lanes(codes, 0, mul_a, sub_a), k_lanes(codes, 8, mul_b, sub_b)};
-    pair_step(acc, o, e, xp);
-}
-
 /* A Q4_K block's eight group factors: v4_k_pairs' values (the same
  * products d * scale and dmin * min), its 6-bit pairs unpacked four at a
  * time in 32-bit words and converted eight at a time: the scalar loop took
@@ -211,44 +201,6 @@ INLINE __m256i k_codes(const v4_dtype t, const uint8_t *b, int g)
     }
     return _mm256_and_si256(_mm256_srli_epi16(k_quarters(b + 16 + 32 * (g / 8)), g % 8),
                             _mm256_set1_epi8(3));
-}
-
-/* Q4_K or Q2_K rows (t), rows in twos taking turns: a row's sums are
- * chains of FMAs, which one row alone ran at their latency.  Each block's
- * factors (eight of 32 columns or sixteen of 16) are made first, a vector
- * at a time.  The groups are unrolled, so each code shift and factor is
- * fixed where it is used and Q4_K's two nibble groups share a load (4.5
- * to 5.7 GB/s of Q4_K rows on one Zen 3 thread). */
-INLINE void rows_dot_k(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
-                       const v4_dtype t)
-{
-    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), block = t == V4_Q4_K ? 144 : 84;
-    const int per = t == V4_Q4_K ? 2 : 1; /* sixteen columns per factor index */
-    for (int i = 0; i < V4_FAST_ROWS; i += 2) {
-        const uint8_t *b[2] = {w->data + (size_t)row[i] * row_bytes,
-                               w->data + (size_t)row[i + 1] * row_bytes};
-        half2 a[2] = {acc[i], acc[i + 1]};
-        for (int64_t k = 0; k < w->cols; k += 256, b[0] += block, b[1] += block) {
-            float mul[2][16], sub[2][16];
-            for (int r = 0; r < 2; r++) {
-                v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, (int64_t)block);
-                if (t == V4_Q4_K)
-                    k_factors(b[r], mul[r], sub[r]);
-                else
-                    q2_k_factors(b[r], mul[r], sub[r]);
-            }
-#pragma GCC unroll 8
-            for (int g = 0; g < 16; g += 2)
-#pragma GCC unroll 2
-                for (int r = 0; r < 2; r++) {
-                    int f = g / per, f2 = (g + 1) / per;
-                    k_step(&a[r], k_codes(t, b[r], g), _mm256_set1_ps(mul[r][f]),
-                           _mm256_set1_ps(sub[r][f]), _mm256_set1_ps(mul[r][f2]),
-                           _mm256_set1_ps(sub[r][f2]), xp + k + 16 * g);
-                }
-        }
-        acc[i] = a[0], acc[i + 1] = a[1];
-    }
 }
 
 /* IQ2_XXS's sign sets as index steps: entry s holds, in byte j, 4 where
@@ -332,41 +284,104 @@ INLINE __m256 iq2_lanes(__m256i codes, const int first, __m256 values)
     return _mm256_permutevar8x32_ps(values, pair_bytes(codes, first));
 }
 
-/* IQ2_XXS rows (66-byte blocks of 256: f16 d, then eight bytes per group
- * of 32); the group's factor is d * (0.5 + ls) * 0.25; rows in twos
- * taking turns and groups unrolled, as rows_dot_k's.  With the factors a
- * vector at a time, the signs from a table and values picked by index
- * (not converted), 1.4 to 1.9 GB/s of rows on one Zen 3 thread (the best
- * of six rounds of 64 MB; that machine was noisy). */
-INLINE void rows_dot_iq2_xxs(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
+/* A block's group factors (Q4_K: eight of 32 columns; Q2_K: sixteen of
+ * 16; IQ2_XXS: eight of 32, no offsets), made once per block, a vector
+ * at a time. */
+typedef struct block_factors {
+    float mul[16], sub[16];
+} block_factors;
+
+INLINE void factors_of(const v4_dtype t, const uint8_t *b, block_factors *f)
 {
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *grid = v4_iq2xxs_point(0); /* the 256 points, 8 bytes each */
+    if (t == V4_Q4_K)
+        k_factors(b, f->mul, f->sub);
+    else if (t == V4_Q2_K)
+        q2_k_factors(b, f->mul, f->sub);
+    else
+        iq2_xxs_factors(b, f->mul);
+}
+
+/* The bytes of a 256-value block of type t (Q4_K, Q2_K or IQ2_XXS). */
+INLINE size_t block_bytes_of(const v4_dtype t)
+{
+    return t == V4_Q4_K ? 144 : t == V4_Q2_K ? 84 : 66;
+}
+
+/* Columns 32j .. 32j + 31 of a 256-value block b of type t, its factors
+ * f, in the pair order (o: the odd columns, e: the even ones).  IQ2_XXS
+ * (66-byte blocks of 256: f16 d, then eight bytes per group of 32) picks
+ * its values by index (grid: its 256 points, 8 bytes each). */
+INLINE void block_pairs(const v4_dtype t, const uint8_t *b, const block_factors *f, const int j,
+                        const uint8_t *grid, half2 *o, half2 *e)
+{
+    if (t == V4_IQ2_XXS) {
+        const uint8_t *p = b + 2 + 8 * j;
+        uint32_t aux;
+        __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
+        __m256 values = iq2_values(_mm256_set1_ps(f->mul[j]));
+        __m256i codes = iq2_xxs_codes(p, grid, aux);
+        *o = (half2){iq2_lanes(codes, 1, values), iq2_lanes(codes, 9, values)};
+        *e = (half2){iq2_lanes(codes, 0, values), iq2_lanes(codes, 8, values)};
+        return;
+    }
+    /* the factors of columns 32j .. 32j + 15 (a) and 32j + 16 .. (b) */
+    const int a = t == V4_Q4_K ? j : 2 * j, z = t == V4_Q4_K ? j : 2 * j + 1;
+    __m256i codes = k_codes(t, b, 2 * j);
+    __m256 mul_a = _mm256_set1_ps(f->mul[a]), sub_a = _mm256_set1_ps(f->sub[a]);
+    __m256 mul_b = _mm256_set1_ps(f->mul[z]), sub_b = _mm256_set1_ps(f->sub[z]);
+    *o = (half2){k_lanes(codes, 1, mul_a, sub_a), k_lanes(codes, 9, mul_b, sub_b)};
+    *e = (half2){k_lanes(codes, 0, mul_a, sub_a), k_lanes(codes, 8, mul_b, sub_b)};
+}
+
+/* Q4_K, Q2_K or IQ2_XXS rows (t), rows in twos taking turns: a row's sums
+ * are chains of FMAs, which one row alone ran at their latency.  The
+ * columns of a block are unrolled, so each code shift and factor is fixed
+ * where it is used and Q4_K's two nibble groups share a load (4.5 to 5.7
+ * GB/s of Q4_K rows on one Zen 3 thread).  IQ2_XXS, with its factors a
+ * vector at a time, its signs from a table and its values picked by index
+ * (not converted): 1.4 to 1.9 GB/s (the best of six rounds of 64 MB; that
+ * machine was noisy). */
+INLINE void rows_dot_256(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
+                         const v4_dtype t)
+{
+    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), block = block_bytes_of(t);
+    const uint8_t *grid = t == V4_IQ2_XXS ? v4_iq2xxs_point(0) : NULL;
     for (int i = 0; i < V4_FAST_ROWS; i += 2) {
         const uint8_t *b[2] = {w->data + (size_t)row[i] * row_bytes,
                                w->data + (size_t)row[i + 1] * row_bytes};
         half2 a[2] = {acc[i], acc[i + 1]};
-        for (int64_t k = 0; k < w->cols; k += 256, b[0] += 66, b[1] += 66) {
-            float mul[2][8];
+        for (int64_t k = 0; k < w->cols; k += 256, b[0] += block, b[1] += block) {
+            block_factors f[2];
             for (int r = 0; r < 2; r++) {
-                v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, 66);
-                iq2_xxs_factors(b[r], mul[r]);
+                v4_fast_next_rows(b[r], V4_FAST_ROWS * (int64_t)row_bytes, (int64_t)block);
+                factors_of(t, b[r], &f[r]);
             }
 #pragma GCC unroll 8
-            for (int g = 0; g < 8; g++)
+            for (int j = 0; j < 8; j++)
 #pragma GCC unroll 2
                 for (int r = 0; r < 2; r++) {
-                    const uint8_t *p = b[r] + 2 + 8 * g;
-                    uint32_t aux;
-                    __builtin_memcpy(&aux, p + 4, sizeof aux); /* little-endian, as x86 is */
-                    __m256 values = iq2_values(_mm256_set1_ps(mul[r][g]));
-                    __m256i codes = iq2_xxs_codes(p, grid, aux);
-                    half2 o = {iq2_lanes(codes, 1, values), iq2_lanes(codes, 9, values)};
-                    half2 e = {iq2_lanes(codes, 0, values), iq2_lanes(codes, 8, values)};
-                    pair_step(&a[r], o, e, xp + k + 32 * g);
+                    half2 o, e;
+                    block_pairs(t, b[r], &f[r], j, grid, &o, &e);
+                    pair_step(&a[r], o, e, xp + k + 32 * j);
                 }
         }
         acc[i] = a[0], acc[i + 1] = a[1];
+    }
+}
+
+/* A row of Q4_K, Q2_K or IQ2_XXS (t) into out in the pair order's layout. */
+INLINE void panel_row_256(const uint8_t *b, int64_t cols, float *out, const v4_dtype t)
+{
+    const uint8_t *grid = t == V4_IQ2_XXS ? v4_iq2xxs_point(0) : NULL;
+    for (int64_t k = 0; k < cols; k += 256, b += block_bytes_of(t)) {
+        block_factors f;
+        factors_of(t, b, &f);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            half2 o, e;
+            block_pairs(t, b, &f, j, grid, &o, &e);
+            pair_store(out + k + 32 * j, o, e);
+        }
     }
 }
 
@@ -386,36 +401,57 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
         rows_dot_mxfp4(w, row, xp, acc);
         break;
     case V4_Q4_K:
-        rows_dot_k(w, row, xp, acc, V4_Q4_K);
+        rows_dot_256(w, row, xp, acc, V4_Q4_K);
         break;
     case V4_Q2_K:
-        rows_dot_k(w, row, xp, acc, V4_Q2_K);
+        rows_dot_256(w, row, xp, acc, V4_Q2_K);
         break;
     default:
-        rows_dot_iq2_xxs(w, row, xp, acc);
+        rows_dot_256(w, row, xp, acc, V4_IQ2_XXS);
         break;
     }
 }
 
-/* A panel of Q8_0 or MXFP4 rows, a block at a time, with the decode
- * loops' block decoders:
- * the general decoder and a permutation after it had taken 10% of GGUF
- * prefill's samples, 40% of those outside the tiles. */
+/* A row of Q8_0 or MXFP4 (t) into out in the pair order's layout. */
+INLINE void panel_row_32(const uint8_t *p, int64_t cols, float *out, const v4_dtype t)
+{
+    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
+    for (int64_t k = 0; k < cols; k += 32) {
+        half2 o, e;
+        if (t == V4_MXFP4)
+            mxfp4_pairs(p + (size_t)(k / 32) * 17, tables, &o, &e);
+        else
+            q8_0_pairs(p + (size_t)(k / 32) * 34, &o, &e);
+        pair_store(out + k, o, e);
+    }
+}
+
+/* A panel of rows a block at a time, with the decode loops' block
+ * decoders: the general decoder and a permutation after it had taken 10%
+ * of GGUF prefill's samples (Q8_0 and MXFP4), 40% of those outside the
+ * tiles. */
 KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *panel)
 {
     size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    size_t block = w->dtype == V4_MXFP4 ? 17 : 34;
-    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
     for (int i = 0; i < nr; i++) {
         const uint8_t *p = w->data + (size_t)(r + i) * row_bytes;
         float *out = panel + (size_t)i * w->cols;
-        for (int64_t k = 0; k < w->cols; k += 32) {
-            half2 o, e;
-            if (w->dtype == V4_MXFP4)
-                mxfp4_pairs(p + (size_t)(k / 32) * block, tables, &o, &e);
-            else
-                q8_0_pairs(p + (size_t)(k / 32) * block, &o, &e);
-            pair_store(out + k, o, e);
+        switch (w->dtype) {
+        case V4_Q8_0:
+            panel_row_32(p, w->cols, out, V4_Q8_0);
+            break;
+        case V4_MXFP4:
+            panel_row_32(p, w->cols, out, V4_MXFP4);
+            break;
+        case V4_Q4_K:
+            panel_row_256(p, w->cols, out, V4_Q4_K);
+            break;
+        case V4_Q2_K:
+            panel_row_256(p, w->cols, out, V4_Q2_K);
+            break;
+        default:
+            panel_row_256(p, w->cols, out, V4_IQ2_XXS);
+            break;
         }
     }
 }
