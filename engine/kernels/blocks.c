@@ -79,8 +79,8 @@ static float half_at(const uint8_t *p)
  * e2m1 values doubled (with a scale of 2^(e-128) to match); IQ4_XS's are
  * its non-linear levels. */
 static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-static const int8_t iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                      1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t v4_iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                  1,    13,   25,  38,  53,  69,  89,  113};
 
 /* IQ2_XXS's codebook: 256 points of {8, 25, 43}^8.  Point i is stored as
  * a base-3 number whose digit j (least significant first) gives element j
@@ -262,8 +262,8 @@ static void unpack_iq4_xs(const uint8_t *b, v4_block_codes *c)
         c->sub[g] = 0;
         const uint8_t *qs = b + 8 + 16 * g;
         for (int j = 0; j < 16; j++) {
-            c->q[32 * g + j] = iq4_levels[qs[j] & 15];
-            c->q[32 * g + j + 16] = iq4_levels[qs[j] >> 4];
+            c->q[32 * g + j] = v4_iq4_levels[qs[j] & 15];
+            c->q[32 * g + j + 16] = v4_iq4_levels[qs[j] >> 4];
         }
     }
 }

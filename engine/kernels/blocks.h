@@ -115,6 +115,9 @@ static inline float v4_mxfp4_scale(uint8_t e)
     return v.f;
 }
 
+/* IQ4_XS's sixteen non-linear levels, indexed by its 4-bit codes. */
+extern const int8_t v4_iq4_levels[16];
+
 /* IQ2_XXS: codebook point i (8 magnitudes), and the 8 sign bits of a 7-bit
  * sign index (the 8th bit makes the count of negatives even). */
 const uint8_t *v4_iq2xxs_point(int i);

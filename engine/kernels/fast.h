@@ -200,9 +200,9 @@ extern const v4_fast_kernels v4_fast_scalar;
 extern const v4_fast_kernels v4_fast_avx2;
 extern const v4_fast_kernels v4_fast_avx512;
 
-/* Whether the AVX2 kernels read GGUF type t in registers (Q8_0, MXFP4,
- * Q4_K, Q2_K, IQ2_XXS: engine/kernels/fast_avx2_gguf.c) rather than
- * decoding its rows into a buffer and reading that. */
+/* Whether the AVX2 kernels read GGUF type t in registers (the block
+ * types: engine/kernels/fast_avx2_gguf.c) rather than decoding its rows
+ * into a buffer and reading that (F16). */
 int v4_avx2_gguf_in_registers(v4_dtype t);
 #endif
 

@@ -1,12 +1,14 @@
 /*
  * fast_avx2_gguf.c - GGUF's block types read in registers by the AVX2
- * decode kernel (contract in fast_avx2.h): the types of ds4's published
- * recipes and of tome-convert's lossless one (Q8_0, MXFP4, Q4_K, Q2_K,
- * IQ2_XXS).  Each value is made with the block decoder's operations in
- * its order (engine/kernels/blocks.c) and each 32 put in the pair order
- * (fast.h's odd and even columns), so the products have the bits of
- * the path that decodes rows into a buffer first; test_gguf_kernels
- * compares them.
+ * kernels, for decode's products and prefill's panels (contract in
+ * fast_avx2.h): every block type tome reads (Q8_0, MXFP4, the K-quants
+ * Q2_K to Q6_K, IQ4_XS, IQ2_XXS), so a file from any converter runs at
+ * the speed of ds4's recipes; AVX-512 takes the 256-value types from here
+ * too.  Each value is made with the block decoder's operations in its
+ * order (engine/kernels/blocks.c) and each 32 put in the pair order
+ * (fast.h's odd and even columns), so the products have the bits of the
+ * path that decodes rows into a buffer first; test_gguf_kernels compares
+ * them.  That path read these types at a tenth of the speed or less.
  */
 #include "engine/kernels/fast_avx2.h"
 
@@ -118,34 +120,57 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
 /* Codes in the pair order.  Thirty-two codes, one a byte, whose 64-bit
  * quarters hold columns 0-7, 16-23 | 8-15, 24-31 (k_quarters of the
  * columns in order): byte `first`, first + 2, + 4 and + 6 of each 128-bit
- * lane, zero-extended into 32-bit lanes, are one of the pair order's four
- * vectors (first 1: the odd columns 1..15; 9: 17..31; 0 and 8: the even
- * ones).  A byte shuffle per eight values, where splitting values made in
- * column order took two shuffles per eight after the conversions. */
-INLINE __m256i pair_bytes(__m256i codes, const int first)
+ * lane, one to each 32-bit lane, are one of the pair order's four vectors
+ * (first 1: the odd columns 1..15; 9: 17..31; 0 and 8: the even ones),
+ * zero-extended, or with `top` as the top byte over ones.  A byte shuffle
+ * per eight values, where splitting values made in column order took two
+ * shuffles per eight after the conversions. */
+INLINE __m256i pair_bytes(__m256i codes, const int first, const int top)
 {
-    const __m256i at = _mm256_setr_epi8(first, -1, -1, -1, first + 2, -1, -1, -1, first + 4, -1, -1,
-                                        -1, first + 6, -1, -1, -1, first, -1, -1, -1, first + 2, -1,
-                                        -1, -1, first + 4, -1, -1, -1, first + 6, -1, -1, -1);
+#define AT(m)                                                                                      \
+    (top ? (int)((uint32_t)(first + 2 * (m)) << 24 | 0xFFFFFFu)                                    \
+         : (int)(0xFFFFFF00u | (uint32_t)(first + 2 * (m))))
+    const __m256i at = _mm256_setr_epi32(AT(0), AT(1), AT(2), AT(3), AT(0), AT(1), AT(2), AT(3));
+#undef AT
     return _mm256_shuffle_epi8(codes, at);
 }
 
-/* K-quant codes (pair_bytes') made mul * q - sub as the block decoder
+/* Unsigned codes (pair_bytes') made mul * q - sub as the block decoder
  * makes each value.  One fused multiply-subtract has the decoder's bits:
- * mul (an f16 times a scale of at most 6 bits) times q (at most 4 bits)
- * needs at most 21 bits, so the decoder's product is exact and only its
+ * mul (an f16 times a scale of at most 6 bits) times q (at most 5 bits)
+ * needs at most 22 bits, so the decoder's product is exact and only its
  * subtraction rounds (with the multiply and the subtraction apart, 5.7
  * GB/s of Q4_K rows on one Zen 3 thread; fused, 6.5). */
 INLINE __m256 k_lanes(__m256i codes, const int first, __m256 mul, __m256 sub)
 {
-    return _mm256_fmsub_ps(mul, _mm256_cvtepi32_ps(pair_bytes(codes, first)), sub);
+    return _mm256_fmsub_ps(mul, _mm256_cvtepi32_ps(pair_bytes(codes, first, 0)), sub);
 }
+
+/* Signed codes (pair_bytes') made mul * q, the decoder's product (and its
+ * value: it subtracts a zero). */
+INLINE __m256 signed_lanes(__m256i codes, const int first, __m256 mul)
+{
+    return _mm256_mul_ps(mul,
+                         _mm256_cvtepi32_ps(_mm256_srai_epi32(pair_bytes(codes, first, 1), 24)));
+}
+
 /* Thirty-two bytes of codes in column order, their quarters as pair_bytes
  * takes them (byte operations on the codes commute with this). */
 INLINE __m256i k_quarters(const uint8_t *p)
 {
     return _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(const void *)p),
                                     0xD8 /* quarters 0 2 1 3 */);
+}
+
+/* Bits [from, from + width) of every byte of v moved to [to, to + width),
+ * the others cleared.  The shifts are 16-bit: what they carry across a
+ * byte lands outside the bits kept. */
+INLINE __m256i byte_bits(__m256i v, const int from, const int to, const int width)
+{
+    __m256i moved = from > to   ? _mm256_srli_epi16(v, from - to)
+                    : from < to ? _mm256_slli_epi16(v, to - from)
+                                : v;
+    return _mm256_and_si256(moved, _mm256_set1_epi8((char)(((1 << width) - 1) << to)));
 }
 
 /* A Q4_K block's eight group factors: v4_k_pairs' values (the same
@@ -186,21 +211,110 @@ INLINE void q2_k_factors(const uint8_t *b, float mul[16], float sub[16])
     }
 }
 
-/* The codes of columns 16g .. 16g + 31 (g even) of a block of type t, in
- * k_quarters' order.  Q4_K (144-byte blocks of 256: the group factors, then
- * 128 bytes of nibbles, groups 2p and 2p + 1 of 32 in the low and high
- * nibbles of bytes 32p .. 32p + 31); Q2_K (84-byte blocks: sixteen (scale,
- * min) nibble pairs, 64 bytes of 2-bit codes, f16 d and dmin at 80 and
- * 82; groups 8n + 2j and 8n + 2j + 1 of 16 are bits 2j..2j+1 of bytes 32n
- * .. 32n + 31, so each shift of the 32 bytes gives the next 32 columns). */
-INLINE __m256i k_codes(const v4_dtype t, const uint8_t *b, int g)
+/* A Q3_K block's sixteen group factors, d * (sc - 32) for its 6-bit
+ * scales (low four bits: the nibbles of bytes 96-103, low ones first;
+ * top two: bits 2(k / 4) of byte 104 + k % 4), eight at a time. */
+INLINE void q3_k_factors(const uint8_t *b, float mul[16])
 {
-    if (t == V4_Q4_K) {
-        __m256i bytes = k_quarters(b + 16 + 32 * (g / 4));
-        return _mm256_and_si256(g % 4 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(15));
+    uint8_t bytes[16] = {0}; /* the 12 bytes of scales, not read past the block */
+    __builtin_memcpy(bytes, b + 96, 12);
+    __m128i sc = _mm_loadu_si128((const __m128i *)(const void *)bytes), low4 = _mm_set1_epi8(15);
+    __m128i low =
+        _mm_unpacklo_epi64(_mm_and_si128(sc, low4), _mm_and_si128(_mm_srli_epi16(sc, 4), low4));
+    __m128i top =
+        _mm_shuffle_epi8(sc, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11));
+    top = _mm_and_si128(_mm_srlv_epi32(top, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    __m128i scales = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(top, 4)), _mm_set1_epi8(32));
+    __m256 d = half_splat(b + 108);
+    for (int h = 0; h < 16; h += 8, scales = _mm_srli_si128(scales, 8))
+        _mm256_storeu_ps(mul + h,
+                         _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales))));
+}
+
+/* A Q6_K block's sixteen group factors, d times its int8 scales (bytes
+ * 192-207), eight at a time. */
+INLINE void q6_k_factors(const uint8_t *b, float mul[16])
+{
+    __m128i scales = _mm_loadu_si128((const __m128i *)(const void *)(b + 192));
+    __m256 d = half_splat(b + 208);
+    for (int h = 0; h < 16; h += 8, scales = _mm_srli_si128(scales, 8))
+        _mm256_storeu_ps(mul + h,
+                         _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales))));
+}
+
+/* An IQ4_XS block's eight group factors, d * (ls - 32) for its 6-bit
+ * scales (low four bits: nibble g of bytes 4-7; top two: bits 2g of the
+ * u16 at 2). */
+INLINE void iq4_xs_factors(const uint8_t *b, float mul[8])
+{
+    uint16_t high;
+    uint32_t nibbles;
+    __builtin_memcpy(&high, b + 2, sizeof high);
+    __builtin_memcpy(&nibbles, b + 4, sizeof nibbles);
+    __m128i n = _mm_cvtsi32_si128((int)nibbles), low4 = _mm_set1_epi8(15);
+    __m128i low =
+        _mm_unpacklo_epi8(_mm_and_si128(n, low4), _mm_and_si128(_mm_srli_epi16(n, 4), low4));
+    __m256i top = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(high), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+        _mm256_set1_epi32(3));
+    __m256i ls = _mm256_or_si256(_mm256_cvtepu8_epi32(low), _mm256_slli_epi32(top, 4));
+    _mm256_storeu_ps(mul, _mm256_mul_ps(half_splat(b), _mm256_cvtepi32_ps(_mm256_sub_epi32(
+                                                           ls, _mm256_set1_epi32(32)))));
+}
+
+/* The codes of columns 32j .. 32j + 31 of a block of type t, in
+ * k_quarters' order: unsigned for the types with offsets (has_offsets),
+ * signed for the others.  Byte l of a 32-byte run is column l of it.
+ * - Q4_K (144 bytes: d, dmin, 12 bytes of factors, 128 of nibbles):
+ *   groups 2p and 2p + 1 of 32 are the low and high nibbles of bytes
+ *   16 + 32p ...
+ * - Q5_K (176 bytes): as Q4_K with the nibbles at 48 and each group j's
+ *   fifth bits as bit j of bytes 16-47.
+ * - Q2_K (84 bytes: sixteen (scale, min) nibble pairs, then 64 bytes of
+ *   codes, f16 d and dmin at 80 and 82): columns 32j.. are bits 2(j % 4)
+ *   of bytes 16 + 32(j / 4) ...
+ * - Q3_K (110 bytes: 32 bytes of high bits, 64 of codes, 12 of scales,
+ *   f16 d at 108): as Q2_K from byte 32, plus 4 where bit j of the high
+ *   bytes is set, minus 4.
+ * - Q6_K (210 bytes: 128 bytes of low nibbles, 64 of high bit pairs, 16
+ *   int8 scales, f16 d): half n = j / 4 of the block, r = j % 4: the low
+ *   (r < 2) or high nibbles of bytes 64n + 32(r % 2) ..., bits 2r of
+ *   bytes 128 + 32n ... above them, minus 32.
+ * - IQ4_XS (136 bytes: f16 d, the scales' top bits, their nibbles, then
+ *   16 bytes per group): the low nibbles of bytes 8 + 16j ... are columns
+ *   0-15 and the high ones 16-31, each a level of v4_iq4_levels. */
+INLINE __m256i codes_of(const v4_dtype t, const uint8_t *b, const int j)
+{
+    switch (t) {
+    case V4_Q4_K:
+        return byte_bits(k_quarters(b + 16 + 32 * (j / 2)), 4 * (j % 2), 0, 4);
+    case V4_Q5_K:
+        return _mm256_or_si256(byte_bits(k_quarters(b + 48 + 32 * (j / 2)), 4 * (j % 2), 0, 4),
+                               byte_bits(k_quarters(b + 16), j, 4, 1));
+    case V4_Q2_K:
+        return byte_bits(k_quarters(b + 16 + 32 * (j / 4)), 2 * (j % 4), 0, 2);
+    case V4_Q3_K:
+        return _mm256_sub_epi8(
+            _mm256_or_si256(byte_bits(k_quarters(b + 32 + 32 * (j / 4)), 2 * (j % 4), 0, 2),
+                            byte_bits(k_quarters(b), j, 2, 1)),
+            _mm256_set1_epi8(4));
+    case V4_Q6_K:
+        return _mm256_sub_epi8(
+            _mm256_or_si256(
+                byte_bits(k_quarters(b + 64 * (j / 4) + 32 * (j % 2)), 4 * ((j % 4) / 2), 0, 4),
+                byte_bits(k_quarters(b + 128 + 32 * (j / 4)), 2 * (j % 4), 4, 2)),
+            _mm256_set1_epi8(32));
+    default: { /* IQ4_XS: the 16 bytes twice, the high half's nibbles shifted down */
+        __m256i twice = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)(const void *)(b + 8 + 16 * j)));
+        __m256i nibbles =
+            _mm256_and_si256(_mm256_srlv_epi32(twice, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                             _mm256_set1_epi8(15));
+        __m256i levels = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)(const void *)v4_iq4_levels));
+        return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(levels, nibbles), 0xD8);
     }
-    return _mm256_and_si256(_mm256_srli_epi16(k_quarters(b + 16 + 32 * (g / 8)), g % 8),
-                            _mm256_set1_epi8(3));
+    }
 }
 
 /* IQ2_XXS's sign sets as index steps: entry s holds, in byte j, 4 where
@@ -281,30 +395,49 @@ INLINE __m256 iq2_values(__m256 mul)
  * per eight, where a conversion from signed bytes took four operations. */
 INLINE __m256 iq2_lanes(__m256i codes, const int first, __m256 values)
 {
-    return _mm256_permutevar8x32_ps(values, pair_bytes(codes, first));
+    return _mm256_permutevar8x32_ps(values, pair_bytes(codes, first, 0));
 }
 
-/* A block's group factors (Q4_K: eight of 32 columns; Q2_K: sixteen of
- * 16; IQ2_XXS: eight of 32, no offsets), made once per block, a vector
- * at a time. */
+/* A block's group factors, made once per block, a vector at a time:
+ * sixteen of 16 columns (Q2_K, Q3_K, Q6_K: group16) or eight of 32, with
+ * offsets (sub) for the types that have them (has_offsets). */
 typedef struct block_factors {
     float mul[16], sub[16];
 } block_factors;
 
-INLINE void factors_of(const v4_dtype t, const uint8_t *b, block_factors *f)
+INLINE int group16(const v4_dtype t)
 {
-    if (t == V4_Q4_K)
-        k_factors(b, f->mul, f->sub);
-    else if (t == V4_Q2_K)
-        q2_k_factors(b, f->mul, f->sub);
-    else
-        iq2_xxs_factors(b, f->mul);
+    return t == V4_Q2_K || t == V4_Q3_K || t == V4_Q6_K;
 }
 
-/* The bytes of a 256-value block of type t (Q4_K, Q2_K or IQ2_XXS). */
-INLINE size_t block_bytes_of(const v4_dtype t)
+INLINE int has_offsets(const v4_dtype t)
 {
-    return t == V4_Q4_K ? 144 : t == V4_Q2_K ? 84 : 66;
+    return t == V4_Q4_K || t == V4_Q5_K || t == V4_Q2_K;
+}
+
+INLINE void factors_of(const v4_dtype t, const uint8_t *b, block_factors *f)
+{
+    switch (t) {
+    case V4_Q4_K:
+    case V4_Q5_K:
+        k_factors(b, f->mul, f->sub);
+        break;
+    case V4_Q2_K:
+        q2_k_factors(b, f->mul, f->sub);
+        break;
+    case V4_Q3_K:
+        q3_k_factors(b, f->mul);
+        break;
+    case V4_Q6_K:
+        q6_k_factors(b, f->mul);
+        break;
+    case V4_IQ4_XS:
+        iq4_xs_factors(b, f->mul);
+        break;
+    default:
+        iq2_xxs_factors(b, f->mul);
+        break;
+    }
 }
 
 /* Columns 32j .. 32j + 31 of a 256-value block b of type t, its factors
@@ -324,16 +457,21 @@ INLINE void block_pairs(const v4_dtype t, const uint8_t *b, const block_factors 
         *e = (half2){iq2_lanes(codes, 0, values), iq2_lanes(codes, 8, values)};
         return;
     }
-    /* the factors of columns 32j .. 32j + 15 (a) and 32j + 16 .. (b) */
-    const int a = t == V4_Q4_K ? j : 2 * j, z = t == V4_Q4_K ? j : 2 * j + 1;
-    __m256i codes = k_codes(t, b, 2 * j);
-    __m256 mul_a = _mm256_set1_ps(f->mul[a]), sub_a = _mm256_set1_ps(f->sub[a]);
-    __m256 mul_b = _mm256_set1_ps(f->mul[z]), sub_b = _mm256_set1_ps(f->sub[z]);
-    *o = (half2){k_lanes(codes, 1, mul_a, sub_a), k_lanes(codes, 9, mul_b, sub_b)};
-    *e = (half2){k_lanes(codes, 0, mul_a, sub_a), k_lanes(codes, 8, mul_b, sub_b)};
+    /* the factors of columns 32j .. 32j + 15 (a) and 32j + 16 .. (z) */
+    const int a = group16(t) ? 2 * j : j, z = group16(t) ? 2 * j + 1 : j;
+    __m256i codes = codes_of(t, b, j);
+    __m256 mul_a = _mm256_set1_ps(f->mul[a]), mul_b = _mm256_set1_ps(f->mul[z]);
+    if (has_offsets(t)) {
+        __m256 sub_a = _mm256_set1_ps(f->sub[a]), sub_b = _mm256_set1_ps(f->sub[z]);
+        *o = (half2){k_lanes(codes, 1, mul_a, sub_a), k_lanes(codes, 9, mul_b, sub_b)};
+        *e = (half2){k_lanes(codes, 0, mul_a, sub_a), k_lanes(codes, 8, mul_b, sub_b)};
+    } else {
+        *o = (half2){signed_lanes(codes, 1, mul_a), signed_lanes(codes, 9, mul_b)};
+        *e = (half2){signed_lanes(codes, 0, mul_a), signed_lanes(codes, 8, mul_b)};
+    }
 }
 
-/* Q4_K, Q2_K or IQ2_XXS rows (t), rows in twos taking turns: a row's sums
+/* Rows of a type of 256-value blocks (t), rows in twos taking turns: a row's sums
  * are chains of FMAs, which one row alone ran at their latency.  The
  * columns of a block are unrolled, so each code shift and factor is fixed
  * where it is used and Q4_K's two nibble groups share a load (4.5 to 5.7
@@ -344,7 +482,7 @@ INLINE void block_pairs(const v4_dtype t, const uint8_t *b, const block_factors 
 INLINE void rows_dot_256(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
                          const v4_dtype t)
 {
-    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), block = block_bytes_of(t);
+    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), block = v4_dtype_row_bytes(t, 256);
     const uint8_t *grid = t == V4_IQ2_XXS ? v4_iq2xxs_point(0) : NULL;
     for (int i = 0; i < V4_FAST_ROWS; i += 2) {
         const uint8_t *b[2] = {w->data + (size_t)row[i] * row_bytes,
@@ -369,11 +507,13 @@ INLINE void rows_dot_256(const v4_weight *w, const int64_t *row, const float *xp
     }
 }
 
-/* A row of Q4_K, Q2_K or IQ2_XXS (t) into out in the pair order's layout. */
+/* A row of a type of 256-value blocks (t) into out in the pair order's
+ * layout. */
 INLINE void panel_row_256(const uint8_t *b, int64_t cols, float *out, const v4_dtype t)
 {
     const uint8_t *grid = t == V4_IQ2_XXS ? v4_iq2xxs_point(0) : NULL;
-    for (int64_t k = 0; k < cols; k += 256, b += block_bytes_of(t)) {
+    size_t block = v4_dtype_row_bytes(t, 256);
+    for (int64_t k = 0; k < cols; k += 256, b += block) {
         block_factors f;
         factors_of(t, b, &f);
 #pragma GCC unroll 8
@@ -385,9 +525,16 @@ INLINE void panel_row_256(const uint8_t *b, int64_t cols, float *out, const v4_d
     }
 }
 
+/* The types of 256-value blocks, each a loop of its own (t a constant
+ * where rows_dot_256 and panel_row_256 are inlined). */
+#define EACH_256(X)                                                                                \
+    X(V4_Q4_K) X(V4_Q5_K) X(V4_Q2_K) X(V4_Q3_K) X(V4_Q6_K) X(V4_IQ4_XS) X(V4_IQ2_XXS)
+
 int v4_avx2_gguf_in_registers(v4_dtype t)
 {
-    return t == V4_Q8_0 || t == V4_MXFP4 || t == V4_Q4_K || t == V4_Q2_K || t == V4_IQ2_XXS;
+#define IS(T) || t == T
+    return t == V4_Q8_0 || t == V4_MXFP4 EACH_256(IS);
+#undef IS
 }
 
 KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp,
@@ -400,15 +547,14 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
     case V4_MXFP4:
         rows_dot_mxfp4(w, row, xp, acc);
         break;
-    case V4_Q4_K:
-        rows_dot_256(w, row, xp, acc, V4_Q4_K);
+#define ROWS(T)                                                                                    \
+    case T:                                                                                        \
+        rows_dot_256(w, row, xp, acc, T);                                                          \
         break;
-    case V4_Q2_K:
-        rows_dot_256(w, row, xp, acc, V4_Q2_K);
-        break;
+        EACH_256(ROWS)
+#undef ROWS
     default:
-        rows_dot_256(w, row, xp, acc, V4_IQ2_XXS);
-        break;
+        break; /* not a type v4_avx2_gguf_in_registers names */
     }
 }
 
@@ -443,17 +589,17 @@ KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *pan
         case V4_MXFP4:
             panel_row_32(p, w->cols, out, V4_MXFP4);
             break;
-        case V4_Q4_K:
-            panel_row_256(p, w->cols, out, V4_Q4_K);
-            break;
-        case V4_Q2_K:
-            panel_row_256(p, w->cols, out, V4_Q2_K);
-            break;
+#define PANEL(T)                                                                                   \
+    case T:                                                                                        \
+        panel_row_256(p, w->cols, out, T);                                                         \
+        break;
+            EACH_256(PANEL)
+#undef PANEL
         default:
-            panel_row_256(p, w->cols, out, V4_IQ2_XXS);
-            break;
+            break; /* not a type v4_avx2_gguf_in_registers names */
         }
     }
 }
 
+#undef EACH_256
 #endif
