@@ -199,11 +199,6 @@ extern const v4_fast_kernels v4_fast_scalar;
 #if defined(__x86_64__)
 extern const v4_fast_kernels v4_fast_avx2;
 extern const v4_fast_kernels v4_fast_avx512;
-
-/* Whether the AVX2 kernels read GGUF type t in registers (the block
- * types: engine/kernels/fast_avx2_gguf.c) rather than decoding its rows
- * into a buffer and reading that (F16). */
-int v4_avx2_gguf_in_registers(v4_dtype t);
 #endif
 
 /* The kernels in use: the best this CPU runs, or the one named by the
@@ -395,7 +390,10 @@ void v4_fast_matmul_pairs(const v4_fast_kernels *k, const v4_weight *w, const fl
 
 /* GGUF's types (F16 and the block formats) are decoded a row at a time by
  * engine/kernels/blocks.c, whose SIMD and scalar paths give the same bits;
- * each ISA then runs its own dot over the decoded rows, in the order above. */
+ * the scalar kernels run their dot over the decoded rows, in the order
+ * above, and the SIMD ones read the types in registers with the same
+ * operations (fast_avx2_gguf.c; the plain order, rows 16 but not 32 wide,
+ * still decodes rows first). */
 static inline int v4_fast_gguf(v4_dtype t)
 {
     return t == V4_F16 || v4_dtype_block(t) > 1;

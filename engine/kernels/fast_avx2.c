@@ -655,20 +655,15 @@ KERNEL static void decode_rows_avx2(const v4_weight *w, int64_t r, int nr, float
 {
     if (!v4_fast_pair_order(w)) {
         plain_decode_rows(w, r, nr, panel);
-    } else if (v4_avx2_gguf_in_registers(w->dtype)) {
-        v4_avx2_gguf_panel(w, r, nr, panel);
     } else if (v4_fast_gguf(w->dtype)) {
-        v4_fast_gguf_rows(w, r, nr, panel);
-        permute_pairs(panel, nr * w->cols, panel);
+        v4_avx2_gguf_panel(w, r, nr, panel);
     } else {
         pairs_decode_rows(w, r, nr, panel);
     }
 }
 
 /* Rows in the order's layout (fast.h): plain, or in the pair order against
- * the permuted inputs xp; the
- * GGUF types fast_avx2_gguf.c does not read in registers are decoded a row
- * at a time (rows_dot_gguf's way) and permuted too. */
+ * the permuted inputs xp (GGUF's types by fast_avx2_gguf.c's loops). */
 KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const float *xp, float *y)
 {
     if (!v4_fast_pair_order(w)) {
@@ -676,13 +671,6 @@ KERNEL static void rows_dot_avx2(const v4_weight *w, int64_t r, int nr, const fl
         return;
     }
     int gguf = v4_fast_gguf(w->dtype);
-    if (gguf && !v4_avx2_gguf_in_registers(w->dtype)) {
-        float *panel = v4_pool_scratch(w->pool);
-        v4_fast_gguf_rows(w, r, nr, panel);
-        permute_pairs(panel, nr * w->cols, panel);
-        for (int i = 0; i < nr; i++) y[i] = dot16(panel + (size_t)i * w->cols, xp, w->cols);
-        return;
-    }
     v4_fp8_folded folded = v4_fp8_folded_none(w);
     for (int i0 = 0; i0 < nr; i0 += V4_FAST_ROWS) {
         int64_t row[V4_FAST_ROWS];

@@ -126,16 +126,15 @@ INLINE void pair_store(float *out, half2 o, half2 e)
     _mm256_storeu_ps(out + 24, e.hi);
 }
 
-/* For the types v4_avx2_gguf_in_registers names (fast.h): acc[i]
- * continues the dot product of weight row row[i] (i <
- * V4_FAST_ROWS) with the inputs over all of w->cols, in fast.h's pair
- * order (xp: the inputs with each 32 columns permuted), each value made as
- * the block decoder makes it (engine/kernels/blocks.c). */
+/* For GGUF's types (F16 and the block types: v4_fast_gguf): acc[i]
+ * continues the dot product of weight row row[i] (i < V4_FAST_ROWS) with
+ * the inputs over all of w->cols, in fast.h's pair order (xp: the inputs
+ * with each 32 columns permuted), each value made as the row decoder
+ * makes it (engine/kernels/blocks.c), read in registers. */
 void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc);
 
-/* Rows [r, r + nr) of w (a type v4_avx2_gguf_in_registers reads) into
- * panel, row i at panel + i * w->cols, in the pair order's layout
- * (fast.h's decode_rows), each value made as the block decoder makes it. */
+/* Rows [r, r + nr) of w (a GGUF type) into panel, row i at panel + i * w->cols, in the pair order's
+ * layout (fast.h's decode_rows), each value made as the block decoder makes it. */
 void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *panel);
 
 #endif

@@ -1,10 +1,10 @@
 /*
  * fast_avx2_gguf.c - GGUF's block types read in registers by the AVX2
  * kernels, for decode's products and prefill's panels (contract in
- * fast_avx2.h): every block type tome reads (Q8_0, MXFP4, the K-quants
+ * fast_avx2.h): every type tome reads (F16, Q8_0, MXFP4, the K-quants
  * Q2_K to Q6_K, IQ4_XS, IQ2_XXS), so a file from any converter runs at
- * the speed of ds4's recipes; AVX-512 takes the 256-value types from here
- * too.  Each value is made with the block decoder's operations in its
+ * the speed of ds4's recipes; AVX-512 takes all but Q8_0 and MXFP4 from
+ * here too.  Each value is made with the block decoder's operations in its
  * order (engine/kernels/blocks.c) and each 32 put in the pair order
  * (fast.h's odd and even columns), so the products have the bits of the
  * path that decodes rows into a buffer first; test_gguf_kernels compares
@@ -49,33 +49,6 @@ INLINE void q8_0_pairs(const uint8_t *b, half2 *o, half2 *e)
     q8_pairs16(b + 18, d, &o->hi, &e->hi);
 }
 
-/* Q8_0 rows, their sums in locals: through acc, which the byte loads may
- * alias as far as C knows, GCC stored every sum back and loaded it again
- * at each block (GGUF decode, one thread on a Zen 3, medians of six
- * interleaved rounds: 5.65 tokens/s that way, 5.72 kept local). */
-INLINE void rows_dot_q8_0(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
-{
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t *p[V4_FAST_ROWS];
-    half2 a[V4_FAST_ROWS];
-    for (int i = 0; i < V4_FAST_ROWS; i++) {
-        p[i] = w->data + (size_t)row[i] * row_bytes;
-        a[i] = acc[i];
-    }
-    for (int64_t k = 0; k < w->cols; k += 32) {
-        size_t at = (size_t)(k / 32) * 34;
-#pragma GCC unroll 8
-        for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + at;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 34);
-            half2 o, e;
-            q8_0_pairs(b, &o, &e);
-            pair_step(&a[i], o, e, xp + k);
-        }
-    }
-    for (int i = 0; i < V4_FAST_ROWS; i++) acc[i] = a[i];
-}
-
 /* One MXFP4 block (17 bytes: an E8M0 scale, 16 bytes of codes, value j in
  * byte j's low nibble and value j + 16 in its high one) in the pair order,
  * by tables (nibbles_bf16) that hold each level times the scale as the
@@ -93,11 +66,54 @@ INLINE void mxfp4_pairs(const uint8_t *b, const uint8_t (*tables)[32], half2 *o,
     *o = (half2){bf16_top(lo), bf16_top(hi)};
 }
 
-/* MXFP4 rows, in turns. */
-INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc)
+/* Thirty-two F16 values (64 bytes) in the pair order, sixteen at a time:
+ * in each 128-bit lane a byte shuffle puts the odd columns' halves in the
+ * low eight bytes and the even ones' in the high, and the quarters are
+ * permuted so that one 128-bit half holds the eight odd values and the
+ * other the eight even ones, each converted exactly by F16C (as the row
+ * decoder converts them). */
+INLINE void f16_pairs16(const uint8_t *p, __m256 *o, __m256 *e)
 {
-    size_t row_bytes = v4_dtype_row_bytes(w->dtype, w->cols);
-    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
+    const __m256i split = _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2,
+                                           3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13);
+    __m256i v = _mm256_permute4x64_epi64(
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(const void *)p), split),
+        0xD8 /* quarters 0 2 1 3 */);
+    *o = _mm256_cvtph_ps(_mm256_castsi256_si128(v));
+    *e = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
+}
+
+/* The bytes of 32 values of a type of 32-value steps (Q8_0, MXFP4, F16). */
+INLINE size_t step_bytes_of(const v4_dtype t)
+{
+    return t == V4_Q8_0 ? 34 : t == V4_MXFP4 ? 17 : 64;
+}
+
+/* The 32 values of type t (Q8_0, MXFP4, F16) at b in the pair order
+ * (tables: MXFP4's, v4_fast_mxfp4_bf16). */
+INLINE void pairs_32(const v4_dtype t, const uint8_t *b, const uint8_t (*tables)[32], half2 *o,
+                     half2 *e)
+{
+    if (t == V4_Q8_0) {
+        q8_0_pairs(b, o, e);
+    } else if (t == V4_MXFP4) {
+        mxfp4_pairs(b, tables, o, e);
+    } else {
+        f16_pairs16(b, &o->lo, &e->lo);
+        f16_pairs16(b + 32, &o->hi, &e->hi);
+    }
+}
+
+/* Rows of Q8_0, MXFP4 or F16 (t), in turns, their sums in locals: through
+ * acc, which the byte loads may alias as far as C knows, GCC stored every
+ * sum back and loaded it again at each block (GGUF decode, one thread on
+ * a Zen 3, medians of six interleaved rounds: 5.65 tokens/s that way,
+ * 5.72 kept local). */
+INLINE void rows_dot_32(const v4_weight *w, const int64_t *row, const float *xp, half2 *acc,
+                        const v4_dtype t)
+{
+    size_t row_bytes = v4_dtype_row_bytes(t, w->cols), step = step_bytes_of(t);
+    const uint8_t(*tables)[32] = t == V4_MXFP4 ? v4_fast_mxfp4_bf16() : NULL;
     const uint8_t *p[V4_FAST_ROWS];
     half2 a[V4_FAST_ROWS];
     for (int i = 0; i < V4_FAST_ROWS; i++) {
@@ -105,12 +121,13 @@ INLINE void rows_dot_mxfp4(const v4_weight *w, const int64_t *row, const float *
         a[i] = acc[i];
     }
     for (int64_t k = 0; k < w->cols; k += 32) {
+        size_t at = (size_t)(k / 32) * step;
 #pragma GCC unroll 8
         for (int i = 0; i < V4_FAST_ROWS; i++) {
-            const uint8_t *b = p[i] + (size_t)(k / 32) * 17;
-            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, 17);
+            const uint8_t *b = p[i] + at;
+            v4_fast_next_rows(b, V4_FAST_ROWS * (int64_t)row_bytes, (int64_t)step);
             half2 o, e;
-            mxfp4_pairs(b, tables, &o, &e);
+            pairs_32(t, b, tables, &o, &e);
             pair_step(&a[i], o, e, xp + k);
         }
     }
@@ -530,22 +547,18 @@ INLINE void panel_row_256(const uint8_t *b, int64_t cols, float *out, const v4_d
 #define EACH_256(X)                                                                                \
     X(V4_Q4_K) X(V4_Q5_K) X(V4_Q2_K) X(V4_Q3_K) X(V4_Q6_K) X(V4_IQ4_XS) X(V4_IQ2_XXS)
 
-int v4_avx2_gguf_in_registers(v4_dtype t)
-{
-#define IS(T) || t == T
-    return t == V4_Q8_0 || t == V4_MXFP4 EACH_256(IS);
-#undef IS
-}
-
 KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const float *xp,
                                   half2 *acc)
 {
     switch (w->dtype) {
     case V4_Q8_0:
-        rows_dot_q8_0(w, row, xp, acc);
+        rows_dot_32(w, row, xp, acc, V4_Q8_0);
         break;
     case V4_MXFP4:
-        rows_dot_mxfp4(w, row, xp, acc);
+        rows_dot_32(w, row, xp, acc, V4_MXFP4);
+        break;
+    case V4_F16:
+        rows_dot_32(w, row, xp, acc, V4_F16);
         break;
 #define ROWS(T)                                                                                    \
     case T:                                                                                        \
@@ -554,20 +567,17 @@ KERNEL void v4_avx2_gguf_rows_dot(const v4_weight *w, const int64_t *row, const 
         EACH_256(ROWS)
 #undef ROWS
     default:
-        break; /* not a type v4_avx2_gguf_in_registers names */
+        break; /* not a GGUF type */
     }
 }
 
-/* A row of Q8_0 or MXFP4 (t) into out in the pair order's layout. */
+/* A row of Q8_0, MXFP4 or F16 (t) into out in the pair order's layout. */
 INLINE void panel_row_32(const uint8_t *p, int64_t cols, float *out, const v4_dtype t)
 {
-    const uint8_t(*tables)[32] = v4_fast_mxfp4_bf16();
-    for (int64_t k = 0; k < cols; k += 32) {
+    const uint8_t(*tables)[32] = t == V4_MXFP4 ? v4_fast_mxfp4_bf16() : NULL;
+    for (int64_t k = 0; k < cols; k += 32, p += step_bytes_of(t)) {
         half2 o, e;
-        if (t == V4_MXFP4)
-            mxfp4_pairs(p + (size_t)(k / 32) * 17, tables, &o, &e);
-        else
-            q8_0_pairs(p + (size_t)(k / 32) * 34, &o, &e);
+        pairs_32(t, p, tables, &o, &e);
         pair_store(out + k, o, e);
     }
 }
@@ -589,6 +599,9 @@ KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *pan
         case V4_MXFP4:
             panel_row_32(p, w->cols, out, V4_MXFP4);
             break;
+        case V4_F16:
+            panel_row_32(p, w->cols, out, V4_F16);
+            break;
 #define PANEL(T)                                                                                   \
     case T:                                                                                        \
         panel_row_256(p, w->cols, out, T);                                                         \
@@ -596,7 +609,7 @@ KERNEL void v4_avx2_gguf_panel(const v4_weight *w, int64_t r, int nr, float *pan
             EACH_256(PANEL)
 #undef PANEL
         default:
-            break; /* not a type v4_avx2_gguf_in_registers names */
+            break; /* not a GGUF type */
         }
     }
 }

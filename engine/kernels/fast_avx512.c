@@ -742,21 +742,20 @@ INLINE void pairs_rows4(const v4_weight *w, int64_t r, int nr, const float *xp,
     for (int i = 0; i < nr; i++) y[i] = reduce16(acc[i]);
 }
 
-/* Whether w is a GGUF type of 256-value blocks (the K-quants, IQ4_XS,
- * IQ2_XXS), which the AVX2 kernels read in registers: AVX-512 takes their
- * loops as they are (no wider form yet), the same bits as any ISA's.  Its
- * own way for them, decoding rows into a buffer and permuting them, read
- * a tenth as fast as those loops or less (on a Zen 3, with AVX2's dot
- * over the buffer). */
+/* Whether w is a GGUF type other than Q8_0 and MXFP4 (F16, the K-quants,
+ * IQ4_XS, IQ2_XXS), which the AVX2 kernels read in registers: AVX-512
+ * takes their loops as they are (no wider form yet), the same bits as any
+ * ISA's.  Its own way for them, decoding rows into a buffer and permuting
+ * them, read a tenth as fast as those loops or less (on a Zen 3, with
+ * AVX2's dot over the buffer). */
 static int avx2_reads(const v4_weight *w)
 {
-    return w->dtype != V4_Q8_0 && w->dtype != V4_MXFP4 && v4_avx2_gguf_in_registers(w->dtype);
+    return v4_fast_gguf(w->dtype) && w->dtype != V4_Q8_0 && w->dtype != V4_MXFP4;
 }
 
 /* Rows in the order's layout (fast.h): plain, or in the pair order against
  * the permuted inputs xp; the GGUF types other than Q8_0 and MXFP4 by the
- * AVX2 loops (avx2_reads), or (F16) decoded a row at a time
- * (rows_dot_gguf's way) and permuted too. */
+ * AVX2 loops (avx2_reads). */
 KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const float *xp, float *y)
 {
     if (!v4_fast_pair_order(w)) {
@@ -765,13 +764,6 @@ KERNEL static void rows_dot_avx512(const v4_weight *w, int64_t r, int nr, const 
     }
     if (avx2_reads(w)) {
         v4_fast_avx2.rows_dot(w, r, nr, xp, y);
-        return;
-    }
-    if (v4_fast_gguf(w->dtype) && w->dtype != V4_Q8_0 && w->dtype != V4_MXFP4) {
-        float *panel = v4_pool_scratch(w->pool);
-        v4_fast_gguf_rows(w, r, nr, panel);
-        permute_pairs(panel, nr * w->cols, panel);
-        panel_dots(panel, nr, w->cols, xp, y);
         return;
     }
     v4_fp8_folded folded = v4_fp8_folded_none(w);
@@ -840,11 +832,6 @@ KERNEL static void decode_rows_avx512(const v4_weight *w, int64_t r, int nr, flo
     }
     if (avx2_reads(w)) {
         v4_fast_avx2.decode_rows(w, r, nr, panel);
-        return;
-    }
-    if (v4_fast_gguf(w->dtype)) {
-        v4_fast_gguf_rows(w, r, nr, panel);
-        permute_pairs(panel, nr * w->cols, panel);
         return;
     }
     const float(*scaled)[16] = w->dtype == V4_I8 ? v4_fast_e2m1_scaled() : NULL;
