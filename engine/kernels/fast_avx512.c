@@ -667,7 +667,9 @@ INLINE void pairs_rows_general(const v4_weight *w, const int64_t *row, const flo
  * ports, where a shift pair took two). */
 INLINE void q8_0_pairs(const uint8_t *b, __m512 *o, __m512 *e)
 {
-    __m512 d = _mm512_set1_ps(v4_f16_to_f32((uint16_t)(b[0] | b[1] << 8)));
+    uint16_t h; /* the scale by F16C, exactly: as AVX2's half_splat, 7% faster there */
+    __builtin_memcpy(&h, b, sizeof h);
+    __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
     __m512i q = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 2)));
     *o = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_srai_epi32(q, 16)));
     *e = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_madd_epi16(q, _mm512_set1_epi32(1))));
