@@ -1,5 +1,5 @@
 /*
- * fast_avx2_gguf.c - GGUF's block types read in registers by the AVX2
+ * fast_avx2_gguf.c - GGUF's types read in registers by the AVX2
  * kernels, for decode's products and prefill's panels (contract in
  * fast_avx2.h): every type tome reads (F16, Q8_0, MXFP4, the K-quants
  * Q2_K to Q6_K, IQ4_XS, IQ2_XXS), so a file from any converter runs at
