@@ -139,7 +139,8 @@ INLINE void rows_dot_32(const v4_weight *w, const int64_t *row, const float *xp,
  * columns in order): byte `first`, first + 2, + 4 and + 6 of each 128-bit
  * lane, one to each 32-bit lane, are one of the pair order's four vectors
  * (first 1: the odd columns 1..15; 9: 17..31; 0 and 8: the even ones),
- * zero-extended, or with `top` as the top byte over ones.  A byte shuffle
+ * zero-extended, or with `top` as the top byte over zeros (for an
+ * arithmetic shift to sign-extend).  A byte shuffle
  * per eight values, where splitting values made in column order took two
  * shuffles per eight after the conversions. */
 INLINE __m256i pair_bytes(__m256i codes, const int first, const int top)
