@@ -2,7 +2,8 @@
 # test_gguf.sh - the golden models converted to GGUF by tome-convert, in
 # lossless types (F32, BF16, MXFP4 experts of the FP4 model: logits equal to
 # the safetensors model's, bit for bit) and quantised ones (Q8_0, Q4_K, and
-# ds4's 2-bit recipe IQ2_XXS gate/up + Q2_K down: they load and run; the
+# ds4's 2-bit recipe IQ2_XXS gate/up + Q2_K down, and a mix of Q6_K, Q5_K,
+# Q3_K and IQ4_XS as llama.cpp's own files bring them: they load and run; the
 # figures are printed), then checked by tests/test_gguf; and ds4's split
 # layout, the MTP block in a file of its own.  The vocabulary
 # tome-convert writes is checked by tests/test_convert_vocab: the built-in
@@ -25,6 +26,8 @@ for m in v4-tiny-a v4-tiny-b; do
     convert $m $m-q8_0.gguf --type Q8_0
     convert $m $m-q4_k.gguf --type Q8_0 --experts Q4_K --small F16
     convert $m $m-q2.gguf --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16
+    convert $m $m-kmix.gguf --type Q6_K --experts Q5_K --down Q3_K --small F16
+    convert $m $m-iq4_xs.gguf --type IQ4_XS --small F16
 done
 convert v4-tiny-a v4-tiny-a-mxfp4.gguf --experts MXFP4
 # Quantising on more threads writes the same bytes.
@@ -70,9 +73,11 @@ refused "an MTP file beside a safetensors model" "attaches to a GGUF model only"
     --model "$TOME_SHARED/golden/v4-tiny-b" --mtp-gguf "$work/v4-tiny-b-mtp.gguf"
 "$top/tests/test_gguf" v4-tiny-a "$work/v4-tiny-a-f32.gguf:same" "$work/v4-tiny-a-bf16.gguf:same" \
     "$work/v4-tiny-a-mxfp4.gguf:same" "$work/v4-tiny-a-q8_0.gguf:run" \
-    "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run"
+    "$work/v4-tiny-a-q4_k.gguf:run" "$work/v4-tiny-a-q2.gguf:run" "$work/v4-tiny-a-kmix.gguf:run" \
+    "$work/v4-tiny-a-iq4_xs.gguf:run"
 "$top/tests/test_gguf" v4-tiny-b "$work/v4-tiny-b-f32.gguf:same" "$work/v4-tiny-b-bf16.gguf:same" \
-    "$work/v4-tiny-b-q8_0.gguf:run" "$work/v4-tiny-b-q4_k.gguf:run" "$work/v4-tiny-b-q2.gguf:run"
+    "$work/v4-tiny-b-q8_0.gguf:run" "$work/v4-tiny-b-q4_k.gguf:run" "$work/v4-tiny-b-q2.gguf:run" \
+    "$work/v4-tiny-b-kmix.gguf:run" "$work/v4-tiny-b-iq4_xs.gguf:run"
 "$top/tests/test_convert_vocab" "$work/v4-tiny-a-f32.gguf" -
 "$top/tools/tome-convert" --no-mtp --type Q8_0 --experts MXFP4 "$top/models/tiny" "$work/tiny.gguf" \
     2>>"$work/convert.log"

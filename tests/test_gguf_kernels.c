@@ -191,7 +191,8 @@ static void test_quantiser(void)
     static const struct {
         v4_dtype t;
         double bound;
-    } bounds[] = {{V4_Q8_0, 0.01}, {V4_Q4_K, 0.15}, {V4_Q2_K, 0.5}, {V4_IQ2_XXS, 0.6}};
+    } bounds[] = {{V4_Q8_0, 0.01},   {V4_Q6_K, 0.035}, {V4_Q5_K, 0.08}, {V4_Q4_K, 0.15},
+                  {V4_IQ4_XS, 0.15}, {V4_Q3_K, 0.28},  {V4_Q2_K, 0.5},  {V4_IQ2_XXS, 0.6}};
     for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
         double e = quant_error(bounds[i].t, x, N, back);
         printf("%s: relative RMS error %.4f on Gaussian values\n", v4_dtype_name(bounds[i].t), e);

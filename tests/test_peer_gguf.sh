@@ -1,11 +1,15 @@
 #!/bin/sh
 # test_peer_gguf.sh - the peer check of GGUF files: the golden models a and
 # b converted by tome-convert (--no-mtp, llama.cpp's layout) to F32, BF16,
-# Q8_0, MXFP4 experts (a: its FP4 experts, losslessly), Q4_K experts and
-# ds4's 2-bit recipe (IQ2_XXS gate/up, Q2_K down); on each file tome-run and
-# llama.cpp (node-llama-cpp 3.22.1, scripts/peer) run the golden short case
-# (45-token prefill, 110 decode steps fed the case's ids) and their logits
-# are compared position by position (scripts/peer/compare.mjs).
+# Q8_0, MXFP4 experts (a: its FP4 experts, losslessly), Q4_K experts,
+# ds4's 2-bit recipe (IQ2_XXS gate/up, Q2_K down), and the other types
+# llama.cpp's own mixes bring (kmix: Q6_K matrices, Q5_K gate/up, Q3_K
+# down; iq4_xs: IQ4_XS throughout; each model's 128-wide expert side falls
+# back to Q8_0, so between them a and b cover all four); on each file
+# tome-run and llama.cpp (node-llama-cpp 3.22.1, scripts/peer) run the
+# golden short case (45-token prefill, 110 decode steps fed the case's ids)
+# and their logits are compared position by position
+# (scripts/peer/compare.mjs).
 #
 # The engines round differently (llama.cpp keeps the KV cache in F16 and
 # quantises activations for Q8_0/K-quant products; tome follows the qat
@@ -68,6 +72,8 @@ for m in v4-tiny-a v4-tiny-b; do
     check $m q8_0 $limits --type Q8_0
     check $m q4_k $limits --type Q8_0 --experts Q4_K --small F16
     check $m q2 $limits --type Q8_0 --experts IQ2_XXS --down Q2_K --small F16
+    check $m kmix $limits --type Q6_K --experts Q5_K --down Q3_K --small F16
+    check $m iq4_xs $limits --type IQ4_XS --small F16
 done
 check v4-tiny-a mxfp4 0.5,0.2,0.85 --experts MXFP4
 exit $failed

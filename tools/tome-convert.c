@@ -160,8 +160,8 @@ static int parse_type(const char *name, v4_dtype dflt, v4_dtype *out, tome_error
         }
     }
     return tome_errorf(err, TOME_EINVAL,
-                       "type %s: tome-convert writes F32, F16, BF16, Q8_0, MXFP4, Q4_K, Q2_K and "
-                       "IQ2_XXS",
+                       "type %s: tome-convert writes F32, F16, BF16, Q8_0, MXFP4, Q2_K, Q3_K, "
+                       "Q4_K, Q5_K, Q6_K, IQ4_XS and IQ2_XXS",
                        name);
 }
 

@@ -124,9 +124,9 @@ const uint8_t *v4_iq2xxs_point(int i);
 unsigned v4_iq2xxs_signs(unsigned s7);
 
 /* Write `n` values (a multiple of the block) as type t: F32, F16, BF16 or
- * one of the block types blocks_quant.c writes (Q8_0, MXFP4, Q4_K, Q2_K,
- * IQ2_XXS).  `out` gets v4_dtype_row_bytes(t, n) bytes.  Returns 0, or
- * TOME_EINVAL for a type it cannot write. */
+ * one of the block types blocks_quant.c writes (Q8_0, MXFP4, Q2_K, Q3_K,
+ * Q4_K, Q5_K, Q6_K, IQ4_XS, IQ2_XXS: every block type blocks.c decodes).  `out` gets
+ * v4_dtype_row_bytes(t, n) bytes.  Returns 0, or TOME_EINVAL for a type it cannot write. */
 int v4_gguf_quantize(v4_dtype t, const float *x, int64_t n, uint8_t *out);
 
 #endif

@@ -1,12 +1,14 @@
 /*
  * blocks_quant.c - tome's own quantiser: F32 rows written in GGUF's types
- * (F32, F16, BF16, Q8_0, MXFP4, Q4_K, Q2_K, IQ2_XXS), for tome-convert and
- * the tests.
+ * (F32, F16, BF16, Q8_0, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
+ * IQ2_XXS), for tome-convert and the tests.
  *
  * Simple and deterministic rather than optimal: per group a min/max fit
- * (K-quants) or an absolute-max fit (Q8_0, MXFP4), the group scales then
- * quantised against the block's F16 scale, and every code chosen by
- * rounding against the scales exactly as they will be decoded.  MXFP4
+ * (the K-quants with minima: Q2_K, Q4_K, Q5_K), an absolute-max fit (Q8_0,
+ * MXFP4) or a least-squares fit to the levels over a few trial scales (the
+ * symmetric Q3_K, Q6_K, IQ4_XS), the group scales then quantised against
+ * the block's F16 scale, and every code chosen by rounding against the
+ * scales exactly as they will be decoded.  MXFP4
  * uses power-of-two scales like the official FP4 checkpoints, so an FP4
  * expert converts without loss.  IQ2_XXS searches its 256-point codebook
  * for each 8 values.  The block layouts are those blocks.c decodes.
@@ -119,22 +121,50 @@ static int k_code(float x, float mul, float sub, int top)
     return mul > 0 ? clampi((x + sub) / mul, 0, top) : 0;
 }
 
-static void quant_q4_k(const float *x, uint8_t *b)
+/* Q4_K and Q5_K's common part: groups of 32 fitted for codes 0..top, the
+ * scales and minima packed at b (d, dmin, 12 scale bytes), and the codes
+ * against the factors as decoded. */
+static void k_codes_32(const float *x, int top, uint8_t *b, uint8_t q[256])
 {
     float step[8], off[8], d, dmin;
     int sc[8], mn[8];
-    for (int g = 0; g < 8; g++) fit_min_max(x + 32 * g, 32, 15, &step[g], &off[g]);
+    for (int g = 0; g < 8; g++) fit_min_max(x + 32 * g, 32, top, &step[g], &off[g]);
     k_super(step, off, 8, 63, b, sc, mn, &d, &dmin);
     pack_k_scales(sc, mn, b + 4);
-    uint8_t *qs = b + 16;
-    memset(qs, 0, 128);
     for (int g = 0; g < 8; g++) {
         float mul = d * (float)sc[g], sub = dmin * (float)mn[g];
-        for (int l = 0; l < 32; l++) {
-            int q = k_code(x[32 * g + l], mul, sub, 15);
-            qs[32 * (g / 2) + l] |= (uint8_t)(g % 2 ? q << 4 : q);
-        }
+        for (int l = 0; l < 32; l++) q[32 * g + l] = (uint8_t)k_code(x[32 * g + l], mul, sub, top);
     }
+}
+
+/* The low nibbles of 256 codes as Q4_K/Q5_K store them: groups 2p and
+ * 2p + 1 share bytes 32p.., low nibbles then high. */
+static void pack_k_nibbles(const uint8_t q[256], uint8_t *qs)
+{
+    memset(qs, 0, 128);
+    for (int g = 0; g < 8; g++)
+        for (int l = 0; l < 32; l++)
+            qs[32 * (g / 2) + l] |=
+                (uint8_t)(g % 2 ? (q[32 * g + l] & 15) << 4 : q[32 * g + l] & 15);
+}
+
+static void quant_q4_k(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    k_codes_32(x, 15, b, q);
+    pack_k_nibbles(q, b + 16);
+}
+
+/* Q5_K: Q4_K's layout with the fifth bits at 16 (bit g of byte l is value
+ * l of group g) and the nibbles at 48. */
+static void quant_q5_k(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    k_codes_32(x, 31, b, q);
+    memset(b + 16, 0, 32);
+    for (int g = 0; g < 8; g++)
+        for (int l = 0; l < 32; l++) b[16 + l] |= (uint8_t)((q[32 * g + l] >> 4) << g);
+    pack_k_nibbles(q, b + 48);
 }
 
 static void quant_q2_k(const float *x, uint8_t *b)
@@ -152,6 +182,140 @@ static void quant_q2_k(const float *x, uint8_t *b)
         for (int l = 0; l < 16; l++)
             b[16 + 32 * n + 16 * h + l] |= (uint8_t)(k_code(x[16 * k + l], mul, sub, 3) << (2 * j));
     }
+}
+
+/* ---- symmetric types: v = d * scale * level ------------------------------- */
+
+/* The integer levels a symmetric type's codes decode to, ascending: a
+ * table indexed by the codes lo..hi (IQ4_XS), or, without one, the codes
+ * themselves (Q3_K -4..3, Q6_K -32..31). */
+typedef struct levels {
+    const int8_t *table;
+    int lo, hi;
+} levels;
+
+static float level_of(const levels *lv, int code)
+{
+    return (float)(lv->table ? lv->table[code] : code);
+}
+
+/* The code whose level is nearest to t. */
+static int nearest_level(const levels *lv, float t)
+{
+    if (!lv->table) return clampi(t, lv->lo, lv->hi);
+    int best = lv->lo;
+    for (int c = lv->lo + 1; c <= lv->hi; c++)
+        if (fabsf(t - level_of(lv, c)) < fabsf(t - level_of(lv, best))) best = c;
+    return best;
+}
+
+/* The scale s of n values for x ~ s * level.  The value of largest
+ * magnitude goes on the lowest level (the longer end of every table here)
+ * or a little inside or beyond it; each trial's codes are refitted by
+ * least squares, and the scale of least squared error wins. */
+static float fit_levels(const float *x, int n, const levels *lv)
+{
+    float m = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > fabsf(m)) m = x[i];
+    if (m == 0) return 0;
+    static const float reach[] = {0.8f, 0.9f, 1.0f, 1.1f, 1.2f, 1.3f};
+    float best_s = m / level_of(lv, lv->lo), best_err = INFINITY;
+    for (size_t t = 0; t < sizeof reach / sizeof reach[0]; t++) {
+        float s = m / (level_of(lv, lv->lo) * reach[t]), num = 0, den = 0;
+        for (int i = 0; i < n; i++) {
+            float v = level_of(lv, nearest_level(lv, x[i] / s));
+            num += x[i] * v;
+            den += v * v;
+        }
+        float fit = den > 0 ? num / den : s, err = 0;
+        for (int i = 0; i < n; i++) {
+            float e = x[i] - fit * level_of(lv, nearest_level(lv, x[i] / s));
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_s = fit;
+        }
+    }
+    return best_s;
+}
+
+/* A block of 256 in groups of `group`: each group's scale an integer
+ * -top-1..top times the block's F16 d (stored at d_at), and every value's
+ * code against its group's factor as decoded. */
+static void sym_block(const float *x, const levels *lv, int group, int top, uint8_t *d_at, int *sc,
+                      int code[256])
+{
+    float s[16], smax = 0;
+    for (int g = 0; g < 256 / group; g++) {
+        s[g] = fit_levels(x + group * g, group, lv);
+        smax = fmaxf(smax, fabsf(s[g]));
+    }
+    float d = half_scale(smax / (float)top, d_at);
+    for (int g = 0; g < 256 / group; g++) {
+        sc[g] = d > 0 ? clampi(s[g] / d, -top - 1, top) : 0;
+        float mul = d * (float)sc[g];
+        for (int l = 0; l < group; l++)
+            code[group * g + l] = nearest_level(lv, mul != 0 ? x[group * g + l] / mul : 0);
+    }
+}
+
+/* Q3_K: codes -4..3 stored as u = code + 4, its low 2 bits as Q2_K's and
+ * its third in the mask; 6-bit scales biased by 32. */
+static void quant_q3_k(const float *x, uint8_t *b)
+{
+    static const levels lv = {NULL, -4, 3};
+    int sc[16], code[256];
+    sym_block(x, &lv, 16, 31, b + 108, sc, code);
+    memset(b, 0, 108);
+    uint8_t *hm = b, *qs = b + 32, *scales = b + 96;
+    for (int k = 0; k < 16; k++) {
+        int n = k / 8, j = (k % 8) / 2, h = k % 2, ls = sc[k] + 32;
+        scales[k % 8] |= (uint8_t)((ls & 15) << (k < 8 ? 0 : 4));
+        scales[8 + k % 4] |= (uint8_t)((ls >> 4) << (2 * (k / 4)));
+        for (int l = 0; l < 16; l++) {
+            int u = code[16 * k + l] + 4;
+            qs[32 * n + 16 * h + l] |= (uint8_t)((u & 3) << (2 * j));
+            hm[16 * h + l] |= (uint8_t)((u >> 2) << (4 * n + j));
+        }
+    }
+}
+
+/* Q6_K: codes -32..31 stored as u = code + 32, low nibbles and top 2 bits
+ * apart; int8 scales per 16. */
+static void quant_q6_k(const float *x, uint8_t *b)
+{
+    static const levels lv = {NULL, -32, 31};
+    int sc[16], code[256];
+    sym_block(x, &lv, 16, 127, b + 208, sc, code);
+    memset(b, 0, 192);
+    for (int i = 0; i < 256; i++) {
+        int n = i / 128, r = i % 128 / 32, l = i % 32, u = code[i] + 32;
+        b[64 * n + l + 32 * (r % 2)] |= (uint8_t)((u & 15) << (r < 2 ? 0 : 4));
+        b[128 + 32 * n + l] |= (uint8_t)((u >> 4) << (2 * r));
+    }
+    for (int k = 0; k < 16; k++) b[192 + k] = (uint8_t)(int8_t)sc[k];
+}
+
+/* IQ4_XS: 4-bit indices of its non-linear levels, MXFP4's nibble order
+ * per group of 32; 6-bit scales biased by 32, split low nibbles and high
+ * pairs. */
+static void quant_iq4_xs(const float *x, uint8_t *b)
+{
+    static const levels lv = {v4_iq4_levels, 0, 15};
+    int sc[8], code[256];
+    sym_block(x, &lv, 32, 31, b, sc, code);
+    memset(b + 2, 0, 134);
+    unsigned high = 0;
+    for (int g = 0; g < 8; g++) {
+        int ls = sc[g] + 32;
+        b[4 + g / 2] |= (uint8_t)((ls & 15) << (4 * (g % 2)));
+        high |= (unsigned)(ls >> 4) << (2 * g);
+        for (int j = 0; j < 16; j++)
+            b[8 + 16 * g + j] = (uint8_t)(code[32 * g + j] | code[32 * g + j + 16] << 4);
+    }
+    put16(b + 2, (uint16_t)high);
 }
 
 /* ---- IQ2_XXS -------------------------------------------------------------- */
@@ -275,6 +439,18 @@ int v4_gguf_quantize(v4_dtype t, const float *x, int64_t n, uint8_t *out)
         break;
     case V4_Q2_K:
         block = quant_q2_k;
+        break;
+    case V4_Q3_K:
+        block = quant_q3_k;
+        break;
+    case V4_Q5_K:
+        block = quant_q5_k;
+        break;
+    case V4_Q6_K:
+        block = quant_q6_k;
+        break;
+    case V4_IQ4_XS:
+        block = quant_iq4_xs;
         break;
     case V4_IQ2_XXS:
         block = quant_iq2_xxs;
