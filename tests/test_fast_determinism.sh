@@ -6,7 +6,10 @@
 # prefill before it (tome-run --warmup) or the prompt being resumed from a
 # saved state; and a state saved with one kind of
 # kernels is refused by the other.  The same in official numerics (threads,
-# chunks, resuming), whose states qat numerics refuse.
+# chunks, resuming), whose states qat numerics refuse.  And GGUF files of
+# every block type tome reads (converted by tome-convert): ISA, threads
+# and chunk sizes, where prefill's panels and decode's rows of each type
+# must agree bit for bit.
 set -eu
 build=${TOME_BUILDDIR:?}
 model="$TOME_SHARED/golden/v4-tiny-a"
@@ -128,6 +131,33 @@ if "$run" --model "$model" --ids "$dir/p300" --load-state "$dir/official.kv" 2>"
 fi
 checks=$((checks + 1))
 grep -q numerics "$dir/err" || { echo "FAIL: the refusal does not name the numerics: $(cat "$dir/err")"; fail=1; }
+
+# GGUF files, four mixes that between them hold every block type tome
+# reads (v4-tiny-a's down projections are 128 wide: Q8_0 there).
+mix() { # NAME tome-convert options...
+    file=$1
+    shift
+    "$build/tools/tome-convert" "$@" "$TOME_SHARED/golden/v4-tiny-a" "$dir/$file.gguf" \
+        2>"$dir/$file.convert" || { echo "FAIL: tome-convert $*: $(cat "$dir/$file.convert")"; exit 1; }
+    model=$dir/$file.gguf
+    dump base --threads 2
+    for isa in scalar avx2 avx512; do
+        TOME_ISA=$isa dump "isa-$isa" --threads 2
+        if grep -q "kernels fast ($isa)" "$dir/isa-$isa.err"; then
+            same "isa-$isa" "$file: TOME_ISA=$isa"
+        fi
+    done
+    dump threads1 --threads 1
+    same threads1 "$file: one thread instead of two"
+    for chunk in 1 3 129; do
+        dump "chunk$chunk" --chunk "$chunk"
+        same "chunk$chunk" "$file: prefill chunk $chunk"
+    done
+}
+mix k-quants --type Q6_K --experts Q5_K --small F16
+mix four-bit --type IQ4_XS --experts Q4_K --small Q8_0
+mix low-bit --type Q3_K --experts IQ2_XXS --small Q2_K
+mix floats --type F16 --experts MXFP4 --small BF16
 
 echo "$checks checks, fast kernels deterministic: $([ $fail -eq 0 ] && echo yes || echo NO)"
 exit $fail
