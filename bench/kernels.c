@@ -7,7 +7,9 @@
  * FP4 routed experts, the BF16 LM head), and prefill most of its time in
  * products of a chunk's tokens; the whole-model benchmarks (bench-engine.sh,
  * bench-peer.sh) cannot say which of these falls short.  This runs each
- * kind alone at flash-shape's shapes:
+ * kind alone at flash-shape's shapes, and GGUF's block types as ds4's
+ * recipes and llama.cpp's own mixes use them (Q8_0 attention rows; Q4_K,
+ * Q2_K, IQ2_XXS, Q6_K routed experts, decoded and in a prefill product):
  *
  *   - over enough matrices to rotate past the caches, as a decode step's
  *     weights do: one matrix that fits in L3 reads far faster than the same
@@ -33,6 +35,7 @@
 
 #include "common/options.h"
 #include "engine/internal.h"
+#include "engine/kernels/blocks.h"
 #include "plan/limits.h"
 
 #define BANDWIDTH_BUFFER ((size_t)1 << 30)
@@ -56,10 +59,13 @@ typedef struct kernel_case {
 } kernel_case;
 
 static const kernel_case cases[] = {
-    {"fp8 wo_a", V4_F8_E4M3, 8192, 4096, 1},    {"fp8 wq_b", V4_F8_E4M3, 32768, 1024, 1},
-    {"fp4 expert w1", V4_I8, 2048, 4096, 1},    {"fp4 expert w2", V4_I8, 4096, 2048, 1},
-    {"bf16 lm head", V4_BF16, 129280, 4096, 1}, {"fp8 wo_a", V4_F8_E4M3, 8192, 4096, 256},
-    {"fp4 expert w1", V4_I8, 2048, 4096, 96},
+    {"fp8 wo_a", V4_F8_E4M3, 8192, 4096, 1},       {"fp8 wq_b", V4_F8_E4M3, 32768, 1024, 1},
+    {"fp4 expert w1", V4_I8, 2048, 4096, 1},       {"fp4 expert w2", V4_I8, 4096, 2048, 1},
+    {"bf16 lm head", V4_BF16, 129280, 4096, 1},    {"fp8 wo_a", V4_F8_E4M3, 8192, 4096, 256},
+    {"fp4 expert w1", V4_I8, 2048, 4096, 96},      {"q8_0 wo_a", V4_Q8_0, 8192, 4096, 1},
+    {"q4_k expert w1", V4_Q4_K, 2048, 4096, 1},    {"q2_k expert w2", V4_Q2_K, 4096, 2048, 1},
+    {"iq2_xxs exp w1", V4_IQ2_XXS, 2048, 4096, 1}, {"q6_k expert w2", V4_Q6_K, 4096, 2048, 1},
+    {"q4_k expert w1", V4_Q4_K, 2048, 4096, 96},
 };
 #define N_CASES (sizeof cases / sizeof cases[0])
 
@@ -116,6 +122,30 @@ static void fill_weight(uint8_t *data, size_t bytes, uint8_t *scale, size_t scal
     for (size_t i = 0; i < scale_bytes; i++) scale[i] = (uint8_t)(120 + next_byte(seed) % 8);
 }
 
+/* GGUF rows of a block type: GGUF_DISTINCT_ROWS quantised from random
+ * values by tome's own quantiser (random bytes would make NaN and
+ * infinite block scales), repeated: the kernels' work does not depend on
+ * the values, and quantising a gigabyte of IQ2_XXS would take minutes. */
+#define GGUF_DISTINCT_ROWS 64
+
+static int fill_gguf(uint8_t *data, const kernel_case *c, uint64_t *seed, tome_error *err)
+{
+    size_t row_bytes = v4_dtype_row_bytes(c->dtype, c->cols);
+    float *values = malloc((size_t)c->cols * sizeof *values);
+    if (!values) return tome_errorf(err, TOME_ENOMEM, "no memory for a %s row", c->name);
+    for (int64_t r = 0; r < c->rows; r++) {
+        uint8_t *row = data + (size_t)r * row_bytes;
+        if (r >= GGUF_DISTINCT_ROWS) {
+            memcpy(row, data + (size_t)(r % GGUF_DISTINCT_ROWS) * row_bytes, row_bytes);
+            continue;
+        }
+        for (int64_t k = 0; k < c->cols; k++) values[k] = (float)next_byte(seed) / 128.0f - 1.0f;
+        v4_gguf_quantize(c->dtype, values, c->cols, row);
+    }
+    free(values);
+    return 0;
+}
+
 /* The matrices of one case, `count` of them, for products on `pool`. */
 typedef struct matrix_set {
     v4_weight *w;
@@ -159,7 +189,17 @@ static int set_new(const kernel_case *c, size_t mb, matrix_set *s, tome_error *e
             return tome_errorf(err, TOME_ENOMEM, "no memory for a %zu-byte %s matrix", one,
                                c->name);
         }
-        fill_weight(data, data_bytes, scale, scale_bytes, c->dtype, &seed);
+        int rc = 0;
+        if (!v4_block_format_of(c->dtype))
+            fill_weight(data, data_bytes, scale, scale_bytes, c->dtype, &seed);
+        else if (i == 0)
+            rc = fill_gguf(data, c, &seed, err);
+        else /* the first one's rows again: quantising is slow */
+            memcpy(data, s->w[0].data, data_bytes);
+        if (rc != 0) {
+            set_free(s);
+            return rc;
+        }
         w->dtype = c->dtype, w->rows = c->rows, w->cols = c->cols;
         w->scale_stride = scale_bytes ? scale_stride : 0;
         w->fast = 1;

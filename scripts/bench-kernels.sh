@@ -4,7 +4,10 @@
 # 4096 and 1024 wide, FP4 expert rows, the BF16 LM head) as GB/s of
 # weights, a fraction of the read bandwidth, and two prefill products (an
 # FP8 matrix against 256 tokens, an FP4 expert against 96) as GFLOP/s, a
-# fraction of the FP32 FMA peak, at one thread and all; the limits are
+# fraction of the FP32 FMA peak, and the same for GGUF's block types as
+# ds4's recipes and llama.cpp's mixes use them (Q8_0 attention rows, Q4_K,
+# Q2_K, IQ2_XXS and Q6_K expert rows, a Q4_K expert against 96 tokens), at
+# one thread and all; the limits are
 # measured in the same run, before and after, and each fraction is of the
 # higher reading.  Each kind runs over BENCH_KERNELS_MB megabytes of
 # matrices (default 256), so that they rotate past the caches as a decode
