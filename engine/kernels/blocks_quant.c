@@ -210,8 +210,8 @@ static float level_of(const levels *lv, int code)
 
 /* The code whose level is nearest to t (of two as near, the lower): for a
  * table, how many midpoints lie below t, counted without branches (a
- * search's branches, which t makes unpredictable, ran at a fifth of the
- * speed). */
+ * binary search's branches, which t makes unpredictable, ran at a third
+ * of the speed). */
 static int nearest_level(const levels *lv, float t)
 {
     if (!lv->table) return clampi(t, lv->lo, lv->hi);
