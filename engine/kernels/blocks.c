@@ -28,6 +28,7 @@
 #include <string.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -362,10 +363,13 @@ void v4_gguf_row_scalar(v4_dtype t, const uint8_t *row, int64_t cols, float *out
 #if defined(__x86_64__)
 static int blocks_simd;
 
+/* F16C from CPUID itself: clang's __builtin_cpu_supports has no name for it. */
 static void probe_simd(void)
 {
+    unsigned a, b, c, d;
     __builtin_cpu_init();
-    blocks_simd = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    blocks_simd =
+        __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
 }
 #endif
 

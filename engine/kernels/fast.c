@@ -32,8 +32,7 @@ static int cpu_runs(const char *name)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     /* the AVX2 kernels convert halves with F16C too (fast_avx2.h's TARGET) */
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+    int avx2 = v4_blocks_simd() && __builtin_cpu_supports("fma");
     if (strcmp(name, "avx2") == 0) return avx2;
     if (strcmp(name, "avx512") == 0)
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
