@@ -124,7 +124,8 @@ static uint64_t take64(cursor *c, const char *what)
 }
 
 /* A GGUF string (u64 length, bytes) as a NUL-terminated copy; NULL on
- * error.  Names must not contain NUL bytes. */
+ * error.  Names are UTF-8 (GGUF's strings are; tensor names key a JSON
+ * object, which holds no other) without NUL bytes. */
 static char *take_string(cursor *c, const char *what)
 {
     uint64_t len = take64(c, what);
@@ -132,6 +133,10 @@ static char *take_string(cursor *c, const char *what)
     if (!p) return NULL;
     if (memchr(p, 0, (size_t)len)) {
         fail(c, "a name contains a NUL byte");
+        return NULL;
+    }
+    if (!tome_utf8_valid(p, (size_t)len)) {
+        fail(c, "a name is not UTF-8");
         return NULL;
     }
     char *s = malloc((size_t)len + 1);

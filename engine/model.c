@@ -122,18 +122,32 @@ static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
     return copy;
 }
 
-/* A hash block's tid2eid as I64 (GGUF stores I32). */
+/* A hash block's tid2eid as I64 (GGUF stores I32), every entry checked to
+ * name one of the layer's experts: routing indexes by them unchecked. */
 static const uint8_t *tid2eid_data(binder *b, const v4_ckpt_tensor *t)
 {
-    if (t->dtype == V4_I64) return t->data;
-    size_t n = t->nbytes / 4;
-    int64_t *wide = owned(b, n * sizeof *wide, t->name);
-    for (size_t i = 0; wide && i < n; i++) {
-        int32_t v;
-        memcpy(&v, t->data + 4 * i, 4);
-        wide[i] = v;
+    int wide_in_file = t->dtype == V4_I64;
+    size_t n = t->nbytes / (wide_in_file ? 8 : 4);
+    int64_t *wide = wide_in_file ? NULL : owned(b, n * sizeof *wide, t->name);
+    if (!wide_in_file && !wide) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        if (wide_in_file) {
+            memcpy(&v, t->data + 8 * i, 8);
+        } else {
+            int32_t narrow;
+            memcpy(&narrow, t->data + 4 * i, 4);
+            wide[i] = v = narrow;
+        }
+        if (v < 0 || v >= b->m->cfg.n_routed_experts) {
+            if (b->rc == 0)
+                b->rc = tome_errorf(b->err, TOME_EFORMAT,
+                                    "%s: entry %zu names expert %lld; there are %d", t->name, i,
+                                    (long long)v, b->m->cfg.n_routed_experts);
+            return NULL;
+        }
     }
-    return (const uint8_t *)wide;
+    return wide_in_file ? t->data : (const uint8_t *)wide;
 }
 
 /* Whether the exact kernels keep panels of tensor `name` (ndim

@@ -93,6 +93,38 @@ static void test_hostile(const char *path)
     free(p);
 }
 
+/* A hash layer's routing table naming an expert the layer lacks (or a
+ * negative one) is refused when the model opens, with the entry named:
+ * routing indexes by the table without checks. */
+static void test_routing_table(const char *path)
+{
+    size_t n;
+    uint8_t *p = slurp(path, &n);
+    v4_gguf *g = NULL;
+    tome_error err = {0};
+    CHECK_OK(v4_gguf_parse(p, n, path, &g, &err), &err);
+    const v4_gguf_tensor *t = g ? v4_gguf_tensor_find(g, "blk.0.ffn_gate_tid2eid.weight") : NULL;
+    REQUIRE(t && t->nbytes >= 32, "%s has no routing table for block 0", path);
+    size_t at = (size_t)(t->data - p) + 4 * 7; /* entry 7 */
+    v4_gguf_free(g);
+    static const int32_t bad[] = {1 << 20, -1};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memcpy(p + at, &bad[i], 4);
+        char copy[4096];
+        snprintf(copy, sizeof copy, "%s/routing.gguf", check_tmpdir());
+        FILE *f = fopen(copy, "wb");
+        REQUIRE(f && fwrite(p, 1, n, f) == n && fclose(f) == 0, "cannot write %s", copy);
+        v4_model *m = NULL;
+        int rc = v4_model_open(copy, NULL, &m, &err);
+        CHECKF(rc == TOME_EFORMAT && !m, "expert %d in tid2eid: rc %d", bad[i], rc);
+        CHECKF(strstr(err.msg, "entry 7 names expert"), "expert %d: message \"%s\"", bad[i],
+               err.msg);
+        v4_model_free(m);
+        remove(copy);
+    }
+    free(p);
+}
+
 /* ---- the golden short case ------------------------------------------------------ */
 
 typedef struct logits {
@@ -189,6 +221,7 @@ int main(int argc, char **argv)
     snprintf(first, sizeof first, "%s", argv[2]);
     *strrchr(first, ':') = 0;
     test_hostile(first);
+    test_routing_table(first);
     logits ref = run_short(dir, &g);
     for (int i = 2; i < argc; i++) test_file(argv[i], &ref, &g);
     free(ref.v);

@@ -52,7 +52,10 @@ float v4_exp_vector(float d)
     u = fmaf(u, s, 0.5f);
     u = 1.0f + fmaf(s * s, u, s);
     if (d < -104.0f) return 0.0f;
-    if (d > 1e38f) return INFINITY;
+    /* Above 104 the powers of two below overflow to infinity anyway; q as
+     * an int would not fit for long.  A NaN has made u NaN. */
+    if (d > 104.0f) return INFINITY;
+    if (isnan(d)) return u;
     /* two steps so that 2^q never overflows on its own */
     int h = (int)q >> 1;
     return ldexpf(ldexpf(u, h), (int)q - h);
