@@ -300,8 +300,8 @@ static int check_tensor(cursor *c, v4_gguf_tensor *t)
     int64_t count = 1;
     for (int i = 0; i < t->ndim; i++) {
         if (t->ne[i] < 1 || t->ne[i] > MAX_DIM) return tensor_error(c, t, "bad dimension");
+        if (t->ne[i] > MAX_ELEMENTS / count) return tensor_error(c, t, "too many elements");
         count *= t->ne[i];
-        if (count > MAX_ELEMENTS) return tensor_error(c, t, "too many elements");
     }
     int block = v4_dtype_block(t->dtype);
     if (t->ne[0] % block != 0) {

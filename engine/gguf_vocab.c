@@ -60,12 +60,15 @@ static const v4_gguf_kv *array_key(const vocab_reader *r, const char *key, uint3
     return NULL;
 }
 
-/* The string value of `key`, or "" when absent or not a string. */
+/* The string value of `key`: "" when absent or not a string, "(not
+ * UTF-8)" for bytes that are not (no name tome knows); NULL only when out
+ * of memory. */
 static json_t *string_key(const v4_gguf *g, const char *key)
 {
     const v4_gguf_kv *kv = v4_gguf_find(g, key);
     if (!kv || kv->type != V4_GGUF_STRING) return json_string("");
-    return json_stringn((const char *)kv->data, (size_t)kv->count);
+    json_t *s = json_stringn((const char *)kv->data, (size_t)kv->count);
+    return s ? s : json_string("(not UTF-8)");
 }
 
 /* Walks a string array in order: each element a 64-bit length and bytes
@@ -170,7 +173,9 @@ static int check_kind(const vocab_reader *r)
     json_t *model = string_key(r->g, "tokenizer.ggml.model");
     json_t *pre = string_key(r->g, "tokenizer.ggml.pre");
     int rc = 0;
-    if (strcmp(json_string_value(model), "gpt2") != 0)
+    if (!model || !pre)
+        rc = tome_errorf(r->err, TOME_ENOMEM, "out of memory");
+    else if (strcmp(json_string_value(model), "gpt2") != 0)
         rc = tome_errorf(r->err, TOME_EFORMAT,
                          "%s: tokenizer.ggml.model is \"%s\"; tome reads byte-level BPE (\"gpt2\") "
                          "vocabularies only",

@@ -19,8 +19,11 @@
  *      reaching past the mapping would fault), every key found again by
  *      name and every number read back;
  *   2. its own vocabulary as a tokenizer.json document, which must be JSON;
- *   3. v4_model_open (one thread, the fast kernels), then one token
- *      evaluated, with logits, from a fresh state.
+ *   3. v4_model_open on one thread, then one token evaluated, with
+ *      logits, from a fresh state.  The input's length picks the numerics
+ *      (modulo 3: qat, fp32, official) and the kernels (the parity of the
+ *      length divided by 3: fast, exact), so that mutations reach every
+ *      pair.
  *
  * Nothing may crash, leak, hang or trip a sanitizer on the way; a refusal
  * at any step is an answer.
@@ -102,9 +105,12 @@ static void touch_parsed(uint8_t *file, size_t n, size_t tail_start)
     v4_gguf_free(g);
 }
 
-static void run_model(const char *path)
+static void run_model(const char *path, size_t size)
 {
-    v4_open_options o = {.n_threads = 1, .kernels = V4_KERNELS_FAST};
+    static const v4_numerics numerics[] = {V4_NUMERICS_QAT, V4_NUMERICS_FP32, V4_NUMERICS_OFFICIAL};
+    v4_open_options o = {.n_threads = 1,
+                         .numerics = numerics[size % 3],
+                         .kernels = size / 3 % 2 ? V4_KERNELS_EXACT : V4_KERNELS_FAST};
     v4_model *m = NULL;
     tome_error err = {0};
     if (v4_model_open(path, &o, &m, &err) != 0) return;
@@ -129,6 +135,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(path, sizeof path, "%s/model.gguf", fuzz_tmpdir());
     fuzz_write_file(path, file, size + TAIL);
     free(file);
-    run_model(path);
+    run_model(path, size);
     return 0;
 }
