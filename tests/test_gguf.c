@@ -13,6 +13,7 @@
  */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/gguf.h"
 #include "tests/check.h"
@@ -108,10 +109,11 @@ static void test_routing_table(const char *path)
     size_t at = (size_t)(t->data - p) + 4 * 7; /* entry 7 */
     v4_gguf_free(g);
     static const int32_t bad[] = {1 << 20, -1};
+    const char *dir = check_tmpdir();
+    char copy[4200];
+    snprintf(copy, sizeof copy, "%s/routing.gguf", dir);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         memcpy(p + at, &bad[i], 4);
-        char copy[4096];
-        snprintf(copy, sizeof copy, "%s/routing.gguf", check_tmpdir());
         FILE *f = fopen(copy, "wb");
         REQUIRE(f && fwrite(p, 1, n, f) == n && fclose(f) == 0, "cannot write %s", copy);
         v4_model *m = NULL;
@@ -122,6 +124,7 @@ static void test_routing_table(const char *path)
         v4_model_free(m);
         remove(copy);
     }
+    rmdir(dir);
     free(p);
 }
 
