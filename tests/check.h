@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int check_failures;
 static int check_count;
@@ -77,13 +78,45 @@ static inline const char *check_shared_path(const char *rel)
     return out;
 }
 
-/* A fresh private directory for a test's files (under $TMPDIR or /tmp). */
+/* The directories check_tmpdir made, removed when the process that made
+ * them exits (not a forked child that calls exit). */
+typedef struct check_tmpdir_list {
+    char dir[16][4096];
+    int n;
+    pid_t owner;
+} check_tmpdir_list;
+
+static inline check_tmpdir_list *check_tmpdirs(void)
+{
+    static check_tmpdir_list list;
+    return &list;
+}
+
+static inline void check_remove_tmpdirs(void)
+{
+    check_tmpdir_list *l = check_tmpdirs();
+    if (getpid() != l->owner) return;
+    for (int i = 0; i < l->n; i++) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", l->dir[i]);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", l->dir[i]);
+    }
+}
+
+/* A fresh private directory for a test's files (under $TMPDIR or /tmp),
+ * removed with everything in it at exit. */
 static inline const char *check_tmpdir(void)
 {
-    static char dir[4096];
+    check_tmpdir_list *l = check_tmpdirs();
+    REQUIRE(l->n < 16, "too many temporary directories");
+    char *dir = l->dir[l->n];
     const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/tome-test-XXXXXX", t && *t ? t : "/tmp");
+    snprintf(dir, sizeof l->dir[0], "%s/tome-test-XXXXXX", t && *t ? t : "/tmp");
     REQUIRE(mkdtemp(dir) != NULL, "cannot create a temporary directory");
+    if (l->n++ == 0) {
+        l->owner = getpid();
+        atexit(check_remove_tmpdirs);
+    }
     return dir;
 }
 
