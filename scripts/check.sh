@@ -5,8 +5,11 @@
 #
 # With --sanitize first, the build (in _build-sanitize) has AddressSanitizer
 # and UBSan, and only `make check` runs: every unit and daemon test, and the
-# fuzz corpora, under the sanitizers.  CI (.ci/run) runs both.
-# Other arguments go to configure.
+# fuzz corpora, under the sanitizers.  With --fuzz first, the whole tree is
+# built by clang (in _build-fuzz, ./configure --enable-fuzz, warnings as
+# errors) and `make fuzz-smoke` runs each libFuzzer target for
+# FUZZ_SECONDS (default 20), one test per target.  CI (.ci/run) runs all
+# three.  Other arguments go to configure.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
@@ -15,7 +18,13 @@ sh scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 jobs=$(nproc 2>/dev/null || echo 2)
 build="$top/_build"
 sanitize=0
-if [ "${1:-}" = "--sanitize" ]; then
+fuzz=0
+if [ "${1:-}" = "--fuzz" ]; then
+    shift
+    set -- --enable-fuzz "$@"
+    fuzz=1
+    build="$top/_build-fuzz"
+elif [ "${1:-}" = "--sanitize" ]; then
     shift
     set -- --enable-sanitizers "$@"
     sanitize=1
@@ -38,6 +47,15 @@ if [ "$status" -ne 0 ]; then
     echo "build failed"
     echo "0 passed, 1 failed"
     exit 1
+fi
+if [ "$fuzz" -eq 1 ]; then
+    make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-20}" | tee fuzz-smoke.out
+    passed=$(grep -c 'no finding$' fuzz-smoke.out)
+    failed=$(grep -c FINDING fuzz-smoke.out)
+    [ "$passed" -gt 0 ] || failed=$((failed + 1))
+    echo "$passed passed, $failed failed, 0 skipped"
+    [ "$failed" -eq 0 ]
+    exit
 fi
 make -j"$jobs" check
 check_status=$?
