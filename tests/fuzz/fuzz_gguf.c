@@ -25,6 +25,11 @@
  *      length divided by 3: fast, exact), so that mutations reach every
  *      pair.
  *
+ * An input holding a second "GGUF" magic after its start is two headers:
+ * the model's, then a separate MTP block's (ds4's layout, v4_open_options'
+ * mtp_gguf), each given its own tail and parsed as above; a model that
+ * opens with it also runs the MTP head once.
+ *
  * Nothing may crash, leak, hang or trip a sanitizer on the way; a refusal
  * at any step is an answer.
  */
@@ -105,36 +110,49 @@ static void touch_parsed(uint8_t *file, size_t n, size_t tail_start)
     v4_gguf_free(g);
 }
 
-static void run_model(const char *path, size_t size)
+static void run_model(const char *path, const char *mtp_path, size_t size)
 {
     static const v4_numerics numerics[] = {V4_NUMERICS_QAT, V4_NUMERICS_FP32, V4_NUMERICS_OFFICIAL};
     v4_open_options o = {.n_threads = 1,
                          .numerics = numerics[size % 3],
-                         .kernels = size / 3 % 2 ? V4_KERNELS_EXACT : V4_KERNELS_FAST};
+                         .kernels = size / 3 % 2 ? V4_KERNELS_EXACT : V4_KERNELS_FAST,
+                         .mtp_gguf = mtp_path};
     v4_model *m = NULL;
     tome_error err = {0};
     if (v4_model_open(path, &o, &m, &err) != 0) return;
     const v4_config *c = v4_model_config(m);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    float *hc = malloc((size_t)c->hc_mult * (size_t)c->dim * sizeof *hc);
     v4_state *s = NULL;
-    if (logits && v4_state_new(m, &s, &err) == 0) {
+    if (logits && hc && v4_state_new(m, &s, &err) == 0) {
         int32_t token = c->vocab_size > 3 ? 3 : 0;
-        v4_eval ev = {.last_logits = logits};
-        v4_eval_tokens(s, &token, 1, &ev, &err);
+        v4_eval ev = {.last_logits = logits, .hc_out = hc};
+        if (v4_eval_tokens(s, &token, 1, &ev, &err) == 0 && c->n_mtp_layers > 0)
+            v4_mtp_eval(s, hc, &token, 1, logits, NULL, &err);
         v4_state_free(s);
     }
+    free(hc);
     free(logits);
     v4_model_free(m);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One header given its tail, checked, and written to dir/name. */
+static void prepare(const uint8_t *data, size_t size, const char *name, char *path, size_t cap)
 {
     uint8_t *file = with_tail(data, size);
     touch_parsed(file, size + TAIL, size);
-    char path[128];
-    snprintf(path, sizeof path, "%s/model.gguf", fuzz_tmpdir());
+    snprintf(path, cap, "%s/%s", fuzz_tmpdir(), name);
     fuzz_write_file(path, file, size + TAIL);
     free(file);
-    run_model(path, size);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const uint8_t *second = size > 4 ? memmem(data + 4, size - 4, "GGUF", 4) : NULL;
+    size_t first = second ? (size_t)(second - data) : size;
+    char path[128], mtp_path[128];
+    prepare(data, first, "model.gguf", path, sizeof path);
+    if (second) prepare(second, size - first, "mtp.gguf", mtp_path, sizeof mtp_path);
+    run_model(path, second ? mtp_path : NULL, size);
     return 0;
 }
