@@ -126,19 +126,20 @@ static const float *f32_data(binder *b, const v4_ckpt_tensor *t)
  * name one of the layer's experts: routing indexes by them unchecked. */
 static const uint8_t *tid2eid_data(binder *b, const v4_ckpt_tensor *t)
 {
-    int wide_in_file = t->dtype == V4_I64;
-    size_t n = t->nbytes / (wide_in_file ? 8 : 4);
-    int64_t *wide = wide_in_file ? NULL : owned(b, n * sizeof *wide, t->name);
-    if (!wide_in_file && !wide) return NULL;
+    const uint8_t *data = t->data;
+    size_t n = t->nbytes / (t->dtype == V4_I64 ? 8 : 4);
+    if (t->dtype != V4_I64) {
+        int64_t *wide = owned(b, n * sizeof *wide, t->name);
+        for (size_t i = 0; wide && i < n; i++) {
+            int32_t v;
+            memcpy(&v, t->data + 4 * i, 4);
+            wide[i] = v;
+        }
+        if (!(data = (const uint8_t *)wide)) return NULL;
+    }
     for (size_t i = 0; i < n; i++) {
         int64_t v;
-        if (wide_in_file) {
-            memcpy(&v, t->data + 8 * i, 8);
-        } else {
-            int32_t narrow;
-            memcpy(&narrow, t->data + 4 * i, 4);
-            wide[i] = v = narrow;
-        }
+        memcpy(&v, data + 8 * i, 8);
         if (v < 0 || v >= b->m->cfg.n_routed_experts) {
             if (b->rc == 0)
                 b->rc = tome_errorf(b->err, TOME_EFORMAT,
@@ -147,7 +148,7 @@ static const uint8_t *tid2eid_data(binder *b, const v4_ckpt_tensor *t)
             return NULL;
         }
     }
-    return wide_in_file ? t->data : (const uint8_t *)wide;
+    return data;
 }
 
 /* Whether the exact kernels keep panels of tensor `name` (ndim
