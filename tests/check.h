@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int check_failures;
@@ -76,6 +77,36 @@ static inline const char *check_shared_path(const char *rel)
     struct stat st;
     REQUIRE(stat(out, &st) == 0, "test data %s is missing", out);
     return out;
+}
+
+/* Run the built program `tool` (a path under $TOME_BUILDDIR, such as
+ * "tools/tome-mkmodel") with the NULL-terminated arguments `args`; stdout
+ * goes to `out_path` and stderr to `err_path` when given.  Returns the exit
+ * status, 128 for a death by a signal. */
+static inline int check_run_tool(const char *tool, const char *out_path, const char *err_path,
+                                 const char *const *args)
+{
+    const char *argv[32];
+    char path[4096];
+    const char *builddir = getenv("TOME_BUILDDIR");
+    REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
+    snprintf(path, sizeof path, "%s/%s", builddir, tool);
+    int n = 0;
+    argv[n++] = path;
+    while (n < 31 && *args) argv[n++] = *args++;
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (out_path && !freopen(out_path, "w", stdout)) _exit(126);
+        if (err_path && !freopen(err_path, "w", stderr)) _exit(126);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    int status;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 /* The directories check_tmpdir made, removed when the process that made

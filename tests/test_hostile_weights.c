@@ -20,8 +20,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "common/common.h"
 #include "engine/v4.h"
@@ -31,26 +29,10 @@
 #define PROMPT 300
 #define CHUNK  64
 
-/* Run tools/tome-mkmodel with `args` (NULL-terminated), stdout to `out`. */
+/* tools/tome-mkmodel with `args` (NULL-terminated), stdout to `out`. */
 static void mkmodel(const char *out, const char *const *args)
 {
-    const char *builddir = getenv("TOME_BUILDDIR");
-    REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
-    char tool[4096];
-    snprintf(tool, sizeof tool, "%s/tools/tome-mkmodel", builddir);
-    const char *argv[16] = {tool};
-    for (int n = 1; n < 15 && args[n - 1]; n++) argv[n] = args[n - 1];
-    fflush(NULL);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork failed");
-    if (pid == 0) {
-        if (out && !freopen(out, "w", stdout)) _exit(126);
-        execv(tool, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    REQUIRE(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-            "tome-mkmodel failed");
+    REQUIRE(check_run_tool("tools/tome-mkmodel", out, NULL, args) == 0, "tome-mkmodel failed");
 }
 
 /* The tiny preset's config.json, made small. */

@@ -28,32 +28,10 @@
 
 /* ---- running the tool ------------------------------------------------ */
 
-/* Run tome-mkmodel with the NULL-terminated argument array `args`; stdout
- * goes to `out_path` and stderr to `err_path` when given.  Returns the exit
- * status, 128 for a death by a signal. */
+/* tome-mkmodel with `args` (check_run_tool). */
 static int run_tool_argv(const char *out_path, const char *err_path, const char *const *args)
 {
-    const char *argv[32];
-    char tool[4096];
-    const char *builddir = getenv("TOME_BUILDDIR");
-    REQUIRE(builddir && *builddir, "TOME_BUILDDIR is not set (run through `make check`)");
-    snprintf(tool, sizeof tool, "%s/tools/tome-mkmodel", builddir);
-    int n = 0;
-    argv[n++] = tool;
-    while (n < 31 && *args) argv[n++] = *args++;
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork failed");
-    if (pid == 0) {
-        if (out_path && !freopen(out_path, "w", stdout)) _exit(126);
-        if (err_path && !freopen(err_path, "w", stderr)) _exit(126);
-        execv(tool, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid failed");
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    return check_run_tool("tools/tome-mkmodel", out_path, err_path, args);
 }
 
 #define RUN_TOOL(out_path, ...)                                                                    \
