@@ -19,6 +19,9 @@
 #include <unistd.h>
 
 #define JSON_REPLY_MAX (64u << 20)
+/* tomed's events are JSON objects of a few kilobytes; a megabyte is far
+ * beyond any real one and keeps a runaway stream from eating memory. */
+#define EVENT_MAX_BYTES ((size_t)1 << 20)
 
 static const char *default_socket(char *buf, size_t cap)
 {
@@ -260,7 +263,7 @@ int tome_api_events(tome_client *c, const char *method, const char *target, json
         return rc;
     }
     tome_sse parser;
-    tome_sse_init(&parser, on_event, ctx);
+    tome_sse_init(&parser, "tomed", EVENT_MAX_BYTES, on_event, ctx);
     char buf[4096];
     size_t got;
     while ((rc = tome_http_read_body(conn, &resp, buf, sizeof buf, &got, err)) == 0 && got > 0)

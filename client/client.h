@@ -9,7 +9,6 @@
  *               (OpenSSL), with a read buffer for the HTTP layer
  *   http.c      HTTP/1.1 framing: request heads, response heads, bodies
  *               delimited by Content-Length, chunked encoding or close
- *   sse.c       the Server-Sent Events parser used for answers and jobs
  *   api.c       one request against the daemon: JSON in, JSON or events
  *               out, HTTP errors turned into tome_error codes
  *   output.c    stdout/stderr conventions: colour, --quiet, diagnostics
@@ -37,6 +36,7 @@
 #include <sys/types.h>
 
 #include "common/common.h"
+#include "common/sse.h"
 
 /* The exit statuses documented in tome(1); cron jobs branch on them. */
 enum {
@@ -196,27 +196,6 @@ int tome_http_read_all(tome_conn *c, tome_response *resp, size_t max, char **bod
 /* Percent-encode `s` for a query string or path segment into a malloc'd
  * string. */
 char *tome_url_escape(const char *s);
-
-/* ------------------------------------------------------------------------
- * Server-Sent Events (sse.c)
- * ------------------------------------------------------------------------ */
-
-/* Called once per complete event; a non-zero return stops the stream and is
- * passed back by tome_sse_feed. */
-typedef int (*tome_sse_fn)(void *ctx, const char *event, const char *data, tome_error *err);
-
-typedef struct tome_sse {
-    tome_sse_fn on_event;
-    void *ctx;
-    char *line, *data;
-    size_t line_len, line_cap, data_len, data_cap;
-    char event[64];
-    int saw_cr;
-} tome_sse;
-
-void tome_sse_init(tome_sse *p, tome_sse_fn on_event, void *ctx);
-int tome_sse_feed(tome_sse *p, const char *bytes, size_t n, tome_error *err);
-void tome_sse_free(tome_sse *p);
 
 /* ------------------------------------------------------------------------
  * Requests to the daemon (api.c)

@@ -114,6 +114,18 @@ static void check_replicas(engine_remote *e)
  * Start: the tokenizer, the context, then health checks until stopped
  * ------------------------------------------------------------------------ */
 
+/* The bytes of the vocabulary's longest token. */
+static size_t longest_token(const v4_tokenizer *t)
+{
+    size_t longest = 1;
+    for (int32_t id = 0; id < v4_tokenizer_n_ids(t); id++) {
+        const char *bytes;
+        size_t len;
+        if (v4_token_bytes(t, id, &bytes, &len) == 0 && len > longest) longest = len;
+    }
+    return longest;
+}
+
 /* The model directory's tokenizer.json (its SHA-256 is the fingerprint
  * ingest renders with) and config.json's context, when it has one. */
 static int load_tokenizer(engine_remote *e, tome_error *err)
@@ -130,6 +142,7 @@ static int load_tokenizer(engine_remote *e, tome_error *err)
     free(text);
     tome_hex(digest, sizeof digest, e->tokenizer_fingerprint);
     if ((rc = v4_tokenizer_load(path, &e->tokenizer, err)) != 0) return rc;
+    e->longest_token = longest_token(e->tokenizer);
     e->context = e->server->cfg.max_context;
     snprintf(path, sizeof path, "%s/config.json", dir);
     v4_config cfg;

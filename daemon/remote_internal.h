@@ -49,7 +49,8 @@ typedef struct engine_remote {
     tomed_server *server;
     v4_tokenizer *tokenizer; /* written once before `ready` */
     char tokenizer_fingerprint[65];
-    int64_t context; /* tokens per question; 0: not known here */
+    int64_t context;      /* tokens per question; 0: not known here */
+    size_t longest_token; /* bytes of the vocabulary's longest token */
     atomic_int ready;
     char why[TOME_ERROR_MAX];
     replica replicas[TOMED_MAX_REMOTES];

@@ -72,9 +72,12 @@ typedef struct warm_ctx {
     double rate, t0, last_report;
 } warm_ctx;
 
-static int warm_event(void *ctx, json_t *event)
+/* The one token is not wanted, but a reply that is not a valid chunk
+ * (an aborted one) did not leave the prefix warm; [DONE] ends the warm. */
+static int warm_event(void *ctx, json_t *event, tome_error *err)
 {
-    return 0; /* the one token is not wanted; [DONE] ends the warm */
+    remote_chunk c;
+    return remote_chunk_read(event, &c, err);
 }
 
 static int warm_tick(void *arg)
@@ -168,6 +171,7 @@ typedef struct ask_run {
     engine_remote *e;
     tomed_ask *ask;
     size_t streamed; /* bytes of the answer sent on */
+    size_t room;     /* bytes max_tokens tokens can hold */
 } ask_run;
 
 static int append_answer(tomed_ask *ask, const char *text, size_t len)
@@ -181,32 +185,36 @@ static int append_answer(tomed_ask *ask, const char *text, size_t len)
     return 0;
 }
 
-static void take_usage(tomed_ask *ask, json_t *usage)
+static void take_usage(tomed_ask *ask, const remote_chunk *c)
 {
-    ask->prompt_tokens = json_integer_value(json_object_get(usage, "prompt_tokens"));
-    ask->completion_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
-    json_t *details = json_object_get(usage, "prompt_tokens_details");
-    ask->cached_tokens = json_integer_value(json_object_get(details, "cached_tokens"));
+    ask->prompt_tokens = c->prompt_tokens;
+    ask->completion_tokens = c->completion_tokens;
+    ask->cached_tokens = c->cached_tokens;
 }
 
-/* One streamed chunk: text for the client, the finish reason, the usage. */
-static int ask_event(void *arg, json_t *event)
+/* One streamed chunk: text for the client, the finish reason, the usage.
+ * A server that sends more text than max_tokens tokens can hold, or
+ * counts more tokens than that, is refused: the answer is bounded. */
+static int ask_event(void *arg, json_t *event, tome_error *err)
 {
     ask_run *run = arg;
     tomed_ask *ask = run->ask;
-    json_t *choice = json_array_get(json_object_get(event, "choices"), 0);
-    const char *text = json_string_value(json_object_get(choice, "text"));
-    size_t len = text ? strlen(text) : 0;
-    if (len) {
+    remote_chunk c;
+    int rc = remote_chunk_read(event, &c, err);
+    if (rc != 0) return rc;
+    if (c.text_len > run->room || (c.has_usage && c.completion_tokens > ask->max_tokens))
+        return tome_errorf(err, TOME_EIO, "the answer runs past max_tokens (%d)", ask->max_tokens);
+    if (c.text_len) {
         if (!run->streamed) ask->t_first_token = tome_now();
-        if (append_answer(ask, text, len) != 0) return 1;
-        if (ask->stream) tomed_ask_post_text(ask, text, len);
-        run->streamed += len;
+        if (append_answer(ask, c.text, c.text_len) != 0)
+            return tome_errorf(err, TOME_ENOMEM, "out of memory for the answer");
+        if (ask->stream) tomed_ask_post_text(ask, c.text, c.text_len);
+        run->streamed += c.text_len;
+        run->room -= c.text_len;
     }
-    const char *reason = json_string_value(json_object_get(choice, "finish_reason"));
-    if (reason) ask->finish_reason = strcmp(reason, "length") == 0 ? "length" : "stop";
-    json_t *usage = json_object_get(event, "usage");
-    if (json_is_object(usage)) take_usage(ask, usage);
+    if (c.finish_reason)
+        ask->finish_reason = strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
+    if (c.has_usage) take_usage(ask, &c);
     return 0;
 }
 
@@ -227,11 +235,13 @@ static int ask_once(ask_run *run, int r, const int32_t *ids, size_t n, tome_erro
                   : tome_errorf(err, TOME_ENOMEM, "out of memory for %zu ids", n);
     json_decref(body);
     if (rc != 0 && rc != TOME_ECANCELED && s.status / 100 != 4) remote_mark_down(e, r, err->msg);
-    if (rc != 0 && run->streamed && rc != TOME_ECANCELED)
-        tome_errorf(err, TOME_EIO,
-                    "replica %s failed after %zu bytes of the answer were streamed (not "
-                    "retried): %s",
-                    e->replicas[r].conf.url, run->streamed, err->msg);
+    if (rc != 0 && run->streamed && rc != TOME_ECANCELED) {
+        tome_error_wrap(err,
+                        "replica %s failed after %zu bytes of the answer were streamed (not "
+                        "retried)",
+                        e->replicas[r].conf.url, run->streamed);
+        err->code = TOME_EIO;
+    }
     if (rc == 0 && !run->ask->finish_reason) run->ask->finish_reason = "stop";
     return rc;
 }
@@ -303,8 +313,10 @@ static int run_ask(ask_run *run, tome_error *err)
         if (rc == 0 || run->streamed || rc == TOME_ECANCELED || rc == TOME_EINVAL) break;
         rc = 0;
     }
-    if (rc == 0 && !ask->finish_reason)
-        rc = tome_errorf(err, TOME_EIO, "no replica could answer: %s", err->msg);
+    if (rc == 0 && !ask->finish_reason) { /* err holds the last replica's failure */
+        tome_error_wrap(err, "no replica could answer");
+        rc = err->code = TOME_EIO;
+    }
     free(prompt);
     return rc;
 }
@@ -312,9 +324,11 @@ static int run_ask(ask_run *run, tome_error *err)
 void *remote_ask_main(void *arg)
 {
     remote_work *work = arg;
-    ask_run run = {work->e, work->item, 0};
+    tomed_ask *ask = work->item;
+    /* A token's text is at most its bytes, each as U+FFFD (3 bytes) where
+     * they are not UTF-8. */
+    ask_run run = {work->e, ask, 0, (size_t)ask->max_tokens * work->e->longest_token * 3};
     free(work);
-    tomed_ask *ask = run.ask;
     ask->t_queued = tome_now();
     tome_error err = {0};
     int rc = run_ask(&run, &err);

@@ -1,30 +1,25 @@
 /*
- * sse.c - a Server-Sent Events parser that is fed bytes as they arrive.
- *
- * Streamed answers and job progress come as text/event-stream.  Network
- * reads split the stream anywhere (inside a line, between CR and LF, inside
- * a UTF-8 sequence), so the parser keeps the partial line and the event
- * being built between calls, and calls back once per complete event.
+ * sse.c - the Server-Sent Events parser (sse.h) of the client's answers
+ * and job progress and of the remote engine's completions.
  *
  * It follows the HTML standard's rules that matter to tome: lines end in
- * LF, CRLF or CR; a line starting with ':' is a comment (the daemon's
- * keepalives); "field: value" loses one leading space; several data lines
- * join with LF; a blank line dispatches the event, and an event without
- * data is dropped; an event without a name is "message".  id and retry
- * are accepted and ignored: the client does not reconnect, it reports.
+ * LF, CRLF or CR; a line starting with ':' is a comment (keepalives);
+ * "field: value" loses one leading space; several data lines join with
+ * LF; a blank line dispatches the event, and an event without data is
+ * dropped; an event without a name is "message".  id and retry are
+ * accepted and ignored: neither reader reconnects, both report.
  */
-#include "client/client.h"
+#include "common/sse.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* An event's data is a JSON object; a megabyte is far beyond any real one
- * and keeps a runaway stream from eating memory. */
-#define SSE_MAX_BYTES (1u << 20)
-
-void tome_sse_init(tome_sse *p, tome_sse_fn on_event, void *ctx)
+void tome_sse_init(tome_sse *p, const char *source, size_t max_bytes, tome_sse_fn on_event,
+                   void *ctx)
 {
     memset(p, 0, sizeof *p);
+    p->source = source;
+    p->max_bytes = max_bytes;
     p->on_event = on_event;
     p->ctx = ctx;
 }
@@ -36,11 +31,12 @@ void tome_sse_free(tome_sse *p)
     p->line = p->data = NULL;
 }
 
-static int append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n,
-                  tome_error *err)
+static int append(const tome_sse *p, char **buf, size_t *len, size_t *cap, const char *bytes,
+                  size_t n, tome_error *err)
 {
-    if (*len + n + 1 > SSE_MAX_BYTES)
-        return tome_errorf(err, TOME_ELIMIT, "an event from tomed is over %u bytes", SSE_MAX_BYTES);
+    if (n >= p->max_bytes - *len)
+        return tome_errorf(err, TOME_ELIMIT, "an event from %s is over %zu bytes", p->source,
+                           p->max_bytes);
     if (*len + n + 1 > *cap) {
         size_t want = *cap ? *cap : 256;
         while (want < *len + n + 1) want *= 2;
@@ -81,8 +77,9 @@ static int process_line(tome_sse *p, const char *line, size_t len, tome_error *e
         memcpy(p->event, value, value_len);
         p->event[value_len] = '\0';
     } else if (name_len == 4 && memcmp(line, "data", 4) == 0) {
-        if (append(&p->data, &p->data_len, &p->data_cap, value, value_len, err)) return err->code;
-        if (append(&p->data, &p->data_len, &p->data_cap, "\n", 1, err)) return err->code;
+        if (append(p, &p->data, &p->data_len, &p->data_cap, value, value_len, err))
+            return err->code;
+        if (append(p, &p->data, &p->data_len, &p->data_cap, "\n", 1, err)) return err->code;
     }
     return 0;
 }
@@ -99,7 +96,7 @@ int tome_sse_feed(tome_sse *p, const char *bytes, size_t n, tome_error *err)
         p->saw_cr = 0;
         size_t end = i;
         while (end < n && bytes[end] != '\n' && bytes[end] != '\r') end++;
-        if (end > i && append(&p->line, &p->line_len, &p->line_cap, bytes + i, end - i, err))
+        if (end > i && append(p, &p->line, &p->line_len, &p->line_cap, bytes + i, end - i, err))
             return err->code;
         if (end == n) break;
         p->saw_cr = bytes[end] == '\r';

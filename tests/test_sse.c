@@ -1,7 +1,7 @@
-/* Unit tests of the Server-Sent Events parser (client/sse.c): framing,
- * comments, multi-line data, the three line endings, and input split at
- * every possible byte. */
-#include "client/client.h"
+/* Unit tests of the Server-Sent Events parser (common/sse.c): framing,
+ * comments, multi-line data, the three line endings, input split at every
+ * possible byte, and the size limit. */
+#include "common/sse.h"
 #include "tests/check.h"
 
 typedef struct seen {
@@ -24,7 +24,7 @@ static const char *run(const char *text, size_t step, seen *s)
     memset(s, 0, sizeof *s);
     tome_sse p;
     tome_error err = {0};
-    tome_sse_init(&p, record, s);
+    tome_sse_init(&p, "test", 1 << 20, record, s);
     size_t n = strlen(text);
     for (size_t i = 0; i < n; i += step) {
         size_t len = n - i < step ? n - i : step;
@@ -72,7 +72,7 @@ static void test_callback_stops_the_stream(void)
     int n = 0;
     tome_sse p;
     tome_error err = {0};
-    tome_sse_init(&p, stop_at_second, &n);
+    tome_sse_init(&p, "test", 1 << 20, stop_at_second, &n);
     const char *text = "data: 1\n\ndata: 2\n\ndata: 3\n\n";
     CHECK(tome_sse_feed(&p, text, strlen(text), &err) == TOME_ECANCELED);
     CHECK(n == 2);
@@ -84,17 +84,35 @@ static int ignore(void *ctx, const char *event, const char *data, tome_error *er
     return 0;
 }
 
+/* Feed `text` to a parser limited to `max` bytes: its result. */
+static int feed_limited(const char *text, size_t max, tome_error *err)
+{
+    tome_sse p;
+    tome_sse_init(&p, "http://upstream", max, ignore, NULL);
+    int rc = tome_sse_feed(&p, text, strlen(text), err);
+    tome_sse_free(&p);
+    return rc;
+}
+
 static void test_limit(void)
 {
     tome_sse p;
     tome_error err = {0};
-    tome_sse_init(&p, ignore, NULL);
+    tome_sse_init(&p, "test", 1 << 20, ignore, NULL);
     static char chunk[65536];
     memset(chunk, 'x', sizeof chunk);
     int rc = tome_sse_feed(&p, "data: ", 6, &err);
     for (int i = 0; i < 40 && rc == 0; i++) rc = tome_sse_feed(&p, chunk, sizeof chunk, &err);
     CHECK(rc == TOME_ELIMIT);
     tome_sse_free(&p);
+
+    /* A line of 15 bytes fits 16 (its terminating NUL counts); 16 does not. */
+    CHECK_OK(feed_limited("data: 012345678\n\n", 16, &err), &err);
+    CHECK(feed_limited("data: 0123456789\n\n", 16, &err) == TOME_ELIMIT);
+    CHECK(strcmp(err.msg, "an event from http://upstream is over 16 bytes") == 0);
+    /* Lines that each fit, joined into data that does not. */
+    CHECK(feed_limited("data: 01234\ndata: 56789\ndata: abcde\n\n", 16, &err) == TOME_ELIMIT);
+    CHECK_OK(feed_limited("data: 01234\ndata: 56789\n\ndata: abcde\n\n", 16, &err), &err);
 }
 
 int main(void)
