@@ -96,13 +96,18 @@ void tome_hex(const uint8_t *bytes, size_t n, char *hex);
  *   overlapping `in`), each maximal subpart of an ill-formed sequence
  *   replaced by U+FFFD as the Unicode Standard recommends; returns the
  *   length written.  tome_utf8_repair_dup does the same into a malloc'd,
- *   NUL-terminated buffer (NULL when out of memory). */
+ *   NUL-terminated buffer (NULL when out of memory).
+ * tome_text_repair: the same, and each U+0000 becomes U+FFFD too: what an
+ *   answer may hold, text that is one C string as well as one JSON
+ *   string (the client, the store and reports read answers as C strings,
+ *   so a NUL would cut them short). */
 #define TOME_UTF8_REPLACEMENT "\xEF\xBF\xBD"
 size_t tome_utf8_char_length(const void *s, size_t left);
 size_t tome_utf8_valid_prefix(const void *s, size_t n);
 int tome_utf8_valid(const void *s, size_t n);
 size_t tome_utf8_unfinished_tail(const void *s, size_t n);
 size_t tome_utf8_repair(const void *in, size_t n, char *out);
+size_t tome_text_repair(const void *in, size_t n, char *out);
 char *tome_utf8_repair_dup(const void *in, size_t n, size_t *out_len);
 
 /* Seconds from a monotonic clock (for durations only). */

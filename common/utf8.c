@@ -103,14 +103,14 @@ size_t tome_utf8_unfinished_tail(const void *s, size_t n)
     return 0;
 }
 
-size_t tome_utf8_repair(const void *in, size_t n, char *out)
+/* The repair, where `nul_too` also replaces each U+0000. */
+static size_t repair(const uint8_t *p, size_t n, char *out, int nul_too)
 {
-    const uint8_t *p = in;
     size_t at = 0, len = 0;
     while (at < n) {
         int whole;
         size_t k = scan(p + at, n - at, &whole);
-        if (whole) {
+        if (whole && !(nul_too && p[at] == 0)) {
             memcpy(out + len, p + at, k);
             len += k;
         } else {
@@ -120,6 +120,16 @@ size_t tome_utf8_repair(const void *in, size_t n, char *out)
         at += k;
     }
     return len;
+}
+
+size_t tome_utf8_repair(const void *in, size_t n, char *out)
+{
+    return repair(in, n, out, 0);
+}
+
+size_t tome_text_repair(const void *in, size_t n, char *out)
+{
+    return repair(in, n, out, 1);
 }
 
 char *tome_utf8_repair_dup(const void *in, size_t n, size_t *out_len)

@@ -192,6 +192,34 @@ static void take_usage(tomed_ask *ask, const remote_chunk *c)
     ask->cached_tokens = c->cached_tokens;
 }
 
+static int past_max_tokens(const tomed_ask *ask, tome_error *err)
+{
+    return tome_errorf(err, TOME_EIO, "the answer runs past max_tokens (%d)", ask->max_tokens);
+}
+
+/* Text from the server as an answer holds it: a NUL (JSON allows
+ * \u0000) becomes U+FFFD, as the local engine's decoder makes it. */
+static int take_text(ask_run *run, const char *text, size_t len, tome_error *err)
+{
+    tomed_ask *ask = run->ask;
+    int has_nul = memchr(text, 0, len) != NULL;
+    char *clean = has_nul ? malloc(3 * len) : NULL;
+    if (has_nul && !clean) return tome_errorf(err, TOME_ENOMEM, "out of memory for the answer");
+    if (clean) len = tome_text_repair(text, len, clean);
+    if (len > run->room) {
+        free(clean);
+        return past_max_tokens(ask, err);
+    }
+    if (!run->streamed) ask->t_first_token = tome_now();
+    int rc = append_answer(ask, clean ? clean : text, len);
+    if (rc == 0 && ask->stream) tomed_ask_post_text(ask, clean ? clean : text, len);
+    free(clean);
+    if (rc != 0) return tome_errorf(err, TOME_ENOMEM, "out of memory for the answer");
+    run->streamed += len;
+    run->room -= len;
+    return 0;
+}
+
 /* One streamed chunk: text for the client, the finish reason, the usage.
  * A server that sends more text than max_tokens tokens can hold, or
  * counts more tokens than that, is refused: the answer is bounded. */
@@ -201,17 +229,10 @@ static int ask_event(void *arg, json_t *event, tome_error *err)
     tomed_ask *ask = run->ask;
     remote_chunk c;
     int rc = remote_chunk_read(event, &c, err);
+    if (rc == 0 && c.has_usage && c.completion_tokens > ask->max_tokens)
+        rc = past_max_tokens(ask, err);
+    if (rc == 0 && c.text_len) rc = take_text(run, c.text, c.text_len, err);
     if (rc != 0) return rc;
-    if (c.text_len > run->room || (c.has_usage && c.completion_tokens > ask->max_tokens))
-        return tome_errorf(err, TOME_EIO, "the answer runs past max_tokens (%d)", ask->max_tokens);
-    if (c.text_len) {
-        if (!run->streamed) ask->t_first_token = tome_now();
-        if (append_answer(ask, c.text, c.text_len) != 0)
-            return tome_errorf(err, TOME_ENOMEM, "out of memory for the answer");
-        if (ask->stream) tomed_ask_post_text(ask, c.text, c.text_len);
-        run->streamed += c.text_len;
-        run->room -= c.text_len;
-    }
     if (c.finish_reason)
         ask->finish_reason = strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
     if (c.has_usage) take_usage(ask, &c);

@@ -96,6 +96,14 @@ static void test_utf8_repair(void)
     CHECK(out && len == sizeof want - 1 && memcmp(out, want, len) == 0);
     CHECK(out && tome_utf8_valid(out, len));
     free(out);
+    /* Answers' repair: U+0000 too, whether alone or beside a bad byte. */
+    static const char text_in[] = "a\0b\xFF\0";
+    static const char text_want[] =
+        "a" TOME_UTF8_REPLACEMENT "b" TOME_UTF8_REPLACEMENT TOME_UTF8_REPLACEMENT;
+    char text_out[3 * sizeof text_in];
+    size_t text_len = tome_text_repair(text_in, sizeof text_in - 1, text_out);
+    CHECK(text_len == sizeof text_want - 1 && memcmp(text_out, text_want, text_len) == 0);
+    CHECK(tome_utf8_repair(text_in, sizeof text_in - 1, text_out) == 7 && text_out[1] == 0);
 
     const char *src = getenv("TOME_SRCDIR");
     char path[4096];

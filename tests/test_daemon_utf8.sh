@@ -26,6 +26,7 @@ lead4=$(id_of '\xf0\x9f\x98')   # three of the four bytes of an emoji
 cont=$(id_of '\xad')            # a continuation byte on its own
 cont80=$(id_of '\x80')
 never=$(id_of '\xff')           # a byte that is never UTF-8
+nul=$(id_of '\000')             # NUL: valid UTF-8, but no C string holds it
 whole=$(id_of '\xe4\xb8\xad')   # U+4E2D itself
 eacute=$(id_of '\xc3\xa9')
 the=$(id_of ' the')
@@ -86,6 +87,13 @@ ask "\"$never\":100" 2 ',"temperature":0'
 body_has "^\\{\"answer\":\"$fffd$fffd\",\"finish_reason\":\"length\""
 ask "\"$whole\":100" 2 ',"temperature":0'
 body_has "^\\{\"answer\":\"中中\",\"finish_reason\":\"length\""
+# ---- NUL is U+FFFD too: the whole answer, not the text before it ----
+ask "\"$nul\":100" 3 ',"temperature":0'
+body_has "^\\{\"answer\":\"$fffd$fffd$fffd\",\"finish_reason\":\"length\""
+unix_http 200 /v1/corpora/docs/ask \
+    -d "{\"question\":\"Which key?\",\"logit_bias\":{\"$nul\":100},\"max_tokens\":2,\"temperature\":0}"
+body_has "^data: \\{\"text\":\"$fffd\"\\}"
+body_has "^data: \\{\"answer\":\"$fffd$fffd\",\"finish_reason\":\"length\""
 unix_http 400 /v1/corpora/docs/ask \
     -d '{"question":"x","stream":false,"logit_bias":{"1000000":5}}' &&
     body_has 'logit_bias names token id 1000000'
@@ -98,7 +106,7 @@ unix_http 400 /v1/corpora/docs/ask -d '{"question":"x","logit_bias":{"x7":1}}'
 # temperature 1 with its own seed, so the answers are random sequences of
 # them; each must be valid UTF-8 in both forms, and the streamed pieces
 # must add up to the streamed answer.
-pool="$lead3 $lead4 $cont $cont80 $never $whole $eacute $the"
+pool="$lead3 $lead4 $cont $cont80 $never $nul $whole $eacute $the"
 replaced=0
 seed=1
 while [ "$seed" -le 40 ]; do

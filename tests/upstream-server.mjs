@@ -26,8 +26,8 @@
 //   json        a whole completion as application/json, not streamed
 //   no-done     the ok reply without [DONE], then the connection closes
 //   done-open   the ok reply, then the connection stays open after [DONE]
-//   escapes     a text of quotes, a backslash, a newline and a character
-//               outside the BMP (JSON escapes, a surrogate pair)
+//   escapes     a text of quotes, a backslash, a newline, U+0000 and a
+//               character outside the BMP (JSON escapes, a surrogate pair)
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -77,7 +77,7 @@ function reply(mode, n) {
     case 'no-done':
       return okEvents(n).map(data);
     case 'escapes':
-      return ['data: {"choices":[{"index":0,"text":"\\"a\\" \\\\ b\\n\\ud83d\\ude00","finish_reason":"stop"}]}\n\n',
+      return ['data: {"choices":[{"index":0,"text":"\\"a\\" \\\\ b\\n\\u0000\\ud83d\\ude00","finish_reason":"stop"}]}\n\n',
         data(usage(n, 2, 0)), 'data: [DONE]\n\n'];
     default:
       return [...okEvents(n).map(data), 'data: [DONE]\n\n'];

@@ -15,8 +15,9 @@
  * byte-level vocabulary has tokens that are fragments of characters.  A
  * byte-exact decoder passes them on (tome-tokenize, round trips); one made
  * with V4_DETOK_VALID_UTF8 replaces each ill-formed piece by U+FFFD, as
- * Hugging Face's decode does, so that what it hands out is always valid
- * UTF-8 and can go into JSON: that is the one answers are decoded with.
+ * Hugging Face's decode does, and each NUL too, so that what it hands out
+ * is always valid UTF-8 that can go into JSON and C strings alike: that is
+ * the one answers are decoded with.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,7 @@ int v4_detok_feed(v4_detok *d, int32_t id, const char **text, size_t *len, tome_
     d->n_held = keep;
     size_t done = total - keep;
     if (d->flags & V4_DETOK_VALID_UTF8) {
-        done = tome_utf8_repair(d->raw, done, d->out);
+        done = tome_text_repair(d->raw, done, d->out);
     } else {
         memcpy(d->out, d->raw, done);
     }

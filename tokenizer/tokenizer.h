@@ -57,11 +57,11 @@ int v4_token_bytes(const v4_tokenizer *t, int32_t id, const char **bytes, size_t
  * character are passed on at once).  *text stays valid until the next call
  * on `d`.  v4_detok_flush returns what is still held back at the end.
  *
- * With V4_DETOK_VALID_UTF8 everything handed back is valid UTF-8: each
- * maximal ill-formed piece (a stray continuation byte, a character cut by
- * the next token) becomes U+FFFD, and so does a character still unfinished
- * when v4_detok_flush is called.  Without it the bytes are exactly the
- * tokens' bytes. */
+ * With V4_DETOK_VALID_UTF8 everything handed back is valid UTF-8 without
+ * U+0000: each maximal ill-formed piece (a stray continuation byte, a
+ * character cut by the next token) becomes U+FFFD, and so do a NUL byte
+ * and a character still unfinished when v4_detok_flush is called.
+ * Without it the bytes are exactly the tokens' bytes. */
 #define V4_DETOK_VALID_UTF8 1u
 typedef struct v4_detok v4_detok;
 int v4_detok_new(const v4_tokenizer *t, unsigned flags, v4_detok **out, tome_error *err);
