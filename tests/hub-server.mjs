@@ -10,10 +10,13 @@
 // tome-model.  It prints its port on stdout once listening.
 //
 //   node hub-server.mjs ROOT REPO LOG [--token T] [--drop PATH] [--wrong-sha PATH]
+//                       [--list-also PATH]
 //
 // --token T: every request without `Authorization: Bearer T` gets 401.
 // --drop PATH: the first download of PATH is cut off after half its bytes.
 // --wrong-sha PATH: PATH is listed with a SHA-256 that is not its own.
+// --list-also PATH: the listing also names PATH, a 3-byte file, as a
+//   hostile hub could (a name of tome-model's own, a duplicate, ...).
 // Each request is appended to LOG as "METHOD URL RANGE".
 import { createHash } from 'node:crypto';
 import { appendFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -49,6 +52,7 @@ function tree(req, res, url) {
   const dirs = [...new Set(files.filter((f) => f.includes('/')).map((f) => f.split('/')[0]))];
   const all = [...dirs.map((d) => ({ type: 'directory', path: d, size: 0, oid: '0'.repeat(40) })),
     ...files.map(entry)];
+  if (opt['list-also']) all.push({ type: 'file', path: opt['list-also'], size: 3, oid: 'f'.repeat(40) });
   const at = Number(url.searchParams.get('cursor') || 0);
   if (at + 2 < all.length) {
     const next = `http://${req.headers.host}${url.pathname}?recursive=true&cursor=${at + 2}`;

@@ -96,6 +96,22 @@ check "the error names the mismatch" has "$tmp/stderr" "checksum mismatch"
 check "the bad file is not kept" test ! -e "$tmp/c/$shard" -a ! -e "$tmp/c/$shard.part"
 check "the directory stays marked incomplete" test -e "$tmp/c/.tome-incomplete"
 
+# 3b. A listing that names a file a hostile hub should not: refused before
+# anything is downloaded or written.
+# refused NAME PATH MESSAGE: a hub listing PATH besides the model.
+refused() {
+    start_hub "$1" --list-also "$2"
+    fetch "$tmp/$1"
+    check "listing '$2' fails the fetch" test $? -ne 0
+    check "the error says why ($3): $(cat "$tmp/stderr")" has "$tmp/stderr" "$3"
+    check "nothing was written for '$2'" test -z "$(ls -A "$tmp/$1")"
+}
+refused own .tome-fetch.json ".tome-fetch.json is the name of tome-model's own record"
+refused part "$shard.part" "$shard.part is where $shard is downloaded to"
+refused twice config.json "config.json is listed twice"
+refused filedir config.json/x "config.json is listed as a file and as a directory"
+refused escape "$(printf 'a\033]0;owned\007b')" "refusing the file name"
+
 # 4. 401: explained, with and without a token; the right token works.
 start_hub auth --token s3cret
 fetch "$tmp/d"

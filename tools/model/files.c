@@ -31,10 +31,14 @@ static int is_hex(const char *s, size_t len)
     return 1;
 }
 
-/* A relative path of plain segments: nothing that escapes the directory. */
+/* A relative path of plain segments: nothing that escapes the directory,
+ * and UTF-8 without control characters, which could rewrite the terminal
+ * that shows it. */
 static int safe_path(const char *p)
 {
-    if (!*p || *p == '/' || strlen(p) > 1024) return 0;
+    if (!*p || *p == '/' || strlen(p) > 1024 || !tome_utf8_valid(p, strlen(p))) return 0;
+    for (const char *c = p; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) return 0;
     for (const char *seg = p; seg;) {
         const char *slash = strchr(seg, '/');
         size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
@@ -71,6 +75,58 @@ int model_list_add(model_list *l, const char *path, int64_t size, const char *sh
     snprintf(f->git_oid, sizeof f->git_oid, "%s", git_oid);
     l->n++;
     return 0;
+}
+
+static int compare_paths(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether the sorted `paths` hold `key` (whole), or one that starts with it
+ * (`prefix`). */
+static int holds(const char **paths, size_t n, const char *key, int prefix)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(paths[mid], key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t len = strlen(key);
+    return lo < n && (prefix ? strncmp(paths[lo], key, len) == 0 : strcmp(paths[lo], key) == 0);
+}
+
+/* The clashes one path can have with the sorted others. */
+static int path_clash(const char **paths, size_t n, const char *p, tome_error *err)
+{
+    char probe[1100];
+    if (strcmp(p, MODEL_LIST_NAME) == 0 || strcmp(p, MODEL_INCOMPLETE_NAME) == 0)
+        return tome_errorf(err, TOME_EFORMAT, "%s is the name of tome-model's own record", p);
+    snprintf(probe, sizeof probe, "%s.part", p);
+    if (holds(paths, n, probe, 0))
+        return tome_errorf(err, TOME_EFORMAT, "%s is where %s is downloaded to", probe, p);
+    snprintf(probe, sizeof probe, "%s/", p);
+    if (holds(paths, n, probe, 1))
+        return tome_errorf(err, TOME_EFORMAT, "%s is listed as a file and as a directory", p);
+    return 0;
+}
+
+int model_list_check(const model_list *l, tome_error *err)
+{
+    const char **paths = malloc((l->n ? l->n : 1) * sizeof *paths);
+    if (!paths) return tome_errorf(err, TOME_ENOMEM, "out of memory");
+    for (size_t i = 0; i < l->n; i++) paths[i] = l->files[i].path;
+    qsort(paths, l->n, sizeof *paths, compare_paths);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < l->n; i++) {
+        if (i > 0 && strcmp(paths[i - 1], paths[i]) == 0)
+            rc = tome_errorf(err, TOME_EFORMAT, "%s is listed twice", paths[i]);
+        if (rc == 0) rc = path_clash(paths, l->n, paths[i], err);
+    }
+    free(paths);
+    return rc;
 }
 
 int model_list_save(const char *dir, const model_list *l, tome_error *err)
@@ -131,6 +187,7 @@ int model_list_load(const char *dir, model_list *l, tome_error *err)
         if (!l->repo || !l->revision) rc = tome_errorf(err, TOME_ENOMEM, "out of memory");
     }
     if (rc == 0) rc = load_files(files, path, l, err);
+    if (rc == 0 && model_list_check(l, err) != 0) rc = tome_error_wrap(err, "%s", path);
     json_decref(root);
     if (rc) model_list_free(l);
     return rc;

@@ -34,9 +34,14 @@ typedef struct model_list {
 
 void model_list_free(model_list *l);
 /* Add a file; refuses a path that could leave the directory (absolute,
- * "..", empty segments) or a hash that is not hex of the right length. */
+ * "..", empty segments), that is not UTF-8 or holds a control character,
+ * or a hash that is not hex of the right length. */
 int model_list_add(model_list *l, const char *path, int64_t size, const char *sha256,
                    const char *git_oid, tome_error *err);
+/* Check the whole list: no path twice, none that is tome-model's own
+ * record, none that is another's partial download (X and X.part), none
+ * that is a file and a directory (X and X/Y). */
+int model_list_check(const model_list *l, tome_error *err);
 /* DIR/.tome-fetch.json, written atomically / read back. */
 int model_list_save(const char *dir, const model_list *l, tome_error *err);
 int model_list_load(const char *dir, model_list *l, tome_error *err);

@@ -231,5 +231,7 @@ int hub_list(const hub *h, model_list *out, tome_error *err)
     if (rc == 0 && out->n == 0)
         rc = tome_errorf(err, TOME_EFORMAT, "%s at %s: the repository lists no files", h->repo,
                          h->revision);
+    if (rc == 0 && model_list_check(out, err) != 0)
+        rc = tome_error_wrap(err, "%s at %s", h->repo, h->revision);
     return rc;
 }
