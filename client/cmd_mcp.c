@@ -35,7 +35,8 @@
 /* The protocol versions this server speaks, newest first. */
 static const char *const protocol_versions[] = {"2025-11-25", "2025-06-18"};
 
-#define MCP_LINE_MAX (4u << 20)
+/* The longest message read; a longer line is skipped, not held. */
+#define MCP_LINE_MAX ((size_t)4 << 20)
 
 /* JSON-RPC 2.0's error codes. */
 enum { RPC_PARSE = -32700, RPC_INVALID = -32600, RPC_NO_METHOD = -32601, RPC_PARAMS = -32602 };
@@ -562,21 +563,53 @@ static void handle(tome_client *c, json_t *msg)
         reply_error(id, RPC_NO_METHOD, "method not supported by tome");
 }
 
+/* The next message line of standard input, without its end: 1 when a line
+ * was read (*too_long when it was over MCP_LINE_MAX: its bytes are skipped,
+ * never held), 0 at the end of input. */
+static int next_line(char **line, size_t *cap, size_t *len, int *too_long)
+{
+    size_t n = 0;
+    int ch, any = 0;
+    *too_long = 0;
+    while ((ch = getc_unlocked(stdin)) != EOF && ch != '\n') {
+        any = 1;
+        if (n == MCP_LINE_MAX) {
+            *too_long = 1;
+            continue;
+        }
+        if (n + 2 > *cap) {
+            size_t grown = *cap ? *cap * 2 : 4096;
+            char *bigger = realloc(*line, grown);
+            if (!bigger) {
+                *too_long = 1; /* what cannot be held is refused like a long line */
+                continue;
+            }
+            *line = bigger;
+            *cap = grown;
+        }
+        (*line)[n++] = (char)ch;
+    }
+    if (ch == EOF && !any) return 0;
+    while (n > 0 && (*line)[n - 1] == '\r') n--;
+    if (*line) (*line)[n] = '\0';
+    *len = n;
+    return 1;
+}
+
 int tome_cmd_mcp(tome_client *c, const tome_options *opt, tome_error *err)
 {
     (void)opt;
     char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap, stdin)) > 0) {
-        if ((size_t)len > MCP_LINE_MAX) {
+    size_t cap = 0, len;
+    int too_long;
+    while (next_line(&line, &cap, &len, &too_long)) {
+        if (too_long) {
             reply_error(NULL, RPC_INVALID, "message too long");
             continue;
         }
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
         if (len == 0) continue;
         json_error_t jerr;
-        json_t *msg = json_loadb(line, (size_t)len, 0, &jerr);
+        json_t *msg = json_loadb(line, len, 0, &jerr);
         if (!msg)
             reply_error(NULL, RPC_PARSE, jerr.text);
         else

@@ -215,8 +215,12 @@ cat >"$tmp/mcp.in" <<'EOF'
 {"jsonrpc":"2.0","id":7,"method":"resources/list"}
 not json
 EOF
+# A line over the 4 MiB limit is refused (and skipped, not held); the
+# message after it is answered.
+head -c 5000000 /dev/zero | tr '\0' x >>"$tmp/mcp.in"
+printf '\n{"jsonrpc":"2.0","id":8,"method":"ping"}\r\n' >>"$tmp/mcp.in"
 "$tome" mcp <"$tmp/mcp.in" >"$tmp/mcp.out" 2>"$tmp/err" || fail "tome mcp: $(cat "$tmp/err")"
-[ "$(wc -l <"$tmp/mcp.out")" -eq 8 ] || fail "tome mcp: 8 answers expected: $(cat "$tmp/mcp.out")"
+[ "$(wc -l <"$tmp/mcp.out")" -eq 10 ] || fail "tome mcp: 10 answers expected: $(cat "$tmp/mcp.out")"
 mcp_has() { grep -Eq -- "$1" "$tmp/mcp.out" || fail "tome mcp output lacks /$1/: $(cat "$tmp/mcp.out")"; }
 mcp_has '^\{"jsonrpc":"2.0","id":1,"result":\{"protocolVersion":"2025-06-18","capabilities":\{"tools":\{\}\},"serverInfo":\{"name":"tome"'
 mcp_has '^\{"jsonrpc":"2.0","id":2,"result":\{"tools":\[\{"name":"list_corpora".*\{"name":"search".*\{"name":"ask"'
@@ -226,6 +230,24 @@ mcp_has '^\{"jsonrpc":"2.0","id":5,"result":\{"content":\[\{"type":"text","text"
 mcp_has '^\{"jsonrpc":"2.0","id":"six","result":\{"content":\[\{"type":"text","text":"[^"]*src\\n'
 mcp_has '^\{"jsonrpc":"2.0","id":7,"error":\{"code":-32601,'
 mcp_has '^\{"jsonrpc":"2.0","id":null,"error":\{"code":-32700,'
+mcp_has '^\{"jsonrpc":"2.0","id":null,"error":\{"code":-32600,"message":"message too long"\}\}$'
+mcp_has '^\{"jsonrpc":"2.0","id":8,"result":\{\}\}$'
+# ... and not held: a 256 MiB line leaves tome's peak memory far below it.
+python3 - "$tome" >"$tmp/mcp.rss" 2>&1 <<'PY'
+import resource, subprocess, sys
+p = subprocess.Popen([sys.argv[1], "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+chunk = b"x" * (1 << 20)
+for _ in range(256):
+    p.stdin.write(chunk)
+p.stdin.write(b'\n{"jsonrpc":"2.0","id":9,"method":"ping"}\n')
+p.stdin.close()
+out = p.stdout.read().decode()
+p.wait()
+assert '"id":9,"result":{}' in out, out
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, "MiB")
+PY
+rss=$(sed -n 's/^\([0-9]*\) MiB$/\1/p' "$tmp/mcp.rss")
+[ -n "$rss" ] && [ "$rss" -lt 128 ] || fail "tome mcp held a 256 MiB line: $(cat "$tmp/mcp.rss")"
 
 # ---- report from a cron-like environment: no TTY, no HOME, bare PATH ----
 cron() {
