@@ -184,9 +184,13 @@ static int parse_remote(const char *v, tomed_config *c)
     char buf[3 * TOMED_PATH_MAX];
     snprintf(buf, sizeof buf, "%s", v);
     char *save = NULL, *word = strtok_r(buf, " \t", &save);
-    if (!word || (strncmp(word, "http://", 7) && strncmp(word, "https://", 8)) ||
-        strlen(word) >= sizeof r->url)
-        return TOME_EINVAL;
+    size_t scheme = word && strncmp(word, "http://", 7) == 0    ? 7
+                    : word && strncmp(word, "https://", 8) == 0 ? 8
+                                                                : 0;
+    size_t len = word ? strlen(word) : 0;
+    /* "/v1/" is "/v1": the paths appended start with '/' */
+    while (len > scheme && word[len - 1] == '/') word[--len] = '\0';
+    if (!scheme || len == scheme || len >= sizeof r->url) return TOME_EINVAL;
     snprintf(r->url, sizeof r->url, "%s", word);
     while ((word = strtok_r(NULL, " \t", &save))) {
         if (strncmp(word, "ca=", 3) == 0 && strlen(word + 3) < sizeof r->ca)

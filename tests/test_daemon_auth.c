@@ -167,7 +167,7 @@ static void test_remote_config(const char *dir)
     snprintf(text, sizeof text,
              "engine = remote\n"
              "remote = http://gpu1:8000/v1\n"
-             "remote = https://tome2:7433/openai/v1 ca=%s api_key_file=%s\n"
+             "remote = https://tome2:7433/openai/v1// ca=%s api_key_file=%s\n"
              "remote_model = deepseek-ai/DeepSeek-V4-Flash\n"
              "remote_timeout = 60\n",
              key, key);
@@ -177,10 +177,13 @@ static void test_remote_config(const char *dir)
     CHECK(cfg->engine == TOMED_ENGINE_REMOTE && cfg->n_remotes == 2);
     CHECK(strcmp(cfg->remotes[0].url, "http://gpu1:8000/v1") == 0 && !cfg->remotes[0].ca[0]);
     CHECK(strcmp(cfg->remotes[1].ca, key) == 0 && strcmp(cfg->remotes[1].api_key_file, key) == 0);
+    CHECK(strcmp(cfg->remotes[1].url, "https://tome2:7433/openai/v1") == 0); /* no trailing '/' */
     CHECK(strcmp(cfg->remote_model, "deepseek-ai/DeepSeek-V4-Flash") == 0);
     CHECK(cfg->remote_timeout_s == 60 && cfg->remote_connect_timeout_s == 10);
 
     write_text(conf, "remote = gpu1:8000\n"); /* no scheme */
+    CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
+    write_text(conf, "remote = https:///\n"); /* no host */
     CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
     write_text(conf, "remote = http://gpu1 tls=off\n");
     CHECK(build(cfg, &err, 5, args) == TOME_EFORMAT);
