@@ -10,13 +10,15 @@
 // tome-model.  It prints its port on stdout once listening.
 //
 //   node hub-server.mjs ROOT REPO LOG [--token T] [--drop PATH] [--wrong-sha PATH]
-//                       [--list-also PATH]
+//                       [--list-also PATH] [--next-host HOST]
 //
 // --token T: every request without `Authorization: Bearer T` gets 401.
 // --drop PATH: the first download of PATH is cut off after half its bytes.
 // --wrong-sha PATH: PATH is listed with a SHA-256 that is not its own.
 // --list-also PATH: the listing also names PATH, a 3-byte file, as a
 //   hostile hub could (a name of tome-model's own, a duplicate, ...).
+// --next-host HOST: the listing's next pages are named on HOST (this
+//   server's port) instead of the host the request named.
 // Each request is appended to LOG as "METHOD URL RANGE".
 import { createHash } from 'node:crypto';
 import { appendFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -55,7 +57,8 @@ function tree(req, res, url) {
   if (opt['list-also']) all.push({ type: 'file', path: opt['list-also'], size: 3, oid: 'f'.repeat(40) });
   const at = Number(url.searchParams.get('cursor') || 0);
   if (at + 2 < all.length) {
-    const next = `http://${req.headers.host}${url.pathname}?recursive=true&cursor=${at + 2}`;
+    const host = opt['next-host'] ? `${opt['next-host']}:${server.address().port}` : req.headers.host;
+    const next = `http://${host}${url.pathname}?recursive=true&cursor=${at + 2}`;
     res.setHeader('Link', `<${next}>; rel="next"`);
   }
   res.setHeader('Content-Type', 'application/json');

@@ -111,6 +111,12 @@ refused part "$shard.part" "$shard.part is where $shard is downloaded to"
 refused twice config.json "config.json is listed twice"
 refused filedir config.json/x "config.json is listed as a file and as a directory"
 refused escape "$(printf 'a\033]0;owned\007b')" "refusing the file name"
+# A next page on another host (the request for it would carry HF_TOKEN).
+start_hub elsewhere --next-host localhost
+HF_TOKEN=s3cret fetch "$tmp/elsewhere"
+check "a listing continued elsewhere fails the fetch" test $? -ne 0
+check "the error names where: $(cat "$tmp/stderr")" has "$tmp/stderr" "the listing continues at http://localhost:"
+check "only the first page was asked for" test "$(grep -c '/tree/' "$tmp/elsewhere.log")" -eq 1
 
 # 4. 401: explained, with and without a token; the right token works.
 start_hub auth --token s3cret

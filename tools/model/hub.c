@@ -206,6 +206,14 @@ static int get_page(const hub *h, const char *url, page *p, tome_error *err)
     return rc;
 }
 
+/* Whether `url` is on the endpoint: a listing's next page must be, since
+ * the request for it carries HF_TOKEN. */
+static int on_endpoint(const hub *h, const char *url)
+{
+    size_t len = strlen(h->endpoint);
+    return strncmp(url, h->endpoint, len) == 0 && (url[len] == '/' || url[len] == '?');
+}
+
 int hub_list(const hub *h, model_list *out, tome_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -225,6 +233,11 @@ int hub_list(const hub *h, model_list *out, tome_error *err)
         if (pages == 10000) rc = tome_errorf(err, TOME_ELIMIT, "%s: too many pages", url);
         if (rc == 0) rc = get_page(h, url, &p, err);
         if (rc == 0) rc = parse_page(&p, url, out, err);
+        if (rc == 0 && p.next[0] && !on_endpoint(h, p.next))
+            rc = tome_errorf(err, TOME_EFORMAT,
+                             "%s: the listing continues at %.200s, away from %s (where "
+                             "HF_TOKEN may go)",
+                             url, p.next, h->endpoint);
         snprintf(url, sizeof url, "%s", p.next);
         free(p.body);
     }

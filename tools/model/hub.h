@@ -6,7 +6,8 @@
  * ?recursive=true: a JSON array of entries {type, path, size, oid, lfs?:
  * {oid, size}}, where lfs.oid is the SHA-256 of an LFS file's content and
  * oid otherwise the git blob id; a long listing continues at the URL of
- * the response's `Link: <...>; rel="next"` header.  A file's bytes come
+ * the response's `Link: <...>; rel="next"` header, which must stay on the
+ * endpoint.  A file's bytes come
  * from {endpoint}/{repo}/resolve/{revision}/{path}, which redirects to a
  * CDN for LFS files and honours Range requests.  HF_ENDPOINT replaces the
  * endpoint (mirrors, tests), HF_TOKEN is sent as a Bearer token.
