@@ -71,6 +71,16 @@ static int event_error(const remote_reader *r, json_t *error, tome_error *err)
     return TOME_EIO;
 }
 
+/* The error an event carries: {"error": {...}} as vLLM and SGLang send
+ * one, or older vLLM's {"object": "error", "message": ...}; else NULL. */
+static json_t *carried_error(json_t *event)
+{
+    json_t *error = json_object_get(event, "error");
+    if (error && !json_is_null(error)) return error;
+    const char *object = json_string_value(json_object_get(event, "object"));
+    return object && strcmp(object, "error") == 0 ? event : NULL;
+}
+
 static int on_sse(void *arg, const char *name, const char *data, tome_error *err)
 {
     remote_reader *r = arg;
@@ -89,9 +99,8 @@ static int on_sse(void *arg, const char *name, const char *data, tome_error *err
         return tome_errorf(err, TOME_EIO, "%s sent an event that is not a JSON object (%s): %.80s",
                            r->source, event ? "another JSON value" : jerr.text, data);
     }
-    json_t *error = json_object_get(event, "error");
-    int rc = error && !json_is_null(error) ? event_error(r, error, err)
-                                           : r->s->on_event(r->s->ctx, event, err);
+    json_t *error = carried_error(event);
+    int rc = error ? event_error(r, error, err) : r->s->on_event(r->s->ctx, event, err);
     if (rc != 0 && !error) tome_error_wrap(err, "%s", r->source);
     json_decref(event);
     return rc;

@@ -55,9 +55,9 @@ typedef struct remote_reader {
 void remote_reader_init(remote_reader *r, remote_stream *s, const char *source);
 /* Parse the next `n` bytes of the body: 0, or the TOME_E* that ends the
  * reply with `err` naming the source and the fault: an error event
- * (`{"error": ...}` as vLLM and SGLang send one mid-stream, or `event:
- * error`), an event that is not a JSON object, one over REMOTE_EVENT_MAX,
- * or on_event's refusal. */
+ * (`{"error": ...}` as vLLM and SGLang send one mid-stream, older vLLM's
+ * `{"object": "error", ...}`, or `event: error`), an event that is not a
+ * JSON object, one over REMOTE_EVENT_MAX, or on_event's refusal. */
 int remote_reader_feed(remote_reader *r, const char *bytes, size_t n, tome_error *err);
 void remote_reader_free(remote_reader *r);
 

@@ -72,6 +72,7 @@ body_has '"answer":"Hello, world\.","finish_reason":"stop"'
 # ---- broken streams: an error that says what ----
 refused error ' sent an error: the server ran out of KV cache blocks'
 refused named-error ' sent an error: worker 3 lost its GPU'
+refused old-error ' sent an error: CUDA out of memory'
 refused not-json ' sent an event that is not a JSON object \(.*\): <html><body>502 Bad Gateway</body></html>'
 refused abort ': the answer ended with finish_reason abort, not stop or length'
 ask no-done 500

@@ -17,6 +17,8 @@
 //   error       one text event, then an error event as vLLM and SGLang send
 //               one mid-stream ({"error": {...}}), then [DONE]
 //   error-first the error event before any text
+//   old-error   one text event, then an error as older vLLM sent one
+//               ({"object": "error", "message": ...})
 //   named-error one text event, then `event: error` whose data is the message
 //   not-json    one text event, then an event whose data is not JSON
 //   endless     text events, never finishing, until the client goes away
@@ -59,6 +61,10 @@ function reply(mode, n) {
       return [data(text('Hel')),
         data({ error: { object: 'error', message: 'the server ran out of KV cache blocks',
                         type: 'InternalServerError', code: 500 } }), 'data: [DONE]\n\n'];
+    case 'old-error':
+      return [data(text('Hel')), data({ object: 'error', message: 'CUDA out of memory',
+                                         type: 'InternalServerError', code: 500 }),
+        'data: [DONE]\n\n'];
     case 'named-error':
       return [data(text('Hel')), 'event: error\ndata: worker 3 lost its GPU\n\n'];
     case 'error-first':
