@@ -127,6 +127,8 @@ static int code_from_status(int status)
     case 429:
     case 503:
         return TOME_EBUSY;
+    case 502:
+        return TOME_EUPSTREAM;
     default:
         return TOME_EINTERNAL;
     }
@@ -136,7 +138,8 @@ static int code_from_name(const char *name, int fallback)
 {
     static const int codes[] = {TOME_EINVAL,    TOME_ENOMEM, TOME_EIO,       TOME_EFORMAT,
                                 TOME_ENOTFOUND, TOME_ELIMIT, TOME_EMISMATCH, TOME_ECANCELED,
-                                TOME_EBUSY,     TOME_EPERM,  TOME_EEXIST,    TOME_EINTERNAL};
+                                TOME_EBUSY,     TOME_EPERM,  TOME_EEXIST,    TOME_EINTERNAL,
+                                TOME_EUPSTREAM};
     for (size_t i = 0; name && i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(tome_error_name(codes[i]), name) == 0) return codes[i];
     return fallback;

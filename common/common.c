@@ -84,6 +84,8 @@ const char *tome_error_name(int code)
         return "forbidden";
     case TOME_EEXIST:
         return "exists";
+    case TOME_EUPSTREAM:
+        return "upstream";
     default:
         return "internal";
     }

@@ -26,19 +26,22 @@
 
 enum {
     TOME_OK = 0,
-    TOME_EINVAL = -1,    /* bad argument or bad request */
-    TOME_ENOMEM = -2,    /* allocation failed */
-    TOME_EIO = -3,       /* read/write/open failed (errno text in the message) */
-    TOME_EFORMAT = -4,   /* malformed file or data: header, JSON, checkpoint */
-    TOME_ENOTFOUND = -5, /* named thing does not exist */
-    TOME_ELIMIT = -6,    /* a configured limit was exceeded */
-    TOME_EMISMATCH = -7, /* valid, but made for something else (model, version) */
-    TOME_ECANCELED = -8, /* stopped on request */
-    TOME_EBUSY = -9,     /* resource in use or queue full */
-    TOME_EPERM = -10,    /* not allowed */
-    TOME_EEXIST = -11,   /* already exists */
-    TOME_EINTERNAL = -12 /* a bug: an invariant did not hold */
+    TOME_EINVAL = -1,     /* bad argument or bad request */
+    TOME_ENOMEM = -2,     /* allocation failed */
+    TOME_EIO = -3,        /* read/write/open failed (errno text in the message) */
+    TOME_EFORMAT = -4,    /* malformed file or data: header, JSON, checkpoint */
+    TOME_ENOTFOUND = -5,  /* named thing does not exist */
+    TOME_ELIMIT = -6,     /* a configured limit was exceeded */
+    TOME_EMISMATCH = -7,  /* valid, but made for something else (model, version) */
+    TOME_ECANCELED = -8,  /* stopped on request */
+    TOME_EBUSY = -9,      /* resource in use or queue full */
+    TOME_EPERM = -10,     /* not allowed */
+    TOME_EEXIST = -11,    /* already exists */
+    TOME_EINTERNAL = -12, /* a bug: an invariant did not hold */
+    TOME_EUPSTREAM = -13  /* a server tome relies on failed or sent what cannot be */
 };
+/* The error codes are -1 .. -TOME_ERROR_CODES. */
+#define TOME_ERROR_CODES 13
 
 #define TOME_ERROR_MAX 512
 

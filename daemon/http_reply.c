@@ -95,6 +95,8 @@ int tomed_status_for(int code)
         return 503;
     case TOME_EIO:
         return 500;
+    case TOME_EUPSTREAM:
+        return 502;
     default:
         return 500;
     }
@@ -192,7 +194,7 @@ static void reply_error_v(tomed_request *r, int status, int code, json_t *extra,
         json_decref(extra);
     }
     int index = -code;
-    if (index < 0 || index > 12) index = 12;
+    if (index < 1 || index > TOME_ERROR_CODES) index = -TOME_EINTERNAL;
     atomic_fetch_add(&tomed_stats.errors[index], 1);
     tomed_log(status >= 500 ? TOMED_LOG_WARN : TOMED_LOG_DEBUG, "%s %s: %d %s: %s", r->method,
               r->path ? r->path : "?", status, tome_error_name(code), msg);

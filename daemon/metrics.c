@@ -58,7 +58,7 @@ void tomed_metrics_render(struct evbuffer *out, const char *state_dir, const int
                                 transport_names[t], k,
                                 (unsigned long long)tomed_stats.requests[t][k]);
     counter_header(out, "tome_errors_total", "counter", "Error answers by code.");
-    for (int i = 1; i <= 12; i++)
+    for (int i = 1; i <= TOME_ERROR_CODES; i++)
         evbuffer_add_printf(out, "tome_errors_total{code=\"%s\"} %llu\n", tome_error_name(-i),
                             (unsigned long long)tomed_stats.errors[i]);
     counter_header(out, "tome_connections", "gauge", "Open connections.");

@@ -12,8 +12,8 @@
 struct evbuffer;
 
 typedef struct tomed_metrics {
-    atomic_uint_fast64_t requests[2][6]; /* [transport][status / 100] */
-    atomic_uint_fast64_t errors[13];     /* by -TOME_E* code */
+    atomic_uint_fast64_t requests[2][6];               /* [transport][status / 100] */
+    atomic_uint_fast64_t errors[TOME_ERROR_CODES + 1]; /* by -TOME_E* code */
     atomic_int connections;
     atomic_uint_fast64_t prefill_tokens;
     atomic_uint_fast64_t decode_tokens;

@@ -66,9 +66,9 @@ static int event_error(const remote_reader *r, json_t *error, tome_error *err)
     if (!message) message = json_string_value(error);
     char *dumped = message ? NULL : json_dumps(error, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!message) message = dumped ? dumped : "(none)";
-    tome_errorf(err, TOME_EIO, "%s sent an error: %.512s", r->source, message);
+    tome_errorf(err, TOME_EUPSTREAM, "%s sent an error: %.512s", r->source, message);
     free(dumped);
-    return TOME_EIO;
+    return TOME_EUPSTREAM;
 }
 
 /* The error an event carries: {"error": {...}} as vLLM and SGLang send
@@ -86,7 +86,7 @@ static int on_sse(void *arg, const char *name, const char *data, tome_error *err
     remote_reader *r = arg;
     if (r->s->done) return 0;
     if (strcmp(name, "error") == 0)
-        return tome_errorf(err, TOME_EIO, "%s sent an error: %.512s", r->source, data);
+        return tome_errorf(err, TOME_EUPSTREAM, "%s sent an error: %.512s", r->source, data);
     if (strcmp(name, "message") != 0) return 0; /* no OpenAI server names others */
     if (strcmp(data, "[DONE]") == 0) {
         r->s->done = 1;
@@ -96,8 +96,9 @@ static int on_sse(void *arg, const char *name, const char *data, tome_error *err
     json_t *event = json_loads(data, JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(event)) {
         json_decref(event);
-        return tome_errorf(err, TOME_EIO, "%s sent an event that is not a JSON object (%s): %.80s",
-                           r->source, event ? "another JSON value" : jerr.text, data);
+        return tome_errorf(err, TOME_EUPSTREAM,
+                           "%s sent an event that is not a JSON object (%s): %.80s", r->source,
+                           event ? "another JSON value" : jerr.text, data);
     }
     json_t *error = carried_error(event);
     int rc = error ? event_error(r, error, err) : r->s->on_event(r->s->ctx, event, err);
@@ -130,7 +131,7 @@ static int read_count(json_t *obj, const char *key, int64_t *out, tome_error *er
     *out = 0;
     if (!v || json_is_null(v)) return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MAX_COUNT)
-        return tome_errorf(err, TOME_EIO, "usage's %s is not a count of tokens", key);
+        return tome_errorf(err, TOME_EUPSTREAM, "usage's %s is not a count of tokens", key);
     *out = json_integer_value(v);
     return 0;
 }
@@ -139,12 +140,13 @@ static int read_usage(json_t *usage, remote_chunk *c, tome_error *err)
 {
     json_t *details = json_object_get(usage, "prompt_tokens_details");
     if (!json_is_object(usage) || (details && !json_is_null(details) && !json_is_object(details)))
-        return tome_errorf(err, TOME_EIO, "usage is not an object of counts");
+        return tome_errorf(err, TOME_EUPSTREAM, "usage is not an object of counts");
     int rc = read_count(usage, "prompt_tokens", &c->prompt_tokens, err);
     if (rc == 0) rc = read_count(usage, "completion_tokens", &c->completion_tokens, err);
     if (rc == 0) rc = read_count(details, "cached_tokens", &c->cached_tokens, err);
     if (rc == 0 && c->cached_tokens > c->prompt_tokens)
-        rc = tome_errorf(err, TOME_EIO, "usage counts %lld cached tokens of a %lld-token prompt",
+        rc = tome_errorf(err, TOME_EUPSTREAM,
+                         "usage counts %lld cached tokens of a %lld-token prompt",
                          (long long)c->cached_tokens, (long long)c->prompt_tokens);
     c->has_usage = rc == 0;
     return rc;
@@ -152,11 +154,12 @@ static int read_usage(json_t *usage, remote_chunk *c, tome_error *err)
 
 static int read_choice(json_t *choice, remote_chunk *c, tome_error *err)
 {
-    if (!json_is_object(choice)) return tome_errorf(err, TOME_EIO, "a choice is not an object");
+    if (!json_is_object(choice))
+        return tome_errorf(err, TOME_EUPSTREAM, "a choice is not an object");
     json_t *text = json_object_get(choice, "text");
     if (text && !json_is_null(text)) {
         if (!json_is_string(text))
-            return tome_errorf(err, TOME_EIO, "a choice's text is not a string");
+            return tome_errorf(err, TOME_EUPSTREAM, "a choice's text is not a string");
         c->text = json_string_value(text);
         c->text_len = json_string_length(text);
     }
@@ -167,7 +170,7 @@ static int read_choice(json_t *choice, remote_chunk *c, tome_error *err)
         c->finish_reason = why;
         return 0;
     }
-    return tome_errorf(err, TOME_EIO,
+    return tome_errorf(err, TOME_EUPSTREAM,
                        "the answer ended with finish_reason %.64s, not stop or length",
                        why ? why : "(not a string)");
 }
@@ -178,7 +181,7 @@ int remote_chunk_read(json_t *event, remote_chunk *c, tome_error *err)
     c->text = "";
     json_t *choices = json_object_get(event, "choices");
     if (choices && !json_is_null(choices) && !json_is_array(choices))
-        return tome_errorf(err, TOME_EIO, "choices is not an array");
+        return tome_errorf(err, TOME_EUPSTREAM, "choices is not an array");
     json_t *choice = json_array_get(choices, 0);
     int rc = choice ? read_choice(choice, c, err) : 0;
     json_t *usage = json_object_get(event, "usage");
@@ -209,7 +212,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         char *type = NULL;
         curl_easy_getinfo(t->curl, CURLINFO_CONTENT_TYPE, &type);
         if (!type || strncasecmp(type, "text/event-stream", 17) != 0)
-            t->failed = tome_errorf(&t->why, TOME_EIO,
+            t->failed = tome_errorf(&t->why, TOME_EUPSTREAM,
                                     "%s answered a stream with Content-Type %.64s, not "
                                     "text/event-stream",
                                     t->reader.source, type ? type : "(none)");
@@ -259,7 +262,7 @@ static int reply_error(const remote_target *target, transfer *t, tome_error *err
     long status = t->reader.s->status;
     int code = status == 429 || status == 503 ? TOME_EBUSY
                : status / 100 == 4            ? TOME_EINVAL
-                                              : TOME_EIO;
+                                              : TOME_EUPSTREAM;
     tome_errorf(err, code, "%s answered %ld: %.*s", target->conf->url, status,
                 message ? (int)strlen(message) : (int)t->error_len, message ? message : t->error);
     json_decref(body);
@@ -287,9 +290,11 @@ static int perform(transfer *t, const remote_target *target, const char *json, t
     if (cc == CURLE_ABORTED_BY_CALLBACK)
         return tome_errorf(err, TOME_ECANCELED, "request to %s stopped", target->conf->url);
     if (cc != CURLE_OK)
-        return tome_errorf(err, TOME_EIO, "%s: %s", target->conf->url, curl_easy_strerror(cc));
+        return tome_errorf(err, TOME_EUPSTREAM, "%s: %s", target->conf->url,
+                           curl_easy_strerror(cc));
     if (s->status / 100 != 2) return reply_error(target, t, err);
-    return tome_errorf(err, TOME_EIO, "%s: the stream ended without [DONE]", target->conf->url);
+    return tome_errorf(err, TOME_EUPSTREAM, "%s: the stream ended without [DONE]",
+                       target->conf->url);
 }
 
 int remote_post_stream(const remote_target *target, const char *path, json_t *body,
@@ -328,8 +333,9 @@ int remote_get_ok(const remote_target *target, const char *path, tome_error *err
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(curl);
     curl_slist_free_all(headers);
-    if (cc != CURLE_OK) return tome_errorf(err, TOME_EIO, "%s", curl_easy_strerror(cc));
-    if (status / 100 != 2) return tome_errorf(err, TOME_EIO, "GET %s answered %ld", path, status);
+    if (cc != CURLE_OK) return tome_errorf(err, TOME_EUPSTREAM, "%s", curl_easy_strerror(cc));
+    if (status / 100 != 2)
+        return tome_errorf(err, TOME_EUPSTREAM, "GET %s answered %ld", path, status);
     return 0;
 }
 

@@ -126,7 +126,7 @@ static int warm_somewhere(engine_remote *e, const char *corpus, int64_t version_
                           const int32_t *ids, size_t n, tomed_job *job, int *where, tome_error *err)
 {
     unsigned tried = 0;
-    int rc = tome_errorf(err, TOME_EIO, "no replica is configured");
+    int rc = tome_errorf(err, TOME_EUPSTREAM, "no replica is configured");
     for (int r; (r = remote_pick(e, corpus, version_id, tried)) >= 0;) {
         tried |= 1u << r;
         rc = warm(e, r, ids, n, job, err);
@@ -194,7 +194,8 @@ static void take_usage(tomed_ask *ask, const remote_chunk *c)
 
 static int past_max_tokens(const tomed_ask *ask, tome_error *err)
 {
-    return tome_errorf(err, TOME_EIO, "the answer runs past max_tokens (%d)", ask->max_tokens);
+    return tome_errorf(err, TOME_EUPSTREAM, "the answer runs past max_tokens (%d)",
+                       ask->max_tokens);
 }
 
 /* Text from the server as an answer holds it: a NUL (JSON allows
@@ -261,7 +262,7 @@ static int ask_once(ask_run *run, int r, const int32_t *ids, size_t n, tome_erro
                         "replica %s failed after %zu bytes of the answer were streamed (not "
                         "retried)",
                         e->replicas[r].conf.url, run->streamed);
-        err->code = TOME_EIO;
+        err->code = TOME_EUPSTREAM;
     }
     if (rc == 0 && !run->ask->finish_reason) run->ask->finish_reason = "stop";
     return rc;
@@ -336,7 +337,7 @@ static int run_ask(ask_run *run, tome_error *err)
     }
     if (rc == 0 && !ask->finish_reason) { /* err holds the last replica's failure */
         tome_error_wrap(err, "no replica could answer");
-        rc = err->code = TOME_EIO;
+        rc = err->code = TOME_EUPSTREAM;
     }
     free(prompt);
     return rc;

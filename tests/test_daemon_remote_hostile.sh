@@ -49,8 +49,8 @@ ask() {
 # refused MODE MESSAGE-REGEX: the question fails with that message, after
 # the 3 bytes of text the upstream streamed first.
 refused() {
-    ask "$1" 500
-    body_has "^\\{\"error\":\\{\"code\":\"io\",\"message\":\"replica $url failed after 3 bytes of the answer were streamed \\(not retried\\): $url$2\"\\}\\}"
+    ask "$1" 502
+    body_has "^\\{\"error\":\\{\"code\":\"upstream\",\"message\":\"replica $url failed after 3 bytes of the answer were streamed \\(not retried\\): $url$2\"\\}\\}"
 }
 
 # ---- valid streams: the whole answer ----
@@ -75,18 +75,18 @@ refused named-error ' sent an error: worker 3 lost its GPU'
 refused old-error ' sent an error: CUDA out of memory'
 refused not-json ' sent an event that is not a JSON object \(.*\): <html><body>502 Bad Gateway</body></html>'
 refused abort ': the answer ended with finish_reason abort, not stop or length'
-ask no-done 500
+ask no-done 502
 body_has "failed after 13 bytes of the answer were streamed \\(not retried\\): $url: the stream ended without \\[DONE\\]\""
-ask bad-usage 500
+ask bad-usage 502
 body_has "failed after 6 bytes of the answer were streamed \\(not retried\\): $url: usage's prompt_tokens is not a count of tokens\""
-ask endless 500
+ask endless 502
 body_has "failed after [0-9]+ bytes of the answer were streamed \\(not retried\\): $url: the answer runs past max_tokens \\(8\\)\""
 # Before any text, a failure is tried on the next replica (there is none).
-ask error-first 500
+ask error-first 502
 body_has "\"message\":\"no replica could answer: $url sent an error: the request was preempted\""
-ask huge 500
+ask huge 502
 body_has "\"message\":\"no replica could answer: an event from $url is over 4194304 bytes\""
-ask json 500
+ask json 502
 body_has "\"message\":\"no replica could answer: $url answered a stream with Content-Type application/json, not text/event-stream\""
 
 # ---- streamed to the client: the text so far, then an error event ----
@@ -98,6 +98,13 @@ check "the streamed answer had its text: $(head -c 300 "$tmp/stream")" \
 check "then an error naming the upstream's: $(tail -c 300 "$tmp/stream")" \
     grep -q '^data: .*sent an error: the server ran out of KV cache blocks' "$tmp/stream"
 check "and no done event" sh -c "! grep -q '^event: done' '$tmp/stream'"
+
+# ---- the OpenAI-compatible API: a 502 server_error, code upstream ----
+echo error >"$tmp/mode"
+unix_http 502 /openai/v1/completions -d '{"model":"c","prompt":"Hi","max_tokens":8}'
+body_has '^\{"error":\{"message":"replica [^"]* sent an error: the server ran out of KV cache blocks","type":"server_error","param":null,"code":"upstream"\}\}$'
+unix_http 200 /metrics
+body_has '^tome_errors_total\{code="upstream"\} [1-9][0-9]*$'
 
 # ---- tomed kept serving ----
 ask ok 200
