@@ -130,19 +130,22 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
     return add;
 }
 
-/* Link: <URL>; rel="next" */
+size_t hub_link_next(const char *header, size_t len, char *next, size_t cap)
+{
+    if (len <= 5 || strncasecmp(header, "link:", 5) != 0) return 0;
+    char line[4096];
+    snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), header);
+    char *lt = strchr(line, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+    if (!lt || !gt || !strstr(gt, "rel=\"next\"") || (size_t)(gt - lt - 1) >= cap) return 0;
+    snprintf(next, cap, "%.*s", (int)(gt - lt - 1), lt + 1);
+    return (size_t)(gt - lt - 1);
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *ctx)
 {
     page *p = ctx;
-    size_t len = size * n;
-    if (len > 5 && strncasecmp(data, "link:", 5) == 0) {
-        char line[4096];
-        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), data);
-        char *lt = strchr(line, '<'), *gt = lt ? strchr(lt, '>') : NULL;
-        if (lt && gt && strstr(gt, "rel=\"next\"") && (size_t)(gt - lt - 1) < sizeof p->next)
-            snprintf(p->next, sizeof p->next, "%.*s", (int)(gt - lt - 1), lt + 1);
-    }
-    return len;
+    hub_link_next(data, size * n, p->next, sizeof p->next);
+    return size * n;
 }
 
 static int add_entry(json_t *e, const char *url, model_list *out, tome_error *err)
@@ -162,10 +165,11 @@ static int add_entry(json_t *e, const char *url, model_list *out, tome_error *er
                           !lfs && json_is_string(oid) ? json_string_value(oid) : "", err);
 }
 
-static int parse_page(const page *p, const char *url, model_list *out, tome_error *err)
+int hub_parse_listing(const char *body, size_t len, const char *url, model_list *out,
+                      tome_error *err)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(p->body ? p->body : "", p->len, 0, &jerr);
+    json_t *root = json_loadb(body, len, 0, &jerr);
     if (!json_is_array(root)) {
         json_decref(root);
         return tome_errorf(err, TOME_EFORMAT, "%s: not a JSON array of files", url);
@@ -232,7 +236,7 @@ int hub_list(const hub *h, model_list *out, tome_error *err)
         page p = {0};
         if (pages == 10000) rc = tome_errorf(err, TOME_ELIMIT, "%s: too many pages", url);
         if (rc == 0) rc = get_page(h, url, &p, err);
-        if (rc == 0) rc = parse_page(&p, url, out, err);
+        if (rc == 0) rc = hub_parse_listing(p.body ? p.body : "", p.len, url, out, err);
         if (rc == 0 && p.next[0] && !on_endpoint(h, p.next))
             rc = tome_errorf(err, TOME_EFORMAT,
                              "%s: the listing continues at %.200s, away from %s (where "

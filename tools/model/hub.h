@@ -36,6 +36,16 @@ int hub_init(hub *h, const char *repo, const char *revision, tome_error *err);
  * revision set too). */
 int hub_list(const hub *h, model_list *out, tome_error *err);
 
+/* One page of the listing (a JSON array of entries) added to `out`;
+ * directories are skipped, a file without a size or with a malformed hash
+ * or path is refused (model_list_add). */
+int hub_parse_listing(const char *body, size_t len, const char *url, model_list *out,
+                      tome_error *err);
+/* The URL of a `Link: <URL>; rel="next"` response header (`len` bytes,
+ * not NUL-terminated) into `next`: its length, or 0 when the header is no
+ * such link or the URL does not fit `cap`. */
+size_t hub_link_next(const char *header, size_t len, char *next, size_t cap);
+
 /* The download URL of a file of the repository, path segments escaped;
  * the caller frees it. */
 char *hub_file_url(const hub *h, CURL *curl, const char *path);
