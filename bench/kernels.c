@@ -275,6 +275,12 @@ static void print_case(const kernel_case *c, int count, const double rate[2], co
            rate[1], unit, 100 * frac[1]);
 }
 
+/* Whether --only lets the case run. */
+static int chosen(const kernel_case *c, const char *only)
+{
+    return !only || strstr(c->name, only) != NULL;
+}
+
 static void print_limits(const limits *l, int threads)
 {
     printf("kernels: fast (%s); limits, the higher of two readings: FP32 FMA %.1f / %.1f GFLOP/s, "
@@ -286,15 +292,16 @@ static void print_limits(const limits *l, int threads)
 int main(int argc, char **argv)
 {
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), mb = 256, n_operands = 0;
-    const char *csv_path = NULL;
+    const char *csv_path = NULL, *only = NULL;
     const tome_option options[] = {
         TOME_INT("threads", 't', "N", threads, 1, 256, "threads for the all-threads column"),
         TOME_INT("mb", 0, "N", mb, 1, 1 << 16,
                  "megabytes of matrices per product kind (default 256: past the caches)"),
         TOME_STRING("csv", 0, "FILE", csv_path, "also write the figures to FILE as CSV"),
+        TOME_STRING("only", 0, "TEXT", only, "run only the products whose name contains TEXT"),
     };
     const tome_cli cli = {.program = "tome-kbench",
-                          .usage = "[--threads N] [--mb N] [--csv FILE]",
+                          .usage = "[--threads N] [--mb N] [--csv FILE] [--only TEXT]",
                           .options = options,
                           .n_options = sizeof options / sizeof options[0]};
     int status;
@@ -320,7 +327,8 @@ int main(int argc, char **argv)
     double rates[N_CASES][2];
     int counts[N_CASES];
     for (size_t i = 0; i < N_CASES; i++)
-        if (run_case(&cases[i], (size_t)mb, pools, bufs, rates[i], &counts[i], &err) != 0) {
+        if (chosen(&cases[i], only) &&
+            run_case(&cases[i], (size_t)mb, pools, bufs, rates[i], &counts[i], &err) != 0) {
             fprintf(stderr, "tome-kbench: %s\n", err.msg);
             return 1;
         }
@@ -330,7 +338,7 @@ int main(int argc, char **argv)
     printf("%-14s %-14s %4s %4s | %-20s | %-20s\n", "product", "shape", "tok", "mats", "1 thread",
            "all threads");
     for (size_t i = 0; i < N_CASES; i++)
-        print_case(&cases[i], counts[i], rates[i], &l, threads, csv);
+        if (chosen(&cases[i], only)) print_case(&cases[i], counts[i], rates[i], &l, threads, csv);
     if (csv && fclose(csv) != 0) {
         fprintf(stderr, "tome-kbench: writing %s: %s\n", csv_path, strerror(errno));
         return 1;

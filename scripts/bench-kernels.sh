@@ -13,11 +13,15 @@
 # matrices (default 256), so that they rotate past the caches as a decode
 # step's weights do, and is timed as its fastest pass of at least three
 # and as many as fit in a second (virtual machines slow down for
-# stretches of a few hundred milliseconds).  Prints a table and writes a CSV to $BENCH_KERNELS_CSV
+# stretches of a few hundred milliseconds).  BENCH_KERNELS_ONLY=TEXT runs
+# only the products whose name contains TEXT (e.g. "fp4"; one word).
+# Prints a table and writes a CSV to $BENCH_KERNELS_CSV
 # (default BUILDDIR/bench-kernels.csv).  Figures only: it never fails on
 # speed.
 set -eu
 build=${1:?usage: bench-kernels.sh BUILDDIR}
 make -C "$build" -s bench/tome-kbench
-"$build/bench/tome-kbench" --mb "${BENCH_KERNELS_MB:-256}" \
+only=; [ -z "${BENCH_KERNELS_ONLY:-}" ] || only="--only $BENCH_KERNELS_ONLY"
+# shellcheck disable=SC2086 # $only is two words or nothing
+"$build/bench/tome-kbench" --mb "${BENCH_KERNELS_MB:-256}" $only \
     --csv "${BENCH_KERNELS_CSV:-$build/bench-kernels.csv}"
