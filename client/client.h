@@ -131,6 +131,9 @@ int tome_cmd_status(tome_client *c, const tome_options *opt, tome_error *err);
 int tome_cmd_report(tome_client *c, const tome_options *opt, tome_error *err);
 /* MCP over stdio until stdin ends (cmd_mcp.c). */
 int tome_cmd_mcp(tome_client *c, const tome_options *opt, tome_error *err);
+/* One message line of MCP (len bytes at line, without its end): its
+ * answer, if it needs one, written to standard output as a line. */
+void tome_mcp_message(tome_client *c, const char *line, size_t len);
 
 /* Parse argv into `opt`.  Options may come before or after the command;
  * "--" ends them.  A TOME_EINVAL return is a usage error whose message says

@@ -39,7 +39,13 @@ static const char *const protocol_versions[] = {"2025-11-25", "2025-06-18"};
 #define MCP_LINE_MAX ((size_t)4 << 20)
 
 /* JSON-RPC 2.0's error codes. */
-enum { RPC_PARSE = -32700, RPC_INVALID = -32600, RPC_NO_METHOD = -32601, RPC_PARAMS = -32602 };
+enum {
+    RPC_PARSE = -32700,
+    RPC_INVALID = -32600,
+    RPC_NO_METHOD = -32601,
+    RPC_PARAMS = -32602,
+    RPC_INTERNAL = -32603
+};
 
 static void send_message(json_t *msg)
 {
@@ -52,15 +58,26 @@ static void send_message(json_t *msg)
     free(text);
 }
 
-static void reply(json_t *id, json_t *result)
-{
-    send_message(json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
-}
-
+/* `message` may quote the agent's bytes (a parse error's), which need not
+ * be UTF-8: repaired, or the answer could not be built. */
 static void reply_error(json_t *id, int code, const char *message)
 {
+    char *text = tome_utf8_repair_dup(message, strlen(message), NULL);
     send_message(json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
-                           id ? id : json_null(), "error", "code", code, "message", message));
+                           id ? id : json_null(), "error", "code", code, "message",
+                           text ? text : "out of memory"));
+    free(text);
+}
+
+/* A result that could not be built (out of memory) still gets an answer:
+ * an agent waits for one per request. */
+static void reply(json_t *id, json_t *result)
+{
+    if (!result) {
+        reply_error(id, RPC_INTERNAL, "tome could not build the answer (out of memory?)");
+        return;
+    }
+    send_message(json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
 }
 
 /* ------------------------------------------------------------------------
@@ -158,29 +175,32 @@ static int has_type(json_t *v, const char *type)
     return strcmp(type, "boolean") == 0 && json_is_boolean(v);
 }
 
-/* Check `args` against `schema` (as tool_list writes them); 0, or a
- * message naming the first problem in `why`. */
-static int check_args(json_t *schema, json_t *args, char *why, size_t cap)
+/* Check `args` against `schema` (as tool_list writes them); 0, or
+ * TOME_EINVAL with a message naming the first problem. */
+static int check_args(json_t *schema, json_t *args, tome_error *err)
 {
     json_t *props = json_object_get(schema, "properties"), *v, *need;
     const char *key;
     size_t i;
-    if (!json_is_object(args)) return snprintf(why, cap, "the arguments must be an object");
+    if (!json_is_object(args))
+        return tome_errorf(err, TOME_EINVAL, "the arguments must be an object");
     json_array_foreach(json_object_get(schema, "required"), i, need)
         if (!json_object_get(args, json_string_value(need)))
-            return snprintf(why, cap, "'%s' is required", json_string_value(need));
+            return tome_errorf(err, TOME_EINVAL, "'%s' is required", json_string_value(need));
     json_object_foreach(args, key, v) {
         json_t *p = json_object_get(props, key);
         const char *type = json_string_value(json_object_get(p, "type"));
         json_t *lo = json_object_get(p, "minimum"), *hi = json_object_get(p, "maximum");
-        if (!p) return snprintf(why, cap, "unknown argument '%s'", key);
-        if (!has_type(v, type)) return snprintf(why, cap, "'%s' must be a %s", key, type);
+        if (!p) return tome_errorf(err, TOME_EINVAL, "unknown argument '%s'", key);
+        if (!has_type(v, type))
+            return tome_errorf(err, TOME_EINVAL, "'%s' must be a %s", key, type);
         if ((lo && json_integer_value(v) < json_integer_value(lo)) ||
             (hi && json_integer_value(v) > json_integer_value(hi)))
-            return snprintf(why, cap, "'%s' must be from %lld%s", key,
-                            (long long)json_integer_value(lo), hi ? " up to the maximum" : " up");
+            return tome_errorf(err, TOME_EINVAL, "'%s' must be from %lld%s", key,
+                               (long long)json_integer_value(lo),
+                               hi ? " up to the maximum" : " up");
         if (json_is_string(v) && !*json_string_value(v))
-            return snprintf(why, cap, "'%s' must not be empty", key);
+            return tome_errorf(err, TOME_EINVAL, "'%s' must not be empty", key);
     }
     return 0;
 }
@@ -260,18 +280,26 @@ static json_t *call_list_corpora(mcp_call *call, json_t *args, tome_error *err)
     return result;
 }
 
-/* Lines as grep -n prints them: PATH:LINE:TEXT, from `lines` ({path?,
- * line, text} objects; `path` when they have none). */
-static char *numbered_text(json_t *lines, const char *path)
+/* Lines as grep -n prints them, PATH:LINE:TEXT, from `lines` ({path?,
+ * line, text} objects; `path` for those without one) into *out; an
+ * answer of tomed's without them is refused. */
+static int numbered_text(json_t *lines, const char *path, char **out, tome_error *err)
 {
     size_t i, len = 1;
     json_t *m;
+    *out = NULL;
+    if (lines && !json_is_array(lines))
+        return tome_errorf(err, TOME_EFORMAT, "tomed's answer holds lines that are not a list");
     json_array_foreach(lines, i, m) {
         const char *p = json_string_value(json_object_get(m, "path"));
-        len += strlen(p ? p : path) + strlen(json_string_value(json_object_get(m, "text"))) + 24;
+        const char *text = json_string_value(json_object_get(m, "text"));
+        if (!(p || path) || !text || !json_is_integer(json_object_get(m, "line")))
+            return tome_errorf(err, TOME_EFORMAT,
+                               "tomed's answer holds a line without its path, number or text");
+        len += strlen(p ? p : path) + strlen(text) + 24;
     }
     char *text = malloc(len);
-    if (!text) return NULL;
+    if (!text) return tome_errorf(err, TOME_ENOMEM, "out of memory");
     size_t used = 0;
     text[0] = '\0';
     json_array_foreach(lines, i, m) {
@@ -280,7 +308,8 @@ static char *numbered_text(json_t *lines, const char *path)
                                  json_integer_value(json_object_get(m, "line")),
                                  json_string_value(json_object_get(m, "text")));
     }
-    return text;
+    *out = text;
+    return 0;
 }
 
 static json_t *call_search(mcp_call *call, json_t *args, tome_error *err)
@@ -294,18 +323,24 @@ static json_t *call_search(mcp_call *call, json_t *args, tome_error *err)
     if (get_corpus(call, corpus, after, json_string_value(json_object_get(args, "query")), &out,
                    err) != 0)
         return NULL;
-    char *text = numbered_text(json_object_get(out, "matches"), "");
-    json_t *result = tool_result(text && *text ? text : "no matches\n", out, 0);
+    char *text;
+    if (numbered_text(json_object_get(out, "matches"), "", &text, err) != 0) {
+        json_decref(out);
+        return NULL;
+    }
+    json_t *result = tool_result(*text ? text : "no matches\n", out, 0);
     free(text);
     return result;
 }
 
-/* The document's text as numbered lines. */
-static char *document_lines(json_t *doc)
+/* The document's text as numbered lines, into *out. */
+static int document_lines(json_t *doc, char **out, tome_error *err)
 {
     const char *path = json_string_value(json_object_get(doc, "path"));
     const char *p = json_string_value(json_object_get(doc, "text"));
     json_int_t line = json_integer_value(json_object_get(doc, "from"));
+    *out = NULL;
+    if (!path || !p) return tome_errorf(err, TOME_EFORMAT, "tomed's document has no path or text");
     json_t *lines = json_array();
     while (p) {
         const char *nl = strchr(p, '\n');
@@ -313,9 +348,9 @@ static char *document_lines(json_t *doc)
         json_array_append_new(lines, json_pack("{s:I, s:s%}", "line", line++, "text", p, n));
         p = nl ? nl + 1 : NULL;
     }
-    char *text = numbered_text(lines, path);
+    int rc = numbered_text(lines, path, out, err);
     json_decref(lines);
-    return text;
+    return rc;
 }
 
 static json_t *call_read_document(mcp_call *call, json_t *args, tome_error *err)
@@ -334,11 +369,14 @@ static json_t *call_read_document(mcp_call *call, json_t *args, tome_error *err)
     if (get_corpus(call, json_string_value(json_object_get(args, "corpus")), after,
                    json_string_value(json_object_get(args, "path")), &out, err) != 0)
         return NULL;
-    char *text = document_lines(out);
-    json_t *result = text ? tool_result(text, out, 0) : NULL;
-    if (!result) json_decref(out);
+    char *text;
+    if (document_lines(out, &text, err) != 0) {
+        json_decref(out);
+        return NULL;
+    }
+    json_t *result = tool_result(text, out, 0);
     free(text);
-    return result ? result : tool_result("out of memory", NULL, 1);
+    return result;
 }
 
 /* ---- ask, with a prefill first when the corpus needs one ---- */
@@ -415,6 +453,11 @@ static json_t *call_ask(mcp_call *call, json_t *args, tome_error *err)
         if (rc == 0) rc = tome_ask(call->c, corpus, &q, on_answer_text, &a, &answer, err);
     }
     if (rc != 0) return NULL;
+    if (!json_is_string(json_object_get(answer, "answer"))) {
+        json_decref(answer);
+        tome_errorf(err, TOME_EFORMAT, "tomed's answer holds no text");
+        return NULL;
+    }
     json_t *data = json_pack("{s:O, s:O, s:O, s:O}", "answer", json_object_get(answer, "answer"),
                              "finish_reason", json_object_get(answer, "finish_reason"), "citations",
                              json_object_get(answer, "citations"), "sources",
@@ -459,11 +502,11 @@ static json_t *call_prefill_status(mcp_call *call, json_t *args, tome_error *err
                        json_integer_value(json_object_get(state, "tokens")))
             : snprintf(text, sizeof text, "%s version %lld: no prefilled state (ask prefills it)\n",
                        corpus, json_integer_value(json_object_get(shown, "version")));
+    const char *status = json_string_value(json_object_get(job, "status"));
     if (job)
         snprintf(text + used, sizeof text - (size_t)used,
                  "latest prefill job %s: %s, %lld of %lld tokens\n",
-                 json_string_value(json_object_get(job, "id")),
-                 json_string_value(json_object_get(job, "status")),
+                 json_string_value(json_object_get(job, "id")), status ? status : "unknown",
                  json_integer_value(json_object_get(job, "tokens_done")),
                  json_integer_value(json_object_get(job, "tokens_total")));
     json_t *data = json_pack("{s:s, s:O, s:O, s:O}", "corpus", corpus, "version",
@@ -506,14 +549,13 @@ static void tools_call(tome_client *c, json_t *id, json_t *params)
                          json_object_get(json_object_get(params, "_meta"), "progressToken")};
     for (size_t i = 0; name && i < sizeof tools / sizeof tools[0]; i++) {
         if (strcmp(tools[i].name, name) != 0) continue;
-        char why[160];
         tome_error err = {0};
-        json_t *result = NULL;
-        if (check_args(schema_of(list, name), args ? args : json_object(), why, sizeof why))
-            result = tool_result(why, NULL, 1);
-        else if (!(result = tools[i].call(&call, args ? args : json_object(), &err)))
-            result = tool_result(err.msg, NULL, 1);
+        json_t *none = args ? NULL : json_object(), *given = args ? args : none, *result = NULL;
+        if (check_args(schema_of(list, name), given, &err) != 0 ||
+            !(result = tools[i].call(&call, given, &err)))
+            result = tool_result(err.msg[0] ? err.msg : "the tool failed", NULL, 1);
         reply(id, result);
+        json_decref(none);
         json_decref(list);
         return;
     }
@@ -563,6 +605,17 @@ static void handle(tome_client *c, json_t *msg)
         reply_error(id, RPC_NO_METHOD, "method not supported by tome");
 }
 
+void tome_mcp_message(tome_client *c, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *msg = json_loadb(line, len, 0, &jerr);
+    if (!msg)
+        reply_error(NULL, RPC_PARSE, jerr.text);
+    else
+        handle(c, msg);
+    json_decref(msg);
+}
+
 /* The next message line of standard input, without its end: 1 when a line
  * was read (*too_long when it was over MCP_LINE_MAX: its bytes are skipped,
  * never held), 0 at the end of input. */
@@ -607,14 +660,7 @@ int tome_cmd_mcp(tome_client *c, const tome_options *opt, tome_error *err)
             reply_error(NULL, RPC_INVALID, "message too long");
             continue;
         }
-        if (len == 0) continue;
-        json_error_t jerr;
-        json_t *msg = json_loadb(line, len, 0, &jerr);
-        if (!msg)
-            reply_error(NULL, RPC_PARSE, jerr.text);
-        else
-            handle(c, msg);
-        json_decref(msg);
+        if (len > 0) tome_mcp_message(c, line, len);
     }
     free(line);
     if (ferror(stdin)) return tome_errorf(err, TOME_EIO, "reading MCP messages from stdin failed");

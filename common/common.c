@@ -18,11 +18,28 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Messages go into JSON as they are (answers, job records, stream
+ * events), so each is kept valid UTF-8: bytes it quotes that are not (a
+ * file name, a server's words) become U+FFFD, and a message cut at the
+ * buffer's end loses the character the cut split. */
+static void keep_utf8(char *msg, size_t cap)
+{
+    size_t n = strlen(msg);
+    if (tome_utf8_valid(msg, n)) return;
+    if (n == cap - 1) n -= tome_utf8_unfinished_tail(msg, n); /* perhaps cut: drop the rest */
+    char fixed[3 * TOME_ERROR_MAX];
+    size_t m = tome_utf8_repair(msg, n, fixed);
+    if (m > cap - 1) m = cap - 1 - tome_utf8_unfinished_tail(fixed, cap - 1);
+    memcpy(msg, fixed, m);
+    msg[m] = '\0';
+}
+
 int tome_verrorf(tome_error *err, int code, const char *fmt, va_list ap)
 {
     if (err) {
         err->code = code;
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        keep_utf8(err->msg, sizeof err->msg);
     }
     return code;
 }
@@ -46,6 +63,7 @@ int tome_error_wrap(tome_error *err, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
     snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    keep_utf8(err->msg, sizeof err->msg);
     return err->code;
 }
 

@@ -45,7 +45,10 @@ enum {
 
 #define TOME_ERROR_MAX 512
 
-/* Caller-owned error report; `code` is one of TOME_E* (0 when clear). */
+/* Caller-owned error report; `code` is one of TOME_E* (0 when clear).
+ * tome_errorf and tome_error_wrap leave `msg` valid UTF-8 (what it quotes
+ * that is not becomes U+FFFD; a message cut at TOME_ERROR_MAX loses the
+ * character the cut split), so it can go into JSON as it is. */
 typedef struct tome_error {
     int code;
     char msg[TOME_ERROR_MAX];

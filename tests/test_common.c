@@ -16,6 +16,26 @@ static void test_errors(void)
     CHECK(tome_errorf(NULL, TOME_EIO, "ignored") == TOME_EIO);
 }
 
+/* Messages stay valid UTF-8 (they go into JSON as they are): bytes that
+ * are not become U+FFFD, and a cut splits no character. */
+static void test_error_utf8(void)
+{
+    tome_error err = {0};
+    tome_errorf(&err, TOME_EIO, "cannot open %s", "caf\xE9.txt"); /* Latin-1 name */
+    CHECK(strcmp(err.msg, "cannot open caf\xEF\xBF\xBD.txt") == 0);
+    char name[TOME_ERROR_MAX];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    /* U+670D (three bytes) at 509: the cut at 511 bytes splits it, so it goes */
+    tome_errorf(&err, TOME_EUPSTREAM, "%.509s\xE6\x9C\x8D", name);
+    CHECK(strlen(err.msg) == 509 && tome_utf8_valid(err.msg, strlen(err.msg)));
+    tome_errorf(&err, TOME_EIO, "%.508s", name);
+    tome_error_wrap(&err, "\xE6\x9C\x8D"); /* the old message, 3 + 2 + 508 bytes, is cut */
+    CHECK(strncmp(err.msg, "\xE6\x9C\x8D: aaa", 8) == 0 && strlen(err.msg) == 511);
+    tome_errorf(&err, TOME_EIO, "%.507s\xE6\x9C\x8D", name); /* fits exactly: kept */
+    CHECK(strlen(err.msg) == 510 && strcmp(err.msg + 507, "\xE6\x9C\x8D") == 0);
+}
+
 static void test_files(void)
 {
     tome_error err = {0};
@@ -146,6 +166,7 @@ static void test_utf8_pieces(void)
 int main(void)
 {
     test_errors();
+    test_error_utf8();
     test_files();
     test_sha256();
     test_stream();
