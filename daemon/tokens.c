@@ -39,6 +39,77 @@ static void now_rfc3339(char *out, size_t cap)
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Whether `s` is n lowercase hex digits. */
+static int is_hex(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdef", s[i])) return 0;
+    return 1;
+}
+
+/* What is wrong with record `rec` (as tomed_tokens_create writes them),
+ * as a phrase in why[cap]: 0 when nothing is.  Authentication reads the
+ * records as they are, so one without a hash, with a scope it cannot read,
+ * or an id or name that is not its own would grant or name something other
+ * than what was created. */
+static int record_problem(json_t *rec, json_int_t next_id, char *why, size_t cap)
+{
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    const char *name = json_string_value(json_object_get(rec, "name"));
+    json_t *scopes = json_object_get(rec, "scopes"), *scope;
+    char *end = NULL;
+    long long number = id ? strtoll(id, &end, 10) : 0;
+    if (!json_is_object(rec)) return snprintf(why, cap, "is not an object");
+    if (!id || end == id || *end || number < 1 || number >= next_id)
+        return snprintf(why, cap, "has no id from 1 to below next_id");
+    if (!name || !*name) return snprintf(why, cap, "has no name");
+    if (!is_hex(json_string_value(json_object_get(rec, "sha256")), 64))
+        return snprintf(why, cap, "has no SHA-256 hash");
+    if (!json_is_string(json_object_get(rec, "created_at")))
+        return snprintf(why, cap, "has no creation time");
+    if (!json_is_array(scopes) || json_array_size(scopes) == 0 ||
+        json_array_size(scopes) > TOMED_MAX_SCOPES)
+        return snprintf(why, cap, "has no list of 1 to %d scopes", TOMED_MAX_SCOPES);
+    size_t i;
+    json_array_foreach(scopes, i, scope) {
+        const char *corpus = json_string_value(json_object_get(scope, "corpus"));
+        int rights;
+        if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus)) ||
+            tomed_rights_parse(json_string_value(json_object_get(scope, "rights")), &rights) != 0)
+            return snprintf(why, cap, "has a scope without a corpus name and 'read' or 'write'");
+    }
+    return 0;
+}
+
+/* Refuse a tokens file that tomed did not write as it stands: every record
+ * sound, ids and names unique, next_id past every id. */
+static int check_tokens(const tomed_tokens *t, tome_error *err)
+{
+    json_t *next = json_object_get(t->doc, "next_id"), *list = json_object_get(t->doc, "tokens");
+    if (!json_is_integer(next) || json_integer_value(next) < 1)
+        return tome_errorf(err, TOME_EFORMAT, "%s: no next_id", t->path);
+    if (!json_is_array(list)) return tome_errorf(err, TOME_EFORMAT, "%s: no tokens array", t->path);
+    size_t i, j;
+    json_t *rec, *other;
+    json_array_foreach(list, i, rec) {
+        char why[96];
+        int bad = record_problem(rec, json_integer_value(next), why, sizeof why);
+        for (j = 0; !bad && j < i; j++) {
+            other = json_array_get(list, j);
+            if (json_equal(json_object_get(rec, "id"), json_object_get(other, "id")) ||
+                json_equal(json_object_get(rec, "name"), json_object_get(other, "name")))
+                bad = snprintf(why, sizeof why, "has the id or name of an earlier one");
+        }
+        if (bad)
+            return tome_errorf(err, TOME_EFORMAT,
+                               "%s: token record %zu %s (the file is not as tomed wrote it: "
+                               "restore it from a backup, or remove the record)",
+                               t->path, i + 1, why);
+    }
+    return 0;
+}
+
 int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err)
 {
     tomed_tokens *t = calloc(1, sizeof *t);
@@ -50,9 +121,8 @@ int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err
     } else {
         json_error_t jerr;
         t->doc = json_load_file(t->path, 0, &jerr);
-        if (!t->doc || !json_is_array(json_object_get(t->doc, "tokens"))) {
-            tome_errorf(err, TOME_EFORMAT, "%s: %s", t->path,
-                        t->doc ? "no tokens array" : jerr.text);
+        if (!t->doc) tome_errorf(err, TOME_EFORMAT, "%s: %s", t->path, jerr.text);
+        if (!t->doc || check_tokens(t, err) != 0) {
             tomed_tokens_free(t);
             return TOME_EFORMAT;
         }

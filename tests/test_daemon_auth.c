@@ -321,11 +321,66 @@ static void check_tokens(tomed_config *cfg, const char *dir)
     tomed_tokens_free(tokens);
 }
 
+/* A tokens file that is not as tomed wrote it is refused, naming the
+ * record and what is wrong, and left as it is. */
+static void check_damaged_tokens(const char *dir)
+{
+    static const struct {
+        const char *doc, *why;
+    } cases[] = {
+        {"{\"tokens\": []}", "no next_id"},
+        {"{\"next_id\": 2, \"tokens\": {}}", "no tokens array"},
+        {"{\"next_id\": 2, \"tokens\": [7]}", "record 1 is not an object"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": \"read\"}]}]}",
+         "record 1 has no name"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"2\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": \"read\"}]}]}",
+         "record 1 has no id from 1 to below next_id"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"ABC\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": \"read\"}]}]}",
+         "record 1 has no SHA-256 hash"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"rights\": \"read\"}]}]}",
+         "record 1 has a scope without a corpus name and 'read' or 'write'"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": \"all\"}]}]}",
+         "record 1 has a scope without a corpus name and 'read' or 'write'"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": []}]}",
+         "record 1 has no list of 1 to 16 scopes"},
+        {"{\"next_id\": 3, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"*\", \"rights\": \"write\"}]}, "
+         "{\"id\": \"2\", \"name\": \"a\", \"sha256\": \"%s\", \"created_at\": \"t\", "
+         "\"scopes\": [{\"corpus\": \"src\", \"rights\": \"read\"}]}]}",
+         "record 2 has the id or name of an earlier one"},
+    };
+    const char *hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char path[4200], doc[1024], *back;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tokens.json", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tome_error err = {0};
+        tomed_tokens *tokens = NULL;
+        snprintf(doc, sizeof doc, cases[i].doc, hash, hash);
+        CHECK_OK(tome_write_file_atomic(path, doc, strlen(doc), &err), &err);
+        CHECKF(tomed_tokens_open(dir, &tokens, &err) == TOME_EFORMAT && !tokens,
+               "a damaged tokens file opened: %s", doc);
+        CHECKF(strstr(err.msg, cases[i].why) != NULL, "'%s' does not say '%s'", err.msg,
+               cases[i].why);
+        CHECK_OK(tome_read_file(path, 1 << 20, &back, &len, &err), &err);
+        CHECK(len == strlen(doc) && memcmp(back, doc, len) == 0);
+        free(back);
+    }
+    remove(path);
+}
+
 static void test_principals(const char *dir)
 {
     tomed_config *cfg = principals_config();
     check_peers(cfg, dir);
     check_tokens(cfg, dir);
+    check_damaged_tokens(dir);
     free(cfg);
 }
 
