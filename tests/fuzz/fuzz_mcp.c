@@ -24,10 +24,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* What the server answers with; set before each message, read by the
- * server thread while the message is handled. */
+/* What the server answers with: a copy, set before each message and
+ * held by the server thread while it writes (the client may stop reading
+ * and return before the write ends, and the input is freed then). */
 static pthread_mutex_t answer_lock = PTHREAD_MUTEX_INITIALIZER;
-static const uint8_t *answer_body;
+static uint8_t *answer_body;
 static size_t answer_len;
 static uint8_t answer_kind;
 
@@ -60,11 +61,12 @@ static int read_request(int fd)
     return 0;
 }
 
+/* Without SIGPIPE: the client may have closed its end. */
 static void write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
-        ssize_t put = write(fd, p, len);
+        ssize_t put = send(fd, p, len, MSG_NOSIGNAL);
         if (put <= 0) return;
         p += put;
         len -= (size_t)put;
@@ -127,9 +129,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *rest = nl ? nl + 1 : data + size;
     size_t rest_len = size - (size_t)(rest - data);
     pthread_mutex_lock(&answer_lock);
+    free(answer_body);
     answer_kind = rest_len ? rest[0] : 0;
-    answer_body = rest_len ? rest + 1 : rest;
     answer_len = rest_len ? rest_len - 1 : 0;
+    answer_body = malloc(answer_len + 1);
+    if (!answer_body) fuzz_die("out of memory");
+    if (answer_len) memcpy(answer_body, rest + 1, answer_len);
     pthread_mutex_unlock(&answer_lock);
     tome_mcp_message(&client, (const char *)data, line);
     return 0;
