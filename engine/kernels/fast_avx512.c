@@ -780,7 +780,8 @@ INLINE void pairs_block_f32(const v4_weight *w, int64_t row, int64_t k0, int64_t
 {
     fp8_block b8 = {0};
     if (w->dtype == V4_F8_E4M3) b8 = fp8_block_at(w, row, k0, end);
-    fp4_row r4 = fp4_row_at(w, row, scaled);
+    fp4_row r4 = {0}; /* only FP4 has codes and scales: F32 and BF16 have no scale */
+    if (w->dtype == V4_I8) r4 = fp4_row_at(w, row, scaled);
     for (int64_t k = k0; k < end; k += V4_PAIRS_COLUMNS) {
         __m512 o, e;
         if (w->dtype == V4_F8_E4M3 && b8.short_path) {
