@@ -314,6 +314,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tome-kbench: cannot write %s: %s\n", csv_path, strerror(errno));
         return 1;
     }
+    tome_limit_warn_if_busy("tome-kbench");
     limits l = {{0, 0}, {0, 0}};
     read_limits(&l, threads);
     v4_pool *pools[2] = {NULL, NULL};

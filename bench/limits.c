@@ -6,7 +6,9 @@
  * measured in the same run: the FP32 fused multiply-add peak, the BF16 and
  * int8 dot-product peaks, and the memory read bandwidth (over a 1 GiB
  * buffer), on one thread and on all of them.  The measuring loops live in
- * plan/limits.c, which the fit check of tome-model plan shares.
+ * plan/limits.c, which the fit check of tome-model plan shares.  It warns
+ * on stderr when other work is keeping the CPUs busy as it starts: every
+ * figure measured beside it reads low.
  *
  *   tome-limits [--threads N] [--csv]
  */
@@ -42,6 +44,7 @@ int main(int argc, char **argv)
     if (tome_options_start(&cli, argc, argv, NULL, tome_options_no_operands, 2, &n_operands,
                            &status))
         return status;
+    tome_limit_warn_if_busy("tome-limits");
     if (csv) printf("limit,unit,one_thread,all_threads,threads\n");
     for (int i = 0; i < TOME_LIMIT_COUNT; i++) {
         double one = measure_g((tome_limit_id)i, 1), all = measure_g((tome_limit_id)i, threads);

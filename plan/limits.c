@@ -12,7 +12,9 @@
  */
 #include "plan/limits.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,4 +334,79 @@ int tome_limit_fma_peak(int threads, double *flops, tome_error *err)
     tome_limit_id id =
         tome_limit_supported(TOME_LIMIT_FMA_AVX512) ? TOME_LIMIT_FMA_AVX512 : TOME_LIMIT_FMA_AVX2;
     return tome_limit_measure(id, threads, 0, flops, err);
+}
+
+/* The aggregate "cpu " line's busy and total counters of a /proc/stat
+ * text, and its count of "cpuN" lines. */
+static int parse_stat(const char *text, unsigned long long *busy, unsigned long long *total,
+                      int *n_cpus, tome_error *err)
+{
+    /* user nice system idle iowait irq softirq steal: busy are all but idle and iowait */
+    unsigned long long v[8];
+    if (strncmp(text, "cpu ", 4) != 0 ||
+        sscanf(text + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]) != 8)
+        return tome_errorf(err, TOME_EINVAL,
+                           "/proc/stat does not start with a \"cpu \" line of eight counters");
+    *busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    *total = *busy + v[3] + v[4];
+    *n_cpus = 0;
+    for (const char *line = strchr(text, '\n'); line; line = strchr(line + 1, '\n'))
+        if (strncmp(line + 1, "cpu", 3) == 0 && line[4] >= '0' && line[4] <= '9') ++*n_cpus;
+    return 0;
+}
+
+int tome_limit_busy_between(const char *before, const char *after, double *cpus, tome_error *err)
+{
+    unsigned long long busy0, total0, busy1, total1;
+    int n0, n1;
+    *cpus = 0;
+    if (parse_stat(before, &busy0, &total0, &n0, err) != 0 ||
+        parse_stat(after, &busy1, &total1, &n1, err) != 0)
+        return -1;
+    if (busy1 < busy0 || total1 < total0)
+        return tome_errorf(err, TOME_EINVAL, "/proc/stat's counters ran backwards");
+    int n = n1 > 0 ? n1 : 1;
+    if (total1 > total0) *cpus = (double)(busy1 - busy0) / (double)(total1 - total0) * n;
+    return 0;
+}
+
+/* /proc/stat's text (read as a stream: its files report a size of 0). */
+static int read_stat(char **text, tome_error *err)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return tome_errorf(err, TOME_EIO, "/proc/stat: %s", strerror(errno));
+    size_t len;
+    int rc = tome_read_stream(f, "/proc/stat", (size_t)1 << 20, text, &len, err);
+    fclose(f);
+    return rc;
+}
+
+int tome_limit_busy_cpus(double seconds, double *cpus, tome_error *err)
+{
+    char *before = NULL, *after = NULL;
+    *cpus = 0;
+    if (seconds < 0.01) seconds = 0.01;
+    int rc = read_stat(&before, err);
+    if (rc == 0) {
+        struct timespec span = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+        nanosleep(&span, NULL);
+        rc = read_stat(&after, err);
+    }
+    if (rc == 0) rc = tome_limit_busy_between(before, after, cpus, err);
+    free(before);
+    free(after);
+    return rc;
+}
+
+void tome_limit_warn_if_busy(const char *program)
+{
+    tome_error err = {0};
+    double busy = 0;
+    if (tome_limit_busy_cpus(0.5, &busy, &err) == 0 && busy > TOME_LIMIT_BUSY_WARN)
+        fprintf(stderr,
+                "%s: warning: other work kept %.1f CPUs busy in the half second before measuring "
+                "(/proc/stat): every limit and speed of this run will read low; benchmark an "
+                "otherwise idle machine\n",
+                program, busy);
 }

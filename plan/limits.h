@@ -48,4 +48,26 @@ void *tome_huge_buffer(size_t bytes);
 /* The FP32 FMA peak of the best instruction set this CPU has (FLOP/s). */
 int tome_limit_fma_peak(int threads, double *flops, tome_error *err);
 
+/* How many CPUs' worth of time other work took while this process slept
+ * for `seconds` (at least 0.01): the busy share (user, nice, system, irq,
+ * softirq and steal) of /proc/stat's time over that span, times the CPUs
+ * it counts.  Every limit and speed a benchmark reads beside other work is
+ * low (a compile under `nice` halved llama.cpp's decode and cut tome's by
+ * a seventh on a 2-core machine), so the benchmarks warn when this is
+ * above TOME_LIMIT_BUSY_WARN.  Fails where /proc/stat cannot be read or
+ * parsed. */
+#define TOME_LIMIT_BUSY_WARN 0.25
+int tome_limit_busy_cpus(double seconds, double *cpus, tome_error *err);
+
+/* The same from two /proc/stat texts, read `before` and `after` the span:
+ * their aggregate "cpu " lines give the busy share, their "cpuN" lines the
+ * CPUs.  Fails, naming the problem, when either text lacks a "cpu " line
+ * of at least eight counters or the counters run backwards. */
+int tome_limit_busy_between(const char *before, const char *after, double *cpus, tome_error *err);
+
+/* The warning the benchmarks print (program: their name) when other work
+ * kept more than TOME_LIMIT_BUSY_WARN CPUs busy over a short look at
+ * /proc/stat; nothing otherwise, or where it cannot be read. */
+void tome_limit_warn_if_busy(const char *program);
+
 #endif
