@@ -27,6 +27,12 @@ typedef struct tomed_principal {
 
 int tomed_principal_can(const tomed_principal *p, const char *corpus, int rights);
 
+/* Scope `item` as the token API and the token records hold it, an object
+ * {"corpus": a corpus name or "*", "rights": "read" or "write"}, into
+ * *out: 0, or which field is wrong (the corpus is checked first). */
+enum { TOMED_SCOPE_BAD_CORPUS = 1, TOMED_SCOPE_BAD_RIGHTS = 2 };
+int tomed_scope_from_json(json_t *item, tomed_scope *out);
+
 /* Loads STATE_DIR/tokens.json (absent = no tokens).  Owned by the caller. */
 int tomed_tokens_open(const char *state_dir, tomed_tokens **out, tome_error *err);
 void tomed_tokens_free(tomed_tokens *t);

@@ -44,17 +44,15 @@ int tomed_scopes_parse(tomed_request *r, json_t *list, tomed_scope *scopes, int 
     size_t i;
     json_t *item;
     json_array_foreach(list, i, item) {
-        const char *corpus = json_string_value(json_object_get(item, "corpus"));
-        const char *rights = json_string_value(json_object_get(item, "rights"));
-        if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus))) {
+        int wrong = tomed_scope_from_json(item, &scopes[i]);
+        if (wrong == TOMED_SCOPE_BAD_CORPUS) {
             tomed_reply_error(r, TOME_EINVAL, "scopes[%zu].corpus must be a corpus name or '*'", i);
             return -1;
         }
-        if (!rights || tomed_rights_parse(rights, &scopes[i].rights) != 0) {
+        if (wrong == TOMED_SCOPE_BAD_RIGHTS) {
             tomed_reply_error(r, TOME_EINVAL, "scopes[%zu].rights must be 'read' or 'write'", i);
             return -1;
         }
-        snprintf(scopes[i].corpus, sizeof scopes[i].corpus, "%s", corpus);
     }
     *n = (int)json_array_size(list);
     return 0;

@@ -48,6 +48,17 @@ static int is_hex(const char *s, size_t n)
     return 1;
 }
 
+int tomed_scope_from_json(json_t *item, tomed_scope *out)
+{
+    const char *corpus = json_string_value(json_object_get(item, "corpus"));
+    if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus)))
+        return TOMED_SCOPE_BAD_CORPUS;
+    const char *rights = json_string_value(json_object_get(item, "rights"));
+    if (!rights || tomed_rights_parse(rights, &out->rights) != 0) return TOMED_SCOPE_BAD_RIGHTS;
+    snprintf(out->corpus, sizeof out->corpus, "%s", corpus);
+    return 0;
+}
+
 /* What is wrong with record `rec` (as tomed_tokens_create writes them),
  * as a phrase in why[cap]: 0 when nothing is.  Authentication reads the
  * records as they are, so one without a hash, with a scope it cannot read,
@@ -73,10 +84,8 @@ static int record_problem(json_t *rec, json_int_t next_id, char *why, size_t cap
         return snprintf(why, cap, "has no list of 1 to %d scopes", TOMED_MAX_SCOPES);
     size_t i;
     json_array_foreach(scopes, i, scope) {
-        const char *corpus = json_string_value(json_object_get(scope, "corpus"));
-        int rights;
-        if (!corpus || (strcmp(corpus, "*") != 0 && !tomed_corpus_name_valid(corpus)) ||
-            tomed_rights_parse(json_string_value(json_object_get(scope, "rights")), &rights) != 0)
+        tomed_scope parsed;
+        if (tomed_scope_from_json(scope, &parsed) != 0)
             return snprintf(why, cap, "has a scope without a corpus name and 'read' or 'write'");
     }
     return 0;
@@ -250,12 +259,7 @@ int tomed_tokens_authenticate(const tomed_tokens *t, const char *secret, tomed_p
         json_t *scope;
         json_array_foreach(json_object_get(rec, "scopes"), k, scope) {
             if (p->n_scopes == TOMED_MAX_SCOPES) break;
-            tomed_scope *s = &p->scopes[p->n_scopes];
-            snprintf(s->corpus, sizeof s->corpus, "%s",
-                     json_string_value(json_object_get(scope, "corpus")));
-            if (tomed_rights_parse(json_string_value(json_object_get(scope, "rights")),
-                                   &s->rights) == 0)
-                p->n_scopes++;
+            if (tomed_scope_from_json(scope, &p->scopes[p->n_scopes]) == 0) p->n_scopes++;
         }
         return 0;
     }

@@ -347,6 +347,9 @@ static void check_damaged_tokens(const char *dir)
          "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": \"all\"}]}]}",
          "record 1 has a scope without a corpus name and 'read' or 'write'"},
         {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
+         "\"created_at\": \"t\", \"scopes\": [{\"corpus\": \"src\", \"rights\": 1}]}]}",
+         "record 1 has a scope without a corpus name and 'read' or 'write'"},
+        {"{\"next_id\": 2, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
          "\"created_at\": \"t\", \"scopes\": []}]}",
          "record 1 has no list of 1 to 16 scopes"},
         {"{\"next_id\": 3, \"tokens\": [{\"id\": \"1\", \"name\": \"a\", \"sha256\": \"%s\", "
